@@ -1,0 +1,3 @@
+//! hive's control plane and command-line interface.
+
+pub mod cli;

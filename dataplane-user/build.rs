@@ -1,0 +1,43 @@
+//! Builds the eBPF programs (`dataplane-ebpf/programs`) with aya-build and the
+//! nightly toolchain, into `OUT_DIR/hive-ebpf`, which `src/programs.rs` embeds.
+//!
+//! `AYA_BUILD_SKIP=1` skips the eBPF build for host-only `cargo check` and
+//! `cargo clippy`; an empty object is embedded and loading it fails with an
+//! error that says so.
+use anyhow::{Context as _, anyhow};
+
+const EBPF_PACKAGE: &str = "hive-ebpf";
+
+fn main() -> anyhow::Result<()> {
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    if skip {
+        println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+        std::fs::write(out_dir.join(EBPF_PACKAGE), [])
+            .context("writing the empty eBPF placeholder")?;
+        return Ok(());
+    }
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let package = metadata
+        .packages
+        .iter()
+        .find(|p| p.name.as_str() == EBPF_PACKAGE)
+        .ok_or_else(|| anyhow!("{EBPF_PACKAGE} is not a member of the workspace"))?;
+    let root_dir = package
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", package.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: EBPF_PACKAGE,
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+    .context("building the eBPF programs; is the toolchain set up? run `cargo xtask setup`")
+}

@@ -1,0 +1,8 @@
+//! hive's data plane in user space: everything that touches the kernel.
+//!
+//! The control plane never reaches past this crate's public API. It owns the
+//! eBPF programs and their pinned maps, netlink and network-namespace
+//! plumbing, and the lab topology that runs many nodes on one machine.
+
+pub mod programs;
+pub mod testing;

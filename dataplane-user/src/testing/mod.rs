@@ -1,0 +1,1 @@
+//! Test support shared by unit tests, lab tests and benchmarks.

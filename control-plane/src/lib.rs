@@ -1,3 +1,4 @@
 //! hive's control plane and command-line interface.
 
 pub mod cli;
+pub mod images;

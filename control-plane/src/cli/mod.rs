@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod builtin;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hive",
@@ -22,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Print version information.
     Version,
+    /// Run a built-in image in the foreground (used by the task executor).
+    #[command(hide = true)]
+    Builtin(builtin::BuiltinArgs),
 }
 
 /// Install a tracing subscriber writing to stderr.
@@ -40,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("hive {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Builtin(args) => builtin::run(args),
     }
 }

@@ -1,0 +1,6 @@
+//! hive's benchmark harness: the mesh benchmark behind `hive mesh bench` and
+//! `cargo bench`, measuring hive's eBPF mesh beside the kernel's own path in
+//! the same run and on the same lab. Figures, never test assertions.
+
+pub mod rules;
+pub mod wrk;

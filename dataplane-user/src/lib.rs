@@ -6,3 +6,6 @@
 
 pub mod programs;
 pub mod testing;
+pub mod maglev;
+pub mod lab;
+pub mod netns;

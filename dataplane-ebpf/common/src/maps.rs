@@ -313,19 +313,29 @@ const _: () = assert!(core::mem::size_of::<ServiceCounters>() == 24);
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY (all impls below): each type is `repr(C)`, padding-free (size
-    // asserts above, explicit `_pad` fields) and valid for any bit pattern.
-    unsafe impl aya::Pod for PacketCounter {}
-    unsafe impl aya::Pod for NodeConfig {}
-    unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for Frontend {}
-    unsafe impl aya::Pod for Ring {}
-    unsafe impl aya::Pod for Backend {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowEntry {}
-    unsafe impl aya::Pod for Endpoint {}
-    unsafe impl aya::Pod for Peer {}
-    unsafe impl aya::Pod for ServiceCounters {}
+
+    /// `aya::Pod` for ABI types.
+    macro_rules! pod {
+        ($($ty:ty),+ $(,)?) => {$(
+            // SAFETY: `repr(C)`, padding-free (size assert next to the type,
+            // explicit `_pad` fields) and valid for any bit pattern.
+            unsafe impl aya::Pod for $ty {}
+        )+};
+    }
+
+    pod!(
+        PacketCounter,
+        NodeConfig,
+        ServiceKey,
+        Frontend,
+        Ring,
+        Backend,
+        FlowKey,
+        FlowEntry,
+        Endpoint,
+        Peer,
+        ServiceCounters,
+    );
 }
 
 #[cfg(test)]

@@ -9,3 +9,5 @@ pub mod testing;
 pub mod maglev;
 pub mod lab;
 pub mod netns;
+pub mod maps;
+pub mod mesh;

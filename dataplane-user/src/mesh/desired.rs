@@ -1,0 +1,218 @@
+//! A validated [`MeshState`] turned into the map entries it stands for,
+//! before any id is allocated.
+//!
+//! The unit of balancing is a [`BalancerKey`]: one service on one network.
+//! A service attached to two networks has a VIP on each, and a VIP must only
+//! lead to the tasks' addresses on its own network, so each (service,
+//! network) pair gets its own dense service id, ring and backends in the
+//! maps. Published ports belong to the pair on the ingress network.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hive_common::maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, ServiceKey};
+
+use super::state::{MeshState, Service};
+
+/// One service on one network: what a dense service id stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BalancerKey {
+    /// Swarm service ID.
+    pub service_id: String,
+    pub vni: u32,
+}
+
+/// A front end without its service id (allocated at apply time).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FrontendSpec {
+    pub target_port_be: u16,
+    pub flags: u16,
+}
+
+impl FrontendSpec {
+    pub fn with_service(self, service: u32) -> Frontend {
+        Frontend {
+            service,
+            target_port_be: self.target_port_be,
+            flags: self.flags,
+        }
+    }
+}
+
+/// What one balancer should look like.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredBalancer {
+    /// Service name, for messages.
+    pub name: String,
+    pub frontends: HashMap<ServiceKey, FrontendSpec>,
+    /// By task ID; ordered, which is also the Maglev build order.
+    pub backends: BTreeMap<String, Backend>,
+}
+
+/// Everything the maps should hold, keyed as the maps are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub node: NodeConfig,
+    pub balancers: BTreeMap<BalancerKey, DesiredBalancer>,
+    /// By task address (network order).
+    pub endpoints: HashMap<u32, Endpoint>,
+    /// By underlay address (network order).
+    pub peers: HashMap<u32, Peer>,
+}
+
+/// The underlay NIC as the kernel knows it (resolved by the caller).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnderlayLink {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// An IPv4 address as the maps store it: the octets in memory order.
+pub fn addr_be(addr: std::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+fn balancer_entry<'a>(
+    balancers: &'a mut BTreeMap<BalancerKey, DesiredBalancer>,
+    service: &Service,
+    vni: u32,
+) -> &'a mut DesiredBalancer {
+    balancers
+        .entry(BalancerKey {
+            service_id: service.id.clone(),
+            vni,
+        })
+        .or_insert_with(|| DesiredBalancer {
+            name: service.name.clone(),
+            ..DesiredBalancer::default()
+        })
+}
+
+impl Desired {
+    /// Compile a state that passed [`MeshState::validate`].
+    pub fn compile(state: &MeshState, underlay: UnderlayLink) -> Self {
+        let node = &state.node;
+        let node_cfg = NodeConfig {
+            underlay_addr_be: addr_be(node.underlay_addr),
+            underlay_ifindex: underlay.ifindex,
+            hash_seed: node.hash_seed,
+            underlay_mac: underlay.mac,
+            vxlan_port_be: node.vxlan_port.to_be(),
+            overlay_mtu: node.overlay_mtu(),
+            flags: NodeConfig::FLAG_CONFIGURED,
+        };
+        let vni_of: HashMap<&str, u32> = state
+            .networks
+            .iter()
+            .map(|n| (n.name.as_str(), n.vni))
+            .collect();
+        let ingress_vni = state.networks.iter().find(|n| n.ingress).map(|n| n.vni);
+
+        let mut balancers: BTreeMap<BalancerKey, DesiredBalancer> = BTreeMap::new();
+        for service in &state.services {
+            for vip in &service.vips {
+                let Some(&vni) = vni_of.get(vip.network.as_str()) else {
+                    continue; // validated: cannot happen
+                };
+                let balancer = balancer_entry(&mut balancers, service, vni);
+                for port in &service.ports {
+                    balancer.frontends.insert(
+                        ServiceKey {
+                            addr_be: addr_be(vip.addr),
+                            port_be: port.target_port.to_be(),
+                            proto: port.protocol.ip_proto(),
+                            _pad: 0,
+                        },
+                        FrontendSpec {
+                            target_port_be: port.target_port.to_be(),
+                            flags: 0,
+                        },
+                    );
+                }
+            }
+            if let Some(vni) = ingress_vni {
+                for port in &service.ports {
+                    let Some(published) = port.published_port else {
+                        continue;
+                    };
+                    balancer_entry(&mut balancers, service, vni)
+                        .frontends
+                        .insert(
+                            ServiceKey {
+                                addr_be: 0,
+                                port_be: published.to_be(),
+                                proto: port.protocol.ip_proto(),
+                                _pad: 0,
+                            },
+                            FrontendSpec {
+                                target_port_be: port.target_port.to_be(),
+                                flags: Frontend::FLAG_PUBLISHED,
+                            },
+                        );
+                }
+            }
+            for be in &service.backends {
+                let local = be.node == node.underlay_addr;
+                balancer_entry(&mut balancers, service, be.vni)
+                    .backends
+                    .insert(
+                        be.task_id.clone(),
+                        Backend {
+                            addr_be: addr_be(be.addr),
+                            node_be: addr_be(be.node),
+                            vni: be.vni,
+                            flags: if local { Backend::FLAG_LOCAL } else { 0 },
+                        },
+                    );
+            }
+        }
+
+        let ifindex_of: HashMap<(&str, u32), u32> = state
+            .local_endpoints
+            .iter()
+            .map(|l| ((l.task_id.as_str(), l.vni), l.host_ifindex))
+            .collect();
+        let endpoints = state
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let local = ep.node == node.underlay_addr;
+                let ifindex = if local {
+                    ifindex_of
+                        .get(&(ep.task_id.as_str(), ep.vni))
+                        .copied()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                (
+                    addr_be(ep.addr),
+                    Endpoint {
+                        node_be: addr_be(ep.node),
+                        vni: ep.vni,
+                        ifindex,
+                        flags: if local { Endpoint::FLAG_LOCAL } else { 0 },
+                    },
+                )
+            })
+            .collect();
+        let peers = state
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    addr_be(p.underlay_addr),
+                    Peer {
+                        mac: p.mac.0,
+                        _pad: [0; 2],
+                    },
+                )
+            })
+            .collect();
+        Self {
+            node: node_cfg,
+            balancers,
+            endpoints,
+            peers,
+        }
+    }
+}

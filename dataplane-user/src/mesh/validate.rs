@@ -1,0 +1,566 @@
+//! Consistency checks of a [`MeshState`] before anything reaches the kernel.
+//!
+//! A state that passes can be turned into map entries without surprises:
+//! every reference resolves (networks, peers, local veths), no two services
+//! claim the same front end, every address lies in its network, and every
+//! table fits in the maps.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use ipnetwork::Ipv4Network;
+
+use super::state::{MAX_ID_LEN, MeshState, Network, Protocol, Service, VXLAN_OVERHEAD};
+use crate::maglev::MAX_BACKENDS_PER_SERVICE;
+
+/// The smallest overlay MTU hive accepts: IPv4's minimum datagram every
+/// host must accept (RFC 791).
+pub const MIN_OVERLAY_MTU: u16 = 576;
+
+/// Why a [`MeshState`] was rejected. Each message names the object at fault
+/// and says what would make it acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshStateError {
+    #[error(
+        "node: the underlay interface name is empty; set node.underlay_iface to the NIC of node.underlay_addr"
+    )]
+    NoUnderlayIface,
+    #[error(
+        "node: underlay MTU {mtu} leaves {overlay} bytes for tasks after the {VXLAN_OVERHEAD} bytes of VXLAN; hive needs at least {MIN_OVERLAY_MTU}: raise the underlay MTU"
+    )]
+    UnderlayMtuTooSmall { mtu: u16, overlay: u16 },
+    #[error("node: VXLAN port 0 is not a port; use 4789 (the default) or another free UDP port")]
+    VxlanPortZero,
+    #[error("network {name:?} is defined twice; network names must be unique")]
+    DuplicateNetwork { name: String },
+    #[error("network {name:?}: VNI {vni} is not a VXLAN network identifier; use 1..=16777215")]
+    VniOutOfRange { name: String, vni: u32 },
+    #[error("network {name:?}: VNI {vni} is already used by network {other:?}")]
+    DuplicateVni {
+        name: String,
+        vni: u32,
+        other: String,
+    },
+    #[error(
+        "network {name:?}: subnet {subnet} overlaps network {other:?} ({other_subnet}); overlay subnets must be disjoint"
+    )]
+    OverlappingSubnets {
+        name: String,
+        subnet: Ipv4Network,
+        other: String,
+        other_subnet: Ipv4Network,
+    },
+    #[error("network {name:?}: gateway {gateway} is not a host address of its subnet {subnet}")]
+    GatewayOutsideSubnet {
+        name: String,
+        gateway: Ipv4Addr,
+        subnet: Ipv4Network,
+    },
+    #[error(
+        "networks {first:?} and {second:?} are both marked ingress; only one network carries published ports"
+    )]
+    TwoIngressNetworks { first: String, second: String },
+    #[error("peer {node_id:?}: underlay address {addr} is also used by peer {other:?}")]
+    DuplicatePeer {
+        node_id: String,
+        addr: Ipv4Addr,
+        other: String,
+    },
+    #[error(
+        "peer {node_id:?}: underlay address {addr} is this node's own address; list only the other nodes as peers"
+    )]
+    PeerIsSelf { node_id: String, addr: Ipv4Addr },
+    #[error(
+        "{what} {id:?} is {len} bytes long; the data plane records IDs of at most {MAX_ID_LEN} bytes"
+    )]
+    IdTooLong {
+        what: &'static str,
+        id: String,
+        len: usize,
+    },
+    #[error("service {name:?}: ID {id:?} is also the ID of service {other:?}")]
+    DuplicateServiceId {
+        id: String,
+        name: String,
+        other: String,
+    },
+    #[error("service {service:?}: network {network:?} is not defined in this state")]
+    UnknownNetwork { service: String, network: String },
+    #[error(
+        "service {service:?}: has two VIPs on network {network:?}; a service has one VIP per network"
+    )]
+    TwoVipsOnNetwork { service: String, network: String },
+    #[error(
+        "service {service:?}: VIP {vip} is not a host address of network {network:?} ({subnet}) or is its gateway"
+    )]
+    VipOutsideNetwork {
+        service: String,
+        vip: Ipv4Addr,
+        network: String,
+        subnet: Ipv4Network,
+    },
+    #[error("service {service:?}: VIP {vip} is already the VIP of service {other:?}")]
+    VipInUse {
+        service: String,
+        vip: Ipv4Addr,
+        other: String,
+    },
+    #[error("service {service:?}: port 0 is not a port ({protocol}); use 1..=65535")]
+    PortZero { service: String, protocol: Protocol },
+    #[error("service {service:?}: target port {port}/{protocol} is listed twice")]
+    DuplicateTargetPort {
+        service: String,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error(
+        "service {service:?}: published port {port}/{protocol} is already used by service {other:?}"
+    )]
+    PublishedPortInUse {
+        service: String,
+        port: u16,
+        protocol: Protocol,
+        other: String,
+    },
+    #[error(
+        "service {service:?}: publishes port {port}/{protocol} but no network is marked ingress; mark the routing-mesh network `ingress: true`"
+    )]
+    NoIngressNetwork {
+        service: String,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error(
+        "service {service:?}: backend task {task:?} is on VNI {vni}, which is not a network of this state"
+    )]
+    BackendUnknownNetwork {
+        service: String,
+        task: String,
+        vni: u32,
+    },
+    #[error(
+        "service {service:?}: backend task {task:?} is on network {network:?}, where the service has no VIP (and it is not the ingress network of a service that publishes ports)"
+    )]
+    BackendOffServiceNetworks {
+        service: String,
+        task: String,
+        network: String,
+    },
+    #[error(
+        "service {service:?}: backend task {task:?} has address {addr}, outside its network {network:?} ({subnet})"
+    )]
+    BackendOutsideSubnet {
+        service: String,
+        task: String,
+        addr: Ipv4Addr,
+        network: String,
+        subnet: Ipv4Network,
+    },
+    #[error("service {service:?}: backend task {task:?} is listed twice on network {network:?}")]
+    DuplicateBackend {
+        service: String,
+        task: String,
+        network: String,
+    },
+    #[error(
+        "service {service:?}: backend task {task:?} runs on node {node}, which is neither this node nor an overlay peer; add the node to peers"
+    )]
+    BackendUnknownNode {
+        service: String,
+        task: String,
+        node: Ipv4Addr,
+    },
+    #[error(
+        "service {service:?}: {count} backends on network {network:?}; at most {MAX_BACKENDS_PER_SERVICE} fit in a Maglev table"
+    )]
+    TooManyBackends {
+        service: String,
+        network: String,
+        count: usize,
+    },
+    #[error("endpoint {addr} (task {task:?}): VNI {vni} is not a network of this state")]
+    EndpointUnknownNetwork {
+        task: String,
+        addr: Ipv4Addr,
+        vni: u32,
+    },
+    #[error("endpoint {addr} (task {task:?}): outside its network {network:?} ({subnet})")]
+    EndpointOutsideSubnet {
+        task: String,
+        addr: Ipv4Addr,
+        network: String,
+        subnet: Ipv4Network,
+    },
+    #[error("endpoint {addr} (task {task:?}): the address is also given to task {other:?}")]
+    DuplicateEndpoint {
+        task: String,
+        addr: Ipv4Addr,
+        other: String,
+    },
+    #[error(
+        "endpoint {addr} (task {task:?}): runs on node {node}, which is neither this node nor an overlay peer; add the node to peers"
+    )]
+    EndpointUnknownNode {
+        task: String,
+        addr: Ipv4Addr,
+        node: Ipv4Addr,
+    },
+    #[error(
+        "endpoint {addr} (task {task:?}) runs on this node but has no local endpoint (host-side veth) on VNI {vni}; attach the task first"
+    )]
+    NoLocalEndpoint {
+        task: String,
+        addr: Ipv4Addr,
+        vni: u32,
+    },
+    #[error(
+        "local endpoint {ifname:?} (task {task:?}, VNI {vni}): no endpoint of this node matches; list the task's address in endpoints"
+    )]
+    OrphanLocalEndpoint {
+        task: String,
+        vni: u32,
+        ifname: String,
+    },
+    #[error("local endpoint {ifname:?} (task {task:?}): ifindex 0 is not an interface")]
+    LocalEndpointNoIfindex { task: String, ifname: String },
+}
+
+fn check_id(what: &'static str, id: &str) -> Result<(), MeshStateError> {
+    if id.len() > MAX_ID_LEN || id.is_empty() {
+        return Err(MeshStateError::IdTooLong {
+            what,
+            id: id.to_owned(),
+            len: id.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A host address of `subnet`: inside, and neither the network nor the
+/// broadcast address (for prefixes that have those).
+fn is_host_of(subnet: Ipv4Network, addr: Ipv4Addr) -> bool {
+    subnet.contains(addr)
+        && (subnet.prefix() >= 31 || (addr != subnet.network() && addr != subnet.broadcast()))
+}
+
+impl MeshState {
+    /// Check the state is consistent; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), MeshStateError> {
+        let node = &self.node;
+        if node.underlay_iface.is_empty() {
+            return Err(MeshStateError::NoUnderlayIface);
+        }
+        if node.overlay_mtu() < MIN_OVERLAY_MTU {
+            return Err(MeshStateError::UnderlayMtuTooSmall {
+                mtu: node.underlay_mtu,
+                overlay: node.overlay_mtu(),
+            });
+        }
+        if node.vxlan_port == 0 {
+            return Err(MeshStateError::VxlanPortZero);
+        }
+        let networks = self.validate_networks()?;
+
+        let mut nodes: HashMap<Ipv4Addr, &str> = HashMap::new();
+        for peer in &self.peers {
+            if peer.underlay_addr == node.underlay_addr {
+                return Err(MeshStateError::PeerIsSelf {
+                    node_id: peer.node_id.clone(),
+                    addr: peer.underlay_addr,
+                });
+            }
+            if let Some(other) = nodes.insert(peer.underlay_addr, &peer.node_id) {
+                return Err(MeshStateError::DuplicatePeer {
+                    node_id: peer.node_id.clone(),
+                    addr: peer.underlay_addr,
+                    other: other.to_owned(),
+                });
+            }
+        }
+        let known_node = |addr: Ipv4Addr| addr == node.underlay_addr || nodes.contains_key(&addr);
+
+        let mut ids: HashMap<&str, &str> = HashMap::new();
+        let mut vips: HashMap<Ipv4Addr, &str> = HashMap::new();
+        let mut published: HashMap<(u16, Protocol), &str> = HashMap::new();
+        for service in &self.services {
+            check_id("service ID", &service.id)?;
+            if let Some(other) = ids.insert(&service.id, &service.name) {
+                return Err(MeshStateError::DuplicateServiceId {
+                    id: service.id.clone(),
+                    name: service.name.clone(),
+                    other: other.to_owned(),
+                });
+            }
+            validate_service(service, &networks, &mut vips, &mut published, &known_node)?;
+        }
+        self.validate_endpoints(&networks, &known_node)
+    }
+
+    /// Networks by name and by VNI, checked.
+    fn validate_networks(&self) -> Result<NetworkIndex<'_>, MeshStateError> {
+        let mut index = NetworkIndex::default();
+        for net in &self.networks {
+            if net.vni == 0 || net.vni > 0x00ff_ffff {
+                return Err(MeshStateError::VniOutOfRange {
+                    name: net.name.clone(),
+                    vni: net.vni,
+                });
+            }
+            if !is_host_of(net.subnet, net.gateway) {
+                return Err(MeshStateError::GatewayOutsideSubnet {
+                    name: net.name.clone(),
+                    gateway: net.gateway,
+                    subnet: net.subnet,
+                });
+            }
+            if index.by_name.insert(&net.name, net).is_some() {
+                return Err(MeshStateError::DuplicateNetwork {
+                    name: net.name.clone(),
+                });
+            }
+            if let Some(other) = index.by_vni.insert(net.vni, net) {
+                return Err(MeshStateError::DuplicateVni {
+                    name: net.name.clone(),
+                    vni: net.vni,
+                    other: other.name.clone(),
+                });
+            }
+            if net.ingress {
+                if let Some(first) = index.ingress {
+                    return Err(MeshStateError::TwoIngressNetworks {
+                        first: first.name.clone(),
+                        second: net.name.clone(),
+                    });
+                }
+                index.ingress = Some(net);
+            }
+        }
+        // O(networks²), and networks are few (tens).
+        for (i, a) in self.networks.iter().enumerate() {
+            if let Some(b) = self.networks[..i]
+                .iter()
+                .find(|b| a.subnet.overlaps(b.subnet))
+            {
+                return Err(MeshStateError::OverlappingSubnets {
+                    name: a.name.clone(),
+                    subnet: a.subnet,
+                    other: b.name.clone(),
+                    other_subnet: b.subnet,
+                });
+            }
+        }
+        Ok(index)
+    }
+
+    fn validate_endpoints(
+        &self,
+        networks: &NetworkIndex<'_>,
+        known_node: &dyn Fn(Ipv4Addr) -> bool,
+    ) -> Result<(), MeshStateError> {
+        let local: HashSet<(&str, u32)> = self
+            .local_endpoints
+            .iter()
+            .map(|l| (l.task_id.as_str(), l.vni))
+            .collect();
+        let mut addrs: HashMap<Ipv4Addr, &str> = HashMap::new();
+        let mut local_seen: HashSet<(&str, u32)> = HashSet::new();
+        for ep in &self.endpoints {
+            check_id("task ID", &ep.task_id)?;
+            let net = networks.by_vni.get(&ep.vni).ok_or_else(|| {
+                MeshStateError::EndpointUnknownNetwork {
+                    task: ep.task_id.clone(),
+                    addr: ep.addr,
+                    vni: ep.vni,
+                }
+            })?;
+            if !is_host_of(net.subnet, ep.addr) || ep.addr == net.gateway {
+                return Err(MeshStateError::EndpointOutsideSubnet {
+                    task: ep.task_id.clone(),
+                    addr: ep.addr,
+                    network: net.name.clone(),
+                    subnet: net.subnet,
+                });
+            }
+            if let Some(other) = addrs.insert(ep.addr, &ep.task_id) {
+                return Err(MeshStateError::DuplicateEndpoint {
+                    task: ep.task_id.clone(),
+                    addr: ep.addr,
+                    other: other.to_owned(),
+                });
+            }
+            if !known_node(ep.node) {
+                return Err(MeshStateError::EndpointUnknownNode {
+                    task: ep.task_id.clone(),
+                    addr: ep.addr,
+                    node: ep.node,
+                });
+            }
+            if ep.node == self.node.underlay_addr {
+                let key = (ep.task_id.as_str(), ep.vni);
+                if !local.contains(&key) {
+                    return Err(MeshStateError::NoLocalEndpoint {
+                        task: ep.task_id.clone(),
+                        addr: ep.addr,
+                        vni: ep.vni,
+                    });
+                }
+                local_seen.insert(key);
+            }
+        }
+        for l in &self.local_endpoints {
+            if l.host_ifindex == 0 {
+                return Err(MeshStateError::LocalEndpointNoIfindex {
+                    task: l.task_id.clone(),
+                    ifname: l.host_ifname.clone(),
+                });
+            }
+            if !local_seen.contains(&(l.task_id.as_str(), l.vni)) {
+                return Err(MeshStateError::OrphanLocalEndpoint {
+                    task: l.task_id.clone(),
+                    vni: l.vni,
+                    ifname: l.host_ifname.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct NetworkIndex<'a> {
+    by_name: HashMap<&'a str, &'a Network>,
+    by_vni: HashMap<u32, &'a Network>,
+    ingress: Option<&'a Network>,
+}
+
+fn validate_service<'a>(
+    service: &'a Service,
+    networks: &NetworkIndex<'a>,
+    vips: &mut HashMap<Ipv4Addr, &'a str>,
+    published: &mut HashMap<(u16, Protocol), &'a str>,
+    known_node: &dyn Fn(Ipv4Addr) -> bool,
+) -> Result<(), MeshStateError> {
+    let name = || service.name.clone();
+    // VNIs whose backends this service balances.
+    let mut served: HashSet<u32> = HashSet::new();
+    for vip in &service.vips {
+        let net = networks.by_name.get(vip.network.as_str()).ok_or_else(|| {
+            MeshStateError::UnknownNetwork {
+                service: name(),
+                network: vip.network.clone(),
+            }
+        })?;
+        if !served.insert(net.vni) {
+            return Err(MeshStateError::TwoVipsOnNetwork {
+                service: name(),
+                network: net.name.clone(),
+            });
+        }
+        if !is_host_of(net.subnet, vip.addr) || vip.addr == net.gateway {
+            return Err(MeshStateError::VipOutsideNetwork {
+                service: name(),
+                vip: vip.addr,
+                network: net.name.clone(),
+                subnet: net.subnet,
+            });
+        }
+        if let Some(other) = vips.insert(vip.addr, &service.name) {
+            return Err(MeshStateError::VipInUse {
+                service: name(),
+                vip: vip.addr,
+                other: other.to_owned(),
+            });
+        }
+    }
+    let mut targets: HashSet<(u16, Protocol)> = HashSet::new();
+    for port in &service.ports {
+        if port.target_port == 0 || port.published_port == Some(0) {
+            return Err(MeshStateError::PortZero {
+                service: name(),
+                protocol: port.protocol,
+            });
+        }
+        if !targets.insert((port.target_port, port.protocol)) {
+            return Err(MeshStateError::DuplicateTargetPort {
+                service: name(),
+                port: port.target_port,
+                protocol: port.protocol,
+            });
+        }
+        if let Some(p) = port.published_port {
+            let Some(ingress) = networks.ingress else {
+                return Err(MeshStateError::NoIngressNetwork {
+                    service: name(),
+                    port: p,
+                    protocol: port.protocol,
+                });
+            };
+            served.insert(ingress.vni);
+            if let Some(other) = published.insert((p, port.protocol), &service.name) {
+                return Err(MeshStateError::PublishedPortInUse {
+                    service: name(),
+                    port: p,
+                    protocol: port.protocol,
+                    other: other.to_owned(),
+                });
+            }
+        }
+    }
+    let mut backends: HashSet<(&str, u32)> = HashSet::new();
+    let mut per_network: HashMap<u32, usize> = HashMap::new();
+    for be in &service.backends {
+        check_id("task ID", &be.task_id)?;
+        let task = || be.task_id.clone();
+        let net =
+            networks
+                .by_vni
+                .get(&be.vni)
+                .ok_or_else(|| MeshStateError::BackendUnknownNetwork {
+                    service: name(),
+                    task: task(),
+                    vni: be.vni,
+                })?;
+        if !served.contains(&be.vni) {
+            return Err(MeshStateError::BackendOffServiceNetworks {
+                service: name(),
+                task: task(),
+                network: net.name.clone(),
+            });
+        }
+        if !is_host_of(net.subnet, be.addr) || be.addr == net.gateway {
+            return Err(MeshStateError::BackendOutsideSubnet {
+                service: name(),
+                task: task(),
+                addr: be.addr,
+                network: net.name.clone(),
+                subnet: net.subnet,
+            });
+        }
+        if !backends.insert((&be.task_id, be.vni)) {
+            return Err(MeshStateError::DuplicateBackend {
+                service: name(),
+                task: task(),
+                network: net.name.clone(),
+            });
+        }
+        if !known_node(be.node) {
+            return Err(MeshStateError::BackendUnknownNode {
+                service: name(),
+                task: task(),
+                node: be.node,
+            });
+        }
+        let count = per_network.entry(be.vni).or_default();
+        *count += 1;
+        if *count > MAX_BACKENDS_PER_SERVICE {
+            return Err(MeshStateError::TooManyBackends {
+                service: name(),
+                network: net.name.clone(),
+                count: *count,
+            });
+        }
+    }
+    Ok(())
+}

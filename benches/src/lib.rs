@@ -2,5 +2,9 @@
 //! `cargo bench`, measuring hive's eBPF mesh beside the kernel's own path in
 //! the same run and on the same lab. Figures, never test assertions.
 
+pub mod kernel_path;
+pub mod kernel_runs;
+pub mod mesh;
+pub mod report;
 pub mod rules;
 pub mod wrk;

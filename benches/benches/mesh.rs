@@ -1,0 +1,28 @@
+//! `cargo bench --bench mesh`: the same run as `hive mesh bench`.
+fn main() -> std::process::ExitCode {
+    // `cargo bench` passes `--bench`; nothing to parse beyond that.
+    let mut config = hive_bench::mesh::BenchConfig {
+        out_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench"),
+        ..Default::default()
+    };
+    // Shorter runs while developing: HIVE_BENCH_SECONDS=2 HIVE_BENCH_SERVICES=1,1000
+    if let Some(secs) = std::env::var("HIVE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.load.duration = std::time::Duration::from_secs(secs);
+    }
+    if let Ok(list) = std::env::var("HIVE_BENCH_SERVICES") {
+        config.service_counts = list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+    }
+    match hive_bench::mesh::run(&config) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mesh bench failed: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The kernel's own mesh path, built on a hive lab for comparison: kernel
+//! VXLAN devices between nodes, nginx backends on two nodes' overlay
+//! addresses, and iptables or nftables DNAT + MASQUERADE on the ingress
+//! node — the topology of `../shared/reference/kernel-baseline/topo.sh`.
+//!
+//! This is the reference being measured, configured with the kernel's own
+//! tools (`ip`, `bridge`, `iptables-restore`, `nft`) exactly as operators
+//! and kube-proxy do; hive's own plumbing never shells out.
+
+use std::{
+    io::Write as _,
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hive_dataplane::lab::Lab;
+
+use crate::rules::{self, RealService, VXLAN_DEV};
+
+/// Errors while building or driving the kernel path.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelPathError {
+    #[error("lab: {0}")]
+    Lab(#[from] hive_dataplane::lab::LabError),
+    #[error("`{command}` on {node} failed: {detail}")]
+    Command {
+        node: String,
+        command: String,
+        detail: String,
+    },
+    #[error("the kernel path needs a lab with at least 3 nodes; this one has {nodes}")]
+    TooSmall { nodes: usize },
+    #[error("backend {addr} on {node} did not answer within {waited:?}")]
+    BackendDown {
+        node: String,
+        addr: Ipv4Addr,
+        waited: Duration,
+    },
+    #[error("writing nginx's configuration {path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which rule engine balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleEngine {
+    Iptables,
+    Nftables,
+}
+
+/// VNI and overlay subnet of the kernel path (Swarm's first overlay VNI).
+const VNI: &str = "4096";
+fn overlay_addr(node_index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, node_index)
+}
+
+/// The kernel path on a lab: node 1 balances, nodes 2 and 3 serve.
+#[derive(Debug)]
+pub struct KernelPath<'a> {
+    lab: &'a Lab,
+    nodes: Vec<(String, Ipv4Addr)>,
+    run_dir: PathBuf,
+}
+
+impl<'a> KernelPath<'a> {
+    /// Build VXLAN devices on every node and start nginx on nodes 2 and 3.
+    pub fn up(lab: &'a Lab, run_dir: PathBuf) -> Result<Self, KernelPathError> {
+        let nodes: Vec<(String, Ipv4Addr)> = lab
+            .nodes()
+            .map(|m| (m.name.clone(), m.underlay_addr))
+            .collect();
+        if nodes.len() < 3 {
+            return Err(KernelPathError::TooSmall { nodes: nodes.len() });
+        }
+        let path = KernelPath {
+            lab,
+            nodes,
+            run_dir,
+        };
+        for (i, (node, addr)) in path.nodes.iter().enumerate() {
+            let index = i as u8 + 1;
+            path.run(
+                node,
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    VXLAN_DEV,
+                    "type",
+                    "vxlan",
+                    "id",
+                    VNI,
+                    "dstport",
+                    "4789",
+                    "local",
+                    &addr.to_string(),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            for (peer, peer_addr) in &path.nodes {
+                if peer != node {
+                    path.run(
+                        node,
+                        "bridge",
+                        &[
+                            "fdb",
+                            "append",
+                            "00:00:00:00:00:00",
+                            "dev",
+                            VXLAN_DEV,
+                            "dst",
+                            &peer_addr.to_string(),
+                        ],
+                    )?;
+                }
+            }
+            path.run(
+                node,
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", overlay_addr(index)),
+                    "dev",
+                    VXLAN_DEV,
+                ],
+            )?;
+            path.run(node, "ip", &["link", "set", VXLAN_DEV, "up"])?;
+        }
+        for index in [2u8, 3] {
+            path.start_nginx(index)?;
+        }
+        Ok(path)
+    }
+
+    /// The service the load is aimed at.
+    pub fn real_service(&self) -> RealService {
+        RealService {
+            published_addr: self.nodes[0].1,
+            published_port: 8080,
+            backends: [overlay_addr(2), overlay_addr(3)],
+            backend_port: 80,
+        }
+    }
+
+    /// Install `dummies` dummy services plus the real one on node 1.
+    pub fn install(&self, engine: RuleEngine, dummies: u32) -> Result<(), KernelPathError> {
+        self.clear()?;
+        let real = self.real_service();
+        match engine {
+            RuleEngine::Iptables => self.run_stdin(
+                &self.nodes[0].0,
+                "iptables-legacy-restore",
+                &[],
+                &rules::iptables(&real, dummies),
+            ),
+            RuleEngine::Nftables => self.run_stdin(
+                &self.nodes[0].0,
+                "nft",
+                &["-f", "-"],
+                &rules::nftables(&real, dummies),
+            ),
+        }
+    }
+
+    /// Time to add one more service with the engine's incremental tool.
+    pub fn time_add_one(&self, engine: RuleEngine) -> Result<Duration, KernelPathError> {
+        let real = self.real_service();
+        let node = &self.nodes[0].0;
+        let start = Instant::now();
+        match engine {
+            RuleEngine::Iptables => self.run_stdin(
+                node,
+                "iptables-legacy-restore",
+                &["--noflush"],
+                &rules::iptables_add_one(&real),
+            )?,
+            RuleEngine::Nftables => {
+                self.run_stdin(node, "nft", &["-f", "-"], &rules::nftables_add_one(&real))?
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Remove every rule the kernel path installed on node 1.
+    pub fn clear(&self) -> Result<(), KernelPathError> {
+        let node = &self.nodes[0].0;
+        let empty = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+        self.run_stdin(node, "iptables-legacy-restore", &[], empty)?;
+        // Absent table: nft fails, which is the state we want.
+        let _ = self.command(node, "nft").map(|mut c| {
+            c.args(["delete", "table", "ip", "hive_bench"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        });
+        Ok(())
+    }
+
+    /// Remove the VXLAN devices and stop nginx (the lab's own `down` would
+    /// also do it; this lets one lab host both paths in turn).
+    pub fn down(self) -> Result<(), KernelPathError> {
+        self.clear()?;
+        for index in [2u8, 3] {
+            let pid_file = self.run_dir.join(format!("nginx-{index}.pid"));
+            if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+        for (node, _) in &self.nodes {
+            self.run(node, "ip", &["link", "del", VXLAN_DEV])?;
+        }
+        Ok(())
+    }
+
+    fn start_nginx(&self, index: u8) -> Result<(), KernelPathError> {
+        let node = &self.nodes[index as usize - 1].0;
+        let addr = overlay_addr(index);
+        let dir = &self.run_dir;
+        let conf = dir.join(format!("nginx-{index}.conf"));
+        let body = format!(
+            "worker_processes 1;\npid {pid};\nerror_log {dir}/nginx-{index}.err warn;\n\
+             events {{ worker_connections 16384; }}\n\
+             http {{\n  access_log off;\n  default_type text/plain;\n  keepalive_requests 100000000;\n\
+             keepalive_timeout 120s;\n  client_body_temp_path {dir}/tmp-{index};\n\
+             server {{\n    listen {addr}:80 backlog=4096;\n    location / {{ return 200 \"hello from {node}\\n\"; }}\n  }}\n}}\n",
+            pid = dir.join(format!("nginx-{index}.pid")).display(),
+            dir = dir.display(),
+        );
+        std::fs::create_dir_all(dir.join(format!("tmp-{index}")))
+            .and_then(|()| std::fs::write(&conf, body))
+            .map_err(|source| KernelPathError::Config {
+                path: conf.clone(),
+                source,
+            })?;
+        self.run(node, "nginx", &["-c", &conf.to_string_lossy()])?;
+        wait_for_http(self, node, addr)
+    }
+
+    fn command(&self, node: &str, program: &str) -> Result<Command, KernelPathError> {
+        Ok(self.lab.command(node, program)?)
+    }
+
+    fn run(&self, node: &str, program: &str, args: &[&str]) -> Result<(), KernelPathError> {
+        let out = self
+            .command(node, program)?
+            .args(args)
+            .output()
+            .map_err(|e| self.failed(node, program, args, e.to_string()))?;
+        if !out.status.success() {
+            let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(self.failed(node, program, args, detail));
+        }
+        Ok(())
+    }
+
+    fn run_stdin(
+        &self,
+        node: &str,
+        program: &str,
+        args: &[&str],
+        input: &str,
+    ) -> Result<(), KernelPathError> {
+        let mut child = self
+            .command(node, program)?
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.failed(node, program, args, e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| self.failed(node, program, args, e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| self.failed(node, program, args, e.to_string()))?;
+        if !out.status.success() {
+            let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(self.failed(node, program, args, detail));
+        }
+        Ok(())
+    }
+
+    fn failed(&self, node: &str, program: &str, args: &[&str], detail: String) -> KernelPathError {
+        KernelPathError::Command {
+            node: node.to_string(),
+            command: format!("{program} {}", args.join(" ")),
+            detail,
+        }
+    }
+}
+
+/// Wait (bounded) until nginx answers on `addr:80` from its own node.
+fn wait_for_http(path: &KernelPath<'_>, node: &str, addr: Ipv4Addr) -> Result<(), KernelPathError> {
+    let waited = Duration::from_secs(5);
+    let deadline = Instant::now() + waited;
+    while Instant::now() < deadline {
+        let mut probe = path.command(node, "bash")?;
+        probe.args([
+            "-c",
+            &format!("exec 3<>/dev/tcp/{addr}/80 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 15 <&3"),
+        ]);
+        let ok = probe
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(KernelPathError::BackendDown {
+        node: node.to_string(),
+        addr,
+        waited,
+    })
+}

@@ -1,0 +1,85 @@
+//! `hive mesh bench`: one run, one lab, every path.
+//!
+//! 1. ns/packet of each program path under `BPF_PROG_RUN`, beside a trivial
+//!    XDP program as the floor;
+//! 2. keep-alive req/s and new connections/s with p50/p99 from `client` to a
+//!    published port whose two backends are on two other nodes: through
+//!    hive's mesh, through iptables DNAT + MASQUERADE + kernel VXLAN, and
+//!    through nftables;
+//! 3. the same with 1, 1,000 and 10,000 services installed, plus the time to
+//!    add one more service at each size.
+
+use std::path::PathBuf;
+
+use hive_dataplane::lab::{LabGuard, LabSpec};
+
+use crate::{
+    kernel_runs::{self, Load, RunError},
+    report::Report,
+};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Name of the lab the benchmark builds (and removes afterwards).
+    pub lab: String,
+    pub load: Load,
+    /// Service counts to measure at (each includes the measured service).
+    pub service_counts: Vec<u32>,
+    /// Where JSON goes (`target/hive-bench/`).
+    pub out_dir: PathBuf,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            lab: "bench".into(),
+            load: Load::default(),
+            service_counts: vec![1, 1_000, 10_000],
+            out_dir: PathBuf::from("target/hive-bench"),
+        }
+    }
+}
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("lab: {0}")]
+    Lab(#[from] hive_dataplane::lab::LabError),
+    #[error("writing the report: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Run the whole benchmark, print the table, write JSON; returns the report.
+pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
+    let mut report = Report {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        wrk: format!(
+            "-t{} -c{} -d{}s",
+            config.load.threads,
+            config.load.connections,
+            config.load.duration.as_secs()
+        ),
+        ..Report::default()
+    };
+    let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
+    let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
+    std::fs::create_dir_all(&run_dir)?;
+    eprintln!("kernel path (iptables, nftables) on lab {:?}:", config.lab);
+    report.paths.extend(kernel_runs::kernel_paths(
+        &lab,
+        &run_dir,
+        &config.service_counts,
+        &config.load,
+    )?);
+    print!("{}", report.table());
+    let json = report.write_json(&config.out_dir)?;
+    println!("\nJSON: {}", json.display());
+    Ok(report)
+}

@@ -1,0 +1,169 @@
+//! The benchmark's figures: a printed table with hive/kernel ratios, and
+//! JSON under `target/hive-bench/`.
+
+use std::{fmt::Write as _, path::Path};
+
+use serde::Serialize;
+
+use crate::wrk::WrkResult;
+
+/// Load through one path: keep-alive requests and new connections.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathFigures {
+    /// `hive`, `iptables` or `nftables`.
+    pub path: String,
+    /// Services installed besides the measured one.
+    pub services: u32,
+    pub keep_alive: WrkResult,
+    pub new_connections: WrkResult,
+    /// Time to add one more service at this size, in milliseconds.
+    pub add_one_service_ms: Option<f64>,
+}
+
+/// ns/packet of one program path under `BPF_PROG_RUN`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramCost {
+    pub path: String,
+    pub ns_per_packet: f64,
+    /// Ratio to the trivial XDP floor program measured in the same run.
+    pub ratio_to_floor: f64,
+}
+
+/// Everything one `hive mesh bench` run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub cpus: usize,
+    pub wrk: String,
+    pub program_costs: Vec<ProgramCost>,
+    pub paths: Vec<PathFigures>,
+}
+
+impl Report {
+    /// Write `mesh.json` into `dir` (created if missing).
+    pub fn write_json(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("mesh.json");
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&path, json)?;
+        Ok(path)
+    }
+
+    /// The human table: one row per path and size, ratios against iptables
+    /// at the same size.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        if !self.program_costs.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<34} {:>10} {:>10}",
+                "PROGRAM PATH (BPF_PROG_RUN)", "ns/pkt", "x floor"
+            );
+            for c in &self.program_costs {
+                let _ = writeln!(
+                    out,
+                    "{:<34} {:>10.1} {:>10.2}",
+                    c.path, c.ns_per_packet, c.ratio_to_floor
+                );
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{:<10} {:>8} {:>11} {:>8} {:>8} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9}",
+            "PATH",
+            "SERVICES",
+            "KA req/s",
+            "p50 ms",
+            "p99 ms",
+            "new conn/s",
+            "p50 ms",
+            "p99 ms",
+            "add ms",
+            "conn/s÷ipt",
+            "p99÷ipt"
+        );
+        for p in &self.paths {
+            let base = self
+                .paths
+                .iter()
+                .find(|b| b.path == "iptables" && b.services == p.services);
+            let ratio = |a: f64, b: Option<f64>| match b {
+                Some(b) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "-".to_string(),
+            };
+            let add = p
+                .add_one_service_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.3}"));
+            let _ = writeln!(
+                out,
+                "{:<10} {:>8} {:>11.0} {:>8.3} {:>8.3} {:>11.0} {:>8.3} {:>8.3} {:>9} {:>9} {:>9}",
+                p.path,
+                p.services,
+                p.keep_alive.requests_per_sec,
+                p.keep_alive.p50_ms,
+                p.keep_alive.p99_ms,
+                p.new_connections.requests_per_sec,
+                p.new_connections.p50_ms,
+                p.new_connections.p99_ms,
+                add,
+                ratio(
+                    p.new_connections.requests_per_sec,
+                    base.map(|b| b.new_connections.requests_per_sec)
+                ),
+                ratio(
+                    p.new_connections.p99_ms,
+                    base.map(|b| b.new_connections.p99_ms)
+                ),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(path: &str, conn_per_sec: f64, p99: f64) -> PathFigures {
+        PathFigures {
+            path: path.into(),
+            services: 1,
+            keep_alive: WrkResult::default(),
+            new_connections: WrkResult {
+                requests_per_sec: conn_per_sec,
+                p99_ms: p99,
+                ..WrkResult::default()
+            },
+            add_one_service_ms: Some(0.25),
+        }
+    }
+
+    #[test]
+    fn table_shows_ratios_against_iptables_at_the_same_size() {
+        let report = Report {
+            paths: vec![
+                figures("iptables", 20_000.0, 2.0),
+                figures("hive", 40_000.0, 1.0),
+            ],
+            ..Report::default()
+        };
+        let table = report.table();
+        let hive_row = table.lines().find(|l| l.starts_with("hive")).unwrap();
+        assert!(hive_row.contains(" 2.00 "), "{hive_row}");
+        assert!(hive_row.trim_end().ends_with("0.50"), "{hive_row}");
+    }
+
+    #[test]
+    fn json_round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = Report {
+            paths: vec![figures("hive", 1.0, 1.0)],
+            ..Report::default()
+        };
+        let path = report.write_json(dir.path()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(value["paths"][0]["path"], "hive");
+    }
+}

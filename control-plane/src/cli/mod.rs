@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod builtin;
+pub mod lab;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,8 @@ pub enum Command {
     /// Run a built-in image in the foreground (used by the task executor).
     #[command(hide = true)]
     Builtin(builtin::BuiltinArgs),
+    /// A whole swarm on one machine: nodes in network namespaces on a virtual underlay.
+    Lab(lab::LabArgs),
 }
 
 /// Install a tracing subscriber writing to stderr.
@@ -46,5 +49,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Builtin(args) => builtin::run(args),
+        Command::Lab(args) => lab::run(args),
     }
 }

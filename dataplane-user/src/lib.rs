@@ -11,3 +11,8 @@ pub mod lab;
 pub mod netns;
 pub mod maps;
 pub mod mesh;
+pub mod loader;
+
+pub use loader::{Dataplane, DataplaneError, XdpAttachMode};
+pub use mesh::MeshState;
+pub mod attach;

@@ -114,6 +114,21 @@ impl Desired {
                     continue; // validated: cannot happen
                 };
                 let balancer = balancer_entry(&mut balancers, service, vni);
+                // The VIP marker: lets the programs tell a packet to a VIP
+                // without a matching port (ICMP, a fragment, a port the
+                // service does not expose) from traffic to other addresses.
+                balancer.frontends.insert(
+                    ServiceKey {
+                        addr_be: addr_be(vip.addr),
+                        port_be: 0,
+                        proto: 0,
+                        _pad: 0,
+                    },
+                    FrontendSpec {
+                        target_port_be: 0,
+                        flags: 0,
+                    },
+                );
                 for port in &service.ports {
                     balancer.frontends.insert(
                         ServiceKey {

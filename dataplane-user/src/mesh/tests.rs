@@ -292,7 +292,8 @@ fn first_apply_writes_backends_then_rings_then_frontends() {
     // web on two networks, api on one.
     assert_eq!(stats.services_added, 3);
     assert_eq!(stats.backends_written, 8);
-    assert_eq!(stats.frontends_written, 4); // 2 VIPs + published for web, 1 VIP for api
+    // web: 2 VIPs x (marker + port 80) + published 8080; api: marker + 9000.
+    assert_eq!(stats.frontends_written, 7);
     assert_eq!(stats.endpoints_written, 8);
     assert_eq!(stats.peers_written, 2);
     assert_eq!(stats.grace_periods, 0);
@@ -451,7 +452,7 @@ fn removing_a_service_closes_its_front_ends_first() {
     state.endpoints.retain(|e| !e.task_id.starts_with("api"));
     let stats = rec.apply(&compile(&state), &mut maps).expect("apply");
     assert_eq!(stats.services_removed, 1);
-    assert_eq!(stats.frontends_removed, 1);
+    assert_eq!(stats.frontends_removed, 2, "VIP:9000 and the VIP marker");
     assert_eq!(stats.backends_removed, 2);
     assert_eq!(stats.endpoints_removed, 2);
     let log = &maps.log;

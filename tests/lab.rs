@@ -490,3 +490,70 @@ fn bad_input_is_refused_with_clear_errors() {
     let out = lab.exec("n1", &["/no/such/program"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
 }
+
+#[test]
+fn rust_api_runs_commands_and_netlink_inside_nodes_and_the_guard_cleans_up_on_panic() {
+    use hive_dataplane::lab::{LabGuard, LabSpec};
+    if !privileged(
+        "rust_api_runs_commands_and_netlink_inside_nodes_and_the_guard_cleans_up_on_panic",
+    ) {
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        let lab = LabGuard::up(&LabSpec::new("t-api", 2)).expect("lab up");
+        assert_eq!(
+            lab.nodes().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["n1", "n2"]
+        );
+        assert_eq!(
+            lab.node_addr("n2").expect("n2"),
+            Ipv4Addr::new(192, 168, 77, 2)
+        );
+        assert_eq!(
+            lab.node_addr("client").expect("client"),
+            Ipv4Addr::new(192, 168, 77, 100)
+        );
+
+        let out = lab
+            .command("n2", "hostname")
+            .expect("command")
+            .output()
+            .expect("run");
+        assert_eq!(text(&out.stdout).trim(), "n2");
+        let status = lab
+            .command("n1", "ping")
+            .expect("command")
+            .args(["-c1", "-W2", "192.168.77.2"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("ping");
+        assert!(status.success());
+
+        // rtnetlink bound to n1's namespace, driven by the caller's runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let names = runtime.block_on(async {
+            use futures::TryStreamExt as _;
+            let (connection, handle) =
+                netns::rtnetlink_in(lab.netns_path("n1").expect("n1")).expect("netlink in n1");
+            tokio::spawn(connection);
+            let mut names = Vec::new();
+            let mut links = handle.link().get().execute();
+            while let Some(link) = links.try_next().await.expect("dump links") {
+                for attr in link.attributes {
+                    if let rtnetlink::packet_route::link::LinkAttribute::IfName(name) = attr {
+                        names.push(name);
+                    }
+                }
+            }
+            names
+        });
+        assert_eq!(names, ["lo", "eth0"]);
+
+        panic!("test panics while the lab is up");
+    });
+    assert!(result.is_err());
+    assert_lab_gone("t-api");
+}

@@ -114,9 +114,9 @@ impl Lab {
     /// Build the lab `spec` describes. Fails if a lab of that name exists.
     /// If building fails half-way, what was made is removed again.
     pub fn up(spec: &LabSpec) -> Result<Self, LabError> {
-        host::require_root()?;
         naming::validate_lab_name(&spec.name)?;
         let nodes = naming::validate_node_count(spec.nodes)?;
+        host::require_root()?;
         let lab = spec.name.as_str();
         let _lock = host::lock()?;
         if let Some(netns) = cleanup::lab_netns_names(lab).into_iter().next() {
@@ -170,8 +170,8 @@ impl Lab {
     /// lab that does not exist is not an error: see
     /// [`DownReport::found_anything`].
     pub fn down_by_name(name: &str) -> Result<DownReport, LabError> {
-        host::require_root()?;
         naming::validate_lab_name(name)?;
+        host::require_root()?;
         let _lock = host::lock()?;
         Ok(cleanup::remove_lab(name, procs::TERM_GRACE)?)
     }

@@ -7,7 +7,7 @@
 //! 2. `swarm join`: the node parses the token, connects with [`join_client_config`] (the
 //!    manager's root must match the token's digest), saves [`pinned_root`], sends a CSR and the
 //!    token; the manager checks it with [`JoinTokens::role_for`] and answers with
-//!    [`RootCa::issue_node_cert`]. The node saves everything to disk.
+//!    [`RootCa::issue_node_cert`]. The node saves everything with [`CertDir::save`].
 //! 3. Afterwards every connection uses [`server_config`] / [`client_config`], and every API
 //!    handler calls [`authorize`]. Certificates are renewed when
 //!    [`NodeCredentials::needs_renewal`] says so, through [`RootCa::renew_node_cert`].
@@ -16,6 +16,7 @@ mod authz;
 mod base36;
 mod ca;
 mod credentials;
+mod disk;
 mod identity;
 mod join;
 mod random;
@@ -34,6 +35,9 @@ pub use ca::{
     RootCert,
 };
 pub use credentials::{CredentialsError, NodeCredentials, NodeKey};
+pub use disk::{
+    CERTIFICATES_DIR, CertDir, DiskError, NODE_CERT_FILE, NODE_KEY_FILE, ROOT_CA_CERT_FILE,
+};
 pub use identity::{IdentityError, NodeIdentity, Role};
 pub use join::{JoinError, join_client_config, join_refusal, pinned_root};
 pub use random::{RandomError, random_id};
@@ -58,6 +62,9 @@ pub enum PkiError {
     /// See [`CredentialsError`].
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// See [`DiskError`].
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// See [`TlsError`].
     #[error(transparent)]
     Tls(#[from] TlsError),

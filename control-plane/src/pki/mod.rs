@@ -27,6 +27,8 @@ mod token;
 #[cfg(test)]
 mod ca_tests;
 #[cfg(test)]
+mod handshake_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use authz::{AuthzError, authorize, peer_identity, require_role};

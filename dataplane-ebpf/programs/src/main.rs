@@ -1,36 +1,61 @@
 //! hive's data-plane programs. One entry program per attach point, named by
 //! direction; each is a thin wrapper over a `try_*` function whose error is a
 //! typed [`DropReason`] that gets counted before the packet is dropped.
+//! The packet paths are described in `docs/dataplane.md`.
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod counters;
+mod csum;
+mod headers;
+mod icmp;
+mod lb;
+mod maps;
+mod mss;
+mod nat;
+mod packet;
 mod parse;
+mod tc;
+mod vxlan;
+mod xdp;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use hive_common::{DropReason, maps::PacketCounterSlot};
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 /// XDP on a node's underlay NIC: every packet that reaches the node from the
 /// outside world or from another node enters here.
 #[xdp]
 pub fn xdp_from_underlay(ctx: XdpContext) -> u32 {
-    match try_xdp_from_underlay(&ctx) {
+    match xdp::try_from_underlay(&ctx) {
         Ok(action) => action,
-        Err(reason) => counters::drop(reason),
+        Err(reason) => {
+            counters::drop(reason);
+            xdp_action::XDP_DROP
+        }
     }
 }
 
-fn try_xdp_from_underlay(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    counters::count(PacketCounterSlot::UnderlayRx, len);
-    match parse::ipv4(ctx)? {
-        Some(_ip) => {
-            counters::count(PacketCounterSlot::UnderlayIpv4, len);
-            Ok(xdp_action::XDP_PASS)
+/// tc ingress of the host side of a task's veth: everything the task sends.
+#[classifier]
+pub fn tc_from_task(ctx: TcContext) -> i32 {
+    match tc::try_from_task(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::drop(reason);
+            TC_ACT_SHOT as i32
         }
-        // Not IPv4 (ARP, IPv6, ...): the kernel's stack handles it.
-        None => Ok(xdp_action::XDP_PASS),
     }
+}
+
+/// The floor for `BPF_PROG_RUN` benchmarks: the cost of running any XDP
+/// program at all, to subtract from the figures of the real ones.
+#[xdp]
+pub fn xdp_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

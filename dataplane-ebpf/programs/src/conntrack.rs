@@ -1,0 +1,234 @@
+//! Connection tracking in `HIVE_CT`: coarse TCP states, idle timeouts, and
+//! the entries a balanced flow needs (`Forward` + `ReverseNat`) or a flow
+//! that arrived through a tunnel from an external client needs (`Tunnel`).
+//!
+//! An entry idle for longer than its timeout is treated as absent; the LRU
+//! evicts it eventually. Timeouts follow Cilium's defaults
+//! (`bpf/lib/conntrack.h`): 60 s for a half-open TCP connection and for
+//! UDP, 6 h for an established TCP connection, 10 s after FIN or RST.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use hive_common::maps::{FlowEntry, FlowKey, FlowKind, IPPROTO_TCP, TcpState};
+
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
+use crate::{
+    headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    maps::CT,
+};
+
+/// Scratch space to build conntrack entries in (the BPF stack is 512 bytes
+/// per call chain and Rust is generous with it). Not part of the ABI: user
+/// space never reads it.
+#[map(name = "HIVE_CT_SCRATCH")]
+static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(1, 0);
+
+const SECOND_NS: u64 = 1_000_000_000;
+pub const TIMEOUT_TCP_SYN_NS: u64 = 60 * SECOND_NS;
+pub const TIMEOUT_TCP_ESTABLISHED_NS: u64 = 6 * 3600 * SECOND_NS;
+pub const TIMEOUT_TCP_CLOSING_NS: u64 = 10 * SECOND_NS;
+pub const TIMEOUT_UDP_NS: u64 = 60 * SECOND_NS;
+/// `last_seen_ns` is rewritten at most this often while the TCP state stays
+/// the same: writing it on every packet would bounce the entry's cache line
+/// between CPUs for a precision nobody needs.
+pub const REFRESH_NS: u64 = SECOND_NS;
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn timeout(proto: u8, state: u8) -> u64 {
+    if proto != IPPROTO_TCP {
+        return TIMEOUT_UDP_NS;
+    }
+    if state == TcpState::Established as u8 {
+        TIMEOUT_TCP_ESTABLISHED_NS
+    } else if state == TcpState::Closing as u8 || state == TcpState::Reset as u8 {
+        TIMEOUT_TCP_CLOSING_NS
+    } else {
+        TIMEOUT_TCP_SYN_NS
+    }
+}
+
+/// The state after a packet with `flags` in either direction.
+#[inline(always)]
+pub fn next_tcp_state(proto: u8, current: u8, flags: u8) -> u8 {
+    if proto != IPPROTO_TCP {
+        return TcpState::None as u8;
+    }
+    if flags & TCP_RST != 0 {
+        TcpState::Reset as u8
+    } else if flags & TCP_FIN != 0 {
+        if current == TcpState::Reset as u8 {
+            current
+        } else {
+            TcpState::Closing as u8
+        }
+    } else if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+        if current == TcpState::None as u8 {
+            TcpState::SynSent as u8
+        } else {
+            current
+        }
+    } else if flags & TCP_ACK != 0
+        && (current == TcpState::None as u8 || current == TcpState::SynSent as u8)
+    {
+        TcpState::Established as u8
+    } else {
+        current
+    }
+}
+
+/// A bare SYN on a closing or reset entry opens a new connection that
+/// reuses the 5-tuple: it must be balanced afresh.
+#[inline(always)]
+pub fn is_reopen(proto: u8, state: u8, flags: u8) -> bool {
+    proto == IPPROTO_TCP
+        && flags & TCP_SYN != 0
+        && flags & TCP_ACK == 0
+        && (state == TcpState::Closing as u8 || state == TcpState::Reset as u8)
+}
+
+/// A live entry and whether its refreshed copy was written back (which the
+/// callers use as the moment to refresh the flow's companion entry).
+#[derive(Copy, Clone)]
+pub struct Hit {
+    /// The entry in the map (not a copy: stack is the scarce resource).
+    pub entry: &'static FlowEntry,
+    pub refreshed: bool,
+}
+
+/// Look `key` up; an expired entry counts as absent. When `reopen_is_miss`
+/// a SYN on a finished connection is a miss too. The entry's state and
+/// timestamp are brought up to date for this packet.
+#[inline(always)]
+pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> Option<Hit> {
+    let ptr = CT.get_ptr_mut(key)?;
+    // SAFETY: the pointer is to a live LRU element; a concurrent update of
+    // the same flow can at worst show a mix of two valid entries for the
+    // same flow, which both lead to the same place.
+    let (last_seen_ns, tcp_state) = unsafe { ((*ptr).last_seen_ns, (*ptr).tcp_state) };
+    if now.saturating_sub(last_seen_ns) > timeout(key.proto, tcp_state) {
+        return None;
+    }
+    if reopen_is_miss && is_reopen(key.proto, tcp_state, tcp_flags) {
+        return None;
+    }
+    let state = next_tcp_state(key.proto, tcp_state, tcp_flags);
+    let refreshed = state != tcp_state || now.saturating_sub(last_seen_ns) > REFRESH_NS;
+    if refreshed {
+        // SAFETY: as above; two fields of plain data.
+        unsafe {
+            (*ptr).tcp_state = state;
+            (*ptr).last_seen_ns = now;
+        }
+    }
+    // SAFETY: as above; the element stays allocated while the program runs
+    // (RCU), whatever the LRU does concurrently.
+    Some(Hit {
+        entry: unsafe { &*ptr },
+        refreshed,
+    })
+}
+
+/// Insert or replace an entry. A failed insert (the kernel could not
+/// allocate an element) is not a reason to drop the packet: the flow's next
+/// packet is balanced again, to the same backend unless the table changed.
+#[inline(always)]
+pub fn upsert(key: &FlowKey, entry: &FlowEntry) {
+    if CT.insert(key, entry, 0).is_err() {
+        // Nothing else to do; see above.
+    }
+}
+
+/// The key of the reply direction of `key`, with kind `kind`.
+#[inline(always)]
+pub fn reply_key(
+    saddr_be: u32,
+    sport_be: u16,
+    daddr_be: u32,
+    dport_be: u16,
+    proto: u8,
+    kind: FlowKind,
+) -> FlowKey {
+    FlowKey {
+        saddr_be,
+        daddr_be,
+        sport_be,
+        dport_be,
+        proto,
+        kind: kind as u8,
+        _pad: [0; 2],
+    }
+}
+
+/// Everything [`record_balanced`] needs to know about a balanced flow
+/// besides its `Forward` key and target.
+#[derive(Copy, Clone)]
+pub struct Balanced {
+    /// The service address and port the client used (restored on replies).
+    pub service_addr_be: u32,
+    pub service_port_be: u16,
+    /// North-south: replies leave through the underlay NIC to `client_mac`.
+    pub north_south: bool,
+    pub client_mac: [u8; 6],
+    pub tcp_state: u8,
+}
+
+/// Write (or refresh) the `Forward` and `ReverseNat` entries of a flow the
+/// node balanced to `target`. Not inlined, for the stack frame (see
+/// `tc::balance`); the entries are built in a per-CPU scratch slot rather
+/// than on the stack, which is what makes this path fit the verifier's
+/// 512 bytes per call chain.
+#[inline(never)]
+pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, now: u64) {
+    let Some(e) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let remote = if target.remote {
+        FlowEntry::FLAG_REMOTE
+    } else {
+        0
+    };
+    // SAFETY: this CPU's scratch slot; nothing else runs on this CPU while
+    // the program does (BPF programs are not preempted by each other on a
+    // CPU for the same hook; and nothing keeps data in it across calls).
+    unsafe {
+        (*e).last_seen_ns = now;
+        (*e).addr_be = target.addr_be;
+        (*e).node_be = target.node_be;
+        (*e).vni = target.vni;
+        (*e).service = target.service;
+        (*e).backend = target.backend;
+        (*e).port_be = target.port_be;
+        (*e).tcp_state = b.tcp_state;
+        (*e).flags = remote;
+        (*e).client_mac = [0; 6];
+        (*e)._pad = [0; 2];
+        upsert(fwd, &*e);
+    }
+    let reverse_key = reply_key(
+        target.addr_be,
+        target.port_be,
+        fwd.saddr_be,
+        fwd.sport_be,
+        fwd.proto,
+        FlowKind::ReverseNat,
+    );
+    let ns = if b.north_south {
+        FlowEntry::FLAG_NORTH_SOUTH
+    } else {
+        0
+    };
+    // SAFETY: as above.
+    unsafe {
+        (*e).addr_be = b.service_addr_be;
+        (*e).port_be = b.service_port_be;
+        (*e).flags = remote | ns;
+        (*e).client_mac = b.client_mac;
+        upsert(&reverse_key, &*e);
+    }
+}

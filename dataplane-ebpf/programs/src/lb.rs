@@ -1,0 +1,83 @@
+//! Service lookup and the Maglev pick (lookup only: user space builds the
+//! tables, see `docs/dataplane.md` "Maglev and atomic updates").
+
+use hive_common::{
+    DropReason,
+    maps::{Backend, FlowEntry, Frontend, ServiceKey},
+};
+
+use crate::maps::{BACKENDS, MAGLEV, RINGS, SERVICES};
+
+/// Where a balanced flow goes.
+#[derive(Copy, Clone)]
+pub struct Target {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub node_be: u32,
+    pub vni: u32,
+    pub service: u32,
+    pub backend: u32,
+    pub remote: bool,
+}
+
+impl Target {
+    /// The target a `Forward` conntrack entry recorded.
+    #[inline(always)]
+    pub fn from_forward(e: &FlowEntry) -> Target {
+        Target {
+            addr_be: e.addr_be,
+            port_be: e.port_be,
+            node_be: e.node_be,
+            vni: e.vni,
+            service: e.service,
+            backend: e.backend,
+            remote: e.flags & FlowEntry::FLAG_REMOTE != 0,
+        }
+    }
+}
+
+/// The front end of a VIP:port or a published port (`addr_be == 0`).
+#[inline(always)]
+pub fn frontend(addr_be: u32, port_be: u16, proto: u8) -> Option<Frontend> {
+    let key = ServiceKey {
+        addr_be,
+        port_be,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: `Frontend` is plain data; user space replaces whole entries.
+    unsafe { SERVICES.get(&key) }.copied()
+}
+
+/// Whether `addr_be` is a service VIP. User space marks every VIP with a
+/// `ServiceKey { addr_be: VIP, port_be: 0, proto: 0 }` entry so that packets
+/// to a VIP without ports (ICMP, later fragments) can be told apart from
+/// traffic to other addresses.
+#[inline(always)]
+pub fn is_vip(addr_be: u32) -> bool {
+    frontend(addr_be, 0, 0).is_some()
+}
+
+/// Maglev: slot `hash % M` of the service's live table segment.
+#[inline(always)]
+pub fn pick(fe: &Frontend, hash: u32) -> Result<Target, DropReason> {
+    let ring = *RINGS.get(fe.service).ok_or(DropReason::NoBackend)?;
+    if ring.size == 0 {
+        return Err(DropReason::NoBackend);
+    }
+    let slot = ring.offset.wrapping_add(hash % ring.size);
+    let backend = *MAGLEV.get(slot).ok_or(DropReason::NoBackend)?;
+    let be: Backend = *BACKENDS.get(backend).ok_or(DropReason::NoBackend)?;
+    if be.addr_be == 0 {
+        return Err(DropReason::NoBackend);
+    }
+    Ok(Target {
+        addr_be: be.addr_be,
+        port_be: fe.target_port_be,
+        node_be: be.node_be,
+        vni: be.vni,
+        service: fe.service,
+        backend,
+        remote: be.flags & Backend::FLAG_LOCAL == 0,
+    })
+}

@@ -1,0 +1,62 @@
+//! The maps of `hive_common::maps`, as the programs declare them. Names are
+//! the pin file names user space looks for; capacities are the ABI's.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap},
+};
+use hive_common::maps::{
+    Backend, CONNTRACK_ENTRIES, Endpoint, FlowEntry, FlowKey, Frontend, MAGLEV_SLOTS, MAX_BACKENDS,
+    MAX_ENDPOINTS, MAX_PEERS, MAX_SERVICES, NodeConfig, Peer, Ring, ServiceKey,
+};
+
+#[map(name = "HIVE_NODE")]
+pub static NODE: Array<NodeConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "HIVE_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, Frontend> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "HIVE_RINGS")]
+pub static RINGS: Array<Ring> = Array::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "HIVE_MAGLEV")]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_SLOTS, 0);
+
+#[map(name = "HIVE_BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "HIVE_CT")]
+pub static CT: LruHashMap<FlowKey, FlowEntry> = LruHashMap::with_max_entries(CONNTRACK_ENTRIES, 0);
+
+#[map(name = "HIVE_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+#[map(name = "HIVE_PEERS")]
+pub static PEERS: HashMap<u32, Peer> = HashMap::with_max_entries(MAX_PEERS, 0);
+
+/// This node's configuration, or `None` until user space has set
+/// `FLAG_CONFIGURED` (until then every program passes everything).
+#[inline(always)]
+pub fn node() -> Option<&'static NodeConfig> {
+    let node = NODE.get(0)?;
+    if node.flags & NodeConfig::FLAG_CONFIGURED == 0 {
+        return None;
+    }
+    Some(node)
+}
+
+/// A peer's MAC, if `node_be` is a known peer.
+#[inline(always)]
+pub fn peer_mac(node_be: u32) -> Option<[u8; 6]> {
+    // SAFETY: `Peer` is plain data; a concurrent update can at worst show a
+    // torn MAC, which user space never writes in place (it inserts whole
+    // entries).
+    unsafe { PEERS.get(&node_be) }.map(|p| p.mac)
+}
+
+/// An endpoint (task address → node, VNI).
+#[inline(always)]
+pub fn endpoint(addr_be: u32) -> Option<Endpoint> {
+    // SAFETY: as in `peer_mac`.
+    unsafe { ENDPOINTS.get(&addr_be) }.copied()
+}

@@ -1,0 +1,283 @@
+//! `tc_from_task`: everything a local task sends. Lookup order (see
+//! `docs/dataplane.md`): `ReverseNat` and `Tunnel` (replies), then service
+//! VIP, then overlay endpoint, then the kernel.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
+    helpers::bpf_redirect,
+    programs::TcContext,
+};
+use hive_common::{
+    DropReason, flow_hash,
+    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig},
+};
+
+use crate::{
+    conntrack::{self, Balanced},
+    counters,
+    headers::EthHdr,
+    icmp,
+    lb::{self, Target},
+    maps, mss, nat,
+    packet::{Packet, TcPacket},
+    parse::{self, Ipv4, L4},
+    vxlan::{self, Tunnel},
+    xdp::{check_balanceable, overlay_mss},
+};
+
+const OK: i32 = TC_ACT_OK as i32;
+/// Not a tc verdict: "encapsulate towards the tunnel the callee filled in".
+const TUNNEL: i32 = -100;
+/// Not a tc verdict: "answer with ICMP fragmentation-needed".
+const TOO_BIG: i32 = -101;
+/// Not a tc verdict: "no flow path claimed the packet, try the others".
+const NOT_MINE: i32 = -102;
+
+pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
+    let Some(node) = maps::node() else {
+        return Ok(OK);
+    };
+    let pkt = TcPacket { ctx };
+    let Some(ip) = parse::ipv4(&pkt, 0)? else {
+        return Ok(OK);
+    };
+    let l4 = parse::l4(&pkt, &ip)?;
+    let mut tunnel = Tunnel::default();
+    let verdict = match &l4 {
+        Some(l4) => flow(ctx, node, &ip, l4, &mut tunnel)?,
+        None => NOT_MINE,
+    };
+    let verdict = if verdict == NOT_MINE {
+        other(&ip, l4.is_some(), &mut tunnel)?
+    } else {
+        verdict
+    };
+    // The tunnel and ICMP paths are siblings of the lookups above, not
+    // callees: each gets its own stack frame (512 bytes per call chain).
+    match verdict {
+        TUNNEL if too_big(ctx, node, &ip) => answer_too_big(ctx, node, &ip),
+        TUNNEL => encap(ctx, node, &ip, l4.as_ref(), &tunnel),
+        TOO_BIG => answer_too_big(ctx, node, &ip),
+        v => Ok(v),
+    }
+}
+
+/// Replies (`ReverseNat`, `Tunnel`) and service VIPs: paths that need the
+/// ports. Returns a verdict, [`NOT_MINE`], [`TOO_BIG`] or [`TUNNEL`] with
+/// `out` set (sentinels rather than an enum with a payload: returned
+/// structs become a hidden argument, and BPF functions take at most five).
+#[inline(always)]
+fn flow(
+    ctx: &TcContext,
+    node: &NodeConfig,
+    ip: &Ipv4,
+    l4: &L4,
+    out: &mut Tunnel,
+) -> Result<i32, DropReason> {
+    let now = conntrack::now();
+    let mut key = conntrack::reply_key(
+        ip.saddr_be,
+        l4.sport_be,
+        ip.daddr_be,
+        l4.dport_be,
+        ip.proto,
+        FlowKind::ReverseNat,
+    );
+    if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
+        return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, hit.entry);
+    }
+    key.kind = FlowKind::Tunnel as u8;
+    if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
+        let peer_mac = maps::peer_mac(hit.entry.node_be).ok_or(DropReason::UnknownPeer)?;
+        *out = Tunnel::new(hit.entry.node_be, peer_mac, hit.entry.vni);
+        return Ok(TUNNEL);
+    }
+    if let Some(fe) = lb::frontend(ip.daddr_be, l4.dport_be, ip.proto) {
+        check_balanceable(ip)?;
+        return balance(ctx, ip, l4, fe, out);
+    }
+    Ok(NOT_MINE)
+}
+
+/// VIPs without ports, and the overlay (any protocol).
+#[inline(always)]
+fn other(ip: &Ipv4, has_ports: bool, out: &mut Tunnel) -> Result<i32, DropReason> {
+    if !has_ports && lb::is_vip(ip.daddr_be) {
+        return Err(if ip.is_fragment() {
+            DropReason::Ipv4Fragment
+        } else {
+            DropReason::UnsupportedProtocol
+        });
+    }
+    if let Some(ep) = maps::endpoint(ip.daddr_be) {
+        if ep.flags & Endpoint::FLAG_LOCAL != 0 {
+            return Ok(OK);
+        }
+        let peer_mac = maps::peer_mac(ep.node_be).ok_or(DropReason::UnknownPeer)?;
+        *out = Tunnel::new(ep.node_be, peer_mac, ep.vni);
+        return Ok(TUNNEL);
+    }
+    Ok(OK)
+}
+
+/// Path 3 of `docs/dataplane.md`: a task's packet to a service VIP. Not
+/// inlined: its own stack frame, so that the main path's frame plus
+/// `record_balanced`'s stays within the verifier's 512 bytes per call chain.
+#[inline(never)]
+/// Returns like [`flow`].
+fn balance(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    l4: &L4,
+    fe: Frontend,
+    out: &mut Tunnel,
+) -> Result<i32, DropReason> {
+    let Some(node) = maps::node() else {
+        return Ok(OK);
+    };
+    let fe = &fe;
+    let pkt = &mut TcPacket { ctx };
+    let now = conntrack::now();
+    let hash = flow_hash(
+        node.hash_seed,
+        ip.saddr_be,
+        l4.sport_be,
+        l4.dport_be,
+        ip.proto,
+    );
+    let fwd = conntrack::reply_key(
+        ip.saddr_be,
+        l4.sport_be,
+        ip.daddr_be,
+        l4.dport_be,
+        ip.proto,
+        FlowKind::Forward,
+    );
+    let (target, new, refresh, tcp_state) = match conntrack::lookup(&fwd, l4.tcp_flags, now, true) {
+        Some(h) => (
+            Target::from_forward(&h.entry),
+            false,
+            h.refreshed,
+            h.entry.tcp_state,
+        ),
+        None => (
+            lb::pick(fe, hash)?,
+            true,
+            true,
+            conntrack::next_tcp_state(ip.proto, 0, l4.tcp_flags),
+        ),
+    };
+    let tunnel = if target.remote {
+        let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
+        if too_big(ctx, node, ip) {
+            // Before DNAT: the quote must show the VIP the task sent to.
+            return Ok(TOO_BIG);
+        }
+        Some(Tunnel::new(target.node_be, peer_mac, target.vni))
+    } else {
+        None
+    };
+    if refresh {
+        let b = Balanced {
+            service_addr_be: ip.daddr_be,
+            service_port_be: l4.dport_be,
+            north_south: false,
+            client_mac: [0; 6],
+            tcp_state,
+        };
+        conntrack::record_balanced(&fwd, &target, &b, now);
+    }
+    nat::dnat(pkt, ip, l4, target.addr_be, target.port_be)?;
+    counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);
+    match tunnel {
+        None => Ok(OK),
+        Some(tunnel) => {
+            *out = tunnel;
+            Ok(TUNNEL)
+        }
+    }
+}
+
+/// A local backend's reply to a flow this node balanced.
+#[inline(always)]
+fn reverse_nat(
+    pkt: &mut TcPacket<'_>,
+    node: &NodeConfig,
+    ip: &Ipv4,
+    l4: &L4,
+    e: &FlowEntry,
+) -> Result<i32, DropReason> {
+    nat::snat(pkt, ip, l4, e.addr_be, e.port_be)?;
+    counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
+    if e.flags & FlowEntry::FLAG_NORTH_SOUTH == 0 {
+        // East-west: the client is a local task; the kernel delivers.
+        return Ok(OK);
+    }
+    let eth: EthHdr = pkt.load(0)?;
+    pkt.store(
+        0,
+        &EthHdr {
+            dst: e.client_mac,
+            src: node.underlay_mac,
+            proto_be: eth.proto_be,
+        },
+    )?;
+    redirect(node.underlay_ifindex, 0)
+}
+
+/// Whether `ip` would not fit the underlay once tunnelled. GSO packets are
+/// segmented to the task MTU after us, so only their segments count.
+#[inline(always)]
+fn too_big(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> bool {
+    // SAFETY: reading a field of the context the kernel passed us.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    gso_size == 0 && ip.tot_len > node.overlay_mtu
+}
+
+/// Answer with ICMP fragmentation-needed, sent back into the task.
+/// Not inlined: a BPF-to-BPF call gets its own stack frame, so this path's
+/// 100-odd bytes of headers do not add to the main path's 512-byte budget.
+#[inline(never)]
+fn answer_too_big(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> Result<i32, DropReason> {
+    icmp::too_big_tc(ctx, ip, node.underlay_addr_be, node.overlay_mtu)?;
+    counters::drop(DropReason::FragmentationNeeded);
+    // SAFETY: as in `too_big`.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // Egress of the host side of the task's veth: the task receives it.
+    redirect(ifindex, 0)
+}
+
+/// Clamp, encapsulate and send to the underlay NIC. Not inlined: one copy
+/// for every path, in its own stack frame.
+#[inline(never)]
+fn encap(
+    ctx: &TcContext,
+    node: &NodeConfig,
+    ip: &Ipv4,
+    l4: Option<&L4>,
+    tunnel: &Tunnel,
+) -> Result<i32, DropReason> {
+    let pkt = &mut TcPacket { ctx };
+    let (sport_be, dport_be) = match l4 {
+        Some(l4) => (l4.sport_be, l4.dport_be),
+        None => (0, 0),
+    };
+    let hash = flow_hash(node.hash_seed, ip.saddr_be, sport_be, dport_be, ip.proto);
+    if let Some(l4) = l4 {
+        mss::clamp(pkt, ip, l4, overlay_mss(node))?;
+    }
+    vxlan::encap_tc(ctx, node, tunnel, ip.tot_len, hash)?;
+    redirect(node.underlay_ifindex, 0)
+}
+
+#[inline(always)]
+fn redirect(ifindex: u32, flags: u64) -> Result<i32, DropReason> {
+    // SAFETY: bpf_redirect only records the target; it returns
+    // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
+    let ret = unsafe { bpf_redirect(ifindex, flags) };
+    if ret == i64::from(TC_ACT_REDIRECT) {
+        Ok(TC_ACT_REDIRECT as i32)
+    } else {
+        Err(DropReason::RedirectFailed)
+    }
+}

@@ -1,0 +1,261 @@
+//! `xdp_from_underlay`: everything that reaches the node from the outside
+//! world or from another node. VXLAN to the configured port → decap path;
+//! a published port → ingress (north-south) balancing; anything else → the
+//! kernel.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use hive_common::{
+    DropReason, flow_hash,
+    maps::{Endpoint, FlowEntry, FlowKind, Frontend, IPPROTO_UDP, NodeConfig, PacketCounterSlot},
+};
+
+use crate::{
+    conntrack::{self, Balanced},
+    counters,
+    headers::{ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VxlanHdr},
+    icmp,
+    lb::{self, Target},
+    maps, mss, nat,
+    packet::{Packet, XdpPacket},
+    parse::{self, Ipv4, L4},
+    vxlan::{self, Tunnel},
+};
+
+pub fn try_from_underlay(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let pkt = XdpPacket { ctx };
+    let len = pkt.len() as u64;
+    counters::count(PacketCounterSlot::UnderlayRx, len);
+    let Some(node) = maps::node() else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    let Some(ip) = parse::ipv4(&pkt, 0)? else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    counters::count(PacketCounterSlot::UnderlayIpv4, len);
+    if ip.daddr_be != node.underlay_addr_be {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // Other protocols (ICMP to the node, ...) and later fragments, which
+    // carry no ports, are the kernel's.
+    let Some(l4) = parse::l4(&pkt, &ip)? else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    if ip.proto == IPPROTO_UDP && l4.dport_be == node.vxlan_port_be {
+        check_balanceable(&ip)?;
+        return from_peer(ctx, &node, &ip);
+    }
+    let Some(fe) = lb::frontend(0, l4.dport_be, ip.proto) else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    check_balanceable(&ip)?;
+    ingress(ctx, &node, &ip, &l4, &fe)
+}
+
+/// Fragments cannot be balanced (later ones have no ports) and IP options
+/// are not forwarded; both are dropped once we know the packet is ours.
+#[inline(always)]
+pub fn check_balanceable(ip: &Ipv4) -> Result<(), DropReason> {
+    if ip.is_fragment() {
+        return Err(DropReason::Ipv4Fragment);
+    }
+    if ip.has_options() {
+        return Err(DropReason::Ipv4Options);
+    }
+    Ok(())
+}
+
+/// Largest TCP MSS that fits the overlay.
+#[inline(always)]
+pub fn overlay_mss(node: &NodeConfig) -> u16 {
+    node.overlay_mtu
+        .saturating_sub((crate::headers::IPV4_HDR_LEN + TCP_HDR_LEN) as u16)
+}
+
+/// Path 1/2 of `docs/dataplane.md`: a client's packet to a published port.
+/// Not inlined, for the stack frame (see `from_peer`).
+#[inline(never)]
+fn ingress(
+    ctx: &XdpContext,
+    node: &NodeConfig,
+    ip: &Ipv4,
+    l4: &L4,
+    fe: &Frontend,
+) -> Result<u32, DropReason> {
+    let pkt = &mut XdpPacket { ctx };
+    let now = conntrack::now();
+    let hash = flow_hash(
+        node.hash_seed,
+        ip.saddr_be,
+        l4.sport_be,
+        l4.dport_be,
+        ip.proto,
+    );
+    let fwd = conntrack::reply_key(
+        ip.saddr_be,
+        l4.sport_be,
+        ip.daddr_be,
+        l4.dport_be,
+        ip.proto,
+        FlowKind::Forward,
+    );
+    let hit = conntrack::lookup(&fwd, l4.tcp_flags, now, true);
+    let (target, new, refresh, tcp_state) = match hit {
+        Some(h) => (
+            Target::from_forward(&h.entry),
+            false,
+            h.refreshed,
+            h.entry.tcp_state,
+        ),
+        None => (
+            lb::pick(fe, hash)?,
+            true,
+            true,
+            conntrack::next_tcp_state(ip.proto, 0, l4.tcp_flags),
+        ),
+    };
+    let tunnel = if target.remote {
+        let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
+        if ip.tot_len > node.overlay_mtu {
+            // Answer before rewriting: the quote must show what the client sent.
+            icmp::too_big_xdp(ctx, ip, node.underlay_addr_be, node.overlay_mtu)?;
+            counters::drop(DropReason::FragmentationNeeded);
+            return Ok(xdp_action::XDP_TX);
+        }
+        Some(Tunnel::new(target.node_be, peer_mac, target.vni))
+    } else {
+        None
+    };
+    if refresh {
+        let eth: EthHdr = pkt.load(0)?;
+        let b = Balanced {
+            service_addr_be: ip.daddr_be,
+            service_port_be: l4.dport_be,
+            north_south: true,
+            client_mac: eth.src,
+            tcp_state,
+        };
+        conntrack::record_balanced(&fwd, &target, &b, now);
+    }
+    nat::dnat(pkt, ip, l4, target.addr_be, target.port_be)?;
+    counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);
+    let Some(tunnel) = tunnel else {
+        // Local backend: the kernel forwards to the task's veth.
+        return Ok(xdp_action::XDP_PASS);
+    };
+    mss::clamp(pkt, ip, l4, overlay_mss(node))?;
+    vxlan::encap_xdp(ctx, node, &tunnel, ip.tot_len, hash)?;
+    Ok(xdp_action::XDP_TX)
+}
+
+/// VXLAN from another node: replies to flows this node balanced, or
+/// packets for this node's tasks. Not inlined: its own stack frame, a
+/// sibling of the ingress path's (the verifier limits the combined depth of
+/// a call chain to 512 bytes).
+#[inline(never)]
+fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, DropReason> {
+    if maps::peer_mac(outer.saddr_be).is_none() {
+        return Err(DropReason::VxlanFromNonPeer);
+    }
+    let pkt = XdpPacket { ctx };
+    // Outer Ethernet + IPv4 (no options, checked) + UDP, then VXLAN, then at
+    // least an inner Ethernet header.
+    let vxlan_off = VXLAN_ENCAP_LEN - core::mem::size_of::<VxlanHdr>();
+    if outer.end() < VXLAN_ENCAP_LEN + ETH_HDR_LEN {
+        return Err(DropReason::MalformedVxlan);
+    }
+    let vx: VxlanHdr = pkt
+        .load(vxlan_off)
+        .map_err(|_| DropReason::MalformedVxlan)?;
+    if vx.flags & VXLAN_FLAG_I == 0 {
+        return Err(DropReason::MalformedVxlan);
+    }
+    let vni = u32::from_be(vx.vni_be) >> 8;
+    let peer_be = outer.saddr_be;
+
+    vxlan::decap_xdp(ctx)?;
+    let mut pkt = XdpPacket { ctx };
+    let inner = parse::ipv4(&pkt, 0)
+        .map_err(|_| DropReason::MalformedVxlan)?
+        .ok_or(DropReason::MalformedVxlan)?;
+    let l4 = parse::l4(&pkt, &inner).map_err(|_| DropReason::MalformedVxlan)?;
+    let now = conntrack::now();
+    if let Some(l4) = &l4 {
+        let rkey = conntrack::reply_key(
+            inner.saddr_be,
+            l4.sport_be,
+            inner.daddr_be,
+            l4.dport_be,
+            inner.proto,
+            FlowKind::ReverseNat,
+        );
+        if let Some(hit) = conntrack::lookup(&rkey, l4.tcp_flags, now, false) {
+            return reverse_nat(&mut pkt, node, &inner, l4, &hit.entry);
+        }
+    }
+    let ep = maps::endpoint(inner.daddr_be).ok_or(DropReason::NoEndpoint)?;
+    if ep.flags & Endpoint::FLAG_LOCAL == 0 {
+        return Err(DropReason::NoEndpoint);
+    }
+    if ep.vni != vni {
+        return Err(DropReason::UnknownVni);
+    }
+    if let Some(l4) = &l4 {
+        // A sender that is no task of the overlay is an external client
+        // balanced by `peer`: remember to tunnel the replies back there.
+        if maps::endpoint(inner.saddr_be).is_none() {
+            let key = conntrack::reply_key(
+                inner.daddr_be,
+                l4.dport_be,
+                inner.saddr_be,
+                l4.sport_be,
+                inner.proto,
+                FlowKind::Tunnel,
+            );
+            let hit = conntrack::lookup(&key, l4.tcp_flags, now, false);
+            let stale = match &hit {
+                Some(h) => h.entry.node_be != peer_be || h.entry.vni != vni,
+                None => true,
+            };
+            if stale {
+                let entry = FlowEntry {
+                    last_seen_ns: now,
+                    node_be: peer_be,
+                    vni,
+                    tcp_state: conntrack::next_tcp_state(inner.proto, 0, l4.tcp_flags),
+                    ..FlowEntry::default()
+                };
+                conntrack::upsert(&key, &entry);
+            }
+        }
+    }
+    pkt.store(0, &node.underlay_mac)?;
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// A backend's reply to a flow this node balanced: restore the service
+/// address as the source; north-south replies go straight back out.
+#[inline(always)]
+fn reverse_nat(
+    pkt: &mut XdpPacket<'_>,
+    node: &NodeConfig,
+    ip: &Ipv4,
+    l4: &L4,
+    e: &FlowEntry,
+) -> Result<u32, DropReason> {
+    nat::snat(pkt, ip, l4, e.addr_be, e.port_be)?;
+    counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
+    if e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0 {
+        let eth: EthHdr = pkt.load(0)?;
+        pkt.store(
+            0,
+            &EthHdr {
+                dst: e.client_mac,
+                src: node.underlay_mac,
+                proto_be: eth.proto_be,
+            },
+        )?;
+        return Ok(xdp_action::XDP_TX);
+    }
+    pkt.store(0, &node.underlay_mac)?;
+    Ok(xdp_action::XDP_PASS)
+}

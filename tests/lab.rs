@@ -355,12 +355,12 @@ fn down_cleans_up_after_up_was_killed_half_way() {
     }
     let lab = TestLab::new("t-kill");
     let mut up = Command::new(HIVE)
-        .args(["lab", "up", "--name", lab.name, "--nodes", "40"])
+        .args(["lab", "up", "--name", lab.name, "--nodes", "99"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn hive lab up");
-    // Kill it once it has made a few namespaces, long before 40 nodes.
+    // Kill it once it has made a few namespaces, long before 99 nodes.
     let third = netns::netns_path("hive-t-kill-n3");
     wait_until("lab up to create n3", Duration::from_secs(30), || {
         third.exists()

@@ -1,17 +1,958 @@
-//! BPF_PROG_RUN fixtures for every packet path of `docs/dataplane.md`.
+//! BPF_PROG_RUN fixtures for every packet path of `docs/dataplane.md`: the
+//! real embedded programs, run by the real kernel on crafted packets, with
+//! the maps set up as user space would. Needs root (see `require_root`).
+//!
+//! Topology of the fixtures: client C (outside) → node A (the node under
+//! test unless a fixture says otherwise) and node B; tasks on network VNI
+//! 4097; published port 8080 (service 1) targets port 80 of its tasks;
+//! VIP 10.2.0.100:80 (service 2).
 
-use hive_dataplane::testing::prog_run::{ProgRun, require_root};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use hive_common::{
+    DropReason,
+    maps::{
+        Backend, Endpoint, FlowKey, FlowKind, Frontend, NodeConfig, Peer, Ring, ServiceKey,
+        TcpState,
+    },
+};
+use hive_dataplane::testing::{
+    packet::{
+        self, Frame, IPPROTO_TCP, IPPROTO_UDP, L4, Mac, PacketBuilder, TCP_ACK, TCP_SYN, parse,
+        parse_vxlan, vxlan_frame,
+    },
+    prog_run::{
+        ProgRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX, require_root,
+    },
+};
+
+const XDP: &str = "xdp_from_underlay";
+const TC: &str = "tc_from_task";
+const FLOOR: &str = "xdp_floor";
+
+const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const MAC_A: Mac = [0x02, 0, 0, 0, 0, 0xa1];
+const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb2];
+const MAC_ROUTER: Mac = [0x02, 0, 0, 0, 0, 0xee];
+const MAC_TASK: Mac = [0x02, 0, 0, 0, 0x7a, 0x51];
+const MAC_VETH: Mac = [0x02, 0, 0, 0, 0x7a, 0x52];
+const UNDERLAY_IFINDEX: u32 = 2;
+const VXLAN_PORT: u16 = 4789;
+const OVERLAY_MTU: u16 = 1450;
+const VNI: u32 = 4097;
+const SEED: u32 = 7;
+
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 40000);
+const PUBLISHED: u16 = 8080;
+const TARGET: u16 = 80;
+const SVC_PUBLISHED: u32 = 1;
+const SVC_VIP: u32 = 2;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 100);
+
+/// Task on B (backend id 5), task on A (id 6), another task on B (id 7).
+const T_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+const T_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 6);
+const T_OTHER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 7);
+const BE_REMOTE: u32 = 5;
+const BE_LOCAL: u32 = 6;
+const BE_OTHER: u32 = 7;
+/// A local client task X (on A) for east-west paths.
+const X: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 9), 33000);
+const RING_SIZE: u32 = 7;
+
+fn be(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+fn node(addr: Ipv4Addr, mac: Mac) -> NodeConfig {
+    NodeConfig {
+        underlay_addr_be: be(addr),
+        underlay_ifindex: UNDERLAY_IFINDEX,
+        hash_seed: SEED,
+        underlay_mac: mac,
+        vxlan_port_be: VXLAN_PORT.to_be(),
+        overlay_mtu: OVERLAY_MTU,
+        flags: NodeConfig::FLAG_CONFIGURED,
+    }
+}
+
+fn key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, kind: FlowKind) -> FlowKey {
+    FlowKey {
+        saddr_be: be(*src.ip()),
+        daddr_be: be(*dst.ip()),
+        sport_be: src.port().to_be(),
+        dport_be: dst.port().to_be(),
+        proto,
+        kind: kind as u8,
+        _pad: [0; 2],
+    }
+}
+
+/// The harness with node A configured: published port 8080 (TCP and UDP)
+/// and VIP 10.2.0.100:80 (TCP), both on a ring that maps every slot to
+/// `backend`; peer B; endpoints for every task.
+fn node_a(backend: u32) -> ProgRun {
+    let mut h = ProgRun::load().expect("load the embedded object");
+    let mut m = h.maps();
+    m.set_node(&node(NODE_A, MAC_A)).expect("node");
+    m.set_peer(
+        be(NODE_B),
+        Peer {
+            mac: MAC_B,
+            _pad: [0; 2],
+        },
+    )
+    .expect("peer");
+    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+        let published = ServiceKey {
+            addr_be: 0,
+            port_be: PUBLISHED.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let fe = Frontend {
+            service: SVC_PUBLISHED,
+            target_port_be: TARGET.to_be(),
+            flags: Frontend::FLAG_PUBLISHED,
+        };
+        m.set_service(published, fe).expect("published service");
+    }
+    let vip = ServiceKey {
+        addr_be: be(VIP),
+        port_be: TARGET.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    m.set_service(
+        vip,
+        Frontend {
+            service: SVC_VIP,
+            target_port_be: TARGET.to_be(),
+            flags: 0,
+        },
+    )
+    .expect("vip");
+    m.set_service(
+        ServiceKey {
+            addr_be: be(VIP),
+            port_be: 0,
+            proto: 0,
+            _pad: 0,
+        },
+        Frontend::default(),
+    )
+    .expect("vip marker");
+    m.set_ring(
+        SVC_PUBLISHED,
+        Ring {
+            offset: 0,
+            size: RING_SIZE,
+        },
+    )
+    .expect("ring");
+    m.set_ring(
+        SVC_VIP,
+        Ring {
+            offset: 100,
+            size: RING_SIZE,
+        },
+    )
+    .expect("ring");
+    m.set_maglev(0, &[backend; RING_SIZE as usize])
+        .expect("maglev");
+    m.set_maglev(100, &[backend; RING_SIZE as usize])
+        .expect("maglev");
+    let remote = |addr| Backend {
+        addr_be: be(addr),
+        node_be: be(NODE_B),
+        vni: VNI,
+        flags: 0,
+    };
+    m.set_backend(BE_REMOTE, remote(T_REMOTE)).expect("backend");
+    m.set_backend(BE_OTHER, remote(T_OTHER)).expect("backend");
+    m.set_backend(
+        BE_LOCAL,
+        Backend {
+            addr_be: be(T_LOCAL),
+            node_be: be(NODE_A),
+            vni: VNI,
+            flags: Backend::FLAG_LOCAL,
+        },
+    )
+    .expect("backend");
+    let ep = |node, flags| Endpoint {
+        node_be: be(node),
+        vni: VNI,
+        ifindex: 0,
+        flags,
+    };
+    m.set_endpoint(be(T_REMOTE), ep(NODE_B, 0))
+        .expect("endpoint");
+    m.set_endpoint(be(T_OTHER), ep(NODE_B, 0))
+        .expect("endpoint");
+    m.set_endpoint(be(T_LOCAL), ep(NODE_A, Endpoint::FLAG_LOCAL))
+        .expect("endpoint");
+    m.set_endpoint(be(*X.ip()), ep(NODE_A, Endpoint::FLAG_LOCAL))
+        .expect("endpoint");
+    h
+}
+
+/// Node B's view: T_REMOTE is local there, A is the peer.
+fn node_b() -> ProgRun {
+    let mut h = ProgRun::load().expect("load the embedded object");
+    let mut m = h.maps();
+    m.set_node(&node(NODE_B, MAC_B)).expect("node");
+    m.set_peer(
+        be(NODE_A),
+        Peer {
+            mac: MAC_A,
+            _pad: [0; 2],
+        },
+    )
+    .expect("peer");
+    let ep = |node, flags| Endpoint {
+        node_be: be(node),
+        vni: VNI,
+        ifindex: 0,
+        flags,
+    };
+    m.set_endpoint(be(T_REMOTE), ep(NODE_B, Endpoint::FLAG_LOCAL))
+        .expect("endpoint");
+    m.set_endpoint(be(*X.ip()), ep(NODE_A, 0))
+        .expect("endpoint");
+    h
+}
+
+fn published() -> SocketAddrV4 {
+    SocketAddrV4::new(NODE_A, PUBLISHED)
+}
+
+/// A client's TCP segment to A's published port, as the router delivers it.
+fn client_tcp(flags: u8) -> PacketBuilder {
+    PacketBuilder::tcp(CLIENT, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(flags)
+}
+
+fn run(h: &mut ProgRun, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let out = h.run(prog, frame).unwrap_or_else(|e| panic!("{e}"));
+    (out.verdict, out.output)
+}
+
+fn ip(frame: &Frame) -> &packet::Ip {
+    frame.ip.as_ref().expect("an IPv4 frame")
+}
+
+/// Checksums of every layer are valid.
+fn assert_checksums(frame: &Frame) {
+    let ip = ip(frame);
+    assert!(ip.header_checksum_ok, "IPv4 header checksum: {ip:?}");
+    match &ip.l4 {
+        L4::Tcp { checksum_ok, .. }
+        | L4::Udp { checksum_ok, .. }
+        | L4::Icmp { checksum_ok, .. } => {
+            assert!(*checksum_ok, "L4 checksum: {ip:?}")
+        }
+        L4::Other => {}
+    }
+}
+
+fn ports(frame: &Frame) -> (u16, u16) {
+    match ip(frame).l4 {
+        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport, .. } => (sport, dport),
+        _ => panic!("no ports: {frame:?}"),
+    }
+}
+
+fn tcp_mss(frame: &Frame) -> Option<u16> {
+    match ip(frame).l4 {
+        L4::Tcp { mss, .. } => mss,
+        _ => None,
+    }
+}
+
+/// Checks a VXLAN frame from `from` (MAC, addr) to `to` and returns the inner frame.
+fn assert_vxlan(out: &[u8], from: (Mac, Ipv4Addr), to: (Mac, Ipv4Addr)) -> Frame {
+    let v = parse_vxlan(out).expect("a VXLAN frame");
+    assert_eq!(
+        (v.outer.eth_src, v.outer.eth_dst),
+        (from.0, to.0),
+        "outer MACs"
+    );
+    let outer = ip(&v.outer);
+    assert_eq!((outer.src, outer.dst), (from.1, to.1), "outer addresses");
+    assert!(outer.header_checksum_ok, "outer IPv4 checksum");
+    assert_eq!(outer.frag & 0x4000, 0x4000, "outer DF");
+    match outer.l4 {
+        L4::Udp {
+            sport,
+            dport,
+            checksum,
+            len,
+            ..
+        } => {
+            assert_eq!(dport, VXLAN_PORT);
+            assert!(sport >= 49152, "source port {sport} in the dynamic range");
+            assert_eq!(checksum, 0, "outer UDP checksum 0");
+            assert_eq!(usize::from(len), outer.payload.len());
+        }
+        _ => panic!("outer is not UDP"),
+    }
+    assert_eq!((v.flags, v.vni), (0x08, VNI));
+    let inner = parse(&v.inner).expect("inner frame");
+    assert_eq!(
+        usize::from(outer.tot_len),
+        20 + 8 + 8 + 14 + usize::from(ip(&inner).tot_len)
+    );
+    inner
+}
+
+fn drops(h: &mut ProgRun, reason: DropReason) -> u64 {
+    h.maps().drops(reason).expect("drop counter")
+}
+
+/// Run `frame`, expect `verdict`, and the counter of `reason` to move by one.
+fn assert_drop(h: &mut ProgRun, prog: &str, frame: &[u8], reason: DropReason) {
+    let before = drops(h, reason);
+    let (verdict, _) = run(h, prog, frame);
+    let dropped = if prog == TC { TC_ACT_SHOT } else { XDP_DROP };
+    assert_eq!(verdict, dropped, "{} should be dropped", reason.name());
+    assert_eq!(drops(h, reason), before + 1, "counter of {}", reason.name());
+}
+
+macro_rules! root {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
 
 #[test]
 fn programs_pass_the_verifier() {
-    if !require_root("programs_pass_the_verifier") {
-        return;
-    }
+    root!("programs_pass_the_verifier");
     let mut h = ProgRun::load().expect("load object");
-    for name in ["xdp_from_underlay", "tc_from_task", "xdp_floor"] {
-        let out = h.run(name, &[0u8; 64]);
-        if let Err(e) = &out {
-            panic!("{e}");
+    for name in [XDP, TC, FLOOR] {
+        let (verdict, _) = run(&mut h, name, &client_tcp(TCP_SYN).build());
+        // Unconfigured node: everything passes.
+        assert!(
+            verdict == XDP_PASS || verdict == TC_ACT_OK,
+            "{name}: {verdict}"
+        );
+    }
+}
+
+#[test]
+fn north_south_tcp_new_flow_to_remote_backend_is_dnated_clamped_and_tunnelled() {
+    root!("north_south_tcp_new_flow_to_remote_backend");
+    let mut h = node_a(BE_REMOTE);
+    let (verdict, out) = run(&mut h, XDP, &client_tcp(TCP_SYN).mss(1460).build());
+    assert_eq!(verdict, XDP_TX);
+    let inner = assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B));
+    assert_checksums(&inner);
+    assert_eq!(
+        (ip(&inner).src, ip(&inner).dst),
+        (*CLIENT.ip(), T_REMOTE),
+        "DNAT, client address kept"
+    );
+    assert_eq!(ports(&inner), (CLIENT.port(), TARGET));
+    assert_eq!(tcp_mss(&inner), Some(OVERLAY_MTU - 40), "MSS clamped");
+    let mut m = h.maps();
+    let fwd = m
+        .flow(&key(CLIENT, published(), IPPROTO_TCP, FlowKind::Forward))
+        .expect("ct")
+        .expect("Forward entry");
+    assert_eq!(
+        (fwd.addr_be, fwd.backend, fwd.tcp_state),
+        (be(T_REMOTE), BE_REMOTE, TcpState::SynSent as u8)
+    );
+    let reply = SocketAddrV4::new(T_REMOTE, TARGET);
+    let rev = m
+        .flow(&key(reply, CLIENT, IPPROTO_TCP, FlowKind::ReverseNat))
+        .expect("ct")
+        .expect("ReverseNat entry");
+    assert_eq!(
+        (rev.addr_be, rev.port_be, rev.client_mac),
+        (be(NODE_A), PUBLISHED.to_be(), MAC_ROUTER)
+    );
+    assert_ne!(
+        rev.flags & hive_common::maps::FlowEntry::FLAG_NORTH_SOUTH,
+        0
+    );
+    let svc = m.service_stats(SVC_PUBLISHED).expect("stats");
+    assert_eq!((svc.packets, svc.new_flows), (1, 1));
+    assert_eq!(m.backend_stats(BE_REMOTE).expect("stats").packets, 1);
+}
+
+#[test]
+fn north_south_udp_new_flow_to_local_backend_is_dnated_and_passed() {
+    root!("north_south_udp_new_flow_to_local_backend");
+    let mut h = node_a(BE_LOCAL);
+    let frame = PacketBuilder::udp(CLIENT, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .payload(*b"hello")
+        .build();
+    let (verdict, out) = run(&mut h, XDP, &frame);
+    assert_eq!(verdict, XDP_PASS);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((ip(&f).src, ip(&f).dst), (*CLIENT.ip(), T_LOCAL));
+    assert_eq!(ports(&f), (CLIENT.port(), TARGET));
+    assert_eq!(ip(&f).payload[8..], *b"hello");
+    // UDP without checksum stays without one (RFC 768).
+    let frame = PacketBuilder::udp(SocketAddrV4::new(*CLIENT.ip(), 40001), published())
+        .macs(MAC_ROUTER, MAC_A)
+        .no_udp_checksum()
+        .build();
+    let (verdict, out) = run(&mut h, XDP, &frame);
+    assert_eq!(verdict, XDP_PASS);
+    let f = parse(&out).expect("frame");
+    assert!(matches!(ip(&f).l4, L4::Udp { checksum: 0, .. }));
+    assert!(ip(&f).header_checksum_ok);
+}
+
+#[test]
+fn established_flow_keeps_its_backend_when_the_ring_changes() {
+    root!("established_flow_keeps_its_backend");
+    let mut h = node_a(BE_REMOTE);
+    let (_, out) = run(&mut h, XDP, &client_tcp(TCP_SYN).build());
+    assert_eq!(
+        ip(&assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B))).dst,
+        T_REMOTE
+    );
+    // User space installs a new table (all slots → BE_OTHER).
+    h.maps()
+        .set_maglev(0, &[BE_OTHER; RING_SIZE as usize])
+        .expect("maglev");
+    let (_, out) = run(&mut h, XDP, &client_tcp(TCP_ACK).build());
+    assert_eq!(
+        ip(&assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B))).dst,
+        T_REMOTE,
+        "established flow kept"
+    );
+    let fwd = h
+        .maps()
+        .flow(&key(CLIENT, published(), IPPROTO_TCP, FlowKind::Forward))
+        .expect("ct")
+        .expect("entry");
+    assert_eq!(fwd.tcp_state, TcpState::Established as u8);
+    // A new flow goes to the new backend.
+    let other = SocketAddrV4::new(*CLIENT.ip(), 40002);
+    let frame = PacketBuilder::tcp(other, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_SYN)
+        .build();
+    let (_, out) = run(&mut h, XDP, &frame);
+    assert_eq!(
+        ip(&assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B))).dst,
+        T_OTHER,
+        "new flow rebalanced"
+    );
+}
+
+#[test]
+fn north_south_reply_through_the_tunnel_is_reverse_natted_and_sent_to_the_client() {
+    root!("north_south_reply_reverse_nat");
+    let mut h = node_a(BE_REMOTE);
+    run(&mut h, XDP, &client_tcp(TCP_SYN).build());
+    let reply = PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), CLIENT)
+        .macs(MAC_TASK, MAC_B)
+        .flags(TCP_SYN | TCP_ACK)
+        .payload(*b"ok")
+        .build();
+    let frame = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
+    );
+    let (verdict, out) = run(&mut h, XDP, &frame);
+    assert_eq!(verdict, XDP_TX);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!(
+        (f.eth_src, f.eth_dst),
+        (MAC_A, MAC_ROUTER),
+        "straight back to the client's next hop"
+    );
+    assert_eq!(
+        (ip(&f).src, ip(&f).dst),
+        (NODE_A, *CLIENT.ip()),
+        "source restored to the published address"
+    );
+    assert_eq!(ports(&f), (PUBLISHED, CLIENT.port()));
+}
+
+#[test]
+fn decap_delivers_to_the_local_task_and_records_the_tunnel_back() {
+    root!("decap_delivers_and_records_tunnel");
+    let mut h = node_b();
+    let inner = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_REMOTE, TARGET))
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_SYN)
+        .build();
+    let frame = vxlan_frame(
+        MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &inner,
+    );
+    let (verdict, out) = run(&mut h, XDP, &frame);
+    assert_eq!(verdict, XDP_PASS);
+    let f = parse(&out).expect("inner frame");
+    assert_eq!(f.eth_dst, MAC_B, "inner destination MAC is the node's");
+    assert_eq!(out[6..], inner[6..], "nothing else changed");
+    let t = h
+        .maps()
+        .flow(&key(
+            SocketAddrV4::new(T_REMOTE, TARGET),
+            CLIENT,
+            IPPROTO_TCP,
+            FlowKind::Tunnel,
+        ))
+        .expect("ct")
+        .expect("Tunnel entry");
+    assert_eq!((t.node_be, t.vni), (be(NODE_A), VNI));
+}
+
+#[test]
+fn reply_of_a_tunnelled_flow_is_clamped_encapsulated_and_redirected_back() {
+    root!("tunnel_reply_encap");
+    let mut h = node_b();
+    let inner = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_REMOTE, TARGET))
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_SYN)
+        .build();
+    run(
+        &mut h,
+        XDP,
+        &vxlan_frame(
+            MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &inner,
+        ),
+    );
+    let synack = PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), CLIENT)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN | TCP_ACK)
+        .mss(1460)
+        .build();
+    let (verdict, out) = run(&mut h, TC, &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = assert_vxlan(&out, (MAC_B, NODE_B), (MAC_A, NODE_A));
+    assert_checksums(&f);
+    assert_eq!(
+        (ip(&f).src, ip(&f).dst),
+        (T_REMOTE, *CLIENT.ip()),
+        "no NAT on the backend's node"
+    );
+    assert_eq!(tcp_mss(&f), Some(OVERLAY_MTU - 40));
+}
+
+#[test]
+fn north_south_reply_from_a_local_backend_is_reverse_natted_and_redirected() {
+    root!("north_south_local_reply");
+    let mut h = node_a(BE_LOCAL);
+    run(&mut h, XDP, &client_tcp(TCP_SYN).build());
+    let reply = PacketBuilder::tcp(SocketAddrV4::new(T_LOCAL, TARGET), CLIENT)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN | TCP_ACK)
+        .build();
+    let (verdict, out) = run(&mut h, TC, &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((f.eth_src, f.eth_dst), (MAC_A, MAC_ROUTER));
+    assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));
+    assert_eq!(ports(&f), (PUBLISHED, CLIENT.port()));
+}
+
+#[test]
+fn east_west_vip_to_remote_backend_and_its_reply() {
+    root!("east_west_vip_remote");
+    let mut h = node_a(BE_REMOTE);
+    let vip = SocketAddrV4::new(VIP, TARGET);
+    let syn = PacketBuilder::tcp(X, vip)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN)
+        .mss(1410)
+        .build();
+    let (verdict, out) = run(&mut h, TC, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B));
+    assert_checksums(&f);
+    assert_eq!((ip(&f).src, ip(&f).dst), (*X.ip(), T_REMOTE));
+    assert_eq!(tcp_mss(&f), Some(1410), "an MSS that fits is left alone");
+    // The reply comes back through the tunnel to A's XDP.
+    let reply = PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), X)
+        .macs(MAC_TASK, MAC_B)
+        .flags(TCP_SYN | TCP_ACK)
+        .build();
+    let frame = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
+    );
+    let (verdict, out) = run(&mut h, XDP, &frame);
+    assert_eq!(verdict, XDP_PASS);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!(f.eth_dst, MAC_A);
+    assert_eq!(
+        (ip(&f).src, ip(&f).dst),
+        (VIP, *X.ip()),
+        "the VIP is the source of the reply"
+    );
+    assert_eq!(ports(&f), (TARGET, X.port()));
+    assert_eq!(h.maps().service_stats(SVC_VIP).expect("stats").packets, 2);
+}
+
+#[test]
+fn east_west_vip_to_local_backend_and_its_reply() {
+    root!("east_west_vip_local");
+    let mut h = node_a(BE_LOCAL);
+    let vip = SocketAddrV4::new(VIP, TARGET);
+    let (verdict, out) = run(
+        &mut h,
+        TC,
+        &PacketBuilder::tcp(X, vip)
+            .macs(MAC_TASK, MAC_VETH)
+            .flags(TCP_SYN)
+            .build(),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!(ip(&f).dst, T_LOCAL);
+    let reply = PacketBuilder::tcp(SocketAddrV4::new(T_LOCAL, TARGET), X)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN | TCP_ACK)
+        .build();
+    let (verdict, out) = run(&mut h, TC, &reply);
+    assert_eq!(verdict, TC_ACT_OK);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((ip(&f).src, ports(&f).0), (VIP, TARGET));
+}
+
+#[test]
+fn overlay_packets_to_remote_tasks_are_tunnelled_and_to_local_tasks_passed() {
+    root!("overlay_endpoint_forwarding");
+    let mut h = node_a(BE_REMOTE);
+    let ping = PacketBuilder::icmp_echo(*X.ip(), T_OTHER)
+        .macs(MAC_TASK, MAC_VETH)
+        .payload(vec![0xab; 32])
+        .build();
+    let (verdict, out) = run(&mut h, TC, &ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B));
+    assert_checksums(&f);
+    assert_eq!(ip(&f).dst, T_OTHER);
+    let local = PacketBuilder::udp(X, SocketAddrV4::new(T_LOCAL, 53))
+        .macs(MAC_TASK, MAC_VETH)
+        .build();
+    let (verdict, out) = run(&mut h, TC, &local);
+    assert_eq!((verdict, out), (TC_ACT_OK, local));
+    // Not an overlay address (the internet, via the node's own NAT): untouched.
+    let web =
+        PacketBuilder::tcp(X, SocketAddrV4::new(Ipv4Addr::new(93, 184, 216, 34), 443)).build();
+    assert_eq!(run(&mut h, TC, &web), (TC_ACT_OK, web));
+}
+
+#[test]
+fn oversized_udp_to_a_remote_backend_gets_icmp_fragmentation_needed() {
+    root!("icmp_too_big_xdp");
+    let mut h = node_a(BE_REMOTE);
+    let big = PacketBuilder::udp(CLIENT, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .payload(vec![7u8; 1432])
+        .build();
+    assert_eq!(big.len(), 14 + 20 + 8 + 1432);
+    let before = drops(&mut h, DropReason::FragmentationNeeded);
+    let (verdict, out) = run(&mut h, XDP, &big);
+    assert_eq!(verdict, XDP_TX);
+    let f = parse(&out).expect("ICMP frame");
+    assert_checksums(&f);
+    assert_eq!((f.eth_src, f.eth_dst), (MAC_A, MAC_ROUTER));
+    assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));
+    match ip(&f).l4 {
+        L4::Icmp {
+            kind, code, rest, ..
+        } => {
+            assert_eq!((kind, code), (3, 4));
+            assert_eq!(
+                u16::from_be_bytes([rest[2], rest[3]]),
+                OVERLAY_MTU,
+                "next-hop MTU"
+            );
         }
+        _ => panic!("not ICMP: {f:?}"),
+    }
+    // The quote is the client's packet as sent (to the published port).
+    assert_eq!(ip(&f).payload[8..], big[14..14 + 28]);
+    assert_eq!(drops(&mut h, DropReason::FragmentationNeeded), before + 1);
+    // Exactly the overlay MTU still fits.
+    let fits = PacketBuilder::udp(CLIENT, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .payload(vec![7u8; 1422])
+        .build();
+    assert_eq!(run(&mut h, XDP, &fits).0, XDP_TX);
+    assert!(parse_vxlan(&run(&mut h, XDP, &fits).1).is_ok());
+}
+
+#[test]
+fn oversized_udp_from_a_task_to_a_remote_task_gets_icmp_fragmentation_needed() {
+    root!("icmp_too_big_tc");
+    let mut h = node_a(BE_REMOTE);
+    let big = PacketBuilder::udp(X, SocketAddrV4::new(T_OTHER, 53))
+        .macs(MAC_TASK, MAC_VETH)
+        .payload(vec![1u8; 1500])
+        .build();
+    let (verdict, out) = run(&mut h, TC, &big);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = parse(&out).expect("ICMP frame");
+    assert_checksums(&f);
+    assert_eq!((f.eth_src, f.eth_dst), (MAC_VETH, MAC_TASK));
+    assert_eq!(ip(&f).dst, *X.ip());
+    assert!(matches!(
+        ip(&f).l4,
+        L4::Icmp {
+            kind: 3,
+            code: 4,
+            ..
+        }
+    ));
+    assert_eq!(drops(&mut h, DropReason::FragmentationNeeded), 1);
+}
+
+#[test]
+fn malformed_and_unbalanceable_packets_are_dropped_with_their_reason() {
+    root!("drop_reasons");
+    let mut h = node_a(BE_REMOTE);
+    let syn = || client_tcp(TCP_SYN);
+    assert_drop(
+        &mut h,
+        XDP,
+        &syn().ihl(4).build(),
+        DropReason::MalformedIpv4,
+    );
+    assert_drop(
+        &mut h,
+        XDP,
+        &syn().tot_len(1000).build(),
+        DropReason::MalformedIpv4,
+    );
+    // IP total length says 30 bytes: 10 bytes of a 20-byte TCP header.
+    assert_drop(
+        &mut h,
+        XDP,
+        &syn().tot_len(30).truncate(14 + 30).build(),
+        DropReason::TruncatedPacket,
+    );
+    assert_drop(
+        &mut h,
+        XDP,
+        &syn().fragment(true, 0).build(),
+        DropReason::Ipv4Fragment,
+    );
+    assert_drop(
+        &mut h,
+        XDP,
+        &syn().ip_options(vec![1, 1, 1, 0]).build(),
+        DropReason::Ipv4Options,
+    );
+    let inner = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_LOCAL, TARGET)).build();
+    let from = |src, flags, vni, inner: &[u8]| {
+        vxlan_frame(
+            MAC_B, MAC_A, src, NODE_A, 50000, VXLAN_PORT, flags, vni, inner,
+        )
+    };
+    assert_drop(
+        &mut h,
+        XDP,
+        &from(Ipv4Addr::new(10, 0, 0, 99), 0x08, VNI, &inner),
+        DropReason::VxlanFromNonPeer,
+    );
+    assert_drop(
+        &mut h,
+        XDP,
+        &from(NODE_B, 0x00, VNI, &inner),
+        DropReason::MalformedVxlan,
+    );
+    let arp = PacketBuilder::tcp(CLIENT, published())
+        .ethertype(packet::ETH_P_ARP)
+        .build();
+    assert_drop(
+        &mut h,
+        XDP,
+        &from(NODE_B, 0x08, VNI, &arp),
+        DropReason::MalformedVxlan,
+    );
+    assert_drop(
+        &mut h,
+        XDP,
+        &from(NODE_B, 0x08, VNI, &inner[..20]),
+        DropReason::MalformedVxlan,
+    );
+    assert_drop(
+        &mut h,
+        XDP,
+        &from(NODE_B, 0x08, VNI + 1, &inner),
+        DropReason::UnknownVni,
+    );
+    let elsewhere = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_OTHER, TARGET)).build();
+    assert_drop(
+        &mut h,
+        XDP,
+        &from(NODE_B, 0x08, VNI, &elsewhere),
+        DropReason::NoEndpoint,
+    );
+    // Tasks: ICMP and later fragments to a VIP; no peer for the backend's node.
+    let ping_vip = PacketBuilder::icmp_echo(*X.ip(), VIP).build();
+    assert_drop(&mut h, TC, &ping_vip, DropReason::UnsupportedProtocol);
+    let frag = PacketBuilder::udp(X, SocketAddrV4::new(VIP, 53))
+        .fragment(false, 100)
+        .build();
+    assert_drop(&mut h, TC, &frag, DropReason::Ipv4Fragment);
+    h.maps()
+        .set_backend(
+            BE_OTHER,
+            Backend {
+                addr_be: be(T_OTHER),
+                node_be: be(Ipv4Addr::new(10, 0, 0, 77)),
+                vni: VNI,
+                flags: 0,
+            },
+        )
+        .expect("backend");
+    h.maps()
+        .set_maglev(0, &[BE_OTHER; RING_SIZE as usize])
+        .expect("maglev");
+    assert_drop(&mut h, XDP, &syn().build(), DropReason::UnknownPeer);
+    h.maps()
+        .set_ring(SVC_PUBLISHED, Ring { offset: 0, size: 0 })
+        .expect("ring");
+    assert_drop(&mut h, XDP, &syn().build(), DropReason::NoBackend);
+    assert_eq!(
+        h.maps()
+            .service_stats(SVC_PUBLISHED)
+            .expect("stats")
+            .packets,
+        0,
+        "dropped packets are not counted as served"
+    );
+}
+
+#[test]
+fn traffic_that_is_not_the_meshs_passes_untouched() {
+    root!("pass_through");
+    let mut h = node_a(BE_REMOTE);
+    let cases = [
+        PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22)).build(),
+        PacketBuilder::icmp_echo(*CLIENT.ip(), NODE_A).build(),
+        PacketBuilder::tcp(
+            CLIENT,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 50), PUBLISHED),
+        )
+        .build(),
+        PacketBuilder::tcp(CLIENT, published())
+            .ethertype(packet::ETH_P_ARP)
+            .build(),
+        // A later fragment to the node: no ports, the kernel reassembles.
+        PacketBuilder::udp(CLIENT, published())
+            .fragment(false, 10)
+            .build(),
+        // IP options on traffic that is not the mesh's are the kernel's business.
+        PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22))
+            .ip_options(vec![1, 1, 1, 0])
+            .build(),
+    ];
+    for frame in cases {
+        assert_eq!(run(&mut h, XDP, &frame), (XDP_PASS, frame.clone()));
+    }
+    // Until user space sets FLAG_CONFIGURED, even a published port passes.
+    let mut unconfigured = node(NODE_A, MAC_A);
+    unconfigured.flags = 0;
+    h.maps().set_node(&unconfigured).expect("node");
+    let syn = client_tcp(TCP_SYN).build();
+    assert_eq!(run(&mut h, XDP, &syn), (XDP_PASS, syn.clone()));
+    assert_eq!(run(&mut h, TC, &syn), (TC_ACT_OK, syn));
+}
+
+/// ns/packet of each path against the floor program (`cargo test -p
+/// hive-dataplane --test prog_run -- --nocapture bench`). Asserts nothing
+/// about speed (CI machines vary); prints a table.
+#[test]
+fn bench_paths_against_the_floor() {
+    root!("bench_paths_against_the_floor");
+    const ROUNDS: u32 = 200;
+    let mut h = node_a(BE_REMOTE);
+    let syn = client_tcp(TCP_SYN).build();
+    let floor = h.bench(FLOOR, &[syn.clone()], ROUNDS * 10).expect("bench");
+    let new_flows: Vec<Vec<u8>> = (0..ROUNDS as u16)
+        .map(|i| {
+            PacketBuilder::tcp(SocketAddrV4::new(*CLIENT.ip(), 1024 + i), published())
+                .macs(MAC_ROUTER, MAC_A)
+                .flags(TCP_SYN)
+                .build()
+        })
+        .collect();
+    let xdp_new = h.bench(XDP, &new_flows, 1).expect("bench");
+    run(&mut h, XDP, &syn);
+    let ack = client_tcp(TCP_ACK).build();
+    let xdp_est = h.bench(XDP, &[ack], ROUNDS * 10).expect("bench");
+    let reply = PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), CLIENT)
+        .macs(MAC_TASK, MAC_B)
+        .flags(TCP_ACK)
+        .build();
+    let reply = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
+    );
+    let xdp_reply = h.bench(XDP, &[reply], ROUNDS * 10).expect("bench");
+    let pass = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22)).build();
+    let xdp_pass = h.bench(XDP, &[pass], ROUNDS * 10).expect("bench");
+    let vip = SocketAddrV4::new(VIP, TARGET);
+    let tc_vip_new: Vec<Vec<u8>> = (0..ROUNDS as u16)
+        .map(|i| {
+            PacketBuilder::tcp(SocketAddrV4::new(*X.ip(), 1024 + i), vip)
+                .flags(TCP_SYN)
+                .build()
+        })
+        .collect();
+    let tc_new = h.bench(TC, &tc_vip_new, 1).expect("bench");
+    let tc_est = h
+        .bench(
+            TC,
+            &[PacketBuilder::tcp(SocketAddrV4::new(*X.ip(), 1024), vip).build()],
+            ROUNDS * 10,
+        )
+        .expect("bench");
+    let tc_overlay = h
+        .bench(
+            TC,
+            &[PacketBuilder::icmp_echo(*X.ip(), T_OTHER).build()],
+            ROUNDS * 10,
+        )
+        .expect("bench");
+    let mut b = node_b();
+    let inner = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_REMOTE, TARGET))
+        .flags(TCP_ACK)
+        .build();
+    let decap = b
+        .bench(
+            XDP,
+            &[vxlan_frame(
+                MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &inner,
+            )],
+            ROUNDS * 10,
+        )
+        .expect("bench");
+    eprintln!("BPF_PROG_RUN median ns/packet (repeat=1 per run):");
+    for (path, ns) in [
+        ("xdp_floor (XDP_PASS)", floor),
+        ("xdp: not the mesh's (pass)", xdp_pass),
+        (
+            "xdp: north-south new flow, remote (Maglev+CT+DNAT+encap)",
+            xdp_new,
+        ),
+        ("xdp: north-south established, remote", xdp_est),
+        ("xdp: decap + reverse NAT + XDP_TX", xdp_reply),
+        ("xdp: decap to local task (+Tunnel entry)", decap),
+        ("tc: east-west VIP new flow, remote", tc_new),
+        ("tc: east-west VIP established, remote", tc_est),
+        ("tc: overlay endpoint encap", tc_overlay),
+    ] {
+        eprintln!("  {path:<60} {ns:>7.0} ns  (+{:.0} over floor)", ns - floor);
     }
 }

@@ -57,6 +57,10 @@ pub trait Packet {
         l4: Option<L4Csum>,
     ) -> Result<(), DropReason>;
     /// Replace a 16-bit field covered only by the L4 checksum (port, MSS).
+    /// The field may sit at an odd offset (an MSS option behind a NOP):
+    /// every L4 header starts at an even offset (14 + 4 × IHL), so the
+    /// parity of `off` is the parity within the checksummed data, and an odd
+    /// field straddles two checksum words, contributing its bytes swapped.
     fn replace_l4_u16(
         &mut self,
         off: usize,
@@ -154,6 +158,7 @@ impl Packet for XdpPacket<'_> {
         l4: L4Csum,
     ) -> Result<(), DropReason> {
         self.store(off, &new)?;
+        let (old, new) = csum_words(off, old, new);
         let check: u16 = self.load(l4.off)?;
         if !(l4.udp && check == 0) {
             let mut updated = csum::replace_u16(check, old, new);
@@ -238,10 +243,11 @@ impl Packet for TcPacket<'_> {
     fn replace_l4_u16(
         &mut self,
         off: usize,
-        old: u16,
-        new: u16,
+        old_value: u16,
+        new_value: u16,
         l4: L4Csum,
     ) -> Result<(), DropReason> {
+        let (old, new) = csum_words(off, old_value, new_value);
         self.ctx
             .l4_csum_replace(
                 l4.off,
@@ -250,6 +256,17 @@ impl Packet for TcPacket<'_> {
                 Self::l4_flags(l4) | 2,
             )
             .map_err(|_| DropReason::TruncatedPacket)?;
-        self.store(off, &new)
+        self.store(off, &new_value)
+    }
+}
+
+/// The values a 16-bit field at `off` contributes to the checksum (see
+/// [`Packet::replace_l4_u16`]).
+#[inline(always)]
+fn csum_words(off: usize, old: u16, new: u16) -> (u16, u16) {
+    if off & 1 == 1 {
+        (old.swap_bytes(), new.swap_bytes())
+    } else {
+        (old, new)
     }
 }

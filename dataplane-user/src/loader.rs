@@ -91,18 +91,18 @@ pub enum DataplaneError {
     Program {
         name: &'static str,
         action: &'static str,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("program {name}: cannot {action}: {source}")]
     Link {
         name: &'static str,
         action: &'static str,
-        source: LinkError,
+        source: Box<LinkError>,
     },
     #[error("cannot pin {}: {source}", path.display())]
     Pin {
         path: PathBuf,
-        source: aya::pin::PinError,
+        source: Box<aya::pin::PinError>,
     },
     #[error("cannot open the pinned {}: {detail}; destroy this node's data plane and load it again", path.display())]
     OpenPinned { path: PathBuf, detail: String },
@@ -111,8 +111,8 @@ pub enum DataplaneError {
     )]
     XdpAttach {
         iface: String,
-        driver: ProgramError,
-        generic: ProgramError,
+        driver: Box<ProgramError>,
+        generic: Box<ProgramError>,
     },
     #[error("interface {iface:?}: {source}; does it exist in this network namespace?")]
     UnknownInterface { iface: String, source: Errno },
@@ -226,7 +226,7 @@ impl Dataplane {
                 DataplaneError::Program {
                     name: TC_PROGRAM,
                     action: "read its id",
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             let attached = SchedClassifier::query_tcx(&name, TcAttachType::Ingress)
@@ -248,7 +248,7 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Program {
                 name: TC_PROGRAM,
                 action: "attach to tcx ingress",
-                source,
+                source: Box::new(source),
             })?;
         let link =
             self.tc_program
@@ -256,15 +256,17 @@ impl Dataplane {
                 .map_err(|source| DataplaneError::Program {
                     name: TC_PROGRAM,
                     action: "take its link",
-                    source,
+                    source: Box::new(source),
                 })?;
         let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
             name: TC_PROGRAM,
             action: "turn its tcx link into a bpf_link",
-            source: e,
+            source: Box::new(e),
         })?;
-        link.pin(&pin)
-            .map_err(|source| DataplaneError::Pin { path: pin, source })?;
+        link.pin(&pin).map_err(|source| DataplaneError::Pin {
+            path: pin,
+            source: Box::new(source),
+        })?;
         Ok(())
     }
 
@@ -301,6 +303,13 @@ impl Dataplane {
         &self.maps.maps
     }
 
+    /// The maps for writing, for tests and tools (e.g. seeding conntrack).
+    /// Writing entries [`Dataplane::apply`] owns (front ends, rings,
+    /// backends, endpoints, peers, node) desynchronises it from the maps.
+    pub fn maps_mut(&mut self) -> &mut MeshMaps {
+        &mut self.maps.maps
+    }
+
     /// The dense service id of a service on a network, once applied.
     pub fn service_slot(&self, service_id: &str, vni: u32) -> Option<u32> {
         self.reconciler.service_slot(service_id, vni)
@@ -330,10 +339,10 @@ impl Dataplane {
             else {
                 continue;
             };
-            if ifname(ifindex).is_err() {
-                if let Err(e) = std::fs::remove_file(entry.path()) {
-                    warn!(path = %entry.path().display(), "cannot remove a dead task link: {e}");
-                }
+            if ifname(ifindex).is_err()
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                warn!(path = %entry.path().display(), "cannot remove a dead task link: {e}");
             }
         }
     }
@@ -365,13 +374,23 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::from)?;
 
+    // Load and pin both programs before attaching anything, so that a
+    // program the verifier refuses leaves no half-attached node behind.
+    let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
+    tc.load().map_err(|source| DataplaneError::Program {
+        name: TC_PROGRAM,
+        action: "load (verifier)",
+        source: Box::new(source),
+    })?;
+    pin_program(dir, TC_PROGRAM_PIN, |p| tc.pin(p))?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     xdp.load().map_err(|source| DataplaneError::Program {
         name: XDP_PROGRAM,
         action: "load (verifier)",
-        source,
+        source: Box::new(source),
     })?;
     pin_program(dir, XDP_PROGRAM_PIN, |p| xdp.pin(p))?;
+
     let (link_id, mode) = match xdp.attach(underlay_iface, XdpMode::Driver) {
         Ok(id) => (id, XdpAttachMode::Driver),
         Err(driver) => {
@@ -384,8 +403,8 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
                 Err(generic) => {
                     return Err(DataplaneError::XdpAttach {
                         iface: underlay_iface.to_owned(),
-                        driver,
-                        generic,
+                        driver: Box::new(driver),
+                        generic: Box::new(generic),
                     });
                 }
             }
@@ -396,24 +415,19 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
         .map_err(|source| DataplaneError::Program {
             name: XDP_PROGRAM,
             action: "take its link",
-            source,
+            source: Box::new(source),
         })?;
     let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
         name: XDP_PROGRAM,
         action: "get a bpf_link (kernel 5.9+) to pin",
-        source: e,
+        source: Box::new(e),
     })?;
+    // The link pin is written last: its presence means "fully loaded".
     let path = dir.join(XDP_LINK_PIN);
-    link.pin(&path)
-        .map_err(|source| DataplaneError::Pin { path, source })?;
-
-    let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
-    tc.load().map_err(|source| DataplaneError::Program {
-        name: TC_PROGRAM,
-        action: "load (verifier)",
-        source,
+    link.pin(&path).map_err(|source| DataplaneError::Pin {
+        path,
+        source: Box::new(source),
     })?;
-    pin_program(dir, TC_PROGRAM_PIN, |p| tc.pin(p))?;
     info!(dir = %dir.display(), iface = underlay_iface, ?mode, "data plane loaded and attached");
     Ok(mode)
 }
@@ -430,7 +444,7 @@ where
         .map_err(|source| DataplaneError::Program {
             name,
             action: "be used as the expected program type",
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -442,7 +456,10 @@ fn pin_program(
 ) -> Result<(), DataplaneError> {
     let path = dir.join(file);
     remove_file(&path)?;
-    pin(&path).map_err(|source| DataplaneError::Pin { path, source })
+    pin(&path).map_err(|source| DataplaneError::Pin {
+        path,
+        source: Box::new(source),
+    })
 }
 
 /// A pinned map must have the shape the object declares, or the programs
@@ -501,9 +518,8 @@ fn destroy_pins(dir: &Path) -> Result<(), DataplaneError> {
 /// Mount bpffs at [`BPFFS_MOUNT`] if it is not there (fresh machines, `ip
 /// netns exec` mount namespaces), and check `pin_root` is on it.
 fn ensure_bpffs(pin_root: &Path) -> Result<(), DataplaneError> {
-    let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
-    };
+    let is_bpffs =
+        |p: &Path| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
     let mount = Path::new(BPFFS_MOUNT);
     if pin_root.starts_with(mount) && !is_bpffs(mount) {
         nix::mount::mount(

@@ -47,41 +47,44 @@ pub enum MapsError {
     )]
     Missing { name: &'static str },
     #[error("cannot open pinned map {}: {source}; is the data plane loaded for this node (`Dataplane::open`)?", path.display())]
-    OpenPinned { path: PathBuf, source: MapError },
+    OpenPinned {
+        path: PathBuf,
+        source: Box<MapError>,
+    },
     #[error(
         "map {name} does not have the layout this hive expects: {source}; the pins were left by a different hive version, remove them (`Dataplane::destroy`) and reload"
     )]
     Layout {
         name: &'static str,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot create map {name}: {source}")]
     Create {
         name: &'static str,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot pin map {name} at {}: {source}", path.display())]
     Pin {
         name: &'static str,
         path: PathBuf,
-        source: aya::pin::PinError,
+        source: Box<aya::pin::PinError>,
     },
     #[error("cannot write {name}[{key}]: {source}")]
     Write {
         name: &'static str,
         key: String,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot delete {name}[{key}]: {source}")]
     Delete {
         name: &'static str,
         key: String,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot read {name}: {source}")]
     Read {
         name: &'static str,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot count the CPUs (per-CPU maps hold one value per possible CPU): {source}")]
     Cpus { source: io::Error },
@@ -136,9 +139,12 @@ impl Source for FromPins<'_> {
         let path = self.0.join(name);
         let data = MapData::from_pin(&path).map_err(|source| MapsError::OpenPinned {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
-        Map::from_map_data(data).map_err(|source| MapsError::OpenPinned { path, source })
+        Map::from_map_data(data).map_err(|source| MapsError::OpenPinned {
+            path,
+            source: Box::new(source),
+        })
     }
 }
 
@@ -146,7 +152,10 @@ fn typed<T>(source: &mut dyn Source, name: &'static str) -> Result<T, MapsError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
-    T::try_from(source.take(name)?).map_err(|source| MapsError::Layout { name, source })
+    T::try_from(source.take(name)?).map_err(|source| MapsError::Layout {
+        name,
+        source: Box::new(source),
+    })
 }
 
 impl MeshMaps {
@@ -204,17 +213,22 @@ fn record_map<V: aya::Pod>(
         if path.exists() {
             return typed(&mut FromPins(dir), name);
         }
-        let map = HashMap::<MapData, u32, V>::create(entries, 0)
-            .map_err(|source| MapsError::Create { name, source })?;
+        let map =
+            HashMap::<MapData, u32, V>::create(entries, 0).map_err(|source| MapsError::Create {
+                name,
+                source: Box::new(source),
+            })?;
         map.pin(&path).map_err(|source| MapsError::Pin {
             name,
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         return typed(&mut FromPins(dir), name);
     }
-    HashMap::<MapData, u32, V>::create(entries, 0)
-        .map_err(|source| MapsError::Create { name, source })
+    HashMap::<MapData, u32, V>::create(entries, 0).map_err(|source| MapsError::Create {
+        name,
+        source: Box::new(source),
+    })
 }
 
 /// `true` for the "no such key" a delete of an absent entry reports.
@@ -230,12 +244,15 @@ fn write_err(name: &'static str, key: impl std::fmt::Debug) -> impl FnOnce(MapEr
     move |source| MapsError::Write {
         name,
         key: format!("{key:?}"),
-        source,
+        source: Box::new(source),
     }
 }
 
 fn read_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
-    move |source| MapsError::Read { name, source }
+    move |source| MapsError::Read {
+        name,
+        source: Box::new(source),
+    }
 }
 
 /// Delete `key`, treating an absent key as done.
@@ -250,7 +267,7 @@ fn delete<V: aya::Pod, K: aya::Pod + std::fmt::Debug>(
         Err(source) => Err(MapsError::Delete {
             name,
             key: format!("{key:?}"),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -266,7 +283,12 @@ fn collect<K: aya::Pod, V: aya::Pod>(
             // The entry was deleted (e.g. by the LRU) between next_key and
             // lookup; the iteration itself goes on.
             Err(e) if is_not_found(&e) => {}
-            Err(source) => return Err(MapsError::Read { name, source }),
+            Err(source) => {
+                return Err(MapsError::Read {
+                    name,
+                    source: Box::new(source),
+                });
+            }
         }
     }
     Ok(out)
@@ -293,7 +315,7 @@ impl MeshMaps {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(source) => Err(MapsError::Read {
                 name: abi::SERVICES,
-                source,
+                source: Box::new(source),
             }),
         }
     }

@@ -191,12 +191,12 @@ impl SegmentAllocator {
 
     fn free(&mut self, mut offset: u32, mut len: u32) {
         // Merge with the extent just before and the one just after.
-        if let Some((&prev, &prev_len)) = self.by_offset.range(..offset).next_back() {
-            if prev + prev_len == offset {
-                self.remove_free(prev, prev_len);
-                offset = prev;
-                len += prev_len;
-            }
+        if let Some((&prev, &prev_len)) = self.by_offset.range(..offset).next_back()
+            && prev + prev_len == offset
+        {
+            self.remove_free(prev, prev_len);
+            offset = prev;
+            len += prev_len;
         }
         if let Some(&next_len) = self.by_offset.get(&(offset + len)) {
             self.remove_free(offset + len, next_len);

@@ -203,7 +203,8 @@ fn a_published_port_cannot_be_used_twice() {
 
 #[test]
 fn validation_names_what_is_wrong() {
-    let cases: Vec<(fn(&mut MeshState), &str)> = vec![
+    type Case = (fn(&mut MeshState), &'static str);
+    let cases: Vec<Case> = vec![
         (
             |s| s.services[1].vips[0].addr = ip("10.9.9.9"),
             "VIP 10.9.9.9 is not a host address of network \"app\"",
@@ -463,7 +464,7 @@ fn removing_a_service_closes_its_front_ends_first() {
     );
     let forgotten = pos(log, |o| *o == Op::RemoveBalancerRecord(api));
     assert!(closed < emptied && emptied < forgotten, "{log:#?}");
-    assert!(maps.balancer_records.get(&api).is_none());
+    assert!(!maps.balancer_records.contains_key(&api));
     assert_eq!(rec.service_slot("svc-api", APP), None);
 }
 

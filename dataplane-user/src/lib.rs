@@ -16,3 +16,4 @@ pub mod loader;
 pub use loader::{Dataplane, DataplaneError, XdpAttachMode};
 pub use mesh::MeshState;
 pub mod attach;
+pub mod static_mesh;

@@ -1,0 +1,382 @@
+//! The routing mesh with real traffic on a lab, each node's data plane driven
+//! by a hand-written `MeshState` (no control plane): published ports on every
+//! node answered by every backend with the client's real address, UDP, a VIP
+//! from inside a task, drain of a removed backend, and agent restarts under
+//! a running connection and a running load.
+//!
+//! Needs root. Without it: fails when `CI` is set, otherwise skips with a
+//! printed reason.
+
+use std::{
+    collections::BTreeSet,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hive_dataplane::{
+    lab::{LabGuard, LabSpec},
+    mesh::{Protocol, ServicePort},
+    netns,
+    static_mesh::{ServiceDef, StaticMesh},
+};
+
+const HIVE: &str = env!("CARGO_BIN_EXE_hive");
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn privileged(test: &str) -> bool {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root (network namespaces, eBPF); CI is set, so this is a failure");
+    }
+    eprintln!("skipping {test}: needs root (network namespaces, eBPF); run as root to include it");
+    false
+}
+
+/// A 3-node lab with whoami tasks t1..t3 (one per node) behind service `web`,
+/// published on 8080 and reachable at VIP 10.0.0.2:80.
+fn web_mesh(lab_name: &str) -> (LabGuard, StaticMesh) {
+    let lab = LabGuard::up(&LabSpec::new(lab_name, 3)).expect("lab up");
+    let mut mesh = StaticMesh::new(&lab, 0x5eed).expect("data plane on every node");
+    for (task, node) in [("t1", "n1"), ("t2", "n2"), ("t3", "n3")] {
+        mesh.add_task(
+            task,
+            node,
+            HIVE,
+            &["builtin", "whoami", "--listen", "0.0.0.0:80"],
+        )
+        .expect("start task");
+    }
+    mesh.set_service(ServiceDef {
+        id: "websvc0000000000000000001".into(),
+        name: "web".into(),
+        vip: Some(Ipv4Addr::new(10, 0, 0, 2)),
+        ports: vec![ServicePort {
+            protocol: Protocol::Tcp,
+            target_port: 80,
+            published_port: Some(8080),
+        }],
+        backends: vec!["t1".into(), "t2".into(), "t3".into()],
+    });
+    mesh.apply().expect("apply");
+    for task in ["t1", "t2", "t3"] {
+        wait_for_listener(&mesh, task, 80);
+    }
+    (lab, mesh)
+}
+
+/// Wait (bounded) until a task's server accepts on its own address.
+fn wait_for_listener(mesh: &StaticMesh, task: &str, port: u16) {
+    let task = mesh.task(task).expect("task");
+    let addr = SocketAddr::from((task.addr, port));
+    for _ in 0..100 {
+        let up = netns::run_in(&task.netns, || {
+            TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_ok()
+        })
+        .expect("enter task namespace");
+        if up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("task {} never listened on {addr}", task.id);
+}
+
+/// What whoami said.
+#[derive(Debug)]
+struct Whoami {
+    hostname: String,
+    remote: SocketAddr,
+}
+
+fn parse_whoami(response: &str) -> Whoami {
+    let field = |name: &str| {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in response:\n{response}"))
+            .trim()
+            .to_owned()
+    };
+    Whoami {
+        hostname: field("Hostname:"),
+        remote: field("RemoteAddr:").parse().expect("RemoteAddr is ip:port"),
+    }
+}
+
+/// One HTTP GET on a new connection made from inside `ns`.
+fn http_get(ns: &Path, to: SocketAddr) -> std::io::Result<Whoami> {
+    netns::run_in(ns, || -> std::io::Result<Whoami> {
+        let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(parse_whoami(&response))
+    })
+    .expect("enter namespace")
+}
+
+/// One request on an open keep-alive connection.
+fn request_on(stream: &mut TcpStream) -> Whoami {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n")
+        .expect("send on the open connection");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read until the body (Content-Length) is complete.
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .expect("read on the open connection");
+        assert!(n > 0, "the open connection was closed by the mesh");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if body.len() >= len {
+                return parse_whoami(&text);
+            }
+        }
+    }
+}
+
+fn client_ns(lab: &LabGuard) -> std::path::PathBuf {
+    lab.netns_path("client").expect("client").to_path_buf()
+}
+
+#[test]
+fn published_port_on_every_node_reaches_every_backend_with_the_client_ip() {
+    if !privileged("published_port_on_every_node_reaches_every_backend_with_the_client_ip") {
+        return;
+    }
+    let (lab, mesh) = web_mesh("mesh-pub");
+    let client = client_ns(&lab);
+    for node in ["n1", "n2", "n3"] {
+        let published = SocketAddr::from((lab.node_addr(node).expect("addr"), 8080));
+        let mut seen = BTreeSet::new();
+        // New connections come from new source ports, so Maglev spreads
+        // them; 60 tries make missing one of 3 backends vanishingly rare.
+        for _ in 0..60 {
+            let answer = http_get(&client, published).expect("request through the mesh");
+            assert_eq!(
+                answer.remote.ip(),
+                CLIENT,
+                "the task saw {} instead of the client's address",
+                answer.remote
+            );
+            seen.insert(answer.hostname);
+            if seen.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            BTreeSet::from(["t1".to_owned(), "t2".to_owned(), "t3".to_owned()]),
+            "{node}:8080 did not reach every backend (local and remote)"
+        );
+    }
+    mesh.teardown().expect("teardown");
+}
+
+#[test]
+fn udp_published_port_answers_from_the_address_the_client_used() {
+    if !privileged("udp_published_port_answers_from_the_address_the_client_used") {
+        return;
+    }
+    let lab = LabGuard::up(&LabSpec::new("mesh-udp", 3)).expect("lab up");
+    let mut mesh = StaticMesh::new(&lab, 7).expect("data plane");
+    for (task, node) in [("u1", "n2"), ("u2", "n3")] {
+        mesh.add_task(
+            task,
+            node,
+            HIVE,
+            &["builtin", "echo", "--listen", "0.0.0.0:7"],
+        )
+        .expect("start task");
+    }
+    mesh.set_service(ServiceDef {
+        id: "echosvc000000000000000001".into(),
+        name: "echo".into(),
+        vip: None,
+        ports: vec![ServicePort {
+            protocol: Protocol::Udp,
+            target_port: 7,
+            published_port: Some(5353),
+        }],
+        backends: vec!["u1".into(), "u2".into()],
+    });
+    mesh.apply().expect("apply");
+    let client = client_ns(&lab);
+    for node in ["n1", "n2", "n3"] {
+        let published = SocketAddr::from((lab.node_addr(node).expect("addr"), 5353));
+        netns::run_in(&client, || {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            let payload = format!("hello {node}");
+            let mut buf = [0u8; 128];
+            // UDP may lose the first datagram while neighbours resolve.
+            let answer = (0..10).find_map(|_| {
+                socket.send_to(payload.as_bytes(), published).ok()?;
+                socket.recv_from(&mut buf).ok()
+            });
+            let (len, from) = answer.unwrap_or_else(|| panic!("no UDP echo through {published}"));
+            assert_eq!(&buf[..len], payload.as_bytes());
+            assert_eq!(
+                from, published,
+                "the reply must come from the published address"
+            );
+        })
+        .expect("client namespace");
+    }
+    mesh.teardown().expect("teardown");
+}
+
+#[test]
+fn a_task_reaches_a_service_vip_and_the_reply_comes_from_the_vip() {
+    if !privileged("a_task_reaches_a_service_vip_and_the_reply_comes_from_the_vip") {
+        return;
+    }
+    let (_lab, mut mesh) = web_mesh("mesh-vip");
+    // A task without a server, on n1, acting as the caller.
+    let caller_addr = mesh
+        .add_task("caller", "n1", "sleep", &["600"])
+        .expect("caller task");
+    mesh.apply().expect("apply");
+    let caller_ns = mesh.task("caller").expect("caller").netns.clone();
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 2), 80));
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        // `connect` only succeeds if the SYN-ACK came back from the VIP.
+        let answer = http_get(&caller_ns, vip).expect("request to the VIP");
+        assert_eq!(
+            answer.remote.ip(),
+            caller_addr,
+            "the backend saw {}",
+            answer.remote
+        );
+        seen.insert(answer.hostname);
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 3, "the VIP reached only {seen:?}");
+    mesh.teardown().expect("teardown");
+}
+
+#[test]
+fn a_removed_backend_keeps_its_open_connection_and_gets_no_new_ones() {
+    if !privileged("a_removed_backend_keeps_its_open_connection_and_gets_no_new_ones") {
+        return;
+    }
+    let (lab, mut mesh) = web_mesh("mesh-drain");
+    let client = client_ns(&lab);
+    let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));
+    let mut stream = netns::run_in(&client, || {
+        TcpStream::connect_timeout(&published, IO_TIMEOUT)
+    })
+    .expect("client ns")
+    .expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let pinned = request_on(&mut stream).hostname;
+
+    let others: Vec<&str> = ["t1", "t2", "t3"]
+        .into_iter()
+        .filter(|t| *t != pinned)
+        .collect();
+    mesh.set_backends("web", &others).expect("backends");
+    mesh.apply().expect("apply without the backend");
+
+    for _ in 0..3 {
+        assert_eq!(
+            request_on(&mut stream).hostname,
+            pinned,
+            "the established connection must stay on its backend"
+        );
+    }
+    for _ in 0..40 {
+        let answer = http_get(&client, published).expect("new connection");
+        assert_ne!(
+            answer.hostname, pinned,
+            "a removed backend got a new connection"
+        );
+    }
+    drop(stream);
+    mesh.teardown().expect("teardown");
+}
+
+#[test]
+fn restarting_the_agent_drops_no_connection_and_no_request() {
+    if !privileged("restarting_the_agent_drops_no_connection_and_no_request") {
+        return;
+    }
+    let (lab, mut mesh) = web_mesh("mesh-restart");
+    let client = client_ns(&lab);
+    let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));
+    let mut stream = netns::run_in(&client, || {
+        TcpStream::connect_timeout(&published, IO_TIMEOUT)
+    })
+    .expect("client ns")
+    .expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let pinned = request_on(&mut stream).hostname;
+
+    // A running load: new connections back to back until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed, client) = (stop.clone(), ok.clone(), failed.clone(), client.clone());
+        std::thread::spawn(move || {
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match http_get(&client, published) {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    for node in ["n1", "n2", "n3"] {
+        mesh.restart_agent(node).expect("agent restart");
+        assert_eq!(
+            request_on(&mut stream).hostname,
+            pinned,
+            "the open connection moved or broke"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+    assert!(
+        ok.load(Ordering::Relaxed) > 0,
+        "the load made no request at all"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the agent restarts"
+    );
+    mesh.teardown().expect("teardown");
+}

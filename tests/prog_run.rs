@@ -879,7 +879,7 @@ fn bench_paths_against_the_floor() {
     const ROUNDS: u32 = 200;
     let mut h = node_a(BE_REMOTE);
     let syn = client_tcp(TCP_SYN).build();
-    let floor = h.bench(FLOOR, &[syn.clone()], ROUNDS * 10).expect("bench");
+    let floor = h.bench(FLOOR, std::slice::from_ref(&syn), ROUNDS * 10).expect("bench");
     let new_flows: Vec<Vec<u8>> = (0..ROUNDS as u16)
         .map(|i| {
             PacketBuilder::tcp(SocketAddrV4::new(*CLIENT.ip(), 1024 + i), published())

@@ -228,7 +228,7 @@ impl PacketBuilder {
     pub fn ip_bytes(&self) -> Vec<u8> {
         let l4 = self.transport_bytes();
         let mut options = self.ip_options.clone();
-        while options.len() % 4 != 0 {
+        while !options.len().is_multiple_of(4) {
             options.push(0);
         }
         let hdr_len = 20 + options.len();
@@ -292,7 +292,7 @@ impl PacketBuilder {
                 options,
             } => {
                 let mut options = options.clone();
-                while options.len() % 4 != 0 {
+                while !options.len().is_multiple_of(4) {
                     options.push(1); // NOP padding before the data
                 }
                 let doff = (20 + options.len()) / 4;

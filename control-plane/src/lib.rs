@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod images;
 pub mod pki;
+pub mod store;

@@ -1,0 +1,138 @@
+//! Swarm-wide settings and the cluster's identity (Swarm's `Cluster`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Annotations, Meta};
+
+/// The name of the one cluster object `swarm init` creates (SwarmKit `store.DefaultClusterName`).
+pub const DEFAULT_CLUSTER_NAME: &str = "default";
+
+/// The cluster object: one per swarm. `spec` is what `hive swarm update` changes; `root_ca`
+/// and the join tokens are managed by the CA server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Cluster {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: ClusterSpec,
+    pub root_ca: RootCa,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSpec {
+    pub annotations: Annotations,
+    pub orchestration: OrchestrationConfig,
+    pub raft: RaftConfig,
+    pub dispatcher: DispatcherConfig,
+    pub ca_config: CaConfig,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            annotations: Annotations::named(DEFAULT_CLUSTER_NAME),
+            orchestration: OrchestrationConfig::default(),
+            raft: RaftConfig::default(),
+            dispatcher: DispatcherConfig::default(),
+            ca_config: CaConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrchestrationConfig {
+    /// Old tasks kept per slot (`--task-history-limit`, default 5); negative keeps all.
+    pub task_history_retention_limit: i64,
+}
+
+impl Default for OrchestrationConfig {
+    fn default() -> Self {
+        Self {
+            task_history_retention_limit: 5,
+        }
+    }
+}
+
+/// Raft settings with SwarmKit's defaults (`manager/state/raft/raft.go`, `DefaultRaftConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RaftConfig {
+    /// Log entries between snapshots (`--snapshot-interval`).
+    pub snapshot_interval: u64,
+    /// Snapshots kept besides the current one.
+    pub keep_old_snapshots: u64,
+    /// Entries kept after a snapshot so slow followers can catch up without one.
+    pub log_entries_for_slow_followers: u64,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_tick: u32,
+    /// Ticks without a heartbeat before a follower stands for election.
+    pub election_tick: u32,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_interval: 10_000,
+            keep_old_snapshots: 0,
+            log_entries_for_slow_followers: 500,
+            heartbeat_tick: 1,
+            election_tick: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DispatcherConfig {
+    /// How often agents heartbeat (`--dispatcher-heartbeat`, default 5 s).
+    pub heartbeat_period: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_period: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaConfig {
+    /// Validity of node certificates (`--cert-expiry`, default 90 days).
+    pub node_cert_expiry: Duration,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            node_cert_expiry: Duration::from_secs(90 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// The cluster's root of trust.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RootCa {
+    /// PEM.
+    pub ca_cert: String,
+    /// PEM. Kept in the store, as SwarmKit does, so that any manager can sign node certificates
+    /// after a leader change. The store is not encrypted at rest yet (docs/store.md).
+    pub ca_key: Option<String>,
+    /// Digest of `ca_cert` as embedded in join tokens.
+    pub ca_cert_hash: String,
+    pub join_tokens: JoinTokens,
+}
+
+/// Join tokens in Swarm's shape, `SWMTKN-1-<CA digest>-<secret>` (DESIGN.md §4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JoinTokens {
+    pub worker: String,
+    pub manager: String,
+}

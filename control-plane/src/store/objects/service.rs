@@ -1,0 +1,211 @@
+//! A service: the desired state of a set of tasks (Swarm's `Service`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Annotations, Meta, ResourceRequirements};
+
+/// A service. `spec` is the user's; `endpoint` is what the allocator assigned (VIPs, published
+/// ports); `spec_version` is maintained by the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Service {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: ServiceSpec,
+    /// The spec before the last update, for `hive service rollback`.
+    pub previous_spec: Option<ServiceSpec>,
+    /// Store version at which `spec` last changed. Tasks record the spec version they were made
+    /// from, so the updater can tell outdated tasks without comparing whole specs. The store
+    /// sets it on create and whenever an update changes `spec`.
+    pub spec_version: u64,
+    /// Allocated by the allocator; `None` until then.
+    pub endpoint: Option<Endpoint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpec {
+    /// The service name, unique among services (the store enforces it).
+    pub annotations: Annotations,
+    pub mode: ServiceMode,
+    pub task_template: TaskSpec,
+    pub endpoint_spec: EndpointSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceMode {
+    /// `--mode replicated --replicas N`; Docker's default is 1 replica.
+    Replicated { replicas: u64 },
+    /// One task on every eligible node.
+    Global,
+}
+
+impl Default for ServiceMode {
+    fn default() -> Self {
+        Self::Replicated { replicas: 1 }
+    }
+}
+
+/// What every task of a service runs. Copied into each task when the task is made, so a task
+/// keeps running what it was created with while a rolling update replaces it.
+///
+/// `networks` lives here, not on the service spec: Docker's API deprecated
+/// `ServiceSpec.Networks` in favour of `TaskTemplate.Networks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskSpec {
+    pub container: ContainerSpec,
+    pub resources: ResourceRequirements,
+    pub restart_policy: RestartPolicy,
+    pub placement: Placement,
+    pub networks: Vec<NetworkAttachmentConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerSpec {
+    /// `hive/whoami`, `hive/echo`, `host nginx`, or later an OCI reference.
+    pub image: String,
+    /// Replaces the image's entry point when not empty (`--entrypoint`).
+    pub command: Vec<String>,
+    /// Arguments after the image on `hive service create`.
+    pub args: Vec<String>,
+    /// `KEY=value` entries, in the order given.
+    pub env: Vec<String>,
+    /// Time between SIGTERM and SIGKILL (`--stop-grace-period`, default 10 s).
+    pub stop_grace_period: Duration,
+}
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        Self {
+            image: String::new(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stop_grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `--restart-*`. Defaults are SwarmKit's (`api/defaults/service.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay: Duration,
+    /// 0 means unlimited.
+    pub max_attempts: u64,
+    /// Window over which attempts are counted; zero means unbounded.
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            condition: RestartCondition::Any,
+            delay: Duration::from_secs(5),
+            max_attempts: 0,
+            window: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    #[default]
+    Any,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    /// Expressions as given to `--constraint` (`node.role==manager`, `node.labels.zone!=b`);
+    /// the scheduler parses them.
+    pub constraints: Vec<String>,
+}
+
+/// `--network`: a network to attach tasks to, by ID (the API resolves names before storing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkAttachmentConfig {
+    pub target: String,
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointSpec {
+    pub mode: EndpointMode,
+    pub ports: Vec<PortConfig>,
+}
+
+/// `--endpoint-mode`: one virtual IP load-balanced by the mesh, or DNS round robin over the
+/// task IPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+/// One `--publish` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    /// Port inside the task.
+    pub target_port: u16,
+    /// Port on the nodes; 0 in a spec asks the allocator for one from 30000–32767.
+    pub published_port: u16,
+    pub publish_mode: PublishMode,
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// `mode=ingress` publishes on every node through the mesh; `mode=host` binds only where a
+/// task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+    Host,
+}
+
+/// What the allocator assigned to a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Endpoint {
+    /// The endpoint spec these allocations were made for.
+    pub spec: EndpointSpec,
+    /// Ports with `published_port` filled in.
+    pub ports: Vec<PortConfig>,
+    pub virtual_ips: Vec<VirtualIp>,
+}
+
+/// One VIP per network the service is attached to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VirtualIp {
+    pub network_id: String,
+    /// CIDR notation, e.g. `10.0.0.5/24`.
+    pub addr: String,
+}

@@ -15,7 +15,7 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Box<DbError>,
     },
     #[error("invalid Raft settings: {source}")]
     Config {

@@ -210,3 +210,62 @@ impl Watch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::objects::{Service, StoreObject, Task};
+
+    fn created(index: u64, object: Object) -> Event {
+        Event::Created { index, object }
+    }
+
+    fn committed(index: u64, events: Vec<Event>) -> Arc<Notification> {
+        Arc::new(Notification::Committed { index, events })
+    }
+
+    #[tokio::test]
+    async fn skips_what_the_starting_point_includes_and_filters_the_rest() {
+        let sender = notifier();
+        let mut watch = Watch::new(sender.subscribe(), Filter::all().kind(ObjectKind::Task), 5);
+        let task = Task::default().into_object();
+        let service = Service::default().into_object();
+        sender
+            .send(committed(5, vec![created(5, task.clone())]))
+            .unwrap();
+        sender
+            .send(Arc::new(Notification::Replaced { index: 5 }))
+            .unwrap();
+        sender
+            .send(committed(
+                6,
+                vec![created(6, service), created(6, task.clone())],
+            ))
+            .unwrap();
+        sender
+            .send(Arc::new(Notification::Replaced { index: 9 }))
+            .unwrap();
+        drop(sender);
+
+        assert_eq!(watch.next().await, Some(Ok(created(6, task))));
+        assert_eq!(
+            watch.next().await,
+            Some(Err(WatchError::Replaced { index: 9 }))
+        );
+        assert_eq!(watch.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_told_how_much_it_lost() {
+        let sender = notifier();
+        let mut watch = Watch::new(sender.subscribe(), Filter::all(), 0);
+        let extra = 3;
+        for index in 1..=(WATCH_BUFFER as u64 + extra) {
+            sender.send(committed(index, Vec::new())).unwrap();
+        }
+        assert_eq!(
+            watch.next().await,
+            Some(Err(WatchError::Lagged { missed: extra }))
+        );
+    }
+}

@@ -394,3 +394,43 @@ async fn changes_within_one_update_fold_per_object() {
         vec![]
     );
 }
+
+/// Manager loops run as spawned tasks: the store's futures and watches must be `Send`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_and_watch_streams_work_from_spawned_tasks() {
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = single_manager(dir.path()).await;
+    let events = store
+        .watch(Filter::all().kind(ObjectKind::Service))
+        .into_stream();
+    let watcher = tokio::spawn(async move {
+        let created: Vec<Event> = events.take(3).map(Result::unwrap).collect().await;
+        created
+    });
+    let writer = tokio::spawn({
+        let store = store.clone();
+        async move {
+            for name in ["a", "b", "c"] {
+                store
+                    .update(|tx| tx.create(service(name, 1)))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    writer.await.unwrap();
+    let created = timeout(PATIENCE, watcher).await.unwrap().unwrap();
+    let names: Vec<String> = created
+        .into_iter()
+        .map(|e| {
+            Service::from_object(e.object().clone())
+                .unwrap()
+                .spec
+                .annotations
+                .name
+        })
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}

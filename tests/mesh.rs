@@ -331,7 +331,7 @@ fn restarting_the_agent_drops_no_connection_and_no_request() {
     if !privileged("restarting_the_agent_drops_no_connection_and_no_request") {
         return;
     }
-    let (lab, mut mesh) = web_mesh("mesh-restart");
+    let (lab, mut mesh) = web_mesh("mesh-rst");
     let client = client_ns(&lab);
     let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));
     let mut stream = netns::run_in(&client, || {

@@ -17,3 +17,5 @@ pub use loader::{Dataplane, DataplaneError, XdpAttachMode};
 pub use mesh::MeshState;
 pub mod attach;
 pub mod static_mesh;
+pub mod veth_peer;
+pub mod ethtool;

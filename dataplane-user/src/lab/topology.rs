@@ -64,6 +64,10 @@ pub enum TopologyError {
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot start the runtime that drives netlink: {source}")]
     Runtime { source: io::Error },
+    #[error(transparent)]
+    VethPeer(#[from] crate::veth_peer::VethPeerError),
+    #[error(transparent)]
+    Ethtool(#[from] crate::ethtool::EthtoolError),
 }
 
 /// Create every namespace, link, address and directory `state` plans.
@@ -108,8 +112,34 @@ async fn build_async(state: &LabState) -> Result<(), TopologyError> {
     for member in &state.members {
         add_member(member, &bridge_ns, bridge_index, &underlay_fd).await?;
     }
-    Ok(())
+    attach_bridge_side_pass(state)
 }
+
+/// `XDP_PASS` on the bridge side of every member's veth, so frames the
+/// members' XDP programs send with `XDP_TX` reach the bridge (see
+/// [`crate::veth_peer`]). A binary built without eBPF gets a lab that works
+/// for everything but that, with a warning.
+fn attach_bridge_side_pass(state: &LabState) -> Result<(), TopologyError> {
+    let pins = super::naming::bpf_lab_dir(&state.name).join(UNDERLAY_PIN_DIR);
+    let result = netns::run_in(&state.underlay.netns_path, || {
+        state.members.iter().try_for_each(|member| {
+            crate::veth_peer::attach_pass(&member.peer_link, &pins.join(&member.peer_link))
+        })
+    })?;
+    match result {
+        Err(crate::veth_peer::VethPeerError::NotEmbedded) => {
+            tracing::warn!(
+                "lab {}: no eBPF programs in this binary; XDP_TX from the nodes will not reach the bridge",
+                state.name
+            );
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Pins of the bridge-side pass programs, under the lab's BPF directory.
+const UNDERLAY_PIN_DIR: &str = "underlay";
 
 /// One member: its namespaces, its veth into the bridge, its address, and
 /// the directories reserved for its daemon.
@@ -174,6 +204,13 @@ async fn add_member(
                 .execute(),
         )
         .await?;
+
+    // Complete checksums before they leave, as a physical NIC would (see
+    // `crate::ethtool`): XDP_TX must never forward a partial checksum.
+    let link = member.link.clone();
+    netns::run_in(&member.netns_path, move || {
+        crate::ethtool::set_tx_checksum(&link, false)
+    })??;
 
     let link_index = node_ns.index_of(&member.link).await?;
     node_ns

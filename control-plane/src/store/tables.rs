@@ -60,8 +60,8 @@ pub(crate) fn object_table(
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(
-        "the store's database failed: {source}; check that the data directory is on a \
-         writable, healthy disk with free space"
+        "the store's database failed: {source}; check that no other hive daemon uses the \
+         same data directory and that its disk is writable and not full"
     )]
     Redb {
         #[from]

@@ -119,3 +119,18 @@ async fn state_survives_a_restart_after_snapshot_and_log_purge() {
         .unwrap();
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_directory_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single_manager(dir.path()).await;
+    let err = Store::open(super::test_config(dir.path(), 1), LocalRouter::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(
+        err.to_string().contains("no other hive daemon uses"),
+        "{err}"
+    );
+    store.shutdown().await.unwrap();
+}

@@ -139,6 +139,8 @@ pub struct StaticMesh {
     services: Vec<ServiceDef>,
     next_host: u32,
     task_dir: PathBuf,
+    /// Leave tasks and data planes in place on drop (`hive demo --keep`).
+    keep: bool,
 }
 
 impl std::fmt::Debug for StaticMesh {
@@ -188,6 +190,7 @@ impl StaticMesh {
             // .1 gateway, .2-.9 for VIPs.
             next_host: 10,
             task_dir,
+            keep: false,
         };
         let names: Vec<String> = mesh.nodes.keys().cloned().collect();
         for node in names {
@@ -449,6 +452,13 @@ impl StaticMesh {
         Ok(())
     }
 
+    /// Leave everything running when this value goes away: the tasks keep
+    /// serving and the data planes stay pinned and attached until
+    /// `hive lab down` removes the lab.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+
     /// Stop every task and remove the data plane from every node (pins,
     /// programs, task veths). The lab stays up.
     pub fn teardown(mut self) -> Result<(), StaticMeshError> {
@@ -511,6 +521,9 @@ impl StaticMesh {
 
 impl Drop for StaticMesh {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Err(err) = self.teardown_inner() {
             tracing::warn!(%err, "tearing the static mesh down failed; `hive lab down` removes the rest");
         }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod builtin;
+mod demo;
 pub mod lab;
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,10 @@ pub enum Command {
     /// Run a built-in image in the foreground (used by the task executor).
     #[command(hide = true)]
     Builtin(builtin::BuiltinArgs),
+    /// The main job in one command: a 3-node lab on this machine, a
+    /// hive/whoami service published on 8080 through the eBPF mesh, and
+    /// requests from an outside client to every node.
+    Demo(demo::DemoArgs),
     /// A whole swarm on one machine: nodes in network namespaces on a virtual underlay.
     Lab(lab::LabArgs),
 }
@@ -49,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Builtin(args) => builtin::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Lab(args) => lab::run(args),
     }
 }

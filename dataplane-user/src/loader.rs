@@ -39,7 +39,7 @@ use nix::errno::Errno;
 use tracing::{info, warn};
 
 use crate::{
-    maps::{MapsError, MeshMaps, RcuBarrier},
+    maps::{MapsError, MeshMaps, RcuBarrier, detach_pinned_link},
     mesh::{ApplyError, ApplyStats, Desired, KernelMaps, MeshState, Reconciler, UnderlayLink},
     programs::{EBPF_OBJECT, LoadError},
 };
@@ -80,7 +80,7 @@ pub enum DataplaneError {
     #[error("cannot create the pin directory {}: {source}", path.display())]
     PinDir { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    Object(#[from] LoadError),
+    Object(Box<LoadError>),
     #[error("cannot read the maps of the embedded eBPF object: {detail}")]
     Parse { detail: String },
     #[error("pinned map {} does not match this hive's ({detail}); the pins were left by another hive version: destroy this node's data plane and load again", path.display())]
@@ -127,12 +127,36 @@ pub enum DataplaneError {
     #[error("cannot set up the grace-period barrier: {source}")]
     Barrier { source: io::Error },
     #[error(transparent)]
-    Maps(#[from] MapsError),
+    Maps(Box<MapsError>),
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Apply(Box<ApplyError>),
+    #[error("cannot detach the link pinned at {}: {source}", path.display())]
+    Detach { path: PathBuf, source: io::Error },
     #[error("cannot remove {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
 }
+
+// Boxed: these are large, and every `Result` of this module carries them.
+impl From<MapsError> for DataplaneError {
+    fn from(e: MapsError) -> Self {
+        Self::Maps(Box::new(e))
+    }
+}
+
+impl From<LoadError> for DataplaneError {
+    fn from(e: LoadError) -> Self {
+        Self::Object(Box::new(e))
+    }
+}
+
+impl From<ApplyError> for DataplaneError {
+    fn from(e: ApplyError) -> Self {
+        Self::Apply(Box::new(e))
+    }
+}
+
+// Keep errors cheap to return (clippy's `result_large_err`).
+const _: () = assert!(size_of::<DataplaneError>() <= 64);
 
 /// One node's data plane.
 #[derive(Debug)]
@@ -273,7 +297,12 @@ impl Dataplane {
     /// Detach `tc_from_task` from a task's veth (unpin its link). Deleting
     /// the veth detaches it too; this also forgets the pin.
     pub fn detach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
-        remove_file(&self.task_link_pin(ifindex))
+        let pin = self.task_link_pin(ifindex);
+        detach_pinned_link(&pin).map_err(|source| DataplaneError::Detach {
+            path: pin.clone(),
+            source,
+        })?;
+        remove_file(&pin)
     }
 
     /// Detach everything and remove the node's pin directory (and the pin
@@ -498,6 +527,23 @@ fn remove_file(path: &Path) -> Result<(), DataplaneError> {
 /// last reference detaches it; removing a map's frees it once no program
 /// uses it.
 fn destroy_pins(dir: &Path) -> Result<(), DataplaneError> {
+    // Detach the links first: unpinning alone releases a link only when the
+    // kernel gets round to it (a deferred work item), and a caller that
+    // destroys a node expects its programs gone when this returns.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let is_link = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("link_"));
+            if is_link {
+                detach_pinned_link(&entry.path()).map_err(|source| DataplaneError::Detach {
+                    path: entry.path(),
+                    source,
+                })?;
+            }
+        }
+    }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -83,7 +83,7 @@ pub enum AttachError {
     #[error("{step}: {source}")]
     Netlink {
         step: String,
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("interface {name:?} was not found after creating it (in {where_})")]
     Missing { name: String, where_: &'static str },
@@ -93,9 +93,14 @@ pub enum AttachError {
     Dataplane(#[from] DataplaneError),
 }
 
+const _: () = assert!(size_of::<AttachError>() <= 64);
+
 fn step(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError {
     let step = what.into();
-    move |source| AttachError::Netlink { step, source }
+    move |source| AttachError::Netlink {
+        step,
+        source: Box::new(source),
+    }
 }
 
 /// Create and wire the task's veth, then attach `tc_from_task` to its host

@@ -19,41 +19,12 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-
-/// The leading fields of `union bpf_attr` for `BPF_MAP_CREATE`; the kernel
-/// requires every byte past the fields it knows to be zero, which the
-/// zeroed tail guarantees.
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-    _tail: [u32; 16],
-}
-
-/// `union bpf_attr` for `BPF_MAP_UPDATE_ELEM`.
-#[repr(C)]
-#[derive(Default)]
-struct MapUpdateAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
+use super::sys::{
+    BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS, MapCreateAttr, create_map, update_elem,
+};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -87,48 +58,7 @@ impl RcuBarrier {
 
     /// Wait for a grace period (`synchronize_rcu()` in the kernel).
     pub fn wait(&self) -> io::Result<()> {
-        let key: u32 = 0;
         let value = u32::try_from(self.inner.as_raw_fd()).map_err(io::Error::other)?;
-        let attr = MapUpdateAttr {
-            map_fd: u32::try_from(self.outer.as_raw_fd()).map_err(io::Error::other)?,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            ..MapUpdateAttr::default()
-        };
-        // SAFETY: `attr` is a valid `bpf_attr` prefix for this command, and
-        // the key and value pointers it carries point at live `u32`s on our
-        // stack for the duration of the call; the kernel only reads them.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_ELEM,
-                &attr as *const MapUpdateAttr,
-                size_of::<MapUpdateAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        update_elem(&self.outer, 0, value)
     }
-}
-
-fn create_map(attr: MapCreateAttr) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid, zero-tailed `bpf_attr` for BPF_MAP_CREATE
-    // that outlives the call; the kernel only reads it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            &attr as *const MapCreateAttr,
-            size_of::<MapCreateAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(io::Error::other)?;
-    // SAFETY: BPF_MAP_CREATE returned a new file descriptor that nothing
-    // else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -8,6 +8,7 @@
 mod barrier;
 mod counters;
 pub mod records;
+mod sys;
 
 use std::{
     io,
@@ -22,6 +23,7 @@ use hive_common::maps::{
 
 pub use barrier::RcuBarrier;
 pub use records::{BackendRecord, BalancerRecord};
+pub use sys::detach_pinned_link;
 
 /// Every ABI map [`MeshMaps`] needs, by pin name.
 pub const ABI_MAPS: [&str; 12] = [

@@ -19,7 +19,7 @@
 //! so a failed apply leaves a model that matches the maps and the next
 //! apply finishes the job.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hive_common::maps::{
     Backend, Endpoint, Frontend, MAGLEV_SLOTS, MAX_BACKENDS, MAX_SERVICES, NodeConfig, Peer, Ring,
@@ -28,17 +28,12 @@ use hive_common::maps::{
 
 use super::{
     alloc::{IdAllocator, SegmentAllocator},
-    desired::{BalancerKey, Desired, DesiredBalancer},
+    desired::{BalancerKey, Desired},
+    fast::FastMap,
     ops::MeshMapOps,
     validate::MeshStateError,
 };
-use crate::{
-    maglev::MaglevTable,
-    maps::{
-        BackendRecord, BalancerRecord, MapsError,
-        records::{id_field, id_from_field},
-    },
-};
+use crate::maps::{BalancerRecord, MapsError, records::id_from_field};
 
 /// Why an apply did not complete. The maps are consistent either way (every
 /// service is either as before or as desired); applying again retries.
@@ -125,11 +120,11 @@ pub(super) struct AppliedBalancer {
 #[derive(Debug)]
 pub struct Reconciler {
     pub(super) node: Option<NodeConfig>,
-    pub(super) peers: HashMap<u32, Peer>,
-    pub(super) endpoints: HashMap<u32, Endpoint>,
+    pub(super) peers: FastMap<u32, Peer>,
+    pub(super) endpoints: FastMap<u32, Endpoint>,
     /// Every front end in the map, with the service id it leads to.
-    pub(super) frontends: HashMap<ServiceKey, Frontend>,
-    pub(super) balancers: HashMap<BalancerKey, AppliedBalancer>,
+    pub(super) frontends: FastMap<ServiceKey, Frontend>,
+    pub(super) balancers: FastMap<BalancerKey, AppliedBalancer>,
     /// Backend records that belong to no known service (restart recovery).
     pub(super) orphan_backends: Vec<u32>,
     pub(super) service_ids: IdAllocator,
@@ -167,10 +162,10 @@ impl Reconciler {
     pub fn new() -> Self {
         Self {
             node: None,
-            peers: HashMap::new(),
-            endpoints: HashMap::new(),
-            frontends: HashMap::new(),
-            balancers: HashMap::new(),
+            peers: FastMap::default(),
+            endpoints: FastMap::default(),
+            frontends: FastMap::default(),
+            balancers: FastMap::default(),
             orphan_backends: Vec::new(),
             service_ids: IdAllocator::new(MAX_SERVICES),
             backend_ids: IdAllocator::new(MAX_BACKENDS),
@@ -226,22 +221,35 @@ impl Reconciler {
             }
         }
 
+        // Usually every front end is already as wanted: tell so with one
+        // lookup each, without building a map of every wanted key.
+        let wanted_count: usize = desired.balancers.values().map(|b| b.frontends.len()).sum();
+        let frontends_in_sync = wanted_count == self.frontends.len()
+            && desired.balancers.iter().all(|(key, b)| {
+                let id = self.balancers.get(key).map(|a| a.id);
+                b.frontends.iter().all(|(k, spec)| {
+                    id.is_some_and(|id| self.frontends.get(k) == Some(&spec.with_service(id)))
+                })
+            });
+
         // Front ends wanted by no service: out first.
-        let wanted: HashMap<&ServiceKey, &BalancerKey> = desired
-            .balancers
-            .iter()
-            .flat_map(|(key, b)| b.frontends.keys().map(move |fe| (fe, key)))
-            .collect();
-        let stale: Vec<ServiceKey> = self
-            .frontends
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
-            .collect();
-        for key in stale {
-            maps.remove_frontend(&key)?;
-            self.frontends.remove(&key);
-            stats.frontends_removed += 1;
+        if !frontends_in_sync {
+            let wanted: FastMap<&ServiceKey, &BalancerKey> = desired
+                .balancers
+                .iter()
+                .flat_map(|(key, b)| b.frontends.keys().map(move |fe| (fe, key)))
+                .collect();
+            let stale: Vec<ServiceKey> = self
+                .frontends
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .copied()
+                .collect();
+            for key in stale {
+                maps.remove_frontend(&key)?;
+                self.frontends.remove(&key);
+                stats.frontends_removed += 1;
+            }
         }
 
         let seed = desired.node.hash_seed;
@@ -249,7 +257,7 @@ impl Reconciler {
             self.sync_balancer(key, want, seed, maps, &mut stats)?;
         }
 
-        for (key, want) in &desired.balancers {
+        for (key, want) in desired.balancers.iter().filter(|_| !frontends_in_sync) {
             let Some(id) = self.balancers.get(key).map(|b| b.id) else {
                 continue; // synced above: cannot happen
             };
@@ -263,12 +271,17 @@ impl Reconciler {
             }
         }
 
-        let gone: Vec<BalancerKey> = self
-            .balancers
-            .keys()
-            .filter(|k| !desired.balancers.contains_key(k))
-            .cloned()
-            .collect();
+        // Everything desired is applied by now, so equal sizes mean equal
+        // sets and there is nothing to remove: skip the scans.
+        let gone: Vec<BalancerKey> = if self.balancers.len() == desired.balancers.len() {
+            Vec::new()
+        } else {
+            self.balancers
+                .keys()
+                .filter(|k| !desired.balancers.contains_key(k))
+                .cloned()
+                .collect()
+        };
         for key in gone {
             self.remove_balancer(&key, maps, &mut stats)?;
         }
@@ -278,23 +291,29 @@ impl Reconciler {
             self.orphan_backends.pop();
         }
 
-        let gone: Vec<u32> = self
-            .endpoints
-            .keys()
-            .filter(|a| !desired.endpoints.contains_key(a))
-            .copied()
-            .collect();
+        let gone: Vec<u32> = if self.endpoints.len() == desired.endpoints.len() {
+            Vec::new()
+        } else {
+            self.endpoints
+                .keys()
+                .filter(|a| !desired.endpoints.contains_key(a))
+                .copied()
+                .collect()
+        };
         for addr in gone {
             maps.remove_endpoint(addr)?;
             self.endpoints.remove(&addr);
             stats.endpoints_removed += 1;
         }
-        let gone: Vec<u32> = self
-            .peers
-            .keys()
-            .filter(|a| !desired.peers.contains_key(a))
-            .copied()
-            .collect();
+        let gone: Vec<u32> = if self.peers.len() == desired.peers.len() {
+            Vec::new()
+        } else {
+            self.peers
+                .keys()
+                .filter(|a| !desired.peers.contains_key(a))
+                .copied()
+                .collect()
+        };
         for addr in gone {
             maps.remove_peer(addr)?;
             self.peers.remove(&addr);
@@ -304,7 +323,7 @@ impl Reconciler {
     }
 
     /// Wait for a grace period and make everything retired reusable.
-    fn reclaim(
+    pub(super) fn reclaim(
         &mut self,
         maps: &mut impl MeshMapOps,
         stats: &mut ApplyStats,
@@ -323,7 +342,7 @@ impl Reconciler {
         Ok(true)
     }
 
-    fn new_service_id(
+    pub(super) fn new_service_id(
         &mut self,
         maps: &mut impl MeshMapOps,
         stats: &mut ApplyStats,
@@ -340,7 +359,7 @@ impl Reconciler {
         }
     }
 
-    fn new_backend_id(
+    pub(super) fn new_backend_id(
         &mut self,
         maps: &mut impl MeshMapOps,
         stats: &mut ApplyStats,
@@ -357,7 +376,7 @@ impl Reconciler {
         }
     }
 
-    fn new_segment(
+    pub(super) fn new_segment(
         &mut self,
         slots: u32,
         service: &str,
@@ -377,279 +396,6 @@ impl Reconciler {
                 });
             }
         }
-    }
-
-    fn sync_balancer(
-        &mut self,
-        key: &BalancerKey,
-        want: &DesiredBalancer,
-        seed: u32,
-        maps: &mut impl MeshMapOps,
-        stats: &mut ApplyStats,
-    ) -> Result<(), ApplyError> {
-        let mut balancer = match self.balancers.remove(key) {
-            Some(b) => b,
-            None => {
-                let id = self.new_service_id(maps, stats)?;
-                let fresh = AppliedBalancer {
-                    id,
-                    backends: BTreeMap::new(),
-                    pending_retire: Vec::new(),
-                    ring: Ring::default(),
-                    seg_capacity: 0,
-                    digest: 0,
-                };
-                // A reused id may carry a stale ring and old counters.
-                let init = maps
-                    .put_balancer_record(id, &record(key, &fresh))
-                    .and_then(|()| maps.set_ring(id, &Ring::default()))
-                    .and_then(|()| maps.reset_service_counters(id));
-                if let Err(e) = init {
-                    // The record may or may not exist; a restart reads it
-                    // back as a service to remove. Only the id is lost here.
-                    self.service_ids.retire(id);
-                    return Err(e.into());
-                }
-                stats.services_added += 1;
-                fresh
-            }
-        };
-        // Whatever happens below, the balancer goes back into the model in
-        // the state the maps are in.
-        let result = self.sync_backends_and_ring(key, &mut balancer, want, seed, maps, stats);
-        self.balancers.insert(key.clone(), balancer);
-        result
-    }
-
-    fn sync_backends_and_ring(
-        &mut self,
-        key: &BalancerKey,
-        balancer: &mut AppliedBalancer,
-        want: &DesiredBalancer,
-        seed: u32,
-        maps: &mut impl MeshMapOps,
-        stats: &mut ApplyStats,
-    ) -> Result<(), ApplyError> {
-        // Backends first: a ring may only name ids that hold a backend.
-        for (task, value) in &want.backends {
-            if balancer
-                .backends
-                .get(task)
-                .is_some_and(|b| b.value == *value)
-            {
-                continue;
-            }
-            // New task, or its address/node changed: a fresh id, so the old
-            // value stays intact for packets still using the old ring.
-            let id = self.new_backend_id(maps, stats)?;
-            let written = maps
-                .reset_backend_counters(id)
-                .and_then(|()| maps.set_backend(id, value))
-                .and_then(|()| {
-                    maps.put_backend_record(
-                        id,
-                        &BackendRecord {
-                            task_id: id_field(task),
-                            balancer: balancer.id,
-                            _pad: 0,
-                        },
-                    )
-                });
-            if let Err(e) = written {
-                balancer.pending_retire.push(id);
-                return Err(e.into());
-            }
-            if let Some(old) = balancer
-                .backends
-                .insert(task.clone(), AppliedBackend { id, value: *value })
-            {
-                balancer.pending_retire.push(old.id);
-            }
-            stats.backends_written += 1;
-        }
-        let removed: Vec<String> = balancer
-            .backends
-            .keys()
-            .filter(|t| !want.backends.contains_key(*t))
-            .cloned()
-            .collect();
-        for task in removed {
-            if let Some(old) = balancer.backends.remove(&task) {
-                balancer.pending_retire.push(old.id);
-            }
-        }
-
-        let digest = table_digest(
-            seed,
-            balancer.backends.iter().map(|(t, b)| (t.as_str(), b.id)),
-        );
-        if digest != balancer.digest {
-            self.rebuild_ring(key, balancer, &want.name, seed, digest, maps, stats)?;
-        }
-
-        // The ring no longer names them: out of the maps. Established flows
-        // keep going (conntrack holds the backend's address, not its id).
-        while let Some(&id) = balancer.pending_retire.last() {
-            maps.remove_backend_record(id)?;
-            self.backend_ids.retire(id);
-            balancer.pending_retire.pop();
-            stats.backends_removed += 1;
-        }
-        Ok(())
-    }
-
-    /// Write a fresh segment, flip the ring to it, retire the old segment.
-    #[allow(clippy::too_many_arguments)]
-    fn rebuild_ring(
-        &mut self,
-        key: &BalancerKey,
-        balancer: &mut AppliedBalancer,
-        name: &str,
-        seed: u32,
-        digest: u64,
-        maps: &mut impl MeshMapOps,
-        stats: &mut ApplyStats,
-    ) -> Result<(), ApplyError> {
-        let tasks: Vec<&str> = balancer.backends.keys().map(String::as_str).collect();
-        let ids: Vec<u32> = balancer.backends.values().map(|b| b.id).collect();
-        let table = MaglevTable::build(&tasks, seed).ok_or_else(|| ApplyError::TableTooLarge {
-            service: name.to_owned(),
-            backends: tasks.len(),
-        })?;
-        let new_size = table.len() as u32;
-        let old = balancer.ring;
-        let old_capacity = balancer.seg_capacity;
-
-        if new_size == 0 {
-            if old.size != 0 {
-                let emptied = Ring {
-                    offset: old.offset,
-                    size: 0,
-                };
-                maps.set_ring(balancer.id, &emptied)?;
-                balancer.ring = emptied;
-            }
-        } else {
-            // Room for the old size too: between the two steps of the flip
-            // a packet may combine the new offset with the old size.
-            let capacity = new_size.max(old.size);
-            let offset = self.new_segment(capacity, name, maps, stats)?;
-            let slots: Vec<u32> = (0..capacity as usize)
-                .map(|i| ids[table.slots()[i % table.len()] as usize])
-                .collect();
-            if let Err(e) = maps.write_segment(offset, &slots) {
-                self.segments.retire(offset, capacity);
-                return Err(e.into());
-            }
-            stats.maglev_slots_written += u64::from(capacity);
-            // The flip. An array value is copied with memcpy, which does not
-            // promise to write 8 bytes at once; so change one 4-byte field
-            // per update. Every combination a reader can see is then a
-            // segment that is live and long enough.
-            if offset != old.offset {
-                let step = Ring {
-                    offset,
-                    size: old.size,
-                };
-                if let Err(e) = maps.set_ring(balancer.id, &step) {
-                    self.segments.retire(offset, capacity);
-                    return Err(e.into());
-                }
-                balancer.ring = step;
-            }
-            let live = Ring {
-                offset,
-                size: new_size,
-            };
-            // From here on the ring may point at the new segment: it must
-            // never be retired as a failed attempt; it replaces the old one.
-            if old_capacity > 0 {
-                self.segments.retire(old.offset, old_capacity);
-            }
-            balancer.seg_capacity = capacity;
-            if balancer.ring != live {
-                maps.set_ring(balancer.id, &live)?;
-                balancer.ring = live;
-            }
-        }
-        if new_size == 0 && old_capacity > 0 {
-            self.segments.retire(old.offset, old_capacity);
-            balancer.seg_capacity = 0;
-        }
-        balancer.digest = digest;
-        maps.put_balancer_record(balancer.id, &record(key, balancer))?;
-        stats.rings_rebuilt += 1;
-        Ok(())
-    }
-
-    fn remove_balancer(
-        &mut self,
-        key: &BalancerKey,
-        maps: &mut impl MeshMapOps,
-        stats: &mut ApplyStats,
-    ) -> Result<(), ApplyError> {
-        let Some(mut balancer) = self.balancers.remove(key) else {
-            return Ok(());
-        };
-        match self.empty_balancer(&mut balancer, maps) {
-            Ok(backends) => {
-                self.service_ids.retire(balancer.id);
-                stats.services_removed += 1;
-                stats.backends_removed += backends;
-                Ok(())
-            }
-            Err(e) => {
-                self.balancers.insert(key.clone(), balancer);
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Take a service out of the maps (its front ends are already gone);
-    /// returns how many backends went with it.
-    fn empty_balancer(
-        &mut self,
-        balancer: &mut AppliedBalancer,
-        maps: &mut impl MeshMapOps,
-    ) -> Result<usize, MapsError> {
-        if balancer.ring.size != 0 {
-            let emptied = Ring {
-                offset: balancer.ring.offset,
-                size: 0,
-            };
-            maps.set_ring(balancer.id, &emptied)?;
-            balancer.ring = emptied;
-        }
-        if balancer.seg_capacity > 0 {
-            self.segments
-                .retire(balancer.ring.offset, balancer.seg_capacity);
-            balancer.seg_capacity = 0;
-        }
-        let ids = std::mem::take(&mut balancer.backends)
-            .into_values()
-            .map(|b| b.id);
-        balancer.pending_retire.extend(ids);
-        let mut removed = 0;
-        while let Some(&id) = balancer.pending_retire.last() {
-            maps.remove_backend_record(id)?;
-            self.backend_ids.retire(id);
-            balancer.pending_retire.pop();
-            removed += 1;
-        }
-        maps.remove_balancer_record(balancer.id)?;
-        Ok(removed)
-    }
-}
-
-/// The record of `balancer` as it stands.
-fn record(key: &BalancerKey, balancer: &AppliedBalancer) -> BalancerRecord {
-    BalancerRecord {
-        service_id: id_field(&key.service_id),
-        vni: key.vni,
-        seg_offset: balancer.ring.offset,
-        seg_capacity: balancer.seg_capacity,
-        _pad: 0,
-        digest: balancer.digest,
     }
 }
 

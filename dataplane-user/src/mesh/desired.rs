@@ -7,11 +7,14 @@
 //! network) pair gets its own dense service id, ring and backends in the
 //! maps. Published ports belong to the pair on the ingress network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hive_common::maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, ServiceKey};
 
-use super::state::{MeshState, Service};
+use super::{
+    fast::FastMap,
+    state::{MeshState, Service},
+};
 
 /// One service on one network: what a dense service id stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,7 +46,7 @@ impl FrontendSpec {
 pub struct DesiredBalancer {
     /// Service name, for messages.
     pub name: String,
-    pub frontends: HashMap<ServiceKey, FrontendSpec>,
+    pub frontends: FastMap<ServiceKey, FrontendSpec>,
     /// By task ID; ordered, which is also the Maglev build order.
     pub backends: BTreeMap<String, Backend>,
 }
@@ -54,9 +57,9 @@ pub struct Desired {
     pub node: NodeConfig,
     pub balancers: BTreeMap<BalancerKey, DesiredBalancer>,
     /// By task address (network order).
-    pub endpoints: HashMap<u32, Endpoint>,
+    pub endpoints: FastMap<u32, Endpoint>,
     /// By underlay address (network order).
-    pub peers: HashMap<u32, Peer>,
+    pub peers: FastMap<u32, Peer>,
 }
 
 /// The underlay NIC as the kernel knows it (resolved by the caller).
@@ -72,19 +75,24 @@ pub fn addr_be(addr: std::net::Ipv4Addr) -> u32 {
 }
 
 fn balancer_entry<'a>(
-    balancers: &'a mut BTreeMap<BalancerKey, DesiredBalancer>,
+    local: &'a mut Vec<(u32, DesiredBalancer)>,
     service: &Service,
     vni: u32,
 ) -> &'a mut DesiredBalancer {
-    balancers
-        .entry(BalancerKey {
-            service_id: service.id.clone(),
-            vni,
-        })
-        .or_insert_with(|| DesiredBalancer {
-            name: service.name.clone(),
-            ..DesiredBalancer::default()
-        })
+    let index = match local.iter().position(|(v, _)| *v == vni) {
+        Some(index) => index,
+        None => {
+            local.push((
+                vni,
+                DesiredBalancer {
+                    name: service.name.clone(),
+                    ..DesiredBalancer::default()
+                },
+            ));
+            local.len() - 1
+        }
+    };
+    &mut local[index].1
 }
 
 impl Desired {
@@ -100,7 +108,7 @@ impl Desired {
             overlay_mtu: node.overlay_mtu(),
             flags: NodeConfig::FLAG_CONFIGURED,
         };
-        let vni_of: HashMap<&str, u32> = state
+        let vni_of: FastMap<&str, u32> = state
             .networks
             .iter()
             .map(|n| (n.name.as_str(), n.vni))
@@ -108,12 +116,15 @@ impl Desired {
         let ingress_vni = state.networks.iter().find(|n| n.ingress).map(|n| n.vni);
 
         let mut balancers: BTreeMap<BalancerKey, DesiredBalancer> = BTreeMap::new();
+        // Per service, its balancers by VNI (a handful), moved into the map
+        // once: one key allocation per balancer, not one per entry.
+        let mut local: Vec<(u32, DesiredBalancer)> = Vec::new();
         for service in &state.services {
             for vip in &service.vips {
                 let Some(&vni) = vni_of.get(vip.network.as_str()) else {
                     continue; // validated: cannot happen
                 };
-                let balancer = balancer_entry(&mut balancers, service, vni);
+                let balancer = balancer_entry(&mut local, service, vni);
                 // The VIP marker: lets the programs tell a packet to a VIP
                 // without a matching port (ICMP, a fragment, a port the
                 // service does not expose) from traffic to other addresses.
@@ -149,39 +160,44 @@ impl Desired {
                     let Some(published) = port.published_port else {
                         continue;
                     };
-                    balancer_entry(&mut balancers, service, vni)
-                        .frontends
-                        .insert(
-                            ServiceKey {
-                                addr_be: 0,
-                                port_be: published.to_be(),
-                                proto: port.protocol.ip_proto(),
-                                _pad: 0,
-                            },
-                            FrontendSpec {
-                                target_port_be: port.target_port.to_be(),
-                                flags: Frontend::FLAG_PUBLISHED,
-                            },
-                        );
+                    balancer_entry(&mut local, service, vni).frontends.insert(
+                        ServiceKey {
+                            addr_be: 0,
+                            port_be: published.to_be(),
+                            proto: port.protocol.ip_proto(),
+                            _pad: 0,
+                        },
+                        FrontendSpec {
+                            target_port_be: port.target_port.to_be(),
+                            flags: Frontend::FLAG_PUBLISHED,
+                        },
+                    );
                 }
             }
             for be in &service.backends {
-                let local = be.node == node.underlay_addr;
-                balancer_entry(&mut balancers, service, be.vni)
-                    .backends
-                    .insert(
-                        be.task_id.clone(),
-                        Backend {
-                            addr_be: addr_be(be.addr),
-                            node_be: addr_be(be.node),
-                            vni: be.vni,
-                            flags: if local { Backend::FLAG_LOCAL } else { 0 },
-                        },
-                    );
+                let on_this_node = be.node == node.underlay_addr;
+                balancer_entry(&mut local, service, be.vni).backends.insert(
+                    be.task_id.clone(),
+                    Backend {
+                        addr_be: addr_be(be.addr),
+                        node_be: addr_be(be.node),
+                        vni: be.vni,
+                        flags: if on_this_node { Backend::FLAG_LOCAL } else { 0 },
+                    },
+                );
+            }
+            for (vni, balancer) in local.drain(..) {
+                balancers.insert(
+                    BalancerKey {
+                        service_id: service.id.clone(),
+                        vni,
+                    },
+                    balancer,
+                );
             }
         }
 
-        let ifindex_of: HashMap<(&str, u32), u32> = state
+        let ifindex_of: FastMap<(&str, u32), u32> = state
             .local_endpoints
             .iter()
             .map(|l| ((l.task_id.as_str(), l.vni), l.host_ifindex))

@@ -4,7 +4,9 @@
 
 pub mod alloc;
 mod apply;
+mod balancer;
 mod desired;
+mod fast;
 mod ops;
 mod recover;
 pub mod state;

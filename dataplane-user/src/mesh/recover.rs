@@ -7,13 +7,14 @@
 //! diffs against what the kernel really holds, so it touches only entries
 //! that differ. See `docs/dataplane.md`, "Restarts".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hive_common::maps::{MAGLEV_SLOTS, MAX_BACKENDS, MAX_SERVICES, NodeConfig};
 
 use super::{
     alloc::{IdAllocator, SegmentAllocator},
     apply::{AppliedBackend, AppliedBalancer, ApplyError, Reconciler, record_key},
+    fast::FastMap,
     ops::MeshMapOps,
 };
 use crate::maps::records::id_from_field;
@@ -23,12 +24,12 @@ impl Reconciler {
     pub fn recover(maps: &impl MeshMapOps) -> Result<Self, ApplyError> {
         let node = maps.read_node()?;
         let node = (node.flags & NodeConfig::FLAG_CONFIGURED != 0).then_some(node);
-        let peers: HashMap<_, _> = maps.read_peers()?.into_iter().collect();
-        let endpoints: HashMap<_, _> = maps.read_endpoints()?.into_iter().collect();
-        let frontends: HashMap<_, _> = maps.read_frontends()?.into_iter().collect();
+        let peers: FastMap<_, _> = maps.read_peers()?.into_iter().collect();
+        let endpoints: FastMap<_, _> = maps.read_endpoints()?.into_iter().collect();
+        let frontends: FastMap<_, _> = maps.read_frontends()?.into_iter().collect();
 
-        let mut balancers = HashMap::new();
-        let mut key_of_id = HashMap::new();
+        let mut balancers = FastMap::default();
+        let mut key_of_id = FastMap::default();
         for (id, record) in maps.read_balancer_records()? {
             if id == 0 || id >= MAX_SERVICES {
                 return Err(ApplyError::Corrupt {

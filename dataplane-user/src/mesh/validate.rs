@@ -5,13 +5,11 @@
 //! claim the same front end, every address lies in its network, and every
 //! table fits in the maps.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::Ipv4Addr,
-};
+use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
+use super::fast::{FastMap, FastSet};
 use super::state::{MAX_ID_LEN, MeshState, Network, Protocol, Service, VXLAN_OVERHEAD};
 use crate::maglev::MAX_BACKENDS_PER_SERVICE;
 
@@ -263,7 +261,7 @@ impl MeshState {
         }
         let networks = self.validate_networks()?;
 
-        let mut nodes: HashMap<Ipv4Addr, &str> = HashMap::new();
+        let mut nodes: FastMap<Ipv4Addr, &str> = FastMap::default();
         for peer in &self.peers {
             if peer.underlay_addr == node.underlay_addr {
                 return Err(MeshStateError::PeerIsSelf {
@@ -281,9 +279,9 @@ impl MeshState {
         }
         let known_node = |addr: Ipv4Addr| addr == node.underlay_addr || nodes.contains_key(&addr);
 
-        let mut ids: HashMap<&str, &str> = HashMap::new();
-        let mut vips: HashMap<Ipv4Addr, &str> = HashMap::new();
-        let mut published: HashMap<(u16, Protocol), &str> = HashMap::new();
+        let mut ids: FastMap<&str, &str> = FastMap::default();
+        let mut vips: FastMap<Ipv4Addr, &str> = FastMap::default();
+        let mut published: FastMap<(u16, Protocol), &str> = FastMap::default();
         for service in &self.services {
             check_id("service ID", &service.id)?;
             if let Some(other) = ids.insert(&service.id, &service.name) {
@@ -359,13 +357,13 @@ impl MeshState {
         networks: &NetworkIndex<'_>,
         known_node: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Result<(), MeshStateError> {
-        let local: HashSet<(&str, u32)> = self
+        let local: FastSet<(&str, u32)> = self
             .local_endpoints
             .iter()
             .map(|l| (l.task_id.as_str(), l.vni))
             .collect();
-        let mut addrs: HashMap<Ipv4Addr, &str> = HashMap::new();
-        let mut local_seen: HashSet<(&str, u32)> = HashSet::new();
+        let mut addrs: FastMap<Ipv4Addr, &str> = FastMap::default();
+        let mut local_seen: FastSet<(&str, u32)> = FastSet::default();
         for ep in &self.endpoints {
             check_id("task ID", &ep.task_id)?;
             let net = networks.by_vni.get(&ep.vni).ok_or_else(|| {
@@ -430,21 +428,23 @@ impl MeshState {
 
 #[derive(Default)]
 struct NetworkIndex<'a> {
-    by_name: HashMap<&'a str, &'a Network>,
-    by_vni: HashMap<u32, &'a Network>,
+    by_name: FastMap<&'a str, &'a Network>,
+    by_vni: FastMap<u32, &'a Network>,
     ingress: Option<&'a Network>,
 }
 
 fn validate_service<'a>(
     service: &'a Service,
     networks: &NetworkIndex<'a>,
-    vips: &mut HashMap<Ipv4Addr, &'a str>,
-    published: &mut HashMap<(u16, Protocol), &'a str>,
+    vips: &mut FastMap<Ipv4Addr, &'a str>,
+    published: &mut FastMap<(u16, Protocol), &'a str>,
     known_node: &dyn Fn(Ipv4Addr) -> bool,
 ) -> Result<(), MeshStateError> {
     let name = || service.name.clone();
     // VNIs whose backends this service balances.
-    let mut served: HashSet<u32> = HashSet::new();
+    // Per-service sets are tiny (a VIP or two, a few ports): vectors beat
+    // hash sets here, and this runs for every service on every apply.
+    let mut served: Vec<u32> = Vec::with_capacity(service.vips.len() + 1);
     for vip in &service.vips {
         let net = networks.by_name.get(vip.network.as_str()).ok_or_else(|| {
             MeshStateError::UnknownNetwork {
@@ -452,12 +452,13 @@ fn validate_service<'a>(
                 network: vip.network.clone(),
             }
         })?;
-        if !served.insert(net.vni) {
+        if served.contains(&net.vni) {
             return Err(MeshStateError::TwoVipsOnNetwork {
                 service: name(),
                 network: net.name.clone(),
             });
         }
+        served.push(net.vni);
         if !is_host_of(net.subnet, vip.addr) || vip.addr == net.gateway {
             return Err(MeshStateError::VipOutsideNetwork {
                 service: name(),
@@ -474,7 +475,7 @@ fn validate_service<'a>(
             });
         }
     }
-    let mut targets: HashSet<(u16, Protocol)> = HashSet::new();
+    let mut targets: Vec<(u16, Protocol)> = Vec::with_capacity(service.ports.len());
     for port in &service.ports {
         if port.target_port == 0 || port.published_port == Some(0) {
             return Err(MeshStateError::PortZero {
@@ -482,13 +483,14 @@ fn validate_service<'a>(
                 protocol: port.protocol,
             });
         }
-        if !targets.insert((port.target_port, port.protocol)) {
+        if targets.contains(&(port.target_port, port.protocol)) {
             return Err(MeshStateError::DuplicateTargetPort {
                 service: name(),
                 port: port.target_port,
                 protocol: port.protocol,
             });
         }
+        targets.push((port.target_port, port.protocol));
         if let Some(p) = port.published_port {
             let Some(ingress) = networks.ingress else {
                 return Err(MeshStateError::NoIngressNetwork {
@@ -497,7 +499,9 @@ fn validate_service<'a>(
                     protocol: port.protocol,
                 });
             };
-            served.insert(ingress.vni);
+            if !served.contains(&ingress.vni) {
+                served.push(ingress.vni);
+            }
             if let Some(other) = published.insert((p, port.protocol), &service.name) {
                 return Err(MeshStateError::PublishedPortInUse {
                     service: name(),
@@ -508,8 +512,7 @@ fn validate_service<'a>(
             }
         }
     }
-    let mut backends: HashSet<(&str, u32)> = HashSet::new();
-    let mut per_network: HashMap<u32, usize> = HashMap::new();
+    let mut per_network: Vec<(u32, usize)> = Vec::with_capacity(served.len());
     for be in &service.backends {
         check_id("task ID", &be.task_id)?;
         let task = || be.task_id.clone();
@@ -538,13 +541,6 @@ fn validate_service<'a>(
                 subnet: net.subnet,
             });
         }
-        if !backends.insert((&be.task_id, be.vni)) {
-            return Err(MeshStateError::DuplicateBackend {
-                service: name(),
-                task: task(),
-                network: net.name.clone(),
-            });
-        }
         if !known_node(be.node) {
             return Err(MeshStateError::BackendUnknownNode {
                 service: name(),
@@ -552,15 +548,40 @@ fn validate_service<'a>(
                 node: be.node,
             });
         }
-        let count = per_network.entry(be.vni).or_default();
-        *count += 1;
-        if *count > MAX_BACKENDS_PER_SERVICE {
+        match per_network.iter_mut().find(|(vni, _)| *vni == be.vni) {
+            Some((_, count)) => *count += 1,
+            None => per_network.push((be.vni, 1)),
+        }
+    }
+    for (vni, count) in per_network {
+        if count > MAX_BACKENDS_PER_SERVICE {
             return Err(MeshStateError::TooManyBackends {
                 service: name(),
-                network: net.name.clone(),
-                count: *count,
+                network: networks
+                    .by_vni
+                    .get(&vni)
+                    .map_or_else(String::new, |n| n.name.clone()),
+                count,
             });
         }
+    }
+    // Duplicates: sort references rather than hash (no per-service table).
+    let mut tasks: Vec<(&str, u32)> = service
+        .backends
+        .iter()
+        .map(|b| (b.task_id.as_str(), b.vni))
+        .collect();
+    tasks.sort_unstable();
+    if let Some(pair) = tasks.windows(2).find(|w| w[0] == w[1]) {
+        let (task, vni) = pair[0];
+        return Err(MeshStateError::DuplicateBackend {
+            service: name(),
+            task: task.to_owned(),
+            network: networks
+                .by_vni
+                .get(&vni)
+                .map_or_else(String::new, |n| n.name.clone()),
+        });
     }
     Ok(())
 }

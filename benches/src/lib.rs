@@ -2,6 +2,7 @@
 //! `cargo bench`, measuring hive's eBPF mesh beside the kernel's own path in
 //! the same run and on the same lab. Figures, never test assertions.
 
+pub mod hive_runs;
 pub mod kernel_path;
 pub mod kernel_runs;
 pub mod mesh;

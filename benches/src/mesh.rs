@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use hive_dataplane::lab::{LabGuard, LabSpec};
 
 use crate::{
+    hive_runs::{self, HiveRunError},
     kernel_runs::{self, Load, RunError},
     report::Report,
 };
@@ -46,6 +47,8 @@ impl Default for BenchConfig {
 pub enum BenchError {
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Hive(#[from] HiveRunError),
     #[error("lab: {0}")]
     Lab(#[from] hive_dataplane::lab::LabError),
     #[error("writing the report: {0}")]
@@ -73,6 +76,13 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     std::fs::create_dir_all(&run_dir)?;
     eprintln!("kernel path (iptables, nftables) on lab {:?}:", config.lab);
     report.paths.extend(kernel_runs::kernel_paths(
+        &lab,
+        &run_dir,
+        &config.service_counts,
+        &config.load,
+    )?);
+    eprintln!("hive's eBPF mesh on the same lab:");
+    report.paths.extend(hive_runs::hive_path(
         &lab,
         &run_dir,
         &config.service_counts,

@@ -5,3 +5,4 @@ pub mod demo;
 pub mod images;
 pub mod pki;
 pub mod store;
+pub mod executor;

@@ -136,7 +136,7 @@ pub struct StaticMesh {
     gateway: Ipv4Addr,
     nodes: BTreeMap<String, NodeMesh>,
     tasks: BTreeMap<String, MeshTask>,
-    services: Vec<ServiceDef>,
+    services: BTreeMap<String, ServiceDef>,
     next_host: u32,
     task_dir: PathBuf,
     /// Leave tasks and data planes in place on drop (`hive demo --keep`).
@@ -149,7 +149,7 @@ impl std::fmt::Debug for StaticMesh {
             .field("lab", &self.lab.name())
             .field("nodes", &self.nodes.keys().collect::<Vec<_>>())
             .field("tasks", &self.tasks.keys().collect::<Vec<_>>())
-            .field("services", &self.services)
+            .field("services", &self.services.len())
             .finish()
     }
 }
@@ -186,7 +186,7 @@ impl StaticMesh {
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             nodes,
             tasks: BTreeMap::new(),
-            services: Vec::new(),
+            services: BTreeMap::new(),
             // .1 gateway, .2-.9 for VIPs.
             next_host: 10,
             task_dir,
@@ -288,8 +288,12 @@ impl StaticMesh {
 
     /// Add (or replace) a service; call [`StaticMesh::apply`] to make it live.
     pub fn set_service(&mut self, def: ServiceDef) {
-        self.services.retain(|s| s.id != def.id);
-        self.services.push(def);
+        self.services.insert(def.id.clone(), def);
+    }
+
+    /// Remove a service; call [`StaticMesh::apply`] to make it so.
+    pub fn remove_service(&mut self, id: &str) -> Option<ServiceDef> {
+        self.services.remove(id)
     }
 
     /// Change which tasks a service balances over.
@@ -300,7 +304,7 @@ impl StaticMesh {
     ) -> Result<(), StaticMeshError> {
         let def = self
             .services
-            .iter_mut()
+            .values_mut()
             .find(|s| s.id == service || s.name == service)
             .ok_or_else(|| StaticMeshError::UnknownService {
                 service: service.to_owned(),
@@ -351,7 +355,7 @@ impl StaticMesh {
         };
         let services = self
             .services
-            .iter()
+            .values()
             .map(|def| Service {
                 id: def.id.clone(),
                 name: def.name.clone(),
@@ -434,7 +438,8 @@ impl StaticMesh {
         Ok(())
     }
 
-    fn apply_node(&mut self, node: &str) -> Result<(), StaticMeshError> {
+    /// Apply `node`'s state only (the other nodes keep theirs).
+    pub fn apply_node(&mut self, node: &str) -> Result<(), StaticMeshError> {
         let state = self.state_for(node)?;
         let dataplane =
             self.node_mut(node)?

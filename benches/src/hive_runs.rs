@@ -1,0 +1,147 @@
+//! Measuring hive's own path on the same lab: the same nginx backends, now
+//! as tasks in their own namespaces on n2 and n3 behind hive's eBPF mesh,
+//! the same published port on n1, the same load from `client`.
+//!
+//! hive pays one more hop than the kernel baseline (a veth into the task's
+//! namespace, where Swarm's tasks live too); the baseline's nginx listens on
+//! the node's own overlay address, as in `../shared/reference/kernel-baseline`.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use hive_dataplane::{
+    lab::Lab,
+    mesh::{Protocol, ServicePort},
+    static_mesh::{ServiceDef, StaticMesh, StaticMeshError},
+};
+
+use crate::{
+    kernel_runs::{Load, RunError, measure},
+    report::PathFigures,
+    rules::{ADDED_SERVICE_PORT, DUMMY_BASE_PORT},
+};
+
+/// Errors of the hive path.
+#[derive(Debug, thiserror::Error)]
+pub enum HiveRunError {
+    #[error(transparent)]
+    Mesh(#[from] StaticMeshError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("writing nginx's configuration {path}: {source}")]
+    Config {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const REAL_SERVICE: &str = "benchreal0000000000000001";
+const PUBLISHED_PORT: u16 = 8080;
+const BACKENDS: [(&str, &str); 2] = [("ng2", "n2"), ("ng3", "n3")];
+
+/// hive's figures at each service count.
+pub fn hive_path(
+    lab: &Lab,
+    run_dir: &Path,
+    service_counts: &[u32],
+    load: &Load,
+) -> Result<Vec<PathFigures>, HiveRunError> {
+    let mut mesh = StaticMesh::new(lab, 0x00be_7c4e)?;
+    for (task, node) in BACKENDS {
+        let conf = nginx_conf(run_dir, task)?;
+        mesh.add_task(task, node, "nginx", &["-c", &conf, "-g", "daemon off;"])?;
+    }
+    mesh.set_service(service(REAL_SERVICE, PUBLISHED_PORT));
+    mesh.apply()?;
+    // nginx takes a moment to listen; the warm-up in `measure` absorbs it,
+    // and a short wait keeps its first connections from being refused.
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!(
+        "http://{}:{PUBLISHED_PORT}/",
+        lab.node_addr("n1").map_err(RunError::from)?
+    );
+
+    let mut figures = Vec::new();
+    let mut installed = 1u32;
+    for &services in service_counts {
+        // Grow to `services` (including the real one), then apply everywhere.
+        while installed < services {
+            let i = installed - 1;
+            mesh.set_service(service(&dummy_id(i), DUMMY_BASE_PORT + i as u16));
+            installed += 1;
+        }
+        mesh.apply()?;
+        let (keep_alive, new_connections) = measure(lab, &url, load)?;
+        let add = time_add_one(&mut mesh)?;
+        eprintln!(
+            "  {:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.3} ms",
+            "hive",
+            keep_alive.requests_per_sec,
+            new_connections.requests_per_sec,
+            add.as_secs_f64() * 1000.0
+        );
+        figures.push(PathFigures {
+            path: "hive".to_string(),
+            services,
+            keep_alive,
+            new_connections,
+            add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
+        });
+    }
+    mesh.teardown()?;
+    Ok(figures)
+}
+
+/// Time to add one more service on the ingress node (then take it away
+/// again so the next size starts from the same set), as the kernel path's
+/// figure is the rule update on its ingress node.
+fn time_add_one(mesh: &mut StaticMesh) -> Result<Duration, StaticMeshError> {
+    mesh.set_service(service("benchadded000000000000001", ADDED_SERVICE_PORT));
+    let start = Instant::now();
+    mesh.apply_node("n1")?;
+    let took = start.elapsed();
+    mesh.remove_service("benchadded000000000000001");
+    mesh.apply_node("n1")?;
+    Ok(took)
+}
+
+fn dummy_id(i: u32) -> String {
+    format!("benchdummy{i:015}")
+}
+
+/// A published TCP service balanced over the two nginx tasks.
+fn service(id: &str, published: u16) -> ServiceDef {
+    ServiceDef {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        vip: None,
+        ports: vec![ServicePort {
+            protocol: Protocol::Tcp,
+            target_port: 80,
+            published_port: Some(published),
+        }],
+        backends: BACKENDS.iter().map(|(t, _)| (*t).to_owned()).collect(),
+    }
+}
+
+fn nginx_conf(dir: &Path, task: &str) -> Result<String, HiveRunError> {
+    let path = dir.join(format!("hive-nginx-{task}.conf"));
+    let body = format!(
+        "worker_processes 1;\npid {dir}/hive-nginx-{task}.pid;\nerror_log {dir}/hive-nginx-{task}.err warn;\n\
+         events {{ worker_connections 16384; }}\n\
+         http {{\n  access_log off;\n  default_type text/plain;\n  keepalive_requests 100000000;\n\
+         keepalive_timeout 120s;\n  client_body_temp_path {dir}/hive-tmp-{task};\n\
+         server {{\n    listen 0.0.0.0:80 backlog=4096;\n    location / {{ return 200 \"hello from {task}\\n\"; }}\n  }}\n}}\n",
+        dir = dir.display(),
+    );
+    std::fs::create_dir_all(dir.join(format!("hive-tmp-{task}")))
+        .and_then(|()| std::fs::write(&path, body))
+        .map_err(|source| HiveRunError::Config {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path.display().to_string())
+}

@@ -1,0 +1,349 @@
+//! The running part of the embedded executor: start a prepared task, wait
+//! for it, stop it (SIGTERM, grace period, SIGKILL), remove it, read its
+//! logs.
+//!
+//! After `start`, two tokio tasks serve each task process: the log pump
+//! (pipes → log file) and the reaper, which waits on the pidfd, reaps the
+//! process, lets the pump drain, and then publishes the exit status. So
+//! when `wait` returns, the log is complete.
+
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    sync::Arc,
+    time::Duration,
+};
+
+use nix::{fcntl::OFlag, sys::signal::Signal};
+use tokio::{io::AsyncReadExt as _, net::unix::pipe, sync::watch, task::JoinHandle};
+
+use super::{
+    cgroup,
+    error::ExecutorError,
+    logs::{self, LogOptions, LogReader},
+    namespaced::{self, NamespaceExecutor, Slot},
+    process::{self, Launch},
+    spec::{ExitStatus, PreparedTask, StartedTask},
+};
+
+/// How long `start` waits for the task to report that its program runs
+/// (namespaces, mounts, exec); far more than it takes, less than forever.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a SIGKILLed task may take to be gone. Only a process stuck in
+/// uninterruptible sleep (a hung file system) takes longer.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the reaper lets the log pump finish after the task exited. The
+/// kernel has killed the whole PID namespace by then, so the pipes close at
+/// once; this bounds only pathological cases.
+const PUMP_DRAIN: Duration = Duration::from_secs(5);
+
+/// Largest start-up failure report read from the sync pipe.
+const MAX_REPORT: u64 = 64 * 1024;
+
+/// How the reaper's result is shared: `None` while running.
+type ExitSlot = Option<Result<ExitStatus, String>>;
+
+/// A started task process.
+#[derive(Debug, Clone)]
+pub(super) struct Process {
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    exit: watch::Receiver<ExitSlot>,
+    /// The log pump's progress, for followers.
+    logs: watch::Receiver<u64>,
+}
+
+impl Process {
+    fn exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// Wait for the reaper's verdict.
+    async fn wait(&self, task_id: &str) -> Result<ExitStatus, ExecutorError> {
+        let wait_error = |reason: String| ExecutorError::Wait {
+            task_id: task_id.to_owned(),
+            reason,
+        };
+        let mut exit = self.exit.clone();
+        let slot = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| wait_error("the executor's runtime is shutting down".to_owned()))?
+            .clone();
+        match slot {
+            Some(Ok(status)) => Ok(status),
+            Some(Err(reason)) => Err(wait_error(reason)),
+            None => Err(wait_error("no exit status".to_owned())),
+        }
+    }
+
+    fn signal(&self, task_id: &str, signal: Signal) -> Result<bool, ExecutorError> {
+        process::send_signal(self.pidfd.as_fd(), signal).map_err(|source| ExecutorError::Signal {
+            task_id: task_id.to_owned(),
+            pid: self.pid,
+            source,
+        })
+    }
+}
+
+impl NamespaceExecutor {
+    fn process(&self, task: &PreparedTask) -> Result<Option<Process>, ExecutorError> {
+        match self.tasks().get(&task.task_id) {
+            Some(Slot::Prepared { process, .. }) => Ok(process.clone()),
+            Some(Slot::Preparing) => Err(ExecutorError::Busy {
+                task_id: task.task_id.clone(),
+            }),
+            None => Err(ExecutorError::NotPrepared {
+                task_id: task.task_id.clone(),
+            }),
+        }
+    }
+
+    pub(super) async fn start_task(
+        &self,
+        task: &PreparedTask,
+    ) -> Result<StartedTask, ExecutorError> {
+        let task_id = task.task_id.clone();
+        let plan = match self.tasks().get_mut(&task_id) {
+            Some(Slot::Prepared { launch, .. }) => launch.take(),
+            Some(Slot::Preparing) => return Err(ExecutorError::Busy { task_id }),
+            None => return Err(ExecutorError::NotPrepared { task_id }),
+        }
+        .ok_or_else(|| ExecutorError::AlreadyStarted {
+            task_id: task_id.clone(),
+        })?;
+        let io_error = |action: &'static str, path: &std::path::Path| {
+            let task_id = task_id.clone();
+            let path = path.to_path_buf();
+            move |source: std::io::Error| ExecutorError::Io {
+                task_id,
+                action,
+                path,
+                source,
+            }
+        };
+
+        let netns =
+            hive_dataplane::netns::open(&task.netns).map_err(|source| ExecutorError::Netns {
+                task_id: task_id.clone(),
+                source,
+            })?;
+        let mut unified = None;
+        let mut v1_procs = Vec::new();
+        for dir in &task.cgroups {
+            if cgroup::is_unified(dir) {
+                let file = std::fs::File::open(dir).map_err(io_error("open", dir))?;
+                unified = Some(OwnedFd::from(file));
+            } else {
+                let procs = dir.join("cgroup.procs");
+                let file = namespaced::open_for_write(&procs).map_err(io_error("open", &procs))?;
+                v1_procs.push(OwnedFd::from(file));
+            }
+        }
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| ExecutorError::Io {
+                task_id: task_id.clone(),
+                action: "create a pipe for",
+                path: task.log_path.clone(),
+                source: errno.into(),
+            })
+        };
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        let (sync_r, sync_w) = pipe()?;
+        let log_file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&task.log_path)
+            .await
+            .map_err(io_error("open", &task.log_path))?;
+        let receiver = |fd: OwnedFd| {
+            pipe::Receiver::from_owned_fd(fd).map_err(io_error("watch", &task.log_path))
+        };
+        let (stdout_r, stderr_r, sync_r) =
+            (receiver(stdout_r)?, receiver(stderr_r)?, receiver(sync_r)?);
+
+        let child = process::spawn(&Launch {
+            program: &plan.program,
+            argv: &plan.argv,
+            envp: &plan.envp,
+            netns: netns.as_fd(),
+            cgroup: unified.as_ref().map(|fd| fd.as_fd()),
+            cgroup_v1_procs: &v1_procs,
+            stdout: stdout_w.as_fd(),
+            stderr: stderr_w.as_fd(),
+            sync: sync_w.as_fd(),
+        })
+        .map_err(|source| ExecutorError::Start {
+            task_id: task_id.clone(),
+            reason: format!("cannot create the task's process (clone3): {source}"),
+        })?;
+        // Only the child may hold the write ends now, or no pipe would
+        // ever reach end-of-file.
+        drop((stdout_w, stderr_w, sync_w));
+
+        // Pump and reaper first: the process exists and must be reaped
+        // whatever start-up reports, and must never block on a full pipe.
+        let (progress_tx, progress_rx) = watch::channel(0);
+        let pump = tokio::spawn(logs::pump(stdout_r, stderr_r, log_file, progress_tx));
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let waiter = child
+            .pidfd
+            .try_clone()
+            .map_err(|source| ExecutorError::Start {
+                task_id: task_id.clone(),
+                reason: format!("cannot duplicate the task's pidfd: {source}"),
+            });
+        let process = Process {
+            pid: child.pid,
+            pidfd: Arc::new(child.pidfd),
+            exit: exit_rx,
+            logs: progress_rx,
+        };
+        let waiter = match waiter {
+            Ok(waiter) => waiter,
+            Err(err) => {
+                // Without a waiter nobody would reap it: kill it now.
+                let _ = process.signal(&task_id, Signal::SIGKILL);
+                return Err(err);
+            }
+        };
+        tokio::spawn(reap(task_id.clone(), waiter, pump, exit_tx));
+        if let Some(Slot::Prepared { process: slot, .. }) = self.tasks().get_mut(&task_id) {
+            *slot = Some(process.clone());
+        }
+
+        let mut report = Vec::new();
+        let read = tokio::time::timeout(
+            START_TIMEOUT,
+            sync_r.take(MAX_REPORT).read_to_end(&mut report),
+        )
+        .await;
+        match read {
+            Ok(Ok(_)) => match process::start_failure(&report) {
+                None => Ok(StartedTask { pid: process.pid }),
+                Some(reason) => Err(ExecutorError::Start { task_id, reason }),
+            },
+            Ok(Err(source)) => Err(ExecutorError::Start {
+                task_id,
+                reason: format!("cannot read the task's start-up report: {source}"),
+            }),
+            Err(_) => {
+                self.kill(task, &process).await?;
+                Err(ExecutorError::StartTimeout {
+                    task_id,
+                    waited: START_TIMEOUT,
+                })
+            }
+        }
+    }
+
+    pub(super) async fn wait_task(&self, task: &PreparedTask) -> Result<ExitStatus, ExecutorError> {
+        let process = self
+            .process(task)?
+            .ok_or_else(|| ExecutorError::NotStarted {
+                task_id: task.task_id.clone(),
+            })?;
+        process.wait(&task.task_id).await
+    }
+
+    /// Docker's stop: SIGTERM to PID 1, then SIGKILL to everything after the
+    /// grace period. A task never started has nothing to stop.
+    pub(super) async fn shutdown_task(&self, task: &PreparedTask) -> Result<(), ExecutorError> {
+        let Some(process) = self.process(task)? else {
+            return Ok(());
+        };
+        if process.exited() || !process.signal(&task.task_id, Signal::SIGTERM)? {
+            return Ok(());
+        }
+        let graceful =
+            tokio::time::timeout(task.stop_grace_period, process.wait(&task.task_id)).await;
+        match graceful {
+            Ok(_) => Ok(()),
+            Err(_) => self.kill(task, &process).await,
+        }
+    }
+
+    /// SIGKILL to PID 1 (the kernel then kills the whole PID namespace)
+    /// and `cgroup.kill`, then wait a bounded time for the exit.
+    async fn kill(&self, task: &PreparedTask, process: &Process) -> Result<(), ExecutorError> {
+        process.signal(&task.task_id, Signal::SIGKILL)?;
+        let dirs = task.cgroups.clone();
+        namespaced::blocking(move || cgroup::kill(&dirs))
+            .await
+            .map_err(|source| ExecutorError::Cgroup {
+                task_id: task.task_id.clone(),
+                source,
+            })?;
+        match tokio::time::timeout(KILL_TIMEOUT, process.wait(&task.task_id)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ExecutorError::Unkillable {
+                task_id: task.task_id.clone(),
+                pid: process.pid,
+                waited: KILL_TIMEOUT,
+            }),
+        }
+    }
+
+    /// Kill what still runs, then free everything. Also works for a task
+    /// this executor does not know (made by an earlier daemon), from the
+    /// paths in `task`: `cgroup.kill` ends its processes.
+    pub(super) async fn remove_task(&self, task: &PreparedTask) -> Result<(), ExecutorError> {
+        let slot = {
+            let mut tasks = self.tasks();
+            if matches!(tasks.get(&task.task_id), Some(Slot::Preparing)) {
+                return Err(ExecutorError::Busy {
+                    task_id: task.task_id.clone(),
+                });
+            }
+            tasks.remove(&task.task_id)
+        };
+        let mut killed = Ok(());
+        if let Some(Slot::Prepared {
+            process: Some(process),
+            ..
+        }) = slot
+            && !process.exited()
+        {
+            killed = self.kill(task, &process).await;
+        }
+        let torn_down = self.teardown(task, true).await;
+        killed.and(torn_down)
+    }
+
+    pub(super) async fn task_logs(
+        &self,
+        task: &PreparedTask,
+        options: LogOptions,
+    ) -> Result<LogReader, ExecutorError> {
+        // A task of an earlier daemon (or removed) has no pump: read the file.
+        let progress = self.process(task).ok().flatten().map(|p| p.logs);
+        LogReader::open(&task.log_path, options, progress)
+            .await
+            .map_err(|source| ExecutorError::Logs {
+                task_id: task.task_id.clone(),
+                source,
+            })
+    }
+}
+
+/// Wait for the task's PID 1, let the pump finish, publish the status.
+async fn reap(
+    task_id: String,
+    pidfd: OwnedFd,
+    pump: JoinHandle<std::io::Result<()>>,
+    exit: watch::Sender<ExitSlot>,
+) {
+    let status = process::wait(pidfd).await.map_err(|e| e.to_string());
+    let abort = pump.abort_handle();
+    match tokio::time::timeout(PUMP_DRAIN, pump).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(task = %task_id, error = %err, "writing the task's log"),
+        Ok(Err(err)) => tracing::warn!(task = %task_id, error = %err, "the task's log pump failed"),
+        Err(_) => {
+            abort.abort();
+            tracing::warn!(task = %task_id, "the task's output did not end after it exited");
+        }
+    }
+    exit.send_replace(Some(status));
+}

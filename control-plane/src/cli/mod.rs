@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod builtin;
+mod init_task;
 mod demo;
 pub mod lab;
 
@@ -29,6 +30,9 @@ pub enum Command {
     /// Run a built-in image in the foreground (used by the task executor).
     #[command(hide = true)]
     Builtin(builtin::BuiltinArgs),
+    /// PID 1 of a task's namespaces (started by the task executor).
+    #[command(hide = true)]
+    InitTask(init_task::InitTaskArgs),
     /// The main job in one command: a 3-node lab on this machine, a
     /// hive/whoami service published on 8080 through the eBPF mesh, and
     /// requests from an outside client to every node.
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Builtin(args) => builtin::run(args),
+        Command::InitTask(args) => init_task::run(&args),
         Command::Demo(args) => demo::run(args),
         Command::Lab(args) => lab::run(args),
     }

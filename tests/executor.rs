@@ -23,7 +23,7 @@ use std::{
 use hive::executor::{
     Executor, ExecutorConfig, ExecutorError, ExitStatus, ImageError, LogEntry, LogOptions,
     NamespaceExecutor, NoNetworks, PreparedTask, ResourceLimits, SpecError, Stream, TaskSpec,
-    cgroup::CgroupMounts,
+    cgroup::{self, CgroupMounts},
 };
 use hive_dataplane::netns;
 use nix::sys::signal::Signal;
@@ -260,14 +260,24 @@ fn whoami_answers_inside_its_own_namespaces_with_its_container_id_as_hostname() 
         assert_eq!(ns_inode(&pid, "net"), netns_file);
         // PID 1 inside (hive's init, in front of the built-in image).
         assert_eq!(nspids(started.pid).last(), Some(&1));
-        // And in its own cgroup.
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
-        assert!(
-            cgroup
-                .lines()
-                .any(|l| l.ends_with(&format!("/{}", task.task_id))),
-            "{cgroup}"
-        );
+        // And in its own cgroup, in every hierarchy the executor uses
+        // (unified, plus v1 ones on hybrid hosts).
+        assert!(!task.cgroups.is_empty());
+        for dir in &task.cgroups {
+            let procs = read_trimmed(&dir.join("cgroup.procs"));
+            assert!(
+                procs.lines().any(|p| p == pid),
+                "{}: {procs}",
+                dir.display()
+            );
+        }
+        if CgroupMounts::discover()
+            .expect("mountinfo")
+            .unified
+            .is_some()
+        {
+            assert!(task.cgroups.iter().any(|d| cgroup::is_unified(d)));
+        }
     });
 }
 

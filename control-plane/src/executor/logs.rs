@@ -26,8 +26,8 @@ use tokio::{
     sync::watch,
 };
 
-/// Longest record Docker writes (`logger.MaxLogLineSize`… its json-file
-/// splits at 16 KiB).
+/// Longest line in one record; longer lines are cut into several records,
+/// as Docker's log copier does (16 KiB).
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// How often a follower re-reads the file when it hears nothing: a fallback

@@ -263,28 +263,22 @@ impl NamespaceExecutor {
         prepared: &mut PreparedTask,
     ) -> Result<(), ExecutorError> {
         let task_id = prepared.task_id.clone();
-        let io_error = |action, path: &Path| {
-            let task_id = task_id.clone();
-            let path = path.to_path_buf();
-            move |source| ExecutorError::Io {
-                task_id,
+        let state_dir = self.config.state_dir.join(&task_id);
+        let log_path = state_dir.join(LOG_FILE);
+        let (root, dir, log) = (
+            self.config.state_dir.clone(),
+            state_dir.clone(),
+            log_path.clone(),
+        );
+        blocking(move || make_state_dir(&root, &dir, &log))
+            .await
+            .map_err(|(action, path, source)| ExecutorError::Io {
+                task_id: task_id.clone(),
                 action,
                 path,
                 source,
-            }
-        };
-
-        let state_dir = self.config.state_dir.join(&task_id);
-        std::fs::create_dir_all(&self.config.state_dir)
-            .map_err(io_error("create", &self.config.state_dir))?;
-        // A directory left by a crashed daemon holds only an old log.
-        if state_dir.exists() {
-            std::fs::remove_dir_all(&state_dir).map_err(io_error("remove", &state_dir))?;
-        }
-        std::fs::create_dir(&state_dir).map_err(io_error("create", &state_dir))?;
-        prepared.state_dir = state_dir.clone();
-        let log_path = state_dir.join(LOG_FILE);
-        std::fs::File::create(&log_path).map_err(io_error("create", &log_path))?;
+            })?;
+        prepared.state_dir = state_dir;
         prepared.log_path = log_path;
 
         let cgroups = self.cgroups.clone();
@@ -435,6 +429,29 @@ impl NamespaceExecutor {
         })
         .await;
     }
+}
+
+/// `<state_dir>/<task-id>/` with an empty log. A directory left by a
+/// crashed daemon holds only an old log: it is replaced.
+fn make_state_dir(
+    root: &Path,
+    dir: &Path,
+    log: &Path,
+) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
+    fn failed(
+        action: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> (&'static str, PathBuf, std::io::Error) + use<> {
+        let path = path.to_path_buf();
+        move |err| (action, path, err)
+    }
+    std::fs::create_dir_all(root).map_err(failed("create", root))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(failed("remove", dir))?;
+    }
+    std::fs::create_dir(dir).map_err(failed("create", dir))?;
+    std::fs::File::create(log).map_err(failed("create", log))?;
+    Ok(())
 }
 
 /// Run blocking file-system and namespace work off the async threads.

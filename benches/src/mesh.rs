@@ -16,6 +16,7 @@ use hive_dataplane::lab::{LabGuard, LabSpec};
 use crate::{
     hive_runs::{self, HiveRunError},
     kernel_runs::{self, Load, RunError},
+    program_costs,
     report::Report,
 };
 
@@ -49,6 +50,8 @@ pub enum BenchError {
     Run(#[from] RunError),
     #[error(transparent)]
     Hive(#[from] HiveRunError),
+    #[error("BPF_PROG_RUN: {0}")]
+    ProgRun(#[from] hive_dataplane::testing::prog_run::HarnessError),
     #[error("lab: {0}")]
     Lab(#[from] hive_dataplane::lab::LabError),
     #[error("writing the report: {0}")]
@@ -71,6 +74,8 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         ),
         ..Report::default()
     };
+    eprintln!("program paths under BPF_PROG_RUN:");
+    report.program_costs = program_costs::program_costs()?;
     let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
     let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
     std::fs::create_dir_all(&run_dir)?;

@@ -2,3 +2,4 @@
 
 pub mod packet;
 pub mod prog_run;
+pub mod world;

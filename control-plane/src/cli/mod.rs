@@ -5,9 +5,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod builtin;
-mod init_task;
+pub mod daemon;
 mod demo;
+pub mod info;
+mod init_task;
 pub mod lab;
+pub mod node;
+pub mod output;
+pub mod swarm;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +24,10 @@ pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `hive=debug`.
     #[arg(long, global = true, env = "HIVE_LOG")]
     pub log_level: Option<String>,
+    /// Daemon socket to connect to (unix:///path); default: $HIVE_HOST, the lab node's socket
+    /// inside `hive lab exec`, else /run/hive/hive.sock.
+    #[arg(short = 'H', long = "host", global = true)]
+    pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +48,14 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// A whole swarm on one machine: nodes in network namespaces on a virtual underlay.
     Lab(lab::LabArgs),
+    /// Run the node daemon (manager and/or worker).
+    Daemon(daemon::DaemonArgs),
+    /// Manage the swarm.
+    Swarm(swarm::SwarmArgs),
+    /// Manage swarm nodes.
+    Node(node::NodeArgs),
+    /// Display system-wide information.
+    Info,
 }
 
 /// Install a tracing subscriber writing to stderr.
@@ -61,5 +78,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::InitTask(args) => init_task::run(&args),
         Command::Demo(args) => demo::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Swarm(args) => swarm::run(cli.host.as_deref(), args),
+        Command::Node(args) => node::run(cli.host.as_deref(), args),
+        Command::Info => info::run(cli.host.as_deref()),
     }
 }

@@ -1,0 +1,165 @@
+//! The agent's session with the leader: register, then heartbeat every period the leader
+//! asks for. Followers name the leader, and the session moves there; if the leader dies, the
+//! session tries the other managers it knows until one leads. What the session learns — the
+//! managers' addresses, and a role the swarm wants this node to take — goes to the daemon as
+//! [`SessionEvent`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{convert, is_retryable, leader_hint, pb};
+use crate::pki;
+use crate::transport::mtls_channel;
+
+/// Bound of one register or heartbeat call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and last pause between failed attempts (doubling in between).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What the session tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The current managers' addresses (persist them: they are where to reconnect after a
+    /// restart).
+    Managers(Vec<String>),
+    /// The swarm wants this node to have another role than its certificate says.
+    RoleChange(pki::Role),
+}
+
+/// One node's session.
+#[derive(Debug)]
+pub struct Session {
+    pub tls: Arc<ClientConfig>,
+    /// Managers to try, in order; updated from the leader's answers.
+    pub managers: Vec<String>,
+    /// The role in this node's certificate.
+    pub role: pki::Role,
+    pub events: mpsc::Sender<SessionEvent>,
+}
+
+impl Session {
+    /// Runs until `stop`.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut next = 0usize;
+        let mut hint: Option<String> = None;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let Some(addr) = hint.take().or_else(|| {
+                let addr = self
+                    .managers
+                    .get(next % self.managers.len().max(1))
+                    .cloned();
+                next = next.wrapping_add(1);
+                addr
+            }) else {
+                tracing::warn!("agent: no manager address known; waiting");
+                if sleep_or_stop(BACKOFF_MAX, &mut stop).await {
+                    return;
+                }
+                continue;
+            };
+            match self.session_with(&addr, &mut stop).await {
+                Ended::Stopped => return,
+                Ended::Moved(leader) => {
+                    tracing::debug!(from = %addr, to = %leader, "agent: following the leader");
+                    hint = Some(leader);
+                    backoff = BACKOFF_MIN;
+                }
+                Ended::Failed(status) => {
+                    tracing::debug!(%addr, %status, "agent: session failed");
+                    if sleep_or_stop(backoff, &mut stop).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn session_with(&mut self, addr: &str, stop: &mut watch::Receiver<bool>) -> Ended {
+        let channel = match mtls_channel(addr, self.tls.clone(), pki::manager_server_name()) {
+            Ok(channel) => channel,
+            Err(err) => return Ended::Failed(tonic::Status::unavailable(err.to_string())),
+        };
+        let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
+        let registered = client
+            .register(request(pb::RegisterRequest {
+                description: Some(convert::local_description()),
+            }))
+            .await;
+        let mut session = match self.outcome(registered).await {
+            Ok(session) => session,
+            Err(ended) => return ended,
+        };
+        tracing::info!(manager = %addr, "agent: session open");
+        loop {
+            let period = Duration::from_millis(session.period_ms.max(100));
+            if sleep_or_stop(period, stop).await {
+                return Ended::Stopped;
+            }
+            let beat = client
+                .heartbeat(request(pb::HeartbeatRequest {
+                    session_id: session.session_id.clone(),
+                }))
+                .await;
+            session = match self.outcome(beat).await {
+                Ok(session) => session,
+                Err(ended) => return ended,
+            };
+        }
+    }
+
+    /// Takes in a register or heartbeat answer.
+    async fn outcome(
+        &mut self,
+        reply: Result<tonic::Response<pb::SessionResponse>, tonic::Status>,
+    ) -> Result<pb::SessionResponse, Ended> {
+        let session = match reply {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                return Err(match leader_hint(&status) {
+                    Some(leader) if is_retryable(&status) => Ended::Moved(leader),
+                    _ => Ended::Failed(status),
+                });
+            }
+        };
+        if !session.managers.is_empty() && session.managers != self.managers {
+            self.managers = session.managers.clone();
+            let _ = self
+                .events
+                .try_send(SessionEvent::Managers(self.managers.clone()));
+        }
+        let desired = convert::pki_role(session.desired_role());
+        if desired != self.role {
+            let _ = self.events.try_send(SessionEvent::RoleChange(desired));
+        }
+        Ok(session)
+    }
+}
+
+enum Ended {
+    Stopped,
+    Moved(String),
+    Failed(tonic::Status),
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// Sleeps `period`; true if `stop` came first.
+async fn sleep_or_stop(period: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(period) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}

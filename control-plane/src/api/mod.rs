@@ -1,0 +1,11 @@
+//! The gRPC API: generated types and services (`pb`), conversions from store objects
+//! (`convert`), and the error every handler returns (`ApiError`), which decides the gRPC code
+//! and how the CLI shows it (docs/control-plane.md).
+
+pub mod convert;
+pub mod error;
+pub mod pb;
+
+pub use error::{
+    ApiError, LEADER_KEY, LOST_QUORUM, PLAIN_KEY, is_plain, is_retryable, leader_hint,
+};

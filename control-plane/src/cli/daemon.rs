@@ -1,0 +1,76 @@
+//! `hive daemon`: thin glue — parse, validate before binding, bind, run until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::daemon::config::{
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, DEFAULT_SHUTDOWN_GRACE, DEFAULT_SOCKET,
+    parse_listen_addr,
+};
+use crate::daemon::{self, DaemonConfig, Listeners};
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where the node keeps its swarm state (certificates, Raft store).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address other nodes connect to (IP:PORT).
+    #[arg(long, default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen_addr: String,
+    /// Address advertised to other nodes (IP, IP:PORT or interface); detected if omitted.
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// The local API socket the `hive` CLI uses.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// UDP port for VXLAN data traffic used by `swarm init` on this node (1024-49151).
+    #[arg(long)]
+    pub data_path_port: Option<u16>,
+    /// How long in-flight requests may run on SIGTERM/SIGINT (e.g. 10s).
+    #[arg(long, value_parser = super::output::parse_duration, default_value = "10s")]
+    pub shutdown_grace: std::time::Duration,
+}
+
+pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let config = DaemonConfig {
+        data_dir: args.data_dir,
+        listen_addr: parse_listen_addr(&args.listen_addr)?,
+        advertise_addr: args.advertise_addr,
+        socket: args.socket,
+        data_path_port: args.data_path_port,
+        shutdown_grace: if args.shutdown_grace.is_zero() {
+            DEFAULT_SHUTDOWN_GRACE
+        } else {
+            args.shutdown_grace
+        },
+    };
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the daemon's runtime")?;
+    runtime.block_on(async move {
+        let listeners = Listeners::bind(&config).await?;
+        daemon::run(config, listeners, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

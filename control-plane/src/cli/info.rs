@@ -1,0 +1,106 @@
+//! `hive info`: the swarm section of `docker info`, line for line
+//! (docker/cli `cli/command/system/info.go`, `printSwarmInfo`).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::output::{CliFailure, human_duration, run_client};
+use crate::api::pb;
+use crate::client::DaemonClient;
+use crate::manager::timers::{ELECTION_TIMEOUT_MIN_MS, RAFT_HEARTBEAT_MS};
+
+pub fn run(host: Option<&str>) -> anyhow::Result<ExitCode> {
+    run_client(async move {
+        let mut client = DaemonClient::connect(host).await?;
+        let info = client.swarm.info(pb::InfoRequest {}).await?.into_inner();
+        print!("{}", render(&info));
+        Ok::<(), CliFailure>(())
+    })
+}
+
+/// The text of `hive info`.
+pub fn render(info: &pb::InfoResponse) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Server:");
+    let _ = writeln!(out, " Server Version: {}", env!("CARGO_PKG_VERSION"));
+    let state = match info.state() {
+        pb::LocalNodeState::Inactive => "inactive",
+        pb::LocalNodeState::Pending => "pending",
+        pb::LocalNodeState::Active => "active",
+        pb::LocalNodeState::Error => "error",
+    };
+    let _ = writeln!(out, " Swarm: {state}");
+    if info.state() == pb::LocalNodeState::Error && !info.error.is_empty() {
+        let _ = writeln!(out, "  Error: {}", info.error);
+    }
+    if info.state() != pb::LocalNodeState::Active {
+        return out;
+    }
+    let _ = writeln!(out, "  NodeID: {}", info.node_id);
+    let _ = writeln!(out, "  Is Manager: {}", info.is_manager);
+    if info.is_manager {
+        let settings = info.settings.unwrap_or_default();
+        let _ = writeln!(out, "  ClusterID: {}", info.cluster_id);
+        let _ = writeln!(out, "  Managers: {}", info.managers);
+        let _ = writeln!(out, "  Nodes: {}", info.nodes);
+        if !info.default_addr_pool.is_empty() {
+            let _ = writeln!(
+                out,
+                "  Default Address Pool: {}",
+                info.default_addr_pool.join(" ")
+            );
+            let _ = writeln!(out, "  SubnetSize: {}", info.subnet_size);
+        }
+        if info.data_path_port > 0 {
+            let _ = writeln!(out, "  Data Path Port: {}", info.data_path_port);
+        }
+        let _ = writeln!(out, "  Orchestration:");
+        let _ = writeln!(
+            out,
+            "   Task History Retention Limit: {}",
+            settings.task_history_limit.unwrap_or(5)
+        );
+        // hive's Raft ticks are 100 ms (manager::timers), not Swarm's 1 s.
+        let _ = writeln!(out, "  Raft:");
+        let _ = writeln!(
+            out,
+            "   Snapshot Interval: {}",
+            settings.snapshot_interval.unwrap_or(10_000)
+        );
+        let _ = writeln!(out, "   Number of Old Snapshots to Retain: 0");
+        let _ = writeln!(out, "   Heartbeat Tick: 1");
+        let _ = writeln!(
+            out,
+            "   Election Tick: {}",
+            ELECTION_TIMEOUT_MIN_MS / RAFT_HEARTBEAT_MS
+        );
+        let _ = writeln!(out, "  Dispatcher:");
+        let _ = writeln!(
+            out,
+            "   Heartbeat Period: {}",
+            human_duration(Duration::from_millis(
+                settings.dispatcher_heartbeat_ms.unwrap_or(5_000)
+            ))
+        );
+        let _ = writeln!(out, "  CA Configuration:");
+        let _ = writeln!(
+            out,
+            "   Expiry Duration: {}",
+            human_duration(Duration::from_secs(
+                settings.cert_expiry_secs.unwrap_or(2160 * 3600)
+            ))
+        );
+        let _ = writeln!(out, "   Force Rotate: 0");
+        let _ = writeln!(out, "  Autolock Managers: false");
+        let _ = writeln!(out, "  Root Rotation In Progress: false");
+    }
+    let _ = writeln!(out, "  Node Address: {}", info.node_addr);
+    if !info.manager_addrs.is_empty() {
+        let _ = writeln!(out, "  Manager Addresses:");
+        for addr in &info.manager_addrs {
+            let _ = writeln!(out, "   {addr}");
+        }
+    }
+    out
+}

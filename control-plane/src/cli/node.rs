@@ -1,0 +1,539 @@
+//! `hive node ls|inspect|promote|demote|update|rm`, with docker's columns and texts
+//! (docker/cli `cli/command/node/*`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::output::{CliFailure, bytes_size, go_time, pretty, rfc3339, run_client, table};
+use super::swarm::{Availability, RoleArg};
+use crate::api::pb;
+use crate::client::DaemonClient;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes in the swarm.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Display detailed information on one or more nodes.
+    Inspect {
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
+        /// Node IDs, hostnames or `self`.
+        #[arg(default_value = "self")]
+        nodes: Vec<String>,
+    },
+    /// Promote one or more nodes to manager in the swarm.
+    Promote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Demote one or more nodes from manager in the swarm.
+    Demote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Update a node.
+    Update {
+        /// Availability of the node ("active", "pause", "drain").
+        #[arg(long, value_enum)]
+        availability: Option<Availability>,
+        /// Add or update a node label (key=value).
+        #[arg(long)]
+        label_add: Vec<String>,
+        /// Remove a node label if exists.
+        #[arg(long)]
+        label_rm: Vec<String>,
+        /// Role of the node ("worker", "manager").
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        node: String,
+    },
+    /// Remove one or more nodes from the swarm.
+    #[command(alias = "remove")]
+    Rm {
+        /// Force remove a node from the swarm.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
+    run_client(async move {
+        let mut client = DaemonClient::connect(host).await?;
+        match args.command {
+            NodeCommand::Ls { quiet } => {
+                let list = client
+                    .control
+                    .list_nodes(pb::ListNodesRequest {})
+                    .await?
+                    .into_inner();
+                print!("{}", render_ls(&list, quiet));
+            }
+            NodeCommand::Inspect { pretty, nodes } => {
+                let mut found = Vec::new();
+                for node in &nodes {
+                    found.push(
+                        client
+                            .control
+                            .inspect_node(pb::InspectNodeRequest { node: node.clone() })
+                            .await?
+                            .into_inner(),
+                    );
+                }
+                if pretty {
+                    let texts: Vec<String> = found.iter().map(render_pretty).collect();
+                    print!("{}", texts.join("\n\n"));
+                } else {
+                    let value: Vec<NodeJson> = found.iter().map(node_json).collect();
+                    println!("{}", indent_json(&value));
+                }
+            }
+            NodeCommand::Promote { nodes } => {
+                change_roles(&mut client, &nodes, pb::Role::Manager).await?;
+            }
+            NodeCommand::Demote { nodes } => {
+                change_roles(&mut client, &nodes, pb::Role::Worker).await?;
+            }
+            NodeCommand::Update {
+                availability,
+                label_add,
+                label_rm,
+                role,
+                node,
+            } => {
+                let mut labels = HashMap::new();
+                for pair in label_add {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+                    labels.insert(key.to_owned(), value.to_owned());
+                }
+                client
+                    .control
+                    .update_node(pb::UpdateNodeRequest {
+                        node: node.clone(),
+                        availability: availability.map(|a| pb::Availability::from(a).into()),
+                        label_add: labels,
+                        label_rm,
+                        role: role.map(|r| pb::Role::from(r).into()),
+                    })
+                    .await?;
+                println!("{node}");
+            }
+            NodeCommand::Rm { force, nodes } => {
+                let mut errors = Vec::new();
+                for node in nodes {
+                    match client
+                        .control
+                        .remove_node(pb::RemoveNodeRequest {
+                            node: node.clone(),
+                            force,
+                        })
+                        .await
+                    {
+                        Ok(_) => println!("{node}"),
+                        Err(status) => errors.push(crate::client::describe(&status)),
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(CliFailure::Usage(errors.join("\n")));
+                }
+            }
+        }
+        Ok::<(), CliFailure>(())
+    })
+}
+
+async fn change_roles(
+    client: &mut DaemonClient,
+    nodes: &[String],
+    role: pb::Role,
+) -> Result<(), CliFailure> {
+    for node in nodes {
+        let current = client
+            .control
+            .inspect_node(pb::InspectNodeRequest { node: node.clone() })
+            .await?
+            .into_inner();
+        let desired = current
+            .spec
+            .as_ref()
+            .map_or(pb::Role::Worker, |s| s.desired_role());
+        match (role, desired == role) {
+            (pb::Role::Manager, true) => println!("Node {node} is already a manager."),
+            (pb::Role::Worker, true) => println!("Node {node} is already a worker."),
+            _ => {
+                client
+                    .control
+                    .update_node(pb::UpdateNodeRequest {
+                        node: node.clone(),
+                        role: Some(role.into()),
+                        ..Default::default()
+                    })
+                    .await?;
+                match role {
+                    pb::Role::Manager => {
+                        println!("Node {node} promoted to a manager in the swarm.")
+                    }
+                    pb::Role::Worker => println!("Manager {node} demoted in the swarm."),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_name(state: pb::NodeState) -> &'static str {
+    match state {
+        pb::NodeState::Unknown => "unknown",
+        pb::NodeState::Down => "down",
+        pb::NodeState::Ready => "ready",
+        pb::NodeState::Disconnected => "disconnected",
+    }
+}
+
+fn availability_name(a: pb::Availability) -> &'static str {
+    match a {
+        pb::Availability::Active => "active",
+        pb::Availability::Pause => "pause",
+        pb::Availability::Drain => "drain",
+    }
+}
+
+fn reachability_name(r: pb::Reachability) -> &'static str {
+    match r {
+        pb::Reachability::Unknown => "unknown",
+        pb::Reachability::Unreachable => "unreachable",
+        pb::Reachability::Reachable => "reachable",
+    }
+}
+
+fn role_name(r: pb::Role) -> &'static str {
+    match r {
+        pb::Role::Worker => "worker",
+        pb::Role::Manager => "manager",
+    }
+}
+
+fn hostname(node: &pb::Node) -> &str {
+    node.description
+        .as_ref()
+        .map_or("", |d| d.hostname.as_str())
+}
+
+/// Natural order ("n2" before "n10"), as docker sorts `node ls` by hostname.
+fn natural_key(text: &str) -> Vec<(String, u64)> {
+    let mut parts = Vec::new();
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        let word: String = std::iter::from_fn(|| chars.next_if(|c| !c.is_ascii_digit())).collect();
+        let digits: String = std::iter::from_fn(|| chars.next_if(char::is_ascii_digit)).collect();
+        parts.push((word, digits.parse().unwrap_or(0)));
+    }
+    parts
+}
+
+fn manager_status(node: &pb::Node) -> String {
+    match &node.manager_status {
+        Some(m) if m.leader => "Leader".to_owned(),
+        Some(m) => pretty(reachability_name(m.reachability())),
+        None => String::new(),
+    }
+}
+
+/// `node ls`: docker's default table.
+pub fn render_ls(list: &pb::ListNodesResponse, quiet: bool) -> String {
+    let mut nodes: Vec<&pb::Node> = list.nodes.iter().collect();
+    nodes.sort_by_key(|n| natural_key(hostname(n)));
+    if quiet {
+        return nodes.iter().map(|n| format!("{}\n", n.id)).collect();
+    }
+    let mut rows = vec![
+        [
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "ENGINE VERSION",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for node in nodes {
+        let marker = if node.id == list.self_node_id {
+            "*"
+        } else {
+            " "
+        };
+        let status = node
+            .status
+            .as_ref()
+            .map_or(pb::NodeState::Unknown, |s| s.state());
+        let availability = node
+            .spec
+            .as_ref()
+            .map_or(pb::Availability::Active, |s| s.availability());
+        rows.push(vec![
+            format!("{} {marker}", node.id),
+            hostname(node).to_owned(),
+            pretty(state_name(status)),
+            pretty(availability_name(availability)),
+            manager_status(node),
+            node.description
+                .as_ref()
+                .map_or(String::new(), |d| d.engine_version.clone()),
+        ]);
+    }
+    table(&rows)
+}
+
+/// A node in the docker API's JSON shape, fields in docker's order (docker prints structs,
+/// so the order is the Go field order, not alphabetical).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeJson {
+    #[serde(rename = "ID")]
+    id: String,
+    version: VersionJson,
+    created_at: String,
+    updated_at: String,
+    spec: SpecJson,
+    description: DescriptionJson,
+    status: StatusJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manager_status: Option<ManagerStatusJson>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionJson {
+    index: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SpecJson {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    role: &'static str,
+    availability: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescriptionJson {
+    hostname: String,
+    platform: PlatformJson,
+    resources: ResourcesJson,
+    engine: EngineJson,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PlatformJson {
+    architecture: String,
+    #[serde(rename = "OS")]
+    os: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ResourcesJson {
+    #[serde(rename = "NanoCPUs")]
+    nano_cpus: i64,
+    #[serde(rename = "MemoryBytes")]
+    memory_bytes: i64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EngineJson {
+    engine_version: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StatusJson {
+    state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+    addr: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ManagerStatusJson {
+    leader: bool,
+    reachability: &'static str,
+    addr: String,
+}
+
+pub fn node_json(node: &pb::Node) -> NodeJson {
+    let spec = node.spec.clone().unwrap_or_default();
+    let description = node.description.clone().unwrap_or_default();
+    let status = node.status.clone().unwrap_or_default();
+    NodeJson {
+        id: node.id.clone(),
+        version: VersionJson {
+            index: node.version,
+        },
+        created_at: rfc3339(node.created_at.as_ref()),
+        updated_at: rfc3339(node.updated_at.as_ref()),
+        spec: SpecJson {
+            role: role_name(spec.desired_role()),
+            availability: availability_name(spec.availability()),
+            name: spec.name,
+            labels: spec.labels.into_iter().collect(),
+        },
+        description: DescriptionJson {
+            hostname: description.hostname,
+            platform: PlatformJson {
+                architecture: description.architecture,
+                os: description.os,
+            },
+            resources: ResourcesJson {
+                nano_cpus: description.nano_cpus,
+                memory_bytes: description.memory_bytes,
+            },
+            engine: EngineJson {
+                engine_version: description.engine_version,
+            },
+        },
+        status: StatusJson {
+            state: state_name(status.state()),
+            message: status.message,
+            addr: status.addr,
+        },
+        manager_status: node.manager_status.as_ref().map(|m| ManagerStatusJson {
+            leader: m.leader,
+            reachability: reachability_name(m.reachability()),
+            addr: m.addr.clone(),
+        }),
+    }
+}
+
+/// JSON indented with four spaces, as docker prints it.
+fn indent_json(value: &impl serde::Serialize) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    if value.serialize(&mut serializer).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `node inspect --pretty` (docker/cli `node-inspect-pretty` golden files).
+pub fn render_pretty(node: &pb::Node) -> String {
+    let spec = node.spec.clone().unwrap_or_default();
+    let description = node.description.clone().unwrap_or_default();
+    let status = node.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "ID:\t\t\t{}", node.id);
+    if !spec.name.is_empty() {
+        let _ = writeln!(out, "Name:\t\t\t{}", spec.name);
+    }
+    if !spec.labels.is_empty() {
+        let _ = writeln!(out, "Labels:");
+        let labels: std::collections::BTreeMap<_, _> = spec.labels.iter().collect();
+        for (key, value) in labels {
+            let _ = writeln!(out, " - {key}={value}");
+        }
+    }
+    let _ = writeln!(out, "Hostname:              \t{}", description.hostname);
+    let _ = writeln!(
+        out,
+        "Joined at:             \t{}",
+        go_time(node.created_at.as_ref())
+    );
+    let _ = writeln!(out, "Status:");
+    let _ = writeln!(out, " State:\t\t\t{}", pretty(state_name(status.state())));
+    if !status.message.is_empty() {
+        let _ = writeln!(out, " Message:              \t{}", status.message);
+    }
+    let _ = writeln!(
+        out,
+        " Availability:         \t{}",
+        pretty(availability_name(spec.availability()))
+    );
+    let _ = writeln!(out, " Address:\t\t{}", status.addr);
+    if let Some(m) = &node.manager_status {
+        let _ = writeln!(out, "Manager Status:");
+        let _ = writeln!(out, " Address:\t\t{}", m.addr);
+        let _ = writeln!(
+            out,
+            " Raft Status:\t\t{}",
+            pretty(reachability_name(m.reachability()))
+        );
+        let _ = writeln!(out, " Leader:\t\t{}", if m.leader { "Yes" } else { "No" });
+    }
+    let _ = writeln!(out, "Platform:");
+    let _ = writeln!(out, " Operating System:\t{}", description.os);
+    let _ = writeln!(out, " Architecture:\t\t{}", description.architecture);
+    let _ = writeln!(out, "Resources:");
+    let _ = writeln!(out, " CPUs:\t\t\t{}", description.nano_cpus / 1_000_000_000);
+    let _ = writeln!(out, " Memory:\t\t{}", bytes_size(description.memory_bytes));
+    let _ = writeln!(out, "Engine Version:\t\t{}", description.engine_version);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, host: &str, leader: Option<bool>) -> pb::Node {
+        pb::Node {
+            id: id.into(),
+            spec: Some(pb::NodeSpec::default()),
+            description: Some(pb::NodeDescription {
+                hostname: host.into(),
+                engine_version: "0.1.0".into(),
+                ..Default::default()
+            }),
+            status: Some(pb::NodeStatus {
+                state: pb::NodeState::Ready.into(),
+                ..Default::default()
+            }),
+            manager_status: leader.map(|leader| pb::ManagerStatus {
+                leader,
+                reachability: pb::Reachability::Reachable.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ls_marks_self_and_shows_manager_status_in_natural_order() {
+        let list = pb::ListNodesResponse {
+            nodes: vec![
+                node("bbbbbbbbbbbbbbbbbbbbbbbbb", "n10", None),
+                node("aaaaaaaaaaaaaaaaaaaaaaaaa", "n1", Some(true)),
+                node("ccccccccccccccccccccccccc", "n2", Some(false)),
+            ],
+            self_node_id: "aaaaaaaaaaaaaaaaaaaaaaaaa".into(),
+        };
+        assert_eq!(
+            render_ls(&list, false),
+            "ID                            HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION\n\
+             aaaaaaaaaaaaaaaaaaaaaaaaa *   n1         Ready     Active         Leader           0.1.0\n\
+             ccccccccccccccccccccccccc     n2         Ready     Active         Reachable        0.1.0\n\
+             bbbbbbbbbbbbbbbbbbbbbbbbb     n10        Ready     Active                          0.1.0\n"
+        );
+    }
+}

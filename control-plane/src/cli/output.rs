@@ -1,0 +1,266 @@
+//! Docker's text formats, shared by the swarm, node and info commands: tables as docker's
+//! tabwriter lays them out, Go durations, human durations and sizes, timestamps.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::api::pb;
+use crate::client::ClientError;
+
+/// Rows as docker's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)` prints them: every column but
+/// the last padded to its widest cell plus 3 spaces, and at least 10 wide.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns.saturating_sub(1)) {
+            widths[i] = widths[i].max((cell.chars().count() + 3).max(10));
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                let _ = write!(line, "{cell:<width$}", width = widths[i]);
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Go's `time.ParseDuration` syntax: `5s`, `1m30s`, `2160h`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration \"{text}\": use a number with a unit (ns, us, ms, s, m, h), e.g. 5s or 1h30m"
+        )
+    };
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// docker's `units.HumanDuration` ("5 seconds", "3 months").
+pub fn human_duration(d: Duration) -> String {
+    let seconds = d.as_secs();
+    let minutes = seconds / 60;
+    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
+    match seconds {
+        0 => "Less than a second".to_owned(),
+        1 => "1 second".to_owned(),
+        2..=59 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".to_owned(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".to_owned(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", seconds / 3600 / 24 / 365),
+    }
+}
+
+/// docker's `units.BytesSize` ("7.761GiB").
+pub fn bytes_size(bytes: i64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.4}");
+    let digits_before_point = text.find('.').unwrap_or(text.len());
+    let keep = 4usize.saturating_sub(digits_before_point);
+    let mut text = format!("{value:.keep$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text}{}", UNITS[unit])
+}
+
+/// Civil date and time of a Unix timestamp, UTC.
+fn civil(seconds: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (secs / 3600) as u32,
+        (secs % 3600 / 60) as u32,
+        (secs % 60) as u32,
+    )
+}
+
+/// RFC 3339 with nanoseconds, as the docker API's JSON shows times.
+pub fn rfc3339(t: Option<&pb::Timestamp>) -> String {
+    let t = t.copied().unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(t.seconds);
+    let mut text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+    if t.nanos > 0 {
+        let nanos = format!(".{:09}", t.nanos);
+        text.push_str(nanos.trim_end_matches('0'));
+    }
+    text.push('Z');
+    text
+}
+
+/// Go's `time.Time.String()` in UTC, as `node inspect --pretty` shows "Joined at".
+pub fn go_time(t: Option<&pb::Timestamp>) -> String {
+    let t = t.copied().unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(t.seconds);
+    let mut text = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");
+    if t.nanos > 0 {
+        text.push_str(format!(".{:09}", t.nanos).trim_end_matches('0'));
+    }
+    text.push_str(" +0000 utc");
+    text
+}
+
+/// Capitalises the first letter (docker's `command.PrettyPrint`).
+pub fn pretty(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Runs a CLI command's async body on a small runtime, printing a daemon error the way docker
+/// does (without anyhow's `Error:` prefix) and exiting 1.
+pub fn run_client<F>(body: F) -> anyhow::Result<std::process::ExitCode>
+where
+    F: std::future::Future<Output = Result<(), CliFailure>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(body) {
+        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+        Err(CliFailure::Client(err)) => {
+            eprintln!("{err}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+        Err(CliFailure::Usage(message)) => {
+            eprintln!("{message}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Why a client command failed.
+#[derive(Debug)]
+pub enum CliFailure {
+    Client(ClientError),
+    Usage(String),
+}
+
+impl From<ClientError> for CliFailure {
+    fn from(err: ClientError) -> Self {
+        Self::Client(err)
+    }
+}
+
+impl From<tonic::Status> for CliFailure {
+    fn from(status: tonic::Status) -> Self {
+        Self::Client(ClientError::Daemon(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_like_dockers_tabwriter() {
+        let rows = vec![
+            vec![
+                "ID".into(),
+                "HOSTNAME".into(),
+                "STATUS".into(),
+                "ENGINE VERSION".into(),
+            ],
+            vec![
+                "yg550ettvsjn6g6t840iaiwgb *".into(),
+                "swarm-test-01".into(),
+                "Ready".into(),
+                "23.0.3".into(),
+            ],
+        ];
+        assert_eq!(
+            table(&rows),
+            "ID                            HOSTNAME        STATUS    ENGINE VERSION\n\
+             yg550ettvsjn6g6t840iaiwgb *   swarm-test-01   Ready     23.0.3\n"
+        );
+    }
+
+    #[test]
+    fn durations_parse_and_print_like_go_and_docker() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            parse_duration("2160h0m0s").unwrap(),
+            Duration::from_secs(2160 * 3600)
+        );
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(human_duration(Duration::from_secs(2160 * 3600)), "3 months");
+    }
+
+    #[test]
+    fn times_and_sizes() {
+        let t = pb::Timestamp {
+            seconds: 1_257_894_000,
+            nanos: 0,
+        };
+        assert_eq!(rfc3339(Some(&t)), "2009-11-10T23:00:00Z");
+        assert_eq!(go_time(Some(&t)), "2009-11-10 23:00:00 +0000 utc");
+        assert_eq!(bytes_size(20 * 1024 * 1024), "20MiB");
+        assert_eq!(bytes_size(8_333_000_000), "7.761GiB");
+    }
+}

@@ -1,0 +1,259 @@
+//! `hive swarm init|join|join-token|leave|update`, with docker's flags and texts.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::output::{CliFailure, parse_duration, run_client};
+use crate::api::{convert, pb};
+use crate::client::DaemonClient;
+
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    #[command(subcommand)]
+    pub command: SwarmCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+impl From<Availability> for pb::Availability {
+    fn from(a: Availability) -> Self {
+        match a {
+            Availability::Active => pb::Availability::Active,
+            Availability::Pause => pb::Availability::Pause,
+            Availability::Drain => pb::Availability::Drain,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Worker,
+    Manager,
+}
+
+impl From<RoleArg> for pb::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Worker => pb::Role::Worker,
+            RoleArg::Manager => pb::Role::Manager,
+        }
+    }
+}
+
+/// Cluster settings shared by `init` and `update`.
+#[derive(Debug, Args, Default)]
+pub struct SettingsArgs {
+    /// Task history retention limit.
+    #[arg(long)]
+    pub task_history_limit: Option<i64>,
+    /// Dispatcher heartbeat period (e.g. 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub dispatcher_heartbeat: Option<Duration>,
+    /// Validity period for node certificates (e.g. 2160h0m0s).
+    #[arg(long, value_parser = parse_duration)]
+    pub cert_expiry: Option<Duration>,
+    /// Number of log entries between Raft snapshots.
+    #[arg(long)]
+    pub snapshot_interval: Option<u64>,
+}
+
+impl SettingsArgs {
+    fn to_pb(&self) -> pb::ClusterSettings {
+        pb::ClusterSettings {
+            task_history_limit: self.task_history_limit,
+            dispatcher_heartbeat_ms: self.dispatcher_heartbeat.map(convert::duration_ms),
+            cert_expiry_secs: self.cert_expiry.map(|d| d.as_secs()),
+            snapshot_interval: self.snapshot_interval,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Initialize a swarm.
+    Init {
+        /// Advertised address (format: "<ip|interface>[:port]").
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Listen address (format: "<ip|interface>[:port]").
+        #[arg(long)]
+        listen_addr: Option<String>,
+        /// Port number to use for data path traffic (1024 - 49151).
+        #[arg(long, default_value_t = 0)]
+        data_path_port: u32,
+        /// Default address pool in CIDR format.
+        #[arg(long)]
+        default_addr_pool: Vec<String>,
+        /// Default address pool subnet mask length.
+        #[arg(long, default_value_t = 24)]
+        default_addr_pool_mask_length: u32,
+        /// Force create a new cluster from current state.
+        #[arg(long)]
+        force_new_cluster: bool,
+        /// Availability of the node ("active", "pause", "drain").
+        #[arg(long, value_enum, default_value_t = Availability::Active)]
+        availability: Availability,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Join a swarm as a node and/or manager.
+    Join {
+        /// Token for entry into the swarm.
+        #[arg(long)]
+        token: String,
+        /// Advertised address (format: "<ip|interface>[:port]").
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Listen address (format: "<ip|interface>[:port]").
+        #[arg(long)]
+        listen_addr: Option<String>,
+        /// Availability of the node ("active", "pause", "drain").
+        #[arg(long, value_enum, default_value_t = Availability::Active)]
+        availability: Availability,
+        /// HOST:PORT of a manager.
+        remote: String,
+    },
+    /// Manage join tokens.
+    JoinToken {
+        /// Only display token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate join token.
+        #[arg(long)]
+        rotate: bool,
+        /// worker or manager.
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Leave the swarm.
+    Leave {
+        /// Force this node to leave the swarm, ignoring warnings.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Update the swarm.
+    Update {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+}
+
+pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
+    run_client(async move {
+        let mut client = DaemonClient::connect(host).await?;
+        match args.command {
+            SwarmCommand::Init {
+                advertise_addr,
+                listen_addr,
+                data_path_port,
+                default_addr_pool,
+                default_addr_pool_mask_length,
+                force_new_cluster,
+                availability,
+                settings,
+            } => {
+                let response = client
+                    .swarm
+                    .init(pb::InitRequest {
+                        advertise_addr: advertise_addr.unwrap_or_default(),
+                        listen_addr: listen_addr.unwrap_or_default(),
+                        data_path_port,
+                        default_addr_pool,
+                        subnet_size: default_addr_pool_mask_length,
+                        force_new_cluster,
+                        availability: pb::Availability::from(availability).into(),
+                        settings: Some(settings.to_pb()),
+                    })
+                    .await?
+                    .into_inner();
+                println!(
+                    "Swarm initialized: current node ({}) is now a manager.\n",
+                    response.node_id
+                );
+                println!("To add a worker to this swarm, run the following command:\n");
+                println!(
+                    "    hive swarm join --token {} {}\n",
+                    response.worker_token, response.manager_addr
+                );
+                println!(
+                    "To add a manager to this swarm, run 'hive swarm join-token manager' and follow the instructions.\n"
+                );
+            }
+            SwarmCommand::Join {
+                token,
+                advertise_addr,
+                listen_addr,
+                availability,
+                remote,
+            } => {
+                let response = client
+                    .swarm
+                    .join(pb::JoinRequest {
+                        token,
+                        remote_addr: remote,
+                        advertise_addr: advertise_addr.unwrap_or_default(),
+                        listen_addr: listen_addr.unwrap_or_default(),
+                        availability: pb::Availability::from(availability).into(),
+                    })
+                    .await?
+                    .into_inner();
+                let role = match response.role() {
+                    pb::Role::Manager => "manager",
+                    pb::Role::Worker => "worker",
+                };
+                println!("This node joined a swarm as a {role}.");
+            }
+            SwarmCommand::JoinToken {
+                quiet,
+                rotate,
+                role,
+            } => {
+                let name = match role {
+                    RoleArg::Worker => "worker",
+                    RoleArg::Manager => "manager",
+                };
+                let response = client
+                    .control
+                    .join_token(pb::JoinTokenRequest {
+                        role: pb::Role::from(role).into(),
+                        rotate,
+                    })
+                    .await?
+                    .into_inner();
+                if rotate && !quiet {
+                    println!("Successfully rotated {name} join token.\n");
+                }
+                if quiet {
+                    println!("{}", response.token);
+                } else {
+                    println!("To add a {name} to this swarm, run the following command:\n");
+                    println!(
+                        "    hive swarm join --token {} {}\n",
+                        response.token, response.manager_addr
+                    );
+                }
+            }
+            SwarmCommand::Leave { force } => {
+                client.swarm.leave(pb::LeaveRequest { force }).await?;
+                println!("Node left the swarm.");
+            }
+            SwarmCommand::Update { settings } => {
+                client
+                    .control
+                    .update_swarm(pb::UpdateSwarmRequest {
+                        settings: Some(settings.to_pb()),
+                    })
+                    .await?;
+                println!("Swarm updated.");
+            }
+        }
+        Ok::<(), CliFailure>(())
+    })
+}

@@ -1,0 +1,138 @@
+//! The CLI's side of the local API: which daemon to talk to (`-H`, `HIVE_HOST`, or inside
+//! `hive lab exec` the lab node's socket), the connection, and how daemon errors read — as
+//! docker's: `Error response from daemon: …`.
+
+use std::path::PathBuf;
+
+use tonic::transport::Channel;
+
+use crate::api::{is_plain, pb};
+use crate::daemon::config::DEFAULT_SOCKET;
+use crate::transport::unix_channel;
+
+/// Environment variable naming the daemon, as `DOCKER_HOST` does for docker.
+pub const HOST_ENV: &str = "HIVE_HOST";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "invalid daemon address \"{0}\": hive daemons listen on unix sockets; use -H unix:///path/to/hive.sock"
+    )]
+    BadHost(String),
+    #[error("Cannot connect to the hive daemon at unix://{}. Is the hive daemon running?", .0.display())]
+    Connect(PathBuf),
+    #[error("{}", describe(.0))]
+    Daemon(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Daemon(status)
+    }
+}
+
+/// How the CLI shows a daemon's error: the daemon's own refusals verbatim, the swarm API's as
+/// gRPC errors, both after docker's `Error response from daemon: `.
+pub fn describe(status: &tonic::Status) -> String {
+    if is_plain(status) {
+        format!("Error response from daemon: {}", status.message())
+    } else {
+        format!(
+            "Error response from daemon: rpc error: code = {} desc = {}",
+            code_name(status.code()),
+            status.message()
+        )
+    }
+}
+
+/// gRPC code names as grpc-go prints them.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The socket to use: `-H`, else `HIVE_HOST`, else the lab node's inside `hive lab exec`
+/// (`HIVE_LAB` and `HIVE_NODE`), else `/run/hive/hive.sock`.
+pub fn socket_path(host: Option<&str>) -> Result<PathBuf, ClientError> {
+    let host = host
+        .map(str::to_owned)
+        .or_else(|| std::env::var(HOST_ENV).ok().filter(|h| !h.is_empty()));
+    if let Some(host) = host {
+        let path = host
+            .strip_prefix("unix://")
+            .ok_or_else(|| ClientError::BadHost(host.clone()))?;
+        return Ok(PathBuf::from(path));
+    }
+    if let (Ok(lab), Ok(node)) = (std::env::var("HIVE_LAB"), std::env::var("HIVE_NODE"))
+        && let Ok(member) = node.parse()
+    {
+        return Ok(hive_dataplane::lab::naming::api_socket(&lab, member));
+    }
+    Ok(PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// A connection to one daemon's local API.
+#[derive(Debug, Clone)]
+pub struct DaemonClient {
+    pub swarm: pb::swarm_client::SwarmClient<Channel>,
+    pub control: pb::control_client::ControlClient<Channel>,
+}
+
+impl DaemonClient {
+    pub async fn connect(host: Option<&str>) -> Result<Self, ClientError> {
+        let path = socket_path(host)?;
+        let channel = unix_channel(&path)
+            .await
+            .map_err(|_| ClientError::Connect(path.clone()))?;
+        Ok(Self {
+            swarm: pb::swarm_client::SwarmClient::new(channel.clone()),
+            control: pb::control_client::ControlClient::new(channel),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_like_dockers() {
+        let status = tonic::Status::unknown(crate::api::LOST_QUORUM);
+        assert_eq!(
+            describe(&status),
+            "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online."
+        );
+        let status: tonic::Status = crate::api::ApiError::NotInSwarm.into();
+        assert_eq!(
+            describe(&status),
+            "Error response from daemon: This node is not part of a swarm"
+        );
+    }
+
+    #[test]
+    fn hosts_must_be_unix_sockets() {
+        assert_eq!(
+            socket_path(Some("unix:///tmp/x.sock")).unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+        assert!(socket_path(Some("tcp://1.2.3.4:2375")).is_err());
+    }
+}

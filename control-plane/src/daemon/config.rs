@@ -1,0 +1,179 @@
+//! `hive daemon`'s configuration, checked before anything is bound, and the address rules
+//! shared with `swarm init/join` (`--advertise-addr`, `--data-path-port`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/hive";
+pub const DEFAULT_SOCKET: &str = "/run/hive/hive.sock";
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:2377";
+/// The swarm port, when an address is given without one.
+pub const SWARM_PORT: u16 = 2377;
+/// How long in-flight requests may take to finish on SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    /// Where the node port listens (`--listen-addr`).
+    pub listen_addr: SocketAddr,
+    /// `--advertise-addr`: `IP`, `IP:port` or an interface name; `None` to detect.
+    pub advertise_addr: Option<String>,
+    pub socket: PathBuf,
+    /// `--data-path-port`: the VXLAN port a `swarm init` on this node uses unless told
+    /// otherwise (kept for the data plane).
+    pub data_path_port: Option<u16>,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--data-dir {0} must be an absolute path")]
+    RelativeDataDir(PathBuf),
+    #[error("--socket {0} must be an absolute path")]
+    RelativeSocket(PathBuf),
+    #[error("invalid --listen-addr \"{value}\": {reason}; use IP:PORT, e.g. 0.0.0.0:2377")]
+    ListenAddr { value: String, reason: String },
+    #[error(
+        "invalid advertise address \"{value}\": it must be an IP address, IP:PORT, or the name of an interface with an IPv4 address"
+    )]
+    AdvertiseAddr { value: String },
+    #[error(
+        "could not choose an IP address to advertise since this system has {found}; specify one with --advertise-addr"
+    )]
+    NoAdvertiseAddr { found: String },
+    #[error("--data-path-port {0} is out of range; use a UDP port from 1024 to 49151")]
+    DataPathPort(u32),
+}
+
+impl DaemonConfig {
+    /// Checks everything that can be checked before binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.data_dir.is_absolute() {
+            return Err(ConfigError::RelativeDataDir(self.data_dir.clone()));
+        }
+        if !self.socket.is_absolute() {
+            return Err(ConfigError::RelativeSocket(self.socket.clone()));
+        }
+        if let Some(addr) = &self.advertise_addr {
+            resolve_advertise(addr, self.listen_addr.port())?;
+        }
+        if let Some(port) = self.data_path_port {
+            check_data_path_port(u32::from(port))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::ListenAddr {
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// `0` means Swarm's default (4789).
+pub fn check_data_path_port(port: u32) -> Result<u32, ConfigError> {
+    match port {
+        0 => Ok(crate::manager::cluster::DEFAULT_DATA_PATH_PORT),
+        1024..=49151 => Ok(port),
+        other => Err(ConfigError::DataPathPort(other)),
+    }
+}
+
+/// `IP`, `IP:port` or an interface name to `IP:port` (`default_port` if none is given).
+pub fn resolve_advertise(value: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    let (name, port) = match value.rsplit_once(':') {
+        Some((name, port)) => (
+            name,
+            port.parse().map_err(|_| ConfigError::AdvertiseAddr {
+                value: value.to_owned(),
+            })?,
+        ),
+        None => (value, default_port),
+    };
+    interface_ipv4s()
+        .into_iter()
+        .find(|(interface, _)| interface == name)
+        .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), port))
+        .ok_or_else(|| ConfigError::AdvertiseAddr {
+            value: value.to_owned(),
+        })
+}
+
+/// The one non-loopback IPv4 address of this host, as docker picks it when no address is
+/// given; several or none is an error that says to choose.
+pub fn detect_advertise_ip() -> Result<IpAddr, ConfigError> {
+    let mut found: Vec<(String, std::net::Ipv4Addr)> = interface_ipv4s()
+        .into_iter()
+        .filter(|(_, ip)| !ip.is_loopback())
+        .collect();
+    found.sort();
+    found.dedup_by(|a, b| a.1 == b.1);
+    match found.as_slice() {
+        [(_, ip)] => Ok(IpAddr::V4(*ip)),
+        [] => Err(ConfigError::NoAdvertiseAddr {
+            found: "no IPv4 address outside loopback".to_owned(),
+        }),
+        many => Err(ConfigError::NoAdvertiseAddr {
+            found: format!(
+                "multiple addresses ({})",
+                many.iter()
+                    .map(|(i, ip)| format!("{ip} on {i}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        }),
+    }
+}
+
+fn interface_ipv4s() -> Vec<(String, std::net::Ipv4Addr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifaddr| {
+            let ip = ifaddr.address?.as_sockaddr_in()?.ip();
+            Some((ifaddr.interface_name, ip))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertise_addresses_take_the_swarm_port_by_default() {
+        assert_eq!(
+            resolve_advertise("192.168.77.1", 2377).unwrap(),
+            "192.168.77.1:2377".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_advertise("10.0.0.1:4000", 2377).unwrap(),
+            "10.0.0.1:4000".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_advertise("lo", 2377).unwrap(),
+            "127.0.0.1:2377".parse().unwrap()
+        );
+        assert!(resolve_advertise("no-such-interface0", 2377).is_err());
+    }
+
+    #[test]
+    fn data_path_port_follows_swarm_range() {
+        assert_eq!(check_data_path_port(0).unwrap(), 4789);
+        assert_eq!(check_data_path_port(4790).unwrap(), 4790);
+        assert!(check_data_path_port(80).is_err());
+        assert!(check_data_path_port(50000).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The local socket's services: `Swarm` (this node's membership) and `Control` (the cluster
+//! API, which the daemon answers through its manager — forwarded to the leader — and refuses
+//! with docker's texts on workers and nodes outside a swarm).
+
+use std::sync::Arc;
+
+use super::node::SwarmNode;
+use super::swarm;
+use crate::api::{ApiError, pb};
+use crate::manager::Manager;
+
+type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
+fn reply<T>(result: Result<T, ApiError>) -> Reply<T> {
+    result
+        .map(tonic::Response::new)
+        .map_err(tonic::Status::from)
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalSwarm {
+    node: Arc<SwarmNode>,
+}
+
+impl LocalSwarm {
+    pub fn new(node: Arc<SwarmNode>) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::swarm_server::Swarm for LocalSwarm {
+    async fn init(&self, r: tonic::Request<pb::InitRequest>) -> Reply<pb::InitResponse> {
+        reply(swarm::init(&self.node, r.into_inner()).await)
+    }
+
+    async fn join(&self, r: tonic::Request<pb::JoinRequest>) -> Reply<pb::JoinResponse> {
+        reply(swarm::join(&self.node, r.into_inner()).await)
+    }
+
+    async fn leave(&self, r: tonic::Request<pb::LeaveRequest>) -> Reply<pb::LeaveResponse> {
+        reply(swarm::leave(&self.node, r.into_inner()).await)
+    }
+
+    async fn info(&self, _: tonic::Request<pb::InfoRequest>) -> Reply<pb::InfoResponse> {
+        reply(swarm::info(&self.node).await)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalControl {
+    node: Arc<SwarmNode>,
+}
+
+impl LocalControl {
+    pub fn new(node: Arc<SwarmNode>) -> Self {
+        Self { node }
+    }
+
+    fn manager(&self) -> Result<Arc<Manager>, ApiError> {
+        let active = self.node.active().ok_or(ApiError::NoSwarmForCluster)?;
+        active.manager.clone().ok_or(ApiError::NotManager)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for LocalControl {
+    async fn inspect_swarm(
+        &self,
+        r: tonic::Request<pb::InspectSwarmRequest>,
+    ) -> Reply<pb::InspectSwarmResponse> {
+        let m = self.manager()?;
+        reply(m.inspect_swarm(r.into_inner()).await)
+    }
+
+    async fn update_swarm(
+        &self,
+        r: tonic::Request<pb::UpdateSwarmRequest>,
+    ) -> Reply<pb::InspectSwarmResponse> {
+        let m = self.manager()?;
+        reply(m.update_swarm(r.into_inner()).await)
+    }
+
+    async fn join_token(
+        &self,
+        r: tonic::Request<pb::JoinTokenRequest>,
+    ) -> Reply<pb::JoinTokenResponse> {
+        let m = self.manager()?;
+        let mut response = m.join_token(r.into_inner()).await?;
+        // `hive swarm join --token T ADDR` should name the manager the user is on.
+        response.manager_addr = m.addr.clone();
+        Ok(tonic::Response::new(response))
+    }
+
+    async fn list_nodes(
+        &self,
+        r: tonic::Request<pb::ListNodesRequest>,
+    ) -> Reply<pb::ListNodesResponse> {
+        let m = self.manager()?;
+        let mut response = m.list_nodes(r.into_inner()).await?;
+        response.self_node_id = m.node_id.clone();
+        Ok(tonic::Response::new(response))
+    }
+
+    async fn inspect_node(&self, r: tonic::Request<pb::InspectNodeRequest>) -> Reply<pb::Node> {
+        let m = self.manager()?;
+        let mut request = r.into_inner();
+        if request.node == "self" {
+            request.node = m.node_id.clone();
+        }
+        reply(m.inspect_node(request).await)
+    }
+
+    async fn update_node(&self, r: tonic::Request<pb::UpdateNodeRequest>) -> Reply<pb::Node> {
+        let m = self.manager()?;
+        reply(m.update_node(r.into_inner()).await)
+    }
+
+    async fn remove_node(
+        &self,
+        r: tonic::Request<pb::RemoveNodeRequest>,
+    ) -> Reply<pb::RemoveNodeResponse> {
+        let m = self.manager()?;
+        reply(m.remove_node(r.into_inner()).await)
+    }
+}

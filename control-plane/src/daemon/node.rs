@@ -1,0 +1,207 @@
+//! [`SwarmNode`]: the daemon's membership state — inactive, or active with credentials, an
+//! agent session and, on managers, a [`Manager`] — and the transitions between them. One
+//! transition at a time (`transition` lock); readers take a snapshot ([`SwarmNode::active`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::SystemTime;
+
+use rustls::ClientConfig;
+use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
+
+use super::DaemonError;
+use super::config::DaemonConfig;
+use super::node_file::{NodeFile, RAFT_DIR};
+use crate::agent::{Session, SessionEvent};
+use crate::manager::{Manager, ManagerParams, ManagerSlot};
+use crate::pki::{self, CertDir, ClientAuth, NodeCredentials};
+use crate::transport::TlsSlot;
+
+/// Events from the agent session waiting for the daemon.
+const EVENT_BACKLOG: usize = 16;
+
+/// A node in a swarm.
+#[derive(Debug)]
+pub struct Active {
+    pub file: NodeFile,
+    pub creds: Arc<NodeCredentials>,
+    pub client_tls: Arc<ClientConfig>,
+    pub manager: Option<Arc<Manager>>,
+    agent_stop: watch::Sender<bool>,
+}
+
+impl Active {
+    pub fn role(&self) -> pki::Role {
+        self.creds.identity().role
+    }
+}
+
+#[derive(Debug)]
+pub struct SwarmNode {
+    pub config: DaemonConfig,
+    /// Where the node port is actually bound.
+    pub listen_addr: SocketAddr,
+    pub tls: Arc<TlsSlot>,
+    pub managers: Arc<ManagerSlot>,
+    active: RwLock<Option<Arc<Active>>>,
+    /// Why the node could not resume its swarm membership at start, if it could not.
+    error: RwLock<Option<String>>,
+    transition: Mutex<()>,
+    events: mpsc::Sender<SessionEvent>,
+}
+
+impl SwarmNode {
+    /// The node as it was when the daemon last stopped: resumes the swarm membership on disk,
+    /// if any. A membership that cannot be resumed leaves the node inactive, with the reason
+    /// in `hive info`.
+    pub async fn start(config: DaemonConfig, listen_addr: SocketAddr) -> Arc<Self> {
+        let (events, receiver) = mpsc::channel(EVENT_BACKLOG);
+        let node = Arc::new(Self {
+            config,
+            listen_addr,
+            tls: TlsSlot::new(),
+            managers: ManagerSlot::new(),
+            active: RwLock::new(None),
+            error: RwLock::new(None),
+            transition: Mutex::new(()),
+            events,
+        });
+        tokio::spawn(handle_events(Arc::downgrade(&node), receiver));
+        if let Err(err) = node.resume().await {
+            tracing::error!(%err, "could not resume this node's swarm membership");
+            *node.error.write().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+        }
+        node
+    }
+
+    async fn resume(&self) -> Result<(), DaemonError> {
+        let _guard = self.lock().await;
+        let Some(file) = NodeFile::load(&self.config.data_dir)? else {
+            return Ok(());
+        };
+        let creds = CertDir::in_data_dir(&self.config.data_dir).load(SystemTime::now())?;
+        self.activate(file, creds).await?;
+        tracing::info!("resumed swarm membership");
+        Ok(())
+    }
+
+    /// Serialises membership transitions (init, join, leave, promotion, demotion).
+    pub async fn lock(&self) -> MutexGuard<'_, ()> {
+        self.transition.lock().await
+    }
+
+    /// The node's membership as it is now.
+    pub fn active(&self) -> Option<Arc<Active>> {
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn startup_error(&self) -> Option<String> {
+        self.error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts serving as a member: TLS on the node port with the node's certificate, the
+    /// manager if the node is one, and the agent's session. The caller holds the lock.
+    pub async fn activate(
+        &self,
+        file: NodeFile,
+        creds: NodeCredentials,
+    ) -> Result<Arc<Active>, DaemonError> {
+        let server = pki::server_config(&creds, ClientAuth::OptionalForJoin)?;
+        let client_tls = Arc::new(pki::client_config(&creds)?);
+        let manager = if creds.identity().role == pki::Role::Manager {
+            let raft_id = file.raft_id.ok_or(DaemonError::NoRaftId)?;
+            Some(
+                Manager::open(ManagerParams {
+                    dir: self.config.data_dir.join(RAFT_DIR),
+                    raft_id,
+                    node_id: file.node_id.clone(),
+                    cluster_id: file.cluster_id.clone(),
+                    addr: file.advertise_addr.clone(),
+                    tls: client_tls.clone(),
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        self.tls.set(Some(Arc::new(server)));
+        self.managers.set(manager.clone());
+        let mut managers = file.managers.clone();
+        if manager.is_some() {
+            // A manager's own dispatcher is the first to try: often it leads.
+            managers.retain(|a| *a != file.advertise_addr);
+            managers.insert(0, file.advertise_addr.clone());
+        }
+        let (agent_stop, stop) = watch::channel(false);
+        let session = Session {
+            tls: client_tls.clone(),
+            managers,
+            role: creds.identity().role,
+            events: self.events.clone(),
+        };
+        tokio::spawn(session.run(stop));
+        let active = Arc::new(Active {
+            file,
+            creds: Arc::new(creds),
+            client_tls,
+            manager,
+            agent_stop,
+        });
+        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active.clone());
+        *self.error.write().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(active)
+    }
+
+    /// Stops being a member (the files stay). The caller holds the lock.
+    pub async fn deactivate(&self) {
+        let active = self
+            .active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.managers.set(None);
+        if let Some(active) = active {
+            let _ = active.agent_stop.send(true);
+            if let Some(manager) = &active.manager {
+                manager.shutdown().await;
+            }
+        }
+        self.tls.set(None);
+    }
+
+    /// On daemon shutdown.
+    pub async fn shutdown(&self) {
+        let _guard = self.lock().await;
+        self.deactivate().await;
+    }
+
+    fn save_managers(&self, managers: Vec<String>) {
+        let Some(active) = self.active() else { return };
+        let mut file = active.file.clone();
+        if file.managers == managers {
+            return;
+        }
+        file.managers = managers;
+        if let Err(err) = file.save(&self.config.data_dir) {
+            tracing::warn!(%err, "could not record the managers' addresses");
+        }
+    }
+}
+
+/// Applies what the agent session learns, until the node is gone.
+async fn handle_events(node: Weak<SwarmNode>, mut events: mpsc::Receiver<SessionEvent>) {
+    while let Some(event) = events.recv().await {
+        let Some(node) = node.upgrade() else { return };
+        match event {
+            SessionEvent::Managers(managers) => node.save_managers(managers),
+            SessionEvent::RoleChange(role) => {
+                if let Err(err) = super::roles::reconcile(&node, role).await {
+                    tracing::warn!(%err, %role, "changing this node's role failed; will retry at the next heartbeat");
+                }
+            }
+        }
+    }
+}

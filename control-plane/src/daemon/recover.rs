@@ -1,0 +1,120 @@
+//! `swarm init --force-new-cluster`: a manager of a swarm that lost its quorum becomes the
+//! only member of a new Raft group that keeps the whole cluster state (objects, CA, tokens).
+//! The other managers are recorded as workers; they rejoin with a manager token, or are
+//! promoted again once they are back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::node::SwarmNode;
+use super::node_file::RAFT_DIR;
+use crate::api::{ApiError, pb};
+use crate::store::ReadView;
+use crate::store::objects::{Cluster, Network, Node, NodeRole, Service, Task};
+
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The caller holds the node's transition lock.
+pub async fn force_new_cluster(
+    node: &Arc<SwarmNode>,
+    request: &pb::InitRequest,
+) -> Result<pb::InitResponse, ApiError> {
+    let Some(active) = node.active() else {
+        return Err(ApiError::Refused(
+            "--force-new-cluster needs a node that was a manager of a swarm; this node is in no swarm (run `hive swarm init` without it)".to_owned(),
+        ));
+    };
+    let Some(manager) = active.manager.clone() else {
+        return Err(ApiError::Refused(
+            "--force-new-cluster must run on a manager; this node is a worker".to_owned(),
+        ));
+    };
+    if !request.advertise_addr.is_empty() {
+        tracing::warn!(
+            "--advertise-addr is ignored with --force-new-cluster: the manager keeps its address"
+        );
+    }
+    let read = |tx: &crate::store::ReadTx| {
+        Ok::<_, crate::store::StoreError>((
+            tx.list::<Cluster>()?,
+            tx.list::<Node>()?,
+            tx.list::<Service>()?,
+            tx.list::<Task>()?,
+            tx.list::<Network>()?,
+        ))
+    };
+    let (clusters, nodes, services, tasks, networks) = manager.store.view(read)?;
+    let raft_id = manager.raft_id;
+    let addr = manager.addr.clone();
+    let data_dir = node.config.data_dir.clone();
+    let mut file = active.file.clone();
+    file.managers = vec![addr.clone()];
+    let creds = crate::pki::CertDir::in_data_dir(&data_dir)
+        .load(std::time::SystemTime::now())
+        .map_err(|e| ApiError::internal("loading this node's certificates", e))?;
+
+    node.deactivate().await;
+    let old = data_dir.join(RAFT_DIR);
+    let backup = data_dir.join(format!(
+        "{RAFT_DIR}.before-force-new-cluster.{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    ));
+    std::fs::rename(&old, &backup)
+        .map_err(|e| ApiError::internal("moving the old store aside", e))?;
+    file.save(&data_dir)
+        .map_err(|e| ApiError::internal("saving the swarm state", e))?;
+    let active = node
+        .activate(file, creds)
+        .await
+        .map_err(|e| ApiError::internal("starting the new manager", e))?;
+    let manager = active
+        .manager
+        .clone()
+        .ok_or_else(|| ApiError::internal("starting the new manager", "no manager"))?;
+    manager.store.bootstrap(addr.clone()).await?;
+    manager
+        .store
+        .raft()
+        .wait(Some(ELECTION_TIMEOUT))
+        .current_leader(raft_id, "this manager leads the new cluster")
+        .await
+        .map_err(|e| ApiError::internal("electing the manager", e))?;
+    let worker_token = clusters
+        .first()
+        .map(|c| c.root_ca.join_tokens.worker.clone())
+        .unwrap_or_default();
+    manager
+        .store
+        .update(|tx| {
+            for cluster in clusters {
+                tx.create(cluster)?;
+            }
+            for mut other in nodes {
+                if other.id != active.file.node_id && other.spec.desired_role == NodeRole::Manager {
+                    other.spec.desired_role = NodeRole::Worker;
+                    other.role = NodeRole::Worker;
+                    other.manager_status = None;
+                }
+                tx.create(other)?;
+            }
+            for service in services {
+                tx.create(service)?;
+            }
+            for task in tasks {
+                tx.create(task)?;
+            }
+            for network in networks {
+                tx.create(network)?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    tracing::warn!(old_store = %backup.display(), "forced a new cluster from this manager's state");
+    Ok(pb::InitResponse {
+        node_id: active.file.node_id.clone(),
+        worker_token,
+        manager_addr: addr,
+    })
+}

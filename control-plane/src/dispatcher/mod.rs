@@ -1,0 +1,265 @@
+//! The dispatcher: agent sessions on the leader, and node liveness from their heartbeats.
+//!
+//! Every node (managers too) keeps a session with the leader: `Register` once, then a
+//! `Heartbeat` every period (`--dispatcher-heartbeat`, default 5 s). A node that misses
+//! [`GRACE_MULTIPLIER`] periods is marked `Down` in the store; its next heartbeat or register
+//! marks it `Ready` again. After a leader change the new leader knows no deadlines, so it
+//! gives every node twice the grace to find it (SwarmKit does the same), instead of marking
+//! everything down.
+//!
+//! Liveness has one entry point, [`Liveness::observe`], so that the gossip layer (a later
+//! issue) can report a node dead within a second through the same path the heartbeats use.
+
+pub mod liveness;
+pub mod service;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::{ApiError, convert, pb};
+use crate::manager::retry::update;
+use crate::store::objects::{Cluster, DispatcherConfig, Node, NodeState};
+use crate::store::types::{NodeId, RaftMetrics};
+use crate::store::{ReadView, Store};
+
+pub use liveness::{Liveness, Observation};
+pub use service::DispatcherService;
+
+/// Missed periods before a node is `Down` (SwarmKit `defaultGracePeriodMultiplier`).
+pub const GRACE_MULTIPLIER: u32 = 3;
+/// Extra factor for nodes the leader has not heard from since it took over.
+pub const NEW_LEADER_MULTIPLIER: u32 = 2;
+/// How often the leader looks for expired deadlines.
+const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The leader's side of agent sessions.
+#[derive(Debug)]
+pub struct Dispatcher {
+    store: Store,
+    liveness: Liveness,
+    sessions: Mutex<HashMap<String, String>>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            liveness: Liveness::default(),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where node liveness is reported (heartbeats here; gossip later).
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// The heartbeat period from the cluster settings.
+    pub fn period(&self) -> Duration {
+        self.store
+            .view(|tx| tx.list::<Cluster>())
+            .ok()
+            .and_then(|clusters| clusters.into_iter().next())
+            .map_or(DispatcherConfig::default().heartbeat_period, |c| {
+                c.spec.dispatcher.heartbeat_period
+            })
+    }
+
+    fn grace(&self, period: Duration) -> Duration {
+        period * GRACE_MULTIPLIER
+    }
+
+    /// A node opens a session: it is `Ready` from now on, at `addr`.
+    pub async fn register(
+        &self,
+        node_id: &str,
+        description: Option<&pb::NodeDescription>,
+        addr: IpAddr,
+        managers: Vec<String>,
+    ) -> Result<pb::SessionResponse, ApiError> {
+        let session_id =
+            crate::pki::random_id().map_err(|e| ApiError::internal("making a session ID", e))?;
+        let node = update(&self.store, |tx| {
+            tx.modify::<Node>(node_id, |node| {
+                node.status.state = NodeState::Ready;
+                node.status.message.clear();
+                node.status.addr = addr.to_string();
+                if let Some(description) = description {
+                    node.description = Some(convert::description_of(description));
+                }
+            })
+        })
+        .await
+        .map_err(|e| removed_or(node_id, e))?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id.to_owned(), session_id.clone());
+        let period = self.period();
+        self.liveness.observe(
+            node_id,
+            Observation::Alive {
+                grace: self.grace(period),
+            },
+        );
+        Ok(response(session_id, period, &node, managers))
+    }
+
+    /// A heartbeat within an open session.
+    pub async fn heartbeat(
+        &self,
+        node_id: &str,
+        session_id: &str,
+        managers: Vec<String>,
+    ) -> Result<pb::SessionResponse, ApiError> {
+        let known = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .is_some_and(|s| s == session_id);
+        if !known {
+            return Err(ApiError::Precondition(format!(
+                "session {session_id} of node {node_id} is not known to this leader; register again"
+            )));
+        }
+        let period = self.period();
+        self.liveness.observe(
+            node_id,
+            Observation::Alive {
+                grace: self.grace(period),
+            },
+        );
+        let mut node = self
+            .store
+            .view(|tx| tx.get::<Node>(node_id))?
+            .ok_or_else(|| removed(node_id))?;
+        if node.status.state != NodeState::Ready {
+            node = update(&self.store, |tx| {
+                tx.modify::<Node>(node_id, |node| {
+                    node.status.state = NodeState::Ready;
+                    node.status.message.clear();
+                })
+            })
+            .await
+            .map_err(|e| removed_or(node_id, e))?;
+        }
+        Ok(response(session_id.to_owned(), period, &node, managers))
+    }
+
+    /// Forgets a removed node.
+    pub fn forget(&self, node_id: &str) {
+        self.liveness.forget(node_id);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node_id);
+    }
+
+    /// Marks nodes down when their deadlines pass, while this manager leads; until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut metrics: watch::Receiver<RaftMetrics>,
+        raft_id: NodeId,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut leading = false;
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now_leading = metrics.borrow().current_leader == Some(raft_id);
+            if now_leading && !leading {
+                self.take_over();
+            }
+            if !now_leading && leading {
+                self.liveness.clear();
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            leading = now_leading;
+            if leading {
+                self.mark_expired_down().await;
+            }
+        }
+    }
+
+    /// A new leader: every node gets a longer first deadline to find it.
+    fn take_over(&self) {
+        let grace = self.grace(self.period()) * NEW_LEADER_MULTIPLIER;
+        match self.store.view(|tx| tx.list::<Node>()) {
+            Ok(nodes) => {
+                for node in nodes.iter().filter(|n| n.status.state != NodeState::Down) {
+                    self.liveness
+                        .observe(&node.id, Observation::Alive { grace });
+                }
+            }
+            Err(err) => tracing::warn!(%err, "dispatcher: reading nodes after taking over"),
+        }
+    }
+
+    async fn mark_expired_down(&self) {
+        for (node_id, reason) in self.liveness.expired() {
+            let result = update(&self.store, |tx| {
+                let Some(node) = tx.get::<Node>(&node_id)? else {
+                    return Ok(());
+                };
+                if node.status.state == NodeState::Down {
+                    return Ok(());
+                }
+                tx.modify::<Node>(&node_id, |node| {
+                    node.status.state = NodeState::Down;
+                    node.status.message = reason.clone();
+                })
+                .map(drop)
+            })
+            .await;
+            match result {
+                Ok(()) => tracing::info!(node = %node_id, %reason, "node is down"),
+                Err::<(), crate::store::StoreError>(err) => {
+                    tracing::warn!(node = %node_id, %err, "could not mark the node down; retrying");
+                    self.liveness
+                        .observe(&node_id, Observation::Dead { reason });
+                }
+            }
+        }
+    }
+}
+
+fn removed(node_id: &str) -> ApiError {
+    ApiError::NotFound {
+        kind: "node",
+        query: node_id.to_owned(),
+    }
+}
+
+fn removed_or(node_id: &str, error: crate::store::StoreError) -> ApiError {
+    match error.rejection() {
+        Some(crate::store::command::Rejection::NotFound { .. }) => removed(node_id),
+        _ => error.into(),
+    }
+}
+
+fn response(
+    session_id: String,
+    period: Duration,
+    node: &Node,
+    managers: Vec<String>,
+) -> pb::SessionResponse {
+    pb::SessionResponse {
+        session_id,
+        period_ms: convert::duration_ms(period),
+        desired_role: convert::role(node.spec.desired_role).into(),
+        managers,
+    }
+}

@@ -1,0 +1,62 @@
+//! The `Dispatcher` gRPC service: any node of the swarm, answered by the leader only (the
+//! caller's identity is the session's, so the call cannot be forwarded; a follower names the
+//! leader instead).
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, pb};
+use crate::manager::ManagerSlot;
+use crate::pki::Role;
+use crate::transport::PeerInfo;
+
+#[derive(Debug, Clone)]
+pub struct DispatcherService {
+    managers: Arc<ManagerSlot>,
+}
+
+impl DispatcherService {
+    pub fn new(managers: Arc<ManagerSlot>) -> Self {
+        Self { managers }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::dispatcher_server::Dispatcher for DispatcherService {
+    async fn register(
+        &self,
+        request: tonic::Request<pb::RegisterRequest>,
+    ) -> Result<tonic::Response<pb::SessionResponse>, tonic::Status> {
+        let (manager, caller) = self.managers.authorize(&request, Role::Worker)?;
+        manager.require_leader()?;
+        let addr = PeerInfo::of(&request)
+            .map(|p| p.remote.ip())
+            .ok_or_else(|| ApiError::internal("reading the caller's address", "no peer info"))?;
+        let response = manager
+            .dispatcher
+            .register(
+                &caller.node_id,
+                request.get_ref().description.as_ref(),
+                addr,
+                manager.manager_addrs()?,
+            )
+            .await?;
+        Ok(tonic::Response::new(response))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: tonic::Request<pb::HeartbeatRequest>,
+    ) -> Result<tonic::Response<pb::SessionResponse>, tonic::Status> {
+        let (manager, caller) = self.managers.authorize(&request, Role::Worker)?;
+        manager.require_leader()?;
+        let response = manager
+            .dispatcher
+            .heartbeat(
+                &caller.node_id,
+                &request.get_ref().session_id,
+                manager.manager_addrs()?,
+            )
+            .await?;
+        Ok(tonic::Response::new(response))
+    }
+}

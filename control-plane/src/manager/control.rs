@@ -1,0 +1,177 @@
+//! The `Control` service on the node port (a manager certificate needed), and the routing that
+//! both it and the local daemon use: answer here if this manager leads, else forward to the
+//! leader.
+
+use std::sync::Arc;
+
+use super::{Manager, ManagerSlot, cluster, nodes, request_with_timeout, timers};
+use crate::api::{ApiError, pb};
+use crate::pki::Role;
+
+/// Routes one Control call: runs `$op(&manager, request)` on the leader, forwarding it with
+/// `ControlClient::$method` when another manager leads.
+macro_rules! leader_call {
+    ($manager:expr, $request:expr, $op:path, $method:ident) => {{
+        let manager: &Arc<Manager> = $manager;
+        let request = $request;
+        manager
+            .with_leader(|channel| {
+                let (manager, request) = (manager.clone(), request.clone());
+                async move {
+                    match channel {
+                        None => $op(&manager, request).await,
+                        Some(channel) => pb::control_client::ControlClient::new(channel)
+                            .$method(request_with_timeout(request, timers::PEER_CALL_TIMEOUT))
+                            .await
+                            .map(tonic::Response::into_inner)
+                            .map_err(ApiError::Remote),
+                    }
+                }
+            })
+            .await
+    }};
+}
+
+async fn list_nodes(
+    manager: &Manager,
+    _: pb::ListNodesRequest,
+) -> Result<pb::ListNodesResponse, ApiError> {
+    nodes::list(manager).await
+}
+
+async fn inspect_swarm(
+    manager: &Manager,
+    _: pb::InspectSwarmRequest,
+) -> Result<pb::InspectSwarmResponse, ApiError> {
+    cluster::inspect(manager).await
+}
+
+/// The cluster API of one manager, routed to the leader.
+impl Manager {
+    pub async fn inspect_swarm(
+        self: &Arc<Self>,
+        r: pb::InspectSwarmRequest,
+    ) -> Result<pb::InspectSwarmResponse, ApiError> {
+        leader_call!(self, r, inspect_swarm, inspect_swarm)
+    }
+
+    pub async fn update_swarm(
+        self: &Arc<Self>,
+        r: pb::UpdateSwarmRequest,
+    ) -> Result<pb::InspectSwarmResponse, ApiError> {
+        leader_call!(self, r, cluster::update, update_swarm)
+    }
+
+    pub async fn join_token(
+        self: &Arc<Self>,
+        r: pb::JoinTokenRequest,
+    ) -> Result<pb::JoinTokenResponse, ApiError> {
+        leader_call!(self, r, cluster::join_token, join_token)
+    }
+
+    pub async fn list_nodes(
+        self: &Arc<Self>,
+        r: pb::ListNodesRequest,
+    ) -> Result<pb::ListNodesResponse, ApiError> {
+        leader_call!(self, r, list_nodes, list_nodes)
+    }
+
+    pub async fn inspect_node(
+        self: &Arc<Self>,
+        r: pb::InspectNodeRequest,
+    ) -> Result<pb::Node, ApiError> {
+        leader_call!(self, r, nodes::inspect, inspect_node)
+    }
+
+    pub async fn update_node(
+        self: &Arc<Self>,
+        r: pb::UpdateNodeRequest,
+    ) -> Result<pb::Node, ApiError> {
+        leader_call!(self, r, nodes::update, update_node)
+    }
+
+    pub async fn remove_node(
+        self: &Arc<Self>,
+        r: pb::RemoveNodeRequest,
+    ) -> Result<pb::RemoveNodeResponse, ApiError> {
+        leader_call!(self, r, nodes::remove, remove_node)
+    }
+}
+
+/// `Control` on the node port: managers only (a worker's certificate is refused with
+/// `PermissionDenied`), then routed like a local call.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    managers: Arc<ManagerSlot>,
+}
+
+impl ControlService {
+    pub fn new(managers: Arc<ManagerSlot>) -> Self {
+        Self { managers }
+    }
+
+    fn manager<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Manager>, ApiError> {
+        Ok(self.managers.authorize(request, Role::Manager)?.0)
+    }
+}
+
+type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
+fn reply<T>(result: Result<T, ApiError>) -> Reply<T> {
+    result
+        .map(tonic::Response::new)
+        .map_err(tonic::Status::from)
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    async fn inspect_swarm(
+        &self,
+        r: tonic::Request<pb::InspectSwarmRequest>,
+    ) -> Reply<pb::InspectSwarmResponse> {
+        let m = self.manager(&r)?;
+        reply(m.inspect_swarm(r.into_inner()).await)
+    }
+
+    async fn update_swarm(
+        &self,
+        r: tonic::Request<pb::UpdateSwarmRequest>,
+    ) -> Reply<pb::InspectSwarmResponse> {
+        let m = self.manager(&r)?;
+        reply(m.update_swarm(r.into_inner()).await)
+    }
+
+    async fn join_token(
+        &self,
+        r: tonic::Request<pb::JoinTokenRequest>,
+    ) -> Reply<pb::JoinTokenResponse> {
+        let m = self.manager(&r)?;
+        reply(m.join_token(r.into_inner()).await)
+    }
+
+    async fn list_nodes(
+        &self,
+        r: tonic::Request<pb::ListNodesRequest>,
+    ) -> Reply<pb::ListNodesResponse> {
+        let m = self.manager(&r)?;
+        reply(m.list_nodes(r.into_inner()).await)
+    }
+
+    async fn inspect_node(&self, r: tonic::Request<pb::InspectNodeRequest>) -> Reply<pb::Node> {
+        let m = self.manager(&r)?;
+        reply(m.inspect_node(r.into_inner()).await)
+    }
+
+    async fn update_node(&self, r: tonic::Request<pb::UpdateNodeRequest>) -> Reply<pb::Node> {
+        let m = self.manager(&r)?;
+        reply(m.update_node(r.into_inner()).await)
+    }
+
+    async fn remove_node(
+        &self,
+        r: tonic::Request<pb::RemoveNodeRequest>,
+    ) -> Reply<pb::RemoveNodeResponse> {
+        let m = self.manager(&r)?;
+        reply(m.remove_node(r.into_inner()).await)
+    }
+}

@@ -1,0 +1,313 @@
+//! A manager: the cluster store (Raft member), the view of the other managers, the
+//! dispatcher, and the leader-side API (`control`, `ca`, `membership`). SwarmKit's manager
+//! split, minus the orchestrators, allocator and scheduler, which later issues add as loops
+//! started by [`Manager::leadership`] (docs/control-plane.md, "For later issues").
+//!
+//! Every API call that reads or writes the cluster is answered by the leader: other managers
+//! forward it ([`Manager::with_leader`]), as SwarmKit's raft proxy does, so every manager shows
+//! the same state and the same errors.
+
+pub mod ca;
+pub mod cluster;
+pub mod control;
+pub mod membership;
+pub mod nodes;
+pub mod retry;
+pub mod timers;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::api::{ApiError, pb};
+use crate::dispatcher::Dispatcher;
+use crate::pki::{self, NodeIdentity};
+use crate::raft_net::{GrpcRaftNetwork, Peers, probe_loop};
+use crate::store::objects::{Cluster, Node, Reachability};
+use crate::store::types::NodeId;
+use crate::store::{ReadView, Store, StoreConfig, StoreError};
+use crate::transport::PeerInfo;
+
+pub use control::ControlService;
+
+/// Where this node's store lives and who it is.
+#[derive(Debug, Clone)]
+pub struct ManagerParams {
+    /// `<data-dir>/raft`.
+    pub dir: PathBuf,
+    pub raft_id: NodeId,
+    pub node_id: String,
+    pub cluster_id: String,
+    /// This manager's advertise address and port (other managers reach it there).
+    pub addr: String,
+    /// This node's mTLS client configuration.
+    pub tls: Arc<ClientConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("cannot start the cluster store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running manager. Dropping the last handle does not stop Raft; call [`Manager::shutdown`].
+#[derive(Debug)]
+pub struct Manager {
+    pub store: Store,
+    pub raft_id: NodeId,
+    pub node_id: String,
+    pub cluster_id: String,
+    pub addr: String,
+    pub peers: Arc<Peers>,
+    pub dispatcher: Arc<Dispatcher>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Who answers cluster API calls right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This manager leads and reaches a majority.
+    Leader,
+    /// Another manager leads, at this address.
+    Forward { addr: String },
+    /// No leader is known, or this one lost its majority.
+    NoLeader,
+}
+
+impl Manager {
+    /// Opens the store in `params.dir` and starts the manager's background work (probes of
+    /// the other managers, the dispatcher while leading).
+    pub async fn open(params: ManagerParams) -> Result<Arc<Self>, ManagerError> {
+        let peers = Peers::new(params.tls.clone());
+        let mut config = StoreConfig::new(&params.dir, params.raft_id);
+        timers::apply(&mut config);
+        let store = Store::open(config, GrpcRaftNetwork::new(peers.clone())).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let dispatcher = Dispatcher::new(store.clone());
+        let tasks = vec![
+            tokio::spawn(probe_loop(
+                peers.clone(),
+                params.raft_id,
+                store.metrics(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(
+                dispatcher
+                    .clone()
+                    .run(store.metrics(), params.raft_id, stop_rx),
+            ),
+        ];
+        Ok(Arc::new(Self {
+            store,
+            raft_id: params.raft_id,
+            node_id: params.node_id,
+            cluster_id: params.cluster_id,
+            addr: params.addr,
+            peers,
+            dispatcher,
+            stop,
+            tasks,
+        }))
+    }
+
+    /// Stops the background work and the Raft node. The store's files stay.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(err) = self.store.shutdown().await {
+            tracing::warn!(%err, "stopping the cluster store");
+        }
+    }
+
+    /// Raft state changes, for loops that run only on the leader (the dispatcher's liveness
+    /// loop; later the orchestrators, allocator and scheduler): run while
+    /// `current_leader == raft_id`.
+    pub fn leadership(&self) -> watch::Receiver<crate::store::types::RaftMetrics> {
+        self.store.metrics()
+    }
+
+    /// The current voters of the Raft group.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.store
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    pub fn route(&self) -> Route {
+        match self.store.leader() {
+            Some((id, _)) if id == self.raft_id => {
+                if self.peers.has_quorum(self.raft_id, &self.voters()) {
+                    Route::Leader
+                } else {
+                    Route::NoLeader
+                }
+            }
+            Some((_, Some(node))) => Route::Forward {
+                addr: node.api_addr,
+            },
+            _ => Route::NoLeader,
+        }
+    }
+
+    /// Fails unless this manager is the leader; the error names the leader so the caller can
+    /// go there (for calls whose caller identity matters and so cannot be forwarded).
+    pub fn require_leader(&self) -> Result<(), ApiError> {
+        match self.route() {
+            Route::Leader => Ok(()),
+            Route::Forward { addr } => Err(ApiError::NotLeader { addr }),
+            Route::NoLeader => Err(ApiError::NoLeader),
+        }
+    }
+
+    /// Runs `attempt` where the leader is: with `None` here if this manager leads, or with a
+    /// channel to the leader. While the leader is unknown or unreachable (an election is
+    /// running), retries for up to [`timers::LEADER_WAIT`], then fails with docker's
+    /// lost-quorum error.
+    pub async fn with_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
+    where
+        F: FnMut(Option<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let deadline = Instant::now() + timers::LEADER_WAIT;
+        loop {
+            let outcome = match self.route() {
+                Route::Leader => attempt(None).await,
+                Route::Forward { addr } => match self.peers.channel(&addr) {
+                    Ok(channel) => attempt(Some(channel)).await,
+                    Err(err) => Err(ApiError::Unavailable(err.to_string())),
+                },
+                Route::NoLeader => Err(ApiError::NoLeader),
+            };
+            match outcome {
+                Err(err) if err.is_retryable() => {
+                    if Instant::now() >= deadline {
+                        tracing::debug!(%err, "no leader answered in time");
+                        return Err(ApiError::NoLeader);
+                    }
+                    tokio::time::sleep(timers::LEADER_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A store update for the API (retried on version conflicts) that gives up with the
+    /// lost-quorum error as soon as this manager no longer reaches a majority, instead of
+    /// waiting out the write timeout. The change may still commit later if the majority
+    /// returns, as in Swarm.
+    pub async fn update<T>(
+        &self,
+        change: impl FnMut(&mut crate::store::WriteTx) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let write = retry::update(&self.store, change);
+        let quorum_lost = async {
+            loop {
+                tokio::time::sleep(timers::LEADER_RETRY).await;
+                if self.route() == Route::NoLeader {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = write => result,
+            () = quorum_lost => Err(ApiError::NoLeader),
+        }
+    }
+
+    /// The one cluster object.
+    pub fn cluster(&self) -> Result<Cluster, ApiError> {
+        let clusters = self.store.view(|tx| tx.list::<Cluster>())?;
+        clusters
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("reading the cluster object", "there is none"))
+    }
+
+    /// Addresses of the managers, the leader first (for agents and joining nodes).
+    pub fn manager_addrs(&self) -> Result<Vec<String>, ApiError> {
+        let nodes = self.store.view(|tx| tx.list::<Node>())?;
+        let mut addrs: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.manager_status.as_ref())
+            .map(|m| m.addr.clone())
+            .filter(|a| !a.is_empty())
+            .collect();
+        addrs.sort_by_key(|a| *a != self.addr);
+        addrs.dedup();
+        Ok(addrs)
+    }
+
+    /// A node as the API shows it, with leader and reachability as this manager sees them.
+    pub fn node_view(&self, node: &Node) -> pb::Node {
+        let leader = self.store.leader().map(|(id, _)| id);
+        crate::api::convert::node(node, |status| {
+            let reach = if status.raft_id == self.raft_id {
+                Reachability::Reachable
+            } else {
+                self.peers.reachability(status.raft_id)
+            };
+            (leader == Some(status.raft_id), reach)
+        })
+    }
+}
+
+/// The manager this node runs, if it is one; shared by the services of the node port.
+#[derive(Debug, Default)]
+pub struct ManagerSlot(RwLock<Option<Arc<Manager>>>);
+
+impl ManagerSlot {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn get(&self) -> Option<Arc<Manager>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, manager: Option<Arc<Manager>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = manager;
+    }
+
+    /// The manager, and the caller's identity if its certificate is of this swarm and has
+    /// `role`.
+    pub fn authorize<T>(
+        &self,
+        request: &tonic::Request<T>,
+        role: pki::Role,
+    ) -> Result<(Arc<Manager>, NodeIdentity), ApiError> {
+        let manager = self.manager()?;
+        let certs = PeerInfo::of(request).and_then(PeerInfo::certs);
+        let identity = pki::authorize(certs, &manager.cluster_id, role)?;
+        Ok((manager, identity))
+    }
+
+    /// The manager, for calls that need no caller certificate.
+    pub fn manager(&self) -> Result<Arc<Manager>, ApiError> {
+        self.get().ok_or_else(|| {
+            ApiError::Unavailable(
+                "this node is not a manager of the swarm (any more); call a manager".to_owned(),
+            )
+        })
+    }
+}
+
+/// A request bounded by `timeout`, for calls to other managers.
+pub fn request_with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}

@@ -1,0 +1,135 @@
+//! Leader-side node operations: list, inspect, update (availability, labels, role), remove.
+//! Refusals carry SwarmKit's texts (`manager/controlapi/node.go`).
+
+use std::collections::BTreeSet;
+
+use super::Manager;
+use crate::api::{ApiError, convert, pb};
+use crate::store::ReadView;
+use crate::store::objects::{Node, NodeRole, NodeState};
+
+pub async fn list(manager: &Manager) -> Result<pb::ListNodesResponse, ApiError> {
+    let nodes = manager.store.view(|tx| tx.list::<Node>())?;
+    Ok(pb::ListNodesResponse {
+        nodes: nodes.iter().map(|n| manager.node_view(n)).collect(),
+        self_node_id: String::new(),
+    })
+}
+
+pub async fn inspect(
+    manager: &Manager,
+    request: pb::InspectNodeRequest,
+) -> Result<pb::Node, ApiError> {
+    let node = manager.store.view(|tx| tx.lookup::<Node>(&request.node))?;
+    Ok(manager.node_view(&node))
+}
+
+pub async fn update(
+    manager: &Manager,
+    request: pb::UpdateNodeRequest,
+) -> Result<pb::Node, ApiError> {
+    let desired_role = request.role.map(|_| request.role());
+    let availability = request.availability.map(|_| request.availability());
+    let voters = manager.voters();
+    let (node, demoted) = manager
+        .update(|tx| {
+            let mut node = tx.lookup::<Node>(&request.node)?;
+            let mut demoted = None;
+            if let Some(role) = desired_role.map(convert::node_role) {
+                if node.spec.desired_role == NodeRole::Manager && role == NodeRole::Worker {
+                    demoted = Some(check_demotion(manager, &*tx, &node, &voters)?);
+                    node.role = NodeRole::Worker;
+                    node.manager_status = None;
+                }
+                node.spec.desired_role = role;
+            }
+            if let Some(availability) = availability {
+                node.spec.availability = convert::node_availability(availability);
+            }
+            for key in &request.label_rm {
+                if node.spec.annotations.labels.remove(key).is_none() {
+                    return Err(ApiError::Invalid(format!(
+                        "key {key} doesn't exist in node's labels"
+                    )));
+                }
+            }
+            for (key, value) in &request.label_add {
+                node.spec
+                    .annotations
+                    .labels
+                    .insert(key.clone(), value.clone());
+            }
+            tx.update(node.clone())?;
+            Ok::<_, ApiError>((node, demoted.flatten()))
+        })
+        .await?;
+    if let Some(raft_id) = demoted {
+        tracing::info!(node = %node.id, raft_id, "removing a demoted manager from the Raft group");
+        manager.store.remove_manager(raft_id).await?;
+    }
+    let node = manager
+        .store
+        .view(|tx| tx.get::<Node>(&node.id))?
+        .unwrap_or(node);
+    Ok(manager.node_view(&node))
+}
+
+/// SwarmKit's demotion checks; the Raft member to remove, if the node is one.
+fn check_demotion(
+    manager: &Manager,
+    tx: &impl ReadView,
+    node: &Node,
+    voters: &BTreeSet<u64>,
+) -> Result<Option<u64>, ApiError> {
+    let managers = tx.find::<Node>(|n| n.spec.desired_role == NodeRole::Manager)?;
+    if managers.len() == 1 && managers[0].id == node.id {
+        return Err(ApiError::Precondition(
+            "attempting to demote the last manager of the swarm".to_owned(),
+        ));
+    }
+    let Some(raft_id) = node.manager_status.as_ref().map(|m| m.raft_id) else {
+        return Ok(None);
+    };
+    if !voters.contains(&raft_id) {
+        return Ok(None);
+    }
+    let remaining: BTreeSet<u64> = voters.iter().copied().filter(|id| *id != raft_id).collect();
+    if !manager.peers.has_quorum(manager.raft_id, &remaining) {
+        return Err(ApiError::Precondition(
+            "can't remove member from the raft: this would result in a loss of quorum".to_owned(),
+        ));
+    }
+    Ok(Some(raft_id))
+}
+
+pub async fn remove(
+    manager: &Manager,
+    request: pb::RemoveNodeRequest,
+) -> Result<pb::RemoveNodeResponse, ApiError> {
+    let voters = manager.voters();
+    let id = manager.update(|tx| {
+            let node = tx.lookup::<Node>(&request.node)?;
+            let member = node
+                .manager_status
+                .as_ref()
+                .is_some_and(|m| voters.contains(&m.raft_id));
+            if node.spec.desired_role == NodeRole::Manager && member {
+                return Err(ApiError::Precondition(format!(
+                    "node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
+                    node.id
+                )));
+            }
+            if !request.force && node.status.state == NodeState::Ready {
+                return Err(ApiError::Precondition(format!(
+                    "node {} is not down and can't be removed",
+                    node.id
+                )));
+            }
+            tx.delete::<Node>(&node.id)?;
+            Ok::<_, ApiError>(node.id)
+        })
+        .await?;
+    manager.dispatcher.forget(&id);
+    // TODO(#4): revoke the removed node's certificate (SwarmKit keeps a blacklist until expiry).
+    Ok(pb::RemoveNodeResponse { node_id: id })
+}

@@ -1,0 +1,40 @@
+//! The control plane's timers, in one place, with the reasons (docs/control-plane.md).
+//!
+//! Swarm elects a new leader 10–20 s after the old one died (1 s tick, election after 10–20
+//! ticks). hive's managers talk over loopback or a LAN where a round trip is well under a
+//! millisecond, so the same safety margins fit in far less time:
+//! - the leader heartbeats every 100 ms;
+//! - a follower that heard nothing for a random 600–1200 ms stands for election: six
+//!   missed heartbeats at the least, so a scheduling hiccup of a busy host does not depose a
+//!   healthy leader, and a randomised window twice as wide as its start keeps two followers
+//!   from splitting the vote often;
+//! - so a dead leader is replaced in about 0.6–1.3 s.
+
+use std::time::Duration;
+
+use crate::store::StoreConfig;
+
+pub const RAFT_HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 1_200;
+
+/// How long a write may wait to be committed before the caller is told.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a forwarded call waits for a leader to appear (an election in progress) before
+/// failing with the lost-quorum error: a few election timeouts.
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Pause between attempts to reach the leader.
+pub const LEADER_RETRY: Duration = Duration::from_millis(100);
+/// Bound of one call to another manager.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound of a join's Raft membership change (the learner must catch up first).
+pub const JOIN_RAFT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// hive's Raft timers on top of the store's defaults.
+pub fn apply(config: &mut StoreConfig) {
+    config.raft.heartbeat_interval = RAFT_HEARTBEAT_MS;
+    config.raft.election_timeout_min = ELECTION_TIMEOUT_MIN_MS;
+    config.raft.election_timeout_max = ELECTION_TIMEOUT_MAX_MS;
+    config.request_timeout = WRITE_TIMEOUT;
+}

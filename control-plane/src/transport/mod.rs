@@ -1,0 +1,41 @@
+//! How hive nodes and the CLI talk: gRPC over mutually authenticated TLS on TCP between
+//! nodes (`tls`), over a root-only unix socket between the CLI and its daemon (`unix`), and the
+//! client channels for both (`channel`). The services themselves live in `api`, `manager`,
+//! `raft_net`, `dispatcher` and `daemon`.
+
+pub mod channel;
+pub mod tls;
+pub mod unix;
+
+pub use channel::{join_channel, mtls_channel, unix_channel};
+pub use tls::{PeerInfo, TlsSlot, tls_incoming};
+pub use unix::{LocalSocket, unix_incoming};
+
+use std::path::PathBuf;
+
+/// Setting up a listener or a channel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot {action} the API socket {}: {source}", path.display())]
+    Socket {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another hive daemon is already listening on {}; stop it first, or give this one another --socket",
+        path.display()
+    )]
+    SocketInUse { path: PathBuf },
+    #[error("\"{addr}\" is not a valid address to connect to: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::pki::TlsError),
+}

@@ -231,9 +231,9 @@ fn dup_high(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// system calls too), reads only memory prepared before the clone,
 /// allocates nothing, takes no lock and cannot panic.
 unsafe fn exec_child(plan: &ChildPlan<'_>) -> ! {
-    // SAFETY (for each call below): plain system calls on descriptors and
-    // NUL-terminated arrays that the parent built and kept alive; the child
-    // has a copy of them.
+    // SAFETY: every call below is a plain system call on descriptors and
+    // NUL-terminated arrays that the parent built and kept alive (the child
+    // has a copy of them); none allocates, locks or can unwind.
     unsafe {
         if libc::setns(plan.netns, libc::CLONE_NEWNET) != 0 {
             fail(plan.sync, Stage::Netns);

@@ -4,6 +4,11 @@
 /// the crate was built with `AYA_BUILD_SKIP=1`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hive-ebpf"));
 
+/// The same programs built without their trace-event code, for the
+/// benchmark's baseline; empty unless built with `HIVE_EBPF_NOTRACE=1`.
+pub static EBPF_OBJECT_NOTRACE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hive-ebpf-notrace"));
+
 /// Errors from loading the embedded programs.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

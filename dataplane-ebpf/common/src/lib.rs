@@ -10,6 +10,7 @@
 pub mod drop;
 pub mod hash;
 pub mod maps;
+pub mod trace;
 
 pub use drop::DropReason;
 pub use hash::flow_hash;

@@ -8,6 +8,7 @@
 mod conntrack;
 mod counters;
 mod csum;
+mod events;
 mod headers;
 mod icmp;
 mod lb;
@@ -25,6 +26,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use hive_common::trace::TraceVerdict;
 
 /// XDP on a node's underlay NIC: every packet that reaches the node from the
 /// outside world or from another node enters here.
@@ -34,6 +36,9 @@ pub fn xdp_from_underlay(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);
+            if events::on() {
+                events::drop_xdp(&ctx, reason, TraceVerdict::Drop);
+            }
             xdp_action::XDP_DROP
         }
     }
@@ -46,6 +51,9 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);
+            if events::on() {
+                events::drop_tc(&ctx, reason, TraceVerdict::Drop);
+            }
             TC_ACT_SHOT as i32
         }
     }

@@ -10,11 +10,12 @@ use aya_ebpf::{
 use hive_common::{
     DropReason, flow_hash,
     maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig},
+    trace::TraceVerdict,
 };
 
 use crate::{
     conntrack::{self, Balanced},
-    counters,
+    counters, events,
     headers::EthHdr,
     icmp,
     lb::{self, Target},
@@ -47,8 +48,14 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
         Some(l4) => flow(ctx, node, &ip, l4, &mut tunnel)?,
         None => NOT_MINE,
     };
+    if verdict != NOT_MINE
+        && events::on()
+        && let Some(l4) = &l4
+    {
+        events::balanced_tc(ctx, &ip, l4);
+    }
     let verdict = if verdict == NOT_MINE {
-        other(&ip, l4.is_some(), &mut tunnel)?
+        other(ctx, &ip, l4.as_ref(), &mut tunnel)?
     } else {
         verdict
     };
@@ -101,8 +108,8 @@ fn flow(
 
 /// VIPs without ports, and the overlay (any protocol).
 #[inline(always)]
-fn other(ip: &Ipv4, has_ports: bool, out: &mut Tunnel) -> Result<i32, DropReason> {
-    if !has_ports && lb::is_vip(ip.daddr_be) {
+fn other(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, out: &mut Tunnel) -> Result<i32, DropReason> {
+    if l4.is_none() && lb::is_vip(ip.daddr_be) {
         return Err(if ip.is_fragment() {
             DropReason::Ipv4Fragment
         } else {
@@ -111,6 +118,9 @@ fn other(ip: &Ipv4, has_ports: bool, out: &mut Tunnel) -> Result<i32, DropReason
     }
     if let Some(ep) = maps::endpoint(ip.daddr_be) {
         if ep.flags & Endpoint::FLAG_LOCAL != 0 {
+            if events::on() {
+                events::delivered(ctx, ip, l4, ep.vni);
+            }
             return Ok(OK);
         }
         let peer_mac = maps::peer_mac(ep.node_be).ok_or(DropReason::UnknownPeer)?;
@@ -171,12 +181,20 @@ fn balance(
         let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
         if too_big(ctx, node, ip) {
             // Before DNAT: the quote must show the VIP the task sent to.
+            if events::on() {
+                // For the drop event of `answer_too_big`.
+                events::note_flow(target.service, target.backend);
+            }
             return Ok(TOO_BIG);
         }
         Some(Tunnel::new(target.node_be, peer_mac, target.vni))
     } else {
         None
     };
+    if events::on() {
+        // Emitted by `try_from_task` (see `events::note_balanced`).
+        events::note_balanced(&target, new);
+    }
     if refresh {
         let b = Balanced {
             service_addr_be: ip.daddr_be,
@@ -209,7 +227,16 @@ fn reverse_nat(
 ) -> Result<i32, DropReason> {
     nat::snat(pkt, ip, l4, e.addr_be, e.port_be)?;
     counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
-    if e.flags & FlowEntry::FLAG_NORTH_SOUTH == 0 {
+    let north_south = e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0;
+    let verdict = if north_south {
+        TraceVerdict::Redirect
+    } else {
+        TraceVerdict::Pass
+    };
+    if events::on() {
+        events::reverse_nat(pkt.ctx, ip, l4, e, verdict);
+    }
+    if !north_south {
         // East-west: the client is a local task; the kernel delivers.
         return Ok(OK);
     }
@@ -241,6 +268,9 @@ fn too_big(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> bool {
 fn answer_too_big(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> Result<i32, DropReason> {
     icmp::too_big_tc(ctx, ip, node.underlay_addr_be, node.overlay_mtu)?;
     counters::drop(DropReason::FragmentationNeeded);
+    if events::on() {
+        events::drop_tc(ctx, DropReason::FragmentationNeeded, TraceVerdict::Redirect);
+    }
     // SAFETY: as in `too_big`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Egress of the host side of the task's veth: the task receives it.
@@ -266,7 +296,12 @@ fn encap(
     if let Some(l4) = l4 {
         mss::clamp(pkt, ip, l4, overlay_mss(node))?;
     }
+    // The flow from the bytes: `ip` predates the DNAT of a balanced flow.
+    let traced = events::on() && events::encap_begin_tc(ctx, tunnel);
     vxlan::encap_tc(ctx, node, tunnel, ip.tot_len, hash)?;
+    if traced {
+        events::submit_tc(ctx);
+    }
     redirect(node.underlay_ifindex, 0)
 }
 

@@ -7,11 +7,12 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use hive_common::{
     DropReason, flow_hash,
     maps::{Endpoint, FlowEntry, FlowKind, Frontend, IPPROTO_UDP, NodeConfig, PacketCounterSlot},
+    trace::TraceVerdict,
 };
 
 use crate::{
     conntrack::{self, Balanced},
-    counters,
+    counters, events,
     headers::{ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VxlanHdr},
     icmp,
     lb::{self, Target},
@@ -119,12 +120,24 @@ fn ingress(
             // Answer before rewriting: the quote must show what the client sent.
             icmp::too_big_xdp(ctx, ip, node.underlay_addr_be, node.overlay_mtu)?;
             counters::drop(DropReason::FragmentationNeeded);
+            if events::on() {
+                events::note_flow(target.service, target.backend);
+                events::drop_xdp(ctx, DropReason::FragmentationNeeded, TraceVerdict::Tx);
+            }
             return Ok(xdp_action::XDP_TX);
         }
         Some(Tunnel::new(target.node_be, peer_mac, target.vni))
     } else {
         None
     };
+    let verdict = if tunnel.is_some() {
+        TraceVerdict::Tx
+    } else {
+        TraceVerdict::Pass
+    };
+    if new && events::on() {
+        events::lb_select(ctx, ip, l4, &target, verdict);
+    }
     if refresh {
         let eth: EthHdr = pkt.load(0)?;
         let b = Balanced {
@@ -140,10 +153,16 @@ fn ingress(
     counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);
     let Some(tunnel) = tunnel else {
         // Local backend: the kernel forwards to the task's veth.
+        if events::on() {
+            events::to_backend(ctx, ip, l4, &target, verdict);
+        }
         return Ok(xdp_action::XDP_PASS);
     };
     mss::clamp(pkt, ip, l4, overlay_mss(node))?;
     vxlan::encap_xdp(ctx, node, &tunnel, ip.tot_len, hash)?;
+    if events::on() {
+        events::to_backend(ctx, ip, l4, &target, verdict);
+    }
     Ok(xdp_action::XDP_TX)
 }
 
@@ -178,6 +197,9 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         .map_err(|_| DropReason::MalformedVxlan)?
         .ok_or(DropReason::MalformedVxlan)?;
     let l4 = parse::l4(&pkt, &inner).map_err(|_| DropReason::MalformedVxlan)?;
+    if events::on() {
+        events::decap(ctx, &inner, l4.as_ref(), peer_be, vni);
+    }
     let now = conntrack::now();
     if let Some(l4) = &l4 {
         let rkey = conntrack::reply_key(
@@ -229,6 +251,9 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         }
     }
     pkt.store(0, &node.underlay_mac)?;
+    if events::on() {
+        events::delivered(ctx, &inner, l4.as_ref(), vni);
+    }
     Ok(xdp_action::XDP_PASS)
 }
 
@@ -244,7 +269,16 @@ fn reverse_nat(
 ) -> Result<u32, DropReason> {
     nat::snat(pkt, ip, l4, e.addr_be, e.port_be)?;
     counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
-    if e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0 {
+    let north_south = e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0;
+    let verdict = if north_south {
+        TraceVerdict::Tx
+    } else {
+        TraceVerdict::Pass
+    };
+    if events::on() {
+        events::reverse_nat(pkt.ctx, ip, l4, e, verdict);
+    }
+    if north_south {
         let eth: EthHdr = pkt.load(0)?;
         pkt.store(
             0,

@@ -107,7 +107,18 @@ impl TestLab {
 
     fn up(name: &'static str, nodes: u32) -> Self {
         let lab = Self::new(name);
-        hive_ok(&["lab", "up", "--name", name, "--nodes", &nodes.to_string()]);
+        // `--managers 0`: the network alone, without daemons, so process counts are the test's.
+        let nodes = nodes.to_string();
+        hive_ok(&[
+            "lab",
+            "up",
+            "--name",
+            name,
+            "--nodes",
+            &nodes,
+            "--managers",
+            "0",
+        ]);
         lab
     }
 
@@ -355,7 +366,16 @@ fn down_cleans_up_after_up_was_killed_half_way() {
     }
     let lab = TestLab::new("t-kill");
     let mut up = Command::new(HIVE)
-        .args(["lab", "up", "--name", lab.name, "--nodes", "99"])
+        .args([
+            "lab",
+            "up",
+            "--name",
+            lab.name,
+            "--nodes",
+            "99",
+            "--managers",
+            "0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

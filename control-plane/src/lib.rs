@@ -14,3 +14,4 @@ pub mod manager;
 pub mod raft_net;
 pub mod transport;
 pub mod client;
+pub mod lab_swarm;

@@ -28,6 +28,10 @@ pub enum LabCommand {
         /// Lab name ([a-z0-9-], at most 11 characters).
         #[arg(long, default_value = DEFAULT_LAB)]
         name: String,
+        /// Managers of the lab's swarm (1, 3 or 5; n1..nM); the other nodes join as workers.
+        /// 0: only the network, no `hive daemon`.
+        #[arg(long, default_value_t = 1)]
+        managers: u32,
     },
     /// List labs and their nodes.
     Ls {
@@ -70,7 +74,11 @@ pub enum Format {
 
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        LabCommand::Up { nodes, name } => up(&name, nodes),
+        LabCommand::Up {
+            nodes,
+            name,
+            managers,
+        } => up(&name, nodes, managers),
         LabCommand::Ls { name, format } => ls(name.as_deref(), format),
         LabCommand::Exec {
             name,
@@ -81,9 +89,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn up(name: &str, nodes: u32) -> anyhow::Result<ExitCode> {
+fn up(name: &str, nodes: u32, managers: u32) -> anyhow::Result<ExitCode> {
     naming::validate_lab_name(name)?;
     naming::validate_node_count(nodes)?;
+    naming::validate_manager_count(managers, nodes)?;
     lab::host::require_root()?;
     eprintln!(
         "Creating lab {name:?}: {nodes} node(s) and a client on {}",
@@ -91,10 +100,53 @@ fn up(name: &str, nodes: u32) -> anyhow::Result<ExitCode> {
     );
     let lab = Lab::up(&LabSpec::new(name, nodes))?;
     print_table(&rows_of_state(lab.state(), "ready"))?;
+    if managers > 0 {
+        form_swarm(&lab, managers)?;
+    }
     eprintln!();
     eprintln!("Run a command in a node: hive lab exec --name {name} n1 -- ip addr");
     eprintln!("Remove the lab:          hive lab down --name {name}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `hive daemon` in every node and forms the swarm (docs/control-plane.md).
+fn form_swarm(lab: &Lab, managers: u32) -> anyhow::Result<()> {
+    let name = lab.name();
+    eprintln!(
+        "\nStarting hive daemon in every node; swarm of {managers} manager(s) and {} worker(s)",
+        lab.nodes().count().saturating_sub(managers as usize)
+    );
+    let hive = std::env::current_exe().context("finding the hive binary to start daemons with")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime that forms the swarm")?;
+    runtime
+        .block_on(crate::lab_swarm::form(lab, managers, &hive))
+        .with_context(|| format!("forming the swarm of lab {name:?}; remove the lab with `hive lab down --name {name}`"))?;
+    let nodes = runtime.block_on(async {
+        let socket = crate::lab_swarm::socket_path(lab, "n1")?;
+        let mut client =
+            crate::client::DaemonClient::connect(Some(&format!("unix://{}", socket.display())))
+                .await
+                .map_err(|source| crate::lab_swarm::LabSwarmError::Daemon {
+                    node: "n1".to_owned(),
+                    source,
+                })?;
+        let list = client
+            .control
+            .list_nodes(crate::api::pb::ListNodesRequest {})
+            .await
+            .map_err(|status| crate::lab_swarm::LabSwarmError::Daemon {
+                node: "n1".to_owned(),
+                source: status.into(),
+            })?;
+        Ok::<_, crate::lab_swarm::LabSwarmError>(list.into_inner())
+    })?;
+    println!();
+    print!("{}", super::node::render_ls(&nodes, false));
+    eprintln!("\nUse the swarm from a node:  hive lab exec --name {name} n1 -- hive node ls");
+    Ok(())
 }
 
 fn down(name: &str) -> anyhow::Result<ExitCode> {
@@ -359,7 +411,11 @@ mod tests {
     #[test]
     fn defaults_follow_the_docs() {
         match parse(&["hive", "lab", "up"]) {
-            LabCommand::Up { nodes, name } => assert_eq!((nodes, name.as_str()), (3, "default")),
+            LabCommand::Up {
+                nodes,
+                name,
+                managers,
+            } => assert_eq!((nodes, name.as_str(), managers), (3, "default", 1)),
             other => panic!("{other:?}"),
         }
         match parse(&["hive", "lab", "ls", "--format", "json"]) {

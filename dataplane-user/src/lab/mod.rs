@@ -31,7 +31,7 @@ use std::{
 pub use cleanup::{CleanupError, DownReport};
 pub use host::HostError;
 pub use naming::{DEFAULT_LAB, MAX_NODES, Member, NamingError};
-pub use state::{LabState, LabStatus, MemberState, Role, StateError};
+pub use state::{DaemonState, LabState, LabStatus, MemberState, Role, StateError};
 pub use topology::TopologyError;
 
 use crate::netns::{self, NetnsError, NsKind};

@@ -58,6 +58,12 @@ pub enum NamingError {
     TooManyNodes { nodes: u32 },
     #[error("unknown lab member {name:?}: members are n1..n{MAX_NODES} and \"client\"")]
     InvalidMember { name: String },
+    #[error(
+        "--managers {managers} is not supported: use 1, 3 or 5 managers (an odd number, so a majority survives failures), or 0 for a lab without daemons"
+    )]
+    ManagerCount { managers: u32 },
+    #[error("--managers {managers} is more than --nodes {nodes}; every manager is a node")]
+    MoreManagersThanNodes { managers: u32, nodes: u32 },
 }
 
 /// One member of a lab: a node running hive, or the outside client.
@@ -236,6 +242,26 @@ pub fn data_dir(lab: &str, member: Member) -> PathBuf {
 /// A node's API socket (reserved for its `hive daemon`).
 pub fn api_socket(lab: &str, member: Member) -> PathBuf {
     member_dir(lab, member).join("hive.sock")
+}
+
+/// The log file of the node's `hive daemon`.
+pub fn daemon_log(lab: &str, member: Member) -> PathBuf {
+    member_dir(lab, member).join("daemon.log")
+}
+
+/// Managers a lab's swarm may have: 1, 3 or 5, as Swarm recommends odd counts (an even one
+/// tolerates no more failures than the odd one below it).
+pub const MANAGER_COUNTS: [u32; 3] = [1, 3, 5];
+
+/// Checks `--managers` against the node count; 0 means a lab without daemons.
+pub fn validate_manager_count(managers: u32, nodes: u32) -> Result<(), NamingError> {
+    if managers != 0 && !MANAGER_COUNTS.contains(&managers) {
+        return Err(NamingError::ManagerCount { managers });
+    }
+    if managers > nodes {
+        return Err(NamingError::MoreManagersThanNodes { managers, nodes });
+    }
+    Ok(())
 }
 
 /// `/sys/fs/bpf/hive/lab-<lab>`: every pin of the lab's nodes.

@@ -99,6 +99,18 @@ pub struct MemberState {
     pub api_socket: Option<PathBuf>,
     /// Reserved for the node's BPF pins (nodes only).
     pub bpf_pin_dir: Option<PathBuf>,
+    /// The node's `hive daemon`, once `hive lab up` started one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonState>,
+}
+
+/// A node's `hive daemon` as `hive lab up` started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonState {
+    pub pid: u32,
+    pub log: PathBuf,
+    /// `manager` or `worker`, as the node joined the swarm.
+    pub swarm_role: String,
 }
 
 impl MemberState {
@@ -123,6 +135,9 @@ pub struct LabState {
     pub bpf_pin_root: PathBuf,
     /// Nodes n1..nN, then the client.
     pub members: Vec<MemberState>,
+    /// Managers of the lab's swarm (0: no daemons were started).
+    #[serde(default)]
+    pub managers: u32,
 }
 
 impl LabState {
@@ -147,6 +162,7 @@ impl LabState {
                 .into_iter()
                 .map(|member| plan_member(lab, member))
                 .collect(),
+            managers: 0,
         }
     }
 
@@ -193,6 +209,7 @@ fn plan_member(lab: &str, member: Member) -> MemberState {
         data_dir: node_only(naming::data_dir(lab, member)),
         api_socket: node_only(naming::api_socket(lab, member)),
         bpf_pin_dir: node_only(naming::bpf_pin_dir(lab, member)),
+        daemon: None,
     }
 }
 

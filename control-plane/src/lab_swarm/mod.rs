@@ -1,0 +1,293 @@
+//! A swarm in a lab: `hive daemon` in every node's namespaces, `swarm init` on n1, managers
+//! and workers joined with real tokens, and the wait until every node is `Ready`
+//! (`hive lab up --managers M`, the swarm tests and the failover benchmark).
+//!
+//! Daemons are started through the lab's `command()`, so they run in the node's network and
+//! UTS namespaces (hostname `nI`, address 192.168.77.I), with the node's reserved data dir and
+//! socket, logging to `daemon.log` in the node's directory. `hive lab down` stops them with
+//! everything else in the lab. The CLI side talks to each daemon through its socket, which is
+//! a path on the host's file system, so no `lab exec` is needed for that.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hive_dataplane::lab::{self, DaemonState, Lab, LabError, Member, StateError, naming};
+
+use crate::api::pb;
+use crate::client::{ClientError, DaemonClient};
+
+/// How long a started daemon may take to answer on its socket.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the whole swarm may take to show every node `Ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabSwarmError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot open the daemon log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start hive daemon in node {node}: {source}")]
+    Spawn {
+        node: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the hive daemon of node {node} did not answer within {timeout:?}; see {}", log.display())]
+    NoAnswer {
+        node: String,
+        timeout: Duration,
+        log: PathBuf,
+    },
+    #[error("node {node}: {source}")]
+    Daemon {
+        node: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("the swarm did not become ready within {timeout:?}: {detail}; see the daemon logs in {}", dir.display())]
+    NotReady {
+        timeout: Duration,
+        detail: String,
+        dir: PathBuf,
+    },
+}
+
+fn member(name: &str) -> Result<Member, LabSwarmError> {
+    name.parse::<Member>()
+        .map_err(|e| LabSwarmError::Lab(LabError::Naming(e)))
+}
+
+/// The daemon log of `node`.
+pub fn log_path(lab: &Lab, node: &str) -> Result<PathBuf, LabSwarmError> {
+    Ok(naming::daemon_log(lab.name(), member(node)?))
+}
+
+/// The API socket of `node`.
+pub fn socket_path(lab: &Lab, node: &str) -> Result<PathBuf, LabSwarmError> {
+    Ok(lab
+        .member(node)?
+        .api_socket
+        .clone()
+        .unwrap_or_else(|| naming::api_socket(lab.name(), Member::Client)))
+}
+
+/// Starts `hive daemon` (the binary `hive`) in `node` of `lab`, in its own process group so a
+/// Ctrl-C of the caller does not reach it. The log is appended to, so a restarted daemon's
+/// history stays.
+pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwarmError> {
+    use std::os::unix::process::CommandExt as _;
+    let state = lab.member(node)?.clone();
+    let log = log_path(lab, node)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| LabSwarmError::Log {
+                path: log.clone(),
+                source,
+            })
+    };
+    let (stdout, stderr) = (open()?, open()?);
+    let data_dir = state
+        .data_dir
+        .unwrap_or_else(|| naming::data_dir(lab.name(), Member::Client));
+    let socket = socket_path(lab, node)?;
+    let mut command = lab.command(node, hive)?;
+    command
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--listen-addr", "0.0.0.0:2377"])
+        .arg("--advertise-addr")
+        .arg(state.underlay_addr.to_string())
+        .env(
+            "HIVE_LOG",
+            std::env::var("HIVE_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    command.spawn().map_err(|source| LabSwarmError::Spawn {
+        node: node.to_owned(),
+        source,
+    })
+}
+
+/// Connects to `node`'s daemon, waiting up to `timeout` for it to listen.
+pub async fn connect(
+    lab: &Lab,
+    node: &str,
+    timeout: Duration,
+) -> Result<DaemonClient, LabSwarmError> {
+    let socket = socket_path(lab, node)?;
+    let host = format!("unix://{}", socket.display());
+    let deadline = Instant::now() + timeout;
+    loop {
+        match DaemonClient::connect(Some(&host)).await {
+            Ok(client) => return Ok(client),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+            Err(_) => {
+                return Err(LabSwarmError::NoAnswer {
+                    node: node.to_owned(),
+                    timeout,
+                    log: log_path(lab, node)?,
+                });
+            }
+        }
+    }
+}
+
+fn daemon_error(node: &str) -> impl Fn(tonic::Status) -> LabSwarmError + '_ {
+    move |status| LabSwarmError::Daemon {
+        node: node.to_owned(),
+        source: ClientError::Daemon(status),
+    }
+}
+
+/// Starts every node's daemon and forms a swarm of `managers` managers (n1..nM) and workers
+/// (the rest), joined with the tokens `swarm join-token -q` gives; waits until every node is
+/// `Ready` and records the daemons in the lab state. Returns the daemons' processes, in node
+/// order (the caller may keep them to reap, or drop them: they run on).
+pub async fn form(lab: &Lab, managers: u32, hive: &Path) -> Result<Vec<Child>, LabSwarmError> {
+    let nodes: Vec<String> = lab.nodes().map(|n| n.name.clone()).collect();
+    let mut children = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        children.push(start_daemon(lab, node, hive)?);
+    }
+    let mut clients = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        clients.push(connect(lab, node, DAEMON_START_TIMEOUT).await?);
+    }
+    let first = nodes.first().map(String::as_str).unwrap_or("n1");
+    let leader_addr = format!("{}:2377", lab.node_addr(first)?);
+    clients[0]
+        .swarm
+        .init(pb::InitRequest {
+            advertise_addr: lab.node_addr(first)?.to_string(),
+            ..Default::default()
+        })
+        .await
+        .map_err(daemon_error(first))?;
+    let token = |role: pb::Role| {
+        let mut client = clients[0].clone();
+        async move {
+            client
+                .control
+                .join_token(pb::JoinTokenRequest {
+                    role: role.into(),
+                    rotate: false,
+                })
+                .await
+                .map(|r| r.into_inner().token)
+                .map_err(daemon_error(first))
+        }
+    };
+    let manager_token = token(pb::Role::Manager).await?;
+    let worker_token = token(pb::Role::Worker).await?;
+    let mut roles = vec!["manager".to_owned()];
+    // Managers join one at a time: each join changes the Raft membership.
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let is_manager = u32::try_from(i).unwrap_or(u32::MAX) < managers;
+        let token = if is_manager {
+            &manager_token
+        } else {
+            &worker_token
+        };
+        clients[i]
+            .swarm
+            .join(pb::JoinRequest {
+                token: token.clone(),
+                remote_addr: leader_addr.clone(),
+                advertise_addr: lab.node_addr(node)?.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(daemon_error(node))?;
+        roles.push(if is_manager { "manager" } else { "worker" }.to_owned());
+    }
+    wait_ready(&mut clients[0], nodes.len(), READY_TIMEOUT)
+        .await
+        .map_err(|detail| LabSwarmError::NotReady {
+            timeout: READY_TIMEOUT,
+            detail,
+            dir: naming::lab_dir(lab.name()),
+        })?;
+    record(lab, managers, &children, &roles)?;
+    Ok(children)
+}
+
+/// Waits until `client`'s `node ls` shows `expected` nodes, all `Ready`; the error says what
+/// was seen last.
+pub async fn wait_ready(
+    client: &mut DaemonClient,
+    expected: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        match client.control.list_nodes(pb::ListNodesRequest {}).await {
+            Ok(list) => {
+                let list = list.into_inner();
+                let ready = list
+                    .nodes
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .is_some_and(|s| s.state() == pb::NodeState::Ready)
+                    })
+                    .count();
+                if list.nodes.len() == expected && ready == expected {
+                    return Ok(());
+                }
+                last = format!(
+                    "{ready} of {} nodes ready, {expected} expected",
+                    list.nodes.len()
+                );
+            }
+            Err(status) => last = crate::client::describe(&status),
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(POLL * 2).await;
+    }
+}
+
+/// Writes the daemons into the lab's state file.
+fn record(
+    lab: &Lab,
+    managers: u32,
+    children: &[Child],
+    roles: &[String],
+) -> Result<(), LabSwarmError> {
+    let mut state = lab::state::read(lab.name())?;
+    state.managers = managers;
+    let nodes: Vec<String> = lab.nodes().map(|n| n.name.clone()).collect();
+    for ((node, child), role) in nodes.iter().zip(children).zip(roles) {
+        let log = log_path(lab, node)?;
+        if let Some(member) = state.members.iter_mut().find(|m| m.name == *node) {
+            member.daemon = Some(DaemonState {
+                pid: child.id(),
+                log,
+                swarm_role: role.clone(),
+            });
+        }
+    }
+    lab::state::write(&state)?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+use hive::demo::{Answer, http_get, parse_answer};
 use hive_dataplane::{
     lab::{LabGuard, LabSpec},
     mesh::{Protocol, ServicePort},
@@ -93,43 +94,8 @@ fn wait_for_listener(mesh: &StaticMesh, task: &str, port: u16) {
     panic!("task {} never listened on {addr}", task.id);
 }
 
-/// What whoami said.
-#[derive(Debug)]
-struct Whoami {
-    hostname: String,
-    remote: SocketAddr,
-}
-
-fn parse_whoami(response: &str) -> Whoami {
-    let field = |name: &str| {
-        response
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in response:\n{response}"))
-            .trim()
-            .to_owned()
-    };
-    Whoami {
-        hostname: field("Hostname:"),
-        remote: field("RemoteAddr:").parse().expect("RemoteAddr is ip:port"),
-    }
-}
-
-/// One HTTP GET on a new connection made from inside `ns`.
-fn http_get(ns: &Path, to: SocketAddr) -> std::io::Result<Whoami> {
-    netns::run_in(ns, || -> std::io::Result<Whoami> {
-        let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(parse_whoami(&response))
-    })
-    .expect("enter namespace")
-}
-
 /// One request on an open keep-alive connection.
-fn request_on(stream: &mut TcpStream) -> Whoami {
+fn request_on(stream: &mut TcpStream) -> Answer {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n")
         .expect("send on the open connection");
@@ -154,10 +120,21 @@ fn request_on(stream: &mut TcpStream) -> Whoami {
                 .and_then(|v| v.parse().ok())
                 .expect("content-length");
             if body.len() >= len {
-                return parse_whoami(&text);
+                return parse_answer(&text).expect("a whoami response");
             }
         }
     }
+}
+
+/// A keep-alive connection from `client` to `to`, and the replica that
+/// answered its first request.
+fn open_keep_alive(client: &Path, to: SocketAddr) -> (TcpStream, String) {
+    let mut stream = netns::run_in(client, || TcpStream::connect_timeout(&to, IO_TIMEOUT))
+        .expect("client ns")
+        .expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let pinned = request_on(&mut stream).hostname;
+    (stream, pinned)
 }
 
 fn client_ns(lab: &LabGuard) -> std::path::PathBuf {
@@ -293,13 +270,7 @@ fn a_removed_backend_keeps_its_open_connection_and_gets_no_new_ones() {
     let (lab, mut mesh) = web_mesh("mesh-drain");
     let client = client_ns(&lab);
     let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));
-    let mut stream = netns::run_in(&client, || {
-        TcpStream::connect_timeout(&published, IO_TIMEOUT)
-    })
-    .expect("client ns")
-    .expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let pinned = request_on(&mut stream).hostname;
+    let (mut stream, pinned) = open_keep_alive(&client, published);
 
     let others: Vec<&str> = ["t1", "t2", "t3"]
         .into_iter()
@@ -334,13 +305,7 @@ fn restarting_the_agent_drops_no_connection_and_no_request() {
     let (lab, mut mesh) = web_mesh("mesh-rst");
     let client = client_ns(&lab);
     let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));
-    let mut stream = netns::run_in(&client, || {
-        TcpStream::connect_timeout(&published, IO_TIMEOUT)
-    })
-    .expect("client ns")
-    .expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let pinned = request_on(&mut stream).hostname;
+    let (mut stream, pinned) = open_keep_alive(&client, published);
 
     // A running load: new connections back to back until told to stop.
     let stop = Arc::new(AtomicBool::new(false));

@@ -68,7 +68,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub hostname: String,
-    pub remote: String,
+    /// The peer address the replica saw.
+    pub remote: SocketAddr,
 }
 
 /// Run the demo, printing as it goes.
@@ -150,7 +151,7 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
                             answer.hostname, answer.remote
                         );
                     }
-                    all_saw_client &= answer.remote.starts_with(&format!("{client}:"));
+                    all_saw_client &= answer.remote.ip() == client;
                     *answered.entry(answer.hostname).or_default() += 1;
                 }
                 Err(err) => {
@@ -250,7 +251,7 @@ pub fn parse_answer(response: &str) -> Option<Answer> {
     };
     Some(Answer {
         hostname: field("Hostname:")?,
-        remote: field("RemoteAddr:")?,
+        remote: field("RemoteAddr:")?.parse().ok()?,
     })
 }
 
@@ -307,7 +308,7 @@ mod tests {
             parse_answer(response),
             Some(Answer {
                 hostname: "whoami.2".into(),
-                remote: "192.168.77.100:40000".into()
+                remote: "192.168.77.100:40000".parse().unwrap()
             })
         );
         assert_eq!(parse_answer("HTTP/1.1 500\r\n\r\n"), None);

@@ -15,3 +15,4 @@ pub mod raft_net;
 pub mod transport;
 pub mod client;
 pub mod lab_swarm;
+pub mod gossip;

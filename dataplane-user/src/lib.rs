@@ -19,3 +19,7 @@ pub mod attach;
 pub mod static_mesh;
 pub mod veth_peer;
 pub mod ethtool;
+pub mod metrics;
+pub mod node_pins;
+pub mod stats;
+pub mod trace;

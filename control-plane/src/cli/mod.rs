@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod builtin;
 pub mod daemon;
 mod demo;
+mod gossip_agent;
 pub mod info;
 mod init_task;
 pub mod lab;
@@ -42,6 +43,10 @@ pub enum Command {
     /// PID 1 of a task's namespaces (started by the task executor).
     #[command(hide = true)]
     InitTask(init_task::InitTaskArgs),
+    /// One gossip member in the foreground, printing membership changes as JSON lines
+    /// (lab tests and the gossip benchmark; the daemon embeds the same component).
+    #[command(hide = true)]
+    GossipAgent(gossip_agent::GossipAgentArgs),
     /// The main job in one command: a 3-node lab on this machine, a
     /// hive/whoami service published on 8080 through the eBPF mesh, and
     /// requests from an outside client to every node.
@@ -76,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Builtin(args) => builtin::run(args),
         Command::InitTask(args) => init_task::run(&args),
+        Command::GossipAgent(args) => gossip_agent::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Daemon(args) => daemon::run(args),

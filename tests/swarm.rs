@@ -1,0 +1,593 @@
+//! End-to-end tests of the control plane on a lab: real `hive daemon`s in node namespaces,
+//! joined with real tokens over mTLS, driven through the `hive` CLI and the local API.
+//!
+//! Every test uses its own lab and a guard that removes it (daemons included) when the test
+//! ends, also when it fails. The tests need root; without it they are skipped with a printed
+//! reason, or fail when `CI` is set. Waits are bounded; no test asserts on durations.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hive::api::pb;
+use hive::client::DaemonClient;
+use hive::lab_swarm;
+use hive_dataplane::lab::{LabGuard, LabSpec};
+
+const HIVE: &str = env!("CARGO_BIN_EXE_hive");
+/// Bound of any one `hive` command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound of any wait for the swarm to reach a state.
+const PATIENCE: Duration = Duration::from_secs(60);
+const LOST_QUORUM: &str = "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
+
+/// One swarm at a time: five daemons per test already keep two cores busy, and Raft timers
+/// are tuned for hosts that are not starved.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn privileged(test: &str) -> bool {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test} needs root (it creates network namespaces and starts daemons in them); CI must run the tests as root"
+        );
+    }
+    eprintln!(
+        "skipping {test}: needs root (it creates network namespaces and starts daemons in them); run the tests as root"
+    );
+    false
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A lab with a formed swarm; downs the lab (daemons included) and reaps the daemons on drop.
+struct Swarm {
+    lab: Option<LabGuard>,
+    daemons: BTreeMap<String, Child>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Swarm {
+    fn up(name: &str, nodes: u32, managers: u32) -> Self {
+        let lab = LabGuard::up(&LabSpec::new(name, nodes)).expect("lab up");
+        let rt = runtime();
+        let children = rt
+            .block_on(lab_swarm::form(&lab, managers, Path::new(HIVE)))
+            .unwrap_or_else(|e| panic!("forming the swarm: {e}"));
+        let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();
+        Self {
+            lab: Some(lab),
+            daemons,
+            rt,
+        }
+    }
+
+    fn lab(&self) -> &LabGuard {
+        self.lab.as_ref().expect("lab")
+    }
+
+    /// `hive ARGS` inside `node` (the CLI finds the node's daemon through HIVE_LAB/HIVE_NODE).
+    fn hive(&self, node: &str, args: &[&str]) -> Output {
+        let mut command = self.lab().command(node, HIVE).expect("lab command");
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().expect("spawn hive");
+        wait_output(child, &format!("hive {}", args.join(" ")))
+    }
+
+    fn hive_ok(&self, node: &str, args: &[&str]) -> String {
+        let out = self.hive(node, args);
+        assert!(
+            out.status.success(),
+            "`hive {}` on {node} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn hive_err(&self, node: &str, args: &[&str]) -> String {
+        let out = self.hive(node, args);
+        assert!(
+            !out.status.success(),
+            "`hive {}` on {node} succeeded: {}",
+            args.join(" "),
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    }
+
+    fn client(&self, node: &str) -> DaemonClient {
+        let socket = lab_swarm::socket_path(self.lab(), node).expect("socket");
+        self.rt
+            .block_on(DaemonClient::connect(Some(&format!(
+                "unix://{}",
+                socket.display()
+            ))))
+            .unwrap_or_else(|e| panic!("connecting to {node}'s daemon: {e}"))
+    }
+
+    fn nodes(&self, via: &str) -> Result<Vec<pb::Node>, tonic::Status> {
+        let mut client = self.client(via);
+        self.rt
+            .block_on(client.control.list_nodes(pb::ListNodesRequest {}))
+            .map(|r| r.into_inner().nodes)
+    }
+
+    fn leader(&self, via: &str) -> Option<String> {
+        let nodes = self.nodes(via).ok()?;
+        nodes
+            .iter()
+            .find(|n| n.manager_status.as_ref().is_some_and(|m| m.leader))
+            .and_then(|n| n.description.as_ref().map(|d| d.hostname.clone()))
+    }
+
+    fn kill(&mut self, node: &str) {
+        if let Some(mut child) = self.daemons.remove(node) {
+            child.kill().expect("SIGKILL the daemon");
+            child.wait().expect("reap the daemon");
+        }
+    }
+
+    fn restart(&mut self, node: &str) {
+        self.kill(node);
+        let child =
+            lab_swarm::start_daemon(self.lab(), node, Path::new(HIVE)).expect("start daemon");
+        self.daemons.insert(node.to_owned(), child);
+        self.rt
+            .block_on(lab_swarm::connect(self.lab(), node, PATIENCE))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until `check` holds for `node ls` as seen from each of `via`.
+    fn wait_nodes(&self, what: &str, via: &[&str], check: impl Fn(&[pb::Node]) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        for node in via {
+            loop {
+                match self.nodes(node) {
+                    Ok(nodes) if check(&nodes) => break,
+                    seen => assert!(
+                        Instant::now() < deadline,
+                        "{what}: not seen from {node} within {PATIENCE:?}; last: {seen:?}"
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        // Downing the lab stops every daemon; then reap them.
+        drop(self.lab.take());
+        for child in self.daemons.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_output(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn by_host<'a>(nodes: &'a [pb::Node], host: &str) -> Option<&'a pb::Node> {
+    nodes
+        .iter()
+        .find(|n| n.description.as_ref().is_some_and(|d| d.hostname == host))
+}
+
+fn is_manager(node: Option<&pb::Node>) -> bool {
+    node.is_some_and(|n| n.manager_status.is_some())
+}
+
+fn all_ready(nodes: &[pb::Node], expected: usize) -> bool {
+    nodes.len() == expected
+        && nodes.iter().all(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.state() == pb::NodeState::Ready)
+        })
+}
+
+const MANAGERS: [&str; 3] = ["n1", "n2", "n3"];
+
+#[test]
+fn managers_and_workers_join_and_every_manager_sees_the_same_changes() {
+    if !privileged("managers_and_workers_join_and_every_manager_sees_the_same_changes") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sw-join", 5, 3);
+
+    // docker's table from every manager, `*` on the node asked.
+    for node in MANAGERS {
+        let ls = swarm.hive_ok(node, &["node", "ls"]);
+        let lines: Vec<&str> = ls.lines().collect();
+        assert!(lines[0].starts_with("ID                            HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION"), "{ls}");
+        assert_eq!(lines.len(), 6, "{ls}");
+        let own = lines.iter().find(|l| l.contains(" *   ")).expect("a * row");
+        assert!(own.contains(&format!("   {node}   ")), "{ls}");
+        assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+        assert_eq!(ls.matches("Reachable").count(), 2, "{ls}");
+        assert_eq!(ls.matches("Ready").count(), 5, "{ls}");
+    }
+    // Workers cannot use the cluster API, with docker's words.
+    assert_eq!(
+        swarm.hive_err("n4", &["node", "ls"]).trim(),
+        "Error response from daemon: This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager."
+    );
+    let info = swarm.hive_ok("n5", &["info"]);
+    assert!(
+        info.contains(" Swarm: active\n") && info.contains("  Is Manager: false\n"),
+        "{info}"
+    );
+
+    // node update on one manager, seen by the others.
+    swarm.hive_ok(
+        "n2",
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "zone=a",
+            "--availability",
+            "drain",
+            "n5",
+        ],
+    );
+    swarm.wait_nodes("n5 drained with its label", &MANAGERS, |nodes| {
+        by_host(nodes, "n5")
+            .and_then(|n| n.spec.as_ref())
+            .is_some_and(|s| {
+                s.availability() == pb::Availability::Drain
+                    && s.labels.get("zone").map(String::as_str) == Some("a")
+            })
+    });
+    let pretty = swarm.hive_ok("n3", &["node", "inspect", "--pretty", "n5"]);
+    assert!(
+        pretty.contains(" Availability:         \tDrain") && pretty.contains(" - zone=a"),
+        "{pretty}"
+    );
+    swarm.hive_ok(
+        "n1",
+        &[
+            "node",
+            "update",
+            "--label-rm",
+            "zone",
+            "--availability",
+            "active",
+            "n5",
+        ],
+    );
+
+    // Promotion: n4 becomes a Raft member, shown as such everywhere.
+    assert_eq!(
+        swarm.hive_ok("n3", &["node", "promote", "n4"]).trim(),
+        "Node n4 promoted to a manager in the swarm."
+    );
+    swarm.wait_nodes(
+        "n4 a reachable manager",
+        &["n1", "n2", "n3", "n4"],
+        |nodes| {
+            by_host(nodes, "n4")
+                .and_then(|n| n.manager_status.as_ref())
+                .is_some_and(|m| m.leader || m.reachability() == pb::Reachability::Reachable)
+        },
+    );
+    assert_eq!(
+        swarm.hive_ok("n4", &["node", "promote", "n4"]).trim(),
+        "Node n4 is already a manager."
+    );
+    // Demotion: back to a worker, everywhere; n4's own API then refuses.
+    assert_eq!(
+        swarm.hive_ok("n1", &["node", "demote", "n4"]).trim(),
+        "Manager n4 demoted in the swarm."
+    );
+    swarm.wait_nodes("n4 a worker again", &MANAGERS, |nodes| {
+        !is_manager(by_host(nodes, "n4"))
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while swarm.hive("n4", &["node", "ls"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "n4 still answers the cluster API after its demotion"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A manager does not leave without --force.
+    let refused = swarm.hive_err("n2", &["swarm", "leave"]);
+    assert!(refused.starts_with("Error response from daemon: You are attempting to leave the swarm on a node that is participating as a manager. "), "{refused}");
+    assert!(
+        refused
+            .trim_end()
+            .ends_with("Use `--force` to suppress this message."),
+        "{refused}"
+    );
+
+    // Join tokens: a malformed one, a rotated one, then the current one.
+    assert_eq!(
+        swarm.hive_ok("n5", &["swarm", "leave"]).trim(),
+        "Node left the swarm."
+    );
+    let bad = swarm.hive_err(
+        "n5",
+        &[
+            "swarm",
+            "join",
+            "--token",
+            "SWMTKN-1-nonsense",
+            "192.168.77.1:2377",
+        ],
+    );
+    assert!(bad.contains("invalid join token"), "{bad}");
+    let old = swarm.hive_ok("n1", &["swarm", "join-token", "-q", "worker"]);
+    let rotated = swarm.hive_ok("n2", &["swarm", "join-token", "--rotate", "worker"]);
+    assert!(rotated.starts_with("Successfully rotated worker join token.\n\nTo add a worker to this swarm, run the following command:\n\n    hive swarm join --token SWMTKN-1-"), "{rotated}");
+    let refused = swarm.hive_err(
+        "n5",
+        &["swarm", "join", "--token", old.trim(), "192.168.77.2:2377"],
+    );
+    assert!(
+        refused
+            .contains("the join token is not valid: it was rotated or never issued by this swarm"),
+        "{refused}"
+    );
+    let new = swarm.hive_ok("n3", &["swarm", "join-token", "-q", "worker"]);
+    assert_ne!(new.trim(), old.trim());
+    assert_eq!(
+        swarm
+            .hive_ok(
+                "n5",
+                &["swarm", "join", "--token", new.trim(), "192.168.77.3:2377"]
+            )
+            .trim(),
+        "This node joined a swarm as a worker."
+    );
+    // The node that left stays listed (down, then removable); the new n5 is Ready.
+    swarm.wait_nodes("n5 ready again", &["n1"], |nodes| {
+        nodes
+            .iter()
+            .filter(|n| n.description.as_ref().is_some_and(|d| d.hostname == "n5"))
+            .any(|n| {
+                n.status
+                    .as_ref()
+                    .is_some_and(|s| s.state() == pb::NodeState::Ready)
+            })
+    });
+}
+
+#[test]
+fn a_workers_call_to_a_manager_api_is_refused() {
+    if !privileged("a_workers_call_to_a_manager_api_is_refused") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sw-authz", 2, 1);
+    let worker = swarm.lab().member("n2").expect("n2").clone();
+    let creds = hive::pki::CertDir::in_data_dir(worker.data_dir.as_deref().expect("data dir"))
+        .load(std::time::SystemTime::now())
+        .expect("the worker's certificates");
+    let tls = Arc::new(hive::pki::client_config(&creds).expect("client config"));
+    // From inside the worker's namespace, with the worker's own certificate.
+    let status = hive_dataplane::netns::run_in(&worker.netns_path, move || {
+        let rt = runtime();
+        rt.block_on(async move {
+            let channel = hive::transport::mtls_channel(
+                "192.168.77.1:2377",
+                tls,
+                hive::pki::manager_server_name(),
+            )
+            .expect("channel");
+            pb::control_client::ControlClient::new(channel)
+                .list_nodes(pb::ListNodesRequest {})
+                .await
+                .expect_err("a worker must not list nodes")
+        })
+    })
+    .expect("run in the worker's namespace");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("is a worker and this API needs a manager"),
+        "{}",
+        status.message()
+    );
+}
+
+#[test]
+fn a_new_leader_takes_writes_after_the_leader_is_killed_and_state_survives_a_full_restart() {
+    if !privileged(
+        "a_new_leader_takes_writes_after_the_leader_is_killed_and_state_survives_a_full_restart",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swarm = Swarm::up("sw-fail", 4, 3);
+    let leader = swarm.leader("n1").expect("a leader");
+    let writer = *MANAGERS.iter().find(|n| **n != leader).expect("a follower");
+    let socket = lab_swarm::socket_path(swarm.lab(), writer).expect("socket");
+
+    // Writes keep going from a follower while the leader dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted_after_kill = Arc::new(AtomicU64::new(0));
+    let killed = Arc::new(AtomicBool::new(false));
+    let writes = {
+        let (stop, accepted, killed) = (stop.clone(), accepted_after_kill.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let host = format!("unix://{}", socket.display());
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let was_killed = killed.load(Ordering::SeqCst);
+                let out = std::process::Command::new(HIVE)
+                    .args([
+                        "-H",
+                        &host,
+                        "node",
+                        "update",
+                        "--label-add",
+                        &format!("seq={i}"),
+                        "n4",
+                    ])
+                    .output()
+                    .expect("hive");
+                if out.status.success() && was_killed {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    swarm.kill(&leader);
+    killed.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + PATIENCE;
+    while accepted_after_kill.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no write accepted after the leader was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let last = writes.join().expect("writer");
+    assert!(last > 0);
+    let new_leader = swarm.leader(writer).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    let ls = swarm.hive_ok(writer, &["node", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains(&format!("   {leader}   ")) && l.contains("Unreachable")),
+        "{ls}"
+    );
+
+    // The old leader comes back as a follower.
+    swarm.restart(&leader);
+    swarm.wait_nodes("the old leader reachable again", &[writer], |nodes| {
+        by_host(nodes, &leader)
+            .and_then(|n| n.manager_status.as_ref())
+            .is_some_and(|m| m.reachability() == pb::Reachability::Reachable)
+    });
+
+    // Every daemon killed and started again: the same swarm, the same state.
+    let before = swarm.nodes("n1").expect("node ls");
+    let label_before = by_host(&before, "n4")
+        .and_then(|n| n.spec.as_ref())
+        .and_then(|s| s.labels.get("seq").cloned());
+    assert!(label_before.is_some());
+    for node in ["n1", "n2", "n3", "n4"] {
+        swarm.kill(node);
+    }
+    for node in ["n1", "n2", "n3", "n4"] {
+        swarm.restart(node);
+    }
+    swarm.wait_nodes("all four ready after the restart", &MANAGERS, |nodes| {
+        all_ready(nodes, 4)
+    });
+    let after = swarm.nodes("n2").expect("node ls");
+    let ids = |nodes: &[pb::Node]| {
+        let mut ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after), ids(&before));
+    let label_after = by_host(&after, "n4")
+        .and_then(|n| n.spec.as_ref())
+        .and_then(|s| s.labels.get("seq").cloned());
+    assert_eq!(label_after, label_before);
+    swarm.hive_ok(
+        "n3",
+        &["node", "update", "--label-add", "after=restart", "n4"],
+    );
+}
+
+#[test]
+fn losing_quorum_gives_dockers_error_and_the_swarm_recovers_when_managers_return() {
+    if !privileged("losing_quorum_gives_dockers_error_and_the_swarm_recovers_when_managers_return")
+    {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swarm = Swarm::up("sw-quorum", 3, 3);
+    swarm.kill("n2");
+    swarm.kill("n3");
+    // The survivor notices within a few probes; writes and reads then fail with docker's text.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = swarm.hive("n1", &["node", "update", "--label-add", "x=1", "n1"]);
+        if !out.status.success() {
+            assert_eq!(text(&out.stderr).trim(), LOST_QUORUM);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes still accepted without a quorum"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(swarm.hive_err("n1", &["node", "ls"]).trim(), LOST_QUORUM);
+    // `info` is local and still answers.
+    assert!(swarm.hive_ok("n1", &["info"]).contains("  Managers: 3\n"));
+
+    swarm.restart("n2");
+    swarm.restart("n3");
+    let deadline = Instant::now() + PATIENCE;
+    while !swarm
+        .hive("n1", &["node", "update", "--label-add", "x=2", "n1"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the swarm did not recover when the managers returned"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    swarm.wait_nodes("three managers again", &MANAGERS, |nodes| {
+        nodes
+            .iter()
+            .filter(|n| {
+                n.manager_status
+                    .as_ref()
+                    .is_some_and(|m| m.leader || m.reachability() == pb::Reachability::Reachable)
+            })
+            .count()
+            == 3
+    });
+}

@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::{
     maps::{MapsError, MeshMaps, RcuBarrier, detach_pinned_link},
-    mesh::{ApplyError, ApplyStats, Desired, KernelMaps, MeshState, Reconciler, UnderlayLink},
+    mesh::{ApplyError, ApplyStats, KernelMaps, MeshApplier, MeshState, Reconciler, UnderlayLink},
     programs::{EBPF_OBJECT, LoadError},
 };
 
@@ -166,7 +166,7 @@ pub struct Dataplane {
     underlay: UnderlayLink,
     xdp_mode: XdpAttachMode,
     maps: KernelMaps,
-    reconciler: Reconciler,
+    mesh: MeshApplier,
     tc_program: SchedClassifier,
 }
 
@@ -205,7 +205,7 @@ impl Dataplane {
         let maps = MeshMaps::open_pinned(&dir)?;
         let barrier = RcuBarrier::new().map_err(|source| DataplaneError::Barrier { source })?;
         let maps = KernelMaps { maps, barrier };
-        let reconciler = Reconciler::recover(&maps)?;
+        let mesh = MeshApplier::new(Reconciler::recover(&maps)?);
         let tc_path = dir.join(TC_PROGRAM_PIN);
         let tc_program =
             SchedClassifier::from_pin(&tc_path).map_err(|e| DataplaneError::OpenPinned {
@@ -218,7 +218,7 @@ impl Dataplane {
             underlay,
             xdp_mode,
             maps,
-            reconciler,
+            mesh,
             tc_program,
         };
         dataplane.forget_dead_task_links();
@@ -226,17 +226,17 @@ impl Dataplane {
     }
 
     /// Make the maps hold `state`; only what differs from the applied state
-    /// is written (see [`crate::mesh`]).
+    /// is validated, compiled and written (see [`crate::mesh`]).
     pub fn apply(&mut self, state: &MeshState) -> Result<ApplyStats, DataplaneError> {
-        state.validate().map_err(ApplyError::from)?;
         if state.node.underlay_iface != self.underlay_iface {
+            // An invalid state is reported as such, whatever its NIC.
+            state.validate().map_err(ApplyError::from)?;
             return Err(DataplaneError::UnderlayChanged {
                 attached: self.underlay_iface.clone(),
                 wanted: state.node.underlay_iface.clone(),
             });
         }
-        let desired = Desired::compile(state, self.underlay);
-        Ok(self.reconciler.apply(&desired, &mut self.maps)?)
+        Ok(self.mesh.apply(state, self.underlay, &mut self.maps)?)
     }
 
     /// Attach `tc_from_task` at tc ingress (tcx) of a task's host-side veth
@@ -341,12 +341,14 @@ impl Dataplane {
 
     /// The dense service id of a service on a network, once applied.
     pub fn service_slot(&self, service_id: &str, vni: u32) -> Option<u32> {
-        self.reconciler.service_slot(service_id, vni)
+        self.mesh.reconciler().service_slot(service_id, vni)
     }
 
     /// The dense backend id of a task in a service on a network.
     pub fn backend_slot(&self, service_id: &str, vni: u32, task_id: &str) -> Option<u32> {
-        self.reconciler.backend_slot(service_id, vni, task_id)
+        self.mesh
+            .reconciler()
+            .backend_slot(service_id, vni, task_id)
     }
 
     fn task_link_pin(&self, ifindex: u32) -> PathBuf {

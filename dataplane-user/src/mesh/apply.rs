@@ -273,7 +273,7 @@ impl Reconciler {
 
         // Everything desired is applied by now, so equal sizes mean equal
         // sets and there is nothing to remove: skip the scans.
-        let gone: Vec<BalancerKey> = if self.balancers.len() == desired.balancers.len() {
+        let mut gone: Vec<BalancerKey> = if self.balancers.len() == desired.balancers.len() {
             Vec::new()
         } else {
             self.balancers
@@ -282,14 +282,13 @@ impl Reconciler {
                 .cloned()
                 .collect()
         };
+        // In key order, as `apply_delta` does: the order ids and segments
+        // are retired in decides which are reused first.
+        gone.sort_unstable();
         for key in gone {
             self.remove_balancer(&key, maps, &mut stats)?;
         }
-        while let Some(&id) = self.orphan_backends.last() {
-            maps.remove_backend_record(id)?;
-            self.backend_ids.retire(id);
-            self.orphan_backends.pop();
-        }
+        self.remove_orphan_backends(maps)?;
 
         let gone: Vec<u32> = if self.endpoints.len() == desired.endpoints.len() {
             Vec::new()
@@ -320,6 +319,19 @@ impl Reconciler {
             stats.peers_removed += 1;
         }
         Ok(stats)
+    }
+
+    /// Backend records no service claims (found by `recover`): out.
+    pub(super) fn remove_orphan_backends(
+        &mut self,
+        maps: &mut impl MeshMapOps,
+    ) -> Result<(), MapsError> {
+        while let Some(&id) = self.orphan_backends.last() {
+            maps.remove_backend_record(id)?;
+            self.backend_ids.retire(id);
+            self.orphan_backends.pop();
+        }
+        Ok(())
     }
 
     /// Wait for a grace period and make everything retired reusable.

@@ -7,13 +7,13 @@
 //! network) pair gets its own dense service id, ring and backends in the
 //! maps. Published ports belong to the pair on the ingress network.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use hive_common::maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, ServiceKey};
 
 use super::{
     fast::FastMap,
-    state::{MeshState, Service},
+    state::{LocalEndpoint, MeshState, NodeIdentity, OverlayPeer, Service, TaskEndpoint},
 };
 
 /// One service on one network: what a dense service id stands for.
@@ -95,97 +95,153 @@ fn balancer_entry<'a>(
     &mut local[index].1
 }
 
+/// What compiling one service or endpoint needs to know of the rest of the
+/// state: the networks and this node. (The incremental path reuses it for
+/// every changed service; it stays valid while networks and node do.)
+#[derive(Debug)]
+pub(super) struct CompileContext<'a> {
+    pub node_addr: Ipv4Addr,
+    vni_of: FastMap<&'a str, u32>,
+    ingress_vni: Option<u32>,
+}
+
+impl<'a> CompileContext<'a> {
+    pub fn new(state: &'a MeshState) -> Self {
+        Self {
+            node_addr: state.node.underlay_addr,
+            vni_of: state
+                .networks
+                .iter()
+                .map(|n| (n.name.as_str(), n.vni))
+                .collect(),
+            ingress_vni: state.networks.iter().find(|n| n.ingress).map(|n| n.vni),
+        }
+    }
+
+    /// The balancers of one validated service, by VNI, appended to `out`
+    /// (a handful: one per network the service is on).
+    pub fn service(&self, service: &Service, out: &mut Vec<(u32, DesiredBalancer)>) {
+        for vip in &service.vips {
+            let Some(&vni) = self.vni_of.get(vip.network.as_str()) else {
+                continue; // validated: cannot happen
+            };
+            let balancer = balancer_entry(out, service, vni);
+            // The VIP marker: lets the programs tell a packet to a VIP
+            // without a matching port (ICMP, a fragment, a port the
+            // service does not expose) from traffic to other addresses.
+            balancer.frontends.insert(
+                ServiceKey {
+                    addr_be: addr_be(vip.addr),
+                    port_be: 0,
+                    proto: 0,
+                    _pad: 0,
+                },
+                FrontendSpec {
+                    target_port_be: 0,
+                    flags: 0,
+                },
+            );
+            for port in &service.ports {
+                balancer.frontends.insert(
+                    ServiceKey {
+                        addr_be: addr_be(vip.addr),
+                        port_be: port.target_port.to_be(),
+                        proto: port.protocol.ip_proto(),
+                        _pad: 0,
+                    },
+                    FrontendSpec {
+                        target_port_be: port.target_port.to_be(),
+                        flags: 0,
+                    },
+                );
+            }
+        }
+        if let Some(vni) = self.ingress_vni {
+            for port in &service.ports {
+                let Some(published) = port.published_port else {
+                    continue;
+                };
+                balancer_entry(out, service, vni).frontends.insert(
+                    ServiceKey {
+                        addr_be: 0,
+                        port_be: published.to_be(),
+                        proto: port.protocol.ip_proto(),
+                        _pad: 0,
+                    },
+                    FrontendSpec {
+                        target_port_be: port.target_port.to_be(),
+                        flags: Frontend::FLAG_PUBLISHED,
+                    },
+                );
+            }
+        }
+        for be in &service.backends {
+            let on_this_node = be.node == self.node_addr;
+            balancer_entry(out, service, be.vni).backends.insert(
+                be.task_id.clone(),
+                Backend {
+                    addr_be: addr_be(be.addr),
+                    node_be: addr_be(be.node),
+                    vni: be.vni,
+                    flags: if on_this_node { Backend::FLAG_LOCAL } else { 0 },
+                },
+            );
+        }
+    }
+
+    /// The entry of one endpoint; `ifindex` is its host-side veth's, for an
+    /// endpoint on this node.
+    pub fn endpoint(&self, ep: &TaskEndpoint, ifindex: Option<u32>) -> Endpoint {
+        let local = ep.node == self.node_addr;
+        Endpoint {
+            node_be: addr_be(ep.node),
+            vni: ep.vni,
+            ifindex: if local { ifindex.unwrap_or(0) } else { 0 },
+            flags: if local { Endpoint::FLAG_LOCAL } else { 0 },
+        }
+    }
+}
+
+/// The node's entry.
+pub(super) fn node_config(node: &NodeIdentity, underlay: UnderlayLink) -> NodeConfig {
+    NodeConfig {
+        underlay_addr_be: addr_be(node.underlay_addr),
+        underlay_ifindex: underlay.ifindex,
+        hash_seed: node.hash_seed,
+        underlay_mac: underlay.mac,
+        vxlan_port_be: node.vxlan_port.to_be(),
+        overlay_mtu: node.overlay_mtu(),
+        flags: NodeConfig::FLAG_CONFIGURED,
+    }
+}
+
+/// A peer's entry.
+pub(super) fn peer_entry(peer: &OverlayPeer) -> Peer {
+    Peer {
+        mac: peer.mac.0,
+        _pad: [0; 2],
+    }
+}
+
+/// Host-side veth ifindex by (task, VNI). With duplicates the last one
+/// wins, as everywhere the list is read.
+pub(super) fn local_ifindexes(locals: &[LocalEndpoint]) -> FastMap<(&str, u32), u32> {
+    locals
+        .iter()
+        .map(|l| ((l.task_id.as_str(), l.vni), l.host_ifindex))
+        .collect()
+}
+
 impl Desired {
     /// Compile a state that passed [`MeshState::validate`].
     pub fn compile(state: &MeshState, underlay: UnderlayLink) -> Self {
-        let node = &state.node;
-        let node_cfg = NodeConfig {
-            underlay_addr_be: addr_be(node.underlay_addr),
-            underlay_ifindex: underlay.ifindex,
-            hash_seed: node.hash_seed,
-            underlay_mac: underlay.mac,
-            vxlan_port_be: node.vxlan_port.to_be(),
-            overlay_mtu: node.overlay_mtu(),
-            flags: NodeConfig::FLAG_CONFIGURED,
-        };
-        let vni_of: FastMap<&str, u32> = state
-            .networks
-            .iter()
-            .map(|n| (n.name.as_str(), n.vni))
-            .collect();
-        let ingress_vni = state.networks.iter().find(|n| n.ingress).map(|n| n.vni);
-
+        let ctx = CompileContext::new(state);
         let mut balancers: BTreeMap<BalancerKey, DesiredBalancer> = BTreeMap::new();
         // Per service, its balancers by VNI (a handful), moved into the map
         // once: one key allocation per balancer, not one per entry.
         let mut local: Vec<(u32, DesiredBalancer)> = Vec::new();
         for service in &state.services {
-            for vip in &service.vips {
-                let Some(&vni) = vni_of.get(vip.network.as_str()) else {
-                    continue; // validated: cannot happen
-                };
-                let balancer = balancer_entry(&mut local, service, vni);
-                // The VIP marker: lets the programs tell a packet to a VIP
-                // without a matching port (ICMP, a fragment, a port the
-                // service does not expose) from traffic to other addresses.
-                balancer.frontends.insert(
-                    ServiceKey {
-                        addr_be: addr_be(vip.addr),
-                        port_be: 0,
-                        proto: 0,
-                        _pad: 0,
-                    },
-                    FrontendSpec {
-                        target_port_be: 0,
-                        flags: 0,
-                    },
-                );
-                for port in &service.ports {
-                    balancer.frontends.insert(
-                        ServiceKey {
-                            addr_be: addr_be(vip.addr),
-                            port_be: port.target_port.to_be(),
-                            proto: port.protocol.ip_proto(),
-                            _pad: 0,
-                        },
-                        FrontendSpec {
-                            target_port_be: port.target_port.to_be(),
-                            flags: 0,
-                        },
-                    );
-                }
-            }
-            if let Some(vni) = ingress_vni {
-                for port in &service.ports {
-                    let Some(published) = port.published_port else {
-                        continue;
-                    };
-                    balancer_entry(&mut local, service, vni).frontends.insert(
-                        ServiceKey {
-                            addr_be: 0,
-                            port_be: published.to_be(),
-                            proto: port.protocol.ip_proto(),
-                            _pad: 0,
-                        },
-                        FrontendSpec {
-                            target_port_be: port.target_port.to_be(),
-                            flags: Frontend::FLAG_PUBLISHED,
-                        },
-                    );
-                }
-            }
-            for be in &service.backends {
-                let on_this_node = be.node == node.underlay_addr;
-                balancer_entry(&mut local, service, be.vni).backends.insert(
-                    be.task_id.clone(),
-                    Backend {
-                        addr_be: addr_be(be.addr),
-                        node_be: addr_be(be.node),
-                        vni: be.vni,
-                        flags: if on_this_node { Backend::FLAG_LOCAL } else { 0 },
-                    },
-                );
-            }
+            ctx.service(service, &mut local);
             for (vni, balancer) in local.drain(..) {
                 balancers.insert(
                     BalancerKey {
@@ -196,51 +252,22 @@ impl Desired {
                 );
             }
         }
-
-        let ifindex_of: FastMap<(&str, u32), u32> = state
-            .local_endpoints
-            .iter()
-            .map(|l| ((l.task_id.as_str(), l.vni), l.host_ifindex))
-            .collect();
+        let ifindex_of = local_ifindexes(&state.local_endpoints);
         let endpoints = state
             .endpoints
             .iter()
             .map(|ep| {
-                let local = ep.node == node.underlay_addr;
-                let ifindex = if local {
-                    ifindex_of
-                        .get(&(ep.task_id.as_str(), ep.vni))
-                        .copied()
-                        .unwrap_or(0)
-                } else {
-                    0
-                };
-                (
-                    addr_be(ep.addr),
-                    Endpoint {
-                        node_be: addr_be(ep.node),
-                        vni: ep.vni,
-                        ifindex,
-                        flags: if local { Endpoint::FLAG_LOCAL } else { 0 },
-                    },
-                )
+                let ifindex = ifindex_of.get(&(ep.task_id.as_str(), ep.vni)).copied();
+                (addr_be(ep.addr), ctx.endpoint(ep, ifindex))
             })
             .collect();
         let peers = state
             .peers
             .iter()
-            .map(|p| {
-                (
-                    addr_be(p.underlay_addr),
-                    Peer {
-                        mac: p.mac.0,
-                        _pad: [0; 2],
-                    },
-                )
-            })
+            .map(|p| (addr_be(p.underlay_addr), peer_entry(p)))
             .collect();
         Self {
-            node: node_cfg,
+            node: node_config(&state.node, underlay),
             balancers,
             endpoints,
             peers,

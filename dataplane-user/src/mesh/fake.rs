@@ -32,7 +32,7 @@ pub enum Op {
     GracePeriod,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct FakeMaps {
     pub node: NodeConfig,
     pub peers: HashMap<u32, Peer>,
@@ -44,6 +44,9 @@ pub struct FakeMaps {
     pub balancer_records: BTreeMap<u32, BalancerRecord>,
     pub backend_records: BTreeMap<u32, BackendRecord>,
     pub log: Vec<Op>,
+    /// Fail every write once this many operations are logged (tests of a
+    /// failed apply).
+    pub fail_at: Option<usize>,
 }
 
 impl FakeMaps {
@@ -61,55 +64,74 @@ impl FakeMaps {
     pub fn take_log(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.log)
     }
+
+    fn check(&self) -> Result<(), MapsError> {
+        match self.fail_at {
+            Some(n) if self.log.len() >= n => Err(MapsError::Barrier {
+                source: std::io::Error::other("injected failure"),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl MeshMapOps for FakeMaps {
     fn set_node(&mut self, config: &NodeConfig) -> Result<(), MapsError> {
+        self.check()?;
         self.node = *config;
         self.log.push(Op::Node);
         Ok(())
     }
     fn put_peer(&mut self, addr_be: u32, peer: &Peer) -> Result<(), MapsError> {
+        self.check()?;
         self.peers.insert(addr_be, *peer);
         self.log.push(Op::PutPeer(addr_be));
         Ok(())
     }
     fn remove_peer(&mut self, addr_be: u32) -> Result<(), MapsError> {
+        self.check()?;
         self.peers.remove(&addr_be);
         self.log.push(Op::RemovePeer(addr_be));
         Ok(())
     }
     fn put_endpoint(&mut self, addr_be: u32, endpoint: &Endpoint) -> Result<(), MapsError> {
+        self.check()?;
         self.endpoints.insert(addr_be, *endpoint);
         self.log.push(Op::PutEndpoint(addr_be));
         Ok(())
     }
     fn remove_endpoint(&mut self, addr_be: u32) -> Result<(), MapsError> {
+        self.check()?;
         self.endpoints.remove(&addr_be);
         self.log.push(Op::RemoveEndpoint(addr_be));
         Ok(())
     }
     fn put_frontend(&mut self, key: &ServiceKey, frontend: &Frontend) -> Result<(), MapsError> {
+        self.check()?;
         self.frontends.insert(*key, *frontend);
         self.log.push(Op::PutFrontend(*key, *frontend));
         Ok(())
     }
     fn remove_frontend(&mut self, key: &ServiceKey) -> Result<(), MapsError> {
+        self.check()?;
         self.frontends.remove(key);
         self.log.push(Op::RemoveFrontend(*key));
         Ok(())
     }
     fn set_ring(&mut self, service: u32, ring: &Ring) -> Result<(), MapsError> {
+        self.check()?;
         self.rings.insert(service, *ring);
         self.log.push(Op::SetRing(service, *ring));
         Ok(())
     }
     fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapsError> {
+        self.check()?;
         self.backends.insert(id, *backend);
         self.log.push(Op::SetBackend(id));
         Ok(())
     }
     fn write_segment(&mut self, offset: u32, slots: &[u32]) -> Result<(), MapsError> {
+        self.check()?;
         for (i, &b) in (offset..).zip(slots) {
             self.maglev.insert(i, b);
         }
@@ -120,34 +142,41 @@ impl MeshMapOps for FakeMaps {
         Ok(())
     }
     fn reset_service_counters(&mut self, service: u32) -> Result<(), MapsError> {
+        self.check()?;
         self.log.push(Op::ResetServiceCounters(service));
         Ok(())
     }
     fn reset_backend_counters(&mut self, backend: u32) -> Result<(), MapsError> {
+        self.check()?;
         self.log.push(Op::ResetBackendCounters(backend));
         Ok(())
     }
     fn put_balancer_record(&mut self, id: u32, record: &BalancerRecord) -> Result<(), MapsError> {
+        self.check()?;
         self.balancer_records.insert(id, *record);
         self.log.push(Op::PutBalancerRecord(id));
         Ok(())
     }
     fn remove_balancer_record(&mut self, id: u32) -> Result<(), MapsError> {
+        self.check()?;
         self.balancer_records.remove(&id);
         self.log.push(Op::RemoveBalancerRecord(id));
         Ok(())
     }
     fn put_backend_record(&mut self, id: u32, record: &BackendRecord) -> Result<(), MapsError> {
+        self.check()?;
         self.backend_records.insert(id, *record);
         self.log.push(Op::PutBackendRecord(id));
         Ok(())
     }
     fn remove_backend_record(&mut self, id: u32) -> Result<(), MapsError> {
+        self.check()?;
         self.backend_records.remove(&id);
         self.log.push(Op::RemoveBackendRecord(id));
         Ok(())
     }
     fn grace_period(&mut self) -> Result<(), MapsError> {
+        self.check()?;
         self.log.push(Op::GracePeriod);
         Ok(())
     }

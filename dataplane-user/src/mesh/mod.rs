@@ -5,20 +5,28 @@
 pub mod alloc;
 mod apply;
 mod balancer;
+mod delta;
 mod desired;
 mod fast;
+mod incremental;
+mod index;
 mod ops;
 mod recover;
+mod seqdiff;
 pub mod state;
 mod validate;
 
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod incremental_tests;
+#[cfg(test)]
 mod tests;
 
 pub use apply::{ApplyError, ApplyStats, Reconciler};
+pub use delta::Delta;
 pub use desired::{BalancerKey, Desired, DesiredBalancer, FrontendSpec, UnderlayLink, addr_be};
+pub use incremental::{ApplyPath, MeshApplier};
 pub use ops::{KernelMaps, MeshMapOps};
 pub use state::{
     LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service,

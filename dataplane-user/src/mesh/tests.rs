@@ -137,7 +137,7 @@ pub(crate) fn sample_state() -> MeshState {
     state
 }
 
-fn compile(state: &MeshState) -> Desired {
+pub(super) fn compile(state: &MeshState) -> Desired {
     state.validate().expect("valid state");
     Desired::compile(
         state,

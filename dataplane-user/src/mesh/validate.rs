@@ -10,7 +10,9 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::fast::{FastMap, FastSet};
-use super::state::{MAX_ID_LEN, MeshState, Network, Protocol, Service, VXLAN_OVERHEAD};
+use super::state::{
+    MAX_ID_LEN, MeshState, Network, NodeIdentity, Protocol, Service, TaskEndpoint, VXLAN_OVERHEAD,
+};
 use crate::maglev::MAX_BACKENDS_PER_SERVICE;
 
 /// The smallest overlay MTU hive accepts: IPv4's minimum datagram every
@@ -225,7 +227,7 @@ pub enum MeshStateError {
     LocalEndpointNoIfindex { task: String, ifname: String },
 }
 
-fn check_id(what: &'static str, id: &str) -> Result<(), MeshStateError> {
+pub(super) fn check_id(what: &'static str, id: &str) -> Result<(), MeshStateError> {
     if id.len() > MAX_ID_LEN || id.is_empty() {
         return Err(MeshStateError::IdTooLong {
             what,
@@ -246,24 +248,33 @@ fn is_host_of(subnet: Ipv4Network, addr: Ipv4Addr) -> bool {
 impl MeshState {
     /// Check the state is consistent; the first problem found is returned.
     pub fn validate(&self) -> Result<(), MeshStateError> {
-        let node = &self.node;
-        if node.underlay_iface.is_empty() {
-            return Err(MeshStateError::NoUnderlayIface);
-        }
-        if node.overlay_mtu() < MIN_OVERLAY_MTU {
-            return Err(MeshStateError::UnderlayMtuTooSmall {
-                mtu: node.underlay_mtu,
-                overlay: node.overlay_mtu(),
-            });
-        }
-        if node.vxlan_port == 0 {
-            return Err(MeshStateError::VxlanPortZero);
-        }
+        validate_node(&self.node)?;
         let networks = self.validate_networks()?;
+        let nodes = self.validate_peers()?;
+        let known_node =
+            |addr: Ipv4Addr| addr == self.node.underlay_addr || nodes.contains_key(&addr);
 
+        let mut ids: FastMap<&str, &str> = FastMap::default();
+        let mut claims = FullClaims::default();
+        for service in &self.services {
+            check_id("service ID", &service.id)?;
+            if let Some(other) = ids.insert(&service.id, &service.name) {
+                return Err(MeshStateError::DuplicateServiceId {
+                    id: service.id.clone(),
+                    name: service.name.clone(),
+                    other: other.to_owned(),
+                });
+            }
+            validate_service(service, &networks, &mut claims, &known_node)?;
+        }
+        self.validate_endpoints(&networks, &known_node)
+    }
+
+    /// The peers by underlay address, checked.
+    pub(super) fn validate_peers(&self) -> Result<FastMap<Ipv4Addr, &str>, MeshStateError> {
         let mut nodes: FastMap<Ipv4Addr, &str> = FastMap::default();
         for peer in &self.peers {
-            if peer.underlay_addr == node.underlay_addr {
+            if peer.underlay_addr == self.node.underlay_addr {
                 return Err(MeshStateError::PeerIsSelf {
                     node_id: peer.node_id.clone(),
                     addr: peer.underlay_addr,
@@ -277,27 +288,11 @@ impl MeshState {
                 });
             }
         }
-        let known_node = |addr: Ipv4Addr| addr == node.underlay_addr || nodes.contains_key(&addr);
-
-        let mut ids: FastMap<&str, &str> = FastMap::default();
-        let mut vips: FastMap<Ipv4Addr, &str> = FastMap::default();
-        let mut published: FastMap<(u16, Protocol), &str> = FastMap::default();
-        for service in &self.services {
-            check_id("service ID", &service.id)?;
-            if let Some(other) = ids.insert(&service.id, &service.name) {
-                return Err(MeshStateError::DuplicateServiceId {
-                    id: service.id.clone(),
-                    name: service.name.clone(),
-                    other: other.to_owned(),
-                });
-            }
-            validate_service(service, &networks, &mut vips, &mut published, &known_node)?;
-        }
-        self.validate_endpoints(&networks, &known_node)
+        Ok(nodes)
     }
 
     /// Networks by name and by VNI, checked.
-    fn validate_networks(&self) -> Result<NetworkIndex<'_>, MeshStateError> {
+    pub(super) fn validate_networks(&self) -> Result<NetworkIndex<'_>, MeshStateError> {
         let mut index = NetworkIndex::default();
         for net in &self.networks {
             if net.vni == 0 || net.vni > 0x00ff_ffff {
@@ -365,34 +360,12 @@ impl MeshState {
         let mut addrs: FastMap<Ipv4Addr, &str> = FastMap::default();
         let mut local_seen: FastSet<(&str, u32)> = FastSet::default();
         for ep in &self.endpoints {
-            check_id("task ID", &ep.task_id)?;
-            let net = networks.by_vni.get(&ep.vni).ok_or_else(|| {
-                MeshStateError::EndpointUnknownNetwork {
-                    task: ep.task_id.clone(),
-                    addr: ep.addr,
-                    vni: ep.vni,
-                }
-            })?;
-            if !is_host_of(net.subnet, ep.addr) || ep.addr == net.gateway {
-                return Err(MeshStateError::EndpointOutsideSubnet {
-                    task: ep.task_id.clone(),
-                    addr: ep.addr,
-                    network: net.name.clone(),
-                    subnet: net.subnet,
-                });
-            }
+            validate_endpoint(ep, networks, known_node)?;
             if let Some(other) = addrs.insert(ep.addr, &ep.task_id) {
                 return Err(MeshStateError::DuplicateEndpoint {
                     task: ep.task_id.clone(),
                     addr: ep.addr,
                     other: other.to_owned(),
-                });
-            }
-            if !known_node(ep.node) {
-                return Err(MeshStateError::EndpointUnknownNode {
-                    task: ep.task_id.clone(),
-                    addr: ep.addr,
-                    node: ep.node,
                 });
             }
             if ep.node == self.node.underlay_addr {
@@ -426,18 +399,114 @@ impl MeshState {
     }
 }
 
+/// The node's own settings, checked.
+pub(super) fn validate_node(node: &NodeIdentity) -> Result<(), MeshStateError> {
+    if node.underlay_iface.is_empty() {
+        return Err(MeshStateError::NoUnderlayIface);
+    }
+    if node.overlay_mtu() < MIN_OVERLAY_MTU {
+        return Err(MeshStateError::UnderlayMtuTooSmall {
+            mtu: node.underlay_mtu,
+            overlay: node.overlay_mtu(),
+        });
+    }
+    if node.vxlan_port == 0 {
+        return Err(MeshStateError::VxlanPortZero);
+    }
+    Ok(())
+}
+
+/// What can be checked of one endpoint on its own: its ID, network,
+/// address and node. (Unique addresses and local veths are checked over
+/// the whole set.)
+pub(super) fn validate_endpoint(
+    ep: &TaskEndpoint,
+    networks: &NetworkIndex<'_>,
+    known_node: &dyn Fn(Ipv4Addr) -> bool,
+) -> Result<(), MeshStateError> {
+    check_id("task ID", &ep.task_id)?;
+    let net =
+        networks
+            .by_vni
+            .get(&ep.vni)
+            .ok_or_else(|| MeshStateError::EndpointUnknownNetwork {
+                task: ep.task_id.clone(),
+                addr: ep.addr,
+                vni: ep.vni,
+            })?;
+    if !is_host_of(net.subnet, ep.addr) || ep.addr == net.gateway {
+        return Err(MeshStateError::EndpointOutsideSubnet {
+            task: ep.task_id.clone(),
+            addr: ep.addr,
+            network: net.name.clone(),
+            subnet: net.subnet,
+        });
+    }
+    if !known_node(ep.node) {
+        return Err(MeshStateError::EndpointUnknownNode {
+            task: ep.task_id.clone(),
+            addr: ep.addr,
+            node: ep.node,
+        });
+    }
+    Ok(())
+}
+
+/// Front ends a service claims for itself alone: its VIPs and published
+/// ports. The full check collects every claim of the state; the
+/// incremental one checks a changed service's claims against an index of
+/// the applied state (`super::index`).
+pub(super) trait Claims<'a> {
+    /// `Err(other)` names the service that holds `vip` already.
+    fn claim_vip(&mut self, vip: Ipv4Addr, service: &'a Service) -> Result<(), String>;
+    /// `Err(other)` names the service that publishes the port already.
+    fn claim_published(
+        &mut self,
+        port: (u16, Protocol),
+        service: &'a Service,
+    ) -> Result<(), String>;
+}
+
+/// Every claim of one state, for the full check.
 #[derive(Default)]
-struct NetworkIndex<'a> {
+struct FullClaims<'a> {
+    vips: FastMap<Ipv4Addr, &'a str>,
+    published: FastMap<(u16, Protocol), &'a str>,
+}
+
+impl<'a> Claims<'a> for FullClaims<'a> {
+    fn claim_vip(&mut self, vip: Ipv4Addr, service: &'a Service) -> Result<(), String> {
+        match self.vips.insert(vip, &service.name) {
+            Some(other) => Err(other.to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    fn claim_published(
+        &mut self,
+        port: (u16, Protocol),
+        service: &'a Service,
+    ) -> Result<(), String> {
+        match self.published.insert(port, &service.name) {
+            Some(other) => Err(other.to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct NetworkIndex<'a> {
     by_name: FastMap<&'a str, &'a Network>,
     by_vni: FastMap<u32, &'a Network>,
     ingress: Option<&'a Network>,
 }
 
-fn validate_service<'a>(
+/// Everything about one service: its ID, VIPs, ports and backends, and its
+/// claims on VIPs and published ports.
+pub(super) fn validate_service<'a>(
     service: &'a Service,
-    networks: &NetworkIndex<'a>,
-    vips: &mut FastMap<Ipv4Addr, &'a str>,
-    published: &mut FastMap<(u16, Protocol), &'a str>,
+    networks: &NetworkIndex<'_>,
+    claims: &mut impl Claims<'a>,
     known_node: &dyn Fn(Ipv4Addr) -> bool,
 ) -> Result<(), MeshStateError> {
     let name = || service.name.clone();
@@ -467,11 +536,11 @@ fn validate_service<'a>(
                 subnet: net.subnet,
             });
         }
-        if let Some(other) = vips.insert(vip.addr, &service.name) {
+        if let Err(other) = claims.claim_vip(vip.addr, service) {
             return Err(MeshStateError::VipInUse {
                 service: name(),
                 vip: vip.addr,
-                other: other.to_owned(),
+                other,
             });
         }
     }
@@ -502,12 +571,12 @@ fn validate_service<'a>(
             if !served.contains(&ingress.vni) {
                 served.push(ingress.vni);
             }
-            if let Some(other) = published.insert((p, port.protocol), &service.name) {
+            if let Err(other) = claims.claim_published((p, port.protocol), service) {
                 return Err(MeshStateError::PublishedPortInUse {
                     service: name(),
                     port: p,
                     protocol: port.protocol,
-                    other: other.to_owned(),
+                    other,
                 });
             }
         }

@@ -2,6 +2,7 @@
 //! `cargo bench`, measuring hive's eBPF mesh beside the kernel's own path in
 //! the same run and on the same lab. Figures, never test assertions.
 
+pub mod gossip;
 pub mod hive_runs;
 pub mod kernel_path;
 pub mod kernel_runs;
@@ -10,3 +11,4 @@ pub mod program_costs;
 pub mod report;
 pub mod rules;
 pub mod wrk;
+pub mod trace_cost;

@@ -76,6 +76,11 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     };
     eprintln!("program paths under BPF_PROG_RUN:");
     report.program_costs = program_costs::program_costs()?;
+    eprintln!("tracing cost under BPF_PROG_RUN:");
+    match crate::trace_cost::measure(400, 5) {
+        Ok(costs) => report.trace_costs = costs,
+        Err(err) => eprintln!("  skipped: {err}"),
+    }
     let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
     let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
     std::fs::create_dir_all(&run_dir)?;

@@ -36,6 +36,8 @@ pub struct Report {
     pub cpus: usize,
     pub wrk: String,
     pub program_costs: Vec<ProgramCost>,
+    /// What tracing costs a packet (`crate::trace_cost`).
+    pub trace_costs: Vec<crate::trace_cost::TraceCost>,
     pub paths: Vec<PathFigures>,
 }
 
@@ -66,6 +68,10 @@ impl Report {
                     c.path, c.ns_per_packet, c.ratio_to_floor
                 );
             }
+            out.push('\n');
+        }
+        if !self.trace_costs.is_empty() {
+            out.push_str(&crate::trace_cost::table(&self.trace_costs));
             out.push('\n');
         }
         let _ = writeln!(

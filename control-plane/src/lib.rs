@@ -16,3 +16,4 @@ pub mod transport;
 pub mod client;
 pub mod lab_swarm;
 pub mod gossip;
+pub mod metrics;

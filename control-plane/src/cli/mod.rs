@@ -11,6 +11,7 @@ mod gossip_agent;
 pub mod info;
 mod init_task;
 pub mod lab;
+pub mod mesh;
 pub mod node;
 pub mod output;
 pub mod swarm;
@@ -61,6 +62,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Display system-wide information.
     Info,
+    /// The routing mesh seen from the kernel: packet traces and counters.
+    Mesh(mesh::MeshArgs),
 }
 
 /// Install a tracing subscriber writing to stderr.
@@ -88,5 +91,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Swarm(args) => swarm::run(cli.host.as_deref(), args),
         Command::Node(args) => node::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),
+        Command::Mesh(args) => mesh::run(args),
     }
 }

@@ -105,6 +105,18 @@ impl ProgRun {
         })
     }
 
+    /// Load another build of the programs, e.g.
+    /// [`crate::programs::EBPF_OBJECT_NOTRACE`] (the benchmark's baseline).
+    pub fn load_object(object: &[u8]) -> Result<Self, HarnessError> {
+        if object.is_empty() {
+            return Err(crate::programs::LoadError::NotEmbedded.into());
+        }
+        let ebpf = aya::EbpfLoader::new()
+            .load(object)
+            .map_err(crate::programs::LoadError::from)?;
+        Ok(ProgRun { ebpf })
+    }
+
     /// Typed access to the maps, for setting up a fixture and checking it.
     pub fn maps(&mut self) -> Maps<'_> {
         Maps {

@@ -9,6 +9,7 @@ pub mod pcap;
 mod session;
 
 pub use event::{DecodeError, Event, tcp_flags};
+pub use hive_common::trace::TRACE_CAPTURE_MAX;
 pub use maps::{LostCounts, TraceMaps, TraceMapsError};
 pub use pcap::PcapWriter;
 pub use session::{TraceError, TraceFilter, TraceOptions, Tracer, wall_time};

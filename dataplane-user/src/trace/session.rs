@@ -367,7 +367,7 @@ impl Tracer {
     }
 
     /// Switch tracing off on every node and return what is left, in order.
-    pub fn stop(mut self) -> Result<Vec<Event>, TraceError> {
+    pub fn stop(&mut self) -> Result<Vec<Event>, TraceError> {
         self.switch_off()?;
         self.read_rings();
         self.pending.sort_by_key(|e| e.timestamp_ns);

@@ -12,6 +12,7 @@ mod events;
 mod headers;
 mod icmp;
 mod lb;
+mod log;
 mod maps;
 mod mss;
 mod nat;
@@ -36,6 +37,7 @@ pub fn xdp_from_underlay(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);
+            log::debug!(&ctx, "xdp_from_underlay: drop, reason {}", reason as u8);
             if events::on() {
                 events::drop_xdp(&ctx, reason, TraceVerdict::Drop);
             }
@@ -51,6 +53,7 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);
+            log::debug!(&ctx, "tc_from_task: drop, reason {}", reason as u8);
             if events::on() {
                 events::drop_tc(&ctx, reason, TraceVerdict::Drop);
             }

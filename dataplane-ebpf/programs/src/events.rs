@@ -349,8 +349,8 @@ fn matches(cfg: &TraceConfig, e: &TraceEvent) -> bool {
         // flow, not a service) match by the service's backend addresses.
         // SAFETY: plain-data values, only tested for presence.
         let known = e.service == 0
-            && (unsafe { ADDRS.get(&e.saddr_be) }.is_some()
-                || unsafe { ADDRS.get(&e.daddr_be) }.is_some());
+            && (unsafe { ADDRS.get(e.saddr_be) }.is_some()
+                || unsafe { ADDRS.get(e.daddr_be) }.is_some());
         if !known {
             return false;
         }

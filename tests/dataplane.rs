@@ -773,14 +773,21 @@ async fn permanent_neighbour(handle: &Handle, ifindex: u32, addr: Ipv4Addr) -> O
     })
 }
 
-/// Figures, not a check: the cost of adding one service next to 1, 1,000
-/// and 10,000 others. `cargo test --test dataplane -- --ignored --nocapture`.
+/// Figures, not a check: the cost of applying a state with one service
+/// more, one backend less, or nothing changed, next to 1, 1,000 and 10,000
+/// services (2 backends each, 2 endpoints per service), and of the first
+/// apply. Each change is applied and undone `ROUNDS` times; the best and
+/// the median are printed (a loaded box inflates single figures).
+/// `cargo test --release --test dataplane -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement; run explicitly"]
 fn apply_cost_at_scale() {
     if !require_root("apply_cost_at_scale") {
         return;
     }
+    const ROUNDS: usize = 15;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average: {}", load.trim());
     for existing in [1usize, 1_000, 10_000] {
         let ns = TestNs::new("scale");
         let pins = TestPins::new("scale");
@@ -818,29 +825,63 @@ fn apply_cost_at_scale() {
             state.services = (0..existing).map(service).collect();
             fill_endpoints(&mut state);
             let started = Instant::now();
+            let cpu_started = thread_cpu_time();
             dp.apply(&state).expect("apply");
             let initial = started.elapsed();
-            state.services.push(service(existing));
-            fill_endpoints(&mut state);
-            let started = Instant::now();
-            let stats = dp.apply(&state).expect("apply one more");
-            let one_more = started.elapsed();
-            let started = Instant::now();
-            let noop = dp.apply(&state).expect("apply again");
-            let again = started.elapsed();
-            assert!(noop.is_noop());
-            state.services[existing / 2].backends.pop();
-            fill_endpoints(&mut state);
-            let started = Instant::now();
-            dp.apply(&state).expect("remove a backend");
-            let remove_backend = started.elapsed();
+            let initial_cpu = thread_cpu_time() - cpu_started;
+
+            let mut timed = |state: &MeshState, into: &mut Vec<Duration>| {
+                let started = Instant::now();
+                let stats = dp.apply(state).expect("apply");
+                into.push(started.elapsed());
+                stats
+            };
+            let (mut add, mut noop, mut remove_backend, mut undo) = (vec![], vec![], vec![], vec![]);
+            let mut writes = 0;
+            for _ in 0..ROUNDS {
+                state.services.push(service(existing));
+                fill_endpoints(&mut state);
+                let stats = timed(&state, &mut add);
+                writes = stats.frontends_written
+                    + stats.backends_written * 3
+                    + stats.endpoints_written
+                    + stats.maglev_slots_written as usize
+                    + 4;
+                assert!(timed(&state, &mut noop).is_noop());
+                state.services[existing / 2].backends.pop();
+                fill_endpoints(&mut state);
+                timed(&state, &mut remove_backend);
+                state.services.pop();
+                state.services[existing / 2] = service(existing / 2);
+                fill_endpoints(&mut state);
+                timed(&state, &mut undo);
+            }
+            let figures = |d: &mut Vec<Duration>| {
+                d.sort();
+                format!("{:?} (median {:?})", d[0], d[d.len() / 2])
+            };
             println!(
-                "{existing:>6} services: initial apply {initial:?}; +1 service {one_more:?} ({} map writes); \
-                 no-op apply {again:?}; -1 backend {remove_backend:?}",
-                stats.frontends_written + stats.backends_written * 3 + stats.maglev_slots_written as usize + 4
+                "{existing:>6} services: first apply {initial:?} ({initial_cpu:?} CPU); +1 service {} ({writes} map writes); \
+                 no-op {}; -1 backend {}",
+                figures(&mut add),
+                figures(&mut noop),
+                figures(&mut remove_backend),
             );
             dp.destroy().expect("destroy");
         })
         .expect("run in namespace");
     }
+}
+
+/// CPU time of this thread, user and kernel: unlike wall time, barely
+/// moved by other load on the box.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

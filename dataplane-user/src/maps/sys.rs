@@ -1,7 +1,7 @@
 //! The few `bpf(2)` commands aya 0.14 does not expose: creating a
-//! map-in-map (for [`super::RcuBarrier`]), updating it, opening a pinned
-//! object and detaching a link. Every `unsafe` of the data-plane agent's
-//! map code is here.
+//! map-in-map (for [`super::RcuBarrier`]), updating it, batched updates
+//! (Maglev segments), opening a pinned object and detaching a link. Every
+//! `unsafe` of the data-plane agent's map code is here.
 
 use std::{
     ffi::CString,
@@ -16,7 +16,11 @@ use std::{
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_DETACH: libc::c_long = 34;
+/// The kernel's internal "operation not supported" (`include/linux/errno.h`),
+/// which `bpf(2)` returns for a batch on a map type without batch support.
+const ENOTSUPP: i32 = 524;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -45,6 +49,21 @@ struct MapUpdateAttr {
     _pad: u32,
     key: u64,
     value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct MapBatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    /// In: elements to process; out: elements processed.
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
     flags: u64,
 }
 
@@ -83,6 +102,20 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
     Ok(ret)
 }
 
+/// [`bpf`] for commands that write results back into `attr`.
+///
+/// # Safety
+///
+/// As for [`bpf`].
+unsafe fn bpf_mut<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: forwarded from the caller; `attr` is writable.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>()) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
 fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
     let fd = i32::try_from(fd).map_err(io::Error::other)?;
     // SAFETY: the kernel just returned this new descriptor; nothing else
@@ -106,6 +139,45 @@ pub fn update_elem(map: &impl AsFd, key: u32, value: u32) -> io::Result<()> {
     // SAFETY: key and value point at live u32s on this stack frame for the
     // whole call; the kernel only reads them.
     unsafe { bpf(BPF_MAP_UPDATE_ELEM, &attr) }.map(drop)
+}
+
+/// Why a batched update did not happen.
+#[derive(Debug)]
+pub enum BatchError {
+    /// This kernel (before 5.6) or map type has no batched updates: write
+    /// element by element instead.
+    Unsupported,
+    Failed(io::Error),
+}
+
+/// `map[keys[i]] = values[i]` for every `i`, in one syscall, for a map with
+/// 4-byte keys and values. On failure a prefix of the elements may have
+/// been written.
+pub fn update_batch(map: &impl AsFd, keys: &[u32], values: &[u32]) -> Result<(), BatchError> {
+    fn fail(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BatchError {
+        BatchError::Failed(io::Error::other(e))
+    }
+    if keys.len() != values.len() {
+        return Err(fail("a batch needs as many keys as values"));
+    }
+    let mut attr = MapBatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: u32::try_from(keys.len()).map_err(fail)?,
+        map_fd: u32::try_from(map.as_fd().as_raw_fd()).map_err(fail)?,
+        ..MapBatchAttr::default()
+    };
+    // SAFETY: `keys` and `values` hold `count` u32s each and outlive the
+    // call; the kernel only reads them. It writes `count` back into
+    // `attr`, which is a live, exclusively borrowed local.
+    match unsafe { bpf_mut(BPF_MAP_UPDATE_BATCH, &mut attr) } {
+        Ok(_) => Ok(()),
+        Err(e) => match e.raw_os_error() {
+            // EINVAL: a kernel that does not know the command.
+            Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) => Err(BatchError::Unsupported),
+            _ => Err(BatchError::Failed(e)),
+        },
+    }
 }
 
 /// Open a pinned BPF object.

@@ -255,10 +255,12 @@ impl TraceConfig {
 mod pod {
     use super::*;
 
-    // SAFETY (all three): `repr(C)`, padding-free (size asserts above,
-    // explicit `_pad`) and valid for any bit pattern.
+    // SAFETY: `repr(C)`, padding-free (size assert above) and valid for
+    // any bit pattern.
     unsafe impl aya::Pod for TraceEvent {}
+    // SAFETY: as above (a header and a byte array, 8-aligned, 192 bytes).
     unsafe impl aya::Pod for TraceRecord {}
+    // SAFETY: as above (explicit `_pad`).
     unsafe impl aya::Pod for TraceConfig {}
 }
 

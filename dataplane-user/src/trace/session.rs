@@ -95,6 +95,15 @@ pub enum TraceError {
     },
 }
 
+/// What `--service` becomes in the kernel.
+struct ServiceFilter {
+    /// The service's dense id on each node, in node order (`u32::MAX`
+    /// where the node does not know it: matches no event).
+    ids: Vec<u32>,
+    /// Its backends' addresses (network order), on every node.
+    addrs: Vec<u32>,
+}
+
 struct NodeTrace {
     pins: NodePins,
     maps: TraceMaps,
@@ -203,7 +212,7 @@ impl Tracer {
 
     /// Per node: the service id to filter on and, for all nodes, the
     /// backend addresses (nodes may number the same service differently).
-    fn service_filter(&self) -> Result<Option<(Vec<u32>, Vec<u32>)>, TraceError> {
+    fn service_filter(&self) -> Result<Option<ServiceFilter>, TraceError> {
         let Some(query) = &self.options.filter.service else {
             return Ok(None);
         };
@@ -246,7 +255,7 @@ impl Tracer {
         }
         addrs.sort_unstable();
         addrs.dedup();
-        Ok(Some((ids, addrs)))
+        Ok(Some(ServiceFilter { ids, addrs }))
     }
 
     fn config(&self, service: Option<u32>) -> TraceConfig {
@@ -276,9 +285,12 @@ impl Tracer {
     fn switch_on(&mut self) -> Result<(), TraceError> {
         let service = self.service_filter()?;
         for i in 0..self.nodes.len() {
-            let id = service.as_ref().map(|(ids, _)| ids[i]);
+            let id = service.as_ref().map(|f| f.ids[i]);
             let config = self.config(id);
-            let addrs = service.as_ref().map(|(_, a)| a.clone()).unwrap_or_default();
+            let addrs = service
+                .as_ref()
+                .map(|f| f.addrs.clone())
+                .unwrap_or_default();
             let n = &mut self.nodes[i];
             let err = |source| TraceError::Maps {
                 node: n.pins.name.clone(),

@@ -830,13 +830,17 @@ fn apply_cost_at_scale() {
             let initial = started.elapsed();
             let initial_cpu = thread_cpu_time() - cpu_started;
 
-            let mut timed = |state: &MeshState, into: &mut Vec<Duration>| {
+            // Wall and CPU time of each apply.
+            type Samples = Vec<(Duration, Duration)>;
+            let mut timed = |state: &MeshState, into: &mut Samples| {
                 let started = Instant::now();
+                let cpu_started = thread_cpu_time();
                 let stats = dp.apply(state).expect("apply");
-                into.push(started.elapsed());
+                into.push((started.elapsed(), thread_cpu_time() - cpu_started));
                 stats
             };
-            let (mut add, mut noop, mut remove_backend, mut undo) = (vec![], vec![], vec![], vec![]);
+            let (mut add, mut noop, mut remove_backend, mut undo) =
+                (vec![], vec![], vec![], vec![]);
             let mut writes = 0;
             for _ in 0..ROUNDS {
                 state.services.push(service(existing));
@@ -856,16 +860,23 @@ fn apply_cost_at_scale() {
                 fill_endpoints(&mut state);
                 timed(&state, &mut undo);
             }
-            let figures = |d: &mut Vec<Duration>| {
-                d.sort();
-                format!("{:?} (median {:?})", d[0], d[d.len() / 2])
+            let figures = |samples: &Samples| {
+                let mut wall: Vec<Duration> = samples.iter().map(|s| s.0).collect();
+                let mut cpu: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+                wall.sort();
+                cpu.sort();
+                let median = samples.len() / 2;
+                format!(
+                    "{:?} (median {:?}; CPU {:?}, median {:?})",
+                    wall[0], wall[median], cpu[0], cpu[median]
+                )
             };
             println!(
-                "{existing:>6} services: first apply {initial:?} ({initial_cpu:?} CPU); +1 service {} ({writes} map writes); \
-                 no-op {}; -1 backend {}",
-                figures(&mut add),
-                figures(&mut noop),
-                figures(&mut remove_backend),
+                "{existing:>6} services: first apply {initial:?} ({initial_cpu:?} CPU)\n  \
+                 +1 service ({writes} map writes): {}\n  no-op: {}\n  -1 backend: {}",
+                figures(&add),
+                figures(&noop),
+                figures(&remove_backend),
             );
             dp.destroy().expect("destroy");
         })

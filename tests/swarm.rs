@@ -377,7 +377,31 @@ fn managers_and_workers_join_and_every_manager_sees_the_same_changes() {
             .trim(),
         "This node joined a swarm as a worker."
     );
-    // The node that left stays listed (down, then removable); the new n5 is Ready.
+    // The node that left stays listed until removed: two nodes are called n5 now.
+    let ambiguous = swarm.hive_err("n1", &["node", "rm", "n5"]);
+    assert_eq!(
+        ambiguous.trim(),
+        "Error response from daemon: node n5 is ambiguous (2 matches found)"
+    );
+    let manager = swarm.hive_err("n1", &["node", "rm", "n2"]);
+    assert!(
+        manager.contains("is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"),
+        "{manager}"
+    );
+    let nodes = swarm.nodes("n1").expect("node ls");
+    let old_n5 = nodes
+        .iter()
+        .filter(|n| n.description.as_ref().is_some_and(|d| d.hostname == "n5"))
+        .min_by_key(|n| n.created_at.map(|t| t.seconds))
+        .expect("the old n5")
+        .id
+        .clone();
+    assert_eq!(
+        swarm.hive_ok("n2", &["node", "rm", "-f", &old_n5]).trim(),
+        old_n5
+    );
+    swarm.wait_nodes("five nodes again", &MANAGERS, |nodes| nodes.len() == 5);
+    // The new n5 is Ready.
     swarm.wait_nodes("n5 ready again", &["n1"], |nodes| {
         nodes
             .iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::output::{CliFailure, human_duration, run_client};
 use crate::api::pb;
 use crate::client::DaemonClient;
-use crate::manager::timers::{ELECTION_TIMEOUT_MIN_MS, RAFT_HEARTBEAT_MS};
+use crate::manager::timers::{ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, RAFT_HEARTBEAT_MS};
 
 pub fn run(host: Option<&str>) -> anyhow::Result<ExitCode> {
     run_client(async move {
@@ -61,7 +61,8 @@ pub fn render(info: &pb::InfoResponse) -> String {
             "   Task History Retention Limit: {}",
             settings.task_history_limit.unwrap_or(5)
         );
-        // hive's Raft ticks are 100 ms (manager::timers), not Swarm's 1 s.
+        // hive's Raft tick is its 100 ms heartbeat (manager::timers), not Swarm's 1 s; a
+        // follower stands after the lease plus its timeout, at least (max + min) / tick ticks.
         let _ = writeln!(out, "  Raft:");
         let _ = writeln!(
             out,
@@ -73,7 +74,7 @@ pub fn render(info: &pb::InfoResponse) -> String {
         let _ = writeln!(
             out,
             "   Election Tick: {}",
-            ELECTION_TIMEOUT_MIN_MS / RAFT_HEARTBEAT_MS
+            (ELECTION_TIMEOUT_MAX_MS + ELECTION_TIMEOUT_MIN_MS) / RAFT_HEARTBEAT_MS
         );
         let _ = writeln!(out, "  Dispatcher:");
         let _ = writeln!(

@@ -2,21 +2,28 @@
 //!
 //! Swarm elects a new leader 10–20 s after the old one died (1 s tick, election after 10–20
 //! ticks). hive's managers talk over loopback or a LAN where a round trip is well under a
-//! millisecond, so the same safety margins fit in far less time:
+//! millisecond, so the same safety margins fit in far less time.
+//!
+//! openraft 0.9 decides when a follower stands for election like this
+//! (`RaftCore::handle_tick_election`): it waits for the leader lease, which is
+//! `election_timeout_max`, *plus* its own election timeout, drawn once from
+//! `[election_timeout_min, election_timeout_max)`; and while the lease runs it refuses votes
+//! for anyone else. So a dead leader is replaced after `max + [min, max)`, and that sum is what
+//! to tune:
 //! - the leader heartbeats every 100 ms;
-//! - a follower that heard nothing for a random 600–1200 ms stands for election: six
-//!   missed heartbeats at the least, so a scheduling hiccup of a busy host does not depose a
-//!   healthy leader, and a randomised window twice as wide as its start keeps two followers
-//!   from splitting the vote often;
-//! - so a dead leader is replaced in about 0.6–1.3 s.
+//! - `min` = 300 ms, `max` = 600 ms: a follower stands only after 0.9–1.2 s without a
+//!   heartbeat — nine missed heartbeats at the least, so a scheduling hiccup of a busy host
+//!   does not depose a healthy leader — and the randomised part keeps two followers from
+//!   splitting the vote;
+//! - so a dead leader is replaced in about 0.9–1.2 s plus a vote round trip (Swarm: 10–20 s).
 
 use std::time::Duration;
 
 use crate::store::StoreConfig;
 
 pub const RAFT_HEARTBEAT_MS: u64 = 100;
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 600;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 1_200;
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 
 /// How long a write may wait to be committed before the caller is told.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

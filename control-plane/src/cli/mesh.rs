@@ -1,4 +1,4 @@
-//! `hive mesh trace|stats`: the data plane seen from the kernel, read
+//! `hive mesh trace|stats|bench`: the data plane seen from the kernel, read
 //! straight from the pinned maps of a lab's nodes or of this node (no
 //! daemon needed). See `docs/observability.md`.
 
@@ -33,6 +33,9 @@ enum MeshCommand {
     Trace(TraceArgs),
     /// Per-service and per-backend packets, bytes, new and live flows; drops per reason.
     Stats(StatsArgs),
+    /// Measure the mesh beside the kernel's own path (iptables, nftables) on a lab: ns/packet
+    /// per program path, req/s, new conn/s and p50/p99 at 1, 1,000 and 10,000 services.
+    Bench(super::mesh_bench::BenchArgs),
 }
 
 /// Which nodes to read.
@@ -156,6 +159,7 @@ pub fn run(args: MeshArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         MeshCommand::Trace(a) => trace(a),
         MeshCommand::Stats(a) => stats_cmd(a),
+        MeshCommand::Bench(a) => super::mesh_bench::run(a),
     }
 }
 

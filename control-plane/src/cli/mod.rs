@@ -12,6 +12,7 @@ pub mod info;
 mod init_task;
 pub mod lab;
 pub mod mesh;
+mod mesh_bench;
 pub mod node;
 pub mod output;
 pub mod swarm;

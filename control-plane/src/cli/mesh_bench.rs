@@ -1,0 +1,36 @@
+//! `hive mesh bench`: the mesh benchmark (`hive_bench::mesh`), the same run
+//! as `cargo bench --bench mesh`.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds of load per measurement.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Service counts to measure at, comma-separated (each includes the measured one).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 1_000, 10_000])]
+    services: Vec<u32>,
+    /// Name of the lab the benchmark builds and removes.
+    #[arg(long, default_value = "bench")]
+    lab: String,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/hive-bench")]
+    out_dir: PathBuf,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let config = hive_bench::mesh::BenchConfig {
+        lab: args.lab,
+        load: hive_bench::kernel_runs::Load {
+            duration: Duration::from_secs(args.duration),
+            ..Default::default()
+        },
+        service_counts: args.services,
+        out_dir: args.out_dir,
+    };
+    hive_bench::mesh::run(&config)?;
+    Ok(ExitCode::SUCCESS)
+}

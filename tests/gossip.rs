@@ -70,6 +70,10 @@ impl GossipLab {
     /// Starts `node`'s agent in `cluster`, seeded with n1 (and n2, so that n1
     /// itself has a seed), publishing `node.addr`.
     fn start_in(&mut self, node: &str, cluster: &str, generation: u64) {
+        // The previous incarnation must be gone first: it holds the UDP port.
+        if let Some(mut old) = self.agents.remove(node) {
+            stop(&mut old);
+        }
         let addr = self.addr(node);
         let stderr =
             std::fs::File::create(self.logs.path().join(format!("{node}-{generation}.log")))
@@ -109,9 +113,7 @@ impl GossipLab {
             lines,
             generation,
         };
-        if let Some(mut old) = self.agents.insert(node.to_string(), agent) {
-            stop(&mut old);
-        }
+        self.agents.insert(node.to_string(), agent);
         self.wait(&format!("{node} ready"), || {
             self.lines(node).iter().any(|l| l["event"] == "ready")
         });

@@ -10,5 +10,5 @@ pub mod mesh;
 pub mod program_costs;
 pub mod report;
 pub mod rules;
-pub mod wrk;
 pub mod trace_cost;
+pub mod wrk;

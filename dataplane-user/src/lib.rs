@@ -4,22 +4,22 @@
 //! eBPF programs and their pinned maps, netlink and network-namespace
 //! plumbing, and the lab topology that runs many nodes on one machine.
 
-pub mod programs;
-pub mod testing;
-pub mod maglev;
 pub mod lab;
-pub mod netns;
+pub mod loader;
+pub mod maglev;
 pub mod maps;
 pub mod mesh;
-pub mod loader;
+pub mod netns;
+pub mod programs;
+pub mod testing;
 
 pub use loader::{Dataplane, DataplaneError, XdpAttachMode};
 pub use mesh::MeshState;
 pub mod attach;
-pub mod static_mesh;
-pub mod veth_peer;
 pub mod ethtool;
 pub mod metrics;
 pub mod node_pins;
+pub mod static_mesh;
 pub mod stats;
 pub mod trace;
+pub mod veth_peer;

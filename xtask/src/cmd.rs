@@ -40,7 +40,9 @@ impl Step {
     /// Run and capture stdout; `None` if it could not start or failed.
     pub fn output(mut self) -> Option<String> {
         let out = self.command.output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -62,7 +64,9 @@ pub fn cargo(args: &[&str]) -> Step {
     let mut step = program(cargo, args);
     if proxy {
         // The nightly must not inherit the stable toolchain's choices.
-        step.command.env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
+        step.command
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN");
     }
     if let Ok(root) = workspace_root() {
         step.command.current_dir(root);

@@ -67,8 +67,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn lint() -> Result<()> {
-    cmd::cargo(&["fmt", "--all", "--check"]).run("cargo fmt --check (run `cargo fmt --all` to fix)")?;
-    cmd::cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).run("cargo clippy (host crates)")?;
+    cmd::cargo(&["fmt", "--all", "--check"])
+        .run("cargo fmt --check (run `cargo fmt --all` to fix)")?;
+    cmd::cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])
+        .run("cargo clippy (host crates)")?;
     cmd::cargo(&[
         "+nightly",
         "clippy",

@@ -39,14 +39,20 @@ pub fn run() -> Result<()> {
 }
 
 fn rust_src() -> Result<()> {
-    let installed = cmd::program("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .output()
-        .unwrap_or_default();
+    let installed = cmd::program(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .output()
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
-    cmd::program("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])
-        .run("installing the nightly's rust-src")
+    cmd::program(
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
+    .run("installing the nightly's rust-src")
 }
 
 /// The nightly's bundled LLVM shared library, e.g.
@@ -64,20 +70,32 @@ fn nightly_llvm() -> Result<PathBuf> {
             return Ok(entry.path());
         }
     }
-    bail!("no libLLVM.so.*-rust-* in {}: is the nightly toolchain complete?", lib.display())
+    bail!(
+        "no libLLVM.so.*-rust-* in {}: is the nightly toolchain complete?",
+        lib.display()
+    )
 }
 
 /// LLVM major of a `libLLVM.so.22.1-rust-...` file name.
 fn llvm_major(lib: &Path) -> Option<&str> {
-    lib.file_name()?.to_str()?.strip_prefix("libLLVM.so.")?.split('.').next()
+    lib.file_name()?
+        .to_str()?
+        .strip_prefix("libLLVM.so.")?
+        .split('.')
+        .next()
 }
 
 fn bpf_linker() -> Result<()> {
     let llvm = nightly_llvm()?;
-    let llvm_name = llvm.file_name().and_then(|n| n.to_str()).context("LLVM file name")?;
+    let llvm_name = llvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("LLVM file name")?;
     // Done when the installed bpf-linker loads exactly the nightly's LLVM.
     if let Some(path) = cmd::program("sh", &["-c", "command -v bpf-linker"]).output() {
-        let ldd = cmd::program("ldd", &[path.trim()]).output().unwrap_or_default();
+        let ldd = cmd::program("ldd", &[path.trim()])
+            .output()
+            .unwrap_or_default();
         if ldd.contains(llvm_name) && !ldd.contains("not found") {
             return Ok(());
         }
@@ -97,7 +115,13 @@ fn bpf_linker() -> Result<()> {
     let feature = format!("llvm-{major}");
     cmd::program(
         "cargo",
-        &["install", "bpf-linker", "--no-default-features", "--features", &feature],
+        &[
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            &feature,
+        ],
     )
     .env("LLVM_PREFIX", &prefix)
     .run("building bpf-linker against the nightly's LLVM (about a minute)")

@@ -14,10 +14,16 @@ const MAX_DATAGRAM: usize = 65_535;
 pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
     let tcp = TcpListener::bind(listen)
         .await
-        .map_err(|source| ImageError::Bind { addr: listen, source })?;
+        .map_err(|source| ImageError::Bind {
+            addr: listen,
+            source,
+        })?;
     let udp = UdpSocket::bind(listen)
         .await
-        .map_err(|source| ImageError::Bind { addr: listen, source })?;
+        .map_err(|source| ImageError::Bind {
+            addr: listen,
+            source,
+        })?;
     tokio::join!(serve_tcp(tcp), serve_udp(udp));
     Ok(())
 }

@@ -50,9 +50,20 @@ pub fn render<B>(identity: &Identity, remote: SocketAddr, request: &Request<B>) 
         let _ = writeln!(body, "IP: {addr}");
     }
     let _ = writeln!(body, "RemoteAddr: {remote}");
-    let _ = writeln!(body, "{} {} {:?}", request.method(), request.uri(), request.version());
+    let _ = writeln!(
+        body,
+        "{} {} {:?}",
+        request.method(),
+        request.uri(),
+        request.version()
+    );
     for (name, value) in request.headers() {
-        let _ = writeln!(body, "{}: {}", name, String::from_utf8_lossy(value.as_bytes()));
+        let _ = writeln!(
+            body,
+            "{}: {}",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        );
     }
     body
 }
@@ -63,7 +74,10 @@ pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
     let identity = Arc::new(Identity::of_this_host()?);
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| ImageError::Bind { addr: listen, source })?;
+        .map_err(|source| ImageError::Bind {
+            addr: listen,
+            source,
+        })?;
     serve_on(listener, identity).await;
     Ok(())
 }
@@ -132,7 +146,10 @@ mod tests {
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
         assert!(response.contains("Hostname: task-1\n"), "{response}");
         assert!(response.contains("IP: 10.0.0.5\n"), "{response}");
-        assert!(response.contains(&format!("RemoteAddr: {local}\n")), "{response}");
+        assert!(
+            response.contains(&format!("RemoteAddr: {local}\n")),
+            "{response}"
+        );
         assert!(response.contains("GET /probe HTTP/1.1\n"), "{response}");
     }
 

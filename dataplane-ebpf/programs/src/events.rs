@@ -1,7 +1,7 @@
 //! Trace events into the `HIVE_TRACE` ring buffer (ABI and meaning:
 //! `hive_common::trace`; user guide: `docs/observability.md`).
 //!
-//! Cost model. While tracing is off an event site costs [`active`]: one
+//! Cost model. While tracing is off an event site costs [`on`]: one
 //! lookup of a one-entry array with a constant key, which the verifier
 //! inlines into a few instructions (`array_map_gen_lookup`, 4.16+), and a
 //! flag test. While it is on, a site fills the event in a per-CPU scratch
@@ -85,10 +85,11 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The configuration while tracing is on (enabled and its lease not
-/// expired); `None` is the whole cost of tracing when it is off.
+/// The configuration while tracing is switched on; `None` is the whole
+/// cost of tracing when it is off: one lookup of a one-entry array with a
+/// constant key (inlined by the verifier) and a flag test.
 #[inline(always)]
-pub fn active() -> Option<&'static TraceConfig> {
+fn enabled() -> Option<&'static TraceConfig> {
     if !cfg!(feature = "trace") {
         return None;
     }
@@ -96,12 +97,30 @@ pub fn active() -> Option<&'static TraceConfig> {
     if cfg.flags & TraceConfig::FLAG_ENABLED == 0 {
         return None;
     }
-    // A tracer renews the lease while it runs; one that died stops the
-    // trace within a lease.
-    if now() > cfg.expires_ns {
-        return None;
-    }
     Some(cfg)
+}
+
+/// The lease check: a tracer renews `expires_ns` while it runs; one that
+/// died stops the trace within a lease. The first event after expiry
+/// switches tracing off in the map, so later packets pay only the lookup
+/// again. (A tracer starting in the same instant could see its fresh
+/// config switched off; tracers write their whole config on every
+/// renewal, which heals that within a renewal period.)
+#[inline(always)]
+fn lease_valid(now: u64) -> bool {
+    let Some(cfg) = CONFIG.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a pointer to the map's one value; plain data. A concurrent
+    // write from user space can at worst be overwritten by the flag
+    // clear, which the next renewal repairs (see above).
+    unsafe {
+        if now > (*cfg).expires_ns {
+            (*cfg).flags &= !TraceConfig::FLAG_ENABLED;
+            return false;
+        }
+    }
+    true
 }
 
 #[inline(always)]
@@ -117,13 +136,18 @@ fn scratch() -> Option<&'static mut Scratch> {
 /// off.
 #[inline(always)]
 fn begin(kind: TraceKind, verdict: TraceVerdict) -> Option<&'static mut TraceEvent> {
-    active()?;
+    enabled()?;
+    let now = now();
+    if !lease_valid(now) {
+        return None;
+    }
     let s = scratch()?;
     s.event = TraceEvent {
         version: TRACE_VERSION,
         kind: kind as u8,
         verdict: verdict as u8,
         hdr_len: HDR_LEN,
+        timestamp_ns: now,
         service: s.pending_service,
         backend: s.pending_backend,
         ..TraceEvent::default()
@@ -138,7 +162,7 @@ fn begin(kind: TraceKind, verdict: TraceVerdict) -> Option<&'static mut TraceEve
 /// that nothing else runs (and no call is made) while it is off.
 #[inline(always)]
 pub fn on() -> bool {
-    active().is_some()
+    enabled().is_some()
 }
 
 /// Remember the service and backend of the packet being processed for an
@@ -454,7 +478,7 @@ impl Source for TcContext {
 
 #[inline(always)]
 fn submit<C: Source>(ctx: &C) {
-    let Some(cfg) = active() else {
+    let Some(cfg) = enabled() else {
         return;
     };
     let Some(s) = scratch() else {
@@ -463,7 +487,8 @@ fn submit<C: Source>(ctx: &C) {
     if !matches(cfg, &s.event) {
         return;
     }
-    let now = now();
+    // The event's time, taken by `begin`: one clock read per event.
+    let now = s.event.timestamp_ns;
     if !within_rate(cfg, s, now) {
         lost(TraceLost::RateLimited);
         return;
@@ -486,7 +511,6 @@ fn submit<C: Source>(ctx: &C) {
         (*r).event.program = C::PROGRAM as u8;
         (*r).event.ifindex = ctx.ifindex();
         (*r).event.cpu = bpf_get_smp_processor_id();
-        (*r).event.timestamp_ns = now;
         (*r).event.orig_len = len;
         // The helpers take a length in [1, size of dst]; LLVM turns a plain
         // range check into a compare on a copy the verifier does not link

@@ -112,6 +112,8 @@ struct NodeTrace {
     names_read: Instant,
     /// Whether this tracer switched the node on (and must switch it off).
     on: bool,
+    /// What this tracer wrote; renewals write it whole again (see `renew`).
+    config: TraceConfig,
 }
 
 /// A running trace over one or more nodes.
@@ -195,6 +197,7 @@ impl Tracer {
                 names,
                 names_read: Instant::now(),
                 on: false,
+                config: TraceConfig::default(),
             });
         }
         let mut tracer = Tracer {
@@ -301,13 +304,17 @@ impl Tracer {
             // Records of an earlier trace are not ours.
             n.maps.drain(|_| {});
             n.maps.set_config(&config).map_err(err)?;
+            n.config = config;
             n.on = true;
         }
         self.last_renew = Instant::now();
         Ok(())
     }
 
-    /// Renew the lease about every fifth of it.
+    /// Renew the lease about every fifth of it. The whole configuration is
+    /// written again, not just the expiry: a program that found the lease
+    /// expired clears the enabled flag, and could have raced with our
+    /// start.
     fn renew(&mut self) -> Result<(), TraceError> {
         if self.last_renew.elapsed() < self.options.lease / 5 {
             return Ok(());
@@ -318,9 +325,8 @@ impl Tracer {
                 node: n.pins.name.clone(),
                 source,
             };
-            let mut config = n.maps.config().map_err(err)?;
-            config.expires_ns = expires;
-            n.maps.set_config(&config).map_err(err)?;
+            n.config.expires_ns = expires;
+            n.maps.set_config(&n.config).map_err(err)?;
         }
         self.last_renew = Instant::now();
         Ok(())

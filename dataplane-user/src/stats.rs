@@ -264,14 +264,14 @@ pub fn table(nodes: &[NodeStats]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<28} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
+        "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
         "NODE", "SERVICE / BACKEND", "VNI", "ADDRESS", "PACKETS", "BYTES", "NEW FLOWS", "LIVE"
     );
     for n in nodes {
         for s in &n.services {
             let _ = writeln!(
                 out,
-                "{:<8} {:<28} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
+                "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
                 n.node, s.service, s.vni, "", s.packets, s.bytes, s.new_flows, s.live_flows
             );
             for b in &s.backends {
@@ -282,7 +282,7 @@ pub fn table(nodes: &[NodeStats]) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<8} {:<28} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
+                    "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
                     "",
                     format!(" \\_ {} ({place})", b.task),
                     "",
@@ -299,7 +299,7 @@ pub fn table(nodes: &[NodeStats]) -> String {
         for (id, t) in totals(nodes) {
             let _ = writeln!(
                 out,
-                "{:<8} {:<28} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
+                "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
                 "TOTAL", id, t.vni, "", t.packets, t.bytes, t.new_flows, t.live_flows
             );
         }

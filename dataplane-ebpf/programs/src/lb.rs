@@ -46,7 +46,7 @@ pub fn frontend(addr_be: u32, port_be: u16, proto: u8) -> Option<Frontend> {
         _pad: 0,
     };
     // SAFETY: `Frontend` is plain data; user space replaces whole entries.
-    unsafe { SERVICES.get(&key) }.copied()
+    unsafe { SERVICES.get(key) }.copied()
 }
 
 /// Whether `addr_be` is a service VIP. User space marks every VIP with a

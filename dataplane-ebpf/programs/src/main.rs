@@ -57,7 +57,7 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
             if events::on() {
                 events::drop_tc(&ctx, reason, TraceVerdict::Drop);
             }
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }

@@ -51,12 +51,12 @@ pub fn peer_mac(node_be: u32) -> Option<[u8; 6]> {
     // SAFETY: `Peer` is plain data; a concurrent update can at worst show a
     // torn MAC, which user space never writes in place (it inserts whole
     // entries).
-    unsafe { PEERS.get(&node_be) }.map(|p| p.mac)
+    unsafe { PEERS.get(node_be) }.map(|p| p.mac)
 }
 
 /// An endpoint (task address → node, VNI).
 #[inline(always)]
 pub fn endpoint(addr_be: u32) -> Option<Endpoint> {
     // SAFETY: as in `peer_mac`.
-    unsafe { ENDPOINTS.get(&addr_be) }.copied()
+    unsafe { ENDPOINTS.get(addr_be) }.copied()
 }

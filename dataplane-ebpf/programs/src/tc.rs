@@ -26,7 +26,7 @@ use crate::{
     xdp::{check_balanceable, overlay_mss},
 };
 
-const OK: i32 = TC_ACT_OK as i32;
+const OK: i32 = TC_ACT_OK;
 /// Not a tc verdict: "encapsulate towards the tunnel the callee filled in".
 const TUNNEL: i32 = -100;
 /// Not a tc verdict: "answer with ICMP fragmentation-needed".
@@ -165,7 +165,7 @@ fn balance(
     );
     let (target, new, refresh, tcp_state) = match conntrack::lookup(&fwd, l4.tcp_flags, now, true) {
         Some(h) => (
-            Target::from_forward(&h.entry),
+            Target::from_forward(h.entry),
             false,
             h.refreshed,
             h.entry.tcp_state,
@@ -311,7 +311,7 @@ fn redirect(ifindex: u32, flags: u64) -> Result<i32, DropReason> {
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
     let ret = unsafe { bpf_redirect(ifindex, flags) };
     if ret == i64::from(TC_ACT_REDIRECT) {
-        Ok(TC_ACT_REDIRECT as i32)
+        Ok(TC_ACT_REDIRECT)
     } else {
         Err(DropReason::RedirectFailed)
     }

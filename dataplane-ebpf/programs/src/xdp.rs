@@ -43,13 +43,13 @@ pub fn try_from_underlay(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     if ip.proto == IPPROTO_UDP && l4.dport_be == node.vxlan_port_be {
         check_balanceable(&ip)?;
-        return from_peer(ctx, &node, &ip);
+        return from_peer(ctx, node, &ip);
     }
     let Some(fe) = lb::frontend(0, l4.dport_be, ip.proto) else {
         return Ok(xdp_action::XDP_PASS);
     };
     check_balanceable(&ip)?;
-    ingress(ctx, &node, &ip, &l4, &fe)
+    ingress(ctx, node, &ip, &l4, &fe)
 }
 
 /// Fragments cannot be balanced (later ones have no ports) and IP options
@@ -102,7 +102,7 @@ fn ingress(
     let hit = conntrack::lookup(&fwd, l4.tcp_flags, now, true);
     let (target, new, refresh, tcp_state) = match hit {
         Some(h) => (
-            Target::from_forward(&h.entry),
+            Target::from_forward(h.entry),
             false,
             h.refreshed,
             h.entry.tcp_state,
@@ -211,7 +211,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
             FlowKind::ReverseNat,
         );
         if let Some(hit) = conntrack::lookup(&rkey, l4.tcp_flags, now, false) {
-            return reverse_nat(&mut pkt, node, &inner, l4, &hit.entry);
+            return reverse_nat(&mut pkt, node, &inner, l4, hit.entry);
         }
     }
     let ep = maps::endpoint(inner.daddr_be).ok_or(DropReason::NoEndpoint)?;

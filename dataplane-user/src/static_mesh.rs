@@ -24,7 +24,7 @@ use ipnetwork::Ipv4Network;
 use crate::{
     Dataplane, DataplaneError,
     attach::task::{self, AttachError, TaskLink, TaskNetwork},
-    lab::{Lab, LabError, naming},
+    lab::{Lab, LabError, naming, procs},
     mesh::{
         LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Service,
         ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
@@ -473,6 +473,15 @@ impl StaticMesh {
     fn teardown_inner(&mut self) -> Result<(), StaticMeshError> {
         let mut first_error = None;
         for (_, mut task) in std::mem::take(&mut self.tasks) {
+            // Every process in the task's namespaces, not only the one we
+            // started: a server's workers outlive a killed master (nginx).
+            let namespaces: std::collections::HashSet<_> = [&task.netns, &task.uts]
+                .into_iter()
+                .filter_map(|path| procs::ns_id(path))
+                .collect();
+            if let Err(err) = procs::terminate(&namespaces, procs::TERM_GRACE) {
+                tracing::warn!(task = %task.id, %err, "stopping the task's processes failed");
+            }
             if let Some(mut child) = task.process.take() {
                 let _ = child.kill();
                 let _ = child.wait();

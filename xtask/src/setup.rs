@@ -18,7 +18,8 @@ use crate::cmd;
 
 /// Debian packages: iproute2/iputils-ping (lab checks), wrk (HTTP load),
 /// iptables/nftables (the kernel path the mesh benchmark compares against),
-/// tshark/tcpdump (pcap checks and debugging), bpftool (inspecting maps).
+/// tshark/tcpdump (pcap checks and debugging), bpftool (inspecting maps),
+/// nginx-light (the backends of `hive mesh bench`), ethtool (debugging offloads).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -28,6 +29,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tshark",
     "tcpdump",
     "bpftool",
+    "nginx-light",
+    "ethtool",
 ];
 
 pub fn run() -> Result<()> {

@@ -104,6 +104,7 @@ pub fn node(
             nano_cpus: description.resources.nano_cpus,
             memory_bytes: description.resources.memory_bytes,
             engine_version: description.engine.engine_version,
+            underlay_mac: description.underlay_mac,
         }),
         status: Some(pb::NodeStatus {
             state: state(node.status.state).into(),
@@ -153,6 +154,7 @@ pub fn local_description() -> pb::NodeDescription {
             .saturating_mul(1_000_000_000),
         memory_bytes: mem_total_bytes().unwrap_or(0),
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+        underlay_mac: String::new(),
     }
 }
 
@@ -180,5 +182,6 @@ pub fn description_of(d: &pb::NodeDescription) -> crate::store::objects::NodeDes
             engine_version: d.engine_version.clone(),
             labels: Default::default(),
         },
+        underlay_mac: d.underlay_mac.clone(),
     }
 }

@@ -9,3 +9,12 @@ pub mod pb;
 pub use error::{
     ApiError, LEADER_KEY, LOST_QUORUM, PLAIN_KEY, is_plain, is_retryable, leader_hint,
 };
+
+/// The response stream of a server-streaming RPC.
+pub type ReplyStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// The answer of an RPC whose handler is not built yet.
+pub fn not_yet(rpc: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!("{rpc} is not implemented by this hive build yet"))
+}

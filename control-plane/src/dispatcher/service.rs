@@ -59,4 +59,21 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             .await?;
         Ok(tonic::Response::new(response))
     }
+
+    // Assignments and task status: the agent helper fills these in (issue 5).
+    type AssignmentsStream = crate::api::ReplyStream<pb::AssignmentSet>;
+
+    async fn assignments(
+        &self,
+        _request: tonic::Request<pb::AssignmentsRequest>,
+    ) -> Result<tonic::Response<Self::AssignmentsStream>, tonic::Status> {
+        Err(crate::api::not_yet("Assignments"))
+    }
+
+    async fn update_task_status(
+        &self,
+        _request: tonic::Request<pb::UpdateTaskStatusRequest>,
+    ) -> Result<tonic::Response<pb::UpdateTaskStatusResponse>, tonic::Status> {
+        Err(crate::api::not_yet("UpdateTaskStatus"))
+    }
 }

@@ -174,4 +174,56 @@ impl pb::control_server::Control for ControlService {
         let m = self.manager(&r)?;
         reply(m.remove_node(r.into_inner()).await)
     }
+
+    // Services and tasks: the API helper fills these in (issue 5).
+    type ServiceLogsStream = crate::api::ReplyStream<pb::LogLine>;
+
+    async fn create_service(
+        &self,
+        _r: tonic::Request<pb::CreateServiceRequest>,
+    ) -> Reply<pb::ServiceReply> {
+        Err(crate::api::not_yet("CreateService"))
+    }
+
+    async fn update_service(
+        &self,
+        _r: tonic::Request<pb::UpdateServiceRequest>,
+    ) -> Reply<pb::ServiceReply> {
+        Err(crate::api::not_yet("UpdateService"))
+    }
+
+    async fn remove_service(
+        &self,
+        _r: tonic::Request<pb::RemoveServiceRequest>,
+    ) -> Reply<pb::RemoveServiceResponse> {
+        Err(crate::api::not_yet("RemoveService"))
+    }
+
+    async fn inspect_service(
+        &self,
+        _r: tonic::Request<pb::InspectServiceRequest>,
+    ) -> Reply<pb::ServiceReply> {
+        Err(crate::api::not_yet("InspectService"))
+    }
+
+    async fn list_services(
+        &self,
+        _r: tonic::Request<pb::ListServicesRequest>,
+    ) -> Reply<pb::ListServicesResponse> {
+        Err(crate::api::not_yet("ListServices"))
+    }
+
+    async fn list_tasks(
+        &self,
+        _r: tonic::Request<pb::ListTasksRequest>,
+    ) -> Reply<pb::ListTasksResponse> {
+        Err(crate::api::not_yet("ListTasks"))
+    }
+
+    async fn service_logs(
+        &self,
+        _r: tonic::Request<pb::ServiceLogsRequest>,
+    ) -> Reply<Self::ServiceLogsStream> {
+        Err(crate::api::not_yet("ServiceLogs"))
+    }
 }

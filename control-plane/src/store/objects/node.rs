@@ -85,6 +85,9 @@ pub struct NodeDescription {
     pub platform: Platform,
     pub resources: Resources,
     pub engine: EngineDescription,
+    /// MAC of the NIC holding the node's advertise address (`aa:bb:cc:dd:ee:ff`): the outer
+    /// destination MAC other nodes put on VXLAN packets to this one. Empty if unknown.
+    pub underlay_mac: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +115,8 @@ pub struct NodeStatus {
     pub message: String,
     /// The address the node's session comes from (`Status.Addr`).
     pub addr: String,
+    /// host:port of the node's Agent service (task logs), as the node registered it.
+    pub agent_addr: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -62,6 +62,9 @@ pub struct TaskSpec {
     pub restart_policy: RestartPolicy,
     pub placement: Placement,
     pub networks: Vec<NetworkAttachmentConfig>,
+    /// Bumped by `hive service update --force`: a changed template, so every task is replaced
+    /// even when nothing else changed (SwarmKit's `ForceUpdate`).
+    pub force_update: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,11 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     /// Time between SIGTERM and SIGKILL (`--stop-grace-period`, default 10 s).
     pub stop_grace_period: Duration,
+    /// `--hostname`; empty means the short container ID, as Docker. May hold Swarm's
+    /// templates (`{{.Task.Slot}}`...) later; today it is used as given.
+    pub hostname: String,
+    /// `--workdir`; empty means `/`.
+    pub workdir: String,
 }
 
 impl Default for ContainerSpec {
@@ -87,6 +95,8 @@ impl Default for ContainerSpec {
             args: Vec::new(),
             env: Vec::new(),
             stop_grace_period: Duration::from_secs(10),
+            hostname: String::new(),
+            workdir: String::new(),
         }
     }
 }

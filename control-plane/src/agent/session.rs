@@ -92,6 +92,7 @@ impl Session {
         let registered = client
             .register(request(pb::RegisterRequest {
                 description: Some(convert::local_description()),
+                agent_addr: String::new(),
             }))
             .await;
         let mut session = match self.outcome(registered).await {

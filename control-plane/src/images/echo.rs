@@ -24,6 +24,7 @@ pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
             addr: listen,
             source,
         })?;
+    println!("Echoing TCP and UDP on port {}", listen.port());
     tokio::join!(serve_tcp(tcp), serve_udp(udp));
     Ok(())
 }

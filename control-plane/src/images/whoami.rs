@@ -78,6 +78,8 @@ pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
             addr: listen,
             source,
         })?;
+    // containous/whoami's first line; `hive service logs` shows it.
+    println!("Starting up on port {}", listen.port());
     serve_on(listener, identity).await;
     Ok(())
 }

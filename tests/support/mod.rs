@@ -1,0 +1,200 @@
+//! The lab-swarm harness the end-to-end tests share: real `hive daemon`s in a lab's node
+//! namespaces, formed into a swarm with real tokens, driven through the `hive` CLI and the
+//! local API, and removed with the lab when the test ends (also when it fails).
+//!
+//! Each test binary uses a different subset of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hive::api::pb;
+use hive::client::DaemonClient;
+use hive::lab_swarm;
+use hive_dataplane::lab::{LabGuard, LabSpec};
+
+pub const HIVE: &str = env!("CARGO_BIN_EXE_hive");
+/// Bound of any one `hive` command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound of any wait for the swarm to reach a state.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One swarm at a time: five daemons per test already keep two cores busy, and Raft timers
+/// are tuned for hosts that are not starved.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn privileged(test: &str) -> bool {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test} needs root (it creates network namespaces and starts daemons in them); CI must run the tests as root"
+        );
+    }
+    eprintln!(
+        "skipping {test}: needs root (it creates network namespaces and starts daemons in them); run the tests as root"
+    );
+    false
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A lab with a formed swarm; downs the lab (daemons included) and reaps the daemons on drop.
+pub struct Swarm {
+    pub lab: Option<LabGuard>,
+    pub daemons: BTreeMap<String, Child>,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Swarm {
+    pub fn up(name: &str, nodes: u32, managers: u32) -> Self {
+        let lab = LabGuard::up(&LabSpec::new(name, nodes)).expect("lab up");
+        let rt = runtime();
+        let children = rt
+            .block_on(lab_swarm::form(&lab, managers, Path::new(HIVE)))
+            .unwrap_or_else(|e| panic!("forming the swarm: {e}"));
+        let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();
+        Self {
+            lab: Some(lab),
+            daemons,
+            rt,
+        }
+    }
+
+    pub fn lab(&self) -> &LabGuard {
+        self.lab.as_ref().expect("lab")
+    }
+
+    /// `hive ARGS` inside `node` (the CLI finds the node's daemon through HIVE_LAB/HIVE_NODE).
+    pub fn hive(&self, node: &str, args: &[&str]) -> Output {
+        let mut command = self.lab().command(node, HIVE).expect("lab command");
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().expect("spawn hive");
+        wait_output(child, &format!("hive {}", args.join(" ")))
+    }
+
+    pub fn hive_ok(&self, node: &str, args: &[&str]) -> String {
+        let out = self.hive(node, args);
+        assert!(
+            out.status.success(),
+            "`hive {}` on {node} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    pub fn hive_err(&self, node: &str, args: &[&str]) -> String {
+        let out = self.hive(node, args);
+        assert!(
+            !out.status.success(),
+            "`hive {}` on {node} succeeded: {}",
+            args.join(" "),
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    }
+
+    pub fn client(&self, node: &str) -> DaemonClient {
+        let socket = lab_swarm::socket_path(self.lab(), node).expect("socket");
+        self.rt
+            .block_on(DaemonClient::connect(Some(&format!(
+                "unix://{}",
+                socket.display()
+            ))))
+            .unwrap_or_else(|e| panic!("connecting to {node}'s daemon: {e}"))
+    }
+
+    pub fn nodes(&self, via: &str) -> Result<Vec<pb::Node>, tonic::Status> {
+        let mut client = self.client(via);
+        self.rt
+            .block_on(client.control.list_nodes(pb::ListNodesRequest {}))
+            .map(|r| r.into_inner().nodes)
+    }
+
+    pub fn leader(&self, via: &str) -> Option<String> {
+        let nodes = self.nodes(via).ok()?;
+        nodes
+            .iter()
+            .find(|n| n.manager_status.as_ref().is_some_and(|m| m.leader))
+            .and_then(|n| n.description.as_ref().map(|d| d.hostname.clone()))
+    }
+
+    pub fn kill(&mut self, node: &str) {
+        if let Some(mut child) = self.daemons.remove(node) {
+            child.kill().expect("SIGKILL the daemon");
+            child.wait().expect("reap the daemon");
+        }
+    }
+
+    pub fn restart(&mut self, node: &str) {
+        self.kill(node);
+        let child =
+            lab_swarm::start_daemon(self.lab(), node, Path::new(HIVE)).expect("start daemon");
+        self.daemons.insert(node.to_owned(), child);
+        self.rt
+            .block_on(lab_swarm::connect(self.lab(), node, PATIENCE))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until `check` holds for `node ls` as seen from each of `via`.
+    pub fn wait_nodes(&self, what: &str, via: &[&str], check: impl Fn(&[pb::Node]) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        for node in via {
+            loop {
+                match self.nodes(node) {
+                    Ok(nodes) if check(&nodes) => break,
+                    seen => assert!(
+                        Instant::now() < deadline,
+                        "{what}: not seen from {node} within {PATIENCE:?}; last: {seen:?}"
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        // Downing the lab stops every daemon; then reap them.
+        drop(self.lab.take());
+        for child in self.daemons.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn wait_output(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -1,0 +1,476 @@
+//! Services end to end (issue 5): real `hive daemon`s in a lab, services made with the `hive`
+//! CLI, tasks run by the agents' executors, published ports answered through every node's
+//! eBPF mesh, and real HTTP from the lab's outside `client`.
+//!
+//! What a user checks: every node's published port is answered by every task, each task sees
+//! the client's own address, `service ls/ps/logs` say what runs where, scaling and updates are
+//! followed by the mesh, constraints that cannot be met are explained, drain and pause behave
+//! as in Swarm, and a dead node's tasks come back elsewhere and leave every node's mesh.
+//!
+//! Every test uses its own lab, removed when the test ends (also when it fails). The tests
+//! need root; without it they are skipped with a printed reason, or fail when `CI` is set.
+//! Waits are bounded; no test asserts on durations.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hive::api::pb;
+use hive::store::objects::{Task, TaskState};
+use support::{PATIENCE, SERIAL, Swarm, privileged};
+
+/// The lab's outside client (`hive lab` gives it this address).
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+/// New connections sent to one published port to see every task behind it. Maglev spreads
+/// connections evenly, so with 5 tasks the chance that one is never picked in 60 tries is
+/// 5 × (4/5)^60 ≈ 8·10⁻⁶.
+const PROBES: usize = 60;
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// A task of `service` as `ListTasks` returns it.
+fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
+    let mut client = swarm.client("n1");
+    let reply = swarm
+        .rt
+        .block_on(client.control.list_tasks(pb::ListTasksRequest {
+            service: service.to_owned(),
+            node: String::new(),
+        }))
+        .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
+        .into_inner();
+    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
+}
+
+/// Node names by ID.
+fn node_names(swarm: &Swarm) -> BTreeMap<String, String> {
+    swarm
+        .nodes("n1")
+        .expect("node ls")
+        .into_iter()
+        .filter_map(|n| Some((n.id.clone(), n.description?.hostname)))
+        .collect()
+}
+
+fn live(tasks: &[Task]) -> Vec<&Task> {
+    tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
+        .collect()
+}
+
+/// The hostnames of running tasks: the short container ID, as Docker.
+fn hostnames(tasks: &[&Task]) -> BTreeSet<String> {
+    tasks
+        .iter()
+        .filter_map(|t| t.status.runtime.as_ref())
+        .map(|r| r.runtime_id.chars().take(12).collect())
+        .collect()
+}
+
+/// Waits until `check` holds for the tasks of `service`; returns them.
+fn wait_tasks(
+    swarm: &Swarm,
+    service: &str,
+    what: &str,
+    check: impl Fn(&[Task]) -> bool,
+) -> Vec<Task> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = tasks(swarm, service);
+        if check(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {PATIENCE:?}; tasks: {:#?}",
+            seen.iter()
+                .map(|t| (t.slot, &t.node_id, t.desired_state, t.status.state, &t.status.err))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<Task> {
+    wait_tasks(swarm, service, &format!("{n} running tasks of {service}"), |t| {
+        let live = live(t);
+        live.len() == n && hostnames(&live).len() == n
+    })
+}
+
+/// What answered `PROBES` new connections to `node`'s published `port`: hostname → count,
+/// and every remote address the tasks saw.
+struct Answers {
+    hosts: BTreeMap<String, usize>,
+    remotes: BTreeSet<SocketAddr>,
+    failures: usize,
+}
+
+fn probe(swarm: &Swarm, node: &str, port: u16) -> Answers {
+    let lab = swarm.lab();
+    let client = lab.netns_path("client").expect("client namespace");
+    let to = SocketAddr::from((lab.node_addr(node).expect("node address"), port));
+    let mut answers = Answers {
+        hosts: BTreeMap::new(),
+        remotes: BTreeSet::new(),
+        failures: 0,
+    };
+    for _ in 0..PROBES {
+        match hive::demo::http_get(client, to) {
+            Ok(answer) => {
+                *answers.hosts.entry(answer.hostname).or_default() += 1;
+                answers.remotes.insert(answer.remote);
+            }
+            Err(_) => answers.failures += 1,
+        }
+    }
+    answers
+}
+
+/// Waits until every node's published `port` is answered by exactly `hosts`, without failures.
+fn wait_mesh(swarm: &Swarm, port: u16, hosts: &BTreeSet<String>) {
+    for node in NODES {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answers = probe(swarm, node, port);
+            let seen: BTreeSet<String> = answers.hosts.keys().cloned().collect();
+            if &seen == hosts && answers.failures == 0 {
+                assert!(
+                    answers.remotes.iter().all(|r| r.ip() == CLIENT),
+                    "a task on {node}:{port} saw another address than the client's: {:?}",
+                    answers.remotes
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}:{port} answered by {:?} with {} failures; expected {hosts:?}",
+                answers.hosts,
+                answers.failures
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Rows of a `hive ... ps` table, split on runs of two or more spaces.
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
+    if !privileged("a_published_service_answers_on_every_node_and_follows_scale_update_and_rm") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sv-web", 3, 1);
+
+    // Attached create: docker's progress display, ending converged.
+    let created = swarm.hive_ok(
+        "n1",
+        &[
+            "service", "create", "--name", "web", "--replicas", "5", "-p", "8080:80",
+            "hive/whoami",
+        ],
+    );
+    assert!(created.contains("verify: Service converged"), "{created}");
+    let id = created.lines().next().expect("the service ID first").trim();
+    assert_eq!(id.len(), 25, "a 25-character service ID: {created}");
+
+    let ls = swarm.hive_ok("n1", &["service", "ls"]);
+    assert!(ls.starts_with("ID "), "{ls}");
+    let web = ls.lines().find(|l| l.contains(" web ")).expect("web in service ls");
+    assert!(
+        web.contains(" replicated ") && web.contains(" 5/5 ") && web.contains("*:8080->80/tcp"),
+        "{ls}"
+    );
+
+    // Spread over the three nodes, every task answering from every node with the client's IP.
+    let running = wait_running(&swarm, "web", 5);
+    let first = live(&running);
+    let names = node_names(&swarm);
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for task in &first {
+        let node = task.node_id.as_deref().and_then(|n| names.get(n)).expect("placed");
+        *per_node.entry(node).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "spread over every node: {per_node:?}");
+    assert!(per_node.values().all(|n| (1..=2).contains(n)), "{per_node:?}");
+    wait_mesh(&swarm, 8080, &hostnames(&first));
+
+    // `service ps`: docker's columns, a row per slot.
+    let ps = swarm.hive_ok("n2", &["service", "ps", "web"]);
+    assert!(
+        ps.lines().next().is_some_and(|h| h.starts_with("ID ")
+            && h.contains("NAME")
+            && h.contains("DESIRED STATE")
+            && h.contains("CURRENT STATE")),
+        "{ps}"
+    );
+    for slot in 1..=5 {
+        let name = format!("web.{slot}");
+        let row = rows(&ps)
+            .into_iter()
+            .find(|r| r.get(1) == Some(&name))
+            .unwrap_or_else(|| panic!("{name} in {ps}"));
+        assert_eq!(row[2], "hive/whoami", "{ps}");
+        assert!(NODES.contains(&row[3].as_str()), "{ps}");
+        assert_eq!(row[4], "Running", "{ps}");
+        assert!(row[5].starts_with("Running "), "{ps}");
+    }
+
+    // Logs from every task, prefixed as docker does.
+    let logs = swarm.hive_ok("n1", &["service", "logs", "web"]);
+    for task in &first {
+        let prefix = format!("web.{}.", task.slot);
+        assert!(
+            logs.lines().any(|l| l.starts_with(&prefix)
+                && l.contains('@')
+                && l.contains("| Starting up on port 80")),
+            "no start-up line of {prefix} in:\n{logs}"
+        );
+    }
+
+    // Scale down: the removed tasks leave every node's mesh.
+    assert_eq!(
+        swarm.hive_ok("n1", &["service", "scale", "web=2"]).lines().next(),
+        Some("web scaled to 2")
+    );
+    let running = wait_running(&swarm, "web", 2);
+    wait_mesh(&swarm, 8080, &hostnames(&live(&running)));
+
+    // An update replaces every task (rolling, one at a time) and keeps the history.
+    swarm.hive_ok("n1", &["service", "update", "--env-add", "GREETING=hi", "web"]);
+    let before = hostnames(&live(&running));
+    let updated = wait_tasks(&swarm, "web", "both tasks replaced", |t| {
+        let live = live(t);
+        live.len() == 2 && hostnames(&live).is_disjoint(&before)
+    });
+    wait_mesh(&swarm, 8080, &hostnames(&live(&updated)));
+    let ps = swarm.hive_ok("n1", &["service", "ps", "web"]);
+    assert!(ps.contains(r" \_ web.1"), "history rows: {ps}");
+
+    // rm: the port stops answering everywhere.
+    assert_eq!(swarm.hive_ok("n1", &["service", "rm", "web"]).trim(), "web");
+    for node in NODES {
+        let deadline = Instant::now() + PATIENCE;
+        while probe(&swarm, node, 8080).failures < PROBES {
+            assert!(Instant::now() < deadline, "{node}:8080 still answers after rm");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let err = swarm.hive_err("n1", &["service", "ps", "web"]);
+    assert!(err.contains("no such service: web"), "{err}");
+}
+
+#[test]
+fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
+    if !privileged("global_services_constraints_drain_and_pause_place_tasks_as_swarm_does") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sv-place", 3, 1);
+    let names = node_names(&swarm);
+    let on = |t: &Task| {
+        t.node_id
+            .as_deref()
+            .and_then(|n| names.get(n))
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // Global: one task on every node.
+    swarm.hive_ok(
+        "n1",
+        &["service", "create", "-d", "--name", "echo", "--mode", "global", "-p", "7000:7", "hive/echo"],
+    );
+    let global = wait_tasks(&swarm, "echo", "a running echo task on every node", |t| {
+        live(t).len() == 3
+    });
+    let nodes: BTreeSet<String> = live(&global).into_iter().map(|t| on(t)).collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    let ls = swarm.hive_ok("n1", &["service", "ls"]);
+    assert!(
+        ls.lines().any(|l| l.contains(" echo ") && l.contains(" global ") && l.contains(" 3/3 ")),
+        "{ls}"
+    );
+
+    // A constraint no node meets: pending, with the reason in `service ps`.
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service", "create", "-d", "--name", "zoned", "--constraint", "node.labels.zone==b",
+            "hive/whoami",
+        ],
+    );
+    wait_tasks(&swarm, "zoned", "a pending task that says why", |t| {
+        t.iter().any(|t| {
+            t.status.state == TaskState::Pending && t.status.err.contains("no suitable node")
+        })
+    });
+    let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "zoned"]);
+    assert!(
+        ps.contains("Pending") && ps.contains("no suitable node (scheduling constraints not satisfied on 3 nodes)"),
+        "{ps}"
+    );
+    // Labelling a node lets it run there.
+    swarm.hive_ok("n1", &["node", "update", "--label-add", "zone=b", "n2"]);
+    let zoned = wait_running(&swarm, "zoned", 1);
+    assert_eq!(on(live(&zoned)[0]), "n2");
+
+    // Pause n3: it keeps its tasks and gets no new ones.
+    swarm.hive_ok(
+        "n1",
+        &["service", "create", "-d", "--name", "spread", "--replicas", "3", "hive/whoami"],
+    );
+    let spread = wait_running(&swarm, "spread", 3);
+    let on_n3: Vec<String> = live(&spread)
+        .into_iter()
+        .filter(|t| on(t) == "n3")
+        .map(|t| t.id.clone())
+        .collect();
+    assert!(!on_n3.is_empty(), "spread puts a task on n3");
+    swarm.hive_ok("n1", &["node", "update", "--availability", "pause", "n3"]);
+    swarm.hive_ok("n1", &["service", "scale", "spread=6"]);
+    let spread = wait_running(&swarm, "spread", 6);
+    let live_now = live(&spread);
+    let on_n3_now: Vec<&String> = live_now.iter().filter(|t| on(t) == "n3").map(|t| &t.id).collect();
+    assert_eq!(on_n3_now, on_n3.iter().collect::<Vec<_>>(), "pause keeps n3's tasks, adds none");
+
+    // Drain n3: its replicated tasks move to n1/n2, the global task there shuts down.
+    swarm.hive_ok("n1", &["node", "update", "--availability", "drain", "n3"]);
+    let spread = wait_tasks(&swarm, "spread", "six tasks away from n3", |t| {
+        let live = live(t);
+        live.len() == 6 && live.iter().all(|t| on(t) != "n3")
+    });
+    assert_eq!(live(&spread).len(), 6);
+    wait_tasks(&swarm, "echo", "no running echo task on n3", |t| {
+        live(t).len() == 2 && live(t).iter().all(|t| on(t) != "n3")
+    });
+    // `node ps n3` shows what ran there, now shut down.
+    let ps = swarm.hive_ok("n1", &["node", "ps", "n3"]);
+    assert!(ps.contains("Shutdown"), "{ps}");
+}
+
+#[test]
+fn a_dead_nodes_tasks_are_replaced_and_leave_every_mesh() {
+    if !privileged("a_dead_nodes_tasks_are_replaced_and_leave_every_mesh") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swarm = Swarm::up("sv-dead", 3, 1);
+    let names = node_names(&swarm);
+    let on = |t: &Task| {
+        t.node_id
+            .as_deref()
+            .and_then(|n| names.get(n))
+            .cloned()
+            .unwrap_or_default()
+    };
+    swarm.hive_ok(
+        "n1",
+        &["service", "create", "-d", "--name", "web", "--replicas", "6", "-p", "8081:80", "hive/whoami"],
+    );
+    let running = wait_running(&swarm, "web", 6);
+    assert!(live(&running).iter().any(|t| on(t) == "n3"));
+    wait_mesh(&swarm, 8081, &hostnames(&live(&running)));
+
+    // n3 dies: its daemon and every task with it, and its link.
+    swarm.kill_node("n3");
+
+    // The survivors' meshes stop sending to n3, and its tasks come back on n1 and n2.
+    let replaced = wait_tasks(&swarm, "web", "six running tasks on n1 and n2", |t| {
+        let live = live(t);
+        live.len() == 6 && live.iter().all(|t| on(t) != "n3")
+    });
+    for node in ["n1", "n2"] {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answers = probe(&swarm, node, 8081);
+            let seen: BTreeSet<String> = answers.hosts.keys().cloned().collect();
+            if seen == hostnames(&live(&replaced)) && answers.failures == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}:8081 answered by {:?} with {} failures after n3 died",
+                answers.hosts,
+                answers.failures
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    swarm.wait_nodes("n3 down", &["n1"], |nodes| {
+        nodes.iter().any(|n| {
+            n.description.as_ref().is_some_and(|d| d.hostname == "n3")
+                && n.status
+                    .as_ref()
+                    .is_some_and(|s| s.state() == pb::NodeState::Down)
+        })
+    });
+}
+
+#[test]
+fn restart_policies_and_bad_images_show_in_service_ps() {
+    if !privileged("restart_policies_and_bad_images_show_in_service_ps") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sv-restart", 2, 1);
+
+    // An unknown image is rejected with a reason, not a crash loop of the agent.
+    swarm.hive_ok("n1", &["service", "create", "-d", "--name", "bad", "nosuch/image"]);
+    let bad = wait_tasks(&swarm, "bad", "a rejected task", |t| {
+        t.iter().any(|t| t.status.state == TaskState::Rejected)
+    });
+    let rejected = bad
+        .iter()
+        .find(|t| t.status.state == TaskState::Rejected)
+        .expect("rejected");
+    assert!(rejected.status.err.contains("nosuch/image"), "{:?}", rejected.status);
+    let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "bad"]);
+    assert!(ps.contains("Rejected") && ps.contains("nosuch/image"), "{ps}");
+
+    // on-failure with two attempts: the first run and two restarts, then no more.
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service", "create", "-d", "--name", "flaky", "--restart-condition", "on-failure",
+            "--restart-max-attempts", "2", "--restart-delay", "200ms", "host:/bin/false",
+        ],
+    );
+    let flaky = wait_tasks(&swarm, "flaky", "three failed runs", |t| {
+        t.iter().filter(|t| t.status.state == TaskState::Failed).count() == 3
+    });
+    assert!(flaky.iter().all(|t| t.slot == 1), "one slot");
+    // Still three a while later: the policy stopped restarting (bounded look, not a timer).
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = tasks(&swarm, "flaky");
+        assert_eq!(now.len(), 3, "no fourth run: {now:#?}");
+    }
+    let ps = swarm.hive_ok("n1", &["service", "ps", "flaky"]);
+    assert!(ps.contains("Failed") && ps.contains("non-zero exit (1)"), "{ps}");
+
+    // condition none: a task that completes stays complete.
+    swarm.hive_ok(
+        "n1",
+        &["service", "create", "-d", "--name", "once", "--restart-condition", "none", "host:/bin/true"],
+    );
+    wait_tasks(&swarm, "once", "one complete task", |t| {
+        t.len() == 1 && t[0].status.state == TaskState::Complete
+    });
+}

@@ -1,28 +1,35 @@
 //! `hive demo`: the main job in one command.
 //!
-//! A 3-node lab on this machine, hive's eBPF data plane on every node, a
-//! `hive/whoami` service with 5 replicas published on port 8080, and
-//! requests from an outside `client` to every node's published port,
-//! answered by every replica — local and remote — each of which sees the
+//! A 3-node lab on this machine, `hive daemon` in every node (n1 the manager,
+//! n2 and n3 workers joined with real tokens), a `hive/whoami` service with 5
+//! replicas published on port 8080 created through the cluster API — the
+//! manager's orchestrator, allocator and scheduler place the tasks, every
+//! node's agent runs its tasks and programs its eBPF mesh from the store —
+//! and requests from an outside `client` to every node's published port,
+//! answered by every replica, local and remote, each of which sees the
 //! client's own address. Then what the kernel counted, and clean-up.
-//!
-//! Until the control plane schedules services (issue #5), the demo places
-//! the replicas itself and hands each node the `MeshState` the control
-//! plane will compute ([`hive_dataplane::static_mesh`]).
 
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    time::Duration,
+    process::Child,
+    time::{Duration, Instant},
 };
 
 use hive_dataplane::{
     lab::{Lab, LabGuard, LabSpec},
-    mesh::{Protocol, ServicePort},
     netns,
-    static_mesh::{INGRESS_VNI, ServiceDef, StaticMesh},
+    node_pins::{NodeChoice, PinsQuery},
+};
+
+use crate::api::pb;
+use crate::client::DaemonClient;
+use crate::lab_swarm::{self, LabSwarmError};
+use crate::store::objects::{
+    Annotations, ContainerSpec, EndpointSpec, PortConfig, Protocol, PublishMode, ServiceMode,
+    ServiceSpec, Task, TaskSpec, TaskState,
 };
 
 /// What the demo builds.
@@ -35,7 +42,7 @@ pub struct DemoConfig {
     pub requests_per_node: u32,
     /// Leave the lab running afterwards.
     pub keep: bool,
-    /// The `hive` binary the replicas run (`hive builtin whoami`).
+    /// The `hive` binary the daemons run.
     pub hive_binary: PathBuf,
 }
 
@@ -45,24 +52,41 @@ pub enum DemoError {
     #[error("{0}")]
     Lab(#[from] hive_dataplane::lab::LabError),
     #[error("{0}")]
-    Mesh(#[from] hive_dataplane::static_mesh::StaticMeshError),
+    Swarm(#[from] LabSwarmError),
     #[error("{0}")]
     Netns(#[from] hive_dataplane::netns::NetnsError),
-    #[error(
-        "replica {task} did not start listening on port 80 within {waited:?}; see its log in {log}"
-    )]
-    ReplicaDown {
-        task: String,
-        waited: Duration,
-        log: String,
+    #[error("the cluster API refused {what}: {status}")]
+    Api {
+        what: &'static str,
+        status: tonic::Status,
     },
-    #[error("reading the data plane's counters on {node}: {detail}")]
-    Counters { node: String, detail: String },
+    #[error("the cluster API answered {what} with data hive cannot read: {source}")]
+    Payload {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{running} of {replicas} replicas were running after {waited:?}; see `hive lab exec --name {lab} n1 -- hive service ps {service}` (run the demo with --keep) and the daemon logs in {logs}"
+    )]
+    NotRunning {
+        running: usize,
+        replicas: u32,
+        waited: Duration,
+        lab: String,
+        service: &'static str,
+        logs: String,
+    },
+    #[error("reading the data plane's counters: {detail}")]
+    Counters { detail: String },
+    #[error("cannot start the demo's async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
-const SERVICE_ID: &str = "whoamidemo000000000000001";
 const SERVICE_NAME: &str = "whoami";
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the replicas may take to run and answer.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One answer of whoami, as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +96,43 @@ pub struct Answer {
     pub remote: SocketAddr,
 }
 
+/// The lab and its daemons; downs the lab (daemons included) unless kept.
+struct DemoLab {
+    lab: Option<LabGuard>,
+    daemons: Vec<Child>,
+}
+
+impl DemoLab {
+    fn lab(&self) -> &Lab {
+        self.lab.as_deref().expect("the lab is up until dropped")
+    }
+
+    /// Leaves the lab and its daemons running.
+    fn keep(mut self) {
+        if let Some(guard) = self.lab.take() {
+            let _kept: Lab = guard.into_inner();
+        }
+        self.daemons.clear();
+    }
+}
+
+impl Drop for DemoLab {
+    fn drop(&mut self) {
+        // Downing the lab stops every daemon and task; then reap the daemons.
+        drop(self.lab.take());
+        for child in &mut self.daemons {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Run the demo, printing as it goes.
 pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DemoError::Runtime)?;
     println!("hive demo: Docker Swarm's routing mesh in eBPF, on this machine\n");
     let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
     let nodes: Vec<(String, Ipv4Addr)> = lab
@@ -82,7 +141,7 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         .collect();
     let client = lab.client()?.underlay_addr;
     println!(
-        "[1/5] lab {:?}: nodes {} on an underlay bridge, outside client {client}",
+        "[1/6] lab {:?}: nodes {} on an underlay bridge, outside client {client}",
         config.lab,
         nodes
             .iter()
@@ -90,53 +149,45 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-
-    let mut mesh = StaticMesh::new(&lab, 0x6869_7665)?;
+    let daemons = rt.block_on(lab_swarm::form(&lab, 1, &config.hive_binary))?;
+    let demo = DemoLab {
+        lab: Some(lab),
+        daemons,
+    };
     println!(
-        "[2/5] data plane: xdp_from_underlay on eth0 of every node, maps and links pinned under {}",
-        hive_dataplane::lab::naming::bpf_lab_dir(&config.lab).display()
+        "[2/6] swarm: `hive daemon` on every node; n1 initialised it, n2 and n3 joined with the worker token (mTLS, Raft store on disk)"
     );
 
-    let mut placement = Vec::new();
-    for slot in 1..=config.replicas {
-        let (node, _) = &nodes[(slot as usize - 1) % nodes.len()];
-        let task = format!("{SERVICE_NAME}.{slot}");
-        let addr = mesh.add_task(
-            &task,
-            node,
-            config.hive_binary.clone(),
-            &["builtin", "whoami", "--listen", "0.0.0.0:80"],
-        )?;
-        placement.push((task, node.clone(), addr));
-    }
-    mesh.set_service(ServiceDef {
-        id: SERVICE_ID.into(),
-        name: SERVICE_NAME.into(),
-        vip: Some(Ipv4Addr::new(10, 0, 0, 2)),
-        ports: vec![ServicePort {
-            protocol: Protocol::Tcp,
-            target_port: 80,
-            published_port: Some(config.published_port),
-        }],
-        backends: placement.iter().map(|(t, _, _)| t.clone()).collect(),
-    });
-    mesh.apply()?;
-    for (task, _, _) in &placement {
-        wait_for_replica(&mesh, task)?;
-    }
+    let mut api = rt.block_on(lab_swarm::connect(
+        demo.lab(),
+        "n1",
+        lab_swarm::DAEMON_START_TIMEOUT,
+    ))?;
+    let spec = whoami_spec(config);
+    let spec_json = serde_json::to_vec(&spec).map_err(|source| DemoError::Payload {
+        what: "the service spec",
+        source,
+    })?;
+    rt.block_on(api.control.create_service(pb::CreateServiceRequest { spec_json }))
+        .map_err(|status| DemoError::Api {
+            what: "creating the service",
+            status,
+        })?;
     println!(
-        "[3/5] service {SERVICE_NAME:?}: {} replicas of hive/whoami, published on port {} of every node",
+        "[3/6] hive service create --name {SERVICE_NAME} --replicas {} -p {}:80 hive/whoami",
         config.replicas, config.published_port
     );
-    for (task, node, addr) in &placement {
-        println!("        {task:<10} on {node}  {addr}");
+    let running = rt.block_on(wait_running(&mut api, config, demo.lab()))?;
+    println!("        the manager placed the replicas; each node's agent runs its own and programs its mesh:");
+    for (name, node, addr) in &running {
+        println!("        {name:<10} on {node}  {addr}");
     }
 
     println!(
-        "[4/5] {} requests from client to each node's published port:",
+        "[4/6] {} requests from client to each node's published port:",
         config.requests_per_node
     );
-    let client_ns = lab.netns_path("client")?.to_path_buf();
+    let client_ns = demo.lab().netns_path("client")?.to_path_buf();
     let mut all_saw_client = true;
     for (node, addr) in &nodes {
         let to = SocketAddr::from((*addr, config.published_port));
@@ -147,7 +198,7 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
                 Ok(answer) => {
                     if i < 3 {
                         println!(
-                            "        GET http://{to}/  ->  Hostname: {:<9} RemoteAddr: {}",
+                            "        GET http://{to}/  ->  Hostname: {:<12} RemoteAddr: {}",
                             answer.hostname, answer.remote
                         );
                     }
@@ -185,45 +236,114 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         println!("        WARNING: some replica saw an address other than the client's");
     }
 
-    println!("[5/5] what the kernel counted on each node:");
-    print_counters(&mesh, &nodes)?;
+    println!("[5/6] what the kernel counted on each node (hive mesh stats):");
+    print_counters(&config.lab)?;
 
     if config.keep {
-        mesh.keep();
-        let _kept: Lab = lab.into_inner();
+        demo.keep();
         println!(
-            "\nThe lab {0:?} is still up. Try:\n  hive lab exec --name {0} client -- curl -s http://{1}:{2}/\n  hive lab ls --name {0}\n  hive lab down --name {0}",
+            "[6/6] kept.\n\nThe lab {0:?} is still up, with its swarm. Try:\n  hive lab exec --name {0} n1 -- hive service ps {SERVICE_NAME}\n  hive lab exec --name {0} client -- curl -s http://{1}:{2}/\n  hive mesh stats --lab {0} --all-nodes\n  hive lab down --name {0}",
             config.lab, nodes[0].1, config.published_port
         );
     } else {
-        mesh.teardown()?;
-        drop(lab);
-        println!("\nLab removed. `hive demo --keep` leaves it up to explore.");
+        drop(demo);
+        println!("[6/6] lab, daemons, tasks and BPF pins removed. `hive demo --keep` leaves them up to explore.");
     }
     Ok(())
 }
 
-fn wait_for_replica(mesh: &StaticMesh, task: &str) -> Result<(), DemoError> {
-    let task = mesh.task(task)?;
-    let addr = SocketAddr::from((task.addr, 80));
-    let waited = Duration::from_secs(5);
-    for _ in 0..100 {
-        if netns::run_in(&task.netns, || {
-            TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_ok()
-        })? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// `hive service create --name whoami --replicas N -p PORT:80 hive/whoami`.
+fn whoami_spec(config: &DemoConfig) -> ServiceSpec {
+    ServiceSpec {
+        annotations: Annotations::named(SERVICE_NAME),
+        mode: ServiceMode::Replicated {
+            replicas: u64::from(config.replicas),
+        },
+        task_template: TaskSpec {
+            container: ContainerSpec {
+                image: "hive/whoami".to_owned(),
+                ..ContainerSpec::default()
+            },
+            ..TaskSpec::default()
+        },
+        endpoint_spec: EndpointSpec {
+            ports: vec![PortConfig {
+                protocol: Protocol::Tcp,
+                target_port: 80,
+                published_port: config.published_port,
+                publish_mode: PublishMode::Ingress,
+                ..PortConfig::default()
+            }],
+            ..EndpointSpec::default()
+        },
     }
-    Err(DemoError::ReplicaDown {
-        task: task.id.clone(),
-        waited,
-        log: hive_dataplane::lab::naming::lab_dir(mesh.lab().name())
-            .join("tasks")
-            .join(format!("{}.log", task.id))
-            .display()
-            .to_string(),
-    })
+}
+
+/// Waits until every replica runs; returns `(name.slot, node, address)` per replica.
+async fn wait_running(
+    api: &mut DaemonClient,
+    config: &DemoConfig,
+    lab: &Lab,
+) -> Result<Vec<(String, String, String)>, DemoError> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let reply = api
+            .control
+            .list_tasks(pb::ListTasksRequest {
+                service: SERVICE_NAME.to_owned(),
+                node: String::new(),
+            })
+            .await
+            .map_err(|status| DemoError::Api {
+                what: "listing the tasks",
+                status,
+            })?
+            .into_inner();
+        let tasks: Vec<Task> =
+            serde_json::from_slice(&reply.tasks_json).map_err(|source| DemoError::Payload {
+                what: "the task list",
+                source,
+            })?;
+        let mut running: Vec<(String, String, String)> = tasks
+            .iter()
+            .filter(|t| {
+                t.desired_state == TaskState::Running && t.status.state == TaskState::Running
+            })
+            .map(|t| {
+                let node = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|id| reply.node_names.get(id))
+                    .cloned()
+                    .unwrap_or_default();
+                let addr = t
+                    .networks
+                    .iter()
+                    .flat_map(|n| n.addresses.first())
+                    .next()
+                    .cloned()
+                    .unwrap_or_default();
+                (format!("{SERVICE_NAME}.{}", t.slot), node, addr)
+            })
+            .collect();
+        if running.len() >= config.replicas as usize {
+            running.sort();
+            return Ok(running);
+        }
+        if Instant::now() >= deadline {
+            return Err(DemoError::NotRunning {
+                running: running.len(),
+                replicas: config.replicas,
+                waited: CONVERGE_TIMEOUT,
+                lab: config.lab.clone(),
+                service: SERVICE_NAME,
+                logs: hive_dataplane::lab::naming::lab_dir(lab.name())
+                    .display()
+                    .to_string(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One `GET /` on a new connection made inside `ns`.
@@ -255,44 +375,22 @@ pub fn parse_answer(response: &str) -> Option<Answer> {
     })
 }
 
-fn print_counters(mesh: &StaticMesh, nodes: &[(String, Ipv4Addr)]) -> Result<(), DemoError> {
-    println!(
-        "        {:<5} {:>10} {:>10} {:>12} {:>7}",
-        "NODE", "NEW FLOWS", "PACKETS", "BYTES", "DROPS"
-    );
-    for (node, _) in nodes {
-        let dataplane = mesh.dataplane(node)?;
-        let counters_error = |detail: String| DemoError::Counters {
-            node: node.clone(),
-            detail,
-        };
-        let service = match dataplane.service_slot(SERVICE_ID, INGRESS_VNI) {
-            Some(slot) => dataplane
-                .maps()
-                .service_counters(slot)
-                .map_err(|e| counters_error(e.to_string()))?,
-            None => Default::default(),
-        };
-        let drops: Vec<_> = dataplane
-            .maps()
-            .drop_counts()
-            .map_err(|e| counters_error(e.to_string()))?
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        let total: u64 = drops.iter().map(|(_, n)| n).sum();
-        println!(
-            "        {:<5} {:>10} {:>10} {:>12} {:>7}{}",
-            node,
-            service.new_flows,
-            service.packets,
-            service.bytes,
-            total,
-            drops
-                .iter()
-                .map(|(r, n)| format!("  {}={n}", r.name()))
-                .collect::<String>()
-        );
+fn print_counters(lab: &str) -> Result<(), DemoError> {
+    let counters_error = |detail: String| DemoError::Counters { detail };
+    let pins = PinsQuery {
+        lab: Some(lab.to_owned()),
+        pin_dir: None,
+        nodes: NodeChoice::All,
+    }
+    .resolve()
+    .map_err(|e| counters_error(e.to_string()))?;
+    let stats = pins
+        .iter()
+        .map(|node| hive_dataplane::stats::read_node(node, Some(SERVICE_NAME)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| counters_error(e.to_string()))?;
+    for line in hive_dataplane::stats::table(&stats).lines() {
+        println!("        {line}");
     }
     Ok(())
 }

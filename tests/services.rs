@@ -86,7 +86,13 @@ fn wait_tasks(
             Instant::now() < deadline,
             "{what}: not reached within {PATIENCE:?}; tasks: {:#?}",
             seen.iter()
-                .map(|t| (t.slot, &t.node_id, t.desired_state, t.status.state, &t.status.err))
+                .map(|t| (
+                    t.slot,
+                    &t.node_id,
+                    t.desired_state,
+                    t.status.state,
+                    &t.status.err
+                ))
                 .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -94,10 +100,15 @@ fn wait_tasks(
 }
 
 fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<Task> {
-    wait_tasks(swarm, service, &format!("{n} running tasks of {service}"), |t| {
-        let live = live(t);
-        live.len() == n && hostnames(&live).len() == n
-    })
+    wait_tasks(
+        swarm,
+        service,
+        &format!("{n} running tasks of {service}"),
+        |t| {
+            let live = live(t);
+            live.len() == n && hostnames(&live).len() == n
+        },
+    )
 }
 
 /// What answered `PROBES` new connections to `node`'s published `port`: hostname → count,
@@ -182,7 +193,14 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     let created = swarm.hive_ok(
         "n1",
         &[
-            "service", "create", "--name", "web", "--replicas", "5", "-p", "8080:80",
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "5",
+            "-p",
+            "8080:80",
             "hive/whoami",
         ],
     );
@@ -192,7 +210,10 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
 
     let ls = swarm.hive_ok("n1", &["service", "ls"]);
     assert!(ls.starts_with("ID "), "{ls}");
-    let web = ls.lines().find(|l| l.contains(" web ")).expect("web in service ls");
+    let web = ls
+        .lines()
+        .find(|l| l.contains(" web "))
+        .expect("web in service ls");
     assert!(
         web.contains(" replicated ") && web.contains(" 5/5 ") && web.contains("*:8080->80/tcp"),
         "{ls}"
@@ -204,11 +225,18 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     let names = node_names(&swarm);
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for task in &first {
-        let node = task.node_id.as_deref().and_then(|n| names.get(n)).expect("placed");
+        let node = task
+            .node_id
+            .as_deref()
+            .and_then(|n| names.get(n))
+            .expect("placed");
         *per_node.entry(node).or_default() += 1;
     }
     assert_eq!(per_node.len(), 3, "spread over every node: {per_node:?}");
-    assert!(per_node.values().all(|n| (1..=2).contains(n)), "{per_node:?}");
+    assert!(
+        per_node.values().all(|n| (1..=2).contains(n)),
+        "{per_node:?}"
+    );
     wait_mesh(&swarm, 8080, &hostnames(&first));
 
     // `service ps`: docker's columns, a row per slot.
@@ -246,14 +274,20 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
 
     // Scale down: the removed tasks leave every node's mesh.
     assert_eq!(
-        swarm.hive_ok("n1", &["service", "scale", "web=2"]).lines().next(),
+        swarm
+            .hive_ok("n1", &["service", "scale", "web=2"])
+            .lines()
+            .next(),
         Some("web scaled to 2")
     );
     let running = wait_running(&swarm, "web", 2);
     wait_mesh(&swarm, 8080, &hostnames(&live(&running)));
 
     // An update replaces every task (rolling, one at a time) and keeps the history.
-    swarm.hive_ok("n1", &["service", "update", "--env-add", "GREETING=hi", "web"]);
+    swarm.hive_ok(
+        "n1",
+        &["service", "update", "--env-add", "GREETING=hi", "web"],
+    );
     let before = hostnames(&live(&running));
     let updated = wait_tasks(&swarm, "web", "both tasks replaced", |t| {
         let live = live(t);
@@ -268,7 +302,10 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     for node in NODES {
         let deadline = Instant::now() + PATIENCE;
         while probe(&swarm, node, 8080).failures < PROBES {
-            assert!(Instant::now() < deadline, "{node}:8080 still answers after rm");
+            assert!(
+                Instant::now() < deadline,
+                "{node}:8080 still answers after rm"
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -295,16 +332,28 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     // Global: one task on every node.
     swarm.hive_ok(
         "n1",
-        &["service", "create", "-d", "--name", "echo", "--mode", "global", "-p", "7000:7", "hive/echo"],
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "echo",
+            "--mode",
+            "global",
+            "-p",
+            "7000:7",
+            "hive/echo",
+        ],
     );
     let global = wait_tasks(&swarm, "echo", "a running echo task on every node", |t| {
         live(t).len() == 3
     });
-    let nodes: BTreeSet<String> = live(&global).into_iter().map(|t| on(t)).collect();
+    let nodes: BTreeSet<String> = live(&global).into_iter().map(&on).collect();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
     let ls = swarm.hive_ok("n1", &["service", "ls"]);
     assert!(
-        ls.lines().any(|l| l.contains(" echo ") && l.contains(" global ") && l.contains(" 3/3 ")),
+        ls.lines()
+            .any(|l| l.contains(" echo ") && l.contains(" global ") && l.contains(" 3/3 ")),
         "{ls}"
     );
 
@@ -312,7 +361,13 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     swarm.hive_ok(
         "n1",
         &[
-            "service", "create", "-d", "--name", "zoned", "--constraint", "node.labels.zone==b",
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "zoned",
+            "--constraint",
+            "node.labels.zone==b",
             "hive/whoami",
         ],
     );
@@ -323,7 +378,8 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     });
     let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "zoned"]);
     assert!(
-        ps.contains("Pending") && ps.contains("no suitable node (scheduling constraints not satisfied on 3 nodes)"),
+        ps.contains("Pending")
+            && ps.contains("no suitable node (scheduling constraints not satisfied on 3 nodes)"),
         "{ps}"
     );
     // Labelling a node lets it run there.
@@ -334,7 +390,16 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     // Pause n3: it keeps its tasks and gets no new ones.
     swarm.hive_ok(
         "n1",
-        &["service", "create", "-d", "--name", "spread", "--replicas", "3", "hive/whoami"],
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "spread",
+            "--replicas",
+            "3",
+            "hive/whoami",
+        ],
     );
     let spread = wait_running(&swarm, "spread", 3);
     let on_n3: Vec<String> = live(&spread)
@@ -347,8 +412,16 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     swarm.hive_ok("n1", &["service", "scale", "spread=6"]);
     let spread = wait_running(&swarm, "spread", 6);
     let live_now = live(&spread);
-    let on_n3_now: Vec<&String> = live_now.iter().filter(|t| on(t) == "n3").map(|t| &t.id).collect();
-    assert_eq!(on_n3_now, on_n3.iter().collect::<Vec<_>>(), "pause keeps n3's tasks, adds none");
+    let on_n3_now: Vec<&String> = live_now
+        .iter()
+        .filter(|t| on(t) == "n3")
+        .map(|t| &t.id)
+        .collect();
+    assert_eq!(
+        on_n3_now,
+        on_n3.iter().collect::<Vec<_>>(),
+        "pause keeps n3's tasks, adds none"
+    );
 
     // Drain n3: its replicated tasks move to n1/n2, the global task there shuts down.
     swarm.hive_ok("n1", &["node", "update", "--availability", "drain", "n3"]);
@@ -382,7 +455,18 @@ fn a_dead_nodes_tasks_are_replaced_and_leave_every_mesh() {
     };
     swarm.hive_ok(
         "n1",
-        &["service", "create", "-d", "--name", "web", "--replicas", "6", "-p", "8081:80", "hive/whoami"],
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "6",
+            "-p",
+            "8081:80",
+            "hive/whoami",
+        ],
     );
     let running = wait_running(&swarm, "web", 6);
     assert!(live(&running).iter().any(|t| on(t) == "n3"));
@@ -432,7 +516,10 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
     let swarm = Swarm::up("sv-restart", 2, 1);
 
     // An unknown image is rejected with a reason, not a crash loop of the agent.
-    swarm.hive_ok("n1", &["service", "create", "-d", "--name", "bad", "nosuch/image"]);
+    swarm.hive_ok(
+        "n1",
+        &["service", "create", "-d", "--name", "bad", "nosuch/image"],
+    );
     let bad = wait_tasks(&swarm, "bad", "a rejected task", |t| {
         t.iter().any(|t| t.status.state == TaskState::Rejected)
     });
@@ -440,20 +527,40 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
         .iter()
         .find(|t| t.status.state == TaskState::Rejected)
         .expect("rejected");
-    assert!(rejected.status.err.contains("nosuch/image"), "{:?}", rejected.status);
+    assert!(
+        rejected.status.err.contains("nosuch/image"),
+        "{:?}",
+        rejected.status
+    );
     let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "bad"]);
-    assert!(ps.contains("Rejected") && ps.contains("nosuch/image"), "{ps}");
+    assert!(
+        ps.contains("Rejected") && ps.contains("nosuch/image"),
+        "{ps}"
+    );
 
     // on-failure with two attempts: the first run and two restarts, then no more.
     swarm.hive_ok(
         "n1",
         &[
-            "service", "create", "-d", "--name", "flaky", "--restart-condition", "on-failure",
-            "--restart-max-attempts", "2", "--restart-delay", "200ms", "host:/bin/false",
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart-condition",
+            "on-failure",
+            "--restart-max-attempts",
+            "2",
+            "--restart-delay",
+            "200ms",
+            "host:/bin/false",
         ],
     );
     let flaky = wait_tasks(&swarm, "flaky", "three failed runs", |t| {
-        t.iter().filter(|t| t.status.state == TaskState::Failed).count() == 3
+        t.iter()
+            .filter(|t| t.status.state == TaskState::Failed)
+            .count()
+            == 3
     });
     assert!(flaky.iter().all(|t| t.slot == 1), "one slot");
     // Still three a while later: the policy stopped restarting (bounded look, not a timer).
@@ -463,12 +570,24 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
         assert_eq!(now.len(), 3, "no fourth run: {now:#?}");
     }
     let ps = swarm.hive_ok("n1", &["service", "ps", "flaky"]);
-    assert!(ps.contains("Failed") && ps.contains("non-zero exit (1)"), "{ps}");
+    assert!(
+        ps.contains("Failed") && ps.contains("non-zero exit (1)"),
+        "{ps}"
+    );
 
     // condition none: a task that completes stays complete.
     swarm.hive_ok(
         "n1",
-        &["service", "create", "-d", "--name", "once", "--restart-condition", "none", "host:/bin/true"],
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "once",
+            "--restart-condition",
+            "none",
+            "host:/bin/true",
+        ],
     );
     wait_tasks(&swarm, "once", "one complete task", |t| {
         t.len() == 1 && t[0].status.state == TaskState::Complete

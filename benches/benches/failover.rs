@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::{Child, ExitCode};
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
 use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm;
@@ -43,19 +42,8 @@ struct Report {
 
 fn main() -> ExitCode {
     // Started by the benchmark itself as a lab node's daemon (or any other hive command).
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).is_some_and(|a| !a.starts_with("--")) {
-        let cli = hive::cli::Cli::parse_from(
-            std::iter::once("hive".to_owned()).chain(args[1..].iter().cloned()),
-        );
-        hive::cli::init_tracing(cli.log_level.as_deref());
-        return match hive::cli::run(cli) {
-            Ok(code) => code,
-            Err(err) => {
-                eprintln!("Error: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Some(code) = hive::cli::run_as_hive_if_asked() {
+        return code;
     }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("failover bench skipped: it needs root (network namespaces and daemons in them)");

@@ -18,7 +18,6 @@ use std::process::{Child, ChildStdin, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Parser as _;
 use hive::gossip::{DEFAULT_GOSSIP_INTERVAL, FailureDetection};
 use hive_bench::gossip::{GossipReport, Sample, reported_after};
 use hive_dataplane::lab::{LabGuard, LabSpec};
@@ -35,19 +34,8 @@ const SETTLE: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     // Started by the benchmark itself as a lab node's agent (or any other hive command).
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).is_some_and(|a| !a.starts_with("--")) {
-        let cli = hive::cli::Cli::parse_from(
-            std::iter::once("hive".to_owned()).chain(args[1..].iter().cloned()),
-        );
-        hive::cli::init_tracing(cli.log_level.as_deref());
-        return match hive::cli::run(cli) {
-            Ok(code) => code,
-            Err(err) => {
-                eprintln!("Error: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Some(code) = hive::cli::run_as_hive_if_asked() {
+        return code;
     }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("gossip bench skipped: it needs root (network namespaces)");

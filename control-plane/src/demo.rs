@@ -168,17 +168,22 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         what: "the service spec",
         source,
     })?;
-    rt.block_on(api.control.create_service(pb::CreateServiceRequest { spec_json }))
-        .map_err(|status| DemoError::Api {
-            what: "creating the service",
-            status,
-        })?;
+    rt.block_on(
+        api.control
+            .create_service(pb::CreateServiceRequest { spec_json }),
+    )
+    .map_err(|status| DemoError::Api {
+        what: "creating the service",
+        status,
+    })?;
     println!(
         "[3/6] hive service create --name {SERVICE_NAME} --replicas {} -p {}:80 hive/whoami",
         config.replicas, config.published_port
     );
     let running = rt.block_on(wait_running(&mut api, config, demo.lab()))?;
-    println!("        the manager placed the replicas; each node's agent runs its own and programs its mesh:");
+    println!(
+        "        the manager placed the replicas; each node's agent runs its own and programs its mesh:"
+    );
     for (name, node, addr) in &running {
         println!("        {name:<10} on {node}  {addr}");
     }
@@ -247,7 +252,9 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         );
     } else {
         drop(demo);
-        println!("[6/6] lab, daemons, tasks and BPF pins removed. `hive demo --keep` leaves them up to explore.");
+        println!(
+            "[6/6] lab, daemons, tasks and BPF pins removed. `hive demo --keep` leaves them up to explore."
+        );
     }
     Ok(())
 }
@@ -386,7 +393,7 @@ fn print_counters(lab: &str) -> Result<(), DemoError> {
     .map_err(|e| counters_error(e.to_string()))?;
     let stats = pins
         .iter()
-        .map(|node| hive_dataplane::stats::read_node(node, Some(SERVICE_NAME)))
+        .map(|node| hive_dataplane::stats::read_node(node, None))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| counters_error(e.to_string()))?;
     for line in hive_dataplane::stats::table(&stats).lines() {

@@ -147,20 +147,8 @@ impl Swarm {
     /// runs in a group of its own, and the tasks it starts are in it), then its underlay link
     /// down, so whatever still runs there is cut off from the other nodes.
     pub fn kill_node(&mut self, node: &str) {
-        if let Some(mut child) = self.daemons.remove(node) {
-            let group = nix::unistd::Pid::from_raw(
-                i32::try_from(child.id()).expect("a PID fits in i32"),
-            );
-            nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL)
-                .expect("SIGKILL the daemon's process group");
-            child.wait().expect("reap the daemon");
-        }
-        let mut ip = self.lab().command(node, "ip").expect("lab command");
-        let status = ip
-            .args(["link", "set", "dev", "eth0", "down"])
-            .status()
-            .expect("run ip");
-        assert!(status.success(), "setting {node}'s eth0 down failed");
+        let mut child = self.daemons.remove(node).expect("a daemon on the node");
+        lab_swarm::power_off(self.lab(), node, &mut child).unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn restart(&mut self, node: &str) {

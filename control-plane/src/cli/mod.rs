@@ -95,3 +95,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mesh(args) => mesh::run(args),
     }
 }
+
+/// `hive ARGS...` as the `hive` binary runs it: parse, set up logging, run, and turn an error
+/// into docker's `Error: ...` line and a failing exit code.
+pub fn main_with(args: impl IntoIterator<Item = String>) -> ExitCode {
+    use clap::Parser as _;
+    let cli = Cli::parse_from(args);
+    init_tracing(cli.log_level.as_deref());
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// For benchmark binaries that start copies of themselves as lab daemons or agents (so no
+/// separately built `hive` has to be found): when the first argument is a hive subcommand
+/// rather than a `--flag` of the benchmark harness, runs it as `hive` would.
+pub fn run_as_hive_if_asked() -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_none_or(|a| a.starts_with("--")) {
+        return None;
+    }
+    Some(main_with(
+        std::iter::once("hive".to_owned()).chain(args.into_iter().skip(1)),
+    ))
+}

@@ -53,6 +53,8 @@ pub enum LabSwarmError {
         #[source]
         source: ClientError,
     },
+    #[error("cannot cut node {node} off: {detail}")]
+    PowerOff { node: String, detail: String },
     #[error("the swarm did not become ready within {timeout:?}: {detail}; see the daemon logs in {}", dir.display())]
     NotReady {
         timeout: Duration,
@@ -124,6 +126,33 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         node: node.to_owned(),
         source,
     })
+}
+
+/// Cuts `node` off as a power cut would, for tests and benchmarks of node loss: SIGKILL to its
+/// daemon's process group (the daemon runs in a group of its own and the tasks it starts are
+/// in it), then the node's underlay link down, so whatever still runs there is cut off.
+pub fn power_off(lab: &Lab, node: &str, daemon: &mut Child) -> Result<(), LabSwarmError> {
+    let failed = |detail: String| LabSwarmError::PowerOff {
+        node: node.to_owned(),
+        detail,
+    };
+    let group = i32::try_from(daemon.id())
+        .map(nix::unistd::Pid::from_raw)
+        .map_err(|e| failed(e.to_string()))?;
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| failed(format!("SIGKILL to the daemon's process group: {e}")))?;
+    let _ = daemon.wait();
+    let status = lab
+        .command(node, "ip")?
+        .args(["link", "set", "dev", "eth0", "down"])
+        .status()
+        .map_err(|e| failed(format!("running ip: {e}")))?;
+    if !status.success() {
+        return Err(failed(format!(
+            "`ip link set dev eth0 down` exited with {status}"
+        )));
+    }
+    Ok(())
 }
 
 /// Connects to `node`'s daemon, waiting up to `timeout` for it to listen.

@@ -430,3 +430,41 @@ fn losing_quorum_gives_dockers_error_and_the_swarm_recovers_when_managers_return
             == 3
     });
 }
+
+#[test]
+fn force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager() {
+    if !privileged("force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swarm = Swarm::up("sw-force", 3, 3);
+    // Acknowledged state from before the disaster.
+    swarm.hive_ok("n1", &["node", "update", "--label-add", "kept=yes", "n1"]);
+    swarm.kill("n2");
+    swarm.kill("n3");
+    let deadline = Instant::now() + PATIENCE;
+    while swarm.hive("n1", &["node", "ls"]).status.success() {
+        assert!(Instant::now() < deadline, "n1 never noticed the lost quorum");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let init = swarm.hive_ok("n1", &["swarm", "init", "--force-new-cluster"]);
+    assert!(init.contains("Swarm initialized"), "{init}");
+    // n1 leads alone; the dead managers are kept as workers, down; the state survived.
+    let ls = swarm.hive_ok("n1", &["node", "ls"]);
+    assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+    assert_eq!(ls.matches("Reachable").count(), 0, "{ls}");
+    let nodes = swarm.nodes("n1").expect("node ls");
+    assert_eq!(nodes.len(), 3, "{ls}");
+    let n1 = by_host(&nodes, "n1").expect("n1");
+    assert_eq!(
+        n1.spec.as_ref().and_then(|s| s.labels.get("kept")).map(String::as_str),
+        Some("yes"),
+        "the label written before the quorum was lost"
+    );
+    assert!(!is_manager(by_host(&nodes, "n2")) && !is_manager(by_host(&nodes, "n3")));
+    // Writes are accepted again.
+    swarm.hive_ok("n1", &["node", "update", "--label-add", "after=yes", "n1"]);
+    let info = swarm.hive_ok("n1", &["info"]);
+    assert!(info.contains("  Managers: 1\n"), "{info}");
+}

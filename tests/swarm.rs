@@ -444,7 +444,10 @@ fn force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager() {
     swarm.kill("n3");
     let deadline = Instant::now() + PATIENCE;
     while swarm.hive("n1", &["node", "ls"]).status.success() {
-        assert!(Instant::now() < deadline, "n1 never noticed the lost quorum");
+        assert!(
+            Instant::now() < deadline,
+            "n1 never noticed the lost quorum"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -458,7 +461,10 @@ fn force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager() {
     assert_eq!(nodes.len(), 3, "{ls}");
     let n1 = by_host(&nodes, "n1").expect("n1");
     assert_eq!(
-        n1.spec.as_ref().and_then(|s| s.labels.get("kept")).map(String::as_str),
+        n1.spec
+            .as_ref()
+            .and_then(|s| s.labels.get("kept"))
+            .map(String::as_str),
         Some("yes"),
         "the label written before the quorum was lost"
     );

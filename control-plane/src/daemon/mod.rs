@@ -12,6 +12,7 @@ pub mod local_api;
 pub mod node;
 pub mod node_file;
 pub mod recover;
+pub mod renew;
 pub mod roles;
 pub mod swarm;
 

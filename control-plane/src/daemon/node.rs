@@ -14,7 +14,7 @@ use super::config::DaemonConfig;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
 use crate::manager::{Manager, ManagerParams, ManagerSlot};
-use crate::pki::{self, CertDir, ClientAuth, NodeCredentials};
+use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials};
 use crate::transport::TlsSlot;
 
 /// Events from the agent session waiting for the daemon.
@@ -27,6 +27,9 @@ pub struct Active {
     pub creds: Arc<NodeCredentials>,
     pub client_tls: Arc<ClientConfig>,
     pub manager: Option<Arc<Manager>>,
+    /// The certificate the node port and every client connection present; renewals replace
+    /// it in place ([`super::renew`]).
+    pub cert_slot: Arc<CertSlot>,
     agent_stop: watch::Sender<bool>,
 }
 
@@ -38,6 +41,8 @@ impl Active {
 
 #[derive(Debug)]
 pub struct SwarmNode {
+    /// This node, for the loops it starts.
+    this: Weak<SwarmNode>,
     pub config: DaemonConfig,
     /// Where the node port is actually bound.
     pub listen_addr: SocketAddr,
@@ -56,7 +61,8 @@ impl SwarmNode {
     /// in `hive info`.
     pub async fn start(config: DaemonConfig, listen_addr: SocketAddr) -> Arc<Self> {
         let (events, receiver) = mpsc::channel(EVENT_BACKLOG);
-        let node = Arc::new(Self {
+        let node = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             config,
             listen_addr,
             tls: TlsSlot::new(),
@@ -109,8 +115,10 @@ impl SwarmNode {
         file: NodeFile,
         creds: NodeCredentials,
     ) -> Result<Arc<Active>, DaemonError> {
-        let server = pki::server_config(&creds, ClientAuth::OptionalForJoin)?;
-        let client_tls = Arc::new(pki::client_config(&creds)?);
+        let cert_slot = CertSlot::new(&creds)?;
+        let server =
+            pki::server_config_with(cert_slot.clone(), creds.root(), ClientAuth::OptionalForJoin)?;
+        let client_tls = Arc::new(pki::client_config_with(cert_slot.clone(), creds.root())?);
         let manager = if creds.identity().role == pki::Role::Manager {
             let raft_id = file.raft_id.ok_or(DaemonError::NoRaftId)?;
             Some(
@@ -142,12 +150,14 @@ impl SwarmNode {
             role: creds.identity().role,
             events: self.events.clone(),
         };
+        tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
         tokio::spawn(session.run(stop));
         let active = Arc::new(Active {
             file,
             creds: Arc::new(creds),
             client_tls,
             manager,
+            cert_slot,
             agent_stop,
         });
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active.clone());

@@ -4,18 +4,12 @@
 //! manager. A promoted node then asks the leader to add it to the Raft group.
 
 use std::sync::Arc;
-use std::time::SystemTime;
-
-use rustls::pki_types::CertificateDer;
 
 use super::node::SwarmNode;
 use super::node_file::remove_raft_dir;
 use super::swarm::join_raft;
-use crate::api::{ApiError, convert, pb};
-use crate::manager::membership::call_leader;
-use crate::manager::{request_with_timeout, timers};
-use crate::pki::{self, CertDir, NodeCredentials, NodeKey};
-use crate::transport::mtls_channel;
+use crate::api::{ApiError, convert};
+use crate::pki::{self, CertDir};
 
 /// Brings this node to `desired` if it is not there yet.
 pub async fn reconcile(node: &Arc<SwarmNode>, desired: pki::Role) -> Result<(), ApiError> {
@@ -27,40 +21,8 @@ pub async fn reconcile(node: &Arc<SwarmNode>, desired: pki::Role) -> Result<(), 
         return Ok(());
     }
     tracing::info!(from = %active.role(), to = %desired, "changing this node's role");
-    let key = NodeKey::generate().map_err(|e| ApiError::internal("making a node key", e))?;
-    let csr = key
-        .csr()
-        .map_err(|e| ApiError::internal("making a CSR", e))?;
-    let tls = active.client_tls.clone();
-    let advertise_addr = active.file.advertise_addr.clone();
-    let renewed = call_leader(
-        &active.file.managers,
-        |target| mtls_channel(target, tls.clone(), pki::manager_server_name()),
-        |channel| {
-            let request = pb::RenewNodeCertificateRequest {
-                csr: csr.as_ref().to_vec(),
-                advertise_addr: advertise_addr.clone(),
-            };
-            async move {
-                pb::ca_client::CaClient::new(channel)
-                    .renew_node_certificate(request_with_timeout(
-                        request,
-                        timers::PEER_CALL_TIMEOUT,
-                    ))
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        },
-        timers::PEER_CALL_TIMEOUT,
-    )
-    .await?;
-    let creds = NodeCredentials::new(
-        active.creds.root().clone(),
-        CertificateDer::from(renewed.certificate),
-        key,
-        SystemTime::now(),
-    )
-    .map_err(|e| ApiError::internal("checking the renewed certificate", e))?;
+    let renewed = super::renew::request_certificate(&active).await?;
+    let creds = renewed.creds;
     let role = creds.identity().role;
     let data_dir = node.config.data_dir.clone();
     let mut file = active.file.clone();

@@ -286,3 +286,33 @@ fn client_trusting(creds: &NodeCredentials, root: &RootCert) -> ClientConfig {
         .with_client_auth_cert(vec![creds.cert().clone()], creds.key().private_key_der())
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_renewed_certificate_is_presented_from_the_next_handshake_without_new_configs() {
+    let cluster = TestCluster::new("clusterA", now());
+    let manager = cluster.node("manager1", Role::Manager, now());
+    let worker = cluster.node("worker1", Role::Worker, now());
+    let manager_slot = CertSlot::new(&manager).unwrap();
+    let worker_slot = CertSlot::new(&worker).unwrap();
+    let server =
+        server_config_with(manager_slot.clone(), manager.root(), ClientAuth::Required).unwrap();
+    let mut client = client_config_with(worker_slot.clone(), worker.root()).unwrap();
+    // A resumed TLS 1.3 session reports the certificates of the session it resumes; a full
+    // handshake shows what each end presents now.
+    client.resumption = rustls::client::Resumption::disabled();
+
+    let before = connect(server.clone(), client.clone(), manager_server_name()).await;
+    assert_eq!(before.client.unwrap().0[0], *manager.cert());
+    assert_eq!(before.server.unwrap().unwrap()[0], *worker.cert());
+
+    // Both nodes renew: same IDs and roles, new keys and certificates.
+    let manager_renewed = cluster.node("manager1", Role::Manager, now());
+    let worker_renewed = cluster.node("worker1", Role::Worker, now());
+    assert_ne!(manager_renewed.cert(), manager.cert());
+    manager_slot.set(&manager_renewed).unwrap();
+    worker_slot.set(&worker_renewed).unwrap();
+
+    let after = connect(server, client, manager_server_name()).await;
+    assert_eq!(after.client.unwrap().0[0], *manager_renewed.cert());
+    assert_eq!(after.server.unwrap().unwrap()[0], *worker_renewed.cert());
+}

@@ -45,8 +45,9 @@ pub use join::{JoinError, join_client_config, join_refusal, pinned_root};
 pub use random::{RandomError, random_id};
 pub use renewal::{CertValidity, RenewalError, RenewalPolicy, needs_renewal};
 pub use tls::{
-    ALPN_H2, ClientAuth, MANAGER_SERVER_NAME, TlsError, client_config, crypto_provider,
-    manager_server_name, node_server_name, server_config,
+    ALPN_H2, CertSlot, ClientAuth, MANAGER_SERVER_NAME, TlsError, client_config,
+    client_config_with, crypto_provider, manager_server_name, node_server_name, server_config,
+    server_config_with,
 };
 pub use token::{
     DIGEST_LEN, JoinToken, JoinTokens, SECRET_LEN, TOKEN_PREFIX, TokenError, TokenPart,

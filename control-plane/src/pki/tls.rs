@@ -14,12 +14,14 @@
 //! - ring as the crypto provider, passed explicitly rather than through the process-wide
 //!   default, so the build does not depend on which rustls features other crates enable.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 
 use super::ca::RootCert;
 use super::credentials::NodeCredentials;
@@ -48,24 +50,130 @@ pub enum ClientAuth {
     OptionalForJoin,
 }
 
-/// Server side of node-to-node mTLS.
-///
-/// The server sends its certificate followed by the root CA certificate, so that a joining
-/// node can pin the root by the digest in its join token (see [`super::join_client_config`]).
+/// This node's certificate and key as both ends of mTLS present them, replaceable while
+/// servers and clients run: after a renewal ([`CertSlot::set`]) every new handshake uses the
+/// new certificate, and nothing has to be restarted (SwarmKit swaps its TLS credentials the
+/// same way on rotation).
+#[derive(Debug)]
+pub struct CertSlot {
+    keys: RwLock<SlotKeys>,
+}
+
+#[derive(Debug)]
+struct SlotKeys {
+    /// Certificate then root: a joining node pins the root by the digest in its token.
+    server: Arc<CertifiedKey>,
+    /// The certificate alone.
+    client: Arc<CertifiedKey>,
+    cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl CertSlot {
+    pub fn new(creds: &NodeCredentials) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            keys: RwLock::new(SlotKeys::of(creds)?),
+        }))
+    }
+
+    /// Presents `creds` from the next handshake on. Their root must be the one the
+    /// configurations were built with.
+    pub fn set(&self, creds: &NodeCredentials) -> Result<(), TlsError> {
+        let keys = SlotKeys::of(creds)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// The certificate presented now.
+    pub fn cert(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cert
+            .clone()
+    }
+
+    fn server_key(&self) -> Arc<CertifiedKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .server
+            .clone()
+    }
+
+    fn client_key(&self) -> Arc<CertifiedKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .client
+            .clone()
+    }
+}
+
+impl SlotKeys {
+    fn of(creds: &NodeCredentials) -> Result<Self, TlsError> {
+        let signing_key = crypto_provider()
+            .key_provider
+            .load_private_key(creds.key().private_key_der())
+            .map_err(|source| TlsError::Rustls {
+                what: "load the node key",
+                source,
+            })?;
+        Ok(Self {
+            server: Arc::new(CertifiedKey::new(
+                vec![creds.cert().clone(), creds.root().der().clone()],
+                signing_key.clone(),
+            )),
+            client: Arc::new(CertifiedKey::new(vec![creds.cert().clone()], signing_key)),
+            cert: creds.cert().clone(),
+        })
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.server_key())
+    }
+}
+
+impl ResolvesClientCert for CertSlot {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.client_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Server side of node-to-node mTLS, with a fixed certificate (see [`server_config_with`]).
 pub fn server_config(
     creds: &NodeCredentials,
     client_auth: ClientAuth,
 ) -> Result<ServerConfig, TlsError> {
+    server_config_with(CertSlot::new(creds)?, creds.root(), client_auth)
+}
+
+/// Server side of node-to-node mTLS, presenting what `slot` holds.
+///
+/// The server sends its certificate followed by the root CA certificate, so that a joining
+/// node can pin the root by the digest in its join token (see [`super::join_client_config`]).
+pub fn server_config_with(
+    slot: Arc<CertSlot>,
+    root: &RootCert,
+    client_auth: ClientAuth,
+) -> Result<ServerConfig, TlsError> {
     let provider = crypto_provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(root_store(creds.root())?, provider.clone());
+    let verifier = WebPkiClientVerifier::builder_with_provider(root_store(root)?, provider.clone());
     let verifier = match client_auth {
         ClientAuth::Required => verifier,
         ClientAuth::OptionalForJoin => verifier.allow_unauthenticated(),
     }
     .build()
     .map_err(|source| TlsError::Verifier { source })?;
-    let chain = vec![creds.cert().clone(), creds.root().der().clone()];
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
@@ -73,30 +181,27 @@ pub fn server_config(
             source,
         })?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, creds.key().private_key_der())
-        .map_err(|source| TlsError::Rustls {
-            what: "load the node certificate and key",
-            source,
-        })?;
+        .with_cert_resolver(slot);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
 
-/// Client side of node-to-node mTLS: presents this node's certificate, trusts only the
-/// cluster root. Connect with [`manager_server_name`] (or [`node_server_name`]).
+/// Client side of node-to-node mTLS with a fixed certificate (see [`client_config_with`]).
 pub fn client_config(creds: &NodeCredentials) -> Result<ClientConfig, TlsError> {
+    client_config_with(CertSlot::new(creds)?, creds.root())
+}
+
+/// Client side of node-to-node mTLS: presents what `slot` holds, trusts only the cluster
+/// root. Connect with [`manager_server_name`] (or [`node_server_name`]).
+pub fn client_config_with(slot: Arc<CertSlot>, root: &RootCert) -> Result<ClientConfig, TlsError> {
     let mut config = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
             what: "choose TLS 1.3",
             source,
         })?
-        .with_root_certificates(root_store(creds.root())?)
-        .with_client_auth_cert(vec![creds.cert().clone()], creds.key().private_key_der())
-        .map_err(|source| TlsError::Rustls {
-            what: "load the node certificate and key",
-            source,
-        })?;
+        .with_root_certificates(root_store(root)?)
+        .with_client_cert_resolver(slot);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }

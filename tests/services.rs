@@ -53,6 +53,15 @@ fn node_names(swarm: &Swarm) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The name of the node `task` is on ("" if unplaced).
+fn node_of(names: &BTreeMap<String, String>, task: &Task) -> String {
+    task.node_id
+        .as_deref()
+        .and_then(|n| names.get(n))
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn live(tasks: &[Task]) -> Vec<&Task> {
     tasks
         .iter()
@@ -223,14 +232,9 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     let running = wait_running(&swarm, "web", 5);
     let first = live(&running);
     let names = node_names(&swarm);
-    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for task in &first {
-        let node = task
-            .node_id
-            .as_deref()
-            .and_then(|n| names.get(n))
-            .expect("placed");
-        *per_node.entry(node).or_default() += 1;
+        *per_node.entry(node_of(&names, task)).or_default() += 1;
     }
     assert_eq!(per_node.len(), 3, "spread over every node: {per_node:?}");
     assert!(
@@ -321,13 +325,7 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let swarm = Swarm::up("sv-place", 3, 1);
     let names = node_names(&swarm);
-    let on = |t: &Task| {
-        t.node_id
-            .as_deref()
-            .and_then(|n| names.get(n))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let on = |t: &Task| node_of(&names, t);
 
     // Global: one task on every node.
     swarm.hive_ok(
@@ -446,13 +444,7 @@ fn a_dead_nodes_tasks_are_replaced_and_leave_every_mesh() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut swarm = Swarm::up("sv-dead", 3, 1);
     let names = node_names(&swarm);
-    let on = |t: &Task| {
-        t.node_id
-            .as_deref()
-            .and_then(|n| names.get(n))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let on = |t: &Task| node_of(&names, t);
     swarm.hive_ok(
         "n1",
         &[

@@ -45,17 +45,7 @@ fn main() -> ExitCode {
     if let Some(code) = hive::cli::run_as_hive_if_asked() {
         return code;
     }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("failover bench skipped: it needs root (network namespaces and daemons in them)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("failover bench failed: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    hive_bench::lab_bench::main("failover", "network namespaces and daemons in them", run)
 }
 
 fn run() -> Result<(), String> {

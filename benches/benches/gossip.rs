@@ -37,17 +37,7 @@ fn main() -> ExitCode {
     if let Some(code) = hive::cli::run_as_hive_if_asked() {
         return code;
     }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("gossip bench skipped: it needs root (network namespaces)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("gossip bench failed: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    hive_bench::lab_bench::main("gossip", "network namespaces", run)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

@@ -28,10 +28,7 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm;
-use hive::store::objects::{
-    Annotations, ContainerSpec, EndpointSpec, PortConfig, ServiceMode, ServiceSpec, Task, TaskSpec,
-    TaskState,
-};
+use hive::store::objects::{ServiceSpec, Task, TaskState};
 use hive_dataplane::lab::{LabGuard, LabSpec};
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
 use serde::Serialize;
@@ -79,17 +76,7 @@ fn main() -> ExitCode {
     if let Some(code) = hive::cli::run_as_hive_if_asked() {
         return code;
     }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("services bench skipped: it needs root (network namespaces and daemons in them)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("services bench failed: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    hive_bench::lab_bench::main("services", "network namespaces and daemons in them", run)
 }
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
@@ -200,30 +187,6 @@ fn print_report(report: &Report) {
     );
 }
 
-fn spec(name: &str, replicas: usize, port: u16) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Annotations::named(name),
-        mode: ServiceMode::Replicated {
-            replicas: replicas as u64,
-        },
-        task_template: TaskSpec {
-            container: ContainerSpec {
-                image: "hive/whoami".to_owned(),
-                ..ContainerSpec::default()
-            },
-            ..TaskSpec::default()
-        },
-        endpoint_spec: EndpointSpec {
-            ports: vec![PortConfig {
-                target_port: 80,
-                published_port: port,
-                ..PortConfig::default()
-            }],
-            ..EndpointSpec::default()
-        },
-    }
-}
-
 async fn create(api: &mut DaemonClient, spec: &ServiceSpec) -> Result<String, String> {
     let spec_json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
     let reply = api
@@ -313,7 +276,7 @@ async fn converge(
     port: u16,
 ) -> Result<Convergence, String> {
     let start = Instant::now();
-    let id = create(api, &spec(name, n, port)).await?;
+    let id = create(api, &hive::demo::whoami_spec(name, n as u64, port)).await?;
     let mut running_ms = None;
     loop {
         let tasks = running(api, name).await?;

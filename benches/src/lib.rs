@@ -6,6 +6,7 @@ pub mod gossip;
 pub mod hive_runs;
 pub mod kernel_path;
 pub mod kernel_runs;
+pub mod lab_bench;
 pub mod mesh;
 pub mod program_costs;
 pub mod report;

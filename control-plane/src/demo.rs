@@ -163,7 +163,11 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         "n1",
         lab_swarm::DAEMON_START_TIMEOUT,
     ))?;
-    let spec = whoami_spec(config);
+    let spec = whoami_spec(
+        SERVICE_NAME,
+        u64::from(config.replicas),
+        config.published_port,
+    );
     let spec_json = serde_json::to_vec(&spec).map_err(|source| DemoError::Payload {
         what: "the service spec",
         source,
@@ -259,13 +263,11 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// `hive service create --name whoami --replicas N -p PORT:80 hive/whoami`.
-fn whoami_spec(config: &DemoConfig) -> ServiceSpec {
+/// `hive service create --name NAME --replicas N -p PORT:80 hive/whoami`.
+pub fn whoami_spec(name: &str, replicas: u64, published_port: u16) -> ServiceSpec {
     ServiceSpec {
-        annotations: Annotations::named(SERVICE_NAME),
-        mode: ServiceMode::Replicated {
-            replicas: u64::from(config.replicas),
-        },
+        annotations: Annotations::named(name),
+        mode: ServiceMode::Replicated { replicas },
         task_template: TaskSpec {
             container: ContainerSpec {
                 image: "hive/whoami".to_owned(),
@@ -277,7 +279,7 @@ fn whoami_spec(config: &DemoConfig) -> ServiceSpec {
             ports: vec![PortConfig {
                 protocol: Protocol::Tcp,
                 target_port: 80,
-                published_port: config.published_port,
+                published_port,
                 publish_mode: PublishMode::Ingress,
                 ..PortConfig::default()
             }],

@@ -199,25 +199,15 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     let swarm = Swarm::up("sv-web", 3, 1);
 
     // Attached create: docker's progress display, ending converged.
-    let created = swarm.hive_ok(
+    let created = swarm.hive_line(
         "n1",
-        &[
-            "service",
-            "create",
-            "--name",
-            "web",
-            "--replicas",
-            "5",
-            "-p",
-            "8080:80",
-            "hive/whoami",
-        ],
+        "service create --name web --replicas 5 -p 8080:80 hive/whoami",
     );
     assert!(created.contains("verify: Service converged"), "{created}");
     let id = created.lines().next().expect("the service ID first").trim();
     assert_eq!(id.len(), 25, "a 25-character service ID: {created}");
 
-    let ls = swarm.hive_ok("n1", &["service", "ls"]);
+    let ls = swarm.hive_line("n1", "service ls");
     assert!(ls.starts_with("ID "), "{ls}");
     let web = ls
         .lines()
@@ -244,7 +234,7 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     wait_mesh(&swarm, 8080, &hostnames(&first));
 
     // `service ps`: docker's columns, a row per slot.
-    let ps = swarm.hive_ok("n2", &["service", "ps", "web"]);
+    let ps = swarm.hive_line("n2", "service ps web");
     assert!(
         ps.lines().next().is_some_and(|h| h.starts_with("ID ")
             && h.contains("NAME")
@@ -265,7 +255,7 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     }
 
     // Logs from every task, prefixed as docker does.
-    let logs = swarm.hive_ok("n1", &["service", "logs", "web"]);
+    let logs = swarm.hive_line("n1", "service logs web");
     for task in &first {
         let prefix = format!("web.{}.", task.slot);
         assert!(
@@ -288,21 +278,18 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     wait_mesh(&swarm, 8080, &hostnames(&live(&running)));
 
     // An update replaces every task (rolling, one at a time) and keeps the history.
-    swarm.hive_ok(
-        "n1",
-        &["service", "update", "--env-add", "GREETING=hi", "web"],
-    );
+    swarm.hive_line("n1", "service update --env-add GREETING=hi web");
     let before = hostnames(&live(&running));
     let updated = wait_tasks(&swarm, "web", "both tasks replaced", |t| {
         let live = live(t);
         live.len() == 2 && hostnames(&live).is_disjoint(&before)
     });
     wait_mesh(&swarm, 8080, &hostnames(&live(&updated)));
-    let ps = swarm.hive_ok("n1", &["service", "ps", "web"]);
+    let ps = swarm.hive_line("n1", "service ps web");
     assert!(ps.contains(r" \_ web.1"), "history rows: {ps}");
 
     // rm: the port stops answering everywhere.
-    assert_eq!(swarm.hive_ok("n1", &["service", "rm", "web"]).trim(), "web");
+    assert_eq!(swarm.hive_line("n1", "service rm web").trim(), "web");
     for node in NODES {
         let deadline = Instant::now() + PATIENCE;
         while probe(&swarm, node, 8080).failures < PROBES {
@@ -328,27 +315,16 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     let on = |t: &Task| node_of(&names, t);
 
     // Global: one task on every node.
-    swarm.hive_ok(
+    swarm.hive_line(
         "n1",
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "echo",
-            "--mode",
-            "global",
-            "-p",
-            "7000:7",
-            "hive/echo",
-        ],
+        "service create -d --name echo --mode global -p 7000:7 hive/echo",
     );
     let global = wait_tasks(&swarm, "echo", "a running echo task on every node", |t| {
         live(t).len() == 3
     });
     let nodes: BTreeSet<String> = live(&global).into_iter().map(&on).collect();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
-    let ls = swarm.hive_ok("n1", &["service", "ls"]);
+    let ls = swarm.hive_line("n1", "service ls");
     assert!(
         ls.lines()
             .any(|l| l.contains(" echo ") && l.contains(" global ") && l.contains(" 3/3 ")),
@@ -356,48 +332,30 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     );
 
     // A constraint no node meets: pending, with the reason in `service ps`.
-    swarm.hive_ok(
+    swarm.hive_line(
         "n1",
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "zoned",
-            "--constraint",
-            "node.labels.zone==b",
-            "hive/whoami",
-        ],
+        "service create -d --name zoned --constraint node.labels.zone==b hive/whoami",
     );
     wait_tasks(&swarm, "zoned", "a pending task that says why", |t| {
         t.iter().any(|t| {
             t.status.state == TaskState::Pending && t.status.err.contains("no suitable node")
         })
     });
-    let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "zoned"]);
+    let ps = swarm.hive_line("n1", "service ps --no-trunc zoned");
     assert!(
         ps.contains("Pending")
             && ps.contains("no suitable node (scheduling constraints not satisfied on 3 nodes)"),
         "{ps}"
     );
     // Labelling a node lets it run there.
-    swarm.hive_ok("n1", &["node", "update", "--label-add", "zone=b", "n2"]);
+    swarm.hive_line("n1", "node update --label-add zone=b n2");
     let zoned = wait_running(&swarm, "zoned", 1);
     assert_eq!(on(live(&zoned)[0]), "n2");
 
     // Pause n3: it keeps its tasks and gets no new ones.
-    swarm.hive_ok(
+    swarm.hive_line(
         "n1",
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "spread",
-            "--replicas",
-            "3",
-            "hive/whoami",
-        ],
+        "service create -d --name spread --replicas 3 hive/whoami",
     );
     let spread = wait_running(&swarm, "spread", 3);
     let on_n3: Vec<String> = live(&spread)
@@ -406,8 +364,8 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
         .map(|t| t.id.clone())
         .collect();
     assert!(!on_n3.is_empty(), "spread puts a task on n3");
-    swarm.hive_ok("n1", &["node", "update", "--availability", "pause", "n3"]);
-    swarm.hive_ok("n1", &["service", "scale", "spread=6"]);
+    swarm.hive_line("n1", "node update --availability pause n3");
+    swarm.hive_line("n1", "service scale spread=6");
     let spread = wait_running(&swarm, "spread", 6);
     let live_now = live(&spread);
     let on_n3_now: Vec<&String> = live_now
@@ -422,7 +380,7 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     );
 
     // Drain n3: its replicated tasks move to n1/n2, the global task there shuts down.
-    swarm.hive_ok("n1", &["node", "update", "--availability", "drain", "n3"]);
+    swarm.hive_line("n1", "node update --availability drain n3");
     let spread = wait_tasks(&swarm, "spread", "six tasks away from n3", |t| {
         let live = live(t);
         live.len() == 6 && live.iter().all(|t| on(t) != "n3")
@@ -432,7 +390,7 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
         live(t).len() == 2 && live(t).iter().all(|t| on(t) != "n3")
     });
     // `node ps n3` shows what ran there, now shut down.
-    let ps = swarm.hive_ok("n1", &["node", "ps", "n3"]);
+    let ps = swarm.hive_line("n1", "node ps n3");
     assert!(ps.contains("Shutdown"), "{ps}");
 }
 
@@ -445,20 +403,9 @@ fn a_dead_nodes_tasks_are_replaced_and_leave_every_mesh() {
     let mut swarm = Swarm::up("sv-dead", 3, 1);
     let names = node_names(&swarm);
     let on = |t: &Task| node_of(&names, t);
-    swarm.hive_ok(
+    swarm.hive_line(
         "n1",
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "web",
-            "--replicas",
-            "6",
-            "-p",
-            "8081:80",
-            "hive/whoami",
-        ],
+        "service create -d --name web --replicas 6 -p 8081:80 hive/whoami",
     );
     let running = wait_running(&swarm, "web", 6);
     assert!(live(&running).iter().any(|t| on(t) == "n3"));
@@ -508,10 +455,7 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
     let swarm = Swarm::up("sv-restart", 2, 1);
 
     // An unknown image is rejected with a reason, not a crash loop of the agent.
-    swarm.hive_ok(
-        "n1",
-        &["service", "create", "-d", "--name", "bad", "nosuch/image"],
-    );
+    swarm.hive_line("n1", "service create -d --name bad nosuch/image");
     let bad = wait_tasks(&swarm, "bad", "a rejected task", |t| {
         t.iter().any(|t| t.status.state == TaskState::Rejected)
     });
@@ -524,30 +468,14 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
         "{:?}",
         rejected.status
     );
-    let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "bad"]);
+    let ps = swarm.hive_line("n1", "service ps --no-trunc bad");
     assert!(
         ps.contains("Rejected") && ps.contains("nosuch/image"),
         "{ps}"
     );
 
     // on-failure with two attempts: the first run and two restarts, then no more.
-    swarm.hive_ok(
-        "n1",
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "flaky",
-            "--restart-condition",
-            "on-failure",
-            "--restart-max-attempts",
-            "2",
-            "--restart-delay",
-            "200ms",
-            "host:/bin/false",
-        ],
-    );
+    swarm.hive_line("n1", "service create -d --name flaky --restart-condition on-failure --restart-max-attempts 2 --restart-delay 200ms host:/bin/false");
     let flaky = wait_tasks(&swarm, "flaky", "three failed runs", |t| {
         t.iter()
             .filter(|t| t.status.state == TaskState::Failed)
@@ -561,25 +489,16 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
         let now = tasks(&swarm, "flaky");
         assert_eq!(now.len(), 3, "no fourth run: {now:#?}");
     }
-    let ps = swarm.hive_ok("n1", &["service", "ps", "flaky"]);
+    let ps = swarm.hive_line("n1", "service ps flaky");
     assert!(
         ps.contains("Failed") && ps.contains("non-zero exit (1)"),
         "{ps}"
     );
 
     // condition none: a task that completes stays complete.
-    swarm.hive_ok(
+    swarm.hive_line(
         "n1",
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "once",
-            "--restart-condition",
-            "none",
-            "host:/bin/true",
-        ],
+        "service create -d --name once --restart-condition none host:/bin/true",
     );
     wait_tasks(&swarm, "once", "one complete task", |t| {
         t.len() == 1 && t[0].status.state == TaskState::Complete

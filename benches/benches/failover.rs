@@ -8,14 +8,14 @@
 //! Environment: `HIVE_BENCH_FAILOVER_RUNS` (default 7).
 
 use std::path::Path;
-use std::process::{Child, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
 use hive::client::DaemonClient;
-use hive::lab_swarm;
+use hive::lab_swarm::{self, SwarmLab};
 use hive::manager::timers;
-use hive_dataplane::lab::{LabGuard, LabSpec};
+use hive_dataplane::lab::{Lab, LabSpec};
 use serde::Serialize;
 
 const LAB: &str = "bench-fo";
@@ -54,31 +54,21 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let lab = LabGuard::up(&LabSpec::new(LAB, 3)).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let children = rt
-        .block_on(lab_swarm::form(&lab, 3, &exe))
+    let mut swarm = rt
+        .block_on(SwarmLab::up(&LabSpec::new(LAB, 3), 3, &exe))
         .map_err(|e| e.to_string())?;
-    let mut daemons: Vec<(String, Child)> = MANAGERS
-        .iter()
-        .map(|n| (*n).to_owned())
-        .zip(children)
-        .collect();
     let mut samples = Vec::with_capacity(runs);
     for run in 1..=runs {
-        let sample = rt.block_on(one_failover(&lab, &mut daemons, &exe))?;
+        let sample = rt.block_on(one_failover(&mut swarm, &exe))?;
         eprintln!("run {run}/{runs}: {:.0} ms", sample.as_secs_f64() * 1e3);
         samples.push(sample.as_secs_f64() * 1e3);
     }
-    for (_, child) in &mut daemons {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    drop(lab);
+    drop(swarm);
 
     let mut sorted = samples.clone();
     sorted.sort_by(f64::total_cmp);
@@ -124,13 +114,13 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-async fn client(lab: &LabGuard, node: &str) -> Result<DaemonClient, String> {
+async fn client(lab: &Lab, node: &str) -> Result<DaemonClient, String> {
     lab_swarm::connect(lab, node, GIVE_UP)
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn leader(lab: &LabGuard) -> Result<String, String> {
+async fn leader(lab: &Lab) -> Result<String, String> {
     let deadline = Instant::now() + GIVE_UP;
     loop {
         for node in MANAGERS {
@@ -167,11 +157,8 @@ async fn leader(lab: &LabGuard) -> Result<String, String> {
 
 /// Kills the leader, measures until a write through a follower is accepted, restarts the
 /// killed daemon and waits until all three managers are reachable again.
-async fn one_failover(
-    lab: &LabGuard,
-    daemons: &mut [(String, Child)],
-    exe: &Path,
-) -> Result<Duration, String> {
+async fn one_failover(swarm: &mut SwarmLab, exe: &Path) -> Result<Duration, String> {
+    let lab = swarm.lab();
     let old = leader(lab).await?;
     let follower = MANAGERS
         .iter()
@@ -183,13 +170,11 @@ async fn one_failover(
     write(&mut writer, 0)
         .await
         .map_err(|e| format!("write before the kill: {e}"))?;
-    let slot = daemons
-        .iter_mut()
-        .find(|(n, _)| *n == old)
-        .ok_or("leader not started by us")?;
-    slot.1.kill().map_err(|e| e.to_string())?;
+    let mut daemon = swarm.take_daemon(&old).ok_or("leader not started by us")?;
+    daemon.kill().map_err(|e| e.to_string())?;
     let killed_at = Instant::now();
-    let _ = slot.1.wait();
+    let _ = daemon.wait();
+    let lab = swarm.lab();
     let mut i = 1;
     let took = loop {
         if write(&mut writer, i).await.is_ok() {
@@ -201,8 +186,9 @@ async fn one_failover(
         i += 1;
         tokio::time::sleep(WRITE_INTERVAL).await;
     };
-    slot.1 = lab_swarm::start_daemon(lab, &old, exe).map_err(|e| e.to_string())?;
-    leader(lab).await?;
+    let daemon = lab_swarm::start_daemon(lab, &old, exe).map_err(|e| e.to_string())?;
+    swarm.put_daemon(&old, daemon);
+    leader(swarm.lab()).await?;
     // Let the returned manager catch up before the next kill.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(took)

@@ -22,14 +22,14 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
 use hive::client::DaemonClient;
-use hive::lab_swarm;
+use hive::lab_swarm::{self, SwarmLab};
 use hive::store::objects::{ServiceSpec, Task, TaskState};
-use hive_dataplane::lab::{LabGuard, LabSpec};
+use hive_dataplane::lab::{Lab, LabSpec};
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
 use serde::Serialize;
 
@@ -91,29 +91,23 @@ fn run() -> Result<(), String> {
     let sizes = env_list("HIVE_BENCH_SERVICES_REPLICAS", &[10, 100]);
     let kill_replicas = env_list("HIVE_BENCH_SERVICES_KILL_REPLICAS", &[12])[0];
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let lab = LabGuard::up(&LabSpec::new(LAB, 3)).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let children = rt
-        .block_on(lab_swarm::form(&lab, 1, &exe))
+    let mut swarm = rt
+        .block_on(SwarmLab::up(&LabSpec::new(LAB, 3), 1, &exe))
         .map_err(|e| e.to_string())?;
-    let mut daemons: Vec<(String, Child)> = NODES
-        .iter()
-        .map(|n| (*n).to_owned())
-        .zip(children)
-        .collect();
     let outcome = rt.block_on(async {
-        let mut api = lab_swarm::connect(&lab, "n1", GIVE_UP)
+        let mut api = lab_swarm::connect(swarm.lab(), "n1", GIVE_UP)
             .await
             .map_err(|e| e.to_string())?;
         let mut create = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let port = 9000 + u16::try_from(i).unwrap_or(0);
             let name = format!("bench{n}");
-            let sample = converge(&lab, &mut api, &name, n, port).await?;
+            let sample = converge(swarm.lab(), &mut api, &name, n, port).await?;
             eprintln!(
                 "create {n:>4} replicas: running after {:.0} ms, answering on every node after {:.0} ms",
                 sample.running_ms, sample.answering_ms
@@ -121,14 +115,10 @@ fn run() -> Result<(), String> {
             create.push(sample);
             remove(&mut api, &name).await?;
         }
-        let death = node_death(&lab, &mut api, &mut daemons, kill_replicas).await?;
+        let death = node_death(&mut swarm, &mut api, kill_replicas).await?;
         Ok::<_, String>((create, death))
     });
-    for (_, child) in &mut daemons {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    drop(lab);
+    drop(swarm);
     let (create, node_death) = outcome?;
 
     let report = Report {
@@ -257,7 +247,7 @@ fn mesh_backends(lab: &str, node: &str, service_id: &str) -> BTreeSet<(String, I
 }
 
 /// One `GET /` from the client to `node`'s `port`.
-fn answers(lab: &LabGuard, node: &str, port: u16) -> bool {
+fn answers(lab: &Lab, node: &str, port: u16) -> bool {
     let (Ok(client), Ok(addr)) = (lab.netns_path("client"), lab.node_addr(node)) else {
         return false;
     };
@@ -269,7 +259,7 @@ fn ms(since: Instant) -> f64 {
 }
 
 async fn converge(
-    lab: &LabGuard,
+    lab: &Lab,
     api: &mut DaemonClient,
     name: &str,
     n: usize,
@@ -308,15 +298,14 @@ async fn converge(
 }
 
 async fn node_death(
-    lab: &LabGuard,
+    swarm: &mut SwarmLab,
     api: &mut DaemonClient,
-    daemons: &mut [(String, Child)],
     n: usize,
 ) -> Result<NodeDeath, String> {
     const VICTIM: &str = "n3";
     const SURVIVORS: [&str; 2] = ["n1", "n2"];
     let port = 9100;
-    let converged = converge(lab, api, "benchkill", n, port).await?;
+    let converged = converge(swarm.lab(), api, "benchkill", n, port).await?;
     eprintln!(
         "node death: {n} replicas answering after {:.0} ms",
         converged.answering_ms
@@ -326,7 +315,7 @@ async fn node_death(
         .first()
         .map(|(t, _)| t.service_id.clone())
         .ok_or("no running task")?;
-    let victim_addr = lab.node_addr(VICTIM).map_err(|e| e.to_string())?;
+    let victim_addr = swarm.lab().node_addr(VICTIM).map_err(|e| e.to_string())?;
     let on_victim = running(api, "benchkill")
         .await?
         .iter()
@@ -334,7 +323,8 @@ async fn node_death(
         .count();
 
     let start = Instant::now();
-    kill_node(lab, daemons, VICTIM)?;
+    swarm.power_off(VICTIM).map_err(|e| e.to_string())?;
+    let lab = swarm.lab();
     let (mut gone, mut down, mut back) = (None, None, None);
     while gone.is_none() || down.is_none() || back.is_none() {
         if gone.is_none()
@@ -389,12 +379,4 @@ async fn node_is_down(api: &mut DaemonClient, host: &str) -> bool {
                 .as_ref()
                 .is_some_and(|s| s.state() == pb::NodeState::Down)
     })
-}
-
-fn kill_node(lab: &LabGuard, daemons: &mut [(String, Child)], node: &str) -> Result<(), String> {
-    let (_, child) = daemons
-        .iter_mut()
-        .find(|(n, _)| n == node)
-        .ok_or_else(|| format!("no daemon on {node}"))?;
-    lab_swarm::power_off(lab, node, child).map_err(|e| e.to_string())
 }

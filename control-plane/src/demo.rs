@@ -14,19 +14,18 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::Child,
     time::{Duration, Instant},
 };
 
 use hive_dataplane::{
-    lab::{Lab, LabGuard, LabSpec},
+    lab::{Lab, LabSpec},
     netns,
     node_pins::{NodeChoice, PinsQuery},
 };
 
 use crate::api::pb;
 use crate::client::DaemonClient;
-use crate::lab_swarm::{self, LabSwarmError};
+use crate::lab_swarm::{self, LabSwarmError, SwarmLab};
 use crate::store::objects::{
     Annotations, ContainerSpec, EndpointSpec, PortConfig, Protocol, PublishMode, ServiceMode,
     ServiceSpec, Task, TaskSpec, TaskState,
@@ -96,37 +95,6 @@ pub struct Answer {
     pub remote: SocketAddr,
 }
 
-/// The lab and its daemons; downs the lab (daemons included) unless kept.
-struct DemoLab {
-    lab: Option<LabGuard>,
-    daemons: Vec<Child>,
-}
-
-impl DemoLab {
-    fn lab(&self) -> &Lab {
-        self.lab.as_deref().expect("the lab is up until dropped")
-    }
-
-    /// Leaves the lab and its daemons running.
-    fn keep(mut self) {
-        if let Some(guard) = self.lab.take() {
-            let _kept: Lab = guard.into_inner();
-        }
-        self.daemons.clear();
-    }
-}
-
-impl Drop for DemoLab {
-    fn drop(&mut self) {
-        // Downing the lab stops every daemon and task; then reap the daemons.
-        drop(self.lab.take());
-        for child in &mut self.daemons {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Run the demo, printing as it goes.
 pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -134,12 +102,17 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         .build()
         .map_err(DemoError::Runtime)?;
     println!("hive demo: Docker Swarm's routing mesh in eBPF, on this machine\n");
-    let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
-    let nodes: Vec<(String, Ipv4Addr)> = lab
+    let demo = rt.block_on(SwarmLab::up(
+        &LabSpec::new(config.lab.clone(), 3),
+        1,
+        &config.hive_binary,
+    ))?;
+    let nodes: Vec<(String, Ipv4Addr)> = demo
+        .lab()
         .nodes()
         .map(|m| (m.name.clone(), m.underlay_addr))
         .collect();
-    let client = lab.client()?.underlay_addr;
+    let client = demo.lab().client()?.underlay_addr;
     println!(
         "[1/6] lab {:?}: nodes {} on an underlay bridge, outside client {client}",
         config.lab,
@@ -149,11 +122,6 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let daemons = rt.block_on(lab_swarm::form(&lab, 1, &config.hive_binary))?;
-    let demo = DemoLab {
-        lab: Some(lab),
-        daemons,
-    };
     println!(
         "[2/6] swarm: `hive daemon` on every node; n1 initialised it, n2 and n3 joined with the worker token (mTLS, Raft store on disk)"
     );

@@ -5,7 +5,6 @@
 //! Each test binary uses a different subset of it.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -14,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use hive::api::pb;
 use hive::client::DaemonClient;
-use hive::lab_swarm;
-use hive_dataplane::lab::{LabGuard, LabSpec};
+use hive::lab_swarm::{self, SwarmLab};
+use hive_dataplane::lab::{Lab, LabSpec};
 
 pub const HIVE: &str = env!("CARGO_BIN_EXE_hive");
 /// Bound of any one `hive` command.
@@ -52,28 +51,25 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A lab with a formed swarm; downs the lab (daemons included) and reaps the daemons on drop.
 pub struct Swarm {
-    pub lab: Option<LabGuard>,
-    pub daemons: BTreeMap<String, Child>,
+    swarm: SwarmLab,
     pub rt: tokio::runtime::Runtime,
 }
 
 impl Swarm {
     pub fn up(name: &str, nodes: u32, managers: u32) -> Self {
-        let lab = LabGuard::up(&LabSpec::new(name, nodes)).expect("lab up");
         let rt = runtime();
-        let children = rt
-            .block_on(lab_swarm::form(&lab, managers, Path::new(HIVE)))
+        let swarm = rt
+            .block_on(SwarmLab::up(
+                &LabSpec::new(name, nodes),
+                managers,
+                Path::new(HIVE),
+            ))
             .unwrap_or_else(|e| panic!("forming the swarm: {e}"));
-        let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();
-        Self {
-            lab: Some(lab),
-            daemons,
-            rt,
-        }
+        Self { swarm, rt }
     }
 
-    pub fn lab(&self) -> &LabGuard {
-        self.lab.as_ref().expect("lab")
+    pub fn lab(&self) -> &Lab {
+        self.swarm.lab()
     }
 
     /// `hive ARGS` inside `node` (the CLI finds the node's daemon through HIVE_LAB/HIVE_NODE).
@@ -98,6 +94,11 @@ impl Swarm {
             text(&out.stderr)
         );
         text(&out.stdout)
+    }
+
+    /// `hive_ok` with the arguments written as one line (split on whitespace; no quoting).
+    pub fn hive_line(&self, node: &str, line: &str) -> String {
+        self.hive_ok(node, &line.split_whitespace().collect::<Vec<_>>())
     }
 
     pub fn hive_err(&self, node: &str, args: &[&str]) -> String {
@@ -137,7 +138,7 @@ impl Swarm {
     }
 
     pub fn kill(&mut self, node: &str) {
-        if let Some(mut child) = self.daemons.remove(node) {
+        if let Some(mut child) = self.swarm.take_daemon(node) {
             child.kill().expect("SIGKILL the daemon");
             child.wait().expect("reap the daemon");
         }
@@ -147,15 +148,14 @@ impl Swarm {
     /// runs in a group of its own, and the tasks it starts are in it), then its underlay link
     /// down, so whatever still runs there is cut off from the other nodes.
     pub fn kill_node(&mut self, node: &str) {
-        let mut child = self.daemons.remove(node).expect("a daemon on the node");
-        lab_swarm::power_off(self.lab(), node, &mut child).unwrap_or_else(|e| panic!("{e}"));
+        self.swarm.power_off(node).unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn restart(&mut self, node: &str) {
         self.kill(node);
         let child =
             lab_swarm::start_daemon(self.lab(), node, Path::new(HIVE)).expect("start daemon");
-        self.daemons.insert(node.to_owned(), child);
+        self.swarm.put_daemon(node, child);
         self.rt
             .block_on(lab_swarm::connect(self.lab(), node, PATIENCE))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -175,17 +175,6 @@ impl Swarm {
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-        }
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        // Downing the lab stops every daemon; then reap them.
-        drop(self.lab.take());
-        for child in self.daemons.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

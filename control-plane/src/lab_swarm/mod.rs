@@ -320,3 +320,72 @@ fn record(
     lab::state::write(&state)?;
     Ok(())
 }
+
+/// A lab with a formed swarm, owned: dropping it downs the lab — daemons, their tasks and
+/// their pins with it — and reaps the daemons, also when the owner fails half-way.
+#[derive(Debug)]
+pub struct SwarmLab {
+    lab: Option<hive_dataplane::lab::LabGuard>,
+    daemons: std::collections::BTreeMap<String, Child>,
+}
+
+impl SwarmLab {
+    /// Brings up the lab `spec` and forms a swarm of `managers` managers on it (see [`form`]).
+    pub async fn up(
+        spec: &hive_dataplane::lab::LabSpec,
+        managers: u32,
+        hive: &Path,
+    ) -> Result<Self, LabSwarmError> {
+        let lab = hive_dataplane::lab::LabGuard::up(spec)?;
+        let children = form(&lab, managers, hive).await?;
+        let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();
+        Ok(Self {
+            lab: Some(lab),
+            daemons,
+        })
+    }
+
+    pub fn lab(&self) -> &Lab {
+        self.lab.as_deref().expect("the lab is up until dropped")
+    }
+
+    /// Takes `node`'s daemon process out (to kill or wait for it).
+    pub fn take_daemon(&mut self, node: &str) -> Option<Child> {
+        self.daemons.remove(node)
+    }
+
+    /// Records a daemon started again on `node`.
+    pub fn put_daemon(&mut self, node: &str, daemon: Child) {
+        self.daemons.insert(node.to_owned(), daemon);
+    }
+
+    /// Cuts `node` off as a power cut would ([`power_off`]).
+    pub fn power_off(&mut self, node: &str) -> Result<(), LabSwarmError> {
+        let mut daemon = self
+            .take_daemon(node)
+            .ok_or_else(|| LabSwarmError::PowerOff {
+                node: node.to_owned(),
+                detail: "no daemon of this lab runs there".to_owned(),
+            })?;
+        power_off(self.lab(), node, &mut daemon)
+    }
+
+    /// Leaves the lab and its swarm running (`hive lab down` removes them later).
+    pub fn keep(mut self) {
+        if let Some(guard) = self.lab.take() {
+            let _kept: Lab = guard.into_inner();
+        }
+        self.daemons.clear();
+    }
+}
+
+impl Drop for SwarmLab {
+    fn drop(&mut self) {
+        // Downing the lab stops every daemon and task in it; then reap the daemons.
+        drop(self.lab.take());
+        for child in self.daemons.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -9,6 +9,8 @@
 
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::time::Duration;

@@ -15,11 +15,12 @@ mod tests;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::store::objects::ObjectKind;
 use crate::store::types::{NodeId, RaftMetrics};
-use crate::store::{Filter, Store, StoreError};
+use crate::store::{Filter, Store, StoreError, Watch, WatchError};
 
 /// How often a loop runs a pass even when nothing changed.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -50,7 +51,7 @@ pub async fn run<R: Reconciler>(
 ) {
     let mut tick = tokio::time::interval(RESYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut events: Option<crate::store::Watch> = None;
+    let mut events: Option<Watch> = None;
     loop {
         let leading = metrics.borrow().current_leader == Some(raft_id);
         if !leading && events.take().is_some() {
@@ -62,19 +63,24 @@ pub async fn run<R: Reconciler>(
             events = Some(store.watch(filter(reconciler.kinds())));
             run_pass(&mut reconciler, &store).await;
         }
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = metrics.changed() => if changed.is_err() { return },
+        let pass = tokio::select! {
+            _ = tick.tick() => true,
+            // Raft metrics change with every commit and heartbeat; only a change of leader
+            // matters here, and the top of the loop looks at that.
+            changed = metrics.changed() => if changed.is_err() { return } else { false },
             _ = stop.wait_for(|s| *s) => return,
             event = next_event(&mut events) => match event {
                 // The store stopped.
                 None => return,
-                // Lost events are harmless: the pass below reads the whole state.
-                Some(Err(err)) => tracing::debug!(loop_name = R::NAME, %err, "watch restarted"),
-                Some(Ok(())) => {}
+                // Lost events are harmless: the pass reads the whole state.
+                Some(Err(err)) => {
+                    tracing::debug!(loop_name = R::NAME, %err, "watch restarted");
+                    true
+                }
+                Some(Ok(())) => true,
             },
-        }
-        if metrics.borrow().current_leader == Some(raft_id) && events.is_some() {
+        };
+        if pass && events.is_some() && metrics.borrow().current_leader == Some(raft_id) {
             run_pass(&mut reconciler, &store).await;
         }
     }
@@ -94,12 +100,12 @@ fn filter(kinds: &[ObjectKind]) -> Filter {
 
 /// Waits for the next event (any number of them coalesce into one pass); pends forever while
 /// not leading.
-async fn next_event(events: &mut Option<crate::store::Watch>) -> Option<Result<(), String>> {
+async fn next_event(events: &mut Option<Watch>) -> Option<Result<(), WatchError>> {
     let Some(watch) = events.as_mut() else {
         return std::future::pending().await;
     };
-    match watch.next().await? {
-        Ok(_) => Some(Ok(())),
-        Err(err) => Some(Err(err.to_string())),
-    }
+    let first = watch.next().await?;
+    // Whatever else has arrived already is covered by the same pass.
+    while let Some(Some(Ok(_))) = watch.next().now_or_never() {}
+    Some(first.map(drop))
 }

@@ -295,30 +295,9 @@ async fn the_task_history_limit_is_kept_per_slot() {
     assert_eq!(swarm.live_tasks(&web)[0].status.state, TaskState::Running);
 
     // A lower cluster setting applies at the next pass.
-    swarm
-        .store
-        .update(|tx| {
-            tx.create(Cluster::default())?;
-            Ok::<_, crate::store::StoreError>(())
-        })
-        .await
-        .unwrap();
-    let cluster_id = swarm
-        .store
-        .view(|tx| crate::store::ReadView::list::<Cluster>(tx))
-        .unwrap()[0]
-        .id
-        .clone();
-    swarm
-        .store
-        .update(|tx| {
-            tx.modify::<Cluster>(&cluster_id, |c| {
-                c.spec.orchestration.task_history_retention_limit = 2
-            })
-            .map(drop)
-        })
-        .await
-        .unwrap();
+    let mut cluster = Cluster::default();
+    cluster.spec.orchestration.task_history_retention_limit = 2;
+    swarm.store.update(|tx| tx.create(cluster)).await.unwrap();
     swarm.settle().await;
     assert_eq!(swarm.tasks(&web).len(), 2);
 }

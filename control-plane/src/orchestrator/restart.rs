@@ -108,3 +108,101 @@ pub fn due_to_start(task: &Task, now: SystemTime) -> bool {
             .duration_since(task.meta.created_at.to_system_time())
             .map_or(true, |age| age >= task.spec.restart_policy.delay)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::objects::RestartPolicy;
+
+    fn failed(policy: RestartPolicy, state: TaskState) -> Task {
+        let mut task = Task {
+            id: "t1".into(),
+            ..Task::default()
+        };
+        task.spec.restart_policy = policy;
+        task.status.state = state;
+        task
+    }
+
+    fn hours_ago(now: SystemTime, hours: u64) -> Timestamp {
+        Timestamp::from_system_time(now - Duration::from_secs(hours * 3600))
+    }
+
+    #[test]
+    fn conditions_decide_what_is_restarted() {
+        let history = RestartHistory::default();
+        let now = SystemTime::now();
+        let key = SlotKey::Replica(1);
+        let policy = |condition| RestartPolicy {
+            condition,
+            ..RestartPolicy::default()
+        };
+        let decide =
+            |condition, state| history.decide("s", &key, &failed(policy(condition), state), now);
+        assert_eq!(
+            decide(RestartCondition::Any, TaskState::Complete),
+            Decision::Restart { delayed: true }
+        );
+        assert_eq!(
+            decide(RestartCondition::OnFailure, TaskState::Failed),
+            Decision::Restart { delayed: true }
+        );
+        assert_eq!(
+            decide(RestartCondition::OnFailure, TaskState::Complete),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            decide(RestartCondition::None, TaskState::Failed),
+            Decision::GiveUp
+        );
+    }
+
+    #[test]
+    fn attempts_count_only_within_the_window() {
+        let now = SystemTime::now();
+        let key = SlotKey::Replica(1);
+        let policy = RestartPolicy {
+            condition: RestartCondition::Any,
+            delay: Duration::ZERO,
+            max_attempts: 2,
+            window: Duration::from_secs(3600),
+        };
+        let task = failed(policy, TaskState::Failed);
+        let mut history = RestartHistory::default();
+        history.record_restart("s", &key, hours_ago(now, 5));
+        history.record_restart("s", &key, hours_ago(now, 4));
+        assert_eq!(
+            history.decide("s", &key, &task, now),
+            Decision::Restart { delayed: false },
+            "old attempts are outside the window"
+        );
+        history.record_restart("s", &key, hours_ago(now, 0));
+        history.record_restart("s", &key, hours_ago(now, 0));
+        assert_eq!(history.decide("s", &key, &task, now), Decision::GiveUp);
+        // Other slots count on their own.
+        assert_eq!(
+            history.decide("s", &SlotKey::Replica(2), &task, now),
+            Decision::Restart { delayed: false }
+        );
+        history.record_given_up("t1");
+        assert_eq!(
+            history.decide("s", &key, &task, now),
+            Decision::AlreadyGivenUp
+        );
+    }
+
+    #[test]
+    fn a_delayed_replacement_starts_once_the_delay_passed() {
+        let now = SystemTime::now();
+        let mut task = failed(RestartPolicy::default(), TaskState::Assigned);
+        task.desired_state = TaskState::Ready;
+        task.meta.created_at = hours_ago(now, 0);
+        assert!(!due_to_start(&task, now), "default delay is 5 s");
+        task.meta.created_at = hours_ago(now, 1);
+        assert!(due_to_start(&task, now));
+        task.desired_state = TaskState::Running;
+        assert!(!due_to_start(&task, now), "already started");
+    }
+}

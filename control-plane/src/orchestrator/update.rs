@@ -13,9 +13,15 @@ use std::collections::BTreeMap;
 use super::slots::SlotKey;
 use crate::store::objects::{Service, Task, TaskState};
 
-/// Whether `task` runs an older template than `service`'s.
+/// Whether `task` runs an older template than `service`'s, or was allocated for other
+/// published ports (SwarmKit `IsTaskDirty` compares the endpoint spec too: host-mode ports are
+/// bound by the task itself).
 pub fn is_outdated(task: &Task, service: &Service) -> bool {
     task.spec != service.spec.task_template
+        || task
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| e.spec != service.spec.endpoint_spec)
 }
 
 /// The slot to update now, if any: the first outdated one, unless an update is in flight.

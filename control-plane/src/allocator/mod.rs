@@ -14,7 +14,7 @@ pub mod ports;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipam::{AddressPool, IpamError, Subnet, parse_addr};
 use ports::{PortError, PortTable, ingress_ports};
@@ -22,7 +22,7 @@ use ports::{PortError, PortTable, ingress_ports};
 use crate::leader_loop::Reconciler;
 use crate::manager::retry;
 use crate::store::objects::{
-    Endpoint, EndpointMode, Network, NetworkAttachment, ObjectKind, Service, Task, TaskState,
+    Endpoint, EndpointMode, Network, NetworkAttachment, Node, ObjectKind, Service, Task, TaskState,
     Timestamp, VirtualIp,
 };
 use crate::store::{ReadView, Store, StoreError, WriteTx};
@@ -216,8 +216,13 @@ impl State {
                 }
             }
         }
-        // Addresses of tasks that stopped are free again (a restart makes a new task).
-        for task in tx.find::<Task>(|t| !t.status.state.is_terminal())? {
+        // Addresses of tasks that stopped, or whose node was removed, are free again (a
+        // restart makes a new task).
+        let nodes: BTreeSet<String> = tx.list::<Node>()?.into_iter().map(|n| n.id).collect();
+        let holds = |t: &Task| {
+            !t.status.state.is_terminal() && t.node_id.as_ref().is_none_or(|n| nodes.contains(n))
+        };
+        for task in tx.find::<Task>(holds)? {
             for attachment in &task.networks {
                 for addr in &attachment.addresses {
                     state.reserve(&attachment.network_id, addr);

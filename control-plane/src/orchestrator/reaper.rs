@@ -63,8 +63,13 @@ pub fn reap(tx: &mut WriteTx) -> Result<bool, StoreError> {
                 if excess == 0 {
                     break;
                 }
-                let stopped =
-                    task.status.state.is_terminal() || task.status.state < TaskState::Assigned;
+                // A task whose node was removed will never report again.
+                let stopped = task.status.state.is_terminal()
+                    || task.status.state < TaskState::Assigned
+                    || task
+                        .node_id
+                        .as_ref()
+                        .is_some_and(|id| !nodes.contains_key(id));
                 if !is_live(task) && stopped {
                     tx.delete::<Task>(&task.id)?;
                     wrote = true;

@@ -430,3 +430,25 @@ async fn a_global_service_honours_constraints() {
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].node_id.as_deref(), Some(n1.as_str()));
 }
+
+#[tokio::test]
+async fn tasks_of_a_removed_node_are_replaced() {
+    let mut swarm = Swarm::new().await;
+    let n1 = swarm.add_node("n1").await;
+    swarm.add_node("n2").await;
+    let web = swarm.create_service(replicated("web", 2)).await;
+    swarm.settle().await;
+    swarm
+        .store
+        .update(|tx| tx.delete::<crate::store::objects::Node>(&n1))
+        .await
+        .unwrap();
+    swarm.settle().await;
+    let live = swarm.live_tasks(&web);
+    assert_eq!(slots(&live), [1, 2]);
+    assert!(
+        live.iter()
+            .all(|t| t.node_id.as_deref() != Some(n1.as_str()))
+    );
+    assert!(live.iter().all(|t| t.status.state == TaskState::Running));
+}

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::allocator::ipam::{Subnet, parse_addr};
 use crate::store::objects::{Node, NodeRole};
 
 /// What a constraint looks at.
@@ -11,6 +12,9 @@ use crate::store::objects::{Node, NodeRole};
 pub enum ConstraintKey {
     NodeId,
     NodeHostname,
+    /// `node.ip`: the address the node's session comes from, compared with an address or a
+    /// CIDR (SwarmKit has it; Docker's docs do not list it).
+    NodeIp,
     NodeRole,
     NodePlatformOs,
     NodePlatformArch,
@@ -47,10 +51,15 @@ pub enum ConstraintError {
     EmptyValue { expression: String },
     #[error(
         "invalid constraint \"{expression}\": unknown key \"{key}\"; use node.id, \
-         node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or \
+         node.hostname, node.ip, node.role, node.platform.os, node.platform.arch, node.labels.KEY or \
          engine.labels.KEY"
     )]
     UnknownKey { expression: String, key: String },
+    #[error(
+        "invalid constraint \"{expression}\": node.ip takes an IPv4 address or CIDR (like \
+         10.0.0.0/24), not \"{value}\""
+    )]
+    BadIp { expression: String, value: String },
     #[error(
         "invalid constraint \"{expression}\": node.role is \"manager\" or \"worker\", not \
          \"{value}\""
@@ -92,6 +101,7 @@ impl Constraint {
         let key = match lower.as_str() {
             "node.id" => ConstraintKey::NodeId,
             "node.hostname" => ConstraintKey::NodeHostname,
+            "node.ip" => ConstraintKey::NodeIp,
             "node.role" => ConstraintKey::NodeRole,
             "node.platform.os" => ConstraintKey::NodePlatformOs,
             "node.platform.arch" => ConstraintKey::NodePlatformArch,
@@ -118,6 +128,12 @@ impl Constraint {
                 value: value.to_owned(),
             });
         }
+        if key == ConstraintKey::NodeIp && ip_matcher(value).is_none() {
+            return Err(ConstraintError::BadIp {
+                expression: owned(),
+                value: value.to_owned(),
+            });
+        }
         Ok(Constraint {
             key,
             operator,
@@ -132,10 +148,22 @@ impl Constraint {
 
     /// Whether `node` satisfies this constraint. A missing label equals nothing, so `!=` holds.
     pub fn matches(&self, node: &Node) -> bool {
+        if self.key == ConstraintKey::NodeIp {
+            let addr = node.status.addr.split(':').next().unwrap_or_default();
+            let inside = match (ip_matcher(&self.value), parse_addr(addr)) {
+                (Some(subnet), Ok(addr)) => subnet.contains(addr),
+                _ => false,
+            };
+            return match self.operator {
+                Operator::Eq => inside,
+                Operator::Ne => !inside,
+            };
+        }
         let description = node.description.as_ref();
         let actual: Option<&str> = match &self.key {
             ConstraintKey::NodeId => Some(&node.id),
             ConstraintKey::NodeHostname => description.map(|d| d.hostname.as_str()),
+            ConstraintKey::NodeIp => None,
             ConstraintKey::NodeRole => Some(match node.role {
                 NodeRole::Manager => "manager",
                 NodeRole::Worker => "worker",
@@ -164,6 +192,15 @@ pub fn all_match(constraints: &[Constraint], node: &Node) -> bool {
     constraints.iter().all(|c| c.matches(node))
 }
 
+/// `10.0.0.7` (as a /32) or `10.0.0.0/24`.
+fn ip_matcher(value: &str) -> Option<Subnet> {
+    if value.contains('/') {
+        value.parse().ok()
+    } else {
+        Subnet::new(parse_addr(value).ok()?, 32)
+    }
+}
+
 fn split(expression: &str, at: usize, operator: Operator) -> (&str, Operator, &str) {
     let key = expression[..at].trim();
     let value = expression[at + 2..].trim();
@@ -175,6 +212,7 @@ impl fmt::Display for Constraint {
         let key = match &self.key {
             ConstraintKey::NodeId => "node.id".to_owned(),
             ConstraintKey::NodeHostname => "node.hostname".to_owned(),
+            ConstraintKey::NodeIp => "node.ip".to_owned(),
             ConstraintKey::NodeRole => "node.role".to_owned(),
             ConstraintKey::NodePlatformOs => "node.platform.os".to_owned(),
             ConstraintKey::NodePlatformArch => "node.platform.arch".to_owned(),
@@ -264,6 +302,20 @@ mod tests {
         assert!(check("node.hostname==node-1"));
         assert!(check("node.id!=n2"));
         assert!(check("node.role==worker"));
+        assert!(
+            check("node.ip!=192.168.77.0/24"),
+            "a node without an address is outside"
+        );
+        let mut node = node.clone();
+        node.status.addr = "192.168.77.3:4711".into();
+        let check = |e: &str| Constraint::parse(e).unwrap().matches(&node);
+        assert!(check("node.ip==192.168.77.0/24"));
+        assert!(check("node.ip==192.168.77.3"));
+        assert!(check("node.ip!=192.168.78.0/24"));
+        assert!(matches!(
+            Constraint::parse("node.ip==somewhere"),
+            Err(ConstraintError::BadIp { .. })
+        ));
         assert!(!check("node.role==manager"));
     }
 }

@@ -373,3 +373,32 @@ async fn host_mode_ports_are_left_to_the_nodes() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_update_to_a_taken_port_does_not_stop_running_tasks() {
+    let mut swarm = Swarm::new().await;
+    swarm.add_node("n1").await;
+    let web = swarm
+        .create_service(publish(replicated("web", 2), 80, 8080))
+        .await;
+    swarm
+        .create_service(publish(replicated("api", 1), 80, 8081))
+        .await;
+    swarm.settle().await;
+    let before: Vec<String> = swarm.live_tasks(&web).into_iter().map(|t| t.id).collect();
+
+    swarm
+        .update_service(&web, |s| {
+            s.spec.endpoint_spec.ports[0].published_port = 8081
+        })
+        .await;
+    swarm.settle().await;
+    let live = swarm.live_tasks(&web);
+    assert_eq!(
+        live.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        before.iter().collect::<Vec<_>>()
+    );
+    assert!(live.iter().all(|t| t.status.state == TaskState::Running));
+    assert_eq!(swarm.tasks(&web).len(), 2, "no replacement was made");
+    assert_eq!(published(&swarm, &web), [8080], "the old allocation stays");
+}

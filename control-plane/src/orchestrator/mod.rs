@@ -239,6 +239,15 @@ impl Plan<'_> {
         service: &Service,
         live: &BTreeMap<SlotKey, Task>,
     ) -> Result<(), StoreError> {
+        // Stop-first would stop a task whose replacement the allocator cannot serve (a port
+        // taken meanwhile): wait until the service's endpoint matches its spec.
+        let allocated = service
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| e.spec == service.spec.endpoint_spec);
+        if !allocated {
+            return Ok(());
+        }
         let refs: BTreeMap<SlotKey, &Task> = live.iter().map(|(k, t)| (k.clone(), t)).collect();
         let Some(key) = update::next_slot(service, &refs) else {
             return Ok(());

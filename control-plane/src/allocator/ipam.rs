@@ -167,6 +167,13 @@ impl AddressPool {
         self.subnet.contains(addr) && !self.used.contains(&addr)
     }
 
+    /// Gives back an address [`AddressPool::allocate`] handed out.
+    pub fn release(&mut self, cidr: &str) {
+        if let Ok(addr) = parse_addr(cidr) {
+            self.used.remove(&addr);
+        }
+    }
+
     /// The lowest free address, now taken, as CIDR (`10.0.0.7/24`); `None` when exhausted.
     pub fn allocate(&mut self) -> Option<String> {
         let addr = self

@@ -361,25 +361,37 @@ impl State {
                 ids.push((attachment.target.clone(), attachment.aliases.clone()));
             }
         }
-        let mut pools = self.pools.clone();
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, aliases) in ids {
-            if !self.networks.contains_key(&id) {
-                return Err(AllocError::NoNetwork { network: id });
+        for (id, _) in &ids {
+            if !self.networks.contains_key(id) {
+                return Err(AllocError::NoNetwork {
+                    network: id.clone(),
+                });
             }
-            let Some(pool) = pools.get_mut(&id) else {
+            if !self.pools.contains_key(id) {
                 return Ok(None);
-            };
-            let addr = pool.allocate().ok_or_else(|| AllocError::NoTaskAddress {
-                network: self.network_name(&id),
-            })?;
-            out.push(NetworkAttachment {
-                network_id: id,
-                addresses: vec![addr],
-                aliases,
-            });
+            }
         }
-        self.pools = pools;
+        let mut out: Vec<NetworkAttachment> = Vec::with_capacity(ids.len());
+        for (id, aliases) in ids {
+            match self.pools.get_mut(&id).and_then(AddressPool::allocate) {
+                Some(addr) => out.push(NetworkAttachment {
+                    network_id: id,
+                    addresses: vec![addr],
+                    aliases,
+                }),
+                None => {
+                    // Give back what this task took so far.
+                    for taken in &out {
+                        if let Some(pool) = self.pools.get_mut(&taken.network_id) {
+                            taken.addresses.iter().for_each(|a| pool.release(a));
+                        }
+                    }
+                    return Err(AllocError::NoTaskAddress {
+                        network: self.network_name(&id),
+                    });
+                }
+            }
+        }
         Ok(Some(out))
     }
 }

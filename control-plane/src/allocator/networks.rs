@@ -2,7 +2,6 @@
 //! default address pool and VNIs for networks created without them.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 
 use super::ipam::{IpamError, Subnet, carve};
 use crate::store::objects::{
@@ -196,10 +195,7 @@ fn default_pools(tx: &WriteTx) -> Result<(Vec<Subnet>, u8), StoreError> {
         })
         .unwrap_or_default();
     if pools.is_empty() {
-        pools.push(
-            Subnet::new(Ipv4Addr::new(10, 0, 0, 0), 8)
-                .unwrap_or_else(|| unreachable!("/8 is a valid prefix")),
-        );
+        pools.extend(DEFAULT_POOL.parse::<Subnet>().ok());
     }
     let mask = labels
         .get(POOL_MASK_LABEL)

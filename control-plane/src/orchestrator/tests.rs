@@ -452,3 +452,49 @@ async fn tasks_of_a_removed_node_are_replaced() {
     );
     assert!(live.iter().all(|t| t.status.state == TaskState::Running));
 }
+
+#[tokio::test]
+async fn a_global_service_updates_node_by_node_and_restarts_in_place() {
+    let mut swarm = Swarm::new().await;
+    for host in ["n1", "n2", "n3"] {
+        swarm.add_node(host).await;
+    }
+    let mut service = global("agent");
+    service.spec.task_template.restart_policy.delay = Duration::ZERO;
+    let agent = swarm.create_service(service).await;
+    swarm.settle().await;
+
+    // A failed global task is replaced on the same node.
+    let first = swarm.live_tasks(&agent)[0].clone();
+    swarm.report(&first.id, TaskState::Failed).await;
+    swarm.settle().await;
+    let replacement: Vec<Task> = swarm
+        .live_tasks(&agent)
+        .into_iter()
+        .filter(|t| t.node_id == first.node_id)
+        .collect();
+    assert_eq!(replacement.len(), 1);
+    assert_ne!(replacement[0].id, first.id);
+    assert_eq!(replacement[0].status.state, TaskState::Running);
+
+    swarm
+        .update_service(&agent, |s| {
+            s.spec.task_template.container.image = "hive/echo".into()
+        })
+        .await;
+    swarm.converge().await;
+    let updated = swarm
+        .tasks(&agent)
+        .iter()
+        .filter(|t| t.spec.container.image == "hive/echo")
+        .count();
+    assert_eq!(updated, 1, "one node at a time");
+    swarm.settle().await;
+    let live = swarm.live_tasks(&agent);
+    assert_eq!(live.len(), 3);
+    assert!(
+        live.iter()
+            .all(|t| t.spec.container.image == "hive/echo" && t.status.state == TaskState::Running)
+    );
+    assert_eq!(per_node(&live).len(), 3);
+}

@@ -5,12 +5,16 @@
 //! - History: per slot (per node for a global service) at most `task_history_limit` tasks are
 //!   kept — the cluster's `--task-history-limit`, default 5, counting the live task as
 //!   SwarmKit does; the oldest stopped ones go first, live or still running ones are never
-//!   deleted. A negative limit keeps everything.
+//!   deleted. A negative limit keeps everything. A service whose restart policy has
+//!   `max_attempts` keeps `max_attempts + 1` instead, as SwarmKit does, so its history shows
+//!   every attempt.
 
 use std::collections::BTreeMap;
 
 use super::slots::{SlotKey, group, is_live};
-use crate::store::objects::{Cluster, Node, NodeState, OrchestrationConfig, Task, TaskState};
+use crate::store::objects::{
+    Cluster, Node, NodeState, OrchestrationConfig, Service, Task, TaskState,
+};
 use crate::store::{ReadView, StoreError, WriteTx};
 
 /// One reaper pass in `tx`. Returns whether it deleted anything.
@@ -33,6 +37,11 @@ pub fn reap(tx: &mut WriteTx) -> Result<bool, StoreError> {
                     .is_none_or(|n| n.status.state == NodeState::Down)
             })
     };
+    let services: BTreeMap<String, Service> = tx
+        .list::<Service>()?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
     let mut wrote = false;
     let mut kept = Vec::new();
     for task in tx.list::<Task>()? {
@@ -55,7 +64,15 @@ pub fn reap(tx: &mut WriteTx) -> Result<bool, StoreError> {
             .or_default()
             .push(task);
     }
-    for tasks in by_service.into_values() {
+    for (service_id, tasks) in by_service {
+        let max_attempts = services
+            .get(&service_id)
+            .map_or(0, |s| s.spec.task_template.restart_policy.max_attempts);
+        let limit = if max_attempts > 0 {
+            usize::try_from(max_attempts.saturating_add(1)).unwrap_or(usize::MAX)
+        } else {
+            limit
+        };
         let slots: BTreeMap<SlotKey, Vec<Task>> = group(tasks);
         for tasks in slots.values() {
             let mut excess = tasks.len().saturating_sub(limit);

@@ -239,6 +239,31 @@ async fn on_failure_with_two_attempts_restarts_exactly_twice() {
 }
 
 #[tokio::test]
+async fn max_attempts_sets_how_much_history_is_kept() {
+    let mut swarm = Swarm::new().await;
+    swarm.add_node("n1").await;
+    let mut service = replicated("job", 1);
+    service.spec.task_template.restart_policy = RestartPolicy {
+        condition: RestartCondition::Any,
+        delay: Duration::ZERO,
+        max_attempts: 6,
+        window: Duration::ZERO,
+    };
+    let job = swarm.create_service(service).await;
+    swarm.settle().await;
+    for _ in 0..7 {
+        let live = swarm.live_tasks(&job);
+        swarm.report(&live[0].id, TaskState::Failed).await;
+        swarm.settle().await;
+    }
+    assert_eq!(
+        swarm.tasks(&job).len(),
+        7,
+        "max_attempts + 1, above the default 5"
+    );
+}
+
+#[tokio::test]
 async fn on_failure_does_not_restart_a_task_that_completed() {
     let mut swarm = Swarm::new().await;
     swarm.add_node("n1").await;

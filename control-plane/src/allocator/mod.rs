@@ -46,9 +46,21 @@ pub enum AllocError {
     },
 }
 
-/// The allocator loop; it keeps no state between passes.
+/// The allocator loop. It keeps no allocation state between passes; only the problems it
+/// last logged, so that a network or service that cannot be allocated is logged once, not at
+/// every pass.
 #[derive(Debug, Default)]
-pub struct Allocator;
+pub struct Allocator {
+    reported: BTreeSet<String>,
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub wrote: bool,
+    /// Networks and services that could not be allocated, as log lines.
+    pub problems: BTreeSet<String>,
+}
 
 impl Reconciler for Allocator {
     const NAME: &'static str = "allocator";
@@ -63,19 +75,27 @@ impl Reconciler for Allocator {
     }
 
     async fn pass(&mut self, store: &Store) -> Result<bool, StoreError> {
-        retry::update(store, allocate).await
+        let outcome = retry::update(store, allocate).await?;
+        for problem in outcome.problems.difference(&self.reported) {
+            tracing::warn!(%problem, "allocator: not allocated; retrying when something changes");
+        }
+        self.reported = outcome.problems;
+        Ok(outcome.wrote)
+    }
+
+    fn reset(&mut self) {
+        self.reported.clear();
     }
 }
 
-/// One allocator pass in `tx`. Returns whether it wrote anything.
-pub fn allocate(tx: &mut WriteTx) -> Result<bool, StoreError> {
-    let mut wrote = networks::ensure_ingress(tx)?;
+/// One allocator pass in `tx`.
+pub fn allocate(tx: &mut WriteTx) -> Result<Outcome, StoreError> {
+    let (mut wrote, ingress_problem) = networks::ensure_ingress(tx)?;
     let (networks_wrote, errors) = networks::allocate_networks(tx)?;
     wrote |= networks_wrote;
-    for err in errors {
-        tracing::warn!(%err, "allocator: network not allocated");
-    }
-    let mut state = State::load(tx)?;
+    let mut problems: BTreeSet<String> = errors.iter().map(ToString::to_string).collect();
+    problems.extend(ingress_problem);
+    let mut state = State::load(tx, &mut problems)?;
     let mut services = tx.list::<Service>()?;
     services.sort_by(|a, b| (a.meta.created_at, &a.id).cmp(&(b.meta.created_at, &b.id)));
     let mut failed: BTreeMap<String, AllocError> = BTreeMap::new();
@@ -89,6 +109,7 @@ pub fn allocate(tx: &mut WriteTx) -> Result<bool, StoreError> {
                 wrote = true;
             }
             Err(err) => {
+                problems.insert(err.to_string());
                 failed.insert(service.id.clone(), err);
             }
         }
@@ -140,7 +161,7 @@ pub fn allocate(tx: &mut WriteTx) -> Result<bool, StoreError> {
             }
         }
     }
-    Ok(wrote)
+    Ok(Outcome { wrote, problems })
 }
 
 /// Checks that `service`'s explicitly published ingress-mode ports are not published by any
@@ -180,7 +201,7 @@ struct State {
 }
 
 impl State {
-    fn load(tx: &WriteTx) -> Result<Self, StoreError> {
+    fn load(tx: &WriteTx, problems: &mut BTreeSet<String>) -> Result<Self, StoreError> {
         let networks: BTreeMap<String, Network> = tx
             .list::<Network>()?
             .into_iter()
@@ -197,7 +218,9 @@ impl State {
                     pools.insert(network.id.clone(), pool);
                 }
                 Ok(None) => {}
-                Err(err) => tracing::warn!(%err, "allocator: skipping a network"),
+                Err(err) => {
+                    problems.insert(err.to_string());
+                }
             }
         }
         let mut state = Self {

@@ -41,17 +41,15 @@ pub enum NetworkError {
 }
 
 /// Makes the routing-mesh network if there is none (SwarmKit makes it when the first leader
-/// starts). Returns whether it wrote.
-pub fn ensure_ingress(tx: &mut WriteTx) -> Result<bool, StoreError> {
+/// starts). Returns whether it wrote, and why it could not.
+pub fn ensure_ingress(tx: &mut WriteTx) -> Result<(bool, Option<String>), StoreError> {
     if tx.list::<Network>()?.iter().any(|n| n.spec.ingress) {
-        return Ok(false);
+        return Ok((false, None));
     }
     if tx.id_by_name(ObjectKind::Network, INGRESS_NAME)?.is_some() {
-        tracing::warn!(
-            "a network named \"ingress\" exists but is not the routing-mesh network; \
-             not making one (published ports will not be allocated)"
-        );
-        return Ok(false);
+        let problem = "a network named \"ingress\" exists but is not the routing-mesh network, \
+                       so none is made and services get no ingress VIP; remove or rename it";
+        return Ok((false, Some(problem.to_owned())));
     }
     let config = IpamConfig {
         subnet: INGRESS_SUBNET.to_owned(),
@@ -73,7 +71,7 @@ pub fn ensure_ingress(tx: &mut WriteTx) -> Result<bool, StoreError> {
         ..Network::default()
     };
     tx.create(network)?;
-    Ok(true)
+    Ok((true, None))
 }
 
 /// Gives every network without a VNI or subnet one. Failures are per network and returned,

@@ -51,7 +51,7 @@ impl Swarm {
         Self {
             store,
             orchestrator: Orchestrator::default(),
-            allocator: Allocator,
+            allocator: Allocator::default(),
             scheduler: Scheduler,
             _dir: dir,
         }

@@ -26,7 +26,7 @@ async fn the_loops_place_a_new_service_on_their_own_while_leading() {
             stop_rx.clone(),
         )),
         tokio::spawn(run(
-            Allocator,
+            Allocator::default(),
             store.clone(),
             store.metrics(),
             1,

@@ -118,7 +118,7 @@ impl Manager {
                 stop_rx.clone(),
             )),
             tokio::spawn(leader_loop::run(
-                Allocator,
+                Allocator::default(),
                 store.clone(),
                 store.metrics(),
                 params.raft_id,

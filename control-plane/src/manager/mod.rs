@@ -1,7 +1,7 @@
 //! A manager: the cluster store (Raft member), the view of the other managers, the
-//! dispatcher, and the leader-side API (`control`, `ca`, `membership`). SwarmKit's manager
-//! split, minus the orchestrators, allocator and scheduler, which later issues add as loops
-//! started by [`Manager::leadership`] (docs/control-plane.md, "For later issues").
+//! dispatcher, and the leader-side API (`control`, `ca`, `membership`): SwarmKit's manager
+//! split. The orchestrator, allocator and scheduler run as loops on the leader
+//! (`crate::leader_loop`, docs/orchestration.md), started in [`Manager::open`].
 //!
 //! Every API call that reads or writes the cluster is answered by the leader: other managers
 //! forward it ([`Manager::with_leader`]), as SwarmKit's raft proxy does, so every manager shows

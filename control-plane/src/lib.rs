@@ -1,6 +1,7 @@
 //! hive's control plane and command-line interface.
 
 pub mod agent;
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -11,9 +12,12 @@ pub mod executor;
 pub mod gossip;
 pub mod images;
 pub mod lab_swarm;
+pub mod leader_loop;
 pub mod manager;
 pub mod metrics;
+pub mod orchestrator;
 pub mod pki;
 pub mod raft_net;
+pub mod scheduler;
 pub mod store;
 pub mod transport;

@@ -1,7 +1,7 @@
 //! A manager: the cluster store (Raft member), the view of the other managers, the
-//! dispatcher, and the leader-side API (`control`, `ca`, `membership`). SwarmKit's manager
-//! split, minus the orchestrators, allocator and scheduler, which later issues add as loops
-//! started by [`Manager::leadership`] (docs/control-plane.md, "For later issues").
+//! dispatcher, and the leader-side API (`control`, `ca`, `membership`): SwarmKit's manager
+//! split. The orchestrator, allocator and scheduler run as loops on the leader
+//! (`crate::leader_loop`, docs/orchestration.md), started in [`Manager::open`].
 //!
 //! Every API call that reads or writes the cluster is answered by the leader: other managers
 //! forward it ([`Manager::with_leader`]), as SwarmKit's raft proxy does, so every manager shows
@@ -26,10 +26,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::allocator::Allocator;
 use crate::api::{ApiError, pb};
 use crate::dispatcher::Dispatcher;
+use crate::leader_loop;
+use crate::orchestrator::Orchestrator;
 use crate::pki::{self, NodeIdentity};
 use crate::raft_net::{GrpcRaftNetwork, Peers, probe_loop};
+use crate::scheduler::Scheduler;
 use crate::store::objects::{Cluster, Node, Reachability};
 use crate::store::types::NodeId;
 use crate::store::{ReadView, Store, StoreConfig, StoreError};
@@ -84,7 +88,8 @@ pub enum Route {
 
 impl Manager {
     /// Opens the store in `params.dir` and starts the manager's background work (probes of
-    /// the other managers, the dispatcher while leading).
+    /// the other managers; while leading, the dispatcher, orchestrator, allocator and
+    /// scheduler).
     pub async fn open(params: ManagerParams) -> Result<Arc<Self>, ManagerError> {
         let peers = Peers::new(params.tls.clone());
         let mut config = StoreConfig::new(&params.dir, params.raft_id);
@@ -102,8 +107,30 @@ impl Manager {
             tokio::spawn(
                 dispatcher
                     .clone()
-                    .run(store.metrics(), params.raft_id, stop_rx),
+                    .run(store.metrics(), params.raft_id, stop_rx.clone()),
             ),
+            // The manager loops of issue 5 (docs/orchestration.md), each only while leading.
+            tokio::spawn(leader_loop::run(
+                Orchestrator::default(),
+                store.clone(),
+                store.metrics(),
+                params.raft_id,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(leader_loop::run(
+                Allocator::default(),
+                store.clone(),
+                store.metrics(),
+                params.raft_id,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(leader_loop::run(
+                Scheduler,
+                store.clone(),
+                store.metrics(),
+                params.raft_id,
+                stop_rx,
+            )),
         ];
         Ok(Arc::new(Self {
             store,

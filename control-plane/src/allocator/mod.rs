@@ -1,0 +1,443 @@
+//! The allocator (SwarmKit `manager/allocator`): networks, service endpoints (published ports,
+//! VIPs) and task addresses. It moves tasks from `NEW` to `PENDING`.
+//!
+//! Allocation state is not persisted on its own: every pass rebuilds it from the store (the
+//! networks' subnets, the services' endpoints, the addresses of tasks that have not stopped),
+//! so a new leader starts from exactly what the old one wrote, and deleting a service or a task
+//! frees what it held without bookkeeping. A failure (a port taken, a subnet full) is written
+//! on the tasks it holds back (`status.err`) and the pass goes on with the others.
+
+pub mod ipam;
+pub mod networks;
+pub mod ports;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipam::{AddressPool, IpamError, Subnet, parse_addr};
+use ports::{PortError, PortTable, ingress_ports};
+
+use crate::leader_loop::Reconciler;
+use crate::manager::retry;
+use crate::store::objects::{
+    Endpoint, EndpointMode, Network, NetworkAttachment, Node, ObjectKind, Service, Task, TaskState,
+    Timestamp, VirtualIp,
+};
+use crate::store::{ReadView, Store, StoreError, WriteTx};
+
+/// Why a service or task could not be allocated; the text lands in the task's `ERROR` column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("could not find an available IP while allocating VIP on network {network}")]
+    NoVip { network: String },
+    #[error("could not find an available IP while allocating task address on network {network}")]
+    NoTaskAddress { network: String },
+    #[error("network {network} not found; it may have been removed, update the service")]
+    NoNetwork { network: String },
+    #[error("network {network} has a bad address configuration: {source}")]
+    BadNetwork {
+        network: String,
+        #[source]
+        source: IpamError,
+    },
+}
+
+/// The allocator loop. It keeps no allocation state between passes; only the problems it
+/// last logged, so that a network or service that cannot be allocated is logged once, not at
+/// every pass.
+#[derive(Debug, Default)]
+pub struct Allocator {
+    reported: BTreeSet<String>,
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub wrote: bool,
+    /// Networks and services that could not be allocated, as log lines.
+    pub problems: BTreeSet<String>,
+}
+
+impl Reconciler for Allocator {
+    const NAME: &'static str = "allocator";
+
+    fn kinds(&self) -> &'static [ObjectKind] {
+        &[
+            ObjectKind::Network,
+            ObjectKind::Service,
+            ObjectKind::Task,
+            ObjectKind::Cluster,
+        ]
+    }
+
+    async fn pass(&mut self, store: &Store) -> Result<bool, StoreError> {
+        let outcome = retry::update(store, allocate).await?;
+        for problem in outcome.problems.difference(&self.reported) {
+            tracing::warn!(%problem, "allocator: not allocated; retrying when something changes");
+        }
+        self.reported = outcome.problems;
+        Ok(outcome.wrote)
+    }
+
+    fn reset(&mut self) {
+        self.reported.clear();
+    }
+}
+
+/// One allocator pass in `tx`.
+pub fn allocate(tx: &mut WriteTx) -> Result<Outcome, StoreError> {
+    let (mut wrote, ingress_problem) = networks::ensure_ingress(tx)?;
+    let (networks_wrote, errors) = networks::allocate_networks(tx)?;
+    wrote |= networks_wrote;
+    let mut problems: BTreeSet<String> = errors.iter().map(ToString::to_string).collect();
+    problems.extend(ingress_problem);
+    let mut state = State::load(tx, &mut problems)?;
+    let mut services = tx.list::<Service>()?;
+    services.sort_by(|a, b| (a.meta.created_at, &a.id).cmp(&(b.meta.created_at, &b.id)));
+    let mut failed: BTreeMap<String, AllocError> = BTreeMap::new();
+    for service in &services {
+        match state.service_endpoint(service) {
+            Ok(None) => {}
+            Ok(Some(endpoint)) => {
+                let mut service = service.clone();
+                service.endpoint = Some(endpoint);
+                tx.update(service)?;
+                wrote = true;
+            }
+            Err(err) => {
+                problems.insert(err.to_string());
+                failed.insert(service.id.clone(), err);
+            }
+        }
+    }
+    let services: BTreeMap<String, Service> = tx
+        .list::<Service>()?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let mut tasks = tx.find::<Task>(|t| {
+        t.status.state == TaskState::New && t.desired_state <= TaskState::Running
+    })?;
+    tasks.sort_by_key(|t| (t.service_id.clone(), t.slot, t.id.clone()));
+    for mut task in tasks {
+        let Some(service) = services.get(&task.service_id) else {
+            continue;
+        };
+        let result = match failed.get(&service.id) {
+            Some(err) => Err(err.clone()),
+            None => match &service.endpoint {
+                Some(endpoint) if state.is_current(service) => state
+                    .task_networks(service, &task)
+                    .map(|networks| networks.map(|networks| (endpoint.clone(), networks))),
+                // The service is not allocated yet; the next pass allocates it.
+                _ => Ok(None),
+            },
+        };
+        match result {
+            Ok(None) => {}
+            Ok(Some((endpoint, networks))) => {
+                task.endpoint = Some(endpoint);
+                task.networks = networks;
+                task.status.state = TaskState::Pending;
+                task.status.timestamp = Timestamp::now();
+                task.status.message = "pending task scheduling".to_owned();
+                task.status.err.clear();
+                tx.update(task)?;
+                wrote = true;
+            }
+            Err(err) => {
+                let text = err.to_string();
+                if task.status.err != text {
+                    tracing::info!(task = %task.id, %text, "allocator: task held back");
+                    task.status.err = text;
+                    task.status.timestamp = Timestamp::now();
+                    tx.update(task)?;
+                    wrote = true;
+                }
+            }
+        }
+    }
+    Ok(Outcome { wrote, problems })
+}
+
+/// Checks that `service`'s explicitly published ingress-mode ports are not published by any
+/// of `existing` (all services, as the API reads them), for `service create` / `service
+/// update`; the allocator enforces the same when it allocates. Ports asked as 0 are not
+/// checked: the allocator picks free ones.
+pub fn check_published_ports(existing: &[Service], service: &Service) -> Result<(), PortError> {
+    let mut table = PortTable::default();
+    for other in existing.iter().filter(|o| o.id != service.id) {
+        let name = &other.spec.annotations.name;
+        if let Some(endpoint) = &other.endpoint {
+            table.reserve(&other.id, name, &endpoint.ports);
+        }
+        // Explicit ports of services the allocator has not reached yet count too.
+        table.reserve(&other.id, name, &other.spec.endpoint_spec.ports);
+    }
+    let explicit: Vec<_> = ingress_ports(&service.spec.endpoint_spec.ports)
+        .filter(|p| p.published_port != 0)
+        .cloned()
+        .collect();
+    let id = if service.id.is_empty() {
+        "(new service)"
+    } else {
+        &service.id
+    };
+    table
+        .allocate(id, &service.spec.annotations.name, &explicit, &[])
+        .map(drop)
+}
+
+/// What is taken, rebuilt from the store.
+struct State {
+    networks: BTreeMap<String, Network>,
+    pools: BTreeMap<String, AddressPool>,
+    ports: PortTable,
+    ingress_id: Option<String>,
+}
+
+impl State {
+    fn load(tx: &WriteTx, problems: &mut BTreeSet<String>) -> Result<Self, StoreError> {
+        let networks: BTreeMap<String, Network> = tx
+            .list::<Network>()?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let ingress_id = networks
+            .values()
+            .find(|n| n.spec.ingress)
+            .map(|n| n.id.clone());
+        let mut pools = BTreeMap::new();
+        for network in networks.values() {
+            match pool_of(network) {
+                Ok(Some(pool)) => {
+                    pools.insert(network.id.clone(), pool);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    problems.insert(err.to_string());
+                }
+            }
+        }
+        let mut state = Self {
+            networks,
+            pools,
+            ports: PortTable::default(),
+            ingress_id,
+        };
+        for service in tx.list::<Service>()? {
+            if let Some(endpoint) = &service.endpoint {
+                state
+                    .ports
+                    .reserve(&service.id, &service.spec.annotations.name, &endpoint.ports);
+                for vip in &endpoint.virtual_ips {
+                    state.reserve(&vip.network_id, &vip.addr);
+                }
+            }
+        }
+        // Addresses of tasks that stopped, or whose node was removed, are free again (a
+        // restart makes a new task).
+        let nodes: BTreeSet<String> = tx.list::<Node>()?.into_iter().map(|n| n.id).collect();
+        let holds = |t: &Task| {
+            !t.status.state.is_terminal() && t.node_id.as_ref().is_none_or(|n| nodes.contains(n))
+        };
+        for task in tx.find::<Task>(holds)? {
+            for attachment in &task.networks {
+                for addr in &attachment.addresses {
+                    state.reserve(&attachment.network_id, addr);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn reserve(&mut self, network_id: &str, cidr: &str) {
+        if let (Some(pool), Ok(addr)) = (self.pools.get_mut(network_id), parse_addr(cidr)) {
+            pool.reserve(addr);
+        }
+    }
+
+    fn network_name(&self, id: &str) -> String {
+        self.networks
+            .get(id)
+            .map_or_else(|| id.to_owned(), |n| n.spec.annotations.name.clone())
+    }
+
+    /// The networks a service's tasks attach to: `ingress` if it publishes an ingress-mode
+    /// port (SwarmKit `IsIngressNetworkNeeded`), then the template's networks.
+    fn service_networks(&self, service: &Service) -> Vec<String> {
+        let mut ids = Vec::new();
+        if ingress_ports(&service.spec.endpoint_spec.ports)
+            .next()
+            .is_some()
+            && let Some(ingress) = &self.ingress_id
+        {
+            ids.push(ingress.clone());
+        }
+        for attachment in &service.spec.task_template.networks {
+            if !ids.contains(&attachment.target) {
+                ids.push(attachment.target.clone());
+            }
+        }
+        ids
+    }
+
+    /// Networks that need a VIP: all of them in VIP mode, none with DNS round robin.
+    fn vip_networks(&self, service: &Service) -> Vec<String> {
+        match service.spec.endpoint_spec.mode {
+            EndpointMode::Vip => self.service_networks(service),
+            EndpointMode::Dnsrr => Vec::new(),
+        }
+    }
+
+    /// Whether the service's endpoint matches its spec.
+    fn is_current(&self, service: &Service) -> bool {
+        let Some(endpoint) = &service.endpoint else {
+            return false;
+        };
+        let have: Vec<&str> = endpoint
+            .virtual_ips
+            .iter()
+            .map(|v| v.network_id.as_str())
+            .collect();
+        let want = self.vip_networks(service);
+        endpoint.spec == service.spec.endpoint_spec
+            && have.len() == want.len()
+            && want.iter().all(|w| have.contains(&w.as_str()))
+    }
+
+    /// A new endpoint if the service needs one (`None` if it is current, or must wait for a
+    /// network to be allocated).
+    fn service_endpoint(&mut self, service: &Service) -> Result<Option<Endpoint>, AllocError> {
+        if self.is_current(service) {
+            return Ok(None);
+        }
+        let want = self.vip_networks(service);
+        for id in &want {
+            if !self.networks.contains_key(id) {
+                return Err(AllocError::NoNetwork {
+                    network: id.clone(),
+                });
+            }
+            if !self.pools.contains_key(id) {
+                return Ok(None);
+            }
+        }
+        let previous = service.endpoint.clone().unwrap_or_default();
+        let name = &service.spec.annotations.name;
+        // Work on copies so a failure leaves nothing half taken.
+        let mut pools = self.pools.clone();
+        let mut ports = self.ports.clone();
+        let ports_out = ports.allocate(
+            &service.id,
+            name,
+            &service.spec.endpoint_spec.ports,
+            &previous.ports,
+        )?;
+        let mut virtual_ips = Vec::new();
+        for id in &want {
+            if let Some(kept) = previous.virtual_ips.iter().find(|v| &v.network_id == id) {
+                virtual_ips.push(kept.clone());
+                continue;
+            }
+            let addr = pools
+                .get_mut(id)
+                .and_then(AddressPool::allocate)
+                .ok_or_else(|| AllocError::NoVip {
+                    network: self.network_name(id),
+                })?;
+            virtual_ips.push(VirtualIp {
+                network_id: id.clone(),
+                addr,
+            });
+        }
+        self.pools = pools;
+        self.ports = ports;
+        Ok(Some(Endpoint {
+            spec: service.spec.endpoint_spec.clone(),
+            ports: ports_out,
+            virtual_ips,
+        }))
+    }
+
+    /// One address on each of the service's networks for `task`; `None` if a network is not
+    /// allocated yet.
+    fn task_networks(
+        &mut self,
+        service: &Service,
+        task: &Task,
+    ) -> Result<Option<Vec<NetworkAttachment>>, AllocError> {
+        let mut ids = Vec::new();
+        if let Some(ingress) = &self.ingress_id
+            && ingress_ports(&service.spec.endpoint_spec.ports)
+                .next()
+                .is_some()
+        {
+            ids.push((ingress.clone(), Vec::new()));
+        }
+        for attachment in &task.spec.networks {
+            if !ids.iter().any(|(id, _)| id == &attachment.target) {
+                ids.push((attachment.target.clone(), attachment.aliases.clone()));
+            }
+        }
+        for (id, _) in &ids {
+            if !self.networks.contains_key(id) {
+                return Err(AllocError::NoNetwork {
+                    network: id.clone(),
+                });
+            }
+            if !self.pools.contains_key(id) {
+                return Ok(None);
+            }
+        }
+        let mut out: Vec<NetworkAttachment> = Vec::with_capacity(ids.len());
+        for (id, aliases) in ids {
+            match self.pools.get_mut(&id).and_then(AddressPool::allocate) {
+                Some(addr) => out.push(NetworkAttachment {
+                    network_id: id,
+                    addresses: vec![addr],
+                    aliases,
+                }),
+                None => {
+                    // Give back what this task took so far.
+                    for taken in &out {
+                        if let Some(pool) = self.pools.get_mut(&taken.network_id) {
+                            taken.addresses.iter().for_each(|a| pool.release(a));
+                        }
+                    }
+                    return Err(AllocError::NoTaskAddress {
+                        network: self.network_name(&id),
+                    });
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The address pool of an allocated network (its first subnet); `None` before allocation.
+fn pool_of(network: &Network) -> Result<Option<AddressPool>, AllocError> {
+    let Some(config) = network.ipam.first() else {
+        return Ok(None);
+    };
+    let bad = |source| AllocError::BadNetwork {
+        network: network.spec.annotations.name.clone(),
+        source,
+    };
+    let subnet: Subnet = config.subnet.parse().map_err(bad)?;
+    let range = if config.range.is_empty() {
+        None
+    } else {
+        Some(config.range.parse::<Subnet>().map_err(bad)?)
+    };
+    let gateway = if config.gateway.is_empty() {
+        None
+    } else {
+        Some(parse_addr(&config.gateway).map_err(bad)?)
+    };
+    Ok(Some(AddressPool::new(subnet, range, gateway)))
+}

@@ -1,0 +1,233 @@
+//! Fixtures for the loop tests: a real single-manager store on disk, fake nodes, and a fake
+//! agent that reports task states by writing them into the store, as a node's agent would
+//! through the dispatcher. Timeouts only bound how long a broken test hangs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::allocator::Allocator;
+use crate::leader_loop::Reconciler;
+use crate::orchestrator::Orchestrator;
+use crate::scheduler::Scheduler;
+use crate::store::local_network::LocalRouter;
+use crate::store::objects::{
+    Annotations, Node, NodeDescription, NodeState, Resources, Service, ServiceMode, ServiceSpec,
+    Task, TaskState, Timestamp,
+};
+use crate::store::{ReadView, Store, StoreConfig, StoreError};
+
+/// Bounds every wait in loop tests.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A one-manager swarm with the three loops, driven pass by pass.
+pub struct Swarm {
+    pub store: Store,
+    pub orchestrator: Orchestrator,
+    pub allocator: Allocator,
+    pub scheduler: Scheduler,
+    _dir: TempDir,
+}
+
+impl Swarm {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let router = LocalRouter::new();
+        let mut config = StoreConfig::new(dir.path(), 1);
+        config.raft.heartbeat_interval = 50;
+        config.raft.election_timeout_min = 300;
+        config.raft.election_timeout_max = 600;
+        config.request_timeout = PATIENCE;
+        let store = Store::open(config, router.clone()).await.unwrap();
+        router.register(1, store.raft().clone());
+        store.bootstrap("10.0.0.1:2377").await.unwrap();
+        store
+            .raft()
+            .wait(Some(PATIENCE))
+            .current_leader(1, "this manager leads")
+            .await
+            .unwrap();
+        Self {
+            store,
+            orchestrator: Orchestrator::default(),
+            allocator: Allocator::default(),
+            scheduler: Scheduler,
+            _dir: dir,
+        }
+    }
+
+    /// A Ready, active worker with 4 CPUs and 8 GiB.
+    pub async fn add_node(&self, hostname: &str) -> String {
+        self.add_node_with(hostname, |_| {}).await
+    }
+
+    pub async fn add_node_with(&self, hostname: &str, change: impl FnOnce(&mut Node)) -> String {
+        let mut node = Node {
+            description: Some(NodeDescription {
+                hostname: hostname.to_owned(),
+                resources: Resources {
+                    nano_cpus: 4_000_000_000,
+                    memory_bytes: 8 << 30,
+                },
+                ..NodeDescription::default()
+            }),
+            ..Node::default()
+        };
+        node.status.state = NodeState::Ready;
+        change(&mut node);
+        self.store.update(|tx| tx.create(node)).await.unwrap()
+    }
+
+    pub async fn update_node(&self, id: &str, change: impl FnOnce(&mut Node)) {
+        self.store
+            .update(|tx| tx.modify::<Node>(id, change).map(drop))
+            .await
+            .unwrap();
+    }
+
+    pub async fn create_service(&self, service: Service) -> String {
+        self.store.update(|tx| tx.create(service)).await.unwrap()
+    }
+
+    pub async fn update_service(&self, id: &str, change: impl FnOnce(&mut Service)) {
+        self.store
+            .update(|tx| tx.modify::<Service>(id, change).map(drop))
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete_service(&self, id: &str) {
+        self.store
+            .update(|tx| tx.delete::<Service>(id))
+            .await
+            .unwrap();
+    }
+
+    /// Runs orchestrator, allocator and scheduler passes until none has anything to do.
+    pub async fn converge(&mut self) {
+        for _ in 0..100 {
+            let mut wrote = self.orchestrator.pass(&self.store).await.unwrap();
+            wrote |= self.allocator.pass(&self.store).await.unwrap();
+            wrote |= self.scheduler.pass(&self.store).await.unwrap();
+            if !wrote {
+                return;
+            }
+        }
+        panic!("the loops did not settle in 100 rounds");
+    }
+
+    /// Converges, lets the fake agents act, and repeats until nothing changes.
+    pub async fn settle(&mut self) {
+        for _ in 0..100 {
+            self.converge().await;
+            if !self.agents_act().await {
+                return;
+            }
+        }
+        panic!("the swarm did not settle in 100 rounds");
+    }
+
+    /// What agents do: start assigned tasks the manager wants running (on Ready nodes), stop
+    /// tasks it wants stopped. Returns whether anything changed.
+    pub async fn agents_act(&self) -> bool {
+        self.store
+            .update(|tx| {
+                let ready: Vec<String> = tx
+                    .find::<Node>(|n| n.status.state == NodeState::Ready)?
+                    .into_iter()
+                    .map(|n| n.id)
+                    .collect();
+                let mut changed = false;
+                for mut task in tx.list::<Task>()? {
+                    let on_ready = task.node_id.as_ref().is_some_and(|n| ready.contains(n));
+                    let state = task.status.state;
+                    let next = if state.is_terminal() || state < TaskState::Assigned || !on_ready {
+                        None
+                    } else if task.desired_state > TaskState::Running {
+                        Some(TaskState::Shutdown)
+                    } else if task.desired_state == TaskState::Running && state < TaskState::Running
+                    {
+                        Some(TaskState::Running)
+                    } else {
+                        None
+                    };
+                    if let Some(next) = next {
+                        task.status.state = next;
+                        task.status.timestamp = Timestamp::now();
+                        tx.update(task)?;
+                        changed = true;
+                    }
+                }
+                Ok::<_, StoreError>(changed)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The agent reports `state` for a task.
+    pub async fn report(&self, task_id: &str, state: TaskState) {
+        self.store
+            .update(|tx| {
+                tx.modify::<Task>(task_id, |t| {
+                    t.status.state = state;
+                    t.status.timestamp = Timestamp::now();
+                })
+                .map(drop)
+            })
+            .await
+            .unwrap();
+    }
+
+    pub fn tasks(&self, service_id: &str) -> Vec<Task> {
+        self.store
+            .view(|tx| tx.find::<Task>(|t| t.service_id == service_id))
+            .unwrap()
+    }
+
+    /// The tasks the manager wants running, by slot (replicated) — slot 0 holds global ones.
+    pub fn live_tasks(&self, service_id: &str) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self
+            .tasks(service_id)
+            .into_iter()
+            .filter(|t| t.desired_state <= TaskState::Running)
+            .collect();
+        tasks.sort_by_key(|t| (t.slot, t.node_id.clone()));
+        tasks
+    }
+
+    pub fn get<T: crate::store::objects::StoreObject>(&self, id: &str) -> T {
+        self.store.view(|tx| tx.get::<T>(id)).unwrap().unwrap()
+    }
+}
+
+/// Live tasks per node ID.
+pub fn per_node(tasks: &[Task]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for task in tasks {
+        *counts
+            .entry(task.node_id.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// A replicated service running `image` with `replicas` tasks.
+pub fn replicated(name: &str, replicas: u64) -> Service {
+    let mut service = Service {
+        spec: ServiceSpec {
+            annotations: Annotations::named(name),
+            mode: ServiceMode::Replicated { replicas },
+            ..ServiceSpec::default()
+        },
+        ..Service::default()
+    };
+    service.spec.task_template.container.image = "hive/whoami".to_owned();
+    service
+}
+
+pub fn global(name: &str) -> Service {
+    let mut service = replicated(name, 0);
+    service.spec.mode = ServiceMode::Global;
+    service
+}

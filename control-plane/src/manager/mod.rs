@@ -12,7 +12,11 @@ pub mod cluster;
 pub mod control;
 pub mod membership;
 pub mod nodes;
+pub mod logs;
 pub mod retry;
+pub mod service_spec;
+pub mod services;
+pub mod tasks;
 pub mod timers;
 
 use std::collections::BTreeSet;
@@ -214,17 +218,19 @@ impl Manager {
         change: impl FnMut(&mut crate::store::WriteTx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let write = retry::update(&self.store, change);
-        let quorum_lost = async {
-            loop {
-                tokio::time::sleep(timers::LEADER_RETRY).await;
-                if self.route() == Route::NoLeader {
-                    return;
-                }
-            }
-        };
         tokio::select! {
             result = write => result,
-            () = quorum_lost => Err(ApiError::NoLeader),
+            () = self.quorum_lost() => Err(ApiError::NoLeader),
+        }
+    }
+
+    /// Completes once this manager no longer reaches a majority (or leads no more).
+    pub async fn quorum_lost(&self) {
+        loop {
+            tokio::time::sleep(timers::LEADER_RETRY).await;
+            if self.route() == Route::NoLeader {
+                return;
+            }
         }
     }
 

@@ -48,7 +48,10 @@ pub fn agent_addr(node: &Node) -> String {
 
 /// The service's tasks (or the one task) `target` names, grouped by the node they ran on.
 /// Tasks never assigned to a node have no output and are left out.
-pub fn sources_in(view: &impl ReadView, target: &str) -> Result<(String, Vec<LogSource>), ApiError> {
+pub fn sources_in(
+    view: &impl ReadView,
+    target: &str,
+) -> Result<(String, Vec<LogSource>), ApiError> {
     let (service, tasks) = match view.lookup::<Service>(target) {
         Ok(service) => {
             let tasks = view.find::<Task>(|t| t.service_id == service.id)?;

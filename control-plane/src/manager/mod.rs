@@ -10,9 +10,9 @@
 pub mod ca;
 pub mod cluster;
 pub mod control;
+pub mod logs;
 pub mod membership;
 pub mod nodes;
-pub mod logs;
 pub mod retry;
 pub mod service_spec;
 pub mod services;

@@ -8,7 +8,7 @@ use crate::api::ApiError;
 use crate::store::objects::{
     EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceSpec,
 };
-use crate::store::{ReadView, StoreError};
+use crate::store::ReadView;
 
 /// Longest service name: a DNS label.
 pub const MAX_NAME_LEN: usize = 63;
@@ -24,9 +24,7 @@ pub enum SpecError {
     NameTooLong { name: String },
     #[error("ContainerSpec: image reference must be provided")]
     ImageMissing,
-    #[error(
-        "invalid environment variable \"{entry}\": use KEY=value with a non-empty KEY"
-    )]
+    #[error("invalid environment variable \"{entry}\": use KEY=value with a non-empty KEY")]
     Env { entry: String },
     #[error("EndpointSpec: target port must be between 1 and 65535 (published port {published})")]
     TargetPortZero { published: u16 },
@@ -86,9 +84,9 @@ fn is_dns_component(name: &str) -> bool {
 // so that the API refuses exactly what the scheduler could not evaluate.
 fn check_constraint(expression: &str) -> Result<(), SpecError> {
     let ok = ["==", "!="].iter().any(|op| {
-        expression.split_once(op).is_some_and(|(key, value)| {
-            !key.trim().is_empty() && !value.trim().is_empty()
-        })
+        expression
+            .split_once(op)
+            .is_some_and(|(key, value)| !key.trim().is_empty() && !value.trim().is_empty())
     });
     if ok {
         Ok(())
@@ -116,7 +114,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), SpecError> {
         return Err(SpecError::ImageMissing);
     }
     for entry in &container.env {
-        if !entry.split_once('=').is_some_and(|(key, _)| !key.is_empty()) {
+        if entry.split_once('=').is_none_or(|(key, _)| key.is_empty()) {
             return Err(SpecError::Env {
                 entry: entry.clone(),
             });
@@ -211,12 +209,13 @@ pub fn check_port_conflicts(
     if wanted.is_empty() {
         return Ok(());
     }
-    let services = tx.list::<Service>().map_err(StoreError::from)?;
+    let services = tx.list::<Service>()?;
     for other in services.iter().filter(|s| s.id != own_id) {
         for held in ingress_ports(other) {
-            if let Some(port) = wanted.iter().find(|p| {
-                p.published_port == held.published_port && p.protocol == held.protocol
-            }) {
+            if let Some(port) = wanted
+                .iter()
+                .find(|p| p.published_port == held.published_port && p.protocol == held.protocol)
+            {
                 return Err(ApiError::Invalid(format!(
                     "port '{}' is already in use by service '{}' ({}) as an ingress port",
                     port.published_port, other.spec.annotations.name, other.id
@@ -307,7 +306,10 @@ pub(crate) mod tests {
             "EndpointSpec: duplicate published ports provided"
         );
         s.endpoint_spec.ports = vec![port(8080, 0, Protocol::Tcp)];
-        assert!(matches!(validate(&s), Err(SpecError::TargetPortZero { .. })));
+        assert!(matches!(
+            validate(&s),
+            Err(SpecError::TargetPortZero { .. })
+        ));
         s.endpoint_spec.ports = vec![port(8080, 80, Protocol::Sctp)];
         assert!(matches!(validate(&s), Err(SpecError::Protocol { .. })));
         s.endpoint_spec.ports = vec![port(8080, 80, Protocol::Tcp)];

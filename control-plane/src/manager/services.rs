@@ -118,7 +118,9 @@ pub fn list_in(view: &impl ReadView) -> Result<Vec<ServiceCounts>, StoreError> {
                 .count() as u64;
             let desired = match service.spec.mode {
                 ServiceMode::Replicated { replicas } => replicas,
-                ServiceMode::Global => own().filter(|t| !t.status.state.is_terminal()).count() as u64,
+                ServiceMode::Global => {
+                    own().filter(|t| !t.status.state.is_terminal()).count() as u64
+                }
             };
             ServiceCounts {
                 service,
@@ -193,7 +195,7 @@ pub async fn list(
     manager: &Manager,
     _: pb::ListServicesRequest,
 ) -> Result<pb::ListServicesResponse, ApiError> {
-    let counts = manager.store.view(|tx| list_in(tx))?;
+    let counts = manager.store.view(list_in)?;
     let services = counts
         .iter()
         .map(|c| {
@@ -249,7 +251,10 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::AlreadyExists);
 
         let err = create(&store, &spec("api", "")).await.unwrap_err();
-        assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(store.view(|tx| tx.list::<Service>()).unwrap().len(), 1);
     }
 
@@ -342,7 +347,10 @@ mod tests {
             .update(|tx| update_in(tx, "web", &read.spec, read.meta.version))
             .await
             .unwrap_err();
-        assert!(matches!(&err, ApiError::Store(e) if e.is_version_conflict()), "{err}");
+        assert!(
+            matches!(&err, ApiError::Store(e) if e.is_version_conflict()),
+            "{err}"
+        );
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::Aborted);
 
         let mut renamed = updated.spec.clone();
@@ -375,10 +383,7 @@ mod tests {
             .unwrap_err()
             .into();
         assert_eq!(err.to_string(), "service nope not found");
-        let err = store
-            .update(|tx| remove_in(tx, ""))
-            .await
-            .unwrap_err();
+        let err = store.update(|tx| remove_in(tx, "")).await.unwrap_err();
         assert!(matches!(err, ApiError::NotFound { .. }));
 
         assert_eq!(store.update(|tx| remove_in(tx, "web")).await.unwrap(), id);
@@ -425,7 +430,7 @@ mod tests {
             .await
             .unwrap();
 
-        let counts = store.view(|tx| list_in(tx)).unwrap();
+        let counts = store.view(list_in).unwrap();
         let of = |id: &str| counts.iter().find(|c| c.service.id == id).unwrap();
         assert_eq!((of(&web).running, of(&web).desired), (1, 3));
         assert_eq!((of(&agent).running, of(&agent).desired), (1, 2));

@@ -1,0 +1,630 @@
+//! docker's text for services and tasks: `service ls`, the task table of `service ps` and
+//! `node ps`, `service inspect --pretty`, and `service logs` lines (docker/cli
+//! `cli/command/service/formatter.go`, `cli/command/task/{print,formatter}.go`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use crate::cli::output::{human_duration, pretty, table};
+use crate::store::objects::{
+    EndpointMode, PortConfig, Protocol, PublishMode, RestartCondition, Service, ServiceMode, Task,
+    TaskState, Timestamp,
+};
+
+/// docker's `stringid.TruncateID`.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// The image as tables show it: without a digest pin.
+pub fn display_image(image: &str) -> &str {
+    image.split_once('@').map_or(image, |(name, _)| name)
+}
+
+pub fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+fn port_text(port: &PortConfig) -> String {
+    format!(
+        "*:{}->{}/{}",
+        port.published_port,
+        port.target_port,
+        protocol_name(port.protocol)
+    )
+}
+
+/// The ingress ports `service ls` shows: the allocated ones once the allocator ran, else those
+/// the spec names explicitly.
+fn service_ports(service: &Service) -> String {
+    let ports = match &service.endpoint {
+        Some(endpoint) if !endpoint.ports.is_empty() => &endpoint.ports,
+        _ => &service.spec.endpoint_spec.ports,
+    };
+    ports
+        .iter()
+        .filter(|p| p.publish_mode == PublishMode::Ingress && p.published_port != 0)
+        .map(port_text)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn mode_name(mode: &ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+    }
+}
+
+/// One row of `service ls`: the service with its running and desired task counts.
+#[derive(Debug, Clone)]
+pub struct ServiceRow {
+    pub service: Service,
+    pub running: u64,
+    pub desired: u64,
+}
+
+/// `service ls`: ID NAME MODE REPLICAS IMAGE PORTS, by name.
+pub fn render_ls(rows: &[ServiceRow], quiet: bool) -> String {
+    let mut rows: Vec<&ServiceRow> = rows.iter().collect();
+    rows.sort_by(|a, b| {
+        a.service
+            .spec
+            .annotations
+            .name
+            .cmp(&b.service.spec.annotations.name)
+    });
+    if quiet {
+        return rows.iter().map(|r| format!("{}\n", r.service.id)).collect();
+    }
+    let mut table_rows = vec![
+        ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for row in rows {
+        let s = &row.service;
+        table_rows.push(vec![
+            short_id(&s.id).to_owned(),
+            s.spec.annotations.name.clone(),
+            mode_name(&s.spec.mode).to_owned(),
+            format!("{}/{}", row.running, row.desired),
+            display_image(&s.spec.task_template.container.image).to_owned(),
+            service_ports(s),
+        ]);
+    }
+    table(&table_rows)
+}
+
+/// Options of the task table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskTableOptions {
+    pub no_trunc: bool,
+    pub quiet: bool,
+}
+
+/// docker's `maxErrLength`.
+const MAX_ERR_LEN: usize = 30;
+
+fn error_text(err: &str, no_trunc: bool) -> String {
+    if err.is_empty() {
+        return String::new();
+    }
+    let chars: Vec<char> = err.chars().collect();
+    let shown: String = if !no_trunc && chars.len() > MAX_ERR_LEN {
+        chars[..MAX_ERR_LEN - 1].iter().collect::<String>() + "…"
+    } else {
+        err.to_owned()
+    };
+    format!("\"{shown}\"")
+}
+
+fn since(now: SystemTime, then: Timestamp) -> Duration {
+    now.duration_since(then.to_system_time())
+        .unwrap_or_default()
+}
+
+/// `Running 5 seconds ago`.
+pub fn current_state(task: &Task, now: SystemTime) -> String {
+    let at = if task.status.timestamp == Timestamp::default() {
+        task.meta.created_at
+    } else {
+        task.status.timestamp
+    };
+    format!(
+        "{} {} ago",
+        pretty(task.status.state.as_str()),
+        human_duration(since(now, at)).to_lowercase()
+    )
+}
+
+/// `web.1`, or `agent.<node ID>` for a global service's task.
+pub fn task_name(task: &Task, service_names: &HashMap<String, String>) -> String {
+    let service = service_names
+        .get(&task.service_id)
+        .cloned()
+        .unwrap_or_else(|| task.service_id.clone());
+    if task.slot != 0 {
+        format!("{service}.{}", task.slot)
+    } else {
+        format!("{service}.{}", task.node_id.as_deref().unwrap_or(""))
+    }
+}
+
+/// The task table of `service ps` and `node ps`: tasks of one slot together, newest first,
+/// older ones as ` \_ name` history rows.
+pub fn render_tasks(
+    tasks: &[Task],
+    node_names: &HashMap<String, String>,
+    service_names: &HashMap<String, String>,
+    options: TaskTableOptions,
+    now: SystemTime,
+) -> String {
+    let mut sorted: Vec<(String, &Task)> = tasks
+        .iter()
+        .map(|t| (task_name(t, service_names), t))
+        .collect();
+    // By service, then slot (numerically) or node, then newest first.
+    sorted.sort_by(|(_, a), (_, b)| {
+        let service = |t: &Task| {
+            service_names
+                .get(&t.service_id)
+                .cloned()
+                .unwrap_or_default()
+        };
+        service(a)
+            .cmp(&service(b))
+            .then(a.slot.cmp(&b.slot))
+            .then(a.node_id.cmp(&b.node_id))
+            .then(b.meta.created_at.cmp(&a.meta.created_at))
+    });
+    let id = |t: &Task| {
+        if options.no_trunc {
+            t.id.clone()
+        } else {
+            short_id(&t.id).to_owned()
+        }
+    };
+    if options.quiet {
+        return sorted.iter().map(|(_, t)| format!("{}\n", id(t))).collect();
+    }
+    let mut rows = vec![
+        [
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    let mut previous: Option<&str> = None;
+    for (name, task) in &sorted {
+        let history = previous == Some(name.as_str());
+        previous = Some(name.as_str());
+        let image = &task.spec.container.image;
+        rows.push(vec![
+            id(task),
+            if history {
+                format!(" \\_ {name}")
+            } else {
+                name.clone()
+            },
+            if options.no_trunc {
+                image.clone()
+            } else {
+                display_image(image).to_owned()
+            },
+            task.node_id
+                .as_ref()
+                .map(|n| node_names.get(n).cloned().unwrap_or_else(|| n.clone()))
+                .unwrap_or_default(),
+            pretty(task.desired_state.as_str()),
+            current_state(task, now),
+            error_text(&task.status.err, options.no_trunc),
+            task.status
+                .port_status
+                .iter()
+                .filter(|p| p.publish_mode == PublishMode::Host)
+                .map(port_text)
+                .collect::<Vec<_>>()
+                .join(","),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Keeps tasks whose desired state is one of `states` (`--filter desired-state=running`);
+/// docker's `accepted` matches tasks meant to run (RUNNING or READY).
+pub fn filter_desired(tasks: &mut Vec<Task>, states: &[TaskState]) {
+    if states.is_empty() {
+        return;
+    }
+    tasks.retain(|t| states.contains(&t.desired_state));
+}
+
+/// The context column of `service logs`: `web.1.abcdef123456@node-1`.
+pub fn log_context(
+    service_name: &str,
+    slot: u64,
+    task_id: &str,
+    node_name: &str,
+    no_trunc: bool,
+) -> String {
+    let id = if no_trunc { task_id } else { short_id(task_id) };
+    let task = if slot != 0 {
+        format!("{service_name}.{slot}")
+    } else {
+        format!("{service_name}.{node_name}")
+    };
+    format!("{task}.{id}@{node_name}")
+}
+
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 {
+        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        return match (h, m) {
+            (0, 0) => format!("{s}s"),
+            (0, _) => format!("{m}m{s}s"),
+            _ => format!("{h}h{m}m{s}s"),
+        };
+    }
+    if secs == 0 && d.subsec_nanos() == 0 {
+        return "0s".to_owned();
+    }
+    format!("{}s", d.as_secs_f64())
+}
+
+fn restart_condition_name(c: RestartCondition) -> &'static str {
+    match c {
+        RestartCondition::None => "none",
+        RestartCondition::OnFailure => "on-failure",
+        RestartCondition::Any => "any",
+    }
+}
+
+/// `service inspect --pretty` (docker/cli's pretty template, the parts hive has).
+pub fn render_pretty(service: &Service) -> String {
+    let spec = &service.spec;
+    let template = &spec.task_template;
+    let container = &template.container;
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(out, "ID:\t\t{}", service.id);
+    let _ = writeln!(out, "Name:\t\t{}", spec.annotations.name);
+    if !spec.annotations.labels.is_empty() {
+        let _ = writeln!(out, "Labels:");
+        for (k, v) in &spec.annotations.labels {
+            if v.is_empty() {
+                let _ = writeln!(out, " - {k}");
+            } else {
+                let _ = writeln!(out, " - {k}={v}");
+            }
+        }
+    }
+    match spec.mode {
+        ServiceMode::Global => {
+            let _ = writeln!(out, "Service Mode:\tGlobal");
+        }
+        ServiceMode::Replicated { replicas } => {
+            let _ = writeln!(out, "Service Mode:\tReplicated");
+            let _ = writeln!(out, " Replicas:\t{replicas}");
+        }
+    }
+    let _ = writeln!(out, "Placement:");
+    if !template.placement.constraints.is_empty() {
+        let _ = writeln!(
+            out,
+            " Constraints:\t[{}]",
+            template.placement.constraints.join(" ")
+        );
+    }
+    let restart = &template.restart_policy;
+    let _ = writeln!(out, "RestartPolicy:");
+    let _ = writeln!(
+        out,
+        " Condition:\t{}",
+        restart_condition_name(restart.condition)
+    );
+    let _ = writeln!(out, " Delay:\t\t{}", go_duration(restart.delay));
+    if restart.max_attempts != 0 {
+        let _ = writeln!(out, " Max Attempts:\t{}", restart.max_attempts);
+    }
+    if !restart.window.is_zero() {
+        let _ = writeln!(out, " Window:\t{}", go_duration(restart.window));
+    }
+    let _ = writeln!(out, "ContainerSpec:");
+    let _ = writeln!(out, " Image:\t\t{}", container.image);
+    if !container.command.is_empty() {
+        let _ = writeln!(out, " Command:\t{}", container.command.join(" "));
+    }
+    if !container.args.is_empty() {
+        let _ = writeln!(out, " Args:\t\t{} ", container.args.join(" "));
+    }
+    if !container.env.is_empty() {
+        let _ = writeln!(out, " Env:\t\t{} ", container.env.join(" "));
+    }
+    if !container.workdir.is_empty() {
+        let _ = writeln!(out, " Dir:\t\t{}", container.workdir);
+    }
+    if !container.hostname.is_empty() {
+        let _ = writeln!(out, " Hostname:\t{}", container.hostname);
+    }
+    let _ = writeln!(
+        out,
+        " Stop Grace Period:\t{}",
+        go_duration(container.stop_grace_period)
+    );
+    let resources = &template.resources;
+    let _ = writeln!(out, "Resources:");
+    for (title, r) in [
+        ("Reservations", resources.reservations),
+        ("Limits", resources.limits),
+    ] {
+        if r.nano_cpus == 0 && r.memory_bytes == 0 {
+            continue;
+        }
+        let _ = writeln!(out, " {title}:");
+        if r.nano_cpus != 0 {
+            let _ = writeln!(out, "  CPU:\t\t{}", r.nano_cpus as f64 / 1e9);
+        }
+        if r.memory_bytes != 0 {
+            let _ = writeln!(
+                out,
+                "  Memory:\t{}",
+                crate::cli::output::bytes_size(r.memory_bytes)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Endpoint Mode:\t{}",
+        match spec.endpoint_spec.mode {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    );
+    let ports = match &service.endpoint {
+        Some(e) if !e.ports.is_empty() => &e.ports,
+        _ => &spec.endpoint_spec.ports,
+    };
+    if !ports.is_empty() {
+        let _ = writeln!(out, "Ports:");
+        for p in ports {
+            let _ = writeln!(out, " PublishedPort = {}", p.published_port);
+            let _ = writeln!(out, "  Protocol = {}", protocol_name(p.protocol));
+            let _ = writeln!(out, "  TargetPort = {}", p.target_port);
+            let _ = writeln!(
+                out,
+                "  PublishMode = {}",
+                match p.publish_mode {
+                    PublishMode::Ingress => "ingress",
+                    PublishMode::Host => "host",
+                }
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::objects::{Endpoint, ServiceSpec};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp { seconds, nanos: 0 }
+    }
+
+    fn web() -> Service {
+        let mut s = Service {
+            id: "c8wgl7q4ndfdsz3yrzmsggtqq".into(),
+            spec: ServiceSpec::default(),
+            ..Service::default()
+        };
+        s.spec.annotations.name = "frontend".into();
+        s.spec.mode = ServiceMode::Replicated { replicas: 5 };
+        s.spec.task_template.container.image = "nginx:alpine@sha256:abc".into();
+        s.endpoint = Some(Endpoint {
+            ports: vec![PortConfig {
+                published_port: 8080,
+                target_port: 80,
+                ..PortConfig::default()
+            }],
+            ..Endpoint::default()
+        });
+        s
+    }
+
+    #[test]
+    fn ls_matches_dockers_table() {
+        let mut mongo = Service {
+            id: "iwe3278osahjfjwlk9dkjdkfj".into(),
+            ..Service::default()
+        };
+        mongo.spec.annotations.name = "mongo".into();
+        mongo.spec.mode = ServiceMode::Global;
+        mongo.spec.task_template.container.image = "mongo:3.3".into();
+        let rows = [
+            ServiceRow {
+                service: mongo,
+                running: 7,
+                desired: 7,
+            },
+            ServiceRow {
+                service: web(),
+                running: 5,
+                desired: 5,
+            },
+        ];
+        assert_eq!(
+            render_ls(&rows, false),
+            "ID             NAME       MODE         REPLICAS   IMAGE          PORTS\n\
+             c8wgl7q4ndfd   frontend   replicated   5/5        nginx:alpine   *:8080->80/tcp\n\
+             iwe3278osahj   mongo      global       7/7        mongo:3.3\n"
+        );
+        assert_eq!(
+            render_ls(&rows, true),
+            "c8wgl7q4ndfdsz3yrzmsggtqq\niwe3278osahjfjwlk9dkjdkfj\n"
+        );
+    }
+
+    fn task(id: &str, slot: u64, created: i64, state: TaskState, desired: TaskState) -> Task {
+        let mut t = Task {
+            id: id.into(),
+            service_id: "svc".into(),
+            slot,
+            node_id: Some("n1".into()),
+            desired_state: desired,
+            ..Task::default()
+        };
+        t.meta.created_at = at(created);
+        t.status.timestamp = at(created + 1);
+        t.status.state = state;
+        t.spec.container.image = "redis:7.4.1".into();
+        t
+    }
+
+    #[test]
+    fn ps_groups_history_under_the_newest_task_of_each_slot() {
+        let mut failed = task(
+            "nvjljf7rmor4xxxx",
+            2,
+            70,
+            TaskState::Rejected,
+            TaskState::Shutdown,
+        );
+        failed.status.err = "No such image: redis@sha256:6d1f0a9c".into();
+        let tasks = vec![
+            task(
+                "ky2re9oz86r9xxxx",
+                1,
+                90,
+                TaskState::Shutdown,
+                TaskState::Shutdown,
+            ),
+            task(
+                "50qe8lfnxaxkxxxx",
+                1,
+                100,
+                TaskState::Running,
+                TaskState::Running,
+            ),
+            failed,
+            task(
+                "3s46te2nzl4ixxxx",
+                2,
+                100,
+                TaskState::Running,
+                TaskState::Running,
+            ),
+        ];
+        let nodes = HashMap::from([("n1".to_owned(), "manager1".to_owned())]);
+        let services = HashMap::from([("svc".to_owned(), "redis".to_owned())]);
+        let now = at(107).to_system_time();
+        let text = render_tasks(&tasks, &nodes, &services, TaskTableOptions::default(), now);
+        assert_eq!(
+            text,
+            "ID             NAME          IMAGE         NODE       DESIRED STATE   CURRENT STATE             ERROR                              PORTS\n\
+             50qe8lfnxaxk   redis.1       redis:7.4.1   manager1   Running         Running 6 seconds ago\n\
+             ky2re9oz86r9    \\_ redis.1   redis:7.4.1   manager1   Shutdown        Shutdown 16 seconds ago\n\
+             3s46te2nzl4i   redis.2       redis:7.4.1   manager1   Running         Running 6 seconds ago\n\
+             nvjljf7rmor4    \\_ redis.2   redis:7.4.1   manager1   Shutdown        Rejected 36 seconds ago   \"No such image: redis@sha256:6…\"\n"
+        );
+        let quiet = TaskTableOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            render_tasks(&tasks, &nodes, &services, quiet, now)
+                .lines()
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn errors_and_states_read_like_dockers() {
+        assert_eq!(error_text("", false), "");
+        assert_eq!(error_text("short", false), "\"short\"");
+        let long = "No such container: webserver.1.abcdef";
+        assert_eq!(
+            error_text(long, false),
+            "\"No such container: webserver.…\""
+        );
+        assert_eq!(error_text(long, true), format!("\"{long}\""));
+        let t = task("x", 1, 100, TaskState::Running, TaskState::Running);
+        assert_eq!(
+            current_state(&t, at(101).to_system_time()),
+            "Running less than a second ago"
+        );
+        assert_eq!(
+            current_state(&t, at(200).to_system_time()),
+            "Running about a minute ago"
+        );
+        let mut global = t.clone();
+        global.slot = 0;
+        let names = HashMap::from([("svc".to_owned(), "agent".to_owned())]);
+        assert_eq!(task_name(&global, &names), "agent.n1");
+        let mut tasks = vec![t, global];
+        tasks[1].desired_state = TaskState::Shutdown;
+        filter_desired(&mut tasks, &[TaskState::Running]);
+        assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn log_context_is_name_slot_id_at_node() {
+        assert_eq!(
+            log_context("web", 1, "abcdef1234567890", "node-1", false),
+            "web.1.abcdef123456@node-1"
+        );
+        assert_eq!(
+            log_context("web", 1, "abcdef1234567890", "node-1", true),
+            "web.1.abcdef1234567890@node-1"
+        );
+    }
+
+    #[test]
+    fn pretty_inspect_layout() {
+        let mut s = web();
+        s.spec.task_template.container.env = vec!["A=1".into()];
+        s.spec.task_template.placement.constraints = vec!["node.role==manager".into()];
+        s.spec.task_template.resources.limits.memory_bytes = 512 << 20;
+        let text = render_pretty(&s);
+        assert_eq!(
+            text,
+            "\nID:\t\tc8wgl7q4ndfdsz3yrzmsggtqq\n\
+             Name:\t\tfrontend\n\
+             Service Mode:\tReplicated\n \
+             Replicas:\t5\n\
+             Placement:\n \
+             Constraints:\t[node.role==manager]\n\
+             RestartPolicy:\n \
+             Condition:\tany\n \
+             Delay:\t\t5s\n\
+             ContainerSpec:\n \
+             Image:\t\tnginx:alpine@sha256:abc\n \
+             Env:\t\tA=1 \n \
+             Stop Grace Period:\t10s\n\
+             Resources:\n \
+             Limits:\n  \
+             Memory:\t512MiB\n\
+             Endpoint Mode:\tvip\n\
+             Ports:\n \
+             PublishedPort = 8080\n  \
+             Protocol = tcp\n  \
+             TargetPort = 80\n  \
+             PublishMode = ingress\n"
+        );
+    }
+}

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 
 use crate::api::ApiError;
+use crate::store::ReadView;
 use crate::store::objects::{
     EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceSpec,
 };
-use crate::store::ReadView;
 
 /// Longest service name: a DNS label.
 pub const MAX_NAME_LEN: usize = 63;

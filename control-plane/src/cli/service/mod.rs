@@ -473,19 +473,32 @@ pub async fn print_tasks(
         names = (list.node_names, list.service_names);
     }
     filter_desired(&mut all, &states);
-    print!(
-        "{}",
-        render_tasks(&all, &names.0, &names.1, table.options(), SystemTime::now())
-    );
+    out(&render_tasks(
+        &all,
+        &names.0,
+        &names.1,
+        table.options(),
+        SystemTime::now(),
+    ));
     Ok(())
 }
 
-fn print_log_line(line: &pb::LogLine, no_trunc: bool) {
+/// Writes to stdout; false once the reader went away (`| head`), which is not an error.
+fn out(text: &str) -> bool {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_ok()
+}
+
+/// Prints one log line; false once stdout is closed.
+fn print_log_line(line: &pb::LogLine, no_trunc: bool) -> bool {
     let text = String::from_utf8_lossy(&line.line);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     if line.task_id.is_empty() {
         eprintln!("{text}");
-        return;
+        return true;
     }
     let context = log_context(
         &line.service_name,
@@ -502,9 +515,9 @@ fn print_log_line(line: &pb::LogLine, no_trunc: bool) {
     let formatted = format!("{context}    | {stamp}{text}");
     if line.stderr {
         eprintln!("{formatted}");
+        true
     } else {
-        println!("{formatted}");
-        let _ = std::io::stdout().flush();
+        out(&format!("{formatted}\n"))
     }
 }
 
@@ -562,7 +575,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                         })
                     })
                     .collect::<Result<Vec<_>, CliFailure>>()?;
-                print!("{}", render::render_ls(&rows, quiet));
+                out(&render::render_ls(&rows, quiet));
             }
             ServiceCommand::Ps { table, services } => {
                 let queries: Vec<(String, String)> =
@@ -576,9 +589,9 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 }
                 if pretty {
                     let texts: Vec<String> = found.iter().map(render::render_pretty).collect();
-                    print!("{}", texts.join("\n\n"));
+                    out(&texts.join("\n\n"));
                 } else {
-                    println!("{}", indent_json(&found));
+                    out(&format!("{}\n", indent_json(&found)));
                 }
             }
             ServiceCommand::Logs {
@@ -608,7 +621,9 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     .await?
                     .into_inner();
                 while let Some(line) = stream.next().await {
-                    print_log_line(&line?, no_trunc);
+                    if !print_log_line(&line?, no_trunc) {
+                        break;
+                    }
                 }
             }
             ServiceCommand::Scale { detach, scales } => {

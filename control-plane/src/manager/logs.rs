@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use rustls::ClientConfig;
 
 use super::Manager;
 use crate::api::{ApiError, ReplyStream, pb};
@@ -124,12 +125,11 @@ fn annotate(mut line: pb::LogLine, service_name: &str, source: &LogSource) -> pb
 /// One node's output as a stream; never fails: a node that cannot be reached (or breaks off)
 /// yields one error line.
 fn node_stream(
-    manager: &Manager,
+    tls: Arc<ClientConfig>,
     service_name: String,
     source: LogSource,
     request: &pb::ServiceLogsRequest,
 ) -> ReplyStream<pb::LogLine> {
-    let tls = manager.peers.tls();
     let logs_request = pb::TaskLogsRequest {
         task_ids: source.tasks.iter().map(|t| t.id.clone()).collect(),
         follow: request.follow,
@@ -180,16 +180,26 @@ fn node_stream(
     stream::once(connect).flatten().boxed()
 }
 
+/// The merged output of `sources`, fetched with the client certificate in `tls`.
+pub fn merge(
+    tls: Arc<ClientConfig>,
+    service_name: &str,
+    sources: Vec<LogSource>,
+    request: &pb::ServiceLogsRequest,
+) -> ReplyStream<pb::LogLine> {
+    let streams: Vec<_> = sources
+        .into_iter()
+        .map(|source| node_stream(tls.clone(), service_name.to_owned(), source, request))
+        .collect();
+    stream::select_all(streams).boxed()
+}
+
 pub async fn stream(
     manager: &Manager,
     request: pb::ServiceLogsRequest,
 ) -> Result<ReplyStream<pb::LogLine>, ApiError> {
     let (service_name, sources) = manager.store.view(|tx| sources_in(tx, &request.target))?;
-    let streams: Vec<_> = sources
-        .into_iter()
-        .map(|source| node_stream(manager, service_name.clone(), source, &request))
-        .collect();
-    Ok(stream::select_all(streams).boxed())
+    Ok(merge(manager.peers.tls(), &service_name, sources, &request))
 }
 
 #[cfg(test)]
@@ -200,6 +210,114 @@ mod tests {
     use crate::store::new_id;
     use crate::store::objects::NodeDescription;
     use crate::store::tests::single_manager;
+
+    /// An `Agent` that answers one line per task asked for.
+    struct FakeAgent;
+
+    #[tonic::async_trait]
+    impl pb::agent_server::Agent for FakeAgent {
+        type TaskLogsStream = ReplyStream<pb::LogLine>;
+
+        async fn task_logs(
+            &self,
+            request: tonic::Request<pb::TaskLogsRequest>,
+        ) -> Result<tonic::Response<Self::TaskLogsStream>, tonic::Status> {
+            let lines: Vec<_> = request
+                .into_inner()
+                .task_ids
+                .into_iter()
+                .map(|id| {
+                    Ok(pb::LogLine {
+                        line: format!("hello from {id}\n").into_bytes(),
+                        task_id: id,
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            Ok(tonic::Response::new(stream::iter(lines).boxed()))
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_are_fetched_over_mtls_and_merged_and_a_dead_node_is_one_line() {
+        use crate::pki::test_support::TestCluster;
+        use crate::pki::{ClientAuth, Role, client_config, server_config};
+        use crate::transport::{TlsSlot, tls_incoming};
+
+        let now = std::time::SystemTime::now();
+        let cluster = TestCluster::new("clusterA", now);
+        let manager = cluster.node("manager1", Role::Manager, now);
+        let worker = cluster.node("worker1", Role::Worker, now);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let slot = TlsSlot::new();
+        slot.set(Some(Arc::new(
+            server_config(&worker, ClientAuth::Required).unwrap(),
+        )));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let incoming = tls_incoming(listener, slot, stopped);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::agent_server::AgentServer::new(FakeAgent))
+                .serve_with_incoming(incoming),
+        );
+
+        let task = |id: &str, slot| Task {
+            id: id.into(),
+            slot,
+            ..Task::default()
+        };
+        let sources = vec![
+            LogSource {
+                node_id: "worker1".into(),
+                node_name: "node-1".into(),
+                addr,
+                tasks: vec![task("t1", 1), task("t2", 2)],
+            },
+            LogSource {
+                node_id: "worker2".into(),
+                node_name: "node-2".into(),
+                // Nothing listens on port 1.
+                addr: "127.0.0.1:1".into(),
+                tasks: vec![task("t3", 3)],
+            },
+        ];
+        let tls = Arc::new(client_config(&manager).unwrap());
+        let request = pb::ServiceLogsRequest::default();
+        let lines: Vec<pb::LogLine> = tokio::time::timeout(
+            Duration::from_secs(30),
+            merge(tls, "web", sources, &request)
+                .map(Result::unwrap)
+                .collect(),
+        )
+        .await
+        .unwrap();
+        let _ = stop.send(true);
+        server.abort();
+
+        let mut texts: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}.{}.{}@{}: {}",
+                    l.service_name,
+                    l.slot,
+                    l.task_id,
+                    l.node_name,
+                    String::from_utf8_lossy(&l.line).trim_end()
+                )
+            })
+            .collect();
+        texts.sort();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(
+            texts[0].starts_with(".0.@node-2: error from node node-2 (127.0.0.1:1): cannot fetch"),
+            "{texts:?}"
+        );
+        assert_eq!(texts[1], "web.1.t1@node-1: hello from t1");
+        assert_eq!(texts[2], "web.2.t2@node-1: hello from t2");
+    }
 
     #[test]
     fn agent_address_falls_back_to_the_node_port() {

@@ -80,7 +80,11 @@ pub fn render_ls(rows: &[ServiceRow], quiet: bool) -> String {
             .cmp(&b.service.spec.annotations.name)
     });
     if quiet {
-        return rows.iter().map(|r| format!("{}\n", r.service.id)).collect();
+        // docker truncates here too (its service formatter's `ID()`).
+        return rows
+            .iter()
+            .map(|r| format!("{}\n", short_id(&r.service.id)))
+            .collect();
     }
     let mut table_rows = vec![
         ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
@@ -475,7 +479,7 @@ mod tests {
         );
         assert_eq!(
             render_ls(&rows, true),
-            "c8wgl7q4ndfdsz3yrzmsggtqq\niwe3278osahjfjwlk9dkjdkfj\n"
+            "c8wgl7q4ndfd\niwe3278osahj\n"
         );
     }
 

@@ -189,38 +189,8 @@ pub enum ServiceCommand {
     },
     /// Update a service.
     Update {
-        /// Service image tag.
-        #[arg(long)]
-        image: Option<String>,
-        /// Add or update an environment variable.
-        #[arg(long, value_parser = parse_env)]
-        env_add: Vec<String>,
-        /// Remove an environment variable.
-        #[arg(long)]
-        env_rm: Vec<String>,
-        /// Add or update a published port.
-        #[arg(long, value_parser = parse_publish)]
-        publish_add: Vec<PortConfig>,
-        /// Remove a published port by its target port.
-        #[arg(long)]
-        publish_rm: Vec<String>,
-        /// Add or update a placement constraint.
-        #[arg(long, value_parser = parse_constraint)]
-        constraint_add: Vec<String>,
-        /// Remove a constraint.
-        #[arg(long)]
-        constraint_rm: Vec<String>,
-        /// Add or update a service label.
-        #[arg(long)]
-        label_add: Vec<String>,
-        /// Remove a label by its key.
-        #[arg(long)]
-        label_rm: Vec<String>,
-        /// Force update even if no changes require it.
-        #[arg(long)]
-        force: bool,
         #[command(flatten)]
-        common: CommonOpts,
+        update: UpdateOpts,
         service: String,
     },
     /// Remove one or more services.
@@ -229,6 +199,80 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+}
+
+/// `service update`'s flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpdateOpts {
+    /// Service image tag.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Add or update an environment variable.
+    #[arg(long, value_parser = parse_env)]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable.
+    #[arg(long)]
+    pub env_rm: Vec<String>,
+    /// Add or update a published port.
+    #[arg(long, value_parser = parse_publish)]
+    pub publish_add: Vec<PortConfig>,
+    /// Remove a published port by its target port.
+    #[arg(long)]
+    pub publish_rm: Vec<String>,
+    /// Add or update a placement constraint.
+    #[arg(long, value_parser = parse_constraint)]
+    pub constraint_add: Vec<String>,
+    /// Remove a constraint.
+    #[arg(long)]
+    pub constraint_rm: Vec<String>,
+    /// Add or update a service label.
+    #[arg(long)]
+    pub label_add: Vec<String>,
+    /// Remove a label by its key.
+    #[arg(long)]
+    pub label_rm: Vec<String>,
+    /// Force update even if no changes require it.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+/// Applies `service update`'s flags to `spec` (removals before additions, as docker).
+pub fn apply_update(spec: &mut ServiceSpec, opts: &UpdateOpts) -> Result<(), CliFailure> {
+    if let Some(image) = &opts.image {
+        spec.task_template.container.image = image.clone();
+    }
+    let env = &mut spec.task_template.container.env;
+    for key in &opts.env_rm {
+        env_rm(env, key);
+    }
+    for entry in &opts.env_add {
+        env_add(env, entry);
+    }
+    let ports = &mut spec.endpoint_spec.ports;
+    for text in &opts.publish_rm {
+        publish_rm(ports, text).map_err(CliFailure::Usage)?;
+    }
+    for port in &opts.publish_add {
+        publish_add(ports, port.clone());
+    }
+    let constraints = &mut spec.task_template.placement.constraints;
+    constraints.retain(|c| !opts.constraint_rm.iter().any(|r| r.trim() == c));
+    for c in &opts.constraint_add {
+        if !constraints.contains(c) {
+            constraints.push(c.clone());
+        }
+    }
+    let labels = &mut spec.annotations.labels;
+    for key in &opts.label_rm {
+        labels.remove(key);
+    }
+    labels.extend(parse_labels(&opts.label_add));
+    if opts.force {
+        spec.task_template.force_update += 1;
+    }
+    apply_common(spec, &opts.common)
 }
 
 /// Flags of the task table (`service ps`, `node ps`).
@@ -662,58 +706,10 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     return Err(CliFailure::Usage(errors.join("\n")));
                 }
             }
-            ServiceCommand::Update {
-                image,
-                env_add: add_env,
-                env_rm: rm_env,
-                publish_add: add_ports,
-                publish_rm: rm_ports,
-                constraint_add,
-                constraint_rm,
-                label_add,
-                label_rm,
-                force,
-                common,
-                service,
-            } => {
-                modify_service(&mut client, &service, |spec| {
-                    if let Some(image) = &image {
-                        spec.task_template.container.image = image.clone();
-                    }
-                    let env = &mut spec.task_template.container.env;
-                    for key in &rm_env {
-                        env_rm(env, key);
-                    }
-                    for entry in &add_env {
-                        env_add(env, entry);
-                    }
-                    let ports = &mut spec.endpoint_spec.ports;
-                    for text in &rm_ports {
-                        publish_rm(ports, text).map_err(CliFailure::Usage)?;
-                    }
-                    for port in &add_ports {
-                        publish_add(ports, port.clone());
-                    }
-                    let constraints = &mut spec.task_template.placement.constraints;
-                    constraints.retain(|c| !constraint_rm.iter().any(|r| r.trim() == c));
-                    for c in &constraint_add {
-                        if !constraints.contains(c) {
-                            constraints.push(c.clone());
-                        }
-                    }
-                    let labels = &mut spec.annotations.labels;
-                    for key in &label_rm {
-                        labels.remove(key);
-                    }
-                    labels.extend(parse_labels(&label_add));
-                    if force {
-                        spec.task_template.force_update += 1;
-                    }
-                    apply_common(spec, &common)
-                })
-                .await?;
+            ServiceCommand::Update { update, service } => {
+                modify_service(&mut client, &service, |spec| apply_update(spec, &update)).await?;
                 println!("{service}");
-                if !common.detach {
+                if !update.common.detach {
                     progress::wait_converged(&mut client, &service).await?;
                 }
             }
@@ -882,6 +878,77 @@ mod tests {
         assert!(bad.is_err());
         let bad = TestCli::try_parse_from(["service", "create", "--limit-memory", "lots", "x"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn update_flags_modify_the_spec() {
+        let mut spec = spec_of(parse(&[
+            "create",
+            "--name",
+            "web",
+            "-e",
+            "A=1",
+            "-e",
+            "B=2",
+            "-p",
+            "8080:80",
+            "--constraint",
+            "node.role==worker",
+            "-l",
+            "old=1",
+            "hive/whoami",
+        ]))
+        .unwrap();
+        let ServiceCommand::Update { update, service } = parse(&[
+            "update",
+            "--image",
+            "hive/echo",
+            "--env-add",
+            "A=3",
+            "--env-rm",
+            "B",
+            "--publish-rm",
+            "80",
+            "--publish-add",
+            "9090:90/udp",
+            "--constraint-rm",
+            "node.role==worker",
+            "--constraint-add",
+            "node.labels.zone==a",
+            "--label-rm",
+            "old",
+            "--label-add",
+            "new=2",
+            "--force",
+            "--replicas",
+            "4",
+            "-d",
+            "web",
+        ]) else {
+            panic!("not an update");
+        };
+        assert_eq!(service, "web");
+        apply_update(&mut spec, &update).unwrap();
+        assert_eq!(spec.task_template.container.image, "hive/echo");
+        assert_eq!(spec.task_template.container.env, ["A=3"]);
+        assert_eq!(
+            spec.endpoint_spec.ports,
+            [parse_publish("9090:90/udp").unwrap()]
+        );
+        assert_eq!(
+            spec.task_template.placement.constraints,
+            ["node.labels.zone==a"]
+        );
+        assert_eq!(spec.annotations.labels.len(), 1);
+        assert_eq!(spec.annotations.labels["new"], "2");
+        assert_eq!(spec.task_template.force_update, 1);
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 4 });
+        assert!(update.common.detach);
+
+        // Flags not given leave the spec alone.
+        let before = spec.clone();
+        apply_update(&mut spec, &UpdateOpts::default()).unwrap();
+        assert_eq!(spec, before);
     }
 
     #[test]

@@ -477,10 +477,7 @@ mod tests {
              c8wgl7q4ndfd   frontend   replicated   5/5        nginx:alpine   *:8080->80/tcp\n\
              iwe3278osahj   mongo      global       7/7        mongo:3.3\n"
         );
-        assert_eq!(
-            render_ls(&rows, true),
-            "c8wgl7q4ndfd\niwe3278osahj\n"
-        );
+        assert_eq!(render_ls(&rows, true), "c8wgl7q4ndfd\niwe3278osahj\n");
     }
 
     fn task(id: &str, slot: u64, created: i64, state: TaskState, desired: TaskState) -> Task {

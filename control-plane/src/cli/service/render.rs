@@ -46,12 +46,72 @@ fn service_ports(service: &Service) -> String {
         Some(endpoint) if !endpoint.ports.is_empty() => &endpoint.ports,
         _ => &service.spec.endpoint_spec.ports,
     };
-    ports
+    let ingress: Vec<&PortConfig> = ports
         .iter()
         .filter(|p| p.publish_mode == PublishMode::Ingress && p.published_port != 0)
-        .map(port_text)
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    collapse_ports(&ingress).join(", ")
+}
+
+/// A run of ports `*:80-81->80-81/tcp`.
+struct PortRange {
+    published: (u16, u16),
+    target: (u16, u16),
+    protocol: Protocol,
+}
+
+impl PortRange {
+    fn text(&self) -> String {
+        let span = |(start, end): (u16, u16)| {
+            if end > start {
+                format!("{start}-{end}")
+            } else {
+                start.to_string()
+            }
+        };
+        format!(
+            "*:{}->{}/{}",
+            span(self.published),
+            span(self.target),
+            protocol_name(self.protocol)
+        )
+    }
+}
+
+/// docker's `serviceContext.Ports`: sorted by protocol then published port, consecutive
+/// published and target ports collapsed into ranges.
+fn collapse_ports(ports: &[&PortConfig]) -> Vec<String> {
+    let mut sorted = ports.to_vec();
+    sorted.sort_by_key(|p| (protocol_name(p.protocol), p.published_port));
+    let mut out = Vec::new();
+    let mut current: Option<PortRange> = None;
+    // Go's unsigned `a - b > 1`: anything but a step of 0 or 1 upwards breaks the run.
+    let continues = |a: u16, b: u16| matches!(i32::from(a) - i32::from(b), 0 | 1);
+    for p in sorted {
+        if let Some(range) = &mut current {
+            let single = range.target.1 == range.target.0;
+            let beyond = p.target_port > range.target.1;
+            if p.protocol == range.protocol
+                && continues(p.published_port, range.published.1)
+                && continues(p.target_port, range.target.1)
+                && (single || beyond)
+            {
+                range.published.1 = p.published_port;
+                range.target.1 = p.target_port;
+                continue;
+            }
+            out.push(range.text());
+        }
+        current = Some(PortRange {
+            published: (p.published_port, p.published_port),
+            target: (p.target_port, p.target_port),
+            protocol: p.protocol,
+        });
+    }
+    if let Some(range) = current {
+        out.push(range.text());
+    }
+    out
 }
 
 pub fn mode_name(mode: &ServiceMode) -> &'static str {
@@ -551,6 +611,33 @@ mod tests {
                 .lines()
                 .count(),
             4
+        );
+    }
+
+    #[test]
+    fn ingress_ports_collapse_into_ranges_like_dockers() {
+        let port = |published, target, protocol| PortConfig {
+            published_port: published,
+            target_port: target,
+            protocol,
+            ..PortConfig::default()
+        };
+        let ports = [
+            port(81, 81, Protocol::Tcp),
+            port(80, 80, Protocol::Tcp),
+            port(53, 53, Protocol::Udp),
+            port(8080, 80, Protocol::Tcp),
+            port(90, 80, Protocol::Tcp),
+        ];
+        let refs: Vec<&PortConfig> = ports.iter().collect();
+        assert_eq!(
+            collapse_ports(&refs),
+            [
+                "*:80-81->80-81/tcp",
+                "*:90->80/tcp",
+                "*:8080->80/tcp",
+                "*:53->53/udp"
+            ]
         );
     }
 

@@ -114,6 +114,7 @@ pub struct CommonOpts {
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Create a new service.
+    #[command(override_usage = "hive service create [OPTIONS] IMAGE [COMMAND] [ARG...]")]
     Create {
         /// Service name.
         #[arg(long)]

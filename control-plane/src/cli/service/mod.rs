@@ -537,8 +537,9 @@ fn out(text: &str) -> bool {
         .is_ok()
 }
 
-/// Prints one log line; false once stdout is closed.
-fn print_log_line(line: &pb::LogLine, no_trunc: bool) -> bool {
+/// Prints one log line as docker does (`[TIMESTAMP ]CONTEXT    | TEXT`); false once stdout is
+/// closed.
+fn print_log_line(line: &pb::LogLine, no_trunc: bool, slot_digits: usize) -> bool {
     let text = String::from_utf8_lossy(&line.line);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     if line.task_id.is_empty() {
@@ -551,13 +552,14 @@ fn print_log_line(line: &pb::LogLine, no_trunc: bool) -> bool {
         &line.task_id,
         &line.node_name,
         no_trunc,
+        slot_digits,
     );
     let stamp = if let Some(ts) = &line.timestamp {
         format!("{} ", crate::cli::output::rfc3339(Some(ts)))
     } else {
         String::new()
     };
-    let formatted = format!("{context}    | {stamp}{text}");
+    let formatted = format!("{stamp}{context}    | {text}");
     if line.stderr {
         eprintln!("{formatted}");
         true
@@ -655,6 +657,18 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                         ))
                     })?
                 };
+                // docker pads slots to the replica count's digits; a task target gets none.
+                let slot_digits = match inspect(&mut client, &target).await {
+                    Ok(Service {
+                        spec:
+                            ServiceSpec {
+                                mode: ServiceMode::Replicated { replicas },
+                                ..
+                            },
+                        ..
+                    }) => replicas.to_string().len(),
+                    _ => 0,
+                };
                 let mut stream = client
                     .control
                     .service_logs(pb::ServiceLogsRequest {
@@ -666,7 +680,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     .await?
                     .into_inner();
                 while let Some(line) = stream.next().await {
-                    if !print_log_line(&line?, no_trunc) {
+                    if !print_log_line(&line?, no_trunc, slot_digits) {
                         break;
                     }
                 }

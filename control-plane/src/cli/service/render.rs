@@ -316,21 +316,20 @@ pub fn filter_desired(tasks: &mut Vec<Task>, states: &[TaskState]) {
     tasks.retain(|t| states.contains(&t.desired_state));
 }
 
-/// The context column of `service logs`: `web.1.abcdef123456@node-1`.
+/// The context column of `service logs`: `web.1.abcdef123456@node-1`, padded so that slots
+/// of fewer digits than `slot_digits` (the replica count's) line up, as docker's task
+/// formatter does. Global tasks are slot 0 there too.
 pub fn log_context(
     service_name: &str,
     slot: u64,
     task_id: &str,
     node_name: &str,
     no_trunc: bool,
+    slot_digits: usize,
 ) -> String {
     let id = if no_trunc { task_id } else { short_id(task_id) };
-    let task = if slot != 0 {
-        format!("{service_name}.{slot}")
-    } else {
-        format!("{service_name}.{node_name}")
-    };
-    format!("{task}.{id}@{node_name}")
+    let padding = " ".repeat(slot_digits.saturating_sub(slot.to_string().len()));
+    format!("{service_name}.{slot}.{id}@{node_name}{padding}")
 }
 
 fn go_duration(d: Duration) -> String {
@@ -673,12 +672,21 @@ mod tests {
     #[test]
     fn log_context_is_name_slot_id_at_node() {
         assert_eq!(
-            log_context("web", 1, "abcdef1234567890", "node-1", false),
+            log_context("web", 1, "abcdef1234567890", "node-1", false, 1),
             "web.1.abcdef123456@node-1"
         );
         assert_eq!(
-            log_context("web", 1, "abcdef1234567890", "node-1", true),
+            log_context("web", 1, "abcdef1234567890", "node-1", true, 0),
             "web.1.abcdef1234567890@node-1"
+        );
+        // Ten replicas: slot 1 is padded to line up with slot 10.
+        assert_eq!(
+            log_context("web", 1, "abcdef1234567890", "n1", false, 2),
+            "web.1.abcdef123456@n1 "
+        );
+        assert_eq!(
+            log_context("web", 10, "abcdef1234567890", "n1", false, 2),
+            "web.10.abcdef123456@n1"
         );
     }
 

@@ -41,13 +41,23 @@ fn step(state: TaskState) -> Option<usize> {
     })
 }
 
+/// docker's `truncError`: one line, at most 75 characters.
+pub fn trunc_error(err: &str) -> String {
+    let line = err.replace('\n', " ");
+    if line.chars().count() > 75 {
+        line.chars().take(74).chain(['…']).collect()
+    } else {
+        line
+    }
+}
+
 /// `running   [==================================================>]`.
 pub fn bar_line(label: &str, task: Option<&Task>) -> String {
     let Some(task) = task else {
         return format!("{label}: ");
     };
-    if !task.status.err.is_empty() && task.status.state != TaskState::Running {
-        return format!("{label}: {}", task.status.err);
+    if !task.status.err.is_empty() {
+        return format!("{label}: {}", trunc_error(&task.status.err));
     }
     let state = task.status.state;
     match step(state) {
@@ -278,6 +288,12 @@ mod tests {
             "1/1: no suitable node (scheduling constraints not satisfied on 5 nodes)"
         );
         assert_eq!(bar_line("3/3", None), "3/3: ");
+        let mut failed = task(1, "n1", TaskState::Failed, 1);
+        failed.status.err = format!("line one\n{}", "x".repeat(80));
+        let line = bar_line("1/1", Some(&failed));
+        assert!(line.starts_with("1/1: line one xxx"), "{line}");
+        assert_eq!(line.chars().count(), "1/1: ".len() + 75);
+        assert!(line.ends_with('…'));
     }
 
     #[test]

@@ -18,12 +18,12 @@ use self::opts::{
     env_add, env_rm, parse_constraint, parse_cpus, parse_env, parse_labels, parse_memory,
     parse_publish, publish_add, publish_rm, random_name,
 };
-use self::render::{ServiceRow, TaskTableOptions, filter_desired, log_context, render_tasks};
+use self::render::{ServiceRow, TaskFilter, TaskTableOptions, log_context, render_tasks};
 use super::output::{CliFailure, parse_duration, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, describe};
 use crate::store::objects::{
-    EndpointMode, PortConfig, RestartCondition, Service, ServiceMode, ServiceSpec, Task, TaskState,
+    EndpointMode, PortConfig, RestartCondition, Service, ServiceMode, ServiceSpec, Task,
 };
 
 #[derive(Debug, Args)]
@@ -285,7 +285,7 @@ pub struct TaskTableArgs {
     /// Do not truncate output.
     #[arg(long)]
     pub no_trunc: bool,
-    /// Filter output based on conditions provided (only `desired-state=STATE` so far).
+    /// Filter output based on conditions provided (desired-state, id, name, node).
     #[arg(short, long)]
     pub filter: Vec<String>,
 }
@@ -298,33 +298,9 @@ impl TaskTableArgs {
         }
     }
 
-    /// The desired states `--filter desired-state=…` asks for (several = OR).
-    pub fn desired_states(&self) -> Result<Vec<TaskState>, CliFailure> {
-        let mut states = Vec::new();
-        for filter in &self.filter {
-            let Some((key, value)) = filter.split_once('=') else {
-                return Err(CliFailure::Usage(format!(
-                    "bad format of filter (expected name=value): {filter}"
-                )));
-            };
-            if key != "desired-state" {
-                return Err(CliFailure::Usage(format!(
-                    "invalid filter '{key}': hive supports desired-state=running|shutdown|accepted"
-                )));
-            }
-            match value.to_ascii_lowercase().as_str() {
-                "running" => states.push(TaskState::Running),
-                "shutdown" => states.push(TaskState::Shutdown),
-                // docker's `accepted`: tasks the orchestrator wants to run.
-                "accepted" => states.extend([TaskState::Running, TaskState::Ready]),
-                _ => {
-                    return Err(CliFailure::Usage(format!(
-                        "Invalid desired-state filter value: '{value}': use running, shutdown or accepted"
-                    )));
-                }
-            }
-        }
-        Ok(states)
+    /// The `--filter` flags.
+    pub fn task_filter(&self) -> Result<TaskFilter, CliFailure> {
+        TaskFilter::parse(&self.filter).map_err(CliFailure::Usage)
     }
 }
 
@@ -508,7 +484,7 @@ pub async fn print_tasks(
     queries: &[(String, String)],
     table: &TaskTableArgs,
 ) -> Result<(), CliFailure> {
-    let states = table.desired_states()?;
+    let filter = table.task_filter()?;
     let mut all = Vec::new();
     let mut seen = HashSet::new();
     let mut names = (Default::default(), Default::default());
@@ -517,7 +493,7 @@ pub async fn print_tasks(
         all.extend(tasks.into_iter().filter(|t| seen.insert(t.id.clone())));
         names = (list.node_names, list.service_names);
     }
-    filter_desired(&mut all, &states);
+    all.retain(|t| filter.keep(t, &names.0, &names.1));
     out(&render_tasks(
         &all,
         &names.0,
@@ -765,6 +741,7 @@ fn indent_json(value: &impl serde::Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::objects::TaskState;
     use clap::Parser;
 
     #[derive(Debug, Parser)]
@@ -978,10 +955,10 @@ mod tests {
         else {
             panic!("not ps");
         };
-        assert_eq!(table.desired_states().unwrap(), [TaskState::Running]);
-        let ServiceCommand::Ps { table, .. } = parse(&["ps", "-f", "node=x", "web"]) else {
+        assert_eq!(table.task_filter().unwrap().desired, [TaskState::Running]);
+        let ServiceCommand::Ps { table, .. } = parse(&["ps", "-f", "label=x", "web"]) else {
             panic!("not ps");
         };
-        assert!(table.desired_states().is_err());
+        assert!(table.task_filter().is_err());
     }
 }

@@ -307,13 +307,74 @@ pub fn render_tasks(
     table(&rows)
 }
 
-/// Keeps tasks whose desired state is one of `states` (`--filter desired-state=running`);
-/// docker's `accepted` matches tasks meant to run (RUNNING or READY).
-pub fn filter_desired(tasks: &mut Vec<Task>, states: &[TaskState]) {
-    if states.is_empty() {
-        return;
+/// `--filter` of `service ps` / `node ps`: values of one key are ORed, keys are ANDed, as
+/// docker's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub desired: Vec<TaskState>,
+    /// Task ID prefixes.
+    pub ids: Vec<String>,
+    /// Task name prefixes (`web.1`).
+    pub names: Vec<String>,
+    /// Node names or node ID prefixes.
+    pub nodes: Vec<String>,
+}
+
+impl TaskFilter {
+    pub fn parse(filters: &[String]) -> Result<Self, String> {
+        let mut filter = Self::default();
+        for text in filters {
+            let Some((key, value)) = text.split_once('=') else {
+                return Err(format!(
+                    "bad format of filter (expected name=value): {text}"
+                ));
+            };
+            match key {
+                "desired-state" => match value.to_ascii_lowercase().as_str() {
+                    "running" => filter.desired.push(TaskState::Running),
+                    "shutdown" => filter.desired.push(TaskState::Shutdown),
+                    // docker's `accepted`: tasks the orchestrator wants to run.
+                    "accepted" => filter
+                        .desired
+                        .extend([TaskState::Running, TaskState::Ready]),
+                    _ => {
+                        return Err(format!(
+                            "Invalid desired-state filter value: '{value}': use running, shutdown or accepted"
+                        ));
+                    }
+                },
+                "id" => filter.ids.push(value.to_owned()),
+                "name" => filter.names.push(value.to_owned()),
+                "node" => filter.nodes.push(value.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "invalid filter '{key}': use desired-state, id, name or node"
+                    ));
+                }
+            }
+        }
+        Ok(filter)
     }
-    tasks.retain(|t| states.contains(&t.desired_state));
+
+    pub fn keep(
+        &self,
+        task: &Task,
+        node_names: &HashMap<String, String>,
+        service_names: &HashMap<String, String>,
+    ) -> bool {
+        let any = |values: &[String], matches: &dyn Fn(&str) -> bool| {
+            values.is_empty() || values.iter().any(|v| matches(v))
+        };
+        let node_id = task.node_id.as_deref().unwrap_or("");
+        let node_name = node_names.get(node_id).map_or("", String::as_str);
+        let name = task_name(task, service_names);
+        (self.desired.is_empty() || self.desired.contains(&task.desired_state))
+            && any(&self.ids, &|v| task.id.starts_with(v))
+            && any(&self.names, &|v| name.starts_with(v))
+            && any(&self.nodes, &|v| {
+                !node_id.is_empty() && (node_name == v || node_id.starts_with(v))
+            })
+    }
 }
 
 /// The context column of `service logs`: `web.1.abcdef123456@node-1`, padded so that slots
@@ -663,10 +724,35 @@ mod tests {
         global.slot = 0;
         let names = HashMap::from([("svc".to_owned(), "agent".to_owned())]);
         assert_eq!(task_name(&global, &names), "agent.n1");
-        let mut tasks = vec![t, global];
-        tasks[1].desired_state = TaskState::Shutdown;
-        filter_desired(&mut tasks, &[TaskState::Running]);
-        assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn task_filters_or_values_and_keys() {
+        let nodes = HashMap::from([("n1abc".to_owned(), "node-1".to_owned())]);
+        let services = HashMap::from([("svc".to_owned(), "web".to_owned())]);
+        let mut t = task("abc123", 1, 100, TaskState::Running, TaskState::Running);
+        t.node_id = Some("n1abc".into());
+        let keep = |filters: &[&str]| {
+            let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+            TaskFilter::parse(&filters)
+                .unwrap()
+                .keep(&t, &nodes, &services)
+        };
+        assert!(keep(&[]));
+        assert!(keep(&["desired-state=running"]));
+        assert!(keep(&["desired-state=shutdown", "desired-state=accepted"]));
+        assert!(!keep(&["desired-state=shutdown"]));
+        assert!(keep(&["id=abc"]));
+        assert!(!keep(&["id=xyz"]));
+        assert!(keep(&["name=web.1"]));
+        assert!(!keep(&["name=web.2"]));
+        assert!(keep(&["node=node-1"]));
+        assert!(keep(&["node=n1a"]));
+        assert!(!keep(&["node=node-2"]));
+        assert!(!keep(&["node=node-1", "id=xyz"]));
+        assert!(TaskFilter::parse(&["color=red".to_owned()]).is_err());
+        assert!(TaskFilter::parse(&["desired-state=bogus".to_owned()]).is_err());
+        assert!(TaskFilter::parse(&["nonsense".to_owned()]).is_err());
     }
 
     #[test]

@@ -194,6 +194,13 @@ pub enum ServiceCommand {
         update: UpdateOpts,
         service: String,
     },
+    /// Revert changes to a service's configuration.
+    Rollback {
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long)]
+        detach: bool,
+        service: String,
+    },
     /// Remove one or more services.
     #[command(alias = "remove")]
     Rm {
@@ -435,14 +442,14 @@ async fn inspect(client: &mut DaemonClient, service: &str) -> Result<Service, Cl
 pub async fn modify_service(
     client: &mut DaemonClient,
     service: &str,
-    mut change: impl FnMut(&mut ServiceSpec) -> Result<(), CliFailure>,
+    mut change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
 ) -> Result<Service, CliFailure> {
     const ATTEMPTS: usize = 5;
     let mut attempt = 1;
     loop {
         let current = inspect(client, service).await?;
         let mut spec = current.spec.clone();
-        change(&mut spec)?;
+        change(&current, &mut spec)?;
         let result = client
             .control
             .update_service(pb::UpdateServiceRequest {
@@ -459,6 +466,35 @@ pub async fn modify_service(
             Err(status) => return Err(status.into()),
         }
     }
+}
+
+/// `service scale`'s change; docker's refusal for global services.
+pub fn set_replicas(
+    service: &str,
+    spec: &mut ServiceSpec,
+    replicas: u64,
+) -> Result<(), CliFailure> {
+    match &mut spec.mode {
+        ServiceMode::Replicated { replicas: r } => {
+            *r = replicas;
+            Ok(())
+        }
+        ServiceMode::Global => Err(CliFailure::Usage(format!(
+            "{service}: scale can only be used with replicated or replicated-job mode"
+        ))),
+    }
+}
+
+/// `service rollback`: the previous spec becomes the spec (and, as in Swarm, the current one
+/// the previous, so a second rollback undoes the first).
+pub async fn rollback(client: &mut DaemonClient, service: &str) -> Result<Service, CliFailure> {
+    modify_service(client, service, |current, spec| {
+        *spec = current.previous_spec.clone().ok_or_else(|| {
+            CliFailure::Usage(format!("service {service} does not have a previous spec"))
+        })?;
+        Ok(())
+    })
+    .await
 }
 
 async fn list_tasks(
@@ -578,7 +614,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 let service: Service = decode(&reply.service_json)?;
                 println!("{}", service.id);
                 if !common.detach {
-                    progress::wait_converged(&mut client, &service.id).await?;
+                    progress::wait_converged(&mut client, &service.id, false).await?;
                 }
             }
             ServiceCommand::Ls { quiet } => {
@@ -669,14 +705,8 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 let mut errors = Vec::new();
                 let mut scaled = Vec::new();
                 for (service, replicas) in scales {
-                    let result = modify_service(&mut client, &service, |spec| match &mut spec.mode {
-                        ServiceMode::Replicated { replicas: r } => {
-                            *r = replicas;
-                            Ok(())
-                        }
-                        ServiceMode::Global => Err(CliFailure::Usage(format!(
-                            "{service}: scale can only be used with replicated or replicated-job mode"
-                        ))),
+                    let result = modify_service(&mut client, &service, |_, spec| {
+                        set_replicas(&service, spec, replicas)
                     })
                     .await;
                     match result {
@@ -690,7 +720,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 }
                 if !detach {
                     for service in &scaled {
-                        progress::wait_converged(&mut client, service).await?;
+                        progress::wait_converged(&mut client, service, false).await?;
                     }
                 }
                 if !errors.is_empty() {
@@ -698,10 +728,18 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             ServiceCommand::Update { update, service } => {
-                modify_service(&mut client, &service, |spec| apply_update(spec, &update)).await?;
+                modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
+                    .await?;
                 println!("{service}");
                 if !update.common.detach {
-                    progress::wait_converged(&mut client, &service).await?;
+                    progress::wait_converged(&mut client, &service, false).await?;
+                }
+            }
+            ServiceCommand::Rollback { detach, service } => {
+                rollback(&mut client, &service).await?;
+                println!("{service}");
+                if !detach {
+                    progress::wait_converged(&mut client, &service, true).await?;
                 }
             }
             ServiceCommand::Rm { services } => {
@@ -863,8 +901,12 @@ mod tests {
             "2",
             "x",
         ]));
-        assert!(
-            matches!(err, Err(CliFailure::Usage(m)) if m == "replicas can only be used with replicated or replicated-job mode")
+        let Err(CliFailure::Usage(message)) = err else {
+            panic!("global with --replicas was accepted");
+        };
+        assert_eq!(
+            message,
+            "replicas can only be used with replicated or replicated-job mode"
         );
         let bad = TestCli::try_parse_from(["service", "create", "-p", "8080:80/sctp", "x"]);
         assert!(bad.is_err());
@@ -946,8 +988,20 @@ mod tests {
     #[test]
     fn scale_specifiers_and_filters() {
         assert_eq!(parse_scale("web=5").unwrap(), ("web".to_owned(), 5));
-        assert!(
-            matches!(parse_scale("web"), Err(CliFailure::Usage(m)) if m.starts_with("invalid scale specifier 'web'."))
+        let Err(CliFailure::Usage(message)) = parse_scale("web") else {
+            panic!("a bad scale specifier was accepted");
+        };
+        assert!(message.starts_with("invalid scale specifier 'web'."));
+        let mut global = ServiceSpec {
+            mode: ServiceMode::Global,
+            ..ServiceSpec::default()
+        };
+        let Err(CliFailure::Usage(message)) = set_replicas("agent", &mut global, 2) else {
+            panic!("a global service was scaled");
+        };
+        assert_eq!(
+            message,
+            "agent: scale can only be used with replicated or replicated-job mode"
         );
         assert!(parse_scale("=3").is_err());
         let ServiceCommand::Ps { table, .. } =

@@ -82,7 +82,18 @@ pub struct Snapshot {
 }
 
 /// The display for `service` given all its tasks.
-pub fn snapshot(service: &Service, tasks: &[Task]) -> Snapshot {
+/// docker's `writeOverallProgress`.
+fn overall(running: u64, desired: u64, rollback: bool) -> String {
+    if rollback {
+        format!("overall progress: rolling back update: {running} out of {desired} tasks")
+    } else {
+        format!("overall progress: {running} out of {desired} tasks")
+    }
+}
+
+/// The display for `service` given all its tasks; `rollback` words it as docker's
+/// `service rollback` does.
+pub fn snapshot(service: &Service, tasks: &[Task], rollback: bool) -> Snapshot {
     let mine: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.service_id == service.id)
@@ -103,9 +114,7 @@ pub fn snapshot(service: &Service, tasks: &[Task]) -> Snapshot {
     let mut lines = Vec::new();
     let converged = match service.spec.mode {
         ServiceMode::Replicated { replicas } => {
-            lines.push(format!(
-                "overall progress: {running} out of {replicas} tasks"
-            ));
+            lines.push(overall(running, replicas, rollback));
             if replicas <= MAX_PROGRESS_BARS {
                 for slot in 1..=replicas {
                     let newest = wanted
@@ -133,9 +142,7 @@ pub fn snapshot(service: &Service, tasks: &[Task]) -> Snapshot {
             if desired == 0 {
                 lines.push("overall progress: waiting for new tasks".to_owned());
             } else {
-                lines.push(format!(
-                    "overall progress: {running} out of {desired} tasks"
-                ));
+                lines.push(overall(running, desired, rollback));
                 if desired <= MAX_PROGRESS_BARS {
                     for (node, task) in &by_node {
                         lines.push(bar_line(short_id(node), Some(task)));
@@ -184,7 +191,11 @@ fn background_notice(service: &str) {
 }
 
 /// Shows progress until `service` converges, Ctrl-C, or [`WAIT_LIMIT`].
-pub async fn wait_converged(client: &mut DaemonClient, service: &str) -> Result<(), CliFailure> {
+pub async fn wait_converged(
+    client: &mut DaemonClient,
+    service: &str,
+    rollback: bool,
+) -> Result<(), CliFailure> {
     let mut screen = Screen {
         tty: std::io::stdout().is_terminal(),
         drawn: Vec::new(),
@@ -211,7 +222,7 @@ pub async fn wait_converged(client: &mut DaemonClient, service: &str) -> Result<
             .await?
             .into_inner();
         let tasks: Vec<Task> = super::decode(&list.tasks_json)?;
-        let snap = snapshot(&current, &tasks);
+        let snap = snapshot(&current, &tasks, rollback);
         screen.show(&snap.lines);
         if snap.converged {
             let since = *converged_since.get_or_insert_with(Instant::now);
@@ -304,7 +315,7 @@ mod tests {
             task(2, "n2", TaskState::Running, 1),
             task(3, "n1", TaskState::Starting, 1),
         ];
-        let snap = snapshot(&s, &tasks);
+        let snap = snapshot(&s, &tasks, false);
         assert_eq!(snap.lines[0], "overall progress: 2 out of 3 tasks");
         assert_eq!(snap.lines.len(), 4);
         assert!(snap.lines[3].starts_with("3/3: starting  ["));
@@ -315,9 +326,9 @@ mod tests {
         let mut old = task(1, "n2", TaskState::Running, 0);
         old.desired_state = TaskState::Shutdown;
         tasks.push(old);
-        assert!(!snapshot(&s, &tasks).converged);
+        assert!(!snapshot(&s, &tasks, false).converged);
         tasks[3].status.state = TaskState::Shutdown;
-        let snap = snapshot(&s, &tasks);
+        let snap = snapshot(&s, &tasks, false);
         assert!(snap.converged);
         assert_eq!(
             snap.lines,
@@ -334,19 +345,23 @@ mod tests {
     fn many_replicas_show_only_the_overall_line_and_global_waits_for_tasks() {
         let s = service(ServiceMode::Replicated { replicas: 50 });
         assert_eq!(
-            snapshot(&s, &[]).lines,
+            snapshot(&s, &[], false).lines,
             ["overall progress: 0 out of 50 tasks"]
         );
         let g = service(ServiceMode::Global);
-        let snap = snapshot(&g, &[]);
+        let snap = snapshot(&g, &[], false);
         assert_eq!(snap.lines, ["overall progress: waiting for new tasks"]);
         assert!(!snap.converged);
         let tasks = [
             task(0, "node1abcdefghijk", TaskState::Running, 1),
             task(0, "node2abcdefghijk", TaskState::Running, 1),
         ];
-        let snap = snapshot(&g, &tasks);
+        let snap = snapshot(&g, &tasks, false);
         assert!(snap.converged);
+        assert_eq!(
+            snapshot(&g, &tasks, true).lines[0],
+            "overall progress: rolling back update: 2 out of 2 tasks"
+        );
         assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
         assert!(snap.lines[1].starts_with("node1abcdefg: running   ["));
     }

@@ -71,6 +71,10 @@ pub struct Manager {
     pub addr: String,
     pub peers: Arc<Peers>,
     pub dispatcher: Arc<Dispatcher>,
+    /// Held by the service API's writes, so that the name and ingress port checks and the
+    /// write that relies on them are one step for every API writer on this leader (the
+    /// store's optimistic concurrency only catches changes to the same objects).
+    pub(crate) service_writes: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -117,6 +121,7 @@ impl Manager {
             addr: params.addr,
             peers,
             dispatcher,
+            service_writes: tokio::sync::Mutex::new(()),
             stop,
             tasks,
         }))

@@ -26,6 +26,15 @@ fn map_name_conflict(error: StoreError) -> ApiError {
     }
 }
 
+/// A name refusal the state machine made when applying (a write that raced past the
+/// transaction's own check), in SwarmKit's words too.
+fn map_apply_rejection(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Store(store) => map_name_conflict(store),
+        other => other,
+    }
+}
+
 fn decode_spec(json: &[u8]) -> Result<ServiceSpec, ApiError> {
     serde_json::from_slice(json)
         .map_err(|e| ApiError::Invalid(format!("the service spec is not valid JSON: {e}")))
@@ -149,7 +158,11 @@ pub async fn create(
     request: pb::CreateServiceRequest,
 ) -> Result<pb::ServiceReply, ApiError> {
     let spec = decode_spec(&request.spec_json)?;
-    let id = manager.update(|tx| create_in(tx, &spec)).await?;
+    let _serial = manager.service_writes.lock().await;
+    let id = manager
+        .update(|tx| create_in(tx, &spec))
+        .await
+        .map_err(map_apply_rejection)?;
     tracing::info!(service = %id, name = %spec.annotations.name, "service created");
     reply(manager, &id)
 }
@@ -159,12 +172,15 @@ pub async fn update(
     request: pb::UpdateServiceRequest,
 ) -> Result<pb::ServiceReply, ApiError> {
     let spec = decode_spec(&request.spec_json)?;
+    let _serial = manager.service_writes.lock().await;
     // Not `Manager::update`: that retries version conflicts, and here a conflict means the
     // caller's read is stale, which only the caller can resolve.
     let id = tokio::select! {
         result = manager
             .store
-            .update(|tx| update_in(tx, &request.service, &spec, request.version)) => result?,
+            .update(|tx| update_in(tx, &request.service, &spec, request.version)) => {
+                result.map_err(map_apply_rejection)?
+            }
         () = manager.quorum_lost() => return Err(ApiError::NoLeader),
     };
     reply(manager, &id)
@@ -174,6 +190,7 @@ pub async fn remove(
     manager: &Manager,
     request: pb::RemoveServiceRequest,
 ) -> Result<pb::RemoveServiceResponse, ApiError> {
+    let _serial = manager.service_writes.lock().await;
     let id = manager.update(|tx| remove_in(tx, &request.service)).await?;
     tracing::info!(service = %id, "service removed");
     Ok(pb::RemoveServiceResponse { service_id: id })
@@ -256,6 +273,17 @@ mod tests {
             tonic::Code::InvalidArgument
         );
         assert_eq!(store.view(|tx| tx.list::<Service>()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_name_refused_at_apply_time_reads_like_swarmkit() {
+        let raced = ApiError::Store(StoreError::Rejected(Rejection::NameConflict {
+            kind: ObjectKind::Service,
+            name: "web".into(),
+            existing_id: "x".into(),
+        }));
+        let err = map_apply_rejection(raced);
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::AlreadyExists);
     }
 
     #[tokio::test]

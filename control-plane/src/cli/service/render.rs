@@ -185,7 +185,24 @@ fn error_text(err: &str, no_trunc: bool) -> String {
     } else {
         err.to_owned()
     };
-    format!("\"{shown}\"")
+    go_quote(&shown)
+}
+
+/// Go's `%q` for the characters task errors contain: quotes, backslashes, control characters.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn since(now: SystemTime, then: Timestamp) -> Duration {
@@ -711,6 +728,10 @@ mod tests {
             "\"No such container: webserver.…\""
         );
         assert_eq!(error_text(long, true), format!("\"{long}\""));
+        assert_eq!(
+            error_text("bad \"x\"\nat C:\\", true),
+            "\"bad \\\"x\\\"\\nat C:\\\\\""
+        );
         let t = task("x", 1, 100, TaskState::Running, TaskState::Running);
         assert_eq!(
             current_state(&t, at(101).to_system_time()),

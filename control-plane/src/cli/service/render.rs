@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::cli::output::{human_duration, pretty, table};
 use crate::store::objects::{
-    EndpointMode, PortConfig, Protocol, PublishMode, RestartCondition, Service, ServiceMode, Task,
-    TaskState, Timestamp,
+    EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceMode, Task, TaskState,
+    Timestamp,
 };
 
 /// docker's `stringid.TruncateID`.
@@ -410,31 +410,9 @@ pub fn log_context(
     format!("{service_name}.{slot}.{id}@{node_name}{padding}")
 }
 
-fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if d.subsec_nanos() == 0 && secs > 0 {
-        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-        return match (h, m) {
-            (0, 0) => format!("{s}s"),
-            (0, _) => format!("{m}m{s}s"),
-            _ => format!("{h}h{m}m{s}s"),
-        };
-    }
-    if secs == 0 && d.subsec_nanos() == 0 {
-        return "0s".to_owned();
-    }
-    format!("{}s", d.as_secs_f64())
-}
-
-fn restart_condition_name(c: RestartCondition) -> &'static str {
-    match c {
-        RestartCondition::None => "none",
-        RestartCondition::OnFailure => "on-failure",
-        RestartCondition::Any => "any",
-    }
-}
-
-/// `service inspect --pretty` (docker/cli's pretty template, the parts hive has).
+/// `service inspect --pretty`: docker/cli's `serviceInspectPrettyTemplate` for the fields hive
+/// has (no update/rollback config, mounts or networks yet). Like docker, it shows neither
+/// the restart policy nor the entrypoint; `service inspect` without `--pretty` has them.
 pub fn render_pretty(service: &Service) -> String {
     let spec = &service.spec;
     let template = &spec.task_template;
@@ -447,9 +425,9 @@ pub fn render_pretty(service: &Service) -> String {
         let _ = writeln!(out, "Labels:");
         for (k, v) in &spec.annotations.labels {
             if v.is_empty() {
-                let _ = writeln!(out, " - {k}");
+                let _ = writeln!(out, " {k}");
             } else {
-                let _ = writeln!(out, " - {k}={v}");
+                let _ = writeln!(out, " {k}={v}");
             }
         }
     }
@@ -470,25 +448,8 @@ pub fn render_pretty(service: &Service) -> String {
             template.placement.constraints.join(" ")
         );
     }
-    let restart = &template.restart_policy;
-    let _ = writeln!(out, "RestartPolicy:");
-    let _ = writeln!(
-        out,
-        " Condition:\t{}",
-        restart_condition_name(restart.condition)
-    );
-    let _ = writeln!(out, " Delay:\t\t{}", go_duration(restart.delay));
-    if restart.max_attempts != 0 {
-        let _ = writeln!(out, " Max Attempts:\t{}", restart.max_attempts);
-    }
-    if !restart.window.is_zero() {
-        let _ = writeln!(out, " Window:\t{}", go_duration(restart.window));
-    }
     let _ = writeln!(out, "ContainerSpec:");
     let _ = writeln!(out, " Image:\t\t{}", container.image);
-    if !container.command.is_empty() {
-        let _ = writeln!(out, " Command:\t{}", container.command.join(" "));
-    }
     if !container.args.is_empty() {
         let _ = writeln!(out, " Args:\t\t{} ", container.args.join(" "));
     }
@@ -498,14 +459,6 @@ pub fn render_pretty(service: &Service) -> String {
     if !container.workdir.is_empty() {
         let _ = writeln!(out, " Dir:\t\t{}", container.workdir);
     }
-    if !container.hostname.is_empty() {
-        let _ = writeln!(out, " Hostname:\t{}", container.hostname);
-    }
-    let _ = writeln!(
-        out,
-        " Stop Grace Period:\t{}",
-        go_duration(container.stop_grace_period)
-    );
     let resources = &template.resources;
     let _ = writeln!(out, "Resources:");
     for (title, r) in [
@@ -540,20 +493,22 @@ pub fn render_pretty(service: &Service) -> String {
         _ => &spec.endpoint_spec.ports,
     };
     if !ports.is_empty() {
-        let _ = writeln!(out, "Ports:");
+        out.push_str("Ports:");
         for p in ports {
-            let _ = writeln!(out, " PublishedPort = {}", p.published_port);
-            let _ = writeln!(out, "  Protocol = {}", protocol_name(p.protocol));
-            let _ = writeln!(out, "  TargetPort = {}", p.target_port);
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "  PublishMode = {}",
+                "\n PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}",
+                p.published_port,
+                protocol_name(p.protocol),
+                p.target_port,
                 match p.publish_mode {
                     PublishMode::Ingress => "ingress",
                     PublishMode::Host => "host",
                 }
             );
         }
+        // The template's `{{- end }} {{ end -}}`: a space after the last port.
+        out.push_str(" \n");
     }
     out
 }
@@ -812,13 +767,9 @@ mod tests {
              Replicas:\t5\n\
              Placement:\n \
              Constraints:\t[node.role==manager]\n\
-             RestartPolicy:\n \
-             Condition:\tany\n \
-             Delay:\t\t5s\n\
              ContainerSpec:\n \
              Image:\t\tnginx:alpine@sha256:abc\n \
-             Env:\t\tA=1 \n \
-             Stop Grace Period:\t10s\n\
+             Env:\t\tA=1 \n\
              Resources:\n \
              Limits:\n  \
              Memory:\t512MiB\n\
@@ -827,7 +778,7 @@ mod tests {
              PublishedPort = 8080\n  \
              Protocol = tcp\n  \
              TargetPort = 80\n  \
-             PublishMode = ingress\n"
+             PublishMode = ingress \n"
         );
     }
 }

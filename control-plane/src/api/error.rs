@@ -63,6 +63,9 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// An object with this name exists already (SwarmKit answers `AlreadyExists`).
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -110,6 +113,7 @@ impl ApiError {
             Self::Refused(_) => (Code::FailedPrecondition, true),
             Self::Precondition(_) => (Code::FailedPrecondition, false),
             Self::Invalid(_) | Self::Token(_) => (Code::InvalidArgument, false),
+            Self::AlreadyExists(_) => (Code::AlreadyExists, false),
             Self::Authz(e) if e.is_unauthenticated() => (Code::Unauthenticated, false),
             Self::Authz(_) => (Code::PermissionDenied, false),
             Self::Store(e) => (store_code(e), false),

@@ -15,6 +15,7 @@ pub mod mesh;
 mod mesh_bench;
 pub mod node;
 pub mod output;
+pub mod service;
 pub mod swarm;
 
 #[derive(Debug, Parser)]
@@ -61,6 +62,8 @@ pub enum Command {
     Swarm(swarm::SwarmArgs),
     /// Manage swarm nodes.
     Node(node::NodeArgs),
+    /// Manage swarm services.
+    Service(Box<service::ServiceArgs>),
     /// Display system-wide information.
     Info,
     /// The routing mesh seen from the kernel: packet traces and counters.
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(args) => daemon::run(args),
         Command::Swarm(args) => swarm::run(cli.host.as_deref(), args),
         Command::Node(args) => node::run(cli.host.as_deref(), args),
+        Command::Service(args) => service::run(cli.host.as_deref(), *args),
         Command::Info => info::run(cli.host.as_deref()),
         Command::Mesh(args) => mesh::run(args),
     }

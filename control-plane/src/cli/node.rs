@@ -46,6 +46,14 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// List tasks running on one or more nodes, defaults to current node.
+    Ps {
+        #[command(flatten)]
+        table: super::service::TaskTableArgs,
+        /// Node IDs, hostnames or `self`.
+        #[arg(default_value = "self")]
+        nodes: Vec<String>,
+    },
     /// Update a node.
     Update {
         /// Availability of the node ("active", "pause", "drain").
@@ -103,6 +111,11 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
                     let value: Vec<NodeJson> = found.iter().map(node_json).collect();
                     println!("{}", indent_json(&value));
                 }
+            }
+            NodeCommand::Ps { table, nodes } => {
+                let queries: Vec<(String, String)> =
+                    nodes.into_iter().map(|n| (String::new(), n)).collect();
+                super::service::print_tasks(&mut client, &queries, &table).await?;
             }
             NodeCommand::Promote { nodes } => {
                 change_roles(&mut client, &nodes, pb::Role::Manager).await?;

@@ -124,55 +124,65 @@ impl pb::control_server::Control for LocalControl {
         reply(m.remove_node(r.into_inner()).await)
     }
 
-    // Services and tasks: the API helper fills these in (issue 5).
     type ServiceLogsStream = crate::api::ReplyStream<pb::LogLine>;
 
     async fn create_service(
         &self,
-        _r: tonic::Request<pb::CreateServiceRequest>,
+        r: tonic::Request<pb::CreateServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
-        Err(crate::api::not_yet("CreateService"))
+        let m = self.manager()?;
+        reply(m.create_service(r.into_inner()).await)
     }
 
     async fn update_service(
         &self,
-        _r: tonic::Request<pb::UpdateServiceRequest>,
+        r: tonic::Request<pb::UpdateServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
-        Err(crate::api::not_yet("UpdateService"))
+        let m = self.manager()?;
+        reply(m.update_service(r.into_inner()).await)
     }
 
     async fn remove_service(
         &self,
-        _r: tonic::Request<pb::RemoveServiceRequest>,
+        r: tonic::Request<pb::RemoveServiceRequest>,
     ) -> Reply<pb::RemoveServiceResponse> {
-        Err(crate::api::not_yet("RemoveService"))
+        let m = self.manager()?;
+        reply(m.remove_service(r.into_inner()).await)
     }
 
     async fn inspect_service(
         &self,
-        _r: tonic::Request<pb::InspectServiceRequest>,
+        r: tonic::Request<pb::InspectServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
-        Err(crate::api::not_yet("InspectService"))
+        let m = self.manager()?;
+        reply(m.inspect_service(r.into_inner()).await)
     }
 
     async fn list_services(
         &self,
-        _r: tonic::Request<pb::ListServicesRequest>,
+        r: tonic::Request<pb::ListServicesRequest>,
     ) -> Reply<pb::ListServicesResponse> {
-        Err(crate::api::not_yet("ListServices"))
+        let m = self.manager()?;
+        reply(m.list_services(r.into_inner()).await)
     }
 
     async fn list_tasks(
         &self,
-        _r: tonic::Request<pb::ListTasksRequest>,
+        r: tonic::Request<pb::ListTasksRequest>,
     ) -> Reply<pb::ListTasksResponse> {
-        Err(crate::api::not_yet("ListTasks"))
+        let m = self.manager()?;
+        let mut request = r.into_inner();
+        if request.node == "self" {
+            request.node = m.node_id.clone();
+        }
+        reply(m.list_tasks(request).await)
     }
 
     async fn service_logs(
         &self,
-        _r: tonic::Request<pb::ServiceLogsRequest>,
+        r: tonic::Request<pb::ServiceLogsRequest>,
     ) -> Reply<Self::ServiceLogsStream> {
-        Err(crate::api::not_yet("ServiceLogs"))
+        let m = self.manager()?;
+        reply(m.service_logs(r.into_inner()).await)
     }
 }

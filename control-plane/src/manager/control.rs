@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{Manager, ManagerSlot, cluster, nodes, request_with_timeout, timers};
+use super::{
+    Manager, ManagerSlot, cluster, logs, nodes, request_with_timeout, services, tasks, timers,
+};
 use crate::api::{ApiError, pb};
 use crate::pki::Role;
 
@@ -96,6 +98,56 @@ impl Manager {
     ) -> Result<pb::RemoveNodeResponse, ApiError> {
         leader_call!(self, r, nodes::remove, remove_node)
     }
+
+    pub async fn create_service(
+        self: &Arc<Self>,
+        r: pb::CreateServiceRequest,
+    ) -> Result<pb::ServiceReply, ApiError> {
+        leader_call!(self, r, services::create, create_service)
+    }
+
+    pub async fn update_service(
+        self: &Arc<Self>,
+        r: pb::UpdateServiceRequest,
+    ) -> Result<pb::ServiceReply, ApiError> {
+        leader_call!(self, r, services::update, update_service)
+    }
+
+    pub async fn remove_service(
+        self: &Arc<Self>,
+        r: pb::RemoveServiceRequest,
+    ) -> Result<pb::RemoveServiceResponse, ApiError> {
+        leader_call!(self, r, services::remove, remove_service)
+    }
+
+    pub async fn inspect_service(
+        self: &Arc<Self>,
+        r: pb::InspectServiceRequest,
+    ) -> Result<pb::ServiceReply, ApiError> {
+        leader_call!(self, r, services::inspect, inspect_service)
+    }
+
+    pub async fn list_services(
+        self: &Arc<Self>,
+        r: pb::ListServicesRequest,
+    ) -> Result<pb::ListServicesResponse, ApiError> {
+        leader_call!(self, r, services::list, list_services)
+    }
+
+    pub async fn list_tasks(
+        self: &Arc<Self>,
+        r: pb::ListTasksRequest,
+    ) -> Result<pb::ListTasksResponse, ApiError> {
+        leader_call!(self, r, tasks::list, list_tasks)
+    }
+
+    /// Answered here, not at the leader (see `manager::logs`).
+    pub async fn service_logs(
+        self: &Arc<Self>,
+        r: pb::ServiceLogsRequest,
+    ) -> Result<crate::api::ReplyStream<pb::LogLine>, ApiError> {
+        logs::stream(self, r).await
+    }
 }
 
 /// `Control` on the node port: managers only (a worker's certificate is refused with
@@ -175,55 +227,61 @@ impl pb::control_server::Control for ControlService {
         reply(m.remove_node(r.into_inner()).await)
     }
 
-    // Services and tasks: the API helper fills these in (issue 5).
     type ServiceLogsStream = crate::api::ReplyStream<pb::LogLine>;
 
     async fn create_service(
         &self,
-        _r: tonic::Request<pb::CreateServiceRequest>,
+        r: tonic::Request<pb::CreateServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
-        Err(crate::api::not_yet("CreateService"))
+        let m = self.manager(&r)?;
+        reply(m.create_service(r.into_inner()).await)
     }
 
     async fn update_service(
         &self,
-        _r: tonic::Request<pb::UpdateServiceRequest>,
+        r: tonic::Request<pb::UpdateServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
-        Err(crate::api::not_yet("UpdateService"))
+        let m = self.manager(&r)?;
+        reply(m.update_service(r.into_inner()).await)
     }
 
     async fn remove_service(
         &self,
-        _r: tonic::Request<pb::RemoveServiceRequest>,
+        r: tonic::Request<pb::RemoveServiceRequest>,
     ) -> Reply<pb::RemoveServiceResponse> {
-        Err(crate::api::not_yet("RemoveService"))
+        let m = self.manager(&r)?;
+        reply(m.remove_service(r.into_inner()).await)
     }
 
     async fn inspect_service(
         &self,
-        _r: tonic::Request<pb::InspectServiceRequest>,
+        r: tonic::Request<pb::InspectServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
-        Err(crate::api::not_yet("InspectService"))
+        let m = self.manager(&r)?;
+        reply(m.inspect_service(r.into_inner()).await)
     }
 
     async fn list_services(
         &self,
-        _r: tonic::Request<pb::ListServicesRequest>,
+        r: tonic::Request<pb::ListServicesRequest>,
     ) -> Reply<pb::ListServicesResponse> {
-        Err(crate::api::not_yet("ListServices"))
+        let m = self.manager(&r)?;
+        reply(m.list_services(r.into_inner()).await)
     }
 
     async fn list_tasks(
         &self,
-        _r: tonic::Request<pb::ListTasksRequest>,
+        r: tonic::Request<pb::ListTasksRequest>,
     ) -> Reply<pb::ListTasksResponse> {
-        Err(crate::api::not_yet("ListTasks"))
+        let m = self.manager(&r)?;
+        reply(m.list_tasks(r.into_inner()).await)
     }
 
     async fn service_logs(
         &self,
-        _r: tonic::Request<pb::ServiceLogsRequest>,
+        r: tonic::Request<pb::ServiceLogsRequest>,
     ) -> Reply<Self::ServiceLogsStream> {
-        Err(crate::api::not_yet("ServiceLogs"))
+        let m = self.manager(&r)?;
+        reply(m.service_logs(r.into_inner()).await)
     }
 }

@@ -10,9 +10,13 @@
 pub mod ca;
 pub mod cluster;
 pub mod control;
+pub mod logs;
 pub mod membership;
 pub mod nodes;
 pub mod retry;
+pub mod service_spec;
+pub mod services;
+pub mod tasks;
 pub mod timers;
 
 use std::collections::BTreeSet;
@@ -71,6 +75,10 @@ pub struct Manager {
     pub addr: String,
     pub peers: Arc<Peers>,
     pub dispatcher: Arc<Dispatcher>,
+    /// Held by the service API's writes, so that the name and ingress port checks and the
+    /// write that relies on them are one step for every API writer on this leader (the
+    /// store's optimistic concurrency only catches changes to the same objects).
+    pub(crate) service_writes: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -140,6 +148,7 @@ impl Manager {
             addr: params.addr,
             peers,
             dispatcher,
+            service_writes: tokio::sync::Mutex::new(()),
             stop,
             tasks,
         }))
@@ -241,17 +250,19 @@ impl Manager {
         change: impl FnMut(&mut crate::store::WriteTx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let write = retry::update(&self.store, change);
-        let quorum_lost = async {
-            loop {
-                tokio::time::sleep(timers::LEADER_RETRY).await;
-                if self.route() == Route::NoLeader {
-                    return;
-                }
-            }
-        };
         tokio::select! {
             result = write => result,
-            () = quorum_lost => Err(ApiError::NoLeader),
+            () = self.quorum_lost() => Err(ApiError::NoLeader),
+        }
+    }
+
+    /// Completes once this manager no longer reaches a majority (or leads no more).
+    pub async fn quorum_lost(&self) {
+        loop {
+            tokio::time::sleep(timers::LEADER_RETRY).await;
+            if self.route() == Route::NoLeader {
+                return;
+            }
         }
     }
 

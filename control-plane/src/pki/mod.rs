@@ -29,7 +29,7 @@ mod ca_tests;
 #[cfg(test)]
 mod handshake_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use authz::{AuthzError, authorize, peer_identity, require_role};
 pub use ca::{

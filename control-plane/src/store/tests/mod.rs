@@ -45,7 +45,7 @@ async fn start(router: &LocalRouter, dir: &Path, id: NodeId) -> Store {
 }
 
 /// A one-manager swarm, initialised and leading.
-async fn single_manager(dir: &Path) -> Store {
+pub(crate) async fn single_manager(dir: &Path) -> Store {
     let router = LocalRouter::new();
     let store = start(&router, dir, 1).await;
     store.bootstrap(api_addr(1)).await.unwrap();

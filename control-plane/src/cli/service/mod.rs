@@ -1,0 +1,1018 @@
+//! `hive service create|ls|ps|inspect|logs|scale|update|rm`, with docker's flags, columns and
+//! texts (docker/cli `cli/command/service/*`). Specs travel to the manager as the store's own
+//! JSON (docs/control-plane.md, "Payloads").
+
+pub mod opts;
+pub mod progress;
+pub mod render;
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
+
+use self::opts::{
+    env_add, env_rm, parse_constraint, parse_cpus, parse_env, parse_labels, parse_memory,
+    parse_publish, publish_add, publish_rm, random_name,
+};
+use self::render::{ServiceRow, TaskFilter, TaskTableOptions, log_context, render_tasks};
+use super::output::{CliFailure, parse_duration, run_client};
+use crate::api::pb;
+use crate::client::{DaemonClient, describe};
+use crate::store::objects::{
+    EndpointMode, PortConfig, RestartCondition, Service, ServiceMode, ServiceSpec, Task,
+};
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    pub command: ServiceCommand,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Replicated,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RestartConditionArg {
+    None,
+    OnFailure,
+    Any,
+}
+
+impl From<RestartConditionArg> for RestartCondition {
+    fn from(c: RestartConditionArg) -> Self {
+        match c {
+            RestartConditionArg::None => Self::None,
+            RestartConditionArg::OnFailure => Self::OnFailure,
+            RestartConditionArg::Any => Self::Any,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EndpointModeArg {
+    Vip,
+    Dnsrr,
+}
+
+/// Flags `create` and `update` share (omitted = default on create, unchanged on update).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonOpts {
+    /// Number of tasks.
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Reserve CPUs.
+    #[arg(long, value_parser = parse_cpus)]
+    pub reserve_cpu: Option<i64>,
+    /// Reserve Memory.
+    #[arg(long, value_parser = parse_memory)]
+    pub reserve_memory: Option<i64>,
+    /// Limit CPUs.
+    #[arg(long, value_parser = parse_cpus)]
+    pub limit_cpu: Option<i64>,
+    /// Limit Memory.
+    #[arg(long, value_parser = parse_memory)]
+    pub limit_memory: Option<i64>,
+    /// Restart when condition is met ("none", "on-failure", "any") (default "any").
+    #[arg(long, value_enum)]
+    pub restart_condition: Option<RestartConditionArg>,
+    /// Delay between restart attempts (ns|us|ms|s|m|h) (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_delay: Option<Duration>,
+    /// Maximum number of restarts before giving up.
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_window: Option<Duration>,
+    /// Endpoint mode (vip or dnsrr) (default "vip").
+    #[arg(long, value_enum)]
+    pub endpoint_mode: Option<EndpointModeArg>,
+    /// Container hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Time to wait before force killing a container (ns|us|ms|s|m|h) (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_grace_period: Option<Duration>,
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a new service.
+    #[command(override_usage = "hive service create [OPTIONS] IMAGE [COMMAND] [ARG...]")]
+    Create {
+        /// Service name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Service mode ("replicated", "global").
+        #[arg(long, value_enum, default_value = "replicated")]
+        mode: ModeArg,
+        /// Publish a port as a node port (`8080:80`, `8080:80/udp`,
+        /// `published=8080,target=80,protocol=udp,mode=host`).
+        #[arg(short, long, value_parser = parse_publish)]
+        publish: Vec<PortConfig>,
+        /// Set environment variables.
+        #[arg(short, long, value_parser = parse_env)]
+        env: Vec<String>,
+        /// Placement constraints.
+        #[arg(long, value_parser = parse_constraint)]
+        constraint: Vec<String>,
+        /// Service labels.
+        #[arg(short, long)]
+        label: Vec<String>,
+        #[command(flatten)]
+        common: CommonOpts,
+        /// Image, then the command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        image_and_args: Vec<String>,
+    },
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List the tasks of one or more services.
+    Ps {
+        #[command(flatten)]
+        table: TaskTableArgs,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Display detailed information on one or more services.
+    Inspect {
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Fetch the logs of a service or task.
+    Logs {
+        /// Follow log output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show from the end of the logs (default "all").
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show timestamps.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        target: String,
+    },
+    /// Scale one or multiple replicated services.
+    Scale {
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long)]
+        detach: bool,
+        /// SERVICE=REPLICAS pairs.
+        #[arg(required = true)]
+        scales: Vec<String>,
+    },
+    /// Update a service.
+    Update {
+        #[command(flatten)]
+        update: UpdateOpts,
+        service: String,
+    },
+    /// Revert changes to a service's configuration.
+    Rollback {
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long)]
+        detach: bool,
+        service: String,
+    },
+    /// Remove one or more services.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+/// `service update`'s flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpdateOpts {
+    /// Service image tag.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Add or update an environment variable.
+    #[arg(long, value_parser = parse_env)]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable.
+    #[arg(long)]
+    pub env_rm: Vec<String>,
+    /// Add or update a published port.
+    #[arg(long, value_parser = parse_publish)]
+    pub publish_add: Vec<PortConfig>,
+    /// Remove a published port by its target port.
+    #[arg(long)]
+    pub publish_rm: Vec<String>,
+    /// Add or update a placement constraint.
+    #[arg(long, value_parser = parse_constraint)]
+    pub constraint_add: Vec<String>,
+    /// Remove a constraint.
+    #[arg(long)]
+    pub constraint_rm: Vec<String>,
+    /// Add or update a service label.
+    #[arg(long)]
+    pub label_add: Vec<String>,
+    /// Remove a label by its key.
+    #[arg(long)]
+    pub label_rm: Vec<String>,
+    /// Force update even if no changes require it.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+/// Applies `service update`'s flags to `spec` (removals before additions, as docker).
+pub fn apply_update(spec: &mut ServiceSpec, opts: &UpdateOpts) -> Result<(), CliFailure> {
+    if let Some(image) = &opts.image {
+        spec.task_template.container.image = image.clone();
+    }
+    let env = &mut spec.task_template.container.env;
+    for key in &opts.env_rm {
+        env_rm(env, key);
+    }
+    for entry in &opts.env_add {
+        env_add(env, entry);
+    }
+    let ports = &mut spec.endpoint_spec.ports;
+    for text in &opts.publish_rm {
+        publish_rm(ports, text).map_err(CliFailure::Usage)?;
+    }
+    for port in &opts.publish_add {
+        publish_add(ports, port.clone());
+    }
+    let constraints = &mut spec.task_template.placement.constraints;
+    constraints.retain(|c| !opts.constraint_rm.iter().any(|r| r.trim() == c));
+    for c in &opts.constraint_add {
+        if !constraints.contains(c) {
+            constraints.push(c.clone());
+        }
+    }
+    let labels = &mut spec.annotations.labels;
+    for key in &opts.label_rm {
+        labels.remove(key);
+    }
+    labels.extend(parse_labels(&opts.label_add));
+    if opts.force {
+        spec.task_template.force_update += 1;
+    }
+    apply_common(spec, &opts.common)
+}
+
+/// Flags of the task table (`service ps`, `node ps`).
+#[derive(Debug, Clone, Args)]
+pub struct TaskTableArgs {
+    /// Only display task IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter output based on conditions provided (desired-state, id, name, node).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+}
+
+impl TaskTableArgs {
+    fn options(&self) -> TaskTableOptions {
+        TaskTableOptions {
+            no_trunc: self.no_trunc,
+            quiet: self.quiet,
+        }
+    }
+
+    /// The `--filter` flags.
+    pub fn task_filter(&self) -> Result<TaskFilter, CliFailure> {
+        TaskFilter::parse(&self.filter).map_err(CliFailure::Usage)
+    }
+}
+
+/// Decodes a store object the manager sent.
+pub fn decode<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, CliFailure> {
+    serde_json::from_slice(json)
+        .map_err(|e| CliFailure::Usage(format!("cannot read the daemon's answer: {e}")))
+}
+
+fn encode(spec: &ServiceSpec) -> Result<Vec<u8>, CliFailure> {
+    serde_json::to_vec(spec).map_err(|e| CliFailure::Usage(format!("cannot encode the spec: {e}")))
+}
+
+/// Applies the shared flags that were given to `spec`.
+pub fn apply_common(spec: &mut ServiceSpec, common: &CommonOpts) -> Result<(), CliFailure> {
+    let template = &mut spec.task_template;
+    if let Some(replicas) = common.replicas {
+        match &mut spec.mode {
+            ServiceMode::Replicated { replicas: r } => *r = replicas,
+            ServiceMode::Global => {
+                return Err(CliFailure::Usage(
+                    "replicas can only be used with replicated or replicated-job mode".to_owned(),
+                ));
+            }
+        }
+    }
+    let resources = &mut template.resources;
+    if let Some(v) = common.reserve_cpu {
+        resources.reservations.nano_cpus = v;
+    }
+    if let Some(v) = common.reserve_memory {
+        resources.reservations.memory_bytes = v;
+    }
+    if let Some(v) = common.limit_cpu {
+        resources.limits.nano_cpus = v;
+    }
+    if let Some(v) = common.limit_memory {
+        resources.limits.memory_bytes = v;
+    }
+    let restart = &mut template.restart_policy;
+    if let Some(c) = common.restart_condition {
+        restart.condition = c.into();
+    }
+    if let Some(d) = common.restart_delay {
+        restart.delay = d;
+    }
+    if let Some(n) = common.restart_max_attempts {
+        restart.max_attempts = n;
+    }
+    if let Some(w) = common.restart_window {
+        restart.window = w;
+    }
+    if let Some(mode) = common.endpoint_mode {
+        spec.endpoint_spec.mode = match mode {
+            EndpointModeArg::Vip => EndpointMode::Vip,
+            EndpointModeArg::Dnsrr => EndpointMode::Dnsrr,
+        };
+    }
+    let container = &mut template.container;
+    if let Some(h) = &common.hostname {
+        container.hostname = h.clone();
+    }
+    if let Some(w) = &common.workdir {
+        container.workdir = w.clone();
+    }
+    if let Some(e) = &common.entrypoint {
+        container.command = e.split_whitespace().map(str::to_owned).collect();
+    }
+    if let Some(g) = common.stop_grace_period {
+        container.stop_grace_period = g;
+    }
+    Ok(())
+}
+
+/// The spec `service create` sends.
+#[allow(clippy::too_many_arguments)]
+pub fn create_spec(
+    name: Option<String>,
+    mode: ModeArg,
+    publish: Vec<PortConfig>,
+    env: Vec<String>,
+    constraint: Vec<String>,
+    label: &[String],
+    common: &CommonOpts,
+    image_and_args: &[String],
+) -> Result<ServiceSpec, CliFailure> {
+    let mut spec = ServiceSpec::default();
+    spec.annotations.name = name.unwrap_or_else(random_name);
+    spec.annotations.labels = parse_labels(label);
+    spec.mode = match mode {
+        ModeArg::Replicated => ServiceMode::Replicated { replicas: 1 },
+        ModeArg::Global => ServiceMode::Global,
+    };
+    let (image, args) = image_and_args.split_first().ok_or_else(|| {
+        CliFailure::Usage("\"hive service create\" requires at least 1 argument.".to_owned())
+    })?;
+    let container = &mut spec.task_template.container;
+    container.image = image.clone();
+    container.args = args.to_vec();
+    container.env = env;
+    spec.task_template.placement.constraints = constraint;
+    spec.endpoint_spec.ports = publish;
+    apply_common(&mut spec, common)?;
+    Ok(spec)
+}
+
+/// `SERVICE=REPLICAS`.
+pub fn parse_scale(text: &str) -> Result<(String, u64), CliFailure> {
+    text.split_once('=')
+        .and_then(|(name, n)| Some((name.to_owned(), n.parse().ok()?)))
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| {
+            CliFailure::Usage(format!(
+                "invalid scale specifier '{text}'.\nSee 'hive service scale --help'."
+            ))
+        })
+}
+
+async fn inspect(client: &mut DaemonClient, service: &str) -> Result<Service, CliFailure> {
+    let reply = client
+        .control
+        .inspect_service(pb::InspectServiceRequest {
+            service: service.to_owned(),
+        })
+        .await?
+        .into_inner();
+    decode(&reply.service_json)
+}
+
+/// Read-modify-write of a service's spec, read again and retried when another change
+/// committed in between (the manager answers `Aborted`).
+pub async fn modify_service(
+    client: &mut DaemonClient,
+    service: &str,
+    mut change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
+) -> Result<Service, CliFailure> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        let current = inspect(client, service).await?;
+        let mut spec = current.spec.clone();
+        change(&current, &mut spec)?;
+        let result = client
+            .control
+            .update_service(pb::UpdateServiceRequest {
+                service: current.id.clone(),
+                spec_json: encode(&spec)?,
+                version: current.meta.version,
+            })
+            .await;
+        match result {
+            Ok(reply) => return decode(&reply.into_inner().service_json),
+            Err(status) if status.code() == tonic::Code::Aborted && attempt < ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+}
+
+/// `service scale`'s change; docker's refusal for global services.
+pub fn set_replicas(
+    service: &str,
+    spec: &mut ServiceSpec,
+    replicas: u64,
+) -> Result<(), CliFailure> {
+    match &mut spec.mode {
+        ServiceMode::Replicated { replicas: r } => {
+            *r = replicas;
+            Ok(())
+        }
+        ServiceMode::Global => Err(CliFailure::Usage(format!(
+            "{service}: scale can only be used with replicated or replicated-job mode"
+        ))),
+    }
+}
+
+/// `service rollback`: the previous spec becomes the spec (and, as in Swarm, the current one
+/// the previous, so a second rollback undoes the first).
+pub async fn rollback(client: &mut DaemonClient, service: &str) -> Result<Service, CliFailure> {
+    modify_service(client, service, |current, spec| {
+        *spec = current.previous_spec.clone().ok_or_else(|| {
+            CliFailure::Usage(format!("service {service} does not have a previous spec"))
+        })?;
+        Ok(())
+    })
+    .await
+}
+
+async fn list_tasks(
+    client: &mut DaemonClient,
+    service: &str,
+    node: &str,
+) -> Result<(Vec<Task>, pb::ListTasksResponse), CliFailure> {
+    let list = client
+        .control
+        .list_tasks(pb::ListTasksRequest {
+            service: service.to_owned(),
+            node: node.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let tasks = decode(&list.tasks_json)?;
+    Ok((tasks, list))
+}
+
+/// The task table for `service` and/or `node` (`service ps`, `node ps`).
+pub async fn print_tasks(
+    client: &mut DaemonClient,
+    queries: &[(String, String)],
+    table: &TaskTableArgs,
+) -> Result<(), CliFailure> {
+    let filter = table.task_filter()?;
+    let mut all = Vec::new();
+    let mut seen = HashSet::new();
+    let mut names = (Default::default(), Default::default());
+    for (service, node) in queries {
+        let (tasks, list) = list_tasks(client, service, node).await?;
+        all.extend(tasks.into_iter().filter(|t| seen.insert(t.id.clone())));
+        names = (list.node_names, list.service_names);
+    }
+    all.retain(|t| filter.keep(t, &names.0, &names.1));
+    out(&render_tasks(
+        &all,
+        &names.0,
+        &names.1,
+        table.options(),
+        SystemTime::now(),
+    ));
+    Ok(())
+}
+
+/// Writes to stdout; false once the reader went away (`| head`), which is not an error.
+fn out(text: &str) -> bool {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_ok()
+}
+
+/// Prints one log line as docker does (`[TIMESTAMP ]CONTEXT    | TEXT`); false once stdout is
+/// closed.
+fn print_log_line(line: &pb::LogLine, no_trunc: bool, slot_digits: usize) -> bool {
+    let text = String::from_utf8_lossy(&line.line);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    if line.task_id.is_empty() {
+        eprintln!("{text}");
+        return true;
+    }
+    let context = log_context(
+        &line.service_name,
+        line.slot,
+        &line.task_id,
+        &line.node_name,
+        no_trunc,
+        slot_digits,
+    );
+    let stamp = if let Some(ts) = &line.timestamp {
+        format!("{} ", crate::cli::output::rfc3339(Some(ts)))
+    } else {
+        String::new()
+    };
+    let formatted = format!("{stamp}{context}    | {text}");
+    if line.stderr {
+        eprintln!("{formatted}");
+        true
+    } else {
+        out(&format!("{formatted}\n"))
+    }
+}
+
+pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
+    run_client(async move {
+        let mut client = DaemonClient::connect(host).await?;
+        match args.command {
+            ServiceCommand::Create {
+                name,
+                mode,
+                publish,
+                env,
+                constraint,
+                label,
+                common,
+                image_and_args,
+            } => {
+                let spec = create_spec(
+                    name,
+                    mode,
+                    publish,
+                    env,
+                    constraint,
+                    &label,
+                    &common,
+                    &image_and_args,
+                )?;
+                let reply = client
+                    .control
+                    .create_service(pb::CreateServiceRequest {
+                        spec_json: encode(&spec)?,
+                    })
+                    .await?
+                    .into_inner();
+                let service: Service = decode(&reply.service_json)?;
+                println!("{}", service.id);
+                if !common.detach {
+                    progress::wait_converged(&mut client, &service.id, false).await?;
+                }
+            }
+            ServiceCommand::Ls { quiet } => {
+                let list = client
+                    .control
+                    .list_services(pb::ListServicesRequest {})
+                    .await?
+                    .into_inner();
+                let rows = list
+                    .services
+                    .iter()
+                    .map(|s| {
+                        Ok(ServiceRow {
+                            service: decode(&s.service_json)?,
+                            running: s.running,
+                            desired: s.desired,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, CliFailure>>()?;
+                out(&render::render_ls(&rows, quiet));
+            }
+            ServiceCommand::Ps { table, services } => {
+                let queries: Vec<(String, String)> =
+                    services.into_iter().map(|s| (s, String::new())).collect();
+                print_tasks(&mut client, &queries, &table).await?;
+            }
+            ServiceCommand::Inspect { pretty, services } => {
+                let mut found = Vec::new();
+                for service in &services {
+                    found.push(inspect(&mut client, service).await?);
+                }
+                if pretty {
+                    let texts: Vec<String> = found.iter().map(render::render_pretty).collect();
+                    out(&texts.join("\n\n"));
+                } else {
+                    out(&format!("{}\n", indent_json(&found)));
+                }
+            }
+            ServiceCommand::Logs {
+                follow,
+                tail,
+                timestamps,
+                no_trunc,
+                target,
+            } => {
+                let tail = if tail == "all" {
+                    0
+                } else {
+                    tail.parse().map_err(|_| {
+                        CliFailure::Usage(format!(
+                            "invalid --tail \"{tail}\": use a number of lines or \"all\""
+                        ))
+                    })?
+                };
+                // docker pads slots to the replica count's digits; a task target gets none.
+                let slot_digits = match inspect(&mut client, &target).await {
+                    Ok(Service {
+                        spec:
+                            ServiceSpec {
+                                mode: ServiceMode::Replicated { replicas },
+                                ..
+                            },
+                        ..
+                    }) => replicas.to_string().len(),
+                    _ => 0,
+                };
+                let mut stream = client
+                    .control
+                    .service_logs(pb::ServiceLogsRequest {
+                        target,
+                        follow,
+                        tail,
+                        timestamps,
+                    })
+                    .await?
+                    .into_inner();
+                while let Some(line) = stream.next().await {
+                    if !print_log_line(&line?, no_trunc, slot_digits) {
+                        break;
+                    }
+                }
+            }
+            ServiceCommand::Scale { detach, scales } => {
+                let scales = scales
+                    .iter()
+                    .map(|s| parse_scale(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut errors = Vec::new();
+                let mut scaled = Vec::new();
+                for (service, replicas) in scales {
+                    let result = modify_service(&mut client, &service, |_, spec| {
+                        set_replicas(&service, spec, replicas)
+                    })
+                    .await;
+                    match result {
+                        Ok(_) => {
+                            println!("{service} scaled to {replicas}");
+                            scaled.push(service);
+                        }
+                        Err(CliFailure::Client(err)) => errors.push(err.to_string()),
+                        Err(CliFailure::Usage(message)) => errors.push(message),
+                    }
+                }
+                if !detach {
+                    for service in &scaled {
+                        progress::wait_converged(&mut client, service, false).await?;
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(CliFailure::Usage(errors.join("\n")));
+                }
+            }
+            ServiceCommand::Update { update, service } => {
+                modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
+                    .await?;
+                println!("{service}");
+                if !update.common.detach {
+                    progress::wait_converged(&mut client, &service, false).await?;
+                }
+            }
+            ServiceCommand::Rollback { detach, service } => {
+                rollback(&mut client, &service).await?;
+                println!("{service}");
+                if !detach {
+                    progress::wait_converged(&mut client, &service, true).await?;
+                }
+            }
+            ServiceCommand::Rm { services } => {
+                let mut errors = Vec::new();
+                for service in services {
+                    match client
+                        .control
+                        .remove_service(pb::RemoveServiceRequest {
+                            service: service.clone(),
+                        })
+                        .await
+                    {
+                        Ok(_) => println!("{service}"),
+                        Err(status) => errors.push(describe(&status)),
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(CliFailure::Usage(errors.join("\n")));
+                }
+            }
+        }
+        Ok::<(), CliFailure>(())
+    })
+}
+
+/// JSON indented with four spaces, as docker prints it.
+fn indent_json(value: &impl serde::Serialize) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    if value.serialize(&mut serializer).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::objects::TaskState;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    }
+
+    fn parse(args: &[&str]) -> ServiceCommand {
+        let mut all = vec!["service"];
+        all.extend_from_slice(args);
+        TestCli::try_parse_from(all).unwrap().command
+    }
+
+    fn spec_of(command: ServiceCommand) -> Result<ServiceSpec, CliFailure> {
+        let ServiceCommand::Create {
+            name,
+            mode,
+            publish,
+            env,
+            constraint,
+            label,
+            common,
+            image_and_args,
+        } = command
+        else {
+            panic!("not a create");
+        };
+        create_spec(
+            name,
+            mode,
+            publish,
+            env,
+            constraint,
+            &label,
+            &common,
+            &image_and_args,
+        )
+    }
+
+    #[test]
+    fn create_flags_build_the_spec() {
+        let spec = spec_of(parse(&[
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "-p",
+            "8080:80",
+            "--publish",
+            "published=53,target=53,protocol=udp,mode=host",
+            "-e",
+            "A=1",
+            "--constraint",
+            "node.role==manager",
+            "--limit-memory",
+            "512M",
+            "--reserve-cpu",
+            "0.5",
+            "--restart-condition",
+            "on-failure",
+            "--restart-delay",
+            "2s",
+            "--endpoint-mode",
+            "dnsrr",
+            "-l",
+            "tier=front",
+            "--entrypoint",
+            "/bin/sh -c",
+            "--stop-grace-period",
+            "1m",
+            "-d",
+            "hive/whoami",
+            "--port",
+            "80",
+        ]))
+        .unwrap();
+        assert_eq!(spec.annotations.name, "web");
+        assert_eq!(spec.annotations.labels["tier"], "front");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+        let c = &spec.task_template.container;
+        assert_eq!(c.image, "hive/whoami");
+        assert_eq!(c.args, ["--port", "80"]);
+        assert_eq!(c.command, ["/bin/sh", "-c"]);
+        assert_eq!(c.env, ["A=1"]);
+        assert_eq!(c.stop_grace_period, Duration::from_secs(60));
+        assert_eq!(spec.endpoint_spec.ports.len(), 2);
+        assert_eq!(spec.endpoint_spec.mode, EndpointMode::Dnsrr);
+        assert_eq!(spec.task_template.resources.limits.memory_bytes, 512 << 20);
+        assert_eq!(
+            spec.task_template.resources.reservations.nano_cpus,
+            500_000_000
+        );
+        assert_eq!(
+            spec.task_template.restart_policy.condition,
+            RestartCondition::OnFailure
+        );
+        assert_eq!(
+            spec.task_template.restart_policy.delay,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            spec.task_template.placement.constraints,
+            ["node.role==manager"]
+        );
+    }
+
+    #[test]
+    fn create_defaults_and_refusals() {
+        let spec = spec_of(parse(&["create", "hive/echo"])).unwrap();
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 1 });
+        assert!(!spec.annotations.name.is_empty());
+        let err = spec_of(parse(&[
+            "create",
+            "--mode",
+            "global",
+            "--replicas",
+            "2",
+            "x",
+        ]));
+        let Err(CliFailure::Usage(message)) = err else {
+            panic!("global with --replicas was accepted");
+        };
+        assert_eq!(
+            message,
+            "replicas can only be used with replicated or replicated-job mode"
+        );
+        let bad = TestCli::try_parse_from(["service", "create", "-p", "8080:80/sctp", "x"]);
+        assert!(bad.is_err());
+        let bad = TestCli::try_parse_from(["service", "create", "--limit-memory", "lots", "x"]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn update_flags_modify_the_spec() {
+        let mut spec = spec_of(parse(&[
+            "create",
+            "--name",
+            "web",
+            "-e",
+            "A=1",
+            "-e",
+            "B=2",
+            "-p",
+            "8080:80",
+            "--constraint",
+            "node.role==worker",
+            "-l",
+            "old=1",
+            "hive/whoami",
+        ]))
+        .unwrap();
+        let ServiceCommand::Update { update, service } = parse(&[
+            "update",
+            "--image",
+            "hive/echo",
+            "--env-add",
+            "A=3",
+            "--env-rm",
+            "B",
+            "--publish-rm",
+            "80",
+            "--publish-add",
+            "9090:90/udp",
+            "--constraint-rm",
+            "node.role==worker",
+            "--constraint-add",
+            "node.labels.zone==a",
+            "--label-rm",
+            "old",
+            "--label-add",
+            "new=2",
+            "--force",
+            "--replicas",
+            "4",
+            "-d",
+            "web",
+        ]) else {
+            panic!("not an update");
+        };
+        assert_eq!(service, "web");
+        apply_update(&mut spec, &update).unwrap();
+        assert_eq!(spec.task_template.container.image, "hive/echo");
+        assert_eq!(spec.task_template.container.env, ["A=3"]);
+        assert_eq!(
+            spec.endpoint_spec.ports,
+            [parse_publish("9090:90/udp").unwrap()]
+        );
+        assert_eq!(
+            spec.task_template.placement.constraints,
+            ["node.labels.zone==a"]
+        );
+        assert_eq!(spec.annotations.labels.len(), 1);
+        assert_eq!(spec.annotations.labels["new"], "2");
+        assert_eq!(spec.task_template.force_update, 1);
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 4 });
+        assert!(update.common.detach);
+
+        // Flags not given leave the spec alone.
+        let before = spec.clone();
+        apply_update(&mut spec, &UpdateOpts::default()).unwrap();
+        assert_eq!(spec, before);
+    }
+
+    #[test]
+    fn scale_specifiers_and_filters() {
+        assert_eq!(parse_scale("web=5").unwrap(), ("web".to_owned(), 5));
+        let Err(CliFailure::Usage(message)) = parse_scale("web") else {
+            panic!("a bad scale specifier was accepted");
+        };
+        assert!(message.starts_with("invalid scale specifier 'web'."));
+        let mut global = ServiceSpec {
+            mode: ServiceMode::Global,
+            ..ServiceSpec::default()
+        };
+        let Err(CliFailure::Usage(message)) = set_replicas("agent", &mut global, 2) else {
+            panic!("a global service was scaled");
+        };
+        assert_eq!(
+            message,
+            "agent: scale can only be used with replicated or replicated-job mode"
+        );
+        assert!(parse_scale("=3").is_err());
+        let ServiceCommand::Ps { table, .. } =
+            parse(&["ps", "--filter", "desired-state=running", "web"])
+        else {
+            panic!("not ps");
+        };
+        assert_eq!(table.task_filter().unwrap().desired, [TaskState::Running]);
+        let ServiceCommand::Ps { table, .. } = parse(&["ps", "-f", "label=x", "web"]) else {
+            panic!("not ps");
+        };
+        assert!(table.task_filter().is_err());
+    }
+}

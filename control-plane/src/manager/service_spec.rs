@@ -36,10 +36,8 @@ pub enum SpecError {
     DuplicatePublished { port: u16 },
     #[error("EndpointSpec: port published with ingress mode can't be used with dnsrr mode")]
     IngressWithDnsrr,
-    #[error(
-        "invalid constraint \"{expression}\": use KEY==value or KEY!=value, e.g. node.role==manager"
-    )]
-    Constraint { expression: String },
+    #[error(transparent)]
+    Constraint(crate::scheduler::constraint::ConstraintError),
     #[error("invalid {what} {value}: resources can't be negative")]
     NegativeResource { what: &'static str, value: i64 },
     #[error(
@@ -80,21 +78,11 @@ fn is_dns_component(name: &str) -> bool {
 }
 
 /// A light check of one `--constraint` expression.
-// TODO(#5): the integrator replaces this with `scheduler::constraint::Constraint::parse`,
-// so that the API refuses exactly what the scheduler could not evaluate.
+/// The scheduler's own parser: the API refuses exactly what the scheduler could not evaluate.
 fn check_constraint(expression: &str) -> Result<(), SpecError> {
-    let ok = ["==", "!="].iter().any(|op| {
-        expression
-            .split_once(op)
-            .is_some_and(|(key, value)| !key.trim().is_empty() && !value.trim().is_empty())
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Constraint {
-            expression: expression.to_owned(),
-        })
-    }
+    crate::scheduler::constraint::Constraint::parse(expression)
+        .map(drop)
+        .map_err(SpecError::Constraint)
 }
 
 /// Everything that can be checked on the spec alone (no other objects).
@@ -289,7 +277,7 @@ pub(crate) mod tests {
         s.task_template.placement.constraints = vec!["node.labels.zone != b".into()];
         assert_eq!(validate(&s), Ok(()));
         s.task_template.placement.constraints = vec!["node.role=manager".into()];
-        assert!(matches!(validate(&s), Err(SpecError::Constraint { .. })));
+        assert!(matches!(validate(&s), Err(SpecError::Constraint(_))));
     }
 
     #[test]

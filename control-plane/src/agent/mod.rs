@@ -3,8 +3,13 @@
 //! and the mesh it programs from the leader's [`mesh_view::MeshView`] (`mesh_state`).
 //! docs/agent.md tells the whole story.
 
+pub mod assignment;
+pub mod mesh;
 pub mod mesh_state;
 pub mod mesh_view;
 pub mod session;
+pub mod status;
+pub mod task_runner;
+pub mod worker;
 
 pub use session::{Session, SessionEvent};

@@ -32,6 +32,12 @@ pub struct DaemonArgs {
     /// How long in-flight requests may run on SIGTERM/SIGINT (e.g. 10s).
     #[arg(long, value_parser = super::output::parse_duration, default_value = "10s")]
     pub shutdown_grace: std::time::Duration,
+    /// Run without the data plane: tasks get no networks and no mesh is programmed.
+    #[arg(long)]
+    pub no_dataplane: bool,
+    /// Where this node's BPF programs and maps are pinned [default: /sys/fs/bpf/hive/<node-id>].
+    #[arg(long)]
+    pub bpf_pin_dir: Option<PathBuf>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +52,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.shutdown_grace
         },
+        no_dataplane: args.no_dataplane,
+        bpf_pin_dir: args.bpf_pin_dir,
     };
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

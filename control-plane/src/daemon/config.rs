@@ -25,6 +25,12 @@ pub struct DaemonConfig {
     /// otherwise (kept for the data plane).
     pub data_path_port: Option<u16>,
     pub shutdown_grace: Duration,
+    /// `--no-dataplane`: run tasks without networks and program no mesh (nodes without
+    /// root or BPF, control-plane tests).
+    pub no_dataplane: bool,
+    /// `--bpf-pin-dir`: where this node's BPF programs and maps are pinned; by default
+    /// `/sys/fs/bpf/hive/<node-id>`.
+    pub bpf_pin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 //! node port (mTLS)         ── Raft, Ca, Dispatcher, Control ─────────▶ Manager (if any)
 //! ```
 
+pub mod agent;
 pub mod config;
 pub mod local_api;
 pub mod node;

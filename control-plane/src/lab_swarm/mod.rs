@@ -112,6 +112,9 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         .args(["--listen-addr", "0.0.0.0:2377"])
         .arg("--advertise-addr")
         .arg(state.underlay_addr.to_string())
+        // Under the lab's pin directory, so `hive lab down` removes the pins.
+        .arg("--bpf-pin-dir")
+        .arg(naming::bpf_pin_dir(lab.name(), member(node)?))
         .env(
             "HIVE_LOG",
             std::env::var("HIVE_LOG").unwrap_or_else(|_| "info".to_owned()),

@@ -216,6 +216,9 @@ impl Dispatcher {
 }
 
 #[cfg(test)]
+mod store_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -4,6 +4,7 @@
 //! docs/agent.md tells the whole story.
 
 pub mod assignment;
+pub mod logs_service;
 pub mod mesh;
 pub mod mesh_state;
 pub mod mesh_view;

@@ -38,6 +38,9 @@ pub struct DaemonArgs {
     /// Where this node's BPF programs and maps are pinned [default: /sys/fs/bpf/hive/<node-id>].
     #[arg(long)]
     pub bpf_pin_dir: Option<PathBuf>,
+    /// Where task network namespaces are mounted [default: /run/hive/<node-id>].
+    #[arg(long)]
+    pub task_run_dir: Option<PathBuf>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -54,6 +57,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         },
         no_dataplane: args.no_dataplane,
         bpf_pin_dir: args.bpf_pin_dir,
+        task_run_dir: args.task_run_dir,
     };
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

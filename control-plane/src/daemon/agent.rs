@@ -129,6 +129,12 @@ impl NodeAgent {
             None => Arc::new(NoNetworks),
         };
         let namespace_executor = ExecutorConfig::for_daemon(&file.node_id, &config.data_dir)
+            .map(|mut c| {
+                if let Some(dir) = &config.task_run_dir {
+                    c.run_dir.clone_from(dir);
+                }
+                c
+            })
             .and_then(|c| NamespaceExecutor::new(c, attacher))
             .map(Arc::new);
         let (executor, namespace_executor): (Arc<dyn Executor>, _) = match namespace_executor {

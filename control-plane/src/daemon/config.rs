@@ -31,6 +31,9 @@ pub struct DaemonConfig {
     /// `--bpf-pin-dir`: where this node's BPF programs and maps are pinned; by default
     /// `/sys/fs/bpf/hive/<node-id>`.
     pub bpf_pin_dir: Option<PathBuf>,
+    /// `--task-run-dir`: where task network namespaces are mounted; by default
+    /// `/run/hive/<node-id>` (a lab puts it in the node's directory so `lab down` finds it).
+    pub task_run_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

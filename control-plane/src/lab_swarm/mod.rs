@@ -115,6 +115,9 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         // Under the lab's pin directory, so `hive lab down` removes the pins.
         .arg("--bpf-pin-dir")
         .arg(naming::bpf_pin_dir(lab.name(), member(node)?))
+        // Task namespaces under the node's directory, where `hive lab down` unmounts them.
+        .arg("--task-run-dir")
+        .arg(naming::member_dir(lab.name(), member(node)?).join("run"))
         .env(
             "HIVE_LOG",
             std::env::var("HIVE_LOG").unwrap_or_else(|_| "info".to_owned()),

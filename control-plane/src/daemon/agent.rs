@@ -18,9 +18,7 @@ use crate::agent::status::StatusQueue;
 use crate::agent::task_runner::PreparedStore;
 use crate::agent::worker::{MeshSink, NoExecutor, Worker};
 use crate::dispatcher::Observation;
-use crate::executor::{
-    Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoNetworks, PreparedTask,
-};
+use crate::executor::{Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoNetworks};
 use crate::gossip::{DEFAULT_GOSSIP_PORT, Gossip, GossipConfig, MembershipEvent};
 use crate::manager::ManagerSlot;
 
@@ -46,60 +44,6 @@ pub struct NodeAgent {
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     gossip: tokio::sync::Mutex<Option<Gossip>>,
-}
-
-/// An executor that forwards to a shared `NamespaceExecutor` (so the agent can also call
-/// its inherent `release`).
-#[derive(Debug)]
-struct Shared(Arc<NamespaceExecutor>);
-
-impl Executor for Shared {
-    fn prepare<'a>(
-        &'a self,
-        spec: &'a crate::executor::TaskSpec,
-    ) -> futures::future::BoxFuture<'a, Result<PreparedTask, crate::executor::ExecutorError>> {
-        self.0.prepare(spec)
-    }
-    fn start<'a>(
-        &'a self,
-        task: &'a PreparedTask,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::executor::StartedTask, crate::executor::ExecutorError>,
-    > {
-        self.0.start(task)
-    }
-    fn wait<'a>(
-        &'a self,
-        task: &'a PreparedTask,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::executor::ExitStatus, crate::executor::ExecutorError>,
-    > {
-        self.0.wait(task)
-    }
-    fn shutdown<'a>(
-        &'a self,
-        task: &'a PreparedTask,
-    ) -> futures::future::BoxFuture<'a, Result<(), crate::executor::ExecutorError>> {
-        self.0.shutdown(task)
-    }
-    fn remove<'a>(
-        &'a self,
-        task: &'a PreparedTask,
-    ) -> futures::future::BoxFuture<'a, Result<(), crate::executor::ExecutorError>> {
-        self.0.remove(task)
-    }
-    fn logs<'a>(
-        &'a self,
-        task: &'a PreparedTask,
-        options: crate::executor::LogOptions,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::executor::LogReader, crate::executor::ExecutorError>,
-    > {
-        self.0.logs(task, options)
-    }
 }
 
 impl NodeAgent {
@@ -138,7 +82,7 @@ impl NodeAgent {
             .and_then(|c| NamespaceExecutor::new(c, attacher))
             .map(Arc::new);
         let (executor, namespace_executor): (Arc<dyn Executor>, _) = match namespace_executor {
-            Ok(e) => (Arc::new(Shared(e.clone())), Some(e)),
+            Ok(e) => (e.clone(), Some(e)),
             Err(err) => {
                 tracing::warn!(%err, "agent: this node cannot run tasks; they will be rejected");
                 (

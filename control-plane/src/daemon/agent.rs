@@ -205,6 +205,18 @@ async fn start_gossip(file: &NodeFile, addr: IpAddr) -> Option<Gossip> {
         .collect();
     config.seeds.sort();
     config.seeds.dedup();
+    // The conventional keys of docs/gossip.md.
+    config
+        .initial_state
+        .insert("node.addr".to_owned(), addr.to_string());
+    config.initial_state.insert(
+        "node.role".to_owned(),
+        match file.role {
+            crate::pki::Role::Manager => "manager",
+            crate::pki::Role::Worker => "worker",
+        }
+        .to_owned(),
+    );
     match Gossip::start(config).await {
         Ok(gossip) => Some(gossip),
         Err(err) => {

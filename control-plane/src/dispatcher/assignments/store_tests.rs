@@ -92,8 +92,10 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
     create_node(&store, "n2").await;
     let dispatcher = Dispatcher::new(store.clone());
     let ip = IpAddr::V4(Ipv4Addr::new(192, 168, 77, 1));
-    let mut description = pb::NodeDescription::default();
-    description.underlay_mac = "02:00:00:00:00:01".into();
+    let description = pb::NodeDescription {
+        underlay_mac: "02:00:00:00:00:01".into(),
+        ..pb::NodeDescription::default()
+    };
     let session = dispatcher
         .register(
             "n1",

@@ -41,6 +41,9 @@ pub struct DaemonArgs {
     /// Where task network namespaces are mounted [default: /run/hive/<node-id>].
     #[arg(long)]
     pub task_run_dir: Option<PathBuf>,
+    /// Cgroup of this node's tasks, relative to each hierarchy's root [default: hive/<node-id>].
+    #[arg(long)]
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -58,6 +61,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         no_dataplane: args.no_dataplane,
         bpf_pin_dir: args.bpf_pin_dir,
         task_run_dir: args.task_run_dir,
+        cgroup_parent: args.cgroup_parent,
     };
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -77,6 +77,9 @@ impl NodeAgent {
                 if let Some(dir) = &config.task_run_dir {
                     c.run_dir.clone_from(dir);
                 }
+                if let Some(parent) = &config.cgroup_parent {
+                    c.cgroup_parent.clone_from(parent);
+                }
                 c
             })
             .and_then(|c| NamespaceExecutor::new(c, attacher))

@@ -34,6 +34,9 @@ pub struct DaemonConfig {
     /// `--task-run-dir`: where task network namespaces are mounted; by default
     /// `/run/hive/<node-id>` (a lab puts it in the node's directory so `lab down` finds it).
     pub task_run_dir: Option<PathBuf>,
+    /// `--cgroup-parent`: the cgroup (relative to each hierarchy's root) of this node's
+    /// tasks; by default `hive/<node-id>`.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

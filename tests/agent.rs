@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -362,4 +362,113 @@ fn a_task_runs_and_is_reached_through_every_nodes_published_port() {
         let pins = naming::bpf_pin_dir(lab.name(), node.parse().expect("member"));
         assert!(!pins.exists(), "{} is left", pins.display());
     }
+}
+
+/// Real daemons: each one programs its data plane from the leader's assignment stream (the
+/// peers are the other nodes, with the MACs they registered), and a daemon killed without a
+/// word is marked `Down` by the leader through gossip, long before the 15 s heartbeat grace.
+#[test]
+fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_down() {
+    use hive::api::pb;
+    use hive::client::DaemonClient;
+    use hive::lab_swarm;
+    use hive_dataplane::maps::MeshMaps;
+
+    if !privileged("daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_down")
+    {
+        return;
+    }
+    struct Daemons(Vec<std::process::Child>);
+    impl Drop for Daemons {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let lab = LabGuard::up(&LabSpec::new("agentswarm", 3)).expect("lab up");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut daemons = Daemons(
+        runtime
+            .block_on(lab_swarm::form(&lab, 1, Path::new(HIVE)))
+            .expect("forming the swarm"),
+    );
+    let nodes = ["n1", "n2", "n3"];
+    for node in nodes {
+        let pins = naming::bpf_pin_dir(lab.name(), node.parse().expect("member"));
+        let mut want: Vec<(Ipv4Addr, String)> = nodes
+            .iter()
+            .filter(|n| **n != node)
+            .map(|n| {
+                let member = lab.member(n).expect("member");
+                (member.underlay_addr, member.mac.clone())
+            })
+            .collect();
+        want.sort();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut peers: Vec<(Ipv4Addr, String)> = MeshMaps::open_pinned(&pins)
+                .and_then(|maps| maps.peers())
+                .map(|peers| {
+                    peers
+                        .into_iter()
+                        .map(|(addr, peer)| {
+                            (
+                                Ipv4Addr::from(u32::from_be(addr)),
+                                hive_dataplane::mesh::MacAddr(peer.mac).to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            peers.sort();
+            if peers == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}'s data plane has peers {peers:?}, expected {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let socket = lab_swarm::socket_path(&lab, "n1").expect("socket");
+    let mut client = runtime
+        .block_on(DaemonClient::connect(Some(&format!(
+            "unix://{}",
+            socket.display()
+        ))))
+        .expect("n1's daemon");
+    let n3_state = |client: &mut DaemonClient| {
+        runtime
+            .block_on(client.control.list_nodes(pb::ListNodesRequest {}))
+            .ok()
+            .and_then(|list| {
+                list.into_inner()
+                    .nodes
+                    .into_iter()
+                    .find(|n| n.description.as_ref().is_some_and(|d| d.hostname == "n3"))
+            })
+            .and_then(|n| n.status)
+            .map(|s| s.state())
+    };
+    assert_eq!(n3_state(&mut client), Some(pb::NodeState::Ready));
+    let killed = Instant::now();
+    let mut n3 = daemons.0.remove(2);
+    n3.kill().expect("SIGKILL n3's daemon");
+    n3.wait().expect("reap it");
+    loop {
+        if n3_state(&mut client) == Some(pb::NodeState::Down) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "n3 is not down 5 s after its daemon was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("n3 down {:?} after SIGKILL", killed.elapsed());
+    drop(daemons);
 }

@@ -35,21 +35,23 @@ pub fn is_assigned(task: &Task, node_id: &str) -> bool {
 
 /// Whether a committed change can change `node_id`'s assignment set.
 fn concerns(event: &Event, node_id: &str) -> bool {
-    let task = |object: &Object| match object {
-        Object::Task(task) => Some(task.as_ref().clone()),
-        _ => None,
-    };
+    fn task(object: &Object) -> Option<&Task> {
+        match object {
+            Object::Task(task) => Some(task),
+            _ => None,
+        }
+    }
     match event {
         Event::Created { object, .. } | Event::Deleted { object, .. } => match task(object) {
-            Some(t) => t.node_id.as_deref() == Some(node_id) || is_serving(&t),
+            Some(t) => t.node_id.as_deref() == Some(node_id) || is_serving(t),
             None => true,
         },
         Event::Updated { old, object, .. } => match (task(old), task(object)) {
             (Some(old), Some(new)) => {
                 old.node_id.as_deref() == Some(node_id)
                     || new.node_id.as_deref() == Some(node_id)
-                    || is_serving(&old) != is_serving(&new)
-                    || (is_serving(&new)
+                    || is_serving(old) != is_serving(new)
+                    || (is_serving(new)
                         && (old.networks != new.networks || old.node_id != new.node_id))
             }
             _ => true,

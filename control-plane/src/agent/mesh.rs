@@ -34,6 +34,10 @@ pub enum MeshError {
         "no interface of this node holds the advertise address {addr}; advertise an address of this host"
     )]
     NoUnderlay { addr: IpAddr },
+    #[error(
+        "the advertise address {addr} is a loopback address; the data plane needs the NIC other nodes reach this one on (advertise that address)"
+    )]
+    Loopback { addr: IpAddr },
     #[error("the underlay address {addr} is not IPv4; hive's data plane is IPv4 only for now")]
     NotIpv4 { addr: IpAddr },
     #[error("netlink: {0}")]
@@ -71,6 +75,10 @@ pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
     let IpAddr::V4(v4) = addr else {
         return Err(MeshError::NotIpv4 { addr });
     };
+    // XDP on `lo` would see every local packet of the host; never attach there.
+    if v4.is_loopback() {
+        return Err(MeshError::Loopback { addr });
+    }
     let ifaddrs = nix::ifaddrs::getifaddrs()
         .map_err(|e| MeshError::Netlink(std::io::Error::from(e)))?
         .collect::<Vec<_>>();

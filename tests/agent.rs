@@ -472,3 +472,109 @@ fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_dow
     eprintln!("n3 down {:?} after SIGKILL", killed.elapsed());
     drop(daemons);
 }
+
+/// The `Agent` service of a worker: a manager reads a task's log (all of it, or its tail);
+/// a worker's certificate is refused.
+#[test]
+fn a_workers_agent_serves_task_logs_to_managers_only() {
+    use hive::api::pb;
+    use hive::daemon::node_file::NodeFile;
+    use hive::lab_swarm;
+    use hive::pki::{self, CertDir};
+    use hive::transport::mtls_channel;
+
+    if !privileged("a_workers_agent_serves_task_logs_to_managers_only") {
+        return;
+    }
+    struct Daemons(Vec<std::process::Child>);
+    impl Drop for Daemons {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let lab = LabGuard::up(&LabSpec::new("agentlogs", 2)).expect("lab up");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _daemons = Daemons(
+        runtime
+            .block_on(lab_swarm::form(&lab, 1, Path::new(HIVE)))
+            .expect("forming the swarm"),
+    );
+    let data_dir = |node: &str| {
+        lab.member(node)
+            .expect("member")
+            .data_dir
+            .clone()
+            .expect("a daemon's data dir")
+    };
+    // A task's log as the executor writes it, on the worker.
+    let log_dir = data_dir("n2").join("tasks").join("logtask1");
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    std::fs::write(
+        log_dir.join(hive::executor::LOG_FILE),
+        concat!(
+            r#"{"log":"hello\n","stream":"stdout","time":"2026-01-02T03:04:05.000000001Z"}"#,
+            "\n",
+            r#"{"log":"oops\n","stream":"stderr","time":"2026-01-02T03:04:06Z"}"#,
+            "\n"
+        ),
+    )
+    .expect("log file");
+    let worker_id = NodeFile::load(&data_dir("n2"))
+        .expect("n2's node file")
+        .expect("n2 is in the swarm")
+        .node_id;
+    let worker_addr = format!("{}:2377", lab.node_addr("n2").expect("addr"));
+    let client_ns = lab.netns_path("client").expect("client").to_owned();
+
+    let logs = |caller: &str, tail: u64| -> Result<Vec<(bool, String)>, tonic::Status> {
+        let creds = CertDir::in_data_dir(&data_dir(caller))
+            .load(std::time::SystemTime::now())
+            .expect("credentials");
+        let tls = Arc::new(pki::client_config(&creds).expect("tls"));
+        let (addr, name) = (worker_addr.clone(), worker_id.clone());
+        netns::run_in(&client_ns, move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let channel = mtls_channel(&addr, tls, pki::node_server_name(&name).expect("name"))
+                    .expect("channel");
+                let mut client = pb::agent_client::AgentClient::new(channel);
+                let mut stream = client
+                    .task_logs(pb::TaskLogsRequest {
+                        task_ids: vec!["logtask1".into()],
+                        follow: false,
+                        tail,
+                        timestamps: true,
+                    })
+                    .await?
+                    .into_inner();
+                let mut lines = Vec::new();
+                while let Some(line) = stream.message().await? {
+                    assert_eq!(line.task_id, "logtask1");
+                    assert!(line.timestamp.is_some());
+                    lines.push((
+                        line.stderr,
+                        String::from_utf8_lossy(&line.line).into_owned(),
+                    ));
+                }
+                Ok(lines)
+            })
+        })
+        .expect("client ns")
+    };
+    assert_eq!(
+        logs("n1", 0).expect("a manager reads the log"),
+        vec![(false, "hello\n".to_owned()), (true, "oops\n".to_owned())]
+    );
+    assert_eq!(
+        logs("n1", 1).expect("a manager reads the tail"),
+        vec![(true, "oops\n".to_owned())]
+    );
+    let refused = logs("n2", 0).expect_err("a worker may not read logs");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+}

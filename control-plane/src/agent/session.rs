@@ -125,6 +125,8 @@ impl Session {
         let mut next_beat =
             tokio::time::Instant::now() + Duration::from_millis(session.period_ms.max(100));
         let mut flush_backoff = BACKOFF_MIN;
+        // After a failed send, when to try again; heartbeats and assignments go on meanwhile.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         // Statuses left from an earlier session go first.
         let mut flush_now = !self.statuses.pending().is_empty();
         loop {
@@ -139,6 +141,7 @@ impl Session {
                         Ok(()) => {
                             self.statuses.sent(&batch);
                             flush_backoff = BACKOFF_MIN;
+                            retry_at = None;
                         }
                         Err(status) if status.code() == tonic::Code::InvalidArgument => {
                             tracing::warn!(%status, "agent: the leader refused task statuses; dropping them");
@@ -151,17 +154,19 @@ impl Session {
                             {
                                 return self.ended(status);
                             }
-                            tokio::time::sleep(flush_backoff).await;
+                            retry_at = Some(tokio::time::Instant::now() + flush_backoff);
                             flush_backoff = (flush_backoff * 2).min(BACKOFF_MAX);
-                            flush_now = true;
-                            continue;
                         }
                     }
                 }
             }
             tokio::select! {
                 () = async { let _ = stop.wait_for(|s| *s).await; } => return Ended::Stopped,
-                () = self.statuses.changed() => flush_now = true,
+                () = self.statuses.changed() => flush_now = retry_at.is_none(),
+                () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
+                    retry_at = None;
+                    flush_now = true;
+                }
                 message = stream.message() => match message {
                     Ok(Some(set)) => match Assignment::decode(&set) {
                         Ok(assignment) => {

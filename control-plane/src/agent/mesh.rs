@@ -265,6 +265,24 @@ impl NodeMesh {
         task: &TaskNetworks,
         netns: &Path,
     ) -> Result<Vec<AssignedAddr>, AttachError> {
+        match self.attach_networks(task, netns).await {
+            Ok(assigned) => Ok(assigned),
+            Err(err) => {
+                // The executor does not detach after a failed prepare: undo the networks
+                // attached before the one that failed, or the mesh would keep their endpoints.
+                if let Err(undo) = self.detach_task(task).await {
+                    tracing::warn!(task = %task.task_id, %undo, "undoing a partial attach");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn attach_networks(
+        &self,
+        task: &TaskNetworks,
+        netns: &Path,
+    ) -> Result<Vec<AssignedAddr>, AttachError> {
         let mut assigned = Vec::new();
         for (i, attachment) in task.networks.iter().enumerate() {
             let network = self

@@ -324,6 +324,40 @@ fn a_task_runs_and_is_reached_through_every_nodes_published_port() {
         );
     }
 
+    // Tasks n1 cannot run are rejected with the reason, and the mesh goes on serving.
+    let mut unknown_image = the_task(TaskState::Assigned);
+    unknown_image.id = "agenttask2".into();
+    unknown_image.spec.container.image = "hive/nope".into();
+    unknown_image.networks.clear();
+    let mut unknown_network = the_task(TaskState::Assigned);
+    unknown_network.id = "agenttask3".into();
+    unknown_network.networks[0].network_id = "missing".into();
+    assign(
+        &n1,
+        vec![the_task(TaskState::Running), unknown_image, unknown_network],
+        view(&lab, true),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let rejected = loop {
+        let pending = n1.statuses.pending();
+        let rejected: Vec<_> = pending
+            .iter()
+            .filter(|(_, s)| s.state == TaskState::Rejected)
+            .map(|(id, s)| (id.clone(), s.err.clone()))
+            .collect();
+        if rejected.len() == 2 {
+            break rejected;
+        }
+        assert!(Instant::now() < deadline, "not rejected: {pending:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(rejected[0].1.contains("hive/nope"), "{rejected:?}");
+    assert!(rejected[1].1.contains("missing"), "{rejected:?}");
+    get_until_ok(
+        &client,
+        SocketAddr::new(lab.node_addr("n1").expect("addr").into(), 8080),
+    );
+
     // Gossip on n2 says n1 died: n1's backend leaves n2's mesh at once.
     n2.dead.send_replace(BTreeSet::from(["n1".to_owned()]));
     let to = SocketAddr::new(lab.node_addr("n2").expect("addr").into(), 8080);

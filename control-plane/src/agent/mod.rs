@@ -1,7 +1,16 @@
-//! The agent: what every node runs to take part in the swarm. For now its session with the
-//! leader's dispatcher (`session`); the executor and assignments come with later issues
-//! (docs/control-plane.md, "For later issues").
+//! The agent: what every node runs to take part in the swarm — its session with the leader's
+//! dispatcher (`session`), the tasks it runs through the executor (`worker`, `task_runner`),
+//! and the mesh it programs from the leader's [`mesh_view::MeshView`] (`mesh_state`).
+//! docs/agent.md tells the whole story.
 
+pub mod assignment;
+pub mod logs_service;
+pub mod mesh;
+pub mod mesh_state;
+pub mod mesh_view;
 pub mod session;
+pub mod status;
+pub mod task_runner;
+pub mod worker;
 
 pub use session::{Session, SessionEvent};

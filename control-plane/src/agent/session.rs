@@ -10,6 +10,8 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use tokio::sync::{mpsc, watch};
 
+use super::assignment::Assignment;
+use super::status::StatusQueue;
 use crate::api::{convert, is_retryable, leader_hint, pb};
 use crate::pki;
 use crate::transport::mtls_channel;
@@ -39,6 +41,14 @@ pub struct Session {
     /// The role in this node's certificate.
     pub role: pki::Role,
     pub events: mpsc::Sender<SessionEvent>,
+    /// host:port of this node's Agent service, sent in `Register`.
+    pub agent_addr: String,
+    /// MAC of this node's underlay NIC, sent in `Register` (empty if unknown).
+    pub underlay_mac: String,
+    /// Where each assignment snapshot goes (the worker follows it).
+    pub assignments: watch::Sender<Option<Arc<Assignment>>>,
+    /// Task statuses waiting to be sent.
+    pub statuses: StatusQueue,
 }
 
 impl Session {
@@ -89,10 +99,12 @@ impl Session {
             Err(err) => return Ended::Failed(tonic::Status::unavailable(err.to_string())),
         };
         let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
+        let mut description = convert::local_description();
+        description.underlay_mac = self.underlay_mac.clone();
         let registered = client
             .register(request(pb::RegisterRequest {
-                description: Some(convert::local_description()),
-                agent_addr: String::new(),
+                description: Some(description),
+                agent_addr: self.agent_addr.clone(),
             }))
             .await;
         let mut session = match self.outcome(registered).await {
@@ -100,20 +112,115 @@ impl Session {
             Err(ended) => return ended,
         };
         tracing::info!(manager = %addr, "agent: session open");
+        // The assignment stream lives as long as the session; no call timeout on it.
+        let stream = client
+            .assignments(pb::AssignmentsRequest {
+                session_id: session.session_id.clone(),
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => return self.ended(status),
+        };
+        let mut next_beat =
+            tokio::time::Instant::now() + Duration::from_millis(session.period_ms.max(100));
+        let mut flush_backoff = BACKOFF_MIN;
+        // After a failed send, when to try again; heartbeats and assignments go on meanwhile.
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        // Statuses left from an earlier session go first.
+        let mut flush_now = !self.statuses.pending().is_empty();
         loop {
-            let period = Duration::from_millis(session.period_ms.max(100));
-            if sleep_or_stop(period, stop).await {
-                return Ended::Stopped;
+            if flush_now {
+                flush_now = false;
+                let batch = self.statuses.pending();
+                if !batch.is_empty() {
+                    match self
+                        .send_statuses(&mut client, &session.session_id, &batch)
+                        .await
+                    {
+                        Ok(()) => {
+                            self.statuses.sent(&batch);
+                            flush_backoff = BACKOFF_MIN;
+                            retry_at = None;
+                        }
+                        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                            tracing::warn!(%status, "agent: the leader refused task statuses; dropping them");
+                            self.statuses.sent(&batch);
+                        }
+                        Err(status) => {
+                            tracing::debug!(%status, "agent: sending task statuses failed; retrying");
+                            if leader_hint(&status).is_some()
+                                || status.code() == tonic::Code::FailedPrecondition
+                            {
+                                return self.ended(status);
+                            }
+                            retry_at = Some(tokio::time::Instant::now() + flush_backoff);
+                            flush_backoff = (flush_backoff * 2).min(BACKOFF_MAX);
+                        }
+                    }
+                }
             }
-            let beat = client
-                .heartbeat(request(pb::HeartbeatRequest {
-                    session_id: session.session_id.clone(),
-                }))
-                .await;
-            session = match self.outcome(beat).await {
-                Ok(session) => session,
-                Err(ended) => return ended,
-            };
+            tokio::select! {
+                () = async { let _ = stop.wait_for(|s| *s).await; } => return Ended::Stopped,
+                () = self.statuses.changed() => flush_now = retry_at.is_none(),
+                () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
+                    retry_at = None;
+                    flush_now = true;
+                }
+                message = stream.message() => match message {
+                    Ok(Some(set)) => match Assignment::decode(&set) {
+                        Ok(assignment) => {
+                            tracing::debug!(version = set.version, tasks = assignment.tasks.len(), "agent: assignments");
+                            self.assignments.send_replace(Some(Arc::new(assignment)));
+                        }
+                        Err(err) => tracing::warn!(%err, "agent: an assignment set that does not decode; ignoring it"),
+                    },
+                    Ok(None) => return Ended::Failed(tonic::Status::unavailable("the leader ended the assignment stream")),
+                    Err(status) => return self.ended(status),
+                },
+                () = tokio::time::sleep_until(next_beat) => {
+                    let beat = client
+                        .heartbeat(request(pb::HeartbeatRequest {
+                            session_id: session.session_id.clone(),
+                        }))
+                        .await;
+                    session = match self.outcome(beat).await {
+                        Ok(session) => session,
+                        Err(ended) => return ended,
+                    };
+                    next_beat = tokio::time::Instant::now()
+                        + Duration::from_millis(session.period_ms.max(100));
+                }
+            }
+        }
+    }
+
+    async fn send_statuses(
+        &self,
+        client: &mut pb::dispatcher_client::DispatcherClient<tonic::transport::Channel>,
+        session_id: &str,
+        batch: &[(String, crate::store::objects::TaskStatus)],
+    ) -> Result<(), tonic::Status> {
+        let updates = batch
+            .iter()
+            .map(|(task_id, status)| pb::TaskStatusUpdate {
+                task_id: task_id.clone(),
+                status_json: serde_json::to_vec(status).unwrap_or_default(),
+            })
+            .collect();
+        client
+            .update_task_status(request(pb::UpdateTaskStatusRequest {
+                session_id: session_id.to_owned(),
+                updates,
+            }))
+            .await
+            .map(drop)
+    }
+
+    fn ended(&self, status: tonic::Status) -> Ended {
+        match leader_hint(&status) {
+            Some(leader) if is_retryable(&status) => Ended::Moved(leader),
+            _ => Ended::Failed(status),
         }
     }
 

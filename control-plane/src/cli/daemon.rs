@@ -32,6 +32,18 @@ pub struct DaemonArgs {
     /// How long in-flight requests may run on SIGTERM/SIGINT (e.g. 10s).
     #[arg(long, value_parser = super::output::parse_duration, default_value = "10s")]
     pub shutdown_grace: std::time::Duration,
+    /// Run without the data plane: tasks get no networks and no mesh is programmed.
+    #[arg(long)]
+    pub no_dataplane: bool,
+    /// Where this node's BPF programs and maps are pinned [default: /sys/fs/bpf/hive/<node-id>].
+    #[arg(long)]
+    pub bpf_pin_dir: Option<PathBuf>,
+    /// Where task network namespaces are mounted [default: /run/hive/<node-id>].
+    #[arg(long)]
+    pub task_run_dir: Option<PathBuf>,
+    /// Cgroup of this node's tasks, relative to each hierarchy's root [default: hive/<node-id>].
+    #[arg(long)]
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +58,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.shutdown_grace
         },
+        no_dataplane: args.no_dataplane,
+        bpf_pin_dir: args.bpf_pin_dir,
+        task_run_dir: args.task_run_dir,
+        cgroup_parent: args.cgroup_parent,
     };
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

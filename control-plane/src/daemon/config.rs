@@ -25,6 +25,18 @@ pub struct DaemonConfig {
     /// otherwise (kept for the data plane).
     pub data_path_port: Option<u16>,
     pub shutdown_grace: Duration,
+    /// `--no-dataplane`: run tasks without networks and program no mesh (nodes without
+    /// root or BPF, control-plane tests).
+    pub no_dataplane: bool,
+    /// `--bpf-pin-dir`: where this node's BPF programs and maps are pinned; by default
+    /// `/sys/fs/bpf/hive/<node-id>`.
+    pub bpf_pin_dir: Option<PathBuf>,
+    /// `--task-run-dir`: where task network namespaces are mounted; by default
+    /// `/run/hive/<node-id>` (a lab puts it in the node's directory so `lab down` finds it).
+    pub task_run_dir: Option<PathBuf>,
+    /// `--cgroup-parent`: the cgroup (relative to each hierarchy's root) of this node's
+    /// tasks; by default `hive/<node-id>`.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

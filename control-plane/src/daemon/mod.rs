@@ -7,6 +7,7 @@
 //! node port (mTLS)         ── Raft, Ca, Dispatcher, Control ─────────▶ Manager (if any)
 //! ```
 
+pub mod agent;
 pub mod config;
 pub mod local_api;
 pub mod node;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
+use crate::agent::logs_service::AgentService;
 use crate::api::pb;
 use crate::dispatcher::DispatcherService;
 use crate::manager::ca::CaService;
@@ -125,6 +127,7 @@ pub async fn run(
         .add_service(pb::control_server::ControlServer::new(ControlService::new(
             managers,
         )))
+        .add_service(pb::agent_server::AgentServer::new(AgentService::new(&node)))
         .serve_with_incoming_shutdown(
             tls_incoming(listeners.node, node.tls.clone(), stopping.clone()),
             stopped(stopping.clone()),

@@ -10,6 +10,7 @@ use rustls::ClientConfig;
 use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
 
 use super::DaemonError;
+use super::agent::NodeAgent;
 use super::config::DaemonConfig;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
@@ -30,6 +31,7 @@ pub struct Active {
     /// The certificate the node port and every client connection present; renewals replace
     /// it in place ([`super::renew`]).
     pub cert_slot: Arc<CertSlot>,
+    pub agent: Arc<NodeAgent>,
     agent_stop: watch::Sender<bool>,
 }
 
@@ -53,6 +55,9 @@ pub struct SwarmNode {
     error: RwLock<Option<String>>,
     transition: Mutex<()>,
     events: mpsc::Sender<SessionEvent>,
+    /// The node's agent (tasks and mesh). It outlives role changes, which re-activate the
+    /// node; only leaving the swarm and daemon shutdown stop it.
+    agent: Mutex<Option<Arc<NodeAgent>>>,
 }
 
 impl SwarmNode {
@@ -71,6 +76,7 @@ impl SwarmNode {
             error: RwLock::new(None),
             transition: Mutex::new(()),
             events,
+            agent: Mutex::new(None),
         });
         tokio::spawn(handle_events(Arc::downgrade(&node), receiver));
         if let Err(err) = node.resume().await {
@@ -144,11 +150,16 @@ impl SwarmNode {
             managers.insert(0, file.advertise_addr.clone());
         }
         let (agent_stop, stop) = watch::channel(false);
+        let agent = self.agent_for(&file).await;
         let session = Session {
             tls: client_tls.clone(),
             managers,
             role: creds.identity().role,
             events: self.events.clone(),
+            agent_addr: file.advertise_addr.clone(),
+            underlay_mac: agent.underlay_mac.clone(),
+            assignments: agent.assignments.clone(),
+            statuses: agent.statuses.clone(),
         };
         tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
         tokio::spawn(session.run(stop));
@@ -158,6 +169,7 @@ impl SwarmNode {
             client_tls,
             manager,
             cert_slot,
+            agent,
             agent_stop,
         });
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active.clone());
@@ -186,6 +198,37 @@ impl SwarmNode {
     pub async fn shutdown(&self) {
         let _guard = self.lock().await;
         self.deactivate().await;
+        self.stop_agent(false).await;
+    }
+
+    /// The running agent of this node, started if there is none (or it was another node's).
+    async fn agent_for(&self, file: &NodeFile) -> Arc<NodeAgent> {
+        let mut slot = self.agent.lock().await;
+        if let Some(agent) = slot.as_ref()
+            && agent.node_id == file.node_id
+        {
+            return agent.clone();
+        }
+        if let Some(old) = slot.take() {
+            old.stop(true).await;
+        }
+        let agent = NodeAgent::start(&self.config, file, Arc::downgrade(&self.managers)).await;
+        *slot = Some(agent.clone());
+        agent
+    }
+
+    /// The agent, if one runs (for the Agent service).
+    pub async fn agent(&self) -> Option<Arc<NodeAgent>> {
+        self.agent.lock().await.clone()
+    }
+
+    /// Stops the agent: its tasks are shut down and removed, its data plane closed (and
+    /// removed, when `leaving` the swarm).
+    pub async fn stop_agent(&self, leaving: bool) {
+        let agent = self.agent.lock().await.take();
+        if let Some(agent) = agent {
+            agent.stop(leaving).await;
+        }
     }
 
     fn save_managers(&self, managers: Vec<String>) {

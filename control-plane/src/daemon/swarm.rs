@@ -247,6 +247,7 @@ pub async fn init(
 /// Stops being a member and removes the swarm state from disk.
 async fn forget_swarm(node: &SwarmNode) {
     node.deactivate().await;
+    node.stop_agent(true).await;
     let data_dir = &node.config.data_dir;
     if let Err(err) = CertDir::in_data_dir(data_dir).remove() {
         tracing::warn!(%err, "removing this node's certificates");

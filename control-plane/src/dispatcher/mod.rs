@@ -10,6 +10,7 @@
 //! Liveness has one entry point, [`Liveness::observe`], so that the gossip layer (a later
 //! issue) can report a node dead within a second through the same path the heartbeats use.
 
+pub mod assignments;
 pub mod liveness;
 pub mod service;
 
@@ -41,7 +42,8 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 pub struct Dispatcher {
     store: Store,
     liveness: Liveness,
-    sessions: Mutex<HashMap<String, String>>,
+    /// Node ID → its current session ID.
+    pub(super) sessions: Mutex<HashMap<String, String>>,
 }
 
 impl Dispatcher {
@@ -79,6 +81,7 @@ impl Dispatcher {
         node_id: &str,
         description: Option<&pb::NodeDescription>,
         addr: IpAddr,
+        agent_addr: &str,
         managers: Vec<String>,
     ) -> Result<pb::SessionResponse, ApiError> {
         let session_id =
@@ -88,6 +91,7 @@ impl Dispatcher {
                 node.status.state = NodeState::Ready;
                 node.status.message.clear();
                 node.status.addr = addr.to_string();
+                node.status.agent_addr = agent_addr.to_owned();
                 if let Some(description) = description {
                     node.description = Some(convert::description_of(description));
                 }
@@ -116,17 +120,7 @@ impl Dispatcher {
         session_id: &str,
         managers: Vec<String>,
     ) -> Result<pb::SessionResponse, ApiError> {
-        let known = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node_id)
-            .is_some_and(|s| s == session_id);
-        if !known {
-            return Err(ApiError::Precondition(format!(
-                "session {session_id} of node {node_id} is not known to this leader; register again"
-            )));
-        }
+        self.check_session(node_id, session_id)?;
         let period = self.period();
         self.liveness.observe(
             node_id,

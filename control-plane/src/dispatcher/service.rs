@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::api::{ApiError, pb};
 use crate::manager::ManagerSlot;
 use crate::pki::Role;
+use crate::store::objects::TaskStatus;
 use crate::transport::PeerInfo;
 
 #[derive(Debug, Clone)]
@@ -37,6 +38,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 &caller.node_id,
                 request.get_ref().description.as_ref(),
                 addr,
+                &request.get_ref().agent_addr,
                 manager.manager_addrs()?,
             )
             .await?;
@@ -60,20 +62,47 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         Ok(tonic::Response::new(response))
     }
 
-    // Assignments and task status: the agent helper fills these in (issue 5).
     type AssignmentsStream = crate::api::ReplyStream<pb::AssignmentSet>;
 
     async fn assignments(
         &self,
-        _request: tonic::Request<pb::AssignmentsRequest>,
+        request: tonic::Request<pb::AssignmentsRequest>,
     ) -> Result<tonic::Response<Self::AssignmentsStream>, tonic::Status> {
-        Err(crate::api::not_yet("Assignments"))
+        let (manager, caller) = self.managers.authorize(&request, Role::Worker)?;
+        manager.require_leader()?;
+        let receiver = manager
+            .dispatcher
+            .assignments(&caller.node_id, &request.get_ref().session_id)?;
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     async fn update_task_status(
         &self,
-        _request: tonic::Request<pb::UpdateTaskStatusRequest>,
+        request: tonic::Request<pb::UpdateTaskStatusRequest>,
     ) -> Result<tonic::Response<pb::UpdateTaskStatusResponse>, tonic::Status> {
-        Err(crate::api::not_yet("UpdateTaskStatus"))
+        let (manager, caller) = self.managers.authorize(&request, Role::Worker)?;
+        manager.require_leader()?;
+        let request = request.into_inner();
+        let updates = request
+            .updates
+            .into_iter()
+            .map(|u| {
+                serde_json::from_slice::<TaskStatus>(&u.status_json)
+                    .map(|status| (u.task_id.clone(), status))
+                    .map_err(|e| {
+                        ApiError::Invalid(format!(
+                            "task {}: status_json is not a task status: {e}",
+                            u.task_id
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        manager
+            .dispatcher
+            .update_task_status(&caller.node_id, &request.session_id, updates)
+            .await?;
+        Ok(tonic::Response::new(pb::UpdateTaskStatusResponse {}))
     }
 }

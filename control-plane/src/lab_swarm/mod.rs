@@ -114,6 +114,15 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         .args(["--listen-addr", "0.0.0.0:2377"])
         .arg("--advertise-addr")
         .arg(state.underlay_addr.to_string())
+        // Under the lab's pin directory, so `hive lab down` removes the pins.
+        .arg("--bpf-pin-dir")
+        .arg(naming::bpf_pin_dir(lab.name(), member(node)?))
+        // Task namespaces under the node's directory, where `hive lab down` unmounts them.
+        .arg("--task-run-dir")
+        .arg(naming::member_dir(lab.name(), member(node)?).join("run"))
+        // Task cgroups under hive/lab-<lab>/, which `hive lab down` removes.
+        .arg("--cgroup-parent")
+        .arg(naming::cgroup_parent(lab.name(), member(node)?))
         .env(
             "HIVE_LOG",
             std::env::var("HIVE_LOG").unwrap_or_else(|_| "info".to_owned()),

@@ -50,6 +50,8 @@ pub struct DownReport {
     pub mounts: Vec<PathBuf>,
     /// The BPF pin dir, if there was one.
     pub pin_dir: Option<PathBuf>,
+    /// Cgroup directories of the lab's tasks (one per hierarchy).
+    pub cgroups: Vec<PathBuf>,
     /// The state dir, if there was one.
     pub state_dir: Option<PathBuf>,
 }
@@ -61,6 +63,7 @@ impl DownReport {
             && self.namespaces.is_empty()
             && self.mounts.is_empty()
             && self.pin_dir.is_none()
+            && self.cgroups.is_empty()
             && self.state_dir.is_none())
     }
 }
@@ -91,6 +94,34 @@ pub fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     let mut points: Vec<PathBuf> = unique.into_iter().collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points
+}
+
+/// Mount points of cgroup hierarchies (v1 and v2) in a mountinfo text.
+pub fn cgroup_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split(' ').next()?;
+            let point = before.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(unescape_mountinfo(point)))
+        })
+        .collect()
+}
+
+/// Removes a cgroup directory and its children, deepest first (`rmdir` is how a cgroup is
+/// removed; its control files go with it).
+fn remove_cgroup_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    match fs::remove_dir(dir) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
@@ -154,6 +185,22 @@ pub fn remove_lab(lab: &str, grace: Duration) -> Result<DownReport, CleanupError
         Ok(()) => report.pin_dir = Some(pin_dir),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => problems.push(format!("cannot remove {}: {err}", pin_dir.display())),
+    }
+
+    // 2b. Cgroups of the lab's tasks: empty now that their processes are gone.
+    if let Ok(text) = fs::read_to_string("/proc/self/mountinfo") {
+        for root in cgroup_mounts(&text) {
+            let dir = root.join(naming::cgroup_lab_parent(lab));
+            if !dir.exists() {
+                continue;
+            }
+            match remove_cgroup_tree(&dir) {
+                Ok(()) => report.cgroups.push(dir),
+                Err(err) => problems.push(format!("cannot remove cgroup {}: {err}", dir.display())),
+            }
+            // `hive/` itself, if no other lab or daemon uses it (ENOTEMPTY otherwise).
+            let _ = fs::remove_dir(root.join("hive"));
+        }
     }
 
     // 3. Namespaces: unmount and unlink; the kernel frees them, and their
@@ -228,6 +275,22 @@ mod tests {
                 PathBuf::from("/run/hive/lab/x/client/uts"),
                 PathBuf::from("/run/hive/lab/x/n1/uts"),
                 PathBuf::from("/run/hive/lab/x/odd name"),
+            ]
+        );
+    }
+
+    #[test]
+    fn cgroup_hierarchies_are_found_in_mountinfo() {
+        let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:12 - cgroup cgroup rw,memory
+31 25 0:27 / /sys/fs/cgroup/unified rw,relatime shared:13 - cgroup2 cgroup2 rw
+32 25 0:28 / /sys/fs/bpf rw,relatime shared:14 - bpf bpf rw
+33 25 0:29 / /run/my\\040dir rw - tmpfs tmpfs rw";
+        assert_eq!(
+            cgroup_mounts(mountinfo),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                PathBuf::from("/sys/fs/cgroup/unified")
             ]
         );
     }

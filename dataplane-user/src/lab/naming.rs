@@ -274,6 +274,17 @@ pub fn bpf_pin_dir(lab: &str, member: Member) -> PathBuf {
     bpf_lab_dir(lab).join(member.to_string())
 }
 
+/// `hive/lab-<lab>`, relative to each cgroup hierarchy's root: the cgroups of every task the
+/// lab's daemons run.
+pub fn cgroup_lab_parent(lab: &str) -> PathBuf {
+    Path::new("hive").join(format!("lab-{lab}"))
+}
+
+/// The cgroup parent of a node's tasks (the daemon's `--cgroup-parent`).
+pub fn cgroup_parent(lab: &str, member: Member) -> PathBuf {
+    cgroup_lab_parent(lab).join(member.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

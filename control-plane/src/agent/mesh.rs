@@ -1,0 +1,410 @@
+//! The node's mesh: its [`Dataplane`], the veths of its tasks, and the loop that applies a
+//! new [`MeshState`] whenever one of its inputs changes — the leader's view (every
+//! assignment), a local task's veth coming or going, or gossip declaring a node dead or
+//! alive. The last one needs no leader: a dead node's backends leave this node's mesh as soon
+//! as gossip says so.
+//!
+//! [`MeshAttacher`] is the executor's [`NetworkAttacher`]: it makes each task's veth with
+//! [`hive_dataplane::attach::task`] (address, gateway and MTU from the mesh), which also puts
+//! `tc_from_task` on its host side, and records the local endpoint.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::TryStreamExt as _;
+use futures::future::BoxFuture;
+use hive_dataplane::attach::task::{self as task_link, TaskNetwork};
+use hive_dataplane::mesh::MacAddr;
+use hive_dataplane::{Dataplane, DataplaneError};
+use ipnetwork::Ipv4Network;
+use rtnetlink::packet_route::link::LinkAttribute;
+use tokio::sync::watch;
+
+use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
+use super::mesh_view::MeshView;
+use super::worker::MeshSink;
+use crate::executor::{AssignedAddr, AttachError, NetworkAttacher, TaskNetworks};
+
+/// Errors of the node's mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error(
+        "no interface of this node holds the advertise address {addr}; advertise an address of this host"
+    )]
+    NoUnderlay { addr: IpAddr },
+    #[error(
+        "the advertise address {addr} is a loopback address; the data plane needs the NIC other nodes reach this one on (advertise that address)"
+    )]
+    Loopback { addr: IpAddr },
+    #[error("the underlay address {addr} is not IPv4; hive's data plane is IPv4 only for now")]
+    NotIpv4 { addr: IpAddr },
+    #[error("netlink: {0}")]
+    Netlink(#[source] std::io::Error),
+    #[error("opening the data plane on {iface} with pins in {}: {source}", dir.display())]
+    Open {
+        iface: String,
+        dir: PathBuf,
+        #[source]
+        source: DataplaneError,
+    },
+    #[error(
+        "task {task}: network {network} is not in this node's mesh (not allocated yet?); it will be retried"
+    )]
+    UnknownNetwork { task: String, network: String },
+    #[error("task {task}: address {addr:?} on network {network} is not IPv4 CIDR")]
+    BadAddress {
+        task: String,
+        network: String,
+        addr: String,
+    },
+}
+
+/// The NIC holding an address: its name, MAC and MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    pub iface: String,
+    pub addr: Ipv4Addr,
+    pub mac: MacAddr,
+    pub mtu: u16,
+}
+
+/// Finds the interface holding `addr` (the advertise address).
+pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
+    let IpAddr::V4(v4) = addr else {
+        return Err(MeshError::NotIpv4 { addr });
+    };
+    // XDP on `lo` would see every local packet of the host; never attach there.
+    if v4.is_loopback() {
+        return Err(MeshError::Loopback { addr });
+    }
+    let ifaddrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| MeshError::Netlink(std::io::Error::from(e)))?
+        .collect::<Vec<_>>();
+    let iface = ifaddrs
+        .iter()
+        .find(|a| {
+            a.address
+                .as_ref()
+                .and_then(|s| s.as_sockaddr_in())
+                .is_some_and(|s| s.ip() == v4)
+        })
+        .map(|a| a.interface_name.clone())
+        .ok_or(MeshError::NoUnderlay { addr })?;
+    let mac = ifaddrs
+        .iter()
+        .filter(|a| a.interface_name == iface)
+        .find_map(|a| a.address.as_ref()?.as_link_addr()?.addr())
+        .map(MacAddr)
+        .unwrap_or_default();
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(MeshError::Netlink)?;
+    let connection = tokio::spawn(connection);
+    let mtu = handle
+        .link()
+        .get()
+        .match_name(iface.clone())
+        .execute()
+        .try_next()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|link| {
+            link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(mtu) => u16::try_from(*mtu).ok(),
+                _ => None,
+            })
+        })
+        .unwrap_or(1500);
+    connection.abort();
+    Ok(Underlay {
+        iface,
+        addr: v4,
+        mac,
+        mtu,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Inputs {
+    view: Option<MeshView>,
+    /// (task, VNI) → its veth.
+    local: BTreeMap<(String, u32), LocalAttachment>,
+    /// Nodes gossip reports dead.
+    dead: BTreeSet<String>,
+}
+
+/// The node's mesh (see the module docs).
+pub struct NodeMesh {
+    me: LocalNode,
+    dataplane: tokio::sync::Mutex<Option<Dataplane>>,
+    inputs: Mutex<Inputs>,
+    dirty: watch::Sender<u64>,
+    netlink: rtnetlink::Handle,
+}
+
+impl std::fmt::Debug for NodeMesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMesh")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeMesh {
+    /// Opens (or finds pinned) the data plane of `node_id` on `underlay` with its pins in
+    /// `pin_dir`, and starts the loop that applies the mesh, until `stop`.
+    pub async fn open(
+        node_id: &str,
+        underlay: &Underlay,
+        pin_dir: &Path,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, MeshError> {
+        let (root, name) = match (pin_dir.parent(), pin_dir.file_name()) {
+            (Some(root), Some(name)) => (root.to_owned(), name.to_string_lossy().into_owned()),
+            _ => (pin_dir.to_owned(), node_id.to_owned()),
+        };
+        let iface = underlay.iface.clone();
+        let dataplane = tokio::task::spawn_blocking(move || Dataplane::open(&root, &name, &iface))
+            .await
+            .map_err(|e| MeshError::Netlink(std::io::Error::other(e.to_string())))?
+            .map_err(|source| MeshError::Open {
+                iface: underlay.iface.clone(),
+                dir: pin_dir.to_owned(),
+                source,
+            })?;
+        let (connection, netlink, _) = rtnetlink::new_connection().map_err(MeshError::Netlink)?;
+        tokio::spawn(connection);
+        let (dirty, changes) = watch::channel(0);
+        let mesh = Arc::new(Self {
+            me: LocalNode {
+                node_id: node_id.to_owned(),
+                underlay_addr: underlay.addr,
+                underlay_iface: underlay.iface.clone(),
+                underlay_mtu: underlay.mtu,
+            },
+            dataplane: tokio::sync::Mutex::new(Some(dataplane)),
+            inputs: Mutex::new(Inputs::default()),
+            dirty,
+            netlink,
+        });
+        tokio::spawn(mesh.clone().apply_loop(changes, stop));
+        Ok(mesh)
+    }
+
+    fn inputs(&self) -> std::sync::MutexGuard<'_, Inputs> {
+        self.inputs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.dirty.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Gossip's verdict on a node.
+    pub fn set_dead(&self, node_id: &str, dead: bool) {
+        let changed = {
+            let mut inputs = self.inputs();
+            if dead {
+                inputs.dead.insert(node_id.to_owned())
+            } else {
+                inputs.dead.remove(node_id)
+            }
+        };
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// The state the data plane should hold now (`None` before the first view).
+    pub fn desired(&self) -> Option<hive_dataplane::MeshState> {
+        let inputs = self.inputs();
+        let view = inputs.view.as_ref()?;
+        let local: Vec<LocalAttachment> = inputs.local.values().cloned().collect();
+        Some(mesh_state(view, &self.me, &local, &inputs.dead))
+    }
+
+    async fn apply_loop(
+        self: Arc<Self>,
+        mut changes: watch::Receiver<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let Some(state) = self.desired() else {
+                continue;
+            };
+            let mut dataplane = self.dataplane.lock().await;
+            let Some(dataplane) = dataplane.as_mut() else {
+                return;
+            };
+            match dataplane.apply(&state) {
+                Ok(stats) => tracing::debug!(?stats, "mesh applied"),
+                Err(err) => {
+                    tracing::error!(%err, "applying the mesh failed; retrying at the next change")
+                }
+            }
+        }
+    }
+
+    /// Closes the data plane; with `destroy`, also detaches it and removes its pins (the
+    /// node leaves the swarm). Without, it stays pinned and keeps forwarding.
+    pub async fn close(&self, destroy: bool) {
+        let Some(dataplane) = self.dataplane.lock().await.take() else {
+            return;
+        };
+        if destroy && let Err(err) = dataplane.destroy() {
+            tracing::warn!(%err, "removing the data plane");
+        }
+    }
+
+    async fn attach_task(
+        &self,
+        task: &TaskNetworks,
+        netns: &Path,
+    ) -> Result<Vec<AssignedAddr>, AttachError> {
+        match self.attach_networks(task, netns).await {
+            Ok(assigned) => Ok(assigned),
+            Err(err) => {
+                // The executor does not detach after a failed prepare: undo the networks
+                // attached before the one that failed, or the mesh would keep their endpoints.
+                if let Err(undo) = self.detach_task(task).await {
+                    tracing::warn!(task = %task.task_id, %undo, "undoing a partial attach");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn attach_networks(
+        &self,
+        task: &TaskNetworks,
+        netns: &Path,
+    ) -> Result<Vec<AssignedAddr>, AttachError> {
+        let mut assigned = Vec::new();
+        for (i, attachment) in task.networks.iter().enumerate() {
+            let network = self
+                .inputs()
+                .view
+                .as_ref()
+                .and_then(|v| {
+                    v.networks
+                        .iter()
+                        .find(|n| n.id == attachment.network_id)
+                        .cloned()
+                })
+                .ok_or_else(|| MeshError::UnknownNetwork {
+                    task: task.task_id.clone(),
+                    network: attachment.network_id.clone(),
+                })?;
+            let bad = || MeshError::BadAddress {
+                task: task.task_id.clone(),
+                network: attachment.network_id.clone(),
+                addr: attachment.addresses.first().cloned().unwrap_or_default(),
+            };
+            let addr: Ipv4Network = attachment
+                .addresses
+                .first()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(bad)?;
+            let subnet: Ipv4Network = network.subnet.parse().map_err(|_| bad())?;
+            let addr = Ipv4Network::new(addr.ip(), subnet.prefix()).map_err(|_| bad())?;
+            let gateway = network
+                .gateway
+                .split('/')
+                .next()
+                .and_then(|g| g.parse().ok())
+                .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
+            let spec = TaskNetwork {
+                netns: netns.to_owned(),
+                host_ifname: task_link::host_ifname(&task.task_id, network.vni),
+                task_ifname: format!("eth{i}"),
+                addr,
+                gateway,
+                mtu: self.me.underlay_mtu.saturating_sub(50),
+            };
+            let link = {
+                let mut dataplane = self.dataplane.lock().await;
+                let dataplane = dataplane.as_mut().ok_or_else(|| {
+                    MeshError::Netlink(std::io::Error::other("the data plane is closed"))
+                })?;
+                task_link::attach(dataplane, &self.netlink, &spec).await?
+            };
+            self.inputs().local.insert(
+                (task.task_id.clone(), network.vni),
+                LocalAttachment {
+                    task_id: task.task_id.clone(),
+                    vni: network.vni,
+                    addr: addr.ip(),
+                    host_ifname: link.host_ifname.clone(),
+                    host_ifindex: link.host_ifindex,
+                },
+            );
+            assigned.push(AssignedAddr {
+                network_id: attachment.network_id.clone(),
+                interface: spec.task_ifname,
+                address: IpAddr::V4(addr.ip()),
+                prefix_len: addr.prefix(),
+            });
+        }
+        self.changed();
+        Ok(assigned)
+    }
+
+    async fn detach_task(&self, task: &TaskNetworks) -> Result<(), AttachError> {
+        let links: Vec<LocalAttachment> = {
+            let mut inputs = self.inputs();
+            let keys: Vec<_> = inputs
+                .local
+                .keys()
+                .filter(|(t, _)| *t == task.task_id)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| inputs.local.remove(k)).collect()
+        };
+        // Out of the mesh first, then the veth goes.
+        self.changed();
+        let mut dataplane = self.dataplane.lock().await;
+        let Some(dataplane) = dataplane.as_mut() else {
+            return Ok(());
+        };
+        for link in links {
+            task_link::detach(dataplane, &self.netlink, &link.host_ifname).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MeshSink for NodeMesh {
+    fn set_view(&self, view: MeshView) {
+        let changed = {
+            let mut inputs = self.inputs();
+            let changed = inputs.view.as_ref() != Some(&view);
+            inputs.view = Some(view);
+            changed
+        };
+        if changed {
+            self.changed();
+        }
+    }
+}
+
+/// The executor's network attacher on the node's mesh.
+#[derive(Debug, Clone)]
+pub struct MeshAttacher(pub Arc<NodeMesh>);
+
+impl NetworkAttacher for MeshAttacher {
+    fn attach<'a>(
+        &'a self,
+        task: &'a TaskNetworks,
+        netns: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<AssignedAddr>, AttachError>> {
+        Box::pin(self.0.attach_task(task, netns))
+    }
+
+    fn detach<'a>(&'a self, task: &'a TaskNetworks) -> BoxFuture<'a, Result<(), AttachError>> {
+        Box::pin(self.0.detach_task(task))
+    }
+}

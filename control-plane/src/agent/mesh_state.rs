@@ -1,0 +1,333 @@
+//! From the leader's [`MeshView`] plus what only this node knows — its own identity, the
+//! veths of its tasks, and which nodes gossip says are dead — to the [`MeshState`] its data
+//! plane applies. Pure: no store, no kernel, so every rule is unit-tested here.
+//!
+//! The rules:
+//! - a service's backends are its serving tasks on every node, on each network where the
+//!   service has a VIP, and on the ingress network if it publishes ports;
+//! - tasks of nodes that are `Down` in the store or dead by gossip are no backends (a dead
+//!   node's backends leave this node's mesh as soon as gossip says so, without waiting for the
+//!   leader);
+//! - this node's tasks are endpoints and backends only once their veth exists here (a local
+//!   endpoint): the data plane cannot deliver to a task it has no interface for;
+//! - peers are the other nodes with an underlay address and a MAC;
+//! - anything the data plane would refuse (unparsable addresses, a port published with no
+//!   ingress network, an address given twice) is left out rather than failing the whole mesh.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+
+use hive_dataplane::mesh::{
+    LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service,
+    ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
+};
+use ipnetwork::Ipv4Network;
+
+use super::mesh_view::MeshView;
+use crate::store::objects::{self, NodeState, PublishMode};
+
+/// This node, as its data plane runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    pub node_id: String,
+    pub underlay_addr: Ipv4Addr,
+    pub underlay_iface: String,
+    pub underlay_mtu: u16,
+}
+
+/// A veth of a local task on one network, as the attacher made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAttachment {
+    pub task_id: String,
+    pub vni: u32,
+    pub addr: Ipv4Addr,
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+}
+
+/// The mesh of `me`, given the cluster `view`, the veths of local tasks and the nodes gossip
+/// reports dead.
+pub fn mesh_state(
+    view: &MeshView,
+    me: &LocalNode,
+    local: &[LocalAttachment],
+    dead: &BTreeSet<String>,
+) -> MeshState {
+    let parsed = networks(view);
+    let by_id: BTreeMap<&str, &Network> = view
+        .networks
+        .iter()
+        .zip(&parsed)
+        .filter_map(|(v, n)| n.as_ref().map(|n| (v.id.as_str(), n)))
+        .collect();
+    let networks: Vec<Network> = parsed.iter().flatten().cloned().collect();
+    let ingress = networks.iter().find(|n| n.ingress);
+
+    // Nodes: where each one is, and whether its tasks may serve.
+    let mut peers = Vec::new();
+    let mut node_addr: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+    let mut alive: BTreeSet<&str> = BTreeSet::new();
+    let mut peer_addrs = HashSet::new();
+    for node in &view.nodes {
+        if node.id == me.node_id {
+            node_addr.insert(&node.id, me.underlay_addr);
+            alive.insert(&node.id);
+            continue;
+        }
+        let (Ok(addr), Ok(mac)) = (node.addr.parse::<Ipv4Addr>(), node.mac.parse::<MacAddr>())
+        else {
+            continue;
+        };
+        if addr == me.underlay_addr || !peer_addrs.insert(addr) {
+            continue;
+        }
+        peers.push(OverlayPeer {
+            node_id: node.id.clone(),
+            underlay_addr: addr,
+            mac,
+        });
+        node_addr.insert(&node.id, addr);
+        if node.state != NodeState::Down
+            && node.state != NodeState::Disconnected
+            && !dead.contains(&node.id)
+        {
+            alive.insert(&node.id);
+        }
+    }
+
+    // Endpoints: remote tasks from the view, local ones from their veths.
+    let local_keys: BTreeMap<(&str, u32), &LocalAttachment> = local
+        .iter()
+        .map(|l| ((l.task_id.as_str(), l.vni), l))
+        .collect();
+    let mut endpoints = Vec::new();
+    let mut used = HashSet::new();
+    for l in local {
+        let fits = networks
+            .iter()
+            .any(|n| n.vni == l.vni && is_host(n, l.addr));
+        if fits && used.insert(l.addr) {
+            endpoints.push(TaskEndpoint {
+                task_id: l.task_id.clone(),
+                addr: l.addr,
+                node: me.underlay_addr,
+                vni: l.vni,
+            });
+        }
+    }
+    let local_endpoints: Vec<LocalEndpoint> = local
+        .iter()
+        .filter(|l| used.contains(&l.addr))
+        .map(|l| LocalEndpoint {
+            task_id: l.task_id.clone(),
+            vni: l.vni,
+            host_ifname: l.host_ifname.clone(),
+            host_ifindex: l.host_ifindex,
+        })
+        .collect();
+    // (task, network VNI) → (address, node address, serving)
+    let mut placed: BTreeMap<(&str, u32), (Ipv4Addr, Ipv4Addr, bool)> = BTreeMap::new();
+    for task in &view.tasks {
+        let Some(&node) = node_addr.get(task.node_id.as_str()) else {
+            continue;
+        };
+        let serving = alive.contains(task.node_id.as_str());
+        for attachment in &task.networks {
+            let Some(network) = by_id.get(attachment.network_id.as_str()) else {
+                continue;
+            };
+            let Some(addr) = attachment.addresses.iter().find_map(|a| host_addr(a)) else {
+                continue;
+            };
+            if task.node_id == me.node_id {
+                // Ours: only once its veth is there, at the address it was given.
+                if let Some(l) = local_keys.get(&(task.id.as_str(), network.vni))
+                    && used.contains(&l.addr)
+                {
+                    placed.insert((&task.id, network.vni), (l.addr, node, true));
+                }
+                continue;
+            }
+            if !is_host(network, addr) || !used.insert(addr) {
+                continue;
+            }
+            endpoints.push(TaskEndpoint {
+                task_id: task.id.clone(),
+                addr,
+                node,
+                vni: network.vni,
+            });
+            placed.insert((&task.id, network.vni), (addr, node, serving));
+        }
+    }
+
+    let mut claimed_vips = HashSet::new();
+    let mut claimed_ports = HashSet::new();
+    let services = view
+        .services
+        .iter()
+        .map(|s| {
+            let vips: Vec<ServiceVip> = s
+                .endpoint
+                .virtual_ips
+                .iter()
+                .filter_map(|vip| {
+                    let network = by_id.get(vip.network_id.as_str())?;
+                    let addr = host_addr(&vip.addr)?;
+                    (is_host(network, addr) && addr != network.gateway && claimed_vips.insert(addr))
+                        .then(|| ServiceVip {
+                            network: network.name.clone(),
+                            addr,
+                        })
+                })
+                .collect();
+            let mut ports = ports(&s.endpoint, ingress.is_some());
+            // A published port another service holds already stays with that one.
+            for port in &mut ports {
+                if let Some(published) = port.published_port
+                    && !claimed_ports.insert((port.protocol, published))
+                {
+                    port.published_port = None;
+                }
+            }
+            let mut served: BTreeSet<u32> = vips
+                .iter()
+                .filter_map(|v| networks.iter().find(|n| n.name == v.network))
+                .map(|n| n.vni)
+                .collect();
+            if let Some(ingress) = ingress
+                && ports.iter().any(|p| p.published_port.is_some())
+            {
+                served.insert(ingress.vni);
+            }
+            let backends = view
+                .tasks
+                .iter()
+                .filter(|t| t.service_id == s.id)
+                .flat_map(|t| {
+                    served.iter().filter_map(|vni| {
+                        let &(addr, node, serving) = placed.get(&(t.id.as_str(), *vni))?;
+                        serving.then(|| ServiceBackend {
+                            task_id: t.id.clone(),
+                            addr,
+                            node,
+                            vni: *vni,
+                        })
+                    })
+                })
+                .collect();
+            Service {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                vips,
+                ports,
+                backends,
+            }
+        })
+        .collect();
+
+    MeshState {
+        node: NodeIdentity {
+            underlay_addr: me.underlay_addr,
+            underlay_iface: me.underlay_iface.clone(),
+            vxlan_port: if view.vxlan_port == 0 {
+                hive_dataplane::mesh::state::DEFAULT_VXLAN_PORT
+            } else {
+                view.vxlan_port
+            },
+            hash_seed: view.hash_seed,
+            underlay_mtu: me.underlay_mtu,
+        },
+        networks,
+        peers,
+        services,
+        endpoints,
+        local_endpoints,
+    }
+}
+
+/// The view's networks as the data plane takes them, index for index (`None` where one
+/// cannot be used: a bad subnet, a VNI or subnet taken by an earlier one, two ingresses).
+fn networks(view: &MeshView) -> Vec<Option<Network>> {
+    let mut taken: Vec<Network> = Vec::new();
+    view.networks
+        .iter()
+        .map(|n| {
+            let subnet: Ipv4Network = n.subnet.parse().ok()?;
+            let gateway = if n.gateway.is_empty() {
+                first_host(subnet)?
+            } else {
+                n.gateway.parse().ok().or_else(|| host_addr(&n.gateway))?
+            };
+            let network = Network {
+                name: n.name.clone(),
+                vni: n.vni,
+                subnet,
+                gateway,
+                ingress: n.ingress,
+            };
+            let clash = taken.iter().any(|t| {
+                t.name == network.name
+                    || t.vni == network.vni
+                    || t.subnet.overlaps(network.subnet)
+                    || (t.ingress && network.ingress)
+            });
+            if clash || network.vni == 0 || network.vni > 0x00ff_ffff || !is_host(&network, gateway)
+            {
+                return None;
+            }
+            taken.push(network.clone());
+            Some(network)
+        })
+        .collect()
+}
+
+fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
+    // The allocated ports; a service allocated before its ports were spec'd has none there.
+    let source = if endpoint.ports.is_empty() {
+        &endpoint.spec.ports
+    } else {
+        &endpoint.ports
+    };
+    let mut seen = HashSet::new();
+    source
+        .iter()
+        .filter_map(|p| {
+            let protocol = match p.protocol {
+                objects::Protocol::Tcp => Protocol::Tcp,
+                objects::Protocol::Udp => Protocol::Udp,
+                // The data plane balances TCP and UDP only.
+                objects::Protocol::Sctp => return None,
+            };
+            let published_port =
+                (p.publish_mode == PublishMode::Ingress && p.published_port != 0 && has_ingress)
+                    .then_some(p.published_port);
+            (p.target_port != 0 && seen.insert((protocol, p.target_port))).then_some(ServicePort {
+                protocol,
+                target_port: p.target_port,
+                published_port,
+            })
+        })
+        .collect()
+}
+
+/// `10.0.0.7/24` or `10.0.0.7` → the address.
+fn host_addr(cidr: &str) -> Option<Ipv4Addr> {
+    cidr.split('/').next()?.parse().ok()
+}
+
+fn first_host(subnet: Ipv4Network) -> Option<Ipv4Addr> {
+    if subnet.prefix() >= 31 {
+        return Some(subnet.network());
+    }
+    Some(Ipv4Addr::from(u32::from(subnet.network()).checked_add(1)?))
+}
+
+fn is_host(network: &Network, addr: Ipv4Addr) -> bool {
+    let subnet = network.subnet;
+    subnet.contains(addr)
+        && (subnet.prefix() >= 31 || (addr != subnet.network() && addr != subnet.broadcast()))
+}
+
+#[cfg(test)]
+mod tests;

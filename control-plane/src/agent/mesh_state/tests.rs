@@ -1,0 +1,292 @@
+use super::*;
+use crate::agent::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask};
+use crate::store::objects::{Endpoint, NetworkAttachment, PortConfig, VirtualIp};
+
+fn node(id: &str, i: u8, state: NodeState) -> MeshNode {
+    MeshNode {
+        id: id.to_owned(),
+        addr: format!("192.168.77.{i}"),
+        mac: format!("02:00:00:00:00:{i:02x}"),
+        state,
+    }
+}
+
+fn task(id: &str, service: &str, node: &str, addrs: &[(&str, &str)]) -> MeshTask {
+    MeshTask {
+        id: id.to_owned(),
+        service_id: service.to_owned(),
+        node_id: node.to_owned(),
+        networks: addrs
+            .iter()
+            .map(|(net, addr)| NetworkAttachment {
+                network_id: (*net).to_owned(),
+                addresses: vec![(*addr).to_owned()],
+                aliases: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+fn port(protocol: objects::Protocol, target: u16, published: u16) -> PortConfig {
+    PortConfig {
+        protocol,
+        target_port: target,
+        published_port: published,
+        ..PortConfig::default()
+    }
+}
+
+/// Three nodes; `web` publishes 8080 → 80 with one task on each node, VIP 10.0.0.2 on the
+/// ingress network; an overlay `back` with `db` (VIP only, one task on n2).
+fn view() -> MeshView {
+    MeshView {
+        hash_seed: 42,
+        vxlan_port: 4789,
+        networks: vec![
+            MeshNetwork {
+                id: "ing".into(),
+                name: "ingress".into(),
+                vni: 4096,
+                subnet: "10.0.0.0/24".into(),
+                gateway: "10.0.0.1".into(),
+                ingress: true,
+            },
+            MeshNetwork {
+                id: "back".into(),
+                name: "back".into(),
+                vni: 4097,
+                subnet: "10.0.1.0/24".into(),
+                gateway: String::new(),
+                ingress: false,
+            },
+        ],
+        services: vec![
+            MeshService {
+                id: "web".into(),
+                name: "web".into(),
+                endpoint: Endpoint {
+                    ports: vec![port(objects::Protocol::Tcp, 80, 8080)],
+                    virtual_ips: vec![VirtualIp {
+                        network_id: "ing".into(),
+                        addr: "10.0.0.2/24".into(),
+                    }],
+                    ..Endpoint::default()
+                },
+            },
+            MeshService {
+                id: "db".into(),
+                name: "db".into(),
+                endpoint: Endpoint {
+                    ports: vec![port(objects::Protocol::Tcp, 5432, 0)],
+                    virtual_ips: vec![VirtualIp {
+                        network_id: "back".into(),
+                        addr: "10.0.1.2/24".into(),
+                    }],
+                    ..Endpoint::default()
+                },
+            },
+        ],
+        tasks: vec![
+            task("t1", "web", "n1", &[("ing", "10.0.0.3/24")]),
+            task("t2", "web", "n2", &[("ing", "10.0.0.4/24")]),
+            task("t3", "web", "n3", &[("ing", "10.0.0.5/24")]),
+            task("d1", "db", "n2", &[("back", "10.0.1.3/24")]),
+        ],
+        nodes: vec![
+            node("n1", 1, NodeState::Ready),
+            node("n2", 2, NodeState::Ready),
+            node("n3", 3, NodeState::Ready),
+        ],
+    }
+}
+
+fn me() -> LocalNode {
+    LocalNode {
+        node_id: "n1".into(),
+        underlay_addr: Ipv4Addr::new(192, 168, 77, 1),
+        underlay_iface: "eth0".into(),
+        underlay_mtu: 1500,
+    }
+}
+
+fn veth(task: &str, vni: u32, addr: [u8; 4], ifindex: u32) -> LocalAttachment {
+    LocalAttachment {
+        task_id: task.into(),
+        vni,
+        addr: Ipv4Addr::from(addr),
+        host_ifname: format!("hv{task}"),
+        host_ifindex: ifindex,
+    }
+}
+
+fn backends(state: &MeshState, service: &str) -> Vec<(String, Ipv4Addr)> {
+    let mut found: Vec<_> = state
+        .services
+        .iter()
+        .find(|s| s.id == service)
+        .expect("service in the state")
+        .backends
+        .iter()
+        .map(|b| (b.task_id.clone(), b.node))
+        .collect();
+    found.sort();
+    found
+}
+
+fn addr(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 77, last)
+}
+
+#[test]
+fn a_published_port_balances_over_every_running_task_on_every_node() {
+    let state = mesh_state(
+        &view(),
+        &me(),
+        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    assert_eq!(
+        backends(&state, "web"),
+        vec![
+            ("t1".into(), addr(1)),
+            ("t2".into(), addr(2)),
+            ("t3".into(), addr(3))
+        ]
+    );
+    let web = &state.services[0];
+    assert_eq!(web.ports[0].published_port, Some(8080));
+    assert_eq!(web.vips[0].network, "ingress");
+    assert_eq!(state.node.hash_seed, 42);
+    assert_eq!(state.node.underlay_addr, addr(1));
+    // The ingress network is the one marked; a missing gateway is the subnet's first host.
+    let ingress: Vec<_> = state.networks.iter().filter(|n| n.ingress).collect();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0].vni, 4096);
+    let back = state.networks.iter().find(|n| n.name == "back").unwrap();
+    assert_eq!(back.gateway, Ipv4Addr::new(10, 0, 1, 1));
+    // Peers: the other nodes with their MACs, never this one.
+    let peers: Vec<_> = state
+        .peers
+        .iter()
+        .map(|p| (p.node_id.as_str(), p.mac.to_string()))
+        .collect();
+    assert_eq!(
+        peers,
+        vec![
+            ("n2", "02:00:00:00:00:02".into()),
+            ("n3", "02:00:00:00:00:03".into())
+        ]
+    );
+    // The VIP-only service: its backend on the overlay, no published port.
+    assert_eq!(backends(&state, "db"), vec![("d1".into(), addr(2))]);
+    assert_eq!(state.services[1].ports[0].published_port, None);
+    assert_eq!(state.local_endpoints.len(), 1);
+    assert_eq!(state.endpoints.len(), 4);
+}
+
+#[test]
+fn backends_of_nodes_dead_by_gossip_or_down_are_left_out() {
+    let mut view = view();
+    view.nodes[1].state = NodeState::Down;
+    let dead = BTreeSet::from(["n3".to_owned()]);
+    let state = mesh_state(&view, &me(), &[veth("t1", 4096, [10, 0, 0, 3], 7)], &dead);
+    state.validate().expect("a valid mesh");
+    assert_eq!(backends(&state, "web"), vec![("t1".into(), addr(1))]);
+    assert!(backends(&state, "db").is_empty());
+    // They stay peers: their tasks' addresses still route there (and fail there).
+    assert_eq!(state.peers.len(), 2);
+}
+
+#[test]
+fn a_local_task_is_in_the_mesh_only_once_its_veth_exists() {
+    // t1 is running by the store but its veth is not (yet) here.
+    let state = mesh_state(&view(), &me(), &[], &BTreeSet::new());
+    state.validate().expect("a valid mesh");
+    assert_eq!(
+        backends(&state, "web"),
+        vec![("t2".into(), addr(2)), ("t3".into(), addr(3))]
+    );
+    assert!(state.endpoints.iter().all(|e| e.task_id != "t1"));
+
+    // A veth of a task the store does not show running yet: reachable by address, not
+    // balanced to.
+    let state = mesh_state(
+        &view(),
+        &me(),
+        &[veth("t9", 4096, [10, 0, 0, 9], 8)],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    assert!(state.endpoints.iter().any(|e| e.task_id == "t9"));
+    assert!(backends(&state, "web").iter().all(|(t, _)| t != "t9"));
+}
+
+#[test]
+fn what_the_data_plane_would_refuse_is_left_out_not_fatal() {
+    let mut view = view();
+    // A node without a MAC is no peer, and its tasks no backends.
+    view.nodes[2].mac.clear();
+    // A network overlapping the ingress, and one with a bad subnet.
+    view.networks.push(MeshNetwork {
+        id: "clash".into(),
+        name: "clash".into(),
+        vni: 4098,
+        subnet: "10.0.0.0/16".into(),
+        ..MeshNetwork::default()
+    });
+    view.networks.push(MeshNetwork {
+        id: "bad".into(),
+        name: "bad".into(),
+        vni: 4099,
+        subnet: "nonsense".into(),
+        ..MeshNetwork::default()
+    });
+    // A second service publishing the same port, an SCTP port, and a task address twice.
+    view.services.push(MeshService {
+        id: "api".into(),
+        name: "api".into(),
+        endpoint: Endpoint {
+            ports: vec![
+                port(objects::Protocol::Tcp, 81, 8080),
+                port(objects::Protocol::Sctp, 9, 9),
+            ],
+            ..Endpoint::default()
+        },
+    });
+    view.tasks
+        .push(task("a1", "api", "n2", &[("ing", "10.0.0.4/24")]));
+    let state = mesh_state(
+        &view,
+        &me(),
+        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    assert_eq!(state.networks.len(), 2);
+    assert_eq!(state.peers.len(), 1);
+    assert_eq!(
+        backends(&state, "web"),
+        vec![("t1".into(), addr(1)), ("t2".into(), addr(2))]
+    );
+    let api = state.services.iter().find(|s| s.id == "api").unwrap();
+    assert_eq!(api.ports.len(), 1);
+    assert_eq!(api.ports[0].published_port, None);
+    assert!(api.backends.is_empty());
+}
+
+#[test]
+fn without_an_ingress_network_ports_are_not_published() {
+    let mut view = view();
+    view.networks[0].ingress = false;
+    let state = mesh_state(
+        &view,
+        &me(),
+        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    assert_eq!(state.services[0].ports[0].published_port, None);
+    // Still balanced behind its VIP.
+    assert_eq!(backends(&state, "web").len(), 3);
+}

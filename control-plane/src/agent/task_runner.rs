@@ -1,0 +1,265 @@
+//! One task on this node, from its assignment to its removal: Swarm's agent-side state
+//! machine over the [`Executor`].
+//!
+//! ```text
+//! desired READY/RUNNING, nothing made ─ prepare ─▶ PREPARING ─▶ READY     (error: REJECTED)
+//! desired RUNNING, prepared ──────────── start ──▶ STARTING ──▶ RUNNING   (error: FAILED)
+//! RUNNING, the process exits ─────────────────────▶ COMPLETE (0) / FAILED (non-zero exit (N))
+//! desired SHUTDOWN/REMOVE/... ───────── shutdown ─▶ SHUTDOWN
+//! the task leaves the assignment set ── shutdown + remove, and the runner ends
+//! ```
+//!
+//! Every state goes to the [`StatusQueue`]; the leader keeps only forward moves. What
+//! `prepare` made is written under the data dir ([`PreparedStore`]) so that a daemon that
+//! starts again finds what an earlier one left (docs/agent.md, "Restart").
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::status::StatusQueue;
+use crate::executor::{
+    self, Executor, ExitStatus, PreparedTask, ResourceLimits, TaskSpec as ExecSpec,
+};
+use crate::store::objects::{RuntimeStatus, Task, TaskState, TaskStatus, Timestamp};
+
+/// What the worker wants of a runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desired {
+    pub state: TaskState,
+    /// The task left the assignment set (or the agent stops): free everything and end.
+    pub gone: bool,
+}
+
+/// The executor's spec of a store task.
+pub fn executor_spec(task: &Task) -> ExecSpec {
+    let container = &task.spec.container;
+    let mut spec = ExecSpec::new(task.id.clone(), container.image.clone());
+    spec.command = container.command.clone();
+    spec.args = container.args.clone();
+    spec.env = container.env.clone();
+    spec.hostname = (!container.hostname.is_empty()).then(|| container.hostname.clone());
+    spec.workdir = (!container.workdir.is_empty()).then(|| PathBuf::from(&container.workdir));
+    spec.limits = ResourceLimits {
+        nano_cpus: task.spec.resources.limits.nano_cpus,
+        memory_bytes: task.spec.resources.limits.memory_bytes,
+    };
+    spec.stop_grace_period = container.stop_grace_period;
+    spec.networks = task
+        .networks
+        .iter()
+        .map(|n| executor::NetworkAttachment {
+            network_id: n.network_id.clone(),
+            addresses: n.addresses.clone(),
+            aliases: n.aliases.clone(),
+        })
+        .collect();
+    spec
+}
+
+/// Where prepared tasks are remembered: `<dir>/<task-id>.json`.
+#[derive(Debug, Clone)]
+pub struct PreparedStore {
+    pub dir: PathBuf,
+}
+
+impl PreparedStore {
+    pub fn save(&self, task: &PreparedTask) {
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.path(&task.task_id);
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(task).unwrap_or_default())?;
+            std::fs::rename(tmp, path)
+        };
+        if let Err(err) = write() {
+            tracing::warn!(task = %task.task_id, %err, dir = %self.dir.display(),
+                "could not record the prepared task; a restarted daemon will not find it");
+        }
+    }
+
+    pub fn forget(&self, task_id: &str) {
+        let _ = std::fs::remove_file(self.path(task_id));
+    }
+
+    /// Every task an earlier daemon prepared and did not remove.
+    pub fn list(&self) -> Vec<PreparedTask> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| {
+                let bytes = std::fs::read(e.path()).ok()?;
+                serde_json::from_slice(&bytes).ok()
+            })
+            .collect()
+    }
+
+    fn path(&self, task_id: &str) -> PathBuf {
+        self.dir.join(format!("{task_id}.json"))
+    }
+}
+
+/// One task's runner.
+#[derive(Debug)]
+pub struct TaskRunner {
+    pub task: Task,
+    pub executor: Arc<dyn Executor>,
+    pub statuses: StatusQueue,
+    pub prepared_store: PreparedStore,
+    /// The status last reported (starts as the store's).
+    last: TaskStatus,
+}
+
+impl TaskRunner {
+    pub fn new(
+        task: Task,
+        executor: Arc<dyn Executor>,
+        statuses: StatusQueue,
+        prepared_store: PreparedStore,
+    ) -> Self {
+        let last = task.status.clone();
+        Self {
+            task,
+            executor,
+            statuses,
+            prepared_store,
+            last,
+        }
+    }
+
+    fn report(&mut self, state: TaskState, message: &str, err: &str, exit: Option<ExitStatus>) {
+        let mut status = TaskStatus {
+            timestamp: Timestamp::now(),
+            state,
+            message: message.to_owned(),
+            err: err.to_owned(),
+            runtime: self.last.runtime.clone(),
+            port_status: Vec::new(),
+        };
+        if let (Some(runtime), Some(exit)) = (status.runtime.as_mut(), exit) {
+            runtime.exit_code = exit.code();
+        }
+        tracing::info!(task = %self.task.id, %state, message, err, "task status");
+        self.last = status.clone();
+        self.statuses.report(&self.task.id, status);
+    }
+
+    /// Runs until the task is gone (`desired.gone`, or the sender dropped).
+    pub async fn run(mut self, mut desired: watch::Receiver<Desired>) {
+        let mut prepared: Option<PreparedTask> = None;
+        let state = self.last.state;
+        if (TaskState::Preparing..=TaskState::Running).contains(&state) {
+            // The store says an agent of this node was running it, but this one does not
+            // have it: an earlier daemon's, which could not be re-adopted.
+            self.report(
+                TaskState::Failed,
+                "lost",
+                "task: lost when the hive daemon restarted",
+                None,
+            );
+        }
+        loop {
+            let want = *desired.borrow_and_update();
+            if want.gone {
+                break;
+            }
+            let state = self.last.state;
+            if state.is_terminal() {
+                if desired.changed().await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            if want.state > TaskState::Running {
+                self.report(TaskState::Shutdown, "shutdown", "", None);
+                continue;
+            }
+            match &prepared {
+                None if want.state >= TaskState::Ready => {
+                    self.report(TaskState::Preparing, "preparing", "", None);
+                    match self.executor.prepare(&executor_spec(&self.task)).await {
+                        Ok(task) => {
+                            self.prepared_store.save(&task);
+                            prepared = Some(task);
+                            self.report(TaskState::Ready, "prepared", "", None);
+                        }
+                        Err(err) => {
+                            self.report(TaskState::Rejected, "rejected", &err.to_string(), None)
+                        }
+                    }
+                }
+                Some(task) if want.state == TaskState::Running => {
+                    let task = task.clone();
+                    self.report(TaskState::Starting, "starting", "", None);
+                    match self.executor.start(&task).await {
+                        Ok(started) => {
+                            self.last.runtime = Some(RuntimeStatus {
+                                runtime_id: task.container_id.clone(),
+                                pid: started.pid,
+                                exit_code: 0,
+                            });
+                            self.report(TaskState::Running, "started", "", None);
+                            self.supervise(&task, &mut desired).await;
+                        }
+                        Err(err) => {
+                            self.report(TaskState::Failed, "starting", &err.to_string(), None)
+                        }
+                    }
+                }
+                _ => {
+                    if desired.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(task) = prepared {
+            if let Err(err) = self.executor.shutdown(&task).await {
+                tracing::warn!(task = %task.task_id, %err, "stopping the task");
+            }
+            if let Err(err) = self.executor.remove(&task).await {
+                tracing::warn!(task = %task.task_id, %err, "removing the task");
+            }
+            self.prepared_store.forget(&task.task_id);
+        }
+    }
+
+    /// A running task: until it exits, or the manager (or the worker) stops it.
+    async fn supervise(&mut self, task: &PreparedTask, desired: &mut watch::Receiver<Desired>) {
+        let mut stopping = false;
+        let exit = loop {
+            tokio::select! {
+                exit = self.executor.wait(task) => break exit,
+                changed = desired.changed(), if !stopping => {
+                    let want = *desired.borrow();
+                    if changed.is_err() || want.gone || want.state > TaskState::Running {
+                        stopping = true;
+                        if let Err(err) = self.executor.shutdown(task).await {
+                            tracing::warn!(task = %task.task_id, %err, "stopping the task");
+                        }
+                    }
+                }
+            }
+        };
+        match exit {
+            Ok(exit) if stopping => self.report(TaskState::Shutdown, "shutdown", "", Some(exit)),
+            Ok(exit) if exit.success() => {
+                self.report(TaskState::Complete, "finished", "", Some(exit))
+            }
+            Ok(exit) => self.report(
+                TaskState::Failed,
+                "finished",
+                &format!("task: non-zero exit ({})", exit.code()),
+                Some(exit),
+            ),
+            Err(err) => self.report(TaskState::Failed, "finished", &err.to_string(), None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The worker: turns each assignment snapshot into task runners (one per task, see
+//! [`super::task_runner`]) and hands the mesh view to the node's mesh (if it has a data
+//! plane). Tasks that leave the set are shut down and removed by their runner.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::assignment::Assignment;
+use super::mesh_view::MeshView;
+use super::status::StatusQueue;
+use super::task_runner::{Desired, PreparedStore, TaskRunner};
+use crate::executor::{
+    Executor, ExecutorError, ExitStatus, LogOptions, LogReader, PreparedTask, StartedTask, TaskSpec,
+};
+
+/// Where the worker sends the mesh view of every snapshot.
+pub trait MeshSink: Send + Sync + std::fmt::Debug {
+    fn set_view(&self, view: MeshView);
+}
+
+/// How long the worker waits for its runners when it stops (each one stops its task within
+/// the task's stop grace period).
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Worker {
+    pub executor: Arc<dyn Executor>,
+    pub statuses: StatusQueue,
+    pub prepared: PreparedStore,
+    pub mesh: Option<Arc<dyn MeshSink>>,
+}
+
+struct Runner {
+    desired: watch::Sender<Desired>,
+    join: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Follows `assignments` until `stop`; then stops and removes every task.
+    pub async fn run(
+        self,
+        mut assignments: watch::Receiver<Option<Arc<Assignment>>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        self.clean_up_leftovers().await;
+        let mut runners: HashMap<String, Runner> = HashMap::new();
+        loop {
+            tokio::select! {
+                changed = assignments.changed() => if changed.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            let Some(assignment) = assignments.borrow_and_update().clone() else {
+                continue;
+            };
+            if let Some(mesh) = &self.mesh {
+                mesh.set_view(assignment.mesh.clone());
+            }
+            self.statuses.retain_assigned(&assignment);
+            runners.retain(|_, r| !r.join.is_finished());
+            for task in &assignment.tasks {
+                let desired = Desired {
+                    state: task.desired_state,
+                    gone: false,
+                };
+                match runners.get(&task.id) {
+                    Some(runner) => {
+                        runner.desired.send_if_modified(|d| {
+                            let changed = *d != desired;
+                            *d = desired;
+                            changed
+                        });
+                    }
+                    None => {
+                        let (sender, receiver) = watch::channel(desired);
+                        let runner = TaskRunner::new(
+                            task.clone(),
+                            self.executor.clone(),
+                            self.statuses.clone(),
+                            self.prepared.clone(),
+                        );
+                        runners.insert(
+                            task.id.clone(),
+                            Runner {
+                                desired: sender,
+                                join: tokio::spawn(runner.run(receiver)),
+                            },
+                        );
+                    }
+                }
+            }
+            for (id, runner) in &runners {
+                if !assignment.tasks.iter().any(|t| t.id == *id) {
+                    runner.desired.send_modify(|d| d.gone = true);
+                }
+            }
+        }
+        for runner in runners.values() {
+            runner.desired.send_modify(|d| d.gone = true);
+        }
+        let all = futures::future::join_all(runners.into_values().map(|r| r.join));
+        if tokio::time::timeout(STOP_WAIT, all).await.is_err() {
+            tracing::warn!("agent: tasks still stopping after {STOP_WAIT:?}; leaving them");
+        }
+    }
+
+    /// Removes what an earlier daemon prepared. Its processes are this daemon's children no
+    /// longer, so they cannot be re-adopted yet (TODO(#5): re-adopt running tasks through
+    /// their pidfd); the leader hears they were lost from their runners.
+    async fn clean_up_leftovers(&self) {
+        for task in self.prepared.list() {
+            tracing::info!(task = %task.task_id, "agent: removing a task an earlier daemon left");
+            if let Err(err) = self.executor.remove(&task).await {
+                tracing::warn!(task = %task.task_id, %err, "agent: removing a left-over task");
+            }
+            self.prepared.forget(&task.task_id);
+        }
+    }
+}
+
+/// The executor of a node that cannot run tasks (no cgroups, not root): every task is
+/// rejected with the reason.
+#[derive(Debug)]
+pub struct NoExecutor {
+    pub reason: String,
+}
+
+impl NoExecutor {
+    fn error(&self) -> ExecutorError {
+        ExecutorError::Config {
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+impl Executor for NoExecutor {
+    fn prepare<'a>(
+        &'a self,
+        _spec: &'a TaskSpec,
+    ) -> BoxFuture<'a, Result<PreparedTask, ExecutorError>> {
+        Box::pin(async { Err(self.error()) })
+    }
+
+    fn start<'a>(
+        &'a self,
+        _task: &'a PreparedTask,
+    ) -> BoxFuture<'a, Result<StartedTask, ExecutorError>> {
+        Box::pin(async { Err(self.error()) })
+    }
+
+    fn wait<'a>(
+        &'a self,
+        _task: &'a PreparedTask,
+    ) -> BoxFuture<'a, Result<ExitStatus, ExecutorError>> {
+        Box::pin(async { Err(self.error()) })
+    }
+
+    fn shutdown<'a>(&'a self, _task: &'a PreparedTask) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove<'a>(&'a self, _task: &'a PreparedTask) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        _task: &'a PreparedTask,
+        _options: LogOptions,
+    ) -> BoxFuture<'a, Result<LogReader, ExecutorError>> {
+        Box::pin(async { Err(self.error()) })
+    }
+}

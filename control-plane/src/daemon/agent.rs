@@ -1,0 +1,282 @@
+//! The node's agent as the daemon runs it: the executor, the worker following the
+//! assignment stream, the node's mesh (data plane) and gossip. Started when the node joins
+//! (or resumes) a swarm; it outlives role changes; stopped when the node leaves or the daemon
+//! stops (docs/agent.md).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::DaemonConfig;
+use super::node_file::NodeFile;
+use crate::agent::assignment::Assignment;
+use crate::agent::mesh::{MeshAttacher, NodeMesh, find_underlay};
+use crate::agent::status::StatusQueue;
+use crate::agent::task_runner::PreparedStore;
+use crate::agent::worker::{MeshSink, NoExecutor, Worker};
+use crate::dispatcher::Observation;
+use crate::executor::{Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoNetworks};
+use crate::gossip::{DEFAULT_GOSSIP_PORT, Gossip, GossipConfig, MembershipEvent};
+use crate::manager::ManagerSlot;
+
+/// `<data-dir>/agent/prepared/<task-id>.json`: what `prepare` made of each task.
+pub const PREPARED_DIR: &str = "agent/prepared";
+
+/// The default BPF pin directory of a node.
+pub fn default_pin_dir(node_id: &str) -> PathBuf {
+    PathBuf::from(hive_dataplane::lab::naming::BPF_HIVE_DIR).join(node_id)
+}
+
+#[derive(Debug)]
+pub struct NodeAgent {
+    pub node_id: String,
+    /// MAC of the underlay NIC (empty without a data plane).
+    pub underlay_mac: String,
+    pub assignments: watch::Sender<Option<Arc<Assignment>>>,
+    pub statuses: StatusQueue,
+    pub executor: Arc<dyn Executor>,
+    pub prepared: PreparedStore,
+    pub mesh: Option<Arc<NodeMesh>>,
+    namespace_executor: Option<Arc<NamespaceExecutor>>,
+    stop: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    gossip: tokio::sync::Mutex<Option<Gossip>>,
+}
+
+impl NodeAgent {
+    /// Starts the agent of the node `file` describes. Nothing here fails the daemon: a data
+    /// plane that cannot open leaves the node without a mesh (logged), an executor that
+    /// cannot start rejects every task with the reason.
+    pub async fn start(
+        config: &DaemonConfig,
+        file: &NodeFile,
+        managers: Weak<ManagerSlot>,
+    ) -> Arc<Self> {
+        let (stop, stopping) = watch::channel(false);
+        let advertise: Option<SocketAddr> = file.advertise_addr.parse().ok();
+        let mut underlay_mac = String::new();
+        let mesh = if config.no_dataplane {
+            None
+        } else if let Some(addr) = advertise {
+            open_mesh(config, file, addr.ip(), stopping.clone())
+                .await
+                .inspect(|(_, mac)| underlay_mac.clone_from(mac))
+                .map(|(mesh, _)| mesh)
+        } else {
+            None
+        };
+        let attacher: Arc<dyn NetworkAttacher> = match &mesh {
+            Some(mesh) => Arc::new(MeshAttacher(mesh.clone())),
+            None => Arc::new(NoNetworks),
+        };
+        let namespace_executor = ExecutorConfig::for_daemon(&file.node_id, &config.data_dir)
+            .map(|mut c| {
+                if let Some(dir) = &config.task_run_dir {
+                    c.run_dir.clone_from(dir);
+                }
+                if let Some(parent) = &config.cgroup_parent {
+                    c.cgroup_parent.clone_from(parent);
+                }
+                c
+            })
+            .and_then(|c| NamespaceExecutor::new(c, attacher))
+            .map(Arc::new);
+        let (executor, namespace_executor): (Arc<dyn Executor>, _) = match namespace_executor {
+            Ok(e) => (e.clone(), Some(e)),
+            Err(err) => {
+                tracing::warn!(%err, "agent: this node cannot run tasks; they will be rejected");
+                (
+                    Arc::new(NoExecutor {
+                        reason: format!("this node cannot run tasks: {err}"),
+                    }),
+                    None,
+                )
+            }
+        };
+        let statuses = StatusQueue::default();
+        let (assignments, follow) = watch::channel(None);
+        let prepared = PreparedStore {
+            dir: config.data_dir.join(PREPARED_DIR),
+        };
+        let worker = Worker {
+            executor: executor.clone(),
+            statuses: statuses.clone(),
+            prepared: prepared.clone(),
+            mesh: mesh.clone().map(|m| m as Arc<dyn MeshSink>),
+        };
+        let mut tasks = vec![tokio::spawn(worker.run(follow, stopping.clone()))];
+        let gossip = match advertise {
+            Some(addr) => start_gossip(file, addr.ip()).await,
+            None => None,
+        };
+        if let Some(gossip) = &gossip {
+            tasks.push(tokio::spawn(follow_gossip(
+                gossip.watch(),
+                mesh.clone(),
+                managers,
+                stopping,
+            )));
+        }
+        Arc::new(Self {
+            node_id: file.node_id.clone(),
+            underlay_mac,
+            assignments,
+            statuses,
+            executor,
+            prepared,
+            mesh,
+            namespace_executor,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+            gossip: tokio::sync::Mutex::new(gossip),
+        })
+    }
+
+    /// Stops every task (shut down and removed), gossip and the mesh. With `leaving`, the
+    /// data plane is detached and its pins removed; otherwise it stays pinned.
+    pub async fn stop(&self, leaving: bool) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        if let Some(gossip) = self.gossip.lock().await.take() {
+            let result = if leaving {
+                gossip.leave().await
+            } else {
+                gossip.shutdown().await
+            };
+            if let Err(err) = result {
+                tracing::warn!(%err, "agent: stopping gossip");
+            }
+        }
+        if let Some(executor) = &self.namespace_executor {
+            executor.release().await;
+        }
+        if let Some(mesh) = &self.mesh {
+            mesh.close(leaving).await;
+        }
+    }
+}
+
+async fn open_mesh(
+    config: &DaemonConfig,
+    file: &NodeFile,
+    addr: IpAddr,
+    stop: watch::Receiver<bool>,
+) -> Option<(Arc<NodeMesh>, String)> {
+    let underlay = match find_underlay(addr).await {
+        Ok(underlay) => underlay,
+        Err(err) => {
+            tracing::error!(%err, "agent: no data plane on this node");
+            return None;
+        }
+    };
+    let pin_dir = config
+        .bpf_pin_dir
+        .clone()
+        .unwrap_or_else(|| default_pin_dir(&file.node_id));
+    match NodeMesh::open(&file.node_id, &underlay, &pin_dir, stop).await {
+        Ok(mesh) => {
+            tracing::info!(iface = %underlay.iface, mac = %underlay.mac, mtu = underlay.mtu,
+                pins = %pin_dir.display(), "agent: data plane open");
+            Some((mesh, underlay.mac.to_string()))
+        }
+        Err(err) => {
+            tracing::error!(%err, "agent: no data plane on this node");
+            None
+        }
+    }
+}
+
+/// Gossip on UDP 7946 of the advertise address, seeded with the managers (same IPs).
+async fn start_gossip(file: &NodeFile, addr: IpAddr) -> Option<Gossip> {
+    let mut config = GossipConfig::new(
+        file.node_id.clone(),
+        file.cluster_id.clone(),
+        SocketAddr::new(addr, DEFAULT_GOSSIP_PORT),
+    );
+    config.seeds = file
+        .managers
+        .iter()
+        .chain(std::iter::once(&file.advertise_addr))
+        .filter_map(|m| m.parse::<SocketAddr>().ok())
+        .map(|m| SocketAddr::new(m.ip(), DEFAULT_GOSSIP_PORT))
+        .collect();
+    config.seeds.sort();
+    config.seeds.dedup();
+    // The conventional keys of docs/gossip.md.
+    config
+        .initial_state
+        .insert("node.addr".to_owned(), addr.to_string());
+    config.initial_state.insert(
+        "node.role".to_owned(),
+        match file.role {
+            crate::pki::Role::Manager => "manager",
+            crate::pki::Role::Worker => "worker",
+        }
+        .to_owned(),
+    );
+    match Gossip::start(config).await {
+        Ok(gossip) => Some(gossip),
+        Err(err) => {
+            tracing::error!(%err, "agent: gossip did not start; dead nodes are noticed by heartbeats only");
+            None
+        }
+    }
+}
+
+/// Gossip's verdicts: into this node's mesh at once, and to this manager's dispatcher (which
+/// marks the node down if it leads).
+async fn follow_gossip(
+    mut watch: crate::gossip::MembershipWatch,
+    mesh: Option<Arc<NodeMesh>>,
+    managers: Weak<ManagerSlot>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = watch.recv() => event,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(crate::gossip::WatchError::Lagged { .. }) => continue,
+            Err(_) => return,
+        };
+        let member = event.member();
+        if member.local {
+            continue;
+        }
+        match &event {
+            MembershipEvent::NodeUp { member } => {
+                tracing::info!(node = %member.node_id, "gossip: node up");
+                if let Some(mesh) = &mesh {
+                    mesh.set_dead(&member.node_id, false);
+                }
+            }
+            MembershipEvent::NodeDown { member, reason } => {
+                tracing::info!(node = %member.node_id, ?reason, "gossip: node down");
+                if let Some(mesh) = &mesh {
+                    mesh.set_dead(&member.node_id, true);
+                }
+                // A restart shows up as down-then-up at once; the session re-registers.
+                if *reason == crate::gossip::DownReason::Restarted {
+                    continue;
+                }
+                if let Some(manager) = managers.upgrade().and_then(|m| m.get()) {
+                    manager.dispatcher.liveness().observe(
+                        &member.node_id,
+                        Observation::Dead {
+                            reason: format!("gossip: node {reason:?}").to_lowercase(),
+                        },
+                    );
+                }
+            }
+            MembershipEvent::NodeUpdated { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The leader's side of the agents' work: the `Assignments` stream (a node's tasks and the
+//! cluster's [`MeshView`], as complete snapshots) and `UpdateTaskStatus` (what agents observed
+//! of their tasks, applied only when it moves a task forward).
+//!
+//! A stream starts with a snapshot, then follows the store's watch: after every committed
+//! change that concerns the node (its own tasks, or anything the mesh view holds), it drains
+//! whatever else is already committed and sends one new snapshot — unless it is the same as
+//! the last one sent. The channel to the gRPC stream is bounded: a slow agent holds the
+//! stream back, changes pile up in the watch and are coalesced into the next snapshot (if the
+//! watch overflows, the next snapshot is simply re-read). The stream ends when the session
+//! does (a new register, a lost leadership) or the agent goes away.
+
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use tokio::sync::mpsc;
+
+use super::Dispatcher;
+use crate::agent::mesh_view::{MeshView, is_serving};
+use crate::api::{ApiError, pb};
+use crate::manager::retry::update;
+use crate::store::objects::{Object, Task, TaskState, TaskStatus, Timestamp};
+use crate::store::{Event, Filter, ReadView, StoreError};
+
+/// Snapshots buffered between the watch and the gRPC stream.
+const STREAM_BUFFER: usize = 2;
+/// How often an idle stream checks that its session is still current.
+const SESSION_CHECK: Duration = Duration::from_secs(1);
+
+/// The tasks a node must know about: assigned to it and not yet removed for good.
+pub fn is_assigned(task: &Task, node_id: &str) -> bool {
+    task.node_id.as_deref() == Some(node_id)
+        && (task.desired_state != TaskState::Remove || !task.status.state.is_terminal())
+}
+
+/// Whether a committed change can change `node_id`'s assignment set.
+fn concerns(event: &Event, node_id: &str) -> bool {
+    fn task(object: &Object) -> Option<&Task> {
+        match object {
+            Object::Task(task) => Some(task),
+            _ => None,
+        }
+    }
+    match event {
+        Event::Created { object, .. } | Event::Deleted { object, .. } => match task(object) {
+            Some(t) => t.node_id.as_deref() == Some(node_id) || is_serving(t),
+            None => true,
+        },
+        Event::Updated { old, object, .. } => match (task(old), task(object)) {
+            (Some(old), Some(new)) => {
+                old.node_id.as_deref() == Some(node_id)
+                    || new.node_id.as_deref() == Some(node_id)
+                    || is_serving(old) != is_serving(new)
+                    || (is_serving(new)
+                        && (old.networks != new.networks || old.node_id != new.node_id))
+            }
+            _ => true,
+        },
+    }
+}
+
+/// One snapshot for `node_id`.
+pub fn snapshot(tx: &impl ReadView, node_id: &str) -> Result<pb::AssignmentSet, StoreError> {
+    let tasks = tx.find::<Task>(|t| is_assigned(t, node_id))?;
+    let mesh = MeshView::read(tx)?;
+    Ok(pb::AssignmentSet {
+        tasks_json: serde_json::to_vec(&tasks).unwrap_or_default(),
+        mesh_json: serde_json::to_vec(&mesh).unwrap_or_default(),
+        version: tx.applied_index(),
+    })
+}
+
+/// Whether `next` moves a task whose current status is `current` forward (Swarm's order;
+/// the same state again is accepted only if it says something new).
+pub fn moves_forward(current: &TaskStatus, next: &TaskStatus) -> bool {
+    match next.state.cmp(&current.state) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => {
+            next.message != current.message
+                || next.err != current.err
+                || next.runtime != current.runtime
+                || next.port_status != current.port_status
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Fails unless `session_id` is `node_id`'s current session with this leader.
+    pub fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), ApiError> {
+        let known = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .is_some_and(|s| s == session_id);
+        if known {
+            Ok(())
+        } else {
+            Err(ApiError::Precondition(format!(
+                "session {session_id} of node {node_id} is not known to this leader; register again"
+            )))
+        }
+    }
+
+    /// The assignment stream of `node_id`'s session `session_id`.
+    pub fn assignments(
+        self: &std::sync::Arc<Self>,
+        node_id: &str,
+        session_id: &str,
+    ) -> Result<mpsc::Receiver<Result<pb::AssignmentSet, tonic::Status>>, ApiError> {
+        self.check_session(node_id, session_id)?;
+        let (first, watch) = self.store.view_and_watch(Filter::all(), |tx| {
+            snapshot(tx, node_id).map_err(ApiError::from)
+        })?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let dispatcher = self.clone();
+        let node_id = node_id.to_owned();
+        let session_id = session_id.to_owned();
+        tokio::spawn(async move {
+            dispatcher
+                .follow(node_id, session_id, first, watch, sender)
+                .await;
+        });
+        Ok(receiver)
+    }
+
+    async fn follow(
+        &self,
+        node_id: String,
+        session_id: String,
+        first: pb::AssignmentSet,
+        mut watch: crate::store::Watch,
+        sender: mpsc::Sender<Result<pb::AssignmentSet, tonic::Status>>,
+    ) {
+        let mut last = (first.tasks_json.clone(), first.mesh_json.clone());
+        if sender.send(Ok(first)).await.is_err() {
+            return;
+        }
+        let mut tick = tokio::time::interval(SESSION_CHECK);
+        loop {
+            // Wait for a change that concerns the node.
+            let mut changed = false;
+            tokio::select! {
+                () = sender.closed() => return,
+                _ = tick.tick() => {}
+                event = watch.next() => match event {
+                    None => return,
+                    Some(Ok(event)) => changed = concerns(&event, &node_id),
+                    Some(Err(_lagged_or_replaced)) => {
+                        changed = true;
+                        watch = self.store.watch(Filter::all());
+                    }
+                },
+            }
+            if let Err(err) = self.check_session(&node_id, &session_id) {
+                let _ = sender.send(Err(err.into())).await;
+                return;
+            }
+            if !changed {
+                continue;
+            }
+            // Coalesce what is already committed.
+            while let Some(Some(event)) = watch.next().now_or_never() {
+                if event.is_err() {
+                    watch = self.store.watch(Filter::all());
+                    break;
+                }
+            }
+            let set = match self.store.view(|tx| snapshot(tx, &node_id)) {
+                Ok(set) => set,
+                Err(err) => {
+                    tracing::warn!(node = %node_id, %err, "dispatcher: reading assignments");
+                    continue;
+                }
+            };
+            let now = (set.tasks_json.clone(), set.mesh_json.clone());
+            if now == last {
+                continue;
+            }
+            last = now;
+            if sender.send(Ok(set)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Applies what `node_id` reports of its tasks, in one write. Updates for tasks no longer
+    /// assigned to it, or that would move a task backwards, are ignored.
+    pub async fn update_task_status(
+        &self,
+        node_id: &str,
+        session_id: &str,
+        updates: Vec<(String, TaskStatus)>,
+    ) -> Result<(), ApiError> {
+        self.check_session(node_id, session_id)?;
+        update(&self.store, |tx| {
+            for (task_id, status) in &updates {
+                let Some(task) = tx.get::<Task>(task_id)? else {
+                    continue;
+                };
+                if task.node_id.as_deref() != Some(node_id) || !moves_forward(&task.status, status)
+                {
+                    tracing::debug!(task = %task_id, node = %node_id, state = %status.state,
+                        "dispatcher: ignoring a stale task status");
+                    continue;
+                }
+                let mut status = status.clone();
+                if status.timestamp == Timestamp::default() {
+                    status.timestamp = Timestamp::now();
+                }
+                tx.modify::<Task>(task_id, |t| t.status = status)?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod store_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: TaskState, message: &str) -> TaskStatus {
+        TaskStatus {
+            state,
+            message: message.to_owned(),
+            ..TaskStatus::default()
+        }
+    }
+
+    #[test]
+    fn statuses_only_move_forward() {
+        let running = status(TaskState::Running, "started");
+        assert!(moves_forward(
+            &status(TaskState::Assigned, ""),
+            &status(TaskState::Preparing, "preparing")
+        ));
+        assert!(moves_forward(&running, &status(TaskState::Failed, "x")));
+        assert!(!moves_forward(&running, &status(TaskState::Starting, "")));
+        assert!(!moves_forward(&running, &running.clone()));
+        assert!(moves_forward(
+            &running,
+            &status(TaskState::Running, "other")
+        ));
+        // A terminal state never goes back to running.
+        assert!(!moves_forward(
+            &status(TaskState::Shutdown, ""),
+            &status(TaskState::Running, "started")
+        ));
+        assert!(moves_forward(
+            &status(TaskState::Complete, ""),
+            &status(TaskState::Rejected, "late")
+        ));
+    }
+
+    #[test]
+    fn removed_tasks_leave_the_set_once_stopped() {
+        let mut task = Task {
+            node_id: Some("n1".into()),
+            desired_state: TaskState::Remove,
+            ..Task::default()
+        };
+        task.status.state = TaskState::Running;
+        assert!(is_assigned(&task, "n1"));
+        assert!(!is_assigned(&task, "n2"));
+        task.status.state = TaskState::Shutdown;
+        assert!(!is_assigned(&task, "n1"));
+        task.desired_state = TaskState::Shutdown;
+        assert!(is_assigned(&task, "n1"));
+    }
+
+    #[test]
+    fn changes_to_other_nodes_tasks_concern_a_node_only_when_they_change_the_mesh() {
+        let mut task = Task {
+            node_id: Some("n2".into()),
+            desired_state: TaskState::Running,
+            ..Task::default()
+        };
+        task.status.state = TaskState::Starting;
+        let mut running = task.clone();
+        running.status.state = TaskState::Running;
+        let event = |old: &Task, new: &Task| Event::Updated {
+            index: 1,
+            old: Object::Task(Box::new(old.clone())),
+            object: Object::Task(Box::new(new.clone())),
+        };
+        assert!(concerns(&event(&task, &running), "n1"));
+        let mut preparing = task.clone();
+        preparing.status.state = TaskState::Preparing;
+        assert!(!concerns(&event(&preparing, &task), "n1"));
+        assert!(concerns(&event(&preparing, &task), "n2"));
+    }
+}

@@ -234,7 +234,7 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     wait_mesh(&swarm, 8080, &hostnames(&first));
 
     // `service ps`: docker's columns, a row per slot.
-    let ps = swarm.hive_line("n2", "service ps web");
+    let ps = swarm.hive_line("n1", "service ps web");
     assert!(
         ps.lines().next().is_some_and(|h| h.starts_with("ID ")
             && h.contains("NAME")

@@ -179,6 +179,21 @@ pub fn remove_lab(lab: &str, grace: Duration) -> Result<DownReport, CleanupError
         Err(err) => problems.push(err.to_string()),
     }
 
+    // 1b. Tasks: in namespaces of their own, but always in the lab's cgroups.
+    let task_cgroups: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| {
+            cgroup_mounts(&text)
+                .into_iter()
+                .map(|root| root.join(naming::cgroup_lab_parent(lab)))
+                .filter(|dir| dir.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    match procs::terminate_cgroup_members(&task_cgroups, grace) {
+        Ok(killed) => report.killed.extend(killed),
+        Err(err) => problems.push(err.to_string()),
+    }
+
     // 2. BPF pins.
     let pin_dir = naming::bpf_lab_dir(lab);
     match fs::remove_dir_all(&pin_dir) {

@@ -10,7 +10,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     fs, io,
     os::unix::fs::MetadataExt as _,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -206,6 +206,57 @@ pub fn terminate(namespaces: &HashSet<NsId>, grace: Duration) -> Result<Vec<i32>
             pids: left.into_iter().collect(),
         })
     }
+}
+
+/// Stop every process in the cgroup trees `dirs` (a lab's task cgroups): the same rounds as
+/// [`terminate`]. Tasks live in namespaces of their own, which the lab's namespace scan does
+/// not see once their daemon is gone; their cgroup always holds them.
+pub fn terminate_cgroup_members(dirs: &[PathBuf], grace: Duration) -> Result<Vec<i32>, ProcsError> {
+    let mut signalled = BTreeSet::new();
+    for _ in 0..MAX_ROUNDS {
+        let members: BTreeSet<i32> = dirs.iter().flat_map(|d| cgroup_members(d)).collect();
+        if members.is_empty() {
+            return Ok(signalled.into_iter().collect());
+        }
+        let table = process_table()?;
+        let victims: Vec<(i32, u64)> = table
+            .iter()
+            .filter(|e| members.contains(&e.pid))
+            .map(|e| (e.pid, e.start_time))
+            .collect();
+        tracing::debug!(?victims, "stopping lab tasks");
+        signal_all(&victims, Signal::SIGTERM)?;
+        signalled.extend(victims.iter().map(|(pid, _)| *pid));
+        let left = wait_gone(&victims, grace);
+        signal_all(&left, Signal::SIGKILL)?;
+        let stuck = wait_gone(&left, KILL_GRACE);
+        if !stuck.is_empty() {
+            return Err(ProcsError::Survivors {
+                pids: stuck.into_iter().map(|(pid, _)| pid).collect(),
+            });
+        }
+    }
+    let left: Vec<i32> = dirs.iter().flat_map(|d| cgroup_members(d)).collect();
+    if left.is_empty() {
+        Ok(signalled.into_iter().collect())
+    } else {
+        Err(ProcsError::Survivors { pids: left })
+    }
+}
+
+/// PIDs in the cgroup `dir` and every cgroup below it (`cgroup.procs`); none if it is gone.
+fn cgroup_members(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(cgroup_members(&entry.path()));
+            }
+        }
+    }
+    pids
 }
 
 fn signal_all(victims: &[(i32, u64)], signal: Signal) -> Result<(), ProcsError> {

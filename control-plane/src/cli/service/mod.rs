@@ -551,7 +551,12 @@ fn out(text: &str) -> bool {
 
 /// Prints one log line as docker does (`[TIMESTAMP ]CONTEXT    | TEXT`); false once stdout is
 /// closed.
-fn print_log_line(line: &pb::LogLine, no_trunc: bool, slot_digits: usize) -> bool {
+fn print_log_line(
+    line: &pb::LogLine,
+    timestamps: bool,
+    no_trunc: bool,
+    slot_digits: usize,
+) -> bool {
     let text = String::from_utf8_lossy(&line.line);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     if line.task_id.is_empty() {
@@ -566,7 +571,7 @@ fn print_log_line(line: &pb::LogLine, no_trunc: bool, slot_digits: usize) -> boo
         no_trunc,
         slot_digits,
     );
-    let stamp = if let Some(ts) = &line.timestamp {
+    let stamp = if let Some(ts) = line.timestamp.as_ref().filter(|_| timestamps) {
         format!("{} ", crate::cli::output::rfc3339(Some(ts)))
     } else {
         String::new()
@@ -692,7 +697,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     .await?
                     .into_inner();
                 while let Some(line) = stream.next().await {
-                    if !print_log_line(&line?, no_trunc, slot_digits) {
+                    if !print_log_line(&line?, timestamps, no_trunc, slot_digits) {
                         break;
                     }
                 }

@@ -130,6 +130,8 @@ struct Inputs {
     view: Option<MeshView>,
     /// (task, VNI) → its veth.
     local: BTreeMap<(String, u32), LocalAttachment>,
+    /// Tasks of this node whose veths belong in the mesh (assigned, not stopped).
+    live_tasks: BTreeSet<String>,
     /// Nodes gossip reports dead.
     dead: BTreeSet<String>,
 }
@@ -219,7 +221,12 @@ impl NodeMesh {
     pub fn desired(&self) -> Option<hive_dataplane::MeshState> {
         let inputs = self.inputs();
         let view = inputs.view.as_ref()?;
-        let local: Vec<LocalAttachment> = inputs.local.values().cloned().collect();
+        let local: Vec<LocalAttachment> = inputs
+            .local
+            .values()
+            .filter(|l| inputs.live_tasks.contains(&l.task_id))
+            .cloned()
+            .collect();
         Some(mesh_state(view, &self.me, &local, &inputs.dead))
     }
 
@@ -378,11 +385,12 @@ impl NodeMesh {
 }
 
 impl MeshSink for NodeMesh {
-    fn set_view(&self, view: MeshView) {
+    fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>) {
         let changed = {
             let mut inputs = self.inputs();
-            let changed = inputs.view.as_ref() != Some(&view);
+            let changed = inputs.view.as_ref() != Some(&view) || inputs.live_tasks != live_tasks;
             inputs.view = Some(view);
+            inputs.live_tasks = live_tasks;
             changed
         };
         if changed {

@@ -102,11 +102,13 @@ pub fn mesh_state(
         .collect();
     let mut endpoints = Vec::new();
     let mut used = HashSet::new();
+    let mut kept: HashSet<(&str, u32)> = HashSet::new();
     for l in local {
         let fits = networks
             .iter()
             .any(|n| n.vni == l.vni && is_host(n, l.addr));
         if fits && used.insert(l.addr) {
+            kept.insert((&l.task_id, l.vni));
             endpoints.push(TaskEndpoint {
                 task_id: l.task_id.clone(),
                 addr: l.addr,
@@ -115,9 +117,11 @@ pub fn mesh_state(
             });
         }
     }
+    // Exactly the local tasks that got an endpoint: the data plane refuses a veth whose
+    // task has none.
     let local_endpoints: Vec<LocalEndpoint> = local
         .iter()
-        .filter(|l| used.contains(&l.addr))
+        .filter(|l| kept.contains(&(l.task_id.as_str(), l.vni)))
         .map(|l| LocalEndpoint {
             task_id: l.task_id.clone(),
             vni: l.vni,
@@ -142,7 +146,7 @@ pub fn mesh_state(
             if task.node_id == me.node_id {
                 // Ours: only once its veth is there, at the address it was given.
                 if let Some(l) = local_keys.get(&(task.id.as_str(), network.vni))
-                    && used.contains(&l.addr)
+                    && kept.contains(&(l.task_id.as_str(), l.vni))
                 {
                     placed.insert((&task.id, network.vni), (l.addr, node, true));
                 }

@@ -19,7 +19,10 @@ use crate::executor::{
 
 /// Where the worker sends the mesh view of every snapshot.
 pub trait MeshSink: Send + Sync + std::fmt::Debug {
-    fn set_view(&self, view: MeshView);
+    /// The cluster's mesh `view`, and the tasks of this node that may hold a veth in it: those
+    /// assigned here and not stopped. A stopped task's veth stays until its task is removed
+    /// (its logs are kept), but its address may already belong to a new task.
+    fn set_view(&self, view: MeshView, live_tasks: std::collections::BTreeSet<String>);
 }
 
 /// How long the worker waits for its runners when it stops (each one stops its task within
@@ -57,7 +60,13 @@ impl Worker {
                 continue;
             };
             if let Some(mesh) = &self.mesh {
-                mesh.set_view(assignment.mesh.clone());
+                let live = assignment
+                    .tasks
+                    .iter()
+                    .filter(|t| !t.status.state.is_terminal())
+                    .map(|t| t.id.clone())
+                    .collect();
+                mesh.set_view(assignment.mesh.clone(), live);
             }
             self.statuses.retain_assigned(&assignment);
             runners.retain(|_, r| !r.join.is_finished());

@@ -290,3 +290,35 @@ fn without_an_ingress_network_ports_are_not_published() {
     // Still balanced behind its VIP.
     assert_eq!(backends(&state, "web").len(), 3);
 }
+
+#[test]
+fn two_veths_with_one_address_still_make_a_valid_mesh() {
+    // A stopped task's veth (t0) still holds the address the allocator gave to its
+    // replacement (t1). The agent leaves stopped tasks out (NodeMesh keeps only live ones),
+    // but whatever reaches this function must not make the whole mesh invalid: one of them
+    // gets the address, and no veth is listed without its endpoint.
+    let state = mesh_state(
+        &view(),
+        &me(),
+        &[
+            veth("t0", 4096, [10, 0, 0, 3], 7),
+            veth("t1", 4096, [10, 0, 0, 3], 8),
+        ],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    assert_eq!(
+        state.local_endpoints.len(),
+        1,
+        "{:?}",
+        state.local_endpoints
+    );
+    assert_eq!(
+        state
+            .endpoints
+            .iter()
+            .filter(|e| e.addr == Ipv4Addr::new(10, 0, 0, 3))
+            .count(),
+        1
+    );
+}

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -12,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::assignment::Assignment;
 use super::mesh_view::MeshView;
 use super::status::StatusQueue;
-use super::task_runner::{Desired, PreparedStore, TaskRunner};
+use super::task_runner::{Desired, PreparedRecord, PreparedStore, TaskRunner};
 use crate::executor::{
     Executor, ExecutorError, ExitStatus, LogOptions, LogReader, PreparedTask, StartedTask, TaskSpec,
 };
@@ -20,6 +21,12 @@ use crate::executor::{
 /// Where the worker sends the mesh view of every snapshot.
 pub trait MeshSink: Send + Sync + std::fmt::Debug {
     fn set_view(&self, view: MeshView);
+
+    /// Takes back the veths of a task an earlier daemon attached (before the first view is
+    /// applied, so its endpoints never leave the mesh).
+    fn adopt<'a>(&'a self, _task: &'a PreparedTask, _view: &'a MeshView) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// How long the worker waits for its runners when it stops (each one stops its task within
@@ -32,6 +39,9 @@ pub struct Worker {
     pub statuses: StatusQueue,
     pub prepared: PreparedStore,
     pub mesh: Option<Arc<dyn MeshSink>>,
+    /// Set before `stop` for a daemon restart: tasks keep running for the next daemon to
+    /// adopt, instead of being stopped and removed.
+    pub keep_tasks: Arc<AtomicBool>,
 }
 
 struct Runner {
@@ -46,7 +56,15 @@ impl Worker {
         mut assignments: watch::Receiver<Option<Arc<Assignment>>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        self.clean_up_leftovers().await;
+        // What an earlier daemon left: adopted by the runners of tasks still assigned, removed
+        // once the first assignment shows they are not.
+        let mut leftovers: HashMap<String, PreparedRecord> = self
+            .prepared
+            .list()
+            .into_iter()
+            .map(|r| (r.task.task_id.clone(), r))
+            .collect();
+        let mut first = true;
         let mut runners: HashMap<String, Runner> = HashMap::new();
         loop {
             tokio::select! {
@@ -56,16 +74,26 @@ impl Worker {
             let Some(assignment) = assignments.borrow_and_update().clone() else {
                 continue;
             };
+            let mut adopt: HashMap<String, PreparedRecord> = HashMap::new();
+            for task in &assignment.tasks {
+                if let Some(record) = leftovers.remove(&task.id) {
+                    adopt.insert(task.id.clone(), record);
+                }
+            }
+            if first {
+                first = false;
+                self.clean_up(std::mem::take(&mut leftovers)).await;
+            }
             if let Some(mesh) = &self.mesh {
+                for record in adopt.values() {
+                    mesh.adopt(&record.task, &assignment.mesh).await;
+                }
                 mesh.set_view(assignment.mesh.clone());
             }
             self.statuses.retain_assigned(&assignment);
             runners.retain(|_, r| !r.join.is_finished());
             for task in &assignment.tasks {
-                let desired = Desired {
-                    state: task.desired_state,
-                    gone: false,
-                };
+                let desired = Desired::new(task.desired_state);
                 match runners.get(&task.id) {
                     Some(runner) => {
                         runner.desired.send_if_modified(|d| {
@@ -76,12 +104,13 @@ impl Worker {
                     }
                     None => {
                         let (sender, receiver) = watch::channel(desired);
-                        let runner = TaskRunner::new(
+                        let mut runner = TaskRunner::new(
                             task.clone(),
                             self.executor.clone(),
                             self.statuses.clone(),
                             self.prepared.clone(),
                         );
+                        runner.adopt = adopt.remove(&task.id);
                         runners.insert(
                             task.id.clone(),
                             Runner {
@@ -98,8 +127,15 @@ impl Worker {
                 }
             }
         }
+        let keep = self.keep_tasks.load(Ordering::Acquire);
         for runner in runners.values() {
-            runner.desired.send_modify(|d| d.gone = true);
+            runner.desired.send_modify(|d| {
+                if keep {
+                    d.detach = true;
+                } else {
+                    d.gone = true;
+                }
+            });
         }
         let all = futures::future::join_all(runners.into_values().map(|r| r.join));
         if tokio::time::timeout(STOP_WAIT, all).await.is_err() {
@@ -107,11 +143,9 @@ impl Worker {
         }
     }
 
-    /// Removes what an earlier daemon prepared. Its processes are this daemon's children no
-    /// longer, so they cannot be re-adopted yet (TODO(#5): re-adopt running tasks through
-    /// their pidfd); the leader hears they were lost from their runners.
-    async fn clean_up_leftovers(&self) {
-        for task in self.prepared.list() {
+    /// Removes what an earlier daemon left of tasks no longer assigned here.
+    async fn clean_up(&self, leftovers: HashMap<String, PreparedRecord>) {
+        for task in leftovers.into_values().map(|r| r.task) {
             tracing::info!(task = %task.task_id, "agent: removing a task an earlier daemon left");
             if let Err(err) = self.executor.remove(&task).await {
                 tracing::warn!(task = %task.task_id, %err, "agent: removing a left-over task");

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hive::agent::assignment::Assignment;
@@ -84,6 +85,7 @@ fn start_node(
     dir: &Path,
     run_tasks: bool,
     stop: watch::Receiver<bool>,
+    keep_tasks: Arc<AtomicBool>,
 ) -> NodeInputs {
     let ns = lab.netns_path(node).expect("netns").to_owned();
     let addr = lab.node_addr(node).expect("addr");
@@ -91,6 +93,11 @@ fn start_node(
     let (assignments, follow) = watch::channel(None);
     let (dead, mut dead_rx) = watch::channel(BTreeSet::new());
     let statuses = StatusQueue::default();
+    let cgroup_parent = PathBuf::from(format!(
+        "hive-test/agent-{}-{node}-{}",
+        lab.name(),
+        std::process::id()
+    ));
     let node = node.to_owned();
     let dir = dir.join(&node);
     let worker_statuses = statuses.clone();
@@ -111,10 +118,7 @@ fn start_node(
                     let config = ExecutorConfig {
                         run_dir: dir.join("run"),
                         state_dir: dir.join("tasks"),
-                        cgroup_parent: PathBuf::from(format!(
-                            "hive-test/agent-{node}-{}",
-                            std::process::id()
-                        )),
+                        cgroup_parent,
                         hive_binary: PathBuf::from(HIVE),
                     };
                     Some(Arc::new(
@@ -148,13 +152,15 @@ fn start_node(
                         dir: dir.join("prepared"),
                     },
                     mesh: Some(mesh.clone()),
+                    keep_tasks: keep_tasks.clone(),
                 };
                 worker.run(follow, stop).await;
                 gossip.abort();
                 if let Some(namespace) = namespace {
                     namespace.release().await;
                 }
-                mesh.close(true).await;
+                // A restart keeps the data plane pinned; a final stop removes it.
+                mesh.close(!keep_tasks.load(Ordering::Acquire)).await;
                 Ok(())
             })
         })
@@ -216,7 +222,7 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
         } else {
             Vec::new()
         },
-        nodes: vec![node("n1"), node("n2")],
+        nodes: lab.nodes().map(|m| node(&m.name)).collect(),
     }
 }
 
@@ -285,8 +291,9 @@ fn a_task_runs_and_is_reached_through_every_nodes_published_port() {
     let lab = LabGuard::up(&LabSpec::new("agentmesh", 2)).expect("lab up");
     let dir = tempfile::tempdir().expect("tempdir");
     let (stop, stopping) = watch::channel(false);
-    let mut n1 = start_node(&lab, "n1", dir.path(), true, stopping.clone());
-    let mut n2 = start_node(&lab, "n2", dir.path(), false, stopping);
+    let no = || Arc::new(AtomicBool::new(false));
+    let mut n1 = start_node(&lab, "n1", dir.path(), true, stopping.clone(), no());
+    let mut n2 = start_node(&lab, "n2", dir.path(), false, stopping, no());
     let stop = Stopper(stop);
 
     // The leader assigns the task to n1; every node gets the mesh view.
@@ -611,4 +618,153 @@ fn a_workers_agent_serves_task_logs_to_managers_only() {
     );
     let refused = logs("n2", 0).expect_err("a worker may not read logs");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+}
+
+/// One request on an open keep-alive connection; the answering task's hostname.
+fn request_on(stream: &mut TcpStream) -> std::io::Result<String> {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::other("the connection was closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                let hostname = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Hostname: "))
+                    .unwrap_or_default();
+                return Ok(hostname.to_owned());
+            }
+        }
+    }
+}
+
+fn wait_for_status(node: &NodeInputs, task: &str, state: TaskState) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let pending = node.statuses.pending();
+        if pending
+            .iter()
+            .any(|(id, status)| id == task && status.state == state)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{task} never reported {state}: {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A daemon restart: the agent stops keeping its task running and the data plane pinned;
+/// the next agent adopts the task (its process, its veth, its output) and an open connection
+/// to it through the published port goes on answering.
+#[test]
+fn a_restarted_agent_adopts_its_running_task_and_keeps_its_connections() {
+    if !privileged("a_restarted_agent_adopts_its_running_task_and_keeps_its_connections") {
+        return;
+    }
+    let lab = LabGuard::up(&LabSpec::new("agentrst", 1)).expect("lab up");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stop, stopping) = watch::channel(false);
+    let keep = Arc::new(AtomicBool::new(false));
+    let mut first = start_node(&lab, "n1", dir.path(), true, stopping, keep.clone());
+    let stop = Stopper(stop);
+    assign(
+        &first,
+        vec![the_task(TaskState::Assigned)],
+        view(&lab, false),
+    );
+    wait_for_status(&first, TASK, TaskState::Running);
+    assign(&first, vec![the_task(TaskState::Running)], view(&lab, true));
+
+    let client = lab.netns_path("client").expect("client ns").to_owned();
+    let to = SocketAddr::new(lab.node_addr("n1").expect("addr").into(), 8080);
+    get_until_ok(&client, to);
+    let mut open = netns::run_in(&client, || TcpStream::connect_timeout(&to, PATIENCE))
+        .expect("client ns")
+        .expect("connect");
+    open.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let hostname = request_on(&mut open).expect("an answer before the restart");
+
+    // The daemon stops for a restart: the task and the data plane stay.
+    keep.store(true, Ordering::Release);
+    stop.0.send_replace(true);
+    first
+        .thread
+        .take()
+        .expect("thread")
+        .join()
+        .expect("no panic")
+        .expect("the first agent stopped cleanly");
+    assert_eq!(
+        request_on(&mut open).expect("an answer while no agent runs"),
+        hostname
+    );
+
+    // The next agent: same directories and pins; the leader still shows the task running.
+    let (stop, stopping) = watch::channel(false);
+    let mut second = start_node(
+        &lab,
+        "n1",
+        dir.path(),
+        true,
+        stopping,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let stop = Stopper(stop);
+    assign(
+        &second,
+        vec![the_task(TaskState::Running)],
+        view(&lab, true),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        assert_eq!(
+            request_on(&mut open).expect("an answer on the same connection after the restart"),
+            hostname
+        );
+    }
+    assert!(
+        second
+            .statuses
+            .pending()
+            .iter()
+            .all(|(_, s)| s.state == TaskState::Running),
+        "the adopted task was reported otherwise: {:?}",
+        second.statuses.pending()
+    );
+    get_until_ok(&client, to);
+
+    // The adopted task stops when the manager asks.
+    let mut stopping_task = the_task(TaskState::Running);
+    stopping_task.desired_state = TaskState::Shutdown;
+    assign(&second, vec![stopping_task], view(&lab, false));
+    wait_for_status(&second, TASK, TaskState::Shutdown);
+
+    stop.0.send_replace(true);
+    second
+        .thread
+        .take()
+        .expect("thread")
+        .join()
+        .expect("no panic")
+        .expect("the second agent stopped cleanly");
+    let pins = naming::bpf_pin_dir(lab.name(), "n1".parse().expect("member"));
+    assert!(!pins.exists(), "{} is left", pins.display());
 }

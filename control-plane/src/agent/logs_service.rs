@@ -70,8 +70,8 @@ impl pb::agent_server::Agent for AgentService {
         for task_id in &request.task_ids {
             crate::executor::spec::validate_task_id(task_id)
                 .map_err(|e| ApiError::Invalid(e.to_string()))?;
-            let reader = match prepared.iter().find(|p| p.task_id == *task_id) {
-                Some(task) => agent.executor.logs(task, options).await.ok(),
+            let reader = match prepared.iter().find(|p| p.task.task_id == *task_id) {
+                Some(record) => agent.executor.logs(&record.task, options).await.ok(),
                 None => {
                     let path: PathBuf = node
                         .config

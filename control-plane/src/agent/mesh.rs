@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
 use super::mesh_view::MeshView;
 use super::worker::MeshSink;
-use crate::executor::{AssignedAddr, AttachError, NetworkAttacher, TaskNetworks};
+use crate::executor::{AssignedAddr, AttachError, NetworkAttacher, PreparedTask, TaskNetworks};
 
 /// Errors of the node's mesh.
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +384,50 @@ impl NodeMesh {
     }
 }
 
+impl NodeMesh {
+    /// Records the veths an earlier daemon made for `task` (found by name) as local
+    /// endpoints again, with `tc_from_task` attached (idempotent).
+    async fn adopt_task(&self, task: &PreparedTask, view: &MeshView) {
+        for assigned in &task.addresses {
+            let (IpAddr::V4(addr), Some(network)) = (
+                assigned.address,
+                view.networks.iter().find(|n| n.id == assigned.network_id),
+            ) else {
+                continue;
+            };
+            let host_ifname = task_link::host_ifname(&task.task_id, network.vni);
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(host_ifname.as_str()) else {
+                tracing::warn!(task = %task.task_id, iface = %host_ifname, "agent: the adopted task's veth is gone");
+                continue;
+            };
+            {
+                let mut dataplane = self.dataplane.lock().await;
+                if let Some(dataplane) = dataplane.as_mut()
+                    && let Err(err) = dataplane.attach_task_iface(ifindex)
+                {
+                    tracing::warn!(task = %task.task_id, %err, "agent: re-attaching tc_from_task");
+                }
+            }
+            self.inputs().local.insert(
+                (task.task_id.clone(), network.vni),
+                LocalAttachment {
+                    task_id: task.task_id.clone(),
+                    vni: network.vni,
+                    addr,
+                    host_ifname,
+                    host_ifindex: ifindex,
+                },
+            );
+        }
+        self.changed();
+    }
+}
+
 impl MeshSink for NodeMesh {
+    fn adopt<'a>(&'a self, task: &'a PreparedTask, view: &'a MeshView) -> BoxFuture<'a, ()> {
+        Box::pin(self.adopt_task(task, view))
+    }
+
     fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>) {
         let changed = {
             let mut inputs = self.inputs();

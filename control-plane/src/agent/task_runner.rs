@@ -28,8 +28,32 @@ use crate::store::objects::{RuntimeStatus, Task, TaskState, TaskStatus, Timestam
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Desired {
     pub state: TaskState,
-    /// The task left the assignment set (or the agent stops): free everything and end.
+    /// The task left the assignment set (or the agent stops for good): free everything and
+    /// end.
     pub gone: bool,
+    /// The daemon stops but the task keeps running, for the next daemon to adopt: end
+    /// without touching it.
+    pub detach: bool,
+}
+
+impl Desired {
+    pub fn new(state: TaskState) -> Self {
+        Self {
+            state,
+            gone: false,
+            detach: false,
+        }
+    }
+}
+
+/// What the agent remembers of a prepared task: what `prepare` made, and the PID of its
+/// process once started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PreparedRecord {
+    #[serde(flatten)]
+    pub task: PreparedTask,
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 /// The executor's spec of a store task.
@@ -65,12 +89,16 @@ pub struct PreparedStore {
 }
 
 impl PreparedStore {
-    pub fn save(&self, task: &PreparedTask) {
+    pub fn save(&self, task: &PreparedTask, pid: Option<u32>) {
+        let record = PreparedRecord {
+            task: task.clone(),
+            pid,
+        };
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.dir)?;
             let path = self.path(&task.task_id);
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(task).unwrap_or_default())?;
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default())?;
             std::fs::rename(tmp, path)
         };
         if let Err(err) = write() {
@@ -84,7 +112,7 @@ impl PreparedStore {
     }
 
     /// Every task an earlier daemon prepared and did not remove.
-    pub fn list(&self) -> Vec<PreparedTask> {
+    pub fn list(&self) -> Vec<PreparedRecord> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -110,6 +138,8 @@ pub struct TaskRunner {
     pub executor: Arc<dyn Executor>,
     pub statuses: StatusQueue,
     pub prepared_store: PreparedStore,
+    /// What an earlier daemon left of this task, to take over.
+    pub adopt: Option<PreparedRecord>,
     /// The status last reported (starts as the store's).
     last: TaskStatus,
 }
@@ -127,6 +157,7 @@ impl TaskRunner {
             executor,
             statuses,
             prepared_store,
+            adopt: None,
             last,
         }
     }
@@ -148,11 +179,51 @@ impl TaskRunner {
         self.statuses.report(&self.task.id, status);
     }
 
+    /// Takes over what an earlier daemon left running; `Some` if it still runs.
+    async fn adopt(&mut self) -> Option<PreparedTask> {
+        let record = self.adopt.take()?;
+        let adopted = match record.pid {
+            Some(pid) => self.executor.adopt(&record.task, pid).await,
+            None => Err(crate::executor::ExecutorError::NotStarted {
+                task_id: record.task.task_id.clone(),
+            }),
+        };
+        match adopted {
+            Ok(started) => {
+                tracing::info!(task = %record.task.task_id, pid = started.pid, "agent: adopted a running task");
+                self.last.runtime = Some(RuntimeStatus {
+                    runtime_id: record.task.container_id.clone(),
+                    pid: started.pid,
+                    exit_code: 0,
+                });
+                Some(record.task)
+            }
+            Err(err) => {
+                tracing::info!(task = %record.task.task_id, %err, "agent: cannot adopt a task; removing it");
+                if let Err(err) = self.executor.remove(&record.task).await {
+                    tracing::warn!(task = %record.task.task_id, %err, "removing a left-over task");
+                }
+                self.prepared_store.forget(&record.task.task_id);
+                None
+            }
+        }
+    }
+
     /// Runs until the task is gone (`desired.gone`, or the sender dropped).
     pub async fn run(mut self, mut desired: watch::Receiver<Desired>) {
         let mut prepared: Option<PreparedTask> = None;
+        if let Some(task) = self.adopt().await {
+            if self.last.state != TaskState::Running {
+                self.report(TaskState::Running, "adopted", "", None);
+            }
+            let detached = self.supervise(&task, &mut desired).await;
+            prepared = Some(task);
+            if detached {
+                return;
+            }
+        }
         let state = self.last.state;
-        if (TaskState::Preparing..=TaskState::Running).contains(&state) {
+        if prepared.is_none() && (TaskState::Preparing..=TaskState::Running).contains(&state) {
             // The store says an agent of this node was running it, but this one does not
             // have it: an earlier daemon's, which could not be re-adopted.
             self.report(
@@ -164,6 +235,9 @@ impl TaskRunner {
         }
         loop {
             let want = *desired.borrow_and_update();
+            if want.detach {
+                return;
+            }
             if want.gone {
                 break;
             }
@@ -183,7 +257,7 @@ impl TaskRunner {
                     self.report(TaskState::Preparing, "preparing", "", None);
                     match self.executor.prepare(&executor_spec(&self.task)).await {
                         Ok(task) => {
-                            self.prepared_store.save(&task);
+                            self.prepared_store.save(&task, None);
                             prepared = Some(task);
                             self.report(TaskState::Ready, "prepared", "", None);
                         }
@@ -197,13 +271,16 @@ impl TaskRunner {
                     self.report(TaskState::Starting, "starting", "", None);
                     match self.executor.start(&task).await {
                         Ok(started) => {
+                            self.prepared_store.save(&task, Some(started.pid));
                             self.last.runtime = Some(RuntimeStatus {
                                 runtime_id: task.container_id.clone(),
                                 pid: started.pid,
                                 exit_code: 0,
                             });
                             self.report(TaskState::Running, "started", "", None);
-                            self.supervise(&task, &mut desired).await;
+                            if self.supervise(&task, &mut desired).await {
+                                return;
+                            }
                         }
                         Err(err) => {
                             self.report(TaskState::Failed, "starting", &err.to_string(), None)
@@ -228,25 +305,39 @@ impl TaskRunner {
         }
     }
 
-    /// A running task: until it exits, or the manager (or the worker) stops it.
-    async fn supervise(&mut self, task: &PreparedTask, desired: &mut watch::Receiver<Desired>) {
+    /// A running task: until it exits, or the manager (or the worker) stops it. True if the
+    /// agent detached from it instead (it runs on, for the next daemon).
+    async fn supervise(
+        &mut self,
+        task: &PreparedTask,
+        desired: &mut watch::Receiver<Desired>,
+    ) -> bool {
         let mut stopping = false;
+        let mut first = true;
         let exit = loop {
-            tokio::select! {
-                exit = self.executor.wait(task) => break exit,
-                changed = desired.changed(), if !stopping => {
-                    let want = *desired.borrow();
-                    if changed.is_err() || want.gone || want.state > TaskState::Running {
-                        stopping = true;
-                        if let Err(err) = self.executor.shutdown(task).await {
-                            tracing::warn!(task = %task.task_id, %err, "stopping the task");
-                        }
-                    }
+            let check = if first {
+                first = false;
+                Ok(())
+            } else {
+                tokio::select! {
+                    exit = self.executor.wait(task) => break exit,
+                    changed = desired.changed(), if !stopping => changed,
+                }
+            };
+            let want = *desired.borrow();
+            if want.detach {
+                return true;
+            }
+            if !stopping && (check.is_err() || want.gone || want.state > TaskState::Running) {
+                stopping = true;
+                if let Err(err) = self.executor.shutdown(task).await {
+                    tracing::warn!(task = %task.task_id, %err, "stopping the task");
                 }
             }
         };
         match exit {
             Ok(exit) if stopping => self.report(TaskState::Shutdown, "shutdown", "", Some(exit)),
+            Err(_) if stopping => self.report(TaskState::Shutdown, "shutdown", "", None),
             Ok(exit) if exit.success() => {
                 self.report(TaskState::Complete, "finished", "", Some(exit))
             }
@@ -258,6 +349,7 @@ impl TaskRunner {
             ),
             Err(err) => self.report(TaskState::Failed, "finished", &err.to_string(), None),
         }
+        false
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -12,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::assignment::Assignment;
 use super::mesh_view::MeshView;
 use super::status::StatusQueue;
-use super::task_runner::{Desired, PreparedStore, TaskRunner};
+use super::task_runner::{Desired, PreparedRecord, PreparedStore, TaskRunner};
 use crate::executor::{
     Executor, ExecutorError, ExitStatus, LogOptions, LogReader, PreparedTask, StartedTask, TaskSpec,
 };
@@ -23,6 +24,12 @@ pub trait MeshSink: Send + Sync + std::fmt::Debug {
     /// assigned here and not stopped. A stopped task's veth stays until its task is removed
     /// (its logs are kept), but its address may already belong to a new task.
     fn set_view(&self, view: MeshView, live_tasks: std::collections::BTreeSet<String>);
+
+    /// Takes back the veths of a task an earlier daemon attached (before the first view is
+    /// applied, so its endpoints never leave the mesh).
+    fn adopt<'a>(&'a self, _task: &'a PreparedTask, _view: &'a MeshView) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// How long the worker waits for its runners when it stops (each one stops its task within
@@ -35,6 +42,9 @@ pub struct Worker {
     pub statuses: StatusQueue,
     pub prepared: PreparedStore,
     pub mesh: Option<Arc<dyn MeshSink>>,
+    /// Set before `stop` for a daemon restart: tasks keep running for the next daemon to
+    /// adopt, instead of being stopped and removed.
+    pub keep_tasks: Arc<AtomicBool>,
 }
 
 struct Runner {
@@ -49,7 +59,15 @@ impl Worker {
         mut assignments: watch::Receiver<Option<Arc<Assignment>>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        self.clean_up_leftovers().await;
+        // What an earlier daemon left: adopted by the runners of tasks still assigned, removed
+        // once the first assignment shows they are not.
+        let mut leftovers: HashMap<String, PreparedRecord> = self
+            .prepared
+            .list()
+            .into_iter()
+            .map(|r| (r.task.task_id.clone(), r))
+            .collect();
+        let mut first = true;
         let mut runners: HashMap<String, Runner> = HashMap::new();
         loop {
             tokio::select! {
@@ -59,7 +77,20 @@ impl Worker {
             let Some(assignment) = assignments.borrow_and_update().clone() else {
                 continue;
             };
+            let mut adopt: HashMap<String, PreparedRecord> = HashMap::new();
+            for task in &assignment.tasks {
+                if let Some(record) = leftovers.remove(&task.id) {
+                    adopt.insert(task.id.clone(), record);
+                }
+            }
+            if first {
+                first = false;
+                self.clean_up(std::mem::take(&mut leftovers)).await;
+            }
             if let Some(mesh) = &self.mesh {
+                for record in adopt.values() {
+                    mesh.adopt(&record.task, &assignment.mesh).await;
+                }
                 let live = assignment
                     .tasks
                     .iter()
@@ -71,10 +102,7 @@ impl Worker {
             self.statuses.retain_assigned(&assignment);
             runners.retain(|_, r| !r.join.is_finished());
             for task in &assignment.tasks {
-                let desired = Desired {
-                    state: task.desired_state,
-                    gone: false,
-                };
+                let desired = Desired::new(task.desired_state);
                 match runners.get(&task.id) {
                     Some(runner) => {
                         runner.desired.send_if_modified(|d| {
@@ -85,12 +113,13 @@ impl Worker {
                     }
                     None => {
                         let (sender, receiver) = watch::channel(desired);
-                        let runner = TaskRunner::new(
+                        let mut runner = TaskRunner::new(
                             task.clone(),
                             self.executor.clone(),
                             self.statuses.clone(),
                             self.prepared.clone(),
                         );
+                        runner.adopt = adopt.remove(&task.id);
                         runners.insert(
                             task.id.clone(),
                             Runner {
@@ -107,8 +136,15 @@ impl Worker {
                 }
             }
         }
+        let keep = self.keep_tasks.load(Ordering::Acquire);
         for runner in runners.values() {
-            runner.desired.send_modify(|d| d.gone = true);
+            runner.desired.send_modify(|d| {
+                if keep {
+                    d.detach = true;
+                } else {
+                    d.gone = true;
+                }
+            });
         }
         let all = futures::future::join_all(runners.into_values().map(|r| r.join));
         if tokio::time::timeout(STOP_WAIT, all).await.is_err() {
@@ -116,11 +152,9 @@ impl Worker {
         }
     }
 
-    /// Removes what an earlier daemon prepared. Its processes are this daemon's children no
-    /// longer, so they cannot be re-adopted yet (TODO(#5): re-adopt running tasks through
-    /// their pidfd); the leader hears they were lost from their runners.
-    async fn clean_up_leftovers(&self) {
-        for task in self.prepared.list() {
+    /// Removes what an earlier daemon left of tasks no longer assigned here.
+    async fn clean_up(&self, leftovers: HashMap<String, PreparedRecord>) {
+        for task in leftovers.into_values().map(|r| r.task) {
             tracing::info!(task = %task.task_id, "agent: removing a task an earlier daemon left");
             if let Err(err) = self.executor.remove(&task).await {
                 tracing::warn!(task = %task.task_id, %err, "agent: removing a left-over task");

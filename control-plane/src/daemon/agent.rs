@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::watch;
@@ -41,6 +42,7 @@ pub struct NodeAgent {
     pub prepared: PreparedStore,
     pub mesh: Option<Arc<NodeMesh>>,
     namespace_executor: Option<Arc<NamespaceExecutor>>,
+    keep_tasks: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     gossip: tokio::sync::Mutex<Option<Gossip>>,
@@ -101,11 +103,13 @@ impl NodeAgent {
         let prepared = PreparedStore {
             dir: config.data_dir.join(PREPARED_DIR),
         };
+        let keep_tasks = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             executor: executor.clone(),
             statuses: statuses.clone(),
             prepared: prepared.clone(),
             mesh: mesh.clone().map(|m| m as Arc<dyn MeshSink>),
+            keep_tasks: keep_tasks.clone(),
         };
         let mut tasks = vec![tokio::spawn(worker.run(follow, stopping.clone()))];
         let gossip = match advertise {
@@ -129,15 +133,18 @@ impl NodeAgent {
             prepared,
             mesh,
             namespace_executor,
+            keep_tasks,
             stop,
             tasks: std::sync::Mutex::new(tasks),
             gossip: tokio::sync::Mutex::new(gossip),
         })
     }
 
-    /// Stops every task (shut down and removed), gossip and the mesh. With `leaving`, the
-    /// data plane is detached and its pins removed; otherwise it stays pinned.
+    /// Stops the agent. `leaving` the swarm: every task is shut down and removed, the data
+    /// plane detached and its pins removed. Otherwise (a daemon restart): tasks keep running
+    /// and the data plane stays pinned, for the next daemon to adopt.
     pub async fn stop(&self, leaving: bool) {
+        self.keep_tasks.store(!leaving, Ordering::Release);
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {

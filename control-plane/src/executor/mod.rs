@@ -85,6 +85,22 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
         task: &'a PreparedTask,
         options: LogOptions,
     ) -> BoxFuture<'a, Result<LogReader, ExecutorError>>;
+
+    /// Take over a task an earlier daemon prepared and started (PID 1 `pid`), so that it
+    /// can be waited for, stopped and removed, and its output is logged again. Fails if it
+    /// is not running any more. Executors that cannot do this say so.
+    fn adopt<'a>(
+        &'a self,
+        task: &'a PreparedTask,
+        _pid: u32,
+    ) -> BoxFuture<'a, Result<StartedTask, ExecutorError>> {
+        Box::pin(async move {
+            Err(ExecutorError::Start {
+                task_id: task.task_id.clone(),
+                reason: "this executor cannot adopt tasks".to_owned(),
+            })
+        })
+    }
 }
 
 impl Executor for NamespaceExecutor {
@@ -123,5 +139,13 @@ impl Executor for NamespaceExecutor {
         options: LogOptions,
     ) -> BoxFuture<'a, Result<LogReader, ExecutorError>> {
         Box::pin(self.task_logs(task, options))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        task: &'a PreparedTask,
+        pid: u32,
+    ) -> BoxFuture<'a, Result<StartedTask, ExecutorError>> {
+        Box::pin(self.adopt_task(task, pid))
     }
 }

@@ -321,6 +321,29 @@ pub fn send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<bool> {
     }
 }
 
+/// A pidfd for process `pid` (`pidfd_open`, 5.3+), for a process this one did not start.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: pidfd_open(2) takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wait until the process behind `pidfd` has exited, without reaping it (for a process that
+/// is not this one's child).
+pub async fn exited(pidfd: OwnedFd) -> io::Result<()> {
+    // SAFETY: as in `wait`.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+        .map_err(io::Error::from)?;
+    let _ready = pidfd.readable().await?;
+    Ok(())
+}
+
 /// Wait until the process behind `pidfd` exits, reap it, and say how it
 /// ended. A pidfd polls readable once its process has exited.
 pub async fn wait(pidfd: OwnedFd) -> io::Result<ExitStatus> {

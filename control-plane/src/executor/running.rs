@@ -149,8 +149,16 @@ impl NamespaceExecutor {
                 source: errno.into(),
             })
         };
-        let (stdout_r, stdout_w) = pipe()?;
-        let (stderr_r, stderr_w) = pipe()?;
+        // stdout and stderr are FIFOs in the task's state dir, not pipes, so that a daemon
+        // started later can read them again (`adopt_task`). The task holds its end read-write:
+        // while no daemon reads, its writes block once the FIFO is full instead of killing it
+        // with SIGPIPE; once every task process is gone, the reader still sees end-of-file.
+        let fifo = |stream: &str| {
+            make_fifo(&fifo_path(task, stream))
+                .map_err(io_error("create", &fifo_path(task, stream)))
+        };
+        let (stdout_r, stdout_w) = fifo("stdout")?;
+        let (stderr_r, stderr_w) = fifo("stderr")?;
         let (sync_r, sync_w) = pipe()?;
         let log_file = tokio::fs::OpenOptions::new()
             .append(true)
@@ -160,8 +168,7 @@ impl NamespaceExecutor {
         let receiver = |fd: OwnedFd| {
             pipe::Receiver::from_owned_fd(fd).map_err(io_error("watch", &task.log_path))
         };
-        let (stdout_r, stderr_r, sync_r) =
-            (receiver(stdout_r)?, receiver(stderr_r)?, receiver(sync_r)?);
+        let sync_r = receiver(sync_r)?;
 
         let child = process::spawn(&Launch {
             program: &plan.program,
@@ -236,6 +243,82 @@ impl NamespaceExecutor {
                 })
             }
         }
+    }
+
+    /// Takes over task `task` whose PID 1 is `pid`, started by an earlier daemon: its output
+    /// is read again from its FIFOs, and it can be waited for and stopped. Its exit status
+    /// cannot be learnt (it is not this process's child): `wait` then fails with a reason.
+    pub(super) async fn adopt_task(
+        &self,
+        task: &PreparedTask,
+        pid: u32,
+    ) -> Result<StartedTask, ExecutorError> {
+        let task_id = task.task_id.clone();
+        let gone = |reason: String| ExecutorError::Start {
+            task_id: task_id.clone(),
+            reason,
+        };
+        // The PID must still be the task's: a recycled one is in another cgroup.
+        let procs = task
+            .cgroups
+            .first()
+            .map(|dir| dir.join("cgroup.procs"))
+            .ok_or_else(|| gone("it has no cgroup".to_owned()))?;
+        let members = std::fs::read_to_string(&procs).unwrap_or_default();
+        if !members.lines().any(|line| line.trim() == pid.to_string()) {
+            return Err(gone(format!("its process {pid} is gone")));
+        }
+        let pidfd =
+            process::pidfd_open(pid).map_err(|e| gone(format!("pidfd_open({pid}): {e}")))?;
+        let io_error = |action: &'static str, path: std::path::PathBuf| {
+            let task_id = task_id.clone();
+            move |source: std::io::Error| ExecutorError::Io {
+                task_id,
+                action,
+                path,
+                source,
+            }
+        };
+        let reader = |stream: &str| {
+            let path = fifo_path(task, stream);
+            open_fifo_reader(&path)
+                .and_then(pipe::Receiver::from_owned_fd)
+                .map_err(io_error("open", path))
+        };
+        let (stdout_r, stderr_r) = (reader("stdout")?, reader("stderr")?);
+        let log_file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&task.log_path)
+            .await
+            .map_err(io_error("open", task.log_path.clone()))?;
+        let (progress_tx, progress_rx) = watch::channel(0);
+        let pump = tokio::spawn(logs::pump(stdout_r, stderr_r, log_file, progress_tx));
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let waiter = pidfd
+            .try_clone()
+            .map_err(|e| gone(format!("cannot duplicate the pidfd: {e}")))?;
+        let process = Process {
+            pid,
+            pidfd: Arc::new(pidfd),
+            exit: exit_rx,
+            logs: progress_rx,
+        };
+        {
+            let mut tasks = self.tasks();
+            if tasks.contains_key(&task_id) {
+                pump.abort();
+                return Err(ExecutorError::AlreadyPrepared { task_id });
+            }
+            tasks.insert(
+                task_id.clone(),
+                Slot::Prepared {
+                    launch: None,
+                    process: Some(process),
+                },
+            );
+        }
+        tokio::spawn(reap_adopted(task_id, waiter, pump, exit_tx));
+        Ok(StartedTask { pid })
     }
 
     pub(super) async fn wait_task(&self, task: &PreparedTask) -> Result<ExitStatus, ExecutorError> {
@@ -325,6 +408,57 @@ impl NamespaceExecutor {
                 source,
             })
     }
+}
+
+/// `<state_dir>/<stream>.fifo`.
+fn fifo_path(task: &PreparedTask, stream: &str) -> std::path::PathBuf {
+    task.state_dir.join(format!("{stream}.fifo"))
+}
+
+/// A fresh FIFO at `path`: (the daemon's non-blocking read end, the task's read-write end).
+fn make_fifo(path: &std::path::Path) -> std::io::Result<(pipe::Receiver, OwnedFd)> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    nix::unistd::mkfifo(
+        path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )?;
+    let read = pipe::Receiver::from_owned_fd(open_fifo_reader(path)?)?;
+    // Read-write: opening never blocks, and the task counts as a reader of its own output.
+    let write = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    Ok((read, OwnedFd::from(write)))
+}
+
+fn open_fifo_reader(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// An adopted task's end: its pidfd polls readable, but only its parent could reap it.
+async fn reap_adopted(
+    task_id: String,
+    pidfd: OwnedFd,
+    pump: JoinHandle<std::io::Result<()>>,
+    exit: watch::Sender<ExitSlot>,
+) {
+    if let Err(err) = process::exited(pidfd).await {
+        tracing::warn!(task = %task_id, error = %err, "waiting for an adopted task");
+    }
+    if tokio::time::timeout(PUMP_DRAIN, pump).await.is_err() {
+        tracing::warn!(task = %task_id, "the task's output did not end after it exited");
+    }
+    exit.send_replace(Some(Err(
+        "the task was started by an earlier hive daemon, so its exit status is unknown".to_owned(),
+    )));
 }
 
 /// Wait for the task's PID 1, let the pump finish, publish the status.

@@ -131,10 +131,7 @@ fn start(image: &str, desired: TaskState) -> Harness {
     };
     task.spec.container.image = image.into();
     task.status.state = TaskState::Assigned;
-    let (sender, receiver) = watch::channel(Desired {
-        state: desired,
-        gone: false,
-    });
+    let (sender, receiver) = watch::channel(Desired::new(desired));
     let runner = TaskRunner::new(task, executor.clone(), statuses.clone(), store.clone());
     Harness {
         executor,

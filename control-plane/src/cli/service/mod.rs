@@ -508,7 +508,15 @@ async fn list_tasks(
             service: service.to_owned(),
             node: node.to_owned(),
         })
-        .await?
+        .await
+        .map_err(|status| {
+            // docker's CLI resolves the service first and says so in its own words.
+            if status.code() == tonic::Code::NotFound && !service.is_empty() {
+                CliFailure::Usage(format!("no such service: {service}"))
+            } else {
+                status.into()
+            }
+        })?
         .into_inner();
     let tasks = decode(&list.tasks_json)?;
     Ok((tasks, list))

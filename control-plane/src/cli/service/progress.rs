@@ -103,9 +103,15 @@ pub fn snapshot(service: &Service, tasks: &[Task], rollback: bool) -> Snapshot {
         .copied()
         .filter(|t| t.desired_state == TaskState::Running)
         .collect();
+    // Right after a scale-down the orchestrator may not have marked the extra slots yet:
+    // only slots the spec asks for count, as in docker's progress.
+    let in_spec = |t: &Task| match service.spec.mode {
+        ServiceMode::Replicated { replicas } => t.slot <= replicas,
+        ServiceMode::Global => true,
+    };
     let running = wanted
         .iter()
-        .filter(|t| t.status.state == TaskState::Running)
+        .filter(|t| in_spec(t) && t.status.state == TaskState::Running)
         .count() as u64;
     // Old tasks still running (a stop-first update or a scale-down in progress).
     let leftovers = mine
@@ -125,7 +131,10 @@ pub fn snapshot(service: &Service, tasks: &[Task], rollback: bool) -> Snapshot {
                     lines.push(bar_line(&format!("{slot}/{replicas}"), newest));
                 }
             }
-            running == replicas && wanted.len() as u64 == replicas && !leftovers
+            running == replicas
+                && wanted.len() as u64 == replicas
+                && wanted.iter().all(|t| in_spec(t))
+                && !leftovers
         }
         ServiceMode::Global => {
             let mut by_node: BTreeMap<&str, &Task> = BTreeMap::new();
@@ -277,6 +286,26 @@ mod tests {
             nanos: 0,
         };
         t
+    }
+
+    #[test]
+    fn right_after_a_scale_down_only_the_slots_asked_for_count() {
+        let tasks: Vec<Task> = (1..=5)
+            .map(|slot| task(slot, "n1", TaskState::Running, 1))
+            .collect();
+        let snap = snapshot(
+            &service(ServiceMode::Replicated { replicas: 2 }),
+            &tasks,
+            false,
+        );
+        assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
+        assert!(!snap.converged, "slots 3-5 still run");
+        let snap = snapshot(
+            &service(ServiceMode::Replicated { replicas: 2 }),
+            &tasks[..2],
+            false,
+        );
+        assert!(snap.converged);
     }
 
     #[test]

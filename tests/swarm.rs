@@ -95,6 +95,37 @@ fn managers_and_workers_join_and_every_manager_sees_the_same_changes() {
         pretty.contains(" Availability:         \tDrain") && pretty.contains(" - zone=a"),
         "{pretty}"
     );
+    // `node ls` filters and formats as docker's.
+    assert_eq!(
+        swarm.hive_ok(
+            "n3",
+            &[
+                "node",
+                "ls",
+                "--filter",
+                "node.label=zone=a",
+                "--format",
+                "{{.Hostname}} {{.Availability}}"
+            ]
+        ),
+        "n5 Drain\n"
+    );
+    let managers = swarm.hive_ok(
+        "n1",
+        &[
+            "node",
+            "ls",
+            "-f",
+            "role=manager",
+            "--format",
+            "table {{.Hostname}}\t{{.ManagerStatus}}",
+        ],
+    );
+    assert!(
+        managers.starts_with("HOSTNAME   MANAGER STATUS\n"),
+        "{managers}"
+    );
+    assert_eq!(managers.lines().count(), 4, "{managers}");
     swarm.hive_ok(
         "n1",
         &[

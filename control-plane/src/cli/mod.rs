@@ -14,6 +14,7 @@ pub mod lab;
 pub mod mesh;
 mod mesh_bench;
 pub mod node;
+pub mod node_ls;
 pub mod output;
 pub mod service;
 pub mod swarm;

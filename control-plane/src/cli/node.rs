@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::node_ls::{self, NodeColumns, NodeFilter, NodeFormat};
 use super::output::{CliFailure, bytes_size, go_time, pretty, rfc3339, run_client, table};
 use super::swarm::{Availability, RoleArg};
 use crate::api::pb;
@@ -26,6 +27,14 @@ pub enum NodeCommand {
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Filter output based on conditions provided (id, name, role, membership,
+        /// node.label, label); repeat for more.
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// Format output using docker's placeholders ({{.ID}}, {{.Hostname}}, ...), with a
+        /// `table ` prefix for a header, or `json`.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Display detailed information on one or more nodes.
     Inspect {
@@ -85,13 +94,27 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
     run_client(async move {
         let mut client = DaemonClient::connect(host).await?;
         match args.command {
-            NodeCommand::Ls { quiet } => {
-                let list = client
+            NodeCommand::Ls {
+                quiet,
+                filter,
+                format,
+            } => {
+                let filter = NodeFilter::parse(&filter).map_err(CliFailure::Usage)?;
+                let format = format
+                    .as_deref()
+                    .map(NodeFormat::parse)
+                    .transpose()
+                    .map_err(CliFailure::Usage)?;
+                let mut list = client
                     .control
                     .list_nodes(pb::ListNodesRequest {})
                     .await?
                     .into_inner();
-                print!("{}", render_ls(&list, quiet));
+                list.nodes.retain(|n| filter.keep(n));
+                match format {
+                    Some(format) if !quiet => print!("{}", render_ls_as(&list, &format)),
+                    _ => print!("{}", render_ls(&list, quiet)),
+                }
             }
             NodeCommand::Inspect { pretty, nodes } => {
                 let mut found = Vec::new();
@@ -269,6 +292,36 @@ fn manager_status(node: &pb::Node) -> String {
 }
 
 /// `node ls`: docker's default table.
+/// `node ls --format`.
+pub fn render_ls_as(list: &pb::ListNodesResponse, format: &NodeFormat) -> String {
+    let mut nodes: Vec<&pb::Node> = list.nodes.iter().collect();
+    nodes.sort_by_key(|n| natural_key(hostname(n)));
+    let rows: Vec<(&pb::Node, NodeColumns)> = nodes.into_iter().map(|n| (n, columns(n))).collect();
+    node_ls::render(format, &rows, &list.self_node_id)
+}
+
+/// What the default table shows of `node`, besides its ID.
+fn columns(node: &pb::Node) -> NodeColumns {
+    let status = node
+        .status
+        .as_ref()
+        .map_or(pb::NodeState::Unknown, |s| s.state());
+    let availability = node
+        .spec
+        .as_ref()
+        .map_or(pb::Availability::Active, |s| s.availability());
+    NodeColumns {
+        hostname: hostname(node).to_owned(),
+        status: pretty(state_name(status)),
+        availability: pretty(availability_name(availability)),
+        manager_status: manager_status(node),
+        engine_version: node
+            .description
+            .as_ref()
+            .map_or(String::new(), |d| d.engine_version.clone()),
+    }
+}
+
 pub fn render_ls(list: &pb::ListNodesResponse, quiet: bool) -> String {
     let mut nodes: Vec<&pb::Node> = list.nodes.iter().collect();
     nodes.sort_by_key(|n| natural_key(hostname(n)));
@@ -293,23 +346,14 @@ pub fn render_ls(list: &pb::ListNodesResponse, quiet: bool) -> String {
         } else {
             " "
         };
-        let status = node
-            .status
-            .as_ref()
-            .map_or(pb::NodeState::Unknown, |s| s.state());
-        let availability = node
-            .spec
-            .as_ref()
-            .map_or(pb::Availability::Active, |s| s.availability());
+        let c = columns(node);
         rows.push(vec![
             format!("{} {marker}", node.id),
-            hostname(node).to_owned(),
-            pretty(state_name(status)),
-            pretty(availability_name(availability)),
-            manager_status(node),
-            node.description
-                .as_ref()
-                .map_or(String::new(), |d| d.engine_version.clone()),
+            c.hostname,
+            c.status,
+            c.availability,
+            c.manager_status,
+            c.engine_version,
         ]);
     }
     table(&rows)

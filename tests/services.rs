@@ -504,3 +504,52 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
         t.len() == 1 && t[0].status.state == TaskState::Complete
     });
 }
+
+#[test]
+fn a_host_mode_port_answers_only_on_the_node_of_its_task() {
+    if !privileged("a_host_mode_port_answers_only_on_the_node_of_its_task") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sv-host", 3, 1);
+    let names = node_names(&swarm);
+    swarm.hive_line(
+        "n1",
+        "service create -d --name hm -p mode=host,published=8083,target=80 hive/whoami",
+    );
+    let running = wait_running(&swarm, "hm", 1);
+    let task = live(&running)[0];
+    let home = node_of(&names, task);
+    let hosts = hostnames(&[task]);
+    // Its own node answers with it, with the client's address seen.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answers = probe(&swarm, &home, 8083);
+        let seen: BTreeSet<String> = answers.hosts.keys().cloned().collect();
+        if seen == hosts && answers.failures == 0 {
+            assert!(answers.remotes.iter().all(|r| r.ip() == CLIENT));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{home}:8083 answered by {:?} with {} failures",
+            answers.hosts,
+            answers.failures
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ps = swarm.hive_line("n1", "service ps hm");
+    assert!(
+        ps.contains("*:8083->80/tcp"),
+        "host-mode port in PORTS: {ps}"
+    );
+    // The other nodes do not publish it.
+    for node in NODES.iter().filter(|n| **n != home) {
+        let answers = probe(&swarm, node, 8083);
+        assert!(
+            answers.hosts.is_empty(),
+            "{node}:8083 answered {:?}, but host mode publishes on {home} only",
+            answers.hosts
+        );
+    }
+}

@@ -167,7 +167,7 @@ pub fn mesh_state(
 
     let mut claimed_vips = HashSet::new();
     let mut claimed_ports = HashSet::new();
-    let services = view
+    let mut services: Vec<Service> = view
         .services
         .iter()
         .map(|s| {
@@ -229,6 +229,15 @@ pub fn mesh_state(
             }
         })
         .collect();
+    if let Some(ingress) = ingress {
+        services.extend(host_mode_services(
+            view,
+            me,
+            ingress.vni,
+            &placed,
+            &mut claimed_ports,
+        ));
+    }
 
     MeshState {
         node: NodeIdentity {
@@ -313,6 +322,72 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
             })
         })
         .collect()
+}
+
+/// Host-mode published ports (`-p mode=host,published=P,target=T`): on this node only, to this
+/// node's own serving tasks of the service, over their ingress veths. A node without such a
+/// task does not answer the port at all, as in Docker. Each service's host ports become one
+/// extra mesh service, `<service-id>/host`, that has no VIP.
+fn host_mode_services(
+    view: &MeshView,
+    me: &LocalNode,
+    ingress_vni: u32,
+    placed: &BTreeMap<(&str, u32), (Ipv4Addr, Ipv4Addr, bool)>,
+    claimed_ports: &mut HashSet<(Protocol, u16)>,
+) -> Vec<Service> {
+    let mut out = Vec::new();
+    for s in &view.services {
+        let source = if s.endpoint.ports.is_empty() {
+            &s.endpoint.spec.ports
+        } else {
+            &s.endpoint.ports
+        };
+        let backends: Vec<ServiceBackend> = view
+            .tasks
+            .iter()
+            .filter(|t| t.service_id == s.id)
+            .filter_map(|t| {
+                let &(addr, node, serving) = placed.get(&(t.id.as_str(), ingress_vni))?;
+                (serving && node == me.underlay_addr).then(|| ServiceBackend {
+                    task_id: t.id.clone(),
+                    addr,
+                    node,
+                    vni: ingress_vni,
+                })
+            })
+            .collect();
+        if backends.is_empty() {
+            continue;
+        }
+        let ports: Vec<ServicePort> = source
+            .iter()
+            .filter(|p| p.publish_mode == PublishMode::Host && p.published_port != 0)
+            .filter_map(|p| {
+                let protocol = match p.protocol {
+                    objects::Protocol::Tcp => Protocol::Tcp,
+                    objects::Protocol::Udp => Protocol::Udp,
+                    objects::Protocol::Sctp => return None,
+                };
+                (p.target_port != 0 && claimed_ports.insert((protocol, p.published_port)))
+                    .then_some(ServicePort {
+                        protocol,
+                        target_port: p.target_port,
+                        published_port: Some(p.published_port),
+                    })
+            })
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        out.push(Service {
+            id: format!("{}/host", s.id),
+            name: format!("{}/host", s.name),
+            vips: Vec::new(),
+            ports,
+            backends,
+        });
+    }
+    out
 }
 
 /// `10.0.0.7/24` or `10.0.0.7` → the address.

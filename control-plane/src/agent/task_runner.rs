@@ -169,7 +169,13 @@ impl TaskRunner {
             message: message.to_owned(),
             err: err.to_owned(),
             runtime: self.last.runtime.clone(),
-            port_status: Vec::new(),
+            // Host-mode ports are published on this node while the task runs (the node's
+            // mesh delivers them; `service ps` shows them in PORTS).
+            port_status: if state == TaskState::Running {
+                self.host_ports()
+            } else {
+                Vec::new()
+            },
         };
         if let (Some(runtime), Some(exit)) = (status.runtime.as_mut(), exit) {
             runtime.exit_code = exit.code();
@@ -177,6 +183,24 @@ impl TaskRunner {
         tracing::info!(task = %self.task.id, %state, message, err, "task status");
         self.last = status.clone();
         self.statuses.report(&self.task.id, status);
+    }
+
+    /// The task's host-mode published ports.
+    fn host_ports(&self) -> Vec<crate::store::objects::PortConfig> {
+        self.task
+            .endpoint
+            .as_ref()
+            .map(|e| {
+                e.ports
+                    .iter()
+                    .filter(|p| {
+                        p.publish_mode == crate::store::objects::PublishMode::Host
+                            && p.published_port != 0
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Takes over what an earlier daemon left running; `Some` if it still runs.

@@ -267,13 +267,12 @@ impl State {
             .map_or_else(|| id.to_owned(), |n| n.spec.annotations.name.clone())
     }
 
-    /// The networks a service's tasks attach to: `ingress` if it publishes an ingress-mode
-    /// port (SwarmKit `IsIngressNetworkNeeded`), then the template's networks.
+    /// The networks a service's tasks attach to: `ingress` if it publishes a port (SwarmKit
+    /// `IsIngressNetworkNeeded` for ingress mode; host-mode ports are delivered over the same
+    /// veth, see docs/agent.md), then the template's networks.
     fn service_networks(&self, service: &Service) -> Vec<String> {
         let mut ids = Vec::new();
-        if ingress_ports(&service.spec.endpoint_spec.ports)
-            .next()
-            .is_some()
+        if ports::publishes(&service.spec.endpoint_spec.ports)
             && let Some(ingress) = &self.ingress_id
         {
             ids.push(ingress.clone());
@@ -287,9 +286,20 @@ impl State {
     }
 
     /// Networks that need a VIP: all of them in VIP mode, none with DNS round robin.
+    /// A service that publishes host-mode ports only is on ingress for delivery, not for
+    /// balancing: it gets no ingress VIP (as in Swarm, where it is not on ingress at all).
     fn vip_networks(&self, service: &Service) -> Vec<String> {
         match service.spec.endpoint_spec.mode {
-            EndpointMode::Vip => self.service_networks(service),
+            EndpointMode::Vip => {
+                let mut ids = self.service_networks(service);
+                if ingress_ports(&service.spec.endpoint_spec.ports)
+                    .next()
+                    .is_none()
+                {
+                    ids.retain(|id| Some(id) != self.ingress_id.as_ref());
+                }
+                ids
+            }
             EndpointMode::Dnsrr => Vec::new(),
         }
     }
@@ -373,9 +383,7 @@ impl State {
     ) -> Result<Option<Vec<NetworkAttachment>>, AllocError> {
         let mut ids = Vec::new();
         if let Some(ingress) = &self.ingress_id
-            && ingress_ports(&service.spec.endpoint_spec.ports)
-                .next()
-                .is_some()
+            && ports::publishes(&service.spec.endpoint_spec.ports)
         {
             ids.push((ingress.clone(), Vec::new()));
         }

@@ -144,6 +144,16 @@ impl PortTable {
     }
 }
 
+/// Whether tasks with these ports need the ingress network: an ingress-mode port, or a
+/// host-mode port with a published number (hive delivers host-mode ports over the task's
+/// ingress veth, on its own node only).
+pub fn publishes(ports: &[PortConfig]) -> bool {
+    ports.iter().any(|p| {
+        p.publish_mode == PublishMode::Ingress
+            || (p.publish_mode == PublishMode::Host && p.published_port != 0)
+    })
+}
+
 pub fn ingress_ports(ports: &[PortConfig]) -> impl Iterator<Item = &PortConfig> {
     ports
         .iter()

@@ -372,6 +372,9 @@ async fn host_mode_ports_are_left_to_the_nodes() {
             "no ingress port, no ingress VIP"
         );
     }
+    // The tasks are on ingress all the same: host-mode ports reach them over that veth.
+    let task = &swarm.live_tasks(&web)[0];
+    assert_eq!(task.networks.len(), 1, "{:?}", task.networks);
 }
 
 #[tokio::test]

@@ -322,3 +322,41 @@ fn two_veths_with_one_address_still_make_a_valid_mesh() {
         1
     );
 }
+
+#[test]
+fn a_host_mode_port_answers_only_on_nodes_with_a_task_and_only_to_their_own() {
+    let mut view = view();
+    let mut host = port(objects::Protocol::Tcp, 80, 8083);
+    host.publish_mode = PublishMode::Host;
+    view.services[0].endpoint.ports.push(host);
+
+    // n1 has t1 running locally: 8083 goes to t1 alone, 8080 still to every task.
+    let state = mesh_state(
+        &view,
+        &me(),
+        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    assert_eq!(backends(&state, "web/host"), vec![("t1".into(), addr(1))]);
+    let host = state.services.iter().find(|s| s.id == "web/host").unwrap();
+    assert_eq!(host.ports.len(), 1);
+    assert_eq!(host.ports[0].published_port, Some(8083));
+    assert!(host.vips.is_empty());
+    assert_eq!(backends(&state, "web").len(), 3);
+    assert!(
+        state
+            .services
+            .iter()
+            .flat_map(|s| &s.ports)
+            .filter(|p| p.published_port == Some(8083))
+            .count()
+            == 1,
+        "8083 is published once"
+    );
+
+    // Without its task's veth here (another node's view of it), n1 does not answer 8083.
+    let state = mesh_state(&view, &me(), &[], &BTreeSet::new());
+    state.validate().expect("a valid mesh");
+    assert!(state.services.iter().all(|s| s.id != "web/host"));
+}

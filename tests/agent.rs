@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,19 +35,10 @@ const TASK: &str = "agenttask1";
 const TASK_ADDR: &str = "10.0.0.3";
 
 fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{test} needs root (it builds a lab, loads BPF programs and runs tasks); CI must run the tests as root"
-        );
-    }
-    eprintln!(
-        "skipping {test}: needs root (it builds a lab, loads BPF programs and runs tasks); run the tests as root"
-    );
-    false
+    hive_dataplane::testing::root_or_skip(
+        test,
+        "it builds a lab, loads BPF programs and runs tasks",
+    )
 }
 
 /// What the test tells one node's agent.

@@ -35,19 +35,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Whether the test may run: root, or a skip (panic under CI).
 fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{test} needs root (it creates namespaces, mounts and cgroups); CI must run the tests as root"
-        );
-    }
-    eprintln!(
-        "skipping {test}: needs root (it creates namespaces, mounts and cgroups); run the tests as root"
-    );
-    false
+    hive_dataplane::testing::root_or_skip(test, "it creates namespaces, mounts and cgroups")
 }
 
 /// One executor with its own directories and cgroup parent; removes every

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::fs::MetadataExt as _;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,15 +25,7 @@ const CLUSTER: &str = "gossip-test-cluster";
 
 /// Whether the test may run: root, or a skip (panic under CI).
 fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} needs root (it creates network namespaces); CI must run the tests as root");
-    }
-    eprintln!("skipping {test}: needs root (it creates network namespaces); run the tests as root");
-    false
+    hive_dataplane::testing::root_or_skip(test, "it creates network namespaces")
 }
 
 /// One `hive gossip-agent` process and the JSON lines it printed so far.

@@ -8,7 +8,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -22,19 +21,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the test may run: root, or a skip (panic under CI).
 fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{test} needs root (it creates network namespaces and mounts); CI must run the tests as root"
-        );
-    }
-    eprintln!(
-        "skipping {test}: needs root (it creates network namespaces and mounts); run the tests as root"
-    );
-    false
+    hive_dataplane::testing::root_or_skip(test, "it creates network namespaces and mounts")
 }
 
 /// Run `hive` with `args`, bounded by [`COMMAND_TIMEOUT`].

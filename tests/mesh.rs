@@ -32,17 +32,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if root {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} needs root (network namespaces, eBPF); CI is set, so this is a failure");
-    }
-    eprintln!("skipping {test}: needs root (network namespaces, eBPF); run as root to include it");
-    false
+    hive_dataplane::testing::root_or_skip(test, "network namespaces, eBPF")
 }
 
 /// A 3-node lab with whoami tasks t1..t3 (one per node) behind service `web`,

@@ -47,15 +47,7 @@ const WEB: &str = "websvc0000000000000000001";
 const API: &str = "apisvc0000000000000000001";
 
 fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} needs root (network namespaces, eBPF); CI is set, so this is a failure");
-    }
-    eprintln!("skipping {test}: needs root (network namespaces, eBPF); run as root to include it");
-    false
+    hive_dataplane::testing::root_or_skip(test, "network namespaces, eBPF")
 }
 
 // ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@
 //! Each test binary uses a different subset of it.
 #![allow(dead_code)]
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;
@@ -27,19 +26,10 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{test} needs root (it creates network namespaces and starts daemons in them); CI must run the tests as root"
-        );
-    }
-    eprintln!(
-        "skipping {test}: needs root (it creates network namespaces and starts daemons in them); run the tests as root"
-    );
-    false
+    hive_dataplane::testing::root_or_skip(
+        test,
+        "it creates network namespaces and starts daemons in them",
+    )
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

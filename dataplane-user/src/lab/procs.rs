@@ -170,16 +170,39 @@ fn protected_pids(table: &[ProcEntry]) -> BTreeSet<i32> {
 /// SIGKILL; repeated a few rounds for processes forked meanwhile. Returns
 /// the PIDs that were signalled.
 pub fn terminate(namespaces: &HashSet<NsId>, grace: Duration) -> Result<Vec<i32>, ProcsError> {
-    let mut signalled = BTreeSet::new();
     if namespaces.is_empty() {
         return Ok(Vec::new());
     }
+    terminate_rounds(grace, |table| {
+        select_victims(table, namespaces, &protected_pids(table))
+            .into_iter()
+            .collect()
+    })
+}
+
+/// Stop every process in the cgroup trees `dirs` (a lab's task cgroups): the same rounds as
+/// [`terminate`]. Tasks live in namespaces of their own, which the lab's namespace scan does
+/// not see once their daemon is gone; their cgroup always holds them.
+pub fn terminate_cgroup_members(dirs: &[PathBuf], grace: Duration) -> Result<Vec<i32>, ProcsError> {
+    terminate_rounds(grace, |_| {
+        dirs.iter().flat_map(|d| cgroup_members(d)).collect()
+    })
+}
+
+/// SIGTERM to what `select` picks from the process table, up to `grace` to exit, then
+/// SIGKILL; a few rounds for processes forked meanwhile. Returns the PIDs signalled.
+fn terminate_rounds(
+    grace: Duration,
+    select: impl Fn(&[ProcEntry]) -> BTreeSet<i32>,
+) -> Result<Vec<i32>, ProcsError> {
+    let mut signalled = BTreeSet::new();
     for _ in 0..MAX_ROUNDS {
         let table = process_table()?;
-        let by_pid: BTreeMap<i32, &ProcEntry> = table.iter().map(|e| (e.pid, e)).collect();
-        let victims: Vec<(i32, u64)> = select_victims(&table, namespaces, &protected_pids(&table))
-            .into_iter()
-            .filter_map(|pid| by_pid.get(&pid).map(|e| (pid, e.start_time)))
+        let chosen = select(&table);
+        let victims: Vec<(i32, u64)> = table
+            .iter()
+            .filter(|e| chosen.contains(&e.pid))
+            .map(|e| (e.pid, e.start_time))
             .collect();
         if victims.is_empty() {
             return Ok(signalled.into_iter().collect());
@@ -197,50 +220,13 @@ pub fn terminate(namespaces: &HashSet<NsId>, grace: Duration) -> Result<Vec<i32>
         }
     }
     // Still forking after every round: report what is there now.
-    let table = process_table()?;
-    let left = select_victims(&table, namespaces, &protected_pids(&table));
+    let left = select(&process_table()?);
     if left.is_empty() {
         Ok(signalled.into_iter().collect())
     } else {
         Err(ProcsError::Survivors {
             pids: left.into_iter().collect(),
         })
-    }
-}
-
-/// Stop every process in the cgroup trees `dirs` (a lab's task cgroups): the same rounds as
-/// [`terminate`]. Tasks live in namespaces of their own, which the lab's namespace scan does
-/// not see once their daemon is gone; their cgroup always holds them.
-pub fn terminate_cgroup_members(dirs: &[PathBuf], grace: Duration) -> Result<Vec<i32>, ProcsError> {
-    let mut signalled = BTreeSet::new();
-    for _ in 0..MAX_ROUNDS {
-        let members: BTreeSet<i32> = dirs.iter().flat_map(|d| cgroup_members(d)).collect();
-        if members.is_empty() {
-            return Ok(signalled.into_iter().collect());
-        }
-        let table = process_table()?;
-        let victims: Vec<(i32, u64)> = table
-            .iter()
-            .filter(|e| members.contains(&e.pid))
-            .map(|e| (e.pid, e.start_time))
-            .collect();
-        tracing::debug!(?victims, "stopping lab tasks");
-        signal_all(&victims, Signal::SIGTERM)?;
-        signalled.extend(victims.iter().map(|(pid, _)| *pid));
-        let left = wait_gone(&victims, grace);
-        signal_all(&left, Signal::SIGKILL)?;
-        let stuck = wait_gone(&left, KILL_GRACE);
-        if !stuck.is_empty() {
-            return Err(ProcsError::Survivors {
-                pids: stuck.into_iter().map(|(pid, _)| pid).collect(),
-            });
-        }
-    }
-    let left: Vec<i32> = dirs.iter().flat_map(|d| cgroup_members(d)).collect();
-    if left.is_empty() {
-        Ok(signalled.into_iter().collect())
-    } else {
-        Err(ProcsError::Survivors { pids: left })
     }
 }
 

@@ -531,7 +531,7 @@ fn task_addr(task: &Task, network: &str) -> Ipv4Addr {
     let cidr = attachment.addresses.first().expect("an address");
     cidr.split('/')
         .next()
-        .unwrap()
+        .expect("split gives one part")
         .parse()
         .expect("an IPv4 address")
 }
@@ -547,7 +547,7 @@ fn vip(service: &Service, network: &str) -> Ipv4Addr {
     vip.addr
         .split('/')
         .next()
-        .unwrap()
+        .expect("split gives one part")
         .parse()
         .expect("an IPv4 address")
 }

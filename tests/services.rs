@@ -786,6 +786,41 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     // The published port still answers from outside, by both web tasks.
     wait_mesh(&swarm, 8082, &web_hosts);
 
+    // `service update --network-add/--network-rm`: db's new tasks are on both networks and
+    // answer through db's VIP on the added one; web is taken off backend.
+    let extra_id = swarm
+        .hive_line("n1", "network create --subnet 10.99.0.0/24 extra")
+        .trim()
+        .to_owned();
+    swarm.hive_line("n1", "service update --network-add extra db");
+    let db_tasks = wait_tasks(&swarm, "db", "db's tasks on both networks", |tasks| {
+        let live = live(tasks);
+        live.len() == 2
+            && live.iter().all(|t| {
+                [&backend.id, &extra_id]
+                    .iter()
+                    .all(|n| t.networks.iter().any(|a| &&a.network_id == n))
+            })
+    });
+    let db_extra_vip = {
+        let inspect = swarm.hive_line("n1", "service inspect db");
+        let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+        vip(&services[0], &extra_id)
+    };
+    assert!(db_extra_vip.octets()[..3] == [10, 99, 0], "{db_extra_vip}");
+    let db_ns = task_netns(&swarm, &names, live(&db_tasks)[0]);
+    let to = SocketAddr::from((db_extra_vip, 7));
+    let back = eventually("TCP echo through db's VIP on extra", || {
+        tcp_echo(&db_ns, to, b"extra")
+    });
+    assert_eq!(back, b"extra");
+    swarm.hive_line("n1", "service update --network-rm backend web");
+    let inspect = swarm.hive_line("n1", "service inspect web");
+    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+    assert!(services[0].spec.task_template.networks.is_empty());
+    let err = swarm.hive_err("n1", &["service", "update", "--network-add", "nope", "web"]);
+    assert!(err.contains("network nope not found"), "{err}");
+
     // `network rm`: refused while used, then removed.
     let err = swarm.hive_err("n1", &["network", "rm", "backend"]);
     assert!(
@@ -808,4 +843,5 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     }
     let ls = swarm.hive_line("n1", "network ls");
     assert!(!ls.contains("backend"), "{ls}");
+    swarm.hive_line("n1", "network rm extra");
 }

@@ -661,6 +661,10 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     let inspect = swarm.hive_line("n1", "network inspect backend ingress");
     let networks: Vec<Network> = serde_json::from_str(&inspect).expect("inspect JSON");
     let (backend, ingress) = (&networks[0], &networks[1]);
+    let err = swarm.hive_err("n1", &["network", "inspect", "nope"]);
+    assert!(err.contains("No such network: nope"), "{err}");
+    let err = swarm.hive_err("n1", &["network", "rm", "nope"]);
+    assert!(err.contains("network nope not found"), "{err}");
     assert_eq!(backend.id, backend_id);
     assert!(ingress.spec.ingress);
 

@@ -417,6 +417,36 @@ fn east_west_vip_to_local_backend_and_its_reply() {
 }
 
 #[test]
+fn a_vip_port_the_service_does_not_declare_goes_to_the_same_port_of_a_task() {
+    root!("east_west_vip_any_port");
+    let mut h = node_a(BE_LOCAL);
+    let other = TARGET + 5352;
+    let (verdict, out) = run(
+        &mut h,
+        TC,
+        &PacketBuilder::udp(X, SocketAddrV4::new(VIP, other))
+            .macs(MAC_TASK, MAC_VETH)
+            .build(),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((ip(&f).dst, ports(&f).1), (T_LOCAL, other));
+    let reply = PacketBuilder::udp(SocketAddrV4::new(T_LOCAL, other), X)
+        .macs(MAC_TASK, MAC_VETH)
+        .build();
+    let (verdict, out) = run(&mut h, TC, &reply);
+    assert_eq!(verdict, TC_ACT_OK);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!(
+        (ip(&f).src, ports(&f).0),
+        (VIP, other),
+        "the reply comes from the VIP"
+    );
+}
+
+#[test]
 fn overlay_packets_to_remote_tasks_are_tunnelled_and_to_local_tasks_passed() {
     root!("overlay_endpoint_forwarding");
     let mut h = node_a(BE_REMOTE);

@@ -14,11 +14,15 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
-use hive::store::objects::{Task, TaskState};
+use hive::store::objects::{Network, Service, Task, TaskState};
+use hive_dataplane::lab::naming;
+use hive_dataplane::netns;
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
 /// The lab's outside client (`hive lab` gives it this address).
@@ -552,4 +556,344 @@ fn a_host_mode_port_answers_only_on_the_node_of_its_task() {
             answers.hosts
         );
     }
+}
+
+/// The network namespace of `task` (under its node's `--task-run-dir`, see docs/agent.md).
+fn task_netns(swarm: &Swarm, names: &BTreeMap<String, String>, task: &Task) -> PathBuf {
+    let node = node_of(names, task);
+    let member: naming::Member = node
+        .parse()
+        .unwrap_or_else(|e| panic!("task {} on {node:?}: {e}", task.id));
+    naming::member_dir(swarm.lab().name(), member)
+        .join("run")
+        .join("netns")
+        .join(&task.id)
+}
+
+/// The address of `task` on `network` (without the prefix length).
+fn task_addr(task: &Task, network: &str) -> Ipv4Addr {
+    let attachment = task
+        .networks
+        .iter()
+        .find(|n| n.network_id == network)
+        .unwrap_or_else(|| panic!("task {} is not on network {network}", task.id));
+    let cidr = attachment.addresses.first().expect("an address");
+    cidr.split('/')
+        .next()
+        .expect("split gives one part")
+        .parse()
+        .expect("an IPv4 address")
+}
+
+/// The VIP of `service` on `network` (without the prefix length).
+fn vip(service: &Service, network: &str) -> Ipv4Addr {
+    let endpoint = service.endpoint.as_ref().expect("an allocated endpoint");
+    let vip = endpoint
+        .virtual_ips
+        .iter()
+        .find(|v| v.network_id == network)
+        .unwrap_or_else(|| panic!("{} has no VIP on {network}", service.spec.annotations.name));
+    vip.addr
+        .split('/')
+        .next()
+        .expect("split gives one part")
+        .parse()
+        .expect("an IPv4 address")
+}
+
+/// One TCP round trip through `to` from inside `ns`.
+fn tcp_echo(ns: &Path, to: SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    netns::run_in(ns, || {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(payload)?;
+        let mut back = vec![0; payload.len()];
+        stream.read_exact(&mut back)?;
+        Ok(back)
+    })
+    .expect("entering the task namespace")
+}
+
+/// One UDP round trip to `to` from inside `ns`; the reply and the address it came from.
+fn udp_echo(ns: &Path, to: SocketAddr, payload: &[u8]) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+    netns::run_in(ns, || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send_to(payload, to)?;
+        let mut buf = [0u8; 1500];
+        let (len, from) = socket.recv_from(&mut buf)?;
+        Ok((buf[..len].to_vec(), from))
+    })
+    .expect("entering the task namespace")
+}
+
+/// Retries `attempt` until it succeeds (the mesh is programmed shortly after a task runs).
+fn eventually<T>(what: &str, mut attempt: impl FnMut() -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "{what}: still failing after {PATIENCE:?}: {err}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Established TCP connections on local `port` inside `ns` (from the namespace's own
+/// `/proc/net/tcp`).
+fn established_on(ns: &Path, port: u16) -> usize {
+    netns::run_in(ns, || {
+        let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("/proc/net/tcp");
+        let suffix = format!(":{port:04X}");
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&suffix) && fields[3] == "01"
+            })
+            .count()
+    })
+    .expect("entering the task namespace")
+}
+
+#[test]
+fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
+    if !privileged("vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sv-net", 3, 1);
+
+    // `network create|ls|inspect`, and docker's refusals.
+    let created = swarm.hive_line("n1", "network create -d overlay backend");
+    let backend_id = created.trim().to_owned();
+    assert_eq!(backend_id.len(), 25, "a network ID: {created}");
+    let err = swarm.hive_err("n1", &["network", "create", "backend"]);
+    assert!(
+        err.contains("network with name backend already exists"),
+        "{err}"
+    );
+    let err = swarm.hive_err("n1", &["network", "create", "-d", "bridge", "x"]);
+    assert!(
+        err.contains("network driver \"bridge\" is not supported"),
+        "{err}"
+    );
+    let err = swarm.hive_err(
+        "n1",
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.7.0.0/24",
+            "--gateway",
+            "10.8.0.1",
+            "x",
+        ],
+    );
+    assert!(
+        err.contains("no matching subnet for gateway 10.8.0.1"),
+        "{err}"
+    );
+    let ls = swarm.hive_line("n1", "network ls");
+    assert!(ls.starts_with("NETWORK ID "), "{ls}");
+    for name in ["backend", "ingress"] {
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {ls}"));
+        assert!(row.ends_with(" overlay   swarm"), "{ls}");
+    }
+    let inspect = swarm.hive_line("n1", "network inspect backend ingress");
+    let networks: Vec<Network> = serde_json::from_str(&inspect).expect("inspect JSON");
+    let (backend, ingress) = (&networks[0], &networks[1]);
+    let err = swarm.hive_err("n1", &["network", "inspect", "nope"]);
+    assert!(err.contains("No such network: nope"), "{err}");
+    let err = swarm.hive_err("n1", &["network", "rm", "nope"]);
+    assert!(err.contains("network nope not found"), "{err}");
+    assert_eq!(backend.id, backend_id);
+    assert!(ingress.spec.ingress);
+
+    // db publishes TCP 7, so it is on the ingress network as well as on backend. UDP 7 is
+    // not declared: its VIP still forwards it to port 7 of a task, as Docker's does.
+    swarm.hive_line(
+        "n1",
+        "service create --name db --replicas 2 --network backend -p 8083:7 hive/echo",
+    );
+    swarm.hive_line(
+        "n1",
+        "service create --name web --replicas 2 --network name=backend,alias=front -p 8082:80 hive/whoami",
+    );
+    let db_tasks = wait_running(&swarm, "db", 2);
+    let web_tasks = wait_running(&swarm, "web", 2);
+    let (db_tasks, web_tasks) = (live(&db_tasks), live(&web_tasks));
+    let web_hosts = hostnames(&web_tasks);
+    let names = node_names(&swarm);
+
+    let inspect = swarm.hive_line("n1", "service inspect db web");
+    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+    let (db, web) = (&services[0], &services[1]);
+    assert_eq!(
+        web.spec.task_template.networks[0].target, backend_id,
+        "stored by ID"
+    );
+    assert_eq!(web.spec.task_template.networks[0].aliases, ["front"]);
+    let backend = {
+        let inspect = swarm.hive_line("n1", "network inspect backend");
+        let mut networks: Vec<Network> = serde_json::from_str(&inspect).expect("inspect JSON");
+        networks.remove(0)
+    };
+    let subnet: &str = &backend.ipam.first().expect("a subnet").subnet;
+    assert!(backend.vni.is_some_and(|v| v >= 4097), "{backend:?}");
+    let in_backend = |addr: Ipv4Addr| {
+        let (net, len) = subnet.split_once('/').unwrap();
+        let net: Ipv4Addr = net.parse().unwrap();
+        let mask = u32::MAX << (32 - len.parse::<u32>().unwrap());
+        u32::from(addr) & mask == u32::from(net)
+    };
+    let db_vip = vip(db, &backend.id);
+    let web_vip = vip(web, &backend.id);
+    let web_ingress_vip = vip(web, &ingress.id);
+    assert!(
+        in_backend(db_vip) && in_backend(web_vip),
+        "VIPs in {subnet}"
+    );
+
+    // From inside a web task: db's VIP on backend, TCP and UDP, and each db task's address.
+    let web_ns = task_netns(&swarm, &names, web_tasks[0]);
+    let to_vip = SocketAddr::from((db_vip, 7));
+    let back = eventually("TCP echo through db's backend VIP", || {
+        tcp_echo(&web_ns, to_vip, b"hello db")
+    });
+    assert_eq!(back, b"hello db");
+    let (back, from) = eventually("UDP echo through db's backend VIP", || {
+        udp_echo(&web_ns, to_vip, b"ping")
+    });
+    assert_eq!(
+        (back.as_slice(), from),
+        (&b"ping"[..], to_vip),
+        "the reply comes from the VIP"
+    );
+    for task in &db_tasks {
+        let addr = task_addr(task, &backend.id);
+        assert!(in_backend(addr), "{addr} in {subnet}");
+        let to = SocketAddr::from((addr, 7));
+        let back = eventually(&format!("TCP echo to db task {addr}"), || {
+            tcp_echo(&web_ns, to, b"direct")
+        });
+        assert_eq!(back, b"direct");
+        let (back, from) = eventually(&format!("UDP echo to db task {addr}"), || {
+            udp_echo(&web_ns, to, b"direct")
+        });
+        assert_eq!((back.as_slice(), from), (&b"direct"[..], to));
+    }
+
+    // Balanced: connections to db's VIP, held open, end up established in both db tasks.
+    const HELD: usize = 24;
+    let held: Vec<TcpStream> = netns::run_in(&web_ns, || {
+        (0..HELD)
+            .map(|_| {
+                let mut s = TcpStream::connect_timeout(&to_vip, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"x")?;
+                let mut back = [0u8; 1];
+                s.read_exact(&mut back)?;
+                Ok(s)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .expect("entering the web task")
+    .expect("connections through db's VIP");
+    let per_task: Vec<usize> = db_tasks
+        .iter()
+        .map(|t| established_on(&task_netns(&swarm, &names, t), 7))
+        .collect();
+    assert_eq!(per_task.iter().sum::<usize>(), HELD, "{per_task:?}");
+    assert!(
+        per_task.iter().all(|&n| n > 0),
+        "both db tasks serve: {per_task:?}"
+    );
+    drop(held);
+
+    // From inside a db task: web's VIP on backend and on ingress both reach both web tasks.
+    let db_ns = task_netns(&swarm, &names, db_tasks[0]);
+    for (what, addr) in [("backend", web_vip), ("ingress", web_ingress_vip)] {
+        let to = SocketAddr::from((addr, 80));
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = BTreeSet::new();
+        while seen != web_hosts {
+            if let Ok(answer) = hive::demo::http_get(&db_ns, to) {
+                assert!(web_hosts.contains(&answer.hostname), "{answer:?}");
+                seen.insert(answer.hostname);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "web's {what} VIP {to} from a db task: only {seen:?} of {web_hosts:?}"
+            );
+        }
+    }
+    // The published port still answers from outside, by both web tasks.
+    wait_mesh(&swarm, 8082, &web_hosts);
+
+    // `service update --network-add/--network-rm`: db's new tasks are on both networks and
+    // answer through db's VIP on the added one; web is taken off backend.
+    let extra_id = swarm
+        .hive_line("n1", "network create --subnet 10.99.0.0/24 extra")
+        .trim()
+        .to_owned();
+    swarm.hive_line("n1", "service update --network-add extra db");
+    let db_tasks = wait_tasks(&swarm, "db", "db's tasks on both networks", |tasks| {
+        let live = live(tasks);
+        live.len() == 2
+            && live.iter().all(|t| {
+                [&backend.id, &extra_id]
+                    .iter()
+                    .all(|n| t.networks.iter().any(|a| &&a.network_id == n))
+            })
+    });
+    let db_extra_vip = {
+        let inspect = swarm.hive_line("n1", "service inspect db");
+        let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+        vip(&services[0], &extra_id)
+    };
+    assert!(db_extra_vip.octets()[..3] == [10, 99, 0], "{db_extra_vip}");
+    let db_ns = task_netns(&swarm, &names, live(&db_tasks)[0]);
+    let to = SocketAddr::from((db_extra_vip, 7));
+    let back = eventually("TCP echo through db's VIP on extra", || {
+        tcp_echo(&db_ns, to, b"extra")
+    });
+    assert_eq!(back, b"extra");
+    swarm.hive_line("n1", "service update --network-rm backend web");
+    let inspect = swarm.hive_line("n1", "service inspect web");
+    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+    assert!(services[0].spec.task_template.networks.is_empty());
+    let err = swarm.hive_err("n1", &["service", "update", "--network-add", "nope", "web"]);
+    assert!(err.contains("network nope not found"), "{err}");
+
+    // `network rm`: refused while used, then removed.
+    let err = swarm.hive_err("n1", &["network", "rm", "backend"]);
+    assert!(
+        err.contains(&format!("network {backend_id} is in use by service")),
+        "{err}"
+    );
+    let err = swarm.hive_err("n1", &["network", "rm", "ingress"]);
+    assert!(err.contains("ingress network cannot be removed"), "{err}");
+    swarm.hive_line("n1", "service rm db web");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = swarm.hive("n1", &["network", "rm", &backend_id[..8]]);
+        if out.status.success() {
+            break;
+        }
+        let err = support::text(&out.stderr);
+        assert!(err.contains("is in use by task"), "{err}");
+        assert!(Instant::now() < deadline, "backend still in use: {err}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ls = swarm.hive_line("n1", "network ls");
+    assert!(!ls.contains("backend"), "{ls}");
+    swarm.hive_line("n1", "network rm extra");
 }

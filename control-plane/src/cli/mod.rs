@@ -13,6 +13,7 @@ mod init_task;
 pub mod lab;
 pub mod mesh;
 mod mesh_bench;
+pub mod network;
 pub mod node;
 pub mod node_ls;
 pub mod output;
@@ -65,6 +66,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Manage swarm services.
     Service(Box<service::ServiceArgs>),
+    /// Manage networks.
+    Network(network::NetworkArgs),
     /// Display system-wide information.
     Info,
     /// The routing mesh seen from the kernel: packet traces and counters.
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Swarm(args) => swarm::run(cli.host.as_deref(), args),
         Command::Node(args) => node::run(cli.host.as_deref(), args),
         Command::Service(args) => service::run(cli.host.as_deref(), *args),
+        Command::Network(args) => network::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),
         Command::Mesh(args) => mesh::run(args),
     }

@@ -185,4 +185,35 @@ impl pb::control_server::Control for LocalControl {
         let m = self.manager()?;
         reply(m.service_logs(r.into_inner()).await)
     }
+    async fn create_network(
+        &self,
+        r: tonic::Request<pb::CreateNetworkRequest>,
+    ) -> Reply<pb::NetworkReply> {
+        let m = self.manager()?;
+        reply(m.create_network(r.into_inner()).await)
+    }
+
+    async fn list_networks(
+        &self,
+        r: tonic::Request<pb::ListNetworksRequest>,
+    ) -> Reply<pb::ListNetworksResponse> {
+        let m = self.manager()?;
+        reply(m.list_networks(r.into_inner()).await)
+    }
+
+    async fn inspect_network(
+        &self,
+        r: tonic::Request<pb::InspectNetworkRequest>,
+    ) -> Reply<pb::NetworkReply> {
+        let m = self.manager()?;
+        reply(m.inspect_network(r.into_inner()).await)
+    }
+
+    async fn remove_network(
+        &self,
+        r: tonic::Request<pb::RemoveNetworkRequest>,
+    ) -> Reply<pb::RemoveNetworkResponse> {
+        let m = self.manager()?;
+        reply(m.remove_network(r.into_inner()).await)
+    }
 }

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::{
-    Manager, ManagerSlot, cluster, logs, nodes, request_with_timeout, services, tasks, timers,
+    Manager, ManagerSlot, cluster, logs, networks, nodes, request_with_timeout, services, tasks,
+    timers,
 };
 use crate::api::{ApiError, pb};
 use crate::pki::Role;
@@ -139,6 +140,34 @@ impl Manager {
         r: pb::ListTasksRequest,
     ) -> Result<pb::ListTasksResponse, ApiError> {
         leader_call!(self, r, tasks::list, list_tasks)
+    }
+
+    pub async fn create_network(
+        self: &Arc<Self>,
+        r: pb::CreateNetworkRequest,
+    ) -> Result<pb::NetworkReply, ApiError> {
+        leader_call!(self, r, networks::create, create_network)
+    }
+
+    pub async fn list_networks(
+        self: &Arc<Self>,
+        r: pb::ListNetworksRequest,
+    ) -> Result<pb::ListNetworksResponse, ApiError> {
+        leader_call!(self, r, networks::list, list_networks)
+    }
+
+    pub async fn inspect_network(
+        self: &Arc<Self>,
+        r: pb::InspectNetworkRequest,
+    ) -> Result<pb::NetworkReply, ApiError> {
+        leader_call!(self, r, networks::inspect, inspect_network)
+    }
+
+    pub async fn remove_network(
+        self: &Arc<Self>,
+        r: pb::RemoveNetworkRequest,
+    ) -> Result<pb::RemoveNetworkResponse, ApiError> {
+        leader_call!(self, r, networks::remove, remove_network)
     }
 
     /// Answered here, not at the leader (see `manager::logs`).
@@ -283,5 +312,36 @@ impl pb::control_server::Control for ControlService {
     ) -> Reply<Self::ServiceLogsStream> {
         let m = self.manager(&r)?;
         reply(m.service_logs(r.into_inner()).await)
+    }
+    async fn create_network(
+        &self,
+        r: tonic::Request<pb::CreateNetworkRequest>,
+    ) -> Reply<pb::NetworkReply> {
+        let m = self.manager(&r)?;
+        reply(m.create_network(r.into_inner()).await)
+    }
+
+    async fn list_networks(
+        &self,
+        r: tonic::Request<pb::ListNetworksRequest>,
+    ) -> Reply<pb::ListNetworksResponse> {
+        let m = self.manager(&r)?;
+        reply(m.list_networks(r.into_inner()).await)
+    }
+
+    async fn inspect_network(
+        &self,
+        r: tonic::Request<pb::InspectNetworkRequest>,
+    ) -> Reply<pb::NetworkReply> {
+        let m = self.manager(&r)?;
+        reply(m.inspect_network(r.into_inner()).await)
+    }
+
+    async fn remove_network(
+        &self,
+        r: tonic::Request<pb::RemoveNetworkRequest>,
+    ) -> Reply<pb::RemoveNetworkResponse> {
+        let m = self.manager(&r)?;
+        reply(m.remove_network(r.into_inner()).await)
     }
 }

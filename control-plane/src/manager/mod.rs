@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod control;
 pub mod logs;
 pub mod membership;
+pub mod networks;
 pub mod nodes;
 pub mod retry;
 pub mod service_spec;

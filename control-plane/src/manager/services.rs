@@ -5,6 +5,7 @@
 //! a real one-manager store, and an async wrapper that runs it through [`Manager::update`].
 
 use super::Manager;
+use super::networks::resolve_attachments;
 use super::service_spec::{check_port_conflicts, validate};
 use crate::api::{ApiError, pb};
 use crate::store::command::Rejection;
@@ -47,6 +48,9 @@ fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>,
 /// Validates `spec` and stores a new service; returns its ID.
 pub fn create_in(tx: &mut WriteTx, spec: &ServiceSpec) -> Result<String, ApiError> {
     validate(spec)?;
+    let mut spec = spec.clone();
+    resolve_attachments(&*tx, &mut spec)?;
+    let spec = &spec;
     if tx
         .id_by_name(ObjectKind::Service, &spec.annotations.name)?
         .is_some()
@@ -71,6 +75,9 @@ pub fn update_in(
 ) -> Result<String, ApiError> {
     let mut service = tx.lookup::<Service>(query)?;
     validate(spec)?;
+    let mut spec = spec.clone();
+    resolve_attachments(&*tx, &mut spec)?;
+    let spec = &spec;
     if spec.annotations.name != service.spec.annotations.name {
         return Err(ApiError::Invalid(
             "renaming services is not supported".to_owned(),

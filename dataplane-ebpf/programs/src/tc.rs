@@ -103,6 +103,14 @@ fn flow(
         check_balanceable(ip)?;
         return balance(ctx, ip, l4, fe, out);
     }
+    // A VIP port the service does not declare: balanced to the same port of a
+    // task, as Docker's VIP (IPVS by firewall mark) forwards every port. The
+    // VIP marker's front end names the service's ring.
+    if let Some(mut fe) = lb::frontend(ip.daddr_be, 0, 0) {
+        fe.target_port_be = l4.dport_be;
+        check_balanceable(ip)?;
+        return balance(ctx, ip, l4, fe, out);
+    }
     Ok(NOT_MINE)
 }
 

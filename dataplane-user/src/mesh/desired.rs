@@ -127,8 +127,9 @@ impl<'a> CompileContext<'a> {
             };
             let balancer = balancer_entry(out, service, vni);
             // The VIP marker: lets the programs tell a packet to a VIP
-            // without a matching port (ICMP, a fragment, a port the
-            // service does not expose) from traffic to other addresses.
+            // without ports (ICMP, a fragment) from traffic to other
+            // addresses, and balances a TCP/UDP port the service does not
+            // declare to the same port of a task (as Docker's VIP).
             balancer.frontends.insert(
                 ServiceKey {
                     addr_be: addr_be(vip.addr),

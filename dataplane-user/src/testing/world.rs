@@ -129,7 +129,12 @@ pub fn node_a(backend: u32) -> ProgRun {
             proto: 0,
             _pad: 0,
         },
-        Frontend::default(),
+        // As user space writes it: the marker belongs to the VIP's balancer.
+        Frontend {
+            service: SVC_VIP,
+            target_port_be: 0,
+            flags: 0,
+        },
     )
     .expect("vip marker");
     m.set_ring(

@@ -19,11 +19,13 @@ use self::opts::{
     parse_publish, publish_add, publish_rm, random_name,
 };
 use self::render::{ServiceRow, TaskFilter, TaskTableOptions, log_context, render_tasks};
+use super::network::{network_id, parse_network, resolve};
 use super::output::{CliFailure, parse_duration, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, describe};
 use crate::store::objects::{
-    EndpointMode, PortConfig, RestartCondition, Service, ServiceMode, ServiceSpec, Task,
+    EndpointMode, NetworkAttachmentConfig, PortConfig, RestartCondition, Service, ServiceMode,
+    ServiceSpec, Task,
 };
 
 #[derive(Debug, Args)]
@@ -135,6 +137,9 @@ pub enum ServiceCommand {
         /// Service labels.
         #[arg(short, long)]
         label: Vec<String>,
+        /// Network attachments (`NAME`, or `name=NAME,alias=ALIAS`).
+        #[arg(long, value_parser = parse_network)]
+        network: Vec<NetworkAttachmentConfig>,
         #[command(flatten)]
         common: CommonOpts,
         /// Image, then the command and its arguments.
@@ -239,6 +244,12 @@ pub struct UpdateOpts {
     /// Remove a label by its key.
     #[arg(long)]
     pub label_rm: Vec<String>,
+    /// Add a network (`NAME`, or `name=NAME,alias=ALIAS`).
+    #[arg(long, value_parser = parse_network)]
+    pub network_add: Vec<NetworkAttachmentConfig>,
+    /// Remove a network.
+    #[arg(long)]
+    pub network_rm: Vec<String>,
     /// Force update even if no changes require it.
     #[arg(long)]
     pub force: bool,
@@ -277,6 +288,18 @@ pub fn apply_update(spec: &mut ServiceSpec, opts: &UpdateOpts) -> Result<(), Cli
         labels.remove(key);
     }
     labels.extend(parse_labels(&opts.label_add));
+    // Network flags hold IDs here: `run` resolved the names (`network::resolve`).
+    let networks = &mut spec.task_template.networks;
+    networks.retain(|n| !opts.network_rm.contains(&n.target));
+    for attachment in &opts.network_add {
+        if networks.iter().any(|n| n.target == attachment.target) {
+            return Err(CliFailure::Usage(format!(
+                "service is already attached to network {}",
+                attachment.target
+            )));
+        }
+        networks.push(attachment.clone());
+    }
     if opts.force {
         spec.task_template.force_update += 1;
     }
@@ -604,10 +627,11 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 env,
                 constraint,
                 label,
+                mut network,
                 common,
                 image_and_args,
             } => {
-                let spec = create_spec(
+                let mut spec = create_spec(
                     name,
                     mode,
                     publish,
@@ -617,6 +641,8 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     &common,
                     &image_and_args,
                 )?;
+                resolve(&mut client, &mut network).await?;
+                spec.task_template.networks = network;
                 let reply = client
                     .control
                     .create_service(pb::CreateServiceRequest {
@@ -740,7 +766,14 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     return Err(CliFailure::Usage(errors.join("\n")));
                 }
             }
-            ServiceCommand::Update { update, service } => {
+            ServiceCommand::Update {
+                mut update,
+                service,
+            } => {
+                resolve(&mut client, &mut update.network_add).await?;
+                for name in &mut update.network_rm {
+                    *name = network_id(&mut client, name).await?;
+                }
                 modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
                     .await?;
                 println!("{service}");
@@ -817,6 +850,7 @@ mod tests {
             label,
             common,
             image_and_args,
+            ..
         } = command
         else {
             panic!("not a create");
@@ -925,6 +959,57 @@ mod tests {
         assert!(bad.is_err());
         let bad = TestCli::try_parse_from(["service", "create", "--limit-memory", "lots", "x"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn network_flags_on_create_and_update() {
+        let ServiceCommand::Create { network, .. } = parse(&[
+            "create",
+            "--network",
+            "backend",
+            "--network",
+            "name=front,alias=web",
+            "hive/whoami",
+        ]) else {
+            panic!("not a create");
+        };
+        let targets: Vec<&str> = network.iter().map(|n| n.target.as_str()).collect();
+        assert_eq!(targets, ["backend", "front"]);
+        assert_eq!(network[1].aliases, ["web"]);
+        assert!(
+            TestCli::try_parse_from(["service", "create", "--network", "alias=x", "x"]).is_err()
+        );
+
+        // `run` resolves names to IDs before applying; here the "IDs" are as given.
+        let mut spec = ServiceSpec::default();
+        spec.task_template.networks = network;
+        let ServiceCommand::Update { update, .. } = parse(&[
+            "update",
+            "--network-rm",
+            "backend",
+            "--network-add",
+            "name=db,alias=database",
+            "web",
+        ]) else {
+            panic!("not an update");
+        };
+        apply_update(&mut spec, &update).unwrap();
+        let targets: Vec<&str> = spec
+            .task_template
+            .networks
+            .iter()
+            .map(|n| n.target.as_str())
+            .collect();
+        assert_eq!(targets, ["front", "db"]);
+        let ServiceCommand::Update { update, .. } =
+            parse(&["update", "--network-add", "front", "web"])
+        else {
+            panic!("not an update");
+        };
+        let Err(CliFailure::Usage(message)) = apply_update(&mut spec, &update) else {
+            panic!("a second attachment was accepted");
+        };
+        assert_eq!(message, "service is already attached to network front");
     }
 
     #[test]

@@ -835,6 +835,21 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
             );
         }
     }
+    // From inside a web task, its own service's VIP: every connection is answered, by the
+    // other web task (a task cannot be its own backend through a VIP; the mesh picks another
+    // replica).
+    let own_ns = task_netns(&swarm, &names, web_tasks[0]);
+    let own_host = hostnames(&web_tasks[..1]);
+    let to = SocketAddr::from((web_vip, 80));
+    for _ in 0..20 {
+        let answer = hive::demo::http_get(&own_ns, to)
+            .unwrap_or_else(|e| panic!("web's own VIP {to} from a web task: {e}"));
+        assert!(
+            !own_host.contains(&answer.hostname) && web_hosts.contains(&answer.hostname),
+            "answered by {} (own: {own_host:?})",
+            answer.hostname
+        );
+    }
     // The published port still answers from outside, by both web tasks.
     wait_mesh(&swarm, 8082, &web_hosts);
 

@@ -81,3 +81,26 @@ pub fn pick(fe: &Frontend, hash: u32) -> Result<Target, DropReason> {
         remote: be.flags & Backend::FLAG_LOCAL == 0,
     })
 }
+
+/// Slots tried after the first when the first is the sender itself.
+const HAIRPIN_PROBES: u32 = 16;
+
+/// [`pick`] for a flow a task sends to a VIP: if the slot names the sender itself, the next
+/// slots are tried for another backend. A task cannot reach itself through its own VIP (the
+/// reply would never leave it to be translated back), so with other replicas it gets one of
+/// them, as a kube-proxy without hairpin masquerade would; a service whose only backend is
+/// the sender keeps it.
+#[inline(always)]
+pub fn pick_for_sender(fe: &Frontend, hash: u32, sender_be: u32) -> Result<Target, DropReason> {
+    let first = pick(fe, hash)?;
+    if first.addr_be != sender_be {
+        return Ok(first);
+    }
+    for step in 1..=HAIRPIN_PROBES {
+        let other = pick(fe, hash.wrapping_add(step))?;
+        if other.addr_be != sender_be {
+            return Ok(other);
+        }
+    }
+    Ok(first)
+}

@@ -179,7 +179,7 @@ fn balance(
             h.entry.tcp_state,
         ),
         None => (
-            lb::pick(fe, hash)?,
+            lb::pick_for_sender(fe, hash, ip.saddr_be)?,
             true,
             true,
             conntrack::next_tcp_state(ip.proto, 0, l4.tcp_flags),

@@ -179,6 +179,27 @@ fn wait_mesh(swarm: &Swarm, port: u16, hosts: &BTreeSet<String>) {
     }
 }
 
+/// `GET /metrics` of `node`'s daemon, from the lab's client.
+fn metrics(swarm: &Swarm, node: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let lab = swarm.lab();
+    let to = SocketAddr::from((
+        lab.node_addr(node).expect("node address"),
+        hive::lab_swarm::METRICS_PORT,
+    ));
+    let client = lab.netns_path("client").expect("client namespace");
+    hive_dataplane::netns::run_in(client, || {
+        let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok::<_, std::io::Error>(text)
+    })
+    .expect("entering the client namespace")
+    .unwrap_or_else(|e| panic!("GET http://{to}/metrics: {e}"))
+}
+
 /// Rows of a `hive ... ps` table, split on runs of two or more spaces.
 fn rows(table: &str) -> Vec<Vec<String>> {
     table
@@ -236,6 +257,32 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
         "{per_node:?}"
     );
     wait_mesh(&swarm, 8080, &hostnames(&first));
+
+    // The manager's metrics: Raft, the five running tasks, and its data plane's counters.
+    let scraped = metrics(&swarm, "n1");
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    for line in [
+        "hive_swarm_active 1",
+        "hive_raft_is_leader 1",
+        "hive_tasks{state=\"running\"} 5",
+        "hive_services 1",
+        "hive_nodes{state=\"ready\"} 3",
+    ] {
+        assert!(scraped.contains(line), "{line} not in:\n{scraped}");
+    }
+    let new_flows: f64 = scraped
+        .lines()
+        .filter(|l| l.starts_with("hive_service_new_flows_total{") && l.contains(id))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        new_flows >= PROBES as f64,
+        "n1 balanced its probes: {scraped}"
+    );
+    // A worker serves its own data plane's counters, and no Raft.
+    let scraped = metrics(&swarm, "n3");
+    assert!(scraped.contains("hive_dataplane_up{"), "{scraped}");
+    assert!(!scraped.contains("hive_raft_is_leader"), "{scraped}");
 
     // `service ps`: docker's columns, a row per slot.
     let ps = swarm.hive_line("n1", "service ps web");

@@ -139,6 +139,7 @@ struct Inputs {
 /// The node's mesh (see the module docs).
 pub struct NodeMesh {
     me: LocalNode,
+    pin_dir: PathBuf,
     dataplane: tokio::sync::Mutex<Option<Dataplane>>,
     inputs: Mutex<Inputs>,
     dirty: watch::Sender<u64>,
@@ -179,6 +180,7 @@ impl NodeMesh {
         tokio::spawn(connection);
         let (dirty, changes) = watch::channel(0);
         let mesh = Arc::new(Self {
+            pin_dir: pin_dir.to_owned(),
             me: LocalNode {
                 node_id: node_id.to_owned(),
                 underlay_addr: underlay.addr,
@@ -192,6 +194,11 @@ impl NodeMesh {
         });
         tokio::spawn(mesh.clone().apply_loop(changes, stop));
         Ok(mesh)
+    }
+
+    /// Where the node's programs and maps are pinned (for counters and tracing).
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
     }
 
     fn inputs(&self) -> std::sync::MutexGuard<'_, Inputs> {

@@ -44,6 +44,10 @@ pub struct DaemonArgs {
     /// Cgroup of this node's tasks, relative to each hierarchy's root [default: hive/<node-id>].
     #[arg(long)]
     pub cgroup_parent: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (IP:PORT, e.g. 0.0.0.0:9323): data-plane
+    /// counters, Raft, task and node gauges at GET /metrics.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -62,6 +66,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         bpf_pin_dir: args.bpf_pin_dir,
         task_run_dir: args.task_run_dir,
         cgroup_parent: args.cgroup_parent,
+        metrics_addr: args
+            .metrics_addr
+            .as_deref()
+            .map(parse_listen_addr)
+            .transpose()?,
     };
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -37,6 +37,9 @@ pub struct DaemonConfig {
     /// `--cgroup-parent`: the cgroup (relative to each hierarchy's root) of this node's
     /// tasks; by default `hive/<node-id>`.
     pub cgroup_parent: Option<PathBuf>,
+    /// `--metrics-addr`: where the Prometheus endpoint listens (`GET /metrics`); off when
+    /// `None`, as docker's `metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod config;
 pub mod local_api;
+pub mod metrics;
 pub mod node;
 pub mod node_file;
 pub mod recover;
@@ -78,6 +79,8 @@ pub struct Listeners {
     pub api: LocalSocket,
     /// The node port (2377).
     pub node: TcpListener,
+    /// The Prometheus endpoint, if `--metrics-addr` asked for one.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -89,7 +92,15 @@ impl Listeners {
                 addr: config.listen_addr,
                 source,
             })?;
-        Ok(Self { api, node })
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        Ok(Self { api, node, metrics })
     }
 }
 
@@ -101,6 +112,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let (stop, stopping) = watch::channel(false);
+    let stopping_metrics = stopping.clone();
     let node_addr = listeners
         .node
         .local_addr()
@@ -143,6 +155,14 @@ pub async fn run(
             unix_incoming(listeners.api, stopping.clone()),
             stopped(stopping),
         );
+    if let Some(listener) = listeners.metrics {
+        let registry = std::sync::Arc::new(metrics::registry(&node));
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            registry,
+            stopped(stopping_metrics),
+        ));
+    }
     let mut node_task = tokio::spawn(node_server);
     let mut local_task = tokio::spawn(local_server);
     tracing::info!(%node_addr, socket = %node.config.socket.display(), "hive daemon ready");

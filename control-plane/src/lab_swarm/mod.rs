@@ -17,6 +17,9 @@ use hive_dataplane::lab::{self, DaemonState, Lab, LabError, Member, StateError, 
 use crate::api::pb;
 use crate::client::{ClientError, DaemonClient};
 
+/// Where a lab daemon serves Prometheus metrics, on its node's address (docker's usual
+/// `metrics-addr` port).
+pub const METRICS_PORT: u16 = 9323;
 /// How long a started daemon may take to answer on its socket.
 pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the whole swarm may take to show every node `Ready`.
@@ -112,6 +115,7 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         .arg("--socket")
         .arg(&socket)
         .args(["--listen-addr", "0.0.0.0:2377"])
+        .args(["--metrics-addr", &format!("0.0.0.0:{METRICS_PORT}")])
         .arg("--advertise-addr")
         .arg(state.underlay_addr.to_string())
         // Under the lab's pin directory, so `hive lab down` removes the pins.

@@ -441,6 +441,12 @@ impl StaticMesh {
     /// Apply `node`'s state only (the other nodes keep theirs).
     pub fn apply_node(&mut self, node: &str) -> Result<(), StaticMeshError> {
         let state = self.state_for(node)?;
+        self.apply_state(node, &state)
+    }
+
+    /// Apply a state built beforehand with [`StaticMesh::state_for`] (benchmarks time this
+    /// alone: the data plane's work, not the harness building a whole `MeshState`).
+    pub fn apply_state(&mut self, node: &str, state: &MeshState) -> Result<(), StaticMeshError> {
         let dataplane =
             self.node_mut(node)?
                 .dataplane
@@ -449,7 +455,7 @@ impl StaticMesh {
                     node: node.to_owned(),
                 })?;
         dataplane
-            .apply(&state)
+            .apply(state)
             .map_err(|source| StaticMeshError::Dataplane {
                 node: node.to_owned(),
                 source,

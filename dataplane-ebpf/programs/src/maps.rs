@@ -25,8 +25,13 @@ pub static MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_SLOTS, 0);
 #[map(name = "HIVE_BACKENDS")]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
+/// `BPF_F_NO_COMMON_LRU`: each CPU keeps its own LRU list, so inserting a new flow's entries
+/// takes no lock shared with the other CPUs (the table itself is still one, shared).
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
 #[map(name = "HIVE_CT")]
-pub static CT: LruHashMap<FlowKey, FlowEntry> = LruHashMap::with_max_entries(CONNTRACK_ENTRIES, 0);
+pub static CT: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
 
 #[map(name = "HIVE_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);

@@ -32,6 +32,11 @@ pub enum SpecError {
         "EndpointSpec: protocol {protocol} is not supported by hive's routing mesh; use tcp or udp"
     )]
     Protocol { protocol: &'static str },
+    #[error(
+        "EndpointSpec: a host-mode port needs a published port in hive (target port {target}); \
+         use --publish mode=host,published=PORT,target={target}"
+    )]
+    HostPortUnset { target: u16 },
     #[error("EndpointSpec: duplicate published ports provided")]
     DuplicatePublished { port: u16 },
     #[error("EndpointSpec: port published with ingress mode can't be used with dnsrr mode")]
@@ -160,6 +165,13 @@ fn validate_ports(spec: &ServiceSpec) -> Result<(), SpecError> {
             && spec.endpoint_spec.mode == EndpointMode::Dnsrr
         {
             return Err(SpecError::IngressWithDnsrr);
+        }
+        // Docker would bind a random host port; hive's mesh publishes host-mode ports at
+        // a number the whole cluster knows, so it must be given.
+        if port.publish_mode == PublishMode::Host && port.published_port == 0 {
+            return Err(SpecError::HostPortUnset {
+                target: port.target_port,
+            });
         }
         // SwarmKit: the same published port twice (per protocol) in one spec.
         if port.published_port != 0 && !published.insert((port.published_port, port.protocol)) {
@@ -305,6 +317,8 @@ pub(crate) mod tests {
         assert_eq!(validate(&s), Err(SpecError::IngressWithDnsrr));
         s.endpoint_spec.ports[0].publish_mode = PublishMode::Host;
         assert_eq!(validate(&s), Ok(()));
+        s.endpoint_spec.ports[0].published_port = 0;
+        assert_eq!(validate(&s), Err(SpecError::HostPortUnset { target: 80 }));
     }
 
     #[test]

@@ -888,9 +888,16 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     let own_ns = task_netns(&swarm, &names, web_tasks[0]);
     let own_host = hostnames(&web_tasks[..1]);
     let to = SocketAddr::from((web_vip, 80));
-    for _ in 0..20 {
-        let answer = hive::demo::http_get(&own_ns, to)
-            .unwrap_or_else(|e| panic!("web's own VIP {to} from a web task: {e}"));
+    // The first connection may wait out a transient start (one CI run saw its SYNs
+    // unanswered for 3 s, never reproduced since); after it, every one must be answered.
+    let first = eventually("web's own VIP from a web task", || {
+        hive::demo::http_get(&own_ns, to)
+    });
+    let rest = (1..20).map(|_| {
+        hive::demo::http_get(&own_ns, to)
+            .unwrap_or_else(|e| panic!("web's own VIP {to} from a web task: {e}"))
+    });
+    for answer in std::iter::once(first).chain(rest) {
         assert!(
             !own_host.contains(&answer.hostname) && web_hosts.contains(&answer.hostname),
             "answered by {} (own: {own_host:?})",

@@ -2,12 +2,11 @@
 //! `cli/command/network/*`), for swarm-scope overlay networks only. Networks travel to the
 //! manager as the store's own JSON (docs/control-plane.md, "Payloads").
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::output::{CliFailure, run_client, table};
+use super::output::{CliFailure, indent_json, out, run_client, table};
 use super::service::decode;
 use super::service::opts::parse_labels;
 use crate::allocator::ipam::Subnet;
@@ -250,24 +249,6 @@ pub fn render_ls(networks: &[Network], quiet: bool, no_trunc: bool) -> String {
         ]);
     }
     table(&rows)
-}
-
-fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
-}
-
-/// JSON indented with four spaces, as docker prints it.
-fn indent_json(value: &impl serde::Serialize) -> String {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    if value.serialize(&mut serializer).is_err() {
-        return String::new();
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn run(host: Option<&str>, args: NetworkArgs) -> anyhow::Result<ExitCode> {

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::node_ls::{self, NodeColumns, NodeFilter, NodeFormat};
-use super::output::{CliFailure, bytes_size, go_time, pretty, rfc3339, run_client, table};
+use super::output::{
+    CliFailure, bytes_size, go_time, indent_json, pretty, rfc3339, run_client, table,
+};
 use super::swarm::{Availability, RoleArg};
 use crate::api::pb;
 use crate::client::DaemonClient;
@@ -482,17 +484,6 @@ pub fn node_json(node: &pb::Node) -> NodeJson {
             addr: m.addr.clone(),
         }),
     }
-}
-
-/// JSON indented with four spaces, as docker prints it.
-fn indent_json(value: &impl serde::Serialize) -> String {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    if value.serialize(&mut serializer).is_err() {
-        return String::new();
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `node inspect --pretty` (docker/cli `node-inspect-pretty` golden files).

@@ -7,7 +7,6 @@ pub mod progress;
 pub mod render;
 
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +19,7 @@ use self::opts::{
 };
 use self::render::{ServiceRow, TaskFilter, TaskTableOptions, log_context, render_tasks};
 use super::network::{network_id, parse_network, resolve};
-use super::output::{CliFailure, parse_duration, run_client};
+use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, describe};
 use crate::store::objects::{
@@ -571,15 +570,6 @@ pub async fn print_tasks(
     Ok(())
 }
 
-/// Writes to stdout; false once the reader went away (`| head`), which is not an error.
-fn out(text: &str) -> bool {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_ok()
-}
-
 /// Prints one log line as docker does (`[TIMESTAMP ]CONTEXT    | TEXT`); false once stdout is
 /// closed.
 fn print_log_line(
@@ -809,17 +799,6 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
         }
         Ok::<(), CliFailure>(())
     })
-}
-
-/// JSON indented with four spaces, as docker prints it.
-fn indent_json(value: &impl serde::Serialize) -> String {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    if value.serialize(&mut serializer).is_err() {
-        return String::new();
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -164,34 +164,6 @@ pub fn allocate(tx: &mut WriteTx) -> Result<Outcome, StoreError> {
     Ok(Outcome { wrote, problems })
 }
 
-/// Checks that `service`'s explicitly published ingress-mode ports are not published by any
-/// of `existing` (all services, as the API reads them), for `service create` / `service
-/// update`; the allocator enforces the same when it allocates. Ports asked as 0 are not
-/// checked: the allocator picks free ones.
-pub fn check_published_ports(existing: &[Service], service: &Service) -> Result<(), PortError> {
-    let mut table = PortTable::default();
-    for other in existing.iter().filter(|o| o.id != service.id) {
-        let name = &other.spec.annotations.name;
-        if let Some(endpoint) = &other.endpoint {
-            table.reserve(&other.id, name, &endpoint.ports);
-        }
-        // Explicit ports of services the allocator has not reached yet count too.
-        table.reserve(&other.id, name, &other.spec.endpoint_spec.ports);
-    }
-    let explicit: Vec<_> = ingress_ports(&service.spec.endpoint_spec.ports)
-        .filter(|p| p.published_port != 0)
-        .cloned()
-        .collect();
-    let id = if service.id.is_empty() {
-        "(new service)"
-    } else {
-        &service.id
-    };
-    table
-        .allocate(id, &service.spec.annotations.name, &explicit, &[])
-        .map(drop)
-}
-
 /// What is taken, rebuilt from the store.
 struct State {
     networks: BTreeMap<String, Network>,

@@ -306,12 +306,7 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
     source
         .iter()
         .filter_map(|p| {
-            let protocol = match p.protocol {
-                objects::Protocol::Tcp => Protocol::Tcp,
-                objects::Protocol::Udp => Protocol::Udp,
-                // The data plane balances TCP and UDP only.
-                objects::Protocol::Sctp => return None,
-            };
+            let protocol = mesh_protocol(p.protocol)?;
             let published_port =
                 (p.publish_mode == PublishMode::Ingress && p.published_port != 0 && has_ingress)
                     .then_some(p.published_port);
@@ -363,11 +358,7 @@ fn host_mode_services(
             .iter()
             .filter(|p| p.publish_mode == PublishMode::Host && p.published_port != 0)
             .filter_map(|p| {
-                let protocol = match p.protocol {
-                    objects::Protocol::Tcp => Protocol::Tcp,
-                    objects::Protocol::Udp => Protocol::Udp,
-                    objects::Protocol::Sctp => return None,
-                };
+                let protocol = mesh_protocol(p.protocol)?;
                 (p.target_port != 0 && claimed_ports.insert((protocol, p.published_port)))
                     .then_some(ServicePort {
                         protocol,
@@ -388,6 +379,15 @@ fn host_mode_services(
         });
     }
     out
+}
+
+/// The data plane balances TCP and UDP only.
+fn mesh_protocol(protocol: objects::Protocol) -> Option<Protocol> {
+    match protocol {
+        objects::Protocol::Tcp => Some(Protocol::Tcp),
+        objects::Protocol::Udp => Some(Protocol::Udp),
+        objects::Protocol::Sctp => None,
+    }
 }
 
 /// `10.0.0.7/24` or `10.0.0.7` → the address.

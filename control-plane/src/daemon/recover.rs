@@ -88,6 +88,18 @@ pub async fn force_new_cluster(
     manager
         .store
         .update(|tx| {
+            // This manager leads the new group from the moment it is elected, so its loops
+            // may already have written (the allocator makes an `ingress` network in an empty
+            // store). The old state is the swarm's: it replaces whatever they made.
+            for network in tx.list::<Network>()? {
+                tx.delete::<Network>(&network.id)?;
+            }
+            for task in tx.list::<Task>()? {
+                tx.delete::<Task>(&task.id)?;
+            }
+            for service in tx.list::<Service>()? {
+                tx.delete::<Service>(&service.id)?;
+            }
             for cluster in clusters {
                 tx.create(cluster)?;
             }

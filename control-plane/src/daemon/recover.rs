@@ -13,6 +13,9 @@ use crate::store::ReadView;
 use crate::store::objects::{Cluster, Network, Node, NodeRole, Service, Task};
 
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the old state is written again after a leader loop's write, committed between
+/// our snapshot and our batch, made the state machine reject it.
+const REPLACE_ATTEMPTS: usize = 5;
 
 /// The caller holds the node's transition lock.
 pub async fn force_new_cluster(
@@ -85,48 +88,85 @@ pub async fn force_new_cluster(
         .first()
         .map(|c| c.root_ca.join_tokens.worker.clone())
         .unwrap_or_default();
-    manager
-        .store
-        .update(|tx| {
-            // This manager leads the new group from the moment it is elected, so its loops
-            // may already have written (the allocator makes an `ingress` network in an empty
-            // store). The old state is the swarm's: it replaces whatever they made.
-            for network in tx.list::<Network>()? {
-                tx.delete::<Network>(&network.id)?;
-            }
-            for task in tx.list::<Task>()? {
-                tx.delete::<Task>(&task.id)?;
-            }
-            for service in tx.list::<Service>()? {
-                tx.delete::<Service>(&service.id)?;
-            }
-            for cluster in clusters {
-                tx.create(cluster)?;
-            }
-            for mut other in nodes {
-                if other.id != active.file.node_id && other.spec.desired_role == NodeRole::Manager {
-                    other.spec.desired_role = NodeRole::Worker;
-                    other.role = NodeRole::Worker;
-                    other.manager_status = None;
-                }
-                tx.create(other)?;
-            }
-            for service in services {
-                tx.create(service)?;
-            }
-            for task in tasks {
-                tx.create(task)?;
-            }
-            for network in networks {
-                tx.create(network)?;
-            }
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    let old_state = OldState {
+        clusters,
+        nodes,
+        services,
+        tasks,
+        networks,
+    };
+    replace_state(&manager.store, &old_state, &active.file.node_id).await?;
     tracing::warn!(old_store = %backup.display(), "forced a new cluster from this manager's state");
     Ok(pb::InitResponse {
         node_id: active.file.node_id.clone(),
         worker_token,
         manager_addr: addr,
     })
+}
+
+/// The swarm's state as the old store held it.
+struct OldState {
+    clusters: Vec<Cluster>,
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    tasks: Vec<Task>,
+    networks: Vec<Network>,
+}
+
+/// Writes `old` over the new store in one batch. This manager leads the new group from the
+/// moment it is elected, so its loops may already be writing (the allocator makes an `ingress`
+/// network in an empty store). The old state is the swarm's: it replaces whatever they made.
+/// A loop's write can also commit between the batch's snapshot and its apply, and the state
+/// machine then rejects the batch (a name already taken); it is built again from a fresh
+/// snapshot.
+async fn replace_state(
+    store: &crate::store::Store,
+    old: &OldState,
+    this_node: &str,
+) -> Result<(), ApiError> {
+    let mut attempt = 1;
+    loop {
+        let written = store
+            .update(|tx| {
+                for network in tx.list::<Network>()? {
+                    tx.delete::<Network>(&network.id)?;
+                }
+                for task in tx.list::<Task>()? {
+                    tx.delete::<Task>(&task.id)?;
+                }
+                for service in tx.list::<Service>()? {
+                    tx.delete::<Service>(&service.id)?;
+                }
+                for cluster in &old.clusters {
+                    tx.create(cluster.clone())?;
+                }
+                for other in &old.nodes {
+                    let mut other = other.clone();
+                    if other.id != this_node && other.spec.desired_role == NodeRole::Manager {
+                        other.spec.desired_role = NodeRole::Worker;
+                        other.role = NodeRole::Worker;
+                        other.manager_status = None;
+                    }
+                    tx.create(other)?;
+                }
+                for service in &old.services {
+                    tx.create(service.clone())?;
+                }
+                for task in &old.tasks {
+                    tx.create(task.clone())?;
+                }
+                for network in &old.networks {
+                    tx.create(network.clone())?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .await;
+        match written {
+            Err(e) if e.rejection().is_some() && attempt < REPLACE_ATTEMPTS => {
+                tracing::info!(attempt, error = %e, "a leader loop wrote meanwhile; writing the old state again");
+                attempt += 1;
+            }
+            other => return other.map_err(ApiError::from),
+        }
+    }
 }

@@ -4,11 +4,12 @@
 //! Cost model. While tracing is off an event site costs [`on`]: one
 //! lookup of a one-entry array with a constant key, which the verifier
 //! inlines into a few instructions (`array_map_gen_lookup`, 4.16+), and a
-//! flag test. While it is on, a site fills the event in a per-CPU scratch
-//! slot (not the stack: the verifier gives a call chain 512 bytes and the
-//! paths that emit are already deep), and one out-of-line call per event
-//! filters, rate-limits, reserves a ring record, copies the header and the
-//! first bytes of the packet, and submits.
+//! flag test. While it is on, a site makes one out-of-line call that
+//! filters on what the site already knows (kind, flow, service), checks the
+//! lease and the rate limit, then reserves a ring record and writes the
+//! event straight into it, with the first bytes of the packet. Nothing is
+//! built twice: an event the filter rejects costs no record, and an event
+//! that goes out is never copied (Cilium's `send_trace_notify` model).
 //!
 //! Events a site does not know the service of (the tunnel from `tc::encap`,
 //! drops) take it from [`note_flow`], which the balancing code calls while
@@ -18,7 +19,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
     programs::{TcContext, XdpContext},
 };
 use hive_common::{
@@ -53,8 +54,6 @@ static ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACE_ADDRS, 0);
 /// Per-CPU working state. Not part of the ABI: user space never reads it.
 #[repr(C)]
 pub struct Scratch {
-    /// The event being built.
-    event: TraceEvent,
     /// Token bucket, in units of 1e-9 events (no division per packet).
     tokens: u64,
     last_refill_ns: u64,
@@ -64,6 +63,38 @@ pub struct Scratch {
     pending_addr_be: u32,
     pending_port_be: u16,
     pending_flags: u16,
+    /// See [`encap_begin_tc`]: the flow before the outer headers go on.
+    pending_flow: Flow,
+    pending_tunnel_be: u32,
+    pending_vni: u32,
+}
+
+/// The flow an event is about, as the site knows it when the event starts.
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+pub struct Flow {
+    saddr_be: u32,
+    daddr_be: u32,
+    sport_be: u16,
+    dport_be: u16,
+    proto: u8,
+    _pad: [u8; 3],
+}
+
+impl Flow {
+    /// From headers the caller parsed.
+    #[inline(always)]
+    fn parsed(ip: &Ipv4, l4: Option<&L4>) -> Flow {
+        let (sport_be, dport_be) = l4.map_or((0, 0), |l4| (l4.sport_be, l4.dport_be));
+        Flow {
+            saddr_be: ip.saddr_be,
+            daddr_be: ip.daddr_be,
+            sport_be,
+            dport_be,
+            proto: ip.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// [`Scratch::pending_flags`]: `tc::balance` gave a flow a backend...
@@ -89,11 +120,16 @@ fn now() -> u64 {
 /// cost of tracing when it is off: one lookup of a one-entry array with a
 /// constant key (inlined by the verifier) and a flag test.
 #[inline(always)]
-fn enabled() -> Option<&'static TraceConfig> {
+fn enabled() -> Option<&'static mut TraceConfig> {
     if !cfg!(feature = "trace") {
         return None;
     }
-    let cfg = CONFIG.get(0)?;
+    let cfg = CONFIG.get_ptr_mut(0)?;
+    // SAFETY: a pointer to the map's one value; plain data. User space
+    // replaces the whole value; a concurrent write can at worst be
+    // overwritten by the lease's flag clear, which the tracer's next
+    // renewal repairs (see `lease_valid`).
+    let cfg = unsafe { &mut *cfg };
     if cfg.flags & TraceConfig::FLAG_ENABLED == 0 {
         return None;
     }
@@ -107,18 +143,10 @@ fn enabled() -> Option<&'static TraceConfig> {
 /// config switched off; tracers write their whole config on every
 /// renewal, which heals that within a renewal period.)
 #[inline(always)]
-fn lease_valid(now: u64) -> bool {
-    let Some(cfg) = CONFIG.get_ptr_mut(0) else {
+fn lease_valid(cfg: &mut TraceConfig, now: u64) -> bool {
+    if now > cfg.expires_ns {
+        cfg.flags &= !TraceConfig::FLAG_ENABLED;
         return false;
-    };
-    // SAFETY: a pointer to the map's one value; plain data. A concurrent
-    // write from user space can at worst be overwritten by the flag
-    // clear, which the next renewal repairs (see above).
-    unsafe {
-        if now > (*cfg).expires_ns {
-            (*cfg).flags &= !TraceConfig::FLAG_ENABLED;
-            return false;
-        }
     }
     true
 }
@@ -132,30 +160,117 @@ fn scratch() -> Option<&'static mut Scratch> {
     Some(unsafe { &mut *s })
 }
 
-/// Start an event of `kind` in the scratch slot, or `None` when tracing is
-/// off.
-#[inline(always)]
-fn begin(kind: TraceKind, verdict: TraceVerdict) -> Option<&'static mut TraceEvent> {
-    enabled()?;
-    let now = now();
-    if !lease_valid(now) {
-        return None;
+/// A record reserved in the ring with its header written; the site adds
+/// its own fields through [`Open::event`], then [`Open::finish`] captures
+/// the packet and submits.
+struct Open {
+    record: RingBufEntry<TraceRecord>,
+}
+
+impl Open {
+    /// Start an event of `kind` about `flow`, or `None` when tracing is
+    /// off, the filter rejects it, the lease ran out, the rate limit says
+    /// no or the ring is full (the last two are counted). `service` and
+    /// `backend` 0 mean "the noted ones" ([`note_flow`]).
+    #[inline(always)]
+    fn start(
+        kind: TraceKind,
+        verdict: TraceVerdict,
+        flow: &Flow,
+        service: u32,
+        backend: u32,
+    ) -> Option<Open> {
+        let cfg = enabled()?;
+        let s = scratch()?;
+        let (service, backend) = if service == 0 {
+            (s.pending_service, s.pending_backend)
+        } else {
+            (service, backend)
+        };
+        s.pending_service = 0;
+        s.pending_backend = 0;
+        s.pending_flags = 0;
+        if !matches(cfg, kind, flow, service) {
+            return None;
+        }
+        let now = now();
+        if !lease_valid(cfg, now) {
+            return None;
+        }
+        if !within_rate(cfg, s, now) {
+            lost(TraceLost::RateLimited);
+            return None;
+        }
+        let Some(mut record) = RING.reserve::<TraceRecord>(0) else {
+            lost(TraceLost::RingFull);
+            return None;
+        };
+        let r = record.as_mut_ptr();
+        // SAFETY: `r` points at a reserved record of size_of::<TraceRecord>()
+        // bytes that only this program writes until it submits or discards it.
+        // Field by field: a struct literal is built on the stack first, and
+        // the tc encap path has no 64 bytes to spare. `finish` writes the
+        // fields not written here (program, ifindex, cpu, lengths).
+        unsafe {
+            let e = &mut (*r).event;
+            e.version = TRACE_VERSION;
+            e.kind = kind as u8;
+            e.verdict = verdict as u8;
+            e.drop_reason = 0;
+            e.proto = flow.proto;
+            e.hdr_len = HDR_LEN;
+            e.timestamp_ns = now;
+            e.saddr_be = flow.saddr_be;
+            e.daddr_be = flow.daddr_be;
+            e.sport_be = flow.sport_be;
+            e.dport_be = flow.dport_be;
+            e.service = service;
+            e.backend = backend;
+            e.xlate_addr_be = 0;
+            e.tunnel_be = 0;
+            e.xlate_port_be = 0;
+            e.vni = 0;
+        }
+        Some(Open { record })
     }
-    let s = scratch()?;
-    s.event = TraceEvent {
-        version: TRACE_VERSION,
-        kind: kind as u8,
-        verdict: verdict as u8,
-        hdr_len: HDR_LEN,
-        timestamp_ns: now,
-        service: s.pending_service,
-        backend: s.pending_backend,
-        ..TraceEvent::default()
-    };
-    s.pending_service = 0;
-    s.pending_backend = 0;
-    s.pending_flags = 0;
-    Some(&mut s.event)
+
+    /// The event's header, to add what only the site knows.
+    #[inline(always)]
+    fn event(&mut self) -> &mut TraceEvent {
+        // SAFETY: `start` initialised the header; the record is ours until
+        // `finish`.
+        unsafe { &mut (*self.record.as_mut_ptr()).event }
+    }
+
+    /// Fill what the program context knows, capture the first bytes of the
+    /// packet as it is now, and submit.
+    #[inline(always)]
+    fn finish<C: Source>(mut self, ctx: &C) {
+        let len = ctx.len();
+        let cap = if len > TRACE_CAPTURE_MAX as u32 {
+            TRACE_CAPTURE_MAX as u32
+        } else {
+            len
+        };
+        let r = self.record.as_mut_ptr();
+        // SAFETY: as in `start`.
+        unsafe {
+            (*r).event.program = C::PROGRAM as u8;
+            (*r).event.ifindex = ctx.ifindex();
+            (*r).event.cpu = bpf_get_smp_processor_id();
+            (*r).event.orig_len = len;
+            // The helpers take a length in [1, size of dst]; LLVM turns a plain
+            // range check into a compare on a copy the verifier does not link
+            // back, so the bound is rebuilt by a mask the optimiser cannot see
+            // through (cap is 1..=128 here, so the value is unchanged).
+            let captured = cap >= 1 && {
+                let m = core::hint::black_box(cap - 1) & (TRACE_CAPTURE_MAX as u32 - 1);
+                ctx.capture((*r).data.as_mut_ptr(), m + 1)
+            };
+            (*r).event.cap_len = if captured { cap as u16 } else { 0 };
+        }
+        self.record.submit(0);
+    }
 }
 
 /// Whether tracing is on: the one test every event site makes first, so
@@ -214,29 +329,34 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4) {
     let (service, backend) = (s.pending_service, s.pending_backend);
     let (addr_be, port_be) = (s.pending_addr_be, s.pending_port_be);
     let local = flags & PENDING_LOCAL != 0;
+    let flow = Flow::parsed(ip, Some(l4));
     if flags & PENDING_NEW != 0 {
         let verdict = if local {
             TraceVerdict::Pass
         } else {
             TraceVerdict::Redirect
         };
-        if let Some(e) = begin(TraceKind::LbSelect, verdict) {
-            set_flow(e, ip, Some(l4));
-            e.service = service;
-            e.backend = backend;
+        if let Some(mut open) = Open::start(TraceKind::LbSelect, verdict, &flow, service, backend) {
+            let e = open.event();
             e.xlate_addr_be = addr_be;
             e.xlate_port_be = port_be;
-            submit(ctx);
+            open.finish(ctx);
         }
     }
     if local {
-        if let Some(e) = begin(TraceKind::LocalDelivery, TraceVerdict::Pass) {
-            set_flow(e, ip, Some(l4));
-            e.daddr_be = addr_be;
-            e.dport_be = port_be;
-            e.service = service;
-            e.backend = backend;
-            submit(ctx);
+        let delivered = Flow {
+            daddr_be: addr_be,
+            dport_be: port_be,
+            ..flow
+        };
+        if let Some(open) = Open::start(
+            TraceKind::LocalDelivery,
+            TraceVerdict::Pass,
+            &delivered,
+            service,
+            backend,
+        ) {
+            open.finish(ctx);
         }
     } else if let Some(s) = scratch() {
         // For the Encap event of `tc::encap`.
@@ -245,36 +365,29 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4) {
     }
 }
 
-/// Fill the flow fields from parsed headers.
-#[inline(always)]
-fn set_flow(e: &mut TraceEvent, ip: &Ipv4, l4: Option<&L4>) {
-    e.saddr_be = ip.saddr_be;
-    e.daddr_be = ip.daddr_be;
-    e.proto = ip.proto;
-    if let Some(l4) = l4 {
-        e.sport_be = l4.sport_be;
-        e.dport_be = l4.dport_be;
-    }
-}
-
 // The event sites. Each is out of line and called only when [`on`]: the
-// event pointer then lives in the callee's registers only. (Kept inline, it
-// sat in a callee-saved register of the caller, where LLVM later reused the
-// register for a value it considered undefined on that path; the verifier
-// refuses any arithmetic on a pointer, even a dead one.)
+// record pointer then lives in the callee's registers only. (Kept inline, an
+// event pointer sat in a callee-saved register of the caller, where LLVM
+// later reused the register for a value it considered undefined on that
+// path; the verifier refuses any arithmetic on a pointer, even a dead one.)
 
 /// A new flow was given `target` (before DNAT: the flow the client sent).
 #[inline(never)]
 pub fn lb_select<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, verdict: TraceVerdict) {
-    let Some(e) = begin(TraceKind::LbSelect, verdict) else {
+    let flow = Flow::parsed(ip, Some(l4));
+    let Some(mut open) = Open::start(
+        TraceKind::LbSelect,
+        verdict,
+        &flow,
+        target.service,
+        target.backend,
+    ) else {
         return;
     };
-    set_flow(e, ip, Some(l4));
-    e.service = target.service;
-    e.backend = target.backend;
+    let e = open.event();
     e.xlate_addr_be = target.addr_be;
     e.xlate_port_be = target.port_be;
-    submit(ctx);
+    open.finish(ctx);
 }
 
 /// A balanced packet after DNAT: delivered locally (`verdict` Pass) or
@@ -287,44 +400,47 @@ pub fn to_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, verdi
     } else {
         TraceKind::Encap
     };
-    let Some(e) = begin(kind, verdict) else {
+    let flow = Flow {
+        daddr_be: target.addr_be,
+        dport_be: target.port_be,
+        ..Flow::parsed(ip, Some(l4))
+    };
+    let Some(mut open) = Open::start(kind, verdict, &flow, target.service, target.backend) else {
         return;
     };
-    set_flow(e, ip, Some(l4));
-    e.daddr_be = target.addr_be;
-    e.dport_be = target.port_be;
-    e.service = target.service;
-    e.backend = target.backend;
     if kind == TraceKind::Encap {
+        let e = open.event();
         e.tunnel_be = target.node_be;
         e.vni = target.vni;
     }
-    submit(ctx);
+    open.finish(ctx);
 }
 
 /// A VXLAN packet from `peer_be` was decapsulated; the flow is the inner one.
 #[inline(never)]
 pub fn decap<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, peer_be: u32, vni: u32) {
     // The verdict is not known yet: the next event (or a drop) says it.
-    let Some(e) = begin(TraceKind::Decap, TraceVerdict::Pass) else {
+    let flow = Flow::parsed(ip, l4);
+    let Some(mut open) = Open::start(TraceKind::Decap, TraceVerdict::Pass, &flow, 0, 0) else {
         return;
     };
-    set_flow(e, ip, l4);
+    let e = open.event();
     e.tunnel_be = peer_be;
     e.vni = vni;
-    submit(ctx);
+    open.finish(ctx);
 }
 
 /// A packet for a task on this node goes to the kernel (overlay traffic,
 /// or decapsulated traffic; the service is not known here).
 #[inline(never)]
 pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, vni: u32) {
-    let Some(e) = begin(TraceKind::LocalDelivery, TraceVerdict::Pass) else {
+    let flow = Flow::parsed(ip, l4);
+    let Some(mut open) = Open::start(TraceKind::LocalDelivery, TraceVerdict::Pass, &flow, 0, 0)
+    else {
         return;
     };
-    set_flow(e, ip, l4);
-    e.vni = vni;
-    submit(ctx);
+    open.event().vni = vni;
+    open.finish(ctx);
 }
 
 /// A reply got its service address back (`ip`/`l4` as parsed, before SNAT).
@@ -336,53 +452,78 @@ pub fn reverse_nat<C: Source>(
     entry: &FlowEntry,
     verdict: TraceVerdict,
 ) {
-    let Some(e) = begin(TraceKind::ReverseNat, verdict) else {
+    let flow = Flow::parsed(ip, Some(l4));
+    let Some(mut open) = Open::start(
+        TraceKind::ReverseNat,
+        verdict,
+        &flow,
+        entry.service,
+        entry.backend,
+    ) else {
         return;
     };
-    set_flow(e, ip, Some(l4));
-    e.service = entry.service;
-    e.backend = entry.backend;
+    let e = open.event();
     e.xlate_addr_be = entry.addr_be;
     e.xlate_port_be = entry.port_be;
-    submit(ctx);
+    open.finish(ctx);
 }
 
-/// First half of an Encap event from tc: the flow as the bytes carry it
-/// now (after any DNAT), before the outer headers go on. `true` if an
-/// event was started; then call [`submit_tc`] after encapsulating, so
-/// that the capture shows the packet as it leaves.
+/// First half of an Encap event from tc: notes the flow as the bytes carry
+/// it now (after any DNAT), before the outer headers go on. `true` if
+/// tracing is on; then call [`submit_tc`] after encapsulating, so that the
+/// capture shows the packet as it leaves.
 #[inline(never)]
 pub fn encap_begin_tc(ctx: &TcContext, tunnel: &Tunnel) -> bool {
-    let Some(e) = begin(TraceKind::Encap, TraceVerdict::Redirect) else {
+    if !on() {
+        return false;
+    }
+    let Some(s) = scratch() else {
         return false;
     };
-    flow_from_packet(&TcPacket { ctx }, e);
-    e.tunnel_be = tunnel.node_be;
-    e.vni = tunnel.vni;
+    s.pending_flow = flow_from_packet(&TcPacket { ctx });
+    s.pending_tunnel_be = tunnel.node_be;
+    s.pending_vni = tunnel.vni;
     true
 }
 
-/// Whether the configured filter lets `e` through.
+/// Write the Encap event [`encap_begin_tc`] noted.
+#[inline(never)]
+pub fn submit_tc(ctx: &TcContext) {
+    let Some(s) = scratch() else {
+        return;
+    };
+    let (flow, tunnel_be, vni) = (s.pending_flow, s.pending_tunnel_be, s.pending_vni);
+    let Some(mut open) = Open::start(TraceKind::Encap, TraceVerdict::Redirect, &flow, 0, 0) else {
+        return;
+    };
+    let e = open.event();
+    e.tunnel_be = tunnel_be;
+    e.vni = vni;
+    open.finish(ctx);
+}
+
+/// Whether the configured filter lets an event of `kind` about `flow` and
+/// `service` through.
 #[inline(always)]
-fn matches(cfg: &TraceConfig, e: &TraceEvent) -> bool {
-    if cfg.flags & TraceConfig::FLAG_DROPS_ONLY != 0 && e.kind != TraceKind::Drop as u8 {
+fn matches(cfg: &TraceConfig, kind: TraceKind, flow: &Flow, service: u32) -> bool {
+    if cfg.flags & TraceConfig::FLAG_DROPS_ONLY != 0 && kind != TraceKind::Drop {
         return false;
     }
-    if cfg.flags & TraceConfig::FLAG_SERVICE != 0 && e.service != cfg.service {
+    if cfg.flags & TraceConfig::FLAG_SERVICE != 0 && service != cfg.service {
         // Events without a service id (the backend node sees a tunnelled
         // flow, not a service) match by the service's backend addresses.
         // SAFETY: plain-data values, only tested for presence.
-        let known = e.service == 0
-            && (unsafe { ADDRS.get(e.saddr_be) }.is_some()
-                || unsafe { ADDRS.get(e.daddr_be) }.is_some());
+        let known = service == 0
+            && (unsafe { ADDRS.get(flow.saddr_be) }.is_some()
+                || unsafe { ADDRS.get(flow.daddr_be) }.is_some());
         if !known {
             return false;
         }
     }
     if cfg.flags & TraceConfig::FLAG_CLIENT != 0 {
         let port = cfg.client_port_be;
-        let src = e.saddr_be == cfg.client_addr_be && (port == 0 || e.sport_be == port);
-        let dst = e.daddr_be == cfg.client_addr_be && (port == 0 || e.dport_be == port);
+        let src = flow.saddr_be == cfg.client_addr_be && (port == 0 || flow.sport_be == port);
+        let dst = flow.daddr_be == cfg.client_addr_be && (port == 0 || flow.dport_be == port);
         if !(src || dst) {
             return false;
         }
@@ -476,107 +617,54 @@ impl Source for TcContext {
     }
 }
 
-#[inline(always)]
-fn submit<C: Source>(ctx: &C) {
-    let Some(cfg) = enabled() else {
-        return;
-    };
-    let Some(s) = scratch() else {
-        return;
-    };
-    if !matches(cfg, &s.event) {
-        return;
-    }
-    // The event's time, taken by `begin`: one clock read per event.
-    let now = s.event.timestamp_ns;
-    if !within_rate(cfg, s, now) {
-        lost(TraceLost::RateLimited);
-        return;
-    }
-    let Some(mut rec) = RING.reserve::<TraceRecord>(0) else {
-        lost(TraceLost::RingFull);
-        return;
-    };
-    let len = ctx.len();
-    let cap = if len > TRACE_CAPTURE_MAX as u32 {
-        TRACE_CAPTURE_MAX as u32
-    } else {
-        len
-    };
-    let r = rec.as_mut_ptr();
-    // SAFETY: `r` points at a reserved record of size_of::<TraceRecord>()
-    // bytes that only this program writes until it submits or discards it.
-    unsafe {
-        (*r).event = s.event;
-        (*r).event.program = C::PROGRAM as u8;
-        (*r).event.ifindex = ctx.ifindex();
-        (*r).event.cpu = bpf_get_smp_processor_id();
-        (*r).event.orig_len = len;
-        // The helpers take a length in [1, size of dst]; LLVM turns a plain
-        // range check into a compare on a copy the verifier does not link
-        // back, so the bound is rebuilt by a mask the optimiser cannot see
-        // through (cap is 1..=128 here, so the value is unchanged).
-        let captured = cap >= 1 && {
-            let m = core::hint::black_box(cap - 1) & (TRACE_CAPTURE_MAX as u32 - 1);
-            ctx.capture((*r).data.as_mut_ptr(), m + 1)
-        };
-        (*r).event.cap_len = if captured { cap as u16 } else { 0 };
-    }
-    rec.submit(0);
-}
-
-/// Write the event [`encap_begin_tc`] started.
-#[inline(never)]
-pub fn submit_tc(ctx: &TcContext) {
-    submit(ctx)
-}
-
 /// The flow as the packet's bytes carry it now: for a drop, which may have
 /// happened before (or because) parsing failed, and after NAT, which
 /// leaves the parsed headers stale.
 #[inline(always)]
-fn flow_from_packet<P: Packet>(pkt: &P, e: &mut TraceEvent) {
+fn flow_from_packet<P: Packet>(pkt: &P) -> Flow {
+    let mut flow = Flow::default();
     let Ok(ethertype) = pkt.load::<u16>(12) else {
-        return;
+        return flow;
     };
     if ethertype != ETH_P_IP_BE {
-        return;
+        return flow;
     }
     let Ok(ip) = pkt.load::<Ipv4Hdr>(ETH_HDR_LEN) else {
-        return;
+        return flow;
     };
-    e.saddr_be = ip.saddr_be;
-    e.daddr_be = ip.daddr_be;
-    e.proto = ip.protocol;
+    flow.saddr_be = ip.saddr_be;
+    flow.daddr_be = ip.daddr_be;
+    flow.proto = ip.protocol;
     let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
     if ihl < 20 || (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP) {
-        return;
+        return flow;
     }
     if let Ok(ports) = pkt.load::<[u16; 2]>(ETH_HDR_LEN + ihl) {
-        e.sport_be = ports[0];
-        e.dport_be = ports[1];
+        flow.sport_be = ports[0];
+        flow.dport_be = ports[1];
     }
+    flow
 }
 
 /// A drop event (XDP), for the entry program's error path and for packets
 /// answered instead of forwarded (ICMP fragmentation-needed).
 #[inline(never)]
 pub fn drop_xdp(ctx: &XdpContext, reason: DropReason, verdict: TraceVerdict) {
-    let Some(e) = begin(TraceKind::Drop, verdict) else {
+    let flow = flow_from_packet(&XdpPacket { ctx });
+    let Some(mut open) = Open::start(TraceKind::Drop, verdict, &flow, 0, 0) else {
         return;
     };
-    e.drop_reason = reason as u8;
-    flow_from_packet(&XdpPacket { ctx }, e);
-    submit(ctx);
+    open.event().drop_reason = reason as u8;
+    open.finish(ctx);
 }
 
 /// A drop event (tc).
 #[inline(never)]
 pub fn drop_tc(ctx: &TcContext, reason: DropReason, verdict: TraceVerdict) {
-    let Some(e) = begin(TraceKind::Drop, verdict) else {
+    let flow = flow_from_packet(&TcPacket { ctx });
+    let Some(mut open) = Open::start(TraceKind::Drop, verdict, &flow, 0, 0) else {
         return;
     };
-    e.drop_reason = reason as u8;
-    flow_from_packet(&TcPacket { ctx }, e);
-    submit(ctx);
+    open.event().drop_reason = reason as u8;
+    open.finish(ctx);
 }

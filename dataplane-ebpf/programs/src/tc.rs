@@ -62,11 +62,23 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     // The tunnel and ICMP paths are siblings of the lookups above, not
     // callees: each gets its own stack frame (512 bytes per call chain).
     match verdict {
-        TUNNEL if too_big(ctx, node, &ip) => answer_too_big(ctx, node, &ip),
+        TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip),
         TUNNEL => encap(ctx, node, &ip, l4.as_ref(), &tunnel),
-        TOO_BIG => answer_too_big(ctx, node, &ip),
+        TOO_BIG => too_big_answered(ctx, node, &ip),
         v => Ok(v),
     }
+}
+
+/// [`answer_too_big`], then its drop event, from here rather than from inside it: the
+/// event's frame then follows the entry program's, not the answer's as well (512 bytes per
+/// call chain).
+#[inline(always)]
+fn too_big_answered(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> Result<i32, DropReason> {
+    let verdict = answer_too_big(ctx, node, ip)?;
+    if events::on() {
+        events::drop_tc(ctx, DropReason::FragmentationNeeded, TraceVerdict::Redirect);
+    }
+    Ok(verdict)
 }
 
 /// Replies (`ReverseNat`, `Tunnel`) and service VIPs: paths that need the
@@ -276,9 +288,6 @@ fn too_big(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> bool {
 fn answer_too_big(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> Result<i32, DropReason> {
     icmp::too_big_tc(ctx, ip, node.underlay_addr_be, node.overlay_mtu)?;
     counters::drop(DropReason::FragmentationNeeded);
-    if events::on() {
-        events::drop_tc(ctx, DropReason::FragmentationNeeded, TraceVerdict::Redirect);
-    }
     // SAFETY: as in `too_big`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Egress of the host side of the task's veth: the task receives it.

@@ -239,6 +239,12 @@ fn prog_run_off_expired_filtered_and_rate_limited_traces_emit_nothing_more() {
         ..on(TraceConfig::FLAG_SERVICE)
     };
     assert_eq!(run(&mut h, &mut trace, this, 1003).len(), 2);
+    // A service on two networks has two ids: the config names one, the
+    // set the other, and events of either match.
+    trace.set_filter_services(&[SVC]).expect("service set");
+    assert_eq!(run(&mut h, &mut trace, other, 1008).len(), 2);
+    trace.set_filter_services(&[]).expect("service set");
+    assert!(run(&mut h, &mut trace, other, 1009).is_empty());
     // Client filter: address and port on the same side.
     let client = |port: u16| TraceConfig {
         client_addr_be: be(*FIX_CLIENT.ip()),

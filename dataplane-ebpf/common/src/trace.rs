@@ -23,12 +23,18 @@ pub const TRACE_LOST: &str = "HIVE_TRACE_LOST";
 /// filtered service's backends, so that events which carry no service id
 /// (the backend node only sees a tunnelled flow) still match the filter.
 pub const TRACE_ADDRS: &str = "HIVE_TRACE_ADDRS";
+/// `HashMap<u32 /* service id */, u32>`: every id of the filtered service on
+/// this node beside [`TraceConfig::service`] (a service attached to several
+/// networks has one id per network).
+pub const TRACE_SERVICES: &str = "HIVE_TRACE_SERVICES";
 
 /// Size of [`TRACE_RING`] in bytes (a power of two, a multiple of the page
 /// size): about 5,000 records.
 pub const TRACE_RING_BYTES: u32 = 1 << 20;
 /// Capacity of [`TRACE_ADDRS`].
 pub const MAX_TRACE_ADDRS: u32 = 4096;
+/// Capacity of [`TRACE_SERVICES`].
+pub const MAX_TRACE_SERVICES: u32 = 256;
 /// Bytes of each packet captured after the header (Ethernet + IPv4 + TCP
 /// with options, or the outer headers of a VXLAN packet and most of the
 /// inner ones).
@@ -224,8 +230,9 @@ const _: () = assert!(core::mem::size_of::<TraceRecord>() == 64 + TRACE_CAPTURE_
 pub struct TraceConfig {
     /// [`TraceConfig::FLAG_*`] bits.
     pub flags: u32,
-    /// With [`TraceConfig::FLAG_SERVICE`]: only events of this service id,
-    /// or without a service id but to or from an address in [`TRACE_ADDRS`].
+    /// With [`TraceConfig::FLAG_SERVICE`]: only events of this service id or
+    /// of one in [`TRACE_SERVICES`], or without a service id but to or from
+    /// an address in [`TRACE_ADDRS`].
     pub service: u32,
     /// With [`TraceConfig::FLAG_CLIENT`]: only flows with this address on
     /// either side (and this port on the same side, unless 0).

@@ -26,8 +26,8 @@ use hive_common::{
     DropReason,
     maps::{FlowEntry, IPPROTO_TCP, IPPROTO_UDP},
     trace::{
-        MAX_TRACE_ADDRS, TRACE_CAPTURE_MAX, TRACE_RING_BYTES, TRACE_VERSION, TraceConfig,
-        TraceEvent, TraceKind, TraceLost, TraceProgram, TraceRecord, TraceVerdict,
+        MAX_TRACE_ADDRS, MAX_TRACE_SERVICES, TRACE_CAPTURE_MAX, TRACE_RING_BYTES, TRACE_VERSION,
+        TraceConfig, TraceEvent, TraceKind, TraceLost, TraceProgram, TraceRecord, TraceVerdict,
     },
 };
 
@@ -50,6 +50,9 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(TraceLost::SLOTS, 
 
 #[map(name = "HIVE_TRACE_ADDRS")]
 static ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACE_ADDRS, 0);
+
+#[map(name = "HIVE_TRACE_SERVICES")]
+static SERVICES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACE_SERVICES, 0);
 
 /// Per-CPU working state. Not part of the ABI: user space never reads it.
 #[repr(C)]
@@ -510,12 +513,16 @@ fn matches(cfg: &TraceConfig, kind: TraceKind, flow: &Flow, service: u32) -> boo
         return false;
     }
     if cfg.flags & TraceConfig::FLAG_SERVICE != 0 && service != cfg.service {
-        // Events without a service id (the backend node sees a tunnelled
-        // flow, not a service) match by the service's backend addresses.
+        // The service's ids on its other networks; events without a service
+        // id (the backend node sees a tunnelled flow, not a service) match
+        // by the service's backend addresses.
         // SAFETY: plain-data values, only tested for presence.
-        let known = service == 0
-            && (unsafe { ADDRS.get(flow.saddr_be) }.is_some()
-                || unsafe { ADDRS.get(flow.daddr_be) }.is_some());
+        let known = if service == 0 {
+            unsafe { ADDRS.get(flow.saddr_be) }.is_some()
+                || unsafe { ADDRS.get(flow.daddr_be) }.is_some()
+        } else {
+            unsafe { SERVICES.get(service) }.is_some()
+        };
         if !known {
             return false;
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
 use hive_common::trace::{
-    TRACE_ADDRS, TRACE_CONFIG, TRACE_LOST, TRACE_RING, TraceConfig, TraceLost,
+    TRACE_ADDRS, TRACE_CONFIG, TRACE_LOST, TRACE_RING, TRACE_SERVICES, TraceConfig, TraceLost,
 };
 
 /// Errors from the trace maps.
@@ -58,6 +58,7 @@ pub struct TraceMaps {
     config: Array<MapData, TraceConfig>,
     lost: PerCpuArray<MapData, u64>,
     addrs: HashMap<MapData, u32, u32>,
+    services: HashMap<MapData, u32, u32>,
     ring: RingBuf<MapData>,
 }
 
@@ -93,6 +94,7 @@ impl TraceMaps {
             config: typed(TRACE_CONFIG, open(TRACE_CONFIG)?)?,
             lost: typed(TRACE_LOST, open(TRACE_LOST)?)?,
             addrs: typed(TRACE_ADDRS, open(TRACE_ADDRS)?)?,
+            services: typed(TRACE_SERVICES, open(TRACE_SERVICES)?)?,
             ring: typed(TRACE_RING, open(TRACE_RING)?)?,
         })
     }
@@ -105,6 +107,7 @@ impl TraceMaps {
             config: typed(TRACE_CONFIG, take(TRACE_CONFIG)?)?,
             lost: typed(TRACE_LOST, take(TRACE_LOST)?)?,
             addrs: typed(TRACE_ADDRS, take(TRACE_ADDRS)?)?,
+            services: typed(TRACE_SERVICES, take(TRACE_SERVICES)?)?,
             ring: typed(TRACE_RING, take(TRACE_RING)?)?,
         })
     }
@@ -121,19 +124,13 @@ impl TraceMaps {
 
     /// Replace the address set of the service filter.
     pub fn set_filter_addrs(&mut self, addrs_be: &[u32]) -> Result<(), TraceMapsError> {
-        let old: Vec<u32> = self.addrs.keys().filter_map(Result::ok).collect();
-        for addr in old {
-            if !addrs_be.contains(&addr) {
-                // An entry already gone is fine.
-                let _ = self.addrs.remove(&addr);
-            }
-        }
-        for addr in addrs_be {
-            self.addrs
-                .insert(addr, 1, 0)
-                .map_err(access("write", TRACE_ADDRS))?;
-        }
-        Ok(())
+        replace_set(&mut self.addrs, addrs_be).map_err(access("write", TRACE_ADDRS))
+    }
+
+    /// Replace the set of service ids the service filter accepts besides
+    /// the config's own (the service's ids on its other networks).
+    pub fn set_filter_services(&mut self, ids: &[u32]) -> Result<(), TraceMapsError> {
+        replace_set(&mut self.services, ids).map_err(access("write", TRACE_SERVICES))
     }
 
     pub fn lost(&self) -> Result<LostCounts, TraceMapsError> {
@@ -156,4 +153,19 @@ impl TraceMaps {
             each(&item);
         }
     }
+}
+
+/// Make the keys of a presence-only map exactly `keys`.
+fn replace_set(map: &mut HashMap<MapData, u32, u32>, keys: &[u32]) -> Result<(), MapError> {
+    let old: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+    for key in old {
+        if !keys.contains(&key) {
+            // An entry already gone is fine.
+            let _ = map.remove(&key);
+        }
+    }
+    for key in keys {
+        map.insert(key, 1, 0)?;
+    }
+    Ok(())
 }

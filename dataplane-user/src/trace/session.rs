@@ -97,9 +97,9 @@ pub enum TraceError {
 
 /// What `--service` becomes in the kernel.
 struct ServiceFilter {
-    /// The service's dense id on each node, in node order (`u32::MAX`
-    /// where the node does not know it: matches no event).
-    ids: Vec<u32>,
+    /// The service's dense ids on each node (one per network it is on), in
+    /// node order; empty where the node does not know it.
+    ids: Vec<Vec<u32>>,
     /// Its backends' addresses (network order), on every node.
     addrs: Vec<u32>,
 }
@@ -238,12 +238,10 @@ impl Tracer {
                 });
             }
             found |= !matches.is_empty();
-            // The kernel filter holds one id: the first network's (the
-            // ingress network sorts first in practice). TODO(#6): a set.
-            ids.push(matches.first().copied().unwrap_or(u32::MAX));
-            for id in matches {
-                addrs.extend(n.names.backend_addrs(id));
+            for id in &matches {
+                addrs.extend(n.names.backend_addrs(*id));
             }
+            ids.push(matches);
         }
         if !found {
             return Err(TraceError::UnknownService {
@@ -288,12 +286,22 @@ impl Tracer {
     fn switch_on(&mut self) -> Result<(), TraceError> {
         let service = self.service_filter()?;
         for i in 0..self.nodes.len() {
-            let id = service.as_ref().map(|f| f.ids[i]);
-            let config = self.config(id);
+            let ids = service
+                .as_ref()
+                .map(|f| f.ids[i].clone())
+                .unwrap_or_default();
+            // The config holds the first id (`u32::MAX`, which no event has,
+            // where the node does not know the service); the map the others.
+            let config = self.config(
+                service
+                    .as_ref()
+                    .map(|_| ids.first().copied().unwrap_or(u32::MAX)),
+            );
             let addrs = service
                 .as_ref()
                 .map(|f| f.addrs.clone())
                 .unwrap_or_default();
+            let others = ids.get(1..).unwrap_or_default();
             let n = &mut self.nodes[i];
             let err = |source| TraceError::Maps {
                 node: n.pins.name.clone(),
@@ -301,6 +309,7 @@ impl Tracer {
             };
             // The address set first: the filter is complete once enabled.
             n.maps.set_filter_addrs(&addrs).map_err(err)?;
+            n.maps.set_filter_services(others).map_err(err)?;
             // Records of an earlier trace are not ours.
             n.maps.drain(|_| {});
             n.maps.set_config(&config).map_err(err)?;
@@ -403,6 +412,7 @@ impl Tracer {
                 Ok(()) => {
                     n.on = false;
                     let _ = n.maps.set_filter_addrs(&[]);
+                    let _ = n.maps.set_filter_services(&[]);
                 }
                 Err(source) => {
                     first.get_or_insert(TraceError::Maps {

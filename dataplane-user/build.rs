@@ -4,7 +4,8 @@
 //! `HIVE_EBPF_NOTRACE=1` also builds the programs without their trace-event
 //! code, into `OUT_DIR/hive-ebpf-notrace` (the benchmark's baseline; empty
 //! otherwise). `HIVE_EBPF_LOG=1` builds them with aya-log debug logging
-//! (docs/observability.md).
+//! (docs/observability.md). A copy with logging is always built as well, into
+//! `OUT_DIR/hive-ebpf-log`, for the tests of the log path.
 //!
 //! `AYA_BUILD_SKIP=1` skips the eBPF build for host-only `cargo check` and
 //! `cargo clippy`; an empty object is embedded and loading it fails with an
@@ -13,6 +14,7 @@ use anyhow::{Context as _, anyhow};
 
 const EBPF_PACKAGE: &str = "hive-ebpf";
 const NOTRACE_OBJECT: &str = "hive-ebpf-notrace";
+const LOG_OBJECT: &str = "hive-ebpf-log";
 
 fn env_flag(name: &str) -> bool {
     println!("cargo:rerun-if-env-changed={name}");
@@ -28,6 +30,8 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(out_dir.join(EBPF_PACKAGE), [])
             .context("writing the empty eBPF placeholder")?;
         std::fs::write(out_dir.join(NOTRACE_OBJECT), [])
+            .context("writing the empty eBPF placeholder")?;
+        std::fs::write(out_dir.join(LOG_OBJECT), [])
             .context("writing the empty eBPF placeholder")?;
         return Ok(());
     }
@@ -62,6 +66,19 @@ fn main() -> anyhow::Result<()> {
     } else {
         std::fs::write(&notrace, []).context("writing the empty no-trace placeholder")?;
     }
+    // Same output name again: the copy with logging first, then the real one.
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: EBPF_PACKAGE,
+            root_dir: root_dir.as_str(),
+            features: &["log"],
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+    .context("building the eBPF programs with aya-log")?;
+    std::fs::rename(out_dir.join(EBPF_PACKAGE), out_dir.join(LOG_OBJECT))
+        .context("moving the eBPF object with aya-log")?;
     let features: &[&str] = if env_flag("HIVE_EBPF_LOG") {
         &["log"]
     } else {

@@ -25,10 +25,12 @@ use hive_common::{
     trace::{TRACE_VERSION, TraceConfig, TraceEvent, TraceKind, TraceProgram, TraceVerdict},
 };
 use hive_dataplane::{
+    ebpf_log::{EbpfLog, LogLine},
     lab::{LabGuard, LabSpec},
     mesh::{Protocol, ServicePort},
     netns,
     node_pins::{NodeChoice, PinsQuery},
+    programs::EBPF_OBJECT_LOG,
     static_mesh::{ServiceDef, StaticMesh},
     stats::monotonic_ns,
     testing::{
@@ -282,6 +284,56 @@ fn prog_run_off_expired_filtered_and_rate_limited_traces_emit_nothing_more() {
     };
     assert_eq!(run(&mut h, &mut trace, limited, 1007).len(), 1);
     assert!(trace.lost().expect("lost").rate_limited > before);
+}
+
+#[test]
+fn ebpf_log_lines_of_a_drop_are_read_back_and_the_default_build_logs_nothing() {
+    if !privileged("ebpf_log_lines_of_a_drop_are_read_back_and_the_default_build_logs_nothing") {
+        return;
+    }
+    let mut h = ProgRun::load_object(EBPF_OBJECT_LOG).expect("the programs built with aya-log");
+    h.maps()
+        .set_node(&NodeConfig {
+            underlay_addr_be: be(NODE_A),
+            underlay_ifindex: 2,
+            hash_seed: 7,
+            underlay_mac: MAC_A,
+            vxlan_port_be: 4789u16.to_be(),
+            overlay_mtu: 1450,
+            flags: NodeConfig::FLAG_CONFIGURED,
+        })
+        .expect("node");
+    let mut log = EbpfLog::from_ebpf(h.ebpf_mut())
+        .expect("open the log buffer")
+        .expect("a build with aya-log has AYA_LOGS");
+    let bad = PacketBuilder::tcp(FIX_CLIENT, SocketAddrV4::new(NODE_A, 8080))
+        .macs(MAC_ROUTER, MAC_A)
+        .ihl(4)
+        .build();
+    assert_eq!(
+        h.run("xdp_from_underlay", &bad).expect("run").verdict,
+        XDP_DROP
+    );
+    assert_eq!(
+        log.read(),
+        vec![LogLine {
+            level: log::Level::Debug,
+            text: format!(
+                "xdp_from_underlay: drop, reason {}",
+                DropReason::MalformedIpv4 as u8
+            ),
+        }]
+    );
+    // A packet that is not dropped logs nothing; nor does the default build.
+    h.run("xdp_from_underlay", &syn(2000)).expect("run");
+    assert!(log.read().is_empty());
+    let (mut plain, _) = fixture();
+    assert!(
+        EbpfLog::from_ebpf(plain.ebpf_mut())
+            .expect("open")
+            .is_none(),
+        "the default build carries aya-log"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -719,6 +771,27 @@ fn the_filter_filters_and_tracing_switched_off_emits_nothing() {
         maps.drain(|_| count += 1);
         assert_eq!(count, 0, "{} emitted events while off", n.name);
     }
+
+    // `hive mesh log` on programs built without aya-log says what to do.
+    let out = Command::new(HIVE)
+        .args([
+            "mesh",
+            "log",
+            "--lab",
+            "trc-filt",
+            "--node",
+            "n1",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("hive mesh log");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "hive mesh log succeeded: {stderr}");
+    assert!(
+        stderr.contains("built without debug logging") && stderr.contains("HIVE_EBPF_LOG=1"),
+        "{stderr}"
+    );
 
     // A tracer that dies without cleaning up leaves a lease of at most 10 s.
     let mut killed = TraceRun::start("trc-filt", &[]);

@@ -16,6 +16,7 @@ pub mod testing;
 pub use loader::{Dataplane, DataplaneError, XdpAttachMode};
 pub use mesh::MeshState;
 pub mod attach;
+pub mod ebpf_log;
 pub mod ethtool;
 pub mod metrics;
 pub mod node_pins;

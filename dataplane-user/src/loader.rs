@@ -52,7 +52,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 const XDP_PROGRAM: &str = "xdp_from_underlay";
 const TC_PROGRAM: &str = "tc_from_task";
-const XDP_PROGRAM_PIN: &str = "prog_xdp_from_underlay";
+/// Pin file of `xdp_from_underlay` in a node's directory.
+pub const XDP_PROGRAM_PIN: &str = "prog_xdp_from_underlay";
 const TC_PROGRAM_PIN: &str = "prog_tc_from_task";
 const XDP_LINK_PIN: &str = "link_xdp_from_underlay";
 const TC_LINK_PIN_PREFIX: &str = "link_tc_from_task_";

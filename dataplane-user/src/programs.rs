@@ -9,6 +9,11 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static EBPF_OBJECT_NOTRACE: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hive-ebpf-notrace"));
 
+/// The same programs built with aya-log debug logging (the tests of the log
+/// path load it); empty when built with `AYA_BUILD_SKIP=1`.
+pub static EBPF_OBJECT_LOG: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hive-ebpf-log"));
+
 /// Errors from loading the embedded programs.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

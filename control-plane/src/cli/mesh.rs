@@ -1,4 +1,4 @@
-//! `hive mesh trace|stats|bench`: the data plane seen from the kernel, read
+//! `hive mesh trace|stats|log|bench`: the data plane seen from the kernel, read
 //! straight from the pinned maps of a lab's nodes or of this node (no
 //! daemon needed). See `docs/observability.md`.
 
@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hive_dataplane::{
+    ebpf_log::EbpfLog,
     metrics::{MetricsWriter, render_stats},
     node_pins::{NodeChoice, NodePins, PinsQuery},
     stats,
@@ -33,6 +34,9 @@ enum MeshCommand {
     Trace(TraceArgs),
     /// Per-service and per-backend packets, bytes, new and live flows; drops per reason.
     Stats(StatsArgs),
+    /// Follow the aya-log debug lines of the programs (only those built with
+    /// HIVE_EBPF_LOG=1 log; others say so).
+    Log(LogArgs),
     /// Measure the mesh beside the kernel's own path (iptables, nftables) on a lab: ns/packet
     /// per program path, req/s, new conn/s and p50/p99 at 1, 1,000 and 10,000 services.
     Bench(super::mesh_bench::BenchArgs),
@@ -128,6 +132,15 @@ struct StatsArgs {
     format: StatsFormat,
 }
 
+#[derive(Debug, Args)]
+struct LogArgs {
+    #[command(flatten)]
+    place: Where,
+    /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
 fn parse_client(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
     if let Ok(addr) = s.parse::<Ipv4Addr>() {
         return Ok((addr, None));
@@ -159,6 +172,7 @@ pub fn run(args: MeshArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         MeshCommand::Trace(a) => trace(a),
         MeshCommand::Stats(a) => stats_cmd(a),
+        MeshCommand::Log(a) => log_cmd(a),
         MeshCommand::Bench(a) => super::mesh_bench::run(a),
     }
 }
@@ -295,6 +309,48 @@ fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `hive mesh log`: every node's `AYA_LOGS`, one line per record,
+/// `NODE LEVEL text`.
+fn log_cmd(args: LogArgs) -> anyhow::Result<ExitCode> {
+    let nodes = args.place.resolve()?;
+    let mut readers = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        let reader = EbpfLog::from_pins(&n.dir).with_context(|| format!("node {}", n.name))?;
+        readers.push((n.name.clone(), reader));
+    }
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    eprintln!(
+        "following the programs' log on {}; Ctrl-C to stop",
+        names.join(", ")
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            for (node, reader) in &mut readers {
+                for line in reader.read() {
+                    println!("{node} {:<5} {}", line.level, line.text);
+                }
+            }
+            std::io::stdout().flush()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::select! {
+                _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+                _ = term.recv() => return Ok(ExitCode::SUCCESS),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    })
 }
 
 fn stats_cmd(args: StatsArgs) -> anyhow::Result<ExitCode> {

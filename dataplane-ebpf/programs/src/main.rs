@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod balance;
 mod conntrack;
 mod counters;
 mod csum;

@@ -14,13 +14,10 @@ use hive_common::{
 };
 
 use crate::{
+    balance::{self, Decision},
     conntrack::{self, Balanced},
-    counters, events,
-    headers::EthHdr,
-    icmp,
-    lb::{self, Target},
-    maps, mss, nat,
-    packet::{Packet, TcPacket},
+    counters, events, icmp, lb, maps, mss, nat,
+    packet::TcPacket,
     parse::{self, Ipv4, L4},
     vxlan::{self, Tunnel},
     xdp::{check_balanceable, overlay_mss},
@@ -168,35 +165,14 @@ fn balance(
     let fe = &fe;
     let pkt = &mut TcPacket { ctx };
     let now = conntrack::now();
-    let hash = flow_hash(
-        node.hash_seed,
-        ip.saddr_be,
-        l4.sport_be,
-        l4.dport_be,
-        ip.proto,
-    );
-    let fwd = conntrack::reply_key(
-        ip.saddr_be,
-        l4.sport_be,
-        ip.daddr_be,
-        l4.dport_be,
-        ip.proto,
-        FlowKind::Forward,
-    );
-    let (target, new, refresh, tcp_state) = match conntrack::lookup(&fwd, l4.tcp_flags, now, true) {
-        Some(h) => (
-            Target::from_forward(h.entry),
-            false,
-            h.refreshed,
-            h.entry.tcp_state,
-        ),
-        None => (
-            lb::pick_for_sender(fe, hash, ip.saddr_be)?,
-            true,
-            true,
-            conntrack::next_tcp_state(ip.proto, 0, l4.tcp_flags),
-        ),
-    };
+    let hash = balance::hash(node, ip, l4);
+    let fwd = balance::forward_key(ip, l4);
+    let Decision {
+        target,
+        new,
+        refresh,
+        tcp_state,
+    } = balance::decide(fe, &fwd, hash, l4.tcp_flags, now, Some(ip.saddr_be))?;
     let tunnel = if target.remote {
         let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
         if too_big(ctx, node, ip) {
@@ -245,9 +221,7 @@ fn reverse_nat(
     l4: &L4,
     e: &FlowEntry,
 ) -> Result<i32, DropReason> {
-    nat::snat(pkt, ip, l4, e.addr_be, e.port_be)?;
-    counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
-    let north_south = e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0;
+    let north_south = nat::restore_service(pkt, ip, l4, e)?;
     let verdict = if north_south {
         TraceVerdict::Redirect
     } else {
@@ -260,15 +234,7 @@ fn reverse_nat(
         // East-west: the client is a local task; the kernel delivers.
         return Ok(OK);
     }
-    let eth: EthHdr = pkt.load(0)?;
-    pkt.store(
-        0,
-        &EthHdr {
-            dst: e.client_mac,
-            src: node.underlay_mac,
-            proto_be: eth.proto_be,
-        },
-    )?;
+    nat::to_client(pkt, node, e)?;
     redirect(node.underlay_ifindex, 0)
 }
 

@@ -5,18 +5,17 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use hive_common::{
-    DropReason, flow_hash,
+    DropReason,
     maps::{Endpoint, FlowEntry, FlowKind, Frontend, IPPROTO_UDP, NodeConfig, PacketCounterSlot},
     trace::TraceVerdict,
 };
 
 use crate::{
+    balance::{self, Decision},
     conntrack::{self, Balanced},
     counters, events,
     headers::{ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VxlanHdr},
-    icmp,
-    lb::{self, Target},
-    maps, mss, nat,
+    icmp, lb, maps, mss, nat,
     packet::{Packet, XdpPacket},
     parse::{self, Ipv4, L4},
     vxlan::{self, Tunnel},
@@ -84,36 +83,14 @@ fn ingress(
 ) -> Result<u32, DropReason> {
     let pkt = &mut XdpPacket { ctx };
     let now = conntrack::now();
-    let hash = flow_hash(
-        node.hash_seed,
-        ip.saddr_be,
-        l4.sport_be,
-        l4.dport_be,
-        ip.proto,
-    );
-    let fwd = conntrack::reply_key(
-        ip.saddr_be,
-        l4.sport_be,
-        ip.daddr_be,
-        l4.dport_be,
-        ip.proto,
-        FlowKind::Forward,
-    );
-    let hit = conntrack::lookup(&fwd, l4.tcp_flags, now, true);
-    let (target, new, refresh, tcp_state) = match hit {
-        Some(h) => (
-            Target::from_forward(h.entry),
-            false,
-            h.refreshed,
-            h.entry.tcp_state,
-        ),
-        None => (
-            lb::pick(fe, hash)?,
-            true,
-            true,
-            conntrack::next_tcp_state(ip.proto, 0, l4.tcp_flags),
-        ),
-    };
+    let hash = balance::hash(node, ip, l4);
+    let fwd = balance::forward_key(ip, l4);
+    let Decision {
+        target,
+        new,
+        refresh,
+        tcp_state,
+    } = balance::decide(fe, &fwd, hash, l4.tcp_flags, now, None)?;
     let tunnel = if target.remote {
         let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
         if ip.tot_len > node.overlay_mtu {
@@ -267,9 +244,7 @@ fn reverse_nat(
     l4: &L4,
     e: &FlowEntry,
 ) -> Result<u32, DropReason> {
-    nat::snat(pkt, ip, l4, e.addr_be, e.port_be)?;
-    counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
-    let north_south = e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0;
+    let north_south = nat::restore_service(pkt, ip, l4, e)?;
     let verdict = if north_south {
         TraceVerdict::Tx
     } else {
@@ -279,15 +254,7 @@ fn reverse_nat(
         events::reverse_nat(pkt.ctx, ip, l4, e, verdict);
     }
     if north_south {
-        let eth: EthHdr = pkt.load(0)?;
-        pkt.store(
-            0,
-            &EthHdr {
-                dst: e.client_mac,
-                src: node.underlay_mac,
-                proto_be: eth.proto_be,
-            },
-        )?;
+        nat::to_client(pkt, node, e)?;
         return Ok(xdp_action::XDP_TX);
     }
     pkt.store(0, &node.underlay_mac)?;

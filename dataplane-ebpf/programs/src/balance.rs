@@ -1,0 +1,86 @@
+//! The first step both balancing programs take for a packet to a service
+//! (paths 1–3 of `docs/dataplane.md`): the backend its flow already has,
+//! from the flow's `Forward` entry, or a Maglev pick for a new flow.
+
+use hive_common::{
+    DropReason, flow_hash,
+    maps::{FlowKey, FlowKind, Frontend, NodeConfig},
+};
+
+use crate::{
+    conntrack,
+    lb::{self, Target},
+    parse::{Ipv4, L4},
+};
+
+/// Where a packet's flow goes, and what its conntrack entries need.
+#[derive(Copy, Clone)]
+pub struct Decision {
+    pub target: Target,
+    /// Maglev picked `target` for this packet: a new flow.
+    pub new: bool,
+    /// The flow's entries are to be (re)written: a new flow, a TCP state
+    /// change, or a refresh due (`conntrack::REFRESH_NS`).
+    pub refresh: bool,
+    /// The flow's TCP state after this packet.
+    pub tcp_state: u8,
+}
+
+/// The flow's hash: Maglev's key, and the VXLAN source port of its tunnel.
+#[inline(always)]
+pub fn hash(node: &NodeConfig, ip: &Ipv4, l4: &L4) -> u32 {
+    flow_hash(
+        node.hash_seed,
+        ip.saddr_be,
+        l4.sport_be,
+        l4.dport_be,
+        ip.proto,
+    )
+}
+
+/// The key of the flow's `Forward` entry.
+#[inline(always)]
+pub fn forward_key(ip: &Ipv4, l4: &L4) -> FlowKey {
+    conntrack::reply_key(
+        ip.saddr_be,
+        l4.sport_be,
+        ip.daddr_be,
+        l4.dport_be,
+        ip.proto,
+        FlowKind::Forward,
+    )
+}
+
+/// The backend of flow `fwd` (see [`forward_key`]) for a packet with
+/// `tcp_flags`: the one its entry recorded, or Maglev's pick by `hash` for a
+/// new flow. `sender_be` is the sending task's own address, which a task
+/// never gets back through its service's VIP (`lb::pick_for_sender`);
+/// `None` for a client outside the mesh.
+#[inline(always)]
+pub fn decide(
+    fe: &Frontend,
+    fwd: &FlowKey,
+    hash: u32,
+    tcp_flags: u8,
+    now: u64,
+    sender_be: Option<u32>,
+) -> Result<Decision, DropReason> {
+    if let Some(hit) = conntrack::lookup(fwd, tcp_flags, now, true) {
+        return Ok(Decision {
+            target: Target::from_forward(hit.entry),
+            new: false,
+            refresh: hit.refreshed,
+            tcp_state: hit.entry.tcp_state,
+        });
+    }
+    let target = match sender_be {
+        Some(sender_be) => lb::pick_for_sender(fe, hash, sender_be)?,
+        None => lb::pick(fe, hash)?,
+    };
+    Ok(Decision {
+        target,
+        new: true,
+        refresh: true,
+        tcp_state: conntrack::next_tcp_state(fwd.proto, 0, tcp_flags),
+    })
+}

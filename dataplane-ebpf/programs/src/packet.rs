@@ -4,8 +4,10 @@
 //! * XDP ([`XdpPacket`]): direct packet access with an explicit bounds check
 //!   per access (what the verifier wants), checksums patched with RFC 1624
 //!   arithmetic because XDP has no checksum helpers.
-//! * tc ([`TcPacket`]): `bpf_skb_load_bytes`/`bpf_skb_store_bytes` (work on
-//!   non-linear skbs without a pull) and `bpf_l3/l4_csum_replace`, which are
+//! * tc ([`TcPacket`]): loads read the linear data in place when the bytes
+//!   are there (headers almost always are) and fall back to
+//!   `bpf_skb_load_bytes` (paged data); stores use `bpf_skb_store_bytes`
+//!   (works on non-linear skbs without a pull) and `bpf_l3/l4_csum_replace`, which are
 //!   the only correct way to edit an skb whose L4 checksum is
 //!   `CHECKSUM_PARTIAL` (what a task's veth hands us: the field then holds
 //!   the pseudo-header sum, and `BPF_F_PSEUDO_HDR` updates it the right way;
@@ -197,12 +199,27 @@ impl Packet for TcPacket<'_> {
         if off > MAX_OFFSET {
             return Err(DropReason::TruncatedPacket);
         }
+        // Headers are almost always in the skb's linear part: read them in
+        // place, as XDP does, instead of paying a helper call per load.
+        let start = self.ctx.data();
+        if start + off + core::mem::size_of::<T>() <= self.ctx.data_end() {
+            // SAFETY: the bytes lie inside the linear data, checked just
+            // above against `data_end`; `read_unaligned` because packet
+            // offsets have no alignment.
+            return Ok(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
+        }
+        // Beyond the linear part: the helper also reads paged data.
         self.ctx.load(off).map_err(|_| DropReason::TruncatedPacket)
     }
 
     #[inline(always)]
     fn load_byte(&self, off: usize) -> Result<u8, DropReason> {
-        self.load(off)
+        // Through the helper, as XDP's: the option walk's variable offset
+        // defeats the verifier's tracking of an in-place bounds check.
+        if off > MAX_OFFSET {
+            return Err(DropReason::TruncatedPacket);
+        }
+        self.ctx.load(off).map_err(|_| DropReason::TruncatedPacket)
     }
 
     #[inline(always)]

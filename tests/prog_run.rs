@@ -16,7 +16,7 @@ use hive_common::{
 use hive_dataplane::testing::{
     packet::{
         self, Frame, IPPROTO_TCP, L4, Mac, PacketBuilder, TCP_ACK, TCP_SYN, parse, parse_vxlan,
-        vxlan_frame, with_gbp_port,
+        vxlan_frame,
     },
     prog_run::{
         ProgRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX, require_root,
@@ -89,9 +89,7 @@ fn assert_vxlan(out: &[u8], from: (Mac, Ipv4Addr), to: (Mac, Ipv4Addr)) -> Frame
         }
         _ => panic!("outer is not UDP"),
     }
-    // I, and G when the frame carries a north-south flow's published port.
-    assert_eq!((v.flags & !0x80, v.vni), (0x08, VNI));
-    assert_eq!(v.flags & 0x80 != 0, v.gbp != 0, "G flag iff a GBP port");
+    assert_eq!((v.flags, v.vni), (0x08, VNI));
     let inner = parse(&v.inner).expect("inner frame");
     assert_eq!(
         usize::from(outer.tot_len),
@@ -142,12 +140,6 @@ fn north_south_tcp_new_flow_to_remote_backend_is_dnated_clamped_and_tunnelled() 
     let (verdict, out) = run(&mut h, XDP, &client_tcp(TCP_SYN).mss(1460).build());
     assert_eq!(verdict, XDP_TX);
     let inner = assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B));
-    let v = parse_vxlan(&out).expect("vxlan");
-    assert_eq!(
-        (v.gbp, v.gbp_reply),
-        (PUBLISHED, false),
-        "the published port rides in the GBP bits"
-    );
     assert_checksums(&inner);
     assert_eq!(
         (ip(&inner).src, ip(&inner).dst),
@@ -162,21 +154,21 @@ fn north_south_tcp_new_flow_to_remote_backend_is_dnated_clamped_and_tunnelled() 
         .expect("ct")
         .expect("Forward entry");
     assert_eq!(
-        (fwd.addr_be, fwd.backend, fwd.tcp_state, fwd.client_mac),
-        (be(T_REMOTE), BE_REMOTE, TcpState::SynSent as u8, MAC_ROUTER)
+        (fwd.addr_be, fwd.backend, fwd.tcp_state),
+        (be(T_REMOTE), BE_REMOTE, TcpState::SynSent as u8)
+    );
+    let reply = SocketAddrV4::new(T_REMOTE, TARGET);
+    let rev = m
+        .flow(&key(reply, CLIENT, IPPROTO_TCP, FlowKind::ReverseNat))
+        .expect("ct")
+        .expect("ReverseNat entry");
+    assert_eq!(
+        (rev.addr_be, rev.port_be, rev.client_mac),
+        (be(NODE_A), PUBLISHED.to_be(), MAC_ROUTER)
     );
     assert_ne!(
-        fwd.flags & hive_common::maps::FlowEntry::FLAG_NORTH_SOUTH,
+        rev.flags & hive_common::maps::FlowEntry::FLAG_NORTH_SOUTH,
         0
-    );
-    // One entry per new flow: replies find the Forward one through the
-    // published port the tunnel carries back.
-    let reply = SocketAddrV4::new(T_REMOTE, TARGET);
-    assert!(
-        m.flow(&key(reply, CLIENT, IPPROTO_TCP, FlowKind::ReverseNat))
-            .expect("ct")
-            .is_none(),
-        "no ReverseNat entry for a remote backend"
     );
     let svc = m.service_stats(SVC_PUBLISHED).expect("stats");
     assert_eq!((svc.packets, svc.new_flows), (1, 1));
@@ -259,25 +251,9 @@ fn north_south_reply_through_the_tunnel_is_reverse_natted_and_sent_to_the_client
         .flags(TCP_SYN | TCP_ACK)
         .payload(*b"ok")
         .build();
-    let tunnelled = |reply: &[u8]| {
-        vxlan_frame(
-            MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, reply,
-        )
-    };
-    // Without the published port, or from a task that is not the flow's
-    // backend, a reply finds no flow: it is no task of this node either.
-    assert_drop(&mut h, XDP, &tunnelled(&reply), DropReason::NoEndpoint);
-    let spoofed = PacketBuilder::tcp(SocketAddrV4::new(T_OTHER, TARGET), CLIENT)
-        .macs(MAC_TASK, MAC_B)
-        .flags(TCP_SYN | TCP_ACK)
-        .build();
-    assert_drop(
-        &mut h,
-        XDP,
-        &with_gbp_port(tunnelled(&spoofed), PUBLISHED, true),
-        DropReason::NoEndpoint,
+    let frame = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
     );
-    let frame = with_gbp_port(tunnelled(&reply), PUBLISHED, true);
     let (verdict, out) = run(&mut h, XDP, &frame);
     assert_eq!(verdict, XDP_TX);
     let f = parse(&out).expect("frame");
@@ -335,12 +311,8 @@ fn reply_of_a_tunnelled_flow_is_clamped_encapsulated_and_redirected_back() {
     run(
         &mut h,
         XDP,
-        &with_gbp_port(
-            vxlan_frame(
-                MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &inner,
-            ),
-            PUBLISHED,
-            false,
+        &vxlan_frame(
+            MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &inner,
         ),
     );
     let synack = PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), CLIENT)
@@ -351,12 +323,6 @@ fn reply_of_a_tunnelled_flow_is_clamped_encapsulated_and_redirected_back() {
     let (verdict, out) = run(&mut h, TC, &synack);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let f = assert_vxlan(&out, (MAC_B, NODE_B), (MAC_A, NODE_A));
-    let v = parse_vxlan(&out).expect("vxlan");
-    assert_eq!(
-        (v.gbp, v.gbp_reply),
-        (PUBLISHED, true),
-        "the published port goes back to the ingress node, marked a reply"
-    );
     assert_checksums(&f);
     assert_eq!(
         (ip(&f).src, ip(&f).dst),

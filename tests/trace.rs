@@ -70,12 +70,9 @@ fn be(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
-/// Node A with published port 8080 → port 80 of T_REMOTE on node B, and
-/// the trace maps taken out of the object.
-fn fixture() -> (ProgRun, TraceMaps) {
-    let mut h = ProgRun::load().expect("load the embedded object");
-    let mut m = h.maps();
-    m.set_node(&NodeConfig {
+/// Node A's configuration in the fixtures.
+fn node_a_config() -> NodeConfig {
+    NodeConfig {
         underlay_addr_be: be(NODE_A),
         underlay_ifindex: 2,
         hash_seed: 7,
@@ -83,8 +80,15 @@ fn fixture() -> (ProgRun, TraceMaps) {
         vxlan_port_be: 4789u16.to_be(),
         overlay_mtu: 1450,
         flags: NodeConfig::FLAG_CONFIGURED,
-    })
-    .expect("node");
+    }
+}
+
+/// Node A with published port 8080 → port 80 of T_REMOTE on node B, and
+/// the trace maps taken out of the object.
+fn fixture() -> (ProgRun, TraceMaps) {
+    let mut h = ProgRun::load().expect("load the embedded object");
+    let mut m = h.maps();
+    m.set_node(&node_a_config()).expect("node");
     m.set_peer(
         be(NODE_B),
         Peer {
@@ -292,17 +296,7 @@ fn ebpf_log_lines_of_a_drop_are_read_back_and_the_default_build_logs_nothing() {
         return;
     }
     let mut h = ProgRun::load_object(EBPF_OBJECT_LOG).expect("the programs built with aya-log");
-    h.maps()
-        .set_node(&NodeConfig {
-            underlay_addr_be: be(NODE_A),
-            underlay_ifindex: 2,
-            hash_seed: 7,
-            underlay_mac: MAC_A,
-            vxlan_port_be: 4789u16.to_be(),
-            overlay_mtu: 1450,
-            flags: NodeConfig::FLAG_CONFIGURED,
-        })
-        .expect("node");
+    h.maps().set_node(&node_a_config()).expect("node");
     let mut log = EbpfLog::from_ebpf(h.ebpf_mut())
         .expect("open the log buffer")
         .expect("a build with aya-log has AYA_LOGS");

@@ -10,7 +10,7 @@
 use std::net::SocketAddrV4;
 
 use hive_dataplane::testing::{
-    packet::{PacketBuilder, TCP_ACK, TCP_SYN, vxlan_frame, with_gbp_port},
+    packet::{PacketBuilder, TCP_ACK, TCP_SYN, vxlan_frame},
     prog_run::HarnessError,
     world::*,
 };
@@ -40,14 +40,8 @@ pub fn program_costs() -> Result<Vec<ProgramCost>, HarnessError> {
         .macs(MAC_TASK, MAC_B)
         .flags(TCP_ACK)
         .build();
-    // As the backend's node sends it: with the published port in the GBP
-    // bits, which finds the flow's Forward entry.
-    let reply = with_gbp_port(
-        vxlan_frame(
-            MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
-        ),
-        PUBLISHED,
-        true,
+    let reply = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
     );
     let xdp_reply = a.bench(XDP, &[reply], ROUNDS * 10)?;
     let not_ours = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22)).build();

@@ -248,26 +248,21 @@ pub struct FlowEntry {
     /// Backend id (statistics).
     pub backend: u32,
     /// Forward: backend port. ReverseNat: the service port to restore.
-    /// Tunnel: the published port the ingress node sent in the VXLAN-GBP
-    /// bits, echoed on the replies (0: none).
     pub port_be: u16,
     /// A [`TcpState`] as `u8`.
     pub tcp_state: u8,
     /// [`FlowEntry::FLAG_*`] bits.
     pub flags: u8,
-    /// A north-south flow's ReverseNat entry, or its Forward entry when the
-    /// backend is remote (it has no ReverseNat entry then): the L2 next hop
-    /// towards the client (the source MAC of the client's first packet), for
-    /// `XDP_TX`.
+    /// ReverseNat of a north-south flow: the L2 next hop towards the client
+    /// (the source MAC of the client's first packet), for `XDP_TX`.
     pub client_mac: [u8; 6],
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 40);
 
 impl FlowEntry {
-    /// ReverseNat, and Forward of a flow to a remote backend: the client is
-    /// outside the mesh; replies leave through the underlay NIC towards
-    /// `client_mac`.
+    /// ReverseNat: the client is outside the mesh; replies leave through
+    /// the underlay NIC towards `client_mac`.
     pub const FLAG_NORTH_SOUTH: u8 = 1 << 0;
     /// Forward/ReverseNat: the backend is on another node.
     pub const FLAG_REMOTE: u8 = 1 << 1;

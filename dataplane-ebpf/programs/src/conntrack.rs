@@ -106,27 +106,10 @@ pub struct Hit {
 /// timestamp are brought up to date for this packet.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> Option<Hit> {
-    lookup_if(key, tcp_flags, now, reopen_is_miss, |_| true)
-}
-
-/// [`lookup`], where an entry `accept` refuses is a miss and is left as it
-/// was (a packet that does not belong to the flow must not move its state).
-#[inline(always)]
-pub fn lookup_if(
-    key: &FlowKey,
-    tcp_flags: u8,
-    now: u64,
-    reopen_is_miss: bool,
-    accept: impl FnOnce(&FlowEntry) -> bool,
-) -> Option<Hit> {
     let ptr = CT.get_ptr_mut(key)?;
     // SAFETY: the pointer is to a live LRU element; a concurrent update of
     // the same flow can at worst show a mix of two valid entries for the
     // same flow, which both lead to the same place.
-    if !accept(unsafe { &*ptr }) {
-        return None;
-    }
-    // SAFETY: as above.
     let (last_seen_ns, tcp_state) = unsafe { ((*ptr).last_seen_ns, (*ptr).tcp_state) };
     if now.saturating_sub(last_seen_ns) > timeout(key.proto, tcp_state) {
         return None;
@@ -196,14 +179,10 @@ pub struct Balanced {
 }
 
 /// Write (or refresh) the `Forward` and `ReverseNat` entries of a flow the
-/// node balanced to `target`. A north-south flow to a remote backend gets
-/// its `Forward` entry only: its replies come back through the tunnel with
-/// the published port in the VXLAN-GBP bits, which is all it takes to find
-/// the `Forward` entry from a reply ([`reverse_from_forward`]); one insert
-/// per new flow instead of two, and half the table. Not inlined, for the
-/// stack frame (see `tc::balance`); the entries are built in a per-CPU
-/// scratch slot rather than on the stack, which is what makes this path fit
-/// the verifier's 512 bytes per call chain.
+/// node balanced to `target`. Not inlined, for the stack frame (see
+/// `tc::balance`); the entries are built in a per-CPU scratch slot rather
+/// than on the stack, which is what makes this path fit the verifier's
+/// 512 bytes per call chain.
 #[inline(never)]
 pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, now: u64) {
     let Some(e) = SCRATCH.get_ptr_mut(0) else {
@@ -226,19 +205,10 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
         (*e).backend = target.backend;
         (*e).port_be = target.port_be;
         (*e).tcp_state = b.tcp_state;
-        (*e)._pad = [0; 2];
         (*e).flags = remote;
         (*e).client_mac = [0; 6];
-        if b.north_south && target.remote {
-            (*e).flags = remote | FlowEntry::FLAG_NORTH_SOUTH;
-            (*e).client_mac = b.client_mac;
-        }
+        (*e)._pad = [0; 2];
         upsert(fwd, &*e);
-        // Read back from the slot rather than kept in a register across the
-        // helper call: that spill would not fit the tc call chain's stack.
-        if (*e).flags & FlowEntry::FLAG_NORTH_SOUTH != 0 {
-            return;
-        }
     }
     let reverse_key = reply_key(
         target.addr_be,
@@ -257,54 +227,8 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
     unsafe {
         (*e).addr_be = b.service_addr_be;
         (*e).port_be = b.service_port_be;
-        (*e).flags |= ns;
+        (*e).flags = remote | ns;
         (*e).client_mac = b.client_mac;
         upsert(&reverse_key, &*e);
-    }
-}
-
-/// The reply of a north-south flow to a remote backend, decapsulated on its
-/// ingress node with the published port `port_be` from the VXLAN-GBP bits:
-/// the flow's `Forward` entry, found from the reply's own key `reply` (the
-/// service address to restore is this node's `node_addr_be`:`port_be`).
-/// `None` unless the entry is live and names this reply's sender as its
-/// backend; an entry the reply does not belong to is left as it was.
-#[inline(always)]
-pub fn reverse_from_forward(
-    reply: &FlowKey,
-    node_addr_be: u32,
-    port_be: u16,
-    tcp_flags: u8,
-    now: u64,
-) -> Option<&'static FlowEntry> {
-    let fwd = reply_key(
-        reply.daddr_be,
-        reply.dport_be,
-        node_addr_be,
-        port_be,
-        reply.proto,
-        FlowKind::Forward,
-    );
-    let hit = lookup_if(&fwd, tcp_flags, now, false, |f| {
-        f.flags & FlowEntry::FLAG_NORTH_SOUTH != 0
-            && f.addr_be == reply.saddr_be
-            && f.port_be == reply.sport_be
-    })?;
-    Some(hit.entry)
-}
-
-/// A `ReverseNat` view of a `Forward` entry `e` (see
-/// [`reverse_from_forward`]): a copy in the scratch slot with the service
-/// address `addr_be:port_be`, for the trace event of the reply.
-#[inline(always)]
-pub fn reverse_view(e: &FlowEntry, (addr_be, port_be): (u32, u16)) -> Option<&'static FlowEntry> {
-    let v = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch slot (see `record_balanced`); `e` points
-    // into the LRU table, not into the slot.
-    unsafe {
-        *v = *e;
-        (*v).addr_be = addr_be;
-        (*v).port_be = port_be;
-        Some(&*v)
     }
 }

@@ -29,15 +29,6 @@ pub const TCP_ACK: u8 = 0x10;
 
 /// VXLAN flags byte: "I" (a valid VNI follows), RFC 7348 §5.
 pub const VXLAN_FLAG_I: u8 = 0x08;
-/// VXLAN-GBP's G flag (draft-smith-vxlan-group-policy): the 16 bits after
-/// the flags' second byte carry a Group Policy ID. Between hive's own
-/// programs they carry the published port of a north-south flow
-/// (`docs/dataplane.md` "Conntrack").
-pub const VXLAN_FLAG_G: u8 = 0x80;
-/// In the GBP header's second byte (reserved by the draft), between hive's
-/// programs: the packet is a backend's reply going back to the ingress node
-/// (the published port then finds the flow's `Forward` entry there).
-pub const VXLAN_GBP_REPLY: u8 = 0x01;
 
 #[repr(C, packed)]
 #[derive(Copy, Clone)]

@@ -61,20 +61,17 @@ pub fn snat<P: Packet>(
 }
 
 /// A backend's reply to a flow this node balanced (`e` is the flow's
-/// `ReverseNat` entry, or its `Forward` entry for a remote backend's reply
-/// to a north-south flow) gets the service address `addr_be:port_be` back
-/// as its source, and counts for the service and backend. Returns whether
-/// the flow is north-south: the reply then goes straight back out
-/// ([`to_client`]).
+/// `ReverseNat` entry) gets the service address back as its source, and
+/// counts for the service and backend. Returns whether the flow is
+/// north-south: the reply then goes straight back out ([`to_client`]).
 #[inline(always)]
 pub fn restore_service<P: Packet>(
     pkt: &mut P,
     ip: &Ipv4,
     l4: &L4,
     e: &FlowEntry,
-    (addr_be, port_be): (u32, u16),
 ) -> Result<bool, DropReason> {
-    snat(pkt, ip, l4, addr_be, port_be)?;
+    snat(pkt, ip, l4, e.addr_be, e.port_be)?;
     counters::flow(e.service, e.backend, u64::from(ip.tot_len), false);
     Ok(e.flags & FlowEntry::FLAG_NORTH_SOUTH != 0)
 }

@@ -105,9 +105,7 @@ fn flow(
     key.kind = FlowKind::Tunnel as u8;
     if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
         let peer_mac = maps::peer_mac(hit.entry.node_be).ok_or(DropReason::UnknownPeer)?;
-        // A north-south flow's published port goes back in the GBP bits.
-        *out = Tunnel::new(hit.entry.node_be, peer_mac, hit.entry.vni)
-            .reply_with_port(hit.entry.port_be);
+        *out = Tunnel::new(hit.entry.node_be, peer_mac, hit.entry.vni);
         return Ok(TUNNEL);
     }
     if let Some(fe) = lb::frontend(ip.daddr_be, l4.dport_be, ip.proto) {
@@ -175,9 +173,7 @@ fn balance(
         refresh,
         tcp_state,
     } = balance::decide(fe, &fwd, hash, l4.tcp_flags, now, Some(ip.saddr_be))?;
-    // The peer's MAC only (not a whole Tunnel): this frame is on the
-    // deepest tc call chain.
-    let peer_mac = if target.remote {
+    let tunnel = if target.remote {
         let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
         if too_big(ctx, node, ip) {
             // Before DNAT: the quote must show the VIP the task sent to.
@@ -187,7 +183,7 @@ fn balance(
             }
             return Ok(TOO_BIG);
         }
-        Some(peer_mac)
+        Some(Tunnel::new(target.node_be, peer_mac, target.vni))
     } else {
         None
     };
@@ -207,10 +203,10 @@ fn balance(
     }
     nat::dnat(pkt, ip, l4, target.addr_be, target.port_be)?;
     counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);
-    match peer_mac {
+    match tunnel {
         None => Ok(OK),
-        Some(peer_mac) => {
-            *out = Tunnel::new(target.node_be, peer_mac, target.vni);
+        Some(tunnel) => {
+            *out = tunnel;
             Ok(TUNNEL)
         }
     }
@@ -225,7 +221,7 @@ fn reverse_nat(
     l4: &L4,
     e: &FlowEntry,
 ) -> Result<i32, DropReason> {
-    let north_south = nat::restore_service(pkt, ip, l4, e, (e.addr_be, e.port_be))?;
+    let north_south = nat::restore_service(pkt, ip, l4, e)?;
     let verdict = if north_south {
         TraceVerdict::Redirect
     } else {

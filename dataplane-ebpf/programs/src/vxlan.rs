@@ -18,8 +18,7 @@ use hive_common::{DropReason, maps::NodeConfig};
 
 use crate::headers::{
     ETH_HDR_LEN, ETH_P_IP_BE, EthHdr, IP_DF, IPV4_HDR_LEN, Ipv4Hdr, UDP_HDR_LEN, UdpHdr,
-    VXLAN_ENCAP_LEN, VXLAN_FLAG_G, VXLAN_FLAG_I, VXLAN_GBP_REPLY, VXLAN_HDR_LEN, VxlanHdr,
-    VxlanOuter,
+    VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VXLAN_HDR_LEN, VxlanHdr, VxlanOuter,
 };
 use hive_common::maps::IPPROTO_UDP;
 
@@ -28,15 +27,10 @@ use hive_common::maps::IPPROTO_UDP;
 pub struct Tunnel {
     pub node_be: u32,
     pub peer_mac: [u8; 6],
-    /// The published port of a north-south flow, sent in the VXLAN-GBP
-    /// bits (0: none).
-    pub port_be: u16,
-    pub vni: u32,
-    /// `VXLAN_GBP_REPLY` for a backend's reply, else 0.
-    pub gbp_flags: u8,
     /// Explicit, so that copies never move uninitialised padding (the
     /// verifier rejects reading a register LLVM left undefined).
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
+    pub vni: u32,
 }
 
 impl Tunnel {
@@ -45,53 +39,8 @@ impl Tunnel {
         Tunnel {
             node_be,
             peer_mac,
-            port_be: 0,
+            _pad: [0; 2],
             vni,
-            gbp_flags: 0,
-            _pad: [0; 3],
-        }
-    }
-
-    /// The tunnel of a north-south flow to published port `port_be`.
-    #[inline(always)]
-    pub fn with_port(self, port_be: u16) -> Self {
-        Tunnel { port_be, ..self }
-    }
-
-    /// The tunnel of a backend's reply to a north-south flow to published
-    /// port `port_be` (0: not north-south; nothing is marked).
-    #[inline(always)]
-    pub fn reply_with_port(self, port_be: u16) -> Self {
-        let gbp_flags = if port_be == 0 { 0 } else { VXLAN_GBP_REPLY };
-        Tunnel {
-            port_be,
-            gbp_flags,
-            ..self
-        }
-    }
-}
-
-/// What hive reads from the VXLAN-GBP bits.
-#[derive(Copy, Clone)]
-pub struct Gbp {
-    /// The published port of a north-south flow, or 0.
-    pub port_be: u16,
-    /// A backend's reply going back to the ingress node.
-    pub reply: bool,
-}
-
-impl Gbp {
-    #[inline(always)]
-    pub fn of(vx: &VxlanHdr) -> Gbp {
-        if vx.flags & VXLAN_FLAG_G == 0 {
-            return Gbp {
-                port_be: 0,
-                reply: false,
-            };
-        }
-        Gbp {
-            port_be: u16::from_ne_bytes([vx._reserved1[1], vx._reserved1[2]]),
-            reply: vx._reserved1[0] & VXLAN_GBP_REPLY != 0,
         }
     }
 }
@@ -126,17 +75,10 @@ pub fn outer(node: &NodeConfig, tunnel: &Tunnel, inner_ip_len: u16, hash: u32) -
             len_be: udp_len.to_be(),
             check_be: 0,
         },
-        vxlan: {
-            let [hi, lo] = tunnel.port_be.to_ne_bytes();
-            VxlanHdr {
-                flags: if tunnel.port_be == 0 {
-                    VXLAN_FLAG_I
-                } else {
-                    VXLAN_FLAG_I | VXLAN_FLAG_G
-                },
-                _reserved1: [tunnel.gbp_flags, hi, lo],
-                vni_be: (tunnel.vni << 8).to_be(),
-            }
+        vxlan: VxlanHdr {
+            flags: VXLAN_FLAG_I,
+            _reserved1: [0; 3],
+            vni_be: (tunnel.vni << 8).to_be(),
         },
     }
 }

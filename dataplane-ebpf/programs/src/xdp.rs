@@ -103,9 +103,7 @@ fn ingress(
             }
             return Ok(xdp_action::XDP_TX);
         }
-        // The published port rides along in the GBP bits: the replies
-        // bring it back, and find this flow's Forward entry with it.
-        Some(Tunnel::new(target.node_be, peer_mac, target.vni).with_port(l4.dport_be))
+        Some(Tunnel::new(target.node_be, peer_mac, target.vni))
     } else {
         None
     };
@@ -168,7 +166,6 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         return Err(DropReason::MalformedVxlan);
     }
     let vni = u32::from_be(vx.vni_be) >> 8;
-    let gbp = vxlan::Gbp::of(&vx);
     let peer_be = outer.saddr_be;
 
     vxlan::decap_xdp(ctx)?;
@@ -190,25 +187,8 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
             inner.proto,
             FlowKind::ReverseNat,
         );
-        // A remote backend's reply to a north-south flow this node
-        // balanced: the published port it carries back finds the flow's
-        // Forward entry (there is no ReverseNat entry for it).
-        if gbp.reply
-            && gbp.port_be != 0
-            && let Some(e) = conntrack::reverse_from_forward(
-                &rkey,
-                node.underlay_addr_be,
-                gbp.port_be,
-                l4.tcp_flags,
-                now,
-            )
-        {
-            let service = (node.underlay_addr_be, gbp.port_be);
-            return reverse_nat(&mut pkt, node, &inner, l4, e, service);
-        }
         if let Some(hit) = conntrack::lookup(&rkey, l4.tcp_flags, now, false) {
-            let e = hit.entry;
-            return reverse_nat(&mut pkt, node, &inner, l4, e, (e.addr_be, e.port_be));
+            return reverse_nat(&mut pkt, node, &inner, l4, hit.entry);
         }
     }
     let ep = maps::endpoint(inner.daddr_be).ok_or(DropReason::NoEndpoint)?;
@@ -232,11 +212,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
             );
             let hit = conntrack::lookup(&key, l4.tcp_flags, now, false);
             let stale = match &hit {
-                Some(h) => {
-                    h.entry.node_be != peer_be
-                        || h.entry.vni != vni
-                        || h.entry.port_be != gbp.port_be
-                }
+                Some(h) => h.entry.node_be != peer_be || h.entry.vni != vni,
                 None => true,
             };
             if stale {
@@ -244,7 +220,6 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
                     last_seen_ns: now,
                     node_be: peer_be,
                     vni,
-                    port_be: gbp.port_be,
                     tcp_state: conntrack::next_tcp_state(inner.proto, 0, l4.tcp_flags),
                     ..FlowEntry::default()
                 };
@@ -268,25 +243,15 @@ fn reverse_nat(
     ip: &Ipv4,
     l4: &L4,
     e: &FlowEntry,
-    service: (u32, u16),
 ) -> Result<u32, DropReason> {
-    let north_south = nat::restore_service(pkt, ip, l4, e, service)?;
+    let north_south = nat::restore_service(pkt, ip, l4, e)?;
     let verdict = if north_south {
         TraceVerdict::Tx
     } else {
         TraceVerdict::Pass
     };
     if events::on() {
-        // The event shows the service address restored: a Forward entry
-        // names the backend, so it gets a ReverseNat view (tracing only).
-        let view = if (e.addr_be, e.port_be) == service {
-            Some(e)
-        } else {
-            conntrack::reverse_view(e, service)
-        };
-        if let Some(view) = view {
-            events::reverse_nat(pkt.ctx, ip, l4, view, verdict);
-        }
+        events::reverse_nat(pkt.ctx, ip, l4, e, verdict);
     }
     if north_south {
         nat::to_client(pkt, node, e)?;

@@ -373,20 +373,6 @@ pub fn vxlan_frame(
     .build()
 }
 
-/// `frame` (from [`vxlan_frame`]) with the VXLAN-GBP G flag set and `port`
-/// in the GBP bits, as hive marks a north-south flow's tunnel; with `reply`,
-/// also hive's reply bit, as the backend's node marks the replies.
-pub fn with_gbp_port(mut frame: Vec<u8>, port: u16, reply: bool) -> Vec<u8> {
-    // Ethernet + IPv4 without options + UDP.
-    const VXLAN_OFF: usize = 14 + 20 + 8;
-    frame[VXLAN_OFF] |= 0x80;
-    if reply {
-        frame[VXLAN_OFF + 1] |= 0x01;
-    }
-    frame[VXLAN_OFF + 2..VXLAN_OFF + 4].copy_from_slice(&port.to_be_bytes());
-    frame
-}
-
 /// A parsed frame, with checksum verdicts.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -564,11 +550,6 @@ fn parse_l4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, p: &[u8]) -> Result<L4, Par
 pub struct Vxlan {
     pub outer: Frame,
     pub flags: u8,
-    /// The 16 VXLAN-GBP bits (bytes 2–3, network order read as a number);
-    /// hive puts a north-south flow's published port there.
-    pub gbp: u16,
-    /// hive's reply bit (0x01 of the GBP header's second byte).
-    pub gbp_reply: bool,
     pub vni: u32,
     pub inner: Vec<u8>,
 }
@@ -586,8 +567,6 @@ pub fn parse_vxlan(frame: &[u8]) -> Result<Vxlan, ParseError> {
     let v = &ip.payload[8..];
     Ok(Vxlan {
         flags: v[0],
-        gbp: u16::from_be_bytes([v[2], v[3]]),
-        gbp_reply: v[0] & 0x80 != 0 && v[1] & 0x01 != 0,
         vni: u32::from_be_bytes([v[4], v[5], v[6], v[7]]) >> 8,
         inner: v[8..].to_vec(),
         outer,

@@ -417,6 +417,47 @@ fn east_west_vip_to_local_backend_and_its_reply() {
 }
 
 #[test]
+fn a_task_calling_its_own_vip_gets_another_replica_even_inside_a_long_run_of_its_own_slots() {
+    root!("own_vip_long_run");
+    // A 2-replica service whose 211-slot table gives the sender (T_LOCAL)
+    // slots 0..120 in a row, as Maglev tables of few backends do: a flow
+    // hashing early in that run has only the sender within 32 slots.
+    let mut h = node_a(BE_LOCAL);
+    let size = 211u32;
+    let slots: Vec<u32> = (0..size)
+        .map(|i| if i < 120 { BE_LOCAL } else { BE_REMOTE })
+        .collect();
+    let mut m = h.maps();
+    m.set_ring(SVC_VIP, Ring { offset: 100, size })
+        .expect("ring");
+    m.set_maglev(100, &slots).expect("maglev");
+    let sender = |port: u16| SocketAddrV4::new(T_LOCAL, port);
+    let early = (1024..u16::MAX)
+        .find(|&p| {
+            let hash = hive_common::flow_hash(
+                SEED,
+                u32::from_ne_bytes(T_LOCAL.octets()),
+                p.to_be(),
+                TARGET.to_be(),
+                IPPROTO_TCP,
+            );
+            hash % size < 60
+        })
+        .expect("a source port hashing early in the sender's run");
+    let (verdict, out) = run(
+        &mut h,
+        TC,
+        &PacketBuilder::tcp(sender(early), SocketAddrV4::new(VIP, TARGET))
+            .macs(MAC_TASK, MAC_VETH)
+            .flags(TCP_SYN)
+            .build(),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT, "tunnelled to the other replica");
+    let inner = assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B));
+    assert_eq!(ip(&inner).dst, T_REMOTE, "not the sender itself");
+}
+
+#[test]
 fn a_vip_port_the_service_does_not_declare_goes_to_the_same_port_of_a_task() {
     root!("east_west_vip_any_port");
     let mut h = node_a(BE_LOCAL);

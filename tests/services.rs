@@ -888,8 +888,11 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     let own_ns = task_netns(&swarm, &names, web_tasks[0]);
     let own_host = hostnames(&web_tasks[..1]);
     let to = SocketAddr::from((web_vip, 80));
-    // The first connection may wait out a transient start (one CI run saw its SYNs
-    // unanswered for 3 s, never reproduced since); after it, every one must be answered.
+    // The first connection may wait out a transient start; after it, every one must be
+    // answered. (Two CI runs saw one connection's SYNs go unanswered: its hash fell in a
+    // long run of the sender's own Maglev slots, which the own-VIP probe used to walk
+    // slot by slot; `lb::pick_for_sender` now probes spread-out slots, and prog_run's
+    // `a_task_calling_its_own_vip_gets_another_replica_...` pins that case.)
     let first = eventually("web's own VIP from a web task", || {
         hive::demo::http_get(&own_ns, to)
     });

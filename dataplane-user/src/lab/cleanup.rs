@@ -197,9 +197,14 @@ pub fn remove_lab(lab: &str, grace: Duration) -> Result<DownReport, CleanupError
     // 2. BPF pins.
     let pin_dir = naming::bpf_lab_dir(lab);
     match fs::remove_dir_all(&pin_dir) {
-        Ok(()) => report.pin_dir = Some(pin_dir),
+        Ok(()) => report.pin_dir = Some(pin_dir.clone()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => problems.push(format!("cannot remove {}: {err}", pin_dir.display())),
+    }
+    // `/sys/fs/bpf/hive` itself, if no other lab or daemon pins there
+    // (ENOTEMPTY otherwise), as for the cgroup parent below.
+    if let Some(root) = pin_dir.parent() {
+        let _ = fs::remove_dir(root);
     }
 
     // 2b. Cgroups of the lab's tasks: empty now that their processes are gone.

@@ -133,19 +133,25 @@ fn backends(state: &MeshState, service: &str) -> Vec<(String, Ipv4Addr)> {
     found
 }
 
+/// This node's (n1's) mesh with t1 attached locally, checked valid.
+fn state_of_n1_with_t1(view: &MeshView) -> MeshState {
+    let state = mesh_state(
+        view,
+        &me(),
+        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
+        &BTreeSet::new(),
+    );
+    state.validate().expect("a valid mesh");
+    state
+}
+
 fn addr(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 77, last)
 }
 
 #[test]
 fn a_published_port_balances_over_every_running_task_on_every_node() {
-    let state = mesh_state(
-        &view(),
-        &me(),
-        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
-        &BTreeSet::new(),
-    );
-    state.validate().expect("a valid mesh");
+    let state = state_of_n1_with_t1(&view());
     assert_eq!(
         backends(&state, "web"),
         vec![
@@ -256,13 +262,7 @@ fn what_the_data_plane_would_refuse_is_left_out_not_fatal() {
     });
     view.tasks
         .push(task("a1", "api", "n2", &[("ing", "10.0.0.4/24")]));
-    let state = mesh_state(
-        &view,
-        &me(),
-        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
-        &BTreeSet::new(),
-    );
-    state.validate().expect("a valid mesh");
+    let state = state_of_n1_with_t1(&view);
     assert_eq!(state.networks.len(), 2);
     assert_eq!(state.peers.len(), 1);
     assert_eq!(
@@ -279,13 +279,7 @@ fn what_the_data_plane_would_refuse_is_left_out_not_fatal() {
 fn without_an_ingress_network_ports_are_not_published() {
     let mut view = view();
     view.networks[0].ingress = false;
-    let state = mesh_state(
-        &view,
-        &me(),
-        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
-        &BTreeSet::new(),
-    );
-    state.validate().expect("a valid mesh");
+    let state = state_of_n1_with_t1(&view);
     assert_eq!(state.services[0].ports[0].published_port, None);
     // Still balanced behind its VIP.
     assert_eq!(backends(&state, "web").len(), 3);
@@ -331,13 +325,7 @@ fn a_host_mode_port_answers_only_on_nodes_with_a_task_and_only_to_their_own() {
     view.services[0].endpoint.ports.push(host);
 
     // n1 has t1 running locally: 8083 goes to t1 alone, 8080 still to every task.
-    let state = mesh_state(
-        &view,
-        &me(),
-        &[veth("t1", 4096, [10, 0, 0, 3], 7)],
-        &BTreeSet::new(),
-    );
-    state.validate().expect("a valid mesh");
+    let state = state_of_n1_with_t1(&view);
     assert_eq!(backends(&state, "web/host"), vec![("t1".into(), addr(1))]);
     let host = state.services.iter().find(|s| s.id == "web/host").unwrap();
     assert_eq!(host.ports.len(), 1);

@@ -472,14 +472,11 @@ pub fn reverse_nat<C: Source>(
 }
 
 /// First half of an Encap event from tc: notes the flow as the bytes carry
-/// it now (after any DNAT), before the outer headers go on. `true` if
-/// tracing is on; then call [`submit_tc`] after encapsulating, so that the
-/// capture shows the packet as it leaves.
+/// it now (after any DNAT), before the outer headers go on. Call only when
+/// [`on`]; if it returns `true`, call [`submit_tc`] after encapsulating, so
+/// that the capture shows the packet as it leaves.
 #[inline(never)]
 pub fn encap_begin_tc(ctx: &TcContext, tunnel: &Tunnel) -> bool {
-    if !on() {
-        return false;
-    }
     let Some(s) = scratch() else {
         return false;
     };

@@ -40,7 +40,7 @@ pub fn xdp_from_underlay(ctx: XdpContext) -> u32 {
             counters::drop(reason);
             log::debug!(&ctx, "xdp_from_underlay: drop, reason {}", reason as u8);
             if events::on() {
-                events::drop_xdp(&ctx, reason, TraceVerdict::Drop);
+                events::drop_xdp(&ctx, reason, TraceVerdict::Drop, events::NO_CLOCK);
             }
             xdp_action::XDP_DROP
         }
@@ -56,7 +56,7 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
             counters::drop(reason);
             log::debug!(&ctx, "tc_from_task: drop, reason {}", reason as u8);
             if events::on() {
-                events::drop_tc(&ctx, reason, TraceVerdict::Drop);
+                events::drop_tc(&ctx, reason, TraceVerdict::Drop, events::NO_CLOCK);
             }
             TC_ACT_SHOT
         }

@@ -41,27 +41,32 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let l4 = parse::l4(&pkt, &ip)?;
     let mut tunnel = Tunnel::default();
-    let verdict = match &l4 {
-        Some(l4) => flow(ctx, node, &ip, l4, &mut tunnel)?,
-        None => NOT_MINE,
+    // The overlay needs no clock; conntrack's reading also stamps the
+    // packet's trace events.
+    let (verdict, now) = match &l4 {
+        Some(l4) => {
+            let now = conntrack::now();
+            (flow(ctx, node, &ip, l4, now, &mut tunnel)?, now)
+        }
+        None => (NOT_MINE, events::NO_CLOCK),
     };
     if verdict != NOT_MINE
         && events::on()
         && let Some(l4) = &l4
     {
-        events::balanced_tc(ctx, &ip, l4);
+        events::balanced_tc(ctx, &ip, l4, now);
     }
     let verdict = if verdict == NOT_MINE {
-        other(ctx, &ip, l4.as_ref(), &mut tunnel)?
+        other(ctx, &ip, l4.as_ref(), now, &mut tunnel)?
     } else {
         verdict
     };
     // The tunnel and ICMP paths are siblings of the lookups above, not
     // callees: each gets its own stack frame (512 bytes per call chain).
     match verdict {
-        TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip),
+        TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip, now),
         TUNNEL => encap(ctx, node, &ip, l4.as_ref(), &tunnel),
-        TOO_BIG => too_big_answered(ctx, node, &ip),
+        TOO_BIG => too_big_answered(ctx, node, &ip, now),
         v => Ok(v),
     }
 }
@@ -70,10 +75,20 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
 /// event's frame then follows the entry program's, not the answer's as well (512 bytes per
 /// call chain).
 #[inline(always)]
-fn too_big_answered(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> Result<i32, DropReason> {
+fn too_big_answered(
+    ctx: &TcContext,
+    node: &NodeConfig,
+    ip: &Ipv4,
+    now: u64,
+) -> Result<i32, DropReason> {
     let verdict = answer_too_big(ctx, node, ip)?;
     if events::on() {
-        events::drop_tc(ctx, DropReason::FragmentationNeeded, TraceVerdict::Redirect);
+        events::drop_tc(
+            ctx,
+            DropReason::FragmentationNeeded,
+            TraceVerdict::Redirect,
+            now,
+        );
     }
     Ok(verdict)
 }
@@ -88,9 +103,9 @@ fn flow(
     node: &NodeConfig,
     ip: &Ipv4,
     l4: &L4,
+    now: u64,
     out: &mut Tunnel,
 ) -> Result<i32, DropReason> {
-    let now = conntrack::now();
     let mut key = conntrack::reply_key(
         ip.saddr_be,
         l4.sport_be,
@@ -100,7 +115,7 @@ fn flow(
         FlowKind::ReverseNat,
     );
     if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
-        return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, hit.entry);
+        return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, hit.entry, now);
     }
     key.kind = FlowKind::Tunnel as u8;
     if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
@@ -123,9 +138,16 @@ fn flow(
     Ok(NOT_MINE)
 }
 
-/// VIPs without ports, and the overlay (any protocol).
+/// VIPs without ports, and the overlay (any protocol). `now` is the
+/// packet's clock reading, if it made one, for its trace events.
 #[inline(always)]
-fn other(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, out: &mut Tunnel) -> Result<i32, DropReason> {
+fn other(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    l4: Option<&L4>,
+    now: u64,
+    out: &mut Tunnel,
+) -> Result<i32, DropReason> {
     if l4.is_none() && lb::is_vip(ip.daddr_be) {
         return Err(if ip.is_fragment() {
             DropReason::Ipv4Fragment
@@ -136,7 +158,7 @@ fn other(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, out: &mut Tunnel) -> Resul
     if let Some(ep) = maps::endpoint(ip.daddr_be) {
         if ep.flags & Endpoint::FLAG_LOCAL != 0 {
             if events::on() {
-                events::delivered(ctx, ip, l4, ep.vni);
+                events::delivered(ctx, ip, l4, ep.vni, now);
             }
             return Ok(OK);
         }
@@ -220,15 +242,11 @@ fn reverse_nat(
     ip: &Ipv4,
     l4: &L4,
     e: &FlowEntry,
+    now: u64,
 ) -> Result<i32, DropReason> {
     let north_south = nat::restore_service(pkt, ip, l4, e)?;
-    let verdict = if north_south {
-        TraceVerdict::Redirect
-    } else {
-        TraceVerdict::Pass
-    };
     if events::on() {
-        events::reverse_nat(pkt.ctx, ip, l4, e, verdict);
+        events::reverse_nat(pkt.ctx, ip, l4, e, now);
     }
     if !north_south {
         // East-west: the client is a local task; the kernel delivers.

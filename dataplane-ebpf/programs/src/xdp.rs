@@ -99,7 +99,7 @@ fn ingress(
             counters::drop(DropReason::FragmentationNeeded);
             if events::on() {
                 events::note_flow(target.service, target.backend);
-                events::drop_xdp(ctx, DropReason::FragmentationNeeded, TraceVerdict::Tx);
+                events::drop_xdp(ctx, DropReason::FragmentationNeeded, TraceVerdict::Tx, now);
             }
             return Ok(xdp_action::XDP_TX);
         }
@@ -107,13 +107,8 @@ fn ingress(
     } else {
         None
     };
-    let verdict = if tunnel.is_some() {
-        TraceVerdict::Tx
-    } else {
-        TraceVerdict::Pass
-    };
     if new && events::on() {
-        events::lb_select(ctx, ip, l4, &target, verdict);
+        events::lb_select(ctx, ip, l4, &target, now);
     }
     if refresh {
         let eth: EthHdr = pkt.load(0)?;
@@ -131,14 +126,14 @@ fn ingress(
     let Some(tunnel) = tunnel else {
         // Local backend: the kernel forwards to the task's veth.
         if events::on() {
-            events::to_backend(ctx, ip, l4, &target, verdict);
+            events::to_backend(ctx, ip, l4, &target, now);
         }
         return Ok(xdp_action::XDP_PASS);
     };
     mss::clamp(pkt, ip, l4, overlay_mss(node))?;
     vxlan::encap_xdp(ctx, node, &tunnel, ip.tot_len, hash)?;
     if events::on() {
-        events::to_backend(ctx, ip, l4, &target, verdict);
+        events::to_backend(ctx, ip, l4, &target, now);
     }
     Ok(xdp_action::XDP_TX)
 }
@@ -174,10 +169,11 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         .map_err(|_| DropReason::MalformedVxlan)?
         .ok_or(DropReason::MalformedVxlan)?;
     let l4 = parse::l4(&pkt, &inner).map_err(|_| DropReason::MalformedVxlan)?;
-    if events::on() {
-        events::decap(ctx, &inner, l4.as_ref(), peer_be, vni);
-    }
     let now = conntrack::now();
+    if events::on() {
+        let from = events::TunnelFrom { peer_be, vni };
+        events::decap(ctx, &inner, l4.as_ref(), &from, now);
+    }
     if let Some(l4) = &l4 {
         let rkey = conntrack::reply_key(
             inner.saddr_be,
@@ -188,7 +184,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
             FlowKind::ReverseNat,
         );
         if let Some(hit) = conntrack::lookup(&rkey, l4.tcp_flags, now, false) {
-            return reverse_nat(&mut pkt, node, &inner, l4, hit.entry);
+            return reverse_nat(&mut pkt, node, &inner, l4, hit.entry, now);
         }
     }
     let ep = maps::endpoint(inner.daddr_be).ok_or(DropReason::NoEndpoint)?;
@@ -229,7 +225,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     }
     pkt.store(0, &node.underlay_mac)?;
     if events::on() {
-        events::delivered(ctx, &inner, l4.as_ref(), vni);
+        events::delivered(ctx, &inner, l4.as_ref(), vni, now);
     }
     Ok(xdp_action::XDP_PASS)
 }
@@ -243,15 +239,11 @@ fn reverse_nat(
     ip: &Ipv4,
     l4: &L4,
     e: &FlowEntry,
+    now: u64,
 ) -> Result<u32, DropReason> {
     let north_south = nat::restore_service(pkt, ip, l4, e)?;
-    let verdict = if north_south {
-        TraceVerdict::Tx
-    } else {
-        TraceVerdict::Pass
-    };
     if events::on() {
-        events::reverse_nat(pkt.ctx, ip, l4, e, verdict);
+        events::reverse_nat(pkt.ctx, ip, l4, e, now);
     }
     if north_south {
         nat::to_client(pkt, node, e)?;

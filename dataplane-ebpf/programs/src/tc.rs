@@ -125,7 +125,7 @@ fn flow(
     }
     if let Some(fe) = lb::frontend(ip.daddr_be, l4.dport_be, ip.proto) {
         check_balanceable(ip)?;
-        return balance(ctx, ip, l4, fe, out);
+        return balance(ctx, ip, l4, &Service { fe, now }, out);
     }
     // A VIP port the service does not declare: balanced to the same port of a
     // task, as Docker's VIP (IPVS by firewall mark) forwards every port. The
@@ -133,7 +133,7 @@ fn flow(
     if let Some(mut fe) = lb::frontend(ip.daddr_be, 0, 0) {
         fe.target_port_be = l4.dport_be;
         check_balanceable(ip)?;
-        return balance(ctx, ip, l4, fe, out);
+        return balance(ctx, ip, l4, &Service { fe, now }, out);
     }
     Ok(NOT_MINE)
 }
@@ -169,24 +169,30 @@ fn other(
     Ok(OK)
 }
 
+/// The service a packet is for, and the packet's clock reading: one
+/// argument of [`balance`], for the five a BPF function takes.
+struct Service {
+    fe: Frontend,
+    now: u64,
+}
+
 /// Path 3 of `docs/dataplane.md`: a task's packet to a service VIP. Not
 /// inlined: its own stack frame, so that the main path's frame plus
 /// `record_balanced`'s stays within the verifier's 512 bytes per call chain.
-#[inline(never)]
 /// Returns like [`flow`].
+#[inline(never)]
 fn balance(
     ctx: &TcContext,
     ip: &Ipv4,
     l4: &L4,
-    fe: Frontend,
+    svc: &Service,
     out: &mut Tunnel,
 ) -> Result<i32, DropReason> {
     let Some(node) = maps::node() else {
         return Ok(OK);
     };
-    let fe = &fe;
+    let (fe, now) = (&svc.fe, svc.now);
     let pkt = &mut TcPacket { ctx };
-    let now = conntrack::now();
     let hash = balance::hash(node, ip, l4);
     let fwd = balance::forward_key(ip, l4);
     let Decision {

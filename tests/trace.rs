@@ -22,7 +22,10 @@ use std::{
 use hive_common::{
     DropReason,
     maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, Ring, ServiceKey},
-    trace::{TRACE_VERSION, TraceConfig, TraceEvent, TraceKind, TraceProgram, TraceVerdict},
+    trace::{
+        TRACE_CAPTURE_MAX, TRACE_VERSION, TraceConfig, TraceEvent, TraceKind, TraceProgram,
+        TraceVerdict,
+    },
 };
 use hive_dataplane::{
     ebpf_log::{EbpfLog, LogLine},
@@ -137,9 +140,11 @@ fn fixture() -> (ProgRun, TraceMaps) {
     (h, trace)
 }
 
+/// Tracing on with `flags`, capturing what a pcap writer would.
 fn on(flags: u32) -> TraceConfig {
     TraceConfig {
         flags: TraceConfig::FLAG_ENABLED | flags,
+        snaplen: TRACE_CAPTURE_MAX as u16,
         expires_ns: monotonic_ns() + 60_000_000_000,
         ..TraceConfig::default()
     }
@@ -182,7 +187,8 @@ fn prog_run_a_new_flow_emits_lb_select_then_encap_with_the_bytes() {
     let (lb, lb_bytes) = &recs[0];
     let common = |e: &TraceEvent| {
         assert_eq!(e.version, TRACE_VERSION);
-        assert_eq!(e.hdr_len, 64);
+        assert_eq!(e.hdr_len as usize, size_of::<TraceEvent>());
+        assert_eq!(e.tcp_flags, TCP_SYN);
         assert_eq!(e.program, TraceProgram::XdpFromUnderlay as u8);
         assert_eq!(e.verdict, TraceVerdict::Tx as u8);
         assert_eq!(e.proto, IPPROTO_TCP);
@@ -221,6 +227,36 @@ fn prog_run_a_new_flow_emits_lb_select_then_encap_with_the_bytes() {
     );
     // One packet, one clock reading: conntrack's, which stamps both events.
     assert_eq!(encap.timestamp_ns, lb.timestamp_ns);
+}
+
+#[test]
+fn prog_run_without_a_snaplen_events_carry_the_header_and_flags_but_no_bytes() {
+    if !privileged("prog_run_without_a_snaplen_events_carry_the_header_and_flags_but_no_bytes") {
+        return;
+    }
+    let (mut h, mut trace) = fixture();
+    trace
+        .set_config(&TraceConfig {
+            snaplen: 0,
+            ..on(0)
+        })
+        .expect("config");
+    let frame = syn(40001);
+    let out = h.run("xdp_from_underlay", &frame).expect("run");
+    assert_eq!(out.verdict, XDP_TX);
+    let mut events = Vec::new();
+    trace.drain(|bytes| events.push(Event::decode("a", bytes).expect("a readable record")));
+    assert_eq!(events.len(), 2, "{events:?}");
+    for ev in &events {
+        assert_eq!(ev.raw.cap_len, 0);
+        assert!(ev.data.is_empty(), "{:?}", ev.data);
+        assert_eq!(ev.raw.tcp_flags, TCP_SYN);
+        assert_eq!((ev.raw.service, ev.raw.backend), (SVC, BE));
+        // The line shows the flags all the same.
+        assert!(ev.line("t").contains("[SYN]"), "{}", ev.line("t"));
+    }
+    assert_eq!(events[0].orig_len as usize, frame.len());
+    assert_eq!(events[1].orig_len as usize, out.output.len());
 }
 
 #[test]

@@ -5,8 +5,8 @@ fn main() -> std::process::ExitCode {
     let rounds = std::env::var("HIVE_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
-    match hive_bench::trace_cost::measure(rounds, 5) {
+        .unwrap_or(100);
+    match hive_bench::trace_cost::measure(rounds, 20) {
         Ok(costs) => {
             print!("{}", hive_bench::trace_cost::table(&costs));
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench");

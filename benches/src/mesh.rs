@@ -77,7 +77,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     eprintln!("program paths under BPF_PROG_RUN:");
     report.program_costs = program_costs::program_costs()?;
     eprintln!("tracing cost under BPF_PROG_RUN:");
-    match crate::trace_cost::measure(400, 5) {
+    match crate::trace_cost::measure(100, 20) {
         Ok(costs) => report.trace_costs = costs,
         Err(err) => eprintln!("  skipped: {err}"),
     }

@@ -8,7 +8,10 @@
 //! * with tracing off (the default: one inlined array lookup per site),
 //! * on with a filter that does not match (the event is built, then
 //!   dropped by the filter),
-//! * on with every event delivered (ring record + 128 bytes copied),
+//! * on with every event delivered, as `hive mesh trace` asks for them
+//!   (the header only),
+//! * the same with 128 bytes of each packet captured, as `hive mesh trace
+//!   --pcap` asks for them,
 //!
 //! beside the trivial `xdp_floor` program of the same run. Targets
 //! (issue 6): off ≤ 2 % over no trace code, on ≤ 30 %.
@@ -16,7 +19,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hive_common::maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, Ring, ServiceKey};
-use hive_common::trace::TraceConfig;
+use hive_common::trace::{TRACE_CAPTURE_MAX, TraceConfig};
 use hive_dataplane::{
     programs::EBPF_OBJECT_NOTRACE,
     stats::monotonic_ns,
@@ -46,6 +49,8 @@ pub struct TraceCost {
     pub off: f64,
     pub on_filter_misses: f64,
     pub on_every_event: f64,
+    /// Every event delivered with 128 bytes of the packet (`--pcap`).
+    pub on_every_event_captured: f64,
     /// `xdp_floor` in the same run.
     pub floor: f64,
     /// Events per packet while on (for reading the `on` column).
@@ -215,8 +220,10 @@ fn lease() -> u64 {
     monotonic_ns() + 600_000_000_000
 }
 
-/// Measure every configuration `repeats` times (interleaved, so a noisy
-/// moment hits all of them) and keep each one's best median.
+/// Measure every configuration `repeats` times in short blocks, interleaved
+/// and in a rotating order (so that a noisy moment of this shared machine,
+/// which lasts seconds, hits every configuration alike and none always
+/// runs first), and keep each one's best block.
 pub fn measure(rounds: u32, repeats: u32) -> Result<Vec<TraceCost>, TraceCostError> {
     let mut traced = Bench::new(None)?;
     let mut plain = if EBPF_OBJECT_NOTRACE.is_empty() {
@@ -236,20 +243,34 @@ pub fn measure(rounds: u32, repeats: u32) -> Result<Vec<TraceCost>, TraceCostErr
         expires_ns: lease(),
         ..TraceConfig::default()
     };
-    let mut best = [(f64::MAX, f64::MAX); 4];
+    let captured = TraceConfig {
+        snaplen: TRACE_CAPTURE_MAX as u16,
+        ..every
+    };
+    let mut best = [(f64::MAX, f64::MAX); 5];
     let mut floor = f64::MAX;
     let keep = |slot: &mut (f64, f64), (n, e): (f64, f64)| {
         slot.0 = slot.0.min(n);
         slot.1 = slot.1.min(e);
     };
-    for _ in 0..repeats.max(1) {
-        if let Some(p) = &mut plain {
-            let r = p.paths(rounds)?;
-            keep(&mut best[0], r);
-        }
-        for (i, cfg) in [(1, &off), (2, &misses), (3, &every)] {
-            traced.configure(cfg)?;
-            let r = traced.paths(rounds)?;
+    let configs = [
+        None,
+        Some(&off),
+        Some(&misses),
+        Some(&every),
+        Some(&captured),
+    ];
+    for repeat in 0..repeats.max(1) {
+        for k in 0..configs.len() {
+            let i = (k + repeat as usize) % configs.len();
+            let r = match (configs[i], &mut plain) {
+                (None, Some(p)) => p.paths(rounds)?,
+                (None, None) => continue,
+                (Some(cfg), _) => {
+                    traced.configure(cfg)?;
+                    traced.paths(rounds)?
+                }
+            };
             keep(&mut best[i], r);
         }
         traced.configure(&off)?;
@@ -263,6 +284,7 @@ pub fn measure(rounds: u32, repeats: u32) -> Result<Vec<TraceCost>, TraceCostErr
         off: pick(&best[1]),
         on_filter_misses: pick(&best[2]),
         on_every_event: pick(&best[3]),
+        on_every_event_captured: pick(&best[4]),
         floor,
         events_per_packet: events,
     };
@@ -278,19 +300,20 @@ pub fn table(costs: &[TraceCost]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<46} {:>10} {:>14} {:>16} {:>16} {:>7}",
+        "{:<46} {:>10} {:>14} {:>16} {:>16} {:>16} {:>7}",
         "TRACING COST (BPF_PROG_RUN ns/pkt)",
         "no trace",
         "off",
         "on, filter miss",
         "on, every event",
+        "+ 128 B capture",
         "floor"
     );
     for c in costs {
         let pct = |x: f64| format!("{x:.0} ({:+.1}%)", c.overhead_pct(x));
         let _ = writeln!(
             out,
-            "{:<46} {:>10} {:>14} {:>16} {:>16} {:>7.0}",
+            "{:<46} {:>10} {:>14} {:>16} {:>16} {:>16} {:>7.0}",
             c.path,
             c.no_trace_code.map_or("-".into(), |n| format!("{n:.0}")),
             if c.no_trace_code.is_some() {
@@ -300,6 +323,7 @@ pub fn table(costs: &[TraceCost]) -> String {
             },
             pct(c.on_filter_misses),
             pct(c.on_every_event),
+            pct(c.on_every_event_captured),
             c.floor
         );
     }

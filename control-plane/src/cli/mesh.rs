@@ -219,6 +219,12 @@ fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             drops_only: args.drops,
         },
         rate_per_sec: args.rate,
+        // Packet bytes only for the pcap file: the lines need none.
+        snaplen: if args.pcap.is_some() {
+            TRACE_CAPTURE_MAX as u16
+        } else {
+            0
+        },
         force: args.force,
         ..TraceOptions::default()
     };

@@ -4,9 +4,10 @@
 //! ([`TRACE_RING`]). Tracing is off unless user space switches it on in
 //! [`TRACE_CONFIG`]; while it is off an event site costs one array lookup
 //! (inlined by the verifier) and a flag test. A record is a fixed-size
-//! [`TraceRecord`]: a versioned [`TraceEvent`] header followed by the first
-//! [`TRACE_CAPTURE_MAX`] bytes of the packet as it was at the event (for
-//! pcap). Cilium's `trace.h`/`drop.h` notifications are the model: a
+//! [`TraceRecord`]: a versioned [`TraceEvent`] header followed by up to
+//! [`TraceConfig::snaplen`] bytes of the packet as it was at the event (for
+//! pcap; a tracer that writes no pcap asks for none, and its events cost no
+//! copy). Cilium's `trace.h`/`drop.h` notifications are the model: a
 //! version, a type, the reason, the interface, the lengths, then the bytes.
 //!
 //! Compatibility: `version` changes only when a field changes meaning;
@@ -164,7 +165,7 @@ impl TraceLost {
     pub const SLOTS: u32 = 4;
 }
 
-/// Header of every trace record. 64 bytes, padding-free.
+/// Header of every trace record. 72 bytes, padding-free (explicit `_pad`).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TraceEvent {
@@ -212,8 +213,13 @@ pub struct TraceEvent {
     pub cap_len: u16,
     /// VXLAN network identifier for Encap/Decap, else 0.
     pub vni: u32,
+    /// TCP flags of the flow's TCP header at the event (the inner one of
+    /// VXLAN traffic); 0 for other protocols or when unparsed. Appended in
+    /// November 2026: known without a capture.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 7],
 }
-const _: () = assert!(core::mem::size_of::<TraceEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<TraceEvent>() == 72);
 
 /// One ring-buffer record: header and the captured bytes.
 #[repr(C)]
@@ -222,7 +228,7 @@ pub struct TraceRecord {
     pub event: TraceEvent,
     pub data: [u8; TRACE_CAPTURE_MAX],
 }
-const _: () = assert!(core::mem::size_of::<TraceRecord>() == 64 + TRACE_CAPTURE_MAX);
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 72 + TRACE_CAPTURE_MAX);
 
 /// The one entry of [`TRACE_CONFIG`].
 #[repr(C)]
@@ -238,7 +244,11 @@ pub struct TraceConfig {
     /// either side (and this port on the same side, unless 0).
     pub client_addr_be: u32,
     pub client_port_be: u16,
-    pub _pad: u16,
+    /// Bytes of each packet to copy after the header, at most
+    /// [`TRACE_CAPTURE_MAX`]; 0 = the header only. Copying costs about a
+    /// third of a delivered event (`docs/observability.md`), so only a
+    /// tracer that writes pcap asks for bytes.
+    pub snaplen: u16,
     /// Events per second and CPU; 0 = no limit.
     pub rate_per_sec: u32,
     /// Bucket size (events a CPU may send at once).
@@ -265,7 +275,7 @@ mod pod {
     // SAFETY: `repr(C)`, padding-free (size assert above) and valid for
     // any bit pattern.
     unsafe impl aya::Pod for TraceEvent {}
-    // SAFETY: as above (a header and a byte array, 8-aligned, 192 bytes).
+    // SAFETY: as above (a header and a byte array, 8-aligned, 200 bytes).
     unsafe impl aya::Pod for TraceRecord {}
     // SAFETY: as above (explicit `_pad`).
     unsafe impl aya::Pod for TraceConfig {}
@@ -292,8 +302,10 @@ mod tests {
         assert_eq!(offset_of!(TraceEvent, xlate_port_be), 56);
         assert_eq!(offset_of!(TraceEvent, cap_len), 58);
         assert_eq!(offset_of!(TraceEvent, vni), 60);
-        assert_eq!(offset_of!(TraceRecord, data), 64);
+        assert_eq!(offset_of!(TraceEvent, tcp_flags), 64);
+        assert_eq!(offset_of!(TraceRecord, data), 72);
         assert_eq!(offset_of!(TraceConfig, client_port_be), 12);
+        assert_eq!(offset_of!(TraceConfig, snaplen), 14);
         assert_eq!(offset_of!(TraceConfig, rate_per_sec), 16);
         assert_eq!(offset_of!(TraceConfig, expires_ns), 24);
     }

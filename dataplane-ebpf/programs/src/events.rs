@@ -89,21 +89,24 @@ pub struct Flow {
     sport_be: u16,
     dport_be: u16,
     proto: u8,
-    _pad: [u8; 3],
+    tcp_flags: u8,
+    _pad: [u8; 2],
 }
 
 impl Flow {
     /// From headers the caller parsed.
     #[inline(always)]
     fn parsed(ip: &Ipv4, l4: Option<&L4>) -> Flow {
-        let (sport_be, dport_be) = l4.map_or((0, 0), |l4| (l4.sport_be, l4.dport_be));
+        let (sport_be, dport_be, tcp_flags) =
+            l4.map_or((0, 0, 0), |l4| (l4.sport_be, l4.dport_be, l4.tcp_flags));
         Flow {
             saddr_be: ip.saddr_be,
             daddr_be: ip.daddr_be,
             sport_be,
             dport_be,
             proto: ip.proto,
-            _pad: [0; 3],
+            tcp_flags,
+            _pad: [0; 2],
         }
     }
 }
@@ -184,6 +187,8 @@ fn scratch() -> Option<&'static mut Scratch> {
 /// the packet and submits.
 struct Open {
     record: RingBufEntry<TraceRecord>,
+    /// [`TraceConfig::snaplen`] when the event started.
+    snaplen: u16,
 }
 
 impl Open {
@@ -257,8 +262,13 @@ impl Open {
             e.tunnel_be = 0;
             e.xlate_port_be = 0;
             e.vni = 0;
+            e.tcp_flags = flow.tcp_flags;
+            e._pad = [0; 7];
         }
-        Some(Open { record })
+        Some(Open {
+            record,
+            snaplen: cfg.snaplen,
+        })
     }
 
     /// The event's header, to add what only the site knows.
@@ -270,15 +280,12 @@ impl Open {
     }
 
     /// Fill what the program context knows, capture the first bytes of the
-    /// packet as it is now, and submit.
+    /// packet as it is now (as many as the tracer asked for), and submit.
     #[inline(always)]
     fn finish<C: Source>(mut self, ctx: &C) {
         let len = ctx.len();
-        let cap = if len > TRACE_CAPTURE_MAX as u32 {
-            TRACE_CAPTURE_MAX as u32
-        } else {
-            len
-        };
+        let want = u32::from(self.snaplen).min(TRACE_CAPTURE_MAX as u32);
+        let cap = if len > want { want } else { len };
         let r = self.record.as_mut_ptr();
         // SAFETY: as in `start`.
         unsafe {
@@ -722,6 +729,12 @@ fn flow_from_packet<P: Packet>(pkt: &P) -> Flow {
     if let Ok(ports) = pkt.load::<[u16; 2]>(ETH_HDR_LEN + ihl) {
         flow.sport_be = ports[0];
         flow.dport_be = ports[1];
+    }
+    // Data offset and flags: bytes 12 and 13 of the TCP header.
+    if ip.protocol == IPPROTO_TCP
+        && let Ok(off_flags) = pkt.load::<[u8; 2]>(ETH_HDR_LEN + ihl + 12)
+    {
+        flow.tcp_flags = off_flags[1];
     }
     flow
 }

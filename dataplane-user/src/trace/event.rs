@@ -94,6 +94,30 @@ fn endpoint(addr_be: u32, port_be: u16, proto: u8) -> String {
     }
 }
 
+/// Names of the TCP flags set in `flags`, `|`-separated.
+fn flag_names(flags: u8) -> String {
+    let names = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x08, "PSH"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    set.join("|")
+}
+
+/// The flags the header carries, for a TCP flow whose header the program
+/// parsed (0: not parsed, e.g. a drop before parsing; the captured bytes,
+/// if any, may still tell).
+fn header_tcp_flags(proto: u8, flags: u8) -> Option<String> {
+    (proto == 6 && flags != 0).then(|| flag_names(flags))
+}
+
 /// The TCP flags of the (innermost) TCP header in `data`, if it has one.
 pub fn tcp_flags(data: &[u8]) -> Option<String> {
     let mut off = 0usize;
@@ -118,20 +142,7 @@ pub fn tcp_flags(data: &[u8]) -> Option<String> {
         if proto != 6 {
             return None;
         }
-        let flags = *data.get(l4 + 13)?;
-        let names = [
-            (0x02, "SYN"),
-            (0x10, "ACK"),
-            (0x08, "PSH"),
-            (0x01, "FIN"),
-            (0x04, "RST"),
-        ];
-        let set: Vec<&str> = names
-            .iter()
-            .filter(|(bit, _)| flags & bit != 0)
-            .map(|(_, n)| *n)
-            .collect();
-        return Some(set.join("|"));
+        return Some(flag_names(*data.get(l4 + 13)?));
     }
     None
 }
@@ -186,7 +197,7 @@ impl Event {
             proto: proto_name(raw.proto),
             src: endpoint(raw.saddr_be, raw.sport_be, raw.proto),
             dst: endpoint(raw.daddr_be, raw.dport_be, raw.proto),
-            tcp_flags: tcp_flags(&data),
+            tcp_flags: header_tcp_flags(raw.proto, raw.tcp_flags).or_else(|| tcp_flags(&data)),
             service_id: raw.service,
             service: None,
             backend_id: raw.backend,
@@ -255,13 +266,14 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hive_common::trace::TraceRecord;
 
     fn record(e: TraceEvent, data: &[u8]) -> Vec<u8> {
         // SAFETY: TraceEvent is plain data; reading its bytes is fine.
-        let head: [u8; 64] = unsafe { std::mem::transmute(e) };
+        let head: [u8; size_of::<TraceEvent>()] = unsafe { std::mem::transmute(e) };
         let mut v = head.to_vec();
         v.extend_from_slice(data);
-        v.resize(64 + TRACE_CAPTURE_MAX, 0);
+        v.resize(size_of::<TraceRecord>(), 0);
         v
     }
 
@@ -274,7 +286,7 @@ mod tests {
             verdict: TraceVerdict::Drop as u8,
             drop_reason: DropReason::NoBackend as u8,
             proto: 6,
-            hdr_len: 64,
+            hdr_len: size_of::<TraceEvent>() as u16,
             saddr_be: u32::from(Ipv4Addr::new(192, 168, 77, 100)).to_be(),
             daddr_be: u32::from(Ipv4Addr::new(192, 168, 77, 1)).to_be(),
             sport_be: 40000u16.to_be(),
@@ -309,6 +321,26 @@ mod tests {
             Event::decode("n1", &[0; 10]),
             Err(DecodeError::Short { .. })
         ));
+    }
+
+    #[test]
+    fn takes_tcp_flags_from_the_header_without_a_capture() {
+        let e = TraceEvent {
+            version: TRACE_VERSION,
+            kind: TraceKind::Encap as u8,
+            proto: 6,
+            hdr_len: size_of::<TraceEvent>() as u16,
+            tcp_flags: 0x12,
+            ..TraceEvent::default()
+        };
+        let ev = Event::decode("n1", &record(e, &[])).unwrap();
+        assert!(ev.data.is_empty());
+        assert_eq!(ev.tcp_flags.as_deref(), Some("SYN|ACK"));
+        let udp = TraceEvent { proto: 17, ..e };
+        assert_eq!(
+            Event::decode("n1", &record(udp, &[])).unwrap().tcp_flags,
+            None
+        );
     }
 
     #[test]

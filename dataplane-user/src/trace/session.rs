@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive_common::trace::TraceConfig;
+use hive_common::trace::{TRACE_CAPTURE_MAX, TraceConfig};
 
 use crate::{
     maps::{MapsError, MeshMaps},
@@ -35,12 +35,18 @@ pub struct TraceFilter {
 }
 
 /// How to trace.
+///
+/// `snaplen` is 0 unless the caller writes the bytes somewhere (pcap):
+/// copying them is about a third of what a delivered event costs the
+/// packet (`docs/observability.md`).
 #[derive(Clone, Debug)]
 pub struct TraceOptions {
     pub filter: TraceFilter,
     /// Events per second and CPU (0 = no limit); more are counted as lost.
     pub rate_per_sec: u32,
     pub burst: u32,
+    /// Bytes of each packet to capture (at most `TRACE_CAPTURE_MAX`).
+    pub snaplen: u16,
     /// How long tracing stays on without the tracer renewing it.
     pub lease: Duration,
     /// Take over a node another tracer is tracing.
@@ -56,6 +62,7 @@ impl Default for TraceOptions {
             filter: TraceFilter::default(),
             rate_per_sec: 10_000,
             burst: 1_000,
+            snaplen: 0,
             lease: Duration::from_secs(10),
             force: false,
             reorder_window: Duration::from_millis(100),
@@ -276,7 +283,7 @@ impl Tracer {
             service: service.unwrap_or(0),
             client_addr_be: f.client.map_or(0, |a| u32::from(a).to_be()),
             client_port_be: f.client_port.unwrap_or(0).to_be(),
-            _pad: 0,
+            snaplen: self.options.snaplen.min(TRACE_CAPTURE_MAX as u16),
             rate_per_sec: self.options.rate_per_sec,
             burst: self.options.burst,
             expires_ns: monotonic_ns() + self.options.lease.as_nanos() as u64,

@@ -7,7 +7,8 @@
 //! flag test. While it is on, a site makes one out-of-line call that
 //! filters on what the site already knows (kind, flow, service), checks the
 //! lease and the rate limit, then reserves a ring record and writes the
-//! event straight into it, with the first bytes of the packet. Nothing is
+//! event straight into it, with as many bytes of the packet as the tracer
+//! asked for (`TraceConfig::snaplen`: only a pcap writer asks). Nothing is
 //! built twice: an event the filter rejects costs no record, and an event
 //! that goes out is never copied (Cilium's `send_trace_notify` model).
 //!

@@ -19,8 +19,8 @@ use hive_dataplane::{
 
 use crate::{
     kernel_runs::{Load, RunError, measure},
-    report::PathFigures,
-    rules::{ADDED_SERVICE_PORT, DUMMY_BASE_PORT},
+    report::{PathFigures, median},
+    rules::{ADD_ONE_SAMPLES, ADDED_SERVICE_PORT, DUMMY_BASE_PORT},
 };
 
 /// Errors of the hive path.
@@ -67,11 +67,16 @@ pub fn hive_path(
     let mut figures = Vec::new();
     let mut installed = 1u32;
     for &services in service_counts {
-        // Grow to `services` (including the real one), then apply everywhere.
+        // Grow or shrink to `services` (including the real one), then apply
+        // everywhere. Dummies `0..installed - 1` are installed.
         while installed < services {
             let i = installed - 1;
             mesh.set_service(service(&dummy_id(i), DUMMY_BASE_PORT + i as u16));
             installed += 1;
+        }
+        while installed > services.max(1) {
+            installed -= 1;
+            mesh.remove_service(&dummy_id(installed - 1));
         }
         mesh.apply()?;
         let (keep_alive, new_connections) = measure(lab, &url, load)?;
@@ -95,20 +100,28 @@ pub fn hive_path(
     Ok(figures)
 }
 
-/// Time to add one more service on the ingress node (then take it away
-/// again so the next size starts from the same set), as the kernel path's
-/// figure is the rule update on its ingress node. Timed: `Dataplane::apply`
-/// of the new desired state, which the control plane hands over ready-made;
-/// building that state is the harness's work, outside the timing.
+/// Time to add one more service on the ingress node, as the kernel path's
+/// figure is the rule update on its ingress node: the median of
+/// [`ADD_ONE_SAMPLES`] services added one after the other (then all taken
+/// away again so the next size starts from the same set). Timed:
+/// `Dataplane::apply` of the new desired state, which the control plane
+/// hands over ready-made; building that state is the harness's work,
+/// outside the timing.
 fn time_add_one(mesh: &mut StaticMesh) -> Result<Duration, StaticMeshError> {
-    mesh.set_service(service("benchadded000000000000001", ADDED_SERVICE_PORT));
-    let state = mesh.state_for("n1")?;
-    let start = Instant::now();
-    mesh.apply_state("n1", &state)?;
-    let took = start.elapsed();
-    mesh.remove_service("benchadded000000000000001");
+    let added = |k: u16| format!("benchadded{k:015}");
+    let mut samples = Vec::with_capacity(usize::from(ADD_ONE_SAMPLES));
+    for k in 0..ADD_ONE_SAMPLES {
+        mesh.set_service(service(&added(k), ADDED_SERVICE_PORT + k));
+        let state = mesh.state_for("n1")?;
+        let start = Instant::now();
+        mesh.apply_state("n1", &state)?;
+        samples.push(start.elapsed());
+    }
+    for k in 0..ADD_ONE_SAMPLES {
+        mesh.remove_service(&added(k));
+    }
     mesh.apply_node("n1")?;
-    Ok(took)
+    Ok(median(samples))
 }
 
 fn dummy_id(i: u32) -> String {

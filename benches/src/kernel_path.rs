@@ -170,8 +170,9 @@ impl<'a> KernelPath<'a> {
         }
     }
 
-    /// Time to add one more service with the engine's incremental tool.
-    pub fn time_add_one(&self, engine: RuleEngine) -> Result<Duration, KernelPathError> {
+    /// Time to add the `k`-th added service with the engine's incremental
+    /// tool.
+    pub fn time_add_one(&self, engine: RuleEngine, k: u16) -> Result<Duration, KernelPathError> {
         let real = self.real_service();
         let node = &self.nodes[0].0;
         let start = Instant::now();
@@ -180,11 +181,14 @@ impl<'a> KernelPath<'a> {
                 node,
                 "iptables-legacy-restore",
                 &["--noflush"],
-                &rules::iptables_add_one(&real),
+                &rules::iptables_add_one(&real, k),
             )?,
-            RuleEngine::Nftables => {
-                self.run_stdin(node, "nft", &["-f", "-"], &rules::nftables_add_one(&real))?
-            }
+            RuleEngine::Nftables => self.run_stdin(
+                node,
+                "nft",
+                &["-f", "-"],
+                &rules::nftables_add_one(&real, k),
+            )?,
         }
         Ok(start.elapsed())
     }

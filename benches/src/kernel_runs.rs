@@ -7,7 +7,8 @@ use hive_dataplane::lab::Lab;
 
 use crate::{
     kernel_path::{KernelPath, KernelPathError, RuleEngine},
-    report::PathFigures,
+    report::{PathFigures, median},
+    rules::ADD_ONE_SAMPLES,
     wrk::{ConnMode, WrkError, WrkRun},
 };
 
@@ -93,7 +94,11 @@ pub fn kernel_paths(
                 // `services` counts the measured one too.
                 path.install(engine, services.saturating_sub(1))?;
                 let (keep_alive, new_connections) = measure(lab, &url, load)?;
-                let add = path.time_add_one(engine)?;
+                let add = median(
+                    (0..ADD_ONE_SAMPLES)
+                        .map(|k| path.time_add_one(engine, k))
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
                 eprintln!(
                     "  {name:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.1} ms",
                     keep_alive.requests_per_sec,

@@ -1,7 +1,7 @@
 //! The benchmark's figures: a printed table with hive/kernel ratios, and
 //! JSON under `target/hive-bench/`.
 
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
 use serde::Serialize;
 
@@ -127,6 +127,12 @@ impl Report {
     }
 }
 
+/// The median of `samples` (the upper one of an even count); zero for none.
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +177,17 @@ mod tests {
         let value: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(value["paths"][0]["path"], "hive");
+    }
+
+    #[test]
+    fn median_takes_the_middle_sample() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(median(ms(&[9, 1, 5, 3, 7])), Duration::from_millis(5));
+        assert_eq!(median(ms(&[4, 2])), Duration::from_millis(4));
+        assert_eq!(median(Vec::new()), Duration::ZERO);
     }
 }

@@ -20,8 +20,13 @@ pub struct RealService {
     pub backend_port: u16,
 }
 
-/// Port of the one service added by the "add one service" timing.
+/// Port of the first service added by the "add one service" timing; the
+/// `k`-th sample adds one at `ADDED_SERVICE_PORT + k`.
 pub const ADDED_SERVICE_PORT: u16 = 31_000;
+/// How many services the "add one service" timing adds, one after the other,
+/// on every path; the figure is their median (one sample moved by a third
+/// between runs at 10,000 services).
+pub const ADD_ONE_SAMPLES: u16 = 5;
 /// Dummy services use ports `DUMMY_BASE_PORT + i` (never hit by traffic).
 pub const DUMMY_BASE_PORT: u16 = 20_000;
 /// The kernel VXLAN device of the baseline topology.
@@ -80,18 +85,20 @@ fn iptables_service_chain(o: &mut String, chain: &str, eps: [Ipv4Addr; 2], port:
     );
 }
 
-/// `iptables-restore --noflush` input adding one service at the head of
-/// `KUBE-SERVICES` (as kube-proxy's partial sync does).
-pub fn iptables_add_one(real: &RealService) -> String {
-    let mut o = String::from("*nat\n:KUBE-SVC-NEW - [0:0]\n");
+/// `iptables-restore --noflush` input adding the `k`-th added service at the
+/// head of `KUBE-SERVICES` (as kube-proxy's partial sync does).
+pub fn iptables_add_one(real: &RealService, k: u16) -> String {
+    let chain = format!("KUBE-SVC-NEW{k}");
+    let mut o = format!("*nat\n:{chain} - [0:0]\n");
     let _ = writeln!(
         o,
-        "-I KUBE-SERVICES 1 -d {}/32 -p tcp -m tcp --dport {ADDED_SERVICE_PORT} -j KUBE-SVC-NEW",
-        real.published_addr
+        "-I KUBE-SERVICES 1 -d {}/32 -p tcp -m tcp --dport {} -j {chain}",
+        real.published_addr,
+        ADDED_SERVICE_PORT + k
     );
     iptables_service_chain(
         &mut o,
-        "KUBE-SVC-NEW",
+        &chain,
         [Ipv4Addr::new(10, 98, 0, 1), Ipv4Addr::new(10, 98, 0, 2)],
         80,
     );
@@ -140,17 +147,19 @@ fn nft_service_chain(o: &mut String, chain: &str, eps: [Ipv4Addr; 2], port: u16)
     );
 }
 
-/// `nft -f` input adding one service (a chain and a map element).
-pub fn nftables_add_one(real: &RealService) -> String {
-    let mut o = String::from("add chain ip hive_bench svc_new\n");
+/// `nft -f` input adding the `k`-th added service (a chain and a map
+/// element).
+pub fn nftables_add_one(real: &RealService, k: u16) -> String {
+    let mut o = format!("add chain ip hive_bench svc_new{k}\n");
     let _ = writeln!(
         o,
-        "add rule ip hive_bench svc_new meta l4proto tcp dnat to numgen inc mod 2 map {{ 0 : 10.98.0.1, 1 : 10.98.0.2 }} : 80"
+        "add rule ip hive_bench svc_new{k} meta l4proto tcp dnat to numgen inc mod 2 map {{ 0 : 10.98.0.1, 1 : 10.98.0.2 }} : 80"
     );
     let _ = writeln!(
         o,
-        "add element ip hive_bench service_ports {{ {} . tcp . {ADDED_SERVICE_PORT} : goto svc_new }}",
-        real.published_addr
+        "add element ip hive_bench service_ports {{ {} . tcp . {} : goto svc_new{k} }}",
+        real.published_addr,
+        ADDED_SERVICE_PORT + k
     );
     o
 }
@@ -197,6 +206,8 @@ mod tests {
         let rules = nftables(&real(), 2);
         assert_eq!(rules.matches(": goto svc_").count(), 3);
         assert!(rules.contains("192.168.77.1 . tcp . 8080 : goto svc_real"));
-        assert!(nftables_add_one(&real()).contains("tcp . 31000 : goto svc_new"));
+        assert!(nftables_add_one(&real(), 0).contains("tcp . 31000 : goto svc_new0"));
+        assert!(nftables_add_one(&real(), 2).contains("tcp . 31002 : goto svc_new2"));
+        assert!(iptables_add_one(&real(), 1).contains("--dport 31001 -j KUBE-SVC-NEW1"));
     }
 }

@@ -41,8 +41,8 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let l4 = parse::l4(&pkt, &ip)?;
     let mut tunnel = Tunnel::default();
-    // The overlay needs no clock; conntrack's reading also stamps the
-    // packet's trace events.
+    // A packet with ports reads the clock for conntrack; that reading also
+    // stamps its trace events. Others (ICMP on the overlay) need none.
     let (verdict, now) = match &l4 {
         Some(l4) => {
             let now = conntrack::now();

@@ -94,6 +94,10 @@ fn endpoint(addr_be: u32, port_be: u16, proto: u8) -> String {
     }
 }
 
+/// Bytes of the header every version-1 record has: the fields up to `vni`.
+/// Fields appended since (`tcp_flags`) count only when `hdr_len` covers them.
+const BASE_HDR_LEN: usize = std::mem::offset_of!(TraceEvent, tcp_flags);
+
 /// Names of the TCP flags set in `flags`, `|`-separated.
 fn flag_names(flags: u8) -> String {
     let names = [
@@ -150,22 +154,27 @@ pub fn tcp_flags(data: &[u8]) -> Option<String> {
 impl Event {
     /// Decode a ring-buffer record from `node`.
     pub fn decode(node: &str, bytes: &[u8]) -> Result<Event, DecodeError> {
-        let min = size_of::<TraceEvent>();
-        if bytes.len() < min {
+        if bytes.len() < BASE_HDR_LEN {
             return Err(DecodeError::Short {
                 len: bytes.len(),
-                min,
+                min: BASE_HDR_LEN,
             });
         }
-        // SAFETY: `bytes` holds at least size_of::<TraceEvent>() bytes and
-        // TraceEvent is plain data valid for any bit pattern; the read is
-        // unaligned because ring-buffer records only promise 8-byte
-        // alignment of their start, which a slice does not carry.
-        let raw: TraceEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        // The header as long as the record says it is (`hdr_len`, at byte 6):
+        // fields appended after the programs were built read as zero, so a
+        // newer reader understands programs still pinned from before.
+        let hdr_len = usize::from(u16::from_ne_bytes([bytes[6], bytes[7]]));
+        let known = hdr_len.clamp(BASE_HDR_LEN, size_of::<TraceEvent>());
+        let mut head = [0u8; size_of::<TraceEvent>()];
+        head[..known].copy_from_slice(&bytes[..known.min(bytes.len())]);
+        // SAFETY: `head` holds size_of::<TraceEvent>() bytes and TraceEvent
+        // is plain data valid for any bit pattern; unaligned, because a byte
+        // array promises no alignment.
+        let raw: TraceEvent = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
         if raw.version != TRACE_VERSION {
             return Err(DecodeError::Version { found: raw.version });
         }
-        let start = usize::from(raw.hdr_len).max(min);
+        let start = hdr_len.max(BASE_HDR_LEN);
         let cap = usize::from(raw.cap_len).min(TRACE_CAPTURE_MAX);
         let data = bytes
             .get(start..start.saturating_add(cap))
@@ -341,6 +350,28 @@ mod tests {
             Event::decode("n1", &record(udp, &[])).unwrap().tcp_flags,
             None
         );
+    }
+
+    #[test]
+    fn reads_a_record_of_programs_built_before_the_header_grew() {
+        // A 64-byte header (no `tcp_flags`) and its bytes right after it.
+        let e = TraceEvent {
+            version: TRACE_VERSION,
+            kind: TraceKind::Encap as u8,
+            proto: 6,
+            hdr_len: BASE_HDR_LEN as u16,
+            cap_len: 4,
+            ..TraceEvent::default()
+        };
+        // SAFETY: TraceEvent is plain data; reading its bytes is fine.
+        let head: [u8; size_of::<TraceEvent>()] = unsafe { std::mem::transmute(e) };
+        let mut bytes = head[..BASE_HDR_LEN].to_vec();
+        bytes.extend_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd]);
+        bytes.resize(BASE_HDR_LEN + TRACE_CAPTURE_MAX, 0xee);
+        let ev = Event::decode("n1", &bytes).unwrap();
+        assert_eq!(ev.data, vec![0xaa, 0xbb, 0xcc, 0xdd]);
+        assert_eq!(ev.raw.tcp_flags, 0);
+        assert_eq!(ev.tcp_flags, None);
     }
 
     #[test]

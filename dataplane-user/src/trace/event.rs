@@ -164,9 +164,11 @@ impl Event {
         // fields appended after the programs were built read as zero, so a
         // newer reader understands programs still pinned from before.
         let hdr_len = usize::from(u16::from_ne_bytes([bytes[6], bytes[7]]));
-        let known = hdr_len.clamp(BASE_HDR_LEN, size_of::<TraceEvent>());
+        let known = hdr_len
+            .clamp(BASE_HDR_LEN, size_of::<TraceEvent>())
+            .min(bytes.len());
         let mut head = [0u8; size_of::<TraceEvent>()];
-        head[..known].copy_from_slice(&bytes[..known.min(bytes.len())]);
+        head[..known].copy_from_slice(&bytes[..known]);
         // SAFETY: `head` holds size_of::<TraceEvent>() bytes and TraceEvent
         // is plain data valid for any bit pattern; unaligned, because a byte
         // array promises no alignment.
@@ -332,15 +334,22 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn takes_tcp_flags_from_the_header_without_a_capture() {
-        let e = TraceEvent {
+    /// A TCP Encap event whose header says it is `hdr_len` bytes long.
+    fn tcp_encap(hdr_len: usize) -> TraceEvent {
+        TraceEvent {
             version: TRACE_VERSION,
             kind: TraceKind::Encap as u8,
             proto: 6,
-            hdr_len: size_of::<TraceEvent>() as u16,
-            tcp_flags: 0x12,
+            hdr_len: hdr_len as u16,
             ..TraceEvent::default()
+        }
+    }
+
+    #[test]
+    fn takes_tcp_flags_from_the_header_without_a_capture() {
+        let e = TraceEvent {
+            tcp_flags: 0x12,
+            ..tcp_encap(size_of::<TraceEvent>())
         };
         let ev = Event::decode("n1", &record(e, &[])).unwrap();
         assert!(ev.data.is_empty());
@@ -356,12 +365,8 @@ mod tests {
     fn reads_a_record_of_programs_built_before_the_header_grew() {
         // A 64-byte header (no `tcp_flags`) and its bytes right after it.
         let e = TraceEvent {
-            version: TRACE_VERSION,
-            kind: TraceKind::Encap as u8,
-            proto: 6,
-            hdr_len: BASE_HDR_LEN as u16,
             cap_len: 4,
-            ..TraceEvent::default()
+            ..tcp_encap(BASE_HDR_LEN)
         };
         // SAFETY: TraceEvent is plain data; reading its bytes is fine.
         let head: [u8; size_of::<TraceEvent>()] = unsafe { std::mem::transmute(e) };
@@ -372,6 +377,18 @@ mod tests {
         assert_eq!(ev.data, vec![0xaa, 0xbb, 0xcc, 0xdd]);
         assert_eq!(ev.raw.tcp_flags, 0);
         assert_eq!(ev.tcp_flags, None);
+    }
+
+    #[test]
+    fn a_record_shorter_than_its_stated_header_decodes_without_the_missing_fields() {
+        let e = TraceEvent {
+            tcp_flags: 0x12,
+            ..tcp_encap(size_of::<TraceEvent>())
+        };
+        let whole = record(e, &[]);
+        let ev = Event::decode("n1", &whole[..BASE_HDR_LEN]).unwrap();
+        assert_eq!(ev.raw.tcp_flags, 0);
+        assert!(ev.data.is_empty());
     }
 
     #[test]

@@ -238,6 +238,31 @@ fn three_nodes_reach_each_other_and_down_removes_everything() {
         Some(7)
     );
 
+    // The client is a load generator (as in the kernel baseline): a wide
+    // ephemeral port range, and ports in TIME_WAIT reused for new connections.
+    let out = lab.exec(
+        "client",
+        &[
+            "cat",
+            "/proc/sys/net/ipv4/ip_local_port_range",
+            "/proc/sys/net/ipv4/tcp_tw_reuse",
+        ],
+    );
+    let sysctls: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(sysctls, ["10240 65000", "1"], "{}", text(&out.stderr));
+    // The underlay bridge forwards frames without running them through
+    // netfilter, as a switch does (the keys exist only with br_netfilter).
+    let bridge_nf = netns::run_in(&lab.netns("underlay"), || {
+        std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").ok()
+    })
+    .expect("enter the underlay");
+    if let Some(value) = bridge_nf {
+        assert_eq!(value.trim(), "0", "bridge-nf-call-iptables in the underlay");
+    }
+
     // Every node reaches every other node, and the client reaches them all.
     for from in nodes {
         for to in nodes.iter().filter(|to| **to != from) {

@@ -94,6 +94,7 @@ async fn build_async(state: &LabState) -> Result<(), TopologyError> {
     let underlay = &state.underlay;
     netns::create_netns(&underlay.netns_path)?;
     set_sysctls(&underlay.netns_path, &underlay.netns, &quiet_sysctls())?;
+    set_present_sysctls(&underlay.netns_path, &underlay.netns, &wire_sysctls())?;
     let bridge_ns = NsNetlink::open(&underlay.netns, &underlay.netns_path)?;
     bridge_ns.set_up("lo").await?;
     bridge_ns
@@ -161,8 +162,9 @@ async fn add_member(
         ("net.ipv4.conf.all.rp_filter", "0"),
         ("net.ipv4.conf.default.rp_filter", "0"),
     ]);
-    if member.role == Role::Node {
-        sysctls.push(("net.ipv4.ip_forward", "1"));
+    match member.role {
+        Role::Node => sysctls.push(("net.ipv4.ip_forward", "1")),
+        Role::Client => sysctls.extend(load_generator_sysctls()),
     }
     set_sysctls(&member.netns_path, &member.netns, &sysctls)?;
 
@@ -247,6 +249,34 @@ async fn add_member(
     Ok(())
 }
 
+/// Sysctls of the client as a load generator, as the kernel baseline sets
+/// them (`../shared/reference/kernel-baseline/topo.sh`). A benchmark opens a
+/// new connection per request, tens of thousands a second: with the default
+/// 28,232 ephemeral ports and no reuse of ports in TIME_WAIT (60 s), the
+/// client runs out of ports within seconds, and `connect` then stalls on the
+/// port search, whatever path the connections take.
+fn load_generator_sysctls() -> [(&'static str, &'static str); 2] {
+    [
+        ("net.ipv4.ip_local_port_range", "10240 65000"),
+        ("net.ipv4.tcp_tw_reuse", "1"),
+    ]
+}
+
+/// Sysctls that make the underlay bridge a wire. With `br_netfilter` loaded
+/// (Docker loads it), a bridge hands every frame it forwards to the
+/// namespace's iptables, ip6tables and arptables hooks, and with them to
+/// conntrack: on this machine that was 13 % of all CPU time of a benchmark
+/// run, on every path alike (`docs/lab.md`). A physical switch does none
+/// of it. Without `br_netfilter` the keys do not exist, and there is nothing
+/// to turn off.
+fn wire_sysctls() -> [(&'static str, &'static str); 3] {
+    [
+        ("net.bridge.bridge-nf-call-iptables", "0"),
+        ("net.bridge.bridge-nf-call-ip6tables", "0"),
+        ("net.bridge.bridge-nf-call-arptables", "0"),
+    ]
+}
+
 /// Sysctls that keep a lab namespace quiet: no IPv6 (no router
 /// solicitations, no DAD, no link-local chatter in captures).
 fn quiet_sysctls() -> Vec<(&'static str, &'static str)> {
@@ -270,6 +300,23 @@ fn set_sysctls(ns_path: &Path, netns: &str, sysctls: &[(&str, &str)]) -> Result<
             })
         })
     })?
+}
+
+/// [`set_sysctls`] for keys that a module not loaded leaves absent: those
+/// are skipped.
+fn set_present_sysctls(
+    ns_path: &Path,
+    netns: &str,
+    sysctls: &[(&str, &str)],
+) -> Result<(), TopologyError> {
+    let present: Vec<(&str, &str)> = netns::run_in(ns_path, || {
+        sysctls
+            .iter()
+            .filter(|(key, _)| Path::new("/proc/sys").join(key.replace('.', "/")).exists())
+            .copied()
+            .collect()
+    })?;
+    set_sysctls(ns_path, netns, &present)
 }
 
 fn create_dir(path: &Path) -> Result<(), TopologyError> {

@@ -42,19 +42,40 @@ const REAL_SERVICE: &str = "benchreal0000000000000001";
 const PUBLISHED_PORT: u16 = 8080;
 const BACKENDS: [(&str, &str); 2] = [("ng2", "n2"), ("ng3", "n3")];
 
-/// hive's figures at each service count.
-pub fn hive_path(
+/// hive's figures with `services` services installed (the measured one
+/// included): a mesh of its own, brought up for this size and torn down
+/// after it, so that the kernel path, measured on the same lab just before,
+/// has the published port and the VXLAN port to itself again.
+pub fn hive_at(
     lab: &Lab,
     run_dir: &Path,
-    service_counts: &[u32],
+    services: u32,
     load: &Load,
-) -> Result<Vec<PathFigures>, HiveRunError> {
+) -> Result<PathFigures, HiveRunError> {
     let mut mesh = StaticMesh::new(lab, 0x00be_7c4e)?;
+    let measured = measure_on(&mut mesh, lab, run_dir, services, load);
+    let down = mesh.teardown();
+    let figures = measured?;
+    down?;
+    Ok(figures)
+}
+
+fn measure_on(
+    mesh: &mut StaticMesh,
+    lab: &Lab,
+    run_dir: &Path,
+    services: u32,
+    load: &Load,
+) -> Result<PathFigures, HiveRunError> {
     for (task, node) in BACKENDS {
         let conf = nginx_conf(run_dir, task)?;
         mesh.add_task(task, node, "nginx", &["-c", &conf, "-g", "daemon off;"])?;
     }
     mesh.set_service(service(REAL_SERVICE, PUBLISHED_PORT));
+    // `services` counts the real one too.
+    for i in 0..services.saturating_sub(1) {
+        mesh.set_service(service(&dummy_id(i), DUMMY_BASE_PORT + i as u16));
+    }
     mesh.apply()?;
     // nginx takes a moment to listen; the warm-up in `measure` absorbs it,
     // and a short wait keeps its first connections from being refused.
@@ -63,41 +84,22 @@ pub fn hive_path(
         "http://{}:{PUBLISHED_PORT}/",
         lab.node_addr("n1").map_err(RunError::from)?
     );
-
-    let mut figures = Vec::new();
-    let mut installed = 1u32;
-    for &services in service_counts {
-        // Grow or shrink to `services` (including the real one), then apply
-        // everywhere. Dummies `0..installed - 1` are installed.
-        while installed < services {
-            let i = installed - 1;
-            mesh.set_service(service(&dummy_id(i), DUMMY_BASE_PORT + i as u16));
-            installed += 1;
-        }
-        while installed > services.max(1) {
-            installed -= 1;
-            mesh.remove_service(&dummy_id(installed - 1));
-        }
-        mesh.apply()?;
-        let (keep_alive, new_connections) = measure(lab, &url, load)?;
-        let add = time_add_one(&mut mesh)?;
-        eprintln!(
-            "  {:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.3} ms",
-            "hive",
-            keep_alive.requests_per_sec,
-            new_connections.requests_per_sec,
-            add.as_secs_f64() * 1000.0
-        );
-        figures.push(PathFigures {
-            path: "hive".to_string(),
-            services,
-            keep_alive,
-            new_connections,
-            add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
-        });
-    }
-    mesh.teardown()?;
-    Ok(figures)
+    let (keep_alive, new_connections) = measure(lab, &url, load)?;
+    let add = time_add_one(mesh)?;
+    eprintln!(
+        "  {:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.3} ms",
+        "hive",
+        keep_alive.requests_per_sec,
+        new_connections.requests_per_sec,
+        add.as_secs_f64() * 1000.0
+    );
+    Ok(PathFigures {
+        path: "hive".to_string(),
+        services,
+        keep_alive,
+        new_connections,
+        add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
+    })
 }
 
 /// Time to add one more service on the ingress node, as the kernel path's

@@ -60,6 +60,11 @@ fn overlay_addr(node_index: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, node_index)
 }
 
+/// The lab member that generates load.
+const CLIENT: &str = "client";
+/// Overlay indexes (node numbers) of the nodes that run a backend.
+const BACKEND_NODES: [u8; 2] = [2, 3];
+
 /// The kernel path on a lab: node 1 balances, nodes 2 and 3 serve.
 #[derive(Debug)]
 pub struct KernelPath<'a> {
@@ -134,7 +139,7 @@ impl<'a> KernelPath<'a> {
             )?;
             path.run(node, "ip", &["link", "set", VXLAN_DEV, "up"])?;
         }
-        for index in [2u8, 3] {
+        for index in BACKEND_NODES {
             path.start_nginx(index)?;
         }
         Ok(path)
@@ -148,6 +153,46 @@ impl<'a> KernelPath<'a> {
             backends: [overlay_addr(2), overlay_addr(3)],
             backend_port: 80,
         }
+    }
+
+    /// Route `client` straight to each backend's overlay address through
+    /// the backend's own node (nginx listens there, on the node itself, so
+    /// nothing is forwarded); returns the addresses. For the no-mesh
+    /// ceiling ([`crate::kernel_runs::direct`]).
+    pub fn route_client_to_backends(&self) -> Result<Vec<Ipv4Addr>, KernelPathError> {
+        let mut routed = Vec::new();
+        for (index, (_, via)) in self.backend_nodes() {
+            let addr = overlay_addr(index);
+            self.run(
+                CLIENT,
+                "ip",
+                &[
+                    "route",
+                    "replace",
+                    &format!("{addr}/32"),
+                    "via",
+                    &via.to_string(),
+                ],
+            )?;
+            routed.push(addr);
+        }
+        Ok(routed)
+    }
+
+    /// Remove the routes [`Self::route_client_to_backends`] added.
+    pub fn unroute_client(&self) -> Result<(), KernelPathError> {
+        for (index, _) in self.backend_nodes() {
+            let addr = overlay_addr(index);
+            self.run(CLIENT, "ip", &["route", "del", &format!("{addr}/32")])?;
+        }
+        Ok(())
+    }
+
+    /// Nodes 2 and 3, the backends' nodes, with their overlay index.
+    fn backend_nodes(&self) -> impl Iterator<Item = (u8, &(String, Ipv4Addr))> {
+        BACKEND_NODES
+            .into_iter()
+            .filter_map(|index| Some((index, self.nodes.get(usize::from(index) - 1)?)))
     }
 
     /// Install `dummies` dummy services plus the real one on node 1.
@@ -212,7 +257,7 @@ impl<'a> KernelPath<'a> {
     /// also do it; this lets one lab host both paths in turn).
     pub fn down(self) -> Result<(), KernelPathError> {
         self.clear()?;
-        for index in [2u8, 3] {
+        for index in BACKEND_NODES {
             let pid_file = self.run_dir.join(format!("nginx-{index}.pid"));
             if let Ok(pid) = std::fs::read_to_string(&pid_file) {
                 let _ = Command::new("kill").arg(pid.trim()).status();

@@ -1,7 +1,7 @@
 //! Measuring the kernel's path (iptables, nftables) on a lab at each
 //! service count.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use hive_dataplane::lab::Lab;
 
@@ -9,7 +9,7 @@ use crate::{
     kernel_path::{KernelPath, KernelPathError, RuleEngine},
     report::{PathFigures, median},
     rules::ADD_ONE_SAMPLES,
-    wrk::{ConnMode, WrkError, WrkRun},
+    wrk::{ConnMode, WrkError, WrkResult, WrkRun},
 };
 
 /// Load parameters shared by every path of one run.
@@ -43,81 +43,114 @@ pub enum RunError {
 }
 
 /// Measure keep-alive and new-connection load from `client` to `url`.
-pub fn measure(
-    lab: &Lab,
-    url: &str,
-    load: &Load,
-) -> Result<(crate::wrk::WrkResult, crate::wrk::WrkResult), RunError> {
-    let run = |mode| -> Result<_, RunError> {
-        let wrk = WrkRun {
-            url: url.to_string(),
-            threads: load.threads,
-            connections: load.connections,
-            duration: load.duration,
-            mode,
-        };
-        Ok(wrk.run(lab.command("client", "wrk")?)?)
-    };
-    // A short warm-up fills ARP/neighbour and conntrack caches.
-    let warm = Load {
-        duration: Duration::from_secs(1),
-        ..load.clone()
-    };
-    let _ = WrkRun {
-        url: url.to_string(),
-        threads: warm.threads,
-        connections: warm.connections,
-        duration: warm.duration,
-        mode: ConnMode::KeepAlive,
-    }
-    .run(lab.command("client", "wrk")?);
-    Ok((run(ConnMode::KeepAlive)?, run(ConnMode::Close)?))
+pub fn measure(lab: &Lab, url: &str, load: &Load) -> Result<(WrkResult, WrkResult), RunError> {
+    measure_split(lab, &[url.to_string()], load)
 }
 
-/// Kernel path figures for each engine at each service count.
-pub fn kernel_paths(
+/// [`measure`] with the load split evenly over `urls`: one wrk per URL, all
+/// running at the same time, with a share of the threads and connections
+/// each; their figures are merged ([`crate::wrk::merge`]).
+pub fn measure_split(
     lab: &Lab,
-    run_dir: &Path,
-    service_counts: &[u32],
+    urls: &[String],
+    load: &Load,
+) -> Result<(WrkResult, WrkResult), RunError> {
+    let share = |total: u32| (total / urls.len().max(1) as u32).max(1);
+    let run = |mode, duration| -> Result<WrkResult, RunError> {
+        let children = urls
+            .iter()
+            .map(|url| {
+                let wrk = WrkRun {
+                    url: url.clone(),
+                    threads: share(load.threads),
+                    connections: share(load.connections),
+                    duration,
+                    mode,
+                };
+                Ok(wrk.spawn(lab.command("client", "wrk")?)?)
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        let results = children
+            .into_iter()
+            .map(crate::wrk::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::wrk::merge(&results))
+    };
+    // A short warm-up fills ARP/neighbour and conntrack caches.
+    let _ = run(ConnMode::KeepAlive, Duration::from_secs(1));
+    Ok((
+        run(ConnMode::KeepAlive, load.duration)?,
+        run(ConnMode::Close, load.duration)?,
+    ))
+}
+
+/// The ceiling of every path: the same two nginx backends, each loaded
+/// straight from `client` by its own wrk (half the threads and connections
+/// each), with no mesh, no NAT and no tunnel in between; only the
+/// underlay. What a connection costs the endpoints themselves.
+pub fn direct(lab: &Lab, path: &KernelPath<'_>, load: &Load) -> Result<PathFigures, RunError> {
+    let urls: Vec<String> = path
+        .route_client_to_backends()?
+        .iter()
+        .map(|addr| format!("http://{addr}:80/"))
+        .collect();
+    let measured = measure_split(lab, &urls, load);
+    let unrouted = path.unroute_client();
+    let (keep_alive, new_connections) = measured?;
+    unrouted?;
+    eprintln!(
+        "  {:<9} no mesh:    {:>8.0} req/s, {:>7.0} new conn/s",
+        "direct", keep_alive.requests_per_sec, new_connections.requests_per_sec,
+    );
+    Ok(PathFigures {
+        path: DIRECT.to_string(),
+        services: 0,
+        keep_alive,
+        new_connections,
+        add_one_service_ms: None,
+    })
+}
+
+/// The name of [`direct`]'s row.
+pub const DIRECT: &str = "direct";
+
+/// The kernel path's figures with `services` services installed (the
+/// measured one included): iptables, then nftables. The rules are cleared
+/// afterwards, so hive's path can use the published port next.
+pub fn kernel_at(
+    lab: &Lab,
+    path: &KernelPath<'_>,
+    services: u32,
     load: &Load,
 ) -> Result<Vec<PathFigures>, RunError> {
-    let path = KernelPath::up(lab, run_dir.to_path_buf())?;
     let real = path.real_service();
     let url = format!("http://{}:{}/", real.published_addr, real.published_port);
     let mut figures = Vec::new();
-    let result = (|| -> Result<(), RunError> {
-        for &services in service_counts {
-            for (engine, name) in [
-                (RuleEngine::Iptables, "iptables"),
-                (RuleEngine::Nftables, "nftables"),
-            ] {
-                // `services` counts the measured one too.
-                path.install(engine, services.saturating_sub(1))?;
-                let (keep_alive, new_connections) = measure(lab, &url, load)?;
-                let add = median(
-                    (0..ADD_ONE_SAMPLES)
-                        .map(|k| path.time_add_one(engine, k))
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
-                eprintln!(
-                    "  {name:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.1} ms",
-                    keep_alive.requests_per_sec,
-                    new_connections.requests_per_sec,
-                    add.as_secs_f64() * 1000.0
-                );
-                figures.push(PathFigures {
-                    path: name.to_string(),
-                    services,
-                    keep_alive,
-                    new_connections,
-                    add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
-                });
-            }
-        }
-        Ok(())
-    })();
-    let down = path.down();
-    result?;
-    down?;
+    for (engine, name) in [
+        (RuleEngine::Iptables, "iptables"),
+        (RuleEngine::Nftables, "nftables"),
+    ] {
+        path.install(engine, services.saturating_sub(1))?;
+        let (keep_alive, new_connections) = measure(lab, &url, load)?;
+        let add = median(
+            (0..ADD_ONE_SAMPLES)
+                .map(|k| path.time_add_one(engine, k))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        eprintln!(
+            "  {name:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.1} ms",
+            keep_alive.requests_per_sec,
+            new_connections.requests_per_sec,
+            add.as_secs_f64() * 1000.0
+        );
+        figures.push(PathFigures {
+            path: name.to_string(),
+            services,
+            keep_alive,
+            new_connections,
+            add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
+        });
+    }
+    path.clear()?;
     Ok(figures)
 }

@@ -7,7 +7,9 @@
 //!    hive's mesh, through iptables DNAT + MASQUERADE + kernel VXLAN, and
 //!    through nftables;
 //! 3. the same with 1, 1,000 and 10,000 services installed, plus the time to
-//!    add one more service at each size.
+//!    add one more service at each size;
+//! 4. once, the ceiling of every path: the same two backends loaded straight
+//!    from `client`, with no mesh in between (`kernel_runs::direct`).
 
 use std::path::PathBuf;
 
@@ -15,6 +17,7 @@ use hive_dataplane::lab::{LabGuard, LabSpec};
 
 use crate::{
     hive_runs::{self, HiveRunError},
+    kernel_path::KernelPath,
     kernel_runs::{self, Load, RunError},
     program_costs,
     report::Report,
@@ -84,20 +87,34 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
     let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
     std::fs::create_dir_all(&run_dir)?;
-    eprintln!("kernel path (iptables, nftables) on lab {:?}:", config.lab);
-    report.paths.extend(kernel_runs::kernel_paths(
-        &lab,
-        &run_dir,
-        &config.service_counts,
-        &config.load,
-    )?);
-    eprintln!("hive's eBPF mesh on the same lab:");
-    report.paths.extend(hive_runs::hive_path(
-        &lab,
-        &run_dir,
-        &config.service_counts,
-        &config.load,
-    )?);
+    eprintln!(
+        "on lab {:?}, size by size: the kernel path (iptables, nftables), then hive's eBPF mesh:",
+        config.lab
+    );
+    let kernel = KernelPath::up(&lab, run_dir.clone()).map_err(RunError::from)?;
+    let measured = (|| -> Result<(), BenchError> {
+        report
+            .paths
+            .push(kernel_runs::direct(&lab, &kernel, &config.load)?);
+        // Paths side by side at each size, rather than one path at every
+        // size and then the next: this machine's speed drifts over minutes,
+        // and the ratios are between paths at one size.
+        for &services in &config.service_counts {
+            report.paths.extend(kernel_runs::kernel_at(
+                &lab,
+                &kernel,
+                services,
+                &config.load,
+            )?);
+            report
+                .paths
+                .push(hive_runs::hive_at(&lab, &run_dir, services, &config.load)?);
+        }
+        Ok(())
+    })();
+    let down = kernel.down().map_err(RunError::from);
+    measured?;
+    down?;
     print!("{}", report.table());
     let json = report.write_json(&config.out_dir)?;
     println!("\nJSON: {}", json.display());

@@ -10,9 +10,9 @@ use crate::wrk::WrkResult;
 /// Load through one path: keep-alive requests and new connections.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathFigures {
-    /// `hive`, `iptables` or `nftables`.
+    /// `hive`, `iptables`, `nftables`, or `direct` (no mesh at all).
     pub path: String,
-    /// Services installed besides the measured one.
+    /// Services installed, the measured one included; 0 for `direct`.
     pub services: u32,
     pub keep_alive: WrkResult,
     pub new_connections: WrkResult,
@@ -89,11 +89,25 @@ impl Report {
             "conn/s÷ipt",
             "p99÷ipt"
         );
+        let smallest = self
+            .paths
+            .iter()
+            .filter(|b| b.path == IPTABLES)
+            .min_by_key(|b| b.services);
         for p in &self.paths {
-            let base = self
-                .paths
-                .iter()
-                .find(|b| b.path == "iptables" && b.services == p.services);
+            // The no-mesh row has no size: it is held against the smallest.
+            let base = if p.services == 0 {
+                smallest
+            } else {
+                self.paths
+                    .iter()
+                    .find(|b| b.path == IPTABLES && b.services == p.services)
+            };
+            let services = if p.services == 0 {
+                "-".to_string()
+            } else {
+                p.services.to_string()
+            };
             let ratio = |a: f64, b: Option<f64>| match b {
                 Some(b) if b > 0.0 => format!("{:.2}", a / b),
                 _ => "-".to_string(),
@@ -105,7 +119,7 @@ impl Report {
                 out,
                 "{:<10} {:>8} {:>11.0} {:>8.3} {:>8.3} {:>11.0} {:>8.3} {:>8.3} {:>9} {:>9} {:>9}",
                 p.path,
-                p.services,
+                services,
                 p.keep_alive.requests_per_sec,
                 p.keep_alive.p50_ms,
                 p.keep_alive.p99_ms,
@@ -123,9 +137,20 @@ impl Report {
                 ),
             );
         }
+        if self.paths.iter().any(|p| p.services == 0) {
+            out.push_str(
+                "(direct: no mesh, each backend loaded straight from client by its own wrk with \
+                 half the threads and connections: the ceiling of every path; its p50 is the \
+                 runs' request-weighted mean, its p99 the larger; ratios against iptables at \
+                 the smallest size)\n",
+            );
+        }
         out
     }
 }
+
+/// The name of the kernel path's iptables rows, which the ratios divide by.
+const IPTABLES: &str = "iptables";
 
 /// The median of `samples` (the upper one of an even count); zero for none.
 pub fn median(mut samples: Vec<Duration>) -> Duration {
@@ -164,6 +189,25 @@ mod tests {
         let hive_row = table.lines().find(|l| l.starts_with("hive")).unwrap();
         assert!(hive_row.contains(" 2.00 "), "{hive_row}");
         assert!(hive_row.trim_end().ends_with("0.50"), "{hive_row}");
+    }
+
+    #[test]
+    fn the_no_mesh_row_is_held_against_iptables_at_the_smallest_size() {
+        let mut direct = figures("direct", 30_000.0, 1.5);
+        direct.services = 0;
+        direct.add_one_service_ms = None;
+        let mut large = figures("iptables", 5_000.0, 9.0);
+        large.services = 10_000;
+        let report = Report {
+            paths: vec![direct, large, figures("iptables", 20_000.0, 3.0)],
+            ..Report::default()
+        };
+        let table = report.table();
+        let row = table.lines().find(|l| l.starts_with("direct")).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1], "-", "{row}");
+        assert_eq!(&cells[cells.len() - 3..], ["-", "1.50", "0.50"], "{row}");
+        assert!(table.contains("(direct: no mesh"), "{table}");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! `../shared/reference/kernel-baseline/`, so hive's figures and the
 //! kernel's are measured with the same tool and the same shape of load.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -13,6 +16,8 @@ use serde::Serialize;
 pub enum WrkError {
     #[error("could not start wrk: {0}; install it with `cargo xtask setup`")]
     Spawn(#[source] std::io::Error),
+    #[error("waiting for wrk's report: {0}")]
+    Wait(#[source] std::io::Error),
     #[error("wrk failed ({status}): {stderr}")]
     Failed { status: String, stderr: String },
     #[error("wrk's report has no {what} line:\n{report}")]
@@ -69,18 +74,55 @@ impl WrkRun {
 
     /// Run wrk through `command` (already set up to enter the client's
     /// namespace) and parse its report.
-    pub fn run(&self, mut command: Command) -> Result<WrkResult, WrkError> {
-        let out = command
+    pub fn run(&self, command: Command) -> Result<WrkResult, WrkError> {
+        finish(self.spawn(command)?)
+    }
+
+    /// Start wrk through `command`; [`finish`] waits for its report. Runs
+    /// started one after the other this way load at the same time.
+    pub fn spawn(&self, mut command: Command) -> Result<Child, WrkError> {
+        command
             .args(self.args())
-            .output()
-            .map_err(WrkError::Spawn)?;
-        if !out.status.success() {
-            return Err(WrkError::Failed {
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        parse(&String::from_utf8_lossy(&out.stdout))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(WrkError::Spawn)
+    }
+}
+
+/// Wait for a run [`WrkRun::spawn`] started and parse its report.
+pub fn finish(child: Child) -> Result<WrkResult, WrkError> {
+    let out = child.wait_with_output().map_err(WrkError::Wait)?;
+    if !out.status.success() {
+        return Err(WrkError::Failed {
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The figures of runs that loaded at the same time, as one: rates,
+/// requests and errors add up; p50 is the request-weighted mean of the
+/// runs' p50s and p99 the largest p99 (wrk prints percentiles, not its
+/// histogram, so these two are estimates, close when the runs are alike).
+pub fn merge(runs: &[WrkResult]) -> WrkResult {
+    let requests: u64 = runs.iter().map(|r| r.requests).sum();
+    let weighted_p50 = if requests == 0 {
+        runs.iter().map(|r| r.p50_ms).fold(0.0, f64::max)
+    } else {
+        runs.iter()
+            .map(|r| r.p50_ms * r.requests as f64)
+            .sum::<f64>()
+            / requests as f64
+    };
+    WrkResult {
+        requests_per_sec: runs.iter().map(|r| r.requests_per_sec).sum(),
+        p50_ms: weighted_p50,
+        p99_ms: runs.iter().map(|r| r.p99_ms).fold(0.0, f64::max),
+        requests,
+        errors: runs.iter().map(|r| r.errors).sum(),
     }
 }
 
@@ -162,6 +204,27 @@ Transfer/sec:      4.00MB
         assert!((r.p99_ms - 2.01).abs() < 1e-9);
         assert_eq!(r.requests, 120_000);
         assert_eq!(r.errors, 10);
+    }
+
+    #[test]
+    fn runs_at_the_same_time_add_up() {
+        let run = |rps: f64, p50: f64, p99: f64, requests: u64| WrkResult {
+            requests_per_sec: rps,
+            p50_ms: p50,
+            p99_ms: p99,
+            requests,
+            errors: 1,
+        };
+        let merged = merge(&[
+            run(6_000.0, 1.0, 4.0, 30_000),
+            run(4_000.0, 2.0, 9.0, 10_000),
+        ]);
+        assert_eq!(merged.requests_per_sec, 10_000.0);
+        assert_eq!(merged.requests, 40_000);
+        assert_eq!(merged.errors, 2);
+        assert!((merged.p50_ms - 1.25).abs() < 1e-9, "{}", merged.p50_ms);
+        assert_eq!(merged.p99_ms, 9.0);
+        assert_eq!(merge(&[]), WrkResult::default());
     }
 
     #[test]

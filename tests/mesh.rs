@@ -249,6 +249,29 @@ fn a_task_reaches_a_service_vip_and_the_reply_comes_from_the_vip() {
         }
     }
     assert_eq!(seen.len(), 3, "the VIP reached only {seen:?}");
+
+    // A task that is its service's only replica reaches itself through the
+    // VIP (hairpin), as a Swarm task can, and sees the VIP as the caller.
+    let solo_vip = Ipv4Addr::new(10, 0, 0, 3);
+    mesh.set_service(ServiceDef {
+        id: "solosvc000000000000000001".into(),
+        name: "solo".into(),
+        vip: Some(solo_vip),
+        ports: vec![ServicePort {
+            protocol: Protocol::Tcp,
+            target_port: 80,
+            published_port: None,
+        }],
+        backends: vec!["t1".into()],
+    });
+    mesh.apply().expect("apply");
+    let t1_ns = mesh.task("t1").expect("t1").netns.clone();
+    for _ in 0..3 {
+        let answer = http_get(&t1_ns, SocketAddr::from((solo_vip, 80)))
+            .expect("t1 reaches its own service's VIP");
+        assert_eq!(answer.hostname, "t1");
+        assert_eq!(answer.remote.ip(), solo_vip, "t1 saw {}", answer.remote);
+    }
     mesh.teardown().expect("teardown");
 }
 

@@ -417,6 +417,65 @@ fn east_west_vip_to_local_backend_and_its_reply() {
 }
 
 #[test]
+fn a_task_that_is_its_services_only_replica_reaches_itself_through_the_vip() {
+    root!("own_vip_hairpin");
+    // node_a(BE_LOCAL): the VIP's only backend is T_LOCAL, which also sends.
+    let mut h = node_a(BE_LOCAL);
+    let me = SocketAddrV4::new(T_LOCAL, 33000);
+    let vip = SocketAddrV4::new(VIP, TARGET);
+    for flags in [TCP_SYN, TCP_ACK] {
+        let (verdict, out) = run(
+            &mut h,
+            TC,
+            &PacketBuilder::tcp(me, vip)
+                .macs(MAC_TASK, MAC_VETH)
+                .flags(flags)
+                .build(),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent straight back into the task");
+        let f = parse(&out).expect("frame");
+        assert_checksums(&f);
+        assert_eq!((f.eth_dst, f.eth_src), (MAC_TASK, MAC_VETH));
+        assert_eq!(
+            (ip(&f).src, ip(&f).dst),
+            (VIP, T_LOCAL),
+            "the task sees the flow come from the VIP, not from itself"
+        );
+        assert_eq!(ports(&f), (me.port(), TARGET));
+    }
+    // The task answers the VIP; the answer returns as VIP:80 → itself.
+    let (verdict, out) = run(
+        &mut h,
+        TC,
+        &PacketBuilder::tcp(
+            SocketAddrV4::new(T_LOCAL, TARGET),
+            SocketAddrV4::new(VIP, me.port()),
+        )
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN | TCP_ACK)
+        .build(),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((f.eth_dst, f.eth_src), (MAC_TASK, MAC_VETH));
+    assert_eq!((ip(&f).src, ip(&f).dst), (VIP, T_LOCAL));
+    assert_eq!(ports(&f), (TARGET, me.port()));
+    // Another task's flow to the same backend is no hairpin.
+    let (verdict, out) = run(
+        &mut h,
+        TC,
+        &PacketBuilder::tcp(X, vip)
+            .macs(MAC_TASK, MAC_VETH)
+            .flags(TCP_SYN)
+            .build(),
+    );
+    assert_eq!(verdict, TC_ACT_OK);
+    let f = parse(&out).expect("frame");
+    assert_eq!((ip(&f).src, ip(&f).dst), (*X.ip(), T_LOCAL));
+}
+
+#[test]
 fn a_task_calling_its_own_vip_gets_another_replica_even_inside_a_long_run_of_its_own_slots() {
     root!("own_vip_long_run");
     // A 2-replica service whose 211-slot table gives the sender (T_LOCAL)

@@ -266,6 +266,11 @@ impl FlowEntry {
     pub const FLAG_NORTH_SOUTH: u8 = 1 << 0;
     /// Forward/ReverseNat: the backend is on another node.
     pub const FLAG_REMOTE: u8 = 1 << 1;
+    /// ReverseNat: the client is the backend itself (a task that reached
+    /// its own service's VIP). The flow runs VIP:client-port ↔ task:target
+    /// port inside the task, so the reply's destination (the VIP) is turned
+    /// back into the task's own address as well.
+    pub const FLAG_HAIRPIN: u8 = 1 << 2;
 }
 
 /// A task on an overlay network.

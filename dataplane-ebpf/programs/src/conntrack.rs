@@ -176,6 +176,10 @@ pub struct Balanced {
     pub north_south: bool,
     pub client_mac: [u8; 6],
     pub tcp_state: u8,
+    /// The client is the backend itself (see [`FlowEntry::FLAG_HAIRPIN`]):
+    /// its replies go to the service address, which keys the `ReverseNat`
+    /// entry instead of the client's.
+    pub hairpin: bool,
 }
 
 /// Write (or refresh) the `Forward` and `ReverseNat` entries of a flow the
@@ -210,10 +214,15 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
         (*e)._pad = [0; 2];
         upsert(fwd, &*e);
     }
+    let (reply_to_be, hairpin) = if b.hairpin {
+        (b.service_addr_be, FlowEntry::FLAG_HAIRPIN)
+    } else {
+        (fwd.saddr_be, 0)
+    };
     let reverse_key = reply_key(
         target.addr_be,
         target.port_be,
-        fwd.saddr_be,
+        reply_to_be,
         fwd.sport_be,
         fwd.proto,
         FlowKind::ReverseNat,
@@ -227,7 +236,7 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
     unsafe {
         (*e).addr_be = b.service_addr_be;
         (*e).port_be = b.service_port_be;
-        (*e).flags = remote | ns;
+        (*e).flags = remote | ns | hairpin;
         (*e).client_mac = b.client_mac;
         upsert(&reverse_key, &*e);
     }

@@ -94,10 +94,10 @@ const HAIRPIN_PROBES: u32 = 32;
 const HAIRPIN_STRIDE: u32 = 0x9e37_79b9;
 
 /// [`pick`] for a flow a task sends to a VIP: if the slot names the sender itself, the next
-/// slots are tried for another backend. A task cannot reach itself through its own VIP (the
-/// reply would never leave it to be translated back), so with other replicas it gets one of
-/// them, as a kube-proxy without hairpin masquerade would; a service whose only backend is
-/// the sender keeps it.
+/// slots are tried for another backend. A flow to itself has to be hairpinned (source
+/// translated to the VIP and sent back into the task, `tc::balance`), which costs a second
+/// rewrite on every packet; with other replicas the task gets one of them instead. A service
+/// whose only backend is the sender keeps it, hairpinned.
 #[inline(always)]
 pub fn pick_for_sender(fe: &Frontend, hash: u32, sender_be: u32) -> Result<Target, DropReason> {
     let first = pick(fe, hash)?;

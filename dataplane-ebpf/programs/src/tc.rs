@@ -16,8 +16,10 @@ use hive_common::{
 use crate::{
     balance::{self, Decision},
     conntrack::{self, Balanced},
-    counters, events, icmp, lb, maps, mss, nat,
-    packet::TcPacket,
+    counters, events,
+    headers::EthHdr,
+    icmp, lb, maps, mss, nat,
+    packet::{Packet, TcPacket},
     parse::{self, Ipv4, L4},
     vxlan::{self, Tunnel},
     xdp::{check_balanceable, overlay_mss},
@@ -30,6 +32,12 @@ const TUNNEL: i32 = -100;
 const TOO_BIG: i32 = -101;
 /// Not a tc verdict: "no flow path claimed the packet, try the others".
 const NOT_MINE: i32 = -102;
+/// Not a tc verdict: "a task's packet to itself through its VIP, DNAT done:
+/// hairpin it" ([`hairpin`]).
+const HAIRPIN: i32 = -103;
+/// Not a tc verdict: "the reply of a hairpinned flow, source restored:
+/// hairpin it" ([`hairpin`]).
+const HAIRPIN_REPLY: i32 = -104;
 
 pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(node) = maps::node() else {
@@ -67,6 +75,11 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
         TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip, now),
         TUNNEL => encap(ctx, node, &ip, l4.as_ref(), &tunnel),
         TOO_BIG => too_big_answered(ctx, node, &ip, now),
+        HAIRPIN | HAIRPIN_REPLY => match &l4 {
+            Some(l4) => hairpin(ctx, &ip, l4, verdict == HAIRPIN_REPLY),
+            // Only flows with ports are balanced, and so hairpinned.
+            None => Ok(OK),
+        },
         v => Ok(v),
     }
 }
@@ -94,8 +107,8 @@ fn too_big_answered(
 }
 
 /// Replies (`ReverseNat`, `Tunnel`) and service VIPs: paths that need the
-/// ports. Returns a verdict, [`NOT_MINE`], [`TOO_BIG`] or [`TUNNEL`] with
-/// `out` set (sentinels rather than an enum with a payload: returned
+/// ports. Returns a verdict, [`NOT_MINE`], [`TOO_BIG`], [`HAIRPIN`],
+/// [`HAIRPIN_REPLY`] or [`TUNNEL`] with `out` set (sentinels rather than an enum with a payload: returned
 /// structs become a hidden argument, and BPF functions take at most five).
 #[inline(always)]
 fn flow(
@@ -219,6 +232,9 @@ fn balance(
         // Emitted by `try_from_task` (see `events::note_balanced`).
         events::note_balanced(&target, new);
     }
+    // The sender is the backend: only when it is the service's one replica
+    // (`lb::pick_for_sender`), or was when the flow began.
+    let hairpin = target.addr_be == ip.saddr_be;
     if refresh {
         let b = Balanced {
             service_addr_be: ip.daddr_be,
@@ -226,11 +242,15 @@ fn balance(
             north_south: false,
             client_mac: [0; 6],
             tcp_state,
+            hairpin,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }
     nat::dnat(pkt, ip, l4, target.addr_be, target.port_be)?;
     counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);
+    if hairpin {
+        return Ok(HAIRPIN);
+    }
     match tunnel {
         None => Ok(OK),
         Some(tunnel) => {
@@ -254,12 +274,50 @@ fn reverse_nat(
     if events::on() {
         events::reverse_nat(pkt.ctx, ip, l4, e, now);
     }
+    if e.flags & FlowEntry::FLAG_HAIRPIN != 0 {
+        return Ok(HAIRPIN_REPLY);
+    }
     if !north_south {
         // East-west: the client is a local task; the kernel delivers.
         return Ok(OK);
     }
     nat::to_client(pkt, node, e)?;
     redirect(node.underlay_ifindex, 0)
+}
+
+/// The hairpin of a task that reached its own service through the VIP
+/// (`docs/dataplane.md`, path 3): the task must see the flow come from the
+/// VIP, not from itself, or its replies would never leave it to be
+/// translated back. `ip` and `l4` are the packet as the task sent it:
+/// - a packet to the service, already DNATed to the task: source := the
+///   VIP (its destination as sent), same port;
+/// - a reply (`reply`), source already restored to the VIP: destination :=
+///   the task's own address (its source as sent), same port.
+///
+/// Then Ethernet addresses swapped and out of the host side of the task's
+/// veth, straight back in: neither the host's routing nor its `rp_filter`,
+/// which would see the VIP arrive from a task, is asked. Not inlined: a
+/// sibling of the lookups' frames, like [`encap`].
+#[inline(never)]
+fn hairpin(ctx: &TcContext, ip: &Ipv4, l4: &L4, reply: bool) -> Result<i32, DropReason> {
+    let pkt = &mut TcPacket { ctx };
+    if reply {
+        nat::dnat(pkt, ip, l4, ip.saddr_be, l4.dport_be)?;
+    } else {
+        nat::snat(pkt, ip, l4, ip.daddr_be, l4.sport_be)?;
+    }
+    let eth: EthHdr = pkt.load(0)?;
+    pkt.store(
+        0,
+        &EthHdr {
+            dst: eth.src,
+            src: eth.dst,
+            proto_be: eth.proto_be,
+        },
+    )?;
+    // SAFETY: reading a field of the context the kernel passed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    redirect(ifindex, 0)
 }
 
 /// Whether `ip` would not fit the underlay once tunnelled. GSO packets are

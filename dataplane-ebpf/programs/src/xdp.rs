@@ -118,6 +118,7 @@ fn ingress(
             north_south: true,
             client_mac: eth.src,
             tcp_state,
+            hairpin: false,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }

@@ -5,12 +5,19 @@ fn main() -> std::process::ExitCode {
         out_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench"),
         ..Default::default()
     };
-    // Shorter runs while developing: HIVE_BENCH_SECONDS=2 HIVE_BENCH_SERVICES=1,1000
+    // Shorter runs while developing: HIVE_BENCH_SECONDS=2 HIVE_BENCH_SERVICES=1,1000;
+    // steadier figures: HIVE_BENCH_ROUNDS=3
     if let Some(secs) = std::env::var("HIVE_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
     {
         config.load.duration = std::time::Duration::from_secs(secs);
+    }
+    if let Some(rounds) = std::env::var("HIVE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.rounds = rounds;
     }
     if let Ok(list) = std::env::var("HIVE_BENCH_SERVICES") {
         config.service_counts = list

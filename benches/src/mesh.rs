@@ -31,6 +31,9 @@ pub struct BenchConfig {
     pub load: Load,
     /// Service counts to measure at (each includes the measured service).
     pub service_counts: Vec<u32>,
+    /// How many times every path is measured at every size; the table
+    /// shows the median of each figure (`report::medians`).
+    pub rounds: u32,
     /// Where JSON goes (`target/hive-bench/`).
     pub out_dir: PathBuf,
 }
@@ -41,6 +44,7 @@ impl Default for BenchConfig {
             lab: "bench".into(),
             load: Load::default(),
             service_counts: vec![1, 1_000, 10_000],
+            rounds: 1,
             out_dir: PathBuf::from("target/hive-bench"),
         }
     }
@@ -92,29 +96,34 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         config.lab
     );
     let kernel = KernelPath::up(&lab, run_dir.clone()).map_err(RunError::from)?;
+    let rounds = config.rounds.max(1);
     let measured = (|| -> Result<(), BenchError> {
-        report
-            .paths
-            .push(kernel_runs::direct(&lab, &kernel, &config.load)?);
-        // Paths side by side at each size, rather than one path at every
-        // size and then the next: this machine's speed drifts over minutes,
-        // and the ratios are between paths at one size.
-        for &services in &config.service_counts {
-            report.paths.extend(kernel_runs::kernel_at(
-                &lab,
-                &kernel,
-                services,
-                &config.load,
-            )?);
-            report
-                .paths
-                .push(hive_runs::hive_at(&lab, &run_dir, services, &config.load)?);
+        for round in 1..=rounds {
+            if rounds > 1 {
+                eprintln!(" round {round} of {rounds}:");
+            }
+            let runs = &mut report.runs;
+            runs.push(kernel_runs::direct(&lab, &kernel, &config.load)?);
+            // Paths side by side at each size, rather than one path at
+            // every size and then the next: this machine's speed drifts
+            // over minutes, and the ratios are between paths at one size.
+            for &services in &config.service_counts {
+                runs.extend(kernel_runs::kernel_at(
+                    &lab,
+                    &kernel,
+                    services,
+                    &config.load,
+                )?);
+                runs.push(hive_runs::hive_at(&lab, &run_dir, services, &config.load)?);
+            }
         }
         Ok(())
     })();
     let down = kernel.down().map_err(RunError::from);
     measured?;
     down?;
+    report.rounds = rounds;
+    report.paths = crate::report::medians(&report.runs);
     print!("{}", report.table());
     let json = report.write_json(&config.out_dir)?;
     println!("\nJSON: {}", json.display());

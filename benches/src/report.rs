@@ -38,7 +38,12 @@ pub struct Report {
     pub program_costs: Vec<ProgramCost>,
     /// What tracing costs a packet (`crate::trace_cost`).
     pub trace_costs: Vec<crate::trace_cost::TraceCost>,
+    /// Rounds of load measured (every path at every size each round).
+    pub rounds: u32,
+    /// Per path and size, the median of each figure over the rounds.
     pub paths: Vec<PathFigures>,
+    /// Every measurement of every round, in the order taken.
+    pub runs: Vec<PathFigures>,
 }
 
 impl Report {
@@ -137,6 +142,13 @@ impl Report {
                 ),
             );
         }
+        if self.rounds > 1 {
+            let _ = writeln!(
+                out,
+                "(each figure: the median over {} rounds; every round's in the JSON, `runs`)",
+                self.rounds
+            );
+        }
         if self.paths.iter().any(|p| p.services == 0) {
             out.push_str(
                 "(direct: no mesh, each backend loaded straight from client by its own wrk with \
@@ -151,6 +163,51 @@ impl Report {
 
 /// The name of the kernel path's iptables rows, which the ratios divide by.
 const IPTABLES: &str = "iptables";
+
+/// One row per path and size, in the order first measured: each figure
+/// the median of that figure over the rounds (each on its own, so a p99 is
+/// the median p99, not the p99 of the median-rate run). Counts add up.
+pub fn medians(runs: &[PathFigures]) -> Vec<PathFigures> {
+    let mut rows: Vec<PathFigures> = Vec::new();
+    for run in runs {
+        if rows
+            .iter()
+            .any(|r| r.path == run.path && r.services == run.services)
+        {
+            continue;
+        }
+        let same: Vec<&PathFigures> = runs
+            .iter()
+            .filter(|r| r.path == run.path && r.services == run.services)
+            .collect();
+        let add: Vec<f64> = same.iter().filter_map(|r| r.add_one_service_ms).collect();
+        rows.push(PathFigures {
+            path: run.path.clone(),
+            services: run.services,
+            keep_alive: median_result(same.iter().map(|r| &r.keep_alive)),
+            new_connections: median_result(same.iter().map(|r| &r.new_connections)),
+            add_one_service_ms: (!add.is_empty()).then(|| median_f64(add)),
+        });
+    }
+    rows
+}
+
+fn median_result<'a>(results: impl Iterator<Item = &'a WrkResult> + Clone) -> WrkResult {
+    let of = |field: fn(&WrkResult) -> f64| median_f64(results.clone().map(field).collect());
+    WrkResult {
+        requests_per_sec: of(|r| r.requests_per_sec),
+        p50_ms: of(|r| r.p50_ms),
+        p99_ms: of(|r| r.p99_ms),
+        requests: results.clone().map(|r| r.requests).sum(),
+        errors: results.map(|r| r.errors).sum(),
+    }
+}
+
+/// The median of `values` (the upper one of an even count); zero for none.
+fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
 
 /// The median of `samples` (the upper one of an even count); zero for none.
 pub fn median(mut samples: Vec<Duration>) -> Duration {
@@ -208,6 +265,35 @@ mod tests {
         assert_eq!(cells[1], "-", "{row}");
         assert_eq!(&cells[cells.len() - 3..], ["-", "1.50", "0.50"], "{row}");
         assert!(table.contains("(direct: no mesh"), "{table}");
+    }
+
+    #[test]
+    fn rounds_become_one_row_per_path_and_size_of_per_figure_medians() {
+        let round = |rate: f64, p99: f64, add: f64| {
+            let mut f = figures("hive", rate, p99);
+            f.add_one_service_ms = Some(add);
+            f.new_connections.requests = 10;
+            f
+        };
+        let runs = vec![
+            round(9_000.0, 9.0, 0.3),
+            figures("iptables", 7_000.0, 5.0),
+            round(12_000.0, 4.0, 0.1),
+            round(10_000.0, 7.0, 0.2),
+        ];
+        let rows = medians(&runs);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].path.as_str(), rows[1].path.as_str()),
+            ("hive", "iptables")
+        );
+        let hive = &rows[0];
+        assert_eq!(hive.new_connections.requests_per_sec, 10_000.0);
+        // The median p99 (7.0), not the p99 of the median-rate round.
+        assert_eq!(hive.new_connections.p99_ms, 7.0);
+        assert_eq!(hive.new_connections.requests, 30);
+        assert_eq!(hive.add_one_service_ms, Some(0.2));
+        assert_eq!(rows[1].new_connections.requests_per_sec, 7_000.0);
     }
 
     #[test]

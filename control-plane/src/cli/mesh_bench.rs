@@ -13,6 +13,11 @@ pub struct BenchArgs {
     /// Service counts to measure at, comma-separated (each includes the measured one).
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 1_000, 10_000])]
     services: Vec<u32>,
+    /// Rounds: every path is measured this many times at every size, and
+    /// the table shows the median of each figure (this machine's speed
+    /// drifts by more than the paths differ at small sizes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Name of the lab the benchmark builds and removes.
     #[arg(long, default_value = "bench")]
     lab: String,
@@ -29,6 +34,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         service_counts: args.services,
+        rounds: args.rounds,
         out_dir: args.out_dir,
     };
     hive_bench::mesh::run(&config)?;

@@ -37,8 +37,9 @@ use hive_dataplane::{
     static_mesh::{ServiceDef, StaticMesh},
     stats::monotonic_ns,
     testing::{
-        packet::{IPPROTO_TCP, Mac, PacketBuilder, TCP_SYN},
-        prog_run::{ProgRun, XDP_DROP, XDP_TX},
+        packet::{IPPROTO_TCP, Mac, PacketBuilder, TCP_ACK, TCP_SYN},
+        prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_DROP, XDP_TX},
+        world,
     },
     trace::{Event, TraceMaps},
 };
@@ -257,6 +258,61 @@ fn prog_run_without_a_snaplen_events_carry_the_header_and_flags_but_no_bytes() {
     }
     assert_eq!(events[0].orig_len as usize, frame.len());
     assert_eq!(events[1].orig_len as usize, out.output.len());
+}
+
+#[test]
+fn prog_run_a_hairpinned_flow_is_traced_as_sent_back_into_the_task_from_the_vip() {
+    if !privileged("prog_run_a_hairpinned_flow_is_traced_as_sent_back_into_the_task_from_the_vip") {
+        return;
+    }
+    // The VIP's only backend is T_LOCAL, which also calls it.
+    let mut h = world::node_a(world::BE_LOCAL);
+    let mut trace = TraceMaps::from_ebpf(h.ebpf_mut()).expect("trace maps");
+    trace.set_config(&on(0)).expect("config");
+    let me = SocketAddrV4::new(world::T_LOCAL, 33000);
+    let call = PacketBuilder::tcp(me, SocketAddrV4::new(world::VIP, world::TARGET))
+        .macs(world::MAC_TASK, world::MAC_VETH)
+        .flags(TCP_SYN)
+        .build();
+    assert_eq!(
+        h.run(world::TC, &call).expect("run").verdict,
+        TC_ACT_REDIRECT
+    );
+    let recs = records(&mut trace);
+    let kinds: Vec<u8> = recs.iter().map(|(e, _)| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [TraceKind::LbSelect as u8, TraceKind::LocalDelivery as u8]
+    );
+    for (e, _) in &recs {
+        assert_eq!(e.verdict, TraceVerdict::Redirect as u8, "{e:?}");
+    }
+    let delivered = &recs[1].0;
+    assert_eq!(
+        (delivered.saddr_be, delivered.daddr_be),
+        (be(world::VIP), be(world::T_LOCAL)),
+        "delivered from the VIP to the task"
+    );
+    let reply = PacketBuilder::tcp(
+        SocketAddrV4::new(world::T_LOCAL, world::TARGET),
+        SocketAddrV4::new(world::VIP, me.port()),
+    )
+    .macs(world::MAC_TASK, world::MAC_VETH)
+    .flags(TCP_SYN | TCP_ACK)
+    .build();
+    assert_eq!(
+        h.run(world::TC, &reply).expect("run").verdict,
+        TC_ACT_REDIRECT
+    );
+    let recs = records(&mut trace);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let rnat = &recs[0].0;
+    assert_eq!(rnat.kind, TraceKind::ReverseNat as u8);
+    assert_eq!(rnat.verdict, TraceVerdict::Redirect as u8);
+    assert_eq!(
+        (rnat.xlate_addr_be, rnat.xlate_port_be),
+        (be(world::VIP), world::TARGET.to_be())
+    );
 }
 
 #[test]

@@ -116,8 +116,11 @@ impl Flow {
 const PENDING_BALANCED: u16 = 1 << 0;
 /// ... and it was a new flow (Maglev pick) ...
 const PENDING_NEW: u16 = 1 << 1;
-/// ... on this node.
+/// ... on this node ...
 const PENDING_LOCAL: u16 = 1 << 2;
+/// ... and it is the sender itself: the packet goes back into it from the
+/// VIP (`tc::hairpin`).
+const PENDING_HAIRPIN: u16 = 1 << 3;
 
 #[map(name = "HIVE_TRACE_SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -331,7 +334,7 @@ pub fn note_flow(service: u32, backend: u32) {
 /// decided and `tc_from_task` emits the events with [`balanced_tc`].
 /// Call only when [`on`].
 #[inline(never)]
-pub fn note_balanced(target: &Target, new: bool) {
+pub fn note_balanced(target: &Target, new: bool, hairpin: bool) {
     if let Some(s) = scratch() {
         s.pending_service = target.service;
         s.pending_backend = target.backend;
@@ -343,6 +346,9 @@ pub fn note_balanced(target: &Target, new: bool) {
         }
         if !target.remote {
             flags |= PENDING_LOCAL;
+        }
+        if hairpin {
+            flags |= PENDING_HAIRPIN;
         }
         s.pending_flags = flags;
     }
@@ -364,10 +370,18 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
     let (service, backend) = (s.pending_service, s.pending_backend);
     let (addr_be, port_be) = (s.pending_addr_be, s.pending_port_be);
     let local = flags & PENDING_LOCAL != 0;
+    let hairpin = flags & PENDING_HAIRPIN != 0;
     let flow = Flow::parsed(ip, Some(l4));
+    // A local backend is the kernel's to deliver, unless it is the sender:
+    // then the packet is redirected straight back into it.
+    let delivery = if hairpin {
+        TraceVerdict::Redirect
+    } else {
+        TraceVerdict::Pass
+    };
     if flags & PENDING_NEW != 0 {
         let verdict = if local {
-            TraceVerdict::Pass
+            delivery
         } else {
             TraceVerdict::Redirect
         };
@@ -387,13 +401,15 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
     }
     if local {
         let delivered = Flow {
+            // A hairpinned flow reaches the task from the VIP.
+            saddr_be: if hairpin { ip.daddr_be } else { flow.saddr_be },
             daddr_be: addr_be,
             dport_be: port_be,
             ..flow
         };
         if let Some(open) = Open::start(
             TraceKind::LocalDelivery,
-            TraceVerdict::Pass,
+            delivery,
             &delivered,
             service,
             backend,
@@ -518,7 +534,8 @@ pub fn reverse_nat<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, entry: &FlowEntry, cl
     let flow = Flow::parsed(ip, Some(l4));
     let Some(mut open) = Open::start(
         TraceKind::ReverseNat,
-        C::verdict(entry.flags & FlowEntry::FLAG_NORTH_SOUTH != 0),
+        // North-south replies and hairpinned ones are sent on by redirect.
+        C::verdict(entry.flags & (FlowEntry::FLAG_NORTH_SOUTH | FlowEntry::FLAG_HAIRPIN) != 0),
         &flow,
         entry.service,
         entry.backend,

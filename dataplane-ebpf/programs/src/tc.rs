@@ -228,13 +228,13 @@ fn balance(
     } else {
         None
     };
-    if events::on() {
-        // Emitted by `try_from_task` (see `events::note_balanced`).
-        events::note_balanced(&target, new);
-    }
     // The sender is the backend: only when it is the service's one replica
     // (`lb::pick_for_sender`), or was when the flow began.
     let hairpin = target.addr_be == ip.saddr_be;
+    if events::on() {
+        // Emitted by `try_from_task` (see `events::note_balanced`).
+        events::note_balanced(&target, new, hairpin);
+    }
     if refresh {
         let b = Balanced {
             service_addr_be: ip.daddr_be,

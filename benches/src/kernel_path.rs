@@ -54,6 +54,16 @@ pub enum RuleEngine {
     Nftables,
 }
 
+impl RuleEngine {
+    /// The path's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleEngine::Iptables => "iptables",
+            RuleEngine::Nftables => "nftables",
+        }
+    }
+}
+
 /// VNI and overlay subnet of the kernel path (Swarm's first overlay VNI).
 const VNI: &str = "4096";
 fn overlay_addr(node_index: u8) -> Ipv4Addr {

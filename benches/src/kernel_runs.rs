@@ -114,43 +114,38 @@ pub fn direct(lab: &Lab, path: &KernelPath<'_>, load: &Load) -> Result<PathFigur
 /// The name of [`direct`]'s row.
 pub const DIRECT: &str = "direct";
 
-/// The kernel path's figures with `services` services installed (the
-/// measured one included): iptables, then nftables. The rules are cleared
-/// afterwards, so hive's path can use the published port next.
+/// The kernel path's figures through `engine` with `services` services
+/// installed (the measured one included). The rules are cleared afterwards,
+/// so the next path can use the published port.
 pub fn kernel_at(
     lab: &Lab,
     path: &KernelPath<'_>,
+    engine: RuleEngine,
     services: u32,
     load: &Load,
-) -> Result<Vec<PathFigures>, RunError> {
+) -> Result<PathFigures, RunError> {
     let real = path.real_service();
     let url = format!("http://{}:{}/", real.published_addr, real.published_port);
-    let mut figures = Vec::new();
-    for (engine, name) in [
-        (RuleEngine::Iptables, "iptables"),
-        (RuleEngine::Nftables, "nftables"),
-    ] {
-        path.install(engine, services.saturating_sub(1))?;
-        let (keep_alive, new_connections) = measure(lab, &url, load)?;
-        let add = median(
-            (0..ADD_ONE_SAMPLES)
-                .map(|k| path.time_add_one(engine, k))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        eprintln!(
-            "  {name:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.1} ms",
-            keep_alive.requests_per_sec,
-            new_connections.requests_per_sec,
-            add.as_secs_f64() * 1000.0
-        );
-        figures.push(PathFigures {
-            path: name.to_string(),
-            services,
-            keep_alive,
-            new_connections,
-            add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
-        });
-    }
+    path.install(engine, services.saturating_sub(1))?;
+    let (keep_alive, new_connections) = measure(lab, &url, load)?;
+    let add = median(
+        (0..ADD_ONE_SAMPLES)
+            .map(|k| path.time_add_one(engine, k))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     path.clear()?;
-    Ok(figures)
+    let name = engine.name();
+    eprintln!(
+        "  {name:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.1} ms",
+        keep_alive.requests_per_sec,
+        new_connections.requests_per_sec,
+        add.as_secs_f64() * 1000.0
+    );
+    Ok(PathFigures {
+        path: name.to_string(),
+        services,
+        keep_alive,
+        new_connections,
+        add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
+    })
 }

@@ -17,7 +17,7 @@ use hive_dataplane::lab::{LabGuard, LabSpec};
 
 use crate::{
     hive_runs::{self, HiveRunError},
-    kernel_path::KernelPath,
+    kernel_path::{KernelPath, RuleEngine},
     kernel_runs::{self, Load, RunError},
     program_costs,
     report::Report,
@@ -65,6 +65,20 @@ pub enum BenchError {
     Write(#[from] std::io::Error),
 }
 
+/// One path's turn at one size.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    Kernel(RuleEngine),
+    Hive,
+}
+
+/// The paths in their first round's order.
+const TURNS: [Turn; 3] = [
+    Turn::Kernel(RuleEngine::Iptables),
+    Turn::Kernel(RuleEngine::Nftables),
+    Turn::Hive,
+];
+
 /// Run the whole benchmark, print the table, write JSON; returns the report.
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let mut report = Report {
@@ -92,7 +106,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
     std::fs::create_dir_all(&run_dir)?;
     eprintln!(
-        "on lab {:?}, size by size: the kernel path (iptables, nftables), then hive's eBPF mesh:",
+        "on lab {:?}, size by size: the kernel path (iptables, nftables) and hive's eBPF mesh:",
         config.lab
     );
     let kernel = KernelPath::up(&lab, run_dir.clone()).map_err(RunError::from)?;
@@ -107,14 +121,20 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             // Paths side by side at each size, rather than one path at
             // every size and then the next: this machine's speed drifts
             // over minutes, and the ratios are between paths at one size.
+            // Their order turns by one each round, so that over three
+            // rounds each path runs first, second and third once: a run
+            // inherits the TIME_WAIT and caches of the runs before it.
+            let mut turns = TURNS;
+            turns.rotate_left((round as usize - 1) % TURNS.len());
             for &services in &config.service_counts {
-                runs.extend(kernel_runs::kernel_at(
-                    &lab,
-                    &kernel,
-                    services,
-                    &config.load,
-                )?);
-                runs.push(hive_runs::hive_at(&lab, &run_dir, services, &config.load)?);
+                for turn in turns {
+                    runs.push(match turn {
+                        Turn::Kernel(engine) => {
+                            kernel_runs::kernel_at(&lab, &kernel, engine, services, &config.load)?
+                        }
+                        Turn::Hive => hive_runs::hive_at(&lab, &run_dir, services, &config.load)?,
+                    });
+                }
             }
         }
         Ok(())

@@ -108,8 +108,9 @@ fn too_big_answered(
 
 /// Replies (`ReverseNat`, `Tunnel`) and service VIPs: paths that need the
 /// ports. Returns a verdict, [`NOT_MINE`], [`TOO_BIG`], [`HAIRPIN`],
-/// [`HAIRPIN_REPLY`] or [`TUNNEL`] with `out` set (sentinels rather than an enum with a payload: returned
-/// structs become a hidden argument, and BPF functions take at most five).
+/// [`HAIRPIN_REPLY`] or [`TUNNEL`] with `out` set (sentinels rather than an
+/// enum with a payload: returned structs become a hidden argument, and BPF
+/// functions take at most five).
 #[inline(always)]
 fn flow(
     ctx: &TcContext,

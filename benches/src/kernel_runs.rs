@@ -57,19 +57,31 @@ pub fn measure_split(
 ) -> Result<(WrkResult, WrkResult), RunError> {
     let share = |total: u32| (total / urls.len().max(1) as u32).max(1);
     let run = |mode, duration| -> Result<WrkResult, RunError> {
-        let children = urls
-            .iter()
-            .map(|url| {
-                let wrk = WrkRun {
-                    url: url.clone(),
-                    threads: share(load.threads),
-                    connections: share(load.connections),
-                    duration,
-                    mode,
-                };
-                Ok(wrk.spawn(lab.command("client", "wrk")?)?)
-            })
-            .collect::<Result<Vec<_>, RunError>>()?;
+        let mut children = Vec::with_capacity(urls.len());
+        for url in urls {
+            let wrk = WrkRun {
+                url: url.clone(),
+                threads: share(load.threads),
+                connections: share(load.connections),
+                duration,
+                mode,
+            };
+            let spawned = lab
+                .command("client", "wrk")
+                .map_err(RunError::from)
+                .and_then(|command| Ok(wrk.spawn(command)?));
+            match spawned {
+                Ok(child) => children.push(child),
+                Err(err) => {
+                    // Leave no load running behind a failed start.
+                    for mut child in children {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    return Err(err);
+                }
+            }
+        }
         let results = children
             .into_iter()
             .map(crate::wrk::finish)

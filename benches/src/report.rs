@@ -203,16 +203,23 @@ fn median_result<'a>(results: impl Iterator<Item = &'a WrkResult> + Clone) -> Wr
     }
 }
 
-/// The median of `values` (the upper one of an even count); zero for none.
-fn median_f64(mut values: Vec<f64>) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or_default()
+fn median_f64(values: Vec<f64>) -> f64 {
+    median_by(values, f64::total_cmp)
 }
 
 /// The median of `samples` (the upper one of an even count); zero for none.
-pub fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
+pub fn median(samples: Vec<Duration>) -> Duration {
+    median_by(samples, Ord::cmp)
+}
+
+/// The median of `values` in the order `cmp` gives (the upper one of an
+/// even count); the default for none.
+fn median_by<T: Copy + Default>(
+    mut values: Vec<T>,
+    cmp: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) -> T {
+    values.sort_unstable_by(cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -72,14 +72,9 @@ impl WrkRun {
         args
     }
 
-    /// Run wrk through `command` (already set up to enter the client's
-    /// namespace) and parse its report.
-    pub fn run(&self, command: Command) -> Result<WrkResult, WrkError> {
-        finish(self.spawn(command)?)
-    }
-
-    /// Start wrk through `command`; [`finish`] waits for its report. Runs
-    /// started one after the other this way load at the same time.
+    /// Start wrk through `command` (already set up to enter the client's
+    /// namespace); [`finish`] waits for its report. Runs started one after
+    /// the other this way load at the same time.
     pub fn spawn(&self, mut command: Command) -> Result<Child, WrkError> {
         command
             .args(self.args())

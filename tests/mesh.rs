@@ -20,6 +20,7 @@ use std::{
 };
 
 use hive::demo::{Answer, http_get, parse_answer};
+use hive_common::maps::PacketCounterSlot;
 use hive_dataplane::{
     lab::{LabGuard, LabSpec},
     mesh::{Protocol, ServicePort},
@@ -160,6 +161,20 @@ fn published_port_on_every_node_reaches_every_backend_with_the_client_ip() {
             seen,
             BTreeSet::from(["t1".to_owned(), "t2".to_owned(), "t3".to_owned()]),
             "{node}:8080 did not reach every backend (local and remote)"
+        );
+    }
+    // Each node's task got requests through the other nodes' tunnels; those
+    // went into it past the node's IP stack.
+    for node in ["n1", "n2", "n3"] {
+        let handed = mesh
+            .dataplane(node)
+            .expect("data plane")
+            .maps()
+            .packet_counter(PacketCounterSlot::TaskHandoff)
+            .expect("counter");
+        assert!(
+            handed.packets > 0,
+            "{node}: no decapsulated packet was handed straight to its task"
         );
     }
     mesh.teardown().expect("teardown");

@@ -11,7 +11,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hive_common::{
     DropReason,
-    maps::{Backend, FlowKind, Ring, TcpState},
+    handoff::TaskHandoff,
+    maps::{Backend, FlowKind, PacketCounterSlot, Ring, TcpState},
 };
 use hive_dataplane::testing::{
     packet::{
@@ -28,6 +29,17 @@ use hive_dataplane::testing::world::*;
 fn run(h: &mut ProgRun, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
     let out = h.run(prog, frame).unwrap_or_else(|e| panic!("{e}"));
     (out.verdict, out.output)
+}
+
+/// The task `xdp_from_underlay` handed the frame to (its metadata), if any.
+fn handed_to(h: &mut ProgRun, frame: &[u8]) -> (u32, Vec<u8>, Option<u32>) {
+    let out = h.run(XDP, frame).unwrap_or_else(|e| panic!("{e}"));
+    let handoff = (!out.meta.is_empty()).then(|| {
+        TaskHandoff::parse(&out.meta)
+            .unwrap_or_else(|| panic!("metadata that is no hand-off: {:?}", out.meta))
+            .ifindex
+    });
+    (out.verdict, out.output, handoff)
 }
 
 fn ip(frame: &Frame) -> &packet::Ip {
@@ -123,7 +135,7 @@ macro_rules! root {
 fn programs_pass_the_verifier() {
     root!("programs_pass_the_verifier");
     let mut h = ProgRun::load().expect("load object");
-    for name in [XDP, TC, FLOOR] {
+    for name in [XDP, TC, TC_UNDERLAY, FLOOR] {
         let (verdict, _) = run(&mut h, name, &client_tcp(TCP_SYN).build());
         // Unconfigured node: everything passes.
         assert!(
@@ -282,8 +294,13 @@ fn decap_delivers_to_the_local_task_and_records_the_tunnel_back() {
     let frame = vxlan_frame(
         MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &inner,
     );
-    let (verdict, out) = run(&mut h, XDP, &frame);
+    let (verdict, out, handoff) = handed_to(&mut h, &frame);
     assert_eq!(verdict, XDP_PASS);
+    assert_eq!(
+        handoff,
+        Some(VETH_T_REMOTE),
+        "handed to tc_from_underlay for the task's veth"
+    );
     let f = parse(&out).expect("inner frame");
     assert_eq!(f.eth_dst, MAC_B, "inner destination MAC is the node's");
     assert_eq!(out[6..], inner[6..], "nothing else changed");
@@ -298,6 +315,26 @@ fn decap_delivers_to_the_local_task_and_records_the_tunnel_back() {
         .expect("ct")
         .expect("Tunnel entry");
     assert_eq!((t.node_be, t.vni), (be(NODE_A), VNI));
+}
+
+#[test]
+fn tc_from_underlay_leaves_frames_without_a_hand_off_to_the_kernel() {
+    root!("tc_from_underlay_without_handoff");
+    let mut h = node_b();
+    // A decapsulated frame as the kernel would hand it over, but without
+    // metadata (`BPF_PROG_RUN` cannot give an skb any): not for a task.
+    let frame = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_REMOTE, TARGET))
+        .macs(MAC_A, MAC_B)
+        .flags(TCP_SYN)
+        .build();
+    let (verdict, out) = run(&mut h, TC_UNDERLAY, &frame);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, frame, "untouched");
+    let handed = h
+        .maps()
+        .packet_counter(PacketCounterSlot::TaskHandoff)
+        .expect("counter");
+    assert_eq!(handed.packets, 0);
 }
 
 #[test]
@@ -374,8 +411,9 @@ fn east_west_vip_to_remote_backend_and_its_reply() {
     let frame = vxlan_frame(
         MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &reply,
     );
-    let (verdict, out) = run(&mut h, XDP, &frame);
+    let (verdict, out, handoff) = handed_to(&mut h, &frame);
     assert_eq!(verdict, XDP_PASS);
+    assert_eq!(handoff, Some(VETH_X), "handed off into the caller's veth");
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     assert_eq!(f.eth_dst, MAC_A);

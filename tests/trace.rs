@@ -658,6 +658,15 @@ fn one_request_is_followed_across_both_nodes_and_the_pcap_opens_in_tshark() {
         .expect("encap");
     assert_eq!(s(encap, "tunnel_peer"), "192.168.77.2");
     assert_eq!(s(encap, "dst"), format!("{t2}:80"));
+    let delivered = events
+        .iter()
+        .find(|e| s(e, "kind") == "local-delivery" && s(e, "node") == "n2")
+        .expect("local-delivery");
+    assert_eq!(
+        s(delivered, "verdict"),
+        "redirect",
+        "handed straight into the task, past n2's IP stack"
+    );
     let rnat = events
         .iter()
         .find(|e| s(e, "kind") == "reverse-nat")

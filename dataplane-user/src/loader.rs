@@ -8,7 +8,8 @@
 //! |---|---|
 //! | `HIVE_*` | every map of the object (names from `hive_common::maps`) |
 //! | `HIVE_AGENT_LB`, `HIVE_AGENT_BE` | the agent's records (`maps::records`) |
-//! | `prog_xdp_from_underlay`, `prog_tc_from_task` | the loaded programs |
+//! | `prog_xdp_from_underlay`, `prog_tc_from_underlay`, `prog_tc_from_task` | the loaded programs |
+//! | `link_tc_from_underlay` | tcx ingress of the underlay NIC (6.6+) |
 //! | `link_xdp_from_underlay` | XDP on the underlay NIC (a bpf_link, 5.9+) |
 //! | `link_tc_from_task_<ifindex>` | tcx ingress of a task's veth (6.6+) |
 //!
@@ -56,6 +57,9 @@ const TC_PROGRAM: &str = "tc_from_task";
 pub const XDP_PROGRAM_PIN: &str = "prog_xdp_from_underlay";
 const TC_PROGRAM_PIN: &str = "prog_tc_from_task";
 const XDP_LINK_PIN: &str = "link_xdp_from_underlay";
+const HANDOFF_PROGRAM: &str = "tc_from_underlay";
+const HANDOFF_PROGRAM_PIN: &str = "prog_tc_from_underlay";
+const HANDOFF_LINK_PIN: &str = "link_tc_from_underlay";
 const TC_LINK_PIN_PREFIX: &str = "link_tc_from_task_";
 
 /// How `xdp_from_underlay` runs on the underlay NIC.
@@ -263,36 +267,7 @@ impl Dataplane {
             // Left by a veth that is gone (its ifindex came back): stale.
             remove_file(&pin)?;
         }
-        let link_id = self
-            .tc_program
-            .attach_with_options(
-                &name,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(|source| DataplaneError::Program {
-                name: TC_PROGRAM,
-                action: "attach to tcx ingress",
-                source: Box::new(source),
-            })?;
-        let link =
-            self.tc_program
-                .take_link(link_id)
-                .map_err(|source| DataplaneError::Program {
-                    name: TC_PROGRAM,
-                    action: "take its link",
-                    source: Box::new(source),
-                })?;
-        let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
-            name: TC_PROGRAM,
-            action: "turn its tcx link into a bpf_link",
-            source: Box::new(e),
-        })?;
-        link.pin(&pin).map_err(|source| DataplaneError::Pin {
-            path: pin,
-            source: Box::new(source),
-        })?;
-        Ok(())
+        attach_tcx_ingress(&mut self.tc_program, TC_PROGRAM, &name, &pin)
     }
 
     /// Detach `tc_from_task` from a task's veth (unpin its link). Deleting
@@ -406,7 +381,7 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::from)?;
 
-    // Load and pin both programs before attaching anything, so that a
+    // Load and pin every program before attaching anything, so that a
     // program the verifier refuses leaves no half-attached node behind.
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
     tc.load().map_err(|source| DataplaneError::Program {
@@ -415,6 +390,13 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
         source: Box::new(source),
     })?;
     pin_program(dir, TC_PROGRAM_PIN, |p| tc.pin(p))?;
+    let handoff: &mut SchedClassifier = program(&mut ebpf, HANDOFF_PROGRAM)?;
+    handoff.load().map_err(|source| DataplaneError::Program {
+        name: HANDOFF_PROGRAM,
+        action: "load (verifier)",
+        source: Box::new(source),
+    })?;
+    pin_program(dir, HANDOFF_PROGRAM_PIN, |p| handoff.pin(p))?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     xdp.load().map_err(|source| DataplaneError::Program {
         name: XDP_PROGRAM,
@@ -423,6 +405,18 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
     })?;
     pin_program(dir, XDP_PROGRAM_PIN, |p| xdp.pin(p))?;
 
+    // tc behind XDP first: a frame XDP hands off must find it there. A
+    // load that failed after this point left its link: replace it, or the
+    // NIC would run the program twice.
+    let handoff_pin = dir.join(HANDOFF_LINK_PIN);
+    detach_pinned_link(&handoff_pin).map_err(|source| DataplaneError::Detach {
+        path: handoff_pin.clone(),
+        source,
+    })?;
+    remove_file(&handoff_pin)?;
+    let handoff: &mut SchedClassifier = program(&mut ebpf, HANDOFF_PROGRAM)?;
+    attach_tcx_ingress(handoff, HANDOFF_PROGRAM, underlay_iface, &handoff_pin)?;
+    let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     let (link_id, mode) = match xdp.attach(underlay_iface, XdpMode::Driver) {
         Ok(id) => (id, XdpAttachMode::Driver),
         Err(driver) => {
@@ -462,6 +456,44 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
     })?;
     info!(dir = %dir.display(), iface = underlay_iface, ?mode, "data plane loaded and attached");
     Ok(mode)
+}
+
+/// Attach a loaded classifier at tcx ingress of `iface` and pin the link at
+/// `pin`, so it stays attached after this process exits.
+fn attach_tcx_ingress(
+    program: &mut SchedClassifier,
+    name: &'static str,
+    iface: &str,
+    pin: &Path,
+) -> Result<(), DataplaneError> {
+    let link_id = program
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|source| DataplaneError::Program {
+            name,
+            action: "attach to tcx ingress",
+            source: Box::new(source),
+        })?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|source| DataplaneError::Program {
+            name,
+            action: "take its link",
+            source: Box::new(source),
+        })?;
+    let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+        name,
+        action: "turn its tcx link into a bpf_link",
+        source: Box::new(e),
+    })?;
+    link.pin(pin).map_err(|source| DataplaneError::Pin {
+        path: pin.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok(())
 }
 
 fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>

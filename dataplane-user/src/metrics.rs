@@ -259,6 +259,18 @@ pub fn render_stats(out: &mut MetricsWriter, nodes: &[stats::NodeStats], failed:
         );
     }
     out.family(
+        "hive_task_handoff_packets_total",
+        MetricType::Counter,
+        "Decapsulated packets moved straight into a local task (tc_from_underlay)",
+    );
+    for n in nodes {
+        out.sample(
+            "hive_task_handoff_packets_total",
+            &[("node", &n.node)],
+            n.task_handoff_packets as f64,
+        );
+    }
+    out.family(
         "hive_trace_lost_total",
         MetricType::Counter,
         "Trace events not delivered (over the rate limit, or ring buffer full)",

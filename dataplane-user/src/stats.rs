@@ -141,6 +141,9 @@ pub struct NodeStats {
     pub drops: BTreeMap<String, u64>,
     pub underlay_rx_packets: u64,
     pub underlay_rx_bytes: u64,
+    /// Decapsulated packets moved straight into a local task, past the
+    /// node's IP stack (`tc_from_underlay`).
+    pub task_handoff_packets: u64,
     pub trace_lost: LostCounts,
 }
 
@@ -220,6 +223,9 @@ pub fn read_node(pins: &NodePins, service: Option<&str>) -> Result<NodeStats, St
     let rx = maps
         .packet_counter(PacketCounterSlot::UnderlayRx)
         .map_err(maps_err)?;
+    let handoff = maps
+        .packet_counter(PacketCounterSlot::TaskHandoff)
+        .map_err(maps_err)?;
     // Pins of a hive without tracing have no trace maps: report zeros.
     let trace_lost = match TraceMaps::open_pinned(&pins.dir) {
         Ok(t) => t.lost().map_err(|source| StatsError::Trace {
@@ -234,6 +240,7 @@ pub fn read_node(pins: &NodePins, service: Option<&str>) -> Result<NodeStats, St
         drops,
         underlay_rx_packets: rx.packets,
         underlay_rx_bytes: rx.bytes,
+        task_handoff_packets: handoff.packets,
         trace_lost,
     })
 }

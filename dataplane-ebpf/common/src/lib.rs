@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod drop;
+pub mod handoff;
 pub mod hash;
 pub mod maps;
 pub mod trace;

@@ -508,14 +508,30 @@ pub fn decap<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, from: &TunnelFrom, 
     open.finish(ctx);
 }
 
+/// How a packet for a task on this node gets there: one argument of
+/// [`delivered`], for the five a BPF function takes.
+#[repr(C)]
+pub struct Delivery {
+    /// The task's network.
+    pub vni: u32,
+    /// Handed to `tc_from_underlay`, which redirects it into the task
+    /// (`handoff`); otherwise the kernel routes it there.
+    pub handed_off: bool,
+}
+
 /// A packet for a task on this node goes to the kernel (overlay traffic,
-/// or decapsulated traffic; the service is not known here).
+/// or decapsulated traffic; the service is not known here), or, handed
+/// off, straight into the task.
 #[inline(never)]
-pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, vni: u32, clock_ns: u64) {
+pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, to: &Delivery, clock_ns: u64) {
     let flow = Flow::parsed(ip, l4);
     let Some(mut open) = Open::start(
         TraceKind::LocalDelivery,
-        TraceVerdict::Pass,
+        if to.handed_off {
+            TraceVerdict::Redirect
+        } else {
+            TraceVerdict::Pass
+        },
         &flow,
         0,
         0,
@@ -523,7 +539,7 @@ pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, vni: u32, clock
     ) else {
         return;
     };
-    open.event().vni = vni;
+    open.event().vni = to.vni;
     open.finish(ctx);
 }
 

@@ -10,6 +10,7 @@ mod conntrack;
 mod counters;
 mod csum;
 mod events;
+mod handoff;
 mod headers;
 mod icmp;
 mod lb;
@@ -61,6 +62,13 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
             TC_ACT_SHOT
         }
     }
+}
+
+/// tc ingress of a node's underlay NIC, behind `xdp_from_underlay`: moves
+/// the frames it marked into their local task (`handoff`).
+#[classifier]
+pub fn tc_from_underlay(ctx: TcContext) -> i32 {
+    handoff::to_task(&ctx)
 }
 
 /// The floor for `BPF_PROG_RUN` benchmarks: the cost of running any XDP

@@ -172,7 +172,11 @@ fn other(
     if let Some(ep) = maps::endpoint(ip.daddr_be) {
         if ep.flags & Endpoint::FLAG_LOCAL != 0 {
             if events::on() {
-                events::delivered(ctx, ip, l4, ep.vni, now);
+                let to = events::Delivery {
+                    vni: ep.vni,
+                    handed_off: false,
+                };
+                events::delivered(ctx, ip, l4, &to, now);
             }
             return Ok(OK);
         }

@@ -13,7 +13,7 @@ use hive_common::{
 use crate::{
     balance::{self, Decision},
     conntrack::{self, Balanced},
-    counters, events,
+    counters, events, handoff,
     headers::{ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VxlanHdr},
     icmp, lb, maps, mss, nat,
     packet::{Packet, XdpPacket},
@@ -224,9 +224,13 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
             }
         }
     }
+    // Addressed to this node, so that the kernel takes the frame even where
+    // the hand-off is not possible.
     pkt.store(0, &node.underlay_mac)?;
+    let handed_off = handoff::mark(ctx, ep.ifindex);
     if events::on() {
-        events::delivered(ctx, &inner, l4.as_ref(), vni, now);
+        let to = events::Delivery { vni, handed_off };
+        events::delivered(ctx, &inner, l4.as_ref(), &to, now);
     }
     Ok(xdp_action::XDP_PASS)
 }
@@ -250,6 +254,12 @@ fn reverse_nat(
         nat::to_client(pkt, node, e)?;
         return Ok(xdp_action::XDP_TX);
     }
+    // The reply to one of this node's tasks (it called a VIP).
     pkt.store(0, &node.underlay_mac)?;
+    if let Some(ep) = maps::endpoint(ip.daddr_be)
+        && ep.flags & Endpoint::FLAG_LOCAL != 0
+    {
+        handoff::mark(pkt.ctx, ep.ifindex);
+    }
     Ok(xdp_action::XDP_PASS)
 }

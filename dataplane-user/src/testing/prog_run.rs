@@ -26,8 +26,8 @@ use hive_common::{
     DropReason,
     maps::{
         BACKEND_STATS, BACKENDS, Backend, CONNTRACK, DROP_COUNTERS, ENDPOINTS, Endpoint, FlowEntry,
-        FlowKey, Frontend, MAGLEV, NODE_CONFIG, NodeConfig, PEERS, Peer, RINGS, Ring,
-        SERVICE_STATS, SERVICES, ServiceCounters, ServiceKey,
+        FlowKey, Frontend, MAGLEV, NODE_CONFIG, NodeConfig, PACKET_COUNTERS, PEERS, PacketCounter,
+        PacketCounterSlot, Peer, RINGS, Ring, SERVICE_STATS, SERVICES, ServiceCounters, ServiceKey,
     },
 };
 
@@ -87,8 +87,41 @@ pub struct RunOutput {
     pub verdict: u32,
     /// The packet as the program left it.
     pub output: Vec<u8>,
+    /// The XDP metadata the program left in front of the packet
+    /// (`bpf_xdp_adjust_meta`); empty for tc and when there is none.
+    pub meta: Vec<u8>,
     /// Kernel-measured average duration of one run.
     pub duration: Duration,
+}
+
+/// `struct xdp_md` as `BPF_PROG_RUN` takes and returns it: offsets into the
+/// data buffer, which starts at the metadata (`net/bpf/test_run.c`).
+struct XdpMd {
+    data_end: u32,
+}
+
+impl XdpMd {
+    /// data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    /// egress_ifindex: six `u32`.
+    const SIZE: usize = 24;
+
+    /// A frame of `len` bytes with no metadata in front of it.
+    fn frame(len: usize) -> Self {
+        XdpMd {
+            data_end: u32::try_from(len).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[4..8].copy_from_slice(&self.data_end.to_ne_bytes());
+        b
+    }
+
+    /// Where the frame starts in the output buffer: the metadata's length.
+    fn data_offset(out: &[u8; Self::SIZE]) -> usize {
+        u32::from_ne_bytes([out[0], out[1], out[2], out[3]]) as usize
+    }
 }
 
 /// The loaded object plus the programs loaded into the kernel so far.
@@ -144,16 +177,26 @@ impl ProgRun {
         repeat: u32,
     ) -> Result<RunOutput, HarnessError> {
         let mut out = vec![0u8; packet.len() + OUT_ROOM];
-        let opts = TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        };
+        // XDP: a context in (the frame, no metadata) and out, whose `data`
+        // then says how much metadata precedes the frame in `out`.
+        let xdp_in = XdpMd::frame(packet.len());
+        let mut xdp_out = [0u8; XdpMd::SIZE];
         let program = self.loaded(name)?;
         let result = match program {
-            Program::Xdp(p) => p.test_run(opts),
-            Program::SchedClassifier(p) => p.test_run(opts),
+            Program::Xdp(p) => p.test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ctx_in: Some(&xdp_in.bytes()),
+                ctx_out: Some(&mut xdp_out),
+                repeat,
+                ..TestRunOptions::default()
+            }),
+            Program::SchedClassifier(p) => p.test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            }),
             _ => {
                 return Err(HarnessError::UnsupportedProgram {
                     name: name.to_owned(),
@@ -165,9 +208,12 @@ impl ProgRun {
             source,
         })?;
         out.truncate(result.data_size_out as usize);
+        let meta_len = XdpMd::data_offset(&xdp_out).min(out.len());
+        let output = out.split_off(meta_len);
         Ok(RunOutput {
             verdict: result.return_value,
-            output: out,
+            output,
+            meta: out,
             duration: result.duration,
         })
     }
@@ -343,6 +389,22 @@ impl Maps<'_> {
     /// Drops counted for `reason`, summed over CPUs.
     pub fn drops(&mut self, reason: DropReason) -> Result<u64, HarnessError> {
         self.per_cpu_sum(DROP_COUNTERS, reason as u32, 0u64, |a, v: &u64| a + v)
+    }
+
+    /// Packets and bytes counted at `slot`, summed over CPUs.
+    pub fn packet_counter(
+        &mut self,
+        slot: PacketCounterSlot,
+    ) -> Result<PacketCounter, HarnessError> {
+        self.per_cpu_sum(
+            PACKET_COUNTERS,
+            slot as u32,
+            PacketCounter::default(),
+            |a, v: &PacketCounter| PacketCounter {
+                packets: a.packets + v.packets,
+                bytes: a.bytes + v.bytes,
+            },
+        )
     }
 
     fn stats(&mut self, name: &'static str, index: u32) -> Result<ServiceCounters, HarnessError> {

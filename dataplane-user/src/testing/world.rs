@@ -17,6 +17,7 @@ use super::{
 
 pub const XDP: &str = "xdp_from_underlay";
 pub const TC: &str = "tc_from_task";
+pub const TC_UNDERLAY: &str = "tc_from_underlay";
 pub const FLOOR: &str = "xdp_floor";
 
 pub const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -49,6 +50,11 @@ pub const BE_OTHER: u32 = 7;
 /// A local client task X (on A) for east-west paths.
 pub const X: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 9), 33000);
 pub const RING_SIZE: u32 = 7;
+/// Host sides of the local tasks' veths: T_REMOTE's on B, T_LOCAL's and
+/// X's on A.
+pub const VETH_T_REMOTE: u32 = 35;
+pub const VETH_T_LOCAL: u32 = 36;
+pub const VETH_X: u32 = 39;
 
 pub fn be(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
@@ -175,21 +181,30 @@ pub fn node_a(backend: u32) -> ProgRun {
         },
     )
     .expect("backend");
-    let ep = |node, flags| Endpoint {
-        node_be: be(node),
-        vni: VNI,
-        ifindex: 0,
-        flags,
-    };
-    m.set_endpoint(be(T_REMOTE), ep(NODE_B, 0))
+    m.set_endpoint(be(T_REMOTE), endpoint(NODE_B, None))
         .expect("endpoint");
-    m.set_endpoint(be(T_OTHER), ep(NODE_B, 0))
+    m.set_endpoint(be(T_OTHER), endpoint(NODE_B, None))
         .expect("endpoint");
-    m.set_endpoint(be(T_LOCAL), ep(NODE_A, Endpoint::FLAG_LOCAL))
+    m.set_endpoint(be(T_LOCAL), endpoint(NODE_A, Some(VETH_T_LOCAL)))
         .expect("endpoint");
-    m.set_endpoint(be(*X.ip()), ep(NODE_A, Endpoint::FLAG_LOCAL))
+    m.set_endpoint(be(*X.ip()), endpoint(NODE_A, Some(VETH_X)))
         .expect("endpoint");
     h
+}
+
+/// A task on network VNI on `node`; `local_veth` is the host side of its
+/// veth when it runs on the node under test.
+fn endpoint(node: Ipv4Addr, local_veth: Option<u32>) -> Endpoint {
+    Endpoint {
+        node_be: be(node),
+        vni: VNI,
+        ifindex: local_veth.unwrap_or(0),
+        flags: if local_veth.is_some() {
+            Endpoint::FLAG_LOCAL
+        } else {
+            0
+        },
+    }
 }
 
 /// Node B's view: T_REMOTE is local there, A is the peer.
@@ -205,15 +220,9 @@ pub fn node_b() -> ProgRun {
         },
     )
     .expect("peer");
-    let ep = |node, flags| Endpoint {
-        node_be: be(node),
-        vni: VNI,
-        ifindex: 0,
-        flags,
-    };
-    m.set_endpoint(be(T_REMOTE), ep(NODE_B, Endpoint::FLAG_LOCAL))
+    m.set_endpoint(be(T_REMOTE), endpoint(NODE_B, Some(VETH_T_REMOTE)))
         .expect("endpoint");
-    m.set_endpoint(be(*X.ip()), ep(NODE_A, 0))
+    m.set_endpoint(be(*X.ip()), endpoint(NODE_A, None))
         .expect("endpoint");
     h
 }

@@ -1,0 +1,65 @@
+//! Decapsulated packets for a local task skip the node's IP stack.
+//!
+//! `xdp_from_underlay` cannot put a packet into another network namespace
+//! itself: `XDP_REDIRECT` into a veth lands on the far end's XDP ring, which
+//! only drains when the task's side runs an XDP program of its own. So it
+//! marks the frame ([`mark`]) and passes it; the kernel builds the skb, and
+//! `tc_from_underlay` at tc ingress of the same NIC ([`to_task`]) moves it
+//! with `bpf_redirect_peer` into the task's namespace: no routing, no
+//! forwarding, no second trip through a veth's backlog queue (Cilium's path
+//! from the NIC to a pod, `bpf_host.c`).
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    helpers::{bpf_redirect_peer, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
+};
+use hive_common::{handoff::TaskHandoff, maps::PacketCounterSlot};
+
+use crate::counters;
+
+/// Ask `tc_from_underlay` to move this frame into the task behind the
+/// host-side veth `ifindex`. `false` if the driver keeps no metadata: the
+/// kernel then routes the packet to the task, as it would without hive.
+#[inline(always)]
+pub fn mark(ctx: &XdpContext, ifindex: u32) -> bool {
+    // SAFETY: the helper checks itself that the metadata fits the headroom.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(TaskHandoff::LEN as i32)) } != 0 {
+        return false;
+    }
+    // SAFETY: reading a field of the context the kernel gave us.
+    let meta = unsafe { (*ctx.ctx).data_meta } as usize;
+    if meta + TaskHandoff::LEN > ctx.data() {
+        return false;
+    }
+    let handoff = TaskHandoff {
+        magic: TaskHandoff::MAGIC,
+        ifindex,
+    };
+    // SAFETY: the 8 bytes at `meta` lie before `data` (checked above), in the
+    // metadata area the helper just made.
+    unsafe { core::ptr::write_unaligned(meta as *mut TaskHandoff, handoff) };
+    true
+}
+
+/// `tc_from_underlay`: a frame [`mark`]ed by `xdp_from_underlay` goes
+/// straight into its task; every other frame goes on into the kernel.
+#[inline(always)]
+pub fn to_task(ctx: &TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (meta, data) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
+    if meta + TaskHandoff::LEN > data {
+        return TC_ACT_OK;
+    }
+    // SAFETY: the 8 bytes at `meta` lie before `data` (checked above): the
+    // skb's metadata, which only `xdp_from_underlay` writes on this NIC.
+    let handoff = unsafe { core::ptr::read_unaligned(meta as *const TaskHandoff) };
+    if handoff.magic != TaskHandoff::MAGIC {
+        return TC_ACT_OK;
+    }
+    counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
+    // SAFETY: plain helper call; an ifindex that is no veth with a peer in
+    // another namespace makes the kernel drop the frame (`skb_do_redirect`).
+    unsafe { bpf_redirect_peer(handoff.ifindex, 0) as i32 }
+}

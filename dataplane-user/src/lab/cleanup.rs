@@ -84,13 +84,25 @@ pub fn lab_netns_names(lab: &str) -> Vec<String> {
 /// Mount points at or below `dir` in a mountinfo text, deepest first so
 /// they can be unmounted in order.
 pub fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
-    // A set: shared propagation can show the same path more than once.
-    let unique: std::collections::BTreeSet<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
-        .filter(|point| point.starts_with(dir))
-        .collect();
+    deepest_first(
+        mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(|field| PathBuf::from(unescape_mountinfo(field)))
+            .filter(|point| point.starts_with(dir)),
+    )
+}
+
+/// Both lists of mount points as one, deepest first (as
+/// [`mount_points_under`] orders them).
+pub fn merge_deepest_first(a: Vec<PathBuf>, b: Vec<PathBuf>) -> Vec<PathBuf> {
+    deepest_first(a.into_iter().chain(b))
+}
+
+/// Mount points without repeats (shared propagation can show the same path
+/// more than once), deepest first so they can be unmounted in order.
+fn deepest_first(points: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let unique: std::collections::BTreeSet<PathBuf> = points.collect();
     let mut points: Vec<PathBuf> = unique.into_iter().collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points
@@ -231,6 +243,13 @@ pub fn remove_lab(lab: &str, grace: Duration) -> Result<DownReport, CleanupError
             Err(err) => problems.push(err.to_string()),
         }
     }
+    // Mounts made while the processes were being stopped (a daemon that was
+    // creating a task's namespace) were not in the first scan: look again,
+    // now that nothing is left to make more.
+    let lab_mounts = match fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => merge_deepest_first(lab_mounts, mount_points_under(&text, &lab_dir)),
+        Err(_) => lab_mounts,
+    };
     for point in &lab_mounts {
         match detach(point) {
             Ok(()) => report.mounts.push(point.clone()),
@@ -291,6 +310,25 @@ mod tests {
         assert_eq!(
             points,
             vec![
+                PathBuf::from("/run/hive/lab/x/n1/data/deep"),
+                PathBuf::from("/run/hive/lab/x/client/uts"),
+                PathBuf::from("/run/hive/lab/x/n1/uts"),
+                PathBuf::from("/run/hive/lab/x/odd name"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mount_made_after_the_first_scan_is_added_once() {
+        let first = mount_points_under(MOUNTINFO, Path::new("/run/hive/lab/x"));
+        let later = vec![
+            PathBuf::from("/run/hive/lab/x/n1/uts"),
+            PathBuf::from("/run/hive/lab/x/n1/run/netns/task"),
+        ];
+        assert_eq!(
+            merge_deepest_first(first, later),
+            vec![
+                PathBuf::from("/run/hive/lab/x/n1/run/netns/task"),
                 PathBuf::from("/run/hive/lab/x/n1/data/deep"),
                 PathBuf::from("/run/hive/lab/x/client/uts"),
                 PathBuf::from("/run/hive/lab/x/n1/uts"),

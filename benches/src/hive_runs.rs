@@ -1,10 +1,7 @@
-//! Measuring hive's own path on the same lab: the same nginx backends, now
-//! as tasks in their own namespaces on n2 and n3 behind hive's eBPF mesh,
-//! the same published port on n1, the same load from `client`.
-//!
-//! hive pays one more hop than the kernel baseline (a veth into the task's
-//! namespace, where Swarm's tasks live too); the baseline's nginx listens on
-//! the node's own overlay address, as in `../shared/reference/kernel-baseline`.
+//! Measuring hive's own path on the same lab: the same nginx backends, as
+//! tasks in their own namespaces on n2 and n3 (where the kernel path's run
+//! too, `kernel_path`) behind hive's eBPF mesh, the same published port on
+//! n1, the same load from `client`.
 
 use std::{
     path::Path,

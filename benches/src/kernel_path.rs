@@ -1,7 +1,11 @@
 //! The kernel's own mesh path, built on a hive lab for comparison: kernel
-//! VXLAN devices between nodes, nginx backends on two nodes' overlay
-//! addresses, and iptables or nftables DNAT + MASQUERADE on the ingress
-//! node — the topology of `../shared/reference/kernel-baseline/topo.sh`.
+//! VXLAN devices between nodes, nginx backends on two nodes, and iptables or
+//! nftables DNAT + MASQUERADE on the ingress node — the topology of
+//! `../shared/reference/kernel-baseline/topo.sh`, with one change: each
+//! backend runs in a task namespace of its own, its veth in a bridge with the
+//! node's VXLAN device, as Docker's overlay driver attaches a task (the
+//! reference let nginx listen on the node itself; hive's tasks have a
+//! namespace and a veth, so the kernel's backends get the same).
 //!
 //! This is the reference being measured, configured with the kernel's own
 //! tools (`ip`, `bridge`, `iptables-restore`, `nft`) exactly as operators
@@ -10,12 +14,15 @@
 use std::{
     io::Write as _,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use hive_dataplane::lab::Lab;
+use hive_dataplane::{
+    lab::{Lab, naming},
+    netns,
+};
 
 use crate::rules::{self, RealService, VXLAN_DEV};
 
@@ -38,6 +45,8 @@ pub enum KernelPathError {
         addr: Ipv4Addr,
         waited: Duration,
     },
+    #[error("the backend namespace {path}: {detail}")]
+    Netns { path: PathBuf, detail: String },
     #[error("writing nginx's configuration {path}: {source}")]
     Config {
         path: PathBuf,
@@ -69,6 +78,19 @@ const VNI: &str = "4096";
 fn overlay_addr(node_index: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, node_index)
 }
+/// The address of the backend task on node `node_index`, on the overlay.
+fn task_addr(node_index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 10 + node_index)
+}
+/// The overlay bridge of a backend node: its VXLAN device and the task's
+/// veth, as the bridge in the network namespace Docker's overlay driver
+/// keeps per network.
+const OVERLAY_BRIDGE: &str = "br-ov";
+/// The host side of the backend task's veth.
+const TASK_VETH: &str = "ov-task";
+/// MTU of the overlay (the underlay's 1500 − 50 of VXLAN), as Docker sets on
+/// a task's interface.
+const OVERLAY_MTU: &str = "1450";
 
 /// The lab member that generates load.
 const CLIENT: &str = "client";
@@ -136,6 +158,13 @@ impl<'a> KernelPath<'a> {
                     )?;
                 }
             }
+            // The node's overlay address: on the bridge where tasks run.
+            let overlay_dev = if BACKEND_NODES.contains(&index) {
+                path.bridge_overlay(node)?;
+                OVERLAY_BRIDGE
+            } else {
+                VXLAN_DEV
+            };
             path.run(
                 node,
                 "ip",
@@ -144,12 +173,13 @@ impl<'a> KernelPath<'a> {
                     "add",
                     &format!("{}/24", overlay_addr(index)),
                     "dev",
-                    VXLAN_DEV,
+                    overlay_dev,
                 ],
             )?;
             path.run(node, "ip", &["link", "set", VXLAN_DEV, "up"])?;
         }
         for index in BACKEND_NODES {
+            path.start_task(index)?;
             path.start_nginx(index)?;
         }
         Ok(path)
@@ -160,19 +190,19 @@ impl<'a> KernelPath<'a> {
         RealService {
             published_addr: self.nodes[0].1,
             published_port: 8080,
-            backends: [overlay_addr(2), overlay_addr(3)],
+            backends: BACKEND_NODES.map(task_addr),
             backend_port: 80,
         }
     }
 
-    /// Route `client` straight to each backend's overlay address through
-    /// the backend's own node (nginx listens there, on the node itself, so
-    /// nothing is forwarded); returns the addresses. For the no-mesh
-    /// ceiling ([`crate::kernel_runs::direct`]).
+    /// Route `client` straight to each backend task's address through the
+    /// backend's own node, which forwards into its overlay bridge; returns
+    /// the addresses. For the no-mesh ceiling
+    /// ([`crate::kernel_runs::direct`]).
     pub fn route_client_to_backends(&self) -> Result<Vec<Ipv4Addr>, KernelPathError> {
         let mut routed = Vec::new();
         for (index, (_, via)) in self.backend_nodes() {
-            let addr = overlay_addr(index);
+            let addr = task_addr(index);
             self.run(
                 CLIENT,
                 "ip",
@@ -192,7 +222,7 @@ impl<'a> KernelPath<'a> {
     /// Remove the routes [`Self::route_client_to_backends`] added.
     pub fn unroute_client(&self) -> Result<(), KernelPathError> {
         for (index, _) in self.backend_nodes() {
-            let addr = overlay_addr(index);
+            let addr = task_addr(index);
             self.run(CLIENT, "ip", &["route", "del", &format!("{addr}/32")])?;
         }
         Ok(())
@@ -276,12 +306,139 @@ impl<'a> KernelPath<'a> {
         for (node, _) in &self.nodes {
             self.run(node, "ip", &["link", "del", VXLAN_DEV])?;
         }
+        for (index, (node, _)) in self.backend_nodes() {
+            // The task's veth goes with its namespace.
+            self.run(node, "ip", &["link", "del", OVERLAY_BRIDGE])?;
+            let task = self.task_netns(index);
+            netns::remove(&task).map_err(|e| KernelPathError::Netns {
+                path: task,
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A bridge for the node's VXLAN device, as Docker's overlay network
+    /// has. Bridged frames skip the node's netfilter, as in the underlay
+    /// (`docs/lab.md`): the baseline pays for its rules, not for
+    /// `br_netfilter`.
+    fn bridge_overlay(&self, node: &str) -> Result<(), KernelPathError> {
+        self.run(
+            node,
+            "ip",
+            &["link", "add", OVERLAY_BRIDGE, "type", "bridge"],
+        )?;
+        self.run(
+            node,
+            "ip",
+            &["link", "set", VXLAN_DEV, "master", OVERLAY_BRIDGE],
+        )?;
+        self.run(node, "ip", &["link", "set", OVERLAY_BRIDGE, "up"])?;
+        for key in ["iptables", "ip6tables", "arptables"] {
+            let sysctl = format!("/proc/sys/net/bridge/bridge-nf-call-{key}");
+            if Path::new(&sysctl).exists() {
+                self.run(
+                    node,
+                    "sysctl",
+                    &["-qw", &format!("net.bridge.bridge-nf-call-{key}=0")],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend task's namespace on node `index`: a veth whose host side
+    /// joins the overlay bridge, the task's address on the other, the node's
+    /// overlay address as its gateway. The namespace is mounted under the
+    /// lab's directory, so `hive lab down` removes it whatever happens here.
+    fn start_task(&self, index: u8) -> Result<(), KernelPathError> {
+        let node = &self.nodes[usize::from(index) - 1].0;
+        let task = self.task_netns(index);
+        if let Some(dir) = task.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| KernelPathError::Netns {
+                path: task.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        netns::create_netns(&task).map_err(|e| KernelPathError::Netns {
+            path: task.clone(),
+            detail: e.to_string(),
+        })?;
+        let node_netns = self.lab.netns_path(node)?;
+        let node_netns = node_netns
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| KernelPathError::Netns {
+                path: node_netns.to_path_buf(),
+                detail: "is not a named network namespace".into(),
+            })?;
+        let addr = format!("{}/24", task_addr(index));
+        let gateway = overlay_addr(index).to_string();
+        self.run_in_task(
+            index,
+            "ip",
+            &[
+                "link",
+                "add",
+                "eth0",
+                "mtu",
+                OVERLAY_MTU,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                TASK_VETH,
+                "mtu",
+                OVERLAY_MTU,
+                "netns",
+                node_netns,
+            ],
+        )?;
+        self.run_in_task(index, "ip", &["addr", "add", &addr, "dev", "eth0"])?;
+        self.run_in_task(index, "ip", &["link", "set", "lo", "up"])?;
+        self.run_in_task(index, "ip", &["link", "set", "eth0", "up"])?;
+        self.run_in_task(index, "ip", &["route", "add", "default", "via", &gateway])?;
+        self.run(
+            node,
+            "ip",
+            &["link", "set", TASK_VETH, "master", OVERLAY_BRIDGE, "up"],
+        )
+    }
+
+    /// Where the backend task of node `index` has its network namespace.
+    fn task_netns(&self, index: u8) -> PathBuf {
+        naming::lab_dir(self.lab.name())
+            .join("kernel-path")
+            .join(format!("task-{index}.net"))
+    }
+
+    /// `program` inside the backend task's namespace of node `index`.
+    fn task_command(&self, index: u8, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.task_netns(index).display()))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    fn run_in_task(&self, index: u8, program: &str, args: &[&str]) -> Result<(), KernelPathError> {
+        let label = format!("task on node {index}");
+        let out = self
+            .task_command(index, program)
+            .args(args)
+            .output()
+            .map_err(|e| self.failed(&label, program, args, e.to_string()))?;
+        if !out.status.success() {
+            let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(self.failed(&label, program, args, detail));
+        }
         Ok(())
     }
 
     fn start_nginx(&self, index: u8) -> Result<(), KernelPathError> {
         let node = &self.nodes[index as usize - 1].0;
-        let addr = overlay_addr(index);
+        let addr = task_addr(index);
         let dir = &self.run_dir;
         let conf = dir.join(format!("nginx-{index}.conf"));
         let body = format!(
@@ -299,7 +456,7 @@ impl<'a> KernelPath<'a> {
                 path: conf.clone(),
                 source,
             })?;
-        self.run(node, "nginx", &["-c", &conf.to_string_lossy()])?;
+        self.run_in_task(index, "nginx", &["-c", &conf.to_string_lossy()])?;
         wait_for_http(self, node, addr)
     }
 

@@ -383,20 +383,18 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
 
     // Load and pin every program before attaching anything, so that a
     // program the verifier refuses leaves no half-attached node behind.
-    let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
-    tc.load().map_err(|source| DataplaneError::Program {
-        name: TC_PROGRAM,
-        action: "load (verifier)",
-        source: Box::new(source),
-    })?;
-    pin_program(dir, TC_PROGRAM_PIN, |p| tc.pin(p))?;
-    let handoff: &mut SchedClassifier = program(&mut ebpf, HANDOFF_PROGRAM)?;
-    handoff.load().map_err(|source| DataplaneError::Program {
-        name: HANDOFF_PROGRAM,
-        action: "load (verifier)",
-        source: Box::new(source),
-    })?;
-    pin_program(dir, HANDOFF_PROGRAM_PIN, |p| handoff.pin(p))?;
+    for (name, pin) in [
+        (TC_PROGRAM, TC_PROGRAM_PIN),
+        (HANDOFF_PROGRAM, HANDOFF_PROGRAM_PIN),
+    ] {
+        let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
+        tc.load().map_err(|source| DataplaneError::Program {
+            name,
+            action: "load (verifier)",
+            source: Box::new(source),
+        })?;
+        pin_program(dir, pin, |p| tc.pin(p))?;
+    }
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     xdp.load().map_err(|source| DataplaneError::Program {
         name: XDP_PROGRAM,

@@ -246,29 +246,24 @@ pub fn render_stats(out: &mut MetricsWriter, nodes: &[stats::NodeStats], failed:
             );
         }
     }
-    out.family(
-        "hive_underlay_rx_packets_total",
-        MetricType::Counter,
-        "Frames xdp_from_underlay saw",
-    );
-    for n in nodes {
-        out.sample(
+    type NodeField = fn(&stats::NodeStats) -> u64;
+    let node_families: [(&str, &str, NodeField); 2] = [
+        (
             "hive_underlay_rx_packets_total",
-            &[("node", &n.node)],
-            n.underlay_rx_packets as f64,
-        );
-    }
-    out.family(
-        "hive_task_handoff_packets_total",
-        MetricType::Counter,
-        "Decapsulated packets moved straight into a local task (tc_from_underlay)",
-    );
-    for n in nodes {
-        out.sample(
+            "Frames xdp_from_underlay saw",
+            |n| n.underlay_rx_packets,
+        ),
+        (
             "hive_task_handoff_packets_total",
-            &[("node", &n.node)],
-            n.task_handoff_packets as f64,
-        );
+            "Decapsulated packets moved straight into a local task (tc_from_underlay)",
+            |n| n.task_handoff_packets,
+        ),
+    ];
+    for (name, help, field) in node_families {
+        out.family(name, MetricType::Counter, help);
+        for n in nodes {
+            out.sample(name, &[("node", &n.node)], field(n) as f64);
+        }
     }
     out.family(
         "hive_trace_lost_total",
@@ -324,6 +319,8 @@ mod tests {
                 ..Default::default()
             }],
             drops: BTreeMap::from([("no-backend".to_owned(), 2)]),
+            underlay_rx_packets: 40,
+            task_handoff_packets: 7,
             ..Default::default()
         };
         let mut w = MetricsWriter::new();
@@ -341,6 +338,14 @@ mod tests {
         );
         assert!(
             text.contains("hive_dataplane_up{node=\"n2\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hive_underlay_rx_packets_total{node=\"n1\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hive_task_handoff_packets_total{node=\"n1\"} 7\n"),
             "{text}"
         );
     }

@@ -6,8 +6,8 @@
 //! marks the frame ([`mark`]) and passes it; the kernel builds the skb, and
 //! `tc_from_underlay` at tc ingress of the same NIC ([`to_task`]) moves it
 //! with `bpf_redirect_peer` into the task's namespace: no routing, no
-//! forwarding, no second trip through a veth's backlog queue (Cilium's path
-//! from the NIC to a pod, `bpf_host.c`).
+//! forwarding, no second trip through a veth's backlog queue (as Cilium's
+//! BPF host routing enters a pod, `redirect_ep`).
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,

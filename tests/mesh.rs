@@ -128,6 +128,16 @@ fn open_keep_alive(client: &Path, to: SocketAddr) -> (TcpStream, String) {
     (stream, pinned)
 }
 
+/// Packets `node`'s programs moved straight into one of its tasks.
+fn handed_into_tasks(mesh: &StaticMesh, node: &str) -> u64 {
+    mesh.dataplane(node)
+        .expect("data plane")
+        .maps()
+        .packet_counter(PacketCounterSlot::TaskHandoff)
+        .expect("counter")
+        .packets
+}
+
 fn client_ns(lab: &LabGuard) -> std::path::PathBuf {
     lab.netns_path("client").expect("client").to_path_buf()
 }
@@ -166,14 +176,8 @@ fn published_port_on_every_node_reaches_every_backend_with_the_client_ip() {
     // Each node's task got requests through the other nodes' tunnels; those
     // went into it past the node's IP stack.
     for node in ["n1", "n2", "n3"] {
-        let handed = mesh
-            .dataplane(node)
-            .expect("data plane")
-            .maps()
-            .packet_counter(PacketCounterSlot::TaskHandoff)
-            .expect("counter");
         assert!(
-            handed.packets > 0,
+            handed_into_tasks(&mesh, node) > 0,
             "{node}: no decapsulated packet was handed straight to its task"
         );
     }
@@ -264,6 +268,18 @@ fn a_task_reaches_a_service_vip_and_the_reply_comes_from_the_vip() {
         }
     }
     assert_eq!(seen.len(), 3, "the VIP reached only {seen:?}");
+
+    // A task of the same node by its own address: both ways straight from
+    // one task's veth into the other's namespace, past n1's IP stack.
+    let handed_before = handed_into_tasks(&mesh, "n1");
+    let t1 = mesh.task("t1").expect("t1").addr;
+    let answer = http_get(&caller_ns, SocketAddr::from((t1, 80))).expect("request to t1");
+    assert_eq!(answer.hostname, "t1");
+    assert_eq!(answer.remote.ip(), caller_addr);
+    assert!(
+        handed_into_tasks(&mesh, "n1") > handed_before,
+        "the exchange between two tasks of n1 went through n1's IP stack"
+    );
 
     // A task that is its service's only replica reaches itself through the
     // VIP (hairpin), as a Swarm task can, and sees the VIP as the caller.

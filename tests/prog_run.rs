@@ -330,11 +330,7 @@ fn tc_from_underlay_leaves_frames_without_a_hand_off_to_the_kernel() {
     let (verdict, out) = run(&mut h, TC_UNDERLAY, &frame);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, frame, "untouched");
-    let handed = h
-        .maps()
-        .packet_counter(PacketCounterSlot::TaskHandoff)
-        .expect("counter");
-    assert_eq!(handed.packets, 0);
+    assert_eq!(handed_into_tasks(&mut h), 0);
 }
 
 #[test]
@@ -439,7 +435,7 @@ fn east_west_vip_to_local_backend_and_its_reply() {
             .flags(TCP_SYN)
             .build(),
     );
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into the backend's namespace");
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     // Another task than the backend: no hairpin, its own address stays.
@@ -449,10 +445,23 @@ fn east_west_vip_to_local_backend_and_its_reply() {
         .flags(TCP_SYN | TCP_ACK)
         .build();
     let (verdict, out) = run(&mut h, TC, &reply);
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into the caller's namespace");
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     assert_eq!((ip(&f).src, ports(&f).0), (VIP, TARGET));
+    assert_eq!(
+        handed_into_tasks(&mut h),
+        2,
+        "both went past the node's stack"
+    );
+}
+
+/// Packets a program moved straight into a local task.
+fn handed_into_tasks(h: &mut ProgRun) -> u64 {
+    h.maps()
+        .packet_counter(PacketCounterSlot::TaskHandoff)
+        .expect("counter")
+        .packets
 }
 
 #[test]
@@ -555,7 +564,7 @@ fn a_vip_port_the_service_does_not_declare_goes_to_the_same_port_of_a_task() {
             .macs(MAC_TASK, MAC_VETH)
             .build(),
     );
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     assert_eq!((ip(&f).dst, ports(&f).1), (T_LOCAL, other));
@@ -563,7 +572,7 @@ fn a_vip_port_the_service_does_not_declare_goes_to_the_same_port_of_a_task() {
         .macs(MAC_TASK, MAC_VETH)
         .build();
     let (verdict, out) = run(&mut h, TC, &reply);
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     assert_eq!(
@@ -574,7 +583,7 @@ fn a_vip_port_the_service_does_not_declare_goes_to_the_same_port_of_a_task() {
 }
 
 #[test]
-fn overlay_packets_to_remote_tasks_are_tunnelled_and_to_local_tasks_passed() {
+fn overlay_packets_to_remote_tasks_are_tunnelled_and_into_local_tasks_redirected() {
     root!("overlay_endpoint_forwarding");
     let mut h = node_a(BE_REMOTE);
     let ping = PacketBuilder::icmp_echo(*X.ip(), T_OTHER)
@@ -590,7 +599,12 @@ fn overlay_packets_to_remote_tasks_are_tunnelled_and_to_local_tasks_passed() {
         .macs(MAC_TASK, MAC_VETH)
         .build();
     let (verdict, out) = run(&mut h, TC, &local);
-    assert_eq!((verdict, out), (TC_ACT_OK, local));
+    assert_eq!(
+        (verdict, out),
+        (TC_ACT_REDIRECT, local),
+        "into T_LOCAL's namespace, untouched"
+    );
+    assert_eq!(handed_into_tasks(&mut h), 1);
     // Not an overlay address (the internet, via the node's own NAT): untouched.
     let web =
         PacketBuilder::tcp(X, SocketAddrV4::new(Ipv4Addr::new(93, 184, 216, 34), 443)).build();

@@ -255,7 +255,7 @@ pub fn render_stats(out: &mut MetricsWriter, nodes: &[stats::NodeStats], failed:
         ),
         (
             "hive_task_handoff_packets_total",
-            "Decapsulated packets moved straight into a local task (tc_from_underlay)",
+            "Packets moved straight into a local task, past the node's IP stack",
             |n| n.task_handoff_packets,
         ),
     ];

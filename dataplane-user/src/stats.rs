@@ -141,8 +141,8 @@ pub struct NodeStats {
     pub drops: BTreeMap<String, u64>,
     pub underlay_rx_packets: u64,
     pub underlay_rx_bytes: u64,
-    /// Decapsulated packets moved straight into a local task, past the
-    /// node's IP stack (`tc_from_underlay`).
+    /// Packets moved straight into a local task, past the node's IP stack
+    /// (`PacketCounterSlot::TaskHandoff`).
     pub task_handoff_packets: u64,
     pub trace_lost: LostCounts,
 }

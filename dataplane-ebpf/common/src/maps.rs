@@ -83,8 +83,9 @@ pub enum PacketCounterSlot {
     UnderlayRx = 0,
     /// IPv4 frames `xdp_from_underlay` parsed successfully.
     UnderlayIpv4 = 1,
-    /// Decapsulated frames `tc_from_underlay` moved straight into a local
-    /// task's namespace (`bpf_redirect_peer`), past the node's IP stack.
+    /// Packets moved straight into a local task's namespace
+    /// (`bpf_redirect_peer`), past the node's IP stack: decapsulated ones by
+    /// `tc_from_underlay`, those of another local task by `tc_from_task`.
     TaskHandoff = 2,
 }
 

@@ -372,32 +372,22 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
     let local = flags & PENDING_LOCAL != 0;
     let hairpin = flags & PENDING_HAIRPIN != 0;
     let flow = Flow::parsed(ip, Some(l4));
-    // A local backend is the kernel's to deliver, unless it is the sender:
-    // then the packet is redirected straight back into it.
-    let delivery = if hairpin {
-        TraceVerdict::Redirect
-    } else {
-        TraceVerdict::Pass
-    };
-    if flags & PENDING_NEW != 0 {
-        let verdict = if local {
-            delivery
-        } else {
-            TraceVerdict::Redirect
-        };
-        if let Some(mut open) = Open::start(
+    // Every way on is a redirect: into the tunnel, into a local backend's
+    // namespace, or, for a hairpin, straight back into the sender.
+    if flags & PENDING_NEW != 0
+        && let Some(mut open) = Open::start(
             TraceKind::LbSelect,
-            verdict,
+            TraceVerdict::Redirect,
             &flow,
             service,
             backend,
             clock_ns,
-        ) {
-            let e = open.event();
-            e.xlate_addr_be = addr_be;
-            e.xlate_port_be = port_be;
-            open.finish(ctx);
-        }
+        )
+    {
+        let e = open.event();
+        e.xlate_addr_be = addr_be;
+        e.xlate_port_be = port_be;
+        open.finish(ctx);
     }
     if local {
         let delivered = Flow {
@@ -409,7 +399,7 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
         };
         if let Some(open) = Open::start(
             TraceKind::LocalDelivery,
-            delivery,
+            TcContext::LOCAL,
             &delivered,
             service,
             backend,
@@ -550,7 +540,8 @@ pub fn reverse_nat<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, entry: &FlowEntry, cl
     let flow = Flow::parsed(ip, Some(l4));
     let Some(mut open) = Open::start(
         TraceKind::ReverseNat,
-        // North-south replies and hairpinned ones are sent on by redirect.
+        // North-south replies and hairpinned ones are sent on by redirect;
+        // east-west ones are for a task of this node.
         C::verdict(entry.flags & (FlowEntry::FLAG_NORTH_SOUTH | FlowEntry::FLAG_HAIRPIN) != 0),
         &flow,
         entry.service,
@@ -673,15 +664,19 @@ pub trait Source {
     const PROGRAM: TraceProgram;
     /// The verdict of a packet this program sends on through the underlay.
     const FORWARDED: TraceVerdict;
+    /// The verdict of a packet for a task of this node: XDP passes it (to
+    /// the kernel, or handed off to `tc_from_underlay`), tc redirects it
+    /// into the task itself.
+    const LOCAL: TraceVerdict;
 
     /// The verdict of a balanced packet: [`Self::FORWARDED`] when it leaves
-    /// through the underlay, Pass when the kernel delivers it here.
+    /// through the underlay, [`Self::LOCAL`] when it stays on this node.
     #[inline(always)]
     fn verdict(forwarded: bool) -> TraceVerdict {
         if forwarded {
             Self::FORWARDED
         } else {
-            TraceVerdict::Pass
+            Self::LOCAL
         }
     }
 
@@ -695,6 +690,7 @@ pub trait Source {
 impl Source for XdpContext {
     const PROGRAM: TraceProgram = TraceProgram::XdpFromUnderlay;
     const FORWARDED: TraceVerdict = TraceVerdict::Tx;
+    const LOCAL: TraceVerdict = TraceVerdict::Pass;
 
     #[inline(always)]
     fn len(&self) -> u32 {
@@ -719,6 +715,7 @@ impl Source for XdpContext {
 impl Source for TcContext {
     const PROGRAM: TraceProgram = TraceProgram::TcFromTask;
     const FORWARDED: TraceVerdict = TraceVerdict::Redirect;
+    const LOCAL: TraceVerdict = TraceVerdict::Redirect;
 
     #[inline(always)]
     fn len(&self) -> u32 {

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
 use hive_common::{
     DropReason, flow_hash,
-    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig},
+    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig, PacketCounterSlot},
     trace::TraceVerdict,
 };
 
@@ -17,7 +17,7 @@ use crate::{
     balance::{self, Decision},
     conntrack::{self, Balanced},
     counters, events,
-    headers::EthHdr,
+    headers::{ETH_HDR_LEN, EthHdr, Ipv4Hdr},
     icmp, lb, maps, mss, nat,
     packet::{Packet, TcPacket},
     parse::{self, Ipv4, L4},
@@ -38,6 +38,9 @@ const HAIRPIN: i32 = -103;
 /// Not a tc verdict: "the reply of a hairpinned flow, source restored:
 /// hairpin it" ([`hairpin`]).
 const HAIRPIN_REPLY: i32 = -104;
+/// Not a tc verdict: "now addressed to a task of this node: move it into
+/// the task" ([`to_local_task`]).
+const LOCAL: i32 = -105;
 
 pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(node) = maps::node() else {
@@ -80,6 +83,7 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
             // Only flows with ports are balanced, and so hairpinned.
             None => Ok(OK),
         },
+        LOCAL => to_local_task(ctx),
         v => Ok(v),
     }
 }
@@ -174,11 +178,11 @@ fn other(
             if events::on() {
                 let to = events::Delivery {
                     vni: ep.vni,
-                    handed_off: false,
+                    handed_off: true,
                 };
                 events::delivered(ctx, ip, l4, &to, now);
             }
-            return Ok(OK);
+            return into_task(ctx, ep.ifindex);
         }
         let peer_mac = maps::peer_mac(ep.node_be).ok_or(DropReason::UnknownPeer)?;
         *out = Tunnel::new(ep.node_be, peer_mac, ep.vni);
@@ -257,7 +261,7 @@ fn balance(
         return Ok(HAIRPIN);
     }
     match tunnel {
-        None => Ok(OK),
+        None => Ok(LOCAL),
         Some(tunnel) => {
             *out = tunnel;
             Ok(TUNNEL)
@@ -283,8 +287,8 @@ fn reverse_nat(
         return Ok(HAIRPIN_REPLY);
     }
     if !north_south {
-        // East-west: the client is a local task; the kernel delivers.
-        return Ok(OK);
+        // East-west: the client is a task of this node.
+        return Ok(LOCAL);
     }
     nat::to_client(pkt, node, e)?;
     redirect(node.underlay_ifindex, 0)
@@ -323,6 +327,40 @@ fn hairpin(ctx: &TcContext, ip: &Ipv4, l4: &L4, reply: bool) -> Result<i32, Drop
     // SAFETY: reading a field of the context the kernel passed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     redirect(ifindex, 0)
+}
+
+/// A packet now addressed to a task of this node (a local backend after
+/// DNAT, or the caller of a VIP getting its reply): into the task's
+/// namespace, past the node's IP stack. Reads the destination from the
+/// packet, which NAT has rewritten. Not inlined: a sibling of the lookups'
+/// frames, like [`encap`]. An address with no local endpoint (user space
+/// never leaves one: every local backend has its endpoint) goes to the
+/// kernel.
+#[inline(never)]
+fn to_local_task(ctx: &TcContext) -> Result<i32, DropReason> {
+    let pkt = TcPacket { ctx };
+    let ip: Ipv4Hdr = pkt.load(ETH_HDR_LEN)?;
+    match maps::endpoint(ip.daddr_be) {
+        Some(ep) if ep.flags & Endpoint::FLAG_LOCAL != 0 => into_task(ctx, ep.ifindex),
+        _ => Ok(OK),
+    }
+}
+
+/// Move the packet into the namespace of the task behind the host-side
+/// veth `ifindex` (`bpf_redirect_peer`, from tc ingress of the sender's
+/// veth): no routing, no forwarding, no queue, as `tc_from_underlay` does
+/// for decapsulated packets.
+#[inline(always)]
+fn into_task(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
+    counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
+    // SAFETY: bpf_redirect_peer only records the target; it returns
+    // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
+    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
+    if ret == i64::from(TC_ACT_REDIRECT) {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(DropReason::RedirectFailed)
+    }
 }
 
 /// Whether `ip` would not fit the underlay once tunnelled. GSO packets are

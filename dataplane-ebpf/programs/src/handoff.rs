@@ -1,20 +1,22 @@
-//! Decapsulated packets for a local task skip the node's IP stack.
+//! Packets for a task of this node skip the node's IP stack.
 //!
-//! `xdp_from_underlay` cannot put a packet into another network namespace
-//! itself: `XDP_REDIRECT` into a veth lands on the far end's XDP ring, which
-//! only drains when the task's side runs an XDP program of its own. So it
-//! marks the frame ([`mark`]) and passes it; the kernel builds the skb, and
-//! `tc_from_underlay` at tc ingress of the same NIC ([`to_task`]) moves it
-//! with `bpf_redirect_peer` into the task's namespace: no routing, no
-//! forwarding, no second trip through a veth's backlog queue (as Cilium's
-//! BPF host routing enters a pod, `redirect_ep`).
+//! `tc_from_task` moves what it has decided is for a local task itself
+//! ([`into_task`]). `xdp_from_underlay` cannot put a packet into another
+//! network namespace: `XDP_REDIRECT` into a veth lands on the far end's XDP
+//! ring, which only drains when the task's side runs an XDP program of its
+//! own. So it marks a decapsulated frame ([`mark`]) and passes it; the
+//! kernel builds the skb, and `tc_from_underlay` at tc ingress of the same
+//! NIC ([`try_to_task`]) moves it. Either way `bpf_redirect_peer` puts the
+//! skb into the task's namespace: no routing, no forwarding, no second trip
+//! through a veth's backlog queue (as Cilium's BPF host routing enters a
+//! pod, `redirect_ep`).
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
     helpers::{bpf_redirect_peer, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use hive_common::{handoff::TaskHandoff, maps::PacketCounterSlot};
+use hive_common::{DropReason, handoff::TaskHandoff, maps::PacketCounterSlot};
 
 use crate::counters;
 
@@ -45,21 +47,37 @@ pub fn mark(ctx: &XdpContext, ifindex: u32) -> bool {
 /// `tc_from_underlay`: a frame [`mark`]ed by `xdp_from_underlay` goes
 /// straight into its task; every other frame goes on into the kernel.
 #[inline(always)]
-pub fn to_task(ctx: &TcContext) -> i32 {
+pub fn try_to_task(ctx: &TcContext) -> Result<i32, DropReason> {
     let skb = ctx.skb.skb;
     // SAFETY: reading fields of the context the kernel gave us.
     let (meta, data) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
     if meta + TaskHandoff::LEN > data {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     }
     // SAFETY: the 8 bytes at `meta` lie before `data` (checked above): the
     // skb's metadata, which only `xdp_from_underlay` writes on this NIC.
     let handoff = unsafe { core::ptr::read_unaligned(meta as *const TaskHandoff) };
     if handoff.magic != TaskHandoff::MAGIC {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     }
+    into_task(ctx, handoff.ifindex)
+}
+
+/// Move the packet into the namespace of the task behind the host-side
+/// veth `ifindex`, from tc ingress (of the underlay NIC, or of the sending
+/// task's veth): the skb changes namespace in place, with no routing, no
+/// forwarding and no queue. An `ifindex` that is no veth with a peer in
+/// another namespace (a task removed a moment ago) makes the kernel drop
+/// the packet (`skb_do_redirect`).
+#[inline(always)]
+pub fn into_task(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
-    // SAFETY: plain helper call; an ifindex that is no veth with a peer in
-    // another namespace makes the kernel drop the frame (`skb_do_redirect`).
-    unsafe { bpf_redirect_peer(handoff.ifindex, 0) as i32 }
+    // SAFETY: bpf_redirect_peer only records the target; it returns
+    // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
+    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
+    if ret == i64::from(TC_ACT_REDIRECT) {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(DropReason::RedirectFailed)
+    }
 }

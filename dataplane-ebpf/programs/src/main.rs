@@ -68,7 +68,13 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
 /// the frames it marked into their local task (`handoff`).
 #[classifier]
 pub fn tc_from_underlay(ctx: TcContext) -> i32 {
-    handoff::to_task(&ctx)
+    match handoff::try_to_task(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::drop(reason);
+            TC_ACT_SHOT
+        }
+    }
 }
 
 /// The floor for `BPF_PROG_RUN` benchmarks: the cost of running any XDP

@@ -4,19 +4,19 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 use hive_common::{
     DropReason, flow_hash,
-    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig, PacketCounterSlot},
+    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig},
     trace::TraceVerdict,
 };
 
 use crate::{
     balance::{self, Decision},
     conntrack::{self, Balanced},
-    counters, events,
+    counters, events, handoff,
     headers::{ETH_HDR_LEN, EthHdr, Ipv4Hdr},
     icmp, lb, maps, mss, nat,
     packet::{Packet, TcPacket},
@@ -182,7 +182,7 @@ fn other(
                 };
                 events::delivered(ctx, ip, l4, &to, now);
             }
-            return into_task(ctx, ep.ifindex);
+            return handoff::into_task(ctx, ep.ifindex);
         }
         let peer_mac = maps::peer_mac(ep.node_be).ok_or(DropReason::UnknownPeer)?;
         *out = Tunnel::new(ep.node_be, peer_mac, ep.vni);
@@ -341,25 +341,8 @@ fn to_local_task(ctx: &TcContext) -> Result<i32, DropReason> {
     let pkt = TcPacket { ctx };
     let ip: Ipv4Hdr = pkt.load(ETH_HDR_LEN)?;
     match maps::endpoint(ip.daddr_be) {
-        Some(ep) if ep.flags & Endpoint::FLAG_LOCAL != 0 => into_task(ctx, ep.ifindex),
+        Some(ep) if ep.flags & Endpoint::FLAG_LOCAL != 0 => handoff::into_task(ctx, ep.ifindex),
         _ => Ok(OK),
-    }
-}
-
-/// Move the packet into the namespace of the task behind the host-side
-/// veth `ifindex` (`bpf_redirect_peer`, from tc ingress of the sender's
-/// veth): no routing, no forwarding, no queue, as `tc_from_underlay` does
-/// for decapsulated packets.
-#[inline(always)]
-fn into_task(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
-    counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
-    // SAFETY: bpf_redirect_peer only records the target; it returns
-    // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
-    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
-    if ret == i64::from(TC_ACT_REDIRECT) {
-        Ok(TC_ACT_REDIRECT)
-    } else {
-        Err(DropReason::RedirectFailed)
     }
 }
 

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use hive_common::{
     DropReason,
     handoff::TaskHandoff,
-    maps::{Backend, FlowKind, PacketCounterSlot, Ring, TcpState},
+    maps::{Backend, Endpoint, FlowKind, PacketCounterSlot, Ring, TcpState},
 };
 use hive_dataplane::testing::{
     packet::{
@@ -603,6 +603,28 @@ fn overlay_packets_to_remote_tasks_are_tunnelled_and_into_local_tasks_redirected
         (verdict, out),
         (TC_ACT_REDIRECT, local),
         "into T_LOCAL's namespace, untouched"
+    );
+    assert_eq!(handed_into_tasks(&mut h), 1);
+    // A local task whose veth's index the map lacks: the kernel routes it.
+    let unindexed = Ipv4Addr::new(10, 1, 0, 20);
+    h.maps()
+        .set_endpoint(
+            be(unindexed),
+            Endpoint {
+                node_be: be(NODE_A),
+                vni: VNI,
+                ifindex: 0,
+                flags: Endpoint::FLAG_LOCAL,
+            },
+        )
+        .expect("endpoint");
+    let to_unindexed = PacketBuilder::udp(X, SocketAddrV4::new(unindexed, 53))
+        .macs(MAC_TASK, MAC_VETH)
+        .build();
+    assert_eq!(
+        run(&mut h, TC, &to_unindexed),
+        (TC_ACT_OK, to_unindexed),
+        "no redirect to ifindex 0"
     );
     assert_eq!(handed_into_tasks(&mut h), 1);
     // Not an overlay address (the internet, via the node's own NAT): untouched.

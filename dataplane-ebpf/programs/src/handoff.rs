@@ -25,6 +25,10 @@ use crate::counters;
 /// kernel then routes the packet to the task, as it would without hive.
 #[inline(always)]
 pub fn mark(ctx: &XdpContext, ifindex: u32) -> bool {
+    if ifindex == 0 {
+        // A local endpoint without its veth's index: the kernel's way.
+        return false;
+    }
     // SAFETY: the helper checks itself that the metadata fits the headroom.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(TaskHandoff::LEN as i32)) } != 0 {
         return false;
@@ -71,6 +75,10 @@ pub fn try_to_task(ctx: &TcContext) -> Result<i32, DropReason> {
 /// the packet (`skb_do_redirect`).
 #[inline(always)]
 pub fn into_task(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
+    if ifindex == 0 {
+        // A local endpoint without its veth's index: the kernel routes it.
+        return Ok(TC_ACT_OK);
+    }
     counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
     // SAFETY: bpf_redirect_peer only records the target; it returns
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.

@@ -615,6 +615,11 @@ fn attach_a_task_to_an_overlay_network() {
                 mtu: 1450,
             };
             let link = task::attach(&mut dp, &node, &spec).await.expect("attach");
+            assert_eq!(
+                link.task_mac.0,
+                [0x02, 0x42, 10, 0, 1, 30],
+                "the task's MAC is 02:42 and its address, as Docker's"
+            );
 
             // Node side: MTU, up, /32 route, permanent neighbour, tc attached.
             let host = self::link(&node, &spec.host_ifname)

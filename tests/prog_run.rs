@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use hive_common::{
     DropReason,
     handoff::TaskHandoff,
-    maps::{Backend, Endpoint, FlowKind, PacketCounterSlot, Ring, TcpState},
+    maps::{Backend, Endpoint, FlowKind, PacketCounterSlot, Ring, TcpState, task_mac},
 };
 use hive_dataplane::testing::{
     packet::{
@@ -440,6 +440,7 @@ fn east_west_vip_to_local_backend_and_its_reply() {
     assert_checksums(&f);
     // Another task than the backend: no hairpin, its own address stays.
     assert_eq!((ip(&f).src, ip(&f).dst), (*X.ip(), T_LOCAL));
+    assert_eq!(f.eth_dst, task_mac(be(T_LOCAL)), "the backend's MAC");
     let reply = PacketBuilder::tcp(SocketAddrV4::new(T_LOCAL, TARGET), X)
         .macs(MAC_TASK, MAC_VETH)
         .flags(TCP_SYN | TCP_ACK)
@@ -449,6 +450,7 @@ fn east_west_vip_to_local_backend_and_its_reply() {
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     assert_eq!((ip(&f).src, ports(&f).0), (VIP, TARGET));
+    assert_eq!(f.eth_dst, task_mac(be(*X.ip())), "the caller's MAC");
     assert_eq!(
         handed_into_tasks(&mut h),
         2,
@@ -599,11 +601,14 @@ fn overlay_packets_to_remote_tasks_are_tunnelled_and_into_local_tasks_redirected
         .macs(MAC_TASK, MAC_VETH)
         .build();
     let (verdict, out) = run(&mut h, TC, &local);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into T_LOCAL's namespace");
+    let f = parse(&out).expect("frame");
     assert_eq!(
-        (verdict, out),
-        (TC_ACT_REDIRECT, local),
-        "into T_LOCAL's namespace, untouched"
+        (f.eth_dst, f.eth_src),
+        (task_mac(be(T_LOCAL)), MAC_VETH),
+        "addressed to T_LOCAL's MAC, from the node's side"
     );
+    assert_eq!(out[12..], local[12..], "nothing but the MACs changed");
     assert_eq!(handed_into_tasks(&mut h), 1);
     // A local task whose veth's index the map lacks: the kernel routes it.
     let unindexed = Ipv4Addr::new(10, 1, 0, 20);

@@ -296,6 +296,16 @@ impl Endpoint {
     pub const FLAG_LOCAL: u32 = 1 << 0;
 }
 
+/// The MAC of a task's interface with address `addr_be` (network order):
+/// `02:42` and the address's four bytes, as Docker derives a container's
+/// MAC from its IP (libnetwork `GenerateMACFromIP`). hive gives every task
+/// interface this MAC, so the programs know it from the address alone.
+#[inline(always)]
+pub const fn task_mac(addr_be: u32) -> [u8; 6] {
+    let [a, b, c, d] = addr_be.to_ne_bytes();
+    [0x02, 0x42, a, b, c, d]
+}
+
 /// Another node of the overlay.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

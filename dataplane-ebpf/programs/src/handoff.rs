@@ -16,9 +16,17 @@ use aya_ebpf::{
     helpers::{bpf_redirect_peer, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use hive_common::{DropReason, handoff::TaskHandoff, maps::PacketCounterSlot};
+use hive_common::{
+    DropReason,
+    handoff::TaskHandoff,
+    maps::{PacketCounterSlot, task_mac},
+};
 
-use crate::counters;
+use crate::{
+    counters,
+    headers::{ETH_HDR_LEN, EthHdr, Ipv4Hdr},
+    packet::{Packet, TcPacket},
+};
 
 /// Ask `tc_from_underlay` to move this frame into the task behind the
 /// host-side veth `ifindex`. `false` if the driver keeps no metadata: the
@@ -64,21 +72,34 @@ pub fn try_to_task(ctx: &TcContext) -> Result<i32, DropReason> {
     if handoff.magic != TaskHandoff::MAGIC {
         return Ok(TC_ACT_OK);
     }
-    into_task(ctx, handoff.ifindex)
+    let ip: Ipv4Hdr = TcPacket { ctx }.load(ETH_HDR_LEN)?;
+    into_task(ctx, handoff.ifindex, ip.daddr_be)
 }
 
-/// Move the packet into the namespace of the task behind the host-side
-/// veth `ifindex`, from tc ingress (of the underlay NIC, or of the sending
-/// task's veth): the skb changes namespace in place, with no routing, no
-/// forwarding and no queue. An `ifindex` that is no veth with a peer in
-/// another namespace (a task removed a moment ago) makes the kernel drop
-/// the packet (`skb_do_redirect`).
+/// Move the packet for the task at `daddr_be` into its namespace, behind
+/// the host-side veth `ifindex`, from tc ingress (of the underlay NIC, or
+/// of the sending task's veth): the skb changes namespace in place, with no
+/// routing, no forwarding and no queue. The Ethernet header is rewritten
+/// as a router would: the task's MAC (`task_mac`) as destination, the
+/// frame's old destination (this node) as source. An `ifindex` that is no
+/// veth with a peer in another namespace (a task removed a moment ago)
+/// makes the kernel drop the packet (`skb_do_redirect`).
 #[inline(always)]
-pub fn into_task(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
+pub fn into_task(ctx: &TcContext, ifindex: u32, daddr_be: u32) -> Result<i32, DropReason> {
     if ifindex == 0 {
         // A local endpoint without its veth's index: the kernel routes it.
         return Ok(TC_ACT_OK);
     }
+    let mut pkt = TcPacket { ctx };
+    let eth: EthHdr = pkt.load(0)?;
+    pkt.store(
+        0,
+        &EthHdr {
+            dst: task_mac(daddr_be),
+            src: eth.dst,
+            proto_be: eth.proto_be,
+        },
+    )?;
     counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
     // SAFETY: bpf_redirect_peer only records the target; it returns
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.

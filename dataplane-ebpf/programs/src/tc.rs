@@ -182,7 +182,7 @@ fn other(
                 };
                 events::delivered(ctx, ip, l4, &to, now);
             }
-            return handoff::into_task(ctx, ep.ifindex);
+            return handoff::into_task(ctx, ep.ifindex, ip.daddr_be);
         }
         let peer_mac = maps::peer_mac(ep.node_be).ok_or(DropReason::UnknownPeer)?;
         *out = Tunnel::new(ep.node_be, peer_mac, ep.vni);
@@ -341,7 +341,9 @@ fn to_local_task(ctx: &TcContext) -> Result<i32, DropReason> {
     let pkt = TcPacket { ctx };
     let ip: Ipv4Hdr = pkt.load(ETH_HDR_LEN)?;
     match maps::endpoint(ip.daddr_be) {
-        Some(ep) if ep.flags & Endpoint::FLAG_LOCAL != 0 => handoff::into_task(ctx, ep.ifindex),
+        Some(ep) if ep.flags & Endpoint::FLAG_LOCAL != 0 => {
+            handoff::into_task(ctx, ep.ifindex, ip.daddr_be)
+        }
         _ => Ok(OK),
     }
 }

@@ -24,6 +24,7 @@ use std::{
 };
 
 use futures::TryStreamExt as _;
+use hive_common::maps::task_mac;
 use ipnetwork::Ipv4Network;
 use rtnetlink::{
     Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
@@ -121,10 +122,14 @@ pub async fn attach(
     let (connection, task) = netns::rtnetlink_in(&spec.netns)?;
     let connection = tokio::spawn(connection);
 
-    // The peer is born inside the task's namespace under its final name.
+    // The peer is born inside the task's namespace under its final name,
+    // with the MAC derived from its address (`hive_common::maps::task_mac`,
+    // as Docker does): the programs rewrite frames they move into the task
+    // to it without a lookup.
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(spec.task_ifname.clone())
         .mtu(u32::from(spec.mtu))
+        .address(task_mac(u32::from_ne_bytes(spec.addr.ip().octets())).to_vec())
         .setns_by_fd(task_ns.as_raw_fd())
         .build();
     let veth = LinkMessageBuilder::<rtnetlink::LinkVeth>::new_with_info_kind(InfoKind::Veth)

@@ -20,7 +20,7 @@ use std::{
 };
 
 use hive_dataplane::{
-    lab::{Lab, naming},
+    lab::{Lab, naming, topology::BRIDGE_WITHOUT_NETFILTER},
     netns,
 };
 
@@ -334,14 +334,10 @@ impl<'a> KernelPath<'a> {
             &["link", "set", VXLAN_DEV, "master", OVERLAY_BRIDGE],
         )?;
         self.run(node, "ip", &["link", "set", OVERLAY_BRIDGE, "up"])?;
-        for key in ["iptables", "ip6tables", "arptables"] {
-            let sysctl = format!("/proc/sys/net/bridge/bridge-nf-call-{key}");
-            if Path::new(&sysctl).exists() {
-                self.run(
-                    node,
-                    "sysctl",
-                    &["-qw", &format!("net.bridge.bridge-nf-call-{key}=0")],
-                )?;
+        for (key, value) in BRIDGE_WITHOUT_NETFILTER {
+            // Absent without br_netfilter, and then nothing to turn off.
+            if Path::new("/proc/sys").join(key.replace('.', "/")).exists() {
+                self.run(node, "sysctl", &["-qw", &format!("{key}={value}")])?;
             }
         }
         Ok(())
@@ -423,17 +419,8 @@ impl<'a> KernelPath<'a> {
     }
 
     fn run_in_task(&self, index: u8, program: &str, args: &[&str]) -> Result<(), KernelPathError> {
-        let label = format!("task on node {index}");
-        let out = self
-            .task_command(index, program)
-            .args(args)
-            .output()
-            .map_err(|e| self.failed(&label, program, args, e.to_string()))?;
-        if !out.status.success() {
-            let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(self.failed(&label, program, args, detail));
-        }
-        Ok(())
+        let command = self.task_command(index, program);
+        self.execute(&format!("task on node {index}"), command, program, args)
     }
 
     fn start_nginx(&self, index: u8) -> Result<(), KernelPathError> {
@@ -465,14 +452,26 @@ impl<'a> KernelPath<'a> {
     }
 
     fn run(&self, node: &str, program: &str, args: &[&str]) -> Result<(), KernelPathError> {
-        let out = self
-            .command(node, program)?
+        let command = self.command(node, program)?;
+        self.execute(node, command, program, args)
+    }
+
+    /// Run `command` (`program` with `args`, in `place`) to completion; its
+    /// stderr becomes the error if it fails.
+    fn execute(
+        &self,
+        place: &str,
+        mut command: Command,
+        program: &str,
+        args: &[&str],
+    ) -> Result<(), KernelPathError> {
+        let out = command
             .args(args)
             .output()
-            .map_err(|e| self.failed(node, program, args, e.to_string()))?;
+            .map_err(|e| self.failed(place, program, args, e.to_string()))?;
         if !out.status.success() {
             let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(self.failed(node, program, args, detail));
+            return Err(self.failed(place, program, args, detail));
         }
         Ok(())
     }

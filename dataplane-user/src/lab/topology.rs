@@ -94,7 +94,11 @@ async fn build_async(state: &LabState) -> Result<(), TopologyError> {
     let underlay = &state.underlay;
     netns::create_netns(&underlay.netns_path)?;
     set_sysctls(&underlay.netns_path, &underlay.netns, &quiet_sysctls())?;
-    set_present_sysctls(&underlay.netns_path, &underlay.netns, &wire_sysctls())?;
+    set_present_sysctls(
+        &underlay.netns_path,
+        &underlay.netns,
+        &BRIDGE_WITHOUT_NETFILTER,
+    )?;
     let bridge_ns = NsNetlink::open(&underlay.netns, &underlay.netns_path)?;
     bridge_ns.set_up("lo").await?;
     bridge_ns
@@ -262,20 +266,19 @@ fn load_generator_sysctls() -> [(&'static str, &'static str); 2] {
     ]
 }
 
-/// Sysctls that make the underlay bridge a wire. With `br_netfilter` loaded
+/// Sysctls that make a lab's bridge a wire: the underlay's, and the mesh
+/// benchmark's overlay bridges on the kernel path. With `br_netfilter` loaded
 /// (Docker loads it), a bridge hands every frame it forwards to the
 /// namespace's iptables, ip6tables and arptables hooks, and with them to
 /// conntrack: on this machine that was 13 % of all CPU time of a benchmark
 /// run, on every path alike (`docs/lab.md`). A physical switch does none
 /// of it. Without `br_netfilter` the keys do not exist, and there is nothing
 /// to turn off.
-fn wire_sysctls() -> [(&'static str, &'static str); 3] {
-    [
-        ("net.bridge.bridge-nf-call-iptables", "0"),
-        ("net.bridge.bridge-nf-call-ip6tables", "0"),
-        ("net.bridge.bridge-nf-call-arptables", "0"),
-    ]
-}
+pub const BRIDGE_WITHOUT_NETFILTER: [(&str, &str); 3] = [
+    ("net.bridge.bridge-nf-call-iptables", "0"),
+    ("net.bridge.bridge-nf-call-ip6tables", "0"),
+    ("net.bridge.bridge-nf-call-arptables", "0"),
+];
 
 /// Sysctls that keep a lab namespace quiet: no IPv6 (no router
 /// solicitations, no DAD, no link-local chatter in captures).

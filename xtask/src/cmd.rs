@@ -100,6 +100,38 @@ pub fn as_root(program_path: &Path, args: &[&str]) -> Step {
     }
 }
 
+/// Say so, before a long build, when the disk under the workspace has less
+/// room than the build writes: a full disk ends a link with a bus error or
+/// "No space left on device" minutes later, which tells nobody what to do.
+pub fn warn_if_disk_short(needed: u64) {
+    let Ok(root) = workspace_root() else { return };
+    let Some(free) = free_bytes(&root) else {
+        return;
+    };
+    if free < needed {
+        eprintln!(
+            "xtask: only {:.1} GiB free under {}; a cold build needs about {:.1} GiB. \
+             Free some space (an old `target/`, `cargo clean`) if the build fails \
+             with \"No space left on device\".",
+            gib(free),
+            root.display(),
+            gib(needed),
+        );
+    }
+}
+
+/// Free bytes on the filesystem holding `path`, as `df` reports them to an
+/// unprivileged user; `None` if `df` could not say.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let path = path.to_str()?;
+    let out = program("df", &["--output=avail", "-B1", path]).output()?;
+    out.lines().nth(1)?.trim().parse().ok()
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
+}
+
 /// The privileged tests (lab, BPF_PROG_RUN) need root. Under CI they fail
 /// loudly without it; elsewhere they print why they skip.
 pub fn require_root_for_tests() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::ResponseCode;
 use hive::agent::assignment::Assignment;
 use hive::agent::mesh::{MeshAttacher, NodeMesh, find_underlay};
 use hive::agent::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask, MeshView};
@@ -27,7 +28,10 @@ use hive::store::objects::{
 };
 use hive_dataplane::lab::{LabGuard, LabSpec, naming};
 use hive_dataplane::netns;
+use support::dns::resolve;
 use tokio::sync::watch;
+
+mod support;
 
 const HIVE: &str = env!("CARGO_BIN_EXE_hive");
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -101,7 +105,7 @@ fn start_node(
                 let underlay = find_underlay(addr.into())
                     .await
                     .map_err(|e| e.to_string())?;
-                let mesh = NodeMesh::open(&node, &underlay, &pin_dir, stop.clone())
+                let mesh = NodeMesh::open(&node, &underlay, &pin_dir, Vec::new(), stop.clone())
                     .await
                     .map_err(|e| e.to_string())?;
                 let namespace = if run_tasks {
@@ -691,6 +695,11 @@ fn a_restarted_agent_adopts_its_running_task_and_keeps_its_connections() {
     open.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let hostname = request_on(&mut open).expect("an answer before the restart");
+    // The task's embedded resolver answers (this agent forwards nothing: SERVFAIL for a name
+    // that is not the swarm's).
+    let task_ns = dir.path().join("n1").join("run").join("netns").join(TASK);
+    let (code, _) = resolve(&task_ns, "example.com", false).expect("the task's resolver");
+    assert_eq!(code, ResponseCode::ServFail);
 
     // The daemon stops for a restart: the task and the data plane stay.
     keep.store(true, Ordering::Release);
@@ -740,6 +749,21 @@ fn a_restarted_agent_adopts_its_running_task_and_keeps_its_connections() {
         second.statuses.pending()
     );
     get_until_ok(&client, to);
+    // The next agent serves the adopted task's resolver again.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match resolve(&task_ns, "example.com", false) {
+            Ok((code, _)) => {
+                assert_eq!(code, ResponseCode::ServFail);
+                break;
+            }
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "the adopted task's resolver never answered: {err}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The adopted task stops when the manager asks.
     let mut stopping_task = the_task(TaskState::Running);

@@ -19,10 +19,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::ResponseCode;
 use hive::api::pb;
 use hive::store::objects::{Network, Service, Task, TaskState};
 use hive_dataplane::lab::naming;
 use hive_dataplane::netns;
+use support::dns::resolve;
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
 /// The lab's outside client (`hive lab` gives it this address).
@@ -968,4 +970,126 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     let ls = swarm.hive_line("n1", "network ls");
     assert!(!ls.contains("backend"), "{ls}");
     swarm.hive_line("n1", "network rm extra");
+}
+
+/// `resolve` until the resolver answers `name` with exactly `expected` (in any order): names
+/// follow the leader's view, which reaches each node shortly after a change.
+fn wait_resolves(ns: &Path, name: &str, tcp: bool, expected: &BTreeSet<Ipv4Addr>) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let got = resolve(ns, name, tcp);
+        if let Ok((ResponseCode::NoError, addrs)) = &got
+            && addrs.iter().copied().collect::<BTreeSet<_>>() == *expected
+            && addrs.len() == expected.len()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} (tcp: {tcp}): {got:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn tasks_find_the_services_of_their_networks_by_name() {
+    if !privileged("tasks_find_the_services_of_their_networks_by_name") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("sv-dns", 2, 1);
+    let backend = swarm
+        .hive_line("n1", "network create backend")
+        .trim()
+        .to_owned();
+    let other = swarm
+        .hive_line("n1", "network create other")
+        .trim()
+        .to_owned();
+    swarm.hive_line(
+        "n1",
+        "service create --name db --replicas 2 --network name=backend,alias=database hive/echo",
+    );
+    swarm.hive_line(
+        "n1",
+        "service create --name cache --replicas 2 --endpoint-mode dnsrr --network backend hive/echo",
+    );
+    swarm.hive_line("n1", "service create --name lone --network other hive/echo");
+    let db_tasks = wait_running(&swarm, "db", 2);
+    let cache_tasks = wait_running(&swarm, "cache", 2);
+    let lone_tasks = wait_running(&swarm, "lone", 1);
+    let names = node_names(&swarm);
+    let inspect = swarm.hive_line("n1", "service inspect db lone");
+    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+    let db_vip = BTreeSet::from([vip(&services[0], &backend)]);
+    let lone_vip = BTreeSet::from([vip(&services[1], &other)]);
+    let addrs = |tasks: &[Task], network: &str| -> BTreeSet<Ipv4Addr> {
+        live(tasks).iter().map(|t| task_addr(t, network)).collect()
+    };
+    let db_addrs = addrs(&db_tasks, &backend);
+    let cache_addrs = addrs(&cache_tasks, &backend);
+    assert_eq!((db_addrs.len(), cache_addrs.len()), (2, 2));
+
+    // From a db task, over UDP: Docker's names on the networks it shares.
+    let db_ns = task_netns(&swarm, &names, live(&db_tasks)[0]);
+    wait_resolves(&db_ns, "db", false, &db_vip);
+    wait_resolves(&db_ns, "tasks.db", false, &db_addrs);
+    wait_resolves(&db_ns, "database", false, &db_vip);
+    wait_resolves(&db_ns, "tasks.database", false, &db_addrs);
+    wait_resolves(&db_ns, "cache", false, &cache_addrs);
+    wait_resolves(&db_ns, "tasks.db", true, &db_addrs);
+    // lone is on another network; a lab forwards nothing, so the name fails outright.
+    let (code, found) = resolve(&db_ns, "lone", false).expect("an answer");
+    assert_eq!((code, found), (ResponseCode::ServFail, Vec::new()));
+    let lone_ns = task_netns(&swarm, &names, live(&lone_tasks)[0]);
+    wait_resolves(&lone_ns, "lone", false, &lone_vip);
+    let (code, _) = resolve(&lone_ns, "db", false).expect("an answer");
+    assert_eq!(code, ResponseCode::ServFail, "db is not on lone's network");
+
+    // The name leads to the service: db's VIP, resolved in the task, echoes.
+    let (_, vip_by_name) = resolve(&db_ns, "db", false).expect("an answer");
+    let back = eventually("TCP echo to db by name", || {
+        tcp_echo(&db_ns, SocketAddr::from((vip_by_name[0], 7)), b"by name")
+    });
+    assert_eq!(back, b"by name");
+
+    // A program in a task resolves with the C library: its /etc/resolv.conf points at the
+    // embedded resolver.
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "probe",
+            "--network",
+            "backend",
+            "--restart-condition",
+            "none",
+            "host",
+            "getent",
+            "ahostsv4",
+            "tasks.db",
+        ],
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let logs = swarm.hive_line("n1", "service logs probe");
+        if db_addrs.iter().all(|a| logs.contains(&format!("{a} "))) {
+            assert!(logs.contains("tasks.db"), "{logs}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "getent in a task did not list db's tasks {db_addrs:?}: {logs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Names follow the service: scaled to 3, tasks.db lists 3 tasks.
+    swarm.hive_line("n1", "service scale db=3");
+    let db_tasks = wait_running(&swarm, "db", 3);
+    wait_resolves(&db_ns, "tasks.db", false, &addrs(&db_tasks, &backend));
 }

@@ -5,6 +5,8 @@
 //! Each test binary uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;

@@ -6,7 +6,8 @@
 //!
 //! [`MeshAttacher`] is the executor's [`NetworkAttacher`]: it makes each task's veth with
 //! [`hive_dataplane::attach::task`] (address, gateway and MTU from the mesh), which also puts
-//! `tc_from_task` on its host side, and records the local endpoint.
+//! `tc_from_task` on its host side, records the local endpoint, and opens the task's
+//! embedded resolver ([`super::dns`]), whose names follow the same inputs as the mesh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -22,6 +23,7 @@ use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::sync::watch;
 
+use super::dns::{Names, NodeDns};
 use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
 use super::mesh_view::MeshView;
 use super::worker::MeshSink;
@@ -144,6 +146,7 @@ pub struct NodeMesh {
     inputs: Mutex<Inputs>,
     dirty: watch::Sender<u64>,
     netlink: rtnetlink::Handle,
+    dns: NodeDns,
 }
 
 impl std::fmt::Debug for NodeMesh {
@@ -156,11 +159,13 @@ impl std::fmt::Debug for NodeMesh {
 
 impl NodeMesh {
     /// Opens (or finds pinned) the data plane of `node_id` on `underlay` with its pins in
-    /// `pin_dir`, and starts the loop that applies the mesh, until `stop`.
+    /// `pin_dir`, and starts the loop that applies the mesh, until `stop`. The tasks'
+    /// resolver forwards names that are not the swarm's to `dns_upstreams`.
     pub async fn open(
         node_id: &str,
         underlay: &Underlay,
         pin_dir: &Path,
+        dns_upstreams: Vec<std::net::SocketAddr>,
         stop: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, MeshError> {
         let (root, name) = match (pin_dir.parent(), pin_dir.file_name()) {
@@ -191,6 +196,7 @@ impl NodeMesh {
             inputs: Mutex::new(Inputs::default()),
             dirty,
             netlink,
+            dns: NodeDns::new(dns_upstreams),
         });
         tokio::spawn(mesh.clone().apply_loop(changes, stop));
         Ok(mesh)
@@ -220,8 +226,27 @@ impl NodeMesh {
             }
         };
         if changed {
+            self.refresh_names();
             self.changed();
         }
+    }
+
+    /// The node's embedded resolver.
+    pub fn dns(&self) -> &NodeDns {
+        &self.dns
+    }
+
+    /// Cuts the resolver's names from the inputs now, before anything else acts on them:
+    /// a task the same view starts already finds every name of that view.
+    fn refresh_names(&self) {
+        let names = {
+            let inputs = self.inputs();
+            let Some(view) = inputs.view.as_ref() else {
+                return;
+            };
+            Names::from_view(view, &inputs.dead)
+        };
+        self.dns.set_names(names);
     }
 
     /// The state the data plane should hold now (`None` before the first view).
@@ -279,7 +304,11 @@ impl NodeMesh {
         task: &TaskNetworks,
         netns: &Path,
     ) -> Result<Vec<AssignedAddr>, AttachError> {
-        match self.attach_networks(task, netns).await {
+        let attached = match self.attach_networks(task, netns).await {
+            Ok(assigned) => self.serve_dns(task, netns).map(|()| assigned),
+            Err(err) => Err(err),
+        };
+        match attached {
             Ok(assigned) => Ok(assigned),
             Err(err) => {
                 // The executor does not detach after a failed prepare: undo the networks
@@ -290,6 +319,16 @@ impl NodeMesh {
                 Err(err)
             }
         }
+    }
+
+    /// The task's resolver, if it is on a network (tasks without one keep the host's
+    /// resolv.conf and have nobody to ask for service names).
+    fn serve_dns(&self, task: &TaskNetworks, netns: &Path) -> Result<(), AttachError> {
+        if task.networks.is_empty() {
+            return Ok(());
+        }
+        let networks = task.networks.iter().map(|n| n.network_id.clone()).collect();
+        Ok(self.dns.serve(&task.task_id, netns, networks)?)
     }
 
     async fn attach_networks(
@@ -380,6 +419,7 @@ impl NodeMesh {
         };
         // Out of the mesh first, then the veth goes.
         self.changed();
+        self.dns.forget(&task.task_id);
         let mut dataplane = self.dataplane.lock().await;
         let Some(dataplane) = dataplane.as_mut() else {
             return Ok(());
@@ -426,6 +466,10 @@ impl NodeMesh {
                 },
             );
         }
+        // The earlier daemon's resolver sockets closed with it.
+        if let Err(err) = self.serve_dns(&task.networks, &task.netns) {
+            tracing::warn!(task = %task.task_id, %err, "agent: the adopted task's resolver");
+        }
         self.changed();
     }
 }
@@ -444,6 +488,7 @@ impl MeshSink for NodeMesh {
             changed
         };
         if changed {
+            self.refresh_names();
             self.changed();
         }
     }

@@ -1,9 +1,11 @@
 //! The agent: what every node runs to take part in the swarm — its session with the leader's
 //! dispatcher (`session`), the tasks it runs through the executor (`worker`, `task_runner`),
-//! and the mesh it programs from the leader's [`mesh_view::MeshView`] (`mesh_state`).
+//! and the mesh it programs from the leader's [`mesh_view::MeshView`] (`mesh_state`), with
+//! the resolver its tasks ask for service names (`dns`).
 //! docs/agent.md tells the whole story.
 
 pub mod assignment;
+pub mod dns;
 pub mod logs_service;
 pub mod mesh;
 pub mod mesh_state;

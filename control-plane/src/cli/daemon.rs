@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::daemon::config::{
     DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, DEFAULT_SHUTDOWN_GRACE, DEFAULT_SOCKET,
-    parse_listen_addr,
+    parse_dns_upstreams, parse_listen_addr,
 };
 use crate::daemon::{self, DaemonConfig, Listeners};
 
@@ -48,6 +48,11 @@ pub struct DaemonArgs {
     /// counters, Raft, task and node gauges at GET /metrics.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// A name server the tasks' embedded resolver forwards names that are not the swarm's
+    /// to (IP or IP:PORT; repeat for several) [default: those of /etc/resolv.conf]. `none`
+    /// forwards nothing: such names get SERVFAIL.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub dns_upstream: Vec<String>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -71,6 +76,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(parse_listen_addr)
             .transpose()?,
+        dns_upstreams: parse_dns_upstreams(&args.dns_upstream)?,
     };
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

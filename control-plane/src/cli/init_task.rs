@@ -31,6 +31,7 @@ mod tests {
                 PathBuf::from("/run/hive/n1/netns"),
                 PathBuf::from("/run/netns"),
             ],
+            resolv_conf: Some(PathBuf::from("/var/lib/hive/tasks/t1/resolv.conf")),
             sync_fd: Some(3),
             command: vec!["/bin/sh".into(), "-c".into(), "echo --hostname $$".into()],
         };

@@ -19,6 +19,7 @@ use crate::agent::status::StatusQueue;
 use crate::agent::task_runner::PreparedStore;
 use crate::agent::worker::{MeshSink, NoExecutor, Worker};
 use crate::dispatcher::Observation;
+use crate::executor::resolv_conf::ResolvConf;
 use crate::executor::{Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoNetworks};
 use crate::gossip::{DEFAULT_GOSSIP_PORT, Gossip, GossipConfig, MembershipEvent};
 use crate::manager::ManagerSlot;
@@ -186,7 +187,11 @@ async fn open_mesh(
         .bpf_pin_dir
         .clone()
         .unwrap_or_else(|| default_pin_dir(&file.node_id));
-    match NodeMesh::open(&file.node_id, &underlay, &pin_dir, stop).await {
+    let upstreams = config
+        .dns_upstreams
+        .clone()
+        .unwrap_or_else(|| ResolvConf::of_host().nameservers);
+    match NodeMesh::open(&file.node_id, &underlay, &pin_dir, upstreams, stop).await {
         Ok(mesh) => {
             tracing::info!(iface = %underlay.iface, mac = %underlay.mac, mtu = underlay.mtu,
                 pins = %pin_dir.display(), "agent: data plane open");

@@ -40,6 +40,9 @@ pub struct DaemonConfig {
     /// `--metrics-addr`: where the Prometheus endpoint listens (`GET /metrics`); off when
     /// `None`, as docker's `metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--dns-upstream`: the name servers the tasks' embedded resolver forwards other names
+    /// to; `None` for the node's `/etc/resolv.conf`, empty for none at all.
+    pub dns_upstreams: Option<Vec<SocketAddr>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,10 @@ pub enum ConfigError {
     NoAdvertiseAddr { found: String },
     #[error("--data-path-port {0} is out of range; use a UDP port from 1024 to 49151")]
     DataPathPort(u32),
+    #[error(
+        "invalid --dns-upstream \"{value}\": use IP or IP:PORT (repeat the flag for several), or `none` alone to forward nothing"
+    )]
+    DnsUpstream { value: String },
 }
 
 impl DaemonConfig {
@@ -88,6 +95,27 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, ConfigError> {
             value: value.to_owned(),
             reason: e.to_string(),
         })
+}
+
+/// `--dns-upstream` values: nothing given is `None` (the node's resolv.conf), `none` alone
+/// is no upstream, else each is `IP` (port 53) or `IP:PORT`.
+pub fn parse_dns_upstreams(values: &[String]) -> Result<Option<Vec<SocketAddr>>, ConfigError> {
+    match values {
+        [] => Ok(None),
+        [only] if only == "none" => Ok(Some(Vec::new())),
+        values => values
+            .iter()
+            .map(|value| {
+                value
+                    .parse::<SocketAddr>()
+                    .or_else(|_| value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| ConfigError::DnsUpstream {
+                        value: value.clone(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+    }
 }
 
 /// `0` means Swarm's default (4789).
@@ -166,6 +194,30 @@ fn interface_ipv4s() -> Vec<(String, std::net::Ipv4Addr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_upstreams_default_to_resolv_conf_and_none_means_none() {
+        assert_eq!(parse_dns_upstreams(&[]).unwrap(), None);
+        assert_eq!(
+            parse_dns_upstreams(&["none".to_owned()]).unwrap(),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            parse_dns_upstreams(&["10.0.0.2".to_owned(), "[::1]:5353".to_owned()]).unwrap(),
+            Some(vec![
+                "10.0.0.2:53".parse().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ])
+        );
+        let err = parse_dns_upstreams(&["none".to_owned(), "10.0.0.2".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("\"none\""), "{err}");
+        let err = parse_dns_upstreams(&["dns.example".to_owned()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("invalid --dns-upstream \"dns.example\": use IP or IP:PORT"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn advertise_addresses_take_the_swarm_port_by_default() {

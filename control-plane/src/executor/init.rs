@@ -12,8 +12,9 @@
 //!    namespace, so the task neither sees nor pins other tasks' namespaces;
 //! 4. a fresh `/proc` for the new PID namespace (`ps` shows the task's own
 //!    processes, `$$` is 1);
-//! 5. hostname, working directory;
-//! 6. then either `exec` the program, which becomes PID 1 itself (Docker's
+//! 5. the task's `/etc/resolv.conf`, if it is on a network (the embedded resolver);
+//! 6. hostname, working directory;
+//! 7. then either `exec` the program, which becomes PID 1 itself (Docker's
 //!    default), or, with `--init`, stay PID 1 as a tiny init: start the
 //!    program as PID 2, forward every signal to it, reap every zombie, and
 //!    exit with the program's status (Docker's `--init`, tini).
@@ -66,6 +67,10 @@ pub struct InitTaskArgs {
     /// Mount points to detach inside the task (namespace-file directories).
     #[arg(long = "unmount", value_name = "DIR")]
     pub unmount: Vec<PathBuf>,
+    /// A file to bind over `/etc/resolv.conf` inside the task (tasks on a network ask the
+    /// node's embedded resolver).
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
     /// The executor's sync pipe; start-up failures are reported on it.
     #[arg(long, value_name = "FD")]
     pub sync_fd: Option<RawFd>,
@@ -90,6 +95,10 @@ impl InitTaskArgs {
         for dir in &self.unmount {
             args.push("--unmount".into());
             args.push(dir.clone().into());
+        }
+        if let Some(file) = &self.resolv_conf {
+            args.push("--resolv-conf".into());
+            args.push(file.clone().into());
         }
         if let Some(fd) = self.sync_fd {
             args.push("--sync-fd".into());
@@ -208,6 +217,9 @@ fn set_up(args: &InitTaskArgs) -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         "mount /proc for the task's PID namespace",
     )?;
+    if let Some(file) = &args.resolv_conf {
+        bind_resolv_conf(file)?;
+    }
     nix::unistd::sethostname(&args.hostname).map_err(|source| InitError::Hostname {
         hostname: args.hostname.clone(),
         source,
@@ -216,6 +228,28 @@ fn set_up(args: &InitTaskArgs) -> Result<(), InitError> {
         dir: args.workdir.clone(),
         source,
     })
+}
+
+/// The task's `/etc/resolv.conf` becomes `file`, in the task's mount namespace only (its
+/// mounts are one-way copies of the host's, so the host never sees this). A host without the
+/// file leaves the task without one too: nothing to cover, nothing to create on the host.
+fn bind_resolv_conf(file: &Path) -> Result<(), InitError> {
+    let target = Path::new(super::resolv_conf::HOST_RESOLV_CONF);
+    match nix::mount::mount::<Path, Path, str, str>(
+        Some(file),
+        target,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    ) {
+        Ok(()) => Ok(()),
+        // No file (or a dangling link) there on the host.
+        Err(Errno::ENOENT) if !target.exists() => Ok(()),
+        Err(source) => Err(InitError::Mount {
+            action: format!("bind {} over {}", file.display(), target.display()),
+            source,
+        }),
+    }
 }
 
 fn mount(
@@ -377,6 +411,7 @@ mod tests {
             workdir: PathBuf::from("/"),
             init: false,
             unmount: Vec::new(),
+            resolv_conf: None,
             sync_fd: None,
             command: vec!["/bin/true".into()],
         };

@@ -29,6 +29,7 @@ pub mod logs;
 mod namespaced;
 pub mod network;
 pub mod process;
+pub mod resolv_conf;
 mod running;
 pub mod spec;
 

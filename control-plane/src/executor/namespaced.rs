@@ -10,6 +10,8 @@
 //! - `<run_dir>/netns/<task-id>`: the task's network namespace (nsfs bind
 //!   mount, like `ip netns add`);
 //! - `<state_dir>/<task-id>/output.log`: its log;
+//! - `<state_dir>/<task-id>/resolv.conf`: its `/etc/resolv.conf`, if it is on
+//!   a network;
 //! - `<cgroup mount>/<cgroup_parent>/<task-id>`: its cgroup(s).
 
 use std::{
@@ -29,12 +31,16 @@ use super::{
     init::InitTaskArgs,
     network::{self, NetworkAttacher, TaskNetworks},
     process::SYNC_FD,
+    resolv_conf::ResolvConf,
     running::Process,
     spec::{self, PreparedTask, TaskSpec},
 };
 
 /// The log file's name in a task's state directory.
 pub const LOG_FILE: &str = "output.log";
+
+/// The task's `/etc/resolv.conf` in its state directory.
+const RESOLV_CONF_FILE: &str = "resolv.conf";
 
 /// Where the embedded executor keeps things.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +171,10 @@ impl NamespaceExecutor {
             *program = resolved.to_string_lossy().into_owned();
         }
         let init = spec.init.unwrap_or(image.default_init());
-        let launch = self.launch_plan(&hostname, &workdir, init, &argv, &env)?;
+        // A task on a network asks the node's embedded resolver (docs/services.md).
+        let resolv_conf = (!spec.networks.is_empty())
+            .then(|| self.config.state_dir.join(&task_id).join(RESOLV_CONF_FILE));
+        let launch = self.launch_plan(&hostname, &workdir, init, &argv, &env, resolv_conf)?;
 
         {
             let mut tasks = self.tasks();
@@ -222,6 +231,7 @@ impl NamespaceExecutor {
         init: bool,
         argv: &[String],
         env: &BTreeMap<String, String>,
+        resolv_conf: Option<PathBuf>,
     ) -> Result<LaunchPlan, ExecutorError> {
         let nul = |what: &str| ExecutorError::Config {
             reason: format!("{what} contains a NUL byte"),
@@ -235,6 +245,7 @@ impl NamespaceExecutor {
             // The task must not see (or pin) any namespace file: ours, or
             // iproute2's (lab nodes live there).
             unmount: vec![self.config.netns_dir(), PathBuf::from(netns::NETNS_RUN_DIR)],
+            resolv_conf,
             sync_fd: Some(SYNC_FD),
             command: argv.iter().map(OsString::from).collect(),
         };
@@ -270,7 +281,8 @@ impl NamespaceExecutor {
             state_dir.clone(),
             log_path.clone(),
         );
-        blocking(move || make_state_dir(&root, &dir, &log))
+        let resolv_conf = (!spec.networks.is_empty()).then(|| ResolvConf::of_host().for_task());
+        blocking(move || make_state_dir(&root, &dir, &log, resolv_conf.as_deref()))
             .await
             .map_err(|(action, path, source)| ExecutorError::Io {
                 task_id: task_id.clone(),
@@ -431,12 +443,14 @@ impl NamespaceExecutor {
     }
 }
 
-/// `<state_dir>/<task-id>/` with an empty log. A directory left by a
-/// crashed daemon holds only an old log: it is replaced.
+/// `<state_dir>/<task-id>/` with an empty log, and the task's resolv.conf if
+/// it gets one. A directory left by a crashed daemon holds only an old log:
+/// it is replaced.
 fn make_state_dir(
     root: &Path,
     dir: &Path,
     log: &Path,
+    resolv_conf: Option<&str>,
 ) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
     fn failed(
         action: &'static str,
@@ -451,6 +465,10 @@ fn make_state_dir(
     }
     std::fs::create_dir(dir).map_err(failed("create", dir))?;
     std::fs::File::create(log).map_err(failed("create", log))?;
+    if let Some(text) = resolv_conf {
+        let path = dir.join(RESOLV_CONF_FILE);
+        std::fs::write(&path, text).map_err(failed("write", &path))?;
+    }
     Ok(())
 }
 

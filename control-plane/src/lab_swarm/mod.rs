@@ -127,6 +127,9 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         // Task cgroups under hive/lab-<lab>/, which `hive lab down` removes.
         .arg("--cgroup-parent")
         .arg(naming::cgroup_parent(lab.name(), member(node)?))
+        // A lab's traffic stays on this machine: tasks' queries for names that are not the
+        // swarm's get SERVFAIL instead of going to the host's name servers.
+        .args(["--dns-upstream", "none"])
         .env(
             "HIVE_LOG",
             std::env::var("HIVE_LOG").unwrap_or_else(|_| "info".to_owned()),

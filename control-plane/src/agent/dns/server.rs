@@ -1,0 +1,366 @@
+//! [`NodeDns`]: the node's embedded resolver. One UDP socket and one TCP listener per task, at
+//! 127.0.0.11:53 inside the task's own network namespace, all served by the agent's runtime
+//! from the same [`Names`].
+//!
+//! A socket keeps the namespace it was made in, so the agent makes each one in the task's
+//! namespace (`netns::run_in`) and serves it from its own. Forwarded queries leave from the
+//! agent's namespace, where the node's resolvers are reachable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hive_dataplane::netns;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::answer::{self, Reply, Transport};
+use super::names::Names;
+use crate::executor::resolv_conf::EMBEDDED_RESOLVER;
+
+/// Docker's: each external server gets 4 s.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Docker's: at most 1,024 forwarded queries in flight per node; past that a query gets
+/// SERVFAIL at once rather than a queue.
+const MAX_FORWARDS: usize = 1024;
+
+/// A TCP client gets this long for each query before the connection is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The largest DNS message (UDP datagram or TCP frame).
+const MAX_MESSAGE: usize = 65_535;
+
+/// Why a task's resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("task {task}: entering its network namespace for the resolver: {source}")]
+    Netns {
+        task: String,
+        #[source]
+        source: netns::NetnsError,
+    },
+    #[error(
+        "task {task}: binding the resolver at {EMBEDDED_RESOLVER}:53 in its namespace: {source}"
+    )]
+    Bind {
+        task: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What one task's resolver needs: the names, the task's networks, the node's resolvers.
+#[derive(Debug)]
+struct Scope {
+    dns: Arc<Shared>,
+    networks: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    names: RwLock<Arc<Names>>,
+    upstreams: Vec<SocketAddr>,
+    forwards: Semaphore,
+}
+
+/// The serving tasks of one task's resolver; dropping it stops them.
+#[derive(Debug)]
+struct Served(Vec<JoinHandle<()>>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+/// The node's embedded resolver (see the module docs).
+#[derive(Debug)]
+pub struct NodeDns {
+    shared: Arc<Shared>,
+    tasks: Mutex<HashMap<String, Served>>,
+}
+
+impl NodeDns {
+    /// A resolver forwarding other names to `upstreams`, in order.
+    pub fn new(upstreams: Vec<SocketAddr>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                names: RwLock::new(Arc::new(Names::default())),
+                upstreams,
+                forwards: Semaphore::new(MAX_FORWARDS),
+            }),
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// From now on, answer from `names`.
+    pub fn set_names(&self, names: Names) {
+        *self.shared.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+    }
+
+    /// Serves `task`'s resolver in the namespace at `netns`, for its `networks` (IDs).
+    /// Replaces an earlier one of the same task (an adopted task's).
+    pub fn serve(&self, task: &str, netns: &Path, networks: Vec<String>) -> Result<(), DnsError> {
+        let at = SocketAddr::from((EMBEDDED_RESOLVER, 53));
+        let (udp, tcp) = netns::run_in(netns, || {
+            let udp = std::net::UdpSocket::bind(at)?;
+            let tcp = std::net::TcpListener::bind(at)?;
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>((udp, tcp))
+        })
+        .map_err(|source| DnsError::Netns {
+            task: task.to_owned(),
+            source,
+        })?
+        .and_then(|(udp, tcp)| Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?)))
+        .map_err(|source| DnsError::Bind {
+            task: task.to_owned(),
+            source,
+        })?;
+        let scope = Arc::new(Scope {
+            dns: self.shared.clone(),
+            networks,
+        });
+        let served = Served(vec![
+            tokio::spawn(serve_udp(Arc::new(udp), scope.clone())),
+            tokio::spawn(serve_tcp(tcp, scope)),
+        ]);
+        self.tasks().insert(task.to_owned(), served);
+        Ok(())
+    }
+
+    /// Stops `task`'s resolver (its sockets close with the namespace or here).
+    pub fn forget(&self, task: &str) {
+        self.tasks().remove(task);
+    }
+
+    /// Tasks with a resolver.
+    pub fn served(&self) -> usize {
+        self.tasks().len()
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Served>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Scope {
+    fn answer(&self, request: &[u8], transport: Transport) -> Reply {
+        let names = self
+            .dns
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        answer::answer(
+            request,
+            &names,
+            self.networks.iter().map(String::as_str),
+            transport,
+        )
+    }
+
+    /// Asks the node's resolvers, in order, each for up to [`FORWARD_TIMEOUT`]; SERVFAIL if
+    /// none answers or too many queries are already out.
+    async fn forward(&self, request: &[u8]) -> Option<Vec<u8>> {
+        let failed = || match answer::server_failure(request) {
+            Reply::Answer(bytes) => Some(bytes),
+            Reply::Forward | Reply::Ignore => None,
+        };
+        let Ok(_permit) = self.dns.forwards.try_acquire() else {
+            return failed();
+        };
+        for upstream in &self.dns.upstreams {
+            match tokio::time::timeout(FORWARD_TIMEOUT, ask(*upstream, request)).await {
+                Ok(Ok(reply)) => return Some(reply),
+                Ok(Err(err)) => tracing::debug!(%upstream, %err, "dns: forwarding failed"),
+                Err(_) => tracing::debug!(%upstream, "dns: no answer in time"),
+            }
+        }
+        failed()
+    }
+}
+
+/// One query to one upstream over UDP, from a socket of its own (so replies never mix).
+async fn ask(upstream: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(upstream).await?;
+    socket.send(request).await?;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let len = socket.recv(&mut buf).await?;
+        // Only the reply to this query (same ID) ends the wait.
+        if len >= 2 && request.len() >= 2 && buf[..2] == request[..2] {
+            buf.truncate(len);
+            return Ok(buf);
+        }
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, scope: Arc<Scope>) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(err) => {
+                tracing::debug!(%err, "dns: receiving a query");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let request = &buf[..len];
+        match scope.answer(request, Transport::Udp) {
+            Reply::Answer(bytes) => send_udp(&socket, &bytes, from).await,
+            Reply::Ignore => {}
+            Reply::Forward => {
+                let (socket, scope, request) = (socket.clone(), scope.clone(), request.to_vec());
+                tokio::spawn(async move {
+                    if let Some(bytes) = scope.forward(&request).await {
+                        send_udp(&socket, &bytes, from).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn send_udp(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(err) = socket.send_to(bytes, to).await {
+        tracing::debug!(%to, %err, "dns: sending an answer");
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, scope: Arc<Scope>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_tcp_client(stream, scope.clone()));
+            }
+            Err(err) => {
+                tracing::debug!(%err, "dns: accepting a TCP client");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Length-prefixed queries (RFC 1035 §4.2.2) until the client closes or idles.
+async fn serve_tcp_client(mut stream: TcpStream, scope: Arc<Scope>) {
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
+            return;
+        };
+        let mut request = vec![0u8; usize::from(len)];
+        if stream.read_exact(&mut request).await.is_err() {
+            return;
+        }
+        let reply = match scope.answer(&request, Transport::Tcp) {
+            Reply::Answer(bytes) => Some(bytes),
+            Reply::Forward => scope.forward(&request).await,
+            Reply::Ignore => None,
+        };
+        let Some(bytes) = reply else { continue };
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return;
+        };
+        if stream.write_u16(len).await.is_err() || stream.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+
+    fn scope(upstreams: Vec<SocketAddr>) -> Scope {
+        Scope {
+            dns: Arc::new(Shared {
+                names: RwLock::new(Arc::new(Names::default())),
+                upstreams,
+                forwards: Semaphore::new(MAX_FORWARDS),
+            }),
+            networks: vec!["back".to_owned()],
+        }
+    }
+
+    fn query(id: u16) -> Vec<u8> {
+        let mut message = Message::query();
+        message.metadata.id = id;
+        message.add_query(Query::query(
+            Name::from_ascii("example.com.").expect("name"),
+            RecordType::A,
+        ));
+        message.to_vec().expect("encodes")
+    }
+
+    /// A port on loopback where nothing listens: a query there is refused at once.
+    async fn closed_port() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        socket.local_addr().expect("address")
+    }
+
+    /// A name server on loopback that answers one query with `answer` (a stray reply with
+    /// another ID first, which must be skipped).
+    async fn upstream(answer: Vec<u8>) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("address");
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let (_, from) = socket.recv_from(&mut buf).await.expect("a query");
+            let stray = {
+                let mut stray = answer.clone();
+                stray[0] ^= 0xff;
+                stray
+            };
+            socket.send_to(&stray, from).await.expect("send");
+            socket.send_to(&answer, from).await.expect("send");
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn other_names_are_relayed_from_the_first_name_server_that_answers() {
+        let request = query(0x4242);
+        let mut reply = Message::from_vec(&request).expect("parses");
+        reply.metadata.message_type = hickory_proto::op::MessageType::Response;
+        reply.metadata.response_code = ResponseCode::NXDomain;
+        let reply = reply.to_vec().expect("encodes");
+        let scope = scope(vec![closed_port().await, upstream(reply.clone()).await]);
+        assert_eq!(scope.answer(&request, Transport::Udp), Reply::Forward);
+        assert_eq!(
+            scope.forward(&request).await,
+            Some(reply),
+            "relayed as it came"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_no_name_server_answering_the_task_gets_servfail() {
+        for upstreams in [Vec::new(), vec![closed_port().await]] {
+            let bytes = scope(upstreams)
+                .forward(&query(7))
+                .await
+                .expect("an answer");
+            let message = Message::from_vec(&bytes).expect("parses");
+            assert_eq!(message.metadata.id, 7);
+            assert_eq!(message.metadata.response_code, ResponseCode::ServFail);
+        }
+    }
+}

@@ -1088,6 +1088,52 @@ fn tasks_find_the_services_of_their_networks_by_name() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // Port 53 stays the task's own, as in Docker: a task that serves on 0.0.0.0:53 still
+    // resolves names (its queries to 127.0.0.11:53 reach the resolver's own port).
+    let script = format!(
+        "{} builtin echo --listen 0.0.0.0:53 & sleep 1; getent ahostsv4 tasks.db; wait",
+        support::HIVE
+    );
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "own53",
+            "--network",
+            "backend",
+            "host",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let own53 = wait_running(&swarm, "own53", 1);
+    let to = SocketAddr::from((task_addr(live(&own53)[0], &backend), 53));
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(err) = tcp_echo(&db_ns, to, b"port 53 is mine") {
+        assert!(
+            Instant::now() < deadline,
+            "TCP echo on port 53 of a task: {err}; its log: {:?}",
+            swarm.hive_line("n1", "service logs own53")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let logs = swarm.hive_line("n1", "service logs own53");
+        if db_addrs.iter().all(|a| logs.contains(&format!("{a} "))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "getent in a task holding port 53 did not list db's tasks {db_addrs:?}: {logs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // Names follow the service: scaled to 3, tasks.db lists 3 tasks.
     swarm.hive_line("n1", "service scale db=3");
     let db_tasks = wait_running(&swarm, "db", 3);

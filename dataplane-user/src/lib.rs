@@ -11,6 +11,7 @@ pub mod maps;
 pub mod mesh;
 pub mod netns;
 pub mod programs;
+pub mod resolver;
 pub mod testing;
 
 pub use loader::{Dataplane, DataplaneError, XdpAttachMode};

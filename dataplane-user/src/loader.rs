@@ -12,6 +12,7 @@
 //! | `link_tc_from_underlay` | tcx ingress of the underlay NIC (6.6+) |
 //! | `link_xdp_from_underlay` | XDP on the underlay NIC (a bpf_link, 5.9+) |
 //! | `link_tc_from_task_<ifindex>` | tcx ingress of a task's veth (6.6+) |
+//! | `prog_resolver_*`, `link_resolver_*` | the tasks' resolver redirect ([`crate::resolver`]) |
 //!
 //! A pinned link keeps its program attached after our process exits, and a
 //! pinned map keeps its contents. [`Dataplane::open`] therefore loads and
@@ -139,6 +140,13 @@ pub enum DataplaneError {
     Detach { path: PathBuf, source: io::Error },
     #[error("cannot remove {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
+    #[error("the tasks' cgroup {}: {source}; the resolver redirect needs cgroup v2", path.display())]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("cannot {action} the resolver ports map: {source}")]
+    ResolverMap {
+        action: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
 }
 
 // Boxed: these are large, and every `Result` of this module carries them.
@@ -395,6 +403,7 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
         })?;
         pin_program(dir, pin, |p| tc.pin(p))?;
     }
+    crate::resolver::load_and_pin(&mut ebpf, dir)?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     xdp.load().map_err(|source| DataplaneError::Program {
         name: XDP_PROGRAM,
@@ -494,7 +503,10 @@ fn attach_tcx_ingress(
     Ok(())
 }
 
-fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+pub(crate) fn program<'a, T>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, DataplaneError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
@@ -511,7 +523,7 @@ where
 }
 
 /// Pin a program, replacing a pin a failed earlier load may have left.
-fn pin_program(
+pub(crate) fn pin_program(
     dir: &Path,
     file: &str,
     pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>,

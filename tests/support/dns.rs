@@ -10,7 +10,23 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, RecordType};
 use hive_dataplane::netns;
 
-/// Asks the embedded resolver of the task whose namespace is `ns` (127.0.0.11:53 there) for
+/// The port the embedded resolver listens on at 127.0.0.11 in the current thread's namespace
+/// (its one UDP socket on that address, from `/proc/net/udp`). A task's own programs ask port
+/// 53, which the data plane's cgroup hooks send there; the test's thread is not in the task's
+/// cgroup, so it asks the port itself.
+fn resolver_port() -> std::io::Result<u16> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/udp")?;
+    // `local_address` is `ADDR:PORT` in hex, the address as the kernel's u32 in host order.
+    let resolver = format!("{:08X}:", u32::from_ne_bytes([127, 0, 0, 11]));
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .find_map(|local| u16::from_str_radix(local.strip_prefix(&resolver)?, 16).ok())
+        .ok_or_else(|| std::io::Error::other("no resolver socket on 127.0.0.11 in the namespace"))
+}
+
+/// Asks the embedded resolver of the task whose namespace is `ns` (on 127.0.0.11 there) for
 /// the A records of `name`, over UDP or TCP: the answer's code and addresses.
 pub fn resolve(ns: &Path, name: &str, tcp: bool) -> std::io::Result<(ResponseCode, Vec<Ipv4Addr>)> {
     let mut query = Message::query();
@@ -20,8 +36,8 @@ pub fn resolve(ns: &Path, name: &str, tcp: bool) -> std::io::Result<(ResponseCod
         RecordType::A,
     ));
     let request = query.to_vec().map_err(std::io::Error::other)?;
-    let resolver = SocketAddr::from(([127, 0, 0, 11], 53));
     let bytes = netns::run_in(ns, || -> std::io::Result<Vec<u8>> {
+        let resolver = SocketAddr::from(([127, 0, 0, 11], resolver_port()?));
         let timeout = Some(Duration::from_secs(2));
         if tcp {
             let mut stream = TcpStream::connect_timeout(&resolver, Duration::from_secs(2))?;

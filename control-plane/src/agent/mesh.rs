@@ -305,7 +305,7 @@ impl NodeMesh {
         netns: &Path,
     ) -> Result<Vec<AssignedAddr>, AttachError> {
         let attached = match self.attach_networks(task, netns).await {
-            Ok(assigned) => self.serve_dns(task, netns).map(|()| assigned),
+            Ok(assigned) => self.serve_dns(task, netns).await.map(|()| assigned),
             Err(err) => Err(err),
         };
         match attached {
@@ -323,12 +323,37 @@ impl NodeMesh {
 
     /// The task's resolver, if it is on a network (tasks without one keep the host's
     /// resolv.conf and have nobody to ask for service names).
-    fn serve_dns(&self, task: &TaskNetworks, netns: &Path) -> Result<(), AttachError> {
+    async fn serve_dns(&self, task: &TaskNetworks, netns: &Path) -> Result<(), AttachError> {
         if task.networks.is_empty() {
             return Ok(());
         }
         let networks = task.networks.iter().map(|n| n.network_id.clone()).collect();
-        Ok(self.dns.serve(&task.task_id, netns, networks)?)
+        let at = self.dns.serve(&task.task_id, netns, networks)?;
+        let Some(port) = at.port else {
+            return Ok(());
+        };
+        let dataplane = self.dataplane.lock().await;
+        let written = match dataplane.as_ref() {
+            Some(dataplane) => dataplane.set_resolver_port(at.netns_cookie, port),
+            None => return Ok(()),
+        };
+        written.map_err(|err| {
+            self.dns.forget(&task.task_id);
+            err.into()
+        })
+    }
+
+    /// Redirects the tasks' 127.0.0.11:53 to their resolvers' own ports, for every task
+    /// whose cgroup is below `cgroup` (cgroup v2), so port 53 stays the task's. Without it
+    /// (an error here, cgroup v1 only), resolvers listen on port 53 itself.
+    pub async fn redirect_resolvers(&self, cgroup: &Path) -> Result<(), DataplaneError> {
+        let dataplane = self.dataplane.lock().await;
+        let Some(dataplane) = dataplane.as_ref() else {
+            return Ok(());
+        };
+        dataplane.redirect_resolvers(cgroup)?;
+        self.dns.redirect();
+        Ok(())
     }
 
     async fn attach_networks(
@@ -419,11 +444,14 @@ impl NodeMesh {
         };
         // Out of the mesh first, then the veth goes.
         self.changed();
-        self.dns.forget(&task.task_id);
+        let resolver = self.dns.forget(&task.task_id);
         let mut dataplane = self.dataplane.lock().await;
         let Some(dataplane) = dataplane.as_mut() else {
             return Ok(());
         };
+        if let Some(at) = resolver.filter(|at| at.port.is_some()) {
+            dataplane.forget_resolver_port(at.netns_cookie)?;
+        }
         for link in links {
             task_link::detach(dataplane, &self.netlink, &link.host_ifname).await?;
         }
@@ -467,7 +495,7 @@ impl NodeMesh {
             );
         }
         // The earlier daemon's resolver sockets closed with it.
-        if let Err(err) = self.serve_dns(&task.networks, &task.netns) {
+        if let Err(err) = self.serve_dns(&task.networks, &task.netns).await {
             tracing::warn!(task = %task.task_id, %err, "agent: the adopted task's resolver");
         }
         self.changed();

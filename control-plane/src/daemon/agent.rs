@@ -87,6 +87,9 @@ impl NodeAgent {
             })
             .and_then(|c| NamespaceExecutor::new(c, attacher))
             .map(Arc::new);
+        if let (Some(mesh), Ok(executor)) = (&mesh, &namespace_executor) {
+            redirect_resolvers(mesh, executor).await;
+        }
         let (executor, namespace_executor): (Arc<dyn Executor>, _) = match namespace_executor {
             Ok(e) => (e.clone(), Some(e)),
             Err(err) => {
@@ -167,6 +170,20 @@ impl NodeAgent {
         if let Some(mesh) = &self.mesh {
             mesh.close(leaving).await;
         }
+    }
+}
+
+/// Port 53 of 127.0.0.11 stays the tasks' own: their queries there reach the agent's
+/// resolver on a port of its own. Without cgroup v2 the resolver takes port 53 itself.
+async fn redirect_resolvers(mesh: &NodeMesh, executor: &NamespaceExecutor) {
+    let Some(cgroup) = executor.cgroup_v2_parent() else {
+        tracing::warn!(
+            "agent: no cgroup v2 on this node: task resolvers listen on 127.0.0.11:53 itself"
+        );
+        return;
+    };
+    if let Err(err) = mesh.redirect_resolvers(&cgroup).await {
+        tracing::warn!(%err, "agent: task resolvers listen on 127.0.0.11:53 itself");
     }
 }
 

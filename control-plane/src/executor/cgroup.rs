@@ -138,6 +138,11 @@ pub struct Cgroups {
 }
 
 impl Cgroups {
+    /// `<cgroup2 mount>/<parent>`, if the host has cgroup v2.
+    pub fn unified_parent(&self) -> Option<PathBuf> {
+        Some(self.mounts.unified.as_ref()?.join(&self.parent))
+    }
+
     /// Decide, per controller, which hierarchy carries it on this host.
     pub fn new(mounts: CgroupMounts, parent: PathBuf) -> Result<Self, CgroupError> {
         if parent.is_absolute()

@@ -138,6 +138,12 @@ impl NamespaceExecutor {
         &self.config
     }
 
+    /// The cgroup v2 directory every task cgroup of this executor goes below; `None` on a
+    /// host without cgroup v2.
+    pub fn cgroup_v2_parent(&self) -> Option<PathBuf> {
+        self.cgroups.unified_parent()
+    }
+
     pub(super) fn tasks(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         // A panic while holding the lock left a consistent map (every
         // critical section is a single insert/remove/lookup).

@@ -62,6 +62,17 @@ pub const MAX_ENDPOINTS: u32 = 65_536;
 /// Capacity of [`PEERS`].
 pub const MAX_PEERS: u32 = 1_024;
 
+/// Pin name of the embedded resolvers' ports: a task namespace's cookie
+/// (`SO_NETNS_COOKIE`) to the port its resolver listens on at
+/// [`EMBEDDED_RESOLVER`] (an LRU map: entries of namespaces gone without a
+/// word age out).
+pub const RESOLVER_PORTS: &str = "HIVE_RESOLVERS";
+/// Capacity of [`RESOLVER_PORTS`].
+pub const MAX_RESOLVERS: u32 = 65_536;
+/// The address every task asks for names (Docker's), and the port it asks on.
+pub const EMBEDDED_RESOLVER: [u8; 4] = [127, 0, 0, 11];
+pub const DNS_PORT: u16 = 53;
+
 /// IP protocol numbers hive balances.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

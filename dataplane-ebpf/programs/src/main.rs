@@ -20,14 +20,15 @@ mod mss;
 mod nat;
 mod packet;
 mod parse;
+mod resolver;
 mod tc;
 mod vxlan;
 mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use hive_common::trace::TraceVerdict;
 
@@ -75,6 +76,30 @@ pub fn tc_from_underlay(ctx: TcContext) -> i32 {
             TC_ACT_SHOT
         }
     }
+}
+
+/// `connect` of the node's tasks (their cgroup): a TCP or connected-UDP
+/// query to 127.0.0.11:53 reaches the task's embedded resolver (`resolver`).
+/// Always allows the call.
+#[cgroup_sock_addr(connect4)]
+pub fn resolver_connect4(ctx: SockAddrContext) -> i32 {
+    resolver::to_resolver(&ctx);
+    1
+}
+
+/// `sendmsg`/`sendto` of the node's tasks on unconnected UDP sockets.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn resolver_sendmsg4(ctx: SockAddrContext) -> i32 {
+    resolver::to_resolver(&ctx);
+    1
+}
+
+/// `recvmsg`/`recvfrom` of the node's tasks on UDP sockets: the answer's
+/// source reads as 127.0.0.11:53.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn resolver_recvmsg4(ctx: SockAddrContext) -> i32 {
+    resolver::from_resolver(&ctx);
+    1
 }
 
 /// The floor for `BPF_PROG_RUN` benchmarks: the cost of running any XDP

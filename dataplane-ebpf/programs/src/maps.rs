@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use hive_common::maps::{
     Backend, CONNTRACK_ENTRIES, Endpoint, FlowEntry, FlowKey, Frontend, MAGLEV_SLOTS, MAX_BACKENDS,
-    MAX_ENDPOINTS, MAX_PEERS, MAX_SERVICES, NodeConfig, Peer, Ring, ServiceKey,
+    MAX_ENDPOINTS, MAX_PEERS, MAX_RESOLVERS, MAX_SERVICES, NodeConfig, Peer, Ring, ServiceKey,
 };
 
 #[map(name = "HIVE_NODE")]
@@ -65,3 +65,7 @@ pub fn endpoint(addr_be: u32) -> Option<Endpoint> {
     // SAFETY: as in `peer_mac`.
     unsafe { ENDPOINTS.get(addr_be) }.copied()
 }
+
+/// Task namespace cookie → its embedded resolver's real port (`resolver`).
+#[map(name = "HIVE_RESOLVERS")]
+pub static RESOLVERS: LruHashMap<u64, u16> = LruHashMap::with_max_entries(MAX_RESOLVERS, 0);

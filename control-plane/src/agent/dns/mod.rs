@@ -7,4 +7,4 @@ pub mod names;
 pub mod server;
 
 pub use names::{Lookup, Names};
-pub use server::{DnsError, NodeDns};
+pub use server::{DnsError, NodeDns, Redirected};

@@ -1,6 +1,11 @@
-//! [`NodeDns`]: the node's embedded resolver. One UDP socket and one TCP listener per task, at
-//! 127.0.0.11:53 inside the task's own network namespace, all served by the agent's runtime
-//! from the same [`Names`].
+//! [`NodeDns`]: the node's embedded resolver. One UDP socket and one TCP listener per task, on
+//! 127.0.0.11 inside the task's own network namespace, all served by the agent's runtime from
+//! the same [`Names`].
+//!
+//! The port: with the data plane's redirect attached to the tasks' cgroup
+//! ([`NodeDns::redirect`]), a free port the kernel picks, which the redirect maps 53 to for
+//! that namespace only, so port 53 stays free for the task's own programs (as in Docker).
+//! Without it, port 53 itself.
 //!
 //! A socket keeps the namespace it was made in, so the agent makes each one in the task's
 //! namespace (`netns::run_in`) and serves it from its own. Forwarded queries leave from the
@@ -8,7 +13,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -34,6 +41,12 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The largest DNS message (UDP datagram or TCP frame).
 const MAX_MESSAGE: usize = 65_535;
+
+/// Tries at a free port that is free for TCP as well as UDP.
+const BIND_TRIES: usize = 8;
+
+/// `SO_NETNS_COOKIE` (Linux 5.14+; asm-generic value, x86 and arm alike).
+const SO_NETNS_COOKIE: libc::c_int = 71;
 
 /// Why a task's resolver could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -70,14 +83,26 @@ struct Shared {
 
 /// The serving tasks of one task's resolver; dropping it stops them.
 #[derive(Debug)]
-struct Served(Vec<JoinHandle<()>>);
+struct Served {
+    handles: Vec<JoinHandle<()>>,
+    at: Redirected,
+}
 
 impl Drop for Served {
     fn drop(&mut self) {
-        for handle in &self.0 {
+        for handle in &self.handles {
             handle.abort();
         }
     }
+}
+
+/// Where a task's resolver listens, for the redirect: its namespace's cookie and the port
+/// 127.0.0.11:53 must lead to there. `None` port: 53 itself, nothing to redirect (and no
+/// cookie read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirected {
+    pub netns_cookie: u64,
+    pub port: Option<u16>,
 }
 
 /// The node's embedded resolver (see the module docs).
@@ -85,6 +110,7 @@ impl Drop for Served {
 pub struct NodeDns {
     shared: Arc<Shared>,
     tasks: Mutex<HashMap<String, Served>>,
+    redirect: AtomicBool,
 }
 
 impl NodeDns {
@@ -97,7 +123,14 @@ impl NodeDns {
                 forwards: Semaphore::new(MAX_FORWARDS),
             }),
             tasks: Mutex::new(HashMap::new()),
+            redirect: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, listen on a free port of 127.0.0.11: the data plane redirects the
+    /// tasks' 127.0.0.11:53 there.
+    pub fn redirect(&self) {
+        self.redirect.store(true, Ordering::Release);
     }
 
     /// From now on, answer from `names`.
@@ -105,41 +138,46 @@ impl NodeDns {
         *self.shared.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
     }
 
-    /// Serves `task`'s resolver in the namespace at `netns`, for its `networks` (IDs).
-    /// Replaces an earlier one of the same task (an adopted task's).
-    pub fn serve(&self, task: &str, netns: &Path, networks: Vec<String>) -> Result<(), DnsError> {
-        let at = SocketAddr::from((EMBEDDED_RESOLVER, 53));
-        let (udp, tcp) = netns::run_in(netns, || {
-            let udp = std::net::UdpSocket::bind(at)?;
-            let tcp = std::net::TcpListener::bind(at)?;
-            udp.set_nonblocking(true)?;
-            tcp.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>((udp, tcp))
-        })
-        .map_err(|source| DnsError::Netns {
-            task: task.to_owned(),
-            source,
-        })?
-        .and_then(|(udp, tcp)| Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?)))
-        .map_err(|source| DnsError::Bind {
-            task: task.to_owned(),
-            source,
-        })?;
+    /// Serves `task`'s resolver in the namespace at `netns`, for its `networks` (IDs), and
+    /// says where it listens. Replaces an earlier one of the same task (an adopted task's).
+    pub fn serve(
+        &self,
+        task: &str,
+        netns: &Path,
+        networks: Vec<String>,
+    ) -> Result<Redirected, DnsError> {
+        let any_port = self.redirect.load(Ordering::Acquire);
+        let (udp, tcp, at) = netns::run_in(netns, || bind(any_port))
+            .map_err(|source| DnsError::Netns {
+                task: task.to_owned(),
+                source,
+            })?
+            .and_then(|(udp, tcp, at)| {
+                Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?, at))
+            })
+            .map_err(|source| DnsError::Bind {
+                task: task.to_owned(),
+                source,
+            })?;
         let scope = Arc::new(Scope {
             dns: self.shared.clone(),
             networks,
         });
-        let served = Served(vec![
-            tokio::spawn(serve_udp(Arc::new(udp), scope.clone())),
-            tokio::spawn(serve_tcp(tcp, scope)),
-        ]);
+        let served = Served {
+            handles: vec![
+                tokio::spawn(serve_udp(Arc::new(udp), scope.clone())),
+                tokio::spawn(serve_tcp(tcp, scope)),
+            ],
+            at,
+        };
         self.tasks().insert(task.to_owned(), served);
-        Ok(())
+        Ok(at)
     }
 
-    /// Stops `task`'s resolver (its sockets close with the namespace or here).
-    pub fn forget(&self, task: &str) {
-        self.tasks().remove(task);
+    /// Stops `task`'s resolver (its sockets close with the namespace or here); where it
+    /// listened, if it had one.
+    pub fn forget(&self, task: &str) -> Option<Redirected> {
+        self.tasks().remove(task).map(|served| served.at)
     }
 
     /// Tasks with a resolver.
@@ -150,6 +188,64 @@ impl NodeDns {
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Served>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Binds the resolver's UDP socket and TCP listener on one port of 127.0.0.11, in the calling
+/// thread's namespace: 53, or with `any_port` one the kernel picks (free for both protocols).
+fn bind(
+    any_port: bool,
+) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener, Redirected)> {
+    let mut tries = 0;
+    let (udp, tcp) = loop {
+        let port = if any_port { 0 } else { 53 };
+        let udp = std::net::UdpSocket::bind((EMBEDDED_RESOLVER, port))?;
+        let port = udp.local_addr()?.port();
+        match std::net::TcpListener::bind((EMBEDDED_RESOLVER, port)) {
+            Ok(tcp) => break (udp, tcp),
+            Err(err) if any_port && err.kind() == std::io::ErrorKind::AddrInUse => {
+                tries += 1;
+                if tries == BIND_TRIES {
+                    return Err(err);
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    udp.set_nonblocking(true)?;
+    tcp.set_nonblocking(true)?;
+    let at = if any_port {
+        Redirected {
+            netns_cookie: netns_cookie(&udp)?,
+            port: Some(udp.local_addr()?.port()),
+        }
+    } else {
+        Redirected {
+            netns_cookie: 0,
+            port: None,
+        }
+    };
+    Ok((udp, tcp, at))
+}
+
+/// The cookie of the network namespace a socket belongs to.
+fn netns_cookie(socket: &std::net::UdpSocket) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which is that large, and
+    // the descriptor is a live socket we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 impl Scope {

@@ -20,10 +20,13 @@ use std::{
     time::Duration,
 };
 
+use futures::future::BoxFuture;
 use hive::executor::{
-    Executor, ExecutorConfig, ExecutorError, ExitStatus, ImageError, LogEntry, LogOptions,
-    NamespaceExecutor, NoNetworks, PreparedTask, ResourceLimits, SpecError, Stream, TaskSpec,
+    AssignedAddr, AttachError, Executor, ExecutorConfig, ExecutorError, ExitStatus, ImageError,
+    LogEntry, LogOptions, NamespaceExecutor, NetworkAttacher, NoNetworks, PreparedTask,
+    ResourceLimits, SpecError, Stream, TaskNetworks, TaskSpec,
     cgroup::{self, CgroupMounts},
+    spec::NetworkAttachment,
 };
 use hive_dataplane::netns;
 use nix::sys::signal::Signal;
@@ -51,6 +54,10 @@ struct Harness {
 
 impl Harness {
     fn new(test: &str) -> Option<Self> {
+        Self::with_attacher(test, Arc::new(NoNetworks))
+    }
+
+    fn with_attacher(test: &str, attacher: Arc<dyn NetworkAttacher>) -> Option<Self> {
         if !privileged(test) {
             return None;
         }
@@ -66,9 +73,8 @@ impl Harness {
             .enable_all()
             .build()
             .expect("runtime");
-        let executor = Arc::new(
-            NamespaceExecutor::new(config.clone(), Arc::new(NoNetworks)).expect("executor"),
-        );
+        let executor =
+            Arc::new(NamespaceExecutor::new(config.clone(), attacher).expect("executor"));
         Some(Self {
             test: test.to_owned(),
             runtime,
@@ -621,4 +627,95 @@ fn logs_can_be_followed_while_the_task_runs_and_tailed_afterwards() {
             .expect("read");
         assert_eq!(tail, followed[2..]);
     });
+}
+
+/// Reports every network as attached without touching the kernel: the executor's side of
+/// the seam, as a data plane that wired the task would answer.
+#[derive(Debug)]
+struct ReportsAttached;
+
+impl NetworkAttacher for ReportsAttached {
+    fn attach<'a>(
+        &'a self,
+        task: &'a TaskNetworks,
+        _netns: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<AssignedAddr>, AttachError>> {
+        Box::pin(async move {
+            Ok(task
+                .networks
+                .iter()
+                .map(|n| AssignedAddr {
+                    network_id: n.network_id.clone(),
+                    interface: "eth0".into(),
+                    address: [10, 0, 1, 7].into(),
+                    prefix_len: 24,
+                })
+                .collect())
+        })
+    }
+
+    fn detach<'a>(&'a self, _task: &'a TaskNetworks) -> BoxFuture<'a, Result<(), AttachError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What `cat /etc/resolv.conf` prints inside a task on network `back`.
+fn resolv_conf_in_a_task(h: &Harness) -> Vec<String> {
+    let mut spec = h.host("r", "cat /etc/resolv.conf");
+    spec.networks = vec![NetworkAttachment {
+        network_id: "back".into(),
+        addresses: vec!["10.0.1.7/24".into()],
+        aliases: Vec::new(),
+    }];
+    let task = h.prepare(&spec);
+    h.run(async {
+        h.executor.start(&task).await.expect("start");
+        assert_eq!(
+            h.executor.wait(&task).await.expect("wait"),
+            ExitStatus::Exited(0)
+        );
+        let entries = logs(&h.executor, &task).await;
+        lines(&entries, Stream::Stdout)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+#[test]
+fn a_task_whose_networks_are_attached_asks_the_embedded_resolver() {
+    let Some(h) = Harness::with_attacher("resolv", Arc::new(ReportsAttached)) else {
+        return;
+    };
+    let host_before = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let seen = resolv_conf_in_a_task(&h);
+    let settings: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with('#') && !l.starts_with("search "))
+        .collect();
+    assert_eq!(
+        settings,
+        ["nameserver 127.0.0.11", "options ndots:0"],
+        "{seen:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        host_before,
+        "the host's file is untouched"
+    );
+}
+
+#[test]
+fn a_task_without_attached_networks_keeps_the_hosts_resolv_conf() {
+    // No data plane (`--no-dataplane`): nobody would answer at 127.0.0.11.
+    let Some(h) = Harness::new("noresolv") else {
+        return;
+    };
+    let host: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(resolv_conf_in_a_task(&h), host);
 }

@@ -449,8 +449,12 @@ impl NodeMesh {
         let Some(dataplane) = dataplane.as_mut() else {
             return Ok(());
         };
-        if let Some(at) = resolver.filter(|at| at.port.is_some()) {
-            dataplane.forget_resolver_port(at.netns_cookie)?;
+        // A stale entry is harmless (a namespace cookie is never reused, and the map is an
+        // LRU): it must not keep the veths.
+        if let Some(at) = resolver.filter(|at| at.port.is_some())
+            && let Err(err) = dataplane.forget_resolver_port(at.netns_cookie)
+        {
+            tracing::warn!(task = %task.task_id, %err, "agent: forgetting the task's resolver port");
         }
         for link in links {
             task_link::detach(dataplane, &self.netlink, &link.host_ifname).await?;

@@ -231,9 +231,13 @@ fn set_up(args: &InitTaskArgs) -> Result<(), InitError> {
 }
 
 /// The task's `/etc/resolv.conf` becomes `file`, in the task's mount namespace only (its
-/// mounts are one-way copies of the host's, so the host never sees this). A host without the
-/// file leaves the task without one too: nothing to cover, nothing to create on the host.
+/// mounts are one-way copies of the host's, so the host never sees this). No `file` (the
+/// executor wrote none: the node attached no network) leaves the host's; a host without
+/// `/etc/resolv.conf` leaves the task without one too: nothing to create on the host.
 fn bind_resolv_conf(file: &Path) -> Result<(), InitError> {
+    if !file.exists() {
+        return Ok(());
+    }
     let target = Path::new(super::resolv_conf::HOST_RESOLV_CONF);
     match nix::mount::mount::<Path, Path, str, str>(
         Some(file),

@@ -177,7 +177,8 @@ impl NamespaceExecutor {
             *program = resolved.to_string_lossy().into_owned();
         }
         let init = spec.init.unwrap_or(image.default_init());
-        // A task on a network asks the node's embedded resolver (docs/services.md).
+        // A task on a network asks the node's embedded resolver (docs/services.md), if
+        // `build_sandbox` writes this file: only when the networks were attached.
         let resolv_conf = (!spec.networks.is_empty())
             .then(|| self.config.state_dir.join(&task_id).join(RESOLV_CONF_FILE));
         let launch = self.launch_plan(&hostname, &workdir, init, &argv, &env, resolv_conf)?;
@@ -287,8 +288,7 @@ impl NamespaceExecutor {
             state_dir.clone(),
             log_path.clone(),
         );
-        let resolv_conf = (!spec.networks.is_empty()).then(|| ResolvConf::of_host().for_task());
-        blocking(move || make_state_dir(&root, &dir, &log, resolv_conf.as_deref()))
+        blocking(move || make_state_dir(&root, &dir, &log))
             .await
             .map_err(|(action, path, source)| ExecutorError::Io {
                 task_id: task_id.clone(),
@@ -334,6 +334,22 @@ impl NamespaceExecutor {
                 task_id: task_id.clone(),
                 source,
             })?;
+
+        // Attached networks come with the node's embedded resolver: the task
+        // asks it. Without (no data plane), the task keeps the host's file.
+        if !prepared.addresses.is_empty() {
+            let path = prepared.state_dir.join(RESOLV_CONF_FILE);
+            let text = ResolvConf::of_host().for_task();
+            let write = path.clone();
+            blocking(move || std::fs::write(&write, text))
+                .await
+                .map_err(|source| ExecutorError::Io {
+                    task_id: task_id.clone(),
+                    action: "write",
+                    path,
+                    source,
+                })?;
+        }
         Ok(())
     }
 
@@ -449,14 +465,12 @@ impl NamespaceExecutor {
     }
 }
 
-/// `<state_dir>/<task-id>/` with an empty log, and the task's resolv.conf if
-/// it gets one. A directory left by a crashed daemon holds only an old log:
-/// it is replaced.
+/// `<state_dir>/<task-id>/` with an empty log. A directory left by a
+/// crashed daemon holds only an old log: it is replaced.
 fn make_state_dir(
     root: &Path,
     dir: &Path,
     log: &Path,
-    resolv_conf: Option<&str>,
 ) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
     fn failed(
         action: &'static str,
@@ -471,10 +485,6 @@ fn make_state_dir(
     }
     std::fs::create_dir(dir).map_err(failed("create", dir))?;
     std::fs::File::create(log).map_err(failed("create", log))?;
-    if let Some(text) = resolv_conf {
-        let path = dir.join(RESOLV_CONF_FILE);
-        std::fs::write(&path, text).map_err(failed("write", &path))?;
-    }
     Ok(())
 }
 

@@ -231,11 +231,6 @@ impl NodeMesh {
         }
     }
 
-    /// The node's embedded resolver.
-    pub fn dns(&self) -> &NodeDns {
-        &self.dns
-    }
-
     /// Cuts the resolver's names from the inputs now, before anything else acts on them:
     /// a task the same view starts already finds every name of that view.
     fn refresh_names(&self) {

@@ -131,15 +131,6 @@ impl Names {
             None => Lookup::NotInSwarm,
         }
     }
-
-    /// How many names the resolver knows, over all networks.
-    pub fn len(&self) -> usize {
-        self.networks.values().map(HashMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

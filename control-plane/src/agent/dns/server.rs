@@ -180,11 +180,6 @@ impl NodeDns {
         self.tasks().remove(task).map(|served| served.at)
     }
 
-    /// Tasks with a resolver.
-    pub fn served(&self) -> usize {
-        self.tasks().len()
-    }
-
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Served>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -23,7 +23,7 @@ use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::sync::watch;
 
-use super::dns::{Names, NodeDns};
+use super::dns::NodeDns;
 use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
 use super::mesh_view::MeshView;
 use super::worker::MeshSink;
@@ -129,7 +129,7 @@ pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
 
 #[derive(Debug, Default)]
 struct Inputs {
-    view: Option<MeshView>,
+    view: Option<Arc<MeshView>>,
     /// (task, VNI) → its veth.
     local: BTreeMap<(String, u32), LocalAttachment>,
     /// Tasks of this node whose veths belong in the mesh (assigned, not stopped).
@@ -231,17 +231,17 @@ impl NodeMesh {
         }
     }
 
-    /// Cuts the resolver's names from the inputs now, before anything else acts on them:
-    /// a task the same view starts already finds every name of that view.
+    /// Hands the resolver the inputs its names come from, before anything else acts on
+    /// them: a task the same view starts already finds every name of that view.
     fn refresh_names(&self) {
-        let names = {
+        let (view, dead) = {
             let inputs = self.inputs();
-            let Some(view) = inputs.view.as_ref() else {
+            let Some(view) = inputs.view.clone() else {
                 return;
             };
-            Names::from_view(view, &inputs.dead)
+            (view, inputs.dead.clone())
         };
-        self.dns.set_names(names);
+        self.dns.set_view(view, dead);
     }
 
     /// The state the data plane should hold now (`None` before the first view).
@@ -509,8 +509,8 @@ impl MeshSink for NodeMesh {
     fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>) {
         let changed = {
             let mut inputs = self.inputs();
-            let changed = inputs.view.as_ref() != Some(&view) || inputs.live_tasks != live_tasks;
-            inputs.view = Some(view);
+            let changed = inputs.view.as_deref() != Some(&view) || inputs.live_tasks != live_tasks;
+            inputs.view = Some(Arc::new(view));
             inputs.live_tasks = live_tasks;
             changed
         };

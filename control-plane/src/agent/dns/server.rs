@@ -2,6 +2,11 @@
 //! 127.0.0.11 inside the task's own network namespace, all served by the agent's runtime from
 //! the same [`Names`].
 //!
+//! The names are cut from the mesh view when a query first needs them after a change, not
+//! at the change: a view comes with every assignment, and cutting one of 10,000 services
+//! takes about 10 ms (`cargo bench --bench dns`), which the agent's assignment path should
+//! not pay for queries that may never come.
+//!
 //! The port: with the data plane's redirect attached to the tasks' cgroup
 //! ([`NodeDns::redirect`]), a free port the kernel picks, which the redirect maps 53 to for
 //! that namespace only, so port 53 stays free for the task's own programs (as in Docker).
@@ -11,12 +16,12 @@
 //! namespace (`netns::run_in`) and serves it from its own. Forwarded queries leave from the
 //! agent's namespace, where the node's resolvers are reachable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hive_dataplane::netns;
@@ -27,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use super::answer::{self, Reply, Transport};
 use super::names::Names;
+use crate::agent::mesh_view::MeshView;
 use crate::executor::resolv_conf::EMBEDDED_RESOLVER;
 
 /// Docker's: each external server gets 4 s.
@@ -76,9 +82,31 @@ struct Scope {
 
 #[derive(Debug)]
 struct Shared {
-    names: RwLock<Arc<Names>>,
+    names: Mutex<NameSource>,
     upstreams: Vec<SocketAddr>,
     forwards: Semaphore,
+}
+
+/// What the names are cut from, and the names once cut.
+#[derive(Debug, Default)]
+struct NameSource {
+    view: Option<Arc<MeshView>>,
+    dead: BTreeSet<String>,
+    cut: Option<Arc<Names>>,
+}
+
+impl NameSource {
+    fn names(&mut self) -> Arc<Names> {
+        if let Some(names) = &self.cut {
+            return names.clone();
+        }
+        let names = Arc::new(match &self.view {
+            Some(view) => Names::from_view(view, &self.dead),
+            None => Names::default(),
+        });
+        self.cut = Some(names.clone());
+        names
+    }
 }
 
 /// The serving tasks of one task's resolver; dropping it stops them.
@@ -118,7 +146,7 @@ impl NodeDns {
     pub fn new(upstreams: Vec<SocketAddr>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                names: RwLock::new(Arc::new(Names::default())),
+                names: Mutex::new(NameSource::default()),
                 upstreams,
                 forwards: Semaphore::new(MAX_FORWARDS),
             }),
@@ -133,9 +161,13 @@ impl NodeDns {
         self.redirect.store(true, Ordering::Release);
     }
 
-    /// From now on, answer from `names`.
-    pub fn set_names(&self, names: Names) {
-        *self.shared.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+    /// From now on, answer from `view`, leaving out tasks on the nodes in `dead`.
+    pub fn set_view(&self, view: Arc<MeshView>, dead: BTreeSet<String>) {
+        *self.shared.source() = NameSource {
+            view: Some(view),
+            dead,
+            cut: None,
+        };
     }
 
     /// Serves `task`'s resolver in the namespace at `netns`, for its `networks` (IDs), and
@@ -243,14 +275,15 @@ fn netns_cookie(socket: &std::net::UdpSocket) -> std::io::Result<u64> {
     Ok(cookie)
 }
 
+impl Shared {
+    fn source(&self) -> MutexGuard<'_, NameSource> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Scope {
     fn answer(&self, request: &[u8], transport: Transport) -> Reply {
-        let names = self
-            .dns
-            .names
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let names = self.dns.source().names();
         answer::answer(
             request,
             &names,
@@ -383,7 +416,7 @@ mod tests {
     fn scope(upstreams: Vec<SocketAddr>) -> Scope {
         Scope {
             dns: Arc::new(Shared {
-                names: RwLock::new(Arc::new(Names::default())),
+                names: Mutex::new(NameSource::default()),
                 upstreams,
                 forwards: Semaphore::new(MAX_FORWARDS),
             }),

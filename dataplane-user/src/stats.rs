@@ -265,52 +265,66 @@ pub fn totals(nodes: &[NodeStats]) -> BTreeMap<String, ServiceStats> {
 }
 
 /// The human table: services with their backends (` \_ task`), then the
-/// drops that are not zero, then totals over the nodes shown.
+/// drops that are not zero, then totals over the nodes shown. The second
+/// column is as wide as its longest entry, so the figures stay aligned.
 pub fn table(nodes: &[NodeStats]) -> String {
-    use std::fmt::Write as _;
+    let label = |b: &BackendStats| {
+        let place = if b.local {
+            "local".to_owned()
+        } else {
+            format!("on {}", b.node_addr)
+        };
+        format!(" \\_ {} ({place})", b.task)
+    };
+    let width = nodes
+        .iter()
+        .flat_map(|n| &n.services)
+        .flat_map(|s| {
+            std::iter::once(s.service.len()).chain(s.backends.iter().map(|b| label(b).len()))
+        })
+        .fold("SERVICE / BACKEND".len(), usize::max);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
-        "NODE", "SERVICE / BACKEND", "VNI", "ADDRESS", "PACKETS", "BYTES", "NEW FLOWS", "LIVE"
-    );
+    let mut line = |cells: [&str; 8]| {
+        let [node, name, vni, addr, packets, bytes, new_flows, live] = cells;
+        out.push_str(&format!(
+            "{node:<8} {name:<width$} {vni:>6} {addr:<16} {packets:>10} {bytes:>12} {new_flows:>9} {live:>6}\n"
+        ));
+    };
+    line([
+        "NODE",
+        "SERVICE / BACKEND",
+        "VNI",
+        "ADDRESS",
+        "PACKETS",
+        "BYTES",
+        "NEW FLOWS",
+        "LIVE",
+    ]);
+    let counts = |packets: u64, bytes: u64, new_flows: u64, live: u64| {
+        [packets, bytes, new_flows, live].map(|c| c.to_string())
+    };
     for n in nodes {
         for s in &n.services {
-            let _ = writeln!(
-                out,
-                "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
-                n.node, s.service, s.vni, "", s.packets, s.bytes, s.new_flows, s.live_flows
-            );
-            for b in &s.backends {
-                let place = if b.local {
-                    "local".to_owned()
-                } else {
-                    format!("on {}", b.node_addr)
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
-                    "",
-                    format!(" \\_ {} ({place})", b.task),
-                    "",
-                    b.addr.to_string(),
-                    b.packets,
-                    b.bytes,
-                    b.new_flows,
-                    b.live_flows
-                );
+            let [p, b, f, l] = counts(s.packets, s.bytes, s.new_flows, s.live_flows);
+            line([&n.node, &s.service, &s.vni.to_string(), "", &p, &b, &f, &l]);
+            for be in &s.backends {
+                let [p, b, f, l] = counts(be.packets, be.bytes, be.new_flows, be.live_flows);
+                line(["", &label(be), "", &be.addr.to_string(), &p, &b, &f, &l]);
             }
         }
     }
     if nodes.len() > 1 {
         for (id, t) in totals(nodes) {
-            let _ = writeln!(
-                out,
-                "{:<8} {:<36} {:>6} {:<16} {:>10} {:>12} {:>9} {:>6}",
-                "TOTAL", id, t.vni, "", t.packets, t.bytes, t.new_flows, t.live_flows
-            );
+            let [p, b, f, l] = counts(t.packets, t.bytes, t.new_flows, t.live_flows);
+            line(["TOTAL", &id, &t.vni.to_string(), "", &p, &b, &f, &l]);
         }
     }
+    with_drops(nodes, out)
+}
+
+/// The drops section under the table.
+fn with_drops(nodes: &[NodeStats], mut out: String) -> String {
+    use std::fmt::Write as _;
     let drops: Vec<(&str, &str, u64)> = nodes
         .iter()
         .flat_map(|n| {
@@ -393,6 +407,28 @@ mod tests {
         assert!(total.contains(" 12 "), "{total}");
         assert!(t.contains("no-backend"), "{t}");
         assert!(!t.contains("malformed-ipv4"), "{t}");
+    }
+
+    #[test]
+    fn columns_stay_aligned_past_a_long_backend_label() {
+        let mut remote = node("n2", 7);
+        let backend = &mut remote.services[0].backends[0];
+        backend.task = "bmd0l4jfk7iouttzsuv0299wa".into();
+        backend.local = false;
+        let t = table(&[node("n1", 5), remote]);
+        let rows: Vec<&str> = t.lines().take_while(|l| !l.is_empty()).collect();
+        assert!(
+            rows.iter()
+                .any(|r| r.contains("bmd0l4jfk7iouttzsuv0299wa (on 192.168.77.1)"))
+        );
+        let at = |row: &str| row.find("10.0.0.10").or_else(|| row.find("ADDRESS"));
+        let header = at(rows[0]).expect("ADDRESS column");
+        for row in &rows {
+            assert_eq!(row.len(), rows[0].len(), "{t}");
+            if let Some(col) = at(row) {
+                assert_eq!(col, header, "{t}");
+            }
+        }
     }
 
     #[test]

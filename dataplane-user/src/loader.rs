@@ -450,17 +450,13 @@ fn load_and_attach(dir: &Path, underlay_iface: &str) -> Result<XdpAttachMode, Da
             action: "take its link",
             source: Box::new(source),
         })?;
-    let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
-        name: XDP_PROGRAM,
-        action: "get a bpf_link (kernel 5.9+) to pin",
-        source: Box::new(e),
-    })?;
     // The link pin is written last: its presence means "fully loaded".
-    let path = dir.join(XDP_LINK_PIN);
-    link.pin(&path).map_err(|source| DataplaneError::Pin {
-        path,
-        source: Box::new(source),
-    })?;
+    pin_link(
+        link,
+        XDP_PROGRAM,
+        "get a bpf_link (kernel 5.9+) to pin",
+        &dir.join(XDP_LINK_PIN),
+    )?;
     info!(dir = %dir.display(), iface = underlay_iface, ?mode, "data plane loaded and attached");
     Ok(mode)
 }
@@ -479,21 +475,39 @@ fn attach_tcx_ingress(
             TcAttachType::Ingress,
             TcAttachOptions::TcxOrder(LinkOrder::default()),
         )
-        .map_err(|source| DataplaneError::Program {
-            name,
-            action: "attach to tcx ingress",
-            source: Box::new(source),
-        })?;
+        .map_err(program_failed(name, "attach to tcx ingress"))?;
     let link = program
         .take_link(link_id)
-        .map_err(|source| DataplaneError::Program {
-            name,
-            action: "take its link",
-            source: Box::new(source),
-        })?;
+        .map_err(program_failed(name, "take its link"))?;
+    pin_link(link, name, "turn its tcx link into a bpf_link", pin)
+}
+
+/// The error of program `name` failing to `action`.
+pub(crate) fn program_failed(
+    name: &'static str,
+    action: &'static str,
+) -> impl FnOnce(ProgramError) -> DataplaneError {
+    move |source| DataplaneError::Program {
+        name,
+        action,
+        source: Box::new(source),
+    }
+}
+
+/// Pin a program's link at `pin` as a bpf_link, so it stays attached after
+/// this process exits; `action` says what failed if the kernel gave none.
+pub(crate) fn pin_link<L>(
+    link: L,
+    name: &'static str,
+    action: &'static str,
+    pin: &Path,
+) -> Result<(), DataplaneError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
     let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
         name,
-        action: "turn its tcx link into a bpf_link",
+        action,
         source: Box::new(e),
     })?;
     link.pin(pin).map_err(|source| DataplaneError::Pin {

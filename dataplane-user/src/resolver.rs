@@ -17,12 +17,12 @@ use std::{fs::File, path::Path};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, MapError},
-    programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockAddrAttachType, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockAddrAttachType},
 };
 use hive_common::maps::RESOLVER_PORTS;
 use tracing::info;
 
-use crate::loader::{Dataplane, DataplaneError, pin_program, program};
+use crate::loader::{Dataplane, DataplaneError, pin_link, pin_program, program, program_failed};
 
 /// (program, its pin, its link's pin, where it attaches).
 const PROGRAMS: [(&str, &str, &str, CgroupSockAddrAttachType); 3] = [
@@ -50,11 +50,8 @@ const PROGRAMS: [(&str, &str, &str, CgroupSockAddrAttachType); 3] = [
 pub(crate) fn load_and_pin(ebpf: &mut aya::Ebpf, dir: &Path) -> Result<(), DataplaneError> {
     for (name, pin, _, _) in PROGRAMS {
         let prog: &mut CgroupSockAddr = program(ebpf, name)?;
-        prog.load().map_err(|source| DataplaneError::Program {
-            name,
-            action: "load (verifier)",
-            source: Box::new(source),
-        })?;
+        prog.load()
+            .map_err(program_failed(name, "load (verifier)"))?;
         pin_program(dir, pin, |p| prog.pin(p))?;
     }
     Ok(())
@@ -91,27 +88,16 @@ impl Dataplane {
             // takes it as multi); its creation wants no flags, which is `Single`.
             let link_id = prog
                 .attach(&target, CgroupAttachMode::Single)
-                .map_err(|source| DataplaneError::Program {
-                    name,
-                    action: "attach to the tasks' cgroup",
-                    source: Box::new(source),
-                })?;
+                .map_err(program_failed(name, "attach to the tasks' cgroup"))?;
             let link = prog
                 .take_link(link_id)
-                .map_err(|source| DataplaneError::Program {
-                    name,
-                    action: "take its link",
-                    source: Box::new(source),
-                })?;
-            let link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+                .map_err(program_failed(name, "take its link"))?;
+            pin_link(
+                link,
                 name,
-                action: "get a bpf_link (kernel 5.7+) to pin",
-                source: Box::new(e),
-            })?;
-            link.pin(&link_path).map_err(|source| DataplaneError::Pin {
-                path: link_path.clone(),
-                source: Box::new(source),
-            })?;
+                "get a bpf_link (kernel 5.7+) to pin",
+                &link_path,
+            )?;
         }
         info!(cgroup = %cgroup.display(), "embedded resolver redirect attached");
         Ok(())

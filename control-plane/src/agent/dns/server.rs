@@ -63,9 +63,7 @@ pub enum DnsError {
         #[source]
         source: netns::NetnsError,
     },
-    #[error(
-        "task {task}: binding the resolver at {EMBEDDED_RESOLVER}:53 in its namespace: {source}"
-    )]
+    #[error("task {task}: binding the resolver on {EMBEDDED_RESOLVER} in its namespace: {source}")]
     Bind {
         task: String,
         #[source]

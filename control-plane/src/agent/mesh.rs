@@ -323,13 +323,12 @@ impl NodeMesh {
             return Ok(());
         }
         let networks = task.networks.iter().map(|n| n.network_id.clone()).collect();
-        let at = self.dns.serve(&task.task_id, netns, networks)?;
-        let Some(port) = at.port else {
+        let Some(at) = self.dns.serve(&task.task_id, netns, networks)? else {
             return Ok(());
         };
         let dataplane = self.dataplane.lock().await;
         let written = match dataplane.as_ref() {
-            Some(dataplane) => dataplane.set_resolver_port(at.netns_cookie, port),
+            Some(dataplane) => dataplane.set_resolver_port(at.netns_cookie, at.port),
             None => return Ok(()),
         };
         written.map_err(|err| {
@@ -446,7 +445,7 @@ impl NodeMesh {
         };
         // A stale entry is harmless (a namespace cookie is never reused, and the map is an
         // LRU): it must not keep the veths.
-        if let Some(at) = resolver.filter(|at| at.port.is_some())
+        if let Some(at) = resolver
             && let Err(err) = dataplane.forget_resolver_port(at.netns_cookie)
         {
             tracing::warn!(task = %task.task_id, %err, "agent: forgetting the task's resolver port");

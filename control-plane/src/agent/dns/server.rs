@@ -111,7 +111,7 @@ impl NameSource {
 #[derive(Debug)]
 struct Served {
     handles: Vec<JoinHandle<()>>,
-    at: Redirected,
+    redirected: Option<Redirected>,
 }
 
 impl Drop for Served {
@@ -122,13 +122,12 @@ impl Drop for Served {
     }
 }
 
-/// Where a task's resolver listens, for the redirect: its namespace's cookie and the port
-/// 127.0.0.11:53 must lead to there. `None` port: 53 itself, nothing to redirect (and no
-/// cookie read).
+/// Where 127.0.0.11:53 must lead in one task namespace: the namespace's cookie and the port
+/// its resolver listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Redirected {
     pub netns_cookie: u64,
-    pub port: Option<u16>,
+    pub port: u16,
 }
 
 /// The node's embedded resolver (see the module docs).
@@ -168,22 +167,27 @@ impl NodeDns {
         };
     }
 
-    /// Serves `task`'s resolver in the namespace at `netns`, for its `networks` (IDs), and
-    /// says where it listens. Replaces an earlier one of the same task (an adopted task's).
+    /// Serves `task`'s resolver in the namespace at `netns`, for its `networks` (IDs); under
+    /// the redirect, says where 53 must lead. Replaces an earlier one of the same task (an
+    /// adopted task's).
     pub fn serve(
         &self,
         task: &str,
         netns: &Path,
         networks: Vec<String>,
-    ) -> Result<Redirected, DnsError> {
+    ) -> Result<Option<Redirected>, DnsError> {
         let any_port = self.redirect.load(Ordering::Acquire);
-        let (udp, tcp, at) = netns::run_in(netns, || bind(any_port))
+        let (udp, tcp, redirected) = netns::run_in(netns, || bind(any_port))
             .map_err(|source| DnsError::Netns {
                 task: task.to_owned(),
                 source,
             })?
-            .and_then(|(udp, tcp, at)| {
-                Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?, at))
+            .and_then(|(udp, tcp, redirected)| {
+                Ok((
+                    UdpSocket::from_std(udp)?,
+                    TcpListener::from_std(tcp)?,
+                    redirected,
+                ))
             })
             .map_err(|source| DnsError::Bind {
                 task: task.to_owned(),
@@ -198,16 +202,16 @@ impl NodeDns {
                 tokio::spawn(serve_udp(Arc::new(udp), scope.clone())),
                 tokio::spawn(serve_tcp(tcp, scope)),
             ],
-            at,
+            redirected,
         };
         self.tasks().insert(task.to_owned(), served);
-        Ok(at)
+        Ok(redirected)
     }
 
-    /// Stops `task`'s resolver (its sockets close with the namespace or here); where it
-    /// listened, if it had one.
+    /// Stops `task`'s resolver (its sockets close with the namespace or here); the redirect
+    /// it had, if any.
     pub fn forget(&self, task: &str) -> Option<Redirected> {
-        self.tasks().remove(task).map(|served| served.at)
+        self.tasks().remove(task)?.redirected
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Served>> {
@@ -219,7 +223,11 @@ impl NodeDns {
 /// thread's namespace: 53, or with `any_port` one the kernel picks (free for both protocols).
 fn bind(
     any_port: bool,
-) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener, Redirected)> {
+) -> std::io::Result<(
+    std::net::UdpSocket,
+    std::net::TcpListener,
+    Option<Redirected>,
+)> {
     let mut tries = 0;
     let (udp, tcp) = loop {
         let port = if any_port { 0 } else { 53 };
@@ -238,18 +246,15 @@ fn bind(
     };
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
-    let at = if any_port {
-        Redirected {
+    let redirected = if any_port {
+        Some(Redirected {
             netns_cookie: netns_cookie(&udp)?,
-            port: Some(udp.local_addr()?.port()),
-        }
+            port: udp.local_addr()?.port(),
+        })
     } else {
-        Redirected {
-            netns_cookie: 0,
-            port: None,
-        }
+        None
     };
-    Ok((udp, tcp, at))
+    Ok((udp, tcp, redirected))
 }
 
 /// The cookie of the network namespace a socket belongs to.

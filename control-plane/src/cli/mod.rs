@@ -19,6 +19,7 @@ pub mod node_ls;
 pub mod output;
 pub mod service;
 pub mod swarm;
+pub mod usage;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,8 +109,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `hive ARGS...` as the `hive` binary runs it: parse, set up logging, run, and turn an error
 /// into docker's `Error: ...` line and a failing exit code.
 pub fn main_with(args: impl IntoIterator<Item = String>) -> ExitCode {
-    use clap::Parser as _;
-    let cli = Cli::parse_from(args);
+    use clap::{CommandFactory as _, Parser as _};
+    let args: Vec<String> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => match usage::unknown_flag_report(&Cli::command(), &err, &args) {
+            Some(report) => {
+                eprintln!("{report}");
+                return ExitCode::from(usage::MISUSE_STATUS);
+            }
+            None => err.exit(),
+        },
+    };
     init_tracing(cli.log_level.as_deref());
     match run(cli) {
         Ok(code) => code,

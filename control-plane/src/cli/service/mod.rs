@@ -141,8 +141,9 @@ pub enum ServiceCommand {
         network: Vec<NetworkAttachmentConfig>,
         #[command(flatten)]
         common: CommonOpts,
-        /// Image, then the command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Image, then the command and its arguments. Only what follows the image may start
+        /// with `-` (it is the task's): a flag before it that hive does not know is refused.
+        #[arg(required = true, trailing_var_arg = true)]
         image_and_args: Vec<String>,
     },
     /// List services.

@@ -250,7 +250,9 @@ pub fn render_tasks(
         .iter()
         .map(|t| (task_name(t, service_names), t))
         .collect();
-    // By service, then slot (numerically) or node, then newest first.
+    // docker's order (`tasksSortable`): by task name, then newest first. The name is the
+    // service and the slot, or the node for a global task: the tasks of a replica slot stay
+    // together whichever nodes they ran on, so after a drain the running task leads.
     sorted.sort_by(|(_, a), (_, b)| {
         let service = |t: &Task| {
             service_names
@@ -258,10 +260,13 @@ pub fn render_tasks(
                 .cloned()
                 .unwrap_or_default()
         };
+        let node = |t: &Task| {
+            if t.slot == 0 { t.node_id.clone() } else { None }
+        };
         service(a)
             .cmp(&service(b))
             .then(a.slot.cmp(&b.slot))
-            .then(a.node_id.cmp(&b.node_id))
+            .then(node(a).cmp(&node(b)))
             .then(b.meta.created_at.cmp(&a.meta.created_at))
     });
     let id = |t: &Task| {
@@ -644,6 +649,51 @@ mod tests {
                 .count(),
             4
         );
+    }
+
+    #[test]
+    fn after_a_drain_the_running_task_leads_its_slot_whatever_the_nodes() {
+        // The drained node's ID sorts before the new node's: the slot still reads newest first.
+        let mut old = task(
+            "oldtask0000000",
+            1,
+            50,
+            TaskState::Shutdown,
+            TaskState::Shutdown,
+        );
+        old.node_id = Some("aa-drained".into());
+        let mut new = task(
+            "newtask0000000",
+            1,
+            60,
+            TaskState::Running,
+            TaskState::Running,
+        );
+        new.node_id = Some("zz-other".into());
+        let nodes = HashMap::from([
+            ("aa-drained".to_owned(), "n2".to_owned()),
+            ("zz-other".to_owned(), "n3".to_owned()),
+        ]);
+        let services = HashMap::from([("svc".to_owned(), "web".to_owned())]);
+        let now = at(70).to_system_time();
+        for tasks in [
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old.clone()],
+        ] {
+            let text = render_tasks(&tasks, &nodes, &services, TaskTableOptions::default(), now);
+            let names: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .map(|l| l.split("   ").nth(1).unwrap_or_default().trim_end())
+                .collect();
+            assert_eq!(names, ["web.1", " \\_ web.1"], "{text}");
+            assert!(
+                text.lines()
+                    .nth(1)
+                    .is_some_and(|l| l.starts_with("newtask00000")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use super::Manager;
 use crate::api::{ApiError, convert, pb};
-use crate::store::ReadView;
-use crate::store::objects::{Node, NodeRole, NodeState};
+use crate::store::objects::{Node, NodeRole, NodeState, Task, TaskState, TaskStatus, Timestamp};
+use crate::store::{ReadView, StoreError, WriteTx};
 
 pub async fn list(manager: &Manager) -> Result<pb::ListNodesResponse, ApiError> {
     let nodes = manager.store.view(|tx| tx.list::<Node>())?;
@@ -102,6 +102,26 @@ fn check_demotion(
     Ok(Some(raft_id))
 }
 
+/// The removed node's tasks that had not stopped will never report again: they become
+/// `ORPHANED` in the same transaction as the removal, as SwarmKit's `orphanNodeTasks` does, so
+/// `service ps` shows them stopped and the reaper may delete them. Stopped ones keep their
+/// last state.
+pub fn orphan_tasks_in(tx: &mut WriteTx, node_id: &str) -> Result<(), StoreError> {
+    let tasks = tx.find::<Task>(|t| t.node_id.as_deref() == Some(node_id))?;
+    for mut task in tasks {
+        if task.status.state < TaskState::Complete {
+            task.status = TaskStatus {
+                timestamp: Timestamp::now(),
+                state: TaskState::Orphaned,
+                message: "Task belonged to a node that has been deleted".to_owned(),
+                ..TaskStatus::default()
+            };
+            tx.update(task)?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn remove(
     manager: &Manager,
     request: pb::RemoveNodeRequest,
@@ -126,10 +146,62 @@ pub async fn remove(
                 )));
             }
             tx.delete::<Node>(&node.id)?;
+            orphan_tasks_in(tx, &node.id)?;
             Ok::<_, ApiError>(node.id)
         })
         .await?;
     manager.dispatcher.forget(&id);
     // TODO(#4): revoke the removed node's certificate (SwarmKit keeps a blacklist until expiry).
     Ok(pb::RemoveNodeResponse { node_id: id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::new_id;
+    use crate::store::tests::single_manager;
+
+    #[tokio::test]
+    async fn a_removed_nodes_unfinished_tasks_are_orphaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = single_manager(dir.path()).await;
+        let task = |node: &str, state: TaskState| {
+            let mut t = Task {
+                id: new_id(),
+                node_id: Some(node.to_owned()),
+                desired_state: TaskState::Shutdown,
+                ..Task::default()
+            };
+            t.status.state = state;
+            t
+        };
+        let running = task("gone", TaskState::Running);
+        let failed = task("gone", TaskState::Failed);
+        let elsewhere = task("other", TaskState::Running);
+        let all = [running.clone(), failed.clone(), elsewhere.clone()];
+        store
+            .update(|tx| {
+                for t in &all {
+                    tx.create(t.clone())?;
+                }
+                orphan_tasks_in(tx, "gone")
+            })
+            .await
+            .unwrap();
+        let state = |id: &str| {
+            store
+                .view(|tx| tx.get::<Task>(id))
+                .unwrap()
+                .map(|t| (t.status.state, t.status.message))
+        };
+        assert_eq!(
+            state(&running.id),
+            Some((
+                TaskState::Orphaned,
+                "Task belonged to a node that has been deleted".to_owned()
+            ))
+        );
+        assert_eq!(state(&failed.id).map(|s| s.0), Some(TaskState::Failed));
+        assert_eq!(state(&elsewhere.id).map(|s| s.0), Some(TaskState::Running));
+    }
 }

@@ -1,10 +1,12 @@
 //! The convergence display of `service create/update/scale` without `-d` (docker/cli
 //! `cli/command/service/progress/progress.go`): an overall line, one bar per slot (or node,
-//! for global services), then `verify: Service converged`. Polls `ListTasks`.
+//! for global services), then `verify: Service converged`. Polls `ListTasks` and `ListNodes`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::render::short_id;
 use crate::api::pb;
@@ -21,8 +23,6 @@ const MAX_PROGRESS: usize = 9;
 /// Longest state name shown (`preparing`, `allocated`), for the padding.
 const LONGEST_STATE: usize = 9;
 const POLL: Duration = Duration::from_millis(500);
-/// The display gives up after this long (the change goes on in the background).
-pub const WAIT_LIMIT: Duration = Duration::from_secs(180);
 /// A converged state must hold this long before `verify: Service converged`.
 const STABLE_FOR: Duration = Duration::from_secs(1);
 
@@ -81,7 +81,6 @@ pub struct Snapshot {
     pub converged: bool,
 }
 
-/// The display for `service` given all its tasks.
 /// docker's `writeOverallProgress`.
 fn overall(running: u64, desired: u64, rollback: bool) -> String {
     if rollback {
@@ -91,28 +90,57 @@ fn overall(running: u64, desired: u64, rollback: bool) -> String {
     }
 }
 
-/// The display for `service` given all its tasks; `rollback` words it as docker's
-/// `service rollback` does.
-pub fn snapshot(service: &Service, tasks: &[Task], rollback: bool) -> Snapshot {
+/// The task a slot's bar follows, as docker's `tasksBySlot` picks it: the lowest desired state
+/// (the live task before those being replaced), then the lowest observed state, then the
+/// newest. States the display does not number (`remove`, `orphaned`) are skipped.
+fn representative<'a>(tasks: impl Iterator<Item = &'a Task>) -> Option<&'a Task> {
+    tasks
+        .filter(|t| t.desired_state < TaskState::Remove && t.status.state < TaskState::Remove)
+        .min_by_key(|t| {
+            (
+                t.desired_state,
+                t.status.state,
+                std::cmp::Reverse(t.meta.created_at),
+            )
+        })
+}
+
+/// The bar of one slot: its representative task's state, or, while that task has not run yet,
+/// the error of the slot's latest failed attempt at the same spec (a task rejected again and
+/// again shows why, as docker's bar does, instead of flickering through `new`/`pending`).
+fn slot_line<'a>(label: &str, slot: &[&'a Task]) -> String {
+    let Some(task) = representative(slot.iter().copied()) else {
+        return bar_line(label, None);
+    };
+    if task.status.err.is_empty() && task.status.state < TaskState::Running {
+        let failed = slot
+            .iter()
+            .filter(|t| t.spec_version == task.spec_version && !t.status.err.is_empty())
+            .max_by_key(|t| t.meta.created_at);
+        if let Some(failed) = failed {
+            return format!("{label}: {}", trunc_error(&failed.status.err));
+        }
+    }
+    bar_line(label, Some(task))
+}
+
+/// The display for `service` given all its tasks and the nodes that are not down
+/// (`active_nodes`, docker's `getActiveNodes`): tasks on a node that is down or gone are
+/// ignored, as docker's progress ignores them, so a dead node does not hold the display
+/// after its tasks run elsewhere. `rollback` words it as docker's `service rollback` does.
+pub fn snapshot(
+    service: &Service,
+    tasks: &[Task],
+    active_nodes: &HashSet<String>,
+    rollback: bool,
+) -> Snapshot {
     let mine: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.service_id == service.id)
+        .filter(|t| t.node_id.as_ref().is_none_or(|n| active_nodes.contains(n)))
         .collect();
-    let wanted: Vec<&Task> = mine
-        .iter()
-        .copied()
-        .filter(|t| t.desired_state == TaskState::Running)
-        .collect();
-    // Right after a scale-down the orchestrator may not have marked the extra slots yet:
-    // only slots the spec asks for count, as in docker's progress.
-    let in_spec = |t: &Task| match service.spec.mode {
-        ServiceMode::Replicated { replicas } => t.slot <= replicas,
-        ServiceMode::Global => true,
-    };
-    let running = wanted
-        .iter()
-        .filter(|t| in_spec(t) && t.status.state == TaskState::Running)
-        .count() as u64;
+    let live = |t: &Task| t.desired_state <= TaskState::Running;
+    let running_task = |t: &Task| live(t) && t.status.state == TaskState::Running;
     // Old tasks still running (a stop-first update or a scale-down in progress).
     let leftovers = mine
         .iter()
@@ -120,41 +148,55 @@ pub fn snapshot(service: &Service, tasks: &[Task], rollback: bool) -> Snapshot {
     let mut lines = Vec::new();
     let converged = match service.spec.mode {
         ServiceMode::Replicated { replicas } => {
+            let mut by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+            for task in &mine {
+                by_slot.entry(task.slot).or_default().push(task);
+            }
+            // Right after a scale-down the orchestrator may not have marked the extra slots
+            // yet: only slots the spec asks for count, and extra live ones keep it waiting.
+            let running = (1..=replicas)
+                .filter(|slot| {
+                    by_slot
+                        .get(slot)
+                        .and_then(|tasks| representative(tasks.iter().copied()))
+                        .is_some_and(|t| running_task(t))
+                })
+                .count() as u64;
+            let extra = mine.iter().any(|t| t.slot > replicas && live(t));
             lines.push(overall(running, replicas, rollback));
             if replicas <= MAX_PROGRESS_BARS {
                 for slot in 1..=replicas {
-                    let newest = wanted
-                        .iter()
-                        .copied()
-                        .filter(|t| t.slot == slot)
-                        .max_by_key(|t| t.meta.created_at);
-                    lines.push(bar_line(&format!("{slot}/{replicas}"), newest));
+                    let tasks = by_slot.get(&slot).map_or(&[][..], Vec::as_slice);
+                    lines.push(slot_line(&format!("{slot}/{replicas}"), tasks));
                 }
             }
-            running == replicas
-                && wanted.len() as u64 == replicas
-                && wanted.iter().all(|t| in_spec(t))
-                && !leftovers
+            running == replicas && !extra && !leftovers
         }
         ServiceMode::Global => {
-            let mut by_node: BTreeMap<&str, &Task> = BTreeMap::new();
-            for task in &wanted {
-                let node = task.node_id.as_deref().unwrap_or("");
-                let newer = by_node
-                    .get(node)
-                    .is_none_or(|t| t.meta.created_at < task.meta.created_at);
-                if newer {
-                    by_node.insert(node, task);
-                }
+            // One bar per node the service wants a task on (a live task there); the node's
+            // stopped tasks stay with it for their errors.
+            let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+            for task in &mine {
+                by_node
+                    .entry(task.node_id.as_deref().unwrap_or(""))
+                    .or_default()
+                    .push(task);
             }
+            by_node.retain(|_, tasks| tasks.iter().any(|t| live(t)));
             let desired = by_node.len() as u64;
+            let running = by_node
+                .values()
+                .filter(|tasks| {
+                    representative(tasks.iter().copied()).is_some_and(|t| running_task(t))
+                })
+                .count() as u64;
             if desired == 0 {
                 lines.push("overall progress: waiting for new tasks".to_owned());
             } else {
                 lines.push(overall(running, desired, rollback));
                 if desired <= MAX_PROGRESS_BARS {
-                    for (node, task) in &by_node {
-                        lines.push(bar_line(short_id(node), Some(task)));
+                    for (node, tasks) in &by_node {
+                        lines.push(slot_line(short_id(node), tasks));
                     }
                 }
             }
@@ -193,26 +235,49 @@ impl Screen {
     }
 }
 
+/// docker's words when the display stops before the service converged: the change goes on.
 fn background_notice(service: &str) {
-    eprintln!(
+    println!(
         "Operation continuing in background.\nUse `hive service ps {service}` to check progress."
     );
 }
 
-/// Shows progress until `service` converges, Ctrl-C, or [`WAIT_LIMIT`].
+/// The nodes whose tasks the display counts: every node that is not down (docker's
+/// `getActiveNodes`); a removed node is not listed, so its tasks do not count either.
+async fn active_nodes(client: &mut DaemonClient) -> Result<HashSet<String>, CliFailure> {
+    let list = client
+        .control
+        .list_nodes(pb::ListNodesRequest {})
+        .await?
+        .into_inner();
+    Ok(list
+        .nodes
+        .into_iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .is_none_or(|s| s.state() != pb::NodeState::Down)
+        })
+        .map(|n| n.id)
+        .collect())
+}
+
+/// Shows progress until `service` converges or Ctrl-C. As docker's, the display waits as long
+/// as it takes (tasks that keep failing keep it waiting, their error in the bar); Ctrl-C ends
+/// only the display: the service stays as it is and the change goes on in the background.
 pub async fn wait_converged(
     client: &mut DaemonClient,
     service: &str,
     rollback: bool,
 ) -> Result<(), CliFailure> {
+    // Registered before the first poll, so an early Ctrl-C is not the default kill.
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| CliFailure::Usage(format!("cannot watch for Ctrl-C: {e}")))?;
     let mut screen = Screen {
         tty: std::io::stdout().is_terminal(),
         drawn: Vec::new(),
     };
-    let started = Instant::now();
     let mut converged_since: Option<Instant> = None;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         let reply = client
             .control
@@ -231,7 +296,8 @@ pub async fn wait_converged(
             .await?
             .into_inner();
         let tasks: Vec<Task> = super::decode(&list.tasks_json)?;
-        let snap = snapshot(&current, &tasks, rollback);
+        let active = active_nodes(client).await?;
+        let snap = snapshot(&current, &tasks, &active, rollback);
         screen.show(&snap.lines);
         if snap.converged {
             let since = *converged_since.get_or_insert_with(Instant::now);
@@ -242,13 +308,11 @@ pub async fn wait_converged(
         } else {
             converged_since = None;
         }
-        if started.elapsed() >= WAIT_LIMIT {
-            background_notice(service);
-            return Ok(());
-        }
         tokio::select! {
-            _ = &mut ctrl_c => {
-                println!();
+            _ = interrupt.recv() => {
+                if screen.tty {
+                    println!();
+                }
                 background_notice(service);
                 return Ok(());
             }
@@ -261,6 +325,13 @@ pub async fn wait_converged(
 mod tests {
     use super::*;
     use crate::store::objects::Timestamp;
+
+    /// Every node the tests place tasks on, none down.
+    fn up() -> HashSet<String> {
+        ["n1", "n2", "n3", "node1abcdefghijk", "node2abcdefghijk"]
+            .map(str::to_owned)
+            .into()
+    }
 
     fn service(mode: ServiceMode) -> Service {
         let mut s = Service {
@@ -296,6 +367,7 @@ mod tests {
         let snap = snapshot(
             &service(ServiceMode::Replicated { replicas: 2 }),
             &tasks,
+            &up(),
             false,
         );
         assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
@@ -303,6 +375,7 @@ mod tests {
         let snap = snapshot(
             &service(ServiceMode::Replicated { replicas: 2 }),
             &tasks[..2],
+            &up(),
             false,
         );
         assert!(snap.converged);
@@ -344,7 +417,7 @@ mod tests {
             task(2, "n2", TaskState::Running, 1),
             task(3, "n1", TaskState::Starting, 1),
         ];
-        let snap = snapshot(&s, &tasks, false);
+        let snap = snapshot(&s, &tasks, &up(), false);
         assert_eq!(snap.lines[0], "overall progress: 2 out of 3 tasks");
         assert_eq!(snap.lines.len(), 4);
         assert!(snap.lines[3].starts_with("3/3: starting  ["));
@@ -355,9 +428,9 @@ mod tests {
         let mut old = task(1, "n2", TaskState::Running, 0);
         old.desired_state = TaskState::Shutdown;
         tasks.push(old);
-        assert!(!snapshot(&s, &tasks, false).converged);
+        assert!(!snapshot(&s, &tasks, &up(), false).converged);
         tasks[3].status.state = TaskState::Shutdown;
-        let snap = snapshot(&s, &tasks, false);
+        let snap = snapshot(&s, &tasks, &up(), false);
         assert!(snap.converged);
         assert_eq!(
             snap.lines,
@@ -374,24 +447,105 @@ mod tests {
     fn many_replicas_show_only_the_overall_line_and_global_waits_for_tasks() {
         let s = service(ServiceMode::Replicated { replicas: 50 });
         assert_eq!(
-            snapshot(&s, &[], false).lines,
+            snapshot(&s, &[], &up(), false).lines,
             ["overall progress: 0 out of 50 tasks"]
         );
         let g = service(ServiceMode::Global);
-        let snap = snapshot(&g, &[], false);
+        let snap = snapshot(&g, &[], &up(), false);
         assert_eq!(snap.lines, ["overall progress: waiting for new tasks"]);
         assert!(!snap.converged);
         let tasks = [
             task(0, "node1abcdefghijk", TaskState::Running, 1),
             task(0, "node2abcdefghijk", TaskState::Running, 1),
         ];
-        let snap = snapshot(&g, &tasks, false);
+        let snap = snapshot(&g, &tasks, &up(), false);
         assert!(snap.converged);
         assert_eq!(
-            snapshot(&g, &tasks, true).lines[0],
+            snapshot(&g, &tasks, &up(), true).lines[0],
             "overall progress: rolling back update: 2 out of 2 tasks"
         );
         assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
         assert!(snap.lines[1].starts_with("node1abcdefg: running   ["));
+    }
+
+    #[test]
+    fn tasks_on_a_node_that_is_down_or_gone_do_not_hold_the_display() {
+        let s = service(ServiceMode::Replicated { replicas: 2 });
+        // n3 died: its task was moved (desired shutdown) but can never report that it stopped.
+        let mut stale = task(2, "n3", TaskState::Running, 1);
+        stale.desired_state = TaskState::Shutdown;
+        let tasks = vec![
+            task(1, "n1", TaskState::Running, 1),
+            stale,
+            task(2, "n2", TaskState::Running, 2),
+        ];
+        let mut without_n3 = up();
+        without_n3.remove("n3");
+        assert!(
+            !snapshot(&s, &tasks, &up(), false).converged,
+            "n3 up: its task must stop first"
+        );
+        let snap = snapshot(&s, &tasks, &without_n3, false);
+        assert!(snap.converged, "{:?}", snap.lines);
+        assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
+
+        // A live task on a dead node is not counted as running either.
+        let tasks = vec![
+            task(1, "n1", TaskState::Running, 1),
+            task(2, "n3", TaskState::Running, 1),
+        ];
+        let snap = snapshot(&s, &tasks, &without_n3, false);
+        assert!(!snap.converged);
+        assert_eq!(snap.lines[0], "overall progress: 1 out of 2 tasks");
+        assert_eq!(snap.lines[2], "2/2: ");
+
+        let g = service(ServiceMode::Global);
+        let tasks = [
+            task(0, "n1", TaskState::Running, 1),
+            task(0, "n3", TaskState::Running, 1),
+        ];
+        let snap = snapshot(&g, &tasks, &without_n3, false);
+        assert!(snap.converged);
+        assert_eq!(snap.lines[0], "overall progress: 1 out of 1 tasks");
+    }
+
+    #[test]
+    fn a_slot_whose_tasks_keep_being_rejected_shows_the_error() {
+        let s = service(ServiceMode::Replicated { replicas: 3 });
+        let err = "image \"tomcat:8.5.49\" is not available: hive runs the built-in images";
+        let rejected = |slot, created, desired| {
+            let mut t = task(slot, "n1", TaskState::Rejected, created);
+            t.desired_state = desired;
+            t.status.err = err.to_owned();
+            t
+        };
+        let mut waiting = task(1, "n2", TaskState::Pending, 3);
+        waiting.desired_state = TaskState::Ready;
+        let tasks = vec![
+            // Slot 1: rejected twice, its replacement (held at ready) not placed yet.
+            rejected(1, 1, TaskState::Shutdown),
+            rejected(1, 2, TaskState::Shutdown),
+            waiting,
+            // Slot 2: the replacement itself was just rejected.
+            rejected(2, 1, TaskState::Shutdown),
+            rejected(2, 2, TaskState::Ready),
+            // Slot 3: a first attempt on its way.
+            task(3, "n1", TaskState::Preparing, 1),
+        ];
+        let snap = snapshot(&s, &tasks, &up(), false);
+        assert!(!snap.converged);
+        let shown = trunc_error(err);
+        assert_eq!(snap.lines[1], format!("1/3: {shown}"));
+        assert_eq!(snap.lines[2], format!("2/3: {shown}"));
+        assert!(
+            snap.lines[3].starts_with("3/3: preparing ["),
+            "{}",
+            snap.lines[3]
+        );
+        // Once the slot's task runs, the old errors are history.
+        let mut tasks = tasks;
+        tasks[2].status.state = TaskState::Running;
+        tasks[2].desired_state = TaskState::Running;
+        assert!(snapshot(&s, &tasks, &up(), false).lines[1].starts_with("1/3: running   ["));
     }
 }

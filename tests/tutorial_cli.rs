@@ -54,6 +54,22 @@ fn ps_rows(swarm: &Swarm, service: &str) -> Vec<String> {
         .collect()
 }
 
+/// The cells of a table row: columns are at least three spaces apart.
+fn cells(row: &str) -> Vec<&str> {
+    row.split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// NAME, NODE, DESIRED STATE and CURRENT STATE of a `service ps` row.
+fn task_row(row: &str) -> (&str, &str, &str, &str) {
+    match cells(row)[..] {
+        [_, name, _, node, desired, current, ..] => (name, node, desired, current),
+        _ => panic!("not a task row: {row:?}"),
+    }
+}
+
 /// Polls `check` on `service ps SERVICE`'s rows until it holds; returns them.
 fn wait_ps(
     swarm: &Swarm,
@@ -278,28 +294,37 @@ fn service_ps_lists_the_running_task_above_its_history(swarm: &Swarm) {
         &["service", "create", "-d", "--name", "hist", "hive/whoami"],
     );
     wait_ps(swarm, "hist", "hist.1 running on the first node", |rows| {
-        rows.len() == 1
-            && rows[0].contains(&format!("   {first}   "))
-            && rows[0].contains("Running")
+        rows.len() == 1 && {
+            let (_, node, _, current) = task_row(&rows[0]);
+            node == first && current.starts_with("Running")
+        }
     });
     for node in &others {
         availability(node, "active");
     }
     availability(&first, "drain");
-    let rows = wait_ps(swarm, "hist", "hist.1 moved off the drained node", |rows| {
-        rows.len() == 2
-            && rows
-                .iter()
-                .any(|r| r.contains("Running ") && !r.contains(&format!("   {first}   ")))
-    });
+    let rows = wait_ps(
+        swarm,
+        "hist",
+        "hist.1 running again off the drained node",
+        |rows| {
+            rows.len() == 2
+                && rows
+                    .iter()
+                    .map(|r| task_row(r))
+                    .any(|(_, node, _, current)| node != first && current.starts_with("Running"))
+        },
+    );
     availability(&first, "active");
+    let (name, node, _, current) = task_row(&rows[0]);
     assert!(
-        rows[0].contains("   hist.1   ") && rows[0].contains("Running "),
+        name == "hist.1" && node != first && current.starts_with("Running"),
         "the running task must lead:\n{}",
         rows.join("\n")
     );
+    let (name, node, desired, _) = task_row(&rows[1]);
     assert!(
-        rows[1].contains(" \\_ hist.1   ") && rows[1].contains(&format!("   {first}   ")),
+        name == "\\_ hist.1" && node == first && desired == "Shutdown",
         "the drained node's task must follow as history:\n{}",
         rows.join("\n")
     );
@@ -355,9 +380,10 @@ fn a_dead_node_does_not_hold_the_progress_display(swarm: &mut Swarm) {
             "hive/whoami",
         ],
     );
-    wait_ps(swarm, "keep", "a task on n3", |rows| {
+    wait_ps(swarm, "keep", "a task running on n3", |rows| {
         rows.iter()
-            .any(|r| r.contains("   n3   ") && r.contains("Running "))
+            .map(|r| task_row(r))
+            .any(|(_, node, _, current)| node == "n3" && current.starts_with("Running"))
     });
     swarm.kill("n3");
     swarm.wait_nodes("n3 down", &["n1"], |nodes| {
@@ -386,24 +412,32 @@ fn a_dead_node_does_not_hold_the_progress_display(swarm: &mut Swarm) {
     // While n3 exists, its tasks name it.
     let rows = ps_rows(swarm, "keep");
     assert!(
-        rows.iter().any(|r| r.contains("   n3   ")) && !rows.iter().any(|r| r.contains(&n3[..12])),
+        rows.iter().any(|r| task_row(r).1 == "n3"),
         "{}",
         rows.join("\n")
     );
 
     swarm.hive_ok("n1", &["node", "rm", "n3"]);
     // Once n3 is gone, the tasks it never stopped are Orphaned, not Running.
+    // Its tasks show its ID, as Docker's once the node cannot be resolved.
+    let on_n3 = |rows: &[String]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| task_row(r))
+            .filter(|(_, node, _, _)| *node == n3)
+            .map(|(_, _, desired, current)| (desired.to_owned(), current.to_owned()))
+            .collect()
+    };
     let rows = wait_ps(swarm, "keep", "n3's tasks orphaned", |rows| {
-        let on_n3: Vec<&String> = rows.iter().filter(|r| r.contains(&n3[..12])).collect();
-        !on_n3.is_empty()
-            && on_n3
-                .iter()
-                .all(|r| !r.contains("Running ") && !r.contains("Starting "))
+        let states = on_n3(rows);
+        !states.is_empty()
+            && states.iter().all(|(_, current)| {
+                !current.starts_with("Running") && !current.starts_with("Starting")
+            })
     });
     assert!(
-        rows.iter()
-            .filter(|r| r.contains(&n3[..12]))
-            .any(|r| r.contains("Shutdown") && r.contains("Orphaned ")),
+        on_n3(&rows)
+            .iter()
+            .any(|(desired, current)| desired == "Shutdown" && current.starts_with("Orphaned")),
         "{}",
         rows.join("\n")
     );

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::output::{CliFailure, human_duration, run_client};
 use crate::api::pb;
 use crate::client::DaemonClient;
-use crate::manager::timers::{ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, RAFT_HEARTBEAT_MS};
+use crate::manager::timers;
+use crate::store::StoreConfig;
 
 pub fn run(host: Option<&str>) -> anyhow::Result<ExitCode> {
     run_client(async move {
@@ -17,6 +18,20 @@ pub fn run(host: Option<&str>) -> anyhow::Result<ExitCode> {
         print!("{}", render(&info));
         Ok::<(), CliFailure>(())
     })
+}
+
+/// `Election Tick` as hive's Raft really runs: the fewest heartbeat ticks a follower goes
+/// without a heartbeat before it stands for election, read from the configuration the managers
+/// use (`manager::timers` on top of the store's defaults). openraft 0.9 makes a follower wait
+/// for the leader lease (`election_timeout_max`) plus its own timeout drawn from
+/// `[election_timeout_min, election_timeout_max)`; with a 100 ms heartbeat, 600 ms and
+/// 300–600 ms that is 9 to 12 ticks, so 9. Swarm's 10 counts its 1 s ticks, of which
+/// it waits 10 to 20; hive prints its own figure rather than Swarm's.
+pub fn election_tick() -> u64 {
+    let mut config = StoreConfig::new("", 0);
+    timers::apply(&mut config);
+    let raft = &config.raft;
+    (raft.election_timeout_max + raft.election_timeout_min) / raft.heartbeat_interval
 }
 
 /// The text of `hive info`.
@@ -61,8 +76,6 @@ pub fn render(info: &pb::InfoResponse) -> String {
             "   Task History Retention Limit: {}",
             settings.task_history_limit.unwrap_or(5)
         );
-        // hive's Raft tick is its 100 ms heartbeat (manager::timers), not Swarm's 1 s; a
-        // follower stands after the lease plus its timeout, at least (max + min) / tick ticks.
         let _ = writeln!(out, "  Raft:");
         let _ = writeln!(
             out,
@@ -71,11 +84,7 @@ pub fn render(info: &pb::InfoResponse) -> String {
         );
         let _ = writeln!(out, "   Number of Old Snapshots to Retain: 0");
         let _ = writeln!(out, "   Heartbeat Tick: 1");
-        let _ = writeln!(
-            out,
-            "   Election Tick: {}",
-            (ELECTION_TIMEOUT_MAX_MS + ELECTION_TIMEOUT_MIN_MS) / RAFT_HEARTBEAT_MS
-        );
+        let _ = writeln!(out, "   Election Tick: {}", election_tick());
         let _ = writeln!(out, "  Dispatcher:");
         let _ = writeln!(
             out,
@@ -104,4 +113,25 @@ pub fn render(info: &pb::InfoResponse) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_election_tick_is_the_configured_wait_in_heartbeats() {
+        // 600 ms lease + at least 300 ms of its own timeout, at one heartbeat per 100 ms.
+        assert_eq!(election_tick(), 9);
+        let info = pb::InfoResponse {
+            state: pb::LocalNodeState::Active.into(),
+            is_manager: true,
+            ..Default::default()
+        };
+        let text = render(&info);
+        assert!(
+            text.contains("   Heartbeat Tick: 1\n   Election Tick: 9\n"),
+            "{text}"
+        );
+    }
 }

@@ -44,30 +44,63 @@ fn all_output(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
-/// The rows of `service ps SERVICE` (header dropped).
-fn ps_rows(swarm: &Swarm, service: &str) -> Vec<String> {
-    swarm
-        .hive_ok("n1", &["service", "ps", service])
-        .lines()
-        .skip(1)
-        .map(str::to_owned)
+/// One row of `service ps`, the columns a user reads here.
+#[derive(Debug, Clone)]
+struct TaskRow {
+    line: String,
+    name: String,
+    node: String,
+    desired: String,
+    current: String,
+}
+
+/// The rows of `service ps SERVICE`, cut at the header's column starts (a cell may be empty,
+/// as NODE is for a task not placed yet).
+fn ps_rows(swarm: &Swarm, service: &str) -> Vec<TaskRow> {
+    let out = swarm.hive_ok("n1", &["service", "ps", service]);
+    let mut lines = out.lines();
+    let header: Vec<char> = lines.next().unwrap_or_default().chars().collect();
+    let start = |column: &str| {
+        let column: Vec<char> = column.chars().collect();
+        header
+            .windows(column.len())
+            .position(|w| w == column.as_slice())
+            .unwrap_or_else(|| panic!("no {column:?} column in service ps: {out}"))
+    };
+    let [name, image, node, desired, current, error] = [
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ]
+    .map(start);
+    lines
+        .map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            let cell = |from: usize, to: usize| {
+                chars
+                    .get(from.min(chars.len())..to.min(chars.len()))
+                    .map(|c| c.iter().collect::<String>().trim().to_owned())
+                    .unwrap_or_default()
+            };
+            TaskRow {
+                line: line.to_owned(),
+                name: cell(name, image),
+                node: cell(node, desired),
+                desired: cell(desired, current),
+                current: cell(current, error),
+            }
+        })
         .collect()
 }
 
-/// The cells of a table row: columns are at least three spaces apart.
-fn cells(row: &str) -> Vec<&str> {
-    row.split("   ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect()
-}
-
-/// NAME, NODE, DESIRED STATE and CURRENT STATE of a `service ps` row.
-fn task_row(row: &str) -> (&str, &str, &str, &str) {
-    match cells(row)[..] {
-        [_, name, _, node, desired, current, ..] => (name, node, desired, current),
-        _ => panic!("not a task row: {row:?}"),
-    }
+fn table(rows: &[TaskRow]) -> String {
+    rows.iter()
+        .map(|r| r.line.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Polls `check` on `service ps SERVICE`'s rows until it holds; returns them.
@@ -75,8 +108,8 @@ fn wait_ps(
     swarm: &Swarm,
     service: &str,
     what: &str,
-    check: impl Fn(&[String]) -> bool,
-) -> Vec<String> {
+    check: impl Fn(&[TaskRow]) -> bool,
+) -> Vec<TaskRow> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let rows = ps_rows(swarm, service);
@@ -86,7 +119,7 @@ fn wait_ps(
         assert!(
             Instant::now() < deadline,
             "{what}: not seen within {PATIENCE:?}; service ps {service}:\n{}",
-            rows.join("\n")
+            table(&rows)
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -260,11 +293,27 @@ fn a_rejected_task_shows_its_error_and_ctrl_c_leaves_the_service(swarm: &Swarm) 
     );
     let rows = ps_rows(swarm, "toms");
     assert!(
-        rows.iter().any(|r| r.contains("Rejected")),
+        rows.iter().any(|r| r.current.starts_with("Rejected")),
         "{}",
-        rows.join("\n")
+        table(&rows)
     );
     swarm.hive_ok("n1", &["service", "rm", "toms"]);
+}
+
+/// Sets every node of `nodes` active again when dropped (also when a scenario fails midway).
+struct Reactivate<'a> {
+    swarm: &'a Swarm,
+    nodes: Vec<String>,
+}
+
+impl Drop for Reactivate<'_> {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            let _ = self
+                .swarm
+                .hive("n1", &["node", "update", "--availability", "active", node]);
+        }
+    }
 }
 
 /// Item 6: after a drain, the running task leads its slot and the stopped one follows as
@@ -286,6 +335,11 @@ fn service_ps_lists_the_running_task_above_its_history(swarm: &Swarm) {
     let availability = |node: &str, value: &str| {
         swarm.hive_ok("n1", &["node", "update", "--availability", value, node]);
     };
+    // Whatever happens below, every node is active again afterwards for the next scenario.
+    let _reactivate = Reactivate {
+        swarm,
+        nodes: nodes.iter().map(|(name, _)| name.clone()).collect(),
+    };
     for node in &others {
         availability(node, "drain");
     }
@@ -294,10 +348,7 @@ fn service_ps_lists_the_running_task_above_its_history(swarm: &Swarm) {
         &["service", "create", "-d", "--name", "hist", "hive/whoami"],
     );
     wait_ps(swarm, "hist", "hist.1 running on the first node", |rows| {
-        rows.len() == 1 && {
-            let (_, node, _, current) = task_row(&rows[0]);
-            node == first && current.starts_with("Running")
-        }
+        rows.len() == 1 && rows[0].node == first && rows[0].current.starts_with("Running")
     });
     for node in &others {
         availability(node, "active");
@@ -311,22 +362,20 @@ fn service_ps_lists_the_running_task_above_its_history(swarm: &Swarm) {
             rows.len() == 2
                 && rows
                     .iter()
-                    .map(|r| task_row(r))
-                    .any(|(_, node, _, current)| node != first && current.starts_with("Running"))
+                    .any(|r| r.node != first && r.current.starts_with("Running"))
         },
     );
     availability(&first, "active");
-    let (name, node, _, current) = task_row(&rows[0]);
+    let (running, history) = (&rows[0], &rows[1]);
     assert!(
-        name == "hist.1" && node != first && current.starts_with("Running"),
+        running.name == "hist.1" && running.node != first && running.current.starts_with("Running"),
         "the running task must lead:\n{}",
-        rows.join("\n")
+        table(&rows)
     );
-    let (name, node, desired, _) = task_row(&rows[1]);
     assert!(
-        name == "\\_ hist.1" && node == first && desired == "Shutdown",
+        history.name == "\\_ hist.1" && history.node == first && history.desired == "Shutdown",
         "the drained node's task must follow as history:\n{}",
-        rows.join("\n")
+        table(&rows)
     );
     swarm.hive_ok("n1", &["service", "rm", "hist"]);
 }
@@ -337,7 +386,7 @@ fn a_manager_is_warned_before_leaving(swarm: &Swarm) {
     let stderr = swarm.hive_err("n2", &["swarm", "leave"]);
     assert!(
         stderr.contains(
-            "You are attempting to leave the swarm on a node that is participating as a manager. \
+            "Error response from daemon: You are attempting to leave the swarm on a node that is participating as a manager. \
              Removing this node leaves 1 managers out of 2. Without a Raft quorum your swarm will \
              be inaccessible. The only way to restore a swarm that has lost consensus is to \
              reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message."
@@ -382,8 +431,7 @@ fn a_dead_node_does_not_hold_the_progress_display(swarm: &mut Swarm) {
     );
     wait_ps(swarm, "keep", "a task running on n3", |rows| {
         rows.iter()
-            .map(|r| task_row(r))
-            .any(|(_, node, _, current)| node == "n3" && current.starts_with("Running"))
+            .any(|r| r.node == "n3" && r.current.starts_with("Running"))
     });
     swarm.kill("n3");
     swarm.wait_nodes("n3 down", &["n1"], |nodes| {
@@ -411,35 +459,27 @@ fn a_dead_node_does_not_hold_the_progress_display(swarm: &mut Swarm) {
     );
     // While n3 exists, its tasks name it.
     let rows = ps_rows(swarm, "keep");
-    assert!(
-        rows.iter().any(|r| task_row(r).1 == "n3"),
-        "{}",
-        rows.join("\n")
-    );
+    assert!(rows.iter().any(|r| r.node == "n3"), "{}", table(&rows));
 
     swarm.hive_ok("n1", &["node", "rm", "n3"]);
     // Once n3 is gone, the tasks it never stopped are Orphaned, not Running.
     // Its tasks show its ID, as Docker's once the node cannot be resolved.
-    let on_n3 = |rows: &[String]| -> Vec<(String, String)> {
-        rows.iter()
-            .map(|r| task_row(r))
-            .filter(|(_, node, _, _)| *node == n3)
-            .map(|(_, _, desired, current)| (desired.to_owned(), current.to_owned()))
-            .collect()
+    let on_n3 = |rows: &[TaskRow]| -> Vec<TaskRow> {
+        rows.iter().filter(|r| r.node == n3).cloned().collect()
     };
     let rows = wait_ps(swarm, "keep", "n3's tasks orphaned", |rows| {
-        let states = on_n3(rows);
-        !states.is_empty()
-            && states.iter().all(|(_, current)| {
-                !current.starts_with("Running") && !current.starts_with("Starting")
-            })
+        let on_n3 = on_n3(rows);
+        !on_n3.is_empty()
+            && on_n3
+                .iter()
+                .all(|r| !r.current.starts_with("Running") && !r.current.starts_with("Starting"))
     });
     assert!(
         on_n3(&rows)
             .iter()
-            .any(|(desired, current)| desired == "Shutdown" && current.starts_with("Orphaned")),
+            .any(|r| r.desired == "Shutdown" && r.current.starts_with("Orphaned")),
         "{}",
-        rows.join("\n")
+        table(&rows)
     );
     converges(swarm, &["service", "scale", "keep=2"]);
     swarm.hive_ok("n1", &["service", "rm", "keep", "keep2"]);

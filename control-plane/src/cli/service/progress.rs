@@ -108,7 +108,7 @@ fn representative<'a>(tasks: impl Iterator<Item = &'a Task>) -> Option<&'a Task>
 /// The bar of one slot: its representative task's state, or, while that task has not run yet,
 /// the error of the slot's latest failed attempt at the same spec (a task rejected again and
 /// again shows why, as docker's bar does, instead of flickering through `new`/`pending`).
-fn slot_line<'a>(label: &str, slot: &[&'a Task]) -> String {
+fn slot_line(label: &str, slot: &[&Task]) -> String {
     let Some(task) = representative(slot.iter().copied()) else {
         return bar_line(label, None);
     };
@@ -159,7 +159,7 @@ pub fn snapshot(
                     by_slot
                         .get(slot)
                         .and_then(|tasks| representative(tasks.iter().copied()))
-                        .is_some_and(|t| running_task(t))
+                        .is_some_and(&running_task)
                 })
                 .count() as u64;
             let extra = mine.iter().any(|t| t.slot > replicas && live(t));
@@ -186,9 +186,7 @@ pub fn snapshot(
             let desired = by_node.len() as u64;
             let running = by_node
                 .values()
-                .filter(|tasks| {
-                    representative(tasks.iter().copied()).is_some_and(|t| running_task(t))
-                })
+                .filter(|tasks| representative(tasks.iter().copied()).is_some_and(&running_task))
                 .count() as u64;
             if desired == 0 {
                 lines.push("overall progress: waiting for new tasks".to_owned());

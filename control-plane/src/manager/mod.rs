@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 
 use crate::allocator::Allocator;
 use crate::api::{ApiError, pb};
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, Suspects};
 use crate::leader_loop;
 use crate::orchestrator::Orchestrator;
 use crate::pki::{self, NodeIdentity};
@@ -58,6 +58,8 @@ pub struct ManagerParams {
     pub addr: String,
     /// This node's mTLS client configuration.
     pub tls: Arc<ClientConfig>,
+    /// This node's gossip verdicts on the others, which outlive the manager.
+    pub suspects: Arc<Suspects>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ impl Manager {
         timers::apply(&mut config);
         let store = Store::open(config, GrpcRaftNetwork::new(peers.clone())).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(store.clone());
+        let dispatcher = Dispatcher::new(store.clone(), params.suspects.clone());
         let tasks = vec![
             tokio::spawn(probe_loop(
                 peers.clone(),

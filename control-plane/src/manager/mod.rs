@@ -295,15 +295,40 @@ impl Manager {
     /// A node as the API shows it, with leader and reachability as this manager sees them.
     pub fn node_view(&self, node: &Node) -> pb::Node {
         let leader = self.store.leader().map(|(id, _)| id);
+        let metrics = self.store.metrics();
+        let metrics = metrics.borrow();
         crate::api::convert::node(node, |status| {
             let reach = if status.raft_id == self.raft_id {
                 Reachability::Reachable
+            } else if !keeping_up(&metrics, status.raft_id) {
+                // It answers probes but does not keep up with the log: SwarmKit's leader
+                // calls a member whose Raft messages fail Unreachable too.
+                Reachability::Unreachable
             } else {
                 self.peers.reachability(status.raft_id)
             };
             (leader == Some(status.raft_id), reach)
         })
     }
+}
+
+/// How many log entries a follower may be behind the leader's log and still count as keeping
+/// up: more than one full batch of appends (openraft's `max_payload_entries`, 300) behind, it
+/// is catching up rather than following.
+pub const LAGGING_ENTRIES: u64 = 300;
+
+/// Whether `member` keeps up with the log, as this manager's metrics tell; only a leader
+/// knows (on a follower every member keeps up).
+fn keeping_up(metrics: &crate::store::types::RaftMetrics, member: NodeId) -> bool {
+    let Some(replication) = &metrics.replication else {
+        return true;
+    };
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = replication
+        .get(&member)
+        .and_then(|m| m.as_ref())
+        .map_or(0, |log_id| log_id.index);
+    last.saturating_sub(matched) <= LAGGING_ENTRIES
 }
 
 /// The manager this node runs, if it is one; shared by the services of the node port.
@@ -351,4 +376,36 @@ pub fn request_with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
+}
+
+#[cfg(test)]
+mod keeping_up_tests {
+    use super::*;
+    use crate::store::types::RaftMetrics;
+
+    fn leader_metrics(last: u64, matched: &[(NodeId, Option<u64>)]) -> RaftMetrics {
+        let mut metrics = RaftMetrics::new_initial(1);
+        metrics.last_log_index = Some(last);
+        metrics.replication = Some(
+            matched
+                .iter()
+                .map(|(id, index)| {
+                    let log_id = index
+                        .map(|i| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i));
+                    (*id, log_id)
+                })
+                .collect(),
+        );
+        metrics
+    }
+
+    #[test]
+    fn a_follower_more_than_a_batch_behind_is_not_keeping_up() {
+        let metrics = leader_metrics(1000, &[(2, Some(990)), (3, Some(600)), (4, None)]);
+        assert!(keeping_up(&metrics, 2));
+        assert!(!keeping_up(&metrics, 3));
+        assert!(!keeping_up(&metrics, 4), "nothing replicated yet");
+        // A follower does not know: every member keeps up as far as it can tell.
+        assert!(keeping_up(&RaftMetrics::new_initial(2), 3));
+    }
 }

@@ -10,6 +10,7 @@
 pub mod ca;
 pub mod cluster;
 pub mod control;
+pub mod forwarding;
 pub mod logs;
 pub mod membership;
 pub mod networks;
@@ -43,6 +44,7 @@ use crate::store::objects::{Cluster, Node, Reachability};
 use crate::store::types::NodeId;
 use crate::store::{ReadView, Store, StoreConfig, StoreError};
 use crate::transport::PeerInfo;
+pub use forwarding::CallKind;
 
 pub use control::ControlService;
 
@@ -215,8 +217,15 @@ impl Manager {
     /// Runs `attempt` where the leader is: with `None` here if this manager leads, or with a
     /// channel to the leader. While the leader is unknown or unreachable (an election is
     /// running), retries for up to [`timers::LEADER_WAIT`], then fails with docker's
-    /// lost-quorum error.
-    pub async fn with_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
+    /// lost-quorum error. A call sent to a leader that stops being the leader here (cut off,
+    /// dead, replaced) is not waited for: a read goes to the new leader, a write whose fate
+    /// is unknown says so (`forwarding`), within the election time rather than after the
+    /// call's own timeout.
+    pub async fn with_leader<T, F, Fut>(
+        &self,
+        kind: CallKind,
+        mut attempt: F,
+    ) -> Result<T, ApiError>
     where
         F: FnMut(Option<Channel>) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -226,20 +235,39 @@ impl Manager {
             let outcome = match self.route() {
                 Route::Leader => attempt(None).await,
                 Route::Forward { addr } => match self.peers.channel(&addr) {
-                    Ok(channel) => attempt(Some(channel)).await,
+                    Ok(channel) => tokio::select! {
+                        outcome = attempt(Some(channel)) => outcome,
+                        () = self.leader_moves_from(&addr) => match kind {
+                            CallKind::Read => Err(ApiError::Unavailable(format!(
+                                "the leader at {addr} was replaced"
+                            ))),
+                            CallKind::Write => Err(forwarding::unknown_fate()),
+                        },
+                    },
                     Err(err) => Err(ApiError::Unavailable(err.to_string())),
                 },
                 Route::NoLeader => Err(ApiError::NoLeader),
             };
-            match outcome {
-                Err(err) if err.is_retryable() => {
-                    if Instant::now() >= deadline {
-                        tracing::debug!(%err, "no leader answered in time");
-                        return Err(ApiError::NoLeader);
-                    }
-                    tokio::time::sleep(timers::LEADER_RETRY).await;
-                }
-                other => return other,
+            let error = match outcome {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            forwarding::after_failure(kind, error)?;
+            if Instant::now() >= deadline {
+                tracing::debug!("no leader answered in time");
+                return Err(ApiError::NoLeader);
+            }
+            tokio::time::sleep(timers::LEADER_RETRY).await;
+        }
+    }
+
+    /// Completes once the leader is no longer the one at `addr` as this manager sees it: an
+    /// election started (it heard nothing for the election timeout) or another one won.
+    async fn leader_moves_from(&self, addr: &str) {
+        loop {
+            tokio::time::sleep(timers::LEADER_RETRY).await;
+            if !matches!(self.route(), Route::Forward { addr: now } if now == addr) {
+                return;
             }
         }
     }

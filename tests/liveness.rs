@@ -371,3 +371,74 @@ fn a_write_forwarded_to_a_cut_off_leader_is_answered_honestly() {
     // And the next write goes to the new leader.
     swarm.hive_line(follower, "service create -d --name after hive/whoami");
 }
+
+/// Large writes a follower misses while it is down: more than one batch of appends, each
+/// entry tens of kilobytes (one node label, rewritten).
+const MISSED_WRITES: usize = 400;
+const LARGE_VALUE: usize = 40_000;
+
+fn label_write(swarm: &Swarm, via: &str, i: usize) -> Result<(), tonic::Status> {
+    let mut client = swarm.client(via);
+    let value = char::from(b'a' + (i % 26) as u8)
+        .to_string()
+        .repeat(LARGE_VALUE);
+    swarm
+        .rt
+        .block_on(client.control.update_node(pb::UpdateNodeRequest {
+            node: "n4".to_owned(),
+            label_add: [("big".to_owned(), value)].into_iter().collect(),
+            ..pb::UpdateNodeRequest::default()
+        }))
+        .map(drop)
+}
+
+#[test]
+fn a_manager_back_after_many_large_writes_catches_up_and_the_swarm_survives_its_leader() {
+    if !privileged(
+        "a_manager_back_after_many_large_writes_catches_up_and_the_swarm_survives_its_leader",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swarm = Swarm::up("tl-lag", 4, 3);
+    let leader = swarm.leader("n1").expect("a leader");
+    let lagging = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a follower");
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader && *n != lagging)
+        .expect("another follower");
+    swarm.kill(lagging);
+    for i in 0..MISSED_WRITES {
+        label_write(&swarm, &leader, i).unwrap_or_else(|e| panic!("write {i}: {e}"));
+    }
+    swarm.restart(lagging);
+    // It catches up: the leader sees it keeping up again.
+    swarm.wait_nodes(&format!("{lagging} reachable"), &[&leader], |nodes| {
+        nodes.iter().any(|n| {
+            n.description
+                .as_ref()
+                .is_some_and(|d| d.hostname == lagging)
+                && n.manager_status
+                    .as_ref()
+                    .is_some_and(|m| m.reachability() == pb::Reachability::Reachable)
+        })
+    });
+    // The leader dies: the two others elect one of them, and writes go on.
+    swarm.kill(&leader);
+    let deadline = Instant::now() + PATIENCE;
+    let mut i = MISSED_WRITES;
+    loop {
+        match label_write(&swarm, other, i) {
+            Ok(()) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no write accepted after the leader died: {e}"
+            ),
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,11 +1,14 @@
-//! Node liveness end to end (issue 13 item 7, issue 14 item 6): when a node turns `Down` and
-//! its tasks are replaced, as a user sees it through `hive node ls`, `hive service ps` and
-//! requests to published ports.
+//! Liveness of nodes and managers end to end (issue 13 item 7, issue 14 items 3, 5 and 6), as
+//! a user sees it through `hive node ls`, the task list, writes and requests to published
+//! ports.
 //!
 //! - A daemon restart is not a node death: the node keeps its tasks (same task IDs, nothing
 //!   runs twice) and no request fails, while a node whose daemon stays dead has its tasks
 //!   replaced after the dispatcher's grace.
 //! - Managers dead before `swarm init --force-new-cluster` turn `Down`, as Docker shows them.
+//! - A write forwarded to a leader that is cut off is answered honestly, not after a timeout
+//!   with the lost-quorum error.
+//! - A manager back after many large writes catches up, and the swarm survives its leader.
 //!
 //! Every test uses its own lab, removed when the test ends (also when it fails). The tests
 //! need root; without it they are skipped with a printed reason, or fail when `CI` is set.

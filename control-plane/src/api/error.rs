@@ -75,6 +75,11 @@ pub enum ApiError {
     /// A manager could not be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// A write reached a leader that was replaced or cut off before it answered.
+    #[error(
+        "The leader changed before it answered: the write may or may not have been applied. Check the swarm's state before repeating it."
+    )]
+    UnknownFate,
     #[error("{what} failed: {reason}")]
     Internal { what: &'static str, reason: String },
     /// Another node's answer, passed on unchanged (code, text and markers).
@@ -118,6 +123,7 @@ impl ApiError {
             Self::Authz(_) => (Code::PermissionDenied, false),
             Self::Store(e) => (store_code(e), false),
             Self::Unavailable(_) => (Code::Unavailable, false),
+            Self::UnknownFate => (Code::Unknown, false),
             Self::Internal { .. } => (Code::Internal, false),
             Self::Remote(status) => (status.code(), is_plain(status)),
         }

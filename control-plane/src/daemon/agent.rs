@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,11 +18,12 @@ use crate::agent::mesh::{MeshAttacher, NodeMesh, find_underlay};
 use crate::agent::status::StatusQueue;
 use crate::agent::task_runner::PreparedStore;
 use crate::agent::worker::{MeshSink, NoExecutor, Worker};
-use crate::dispatcher::Observation;
+use crate::dispatcher::{Suspects, SuspicionKind};
 use crate::executor::resolv_conf::ResolvConf;
 use crate::executor::{Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoNetworks};
-use crate::gossip::{DEFAULT_GOSSIP_PORT, Gossip, GossipConfig, MembershipEvent};
-use crate::manager::ManagerSlot;
+use crate::gossip::{
+    DEFAULT_GOSSIP_PORT, DownReason, Gossip, GossipConfig, Member, MemberStatus, MembershipEvent,
+};
 
 /// `<data-dir>/agent/prepared/<task-id>.json`: what `prepare` made of each task.
 pub const PREPARED_DIR: &str = "agent/prepared";
@@ -50,13 +51,13 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    /// Starts the agent of the node `file` describes. Nothing here fails the daemon: a data
-    /// plane that cannot open leaves the node without a mesh (logged), an executor that
-    /// cannot start rejects every task with the reason.
+    /// Starts the agent of the node `file` describes; its gossip's verdicts go to `suspects`.
+    /// Nothing here fails the daemon: a data plane that cannot open leaves the node without a
+    /// mesh (logged), an executor that cannot start rejects every task with the reason.
     pub async fn start(
         config: &DaemonConfig,
         file: &NodeFile,
-        managers: Weak<ManagerSlot>,
+        suspects: Arc<Suspects>,
     ) -> Arc<Self> {
         let (stop, stopping) = watch::channel(false);
         let advertise: Option<SocketAddr> = file.advertise_addr.parse().ok();
@@ -121,10 +122,15 @@ impl NodeAgent {
             None => None,
         };
         if let Some(gossip) = &gossip {
+            // Subscribe first, then read the view: an event already in the view is harmless.
+            let watch = gossip.watch();
+            for member in gossip.members() {
+                judge(&member, None, mesh.as_deref(), &suspects);
+            }
             tasks.push(tokio::spawn(follow_gossip(
-                gossip.watch(),
+                watch,
                 mesh.clone(),
-                managers,
+                suspects,
                 stopping,
             )));
         }
@@ -258,12 +264,13 @@ async fn start_gossip(file: &NodeFile, addr: IpAddr) -> Option<Gossip> {
     }
 }
 
-/// Gossip's verdicts: into this node's mesh at once, and to this manager's dispatcher (which
-/// marks the node down if it leads).
+/// Gossip's verdicts: into this node's mesh at once (new flows avoid a lost node's tasks),
+/// and to the node's [`Suspects`], which the leader's dispatcher weighs against the node's
+/// session before marking it down (docs/control-plane.md, "Node liveness").
 async fn follow_gossip(
     mut watch: crate::gossip::MembershipWatch,
     mesh: Option<Arc<NodeMesh>>,
-    managers: Weak<ManagerSlot>,
+    suspects: Arc<Suspects>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -276,36 +283,51 @@ async fn follow_gossip(
             Err(crate::gossip::WatchError::Lagged { .. }) => continue,
             Err(_) => return,
         };
-        let member = event.member();
-        if member.local {
-            continue;
+        let reason = match &event {
+            MembershipEvent::NodeDown { reason, .. } => Some(*reason),
+            MembershipEvent::NodeUp { .. } | MembershipEvent::NodeUpdated { .. } => None,
+        };
+        judge(event.member(), reason, mesh.as_deref(), &suspects);
+    }
+}
+
+/// Applies what gossip says of one member: its status, and for a change, why it went down.
+fn judge(
+    member: &Member,
+    reason: Option<DownReason>,
+    mesh: Option<&NodeMesh>,
+    suspects: &Suspects,
+) {
+    if member.local {
+        return;
+    }
+    let node = &member.node_id;
+    match (member.status, reason) {
+        // A newer incarnation replaced it: the `NodeUp` that follows finds it again.
+        (_, Some(DownReason::Restarted)) => {
+            tracing::info!(%node, "gossip: node restarted");
+            if let Some(mesh) = mesh {
+                mesh.set_dead(node, true);
+            }
         }
-        match &event {
-            MembershipEvent::NodeUp { member } => {
-                tracing::info!(node = %member.node_id, "gossip: node up");
-                if let Some(mesh) = &mesh {
-                    mesh.set_dead(&member.node_id, false);
-                }
+        (MemberStatus::Up, _) => {
+            tracing::info!(%node, "gossip: node up");
+            if let Some(mesh) = mesh {
+                mesh.set_dead(node, false);
             }
-            MembershipEvent::NodeDown { member, reason } => {
-                tracing::info!(node = %member.node_id, ?reason, "gossip: node down");
-                if let Some(mesh) = &mesh {
-                    mesh.set_dead(&member.node_id, true);
-                }
-                // A restart shows up as down-then-up at once; the session re-registers.
-                if *reason == crate::gossip::DownReason::Restarted {
-                    continue;
-                }
-                if let Some(manager) = managers.upgrade().and_then(|m| m.get()) {
-                    manager.dispatcher.liveness().observe(
-                        &member.node_id,
-                        Observation::Dead {
-                            reason: format!("gossip: node {reason:?}").to_lowercase(),
-                        },
-                    );
-                }
+            suspects.found(node);
+        }
+        (MemberStatus::Down | MemberStatus::Left, _) => {
+            tracing::info!(%node, status = ?member.status, "gossip: node down");
+            if let Some(mesh) = mesh {
+                mesh.set_dead(node, true);
             }
-            MembershipEvent::NodeUpdated { .. } => {}
+            let kind = if member.status == MemberStatus::Left {
+                SuspicionKind::Left
+            } else {
+                SuspicionKind::Failed
+            };
+            suspects.lost(node, kind);
         }
     }
 }

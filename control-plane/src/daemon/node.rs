@@ -14,6 +14,7 @@ use super::agent::NodeAgent;
 use super::config::DaemonConfig;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
+use crate::dispatcher::Suspects;
 use crate::manager::{Manager, ManagerParams, ManagerSlot};
 use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials};
 use crate::transport::TlsSlot;
@@ -50,6 +51,8 @@ pub struct SwarmNode {
     pub listen_addr: SocketAddr,
     pub tls: Arc<TlsSlot>,
     pub managers: Arc<ManagerSlot>,
+    /// What the node's gossip says about the others, for whichever manager leads here.
+    suspects: Arc<Suspects>,
     active: RwLock<Option<Arc<Active>>>,
     /// Why the node could not resume its swarm membership at start, if it could not.
     error: RwLock<Option<String>>,
@@ -72,6 +75,7 @@ impl SwarmNode {
             listen_addr,
             tls: TlsSlot::new(),
             managers: ManagerSlot::new(),
+            suspects: Arc::default(),
             active: RwLock::new(None),
             error: RwLock::new(None),
             transition: Mutex::new(()),
@@ -135,6 +139,7 @@ impl SwarmNode {
                     cluster_id: file.cluster_id.clone(),
                     addr: file.advertise_addr.clone(),
                     tls: client_tls.clone(),
+                    suspects: self.suspects.clone(),
                 })
                 .await?,
             )
@@ -212,7 +217,7 @@ impl SwarmNode {
         if let Some(old) = slot.take() {
             old.stop(true).await;
         }
-        let agent = NodeAgent::start(&self.config, file, Arc::downgrade(&self.managers)).await;
+        let agent = NodeAgent::start(&self.config, file, self.suspects.clone()).await;
         *slot = Some(agent.clone());
         agent
     }

@@ -7,12 +7,14 @@
 //! gives every node twice the grace to find it (SwarmKit does the same), instead of marking
 //! everything down.
 //!
-//! Liveness has one entry point, [`Liveness::observe`], so that the gossip layer (a later
-//! issue) can report a node dead within a second through the same path the heartbeats use.
+//! Gossip finds a dead node within a second; this node's gossip verdicts ([`Suspects`]) mark
+//! it `Down` one heartbeat period later unless its session was heard from meanwhile, so that
+//! a daemon restart keeps its node's tasks (`liveness.rs`, docs/control-plane.md).
 
 pub mod assignments;
 pub mod liveness;
 pub mod service;
+pub mod suspects;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,8 +29,9 @@ use crate::store::objects::{Cluster, DispatcherConfig, Node, NodeState};
 use crate::store::types::{NodeId, RaftMetrics};
 use crate::store::{ReadView, Store};
 
-pub use liveness::{Liveness, Observation};
+pub use liveness::Liveness;
 pub use service::DispatcherService;
+pub use suspects::{Suspects, SuspicionKind};
 
 /// Missed periods before a node is `Down` (SwarmKit `defaultGracePeriodMultiplier`).
 pub const GRACE_MULTIPLIER: u32 = 3;
@@ -42,22 +45,20 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 pub struct Dispatcher {
     store: Store,
     liveness: Liveness,
+    suspects: Arc<Suspects>,
     /// Node ID → its current session ID.
     pub(super) sessions: Mutex<HashMap<String, String>>,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store) -> Arc<Self> {
+    /// `suspects` are this node's gossip verdicts (the daemon's, shared by its managers).
+    pub fn new(store: Store, suspects: Arc<Suspects>) -> Arc<Self> {
         Arc::new(Self {
             store,
             liveness: Liveness::default(),
+            suspects,
             sessions: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Where node liveness is reported (heartbeats here; gossip later).
-    pub fn liveness(&self) -> &Liveness {
-        &self.liveness
     }
 
     /// The heartbeat period from the cluster settings.
@@ -104,12 +105,7 @@ impl Dispatcher {
             .unwrap_or_else(|e| e.into_inner())
             .insert(node_id.to_owned(), session_id.clone());
         let period = self.period();
-        self.liveness.observe(
-            node_id,
-            Observation::Alive {
-                grace: self.grace(period),
-            },
-        );
+        self.liveness.heard(node_id, self.grace(period));
         Ok(response(session_id, period, &node, managers))
     }
 
@@ -122,12 +118,7 @@ impl Dispatcher {
     ) -> Result<pb::SessionResponse, ApiError> {
         self.check_session(node_id, session_id)?;
         let period = self.period();
-        self.liveness.observe(
-            node_id,
-            Observation::Alive {
-                grace: self.grace(period),
-            },
-        );
+        self.liveness.heard(node_id, self.grace(period));
         let mut node = self
             .store
             .view(|tx| tx.get::<Node>(node_id))?
@@ -171,11 +162,12 @@ impl Dispatcher {
                 _ = stop.wait_for(|s| *s) => return,
             }
             let now_leading = metrics.borrow().current_leader == Some(raft_id);
-            if now_leading && !leading {
-                self.take_over();
+            if now_leading != leading {
+                // A new leader starts from no deadlines: each node gets a first grace when
+                // `mark_expired_down` first sees it.
+                self.liveness.clear();
             }
             if !now_leading && leading {
-                self.liveness.clear();
                 self.sessions
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -188,22 +180,29 @@ impl Dispatcher {
         }
     }
 
-    /// A new leader: every node gets a longer first deadline to find it.
-    fn take_over(&self) {
-        let grace = self.grace(self.period()) * NEW_LEADER_MULTIPLIER;
-        match self.store.view(|tx| tx.list::<Node>()) {
-            Ok(nodes) => {
-                for node in nodes.iter().filter(|n| n.status.state != NodeState::Down) {
-                    self.liveness
-                        .observe(&node.id, Observation::Alive { grace });
-                }
-            }
-            Err(err) => tracing::warn!(%err, "dispatcher: reading nodes after taking over"),
-        }
-    }
-
+    /// Marks `Down` the nodes that are down by their deadlines or gossip's verdicts. A write
+    /// that fails (no quorum) is tried again at the next check: the node is still not `Down`.
     async fn mark_expired_down(&self) {
-        for (node_id, reason) in self.liveness.expired() {
+        let nodes = match self.store.view(|tx| tx.list::<Node>()) {
+            Ok(nodes) => nodes,
+            Err(err) => {
+                tracing::warn!(%err, "dispatcher: reading the nodes");
+                return;
+            }
+        };
+        let period = self.period();
+        let up = nodes
+            .iter()
+            .filter(|n| n.status.state != NodeState::Down)
+            .map(|n| n.id.as_str());
+        let due = self.liveness.due(
+            std::time::Instant::now(),
+            up,
+            &self.suspects.snapshot(),
+            period,
+            self.grace(period) * NEW_LEADER_MULTIPLIER,
+        );
+        for (node_id, reason) in due {
             let result = update(&self.store, |tx| {
                 let Some(node) = tx.get::<Node>(&node_id)? else {
                     return Ok(());
@@ -222,8 +221,6 @@ impl Dispatcher {
                 Ok(()) => tracing::info!(node = %node_id, %reason, "node is down"),
                 Err::<(), crate::store::StoreError>(err) => {
                     tracing::warn!(node = %node_id, %err, "could not mark the node down; retrying");
-                    self.liveness
-                        .observe(&node_id, Observation::Dead { reason });
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use rustls::pki_types::CertificateSigningRequestDer;
 
 use super::membership::allocate_raft_id;
-use super::{Manager, ManagerSlot, request_with_timeout, timers};
+use super::{CallKind, Manager, ManagerSlot, request_with_timeout, timers};
 use crate::api::{ApiError, convert, pb};
 use crate::pki::{self, CertExpiry, JoinToken, JoinTokens, NodeIdentity, Role, RootCa, RootCaPem};
 use crate::store::ReadView;
@@ -37,7 +37,7 @@ impl pb::ca_server::Ca for CaService {
         let manager = self.managers.manager()?;
         let request = request.into_inner();
         let response = manager
-            .with_leader(|channel| {
+            .with_leader(CallKind::Write, |channel| {
                 let (manager, request) = (manager.clone(), request.clone());
                 async move {
                     match channel {

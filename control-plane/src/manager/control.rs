@@ -5,20 +5,21 @@
 use std::sync::Arc;
 
 use super::{
-    Manager, ManagerSlot, cluster, logs, networks, nodes, request_with_timeout, services, tasks,
-    timers,
+    CallKind, Manager, ManagerSlot, cluster, logs, networks, nodes, request_with_timeout, services,
+    tasks, timers,
 };
 use crate::api::{ApiError, pb};
 use crate::pki::Role;
 
 /// Routes one Control call: runs `$op(&manager, request)` on the leader, forwarding it with
-/// `ControlClient::$method` when another manager leads.
+/// `ControlClient::$method` when another manager leads. `$kind` (a [`CallKind`]) says
+/// whether the call may be sent again after a failure on its way (`forwarding`).
 macro_rules! leader_call {
-    ($manager:expr, $request:expr, $op:path, $method:ident) => {{
+    ($kind:expr, $manager:expr, $request:expr, $op:path, $method:ident) => {{
         let manager: &Arc<Manager> = $manager;
         let request = $request;
         manager
-            .with_leader(|channel| {
+            .with_leader($kind, |channel| {
                 let (manager, request) = (manager.clone(), request.clone());
                 async move {
                     match channel {
@@ -55,119 +56,125 @@ impl Manager {
         self: &Arc<Self>,
         r: pb::InspectSwarmRequest,
     ) -> Result<pb::InspectSwarmResponse, ApiError> {
-        leader_call!(self, r, inspect_swarm, inspect_swarm)
+        leader_call!(CallKind::Read, self, r, inspect_swarm, inspect_swarm)
     }
 
     pub async fn update_swarm(
         self: &Arc<Self>,
         r: pb::UpdateSwarmRequest,
     ) -> Result<pb::InspectSwarmResponse, ApiError> {
-        leader_call!(self, r, cluster::update, update_swarm)
+        leader_call!(CallKind::Write, self, r, cluster::update, update_swarm)
     }
 
     pub async fn join_token(
         self: &Arc<Self>,
         r: pb::JoinTokenRequest,
     ) -> Result<pb::JoinTokenResponse, ApiError> {
-        leader_call!(self, r, cluster::join_token, join_token)
+        // `join-token --rotate` writes; a plain query reads.
+        let kind = if r.rotate {
+            CallKind::Write
+        } else {
+            CallKind::Read
+        };
+        leader_call!(kind, self, r, cluster::join_token, join_token)
     }
 
     pub async fn list_nodes(
         self: &Arc<Self>,
         r: pb::ListNodesRequest,
     ) -> Result<pb::ListNodesResponse, ApiError> {
-        leader_call!(self, r, list_nodes, list_nodes)
+        leader_call!(CallKind::Read, self, r, list_nodes, list_nodes)
     }
 
     pub async fn inspect_node(
         self: &Arc<Self>,
         r: pb::InspectNodeRequest,
     ) -> Result<pb::Node, ApiError> {
-        leader_call!(self, r, nodes::inspect, inspect_node)
+        leader_call!(CallKind::Read, self, r, nodes::inspect, inspect_node)
     }
 
     pub async fn update_node(
         self: &Arc<Self>,
         r: pb::UpdateNodeRequest,
     ) -> Result<pb::Node, ApiError> {
-        leader_call!(self, r, nodes::update, update_node)
+        leader_call!(CallKind::Write, self, r, nodes::update, update_node)
     }
 
     pub async fn remove_node(
         self: &Arc<Self>,
         r: pb::RemoveNodeRequest,
     ) -> Result<pb::RemoveNodeResponse, ApiError> {
-        leader_call!(self, r, nodes::remove, remove_node)
+        leader_call!(CallKind::Write, self, r, nodes::remove, remove_node)
     }
 
     pub async fn create_service(
         self: &Arc<Self>,
         r: pb::CreateServiceRequest,
     ) -> Result<pb::ServiceReply, ApiError> {
-        leader_call!(self, r, services::create, create_service)
+        leader_call!(CallKind::Write, self, r, services::create, create_service)
     }
 
     pub async fn update_service(
         self: &Arc<Self>,
         r: pb::UpdateServiceRequest,
     ) -> Result<pb::ServiceReply, ApiError> {
-        leader_call!(self, r, services::update, update_service)
+        leader_call!(CallKind::Write, self, r, services::update, update_service)
     }
 
     pub async fn remove_service(
         self: &Arc<Self>,
         r: pb::RemoveServiceRequest,
     ) -> Result<pb::RemoveServiceResponse, ApiError> {
-        leader_call!(self, r, services::remove, remove_service)
+        leader_call!(CallKind::Write, self, r, services::remove, remove_service)
     }
 
     pub async fn inspect_service(
         self: &Arc<Self>,
         r: pb::InspectServiceRequest,
     ) -> Result<pb::ServiceReply, ApiError> {
-        leader_call!(self, r, services::inspect, inspect_service)
+        leader_call!(CallKind::Read, self, r, services::inspect, inspect_service)
     }
 
     pub async fn list_services(
         self: &Arc<Self>,
         r: pb::ListServicesRequest,
     ) -> Result<pb::ListServicesResponse, ApiError> {
-        leader_call!(self, r, services::list, list_services)
+        leader_call!(CallKind::Read, self, r, services::list, list_services)
     }
 
     pub async fn list_tasks(
         self: &Arc<Self>,
         r: pb::ListTasksRequest,
     ) -> Result<pb::ListTasksResponse, ApiError> {
-        leader_call!(self, r, tasks::list, list_tasks)
+        leader_call!(CallKind::Read, self, r, tasks::list, list_tasks)
     }
 
     pub async fn create_network(
         self: &Arc<Self>,
         r: pb::CreateNetworkRequest,
     ) -> Result<pb::NetworkReply, ApiError> {
-        leader_call!(self, r, networks::create, create_network)
+        leader_call!(CallKind::Write, self, r, networks::create, create_network)
     }
 
     pub async fn list_networks(
         self: &Arc<Self>,
         r: pb::ListNetworksRequest,
     ) -> Result<pb::ListNetworksResponse, ApiError> {
-        leader_call!(self, r, networks::list, list_networks)
+        leader_call!(CallKind::Read, self, r, networks::list, list_networks)
     }
 
     pub async fn inspect_network(
         self: &Arc<Self>,
         r: pb::InspectNetworkRequest,
     ) -> Result<pb::NetworkReply, ApiError> {
-        leader_call!(self, r, networks::inspect, inspect_network)
+        leader_call!(CallKind::Read, self, r, networks::inspect, inspect_network)
     }
 
     pub async fn remove_network(
         self: &Arc<Self>,
         r: pb::RemoveNetworkRequest,
     ) -> Result<pb::RemoveNetworkResponse, ApiError> {
-        leader_call!(self, r, networks::remove, remove_network)
+        leader_call!(CallKind::Write, self, r, networks::remove, remove_network)
     }
 
     /// Answered here, not at the leader (see `manager::logs`).

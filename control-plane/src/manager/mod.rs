@@ -10,6 +10,7 @@
 pub mod ca;
 pub mod cluster;
 pub mod control;
+pub mod forwarding;
 pub mod logs;
 pub mod membership;
 pub mod networks;
@@ -33,7 +34,7 @@ use tonic::transport::Channel;
 
 use crate::allocator::Allocator;
 use crate::api::{ApiError, pb};
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, Suspects};
 use crate::leader_loop;
 use crate::orchestrator::Orchestrator;
 use crate::pki::{self, NodeIdentity};
@@ -43,6 +44,7 @@ use crate::store::objects::{Cluster, Node, Reachability};
 use crate::store::types::NodeId;
 use crate::store::{ReadView, Store, StoreConfig, StoreError};
 use crate::transport::PeerInfo;
+pub use forwarding::CallKind;
 
 pub use control::ControlService;
 
@@ -58,6 +60,8 @@ pub struct ManagerParams {
     pub addr: String,
     /// This node's mTLS client configuration.
     pub tls: Arc<ClientConfig>,
+    /// This node's gossip verdicts on the others, which outlive the manager.
+    pub suspects: Arc<Suspects>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +109,7 @@ impl Manager {
         timers::apply(&mut config);
         let store = Store::open(config, GrpcRaftNetwork::new(peers.clone())).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(store.clone());
+        let dispatcher = Dispatcher::new(store.clone(), params.suspects.clone());
         let tasks = vec![
             tokio::spawn(probe_loop(
                 peers.clone(),
@@ -213,8 +217,15 @@ impl Manager {
     /// Runs `attempt` where the leader is: with `None` here if this manager leads, or with a
     /// channel to the leader. While the leader is unknown or unreachable (an election is
     /// running), retries for up to [`timers::LEADER_WAIT`], then fails with docker's
-    /// lost-quorum error.
-    pub async fn with_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
+    /// lost-quorum error. A call sent to a leader that stops being the leader here (cut off,
+    /// dead, replaced) is not waited for: a read goes to the new leader, a write whose fate
+    /// is unknown says so (`forwarding`), within the election time rather than after the
+    /// call's own timeout.
+    pub async fn with_leader<T, F, Fut>(
+        &self,
+        kind: CallKind,
+        mut attempt: F,
+    ) -> Result<T, ApiError>
     where
         F: FnMut(Option<Channel>) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -224,20 +235,39 @@ impl Manager {
             let outcome = match self.route() {
                 Route::Leader => attempt(None).await,
                 Route::Forward { addr } => match self.peers.channel(&addr) {
-                    Ok(channel) => attempt(Some(channel)).await,
+                    Ok(channel) => tokio::select! {
+                        outcome = attempt(Some(channel)) => outcome,
+                        () = self.leader_moves_from(&addr) => match kind {
+                            CallKind::Read => Err(ApiError::Unavailable(format!(
+                                "the leader at {addr} was replaced"
+                            ))),
+                            CallKind::Write => Err(forwarding::unknown_fate()),
+                        },
+                    },
                     Err(err) => Err(ApiError::Unavailable(err.to_string())),
                 },
                 Route::NoLeader => Err(ApiError::NoLeader),
             };
-            match outcome {
-                Err(err) if err.is_retryable() => {
-                    if Instant::now() >= deadline {
-                        tracing::debug!(%err, "no leader answered in time");
-                        return Err(ApiError::NoLeader);
-                    }
-                    tokio::time::sleep(timers::LEADER_RETRY).await;
-                }
-                other => return other,
+            let error = match outcome {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            forwarding::after_failure(kind, error)?;
+            if Instant::now() >= deadline {
+                tracing::debug!("no leader answered in time");
+                return Err(ApiError::NoLeader);
+            }
+            tokio::time::sleep(timers::LEADER_RETRY).await;
+        }
+    }
+
+    /// Completes once the leader is no longer the one at `addr` as this manager sees it: an
+    /// election started (it heard nothing for the election timeout) or another one won.
+    async fn leader_moves_from(&self, addr: &str) {
+        loop {
+            tokio::time::sleep(timers::LEADER_RETRY).await;
+            if !matches!(self.route(), Route::Forward { addr: now } if now == addr) {
+                return;
             }
         }
     }
@@ -293,15 +323,40 @@ impl Manager {
     /// A node as the API shows it, with leader and reachability as this manager sees them.
     pub fn node_view(&self, node: &Node) -> pb::Node {
         let leader = self.store.leader().map(|(id, _)| id);
+        let metrics = self.store.metrics();
+        let metrics = metrics.borrow();
         crate::api::convert::node(node, |status| {
             let reach = if status.raft_id == self.raft_id {
                 Reachability::Reachable
+            } else if !keeping_up(&metrics, status.raft_id) {
+                // It answers probes but does not keep up with the log: SwarmKit's leader
+                // calls a member whose Raft messages fail Unreachable too.
+                Reachability::Unreachable
             } else {
                 self.peers.reachability(status.raft_id)
             };
             (leader == Some(status.raft_id), reach)
         })
     }
+}
+
+/// How many log entries a follower may be behind the leader's log and still count as keeping
+/// up: more than one full batch of appends (openraft's `max_payload_entries`, 300) behind, it
+/// is catching up rather than following.
+pub const LAGGING_ENTRIES: u64 = 300;
+
+/// Whether `member` keeps up with the log, as this manager's metrics tell; only a leader
+/// knows (on a follower every member keeps up).
+fn keeping_up(metrics: &crate::store::types::RaftMetrics, member: NodeId) -> bool {
+    let Some(replication) = &metrics.replication else {
+        return true;
+    };
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = replication
+        .get(&member)
+        .and_then(|m| m.as_ref())
+        .map_or(0, |log_id| log_id.index);
+    last.saturating_sub(matched) <= LAGGING_ENTRIES
 }
 
 /// The manager this node runs, if it is one; shared by the services of the node port.
@@ -349,4 +404,36 @@ pub fn request_with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
+}
+
+#[cfg(test)]
+mod keeping_up_tests {
+    use super::*;
+    use crate::store::types::RaftMetrics;
+
+    fn leader_metrics(last: u64, matched: &[(NodeId, Option<u64>)]) -> RaftMetrics {
+        let mut metrics = RaftMetrics::new_initial(1);
+        metrics.last_log_index = Some(last);
+        metrics.replication = Some(
+            matched
+                .iter()
+                .map(|(id, index)| {
+                    let log_id = index
+                        .map(|i| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i));
+                    (*id, log_id)
+                })
+                .collect(),
+        );
+        metrics
+    }
+
+    #[test]
+    fn a_follower_more_than_a_batch_behind_is_not_keeping_up() {
+        let metrics = leader_metrics(1000, &[(2, Some(990)), (3, Some(600)), (4, None)]);
+        assert!(keeping_up(&metrics, 2));
+        assert!(!keeping_up(&metrics, 3));
+        assert!(!keeping_up(&metrics, 4), "nothing replicated yet");
+        // A follower does not know: every member keeps up as far as it can tell.
+        assert!(keeping_up(&RaftMetrics::new_initial(2), 3));
+    }
 }

@@ -38,10 +38,21 @@ pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound of a join's Raft membership change (the learner must catch up first).
 pub const JOIN_RAFT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// One snapshot chunk sent to a follower too far behind the leader's log. openraft 0.9's
+/// default (3 MiB, JSON-encoded as a list of numbers: ~10 MB on the wire) could not be sent in
+/// its 200 ms; a quarter MiB is the AppendEntries bound too (`raft_net::append`).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 256 * 1024;
+/// How long one snapshot chunk may take, the last one including the follower's install (it
+/// rewrites the follower's whole state): openraft's 200 ms default made a large snapshot
+/// time out at every attempt, and the follower never caught up.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+
 /// hive's Raft timers on top of the store's defaults.
 pub fn apply(config: &mut StoreConfig) {
     config.raft.heartbeat_interval = RAFT_HEARTBEAT_MS;
     config.raft.election_timeout_min = ELECTION_TIMEOUT_MIN_MS;
     config.raft.election_timeout_max = ELECTION_TIMEOUT_MAX_MS;
     config.request_timeout = WRITE_TIMEOUT;
+    config.raft.snapshot_max_chunk_size = SNAPSHOT_CHUNK_BYTES;
+    config.raft.install_snapshot_timeout = INSTALL_SNAPSHOT_TIMEOUT_MS;
 }

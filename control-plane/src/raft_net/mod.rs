@@ -5,6 +5,7 @@
 //! openraft's RPC types are serde types; they travel as JSON inside `RaftPayload`, so the
 //! proto does not mirror openraft's internals (the openraft examples do the same).
 
+pub mod append;
 pub mod network;
 pub mod peers;
 pub mod service;

@@ -9,6 +9,7 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::append;
 use super::peers::Peers;
 use super::{decode, encode};
 use crate::api::pb;
@@ -98,10 +99,20 @@ impl PeerConnection {
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest,
+        mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+        let cut = append::cut_to_size(&mut rpc, append::MAX_APPEND_BYTES);
+        let response = self
+            .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
+            .await?;
+        Ok(match (response, cut) {
+            // The follower has everything up to the last entry sent; openraft sends the rest.
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (response, _) => response,
+        })
     }
 
     async fn install_snapshot(

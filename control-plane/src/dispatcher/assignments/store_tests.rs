@@ -90,7 +90,7 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
     let store = leading_store(dir.path()).await;
     create_node(&store, "n1").await;
     create_node(&store, "n2").await;
-    let dispatcher = Dispatcher::new(store.clone());
+    let dispatcher = Dispatcher::new(store.clone(), Default::default());
     let ip = IpAddr::V4(Ipv4Addr::new(192, 168, 77, 1));
     let description = pb::NodeDescription {
         underlay_mac: "02:00:00:00:00:01".into(),

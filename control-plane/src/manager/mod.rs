@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod retry;
 pub mod service_spec;
 pub mod services;
+pub mod spec_limits;
 pub mod tasks;
 pub mod timers;
 

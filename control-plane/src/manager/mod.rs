@@ -14,6 +14,7 @@ pub mod logs;
 pub mod membership;
 pub mod networks;
 pub mod nodes;
+pub mod reserved_ports;
 pub mod retry;
 pub mod service_spec;
 pub mod services;

@@ -105,9 +105,16 @@ fn start_node(
                 let underlay = find_underlay(addr.into())
                     .await
                     .map_err(|e| e.to_string())?;
-                let mesh = NodeMesh::open(&node, &underlay, &pin_dir, Vec::new(), stop.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mesh = NodeMesh::open(
+                    &node,
+                    &underlay,
+                    Vec::new(),
+                    &pin_dir,
+                    Vec::new(),
+                    stop.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 let namespace = if run_tasks {
                     let config = ExecutorConfig {
                         run_dir: dir.join("run"),

@@ -212,6 +212,7 @@ fn state_v1() -> MeshState {
             vxlan_port: 4789,
             hash_seed: 0x5eed,
             underlay_mtu: 1500,
+            control_ports: Vec::new(),
         },
         networks: vec![
             Network {

@@ -857,3 +857,90 @@ fn traffic_that_is_not_the_meshs_passes_untouched() {
     assert_eq!(run(&mut h, XDP, &syn), (XDP_PASS, syn.clone()));
     assert_eq!(run(&mut h, TC, &syn), (TC_ACT_OK, syn));
 }
+
+/// Issue 14: a service entry forced onto one of the node's own control-plane ports (2377/tcp
+/// for Raft and the cluster API, 7946/udp for gossip) does not capture the node's traffic:
+/// `xdp_from_underlay` passes it to the kernel untouched, counts it, and balances nothing.
+#[test]
+fn a_service_entry_on_a_control_plane_port_does_not_capture_the_nodes_traffic() {
+    root!("control_plane_ports_are_not_balanced");
+    use hive_common::maps::{ControlPort, Frontend, IPPROTO_UDP, ServiceKey};
+    const RAFT: u16 = 2377;
+    const GOSSIP: u16 = 7946;
+    let mut h = node_a(BE_LOCAL);
+    let mut config = node(NODE_A, MAC_A);
+    config.control_ports[0] = ControlPort {
+        port_be: RAFT.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    config.control_ports[1] = ControlPort {
+        port_be: GOSSIP.to_be(),
+        proto: IPPROTO_UDP,
+        _pad: 0,
+    };
+    let mut m = h.maps();
+    m.set_node(&config).expect("node");
+    for (port, proto) in [
+        (RAFT, IPPROTO_TCP),
+        (GOSSIP, IPPROTO_UDP),
+        (RAFT, IPPROTO_UDP),
+    ] {
+        let key = ServiceKey {
+            addr_be: 0,
+            port_be: port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let frontend = Frontend {
+            service: SVC_PUBLISHED,
+            target_port_be: TARGET.to_be(),
+            flags: Frontend::FLAG_PUBLISHED,
+        };
+        m.set_service(key, frontend).expect("forced service entry");
+    }
+    let before = m
+        .packet_counter(PacketCounterSlot::ControlPort)
+        .expect("counter")
+        .packets;
+    let raft = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, RAFT))
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_SYN)
+        .build();
+    let gossip = PacketBuilder::udp(CLIENT, SocketAddrV4::new(NODE_A, GOSSIP))
+        .macs(MAC_ROUTER, MAC_A)
+        .payload(*b"gossip")
+        .build();
+    for frame in [&raft, &gossip] {
+        assert_eq!(run(&mut h, XDP, frame), (XDP_PASS, frame.clone()));
+    }
+    let mut m = h.maps();
+    assert_eq!(
+        m.packet_counter(PacketCounterSlot::ControlPort)
+            .expect("counter")
+            .packets,
+        before + 2
+    );
+    let stats = m.service_stats(SVC_PUBLISHED).expect("stats");
+    assert_eq!(stats.new_flows, 0, "nothing was balanced");
+    assert!(
+        m.flow(&key(
+            CLIENT,
+            SocketAddrV4::new(NODE_A, RAFT),
+            IPPROTO_TCP,
+            FlowKind::Forward
+        ))
+        .expect("ct")
+        .is_none(),
+        "no conntrack entry for the node's own traffic"
+    );
+    // The same number on the other protocol is no control-plane port: balanced as published.
+    let udp_2377 = PacketBuilder::udp(CLIENT, SocketAddrV4::new(NODE_A, RAFT))
+        .macs(MAC_ROUTER, MAC_A)
+        .payload(*b"x")
+        .build();
+    let (verdict, out) = run(&mut h, XDP, &udp_2377);
+    assert_eq!(verdict, XDP_PASS);
+    let f = parse(&out).expect("frame");
+    assert_eq!(ip(&f).dst, T_LOCAL, "balanced to the local backend");
+}

@@ -84,6 +84,7 @@ fn node_a_config() -> NodeConfig {
         vxlan_port_be: 4789u16.to_be(),
         overlay_mtu: 1450,
         flags: NodeConfig::FLAG_CONFIGURED,
+        control_ports: Default::default(),
     }
 }
 

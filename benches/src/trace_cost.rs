@@ -92,6 +92,7 @@ fn setup(h: &mut ProgRun) -> Result<(), HarnessError> {
         vxlan_port_be: 4789u16.to_be(),
         overlay_mtu: 1450,
         flags: NodeConfig::FLAG_CONFIGURED,
+        control_ports: Default::default(),
     })?;
     m.set_peer(
         be(NODE_B),

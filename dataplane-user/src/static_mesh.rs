@@ -383,6 +383,7 @@ impl StaticMesh {
                 vxlan_port: DEFAULT_VXLAN_PORT,
                 hash_seed: self.hash_seed,
                 underlay_mtu: UNDERLAY_MTU,
+                control_ports: Vec::new(),
             },
             networks: vec![Network {
                 name: INGRESS_NETWORK.to_owned(),

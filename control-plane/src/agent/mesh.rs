@@ -160,10 +160,12 @@ impl std::fmt::Debug for NodeMesh {
 impl NodeMesh {
     /// Opens (or finds pinned) the data plane of `node_id` on `underlay` with its pins in
     /// `pin_dir`, and starts the loop that applies the mesh, until `stop`. The tasks'
-    /// resolver forwards names that are not the swarm's to `dns_upstreams`.
+    /// resolver forwards names that are not the swarm's to `dns_upstreams`; the data plane
+    /// leaves `control_ports` (the node's own) to the kernel.
     pub async fn open(
         node_id: &str,
         underlay: &Underlay,
+        control_ports: Vec<hive_dataplane::mesh::state::ControlPlanePort>,
         pin_dir: &Path,
         dns_upstreams: Vec<std::net::SocketAddr>,
         stop: watch::Receiver<bool>,
@@ -191,6 +193,7 @@ impl NodeMesh {
                 underlay_addr: underlay.addr,
                 underlay_iface: underlay.iface.clone(),
                 underlay_mtu: underlay.mtu,
+                control_ports,
             },
             dataplane: tokio::sync::Mutex::new(Some(dataplane)),
             inputs: Mutex::new(Inputs::default()),

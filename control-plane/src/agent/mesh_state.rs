@@ -33,6 +33,8 @@ pub struct LocalNode {
     pub underlay_addr: Ipv4Addr,
     pub underlay_iface: String,
     pub underlay_mtu: u16,
+    /// The ports this node's control plane listens on: the data plane never balances them.
+    pub control_ports: Vec<hive_dataplane::mesh::state::ControlPlanePort>,
 }
 
 /// A veth of a local task on one network, as the attacher made it.
@@ -250,6 +252,7 @@ pub fn mesh_state(
             },
             hash_seed: view.hash_seed,
             underlay_mtu: me.underlay_mtu,
+            control_ports: me.control_ports.clone(),
         },
         networks,
         peers,

@@ -45,6 +45,8 @@ pub struct Session {
     pub agent_addr: String,
     /// MAC of this node's underlay NIC, sent in `Register` (empty if unknown).
     pub underlay_mac: String,
+    /// The ports this node's control plane listens on, sent in `Register`.
+    pub control_ports: Vec<crate::store::objects::ControlPort>,
     /// Where each assignment snapshot goes (the worker follows it).
     pub assignments: watch::Sender<Option<Arc<Assignment>>>,
     /// Task statuses waiting to be sent.
@@ -101,6 +103,11 @@ impl Session {
         let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
         let mut description = convert::local_description();
         description.underlay_mac = self.underlay_mac.clone();
+        description.control_ports = self
+            .control_ports
+            .iter()
+            .map(convert::control_port_pb)
+            .collect();
         let registered = client
             .register(request(pb::RegisterRequest {
                 description: Some(description),

@@ -105,6 +105,11 @@ pub fn node(
             memory_bytes: description.resources.memory_bytes,
             engine_version: description.engine.engine_version,
             underlay_mac: description.underlay_mac,
+            control_ports: description
+                .control_ports
+                .iter()
+                .map(control_port_pb)
+                .collect(),
         }),
         status: Some(pb::NodeStatus {
             state: state(node.status.state).into(),
@@ -155,7 +160,44 @@ pub fn local_description() -> pb::NodeDescription {
         memory_bytes: mem_total_bytes().unwrap_or(0),
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
         underlay_mac: String::new(),
+        control_ports: Vec::new(),
     }
+}
+
+/// A node's control-plane port as its agent reports it.
+pub fn control_port_pb(port: &crate::store::objects::ControlPort) -> pb::ControlPort {
+    use crate::store::objects::{PortOwner, Protocol};
+    pb::ControlPort {
+        port: u32::from(port.port),
+        protocol: match port.protocol {
+            Protocol::Udp => pb::PortProtocol::Udp,
+            Protocol::Tcp | Protocol::Sctp => pb::PortProtocol::Tcp,
+        } as i32,
+        owner: match port.owner {
+            PortOwner::ClusterApi => pb::PortOwner::ClusterApi,
+            PortOwner::Gossip => pb::PortOwner::Gossip,
+            PortOwner::DataPath => pb::PortOwner::DataPath,
+            PortOwner::Metrics => pb::PortOwner::Metrics,
+        } as i32,
+    }
+}
+
+/// A reported control-plane port in the store's terms; `None` for one that is no port.
+fn control_port_of(port: &pb::ControlPort) -> Option<crate::store::objects::ControlPort> {
+    use crate::store::objects::{ControlPort, PortOwner, Protocol};
+    Some(ControlPort {
+        port: u16::try_from(port.port).ok().filter(|p| *p != 0)?,
+        protocol: match pb::PortProtocol::try_from(port.protocol).ok()? {
+            pb::PortProtocol::Tcp => Protocol::Tcp,
+            pb::PortProtocol::Udp => Protocol::Udp,
+        },
+        owner: match pb::PortOwner::try_from(port.owner).ok()? {
+            pb::PortOwner::ClusterApi => PortOwner::ClusterApi,
+            pb::PortOwner::Gossip => PortOwner::Gossip,
+            pb::PortOwner::DataPath => PortOwner::DataPath,
+            pb::PortOwner::Metrics => PortOwner::Metrics,
+        },
+    })
 }
 
 fn mem_total_bytes() -> Option<i64> {
@@ -183,5 +225,6 @@ pub fn description_of(d: &pb::NodeDescription) -> crate::store::objects::NodeDes
             labels: Default::default(),
         },
         underlay_mac: d.underlay_mac.clone(),
+        control_ports: d.control_ports.iter().filter_map(control_port_of).collect(),
     }
 }

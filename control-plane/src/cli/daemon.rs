@@ -79,6 +79,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         dns_upstreams: parse_dns_upstreams(&args.dns_upstream)?,
     };
     config.validate()?;
+    // Everything the daemon creates is its own: the Raft store holds the CA key and the join
+    // tokens (docs/security.md, "Files"). Tasks get Docker's 022 back (executor/process.rs).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        daemon::data_dir::DAEMON_UMASK,
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

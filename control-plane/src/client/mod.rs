@@ -21,6 +21,14 @@ pub enum ClientError {
     BadHost(String),
     #[error("Cannot connect to the hive daemon at unix://{}. Is the hive daemon running?", .0.display())]
     Connect(PathBuf),
+    /// docker's words for the same case (`permission denied while trying to connect to the
+    /// Docker daemon socket at …`): the daemon may well be running, this user may not use it.
+    #[error(
+        "permission denied while trying to connect to the hive daemon socket at unix://{}: dial unix {}: connect: permission denied",
+        path.display(),
+        path.display()
+    )]
+    PermissionDenied { path: PathBuf },
     #[error("{}", describe(.0))]
     Daemon(tonic::Status),
 }
@@ -99,14 +107,33 @@ pub struct DaemonClient {
 impl DaemonClient {
     pub async fn connect(host: Option<&str>) -> Result<Self, ClientError> {
         let path = socket_path(host)?;
-        let channel = unix_channel(&path)
-            .await
-            .map_err(|_| ClientError::Connect(path.clone()))?;
+        let channel = unix_channel(&path).await.map_err(|error| {
+            if is_permission_denied(&error) {
+                ClientError::PermissionDenied { path: path.clone() }
+            } else {
+                ClientError::Connect(path.clone())
+            }
+        })?;
         Ok(Self {
             swarm: pb::swarm_client::SwarmClient::new(channel.clone()),
             control: pb::control_client::ControlClient::new(channel),
         })
     }
+}
+
+/// Whether a failed connection was refused by the file system (`EACCES` on the socket or on
+/// a directory on its way), somewhere down `error`'s chain of sources.
+fn is_permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -124,6 +151,29 @@ mod tests {
         assert_eq!(
             describe(&status),
             "Error response from daemon: This node is not part of a swarm"
+        );
+    }
+
+    #[test]
+    fn a_refused_socket_reads_as_permission_denied() {
+        let denied = crate::transport::TransportError::Socket {
+            action: "connect",
+            path: "/run/hive/hive.sock".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert!(is_permission_denied(&denied));
+        let absent = crate::transport::TransportError::Socket {
+            action: "connect",
+            path: "/run/hive/hive.sock".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert!(!is_permission_denied(&absent));
+        let err = ClientError::PermissionDenied {
+            path: "/run/hive/hive.sock".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "permission denied while trying to connect to the hive daemon socket at unix:///run/hive/hive.sock: dial unix /run/hive/hive.sock: connect: permission denied"
         );
     }
 

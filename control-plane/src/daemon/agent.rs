@@ -214,7 +214,35 @@ async fn open_mesh(
         .dns_upstreams
         .clone()
         .unwrap_or_else(|| ResolvConf::of_host().nameservers);
-    match NodeMesh::open(&file.node_id, &underlay, &pin_dir, upstreams, stop).await {
+    // The node's own ports, which its data plane leaves to the kernel (issue 14).
+    let control_ports = crate::manager::reserved_ports::node_control_ports(
+        config.listen_addr.port(),
+        &file.advertise_addr,
+        config.metrics_addr.map(|a| a.port()),
+    )
+    .into_iter()
+    .filter_map(|p| {
+        let protocol = match p.protocol {
+            crate::store::objects::Protocol::Tcp => hive_dataplane::mesh::state::Protocol::Tcp,
+            crate::store::objects::Protocol::Udp => hive_dataplane::mesh::state::Protocol::Udp,
+            crate::store::objects::Protocol::Sctp => return None,
+        };
+        Some(hive_dataplane::mesh::state::ControlPlanePort {
+            protocol,
+            port: p.port,
+        })
+    })
+    .collect();
+    match NodeMesh::open(
+        &file.node_id,
+        &underlay,
+        control_ports,
+        &pin_dir,
+        upstreams,
+        stop,
+    )
+    .await
+    {
         Ok(mesh) => {
             tracing::info!(iface = %underlay.iface, mac = %underlay.mac, mtu = underlay.mtu,
                 pins = %pin_dir.display(), "agent: data plane open");

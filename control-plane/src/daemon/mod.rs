@@ -3,12 +3,13 @@
 //! shutdown signal; tests call `run` with listeners on port 0 and their own shutdown future.
 //!
 //! ```text
-//! unix socket (0600, root) ── Swarm (init/join/leave/info), Control ──▶ SwarmNode ──▶ leader
+//! unix socket (0660)       ── Swarm (init/join/leave/info), Control ──▶ SwarmNode ──▶ leader
 //! node port (mTLS)         ── Raft, Ca, Dispatcher, Control ─────────▶ Manager (if any)
 //! ```
 
 pub mod agent;
 pub mod config;
+pub mod data_dir;
 pub mod local_api;
 pub mod metrics;
 pub mod node;
@@ -52,6 +53,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     NodeFile(#[from] node_file::NodeFileError),
+    #[error(transparent)]
+    DataDir(#[from] data_dir::DataDirError),
     #[error("this node's certificates: {0}")]
     Certificates(#[from] crate::pki::DiskError),
     #[error(transparent)]
@@ -121,6 +124,8 @@ pub async fn run(
             source,
         })?;
     let grace = config.shutdown_grace;
+    // Before anything reads the store: what an earlier version left readable is made private.
+    data_dir::secure(&config.data_dir)?;
     let node = SwarmNode::start(config, node_addr).await;
 
     let managers = node.managers.clone();

@@ -163,6 +163,11 @@ impl SwarmNode {
             events: self.events.clone(),
             agent_addr: file.advertise_addr.clone(),
             underlay_mac: agent.underlay_mac.clone(),
+            control_ports: crate::manager::reserved_ports::node_control_ports(
+                self.listen_addr.port(),
+                &file.advertise_addr,
+                self.config.metrics_addr.map(|a| a.port()),
+            ),
             assignments: agent.assignments.clone(),
             statuses: agent.statuses.clone(),
         };

@@ -103,7 +103,17 @@ impl NodeFile {
             path: path.clone(),
             source,
         })?;
-        let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        // Private whatever the process's umask (docs/security.md, "Files").
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(super::data_dir::FILE_MODE)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?
+        };
         file.write_all(&text).map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("sync", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))

@@ -222,6 +222,9 @@ fn dup_high(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// The umask a task starts with: Docker's default (runc's spec leaves the process's, 022).
+const TASK_UMASK: libc::mode_t = 0o022;
+
 /// The child between `clone3` and `execve`.
 ///
 /// # Safety
@@ -250,6 +253,9 @@ unsafe fn exec_child(plan: &ChildPlan<'_>) -> ! {
                 fail(plan.sync, Stage::Stdio);
             }
         }
+        // The daemon runs with umask 077 (its data directory is private); a task gets the
+        // umask a Docker container starts with.
+        libc::umask(TASK_UMASK);
         libc::execve(plan.program, plan.argv, plan.envp);
         fail(plan.sync, Stage::Exec)
     }

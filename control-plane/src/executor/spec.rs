@@ -275,7 +275,7 @@ pub fn validate_task_id(task_id: &str) -> Result<(), SpecError> {
     }
 }
 
-fn validate_hostname(hostname: &str) -> Result<(), SpecError> {
+pub fn validate_hostname(hostname: &str) -> Result<(), SpecError> {
     let ok = (1..=MAX_HOSTNAME_LEN).contains(&hostname.len())
         && hostname
             .bytes()

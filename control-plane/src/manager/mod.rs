@@ -15,9 +15,11 @@ pub mod logs;
 pub mod membership;
 pub mod networks;
 pub mod nodes;
+pub mod reserved_ports;
 pub mod retry;
 pub mod service_spec;
 pub mod services;
+pub mod spec_limits;
 pub mod tasks;
 pub mod timers;
 

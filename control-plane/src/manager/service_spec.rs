@@ -53,6 +53,9 @@ pub enum SpecError {
         reserved: i64,
         limit: i64,
     },
+    /// Bounds and node-side rules (`spec_limits`).
+    #[error(transparent)]
+    Limit(#[from] super::spec_limits::LimitError),
 }
 
 impl From<SpecError> for ApiError {
@@ -117,6 +120,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), SpecError> {
         check_constraint(expression)?;
     }
     validate_resources(spec)?;
+    super::spec_limits::check(spec)?;
     validate_ports(spec)
 }
 
@@ -324,13 +328,14 @@ pub(crate) mod tests {
     #[test]
     fn resources_must_be_sane() {
         let mut s = spec("web", "x");
-        s.task_template.resources.limits.memory_bytes = 100;
-        s.task_template.resources.reservations.memory_bytes = 200;
+        const MIB: i64 = 1 << 20;
+        s.task_template.resources.limits.memory_bytes = 100 * MIB;
+        s.task_template.resources.reservations.memory_bytes = 200 * MIB;
         assert!(matches!(
             validate(&s),
             Err(SpecError::ReservationOverLimit { .. })
         ));
-        s.task_template.resources.reservations.memory_bytes = 50;
+        s.task_template.resources.reservations.memory_bytes = 50 * MIB;
         assert_eq!(validate(&s), Ok(()));
         s.task_template.resources.limits.nano_cpus = -1;
         assert!(matches!(

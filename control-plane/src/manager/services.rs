@@ -6,6 +6,7 @@
 
 use super::Manager;
 use super::networks::resolve_attachments;
+use super::reserved_ports::check_reserved_ports;
 use super::service_spec::{check_port_conflicts, validate};
 use crate::api::{ApiError, pb};
 use crate::store::command::Rejection;
@@ -58,6 +59,7 @@ pub fn create_in(tx: &mut WriteTx, spec: &ServiceSpec) -> Result<String, ApiErro
         return Err(name_taken(&spec.annotations.name));
     }
     check_port_conflicts(&*tx, "", spec)?;
+    check_reserved_ports(&*tx, spec)?;
     let service = Service {
         spec: spec.clone(),
         ..Service::default()
@@ -90,6 +92,7 @@ pub fn update_in(
         ));
     }
     check_port_conflicts(&*tx, &service.id, spec)?;
+    check_reserved_ports(&*tx, spec)?;
     // The caller's read version: a service changed since is the store's version conflict,
     // which the CLI answers by reading again.
     service.meta.version = version;

@@ -24,7 +24,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use restart::{Decision, RestartHistory, due_to_start};
+use restart::{Decision, RestartHistory, RestartRecord, due_to_start};
 use slots::{SlotKey, is_live, new_task, node_invalid};
 
 use crate::leader_loop::Reconciler;
@@ -76,8 +76,8 @@ impl Reconciler for Orchestrator {
 impl Orchestrator {
     /// Records what a committed pass decided about restarts.
     pub fn remember(&mut self, outcome: &Outcome) {
-        for (service, key, at) in &outcome.restarts {
-            self.restarts.record_restart(service, key, *at);
+        for restart in &outcome.restarts {
+            self.restarts.record_restart(restart);
         }
         for task in &outcome.given_up {
             self.restarts.record_given_up(task);
@@ -93,8 +93,8 @@ impl Orchestrator {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub wrote: bool,
-    /// Restarts made: (service ID, slot, when).
-    pub restarts: Vec<(String, SlotKey, Timestamp)>,
+    /// Restarts made.
+    pub restarts: Vec<RestartRecord>,
     /// Stopped tasks the restart policy leaves stopped.
     pub given_up: Vec<String>,
 }
@@ -213,18 +213,19 @@ impl Plan<'_> {
                         TaskState::Running
                     };
                     let new = self.create(new_task(service, key, desired))?;
-                    self.outcome.restarts.push((
-                        service.id.clone(),
-                        key.clone(),
-                        Timestamp::from_system_time(self.now),
-                    ));
+                    self.outcome.restarts.push(RestartRecord {
+                        service_id: service.id.clone(),
+                        key: key.clone(),
+                        at: Timestamp::from_system_time(self.now),
+                        rejected: current.status.state == TaskState::Rejected,
+                    });
                     Ok(Some(new))
                 }
                 Decision::GiveUp => {
                     self.outcome.given_up.push(current.id.clone());
                     Ok(Some((*current).clone()))
                 }
-                Decision::AlreadyGivenUp => Ok(Some((*current).clone())),
+                Decision::AlreadyGivenUp | Decision::Wait => Ok(Some((*current).clone())),
             };
         }
         if due_to_start(current, self.now) {

@@ -33,7 +33,9 @@ pub const NODE_CERT_FILE: &str = "swarm-node.crt";
 pub const NODE_KEY_FILE: &str = "swarm-node.key";
 
 const DIR_MODE: u32 = 0o700;
-const CERT_MODE: u32 = 0o644;
+/// Certificates are public, but everything under the data directory is the daemon's alone
+/// (docs/security.md, "The data directory and the socket").
+const CERT_MODE: u32 = 0o600;
 const KEY_MODE: u32 = 0o600;
 
 /// The certificates directory of one node.
@@ -324,8 +326,8 @@ mod tests {
         assert_eq!(dir.path(), data.path().join("certificates"));
         assert_eq!(mode(dir.path()), 0o700);
         assert_eq!(mode(&dir.path().join(NODE_KEY_FILE)), 0o600);
-        assert_eq!(mode(&dir.path().join(NODE_CERT_FILE)), 0o644);
-        assert_eq!(mode(&dir.path().join(ROOT_CA_CERT_FILE)), 0o644);
+        assert_eq!(mode(&dir.path().join(NODE_CERT_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(ROOT_CA_CERT_FILE)), 0o600);
 
         // Saving again (a renewal) replaces the files in place.
         let renewed = cluster.node("node1", Role::Manager, t0() + Duration::from_secs(60));

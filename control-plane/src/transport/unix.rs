@@ -1,6 +1,8 @@
-//! The local API socket: created mode 0600, and every connection's peer credentials checked,
-//! so that only root (or the daemon's own user, for tests run unprivileged) can drive the
-//! daemon — the socket is as powerful as root on every node of the swarm.
+//! The local API socket: created mode 0660 (as docker's, owned by the daemon's user and group),
+//! and every connection's peer credentials checked, so that only root, the daemon's own user
+//! (tests run unprivileged) or a member of the socket's group can drive the daemon — the
+//! socket is as powerful as root on every node of the swarm. A user the file system keeps out
+//! gets `permission denied` from `connect(2)`, which the CLI reports as such.
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,12 @@ use super::TransportError;
 
 const ACCEPT_BACKLOG: usize = 64;
 
+/// Mode of the socket file: its owner and its group (docker's `docker.sock` is 0660 too).
+pub const SOCKET_MODE: u32 = 0o660;
+/// Mode of a socket directory the daemon creates: others may reach the socket file (whose own
+/// mode then decides), even under the daemon's umask 077.
+const SOCKET_DIR_MODE: u32 = 0o755;
+
 /// The bound local socket; removes its file when dropped.
 #[derive(Debug)]
 pub struct LocalSocket {
@@ -22,8 +30,8 @@ pub struct LocalSocket {
 }
 
 impl LocalSocket {
-    /// Binds `path` with mode 0600. A stale socket file (no daemon answering) is replaced; a
-    /// live one is refused.
+    /// Binds `path` with mode [`SOCKET_MODE`]. A stale socket file (no daemon answering) is
+    /// replaced; a live one is refused.
     pub fn bind(path: &Path) -> Result<Self, TransportError> {
         let err = |action| {
             let path = path.to_owned();
@@ -33,8 +41,12 @@ impl LocalSocket {
                 source,
             }
         };
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
             std::fs::create_dir_all(dir).map_err(err("create the directory of"))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(SOCKET_DIR_MODE))
+                .map_err(err("set the permissions of the directory of"))?;
         }
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
@@ -56,7 +68,7 @@ impl LocalSocket {
             Err(source) => return Err(err("inspect")(source)),
         }
         let listener = UnixListener::bind(path).map_err(err("bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(err("restrict the permissions of"))?;
         Ok(Self {
             listener,
@@ -75,9 +87,17 @@ impl Drop for LocalSocket {
     }
 }
 
-/// Whether a peer with `uid` may use the local API.
-fn allowed(uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+/// Whether a peer with `uid` and primary group `gid` may use the local API: root, the
+/// daemon's own user, or a member of the socket's group (`SO_PEERCRED` carries the primary
+/// group only, so a supplementary member is refused).
+fn allowed(uid: u32, gid: u32, socket_gid: Option<u32>) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw() || socket_gid == Some(gid)
+}
+
+/// The group owning the socket file, if it can be read.
+fn socket_group(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| m.gid())
 }
 
 /// Accepts local API connections until `shutdown`; refuses (closes) those of other users.
@@ -97,14 +117,14 @@ pub fn unix_incoming(
             };
             match accepted {
                 Ok((stream, _)) => match stream.peer_cred() {
-                    Ok(cred) if allowed(cred.uid()) => {
+                    Ok(cred) if allowed(cred.uid(), cred.gid(), socket_group(&socket.path)) => {
                         if sender.send(Ok(stream)).await.is_err() {
                             return;
                         }
                     }
                     Ok(cred) => tracing::warn!(
                         uid = cred.uid(),
-                        "refused a local API connection: only root may use the hive socket"
+                        "refused a local API connection: only root or the socket's group may use the hive socket"
                     ),
                     Err(err) => {
                         tracing::warn!(%err, "cannot read the peer credentials of a local API connection")

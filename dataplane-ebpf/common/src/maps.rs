@@ -98,6 +98,9 @@ pub enum PacketCounterSlot {
     /// (`bpf_redirect_peer`), past the node's IP stack: decapsulated ones by
     /// `tc_from_underlay`, those of another local task by `tc_from_task`.
     TaskHandoff = 2,
+    /// Frames to one of the node's control-plane ports
+    /// ([`NodeConfig::control_ports`]), passed to the kernel unbalanced.
+    ControlPort = 3,
 }
 
 impl PacketCounterSlot {
@@ -125,8 +128,27 @@ pub struct NodeConfig {
     pub overlay_mtu: u16,
     /// [`NodeConfig::FLAG_*`] bits.
     pub flags: u16,
+    /// The ports this node's own control plane listens on (cluster API and Raft, gossip,
+    /// metrics): `xdp_from_underlay` never balances a packet addressed to one, whatever
+    /// [`SERVICES`] holds (issue 14). Unused slots have port 0.
+    pub control_ports: [ControlPort; MAX_CONTROL_PORTS],
 }
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 56);
+
+/// Capacity of [`NodeConfig::control_ports`].
+pub const MAX_CONTROL_PORTS: usize = 8;
+
+/// A port of the node's own control plane, as `xdp_from_underlay` matches it.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlPort {
+    /// Destination port (network order); 0 for an unused slot.
+    pub port_be: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ControlPort>() == 4);
 
 impl NodeConfig {
     /// Set once user space has filled the entry; until then every program
@@ -356,6 +378,7 @@ mod pod {
     pod!(
         PacketCounter,
         NodeConfig,
+        ControlPort,
         ServiceKey,
         Frontend,
         Ring,
@@ -378,6 +401,8 @@ mod tests {
         assert_eq!(offset_of!(NodeConfig, underlay_mac), 12);
         assert_eq!(offset_of!(NodeConfig, vxlan_port_be), 18);
         assert_eq!(offset_of!(NodeConfig, flags), 22);
+        assert_eq!(offset_of!(NodeConfig, control_ports), 24);
+        assert_eq!(offset_of!(ControlPort, proto), 2);
         assert_eq!(offset_of!(ServiceKey, proto), 6);
         assert_eq!(offset_of!(FlowKey, proto), 12);
         assert_eq!(offset_of!(FlowKey, kind), 13);

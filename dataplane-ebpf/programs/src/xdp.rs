@@ -6,7 +6,10 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use hive_common::{
     DropReason,
-    maps::{Endpoint, FlowEntry, FlowKind, Frontend, IPPROTO_UDP, NodeConfig, PacketCounterSlot},
+    maps::{
+        Endpoint, FlowEntry, FlowKind, Frontend, IPPROTO_UDP, MAX_CONTROL_PORTS, NodeConfig,
+        PacketCounterSlot,
+    },
     trace::TraceVerdict,
 };
 
@@ -44,11 +47,32 @@ pub fn try_from_underlay(ctx: &XdpContext) -> Result<u32, DropReason> {
         check_balanceable(&ip)?;
         return from_peer(ctx, node, &ip);
     }
+    // The node's own Raft, gossip and metrics traffic is the kernel's, whatever a service
+    // map holds: a published port there would cut the node off the swarm (issue 14).
+    if is_control_port(node, ip.proto, l4.dport_be) {
+        counters::count(PacketCounterSlot::ControlPort, len);
+        return Ok(xdp_action::XDP_PASS);
+    }
     let Some(fe) = lb::frontend(0, l4.dport_be, ip.proto) else {
         return Ok(xdp_action::XDP_PASS);
     };
     check_balanceable(&ip)?;
     ingress(ctx, node, &ip, &l4, &fe)
+}
+
+/// Whether `(proto, dport_be)` is one of the node's control-plane ports.
+#[inline(always)]
+fn is_control_port(node: &NodeConfig, proto: u8, dport_be: u16) -> bool {
+    // A fixed, small bound: the verifier sees an unrolled loop.
+    let mut i = 0;
+    while i < MAX_CONTROL_PORTS {
+        let port = &node.control_ports[i];
+        if port.port_be != 0 && port.port_be == dport_be && port.proto == proto {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Fragments cannot be balanced (later ones have no ports) and IP options

@@ -9,11 +9,16 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use hive_common::maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, ServiceKey};
+use hive_common::maps::{
+    Backend, ControlPort, Endpoint, Frontend, MAX_CONTROL_PORTS, NodeConfig, Peer, ServiceKey,
+};
 
 use super::{
     fast::FastMap,
-    state::{LocalEndpoint, MeshState, NodeIdentity, OverlayPeer, Service, TaskEndpoint},
+    state::{
+        ControlPlanePort, LocalEndpoint, MeshState, NodeIdentity, OverlayPeer, Service,
+        TaskEndpoint,
+    },
 };
 
 /// One service on one network: what a dense service id stands for.
@@ -213,7 +218,22 @@ pub(super) fn node_config(node: &NodeIdentity, underlay: UnderlayLink) -> NodeCo
         vxlan_port_be: node.vxlan_port.to_be(),
         overlay_mtu: node.overlay_mtu(),
         flags: NodeConfig::FLAG_CONFIGURED,
+        control_ports: control_ports(&node.control_ports),
     }
+}
+
+/// The node's control-plane ports as the programs match them (validated: at most
+/// `MAX_CONTROL_PORTS`; extra ones could not be there).
+fn control_ports(ports: &[ControlPlanePort]) -> [ControlPort; MAX_CONTROL_PORTS] {
+    let mut slots = [ControlPort::default(); MAX_CONTROL_PORTS];
+    for (slot, port) in slots.iter_mut().zip(ports) {
+        *slot = ControlPort {
+            port_be: port.port.to_be(),
+            proto: port.protocol.ip_proto(),
+            _pad: 0,
+        };
+    }
+    slots
 }
 
 /// A peer's entry.

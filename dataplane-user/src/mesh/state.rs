@@ -53,6 +53,18 @@ pub struct NodeIdentity {
     pub hash_seed: u32,
     #[serde(default = "default_underlay_mtu")]
     pub underlay_mtu: u16,
+    /// The ports the node's own control plane listens on at `underlay_addr` (cluster API and
+    /// Raft, gossip, metrics): never balanced, whatever a service publishes (issue 14). At
+    /// most [`hive_common::maps::MAX_CONTROL_PORTS`].
+    #[serde(default)]
+    pub control_ports: Vec<ControlPlanePort>,
+}
+
+/// A port of the node's own control plane.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ControlPlanePort {
+    pub protocol: Protocol,
+    pub port: u16,
 }
 
 fn default_vxlan_port() -> u16 {

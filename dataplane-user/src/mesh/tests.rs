@@ -38,6 +38,7 @@ pub(crate) fn sample_state() -> MeshState {
             vxlan_port: 4789,
             hash_seed: 7,
             underlay_mtu: 1500,
+            control_ports: Vec::new(),
         },
         networks: vec![
             Network {

@@ -33,6 +33,13 @@ pub enum MeshStateError {
     UnderlayMtuTooSmall { mtu: u16, overlay: u16 },
     #[error("node: VXLAN port 0 is not a port; use 4789 (the default) or another free UDP port")]
     VxlanPortZero,
+    #[error(
+        "node: {count} control-plane ports given; the data plane protects at most {max}",
+        max = hive_common::maps::MAX_CONTROL_PORTS
+    )]
+    TooManyControlPorts { count: usize },
+    #[error("node: control-plane port 0 ({protocol}) is not a port; use 1..=65535")]
+    ControlPortZero { protocol: Protocol },
     #[error("network {name:?} is defined twice; network names must be unique")]
     DuplicateNetwork { name: String },
     #[error("network {name:?}: VNI {vni} is not a VXLAN network identifier; use 1..=16777215")]
@@ -408,6 +415,16 @@ pub(super) fn validate_node(node: &NodeIdentity) -> Result<(), MeshStateError> {
         return Err(MeshStateError::UnderlayMtuTooSmall {
             mtu: node.underlay_mtu,
             overlay: node.overlay_mtu(),
+        });
+    }
+    if node.control_ports.len() > hive_common::maps::MAX_CONTROL_PORTS {
+        return Err(MeshStateError::TooManyControlPorts {
+            count: node.control_ports.len(),
+        });
+    }
+    if let Some(port) = node.control_ports.iter().find(|p| p.port == 0) {
+        return Err(MeshStateError::ControlPortZero {
+            protocol: port.protocol,
         });
     }
     if node.vxlan_port == 0 {

@@ -69,6 +69,7 @@ pub fn node(addr: Ipv4Addr, mac: Mac) -> NodeConfig {
         vxlan_port_be: VXLAN_PORT.to_be(),
         overlay_mtu: OVERLAY_MTU,
         flags: NodeConfig::FLAG_CONFIGURED,
+        control_ports: Default::default(),
     }
 }
 

@@ -106,6 +106,7 @@ fn me() -> LocalNode {
         underlay_addr: Ipv4Addr::new(192, 168, 77, 1),
         underlay_iface: "eth0".into(),
         underlay_mtu: 1500,
+        control_ports: Vec::new(),
     }
 }
 

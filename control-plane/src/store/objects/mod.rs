@@ -25,8 +25,8 @@ pub use cluster::{
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
 pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};
 pub use node::{
-    EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription, NodeMembership,
-    NodeRole, NodeSpec, NodeState, NodeStatus, Platform, Reachability,
+    ControlPort, EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription,
+    NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, PortOwner, Reachability,
 };
 pub use service::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, NetworkAttachmentConfig, Placement,

@@ -88,6 +88,31 @@ pub struct NodeDescription {
     /// MAC of the NIC holding the node's advertise address (`aa:bb:cc:dd:ee:ff`): the outer
     /// destination MAC other nodes put on VXLAN packets to this one. Empty if unknown.
     pub underlay_mac: String,
+    /// The ports this node's control plane listens on, from its daemon's configuration: no
+    /// service may publish them (issue 14, `manager::reserved_ports`).
+    pub control_ports: Vec<ControlPort>,
+}
+
+/// A port a node's own control plane uses on its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ControlPort {
+    pub port: u16,
+    pub protocol: super::service::Protocol,
+    pub owner: PortOwner,
+}
+
+/// What a [`ControlPort`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortOwner {
+    /// The node port (`--listen-addr`, 2377): Raft, the cluster API, the agent's API.
+    ClusterApi,
+    /// Gossip (7946).
+    Gossip,
+    /// VXLAN (`--data-path-port`, 4789).
+    DataPath,
+    /// The Prometheus endpoint (`--metrics-addr`).
+    Metrics,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

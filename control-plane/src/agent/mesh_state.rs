@@ -302,6 +302,9 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
     } else {
         &endpoint.ports
     };
+    // One entry per (target, published) pair: several published ports may lead to one
+    // target (`-p 8080:80 -p 8081:80`), and a target that only the VIP serves (no ingress
+    // network, or host-mode ports, which `host_mode_services` publishes) is listed once.
     let mut seen = HashSet::new();
     source
         .iter()
@@ -310,11 +313,12 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
             let published_port =
                 (p.publish_mode == PublishMode::Ingress && p.published_port != 0 && has_ingress)
                     .then_some(p.published_port);
-            (p.target_port != 0 && seen.insert((protocol, p.target_port))).then_some(ServicePort {
-                protocol,
-                target_port: p.target_port,
-                published_port,
-            })
+            (p.target_port != 0 && seen.insert((protocol, p.target_port, published_port)))
+                .then_some(ServicePort {
+                    protocol,
+                    target_port: p.target_port,
+                    published_port,
+                })
         })
         .collect()
 }

@@ -375,14 +375,23 @@ fn host_mode_services(
             continue;
         }
         out.push(Service {
-            id: format!("{}/host", s.id),
-            name: format!("{}/host", s.name),
+            id: format!("{}{HOST_SUFFIX}", s.id),
+            name: format!("{}{HOST_SUFFIX}", s.name),
             vips: Vec::new(),
             ports,
             backends,
         });
     }
     out
+}
+
+/// What a host-mode mesh service's ID ends with (after its Swarm service's ID).
+const HOST_SUFFIX: &str = "/host";
+
+/// The Swarm service a mesh service stands for (a service's host-mode ports are a mesh
+/// service of their own, `<service-id>/host`).
+pub fn swarm_service_id(mesh_id: &str) -> &str {
+    mesh_id.strip_suffix(HOST_SUFFIX).unwrap_or(mesh_id)
 }
 
 /// The data plane balances TCP and UDP only.

@@ -375,8 +375,8 @@ fn host_mode_services(
             continue;
         }
         out.push(Service {
-            id: format!("{}{HOST_SUFFIX}", s.id),
-            name: format!("{}{HOST_SUFFIX}", s.name),
+            id: host_mesh_id(&s.id),
+            name: host_mesh_id(&s.name),
             vips: Vec::new(),
             ports,
             backends,
@@ -392,6 +392,12 @@ const HOST_SUFFIX: &str = "/host";
 /// service of their own, `<service-id>/host`).
 pub fn swarm_service_id(mesh_id: &str) -> &str {
     mesh_id.strip_suffix(HOST_SUFFIX).unwrap_or(mesh_id)
+}
+
+/// The mesh service of `service_id`'s host-mode ports (or the name of it, given the
+/// service's name).
+pub fn host_mesh_id(service_id: &str) -> String {
+    format!("{service_id}{HOST_SUFFIX}")
 }
 
 /// The data plane balances TCP and UDP only.

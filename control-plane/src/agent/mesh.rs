@@ -298,9 +298,10 @@ impl NodeMesh {
     }
 
     /// Takes out of `state` the services the data plane would refuse, so that the others
-    /// are programmed all the same (a refused service keeps what was applied of it before,
-    /// if anything, until it is valid again or removed). Each refusal is logged once, when
-    /// it starts, and handed to the tasks of the service on this node, whose status says it.
+    /// are programmed all the same (a refused service is not programmed on this node at
+    /// all: what was applied of it before is removed, as for a removed service). Each
+    /// refusal is logged once, when it starts, and handed to the tasks of the service on
+    /// this node, whose status says it.
     fn set_aside(&self, state: &mut hive_dataplane::MeshState) {
         let mut refused: std::collections::BTreeMap<String, String> = Default::default();
         for r in state.set_aside_invalid_services() {

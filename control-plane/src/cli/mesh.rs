@@ -70,14 +70,17 @@ impl Where {
         }
     }
 
-    /// The names to show services and tasks by; with `no_trunc`, or when no manager
-    /// answers (said on stderr), their IDs.
-    fn display_names(&self, no_trunc: bool) -> DisplayNames {
-        if no_trunc {
+    /// The names of services and tasks, from a manager: `for_display` if they are to be
+    /// shown (when no manager answers, stderr says the IDs are shown instead), else only
+    /// to find a `--service NAME` (none are needed without one).
+    fn names(&self, for_display: bool, service_query: Option<&str>) -> DisplayNames {
+        if !for_display && service_query.is_none() {
             return DisplayNames::default();
         }
         super::mesh_names::lookup(self.lab().as_deref()).unwrap_or_else(|| {
-            eprintln!("no manager answered: services and tasks are shown by their IDs");
+            if for_display {
+                eprintln!("no manager answered: services and tasks are shown by their IDs");
+            }
             DisplayNames::default()
         })
     }
@@ -248,7 +251,8 @@ fn service_query(query: Option<&str>, names: &DisplayNames) -> Option<String> {
 
 fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let nodes = args.place.resolve()?;
-    let names = args.place.display_names(args.no_trunc);
+    let for_display = !args.json && !args.no_trunc;
+    let names = args.place.names(for_display, args.service.as_deref());
     let options = TraceOptions {
         filter: TraceFilter {
             service: service_query(args.service.as_deref(), &names),
@@ -279,7 +283,11 @@ fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = Output {
         json: args.json,
-        names,
+        names: if for_display {
+            names
+        } else {
+            DisplayNames::default()
+        },
         pcap,
         printed: 0,
         limit: args.count,
@@ -400,14 +408,8 @@ fn log_cmd(args: LogArgs) -> anyhow::Result<ExitCode> {
 
 fn stats_cmd(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let nodes = args.place.resolve()?;
-    let names = match args.format {
-        StatsFormat::Table => args.place.display_names(args.no_trunc),
-        // Names only to find `--service NAME`; nothing to say if there are none.
-        StatsFormat::Json | StatsFormat::Prometheus if args.service.is_some() => {
-            super::mesh_names::lookup(args.place.lab().as_deref()).unwrap_or_default()
-        }
-        StatsFormat::Json | StatsFormat::Prometheus => DisplayNames::default(),
-    };
+    let for_display = args.format == StatsFormat::Table && !args.no_trunc;
+    let names = args.place.names(for_display, args.service.as_deref());
     let query = service_query(args.service.as_deref(), &names);
     let all: Vec<stats::NodeStats> = nodes
         .iter()
@@ -427,7 +429,8 @@ fn stats_cmd(args: StatsArgs) -> anyhow::Result<ExitCode> {
     }
     let mut stdout = std::io::stdout().lock();
     match args.format {
-        StatsFormat::Table => write!(stdout, "{}", stats::table(&all, &names))?,
+        StatsFormat::Table if for_display => write!(stdout, "{}", stats::table(&all, &names))?,
+        StatsFormat::Table => write!(stdout, "{}", stats::table(&all, &DisplayNames::default()))?,
         StatsFormat::Json => {
             for n in &all {
                 writeln!(stdout, "{}", serde_json::to_string(n)?)?;

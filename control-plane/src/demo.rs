@@ -30,6 +30,7 @@ use crate::store::objects::{
     Annotations, ContainerSpec, EndpointSpec, PortConfig, Protocol, PublishMode, ServiceMode,
     ServiceSpec, Task, TaskSpec, TaskState,
 };
+use hive_dataplane::stats::DisplayNames;
 
 /// What the demo builds.
 #[derive(Debug, Clone)]
@@ -214,7 +215,13 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
     }
 
     println!("[5/6] what the kernel counted on each node (hive mesh stats):");
-    print_counters(&config.lab)?;
+    let names = rt
+        .block_on(crate::cli::mesh_names::from_manager(&mut api))
+        .map_err(|status| DemoError::Api {
+            what: "listing the names of services and tasks",
+            status,
+        })?;
+    print_counters(&config.lab, &names)?;
 
     if config.keep {
         demo.keep();
@@ -352,7 +359,7 @@ pub fn parse_answer(response: &str) -> Option<Answer> {
     })
 }
 
-fn print_counters(lab: &str) -> Result<(), DemoError> {
+fn print_counters(lab: &str, names: &DisplayNames) -> Result<(), DemoError> {
     let counters_error = |detail: String| DemoError::Counters { detail };
     let pins = PinsQuery {
         lab: Some(lab.to_owned()),
@@ -366,7 +373,7 @@ fn print_counters(lab: &str) -> Result<(), DemoError> {
         .map(|node| hive_dataplane::stats::read_node(node, None))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| counters_error(e.to_string()))?;
-    for line in hive_dataplane::stats::table(&stats).lines() {
+    for line in hive_dataplane::stats::table(&stats, names).lines() {
         println!("        {line}");
     }
     Ok(())

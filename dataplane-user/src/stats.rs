@@ -105,6 +105,35 @@ impl Names {
     }
 }
 
+/// The names users know services and tasks by (those of `service ps`: `web`, `web.3`), to
+/// show in place of their Swarm IDs. An ID without a name is shown as it is, as every ID
+/// is with no names at all (`hive mesh stats --no-trunc`, or no manager to ask).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DisplayNames {
+    /// Swarm service ID → name.
+    pub services: BTreeMap<String, String>,
+    /// Task ID → task name.
+    pub tasks: BTreeMap<String, String>,
+}
+
+impl DisplayNames {
+    pub fn service<'a>(&'a self, id: &'a str) -> &'a str {
+        self.services.get(id).map_or(id, String::as_str)
+    }
+
+    pub fn task<'a>(&'a self, id: &'a str) -> &'a str {
+        self.tasks.get(id).map_or(id, String::as_str)
+    }
+
+    /// The ID of the service named `name`, if a service has that name.
+    pub fn service_id(&self, name: &str) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| id.as_str())
+    }
+}
+
 /// Counters of one backend on one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BackendStats {
@@ -265,22 +294,24 @@ pub fn totals(nodes: &[NodeStats]) -> BTreeMap<String, ServiceStats> {
 }
 
 /// The human table: services with their backends (` \_ task`), then the
-/// drops that are not zero, then totals over the nodes shown. The second
-/// column is as wide as its longest entry, so the figures stay aligned.
-pub fn table(nodes: &[NodeStats]) -> String {
+/// drops that are not zero, then totals over the nodes shown. Services and
+/// tasks are shown by their `names` where it has them. The second column is
+/// as wide as its longest entry, so the figures stay aligned.
+pub fn table(nodes: &[NodeStats], names: &DisplayNames) -> String {
     let label = |b: &BackendStats| {
         let place = if b.local {
             "local".to_owned()
         } else {
             format!("on {}", b.node_addr)
         };
-        format!(" \\_ {} ({place})", b.task)
+        format!(" \\_ {} ({place})", names.task(&b.task))
     };
     let width = nodes
         .iter()
         .flat_map(|n| &n.services)
         .flat_map(|s| {
-            std::iter::once(s.service.len()).chain(s.backends.iter().map(|b| label(b).len()))
+            std::iter::once(names.service(&s.service).len())
+                .chain(s.backends.iter().map(|b| label(b).len()))
         })
         .fold("SERVICE / BACKEND".len(), usize::max);
     let mut out = String::new();
@@ -306,7 +337,8 @@ pub fn table(nodes: &[NodeStats]) -> String {
     for n in nodes {
         for s in &n.services {
             let [p, b, f, l] = counts(s.packets, s.bytes, s.new_flows, s.live_flows);
-            line([&n.node, &s.service, &s.vni.to_string(), "", &p, &b, &f, &l]);
+            let service = names.service(&s.service);
+            line([&n.node, service, &s.vni.to_string(), "", &p, &b, &f, &l]);
             for be in &s.backends {
                 let [p, b, f, l] = counts(be.packets, be.bytes, be.new_flows, be.live_flows);
                 line(["", &label(be), "", &be.addr.to_string(), &p, &b, &f, &l]);
@@ -316,7 +348,8 @@ pub fn table(nodes: &[NodeStats]) -> String {
     if nodes.len() > 1 {
         for (id, t) in totals(nodes) {
             let [p, b, f, l] = counts(t.packets, t.bytes, t.new_flows, t.live_flows);
-            line(["TOTAL", &id, &t.vni.to_string(), "", &p, &b, &f, &l]);
+            let service = names.service(&id);
+            line(["TOTAL", service, &t.vni.to_string(), "", &p, &b, &f, &l]);
         }
     }
     with_drops(nodes, out)
@@ -401,7 +434,7 @@ mod tests {
 
     #[test]
     fn table_lists_backends_totals_and_only_nonzero_drops() {
-        let t = table(&[node("n1", 5), node("n2", 7)]);
+        let t = table(&[node("n1", 5), node("n2", 7)], &DisplayNames::default());
         assert!(t.contains(" \\_ t1 (local)"), "{t}");
         let total = t.lines().find(|l| l.starts_with("TOTAL")).expect(&t);
         assert!(total.contains(" 12 "), "{total}");
@@ -415,7 +448,7 @@ mod tests {
         let backend = &mut remote.services[0].backends[0];
         backend.task = "bmd0l4jfk7iouttzsuv0299wa".into();
         backend.local = false;
-        let t = table(&[node("n1", 5), remote]);
+        let t = table(&[node("n1", 5), remote], &DisplayNames::default());
         let rows: Vec<&str> = t.lines().take_while(|l| !l.is_empty()).collect();
         assert!(
             rows.iter()
@@ -429,6 +462,21 @@ mod tests {
                 assert_eq!(col, header, "{t}");
             }
         }
+    }
+
+    #[test]
+    fn services_and_backends_are_shown_by_name_where_known() {
+        let names = DisplayNames {
+            services: BTreeMap::from([("websvc".to_owned(), "web".to_owned())]),
+            tasks: BTreeMap::new(),
+        };
+        let t = table(&[node("n1", 5), node("n2", 7)], &names);
+        let rows: Vec<&str> = t.lines().collect();
+        assert!(rows[1].starts_with("n1       web "), "{t}");
+        assert!(t.contains(" \\_ t1 (local)"), "a task without a name: {t}");
+        assert!(t.lines().any(|l| l.starts_with("TOTAL    web ")), "{t}");
+        assert!(!t.contains("websvc"), "{t}");
+        assert_eq!(names.service_id("web"), Some("websvc"));
     }
 
     #[test]

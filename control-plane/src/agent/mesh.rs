@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use super::dns::NodeDns;
 use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
 use super::mesh_view::MeshView;
-use super::worker::MeshSink;
+use super::worker::{MeshRefusals, MeshSink};
 use crate::executor::{AssignedAddr, AttachError, NetworkAttacher, PreparedTask, TaskNetworks};
 
 /// Errors of the node's mesh.
@@ -147,6 +147,32 @@ pub struct NodeMesh {
     dirty: watch::Sender<u64>,
     netlink: rtnetlink::Handle,
     dns: NodeDns,
+    /// The services the data plane refused at the last apply (see [`Self::set_aside`]).
+    refusals: watch::Sender<MeshRefusals>,
+    /// Test hook: services made unprogrammable on purpose (see [`UNPROGRAMMABLE_ENV`]).
+    unprogrammable: BTreeSet<String>,
+}
+
+/// Test hook: a comma-separated list of service names whose mesh this node's agent makes
+/// unprogrammable on purpose (it gives each a port 0, which the data plane refuses), so
+/// that the end-to-end tests can show what happens when a node cannot program a service
+/// the manager accepted. Read once, when the daemon opens its mesh; never set it outside
+/// tests.
+pub const UNPROGRAMMABLE_ENV: &str = "HIVE_TEST_UNPROGRAMMABLE_SERVICES";
+
+/// The services named by [`UNPROGRAMMABLE_ENV`].
+fn unprogrammable_from_env() -> BTreeSet<String> {
+    let names: BTreeSet<String> = std::env::var(UNPROGRAMMABLE_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !names.is_empty() {
+        tracing::warn!(services = ?names, "{UNPROGRAMMABLE_ENV} is set: these services will not be programmed (a test hook)");
+    }
+    names
 }
 
 impl std::fmt::Debug for NodeMesh {
@@ -200,6 +226,8 @@ impl NodeMesh {
             dirty,
             netlink,
             dns: NodeDns::new(dns_upstreams),
+            refusals: watch::Sender::new(MeshRefusals::default()),
+            unprogrammable: unprogrammable_from_env(),
         });
         tokio::spawn(mesh.clone().apply_loop(changes, stop));
         Ok(mesh)
@@ -257,7 +285,57 @@ impl NodeMesh {
             .filter(|l| inputs.live_tasks.contains(&l.task_id))
             .cloned()
             .collect();
-        Some(mesh_state(view, &self.me, &local, &inputs.dead))
+        let mut state = mesh_state(view, &self.me, &local, &inputs.dead);
+        if !self.unprogrammable.is_empty() {
+            for service in &mut state.services {
+                if self.unprogrammable.contains(&service.name) {
+                    service.ports.push(hive_dataplane::mesh::ServicePort {
+                        protocol: hive_dataplane::mesh::Protocol::Tcp,
+                        target_port: 0,
+                        published_port: None,
+                    });
+                }
+            }
+        }
+        Some(state)
+    }
+
+    /// Takes out of `state` the services the data plane would refuse, so that the others
+    /// are programmed all the same (a refused service is not programmed on this node at
+    /// all: what was applied of it before is removed, as for a removed service). Each
+    /// refusal is logged once, when it starts, and handed to the tasks of the service on
+    /// this node, whose status says it.
+    fn set_aside(&self, state: &mut hive_dataplane::MeshState) {
+        let mut refused: std::collections::BTreeMap<String, String> = Default::default();
+        for r in state.set_aside_invalid_services() {
+            let why = format!(
+                "this node's data plane cannot program the service: {}",
+                r.error
+            );
+            let id = super::mesh_state::swarm_service_id(&r.id).to_owned();
+            refused
+                .entry(id)
+                .and_modify(|all: &mut String| {
+                    all.push_str("; ");
+                    all.push_str(&r.error.to_string());
+                })
+                .or_insert(why);
+        }
+        self.refusals.send_if_modified(|current| {
+            if **current == refused {
+                return false;
+            }
+            for (id, why) in &refused {
+                if current.get(id) != Some(why) {
+                    tracing::error!(service = %id, %why, "mesh: service not programmed; the other services are");
+                }
+            }
+            for id in current.keys().filter(|id| !refused.contains_key(*id)) {
+                tracing::info!(service = %id, "mesh: service programmed again (or gone)");
+            }
+            *current = Arc::new(refused);
+            true
+        });
     }
 
     async fn apply_loop(
@@ -270,9 +348,10 @@ impl NodeMesh {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let Some(state) = self.desired() else {
+            let Some(mut state) = self.desired() else {
                 continue;
             };
+            self.set_aside(&mut state);
             let mut dataplane = self.dataplane.lock().await;
             let Some(dataplane) = dataplane.as_mut() else {
                 return;
@@ -506,6 +585,10 @@ impl NodeMesh {
 impl MeshSink for NodeMesh {
     fn adopt<'a>(&'a self, task: &'a PreparedTask, view: &'a MeshView) -> BoxFuture<'a, ()> {
         Box::pin(self.adopt_task(task, view))
+    }
+
+    fn refusals(&self) -> Option<watch::Receiver<MeshRefusals>> {
+        Some(self.refusals.subscribe())
     }
 
     fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>) {

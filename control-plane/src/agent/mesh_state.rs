@@ -305,6 +305,9 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
     } else {
         &endpoint.ports
     };
+    // One entry per (target, published) pair: several published ports may lead to one
+    // target (`-p 8080:80 -p 8081:80`), and a target that only the VIP serves (no ingress
+    // network, or host-mode ports, which `host_mode_services` publishes) is listed once.
     let mut seen = HashSet::new();
     source
         .iter()
@@ -313,11 +316,12 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
             let published_port =
                 (p.publish_mode == PublishMode::Ingress && p.published_port != 0 && has_ingress)
                     .then_some(p.published_port);
-            (p.target_port != 0 && seen.insert((protocol, p.target_port))).then_some(ServicePort {
-                protocol,
-                target_port: p.target_port,
-                published_port,
-            })
+            (p.target_port != 0 && seen.insert((protocol, p.target_port, published_port)))
+                .then_some(ServicePort {
+                    protocol,
+                    target_port: p.target_port,
+                    published_port,
+                })
         })
         .collect()
 }
@@ -374,14 +378,29 @@ fn host_mode_services(
             continue;
         }
         out.push(Service {
-            id: format!("{}/host", s.id),
-            name: format!("{}/host", s.name),
+            id: host_mesh_id(&s.id),
+            name: host_mesh_id(&s.name),
             vips: Vec::new(),
             ports,
             backends,
         });
     }
     out
+}
+
+/// What a host-mode mesh service's ID ends with (after its Swarm service's ID).
+const HOST_SUFFIX: &str = "/host";
+
+/// The Swarm service a mesh service stands for (a service's host-mode ports are a mesh
+/// service of their own, `<service-id>/host`).
+pub fn swarm_service_id(mesh_id: &str) -> &str {
+    mesh_id.strip_suffix(HOST_SUFFIX).unwrap_or(mesh_id)
+}
+
+/// The mesh service of `service_id`'s host-mode ports (or the name of it, given the
+/// service's name).
+pub fn host_mesh_id(service_id: &str) -> String {
+    format!("{service_id}{HOST_SUFFIX}")
 }
 
 /// The data plane balances TCP and UDP only.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::status::StatusQueue;
+use super::worker::MeshRefusals;
 use crate::executor::{
     self, Executor, ExitStatus, PreparedTask, ResourceLimits, TaskSpec as ExecSpec,
 };
@@ -140,6 +141,9 @@ pub struct TaskRunner {
     pub prepared_store: PreparedStore,
     /// What an earlier daemon left of this task, to take over.
     pub adopt: Option<PreparedRecord>,
+    /// The services the node's data plane refuses to program: while its service is one of
+    /// them, the running task reports why as its error (`service ps` shows it).
+    pub mesh_refusals: Option<watch::Receiver<MeshRefusals>>,
     /// The status last reported (starts as the store's).
     last: TaskStatus,
 }
@@ -158,6 +162,7 @@ impl TaskRunner {
             statuses,
             prepared_store,
             adopt: None,
+            mesh_refusals: None,
             last,
         }
     }
@@ -329,6 +334,18 @@ impl TaskRunner {
         }
     }
 
+    /// Reports the running task again if what the node's data plane says of its service
+    /// changed: the error while the service cannot be programmed, none once it is again.
+    fn report_mesh(&mut self, refusals: &MeshRefusals) {
+        let err = refusals
+            .get(&self.task.service_id)
+            .map_or(String::new(), Clone::clone);
+        if self.last.state == TaskState::Running && self.last.err != err {
+            let message = self.last.message.clone();
+            self.report(TaskState::Running, &message, &err, None);
+        }
+    }
+
     /// A running task: until it exits, or the manager (or the worker) stops it. True if the
     /// agent detached from it instead (it runs on, for the next daemon).
     async fn supervise(
@@ -338,14 +355,23 @@ impl TaskRunner {
     ) -> bool {
         let mut stopping = false;
         let mut first = true;
+        let mut refusals = self.mesh_refusals.take();
         let exit = loop {
             let check = if first {
                 first = false;
+                if let Some(refusals) = &mut refusals {
+                    let now = refusals.borrow_and_update().clone();
+                    self.report_mesh(&now);
+                }
                 Ok(())
             } else {
                 tokio::select! {
                     exit = self.executor.wait(task) => break exit,
                     changed = desired.changed(), if !stopping => changed,
+                    Some(now) = next_refusals(&mut refusals), if !stopping => {
+                        self.report_mesh(&now);
+                        continue;
+                    }
                 }
             };
             let want = *desired.borrow();
@@ -373,7 +399,20 @@ impl TaskRunner {
             ),
             Err(err) => self.report(TaskState::Failed, "finished", &err.to_string(), None),
         }
+        self.mesh_refusals = refusals;
         false
+    }
+}
+
+/// The next refusals of the node's data plane; `None` when there will be none (no data
+/// plane, or it closed), which disables the branch that waits for them.
+async fn next_refusals(
+    refusals: &mut Option<watch::Receiver<MeshRefusals>>,
+) -> Option<MeshRefusals> {
+    let receiver = refusals.as_mut()?;
+    match receiver.changed().await {
+        Ok(()) => Some(receiver.borrow_and_update().clone()),
+        Err(_closed) => None,
     }
 }
 

@@ -30,7 +30,16 @@ pub trait MeshSink: Send + Sync + std::fmt::Debug {
     fn adopt<'a>(&'a self, _task: &'a PreparedTask, _view: &'a MeshView) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+
+    /// The services this node's data plane refuses to program, as they change (`None`: the
+    /// sink never refuses one). Each running task of such a service says so in its status.
+    fn refusals(&self) -> Option<watch::Receiver<MeshRefusals>> {
+        None
+    }
 }
+
+/// Services the node's data plane refuses to program: Swarm service ID → why.
+pub type MeshRefusals = Arc<std::collections::BTreeMap<String, String>>;
 
 /// How long the worker waits for its runners when it stops (each one stops its task within
 /// the task's stop grace period).
@@ -120,6 +129,7 @@ impl Worker {
                             self.prepared.clone(),
                         );
                         runner.adopt = adopt.remove(&task.id);
+                        runner.mesh_refusals = self.mesh.as_ref().and_then(|m| m.refusals());
                         runners.insert(
                             task.id.clone(),
                             Runner {

@@ -17,7 +17,7 @@ use hive_dataplane::{
     ebpf_log::EbpfLog,
     metrics::{MetricsWriter, render_stats},
     node_pins::{NodeChoice, NodePins, PinsQuery},
-    stats,
+    stats::{self, DisplayNames},
     trace::{Event, PcapWriter, TRACE_CAPTURE_MAX, TraceFilter, TraceOptions, Tracer, wall_time},
 };
 
@@ -61,12 +61,32 @@ struct Where {
 }
 
 impl Where {
-    fn resolve(&self) -> anyhow::Result<Vec<NodePins>> {
-        let lab = match (&self.lab, &self.pin_dir) {
+    /// The lab chosen, by `--lab` or `$HIVE_LAB` (none with `--pin-dir`).
+    fn lab(&self) -> Option<String> {
+        match (&self.lab, &self.pin_dir) {
             (Some(lab), _) => Some(lab.clone()),
             (None, None) => std::env::var("HIVE_LAB").ok().filter(|l| !l.is_empty()),
             (None, Some(_)) => None,
-        };
+        }
+    }
+
+    /// The names of services and tasks, from a manager: `for_display` if they are to be
+    /// shown (when no manager answers, stderr says the IDs are shown instead), else only
+    /// to find a `--service NAME` (none are needed without one).
+    fn names(&self, for_display: bool, service_query: Option<&str>) -> DisplayNames {
+        if !for_display && service_query.is_none() {
+            return DisplayNames::default();
+        }
+        super::mesh_names::lookup(self.lab().as_deref()).unwrap_or_else(|| {
+            if for_display {
+                eprintln!("no manager answered: services and tasks are shown by their IDs");
+            }
+            DisplayNames::default()
+        })
+    }
+
+    fn resolve(&self) -> anyhow::Result<Vec<NodePins>> {
+        let lab = self.lab();
         let nodes = match (&self.node, self.all_nodes) {
             (Some(n), _) => NodeChoice::One(n.clone()),
             (None, true) => NodeChoice::All,
@@ -83,9 +103,12 @@ impl Where {
 
 #[derive(Debug, Args)]
 struct TraceArgs {
-    /// Only events of this service (Swarm service ID or a unique prefix).
+    /// Only events of this service (name, Swarm service ID or a unique prefix).
     #[arg(long)]
     service: Option<String>,
+    /// Show services and backends by their IDs, not by name.
+    #[arg(long)]
+    no_trunc: bool,
     /// Only drops.
     #[arg(long)]
     drops: bool,
@@ -123,9 +146,12 @@ enum StatsFormat {
 
 #[derive(Debug, Args)]
 struct StatsArgs {
-    /// Only this service (Swarm service ID or prefix).
+    /// Only this service (name, Swarm service ID or prefix).
     #[arg(long)]
     service: Option<String>,
+    /// Show services and backends by their IDs, not by name (JSON always has IDs).
+    #[arg(long)]
+    no_trunc: bool,
     #[command(flatten)]
     place: Where,
     #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
@@ -179,19 +205,28 @@ pub fn run(args: MeshArgs) -> anyhow::Result<ExitCode> {
 
 struct Output {
     json: bool,
+    names: DisplayNames,
     pcap: Option<PcapWriter<BufWriter<File>>>,
     printed: u64,
     limit: Option<u64>,
 }
 
 impl Output {
+    /// `ev` with its service and backend shown by name (JSON keeps the IDs).
+    fn named(&self, ev: &Event) -> Event {
+        let mut ev = ev.clone();
+        ev.service = ev.service.map(|id| self.names.service(&id).to_owned());
+        ev.backend = ev.backend.map(|id| self.names.task(&id).to_owned());
+        ev
+    }
+
     /// Write one event; `false` once the count is reached.
     fn event(&mut self, tracer: &Tracer, ev: &Event) -> anyhow::Result<bool> {
         if self.limit.is_some_and(|l| self.printed >= l) {
             return Ok(false);
         }
         let unix = tracer.unix_ns(ev);
-        let line = ev.line(&wall_time(unix));
+        let line = self.named(ev).line(&wall_time(unix));
         let mut stdout = std::io::stdout().lock();
         if self.json {
             let mut value = serde_json::to_value(ev)?;
@@ -209,11 +244,18 @@ impl Output {
     }
 }
 
+/// The service query as the data plane's records know it: a service name becomes its ID.
+fn service_query(query: Option<&str>, names: &DisplayNames) -> Option<String> {
+    query.map(|q| names.service_id(q).unwrap_or(q).to_owned())
+}
+
 fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let nodes = args.place.resolve()?;
+    let for_display = !args.json && !args.no_trunc;
+    let names = args.place.names(for_display, args.service.as_deref());
     let options = TraceOptions {
         filter: TraceFilter {
-            service: args.service.clone(),
+            service: service_query(args.service.as_deref(), &names),
             client: args.client.map(|(a, _)| a),
             client_port: args.client.and_then(|(_, p)| p),
             drops_only: args.drops,
@@ -241,6 +283,11 @@ fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = Output {
         json: args.json,
+        names: if for_display {
+            names
+        } else {
+            DisplayNames::default()
+        },
         pcap,
         printed: 0,
         limit: args.count,
@@ -361,9 +408,12 @@ fn log_cmd(args: LogArgs) -> anyhow::Result<ExitCode> {
 
 fn stats_cmd(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let nodes = args.place.resolve()?;
+    let for_display = args.format == StatsFormat::Table && !args.no_trunc;
+    let names = args.place.names(for_display, args.service.as_deref());
+    let query = service_query(args.service.as_deref(), &names);
     let all: Vec<stats::NodeStats> = nodes
         .iter()
-        .map(|n| stats::read_node(n, args.service.as_deref()))
+        .map(|n| stats::read_node(n, query.as_deref()))
         .collect::<Result<_, _>>()?;
     if let Some(q) = &args.service
         && all.iter().all(|n| n.services.is_empty())
@@ -379,7 +429,8 @@ fn stats_cmd(args: StatsArgs) -> anyhow::Result<ExitCode> {
     }
     let mut stdout = std::io::stdout().lock();
     match args.format {
-        StatsFormat::Table => write!(stdout, "{}", stats::table(&all))?,
+        StatsFormat::Table if for_display => write!(stdout, "{}", stats::table(&all, &names))?,
+        StatsFormat::Table => write!(stdout, "{}", stats::table(&all, &DisplayNames::default()))?,
         StatsFormat::Json => {
             for n in &all {
                 writeln!(stdout, "{}", serde_json::to_string(n)?)?;

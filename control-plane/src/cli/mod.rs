@@ -13,6 +13,7 @@ mod init_task;
 pub mod lab;
 pub mod mesh;
 mod mesh_bench;
+pub mod mesh_names;
 pub mod network;
 pub mod node;
 pub mod node_ls;

@@ -27,9 +27,17 @@ const STREAM_BUFFER: usize = 2;
 /// How often an idle stream checks that its session is still current.
 const SESSION_CHECK: Duration = Duration::from_secs(1);
 
-/// The tasks a node must know about: assigned to it and not yet removed for good.
+/// The tasks a node must know about: assigned to it by the scheduler and not yet removed
+/// for good.
+///
+/// A node ID alone does not make a task the node's: a global service's tasks are created
+/// with their node already set (SwarmKit does the same), while they are still `NEW` and
+/// have neither networks nor an endpoint. Only once the allocator and the scheduler are done
+/// (`ASSIGNED` or later, SwarmKit's dispatcher rule) is the task complete enough to run;
+/// handing it over earlier let the agent start it with no network at all.
 pub fn is_assigned(task: &Task, node_id: &str) -> bool {
     task.node_id.as_deref() == Some(node_id)
+        && task.status.state >= TaskState::Assigned
         && (task.desired_state != TaskState::Remove || !task.status.state.is_terminal())
 }
 
@@ -255,6 +263,22 @@ mod tests {
             &status(TaskState::Complete, ""),
             &status(TaskState::Rejected, "late")
         ));
+    }
+
+    #[test]
+    fn a_task_reaches_its_node_only_once_allocated_and_scheduled() {
+        // A global task: its node is set when it is made, before any allocation.
+        let mut task = Task {
+            node_id: Some("n1".into()),
+            desired_state: TaskState::Running,
+            ..Task::default()
+        };
+        for state in [TaskState::New, TaskState::Pending] {
+            task.status.state = state;
+            assert!(!is_assigned(&task, "n1"), "{state}");
+        }
+        task.status.state = TaskState::Assigned;
+        assert!(is_assigned(&task, "n1"));
     }
 
     #[test]

@@ -187,42 +187,47 @@ fn validate_ports(spec: &ServiceSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The ingress ports `service` holds: those the allocator assigned (`endpoint.ports`) and
+/// The published ports `service` holds: those the allocator assigned (`endpoint.ports`) and
 /// those its spec asks for explicitly (not yet allocated, or changed by an update).
-fn ingress_ports(service: &Service) -> impl Iterator<Item = &PortConfig> {
+fn held_ports(service: &Service) -> impl Iterator<Item = &PortConfig> {
     let allocated = service.endpoint.iter().flat_map(|e| e.ports.iter());
     allocated
         .chain(service.spec.endpoint_spec.ports.iter())
-        .filter(|p| p.publish_mode == PublishMode::Ingress && p.published_port != 0)
+        .filter(|p| p.published_port != 0)
 }
 
-/// Refuses explicitly published ingress ports another service already holds, with SwarmKit's
-/// text (`checkPortConflicts`). Run inside the write that stores `spec`, so two creates cannot
-/// both take a port; `own_id` is the service being updated (empty on create).
+/// Refuses published ports another service already holds in a way no node could program,
+/// with SwarmKit's texts (`checkPortConflicts`): an ingress port is published on every node,
+/// so it conflicts with any other service's port of that number, ingress or host mode; two
+/// host-mode ports of one number may coexist (the scheduler keeps them on different nodes).
+/// Run inside the write that stores `spec`, so two creates cannot both take a port; `own_id`
+/// is the service being updated (empty on create).
 pub fn check_port_conflicts(
     tx: &impl ReadView,
     own_id: &str,
     spec: &ServiceSpec,
 ) -> Result<(), ApiError> {
-    let wanted: Vec<&PortConfig> = spec
-        .endpoint_spec
-        .ports
-        .iter()
-        .filter(|p| p.publish_mode == PublishMode::Ingress && p.published_port != 0)
-        .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
+    let wanted = |mode: PublishMode, held: &PortConfig| {
+        spec.endpoint_spec.ports.iter().any(|p| {
+            p.publish_mode == mode
+                && p.published_port == held.published_port
+                && p.protocol == held.protocol
+        })
+    };
     let services = tx.list::<Service>()?;
     for other in services.iter().filter(|s| s.id != own_id) {
-        for held in ingress_ports(other) {
-            if let Some(port) = wanted
-                .iter()
-                .find(|p| p.published_port == held.published_port && p.protocol == held.protocol)
-            {
+        for held in held_ports(other) {
+            let (conflict, held_as) = match held.publish_mode {
+                PublishMode::Ingress => (
+                    wanted(PublishMode::Ingress, held) || wanted(PublishMode::Host, held),
+                    "an ingress port",
+                ),
+                PublishMode::Host => (wanted(PublishMode::Ingress, held), "a host-published port"),
+            };
+            if conflict {
                 return Err(ApiError::Invalid(format!(
-                    "port '{}' is already in use by service '{}' ({}) as an ingress port",
-                    port.published_port, other.spec.annotations.name, other.id
+                    "port '{}' is already in use by service '{}' ({}) as {held_as}",
+                    held.published_port, other.spec.annotations.name, other.id
                 )));
             }
         }

@@ -312,13 +312,39 @@ mod tests {
             format!("port '8080' is already in use by service 'web' ({web}) as an ingress port")
         );
 
-        // Another protocol, a host-mode port, or an automatic one do not conflict.
+        // An ingress port is published on every node: no node could also publish a
+        // host-mode port of that number (SwarmKit refuses it as well).
+        let host_mode = |name: &str, port: u16| {
+            let mut host = published(spec(name, "x"), port, 80);
+            host.endpoint_spec.ports[0].publish_mode = PublishMode::Host;
+            host
+        };
+        let err = create(&store, &host_mode("host", 8080)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("port '8080' is already in use by service 'web' ({web}) as an ingress port")
+        );
+        // Host-mode ports of one number coexist (the scheduler keeps them apart), but not
+        // with an ingress port of that number.
+        let host = create(&store, &host_mode("host", 8090)).await.unwrap();
+        let host2 = create(&store, &host_mode("host2", 8090)).await.unwrap();
+        let err = create(&store, &published(spec("api", "x"), 8090, 81))
+            .await
+            .unwrap_err()
+            .to_string();
+        // Either holder may be named (services are listed in ID order).
+        assert!(
+            [("host", host), ("host2", host2)].iter().any(|(name, id)| err
+                == format!(
+                    "port '8090' is already in use by service '{name}' ({id}) as a host-published port"
+                )),
+            "{err}"
+        );
+
+        // Another protocol, or an automatic port, do not conflict.
         let mut udp = published(spec("dns", "x"), 8080, 53);
         udp.endpoint_spec.ports[0].protocol = Protocol::Udp;
         create(&store, &udp).await.unwrap();
-        let mut host = published(spec("host", "x"), 8080, 80);
-        host.endpoint_spec.ports[0].publish_mode = PublishMode::Host;
-        create(&store, &host).await.unwrap();
         create(&store, &published(spec("auto", "x"), 0, 80))
             .await
             .unwrap();

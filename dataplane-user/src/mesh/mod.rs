@@ -32,4 +32,4 @@ pub use state::{
     LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service,
     ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
 };
-pub use validate::{MIN_OVERLAY_MTU, MeshStateError};
+pub use validate::{MIN_OVERLAY_MTU, MeshStateError, RefusedService};

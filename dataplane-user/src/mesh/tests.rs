@@ -203,6 +203,93 @@ fn a_published_port_cannot_be_used_twice() {
 }
 
 #[test]
+fn two_published_ports_may_lead_to_one_target_port() {
+    let mut state = sample_state();
+    web(&mut state).ports.push(ServicePort {
+        protocol: Protocol::Tcp,
+        target_port: 80,
+        published_port: Some(8081),
+    });
+    let desired = compile(&state);
+    let ingress = &desired.balancers[&BalancerKey {
+        service_id: "svc-web".into(),
+        vni: INGRESS,
+    }];
+    for port in [8080, 8081] {
+        assert_eq!(
+            ingress.frontends[&published(port)].target_port_be,
+            80u16.to_be(),
+            "{port} leads to 80"
+        );
+    }
+    // One published port twice in one service is a mistake of the state's writer.
+    web(&mut state).ports.push(ServicePort {
+        protocol: Protocol::Tcp,
+        target_port: 81,
+        published_port: Some(8081),
+    });
+    assert_eq!(
+        state.validate().expect_err("8081 twice").to_string(),
+        r#"service "web": published port 8081/tcp is listed twice"#
+    );
+}
+
+#[test]
+fn an_invalid_service_is_set_aside_and_the_others_stay() {
+    let mut state = sample_state();
+    // api takes web's published port: web came first and keeps it.
+    state.services[1].ports[0] = ServicePort {
+        protocol: Protocol::Tcp,
+        target_port: 81,
+        published_port: Some(8080),
+    };
+    let mut third = state.services[1].clone();
+    third.id = "svc-db".into();
+    third.name = "db".into();
+    third.vips[0].addr = ip("10.0.1.4");
+    third.ports.clear();
+    third.backends.clear();
+    state.services.push(third);
+    let refused = state.set_aside_invalid_services();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].id.as_str(), refused[0].name.as_str()),
+        ("svc-api", "api")
+    );
+    assert_eq!(
+        refused[0].error.to_string(),
+        r#"service "api": published port 8080/tcp is already used by service "web""#
+    );
+    let kept: Vec<&str> = state.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(kept, ["web", "db"]);
+    // What is left is valid (api's tasks stay endpoints: only its balancing goes).
+    state.validate().expect("valid without api");
+    assert!(state.set_aside_invalid_services().is_empty());
+
+    // A refused service holds nothing: its VIP is free for a later one.
+    let mut state = sample_state();
+    state.services[1].ports[0].target_port = 0;
+    let mut later = state.services[1].clone();
+    later.id = "svc-api2".into();
+    later.name = "api2".into();
+    later.ports.clear();
+    later.backends.clear();
+    state.services.push(later);
+    let refused = state.set_aside_invalid_services();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].name, "api");
+    state
+        .validate()
+        .expect("api2 has the VIP api could not take");
+
+    // A fault no one service owns takes nothing out: validate reports it.
+    let mut state = sample_state();
+    state.networks[1].vni = 0;
+    assert!(state.set_aside_invalid_services().is_empty());
+    assert_eq!(state.services.len(), 2);
+}
+
+#[test]
 fn validation_names_what_is_wrong() {
     type Case = (fn(&mut MeshState), &'static str);
     let cases: Vec<Case> = vec![

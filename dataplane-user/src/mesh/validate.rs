@@ -116,8 +116,16 @@ pub enum MeshStateError {
     },
     #[error("service {service:?}: port 0 is not a port ({protocol}); use 1..=65535")]
     PortZero { service: String, protocol: Protocol },
-    #[error("service {service:?}: target port {port}/{protocol} is listed twice")]
+    #[error(
+        "service {service:?}: target port {port}/{protocol} is listed twice without a published port"
+    )]
     DuplicateTargetPort {
+        service: String,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error("service {service:?}: published port {port}/{protocol} is listed twice")]
+    DuplicatePublishedPort {
         service: String,
         port: u16,
         protocol: Protocol,
@@ -234,6 +242,14 @@ pub enum MeshStateError {
     LocalEndpointNoIfindex { task: String, ifname: String },
 }
 
+/// A service [`MeshState::set_aside_invalid_services`] took out of a state, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedService {
+    pub id: String,
+    pub name: String,
+    pub error: MeshStateError,
+}
+
 pub(super) fn check_id(what: &'static str, id: &str) -> Result<(), MeshStateError> {
     if id.len() > MAX_ID_LEN || id.is_empty() {
         return Err(MeshStateError::IdTooLong {
@@ -275,6 +291,66 @@ impl MeshState {
             validate_service(service, &networks, &mut claims, &known_node)?;
         }
         self.validate_endpoints(&networks, &known_node)
+    }
+
+    /// Takes out of the state every service [`Self::validate`] would refuse, and says why,
+    /// so that one service the data plane cannot program does not keep the others from
+    /// being programmed. Services are checked in order, each against the ones kept before
+    /// it: of two that claim one VIP or published port, the first keeps it.
+    ///
+    /// What is not any one service's — the node, the networks, the peers, the endpoints —
+    /// is left for [`Self::validate`] to report: every service depends on it, so nothing
+    /// is taken out for it (and nothing is returned).
+    pub fn set_aside_invalid_services(&mut self) -> Vec<RefusedService> {
+        let refused: Vec<(usize, MeshStateError)> = {
+            let (Ok(()), Ok(networks), Ok(nodes)) = (
+                validate_node(&self.node),
+                self.validate_networks(),
+                self.validate_peers(),
+            ) else {
+                return Vec::new();
+            };
+            let known_node =
+                |addr: Ipv4Addr| addr == self.node.underlay_addr || nodes.contains_key(&addr);
+            let mut ids: FastMap<&str, &str> = FastMap::default();
+            let mut claims = FullClaims::default();
+            let mut refused = Vec::new();
+            for (i, service) in self.services.iter().enumerate() {
+                let checked = check_id("service ID", &service.id).and_then(|()| {
+                    if let Some(other) = ids.get(service.id.as_str()) {
+                        return Err(MeshStateError::DuplicateServiceId {
+                            id: service.id.clone(),
+                            name: service.name.clone(),
+                            other: (*other).to_owned(),
+                        });
+                    }
+                    let mut tentative = Tentative::new(&mut claims);
+                    let checked = validate_service(service, &networks, &mut tentative, &known_node);
+                    if checked.is_err() {
+                        tentative.give_back();
+                    }
+                    checked
+                });
+                match checked {
+                    Ok(()) => {
+                        ids.insert(&service.id, &service.name);
+                    }
+                    Err(error) => refused.push((i, error)),
+                }
+            }
+            refused
+        };
+        let mut out = Vec::with_capacity(refused.len());
+        for (i, error) in refused.into_iter().rev() {
+            let service = self.services.remove(i);
+            out.push(RefusedService {
+                id: service.id,
+                name: service.name,
+                error,
+            });
+        }
+        out.reverse();
+        out
     }
 
     /// The peers by underlay address, checked.
@@ -491,12 +567,24 @@ struct FullClaims<'a> {
     published: FastMap<(u16, Protocol), &'a str>,
 }
 
+/// Takes `key` for `owner` unless another owner holds it (who keeps it).
+fn claim<'a, K: std::hash::Hash + Eq>(
+    map: &mut FastMap<K, &'a str>,
+    key: K,
+    owner: &'a str,
+) -> Result<(), String> {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(held) => Err((*held.get()).to_owned()),
+        std::collections::hash_map::Entry::Vacant(free) => {
+            free.insert(owner);
+            Ok(())
+        }
+    }
+}
+
 impl<'a> Claims<'a> for FullClaims<'a> {
     fn claim_vip(&mut self, vip: Ipv4Addr, service: &'a Service) -> Result<(), String> {
-        match self.vips.insert(vip, &service.name) {
-            Some(other) => Err(other.to_owned()),
-            None => Ok(()),
-        }
+        claim(&mut self.vips, vip, &service.name)
     }
 
     fn claim_published(
@@ -504,10 +592,52 @@ impl<'a> Claims<'a> for FullClaims<'a> {
         port: (u16, Protocol),
         service: &'a Service,
     ) -> Result<(), String> {
-        match self.published.insert(port, &service.name) {
-            Some(other) => Err(other.to_owned()),
-            None => Ok(()),
+        claim(&mut self.published, port, &service.name)
+    }
+}
+
+/// The claims of one service on top of [`FullClaims`], given back if the service is
+/// refused: a refused service holds nothing, so it cannot push out the services after it.
+struct Tentative<'c, 'a> {
+    claims: &'c mut FullClaims<'a>,
+    vips: Vec<Ipv4Addr>,
+    published: Vec<(u16, Protocol)>,
+}
+
+impl<'c, 'a> Tentative<'c, 'a> {
+    fn new(claims: &'c mut FullClaims<'a>) -> Self {
+        Self {
+            claims,
+            vips: Vec::new(),
+            published: Vec::new(),
         }
+    }
+
+    fn give_back(self) {
+        for vip in &self.vips {
+            self.claims.vips.remove(vip);
+        }
+        for port in &self.published {
+            self.claims.published.remove(port);
+        }
+    }
+}
+
+impl<'a> Claims<'a> for Tentative<'_, 'a> {
+    fn claim_vip(&mut self, vip: Ipv4Addr, service: &'a Service) -> Result<(), String> {
+        self.claims.claim_vip(vip, service)?;
+        self.vips.push(vip);
+        Ok(())
+    }
+
+    fn claim_published(
+        &mut self,
+        port: (u16, Protocol),
+        service: &'a Service,
+    ) -> Result<(), String> {
+        self.claims.claim_published(port, service)?;
+        self.published.push(port);
+        Ok(())
     }
 }
 
@@ -561,7 +691,12 @@ pub(super) fn validate_service<'a>(
             });
         }
     }
-    let mut targets: Vec<(u16, Protocol)> = Vec::with_capacity(service.ports.len());
+    // Several published ports may lead to one target port (Docker allows `-p 8080:80
+    // -p 8081:80`): each is a front end of its own, and the VIP's front end for the target
+    // is the same entry for all of them. What cannot be is one published port twice, or a
+    // target listed twice with nothing published (a copy that says nothing).
+    let mut unpublished: Vec<(u16, Protocol)> = Vec::with_capacity(service.ports.len());
+    let mut published: Vec<(u16, Protocol)> = Vec::with_capacity(service.ports.len());
     for port in &service.ports {
         if port.target_port == 0 || port.published_port == Some(0) {
             return Err(MeshStateError::PortZero {
@@ -569,33 +704,42 @@ pub(super) fn validate_service<'a>(
                 protocol: port.protocol,
             });
         }
-        if targets.contains(&(port.target_port, port.protocol)) {
-            return Err(MeshStateError::DuplicateTargetPort {
+        let Some(p) = port.published_port else {
+            if unpublished.contains(&(port.target_port, port.protocol)) {
+                return Err(MeshStateError::DuplicateTargetPort {
+                    service: name(),
+                    port: port.target_port,
+                    protocol: port.protocol,
+                });
+            }
+            unpublished.push((port.target_port, port.protocol));
+            continue;
+        };
+        if published.contains(&(p, port.protocol)) {
+            return Err(MeshStateError::DuplicatePublishedPort {
                 service: name(),
-                port: port.target_port,
+                port: p,
                 protocol: port.protocol,
             });
         }
-        targets.push((port.target_port, port.protocol));
-        if let Some(p) = port.published_port {
-            let Some(ingress) = networks.ingress else {
-                return Err(MeshStateError::NoIngressNetwork {
-                    service: name(),
-                    port: p,
-                    protocol: port.protocol,
-                });
-            };
-            if !served.contains(&ingress.vni) {
-                served.push(ingress.vni);
-            }
-            if let Err(other) = claims.claim_published((p, port.protocol), service) {
-                return Err(MeshStateError::PublishedPortInUse {
-                    service: name(),
-                    port: p,
-                    protocol: port.protocol,
-                    other,
-                });
-            }
+        published.push((p, port.protocol));
+        let Some(ingress) = networks.ingress else {
+            return Err(MeshStateError::NoIngressNetwork {
+                service: name(),
+                port: p,
+                protocol: port.protocol,
+            });
+        };
+        if !served.contains(&ingress.vni) {
+            served.push(ingress.vni);
+        }
+        if let Err(other) = claims.claim_published((p, port.protocol), service) {
+            return Err(MeshStateError::PublishedPortInUse {
+                service: name(),
+                port: p,
+                protocol: port.protocol,
+                other,
+            });
         }
     }
     let mut per_network: Vec<(u32, usize)> = Vec::with_capacity(served.len());

@@ -349,3 +349,30 @@ fn a_host_mode_port_answers_only_on_nodes_with_a_task_and_only_to_their_own() {
     state.validate().expect("a valid mesh");
     assert!(state.services.iter().all(|s| s.id != "web/host"));
 }
+
+#[test]
+fn two_published_ports_to_one_target_are_both_published() {
+    // `-p 8080:80 -p 8081:80` in ingress mode, and two host-mode ports to 80 as well.
+    let mut view = view();
+    let ports = &mut view.services[0].endpoint.ports;
+    ports.push(port(objects::Protocol::Tcp, 80, 8081));
+    for published in [8083, 8084] {
+        let mut host = port(objects::Protocol::Tcp, 80, published);
+        host.publish_mode = PublishMode::Host;
+        ports.push(host);
+    }
+    let state = state_of_n1_with_t1(&view);
+    let published = |id: &str| -> Vec<(u16, Option<u16>)> {
+        let service = state.services.iter().find(|s| s.id == id).unwrap();
+        service
+            .ports
+            .iter()
+            .map(|p| (p.target_port, p.published_port))
+            .collect()
+    };
+    assert_eq!(
+        published("web"),
+        [(80, Some(8080)), (80, Some(8081)), (80, None)]
+    );
+    assert_eq!(published("web/host"), [(80, Some(8083)), (80, Some(8084))]);
+}

@@ -117,6 +117,14 @@ struct Harness {
 }
 
 fn start(image: &str, desired: TaskState) -> Harness {
+    start_with_refusals(image, desired, None)
+}
+
+fn start_with_refusals(
+    image: &str,
+    desired: TaskState,
+    refusals: Option<watch::Receiver<MeshRefusals>>,
+) -> Harness {
     let executor = Arc::new(FakeExecutor::default());
     let statuses = StatusQueue::default();
     let dir = tempfile::tempdir().unwrap();
@@ -132,7 +140,9 @@ fn start(image: &str, desired: TaskState) -> Harness {
     task.spec.container.image = image.into();
     task.status.state = TaskState::Assigned;
     let (sender, receiver) = watch::channel(Desired::new(desired));
-    let runner = TaskRunner::new(task, executor.clone(), statuses.clone(), store.clone());
+    task.service_id = "web".into();
+    let mut runner = TaskRunner::new(task, executor.clone(), statuses.clone(), store.clone());
+    runner.mesh_refusals = refusals;
     Harness {
         executor,
         statuses,
@@ -184,6 +194,50 @@ async fn a_task_runs_to_completion_and_is_removed_when_it_leaves_the_set() {
     let executor = h.gone().await;
     assert_eq!(*executor.removed.lock().unwrap(), vec!["t1".to_owned()]);
     assert!(store.list().is_empty());
+}
+
+#[tokio::test]
+async fn a_running_task_says_when_its_node_cannot_program_its_service() {
+    let refusals = watch::Sender::new(MeshRefusals::default());
+    let h = start_with_refusals(
+        "hive/whoami",
+        TaskState::Running,
+        Some(refusals.subscribe()),
+    );
+    let running = h.until(TaskState::Running).await;
+    assert_eq!(running.err, "");
+    // Another service refused: nothing to say.
+    refusals.send_replace(Arc::new([("api".to_owned(), "no".to_owned())].into()));
+    refusals.send_replace(Arc::new([("web".to_owned(), "cannot".to_owned())].into()));
+    let latest = |err: &'static str| {
+        let statuses = h.statuses.clone();
+        tokio::time::timeout(Duration::from_secs(5), async move {
+            loop {
+                if let Some((_, status)) = statuses.pending().pop()
+                    && status.err == err
+                {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let refused = latest("cannot").await.expect("the refusal is reported");
+    assert_eq!(
+        (refused.state, refused.message.as_str()),
+        (TaskState::Running, "started")
+    );
+    assert_eq!(
+        refused.runtime.unwrap().pid,
+        4242,
+        "the rest of the status stays"
+    );
+    refusals.send_replace(MeshRefusals::default());
+    let cleared = latest("")
+        .await
+        .expect("the error is cleared once the service is programmed");
+    assert_eq!(cleared.state, TaskState::Running);
+    h.gone().await;
 }
 
 #[tokio::test]

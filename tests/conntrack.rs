@@ -191,18 +191,18 @@ fn no_client_port_is_left_blackholed_by_another_node_or_a_replaced_task() {
         SocketAddr::from((lab.node_addr(node).expect("node address"), port))
     };
 
+    let nodes: Vec<SocketAddr> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| published(n, 8082))
+        .collect();
+    every_port_gets_through_after_a_forced_update(&swarm, &client, &nodes);
+
     one_port_through_two_nodes(
         &swarm,
         &client,
         published("n1", 8081),
         published("n2", 8081),
     );
-
-    let nodes: Vec<SocketAddr> = ["n1", "n2", "n3"]
-        .into_iter()
-        .map(|n| published(n, 8082))
-        .collect();
-    every_port_gets_through_after_a_forced_update(&swarm, &client, &nodes);
 }
 
 /// The task runs on n1. The client's port reaches it through n1 (n1 balances it to its own

@@ -219,6 +219,7 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
                 service_id: "web".into(),
                 node_id: "n1".into(),
                 networks: vec![attachment()],
+                draining: false,
             }]
         } else {
             Vec::new()

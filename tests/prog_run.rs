@@ -944,3 +944,190 @@ fn a_service_entry_on_a_control_plane_port_does_not_capture_the_nodes_traffic() 
     let f = parse(&out).expect("frame");
     assert_eq!(ip(&f).dst, T_LOCAL, "balanced to the local backend");
 }
+
+// --- Conntrack that never blackholes a client port (issue 14, item 7) ---
+
+/// The backend a published-port SYN from `client` is DNATed and tunnelled to.
+fn syn_goes_to(h: &mut ProgRun, client: SocketAddrV4) -> Ipv4Addr {
+    let frame = PacketBuilder::tcp(client, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_SYN)
+        .build();
+    let (verdict, out) = run(h, XDP, &frame);
+    assert_eq!(verdict, XDP_TX, "SYN from {client} tunnelled");
+    ip(&assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B))).dst
+}
+
+#[test]
+fn a_syn_on_an_entry_whose_backend_left_the_ring_is_balanced_to_a_live_backend() {
+    root!("a_syn_on_an_entry_whose_backend_left_the_ring");
+    let mut h = node_a(BE_REMOTE);
+    // Port 40000: a SYN that got no answer yet (its entry is SynSent).
+    // Port 40001: an established connection.
+    let half_open = CLIENT;
+    let established = SocketAddrV4::new(*CLIENT.ip(), 40001);
+    assert_eq!(syn_goes_to(&mut h, half_open), T_REMOTE);
+    assert_eq!(syn_goes_to(&mut h, established), T_REMOTE);
+    let ack = PacketBuilder::tcp(established, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_ACK)
+        .build();
+    run(&mut h, XDP, &ack);
+
+    // T_REMOTE's task is replaced: user space flips the ring to the new
+    // backend, then marks the old id as draining.
+    let mut m = h.maps();
+    m.set_maglev(0, &[BE_OTHER; RING_SIZE as usize])
+        .expect("maglev");
+    m.set_backend(
+        BE_REMOTE,
+        Backend {
+            addr_be: be(T_REMOTE),
+            node_be: be(NODE_B),
+            vni: VNI,
+            flags: Backend::FLAG_DRAINING,
+        },
+    )
+    .expect("backend");
+
+    // The established connection drains on its backend.
+    let (_, out) = run(&mut h, XDP, &ack);
+    assert_eq!(
+        ip(&assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B))).dst,
+        T_REMOTE,
+        "an established flow keeps its draining backend"
+    );
+    // The retried SYN of the half-open one, and a new connection on the
+    // established entry's port (the old one vanished without a FIN), go to
+    // the live backend, and their entries follow.
+    assert_eq!(
+        syn_goes_to(&mut h, half_open),
+        T_OTHER,
+        "the retried SYN must not follow its entry into the replaced task"
+    );
+    assert_eq!(syn_goes_to(&mut h, established), T_OTHER);
+    for client in [half_open, established] {
+        let fwd = h
+            .maps()
+            .flow(&key(client, published(), IPPROTO_TCP, FlowKind::Forward))
+            .expect("ct")
+            .expect("Forward entry");
+        assert_eq!(
+            (fwd.addr_be, fwd.backend, fwd.tcp_state),
+            (be(T_OTHER), BE_OTHER, TcpState::SynSent as u8),
+            "{client}"
+        );
+        let rev = h
+            .maps()
+            .flow(&key(
+                SocketAddrV4::new(T_OTHER, TARGET),
+                client,
+                IPPROTO_TCP,
+                FlowKind::ReverseNat,
+            ))
+            .expect("ct");
+        assert!(
+            rev.is_some(),
+            "{client}: replies of the new backend restored"
+        );
+    }
+    // The same when the id was reused for another task (no mark needed):
+    // the entry's address no longer matches the id's.
+    let reused = SocketAddrV4::new(*CLIENT.ip(), 40002);
+    h.maps()
+        .set_maglev(0, &[BE_REMOTE; RING_SIZE as usize])
+        .expect("maglev");
+    h.maps()
+        .set_backend(
+            BE_REMOTE,
+            Backend {
+                addr_be: be(T_REMOTE),
+                node_be: be(NODE_B),
+                vni: VNI,
+                flags: 0,
+            },
+        )
+        .expect("backend");
+    assert_eq!(syn_goes_to(&mut h, reused), T_REMOTE);
+    h.maps()
+        .set_backend(
+            BE_REMOTE,
+            Backend {
+                addr_be: be(T_OTHER),
+                node_be: be(NODE_B),
+                vni: VNI,
+                flags: 0,
+            },
+        )
+        .expect("backend");
+    assert_eq!(syn_goes_to(&mut h, reused), T_OTHER);
+}
+
+#[test]
+fn a_syn_through_another_node_takes_the_reply_tuple_over_from_this_nodes_leftover_entry() {
+    root!("a_syn_through_another_node_takes_the_reply_tuple_over");
+    // Node A publishes the service with its task T_LOCAL; node B (behind
+    // the same external load balancer) balances to T_LOCAL as well.
+    let mut h = node_a(BE_LOCAL);
+    let task = SocketAddrV4::new(T_LOCAL, TARGET);
+    let synack = PacketBuilder::tcp(task, CLIENT)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN | TCP_ACK)
+        .build();
+
+    // 1. The client's connection through A's published port, answered by A.
+    let (verdict, _) = run(&mut h, XDP, &client_tcp(TCP_SYN).build());
+    assert_eq!(verdict, XDP_PASS, "to the local backend");
+    let (verdict, out) = run(&mut h, TC, &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = parse(&out).expect("frame");
+    assert_eq!((ip(&f).src, ports(&f).0), (NODE_A, PUBLISHED));
+
+    // 2. The same client port's next connection comes in through B, which
+    // tunnels it to T_LOCAL. A's entry of connection 1 is still there.
+    let inner = PacketBuilder::tcp(CLIENT, task)
+        .macs(MAC_ROUTER, MAC_B)
+        .flags(TCP_SYN)
+        .build();
+    let frame = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &inner,
+    );
+    let (verdict, _, handoff) = handed_to(&mut h, &frame);
+    assert_eq!(
+        (verdict, handoff),
+        (XDP_PASS, Some(VETH_T_LOCAL)),
+        "delivered"
+    );
+    let mut m = h.maps();
+    assert_eq!(
+        m.flow(&key(task, CLIENT, IPPROTO_TCP, FlowKind::ReverseNat))
+            .expect("ct"),
+        None,
+        "the reply tuple now belongs to B's flow"
+    );
+    let t = m
+        .flow(&key(task, CLIENT, IPPROTO_TCP, FlowKind::Tunnel))
+        .expect("ct")
+        .expect("Tunnel entry");
+    assert_eq!(t.node_be, be(NODE_B));
+    // The SYN-ACK goes back through B, untranslated, not out of A with A's
+    // address (the client waits for B's).
+    let (verdict, out) = run(&mut h, TC, &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B));
+    assert_checksums(&f);
+    assert_eq!((ip(&f).src, ip(&f).dst), (T_LOCAL, *CLIENT.ip()));
+    assert_eq!(ports(&f), (TARGET, CLIENT.port()));
+
+    // 3. And back through A: A's SYN takes the tuple back at once (no
+    // second of refresh interval to wait for).
+    let (verdict, _) = run(&mut h, XDP, &client_tcp(TCP_SYN).build());
+    assert_eq!(verdict, XDP_PASS);
+    let (verdict, out) = run(&mut h, TC, &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((f.eth_src, f.eth_dst), (MAC_A, MAC_ROUTER));
+    assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));
+    assert_eq!(ports(&f), (PUBLISHED, CLIENT.port()));
+}

@@ -45,6 +45,7 @@ fn view(services: u32) -> MeshView {
                     addresses: vec![addr(services + 2 + t)],
                     aliases: Vec::new(),
                 }],
+                draining: false,
             })
             .collect(),
         ..MeshView::default()

@@ -5,6 +5,8 @@
 //! The rules:
 //! - a service's backends are its serving tasks on every node, on each network where the
 //!   service has a VIP, and on the ingress network if it publishes ports;
+//! - a task the manager is shutting down that still runs is an endpoint but no backend: its
+//!   connections drain, and its flows are forgotten when it leaves the view;
 //! - tasks of nodes that are `Down` in the store or dead by gossip are no backends (a dead
 //!   node's backends leave this node's mesh as soon as gossip says so, without waiting for the
 //!   leader);
@@ -137,7 +139,9 @@ pub fn mesh_state(
         let Some(&node) = node_addr.get(task.node_id.as_str()) else {
             continue;
         };
-        let serving = alive.contains(task.node_id.as_str());
+        // A draining task stays an endpoint, so that its flows keep their conntrack entries
+        // until it stops running, but takes no new flows.
+        let serving = alive.contains(task.node_id.as_str()) && !task.draining;
         for attachment in &task.networks {
             let Some(network) = by_id.get(attachment.network_id.as_str()) else {
                 continue;
@@ -150,7 +154,7 @@ pub fn mesh_state(
                 if let Some(l) = local_keys.get(&(task.id.as_str(), network.vni))
                     && kept.contains(&(l.task_id.as_str(), l.vni))
                 {
-                    placed.insert((&task.id, network.vni), (l.addr, node, true));
+                    placed.insert((&task.id, network.vni), (l.addr, node, !task.draining));
                 }
                 continue;
             }

@@ -24,7 +24,8 @@ pub struct MeshView {
     pub networks: Vec<MeshNetwork>,
     /// Services with an allocated endpoint.
     pub services: Vec<MeshService>,
-    /// Tasks that run (reported `RUNNING`, desired `RUNNING`), wherever they run.
+    /// Tasks that run (reported `RUNNING`), wherever they run: those the manager keeps, and
+    /// those it is shutting down ([`MeshTask::draining`]).
     pub tasks: Vec<MeshTask>,
     pub nodes: Vec<MeshNode>,
 }
@@ -59,6 +60,10 @@ pub struct MeshTask {
     pub node_id: String,
     /// Addresses per network (CIDR strings), as allocated.
     pub networks: Vec<NetworkAttachment>,
+    /// The manager is shutting the task down but it still runs: no backend any more (new
+    /// flows avoid it), still an endpoint (its established connections drain). When it
+    /// stops running it leaves the view, and each node's data plane forgets its flows.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +92,11 @@ pub fn hash_seed(cluster_id: &str) -> u32 {
 /// A task the manager is shutting down leaves the balancer at once (its connections drain).
 pub fn is_serving(task: &Task) -> bool {
     task.status.state == TaskState::Running && task.desired_state == TaskState::Running
+}
+
+/// Whether a task is draining: it still runs, but the manager is shutting it down.
+pub fn is_draining(task: &Task) -> bool {
+    task.status.state == TaskState::Running && task.desired_state != TaskState::Running
 }
 
 impl MeshView {
@@ -133,10 +143,11 @@ impl MeshView {
             })
             .collect();
         let tasks = tx
-            .find::<Task>(is_serving)?
+            .find::<Task>(|t| is_serving(t) || is_draining(t))?
             .into_iter()
             .filter_map(|t| {
                 Some(MeshTask {
+                    draining: is_draining(&t),
                     node_id: t.node_id?,
                     id: t.id,
                     service_id: t.service_id,

@@ -16,7 +16,7 @@ use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
 use super::Dispatcher;
-use crate::agent::mesh_view::{MeshView, is_serving};
+use crate::agent::mesh_view::{MeshView, is_draining, is_serving};
 use crate::api::{ApiError, pb};
 use crate::manager::retry::update;
 use crate::store::objects::{Object, Task, TaskState, TaskStatus, Timestamp};
@@ -41,6 +41,11 @@ pub fn is_assigned(task: &Task, node_id: &str) -> bool {
         && (task.desired_state != TaskState::Remove || !task.status.state.is_terminal())
 }
 
+/// Whether a task is in every node's [`MeshView`]: serving, or draining.
+fn in_mesh(task: &Task) -> bool {
+    is_serving(task) || is_draining(task)
+}
+
 /// Whether a committed change can change `node_id`'s assignment set.
 fn concerns(event: &Event, node_id: &str) -> bool {
     fn task(object: &Object) -> Option<&Task> {
@@ -51,7 +56,7 @@ fn concerns(event: &Event, node_id: &str) -> bool {
     }
     match event {
         Event::Created { object, .. } | Event::Deleted { object, .. } => match task(object) {
-            Some(t) => t.node_id.as_deref() == Some(node_id) || is_serving(t),
+            Some(t) => t.node_id.as_deref() == Some(node_id) || in_mesh(t),
             None => true,
         },
         Event::Updated { old, object, .. } => match (task(old), task(object)) {
@@ -59,7 +64,8 @@ fn concerns(event: &Event, node_id: &str) -> bool {
                 old.node_id.as_deref() == Some(node_id)
                     || new.node_id.as_deref() == Some(node_id)
                     || is_serving(old) != is_serving(new)
-                    || (is_serving(new)
+                    || is_draining(old) != is_draining(new)
+                    || (in_mesh(new)
                         && (old.networks != new.networks || old.node_id != new.node_id))
             }
             _ => true,

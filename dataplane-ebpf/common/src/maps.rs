@@ -219,6 +219,12 @@ const _: () = assert!(core::mem::size_of::<Backend>() == 16);
 impl Backend {
     /// The task runs on this node: deliver locally, no tunnel.
     pub const FLAG_LOCAL: u32 = 1 << 0;
+    /// No ring names this backend any more (its task was removed or
+    /// replaced, or its address or node changed): its established flows
+    /// drain, but a new connection whose `Forward` entry still names it is
+    /// balanced afresh. User space sets it on the id it retires, after the
+    /// flip; a reused id is overwritten whole.
+    pub const FLAG_DRAINING: u32 = 1 << 1;
 }
 
 /// What a conntrack entry is for; part of [`FlowKey`].

@@ -65,13 +65,26 @@ pub fn decide(
     now: u64,
     sender_be: Option<u32>,
 ) -> Result<Decision, DropReason> {
+    let opens = conntrack::is_syn(fwd.proto, tcp_flags);
     if let Some(hit) = conntrack::lookup(fwd, tcp_flags, now, true) {
-        return Ok(Decision {
-            target: Target::from_forward(hit.entry),
-            new: false,
-            refresh: hit.refreshed,
-            tcp_state: hit.entry.tcp_state,
-        });
+        // A new connection whose entry names a backend that left the ring
+        // (a replaced task, one being shut down) would follow the entry into
+        // a task that is gone or going, and every retry of the SYN would
+        // refresh the entry again: the client port would never get through.
+        // It is balanced afresh instead, below.
+        if !opens || lb::takes_new_flows(fe, hit.entry) {
+            return Ok(Decision {
+                target: Target::from_forward(hit.entry),
+                new: false,
+                // A SYN always rewrites the flow's entries: the `ReverseNat`
+                // entry of a client port that came through another node in
+                // between may have been taken over by that node's tunnel
+                // (`conntrack::record_tunnel`), and the newest SYN decides
+                // which node answers.
+                refresh: hit.refreshed || opens,
+                tcp_state: hit.entry.tcp_state,
+            });
+        }
     }
     let target = match sender_be {
         Some(sender_be) => lb::pick_for_sender(fe, hash, sender_be)?,

@@ -82,14 +82,17 @@ pub fn next_tcp_state(proto: u8, current: u8, flags: u8) -> u8 {
     }
 }
 
+/// A bare SYN: the first packet of a TCP connection (or its retry).
+#[inline(always)]
+pub fn is_syn(proto: u8, flags: u8) -> bool {
+    proto == IPPROTO_TCP && flags & TCP_SYN != 0 && flags & TCP_ACK == 0
+}
+
 /// A bare SYN on a closing or reset entry opens a new connection that
 /// reuses the 5-tuple: it must be balanced afresh.
 #[inline(always)]
 pub fn is_reopen(proto: u8, state: u8, flags: u8) -> bool {
-    proto == IPPROTO_TCP
-        && flags & TCP_SYN != 0
-        && flags & TCP_ACK == 0
-        && (state == TcpState::Closing as u8 || state == TcpState::Reset as u8)
+    is_syn(proto, flags) && (state == TcpState::Closing as u8 || state == TcpState::Reset as u8)
 }
 
 /// A live entry and whether its refreshed copy was written back (which the
@@ -239,5 +242,53 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
         (*e).flags = remote | ns | hairpin;
         (*e).client_mac = b.client_mac;
         upsert(&reverse_key, &*e);
+    }
+}
+
+/// Remember to tunnel the replies of `key` (the reply tuple of an external
+/// client's flow that `peer_be` balanced to a task of this node) back to
+/// `peer_be`. The entry is rewritten when missing, stale or pointing at
+/// another node.
+///
+/// One client address and port can reach the same task through several
+/// nodes (an external load balancer in front of every node; Maglev gives
+/// the tuple the same backend everywhere), one connection after the other.
+/// The task's replies carry nothing that says which node the client used,
+/// and `tc_from_task` looks for a `ReverseNat` entry before a `Tunnel` one:
+/// a `ReverseNat` entry this node wrote when the client's previous
+/// connection came in through its own published port would send the
+/// SYN-ACK out with this node's address, to a client that is waiting for
+/// another's. So the packet that opens a flow through a tunnel (a bare
+/// SYN; for UDP, a packet that moves the tunnel to another node) removes
+/// that entry: the newest opening packet decides which node answers. A SYN
+/// through this node's own published port rewrites its `ReverseNat` entry
+/// in turn (`balance::decide`), which is then found first again.
+#[inline(always)]
+pub fn record_tunnel(key: &FlowKey, peer_be: u32, vni: u32, tcp_flags: u8, now: u64) {
+    let hit = lookup(key, tcp_flags, now, false);
+    let stale = match &hit {
+        Some(h) => h.entry.node_be != peer_be || h.entry.vni != vni,
+        None => true,
+    };
+    let opens = if key.proto == IPPROTO_TCP {
+        is_syn(key.proto, tcp_flags)
+    } else {
+        stale
+    };
+    if opens {
+        let mut reverse = *key;
+        reverse.kind = FlowKind::ReverseNat as u8;
+        // Absent is the common case, and fine.
+        let _ = CT.remove(reverse);
+    }
+    if stale {
+        let entry = FlowEntry {
+            last_seen_ns: now,
+            node_be: peer_be,
+            vni,
+            tcp_state: next_tcp_state(key.proto, 0, tcp_flags),
+            ..FlowEntry::default()
+        };
+        upsert(key, &entry);
     }
 }

@@ -58,6 +58,29 @@ pub fn is_vip(addr_be: u32) -> bool {
     frontend(addr_be, 0, 0).is_some()
 }
 
+/// Whether the backend a `Forward` entry recorded still takes new flows of
+/// the service `fe` leads to: its id still names the same task address and
+/// node, user space has not marked it draining, and the front end still
+/// belongs to the entry's service. A new connection on an entry that fails
+/// this is balanced afresh (Cilium's `lb4_local` re-selects a backend the
+/// same way when a SYN's conntrack entry names one that is gone or not
+/// active); other packets keep the recorded backend, so established flows
+/// drain.
+#[inline(always)]
+pub fn takes_new_flows(fe: &Frontend, e: &FlowEntry) -> bool {
+    if e.service != fe.service {
+        return false;
+    }
+    match BACKENDS.get(e.backend) {
+        Some(be) => {
+            be.addr_be == e.addr_be
+                && be.node_be == e.node_be
+                && be.flags & Backend::FLAG_DRAINING == 0
+        }
+        None => false,
+    }
+}
+
 /// Maglev: slot `hash % M` of the service's live table segment.
 #[inline(always)]
 pub fn pick(fe: &Frontend, hash: u32) -> Result<Target, DropReason> {

@@ -231,21 +231,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
                 inner.proto,
                 FlowKind::Tunnel,
             );
-            let hit = conntrack::lookup(&key, l4.tcp_flags, now, false);
-            let stale = match &hit {
-                Some(h) => h.entry.node_be != peer_be || h.entry.vni != vni,
-                None => true,
-            };
-            if stale {
-                let entry = FlowEntry {
-                    last_seen_ns: now,
-                    node_be: peer_be,
-                    vni,
-                    tcp_state: conntrack::next_tcp_state(inner.proto, 0, l4.tcp_flags),
-                    ..FlowEntry::default()
-                };
-                conntrack::upsert(&key, &entry);
-            }
+            conntrack::record_tunnel(&key, peer_be, vni, l4.tcp_flags, now);
         }
     }
     // Addressed to this node, so that the kernel takes the frame even where

@@ -17,8 +17,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use hive_common::maps::{
-    self as abi, Backend, Endpoint, FlowEntry, FlowKey, Frontend, NodeConfig, PacketCounter, Peer,
-    Ring, ServiceCounters, ServiceKey,
+    self as abi, Backend, Endpoint, FlowEntry, FlowKey, FlowKind, Frontend, NodeConfig,
+    PacketCounter, Peer, Ring, ServiceCounters, ServiceKey,
 };
 
 pub use barrier::RcuBarrier;
@@ -426,6 +426,37 @@ impl MeshMaps {
     /// Every conntrack entry (a snapshot; the programs keep changing it).
     pub fn conntrack(&self) -> Result<Vec<(FlowKey, FlowEntry)>, MapsError> {
         collect(&self.conntrack, abi::CONNTRACK)
+    }
+
+    /// Delete every conntrack entry of a flow of one of `addrs` (task
+    /// addresses whose drain is over, sorted): `Forward` entries that name
+    /// one as their backend, and every entry keyed by one as its source or
+    /// destination (`ReverseNat` and `Tunnel` entries of its replies, the
+    /// entries of flows it opened itself). Returns how many went.
+    ///
+    /// One pass over a snapshot of the table, one lookup per entry: at the
+    /// table's full 262,144 entries that is about half a second of
+    /// syscalls. Entries the programs add meanwhile cannot name these
+    /// addresses: no ring names them and no endpoint leads to them any more.
+    pub fn forget_flows_of(&mut self, addrs: &[u32]) -> Result<usize, MapsError> {
+        if addrs.is_empty() {
+            return Ok(0);
+        }
+        let named = |a: &u32| addrs.binary_search(a).is_ok();
+        let doomed: Vec<FlowKey> = self
+            .conntrack()?
+            .into_iter()
+            .filter(|(k, e)| {
+                named(&k.saddr_be)
+                    || named(&k.daddr_be)
+                    || (k.kind == FlowKind::Forward as u8 && named(&e.addr_be))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in &doomed {
+            delete(&mut self.conntrack, abi::CONNTRACK, key)?;
+        }
+        Ok(doomed.len())
     }
 
     pub fn put_conntrack(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), MapsError> {

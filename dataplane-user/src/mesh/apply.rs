@@ -299,11 +299,14 @@ impl Reconciler {
                 .copied()
                 .collect()
         };
+        let mut drained = Vec::with_capacity(gone.len());
         for addr in gone {
             maps.remove_endpoint(addr)?;
             self.endpoints.remove(&addr);
             stats.endpoints_removed += 1;
+            drained.push(addr);
         }
+        forget_drained(&mut drained, maps)?;
         let gone: Vec<u32> = if self.peers.len() == desired.peers.len() {
             Vec::new()
         } else {
@@ -327,10 +330,31 @@ impl Reconciler {
         maps: &mut impl MeshMapOps,
     ) -> Result<(), MapsError> {
         while let Some(&id) = self.orphan_backends.last() {
-            maps.remove_backend_record(id)?;
-            self.backend_ids.retire(id);
+            self.retire_backend(id, maps)?;
             self.orphan_backends.pop();
         }
+        Ok(())
+    }
+
+    /// Take backend `id`, which no ring names any more, out of service:
+    /// mark its entry draining, drop its record, retire the id. Its
+    /// established flows go on (their conntrack entries hold the address,
+    /// not the id), but a new connection whose `Forward` entry still names
+    /// it is balanced afresh ([`Backend::FLAG_DRAINING`]): otherwise every
+    /// retried SYN of a client port that last reached a replaced task would
+    /// follow the entry into the task that is gone.
+    pub(super) fn retire_backend(
+        &mut self,
+        id: u32,
+        maps: &mut impl MeshMapOps,
+    ) -> Result<(), MapsError> {
+        let mut value = maps.read_backend(id)?;
+        if value.addr_be != 0 && value.flags & Backend::FLAG_DRAINING == 0 {
+            value.flags |= Backend::FLAG_DRAINING;
+            maps.set_backend(id, &value)?;
+        }
+        maps.remove_backend_record(id)?;
+        self.backend_ids.retire(id);
         Ok(())
     }
 
@@ -413,6 +437,23 @@ impl Reconciler {
 
 /// The service ID in a record, or a name no desired state can contain (so
 /// the next apply removes it) if the record is unreadable.
+/// The tasks at `drained` left the mesh: the control plane keeps a task
+/// that is being shut down as an endpoint (no longer a backend) until it
+/// stops running, so its drain is over. Their flows' conntrack entries
+/// go, rather than live on for hours (an established TCP entry's timeout
+/// is 6 h) and be found by a later flow of the same client port.
+pub(super) fn forget_drained(
+    drained: &mut [u32],
+    maps: &mut impl MeshMapOps,
+) -> Result<(), MapsError> {
+    if drained.is_empty() {
+        return Ok(());
+    }
+    drained.sort_unstable();
+    maps.forget_flows(drained)?;
+    Ok(())
+}
+
 pub(super) fn record_key(id: u32, record: &BalancerRecord) -> BalancerKey {
     BalancerKey {
         service_id: id_from_field(&record.service_id)

@@ -139,8 +139,7 @@ impl Reconciler {
         // The ring no longer names them: out of the maps. Established flows
         // keep going (conntrack holds the backend's address, not its id).
         while let Some(&id) = balancer.pending_retire.last() {
-            maps.remove_backend_record(id)?;
-            self.backend_ids.retire(id);
+            self.retire_backend(id, maps)?;
             balancer.pending_retire.pop();
             stats.backends_removed += 1;
         }
@@ -280,8 +279,7 @@ impl Reconciler {
         balancer.pending_retire.extend(ids);
         let mut removed = 0;
         while let Some(&id) = balancer.pending_retire.last() {
-            maps.remove_backend_record(id)?;
-            self.backend_ids.retire(id);
+            self.retire_backend(id, maps)?;
             balancer.pending_retire.pop();
             removed += 1;
         }

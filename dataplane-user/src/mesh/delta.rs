@@ -108,13 +108,16 @@ impl Reconciler {
         }
         self.remove_orphan_backends(maps)?;
 
+        let mut drained = Vec::new();
         for (addr, endpoint) in &delta.endpoints {
             if endpoint.is_none() && self.endpoints.contains_key(addr) {
                 maps.remove_endpoint(*addr)?;
                 self.endpoints.remove(addr);
                 stats.endpoints_removed += 1;
+                drained.push(*addr);
             }
         }
+        super::apply::forget_drained(&mut drained, maps)?;
         for (addr, peer) in &delta.peers {
             if peer.is_none() && self.peers.contains_key(addr) {
                 maps.remove_peer(*addr)?;

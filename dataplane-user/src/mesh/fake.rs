@@ -30,6 +30,7 @@ pub enum Op {
     PutBackendRecord(u32),
     RemoveBackendRecord(u32),
     GracePeriod,
+    ForgetFlows(Vec<u32>),
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -179,6 +180,11 @@ impl MeshMapOps for FakeMaps {
         self.check()?;
         self.log.push(Op::GracePeriod);
         Ok(())
+    }
+    fn forget_flows(&mut self, addrs: &[u32]) -> Result<usize, MapsError> {
+        self.check()?;
+        self.log.push(Op::ForgetFlows(addrs.to_vec()));
+        Ok(0)
     }
     fn read_node(&self) -> Result<NodeConfig, MapsError> {
         Ok(self.node)

@@ -27,6 +27,9 @@ pub trait MeshMapOps {
     fn remove_backend_record(&mut self, id: u32) -> Result<(), MapsError>;
     /// Return once every program run that started before the call is over.
     fn grace_period(&mut self) -> Result<(), MapsError>;
+    /// Delete the conntrack entries of the flows of `addrs` (sorted task
+    /// addresses that left the mesh: their drain is over); how many went.
+    fn forget_flows(&mut self, addrs: &[u32]) -> Result<usize, MapsError>;
 
     // Reads, for recovering the applied state after a restart.
     fn read_node(&self) -> Result<NodeConfig, MapsError>;
@@ -99,6 +102,9 @@ impl MeshMapOps for KernelMaps {
         self.barrier
             .wait()
             .map_err(|source| MapsError::Barrier { source })
+    }
+    fn forget_flows(&mut self, addrs: &[u32]) -> Result<usize, MapsError> {
+        self.maps.forget_flows_of(addrs)
     }
     fn read_node(&self) -> Result<NodeConfig, MapsError> {
         self.maps.node_config()

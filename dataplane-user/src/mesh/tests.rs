@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use hive_common::maps::{Frontend, ServiceKey};
+use hive_common::maps::{Backend, Frontend, ServiceKey};
 
 use super::{
     alloc::{IdAllocator, SegmentAllocator},
@@ -514,6 +514,35 @@ fn removing_a_backend_flips_the_ring_before_dropping_it_and_moves_few_flows() {
     assert!(
         last_flip < dropped,
         "out of the ring before its record goes: {log:#?}"
+    );
+    // Marked draining once out of the ring, its address kept: a SYN whose conntrack entry
+    // still names it is balanced afresh, its established flows go on.
+    let marked = log
+        .iter()
+        .rposition(|o| *o == Op::SetBackend(gone))
+        .expect("marked");
+    assert!(last_flip < marked, "marked after the flip: {log:#?}");
+    assert_eq!(
+        maps.backends[&gone].flags & Backend::FLAG_DRAINING,
+        Backend::FLAG_DRAINING
+    );
+    assert_eq!(maps.backends[&gone].addr_be, addr_be(ip("10.255.0.15")));
+    // Its task still runs (draining): no flow of it is forgotten yet.
+    assert!(
+        !log.iter().any(|o| matches!(o, Op::ForgetFlows(_))),
+        "{log:#?}"
+    );
+
+    // The task stops: its endpoint leaves the mesh, and its flows with it.
+    maps.take_log();
+    state.endpoints.retain(|e| e.task_id != "web.5");
+    rec.apply(&compile(&state), &mut maps).expect("apply");
+    assert_eq!(
+        maps.log,
+        vec![
+            Op::RemoveEndpoint(addr_be(ip("10.255.0.15"))),
+            Op::ForgetFlows(vec![addr_be(ip("10.255.0.15"))])
+        ]
     );
 
     let after: Vec<Option<u32>> = (0..20_000u32)

@@ -197,6 +197,7 @@ mod tests {
                         addresses: vec![format!("10.0.2.{i}/16")],
                         aliases: Vec::new(),
                     }],
+                    draining: false,
                 })
                 .collect(),
             ..MeshView::default()

@@ -71,7 +71,8 @@ impl Names {
             }
         }
         for task in &view.tasks {
-            if dead.contains(&task.node_id) {
+            // A task being shut down answers no new name lookups, as it takes no new flows.
+            if task.draining || dead.contains(&task.node_id) {
                 continue;
             }
             let Some(service) = services.get(task.service_id.as_str()) else {
@@ -184,6 +185,7 @@ mod tests {
                     aliases: aliases.iter().map(|a| (*a).into()).collect(),
                 })
                 .collect(),
+            draining: false,
         }
     }
 

@@ -24,6 +24,7 @@ fn task(id: &str, service: &str, node: &str, addrs: &[(&str, &str)]) -> MeshTask
                 aliases: Vec::new(),
             })
             .collect(),
+        draining: false,
     }
 }
 
@@ -203,6 +204,27 @@ fn backends_of_nodes_dead_by_gossip_or_down_are_left_out() {
     assert!(backends(&state, "db").is_empty());
     // They stay peers: their tasks' addresses still route there (and fail there).
     assert_eq!(state.peers.len(), 2);
+}
+
+#[test]
+fn a_draining_task_stays_an_endpoint_but_is_no_backend() {
+    let mut view = view();
+    // t1 (local) and t2 (on n2) are being shut down; they still run.
+    for task in view
+        .tasks
+        .iter_mut()
+        .filter(|t| t.id == "t1" || t.id == "t2")
+    {
+        task.draining = true;
+    }
+    let state = state_of_n1_with_t1(&view);
+    assert_eq!(backends(&state, "web"), vec![("t3".into(), addr(3))]);
+    let endpoints: BTreeSet<&str> = state.endpoints.iter().map(|e| e.task_id.as_str()).collect();
+    assert!(
+        endpoints.contains("t1") && endpoints.contains("t2"),
+        "draining tasks keep their endpoints: {endpoints:?}"
+    );
+    assert_eq!(state.local_endpoints.len(), 1);
 }
 
 #[test]

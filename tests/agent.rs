@@ -409,7 +409,9 @@ fn a_task_runs_and_is_reached_through_every_nodes_published_port() {
 
 /// Real daemons: each one programs its data plane from the leader's assignment stream (the
 /// peers are the other nodes, with the MACs they registered), and a daemon killed without a
-/// word is marked `Down` by the leader through gossip, long before the 15 s heartbeat grace.
+/// word is marked `Down` by the leader: gossip's verdict (about a second) plus the dispatcher
+/// heartbeat period a node gets to come back (5 s by default, issue 14: a restart is not a
+/// death), still well before Swarm's 15 s heartbeat grace.
 #[test]
 fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_down() {
     use hive::api::pb;
@@ -506,9 +508,10 @@ fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_dow
         if n3_state(&mut client) == Some(pb::NodeState::Down) {
             break;
         }
+        // The default heartbeat period, plus as much again for gossip and a busy machine.
         assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "n3 is not down 5 s after its daemon was killed"
+            killed.elapsed() < Duration::from_secs(10),
+            "n3 is not down 10 s after its daemon was killed"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -303,9 +303,21 @@ fn fill_endpoints(state: &mut MeshState) {
     }
 }
 
-/// v1 minus web3, plus a service "cache" (6379/tcp on app).
+/// v1 with web3 draining (no backend any more, still an endpoint while it runs, as the agent
+/// keeps a task being shut down), plus a service "cache" (6379/tcp on app).
 fn state_v2() -> MeshState {
     let mut state = state_v1();
+    let web3 = state.services[0]
+        .backends
+        .iter()
+        .find(|b| b.task_id == "web3")
+        .map(|b| TaskEndpoint {
+            task_id: b.task_id.clone(),
+            addr: b.addr,
+            node: b.node,
+            vni: b.vni,
+        })
+        .expect("web3 in v1");
     state.services[0].backends.retain(|b| b.task_id != "web3");
     state.services.push(Service {
         id: "svccache".into(),
@@ -322,6 +334,7 @@ fn state_v2() -> MeshState {
         backends: vec![be("cache1", "10.0.1.40", PEER, APP)],
     });
     fill_endpoints(&mut state);
+    state.endpoints.push(web3);
     state
 }
 

@@ -19,22 +19,20 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hive::api::pb;
-use hive::store::objects::{Task, TaskState};
+use hive::store::objects::TaskState;
 use hive_dataplane::netns;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
 use nix::sys::time::TimeVal;
+use support::tasks::{CLIENT, tasks};
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
-/// The lab's outside client (`hive lab` gives it this address).
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 /// Bound of one connection attempt and of each read.
 const ATTEMPT: Duration = Duration::from_secs(2);
 
@@ -116,19 +114,6 @@ fn request(stream: &mut TcpStream, keep_alive: bool) -> std::io::Result<String> 
 fn get_from(ns: &Path, port: u16, to: SocketAddr) -> std::io::Result<String> {
     let mut stream = connect_from(ns, port, to)?;
     request(&mut stream, false)
-}
-
-fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
-    let mut client = swarm.client("n1");
-    let reply = swarm
-        .rt
-        .block_on(client.control.list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
-        }))
-        .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
 }
 
 /// Hostnames (short container IDs, as Docker's) of the running tasks of `service`, once

@@ -25,29 +25,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
-use hive::store::objects::{Task, TaskState};
+use hive::store::objects::TaskState;
 use hive_common::maps::{Frontend, IPPROTO_TCP, MAX_SERVICES, ServiceKey};
 use hive_dataplane::lab::naming;
 use hive_dataplane::maps::MeshMaps;
+use support::tasks::tasks;
 use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
 
 const LAB: &str = "tg-guard";
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// The user the permission check runs the CLI as.
 const NOBODY: u32 = 65534;
-
-fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
-    let mut client = swarm.client("n1");
-    let reply = swarm
-        .rt
-        .block_on(client.control.list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
-        }))
-        .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
-}
 
 fn member(node: &str) -> naming::Member {
     node.parse().expect("a lab node name")

@@ -23,59 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
-use hive::store::objects::{Task, TaskState};
+use hive::store::objects::Task;
+use support::tasks::{is_running, node_names, wait_tasks};
 use support::{PATIENCE, SERIAL, Swarm, privileged};
-
-fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
-    let mut client = swarm.client("n1");
-    let reply = swarm
-        .rt
-        .block_on(client.control.list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
-        }))
-        .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
-}
-
-/// Node names by ID.
-fn node_names(swarm: &Swarm) -> BTreeMap<String, String> {
-    swarm
-        .nodes("n1")
-        .expect("node ls")
-        .into_iter()
-        .filter_map(|n| Some((n.id.clone(), n.description?.hostname)))
-        .collect()
-}
-
-fn running(task: &Task) -> bool {
-    task.desired_state == TaskState::Running && task.status.state == TaskState::Running
-}
-
-/// Waits until `check` holds for the tasks of `service`; returns them.
-fn wait_tasks(
-    swarm: &Swarm,
-    service: &str,
-    what: &str,
-    check: impl Fn(&[Task]) -> bool,
-) -> Vec<Task> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let seen = tasks(swarm, service);
-        if check(&seen) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached within {PATIENCE:?}; tasks: {:#?}",
-            seen.iter()
-                .map(|t| (&t.id, &t.node_id, t.desired_state, t.status.state))
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Waits until `observer`'s daemon logged that gossip lost `node`.
 fn wait_gossip_down(swarm: &Swarm, observer: &str, names: &BTreeMap<String, String>, node: &str) {
@@ -209,8 +159,8 @@ fn a_restarted_daemon_keeps_its_tasks_and_a_dead_one_loses_them_after_the_grace(
         "service create -d --name web --replicas 5 -p 8080:80 hive/whoami",
     );
     let before = wait_tasks(&swarm, "web", "a running task on every node", |t| {
-        let nodes: BTreeSet<String> = t.iter().filter(|t| running(t)).map(&on).collect();
-        t.iter().filter(|t| running(t)).count() == 5 && nodes.len() == 5
+        let nodes: BTreeSet<String> = t.iter().filter(|t| is_running(t)).map(&on).collect();
+        t.iter().filter(|t| is_running(t)).count() == 5 && nodes.len() == 5
     });
     // The published port answers before the load starts.
     let lab = swarm.lab();
@@ -233,7 +183,7 @@ fn a_restarted_daemon_keeps_its_tasks_and_a_dead_one_loses_them_after_the_grace(
     // swarm. Once n5's tasks are replaced, n4's grace (which started earlier) has passed too.
     swarm.kill("n5");
     let after = wait_tasks(&swarm, "web", "n5's task replaced", |t| {
-        let live: Vec<&Task> = t.iter().filter(|t| running(t)).collect();
+        let live: Vec<&Task> = t.iter().filter(|t| is_running(t)).collect();
         live.len() == 5 && live.iter().all(|t| on(t) != "n5")
     });
     swarm.wait_nodes("n5 down and n4 ready", &["n1"], |nodes| {
@@ -265,7 +215,7 @@ fn a_restarted_daemon_keeps_its_tasks_and_a_dead_one_loses_them_after_the_grace(
         after
             .iter()
             .filter(|t| before.iter().any(|b| b.id == t.id) && on(t) != "n5")
-            .all(running),
+            .all(is_running),
         "a kept task is not running: {after:#?}"
     );
     let new: Vec<&Task> = after

@@ -16,169 +16,33 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hive::api::pb;
 use hive::store::objects::{Network, Service, Task, TaskState};
-use hive_dataplane::lab::naming;
 use hive_dataplane::netns;
 use support::dns::resolve;
+use support::tasks::{
+    self, Answers, CLIENT, hostnames, live, node_names, node_of, task_netns, tasks, wait_running,
+    wait_tasks,
+};
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
-/// The lab's outside client (`hive lab` gives it this address).
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 /// New connections sent to one published port to see every task behind it. Maglev spreads
 /// connections evenly, so with 5 tasks the chance that one is never picked in 60 tries is
 /// 5 × (4/5)^60 ≈ 8·10⁻⁶.
 const PROBES: usize = 60;
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
-/// A task of `service` as `ListTasks` returns it.
-fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
-    let mut client = swarm.client("n1");
-    let reply = swarm
-        .rt
-        .block_on(client.control.list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
-        }))
-        .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
-}
-
-/// Node names by ID.
-fn node_names(swarm: &Swarm) -> BTreeMap<String, String> {
-    swarm
-        .nodes("n1")
-        .expect("node ls")
-        .into_iter()
-        .filter_map(|n| Some((n.id.clone(), n.description?.hostname)))
-        .collect()
-}
-
-/// The name of the node `task` is on ("" if unplaced).
-fn node_of(names: &BTreeMap<String, String>, task: &Task) -> String {
-    task.node_id
-        .as_deref()
-        .and_then(|n| names.get(n))
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn live(tasks: &[Task]) -> Vec<&Task> {
-    tasks
-        .iter()
-        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
-        .collect()
-}
-
-/// The hostnames of running tasks: the short container ID, as Docker.
-fn hostnames(tasks: &[&Task]) -> BTreeSet<String> {
-    tasks
-        .iter()
-        .filter_map(|t| t.status.runtime.as_ref())
-        .map(|r| r.runtime_id.chars().take(12).collect())
-        .collect()
-}
-
-/// Waits until `check` holds for the tasks of `service`; returns them.
-fn wait_tasks(
-    swarm: &Swarm,
-    service: &str,
-    what: &str,
-    check: impl Fn(&[Task]) -> bool,
-) -> Vec<Task> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let seen = tasks(swarm, service);
-        if check(&seen) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached within {PATIENCE:?}; tasks: {:#?}",
-            seen.iter()
-                .map(|t| (
-                    t.slot,
-                    &t.node_id,
-                    t.desired_state,
-                    t.status.state,
-                    &t.status.err
-                ))
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<Task> {
-    wait_tasks(
-        swarm,
-        service,
-        &format!("{n} running tasks of {service}"),
-        |t| {
-            let live = live(t);
-            live.len() == n && hostnames(&live).len() == n
-        },
-    )
-}
-
-/// What answered `PROBES` new connections to `node`'s published `port`: hostname → count,
-/// and every remote address the tasks saw.
-struct Answers {
-    hosts: BTreeMap<String, usize>,
-    remotes: BTreeSet<SocketAddr>,
-    failures: usize,
-}
-
 fn probe(swarm: &Swarm, node: &str, port: u16) -> Answers {
-    let lab = swarm.lab();
-    let client = lab.netns_path("client").expect("client namespace");
-    let to = SocketAddr::from((lab.node_addr(node).expect("node address"), port));
-    let mut answers = Answers {
-        hosts: BTreeMap::new(),
-        remotes: BTreeSet::new(),
-        failures: 0,
-    };
-    for _ in 0..PROBES {
-        match hive::demo::http_get(client, to) {
-            Ok(answer) => {
-                *answers.hosts.entry(answer.hostname).or_default() += 1;
-                answers.remotes.insert(answer.remote);
-            }
-            Err(_) => answers.failures += 1,
-        }
-    }
-    answers
+    tasks::probe(swarm, node, port, PROBES)
 }
 
 /// Waits until every node's published `port` is answered by exactly `hosts`, without failures.
 fn wait_mesh(swarm: &Swarm, port: u16, hosts: &BTreeSet<String>) {
-    for node in NODES {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let answers = probe(swarm, node, port);
-            let seen: BTreeSet<String> = answers.hosts.keys().cloned().collect();
-            if &seen == hosts && answers.failures == 0 {
-                assert!(
-                    answers.remotes.iter().all(|r| r.ip() == CLIENT),
-                    "a task on {node}:{port} saw another address than the client's: {:?}",
-                    answers.remotes
-                );
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{node}:{port} answered by {:?} with {} failures; expected {hosts:?}",
-                answers.hosts,
-                answers.failures
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
+    tasks::wait_mesh(swarm, &NODES, port, hosts, PROBES);
 }
 
 /// `GET /metrics` of `node`'s daemon, from the lab's client.
@@ -605,18 +469,6 @@ fn a_host_mode_port_answers_only_on_the_node_of_its_task() {
             answers.hosts
         );
     }
-}
-
-/// The network namespace of `task` (under its node's `--task-run-dir`, see docs/agent.md).
-fn task_netns(swarm: &Swarm, names: &BTreeMap<String, String>, task: &Task) -> PathBuf {
-    let node = node_of(names, task);
-    let member: naming::Member = node
-        .parse()
-        .unwrap_or_else(|e| panic!("task {} on {node:?}: {e}", task.id));
-    naming::member_dir(swarm.lab().name(), member)
-        .join("run")
-        .join("netns")
-        .join(&task.id)
 }
 
 /// The address of `task` on `network` (without the prefix length).

@@ -11,20 +11,20 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hive::api::pb;
-use hive::store::objects::{Service, Task, TaskState};
-use hive_dataplane::lab::naming;
+use hive::store::objects::Service;
 use support::dns::resolve;
+use support::tasks::{
+    self, Answers, hostname, hostnames, live, node_names, node_of, task_netns, tasks, wait_running,
+    wait_tasks,
+};
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
-/// The lab's outside client (`hive lab` gives it this address).
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// New connections sent to one published port to see every task behind it: with 3 tasks
 /// the chance that Maglev never picks one in 40 tries is 3 × (2/3)^40 ≈ 3·10⁻⁷.
@@ -32,164 +32,17 @@ const PROBES: usize = 40;
 /// The service the agents make unprogrammable on purpose (their test hook).
 const UNPROGRAMMABLE: &str = "unprog";
 
-fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
-    let mut client = swarm.client("n1");
-    let reply = swarm
-        .rt
-        .block_on(client.control.list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
-        }))
-        .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
-}
-
-fn node_names(swarm: &Swarm) -> BTreeMap<String, String> {
-    swarm
-        .nodes("n1")
-        .expect("node ls")
-        .into_iter()
-        .filter_map(|n| Some((n.id.clone(), n.description?.hostname)))
-        .collect()
-}
-
-fn node_of(names: &BTreeMap<String, String>, task: &Task) -> String {
-    task.node_id
-        .as_deref()
-        .and_then(|n| names.get(n))
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn live(tasks: &[Task]) -> Vec<&Task> {
-    tasks
-        .iter()
-        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
-        .collect()
-}
-
-/// The hostname of a running task: its short container ID, as Docker.
-fn hostname(task: &Task) -> String {
-    task.status
-        .runtime
-        .as_ref()
-        .map(|r| r.runtime_id.chars().take(12).collect())
-        .unwrap_or_default()
-}
-
-fn hostnames(tasks: &[&Task]) -> BTreeSet<String> {
-    tasks.iter().map(|t| hostname(t)).collect()
-}
-
-fn wait_tasks(
-    swarm: &Swarm,
-    service: &str,
-    what: &str,
-    check: impl Fn(&[Task]) -> bool,
-) -> Vec<Task> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let seen = tasks(swarm, service);
-        if check(&seen) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached within {PATIENCE:?}; tasks: {:#?}",
-            seen.iter()
-                .map(|t| (
-                    &t.node_id,
-                    t.desired_state,
-                    t.status.state,
-                    &t.status.err,
-                    t.networks.len()
-                ))
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<Task> {
-    wait_tasks(
-        swarm,
-        service,
-        &format!("{n} running tasks of {service}"),
-        |t| live(t).len() == n && hostnames(&live(t)).len() == n,
-    )
-}
-
-/// Hostnames that answered `PROBES` new connections to `node`'s `port`, the remote
-/// addresses the tasks saw, and how many connections failed.
-struct Answers {
-    hosts: BTreeSet<String>,
-    remotes: BTreeSet<SocketAddr>,
-    failures: usize,
-}
-
 fn probe(swarm: &Swarm, node: &str, port: u16) -> Answers {
-    let lab = swarm.lab();
-    let client = lab.netns_path("client").expect("client namespace");
-    let to = SocketAddr::from((lab.node_addr(node).expect("node address"), port));
-    let mut answers = Answers {
-        hosts: BTreeSet::new(),
-        remotes: BTreeSet::new(),
-        failures: 0,
-    };
-    for _ in 0..PROBES {
-        match hive::demo::http_get(client, to) {
-            Ok(answer) => {
-                answers.hosts.insert(answer.hostname);
-                answers.remotes.insert(answer.remote);
-            }
-            Err(_) => answers.failures += 1,
-        }
-    }
-    answers
+    tasks::probe(swarm, node, port, PROBES)
 }
 
-/// Waits until `node`'s `port` is answered by exactly `hosts`, every connection, each task
-/// seeing the client's own address.
 fn wait_answered(swarm: &Swarm, node: &str, port: u16, hosts: &BTreeSet<String>) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let answers = probe(swarm, node, port);
-        if &answers.hosts == hosts && answers.failures == 0 {
-            assert!(
-                answers.remotes.iter().all(|r| r.ip() == CLIENT),
-                "a task behind {node}:{port} saw another address than the client's: {:?}",
-                answers.remotes
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{node}:{port} answered by {:?} with {} failures; expected {hosts:?}",
-            answers.hosts,
-            answers.failures
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    tasks::wait_answered(swarm, node, port, hosts, PROBES);
 }
 
 /// Every node's `port` answered by every one of `hosts` (the routing mesh).
 fn wait_mesh(swarm: &Swarm, port: u16, hosts: &BTreeSet<String>) {
-    for node in NODES {
-        wait_answered(swarm, node, port, hosts);
-    }
-}
-
-/// The network namespace of `task` (under its node's `--task-run-dir`, see docs/agent.md).
-fn task_netns(swarm: &Swarm, names: &BTreeMap<String, String>, task: &Task) -> PathBuf {
-    let node = node_of(names, task);
-    let member: naming::Member = node
-        .parse()
-        .unwrap_or_else(|e| panic!("task {} on {node:?}: {e}", task.id));
-    naming::member_dir(swarm.lab().name(), member)
-        .join("run")
-        .join("netns")
-        .join(&task.id)
+    tasks::wait_mesh(swarm, &NODES, port, hosts, PROBES);
 }
 
 fn inspect(swarm: &Swarm, service: &str) -> Service {

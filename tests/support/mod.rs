@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod tasks;
 
 use std::path::Path;
 use std::process::{Child, Output, Stdio};

@@ -208,11 +208,19 @@ impl Session {
         session_id: &str,
         batch: &[(String, crate::store::objects::TaskStatus)],
     ) -> Result<(), tonic::Status> {
+        // A status that does not encode is left out with its cause, never sent empty (the
+        // leader would refuse the whole batch).
         let updates = batch
             .iter()
-            .map(|(task_id, status)| pb::TaskStatusUpdate {
-                task_id: task_id.clone(),
-                status_json: serde_json::to_vec(status).unwrap_or_default(),
+            .filter_map(|(task_id, status)| match serde_json::to_vec(status) {
+                Ok(status_json) => Some(pb::TaskStatusUpdate {
+                    task_id: task_id.clone(),
+                    status_json,
+                }),
+                Err(err) => {
+                    tracing::error!(task = %task_id, %err, "agent: task status not sent: encoding it failed");
+                    None
+                }
             })
             .collect();
         client

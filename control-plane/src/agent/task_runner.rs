@@ -98,7 +98,7 @@ impl PreparedStore {
             std::fs::create_dir_all(&self.dir)?;
             let path = self.path(&task.task_id);
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default())?;
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)?;
             std::fs::rename(tmp, path)
         };
         if let Err(err) = write() {

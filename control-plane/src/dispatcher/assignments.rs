@@ -59,13 +59,45 @@ fn concerns(event: &Event, node_id: &str) -> bool {
     }
 }
 
+/// Why a node's snapshot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Never sent as an empty list: an agent would take it as "no tasks, no mesh" and stop
+    /// everything it runs.
+    #[error("encoding the {what} of node {node_id}: {source}")]
+    Encode {
+        what: &'static str,
+        node_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<SnapshotError> for ApiError {
+    fn from(err: SnapshotError) -> Self {
+        match err {
+            SnapshotError::Store(err) => err.into(),
+            err @ SnapshotError::Encode { .. } => ApiError::internal("assignments", err),
+        }
+    }
+}
+
 /// One snapshot for `node_id`.
-pub fn snapshot(tx: &impl ReadView, node_id: &str) -> Result<pb::AssignmentSet, StoreError> {
+pub fn snapshot(tx: &impl ReadView, node_id: &str) -> Result<pb::AssignmentSet, SnapshotError> {
     let tasks = tx.find::<Task>(|t| is_assigned(t, node_id))?;
     let mesh = MeshView::read(tx)?;
+    let encode = |what, value: Result<Vec<u8>, serde_json::Error>| {
+        value.map_err(|source| SnapshotError::Encode {
+            what,
+            node_id: node_id.to_owned(),
+            source,
+        })
+    };
     Ok(pb::AssignmentSet {
-        tasks_json: serde_json::to_vec(&tasks).unwrap_or_default(),
-        mesh_json: serde_json::to_vec(&mesh).unwrap_or_default(),
+        tasks_json: encode("tasks", serde_json::to_vec(&tasks))?,
+        mesh_json: encode("mesh view", serde_json::to_vec(&mesh))?,
         version: tx.applied_index(),
     })
 }
@@ -111,7 +143,7 @@ impl Dispatcher {
     ) -> Result<mpsc::Receiver<Result<pb::AssignmentSet, tonic::Status>>, ApiError> {
         self.check_session(node_id, session_id)?;
         let (first, watch) = self.store.view_and_watch(Filter::all(), |tx| {
-            snapshot(tx, node_id).map_err(ApiError::from)
+            Ok::<_, ApiError>(snapshot(tx, node_id)?)
         })?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let dispatcher = self.clone();
@@ -169,9 +201,15 @@ impl Dispatcher {
             }
             let set = match self.store.view(|tx| snapshot(tx, &node_id)) {
                 Ok(set) => set,
-                Err(err) => {
+                Err(SnapshotError::Store(err)) => {
                     tracing::warn!(node = %node_id, %err, "dispatcher: reading assignments");
                     continue;
+                }
+                Err(err @ SnapshotError::Encode { .. }) => {
+                    // The agent keeps what it has and sees the stream fail with the cause.
+                    tracing::error!(node = %node_id, %err, "dispatcher: assignments not sent");
+                    let _ = sender.send(Err(ApiError::from(err).into())).await;
+                    return;
                 }
             };
             let now = (set.tasks_json.clone(), set.mesh_json.clone());

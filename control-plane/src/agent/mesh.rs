@@ -44,6 +44,18 @@ pub enum MeshError {
     NotIpv4 { addr: IpAddr },
     #[error("netlink: {0}")]
     Netlink(#[source] std::io::Error),
+    #[error(
+        "the underlay interface {iface} has no MAC address; the data plane needs an Ethernet NIC"
+    )]
+    NoUnderlayMac { iface: String },
+    #[error("reading the MTU of the underlay interface {iface}: {source}")]
+    UnderlayMtu {
+        iface: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("the underlay interface {iface} reports no MTU (or one above 65535)")]
+    NoUnderlayMtu { iface: String },
     #[error("opening the data plane on {iface} with pins in {}: {source}", dir.display())]
     Open {
         iface: String,
@@ -94,31 +106,40 @@ pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
         })
         .map(|a| a.interface_name.clone())
         .ok_or(MeshError::NoUnderlay { addr })?;
+    // A zero MAC would be the outer destination of every VXLAN packet sent here: refuse.
     let mac = ifaddrs
         .iter()
         .filter(|a| a.interface_name == iface)
         .find_map(|a| a.address.as_ref()?.as_link_addr()?.addr())
         .map(MacAddr)
-        .unwrap_or_default();
+        .ok_or_else(|| MeshError::NoUnderlayMac {
+            iface: iface.clone(),
+        })?;
     let (connection, handle, _) = rtnetlink::new_connection().map_err(MeshError::Netlink)?;
     let connection = tokio::spawn(connection);
-    let mtu = handle
+    // Not guessed: the overlay's MTU is derived from it, and a wrong one loses large packets.
+    let link = handle
         .link()
         .get()
         .match_name(iface.clone())
         .execute()
         .try_next()
-        .await
-        .ok()
-        .flatten()
+        .await;
+    connection.abort();
+    let link = link.map_err(|source| MeshError::UnderlayMtu {
+        iface: iface.clone(),
+        source,
+    })?;
+    let mtu = link
         .and_then(|link| {
             link.attributes.iter().find_map(|a| match a {
                 LinkAttribute::Mtu(mtu) => u16::try_from(*mtu).ok(),
                 _ => None,
             })
         })
-        .unwrap_or(1500);
-    connection.abort();
+        .ok_or_else(|| MeshError::NoUnderlayMtu {
+            iface: iface.clone(),
+        })?;
     Ok(Underlay {
         iface,
         addr: v4,

@@ -45,6 +45,9 @@ pub struct Session {
     pub agent_addr: String,
     /// MAC of this node's underlay NIC, sent in `Register` (empty if unknown).
     pub underlay_mac: String,
+    /// Why this node's data plane failed to load, sent in `Register` (empty if it loaded or
+    /// was turned off): `hive node inspect` shows it.
+    pub dataplane_error: String,
     /// The ports this node's control plane listens on, sent in `Register`.
     pub control_ports: Vec<crate::store::objects::ControlPort>,
     /// Where each assignment snapshot goes (the worker follows it).
@@ -103,6 +106,7 @@ impl Session {
         let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
         let mut description = convert::local_description();
         description.underlay_mac = self.underlay_mac.clone();
+        description.dataplane_error = self.dataplane_error.clone();
         description.control_ports = self
             .control_ports
             .iter()

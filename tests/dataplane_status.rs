@@ -77,6 +77,36 @@ fn a_node_whose_data_plane_failed_says_so_and_refuses_tasks_that_need_it() {
     runtime()
         .block_on(lab_swarm::connect(node.lab(), "n1", PATIENCE))
         .expect("the daemon answers");
+
+    // First as it should be (the daemon advertises the lab's underlay): the data plane
+    // loads, nothing is reported, a published port's task runs.
+    node.hive_ok(&["swarm", "init"]);
+    node.hive_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "hive/whoami",
+    ]);
+    wait_ps(&node, "web", "Running");
+    let info = node.hive_ok(&["info"]);
+    assert!(
+        !text(&info.stderr).contains("WARNING"),
+        "{}",
+        text(&info.stderr)
+    );
+    let pretty = text(
+        &node
+            .hive_ok(&["node", "inspect", "--pretty", "self"])
+            .stdout,
+    );
+    assert!(!pretty.contains("Data Plane"), "{pretty}");
+    node.hive_ok(&["swarm", "leave", "--force"]);
+
+    // Then advertising loopback, where the data plane cannot load.
     node.hive_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
 
     // `hive info`: the report as before, the warning on stderr with the cause.
@@ -125,18 +155,44 @@ fn a_node_whose_data_plane_failed_says_so_and_refuses_tasks_that_need_it() {
         "8080:80",
         "hive/whoami",
     ]);
+    let ps = wait_ps(&node, "web", "Rejected");
+    assert!(
+        ps.contains("the data plane of this node failed to load"),
+        "{ps}"
+    );
+    assert!(
+        !current_states(&ps).iter().any(|s| s.starts_with("Running")),
+        "{ps}"
+    );
+}
+
+/// The CURRENT STATE column of each task row of `service ps` (columns are 2+ spaces apart).
+fn current_states(ps: &str) -> Vec<String> {
+    ps.lines()
+        .skip(1)
+        .filter_map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .nth(5)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// `service ps --no-trunc service` once a task's current state is `state`, polled (bounded).
+fn wait_ps(node: &OneNode, service: &str, state: &str) -> String {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let ps = text(&node.hive_ok(&["service", "ps", "--no-trunc", "web"]).stdout);
-        if ps.contains("Rejected") {
-            assert!(
-                ps.contains("the data plane of this node failed to load"),
-                "{ps}"
-            );
-            assert!(!ps.contains("Running"), "{ps}");
-            break;
+        let ps = text(
+            &node
+                .hive_ok(&["service", "ps", "--no-trunc", service])
+                .stdout,
+        );
+        if current_states(&ps).iter().any(|s| s.starts_with(state)) {
+            return ps;
         }
-        assert!(Instant::now() < deadline, "the task was not rejected: {ps}");
+        assert!(Instant::now() < deadline, "no task {state}: {ps}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

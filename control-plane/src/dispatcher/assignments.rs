@@ -8,7 +8,8 @@
 //! the last one sent. The channel to the gRPC stream is bounded: a slow agent holds the
 //! stream back, changes pile up in the watch and are coalesced into the next snapshot (if the
 //! watch overflows, the next snapshot is simply re-read). The stream ends when the session
-//! does (a new register, a lost leadership) or the agent goes away.
+//! does (a new register, a lost leadership) or the agent goes away. A snapshot that fails to
+//! encode ends the stream with the cause: an empty one would tell the agent to stop all it runs.
 
 use std::time::Duration;
 
@@ -268,6 +269,22 @@ mod tests {
             message: message.to_owned(),
             ..TaskStatus::default()
         }
+    }
+
+    #[test]
+    fn a_snapshot_that_fails_to_encode_is_an_internal_error_naming_the_node() {
+        let source = serde_json::from_str::<u8>("x").expect_err("not a number");
+        let err = ApiError::from(SnapshotError::Encode {
+            what: "mesh view",
+            node_id: "n1".into(),
+            source,
+        });
+        assert!(matches!(err, ApiError::Internal { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("assignments failed: encoding the mesh view of node n1: "),
+            "{err}"
+        );
     }
 
     #[test]

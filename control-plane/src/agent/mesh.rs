@@ -44,6 +44,18 @@ pub enum MeshError {
     NotIpv4 { addr: IpAddr },
     #[error("netlink: {0}")]
     Netlink(#[source] std::io::Error),
+    #[error(
+        "the underlay interface {iface} has no MAC address; the data plane needs an Ethernet NIC"
+    )]
+    NoUnderlayMac { iface: String },
+    #[error("reading the MTU of the underlay interface {iface}: {source}")]
+    UnderlayMtu {
+        iface: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("the underlay interface {iface} reports no MTU (or one above 65535)")]
+    NoUnderlayMtu { iface: String },
     #[error("opening the data plane on {iface} with pins in {}: {source}", dir.display())]
     Open {
         iface: String,
@@ -55,6 +67,12 @@ pub enum MeshError {
         "task {task}: network {network} is not in this node's mesh (not allocated yet?); it will be retried"
     )]
     UnknownNetwork { task: String, network: String },
+    #[error("network {network}: its {field} {value:?} is not IPv4 (CIDR for the subnet)")]
+    BadNetwork {
+        network: String,
+        field: &'static str,
+        value: String,
+    },
     #[error("task {task}: address {addr:?} on network {network} is not IPv4 CIDR")]
     BadAddress {
         task: String,
@@ -94,31 +112,40 @@ pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
         })
         .map(|a| a.interface_name.clone())
         .ok_or(MeshError::NoUnderlay { addr })?;
+    // A zero MAC would be the outer destination of every VXLAN packet sent here: refuse.
     let mac = ifaddrs
         .iter()
         .filter(|a| a.interface_name == iface)
         .find_map(|a| a.address.as_ref()?.as_link_addr()?.addr())
         .map(MacAddr)
-        .unwrap_or_default();
+        .ok_or_else(|| MeshError::NoUnderlayMac {
+            iface: iface.clone(),
+        })?;
     let (connection, handle, _) = rtnetlink::new_connection().map_err(MeshError::Netlink)?;
     let connection = tokio::spawn(connection);
-    let mtu = handle
+    // Not guessed: the overlay's MTU is derived from it, and a wrong one loses large packets.
+    let link = handle
         .link()
         .get()
         .match_name(iface.clone())
         .execute()
         .try_next()
-        .await
-        .ok()
-        .flatten()
+        .await;
+    connection.abort();
+    let link = link.map_err(|source| MeshError::UnderlayMtu {
+        iface: iface.clone(),
+        source,
+    })?;
+    let mtu = link
         .and_then(|link| {
             link.attributes.iter().find_map(|a| match a {
                 LinkAttribute::Mtu(mtu) => u16::try_from(*mtu).ok(),
                 _ => None,
             })
         })
-        .unwrap_or(1500);
-    connection.abort();
+        .ok_or_else(|| MeshError::NoUnderlayMtu {
+            iface: iface.clone(),
+        })?;
     Ok(Underlay {
         iface,
         addr: v4,
@@ -463,14 +490,28 @@ impl NodeMesh {
                 .first()
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(bad)?;
-            let subnet: Ipv4Network = network.subnet.parse().map_err(|_| bad())?;
+            let bad_network = |field, value: &str| MeshError::BadNetwork {
+                network: network.id.clone(),
+                field,
+                value: value.to_owned(),
+            };
+            let subnet: Ipv4Network = network
+                .subnet
+                .parse()
+                .map_err(|_| bad_network("subnet", &network.subnet))?;
             let addr = Ipv4Network::new(addr.ip(), subnet.prefix()).map_err(|_| bad())?;
-            let gateway = network
-                .gateway
-                .split('/')
-                .next()
-                .and_then(|g| g.parse().ok())
-                .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
+            // No gateway given: the subnet's first host, as the allocator and the mesh take
+            // it. One given that does not parse is an error, not that default.
+            let gateway = if network.gateway.is_empty() {
+                Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+            } else {
+                network
+                    .gateway
+                    .split('/')
+                    .next()
+                    .and_then(|g| g.parse().ok())
+                    .ok_or_else(|| bad_network("gateway", &network.gateway))?
+            };
             let spec = TaskNetwork {
                 netns: netns.to_owned(),
                 host_ifname: task_link::host_ifname(&task.task_id, network.vni),

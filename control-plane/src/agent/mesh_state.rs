@@ -78,9 +78,26 @@ pub fn mesh_state(
             alive.insert(&node.id);
             continue;
         }
-        let (Ok(addr), Ok(mac)) = (node.addr.parse::<Ipv4Addr>(), node.mac.parse::<MacAddr>())
-        else {
+        // A node that has not registered yet, or runs without a data plane, has no address
+        // or MAC: not a peer, and nothing to warn about.
+        if node.addr.is_empty() || node.mac.is_empty() {
             continue;
+        }
+        let addr = match node.addr.parse::<Ipv4Addr>() {
+            Ok(addr) => addr,
+            Err(err) => {
+                tracing::warn!(node = %node.id, addr = %node.addr, %err,
+                    "agent: node left out of the mesh: its address is not IPv4");
+                continue;
+            }
+        };
+        let mac = match node.mac.parse::<MacAddr>() {
+            Ok(mac) => mac,
+            Err(err) => {
+                tracing::warn!(node = %node.id, mac = %node.mac, %err,
+                    "agent: node left out of the mesh: its underlay MAC is not valid");
+                continue;
+            }
         };
         if addr == me.underlay_addr || !peer_addrs.insert(addr) {
             continue;
@@ -147,6 +164,9 @@ pub fn mesh_state(
                 continue;
             };
             let Some(addr) = attachment.addresses.iter().find_map(|a| host_addr(a)) else {
+                tracing::warn!(task = %task.id, network = %attachment.network_id,
+                    addresses = ?attachment.addresses,
+                    "agent: task left out of the mesh on this network: no IPv4 address");
                 continue;
             };
             if task.node_id == me.node_id {
@@ -273,11 +293,23 @@ fn networks(view: &MeshView) -> Vec<Option<Network>> {
     view.networks
         .iter()
         .map(|n| {
-            let subnet: Ipv4Network = n.subnet.parse().ok()?;
+            let subnet: Ipv4Network = match n.subnet.parse() {
+                Ok(subnet) => subnet,
+                Err(err) => {
+                    tracing::warn!(network = %n.id, subnet = %n.subnet, %err,
+                        "agent: network left out of the mesh: its subnet is not IPv4 CIDR");
+                    return None;
+                }
+            };
             let gateway = if n.gateway.is_empty() {
                 first_host(subnet)?
             } else {
-                n.gateway.parse().ok().or_else(|| host_addr(&n.gateway))?
+                let Some(gateway) = n.gateway.parse().ok().or_else(|| host_addr(&n.gateway)) else {
+                    tracing::warn!(network = %n.id, gateway = %n.gateway,
+                        "agent: network left out of the mesh: its gateway is not an IPv4 address");
+                    return None;
+                };
+                gateway
             };
             let network = Network {
                 name: n.name.clone(),
@@ -294,6 +326,9 @@ fn networks(view: &MeshView) -> Vec<Option<Network>> {
             });
             if clash || network.vni == 0 || network.vni > 0x00ff_ffff || !is_host(&network, gateway)
             {
+                tracing::warn!(network = %n.id, vni = n.vni, subnet = %subnet, %gateway,
+                    "agent: network left out of the mesh: it clashes with another network, \
+                     or its VNI or gateway is out of range");
                 return None;
             }
             taken.push(network.clone());

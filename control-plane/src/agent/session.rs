@@ -45,6 +45,9 @@ pub struct Session {
     pub agent_addr: String,
     /// MAC of this node's underlay NIC, sent in `Register` (empty if unknown).
     pub underlay_mac: String,
+    /// Why this node's data plane failed to load, sent in `Register` (empty if it loaded or
+    /// was turned off): `hive node inspect` shows it.
+    pub dataplane_error: String,
     /// The ports this node's control plane listens on, sent in `Register`.
     pub control_ports: Vec<crate::store::objects::ControlPort>,
     /// Where each assignment snapshot goes (the worker follows it).
@@ -103,6 +106,7 @@ impl Session {
         let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
         let mut description = convert::local_description();
         description.underlay_mac = self.underlay_mac.clone();
+        description.dataplane_error = self.dataplane_error.clone();
         description.control_ports = self
             .control_ports
             .iter()
@@ -208,11 +212,19 @@ impl Session {
         session_id: &str,
         batch: &[(String, crate::store::objects::TaskStatus)],
     ) -> Result<(), tonic::Status> {
+        // A status that does not encode is left out with its cause, never sent empty (the
+        // leader would refuse the whole batch).
         let updates = batch
             .iter()
-            .map(|(task_id, status)| pb::TaskStatusUpdate {
-                task_id: task_id.clone(),
-                status_json: serde_json::to_vec(status).unwrap_or_default(),
+            .filter_map(|(task_id, status)| match serde_json::to_vec(status) {
+                Ok(status_json) => Some(pb::TaskStatusUpdate {
+                    task_id: task_id.clone(),
+                    status_json,
+                }),
+                Err(err) => {
+                    tracing::error!(task = %task_id, %err, "agent: task status not sent: encoding it failed");
+                    None
+                }
             })
             .collect();
         client

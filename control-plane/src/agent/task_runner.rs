@@ -99,7 +99,7 @@ impl PreparedStore {
             std::fs::create_dir_all(&self.dir)?;
             let path = self.path(&task.task_id);
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default())?;
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)?;
             std::fs::rename(tmp, path)
         };
         if let Err(err) = write() {
@@ -113,16 +113,41 @@ impl PreparedStore {
     }
 
     /// Every task an earlier daemon prepared and did not remove.
+    /// A record that cannot be read is logged with its path and cause: its task is not
+    /// adopted, and what it left (namespace, processes) must be cleaned up by hand.
     pub fn list(&self) -> Vec<PreparedRecord> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(err) => {
+                tracing::error!(dir = %self.dir.display(), %err,
+                    "agent: cannot list the prepared tasks; none is adopted");
+                return Vec::new();
+            }
         };
         entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| {
-                let bytes = std::fs::read(e.path()).ok()?;
-                serde_json::from_slice(&bytes).ok()
+            .filter_map(|entry| {
+                entry
+                    .inspect_err(|err| {
+                        tracing::error!(dir = %self.dir.display(), %err,
+                            "agent: cannot read an entry of the prepared tasks");
+                    })
+                    .ok()
+            })
+            .map(|e| e.path())
+            .filter(|path| path.extension().is_some_and(|x| x == "json"))
+            .filter_map(|path| {
+                let record = std::fs::read(&path)
+                    .map_err(|err| err.to_string())
+                    .and_then(|bytes| {
+                        serde_json::from_slice(&bytes).map_err(|err| err.to_string())
+                    });
+                record
+                    .inspect_err(|err| {
+                        tracing::error!(path = %path.display(), %err,
+                            "agent: prepared task not adopted: its record cannot be read");
+                    })
+                    .ok()
             })
             .collect()
     }

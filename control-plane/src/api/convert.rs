@@ -110,6 +110,7 @@ pub fn node(
                 .iter()
                 .map(control_port_pb)
                 .collect(),
+            dataplane_error: description.dataplane_error,
         }),
         status: Some(pb::NodeStatus {
             state: state(node.status.state).into(),
@@ -161,6 +162,7 @@ pub fn local_description() -> pb::NodeDescription {
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
         underlay_mac: String::new(),
         control_ports: Vec::new(),
+        dataplane_error: String::new(),
     }
 }
 
@@ -226,5 +228,6 @@ pub fn description_of(d: &pb::NodeDescription) -> crate::store::objects::NodeDes
         },
         underlay_mac: d.underlay_mac.clone(),
         control_ports: d.control_ports.iter().filter_map(control_port_of).collect(),
+        dataplane_error: d.dataplane_error.clone(),
     }
 }

@@ -16,6 +16,10 @@ pub fn run(host: Option<&str>) -> anyhow::Result<ExitCode> {
         let mut client = DaemonClient::connect(host).await?;
         let info = client.swarm.info(pb::InfoRequest {}).await?.into_inner();
         print!("{}", render(&info));
+        // As docker's, warnings go to stderr, after the report.
+        for warning in warnings(&info) {
+            eprintln!("{warning}");
+        }
         Ok::<(), CliFailure>(())
     })
 }
@@ -115,9 +119,38 @@ pub fn render(info: &pb::InfoResponse) -> String {
     out
 }
 
+/// What `hive info` warns about (docker prints its `Warnings` the same way, one per line).
+pub fn warnings(info: &pb::InfoResponse) -> Vec<String> {
+    let mut out = Vec::new();
+    if !info.dataplane_error.is_empty() {
+        out.push(format!(
+            "WARNING: the data plane of this node failed to load: {}; tasks that need networks or published ports are refused",
+            info.dataplane_error
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_data_plane_is_a_warning() {
+        let mut info = pb::InfoResponse {
+            state: pb::LocalNodeState::Active.into(),
+            ..Default::default()
+        };
+        assert!(warnings(&info).is_empty());
+        info.dataplane_error = "netlink: permission denied".into();
+        assert_eq!(
+            warnings(&info),
+            [
+                "WARNING: the data plane of this node failed to load: netlink: permission denied; \
+              tasks that need networks or published ports are refused"
+            ]
+        );
+    }
 
     #[test]
     fn the_election_tick_is_the_configured_wait_in_heartbeats() {

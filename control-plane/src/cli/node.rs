@@ -401,6 +401,9 @@ struct DescriptionJson {
     platform: PlatformJson,
     resources: ResourcesJson,
     engine: EngineJson,
+    /// hive's own: why the node's data plane failed to load (absent when it loaded).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    dataplane_error: String,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -472,6 +475,7 @@ pub fn node_json(node: &pb::Node) -> NodeJson {
             engine: EngineJson {
                 engine_version: description.engine_version,
             },
+            dataplane_error: description.dataplane_error,
         },
         status: StatusJson {
             state: state_name(status.state()),
@@ -537,6 +541,9 @@ pub fn render_pretty(node: &pb::Node) -> String {
     let _ = writeln!(out, " CPUs:\t\t\t{}", description.nano_cpus / 1_000_000_000);
     let _ = writeln!(out, " Memory:\t\t{}", bytes_size(description.memory_bytes));
     let _ = writeln!(out, "Engine Version:\t\t{}", description.engine_version);
+    if !description.dataplane_error.is_empty() {
+        let _ = writeln!(out, "Data Plane Error:\t{}", description.dataplane_error);
+    }
     out
 }
 
@@ -583,5 +590,27 @@ mod tests {
              ccccccccccccccccccccccccc     n2         Ready     Active         Reachable        0.1.0\n\
              bbbbbbbbbbbbbbbbbbbbbbbbb     n10        Ready     Active                          0.1.0\n"
         );
+    }
+
+    #[test]
+    fn inspect_shows_a_data_plane_that_failed_to_load() {
+        let mut failed = node("aaaaaaaaaaaaaaaaaaaaaaaaa", "n1", None);
+        let cause = "the underlay interface eth0 has no MAC address";
+        if let Some(d) = failed.description.as_mut() {
+            d.dataplane_error = cause.into();
+        }
+        assert!(
+            render_pretty(&failed).ends_with(&format!("Data Plane Error:\t{cause}\n")),
+            "{}",
+            render_pretty(&failed)
+        );
+        let json = serde_json::to_value(node_json(&failed)).expect("node JSON");
+        assert_eq!(json["Description"]["DataplaneError"], cause);
+
+        // A node whose data plane loaded prints as docker's does: no such line or key.
+        let healthy = node("aaaaaaaaaaaaaaaaaaaaaaaaa", "n1", None);
+        assert!(!render_pretty(&healthy).contains("Data Plane"));
+        let json = serde_json::to_value(node_json(&healthy)).expect("node JSON");
+        assert!(json["Description"].get("DataplaneError").is_none());
     }
 }

@@ -14,13 +14,15 @@ use tokio::task::JoinHandle;
 use super::config::DaemonConfig;
 use super::node_file::NodeFile;
 use crate::agent::assignment::Assignment;
-use crate::agent::mesh::{MeshAttacher, NodeMesh, find_underlay};
+use crate::agent::mesh::{MeshAttacher, MeshError, NodeMesh, find_underlay};
 use crate::agent::status::StatusQueue;
 use crate::agent::task_runner::PreparedStore;
 use crate::agent::worker::{MeshSink, NoExecutor, Worker};
 use crate::dispatcher::{Suspects, SuspicionKind};
 use crate::executor::resolv_conf::ResolvConf;
-use crate::executor::{Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoNetworks};
+use crate::executor::{
+    Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoDataplane, NoNetworks,
+};
 use crate::gossip::{
     DEFAULT_GOSSIP_PORT, DownReason, Gossip, GossipConfig, Member, MemberStatus, MembershipEvent,
 };
@@ -33,6 +35,40 @@ pub fn default_pin_dir(node_id: &str) -> PathBuf {
     PathBuf::from(hive_dataplane::lab::naming::BPF_HIVE_DIR).join(node_id)
 }
 
+/// What became of the node's data plane when its agent started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataplaneState {
+    Loaded,
+    /// `--no-dataplane`: tasks get only their loopback, by the operator's choice.
+    Disabled,
+    /// It should have loaded and did not. The node says so (`hive info`, `hive node
+    /// inspect`) and refuses tasks that need networks instead of running them cut off.
+    Failed {
+        cause: String,
+    },
+}
+
+impl DataplaneState {
+    /// The cause, if the data plane failed to load.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Failed { cause } => Some(cause),
+            Self::Loaded | Self::Disabled => None,
+        }
+    }
+
+    /// The executor's attacher for a node in this state (`mesh` is the loaded data plane).
+    fn attacher(&self, mesh: Option<&Arc<NodeMesh>>) -> Arc<dyn NetworkAttacher> {
+        match (self, mesh) {
+            (Self::Failed { cause }, _) => Arc::new(NoDataplane {
+                cause: cause.clone(),
+            }),
+            (_, Some(mesh)) => Arc::new(MeshAttacher(mesh.clone())),
+            (_, None) => Arc::new(NoNetworks),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct NodeAgent {
     pub node_id: String,
@@ -43,6 +79,7 @@ pub struct NodeAgent {
     pub executor: Arc<dyn Executor>,
     pub prepared: PreparedStore,
     pub mesh: Option<Arc<NodeMesh>>,
+    pub dataplane: DataplaneState,
     namespace_executor: Option<Arc<NamespaceExecutor>>,
     keep_tasks: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
@@ -53,7 +90,7 @@ pub struct NodeAgent {
 impl NodeAgent {
     /// Starts the agent of the node `file` describes; its gossip's verdicts go to `suspects`.
     /// Nothing here fails the daemon: a data plane that cannot open leaves the node without a
-    /// mesh (logged), an executor that cannot start rejects every task with the reason.
+    /// mesh (logged, reported, and tasks that need networks refused), an executor that cannot start rejects every task with the reason.
     pub async fn start(
         config: &DaemonConfig,
         file: &NodeFile,
@@ -62,20 +99,33 @@ impl NodeAgent {
         let (stop, stopping) = watch::channel(false);
         let advertise: Option<SocketAddr> = file.advertise_addr.parse().ok();
         let mut underlay_mac = String::new();
-        let mesh = if config.no_dataplane {
-            None
-        } else if let Some(addr) = advertise {
-            open_mesh(config, file, addr.ip(), stopping.clone())
-                .await
-                .inspect(|(_, mac)| underlay_mac.clone_from(mac))
-                .map(|(mesh, _)| mesh)
+        let (mesh, dataplane) = if config.no_dataplane {
+            (None, DataplaneState::Disabled)
         } else {
-            None
+            let opened = match advertise {
+                Some(addr) => open_mesh(config, file, addr.ip(), stopping.clone()).await,
+                None => Err(DataplaneLoadError::AdvertiseAddr {
+                    addr: file.advertise_addr.clone(),
+                }),
+            };
+            match opened {
+                Ok((mesh, mac)) => {
+                    underlay_mac = mac;
+                    (Some(mesh), DataplaneState::Loaded)
+                }
+                Err(err) => {
+                    tracing::error!(%err,
+                        "agent: the data plane failed to load; tasks that need networks will be refused");
+                    (
+                        None,
+                        DataplaneState::Failed {
+                            cause: err.to_string(),
+                        },
+                    )
+                }
+            }
         };
-        let attacher: Arc<dyn NetworkAttacher> = match &mesh {
-            Some(mesh) => Arc::new(MeshAttacher(mesh.clone())),
-            None => Arc::new(NoNetworks),
-        };
+        let attacher = dataplane.attacher(mesh.as_ref());
         let namespace_executor = ExecutorConfig::for_daemon(&file.node_id, &config.data_dir)
             .map(|mut c| {
                 if let Some(dir) = &config.task_run_dir {
@@ -142,12 +192,18 @@ impl NodeAgent {
             executor,
             prepared,
             mesh,
+            dataplane,
             namespace_executor,
             keep_tasks,
             stop,
             tasks: std::sync::Mutex::new(tasks),
             gossip: tokio::sync::Mutex::new(gossip),
         })
+    }
+
+    /// Why the node's data plane failed to load, if it did.
+    pub fn dataplane_error(&self) -> Option<String> {
+        self.dataplane.error().map(str::to_owned)
     }
 
     /// Stops the agent. `leaving` the swarm: every task is shut down and removed, the data
@@ -193,19 +249,22 @@ async fn redirect_resolvers(mesh: &NodeMesh, executor: &NamespaceExecutor) {
     }
 }
 
+/// Why the node's data plane did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneLoadError {
+    #[error("the advertise address {addr:?} is not an IP address and port")]
+    AdvertiseAddr { addr: String },
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+}
+
 async fn open_mesh(
     config: &DaemonConfig,
     file: &NodeFile,
     addr: IpAddr,
     stop: watch::Receiver<bool>,
-) -> Option<(Arc<NodeMesh>, String)> {
-    let underlay = match find_underlay(addr).await {
-        Ok(underlay) => underlay,
-        Err(err) => {
-            tracing::error!(%err, "agent: no data plane on this node");
-            return None;
-        }
-    };
+) -> Result<(Arc<NodeMesh>, String), DataplaneLoadError> {
+    let underlay = find_underlay(addr).await?;
     let pin_dir = config
         .bpf_pin_dir
         .clone()
@@ -233,7 +292,7 @@ async fn open_mesh(
         })
     })
     .collect();
-    match NodeMesh::open(
+    let mesh = NodeMesh::open(
         &file.node_id,
         &underlay,
         control_ports,
@@ -241,18 +300,10 @@ async fn open_mesh(
         upstreams,
         stop,
     )
-    .await
-    {
-        Ok(mesh) => {
-            tracing::info!(iface = %underlay.iface, mac = %underlay.mac, mtu = underlay.mtu,
-                pins = %pin_dir.display(), "agent: data plane open");
-            Some((mesh, underlay.mac.to_string()))
-        }
-        Err(err) => {
-            tracing::error!(%err, "agent: no data plane on this node");
-            None
-        }
-    }
+    .await?;
+    tracing::info!(iface = %underlay.iface, mac = %underlay.mac, mtu = underlay.mtu,
+        pins = %pin_dir.display(), "agent: data plane open");
+    Ok((mesh, underlay.mac.to_string()))
 }
 
 /// Gossip on UDP 7946 of the advertise address, seeded with the managers (same IPs).
@@ -357,5 +408,24 @@ fn judge(
             };
             suspects.lost(node, kind);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failed_data_plane_is_an_error_and_refuses_networks() {
+        let failed = DataplaneState::Failed {
+            cause: "netlink: permission denied".into(),
+        };
+        assert_eq!(failed.error(), Some("netlink: permission denied"));
+        assert!(format!("{:?}", failed.attacher(None)).starts_with("NoDataplane"));
+
+        // Turned off by the operator: documented, not an error; tasks get their loopback.
+        assert_eq!(DataplaneState::Disabled.error(), None);
+        assert!(format!("{:?}", DataplaneState::Disabled.attacher(None)).starts_with("NoNetworks"));
+        assert_eq!(DataplaneState::Loaded.error(), None);
     }
 }

@@ -163,6 +163,7 @@ impl SwarmNode {
             events: self.events.clone(),
             agent_addr: file.advertise_addr.clone(),
             underlay_mac: agent.underlay_mac.clone(),
+            dataplane_error: agent.dataplane_error().unwrap_or_default(),
             control_ports: crate::manager::reserved_ports::node_control_ports(
                 self.listen_addr.port(),
                 &file.advertise_addr,

@@ -491,6 +491,7 @@ pub async fn info(node: &Arc<SwarmNode>) -> Result<pb::InfoResponse, ApiError> {
         is_manager: active.manager.is_some(),
         node_addr,
         manager_addrs: active.file.managers.clone(),
+        dataplane_error: active.agent.dataplane_error().unwrap_or_default(),
         ..Default::default()
     };
     if let Some(manager) = &active.manager {

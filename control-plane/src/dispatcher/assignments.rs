@@ -8,7 +8,8 @@
 //! the last one sent. The channel to the gRPC stream is bounded: a slow agent holds the
 //! stream back, changes pile up in the watch and are coalesced into the next snapshot (if the
 //! watch overflows, the next snapshot is simply re-read). The stream ends when the session
-//! does (a new register, a lost leadership) or the agent goes away.
+//! does (a new register, a lost leadership) or the agent goes away. A snapshot that fails to
+//! encode ends the stream with the cause: an empty one would tell the agent to stop all it runs.
 
 use std::time::Duration;
 
@@ -73,13 +74,45 @@ fn concerns(event: &Event, node_id: &str) -> bool {
     }
 }
 
+/// Why a node's snapshot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Never sent as an empty list: an agent would take it as "no tasks, no mesh" and stop
+    /// everything it runs.
+    #[error("encoding the {what} of node {node_id}: {source}")]
+    Encode {
+        what: &'static str,
+        node_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<SnapshotError> for ApiError {
+    fn from(err: SnapshotError) -> Self {
+        match err {
+            SnapshotError::Store(err) => err.into(),
+            err @ SnapshotError::Encode { .. } => ApiError::internal("assignments", err),
+        }
+    }
+}
+
 /// One snapshot for `node_id`.
-pub fn snapshot(tx: &impl ReadView, node_id: &str) -> Result<pb::AssignmentSet, StoreError> {
+pub fn snapshot(tx: &impl ReadView, node_id: &str) -> Result<pb::AssignmentSet, SnapshotError> {
     let tasks = tx.find::<Task>(|t| is_assigned(t, node_id))?;
     let mesh = MeshView::read(tx)?;
+    let encode = |what, value: Result<Vec<u8>, serde_json::Error>| {
+        value.map_err(|source| SnapshotError::Encode {
+            what,
+            node_id: node_id.to_owned(),
+            source,
+        })
+    };
     Ok(pb::AssignmentSet {
-        tasks_json: serde_json::to_vec(&tasks).unwrap_or_default(),
-        mesh_json: serde_json::to_vec(&mesh).unwrap_or_default(),
+        tasks_json: encode("tasks", serde_json::to_vec(&tasks))?,
+        mesh_json: encode("mesh view", serde_json::to_vec(&mesh))?,
         version: tx.applied_index(),
     })
 }
@@ -125,7 +158,7 @@ impl Dispatcher {
     ) -> Result<mpsc::Receiver<Result<pb::AssignmentSet, tonic::Status>>, ApiError> {
         self.check_session(node_id, session_id)?;
         let (first, watch) = self.store.view_and_watch(Filter::all(), |tx| {
-            snapshot(tx, node_id).map_err(ApiError::from)
+            Ok::<_, ApiError>(snapshot(tx, node_id)?)
         })?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let dispatcher = self.clone();
@@ -183,9 +216,15 @@ impl Dispatcher {
             }
             let set = match self.store.view(|tx| snapshot(tx, &node_id)) {
                 Ok(set) => set,
-                Err(err) => {
+                Err(SnapshotError::Store(err)) => {
                     tracing::warn!(node = %node_id, %err, "dispatcher: reading assignments");
                     continue;
+                }
+                Err(err @ SnapshotError::Encode { .. }) => {
+                    // The agent keeps what it has and sees the stream fail with the cause.
+                    tracing::error!(node = %node_id, %err, "dispatcher: assignments not sent");
+                    let _ = sender.send(Err(ApiError::from(err).into())).await;
+                    return;
                 }
             };
             let now = (set.tasks_json.clone(), set.mesh_json.clone());
@@ -244,6 +283,22 @@ mod tests {
             message: message.to_owned(),
             ..TaskStatus::default()
         }
+    }
+
+    #[test]
+    fn a_snapshot_that_fails_to_encode_is_an_internal_error_naming_the_node() {
+        let source = serde_json::from_str::<u8>("x").expect_err("not a number");
+        let err = ApiError::from(SnapshotError::Encode {
+            what: "mesh view",
+            node_id: "n1".into(),
+            source,
+        });
+        assert!(matches!(err, ApiError::Internal { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("assignments failed: encoding the mesh view of node n1: "),
+            "{err}"
+        );
     }
 
     #[test]

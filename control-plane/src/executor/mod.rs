@@ -37,7 +37,10 @@ pub use error::ExecutorError;
 pub use image::ImageError;
 pub use logs::{LogEntry, LogError, LogOptions, LogReader, Stream};
 pub use namespaced::{ExecutorConfig, LOG_FILE, NamespaceExecutor, environment, new_container_id};
-pub use network::{AssignedAddr, AttachError, NetworkAttacher, NoNetworks, TaskNetworks};
+pub use network::{
+    AssignedAddr, AttachError, DataplaneMissing, NetworkAttacher, NoDataplane, NoNetworks,
+    TaskNetworks,
+};
 pub use spec::{
     DEFAULT_STOP_GRACE_PERIOD, ExitStatus, NetworkAttachment, PreparedTask, ResourceLimits,
     SpecError, StartedTask, TaskSpec,

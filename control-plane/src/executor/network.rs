@@ -81,6 +81,44 @@ impl NetworkAttacher for NoNetworks {
     }
 }
 
+/// The attacher of a node whose data plane should have loaded and did not: a task with no
+/// network runs (loopback only), a task that needs one is refused with the cause, rather
+/// than started cut off from its networks.
+#[derive(Debug, Clone)]
+pub struct NoDataplane {
+    /// Why the data plane failed to load.
+    pub cause: String,
+}
+
+/// What [`NoDataplane`] answers a task that needs a network.
+#[derive(Debug, thiserror::Error)]
+#[error("the data plane of this node failed to load: {cause}")]
+pub struct DataplaneMissing {
+    pub cause: String,
+}
+
+impl NetworkAttacher for NoDataplane {
+    fn attach<'a>(
+        &'a self,
+        task: &'a TaskNetworks,
+        _netns: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<AssignedAddr>, AttachError>> {
+        Box::pin(async move {
+            if task.networks.is_empty() {
+                return Ok(Vec::new());
+            }
+            Err(DataplaneMissing {
+                cause: self.cause.clone(),
+            }
+            .into())
+        })
+    }
+
+    fn detach<'a>(&'a self, _task: &'a TaskNetworks) -> BoxFuture<'a, Result<(), AttachError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// Errors from setting up the loopback of a task's namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum LoopbackError {
@@ -134,4 +172,49 @@ fn set_loopback_up() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod no_dataplane_tests {
+    use super::*;
+
+    fn task(networks: Vec<NetworkAttachment>) -> TaskNetworks {
+        TaskNetworks {
+            task_id: "t1".into(),
+            container_id: "c".repeat(64),
+            networks,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_data_plane_failed_refuses_tasks_with_networks() {
+        let attacher = NoDataplane {
+            cause: "netlink: permission denied".into(),
+        };
+        let overlay = NetworkAttachment {
+            network_id: "n1".into(),
+            addresses: vec!["10.0.1.7/24".into()],
+            aliases: Vec::new(),
+        };
+        let err = attacher
+            .attach(&task(vec![overlay]), Path::new("/nonexistent"))
+            .await
+            .expect_err("a task with a network must be refused");
+        assert_eq!(
+            err.to_string(),
+            "the data plane of this node failed to load: netlink: permission denied"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_without_networks_still_runs() {
+        let attacher = NoDataplane {
+            cause: "netlink: permission denied".into(),
+        };
+        let addrs = attacher
+            .attach(&task(Vec::new()), Path::new("/nonexistent"))
+            .await
+            .expect("no network, nothing to refuse");
+        assert!(addrs.is_empty());
+    }
 }

@@ -67,6 +67,10 @@ impl Names {
                 names.insert(service.name.to_ascii_lowercase());
                 if service.endpoint.spec.mode == EndpointMode::Vip {
                     entry.vip = vip.addr.split('/').next().and_then(|a| a.parse().ok());
+                    if entry.vip.is_none() && !vip.addr.is_empty() {
+                        tracing::warn!(service = %service.id, network = %vip.network_id,
+                            vip = %vip.addr, "dns: the service's VIP is not IPv4; its name has no VIP");
+                    }
                 }
             }
         }
@@ -91,6 +95,11 @@ impl Names {
                     .addresses
                     .first()
                     .and_then(|a| a.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()));
+                if addr.is_none() && !attachment.addresses.is_empty() {
+                    tracing::warn!(task = %task.id, network = %attachment.network_id,
+                        addresses = ?attachment.addresses,
+                        "dns: the task's address is not IPv4; its name does not resolve to it");
+                }
                 entry.tasks.extend(addr);
             }
         }

@@ -91,6 +91,10 @@ pub struct NodeDescription {
     /// The ports this node's control plane listens on, from its daemon's configuration: no
     /// service may publish them (issue 14, `manager::reserved_ports`).
     pub control_ports: Vec<ControlPort>,
+    /// Why this node's data plane failed to load, as its agent reported it; empty if it
+    /// loaded or was turned off (`--no-dataplane`). Such a node refuses tasks that need
+    /// networks (docs/agent.md).
+    pub dataplane_error: String,
 }
 
 /// A port a node's own control plane uses on its address.

@@ -164,6 +164,8 @@ fn read_loop(
                 });
             } else {
                 refused += 1;
+                // Paces the calls to a daemon that is down.
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
@@ -188,6 +190,8 @@ fn a_restarted_ex_leader_never_answers_a_read_that_misses_an_acknowledged_write(
     // One writer, and one reader asking every manager in turn, from before the leader dies
     // (reads served by the new leader right after its election) until after it is back.
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the threads also when an assertion fails, before the lab goes down.
+    let _stop_on_exit = StopOnDrop(stop.clone());
     let writes = Arc::new(Mutex::new(Vec::new()));
     let reads = Arc::new(Mutex::new(Vec::new()));
     let writing = {
@@ -199,6 +203,13 @@ fn a_restarted_ex_leader_never_answers_a_read_that_misses_an_acknowledged_write(
             .iter()
             .map(|node| (node.to_string(), socket(node)))
             .collect();
+        let (stop, reads) = (stop.clone(), reads.clone());
+        std::thread::spawn(move || read_loop(sockets, stop, reads))
+    };
+    // And one that asks only the leader-to-be-killed: the moments right after its restart,
+    // when it may still believe it leads, are short.
+    let reading_ex_leader = {
+        let sockets = vec![(leader.clone(), socket(&leader))];
         let (stop, reads) = (stop.clone(), reads.clone());
         std::thread::spawn(move || read_loop(sockets, stop, reads))
     };
@@ -236,7 +247,7 @@ fn a_restarted_ex_leader_never_answers_a_read_that_misses_an_acknowledged_write(
     }
     stop.store(true, Ordering::SeqCst);
     writing.join().expect("writer");
-    let refused = reading.join().expect("reader");
+    let refused = reading.join().expect("reader") + reading_ex_leader.join().expect("reader");
 
     let writes = writes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let reads = reads.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -255,6 +266,15 @@ fn a_restarted_ex_leader_never_answers_a_read_that_misses_an_acknowledged_write(
         writes.len(),
         wrong.join("\n")
     );
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 fn reads_through(reads: &Mutex<Vec<Read>>, node: &str) -> usize {

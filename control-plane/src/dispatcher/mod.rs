@@ -161,7 +161,17 @@ impl Dispatcher {
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let now_leading = metrics.borrow().current_leader == Some(raft_id);
+            let mut now_leading = metrics.borrow().current_leader == Some(raft_id);
+            // A new leader acts on node states only once it has applied what its predecessor
+            // committed (a node marked Ready again must not be marked down from stale state);
+            // until confirmed it stays passive, and the next check tries again.
+            if now_leading
+                && !leading
+                && let Err(err) = self.store.confirm_current().await
+            {
+                tracing::debug!(%err, "dispatcher: leading, but the state is not confirmed current");
+                now_leading = false;
+            }
             if now_leading != leading {
                 // A new leader starts from no deadlines: each node gets a first grace when
                 // `mark_expired_down` first sees it.

@@ -1,5 +1,8 @@
 //! Running a manager loop (allocator, scheduler, orchestrator) only while this manager leads,
-//! as SwarmKit's manager starts its loops on becoming leader and stops them on losing it.
+//! as SwarmKit's manager starts its loops on becoming leader and stops them on losing it. A
+//! loop starts only once the new leader's state is current ([`Store::confirm_current`]): it
+//! has applied every entry committed before its term, so its first pass sees what the last
+//! leader did.
 //!
 //! Every loop here is level-triggered: one *pass* reads the whole state it cares about from a
 //! store transaction, decides, and writes what changed. A pass runs when a watched object
@@ -59,9 +62,22 @@ pub async fn run<R: Reconciler>(
             reconciler.reset();
         }
         if leading && events.is_none() {
-            tracing::info!(loop_name = R::NAME, "leading; loop started");
-            events = Some(store.watch(filter(reconciler.kinds())));
-            run_pass(&mut reconciler, &store).await;
+            // Subscribe first so that nothing applied while catching up is missed, then start
+            // only on current state: a new leader may not have applied what its predecessor
+            // committed, and a pass on that state would undo or repeat acknowledged work.
+            let watch = store.watch(filter(reconciler.kinds()));
+            match store.confirm_current().await {
+                Ok(()) => {
+                    tracing::info!(loop_name = R::NAME, "leading; loop started");
+                    events = Some(watch);
+                    run_pass(&mut reconciler, &store).await;
+                }
+                // Not confirmed (leadership lost, no quorum yet): tried again at the next
+                // tick or leader change.
+                Err(err) => {
+                    tracing::debug!(loop_name = R::NAME, %err, "leading, but the state is not confirmed current");
+                }
+            }
         }
         let pass = tokio::select! {
             _ = tick.tick() => true,

@@ -219,7 +219,8 @@ impl Manager {
     /// Runs `attempt` where the leader is: with `None` here if this manager leads, or with a
     /// channel to the leader. While the leader is unknown or unreachable (an election is
     /// running), retries for up to [`timers::LEADER_WAIT`], then fails with docker's
-    /// lost-quorum error. A call sent to a leader that stops being the leader here (cut off,
+    /// lost-quorum error. A read answered here is linearizable ([`Store::confirm_current`]);
+    /// a follower never answers one from its own state. A call sent to a leader that stops being the leader here (cut off,
     /// dead, replaced) is not waited for: a read goes to the new leader, a write whose fate
     /// is unknown says so (`forwarding`), within the election time rather than after the
     /// call's own timeout.
@@ -235,7 +236,18 @@ impl Manager {
         let deadline = Instant::now() + timers::LEADER_WAIT;
         loop {
             let outcome = match self.route() {
-                Route::Leader => attempt(None).await,
+                Route::Leader => match kind {
+                    // This manager's state may trail what the cluster acknowledged (it was
+                    // restarted and only believes it leads, or was just elected and has not
+                    // applied its predecessor's entries): answer only once a quorum confirmed
+                    // it leads and its state caught up. A write needs no such check: Raft
+                    // commits it through a quorum or not at all.
+                    CallKind::Read => match self.store.confirm_current().await {
+                        Ok(()) => attempt(None).await,
+                        Err(error) => Err(error.into()),
+                    },
+                    CallKind::Write => attempt(None).await,
+                },
                 Route::Forward { addr } => match self.peers.channel(&addr) {
                     Ok(channel) => tokio::select! {
                         outcome = attempt(Some(channel)) => outcome,

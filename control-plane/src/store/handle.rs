@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Config, RaftNetworkFactory, SnapshotPolicy};
 use redb::Database;
 use tokio::sync::{broadcast, watch};
@@ -206,6 +206,27 @@ impl Store {
         Some((leader, node))
     }
 
+    /// Confirms that this manager still leads, with a quorum of voters answering a heartbeat
+    /// of its term, and waits until its state machine has applied everything committed up to
+    /// then (at least the blank entry of its own term): a [`Store::view`] that follows sees
+    /// every write acknowledged before this call began. This is openraft's linearizable read
+    /// (Raft thesis, section 6.4). A restarted ex-leader that still believes it leads, or a
+    /// new leader that has not applied its predecessor's entries yet, must not answer from
+    /// its state before this succeeds.
+    ///
+    /// Fails with [`StoreError::NotLeader`] or [`StoreError::NoLeader`] when another manager
+    /// leads or no quorum answered, and with [`StoreError::Timeout`] when applying takes
+    /// longer than the request timeout.
+    pub async fn confirm_current(&self) -> Result<(), StoreError> {
+        tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| StoreError::Timeout {
+                timeout: self.request_timeout,
+            })?
+            .map(drop)
+            .map_err(read_error)
+    }
+
     /// Runs `read` against a consistent snapshot of the state applied on this manager. Reads
     /// are local: on a follower they may trail the leader by the entries not yet applied here.
     /// `read` runs on the calling thread and should be short (it holds a database snapshot).
@@ -305,20 +326,35 @@ impl Store {
 
 fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, RaftNode>>) -> StoreError {
     match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-            match (forward.leader_id, forward.leader_node) {
-                (Some(leader_id), Some(node)) => StoreError::NotLeader {
-                    leader_id,
-                    leader_addr: node.api_addr,
-                },
-                _ => StoreError::NoLeader,
-            }
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => not_leader(forward),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => StoreError::Membership {
             reason: e.to_string(),
         },
         RaftError::Fatal(fatal) => StoreError::Stopped {
             reason: fatal.to_string(),
         },
+    }
+}
+
+fn read_error(error: RaftError<NodeId, CheckIsLeaderError<NodeId, RaftNode>>) -> StoreError {
+    match error {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => not_leader(forward),
+        // No majority confirmed this term in time: as far as this manager can tell, there is
+        // no leader.
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => StoreError::NoLeader,
+        RaftError::Fatal(fatal) => StoreError::Stopped {
+            reason: fatal.to_string(),
+        },
+    }
+}
+
+/// Another manager leads (named if known), from openraft's refusal.
+fn not_leader(forward: ForwardToLeader<NodeId, RaftNode>) -> StoreError {
+    match (forward.leader_id, forward.leader_node) {
+        (Some(leader_id), Some(node)) => StoreError::NotLeader {
+            leader_id,
+            leader_addr: node.api_addr,
+        },
+        _ => StoreError::NoLeader,
     }
 }

@@ -68,14 +68,18 @@ pub enum Filter {
     Resources,
     Constraints,
     HostPorts,
+    /// A task on a network needs the node's data plane (SwarmKit's plugin filter turns down
+    /// nodes that lack a task's network driver the same way).
+    Dataplane,
 }
 
 impl Filter {
-    pub const ALL: [Filter; 4] = [
+    pub const ALL: [Filter; 5] = [
         Self::Ready,
         Self::Resources,
         Self::Constraints,
         Self::HostPorts,
+        Self::Dataplane,
     ];
 
     /// Whether `info` passes this filter for `task` (with its parsed `constraints`).
@@ -108,6 +112,14 @@ impl Filter {
             }
             Self::Constraints => all_match(constraints, &info.node),
             Self::HostPorts => host_ports(task).all(|port| !info.host_ports.contains(&port)),
+            Self::Dataplane => {
+                task.networks.is_empty()
+                    || info
+                        .node
+                        .description
+                        .as_ref()
+                        .is_none_or(|d| d.dataplane_error.is_empty())
+            }
         }
     }
 
@@ -129,6 +141,10 @@ impl Filter {
             Self::HostPorts => (
                 "host-mode port already in use on 1 node".to_owned(),
                 format!("host-mode port already in use on {nodes} nodes"),
+            ),
+            Self::Dataplane => (
+                "data plane failed to load on 1 node".to_owned(),
+                format!("data plane failed to load on {nodes} nodes"),
             ),
         };
         if nodes == 1 { one } else { many }
@@ -174,6 +190,41 @@ mod tests {
         assert_eq!(
             explain(&failures),
             "no suitable node (scheduling constraints not satisfied on 3 nodes)"
+        );
+    }
+
+    #[test]
+    fn a_node_whose_data_plane_failed_takes_no_task_on_a_network() {
+        use crate::store::objects::{NodeDescription, NodeStatus};
+
+        let node = |dataplane_error: &str| {
+            NodeInfo::new(Node {
+                status: NodeStatus {
+                    state: NodeState::Ready,
+                    ..NodeStatus::default()
+                },
+                description: Some(NodeDescription {
+                    dataplane_error: dataplane_error.to_owned(),
+                    ..NodeDescription::default()
+                }),
+                ..Node::default()
+            })
+        };
+        let failed = node("no MTU on eth0");
+        let healthy = node("");
+        let mut on_network = Task::default();
+        on_network.networks.push(Default::default());
+        let loopback_only = Task::default();
+
+        assert_eq!(
+            first_failure(&failed, &on_network, &[]),
+            Some(Filter::Dataplane)
+        );
+        assert_eq!(first_failure(&failed, &loopback_only, &[]), None);
+        assert_eq!(first_failure(&healthy, &on_network, &[]), None);
+        assert_eq!(
+            explain(&BTreeMap::from([(Filter::Dataplane, 2)])),
+            "no suitable node (data plane failed to load on 2 nodes)"
         );
     }
 }

@@ -91,7 +91,9 @@ fn a_node_whose_data_plane_failed_says_so_and_refuses_tasks_that_need_it() {
         "8080:80",
         "hive/whoami",
     ]);
-    wait_ps(&node, "web", "Running");
+    wait_ps(&node, "web", "Running", |ps| {
+        current_states(ps).iter().any(|s| s.starts_with("Running"))
+    });
     let info = node.hive_ok(&["info"]);
     assert!(
         !text(&info.stderr).contains("WARNING"),
@@ -156,10 +158,15 @@ fn a_node_whose_data_plane_failed_says_so_and_refuses_tasks_that_need_it() {
         "8080:80",
         "hive/whoami",
     ]);
-    let ps = wait_ps(&node, "web", "Pending");
-    assert!(
-        ps.contains("no suitable node (data plane failed to load on 1 node)"),
-        "{ps}"
+    // Pending from the allocator first, then with the scheduler's explanation.
+    let ps = wait_ps(
+        &node,
+        "web",
+        "Pending with the scheduler's explanation",
+        |ps| {
+            current_states(ps).iter().any(|s| s.starts_with("Pending"))
+                && ps.contains("no suitable node (data plane failed to load on 1 node)")
+        },
     );
     assert!(
         !current_states(&ps).iter().any(|s| s.starts_with("Running")),
@@ -183,8 +190,8 @@ fn current_states(ps: &str) -> Vec<String> {
         .collect()
 }
 
-/// `service ps --no-trunc service` once a task's current state is `state`, polled (bounded).
-fn wait_ps(node: &OneNode, service: &str, state: &str) -> String {
+/// `service ps --no-trunc service` once `reached` holds for it, polled (bounded).
+fn wait_ps(node: &OneNode, service: &str, what: &str, reached: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let ps = text(
@@ -192,10 +199,10 @@ fn wait_ps(node: &OneNode, service: &str, state: &str) -> String {
                 .hive_ok(&["service", "ps", "--no-trunc", service])
                 .stdout,
         );
-        if current_states(&ps).iter().any(|s| s.starts_with(state)) {
+        if reached(&ps) {
             return ps;
         }
-        assert!(Instant::now() < deadline, "no task {state}: {ps}");
+        assert!(Instant::now() < deadline, "no task {what}: {ps}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

@@ -10,12 +10,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::Instant;
 
 use hive::lab_swarm;
 use hive_dataplane::lab::{Lab, LabGuard, LabSpec};
-use support::{HIVE, PATIENCE, privileged, runtime, text, wait_output};
+use support::{HIVE, PATIENCE, hive_in, privileged, runtime, text};
 
 const LOOPBACK_CAUSE: &str = "the advertise address 127.0.0.1 is a loopback address";
 
@@ -40,14 +40,7 @@ impl OneNode {
     }
 
     fn hive(&self, args: &[&str]) -> Output {
-        let mut command = self.lab().command("n1", HIVE).expect("lab command");
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = command.spawn().expect("spawn hive");
-        wait_output(child, &format!("hive {}", args.join(" ")))
+        hive_in(self.lab(), "n1", args)
     }
 
     fn hive_ok(&self, args: &[&str]) -> Output {

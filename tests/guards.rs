@@ -16,8 +16,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -210,22 +208,7 @@ fn a_huge_replica_count_and_specs_nodes_reject_are_refused(swarm: &Swarm) {
 /// The leader's Raft applied index, from its metrics endpoint.
 fn applied_index(swarm: &Swarm) -> u64 {
     let leader = swarm.leader("n1").expect("a leader");
-    let lab = swarm.lab();
-    let to = SocketAddr::from((
-        lab.node_addr(&leader).expect("node address"),
-        hive::lab_swarm::METRICS_PORT,
-    ));
-    let client = lab.netns_path("client").expect("client namespace");
-    let body = hive_dataplane::netns::run_in(client, || {
-        let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\nConnection: close\r\n\r\n")?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok::<_, std::io::Error>(text)
-    })
-    .expect("enter the client namespace")
-    .unwrap_or_else(|e| panic!("GET /metrics of {leader}: {e}"));
+    let body = swarm.metrics(&leader);
     body.lines()
         .find_map(|l| l.strip_prefix("hive_raft_last_applied_index "))
         .and_then(|v| v.trim().parse::<f64>().ok())

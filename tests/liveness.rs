@@ -247,14 +247,7 @@ fn managers_dead_before_a_forced_new_cluster_turn_down() {
     swarm.kill("n2");
     swarm.kill("n3");
     // The quorum is lost once n1 says so.
-    let deadline = Instant::now() + PATIENCE;
-    while swarm.hive("n1", &["node", "ls"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "n1 never noticed the lost quorum"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    swarm.wait_quorum_lost("n1");
     swarm.hive_ok("n1", &["swarm", "init", "--force-new-cluster"]);
 
     // As Docker after a forced new cluster: the other managers are no Raft members any more

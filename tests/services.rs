@@ -25,8 +25,8 @@ use hive::store::objects::{Network, Service, Task, TaskState};
 use hive_dataplane::netns;
 use support::dns::resolve;
 use support::tasks::{
-    self, Answers, CLIENT, hostnames, live, node_names, node_of, task_netns, tasks, wait_running,
-    wait_tasks,
+    self, Answers, CLIENT, hostnames, live, node_names, node_of, task_netns, tasks, vip,
+    wait_running, wait_tasks,
 };
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
@@ -43,27 +43,6 @@ fn probe(swarm: &Swarm, node: &str, port: u16) -> Answers {
 /// Waits until every node's published `port` is answered by exactly `hosts`, without failures.
 fn wait_mesh(swarm: &Swarm, port: u16, hosts: &BTreeSet<String>) {
     tasks::wait_mesh(swarm, &NODES, port, hosts, PROBES);
-}
-
-/// `GET /metrics` of `node`'s daemon, from the lab's client.
-fn metrics(swarm: &Swarm, node: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let lab = swarm.lab();
-    let to = SocketAddr::from((
-        lab.node_addr(node).expect("node address"),
-        hive::lab_swarm::METRICS_PORT,
-    ));
-    let client = lab.netns_path("client").expect("client namespace");
-    hive_dataplane::netns::run_in(client, || {
-        let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\nConnection: close\r\n\r\n")?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok::<_, std::io::Error>(text)
-    })
-    .expect("entering the client namespace")
-    .unwrap_or_else(|e| panic!("GET http://{to}/metrics: {e}"))
 }
 
 /// Rows of a `hive ... ps` table, split on runs of two or more spaces.
@@ -125,7 +104,7 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     wait_mesh(&swarm, 8080, &hostnames(&first));
 
     // The manager's metrics: Raft, the five running tasks, and its data plane's counters.
-    let scraped = metrics(&swarm, "n1");
+    let scraped = swarm.metrics("n1");
     assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
     for line in [
         "hive_swarm_active 1",
@@ -146,7 +125,7 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
         "n1 balanced its probes: {scraped}"
     );
     // A worker serves its own data plane's counters, and no Raft.
-    let scraped = metrics(&swarm, "n3");
+    let scraped = swarm.metrics("n3");
     assert!(scraped.contains("hive_dataplane_up{"), "{scraped}");
     assert!(!scraped.contains("hive_raft_is_leader"), "{scraped}");
 
@@ -480,22 +459,6 @@ fn task_addr(task: &Task, network: &str) -> Ipv4Addr {
         .unwrap_or_else(|| panic!("task {} is not on network {network}", task.id));
     let cidr = attachment.addresses.first().expect("an address");
     cidr.split('/')
-        .next()
-        .expect("split gives one part")
-        .parse()
-        .expect("an IPv4 address")
-}
-
-/// The VIP of `service` on `network` (without the prefix length).
-fn vip(service: &Service, network: &str) -> Ipv4Addr {
-    let endpoint = service.endpoint.as_ref().expect("an allocated endpoint");
-    let vip = endpoint
-        .virtual_ips
-        .iter()
-        .find(|v| v.network_id == network)
-        .unwrap_or_else(|| panic!("{} has no VIP on {network}", service.spec.annotations.name));
-    vip.addr
-        .split('/')
         .next()
         .expect("split gives one part")
         .parse()

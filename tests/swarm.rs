@@ -473,14 +473,7 @@ fn force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager() {
     swarm.hive_ok("n1", &["node", "update", "--label-add", "kept=yes", "n1"]);
     swarm.kill("n2");
     swarm.kill("n3");
-    let deadline = Instant::now() + PATIENCE;
-    while swarm.hive("n1", &["node", "ls"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "n1 never noticed the lost quorum"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    swarm.wait_quorum_lost("n1");
 
     let init = swarm.hive_ok("n1", &["swarm", "init", "--force-new-cluster"]);
     assert!(init.contains("Swarm initialized"), "{init}");

@@ -20,8 +20,8 @@ use hickory_proto::op::ResponseCode;
 use hive::store::objects::Service;
 use support::dns::resolve;
 use support::tasks::{
-    self, Answers, hostname, hostnames, live, node_names, node_of, task_netns, tasks, wait_running,
-    wait_tasks,
+    self, Answers, hostname, hostnames, live, node_names, node_of, task_netns, tasks, vip,
+    wait_running, wait_tasks,
 };
 use support::{PATIENCE, SERIAL, Swarm, privileged};
 
@@ -49,21 +49,6 @@ fn inspect(swarm: &Swarm, service: &str) -> Service {
     let text = swarm.hive_ok("n1", &["service", "inspect", service]);
     let mut services: Vec<Service> = serde_json::from_str(&text).expect("inspect JSON");
     services.remove(0)
-}
-
-/// The VIP of `service` on `network` (an ID), without the prefix length.
-fn vip(service: &Service, network: &str) -> Ipv4Addr {
-    let endpoint = service.endpoint.as_ref().expect("an allocated endpoint");
-    let vip = endpoint
-        .virtual_ips
-        .iter()
-        .find(|v| v.network_id == network)
-        .unwrap_or_else(|| panic!("{} has no VIP on {network}", service.spec.annotations.name));
-    vip.addr
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("an IPv4 VIP")
 }
 
 /// From inside `ns`, `name` resolves to `expected` and connections to it on port 80 are

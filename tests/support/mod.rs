@@ -35,6 +35,18 @@ pub fn privileged(test: &str) -> bool {
     )
 }
 
+/// `hive ARGS` inside `node` of `lab`, bounded by [`COMMAND_TIMEOUT`].
+pub fn hive_in(lab: &Lab, node: &str, args: &[&str]) -> Output {
+    let mut command = lab.command(node, HIVE).expect("lab command");
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("spawn hive");
+    wait_output(child, &format!("hive {}", args.join(" ")))
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,14 +79,41 @@ impl Swarm {
 
     /// `hive ARGS` inside `node` (the CLI finds the node's daemon through HIVE_LAB/HIVE_NODE).
     pub fn hive(&self, node: &str, args: &[&str]) -> Output {
-        let mut command = self.lab().command(node, HIVE).expect("lab command");
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = command.spawn().expect("spawn hive");
-        wait_output(child, &format!("hive {}", args.join(" ")))
+        hive_in(self.lab(), node, args)
+    }
+
+    /// `GET /metrics` of `node`'s daemon, from the lab's client.
+    pub fn metrics(&self, node: &str) -> String {
+        let lab = self.lab();
+        let to = std::net::SocketAddr::from((
+            lab.node_addr(node).expect("node address"),
+            lab_swarm::METRICS_PORT,
+        ));
+        let client = lab.netns_path("client").expect("client namespace");
+        hive_dataplane::netns::run_in(client, || {
+            use std::io::{Read as _, Write as _};
+            let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\nConnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok::<_, std::io::Error>(text)
+        })
+        .expect("entering the client namespace")
+        .unwrap_or_else(|e| panic!("GET http://{to}/metrics: {e}"))
+    }
+
+    /// Waits until `node`'s daemon refuses `node ls` for want of a quorum.
+    pub fn wait_quorum_lost(&self, node: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.hive(node, &["node", "ls"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "{node} never noticed the lost quorum"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn hive_ok(&self, node: &str, args: &[&str]) -> String {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
-use hive::store::objects::{Task, TaskState};
+use hive::store::objects::{Service, Task, TaskState};
 use hive_dataplane::lab::naming;
 
 use super::{PATIENCE, Swarm};
@@ -60,6 +60,21 @@ pub fn task_netns(swarm: &Swarm, names: &BTreeMap<String, String>, task: &Task) 
         .join("run")
         .join("netns")
         .join(&task.id)
+}
+
+/// The VIP of `service` on `network` (an ID), without the prefix length.
+pub fn vip(service: &Service, network: &str) -> Ipv4Addr {
+    let endpoint = service.endpoint.as_ref().expect("an allocated endpoint");
+    let vip = endpoint
+        .virtual_ips
+        .iter()
+        .find(|v| v.network_id == network)
+        .unwrap_or_else(|| panic!("{} has no VIP on {network}", service.spec.annotations.name));
+    vip.addr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("an IPv4 VIP")
 }
 
 /// Whether the manager wants `task` running and it runs.

@@ -19,7 +19,9 @@ use crate::cmd;
 /// Debian packages: iproute2/iputils-ping (lab checks), wrk (HTTP load),
 /// iptables/nftables (the kernel path the mesh benchmark compares against),
 /// tshark/tcpdump (pcap checks and debugging), bpftool (inspecting maps),
-/// nginx-light (the backends of `hive mesh bench`), ethtool (debugging offloads).
+/// nginx-light (the backends of `hive mesh bench`), ethtool (debugging offloads),
+/// runc (OCI containers), docker-registry/skopeo/umoci/busybox-static (a real registry
+/// and test images built offline), iperf3 (bulk throughput), python3-venv (docker-py).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -31,12 +33,20 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "nginx-light",
     "ethtool",
+    "runc",
+    "docker-registry",
+    "skopeo",
+    "umoci",
+    "busybox-static",
+    "iperf3",
+    "python3-venv",
 ];
 
 pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    docker_py()?;
     eprintln!("xtask: set-up complete");
     Ok(())
 }
@@ -155,6 +165,27 @@ fn debian_packages() -> Result<()> {
     cmd::program("apt-get", &args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run("installing Debian packages")
+}
+
+/// Where docker-py (the `docker` package from PyPI) lives: a virtual environment of its
+/// own, so the machine's Python is left as it was. Tests run `DOCKER_PY_PYTHON`.
+pub const DOCKER_PY_VENV: &str = "/opt/hive-docker-py";
+
+/// docker-py, a second real Engine API client for the tests.
+fn docker_py() -> Result<()> {
+    let python = Path::new(DOCKER_PY_VENV).join("bin/python");
+    if cmd::program(&python, &["-c", "import docker"])
+        .output()
+        .is_some()
+    {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!("docker-py is missing from {DOCKER_PY_VENV}; run `cargo xtask setup` as root");
+    }
+    cmd::program("python3", &["-m", "venv", DOCKER_PY_VENV]).run("creating docker-py's venv")?;
+    cmd::program(&python, &["-m", "pip", "install", "-q", "docker==7.1.0"])
+        .run("installing docker-py from PyPI")
 }
 
 #[cfg(test)]

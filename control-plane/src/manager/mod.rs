@@ -40,7 +40,7 @@ use crate::dispatcher::{Dispatcher, Suspects};
 use crate::leader_loop;
 use crate::orchestrator::Orchestrator;
 use crate::pki::{self, NodeIdentity};
-use crate::raft_net::{GrpcRaftNetwork, Peers, probe_loop};
+use crate::raft_net::{Campaign, GrpcRaftNetwork, Peers, campaign, probe_loop};
 use crate::scheduler::Scheduler;
 use crate::store::objects::{Cluster, Node, Reachability};
 use crate::store::types::NodeId;
@@ -81,6 +81,8 @@ pub struct Manager {
     pub cluster_id: String,
     pub addr: String,
     pub peers: Arc<Peers>,
+    /// Pre-vote: what this manager knows of the leader, and when it may stand.
+    pub campaign: Arc<Campaign>,
     pub dispatcher: Arc<Dispatcher>,
     /// Held by the service API's writes, so that the name and ingress port checks and the
     /// write that relies on them are one step for every API writer on this leader (the
@@ -112,7 +114,18 @@ impl Manager {
         let store = Store::open(config, GrpcRaftNetwork::new(peers.clone())).await?;
         let (stop, stop_rx) = watch::channel(false);
         let dispatcher = Dispatcher::new(store.clone(), params.suspects.clone());
+        let campaign = Campaign::new(
+            params.raft_id,
+            Duration::from_millis(timers::ELECTION_TIMEOUT_MAX_MS),
+        );
         let tasks = vec![
+            tokio::spawn(campaign::gate(
+                campaign.clone(),
+                peers.clone(),
+                store.raft().clone(),
+                store.metrics(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(probe_loop(
                 peers.clone(),
                 params.raft_id,
@@ -154,6 +167,7 @@ impl Manager {
             cluster_id: params.cluster_id,
             addr: params.addr,
             peers,
+            campaign,
             dispatcher,
             service_writes: tokio::sync::Mutex::new(()),
             stop,

@@ -7,7 +7,9 @@ use super::{decode, encode};
 use crate::api::{ApiError, pb};
 use crate::manager::{ManagerSlot, membership};
 use crate::pki::Role;
-use crate::store::types::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use crate::store::types::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 
 /// Largest message on the Raft service: snapshot chunks and entry batches (openraft's default
 /// chunk is 3 MiB; JSON may double it).
@@ -45,7 +47,11 @@ impl pb::raft_server::Raft for RaftService {
         let (manager, _) = self.managers.authorize(&request, Role::Manager)?;
         let rpc: AppendEntriesRequest =
             decode("append entries", &request.get_ref().json).map_err(invalid)?;
-        payload(&manager.store.raft().append_entries(rpc).await)
+        let reply = manager.store.raft().append_entries(rpc).await;
+        if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            manager.campaign.leader_heard();
+        }
+        payload(&reply)
     }
 
     async fn vote(&self, request: tonic::Request<pb::RaftPayload>) -> Reply<pb::RaftPayload> {
@@ -61,7 +67,13 @@ impl pb::raft_server::Raft for RaftService {
         let (manager, _) = self.managers.authorize(&request, Role::Manager)?;
         let rpc: InstallSnapshotRequest =
             decode("install snapshot", &request.get_ref().json).map_err(invalid)?;
-        payload(&manager.store.raft().install_snapshot(rpc).await)
+        let sender = rpc.vote;
+        let reply = manager.store.raft().install_snapshot(rpc).await;
+        // A sender with a lower vote is answered Ok too, with this manager's vote.
+        if matches!(&reply, Ok(r) if r.vote == sender) {
+            manager.campaign.leader_heard();
+        }
+        payload(&reply)
     }
 
     async fn join_raft(
@@ -76,8 +88,12 @@ impl pb::raft_server::Raft for RaftService {
 
     async fn ping(&self, request: tonic::Request<pb::PingRequest>) -> Reply<pb::PingResponse> {
         let (manager, _) = self.managers.authorize(&request, Role::Manager)?;
+        let would_vote = manager
+            .campaign
+            .would_vote(&manager.store.metrics().borrow());
         Ok(tonic::Response::new(pb::PingResponse {
             raft_id: manager.raft_id,
+            would_vote,
         }))
     }
 }

@@ -1,36 +1,50 @@
 //! Docker's text formats, shared by the swarm, node and info commands: tables as docker's
 //! tabwriter lays them out, Go durations, human durations and sizes, timestamps.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
+
+use tabwriter::TabWriter;
 
 use crate::api::pb;
 use crate::client::ClientError;
 
-/// Rows as docker's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)` prints them: every column but
-/// the last padded to its widest cell plus 3 spaces, and at least 10 wide.
+/// docker's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`: a column is at least 10 wide and its
+/// cells are 3 spaces apart.
+const DOCKER_MIN_WIDTH: usize = 10;
+const DOCKER_PADDING: usize = 3;
+
+/// Rows as docker's tabwriter prints them: every column but the last padded to its widest cell
+/// plus 3 spaces, and at least 10 wide; no trailing spaces.
 pub fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0usize; columns];
+    // Go pads a cell to `max(width + padding, minwidth)`, the tabwriter crate to
+    // `max(width, minwidth) + padding`: the same column with `minwidth - padding`.
+    aligned(rows, DOCKER_MIN_WIDTH - DOCKER_PADDING, DOCKER_PADDING)
+}
+
+/// Left-aligned columns laid out by the `tabwriter` crate (the port of Go's
+/// `text/tabwriter`): each column but the last as wide as its widest cell (at least
+/// `min_width`) plus `padding` spaces. Line ends are trimmed, as docker's output shows them.
+pub fn aligned<R: AsRef<[C]>, C: AsRef<str>>(
+    rows: &[R],
+    min_width: usize,
+    padding: usize,
+) -> String {
+    let mut laid_out = Vec::new();
+    let mut writer = TabWriter::new(&mut laid_out)
+        .minwidth(min_width)
+        .padding(padding);
     for row in rows {
-        for (i, cell) in row.iter().enumerate().take(columns.saturating_sub(1)) {
-            widths[i] = widths[i].max((cell.chars().count() + 3).max(10));
-        }
+        let cells: Vec<&str> = row.as_ref().iter().map(AsRef::as_ref).collect();
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(writer, "{}", cells.join("\t"));
     }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
-                let _ = write!(line, "{cell:<width$}", width = widths[i]);
-            } else {
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    let _ = writer.flush();
+    drop(writer);
+    String::from_utf8_lossy(&laid_out)
+        .lines()
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
 }
 
 /// Go's `time.ParseDuration` syntax: `5s`, `1m30s`, `2160h`, `500ms`.
@@ -255,6 +269,23 @@ mod tests {
             table(&rows),
             "ID                            HOSTNAME        STATUS    ENGINE VERSION\n\
              yg550ettvsjn6g6t840iaiwgb *   swarm-test-01   Ready     23.0.3\n"
+        );
+    }
+
+    #[test]
+    fn aligned_columns_are_as_wide_as_their_widest_cell_plus_padding() {
+        let rows = [["LAB", "NODE", "MAC"], ["hive", "n1", "02:00:00:00:00:01"]];
+        assert_eq!(
+            aligned(&rows, 0, 3),
+            "LAB    NODE   MAC\nhive   n1     02:00:00:00:00:01\n"
+        );
+        assert_eq!(
+            table(&[
+                vec!["A".into(), String::new()],
+                vec!["B".into(), "x".into()]
+            ]),
+            "A\nB         x\n",
+            "at least 10 wide, no trailing spaces"
         );
     }
 

@@ -1,7 +1,7 @@
 //! `cargo bench --bench mesh`: the same run as `hive mesh bench`.
 fn main() -> std::process::ExitCode {
     // `cargo bench` passes `--bench`; nothing to parse beyond that.
-    let mut config = hive_bench::mesh::BenchConfig {
+    let mut config = hive_mesh_bench::mesh::BenchConfig {
         out_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench"),
         ..Default::default()
     };
@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
             .filter_map(|n| n.trim().parse().ok())
             .collect();
     }
-    match hive_bench::mesh::run(&config) {
+    match hive_mesh_bench::mesh::run(&config) {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("mesh bench failed: {err}");

@@ -3,7 +3,7 @@
 //! program_costs` as root. Prints ns/packet and the ratio to the floor.
 
 fn main() -> std::process::ExitCode {
-    match hive_bench::program_costs::program_costs() {
+    match hive_mesh_bench::program_costs::program_costs() {
         Ok(costs) => {
             for cost in costs {
                 println!(

@@ -1,15 +1,7 @@
-//! hive's benchmark harness: the mesh benchmark behind `hive mesh bench` and
-//! `cargo bench`, measuring hive's eBPF mesh beside the kernel's own path in
-//! the same run and on the same lab. Figures, never test assertions.
+//! hive's benchmarks: the lab benchmarks' shared frame and the gossip report. The mesh
+//! benchmark's engine (`cargo bench --bench mesh`, `hive mesh bench`) is product code and
+//! lives in `hive-mesh-bench` (`dataplane-user/mesh-bench/`). Figures, never test
+//! assertions.
 
 pub mod gossip;
-pub mod hive_runs;
-pub mod kernel_path;
-pub mod kernel_runs;
 pub mod lab_bench;
-pub mod mesh;
-pub mod program_costs;
-pub mod report;
-pub mod rules;
-pub mod trace_cost;
-pub mod wrk;

@@ -286,21 +286,13 @@ fn print_table(rows: &[Row]) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
     let mut out = std::io::stdout().lock();
-    for row in std::iter::once(&header).chain(&cells) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        writeln!(out, "{}", line.join("   ").trim_end())?;
-    }
+    let table = super::output::aligned(
+        &std::iter::once(header).chain(cells).collect::<Vec<_>>(),
+        0,
+        3,
+    );
+    out.write_all(table.as_bytes())?;
     Ok(())
 }
 

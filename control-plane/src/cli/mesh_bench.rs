@@ -1,4 +1,4 @@
-//! `hive mesh bench`: the mesh benchmark (`hive_bench::mesh`), the same run
+//! `hive mesh bench`: the mesh benchmark (`hive_mesh_bench::mesh`), the same run
 //! as `cargo bench --bench mesh`.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -27,9 +27,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let config = hive_bench::mesh::BenchConfig {
+    let config = hive_mesh_bench::mesh::BenchConfig {
         lab: args.lab,
-        load: hive_bench::kernel_runs::Load {
+        load: hive_mesh_bench::kernel_runs::Load {
             duration: Duration::from_secs(args.duration),
             ..Default::default()
         },
@@ -37,6 +37,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rounds: args.rounds,
         out_dir: args.out_dir,
     };
-    hive_bench::mesh::run(&config)?;
+    hive_mesh_bench::mesh::run(&config)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,36 +1,54 @@
 //! Docker's text formats, shared by the swarm, node and info commands: tables as docker's
 //! tabwriter lays them out, Go durations, human durations and sizes, timestamps.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
+
+use tabwriter::TabWriter;
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
 use crate::api::pb;
 use crate::client::ClientError;
 
-/// Rows as docker's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)` prints them: every column but
-/// the last padded to its widest cell plus 3 spaces, and at least 10 wide.
+/// docker's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`: a column is at least 10 wide and its
+/// cells are 3 spaces apart.
+const DOCKER_MIN_WIDTH: usize = 10;
+const DOCKER_PADDING: usize = 3;
+
+/// Rows as docker's tabwriter prints them: every column but the last padded to its widest cell
+/// plus 3 spaces, and at least 10 wide; no trailing spaces.
 pub fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0usize; columns];
+    // Go pads a cell to `max(width + padding, minwidth)`, the tabwriter crate to
+    // `max(width, minwidth) + padding`: the same column with `minwidth - padding`.
+    aligned(rows, DOCKER_MIN_WIDTH - DOCKER_PADDING, DOCKER_PADDING)
+}
+
+/// Left-aligned columns laid out by the `tabwriter` crate (the port of Go's
+/// `text/tabwriter`): each column but the last as wide as its widest cell (at least
+/// `min_width`) plus `padding` spaces. Line ends are trimmed, as docker's output shows them.
+pub fn aligned<R: AsRef<[C]>, C: AsRef<str>>(
+    rows: &[R],
+    min_width: usize,
+    padding: usize,
+) -> String {
+    let mut laid_out = Vec::new();
+    let mut writer = TabWriter::new(&mut laid_out)
+        .minwidth(min_width)
+        .padding(padding);
     for row in rows {
-        for (i, cell) in row.iter().enumerate().take(columns.saturating_sub(1)) {
-            widths[i] = widths[i].max((cell.chars().count() + 3).max(10));
-        }
+        let cells: Vec<&str> = row.as_ref().iter().map(AsRef::as_ref).collect();
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(writer, "{}", cells.join("\t"));
     }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
-                let _ = write!(line, "{cell:<width$}", width = widths[i]);
-            } else {
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    let _ = writer.flush();
+    drop(writer);
+    String::from_utf8_lossy(&laid_out)
+        .lines()
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
 }
 
 /// Go's `time.ParseDuration` syntax: `5s`, `1m30s`, `2160h`, `500ms`.
@@ -111,53 +129,39 @@ pub fn bytes_size(bytes: i64) -> String {
     format!("{text}{}", UNITS[unit])
 }
 
-/// Civil date and time of a Unix timestamp, UTC.
-fn civil(seconds: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (secs / 3600) as u32,
-        (secs % 3600 / 60) as u32,
-        (secs % 60) as u32,
-    )
+/// The instant of a protobuf timestamp, UTC (`None`: the Unix epoch, as Go's zero
+/// `Timestamp` converts). `Err` holds the text shown for a time the `time` crate cannot
+/// represent (beyond the years ±9999).
+fn utc(t: Option<&pb::Timestamp>) -> Result<OffsetDateTime, String> {
+    let t = t.copied().unwrap_or_default();
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|_| format!("<time out of range: {}s since the Unix epoch>", t.seconds))
 }
 
-/// RFC 3339 with nanoseconds, as the docker API's JSON shows times.
+/// RFC 3339 with nanoseconds (trailing zeros dropped), as the docker API's JSON shows times.
 pub fn rfc3339(t: Option<&pb::Timestamp>) -> String {
-    let t = t.copied().unwrap_or_default();
-    let (y, mo, d, h, mi, s) = civil(t.seconds);
-    let mut text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
-    if t.nanos > 0 {
-        let nanos = format!(".{:09}", t.nanos);
-        text.push_str(nanos.trim_end_matches('0'));
-    }
-    text.push('Z');
-    text
+    utc(t)
+        .and_then(|at| at.format(&Rfc3339).map_err(|err| err.to_string()))
+        .unwrap_or_else(|text| text)
 }
 
 /// Go's `time.Time.String()` in UTC, as `node inspect --pretty` shows "Joined at".
 pub fn go_time(t: Option<&pb::Timestamp>) -> String {
-    let t = t.copied().unwrap_or_default();
-    let (y, mo, d, h, mi, s) = civil(t.seconds);
-    let mut text = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");
-    if t.nanos > 0 {
-        text.push_str(format!(".{:09}", t.nanos).trim_end_matches('0'));
+    const WHOLE_SECONDS: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    const FRACTION: &[BorrowedFormatItem<'_>] = format_description!(".[subsecond digits:1+]");
+    let text = utc(t).and_then(|at| {
+        let mut text = at.format(WHOLE_SECONDS).map_err(|err| err.to_string())?;
+        if at.nanosecond() > 0 {
+            text.push_str(&at.format(FRACTION).map_err(|err| err.to_string())?);
+        }
+        Ok(text)
+    });
+    match text {
+        Ok(text) => format!("{text} +0000 utc"),
+        Err(text) => text,
     }
-    text.push_str(" +0000 utc");
-    text
 }
 
 /// Capitalises the first letter (docker's `command.PrettyPrint`).
@@ -259,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn aligned_columns_are_as_wide_as_their_widest_cell_plus_padding() {
+        let rows = [["LAB", "NODE", "MAC"], ["hive", "n1", "02:00:00:00:00:01"]];
+        assert_eq!(
+            aligned(&rows, 0, 3),
+            "LAB    NODE   MAC\nhive   n1     02:00:00:00:00:01\n"
+        );
+        assert_eq!(
+            table(&[
+                vec!["A".into(), String::new()],
+                vec!["B".into(), "x".into()]
+            ]),
+            "A\nB         x\n",
+            "at least 10 wide, no trailing spaces"
+        );
+    }
+
+    #[test]
     fn durations_parse_and_print_like_go_and_docker() {
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(
@@ -281,6 +302,13 @@ mod tests {
         };
         assert_eq!(rfc3339(Some(&t)), "2009-11-10T23:00:00Z");
         assert_eq!(go_time(Some(&t)), "2009-11-10 23:00:00 +0000 utc");
+        let t = pb::Timestamp {
+            seconds: 1_257_894_000,
+            nanos: 120_000_000,
+        };
+        assert_eq!(rfc3339(Some(&t)), "2009-11-10T23:00:00.12Z");
+        assert_eq!(go_time(Some(&t)), "2009-11-10 23:00:00.12 +0000 utc");
+        assert_eq!(rfc3339(None), "1970-01-01T00:00:00Z");
         assert_eq!(bytes_size(20 * 1024 * 1024), "20MiB");
         assert_eq!(bytes_size(8_333_000_000), "7.761GiB");
     }

@@ -8,6 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
+use resolv_conf::ScopedIp;
+
 /// Where a task's resolver listens, inside the task's own network namespace (Docker's
 /// address: every 127.0.0.0/8 address is local on a namespace's loopback).
 pub const EMBEDDED_RESOLVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -29,30 +31,30 @@ pub struct ResolvConf {
 }
 
 impl ResolvConf {
-    /// Parses resolv.conf(5) text; lines it does not know are skipped, as the C library
-    /// does.
+    /// Parses resolv.conf(5) text with the `resolv-conf` crate; lines it cannot read are
+    /// skipped (and logged), as the C library skips them. A link-local IPv6 name server with
+    /// a scope (`fe80::1%eth0`) is skipped too: a `SocketAddr` here carries no interface.
     pub fn parse(text: &str) -> Self {
-        let mut conf = Self::default();
-        for line in text.lines() {
-            let line = line.split(['#', ';']).next().unwrap_or_default();
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("nameserver") => {
-                    let addr = words.next().and_then(|a| a.parse::<IpAddr>().ok());
-                    if let Some(addr) = addr
-                        && addr != IpAddr::V4(EMBEDDED_RESOLVER)
-                        && conf.nameservers.len() < MAX_NAMESERVERS
-                    {
-                        conf.nameservers.push(SocketAddr::new(addr, 53));
-                    }
-                }
-                Some("search" | "domain") => {
-                    conf.search = words.map(str::to_owned).collect();
-                }
-                _ => {}
-            }
+        let (parsed, errors) = resolv_conf::Config::parse_with_errors(text.as_bytes());
+        for error in errors {
+            tracing::debug!(%error, "resolv.conf: line skipped");
         }
-        conf
+        let nameservers = parsed
+            .nameservers
+            .iter()
+            .filter_map(|server| match server {
+                ScopedIp::V4(addr) => Some(IpAddr::V4(*addr)),
+                ScopedIp::V6(addr, None) => Some(IpAddr::V6(*addr)),
+                ScopedIp::V6(_, Some(_)) => None,
+            })
+            .filter(|addr| *addr != IpAddr::V4(EMBEDDED_RESOLVER))
+            .take(MAX_NAMESERVERS)
+            .map(|addr| SocketAddr::new(addr, 53))
+            .collect();
+        Self {
+            nameservers,
+            search: parsed.get_last_search_or_domain().cloned().collect(),
+        }
     }
 
     /// The node's resolv.conf; empty if it has none or it cannot be read.

@@ -8,11 +8,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
-    fs, io,
+    fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use procfs::process::{Process, Stat, all_processes};
+use procfs::{FromRead as _, ProcError};
 
 use nix::{
     errno::Errno,
@@ -35,7 +38,7 @@ const MAX_ANCESTRY: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcsError {
     #[error("cannot list processes in /proc: {source}")]
-    ListProcesses { source: io::Error },
+    ListProcesses { source: ProcError },
     #[error("cannot signal process {pid} with {signal}: {source}")]
     Signal {
         pid: i32,
@@ -80,44 +83,42 @@ pub struct ProcEntry {
     pub uts: Option<NsId>,
 }
 
-/// `pid`, `ppid`, state and start time from `/proc/<pid>/stat`. The command
-/// name is in parentheses and may itself contain ") ", so parse after the
-/// last ')'.
+/// `pid`, `ppid`, state and start time from `/proc/<pid>/stat` text, read by
+/// the `procfs` crate (which copes with a command name that itself contains
+/// ") ").
 pub fn parse_stat(stat: &str) -> Option<(i32, char, i32, u64)> {
-    let (head, tail) = stat.rsplit_once(')')?;
-    let pid = head.split_once(' ')?.0.trim().parse().ok()?;
-    let mut fields = tail.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    // Field 22 overall is the start time; we consumed fields 3 and 4.
-    let start_time = fields.nth(22 - 5)?.parse().ok()?;
-    Some((pid, state, ppid, start_time))
+    let stat = Stat::from_read(stat.as_bytes()).ok()?;
+    Some((stat.pid, stat.state, stat.ppid, stat.starttime))
 }
 
-/// Read one process; `None` if it is gone or is a zombie (a zombie holds no
-/// namespace and cannot be killed any further).
-fn read_entry(pid: i32) -> Option<ProcEntry> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, state, ppid, start_time) = parse_stat(&stat)?;
-    if matches!(state, 'Z' | 'X' | 'x') {
+/// One process as `procfs` reads it; `None` if it is gone or is a zombie (a
+/// zombie holds no namespace and cannot be killed any further).
+fn entry_of(process: &Process) -> Option<ProcEntry> {
+    let stat = process.stat().ok()?;
+    if matches!(stat.state, 'Z' | 'X' | 'x') {
         return None;
     }
+    let pid = process.pid();
     Some(ProcEntry {
         pid,
-        ppid,
-        start_time,
+        ppid: stat.ppid,
+        start_time: stat.starttime,
         net: ns_id(Path::new(&format!("/proc/{pid}/ns/net"))),
         uts: ns_id(Path::new(&format!("/proc/{pid}/ns/uts"))),
     })
 }
 
+/// Read one process by PID (see [`entry_of`]).
+fn read_entry(pid: i32) -> Option<ProcEntry> {
+    entry_of(&Process::new(pid).ok()?)
+}
+
 /// Every live process.
 pub fn process_table() -> Result<Vec<ProcEntry>, ProcsError> {
-    let entries = fs::read_dir("/proc").map_err(|source| ProcsError::ListProcesses { source })?;
-    Ok(entries
+    let processes = all_processes().map_err(|source| ProcsError::ListProcesses { source })?;
+    Ok(processes
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_entry)
+        .filter_map(|process| entry_of(&process))
         .collect())
 }
 

@@ -4,6 +4,10 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use etherparse::{
+    Ethernet2Slice, Icmpv4Slice, Ipv4HeaderSlice, TcpHeaderSlice, TcpOptionElement, UdpHeaderSlice,
+};
+
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const IPPROTO_ICMP: u8 = 1;
@@ -426,48 +430,57 @@ pub enum L4 {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot parse the output frame: {what}")]
 pub struct ParseError {
-    what: &'static str,
+    what: String,
 }
 
-fn short(what: &'static str) -> ParseError {
-    ParseError { what }
-}
-
-/// Parse an Ethernet frame; for IPv4, check every checksum.
-pub fn parse(frame: &[u8]) -> Result<Frame, ParseError> {
-    if frame.len() < 14 {
-        return Err(short("shorter than an Ethernet header"));
+fn short(what: impl std::fmt::Display) -> ParseError {
+    ParseError {
+        what: what.to_string(),
     }
-    let mac = |s: &[u8]| -> Mac { [s[0], s[1], s[2], s[3], s[4], s[5]] };
-    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+}
+
+/// Two ones' complement checksums are equal; 0x0000 and 0xffff are the two
+/// forms of zero.
+fn same_checksum(computed: u16, field: u16) -> bool {
+    computed == field || matches!((computed, field), (0, 0xffff) | (0xffff, 0))
+}
+
+/// Parse an Ethernet frame with `etherparse` (a parser other than the
+/// builder above, so a mistake in one is not mirrored in the other); for
+/// IPv4, check every checksum.
+pub fn parse(frame: &[u8]) -> Result<Frame, ParseError> {
+    let eth = Ethernet2Slice::from_slice_without_fcs(frame)
+        .map_err(|err| short(format_args!("Ethernet header: {err}")))?;
+    let ethertype = eth.ether_type().0;
     let ip = if ethertype == ETH_P_IP {
-        Some(parse_ip(&frame[14..])?)
+        Some(parse_ip(eth.payload().payload)?)
     } else {
         None
     };
     Ok(Frame {
-        eth_dst: mac(&frame[0..6]),
-        eth_src: mac(&frame[6..12]),
+        eth_dst: eth.destination(),
+        eth_src: eth.source(),
         ethertype,
         ip,
     })
 }
 
 fn parse_ip(b: &[u8]) -> Result<Ip, ParseError> {
-    if b.len() < 20 {
-        return Err(short("IPv4 header truncated"));
-    }
-    let hdr_len = usize::from(b[0] & 0x0f) * 4;
-    let tot_len = u16::from_be_bytes([b[2], b[3]]);
-    if hdr_len < 20 || b.len() < usize::from(tot_len) || usize::from(tot_len) < hdr_len {
+    let header =
+        Ipv4HeaderSlice::from_slice(b).map_err(|err| short(format_args!("IPv4 header: {err}")))?;
+    let hdr_len = header.slice().len();
+    let tot_len = header.total_len();
+    if b.len() < usize::from(tot_len) || usize::from(tot_len) < hdr_len {
         return Err(short("IPv4 lengths inconsistent"));
     }
-    let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
-    let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
-    let proto = b[9];
+    let src = header.source_addr();
+    let dst = header.destination_addr();
+    let proto = header.protocol().0;
     let payload = b[hdr_len..usize::from(tot_len)].to_vec();
-    let frag = u16::from_be_bytes([b[6], b[7]]);
-    let l4 = if frag & 0x1fff != 0 {
+    let frag = (u16::from(header.dont_fragment()) << 14)
+        | (u16::from(header.more_fragments()) << 13)
+        | header.fragments_offset().value();
+    let l4 = if header.fragments_offset().value() != 0 {
         L4::Other
     } else {
         parse_l4(src, dst, proto, &payload)?
@@ -476,69 +489,83 @@ fn parse_ip(b: &[u8]) -> Result<Ip, ParseError> {
         src,
         dst,
         proto,
-        ttl: b[8],
+        ttl: header.ttl(),
         tot_len,
         hdr_len,
         frag,
-        header_checksum_ok: checksum(&b[..hdr_len]) == 0,
+        header_checksum_ok: same_checksum(
+            header.to_header().calc_header_checksum(),
+            header.header_checksum(),
+        ),
         l4,
         payload,
     })
 }
 
 fn parse_l4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, p: &[u8]) -> Result<L4, ParseError> {
-    let be16 = |i: usize| u16::from_be_bytes([p[i], p[i + 1]]);
     Ok(match proto {
         IPPROTO_TCP => {
-            if p.len() < 20 {
-                return Err(short("TCP header truncated"));
-            }
-            let doff = usize::from(p[12] >> 4) * 4;
-            let mut mss = None;
-            let mut i = 20;
-            while i < doff.min(p.len()) {
-                match p[i] {
-                    0 => break,
-                    1 => i += 1,
-                    kind => {
-                        let len = usize::from(*p.get(i + 1).unwrap_or(&0));
-                        if kind == 2 && len == 4 && i + 4 <= p.len() {
-                            mss = Some(be16(i + 2));
-                        }
-                        i += len.max(2);
-                    }
-                }
-            }
+            let tcp = TcpHeaderSlice::from_slice(p)
+                .map_err(|err| short(format_args!("TCP header: {err}")))?;
+            let mss = tcp
+                .options_iterator()
+                .filter_map(|option| match option {
+                    Ok(TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+                    _ => None,
+                })
+                .last();
+            let flags = [
+                (tcp.fin(), TCP_FIN),
+                (tcp.syn(), TCP_SYN),
+                (tcp.rst(), TCP_RST),
+                (tcp.psh(), TCP_PSH),
+                (tcp.ack(), TCP_ACK),
+                (tcp.urg(), 0x20),
+                (tcp.ece(), 0x40),
+                (tcp.cwr(), 0x80),
+            ]
+            .into_iter()
+            .filter(|(set, _)| *set)
+            .fold(0, |flags, (_, bit)| flags | bit);
+            let checksum_ok = tcp
+                .calc_checksum_ipv4_raw(src.octets(), dst.octets(), &p[tcp.slice().len()..])
+                .is_ok_and(|computed| same_checksum(computed, tcp.checksum()));
             L4::Tcp {
-                sport: be16(0),
-                dport: be16(2),
-                flags: p[13],
+                sport: tcp.source_port(),
+                dport: tcp.destination_port(),
+                flags,
                 mss,
-                checksum_ok: l4_checksum(src, dst, IPPROTO_TCP, p) == 0,
+                checksum_ok,
             }
         }
         IPPROTO_UDP => {
-            if p.len() < 8 {
-                return Err(short("UDP header truncated"));
-            }
-            let checksum = be16(6);
+            let udp = UdpHeaderSlice::from_slice(p)
+                .map_err(|err| short(format_args!("UDP header: {err}")))?;
+            let checksum = udp.checksum();
+            let checksum_ok = checksum == 0
+                || udp
+                    .to_header()
+                    .calc_checksum_ipv4_raw(src.octets(), dst.octets(), &p[udp.slice().len()..])
+                    .is_ok_and(|computed| same_checksum(computed, checksum));
             L4::Udp {
-                sport: be16(0),
-                dport: be16(2),
-                len: be16(4),
+                sport: udp.source_port(),
+                dport: udp.destination_port(),
+                len: udp.length(),
                 checksum,
-                checksum_ok: checksum == 0 || l4_checksum(src, dst, IPPROTO_UDP, p) == 0,
+                checksum_ok,
             }
         }
         IPPROTO_ICMP => {
-            if p.len() < 8 {
-                return Err(short("ICMP header truncated"));
-            }
+            let icmp = Icmpv4Slice::from_slice(p)
+                .map_err(|err| short(format_args!("ICMP header: {err}")))?;
             L4::Icmp {
-                kind: p[0],
-                code: p[1],
-                checksum_ok: checksum(p) == 0,
-                rest: [p[4], p[5], p[6], p[7]],
+                kind: icmp.type_u8(),
+                code: icmp.code_u8(),
+                checksum_ok: same_checksum(
+                    icmp.icmp_type().calc_checksum(icmp.payload()),
+                    icmp.checksum(),
+                ),
+                rest: icmp.bytes5to8(),
             }
         }
         _ => L4::Other,

@@ -2,54 +2,71 @@
 //! interface per node (named after it, nanosecond timestamps), one
 //! Enhanced Packet Block per event with the event's line as its comment,
 //! so Wireshark/tshark show what the mesh did next to each packet
-//! (`frame.comment`). Written by hand: three block types, no dependency.
+//! (`frame.comment`). The blocks are encoded by the `pcap-file` crate.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
+use std::time::Duration;
 
-const SHB: u32 = 0x0A0D_0D0A;
-const IDB: u32 = 0x0000_0001;
-const EPB: u32 = 0x0000_0006;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-const LINKTYPE_ETHERNET: u16 = 1;
-const OPT_END: u16 = 0;
-const OPT_COMMENT: u16 = 1;
-const IF_NAME: u16 = 2;
-const IF_TSRESOL: u16 = 9;
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+use pcap_file::{DataLink, Endianness, PcapError};
 
-fn pad4(n: usize) -> usize {
-    (4 - n % 4) % 4
+/// `if_tsresol`: timestamps in nanoseconds (10^-9), as `pcap-file` writes a
+/// `Duration`.
+const NANOSECONDS: u8 = 9;
+
+/// An option's length is 16 bits; a longer comment is cut at a character
+/// boundary.
+fn option_text(text: &str) -> Cow<'_, str> {
+    let max = usize::from(u16::MAX) - 3;
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Borrowed(&text[..end])
 }
 
-fn option(body: &mut Vec<u8>, code: u16, value: &[u8]) {
-    // Option lengths are 16-bit; a longer value is cut (comments only).
-    let len = value.len().min(usize::from(u16::MAX) - 3);
-    body.extend_from_slice(&code.to_le_bytes());
-    body.extend_from_slice(&(len as u16).to_le_bytes());
-    body.extend_from_slice(&value[..len]);
-    body.extend(std::iter::repeat_n(0u8, pad4(len)));
+fn io_error(err: PcapError) -> io::Error {
+    match err {
+        PcapError::IoError(err) => err,
+        other => io::Error::other(other),
+    }
 }
 
 /// Writes a pcapng stream: section header first, interfaces as nodes
 /// appear, then packets.
-#[derive(Debug)]
 pub struct PcapWriter<W: Write> {
-    out: W,
+    out: PcapNgWriter<W>,
     interfaces: Vec<String>,
     snaplen: u32,
 }
 
+impl<W: Write> std::fmt::Debug for PcapWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapWriter")
+            .field("interfaces", &self.interfaces)
+            .field("snaplen", &self.snaplen)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<W: Write> PcapWriter<W> {
     /// Start a section; `snaplen` is the most bytes a packet carries.
-    pub fn new(mut out: W, snaplen: u32) -> io::Result<Self> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
-        body.extend_from_slice(&1u16.to_le_bytes());
-        body.extend_from_slice(&0u16.to_le_bytes());
-        // Section length unknown.
-        body.extend_from_slice(&(-1i64).to_le_bytes());
-        option(&mut body, OPT_COMMENT, b"hive mesh trace");
-        body.extend_from_slice(&[0; 4]);
-        write_block(&mut out, SHB, &body)?;
+    pub fn new(out: W, snaplen: u32) -> io::Result<Self> {
+        let section = SectionHeaderBlock {
+            endianness: Endianness::Little,
+            options: vec![SectionHeaderOption::Comment("hive mesh trace".into())],
+            ..Default::default()
+        };
+        let out = PcapNgWriter::with_section_header(out, section).map_err(io_error)?;
         Ok(Self {
             out,
             interfaces: Vec::new(),
@@ -62,15 +79,15 @@ impl<W: Write> PcapWriter<W> {
         if let Some(i) = self.interfaces.iter().position(|n| n == node) {
             return Ok(i as u32);
         }
-        let mut body = Vec::new();
-        body.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-        body.extend_from_slice(&0u16.to_le_bytes());
-        body.extend_from_slice(&self.snaplen.to_le_bytes());
-        option(&mut body, IF_NAME, node.as_bytes());
-        // Timestamps in nanoseconds (10^-9).
-        option(&mut body, IF_TSRESOL, &[9]);
-        option(&mut body, OPT_END, &[]);
-        write_block(&mut self.out, IDB, &body)?;
+        let interface = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: self.snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(option_text(node)),
+                InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
+            ],
+        };
+        self.out.write_pcapng_block(interface).map_err(io_error)?;
         self.interfaces.push(node.to_owned());
         Ok((self.interfaces.len() - 1) as u32)
     }
@@ -85,31 +102,21 @@ impl<W: Write> PcapWriter<W> {
         data: &[u8],
         comment: &str,
     ) -> io::Result<()> {
-        let interface = self.interface(node)?;
-        let mut body = Vec::with_capacity(32 + data.len() + comment.len());
-        body.extend_from_slice(&interface.to_le_bytes());
-        body.extend_from_slice(&((unix_ns >> 32) as u32).to_le_bytes());
-        body.extend_from_slice(&(unix_ns as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(data);
-        body.extend(std::iter::repeat_n(0u8, pad4(data.len())));
-        option(&mut body, OPT_COMMENT, comment.as_bytes());
-        option(&mut body, OPT_END, &[]);
-        write_block(&mut self.out, EPB, &body)
+        let interface_id = self.interface(node)?;
+        let packet = EnhancedPacketBlock {
+            interface_id,
+            timestamp: Duration::from_nanos(unix_ns),
+            original_len: orig_len.max(data.len() as u32),
+            data: Cow::Borrowed(data),
+            options: vec![EnhancedPacketOption::Comment(option_text(comment))],
+        };
+        self.out.write_pcapng_block(packet).map_err(io_error)?;
+        Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.get_mut().flush()
     }
-}
-
-fn write_block(out: &mut impl Write, kind: u32, body: &[u8]) -> io::Result<()> {
-    let total = (12 + body.len()) as u32;
-    out.write_all(&kind.to_le_bytes())?;
-    out.write_all(&total.to_le_bytes())?;
-    out.write_all(body)?;
-    out.write_all(&total.to_le_bytes())
 }
 
 #[cfg(test)]
@@ -138,6 +145,54 @@ mod tests {
             kinds.push(kind);
             off += len;
         }
+        const SHB: u32 = 0x0A0D_0D0A;
+        const IDB: u32 = 0x0000_0001;
+        const EPB: u32 = 0x0000_0006;
         assert_eq!(kinds, vec![SHB, IDB, EPB, IDB, EPB, EPB]);
+    }
+
+    #[test]
+    fn a_reader_sees_nodes_times_bytes_and_comments() {
+        use pcap_file::pcapng::{Block, PcapNgReader};
+
+        let mut buf = Vec::new();
+        {
+            let mut w = PcapWriter::new(&mut buf, 128).expect("section");
+            w.packet("n1", 1_700_000_000_123_456_789, 74, &[0xaa; 5], "to n2")
+                .expect("packet");
+            w.packet("n2", 7, 3, &[1, 2, 3, 4], "").expect("packet");
+        }
+        let mut reader = PcapNgReader::new(&buf[..]).expect("a pcapng section");
+        let mut seen = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.expect("a well-formed block") {
+                Block::InterfaceDescription(idb) => {
+                    assert_eq!(idb.snaplen, 128);
+                    assert!(
+                        idb.options
+                            .contains(&InterfaceDescriptionOption::IfTsResol(9))
+                    );
+                    seen.push(format!("{:?}", idb.options[0]));
+                }
+                Block::EnhancedPacket(epb) => seen.push(format!(
+                    "{} {} {} {:?} {:?}",
+                    epb.interface_id,
+                    epb.timestamp.as_nanos(),
+                    epb.original_len,
+                    epb.data,
+                    epb.options
+                )),
+                other => panic!("unexpected block {other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                r#"IfName("n1")"#,
+                r#"0 1700000000123456789 74 [170, 170, 170, 170, 170] [Comment("to n2")]"#,
+                r#"IfName("n2")"#,
+                r#"1 7 4 [1, 2, 3, 4] [Comment("")]"#,
+            ]
+        );
     }
 }

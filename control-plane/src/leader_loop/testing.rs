@@ -3,12 +3,12 @@
 //! through the dispatcher. Timeouts only bound how long a broken test hangs.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::allocator::Allocator;
-use crate::leader_loop::Reconciler;
+use crate::leader_loop::{Reconciler, Scope, filter};
 use crate::orchestrator::Orchestrator;
 use crate::scheduler::Scheduler;
 use crate::store::local_network::LocalRouter;
@@ -16,18 +16,72 @@ use crate::store::objects::{
     Annotations, Node, NodeDescription, NodeState, Resources, Service, ServiceMode, ServiceSpec,
     Task, TaskState, Timestamp,
 };
-use crate::store::{ReadView, Store, StoreConfig, StoreError};
+use crate::store::{ReadView, Store, StoreConfig, StoreError, Watch, objects_decoded};
 
 /// Bounds every wait in loop tests.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A one-manager swarm with the three loops, driven pass by pass.
+/// A one-manager swarm with the three loops, driven pass by pass as `leader_loop::run` drives
+/// them: a full pass first, then passes over the changes committed since the last one (a tick
+/// when there were none).
 pub struct Swarm {
     pub store: Store,
     pub orchestrator: Orchestrator,
     pub allocator: Allocator,
     pub scheduler: Scheduler,
+    /// Each loop's watch, from its first pass on.
+    watches: [Option<Watch>; 3],
+    /// What the loops' passes cost, per loop (reset it to measure from a point on).
+    pub costs: BTreeMap<&'static str, Cost>,
     _dir: TempDir,
+}
+
+/// What a loop's passes cost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub passes: u64,
+    /// Store objects the passes decoded.
+    pub decoded: u64,
+    pub time: Duration,
+}
+
+/// One pass of `reconciler` over what its watch delivered since the last, counted in `costs`.
+async fn drive<R: Reconciler>(
+    reconciler: &mut R,
+    store: &Store,
+    watch: &mut Option<Watch>,
+    costs: &mut BTreeMap<&'static str, Cost>,
+) -> bool {
+    let scope = match watch {
+        None => {
+            *watch = Some(store.watch(filter(reconciler.kinds())));
+            Scope::Full
+        }
+        Some(watch) => {
+            let mut events = Vec::new();
+            let mut lost = false;
+            while let Some(Some(next)) = futures::FutureExt::now_or_never(watch.next()) {
+                match next {
+                    Ok(event) => events.push(event),
+                    Err(_) => lost = true,
+                }
+            }
+            if lost {
+                Scope::Full
+            } else if events.is_empty() {
+                Scope::Tick
+            } else {
+                Scope::Changed(events)
+            }
+        }
+    };
+    let (decoded, start) = (objects_decoded(), Instant::now());
+    let wrote = reconciler.pass(store, scope).await.unwrap();
+    let cost = costs.entry(R::NAME).or_default();
+    cost.passes += 1;
+    cost.decoded += objects_decoded() - decoded;
+    cost.time += start.elapsed();
+    wrote
 }
 
 impl Swarm {
@@ -52,7 +106,9 @@ impl Swarm {
             store,
             orchestrator: Orchestrator::default(),
             allocator: Allocator::default(),
-            scheduler: Scheduler,
+            scheduler: Scheduler::default(),
+            watches: [None, None, None],
+            costs: BTreeMap::new(),
             _dir: dir,
         }
     }
@@ -107,9 +163,11 @@ impl Swarm {
     /// Runs orchestrator, allocator and scheduler passes until none has anything to do.
     pub async fn converge(&mut self) {
         for _ in 0..100 {
-            let mut wrote = self.orchestrator.pass(&self.store).await.unwrap();
-            wrote |= self.allocator.pass(&self.store).await.unwrap();
-            wrote |= self.scheduler.pass(&self.store).await.unwrap();
+            let [orchestrator, allocator, scheduler] = &mut self.watches;
+            let costs = &mut self.costs;
+            let mut wrote = drive(&mut self.orchestrator, &self.store, orchestrator, costs).await;
+            wrote |= drive(&mut self.allocator, &self.store, allocator, costs).await;
+            wrote |= drive(&mut self.scheduler, &self.store, scheduler, costs).await;
             if !wrote {
                 return;
             }

@@ -28,7 +28,8 @@ async fn profile(services: usize) -> (Profile, Cost) {
     for host in ["n1", "n2", "n3"] {
         nodes.push(swarm.add_node(host).await);
     }
-    for chunk in (0..services).collect::<Vec<_>>().chunks(500) {
+    // In chunks that settle one after the other, so that no write carries thousands of tasks.
+    for chunk in (0..services).collect::<Vec<_>>().chunks(250) {
         swarm
             .store
             .update(|tx| {
@@ -39,8 +40,8 @@ async fn profile(services: usize) -> (Profile, Cost) {
             })
             .await
             .unwrap();
+        swarm.settle().await;
     }
-    swarm.settle().await;
     let mut out = Profile::new();
 
     swarm.costs.clear();

@@ -129,6 +129,12 @@ fn run() -> Result<(), String> {
     let leader = swarm.take_daemon(LEADER).ok_or("no leader daemon")?;
     let pid = leader.id();
     swarm.put_daemon(LEADER, leader);
+    let report = |sizes| Report {
+        what: "leader wall time and CPU per change, by cluster size (3-node lab, 1 manager)",
+        nodes: 3,
+        samples,
+        sizes,
+    };
     let outcome = rt.block_on(async {
         let mut api = lab_swarm::connect(swarm.lab(), LEADER, GIVE_UP)
             .await
@@ -143,21 +149,23 @@ fn run() -> Result<(), String> {
         let mut out = Vec::new();
         for &size in &sizes {
             out.push(bench.size(size, samples).await?);
+            // What is measured so far survives a later size failing.
+            let partial = report(std::mem::take(&mut out));
+            print_report(&partial);
+            write_report(&partial)?;
+            out = partial.sizes;
         }
         Ok::<_, String>(out)
     });
     drop(swarm);
-    let report = Report {
-        what: "leader wall time and CPU per change, by cluster size (3-node lab, 1 manager)",
-        nodes: 3,
-        samples,
-        sizes: outcome?,
-    };
-    print_report(&report);
+    outcome.map(drop)
+}
+
+fn write_report(report: &Report) -> Result<(), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join("control_plane.json");
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     std::fs::write(&path, json).map_err(|e| e.to_string())?;
     println!("wrote {}", path.display());
     Ok(())
@@ -503,13 +511,38 @@ impl Bench<'_> {
     }
 }
 
+/// Creates a service; a create the leader did not commit in time is tried again (and counts as
+/// done if it was committed after all).
 async fn create_with(api: &mut DaemonClient, spec: &ServiceSpec) -> Result<(), String> {
     let spec_json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
-    api.control
-        .create_service(pb::CreateServiceRequest { spec_json })
-        .await
-        .map_err(|e| format!("service create {}: {}", spec.annotations.name, e.message()))?;
-    Ok(())
+    let mut attempt = 1;
+    loop {
+        let request = pb::CreateServiceRequest {
+            spec_json: spec_json.clone(),
+        };
+        match api.control.create_service(request).await {
+            Ok(_) => return Ok(()),
+            Err(status) if attempt > 1 && status.code() == tonic::Code::AlreadyExists => {
+                return Ok(());
+            }
+            Err(status) if attempt < 3 && status.code() != tonic::Code::InvalidArgument => {
+                eprintln!(
+                    "service create {} (attempt {attempt}): {}",
+                    spec.annotations.name,
+                    status.message()
+                );
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(status) => {
+                return Err(format!(
+                    "service create {}: {}",
+                    spec.annotations.name,
+                    status.message()
+                ));
+            }
+        }
+    }
 }
 
 async fn list_tasks(api: &mut DaemonClient, service: &str) -> Result<Vec<Task>, String> {

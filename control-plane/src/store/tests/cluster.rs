@@ -66,10 +66,8 @@ async fn three_managers_replicate_and_survive_losing_the_leader() {
         wait_caught_up(follower, &m1).await;
         // The snapshot's tasks are indexed by service on the follower too.
         let tasks = follower.view(|tx| tx.tasks_of_service(&web)).unwrap();
-        assert_eq!(
-            tasks.into_iter().map(|t| t.id).collect::<Vec<_>>(),
-            [task.clone()]
-        );
+        let ids: Vec<String> = tasks.into_iter().map(|t| t.id).collect();
+        assert_eq!(ids, std::slice::from_ref(&task));
     }
     let mut follower_watch = m3.watch(Filter::all().kind(ObjectKind::Service));
     m1.update(|tx| tx.create(service("api", 2))).await.unwrap();

@@ -4,12 +4,16 @@
 //! has applied every entry committed before its term, so its first pass sees what the last
 //! leader did.
 //!
-//! Every loop here is level-triggered: one *pass* reads the whole state it cares about from a
-//! store transaction, decides, and writes what changed. A pass runs when a watched object
-//! changes and on a periodic resync (timers such as the restart delay, and robustness against
-//! lost events), so a loop never depends on having seen every event — a lagged or replaced
-//! watch is simply followed by another pass.
+//! A *pass* reads what it needs from a store transaction, decides, and writes what changed.
+//! What it looks at is its [`Scope`]: everything on the first pass of a term and whenever
+//! events may have been lost (a lagged or replaced watch, a failed pass); otherwise only the
+//! objects the committed changes since the last pass touched, so that one change costs the
+//! same however many services and tasks the cluster holds (docs/control-plane.md, "What a
+//! change costs the leader"). A periodic tick lets loops act on timers (the restart delay);
+//! a loop with no timer pending does nothing on it.
 
+#[cfg(test)]
+mod cost_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -23,10 +27,21 @@ use tokio::sync::watch;
 
 use crate::store::objects::ObjectKind;
 use crate::store::types::{NodeId, RaftMetrics};
-use crate::store::{Filter, Store, StoreError, Watch, WatchError};
+use crate::store::{Event, Filter, Store, StoreError, Watch, WatchError};
 
-/// How often a loop runs a pass even when nothing changed.
+/// How often a loop is offered a [`Scope::Tick`] pass (timers such as the restart delay).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a pass must look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole state: the loop just started leading, or it may have missed changes.
+    Full,
+    /// The committed changes of the watched kinds since the last pass, in commit order.
+    Changed(Vec<Event>),
+    /// Nothing changed; time passed. Only timers are due.
+    Tick,
+}
 
 /// One manager loop, reduced to its pass.
 pub trait Reconciler: Send + 'static {
@@ -36,8 +51,13 @@ pub trait Reconciler: Send + 'static {
     /// The object kinds whose changes should trigger a pass.
     fn kinds(&self) -> &'static [ObjectKind];
 
-    /// Reads the state, decides and writes. Returns whether it wrote anything.
-    fn pass(&mut self, store: &Store) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Reads what `scope` covers, decides and writes. Returns whether it wrote anything. A
+    /// failed pass is followed by a [`Scope::Full`] one.
+    fn pass(
+        &mut self,
+        store: &Store,
+        scope: Scope,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// This manager stopped leading: forget in-memory state (a later term rebuilds it from the
     /// store, as SwarmKit's loops do).
@@ -55,6 +75,8 @@ pub async fn run<R: Reconciler>(
     let mut tick = tokio::time::interval(RESYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events: Option<Watch> = None;
+    // Whether the next pass must read everything (a failed pass lost its events).
+    let mut full = true;
     loop {
         let leading = metrics.borrow().current_leader == Some(raft_id);
         if !leading && events.take().is_some() {
@@ -70,7 +92,7 @@ pub async fn run<R: Reconciler>(
                 Ok(()) => {
                     tracing::info!(loop_name = R::NAME, "leading; loop started");
                     events = Some(watch);
-                    run_pass(&mut reconciler, &store).await;
+                    full = !run_pass(&mut reconciler, &store, Scope::Full).await;
                 }
                 // Not confirmed (leadership lost, no quorum yet): tried again at the next
                 // tick or leader change.
@@ -79,49 +101,59 @@ pub async fn run<R: Reconciler>(
                 }
             }
         }
-        let pass = tokio::select! {
-            _ = tick.tick() => true,
+        let scope = tokio::select! {
+            _ = tick.tick() => Some(Scope::Tick),
             // Raft metrics change with every commit and heartbeat; only a change of leader
             // matters here, and the top of the loop looks at that.
-            changed = metrics.changed() => if changed.is_err() { return } else { false },
+            changed = metrics.changed() => if changed.is_err() { return } else { None },
             _ = stop.wait_for(|s| *s) => return,
-            event = next_event(&mut events) => match event {
+            event = next_events(&mut events) => match event {
                 // The store stopped.
                 None => return,
-                // Lost events are harmless: the pass reads the whole state.
+                // Lost events: the pass reads the whole state.
                 Some(Err(err)) => {
                     tracing::debug!(loop_name = R::NAME, %err, "watch restarted");
-                    true
+                    Some(Scope::Full)
                 }
-                Some(Ok(())) => true,
+                Some(Ok(changed)) => Some(Scope::Changed(changed)),
             },
         };
-        if pass && events.is_some() && metrics.borrow().current_leader == Some(raft_id) {
-            run_pass(&mut reconciler, &store).await;
+        if let Some(scope) = scope
+            && events.is_some()
+            && metrics.borrow().current_leader == Some(raft_id)
+        {
+            let scope = if full { Scope::Full } else { scope };
+            full = !run_pass(&mut reconciler, &store, scope).await;
         }
     }
 }
 
-async fn run_pass<R: Reconciler>(reconciler: &mut R, store: &Store) {
-    if let Err(err) = reconciler.pass(store).await {
-        tracing::warn!(loop_name = R::NAME, %err, "pass failed; retrying at the next change or resync");
+/// Runs one pass; returns whether it succeeded.
+async fn run_pass<R: Reconciler>(reconciler: &mut R, store: &Store, scope: Scope) -> bool {
+    match reconciler.pass(store, scope).await {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(loop_name = R::NAME, %err, "pass failed; a full pass follows at the next change or tick");
+            false
+        }
     }
 }
 
-fn filter(kinds: &[ObjectKind]) -> Filter {
+pub(crate) fn filter(kinds: &[ObjectKind]) -> Filter {
     kinds
         .iter()
         .fold(Filter::all(), |filter, kind| filter.kind(*kind))
 }
 
-/// Waits for the next event (any number of them coalesce into one pass); pends forever while
-/// not leading.
-async fn next_event(events: &mut Option<Watch>) -> Option<Result<(), WatchError>> {
+/// Waits for the next event and takes whatever else has arrived already (they coalesce into
+/// one pass); pends forever while not leading.
+async fn next_events(events: &mut Option<Watch>) -> Option<Result<Vec<Event>, WatchError>> {
     let Some(watch) = events.as_mut() else {
         return std::future::pending().await;
     };
-    let first = watch.next().await?;
-    // Whatever else has arrived already is covered by the same pass.
-    while let Some(Some(Ok(_))) = watch.next().now_or_never() {}
-    Some(first.map(drop))
+    let mut changed = vec![watch.next().await?];
+    while let Some(Some(next)) = watch.next().now_or_never() {
+        changed.push(next);
+    }
+    Some(changed.into_iter().collect())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::allocator::Allocator;
-use crate::leader_loop::Reconciler;
+use crate::leader_loop::{Reconciler, Scope, filter};
 use crate::orchestrator::Orchestrator;
 use crate::scheduler::Scheduler;
 use crate::store::local_network::LocalRouter;
@@ -16,18 +16,90 @@ use crate::store::objects::{
     Annotations, Node, NodeDescription, NodeState, Resources, Service, ServiceMode, ServiceSpec,
     Task, TaskState, Timestamp,
 };
-use crate::store::{ReadView, Store, StoreConfig, StoreError};
+use crate::store::{ReadView, Store, StoreConfig, StoreError, Watch, objects_decoded};
 
 /// Bounds every wait in loop tests.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A one-manager swarm with the three loops, driven pass by pass.
+/// A one-manager swarm with the three loops, driven pass by pass as `leader_loop::run` drives
+/// them: a full pass first, then passes over the changes committed since the last one (a tick
+/// when there were none).
 pub struct Swarm {
     pub store: Store,
     pub orchestrator: Orchestrator,
     pub allocator: Allocator,
     pub scheduler: Scheduler,
+    /// Each loop's watch, from its first pass on.
+    watches: [Option<Watch>; 3],
+    /// What the loops' passes cost, per loop (reset it to measure from a point on).
+    pub costs: BTreeMap<&'static str, Cost>,
     _dir: TempDir,
+}
+
+/// What a loop's passes cost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub passes: u64,
+    /// Store objects the passes decoded.
+    pub decoded: u64,
+    /// CPU time of the calling thread over the passes: the pass, and the Raft work this
+    /// current-thread runtime did meanwhile (commit waits do not count).
+    pub cpu: Duration,
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to write; the clock ID is a constant
+    // every Linux has.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// One pass of `reconciler` over what its watch delivered since the last, counted in `costs`.
+async fn drive<R: Reconciler>(
+    reconciler: &mut R,
+    store: &Store,
+    watch: &mut Option<Watch>,
+    costs: &mut BTreeMap<&'static str, Cost>,
+) -> bool {
+    let scope = match watch {
+        None => {
+            *watch = Some(store.watch(filter(reconciler.kinds())));
+            Scope::Full
+        }
+        Some(watch) => {
+            let mut events = Vec::new();
+            let mut lost = false;
+            while let Some(Some(next)) = futures::FutureExt::now_or_never(watch.next()) {
+                match next {
+                    Ok(event) => events.push(event),
+                    Err(_) => lost = true,
+                }
+            }
+            if lost {
+                Scope::Full
+            } else if events.is_empty() {
+                Scope::Tick
+            } else {
+                Scope::Changed(events)
+            }
+        }
+    };
+    let (decoded, start) = (objects_decoded(), thread_cpu());
+    let wrote = reconciler.pass(store, scope).await.unwrap();
+    let cost = costs.entry(R::NAME).or_default();
+    cost.passes += 1;
+    cost.decoded += objects_decoded() - decoded;
+    cost.cpu += thread_cpu().saturating_sub(start);
+    wrote
 }
 
 impl Swarm {
@@ -52,7 +124,9 @@ impl Swarm {
             store,
             orchestrator: Orchestrator::default(),
             allocator: Allocator::default(),
-            scheduler: Scheduler,
+            scheduler: Scheduler::default(),
+            watches: [None, None, None],
+            costs: BTreeMap::new(),
             _dir: dir,
         }
     }
@@ -107,9 +181,11 @@ impl Swarm {
     /// Runs orchestrator, allocator and scheduler passes until none has anything to do.
     pub async fn converge(&mut self) {
         for _ in 0..100 {
-            let mut wrote = self.orchestrator.pass(&self.store).await.unwrap();
-            wrote |= self.allocator.pass(&self.store).await.unwrap();
-            wrote |= self.scheduler.pass(&self.store).await.unwrap();
+            let [orchestrator, allocator, scheduler] = &mut self.watches;
+            let costs = &mut self.costs;
+            let mut wrote = drive(&mut self.orchestrator, &self.store, orchestrator, costs).await;
+            wrote |= drive(&mut self.allocator, &self.store, allocator, costs).await;
+            wrote |= drive(&mut self.scheduler, &self.store, scheduler, costs).await;
             if !wrote {
                 return;
             }

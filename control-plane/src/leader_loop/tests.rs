@@ -32,7 +32,13 @@ async fn the_loops_place_a_new_service_on_their_own_while_leading() {
             1,
             stop_rx.clone(),
         )),
-        tokio::spawn(run(Scheduler, store.clone(), store.metrics(), 1, stop_rx)),
+        tokio::spawn(run(
+            Scheduler::default(),
+            store.clone(),
+            store.metrics(),
+            1,
+            stop_rx,
+        )),
     ];
     let web = swarm.create_service(replicated("web", 3)).await;
 
@@ -70,6 +76,7 @@ impl super::Reconciler for Probe {
     async fn pass(
         &mut self,
         _store: &crate::store::Store,
+        _scope: super::Scope,
     ) -> Result<bool, crate::store::StoreError> {
         let _ = self.passes.send("pass");
         Ok(false)

@@ -153,7 +153,7 @@ impl Manager {
                 stop_rx.clone(),
             )),
             tokio::spawn(leader_loop::run(
-                Scheduler,
+                Scheduler::default(),
                 store.clone(),
                 store.metrics(),
                 params.raft_id,

@@ -214,6 +214,15 @@ pub fn check_port_conflicts(
                 && p.protocol == held.protocol
         })
     };
+    // Only a port asked for by number can conflict; without one, no service needs reading.
+    if spec
+        .endpoint_spec
+        .ports
+        .iter()
+        .all(|p| p.published_port == 0)
+    {
+        return Ok(());
+    }
     let services = tx.list::<Service>()?;
     for other in services.iter().filter(|s| s.id != own_id) {
         for held in held_ports(other) {

@@ -29,22 +29,28 @@ pub fn list_in(view: &impl ReadView, service: &str, node: &str) -> Result<TaskLi
     } else {
         Some(view.lookup::<Node>(node)?.id)
     };
-    let tasks = view.find::<Task>(|t| {
-        service_id.as_ref().is_none_or(|id| t.service_id == *id)
-            && node_id
-                .as_ref()
-                .is_none_or(|id| t.node_id.as_deref() == Some(id.as_str()))
-    })?;
+    // A service's tasks come from the store's per-service index, not a scan of every task.
+    let mut tasks = match &service_id {
+        Some(id) => view.tasks_of_service(id)?,
+        None => view.list::<Task>()?,
+    };
+    if let Some(id) = &node_id {
+        tasks.retain(|t| t.node_id.as_deref() == Some(id.as_str()));
+    }
     let node_names = view
         .list::<Node>()?
         .into_iter()
         .map(|n| (n.id.clone(), n.display_name().to_owned()))
         .collect();
-    let service_names = view
-        .list::<Service>()?
-        .into_iter()
-        .map(|s| (s.id, s.spec.annotations.name))
-        .collect();
+    // Names of the services the tasks belong to (removed services have none).
+    let mut service_names = HashMap::new();
+    for task in &tasks {
+        if !service_names.contains_key(&task.service_id)
+            && let Some(service) = view.get::<Service>(&task.service_id)?
+        {
+            service_names.insert(service.id, service.spec.annotations.name);
+        }
+    }
     Ok(TaskListing {
         tasks,
         node_names,

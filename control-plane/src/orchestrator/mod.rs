@@ -10,6 +10,11 @@
 //!
 //! The orchestrator only creates tasks (`NEW`) and sets desired states; the allocator and the
 //! scheduler take them from there, and agents report their status.
+//!
+//! A pass after a change reconciles only the services the change touched (the service, or the
+//! service of a changed task), reading their tasks through the store's per-service index; a
+//! change of a node or of the cluster settings reconciles everything. The tick reconciles the
+//! services with a timer running (a restart delay, a restart spacing), and nothing else.
 
 pub mod global;
 pub mod reaper;
@@ -27,15 +32,43 @@ use std::time::SystemTime;
 use restart::{Decision, RestartHistory, RestartRecord, due_to_start};
 use slots::{SlotKey, is_live, new_task, node_invalid};
 
-use crate::leader_loop::Reconciler;
+use crate::leader_loop::{Reconciler, Scope};
 use crate::manager::retry;
-use crate::store::objects::{Node, ObjectKind, Service, ServiceMode, Task, TaskState, Timestamp};
-use crate::store::{ReadView, Store, StoreError, WriteTx};
+use crate::store::objects::{
+    Node, Object, ObjectKind, Service, ServiceMode, Task, TaskState, Timestamp,
+};
+use crate::store::{Event, ReadView, Store, StoreError, WriteTx};
 
-/// The orchestrator loop. Its only memory is the restart history (attempts per slot).
+/// The orchestrator loop. Its memory is the restart history (attempts per slot) and the
+/// services waiting for a timer.
 #[derive(Debug, Default)]
 pub struct Orchestrator {
     restarts: RestartHistory,
+    /// Services with a slot waiting for time to pass (a delayed start, a restart spacing).
+    waiting: BTreeSet<String>,
+}
+
+/// The services a pass must reconcile: `None` for all of them.
+pub type Services = Option<BTreeSet<String>>;
+
+/// The services `events` touch; `None` (all) if a node or the cluster settings changed.
+pub fn touched(events: &[Event]) -> Services {
+    let mut services = BTreeSet::new();
+    for event in events {
+        let objects: &[&Object] = match event {
+            Event::Updated { old, object, .. } => &[old, object],
+            Event::Created { object, .. } | Event::Deleted { object, .. } => &[object],
+        };
+        for object in objects {
+            match object {
+                Object::Service(service) => services.insert(service.id.clone()),
+                Object::Task(task) => services.insert(task.service_id.clone()),
+                Object::Node(_) | Object::Cluster(_) => return None,
+                Object::Network(_) => false,
+            };
+        }
+    }
+    Some(services)
 }
 
 impl Reconciler for Orchestrator {
@@ -50,26 +83,50 @@ impl Reconciler for Orchestrator {
         ]
     }
 
-    async fn pass(&mut self, store: &Store) -> Result<bool, StoreError> {
-        let history = &self.restarts;
-        let outcome = retry::update(store, |tx| orchestrate(tx, history)).await?;
-        self.remember(&outcome);
-        let reaped = retry::update(store, reaper::reap).await?;
-        if reaped {
-            let (services, tasks) = store.view(|tx| {
-                let services: BTreeSet<String> =
-                    tx.list::<Service>()?.into_iter().map(|s| s.id).collect();
-                let tasks: BTreeSet<String> =
-                    tx.list::<Task>()?.into_iter().map(|t| t.id).collect();
-                Ok::<_, StoreError>((services, tasks))
-            })?;
-            self.restarts.retain(&services, &tasks);
+    async fn pass(&mut self, store: &Store, scope: Scope) -> Result<bool, StoreError> {
+        let services = match scope {
+            Scope::Full => None,
+            Scope::Changed(events) => touched(&events),
+            Scope::Tick if self.waiting.is_empty() => return Ok(false),
+            Scope::Tick => Some(self.waiting.clone()),
+        };
+        if services.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Ok(false);
         }
-        Ok(outcome.wrote || reaped)
+        let history = &self.restarts;
+        let outcome =
+            retry::update(store, |tx| orchestrate(tx, history, services.as_ref())).await?;
+        self.remember(&outcome);
+        match &services {
+            None => self.waiting.clone_from(&outcome.waiting),
+            Some(ids) => {
+                self.waiting.retain(|id| !ids.contains(id));
+                self.waiting.extend(outcome.waiting.iter().cloned());
+            }
+        }
+        let reaped = retry::update(store, |tx| reaper::reap(tx, services.as_ref())).await?;
+        if !reaped.is_empty() {
+            let gone = store.view(|tx| {
+                let mut gone = BTreeSet::new();
+                let candidates: Vec<String> = match &services {
+                    Some(ids) => ids.iter().cloned().collect(),
+                    None => self.restarts.services().cloned().collect(),
+                };
+                for id in candidates {
+                    if tx.get::<Service>(&id)?.is_none() {
+                        gone.insert(id);
+                    }
+                }
+                Ok::<_, StoreError>(gone)
+            })?;
+            self.restarts.forget(&gone, &reaped);
+        }
+        Ok(outcome.wrote || !reaped.is_empty())
     }
 
     fn reset(&mut self) {
         self.restarts = RestartHistory::default();
+        self.waiting.clear();
     }
 }
 
@@ -97,32 +154,29 @@ pub struct Outcome {
     pub restarts: Vec<RestartRecord>,
     /// Stopped tasks the restart policy leaves stopped.
     pub given_up: Vec<String>,
+    /// Services reconciled with a slot waiting for time to pass.
+    pub waiting: BTreeSet<String>,
 }
 
-/// One orchestrator pass in `tx` (without the reaper).
-pub fn orchestrate(tx: &mut WriteTx, history: &RestartHistory) -> Result<Outcome, StoreError> {
+/// One orchestrator pass in `tx` (without the reaper), over `only` those services (all if
+/// `None`).
+pub fn orchestrate(
+    tx: &mut WriteTx,
+    history: &RestartHistory,
+    only: Option<&BTreeSet<String>>,
+) -> Result<Outcome, StoreError> {
     let nodes: BTreeMap<String, Node> = tx
         .list::<Node>()?
         .into_iter()
         .map(|n| (n.id.clone(), n))
         .collect();
-    let services: BTreeMap<String, Service> = tx
-        .list::<Service>()?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
-    let mut by_service: BTreeMap<String, Vec<Task>> = BTreeMap::new();
-    for task in tx.list::<Task>()? {
-        by_service
-            .entry(task.service_id.clone())
-            .or_default()
-            .push(task);
-    }
+    let (services, mut by_service) = read_services(tx, only)?;
     let mut plan = Plan {
         tx,
         history,
         now: SystemTime::now(),
         outcome: Outcome::default(),
+        service_waits: false,
     };
     for (service_id, tasks) in &by_service {
         if services.contains_key(service_id) {
@@ -136,14 +190,55 @@ pub fn orchestrate(tx: &mut WriteTx, history: &RestartHistory) -> Result<Outcome
     for service in services.values() {
         let tasks = by_service.remove(&service.id).unwrap_or_default();
         let slots = slots::group(tasks);
+        plan.service_waits = false;
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
                 replicated::reconcile(&mut plan, service, replicas, &slots, &nodes)?;
             }
             ServiceMode::Global => global::reconcile(&mut plan, service, &slots, &nodes)?,
         }
+        if plan.service_waits {
+            plan.outcome.waiting.insert(service.id.clone());
+        }
     }
     Ok(plan.outcome)
+}
+
+/// Services by ID, and tasks by service ID: of `only` those services (through the store's
+/// per-service index), or of all.
+type ServicesAndTasks = (BTreeMap<String, Service>, BTreeMap<String, Vec<Task>>);
+
+pub(crate) fn read_services(
+    tx: &impl ReadView,
+    only: Option<&BTreeSet<String>>,
+) -> Result<ServicesAndTasks, StoreError> {
+    let mut services = BTreeMap::new();
+    let mut by_service: BTreeMap<String, Vec<Task>> = BTreeMap::new();
+    match only {
+        Some(ids) => {
+            for id in ids {
+                if let Some(service) = tx.get::<Service>(id)? {
+                    services.insert(id.clone(), service);
+                }
+                let tasks = tx.tasks_of_service(id)?;
+                if !tasks.is_empty() {
+                    by_service.insert(id.clone(), tasks);
+                }
+            }
+        }
+        None => {
+            for service in tx.list::<Service>()? {
+                services.insert(service.id.clone(), service);
+            }
+            for task in tx.list::<Task>()? {
+                by_service
+                    .entry(task.service_id.clone())
+                    .or_default()
+                    .push(task);
+            }
+        }
+    }
+    Ok((services, by_service))
 }
 
 /// The writes of one pass, and the decisions to remember once they commit.
@@ -153,6 +248,8 @@ pub struct Plan<'a> {
     history: &'a RestartHistory,
     now: SystemTime,
     outcome: Outcome,
+    /// Whether the service being reconciled has a slot waiting for time to pass.
+    service_waits: bool,
 }
 
 impl Plan<'_> {
@@ -213,6 +310,7 @@ impl Plan<'_> {
                         TaskState::Running
                     };
                     let new = self.create(new_task(service, key, desired))?;
+                    self.service_waits |= delayed;
                     self.outcome.restarts.push(RestartRecord {
                         service_id: service.id.clone(),
                         key: key.clone(),
@@ -225,11 +323,17 @@ impl Plan<'_> {
                     self.outcome.given_up.push(current.id.clone());
                     Ok(Some((*current).clone()))
                 }
-                Decision::AlreadyGivenUp | Decision::Wait => Ok(Some((*current).clone())),
+                Decision::Wait => {
+                    self.service_waits = true;
+                    Ok(Some((*current).clone()))
+                }
+                Decision::AlreadyGivenUp => Ok(Some((*current).clone())),
             };
         }
         if due_to_start(current, self.now) {
             self.set_desired(current, TaskState::Running)?;
+        } else if current.desired_state == TaskState::Ready {
+            self.service_waits = true;
         }
         Ok(Some((*current).clone()))
     }

@@ -9,16 +9,16 @@
 //!   `max_attempts` keeps `max_attempts + 1` instead, as SwarmKit does, so its history shows
 //!   every attempt.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::read_services;
 use super::slots::{SlotKey, group, is_live};
-use crate::store::objects::{
-    Cluster, Node, NodeState, OrchestrationConfig, Service, Task, TaskState,
-};
+use crate::store::objects::{Cluster, Node, NodeState, OrchestrationConfig, Task, TaskState};
 use crate::store::{ReadView, StoreError, WriteTx};
 
-/// One reaper pass in `tx`. Returns whether it deleted anything.
-pub fn reap(tx: &mut WriteTx) -> Result<bool, StoreError> {
+/// One reaper pass in `tx`, over the tasks of `only` those services (all if `None`). Returns
+/// the IDs of the tasks it deleted.
+pub fn reap(tx: &mut WriteTx, only: Option<&BTreeSet<String>>) -> Result<Vec<String>, StoreError> {
     let limit = tx
         .list::<Cluster>()?
         .first()
@@ -37,25 +37,21 @@ pub fn reap(tx: &mut WriteTx) -> Result<bool, StoreError> {
                     .is_none_or(|n| n.status.state == NodeState::Down)
             })
     };
-    let services: BTreeMap<String, Service> = tx
-        .list::<Service>()?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
-    let mut wrote = false;
+    let (services, tasks) = read_services(&*tx, only)?;
+    let mut deleted = Vec::new();
     let mut kept = Vec::new();
-    for task in tx.list::<Task>()? {
+    for task in tasks.into_values().flatten() {
         if task.desired_state == TaskState::Remove
             && (task.status.state.is_terminal() || never_ran_or_gone(&task))
         {
             tx.delete::<Task>(&task.id)?;
-            wrote = true;
+            deleted.push(task.id);
         } else {
             kept.push(task);
         }
     }
     let Ok(limit) = usize::try_from(limit) else {
-        return Ok(wrote);
+        return Ok(deleted);
     };
     let mut by_service: BTreeMap<String, Vec<Task>> = BTreeMap::new();
     for task in kept {
@@ -89,11 +85,11 @@ pub fn reap(tx: &mut WriteTx) -> Result<bool, StoreError> {
                         .is_some_and(|id| !nodes.contains_key(id));
                 if !is_live(task) && stopped {
                     tx.delete::<Task>(&task.id)?;
-                    wrote = true;
+                    deleted.push(task.id.clone());
                     excess -= 1;
                 }
             }
         }
     }
-    Ok(wrote)
+    Ok(deleted)
 }

@@ -161,6 +161,25 @@ impl RestartHistory {
             .retain(|(service, _), _| services.contains(service));
         self.given_up.retain(|task| tasks.contains(task));
     }
+
+    /// Forgets the services and tasks named, which no longer exist.
+    pub fn forget(&mut self, services: &BTreeSet<String>, tasks: &[String]) {
+        self.restarts
+            .retain(|(service, _), _| !services.contains(service));
+        self.rejected_streaks
+            .retain(|(service, _), _| !services.contains(service));
+        for task in tasks {
+            self.given_up.remove(task);
+        }
+    }
+
+    /// The services with restarts on record.
+    pub fn services(&self) -> impl Iterator<Item = &String> {
+        self.restarts
+            .keys()
+            .chain(self.rejected_streaks.keys())
+            .map(|(service, _)| service)
+    }
 }
 
 /// Restart times kept per slot.

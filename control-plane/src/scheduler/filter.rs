@@ -44,6 +44,23 @@ impl NodeInfo {
         self.host_ports.extend(host_ports(task));
     }
 
+    /// Stops counting `task` here (it stopped, moved or was deleted).
+    pub fn remove_task(&mut self, task: &Task) {
+        if let Some(count) = self.tasks_by_service.get_mut(&task.service_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.tasks_by_service.remove(&task.service_id);
+            }
+        }
+        self.total_tasks = self.total_tasks.saturating_sub(1);
+        let want = task.spec.resources.reservations;
+        self.reserved.nano_cpus = self.reserved.nano_cpus.saturating_sub(want.nano_cpus);
+        self.reserved.memory_bytes = self.reserved.memory_bytes.saturating_sub(want.memory_bytes);
+        for port in host_ports(task) {
+            self.host_ports.remove(&port);
+        }
+    }
+
     pub fn service_tasks(&self, service_id: &str) -> usize {
         self.tasks_by_service.get(service_id).copied().unwrap_or(0)
     }

@@ -69,6 +69,7 @@ fn apply_change(
             let mut object = object.clone();
             stamp(&mut object, index, at, None);
             table.insert(id, tables::encode_object(&object)?.as_slice())?;
+            tables::index_task(txn, None, Some(&object))?;
             Ok(Ok(Event::Created { index, object }))
         }
         Change::Update(object) => {
@@ -103,6 +104,7 @@ fn apply_change(
             let mut object = object.clone();
             stamp(&mut object, index, at, Some(&old));
             table.insert(id, tables::encode_object(&object)?.as_slice())?;
+            tables::index_task(txn, Some(&old), Some(&object))?;
             Ok(Ok(Event::Updated { index, old, object }))
         }
         Change::Delete { .. } => {
@@ -118,6 +120,7 @@ fn apply_change(
                 names.remove((kind.as_str(), name))?;
             }
             table.remove(id)?;
+            tables::index_task(txn, Some(&old), None)?;
             Ok(Ok(Event::Deleted { index, object: old }))
         }
     }

@@ -40,6 +40,6 @@ pub use handle::{Store, StoreConfig, open_storage};
 pub use ids::{ID_LEN, is_valid_id, new_id};
 pub use lookup::LookupError;
 pub use snapshot::{SNAPSHOT_FORMAT, SnapshotBuilder};
-pub use tables::DbError;
+pub use tables::{DbError, objects_decoded};
 pub use tx::{ReadTx, ReadView, WriteTx};
 pub use watch::{Action, Event, Filter, WATCH_BUFFER, Watch, WatchError};

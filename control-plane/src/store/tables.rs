@@ -4,13 +4,17 @@
 //! |------------|----------------------|----------------------------------------------|
 //! | `nodes`, `services`, `tasks`, `networks`, `clusters` | object ID | the object, JSON |
 //! | `names`    | (kind, name)         | ID of the object of that kind with that name |
+//! | `tasks_by_service` | (service ID, task ID) | nothing: an index of `tasks`         |
 //! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_data`, `snapshot_seq` | JSON (snapshot data: its own bytes) |
 //!
 //! `names` holds only kinds whose names are unique ([`ObjectKind::has_unique_names`]); it makes
 //! the uniqueness check and lookups by name cheap, and is rebuilt from the objects when a
-//! snapshot is installed.
+//! snapshot is installed. `tasks_by_service` lets a loop read one service's tasks without
+//! decoding every task (docs/store.md, "What a change costs"); it is kept by the same
+//! transaction that writes the task, and rebuilt with `names` (and on opening a database that
+//! predates it).
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,6 +25,9 @@ pub(crate) const SM_META: TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new("sm_meta");
 pub(crate) const NAMES: TableDefinition<'static, (&'static str, &'static str), &'static str> =
     TableDefinition::new("names");
+
+pub(crate) const TASKS_BY_SERVICE: TableDefinition<'static, (&'static str, &'static str), ()> =
+    TableDefinition::new("tasks_by_service");
 
 const NODES: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("nodes");
 const SERVICES: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -125,8 +132,66 @@ pub(crate) fn create_state_tables(db: &Database) -> Result<(), DbError> {
     for kind in ObjectKind::ALL {
         txn.open_table(object_table(kind))?;
     }
+    // A database written before the index existed: build it once.
+    let unindexed =
+        txn.open_table(TASKS_BY_SERVICE)?.is_empty()? && !txn.open_table(TASKS)?.is_empty()?;
+    if unindexed {
+        rebuild_task_index(&txn)?;
+    }
     txn.commit()?;
     Ok(())
+}
+
+/// Fills `tasks_by_service` from `tasks`, replacing what it held.
+pub(crate) fn rebuild_task_index(txn: &WriteTransaction) -> Result<(), DbError> {
+    let mut index = txn.open_table(TASKS_BY_SERVICE)?;
+    index.retain(|_, ()| false)?;
+    let tasks = txn.open_table(TASKS)?;
+    for task in list_typed::<crate::store::objects::Task>(&tasks)? {
+        index.insert((task.service_id.as_str(), task.id.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// Keeps `tasks_by_service` in step with one change to a task (`old` before, `new` after).
+pub(crate) fn index_task(
+    txn: &WriteTransaction,
+    old: Option<&Object>,
+    new: Option<&Object>,
+) -> Result<(), DbError> {
+    let key = |object: Option<&Object>| match object {
+        Some(Object::Task(task)) => Some((task.service_id.clone(), task.id.clone())),
+        _ => None,
+    };
+    let (old, new) = (key(old), key(new));
+    if old == new {
+        return Ok(());
+    }
+    let mut index = txn.open_table(TASKS_BY_SERVICE)?;
+    if let Some((service, task)) = &old {
+        index.remove((service.as_str(), task.as_str()))?;
+    }
+    if let Some((service, task)) = &new {
+        index.insert((service.as_str(), task.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// IDs of the tasks of `service_id`, from `tasks_by_service`.
+pub(crate) fn task_ids_of_service(
+    index: &impl ReadableTable<(&'static str, &'static str), ()>,
+    service_id: &str,
+) -> Result<Vec<String>, DbError> {
+    let mut ids = Vec::new();
+    for row in index.range((service_id, "")..)? {
+        let (key, _) = row?;
+        let (service, task) = key.value();
+        if service != service_id {
+            break;
+        }
+        ids.push(task.to_owned());
+    }
+    Ok(ids)
 }
 
 pub(crate) fn read_meta<T: DeserializeOwned>(
@@ -149,15 +214,28 @@ pub(crate) fn write_meta<T: Serialize>(
     Ok(())
 }
 
+thread_local! {
+    /// Objects decoded on this thread (see [`objects_decoded`]).
+    static DECODED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many objects reads on the calling thread have decoded so far: what a read costs grows
+/// with this count, which the tests of the manager loops use to show that a pass after one
+/// change reads the same whatever the size of the cluster.
+pub fn objects_decoded() -> u64 {
+    DECODED.with(std::cell::Cell::get)
+}
+
+fn count_decoded() {
+    DECODED.with(|count| count.set(count.get() + 1));
+}
+
 pub(crate) fn get_typed<T: StoreObject>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<T>, DbError> {
     match table.get(id)? {
-        Some(bytes) => Ok(Some(codec::decode(
-            format_args!("{} {id}", T::KIND),
-            bytes.value(),
-        )?)),
+        Some(bytes) => Ok(Some(decode_typed(id, bytes.value())?)),
         None => Ok(None),
     }
 }
@@ -168,12 +246,14 @@ pub(crate) fn list_typed<T: StoreObject>(
     let mut objects = Vec::new();
     for row in table.iter()? {
         let (id, bytes) = row?;
-        objects.push(codec::decode(
-            format_args!("{} {}", T::KIND, id.value()),
-            bytes.value(),
-        )?);
+        objects.push(decode_typed(id.value(), bytes.value())?);
     }
     Ok(objects)
+}
+
+fn decode_typed<T: StoreObject>(id: &str, bytes: &[u8]) -> Result<T, DbError> {
+    count_decoded();
+    Ok(codec::decode(format_args!("{} {id}", T::KIND), bytes)?)
 }
 
 pub(crate) fn get_object(
@@ -209,6 +289,7 @@ pub(crate) fn encode_object(object: &Object) -> Result<Vec<u8>, DbError> {
 }
 
 fn decode_object(kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<Object, DbError> {
+    count_decoded();
     Object::decode_body(kind, bytes).map_err(|source| {
         DbError::Codec(CodecError::Decode {
             what: format!("{kind} {id}"),

@@ -10,8 +10,8 @@ use super::command::{Change, Rejection};
 use super::error::StoreError;
 use super::ids::new_id;
 use super::lookup;
-use super::objects::{Meta, Object, ObjectKind, StoreObject};
-use super::tables::{self, NAMES, SM_META, meta_key, object_table, read_meta};
+use super::objects::{Meta, Object, ObjectKind, StoreObject, Task};
+use super::tables::{self, NAMES, SM_META, TASKS_BY_SERVICE, meta_key, object_table, read_meta};
 use super::types::LogId;
 
 /// Read access shared by [`ReadTx`] and [`WriteTx`].
@@ -23,6 +23,10 @@ pub trait ReadView {
 
     /// All objects of type `T`, ordered by ID.
     fn list<T: StoreObject>(&self) -> Result<Vec<T>, StoreError>;
+
+    /// The tasks of the service `service_id` (also those of a removed service), ordered by ID:
+    /// read through the `tasks_by_service` index, without decoding other tasks.
+    fn tasks_of_service(&self, service_id: &str) -> Result<Vec<Task>, StoreError>;
 
     /// The ID of the object of `kind` named `name`, for kinds with unique names.
     fn id_by_name(&self, kind: ObjectKind, name: &str) -> Result<Option<String>, StoreError>;
@@ -95,6 +99,19 @@ impl ReadView for ReadTx {
     fn list<T: StoreObject>(&self) -> Result<Vec<T>, StoreError> {
         let table = self.txn.open_table(object_table(T::KIND))?;
         Ok(tables::list_typed(&table)?)
+    }
+
+    fn tasks_of_service(&self, service_id: &str) -> Result<Vec<Task>, StoreError> {
+        let index = self.txn.open_table(TASKS_BY_SERVICE)?;
+        let tasks = self.txn.open_table(object_table(ObjectKind::Task))?;
+        let mut out = Vec::new();
+        for id in tables::task_ids_of_service(&index, service_id)? {
+            // The index and the table are written in one transaction; a miss is a bug.
+            if let Some(task) = tables::get_typed::<Task>(&tasks, &id)? {
+                out.push(task);
+            }
+        }
+        Ok(out)
     }
 
     fn id_by_name(&self, kind: ObjectKind, name: &str) -> Result<Option<String>, StoreError> {
@@ -331,6 +348,28 @@ impl ReadView for WriteTx {
                 Pending::Delete => {
                     by_id.remove(id);
                 }
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    fn tasks_of_service(&self, service_id: &str) -> Result<Vec<Task>, StoreError> {
+        let mut by_id: BTreeMap<String, Task> = self
+            .base
+            .tasks_of_service(service_id)?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        for ((kind, id), pending) in &self.pending {
+            if *kind != ObjectKind::Task {
+                continue;
+            }
+            by_id.remove(id);
+            if let Pending::Create(object) | Pending::Update(object) = pending
+                && let Some(task) = Task::from_object(object.clone())
+                && task.service_id == service_id
+            {
+                by_id.insert(id.clone(), task);
             }
         }
         Ok(by_id.into_values().collect())

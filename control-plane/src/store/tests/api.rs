@@ -434,3 +434,52 @@ async fn updates_and_watch_streams_work_from_spawned_tasks() {
         .collect();
     assert_eq!(names, ["a", "b", "c"]);
 }
+
+#[tokio::test]
+async fn a_services_tasks_are_found_through_the_index_also_before_they_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single_manager(dir.path()).await;
+    let task = |id: &str, service: &str| Task {
+        id: id.to_owned(),
+        service_id: service.to_owned(),
+        ..Task::default()
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    store
+        .update(|tx| {
+            for (id, service) in [("t1", "web"), ("t2", "web"), ("t3", "api")] {
+                tx.create(task(id, service))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let of = |service: &str| store.view(|tx| tx.tasks_of_service(service)).unwrap();
+    assert_eq!(ids(of("web")), ["t1", "t2"]);
+    assert_eq!(ids(of("api")), ["t3"]);
+
+    // Pending changes show through a write transaction: a task moved, one deleted, one made.
+    let seen = store
+        .update(|tx| {
+            tx.modify::<Task>("t2", |t| t.service_id = "api".to_owned())?;
+            tx.delete::<Task>("t1")?;
+            tx.create(task("t4", "web"))?;
+            Ok::<_, StoreError>((
+                ids(tx.tasks_of_service("web")?),
+                ids(tx.tasks_of_service("api")?),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        (
+            vec!["t4".to_owned()],
+            vec!["t2".to_owned(), "t3".to_owned()]
+        )
+    );
+    // And once committed.
+    assert_eq!(ids(of("web")), ["t4"]);
+    assert_eq!(ids(of("api")), ["t2", "t3"]);
+    assert!(of("gone").is_empty());
+}

@@ -10,7 +10,7 @@ use super::{
     PATIENCE, api_addr, service, snapshot_and_purge, start, wait_caught_up, wait_until_leader,
 };
 use crate::store::local_network::LocalRouter;
-use crate::store::objects::{Cluster, ObjectKind, Service};
+use crate::store::objects::{Cluster, ObjectKind, Service, Task};
 use crate::store::types::{NodeId, RaftNode};
 use crate::store::{Action, Filter, ReadView, Store, StoreError};
 
@@ -45,7 +45,12 @@ async fn three_managers_replicate_and_survive_losing_the_leader() {
     m1.bootstrap(api_addr(1)).await.unwrap();
     wait_until_leader(&m1).await;
     m1.update(|tx| tx.create(Cluster::default())).await.unwrap();
-    m1.update(|tx| tx.create(service("web", 3))).await.unwrap();
+    let web = m1.update(|tx| tx.create(service("web", 3))).await.unwrap();
+    let task = Task {
+        service_id: web.clone(),
+        ..Task::default()
+    };
+    let task = m1.update(|tx| tx.create(task)).await.unwrap();
     snapshot_and_purge(&m1).await;
 
     m1.add_manager(2, RaftNode::new(api_addr(2))).await.unwrap();
@@ -59,6 +64,10 @@ async fn three_managers_replicate_and_survive_losing_the_leader() {
     // A write on the leader is readable on every follower once applied there.
     for follower in [&m2, &m3] {
         wait_caught_up(follower, &m1).await;
+        // The snapshot's tasks are indexed by service on the follower too.
+        let tasks = follower.view(|tx| tx.tasks_of_service(&web)).unwrap();
+        let ids: Vec<String> = tasks.into_iter().map(|t| t.id).collect();
+        assert_eq!(ids, std::slice::from_ref(&task));
     }
     let mut follower_watch = m3.watch(Filter::all().kind(ObjectKind::Service));
     m1.update(|tx| tx.create(service("api", 2))).await.unwrap();

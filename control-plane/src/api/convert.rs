@@ -173,7 +173,7 @@ pub fn control_port_pb(port: &crate::store::objects::ControlPort) -> pb::Control
         port: u32::from(port.port),
         protocol: match port.protocol {
             Protocol::Udp => pb::PortProtocol::Udp,
-            Protocol::Tcp | Protocol::Sctp => pb::PortProtocol::Tcp,
+            Protocol::Tcp => pb::PortProtocol::Tcp,
         } as i32,
         owner: match port.owner {
             PortOwner::ClusterApi => pb::PortOwner::ClusterApi,

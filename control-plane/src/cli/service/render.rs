@@ -22,20 +22,12 @@ pub fn display_image(image: &str) -> &str {
     image.split_once('@').map_or(image, |(name, _)| name)
 }
 
-pub fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 fn port_text(port: &PortConfig) -> String {
     format!(
         "*:{}->{}/{}",
         port.published_port,
         port.target_port,
-        protocol_name(port.protocol)
+        port.protocol.as_str()
     )
 }
 
@@ -73,7 +65,7 @@ impl PortRange {
             "*:{}->{}/{}",
             span(self.published),
             span(self.target),
-            protocol_name(self.protocol)
+            self.protocol.as_str()
         )
     }
 }
@@ -82,7 +74,7 @@ impl PortRange {
 /// published and target ports collapsed into ranges.
 fn collapse_ports(ports: &[&PortConfig]) -> Vec<String> {
     let mut sorted = ports.to_vec();
-    sorted.sort_by_key(|p| (protocol_name(p.protocol), p.published_port));
+    sorted.sort_by_key(|p| (p.protocol.as_str(), p.published_port));
     let mut out = Vec::new();
     let mut current: Option<PortRange> = None;
     // Go's unsigned `a - b > 1`: anything but a step of 0 or 1 upwards breaks the run.
@@ -504,7 +496,7 @@ pub fn render_pretty(service: &Service) -> String {
                 out,
                 "\n PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}",
                 p.published_port,
-                protocol_name(p.protocol),
+                p.protocol.as_str(),
                 p.target_port,
                 match p.publish_mode {
                     PublishMode::Ingress => "ingress",

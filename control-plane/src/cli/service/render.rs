@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use crate::cli::output::{human_duration, pretty, table};
+use crate::client::ServiceWithStatus;
 use crate::store::objects::{
     EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceMode, Task, TaskState,
     Timestamp,
@@ -113,17 +114,9 @@ pub fn mode_name(mode: &ServiceMode) -> &'static str {
     }
 }
 
-/// One row of `service ls`: the service with its running and desired task counts.
-#[derive(Debug, Clone)]
-pub struct ServiceRow {
-    pub service: Service,
-    pub running: u64,
-    pub desired: u64,
-}
-
 /// `service ls`: ID NAME MODE REPLICAS IMAGE PORTS, by name.
-pub fn render_ls(rows: &[ServiceRow], quiet: bool) -> String {
-    let mut rows: Vec<&ServiceRow> = rows.iter().collect();
+pub fn render_ls(rows: &[ServiceWithStatus], quiet: bool) -> String {
+    let mut rows: Vec<&ServiceWithStatus> = rows.iter().collect();
     rows.sort_by(|a, b| {
         a.service
             .spec
@@ -549,12 +542,12 @@ mod tests {
         mongo.spec.mode = ServiceMode::Global;
         mongo.spec.task_template.container.image = "mongo:3.3".into();
         let rows = [
-            ServiceRow {
+            ServiceWithStatus {
                 service: mongo,
                 running: 7,
                 desired: 7,
             },
-            ServiceRow {
+            ServiceWithStatus {
                 service: web(),
                 running: 5,
                 desired: 5,

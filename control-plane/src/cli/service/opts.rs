@@ -280,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn sctp_is_refused_with_the_clusters_words() {
+        let refusal = "hive does not support SCTP ports yet (port 80/sctp): publish tcp or udp";
+        assert_eq!(parse_publish("8080:80/sctp"), Err(refusal.to_owned()));
+        assert_eq!(
+            parse_publish("protocol=SCTP,published=8080,target=80"),
+            Err(refusal.to_owned())
+        );
+        assert_eq!(
+            parse_publish("80/icmp"),
+            Err("invalid protocol \"icmp\" (port 80): publish tcp or udp".to_owned())
+        );
+    }
+
+    #[test]
     fn publish_long_syntax() {
         assert_eq!(
             parse_publish("published=8080,target=80,protocol=udp,mode=host"),

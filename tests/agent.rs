@@ -488,11 +488,10 @@ fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_dow
         .expect("n1's daemon");
     let n3_state = |client: &mut DaemonClient| {
         runtime
-            .block_on(client.control.list_nodes(pb::ListNodesRequest {}))
+            .block_on(client.control.list_nodes())
             .ok()
             .and_then(|list| {
-                list.into_inner()
-                    .nodes
+                list.nodes
                     .into_iter()
                     .find(|n| n.description.as_ref().is_some_and(|d| d.hostname == "n3"))
             })

@@ -336,6 +336,7 @@ fn label_write(swarm: &Swarm, via: &str, i: usize) -> Result<(), tonic::Status> 
             ..pb::UpdateNodeRequest::default()
         }))
         .map(drop)
+        .map_err(hive::client::ClientError::into_status)
 }
 
 #[test]

@@ -129,15 +129,10 @@ fn service_names(swarm: &Swarm) -> Vec<String> {
     let mut client = swarm.client("n1");
     let list = swarm
         .rt
-        .block_on(client.control.list_services(pb::ListServicesRequest {}))
-        .expect("service ls")
-        .into_inner();
-    list.services
-        .iter()
-        .map(|s| {
-            let service: Service = serde_json::from_slice(&s.service_json).expect("service JSON");
-            service.spec.annotations.name
-        })
+        .block_on(client.control.list_services())
+        .expect("service ls");
+    list.into_iter()
+        .map(|s| s.service.spec.annotations.name)
         .collect()
 }
 

@@ -127,8 +127,7 @@ async fn leader(lab: &Lab) -> Result<String, String> {
             let Ok(mut c) = client(lab, node).await else {
                 continue;
             };
-            if let Ok(list) = c.control.list_nodes(pb::ListNodesRequest {}).await {
-                let list = list.into_inner();
+            if let Ok(list) = c.control.list_nodes().await {
                 let all_up = list.nodes.iter().all(|n| {
                     n.manager_status.as_ref().is_some_and(|m| {
                         m.leader || m.reachability() == pb::Reachability::Reachable
@@ -202,7 +201,7 @@ async fn write(client: &mut DaemonClient, i: u64) -> Result<(), String> {
     });
     match tokio::time::timeout(WRITE_TIMEOUT, update).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(status.message().to_owned()),
+        Ok(Err(err)) => Err(err.into_status().message().to_owned()),
         Err(_) => Err("timed out".to_owned()),
     }
 }

@@ -178,25 +178,19 @@ fn print_report(report: &Report) {
 }
 
 async fn create(api: &mut DaemonClient, spec: &ServiceSpec) -> Result<String, String> {
-    let spec_json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
-    let reply = api
+    let service = api
         .control
-        .create_service(pb::CreateServiceRequest { spec_json })
+        .create_service(spec)
         .await
-        .map_err(|e| format!("service create: {}", e.message()))?
-        .into_inner();
-    let service: hive::store::objects::Service =
-        serde_json::from_slice(&reply.service_json).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("service create: {}", e.into_status().message()))?;
     Ok(service.id)
 }
 
 async fn remove(api: &mut DaemonClient, name: &str) -> Result<(), String> {
     api.control
-        .remove_service(pb::RemoveServiceRequest {
-            service: name.to_owned(),
-        })
+        .remove_service(name)
         .await
-        .map_err(|e| format!("service rm {name}: {}", e.message()))?;
+        .map_err(|e| format!("service rm {name}: {}", e.into_status().message()))?;
     Ok(())
 }
 
@@ -204,14 +198,13 @@ async fn remove(api: &mut DaemonClient, name: &str) -> Result<(), String> {
 async fn running(api: &mut DaemonClient, service: &str) -> Result<Vec<(Task, String)>, String> {
     let reply = api
         .control
-        .list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
+        .list_tasks(hive::client::TaskFilter {
+            service: Some(service),
+            node: None,
         })
         .await
-        .map_err(|e| format!("service ps: {}", e.message()))?
-        .into_inner();
-    let tasks: Vec<Task> = serde_json::from_slice(&reply.tasks_json).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("service ps: {}", e.into_status().message()))?;
+    let tasks = reply.tasks;
     Ok(tasks
         .into_iter()
         .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
@@ -370,10 +363,10 @@ async fn node_death(
 }
 
 async fn node_is_down(api: &mut DaemonClient, host: &str) -> bool {
-    let Ok(reply) = api.control.list_nodes(pb::ListNodesRequest {}).await else {
+    let Ok(reply) = api.control.list_nodes().await else {
         return false;
     };
-    reply.into_inner().nodes.iter().any(|n| {
+    reply.nodes.iter().any(|n| {
         n.description.as_ref().is_some_and(|d| d.hostname == host)
             && n.status
                 .as_ref()

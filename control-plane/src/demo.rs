@@ -23,12 +23,11 @@ use hive_dataplane::{
     node_pins::{NodeChoice, PinsQuery},
 };
 
-use crate::api::pb;
-use crate::client::DaemonClient;
+use crate::client::{DaemonClient, TaskFilter};
 use crate::lab_swarm::{self, LabSwarmError, SwarmLab};
 use crate::store::objects::{
     Annotations, ContainerSpec, EndpointSpec, PortConfig, Protocol, PublishMode, ServiceMode,
-    ServiceSpec, Task, TaskSpec, TaskState,
+    ServiceSpec, TaskSpec, TaskState,
 };
 use hive_dataplane::stats::DisplayNames;
 
@@ -55,16 +54,11 @@ pub enum DemoError {
     Swarm(#[from] LabSwarmError),
     #[error("{0}")]
     Netns(#[from] hive_dataplane::netns::NetnsError),
-    #[error("the cluster API refused {what}: {status}")]
+    #[error("the cluster API refused {what}: {source}")]
     Api {
         what: &'static str,
-        status: tonic::Status,
-    },
-    #[error("the cluster API answered {what} with data hive cannot read: {source}")]
-    Payload {
-        what: &'static str,
         #[source]
-        source: serde_json::Error,
+        source: crate::client::ClientError,
     },
     #[error(
         "{running} of {replicas} replicas were running after {waited:?}; see `hive lab exec --name {lab} n1 -- hive service ps {service}` (run the demo with --keep) and the daemon logs in {logs}"
@@ -137,18 +131,11 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
         u64::from(config.replicas),
         config.published_port,
     );
-    let spec_json = serde_json::to_vec(&spec).map_err(|source| DemoError::Payload {
-        what: "the service spec",
-        source,
-    })?;
-    rt.block_on(
-        api.control
-            .create_service(pb::CreateServiceRequest { spec_json }),
-    )
-    .map_err(|status| DemoError::Api {
-        what: "creating the service",
-        status,
-    })?;
+    rt.block_on(api.control.create_service(&spec))
+        .map_err(|source| DemoError::Api {
+            what: "creating the service",
+            source,
+        })?;
     println!(
         "[3/6] hive service create --name {SERVICE_NAME} --replicas {} -p {}:80 hive/whoami",
         config.replicas, config.published_port
@@ -217,9 +204,9 @@ pub fn run(config: &DemoConfig) -> Result<(), DemoError> {
     println!("[5/6] what the kernel counted on each node (hive mesh stats):");
     let names = rt
         .block_on(crate::cli::mesh_names::from_manager(&mut api))
-        .map_err(|status| DemoError::Api {
+        .map_err(|source| DemoError::Api {
             what: "listing the names of services and tasks",
-            status,
+            source,
         })?;
     print_counters(&config.lab, &names)?;
 
@@ -273,21 +260,16 @@ async fn wait_running(
     loop {
         let reply = api
             .control
-            .list_tasks(pb::ListTasksRequest {
-                service: SERVICE_NAME.to_owned(),
-                node: String::new(),
+            .list_tasks(TaskFilter {
+                service: Some(SERVICE_NAME),
+                node: None,
             })
             .await
-            .map_err(|status| DemoError::Api {
+            .map_err(|source| DemoError::Api {
                 what: "listing the tasks",
-                status,
-            })?
-            .into_inner();
-        let tasks: Vec<Task> =
-            serde_json::from_slice(&reply.tasks_json).map_err(|source| DemoError::Payload {
-                what: "the task list",
                 source,
             })?;
+        let tasks = &reply.tasks;
         let mut running: Vec<(String, String, String)> = tasks
             .iter()
             .filter(|t| {

@@ -157,8 +157,9 @@ impl Swarm {
     pub fn nodes(&self, via: &str) -> Result<Vec<pb::Node>, tonic::Status> {
         let mut client = self.client(via);
         self.rt
-            .block_on(client.control.list_nodes(pb::ListNodesRequest {}))
-            .map(|r| r.into_inner().nodes)
+            .block_on(client.control.list_nodes())
+            .map(|r| r.nodes)
+            .map_err(hive::client::ClientError::into_status)
     }
 
     pub fn leader(&self, via: &str) -> Option<String> {

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hive::api::pb;
+use hive::client::TaskFilter;
 use hive::store::objects::{Service, Task, TaskState};
 use hive_dataplane::lab::naming;
 
@@ -20,15 +20,14 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 /// The tasks of `service`, as n1's `ListTasks` returns them.
 pub fn tasks(swarm: &Swarm, service: &str) -> Vec<Task> {
     let mut client = swarm.client("n1");
-    let reply = swarm
+    swarm
         .rt
-        .block_on(client.control.list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
+        .block_on(client.control.list_tasks(TaskFilter {
+            service: Some(service),
+            node: None,
         }))
         .unwrap_or_else(|e| panic!("listing the tasks of {service}: {e}"))
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).expect("tasks as JSON")
+        .tasks
 }
 
 /// Node names (hostnames) by node ID, as n1 lists them.

@@ -351,7 +351,7 @@ fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
     source
         .iter()
         .filter_map(|p| {
-            let protocol = mesh_protocol(p.protocol)?;
+            let protocol = p.protocol;
             let published_port =
                 (p.publish_mode == PublishMode::Ingress && p.published_port != 0 && has_ingress)
                     .then_some(p.published_port);
@@ -404,7 +404,7 @@ fn host_mode_services(
             .iter()
             .filter(|p| p.publish_mode == PublishMode::Host && p.published_port != 0)
             .filter_map(|p| {
-                let protocol = mesh_protocol(p.protocol)?;
+                let protocol = p.protocol;
                 (p.target_port != 0 && claimed_ports.insert((protocol, p.published_port)))
                     .then_some(ServicePort {
                         protocol,
@@ -440,15 +440,6 @@ pub fn swarm_service_id(mesh_id: &str) -> &str {
 /// service's name).
 pub fn host_mesh_id(service_id: &str) -> String {
     format!("{service_id}{HOST_SUFFIX}")
-}
-
-/// The data plane balances TCP and UDP only.
-fn mesh_protocol(protocol: objects::Protocol) -> Option<Protocol> {
-    match protocol {
-        objects::Protocol::Tcp => Some(Protocol::Tcp),
-        objects::Protocol::Udp => Some(Protocol::Udp),
-        objects::Protocol::Sctp => None,
-    }
 }
 
 /// `10.0.0.7/24` or `10.0.0.7` → the address.

@@ -31,14 +31,6 @@ pub enum PortError {
     },
 }
 
-pub fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 /// Published ports in use: (protocol, port) → (service ID, service name).
 #[derive(Debug, Clone, Default)]
 pub struct PortTable {
@@ -103,7 +95,7 @@ impl PortTable {
                         .find(|p| trial.is_free(port.protocol, *p))
                         .ok_or_else(|| PortError::Exhausted {
                             service: service_name.to_owned(),
-                            protocol: protocol_name(port.protocol),
+                            protocol: port.protocol.as_str(),
                         })?,
                 };
                 trial.take(service_id, service_name, port.protocol, chosen)?;
@@ -130,7 +122,7 @@ impl PortTable {
             Some((owner, owner_name)) if owner != service_id => Err(PortError::InUse {
                 service: service_name.to_owned(),
                 port,
-                protocol: protocol_name(protocol),
+                protocol: protocol.as_str(),
                 owner: owner_name.clone(),
             }),
             _ => {

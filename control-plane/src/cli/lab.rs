@@ -133,15 +133,13 @@ fn form_swarm(lab: &Lab, managers: u32) -> anyhow::Result<()> {
                     node: "n1".to_owned(),
                     source,
                 })?;
-        let list = client
-            .control
-            .list_nodes(crate::api::pb::ListNodesRequest {})
-            .await
-            .map_err(|status| crate::lab_swarm::LabSwarmError::Daemon {
+        let list = client.control.list_nodes().await.map_err(|source| {
+            crate::lab_swarm::LabSwarmError::Daemon {
                 node: "n1".to_owned(),
-                source: status.into(),
-            })?;
-        Ok::<_, crate::lab_swarm::LabSwarmError>(list.into_inner())
+                source,
+            }
+        })?;
+        Ok::<_, crate::lab_swarm::LabSwarmError>(list)
     })?;
     println!();
     print!("{}", super::node::render_ls(&nodes, false));

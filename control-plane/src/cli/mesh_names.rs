@@ -4,7 +4,6 @@
 //! with no daemon needed), so without a manager to ask, or with `--no-trunc`, the IDs are
 //! shown.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,27 +12,19 @@ use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
 use hive_dataplane::stats::DisplayNames;
 
 use crate::agent::mesh_state::host_mesh_id;
-use crate::api::pb;
 use crate::cli::service::render::task_name;
-use crate::client::DaemonClient;
-use crate::store::objects::Task;
+use crate::client::{ClientError, DaemonClient, TaskFilter, TaskList};
 
 /// How long one daemon may take to answer before the next one is asked.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every service's and task's name, as the manager behind `client` knows them.
-pub async fn from_manager(client: &mut DaemonClient) -> Result<DisplayNames, tonic::Status> {
-    let reply = client
-        .control
-        .list_tasks(pb::ListTasksRequest {
-            service: String::new(),
-            node: String::new(),
-        })
-        .await?
-        .into_inner();
-    let tasks: Vec<Task> = serde_json::from_slice(&reply.tasks_json)
-        .map_err(|e| tonic::Status::internal(format!("the task list: {e}")))?;
-    let service_names: HashMap<String, String> = reply.service_names.into_iter().collect();
+pub async fn from_manager(client: &mut DaemonClient) -> Result<DisplayNames, ClientError> {
+    let TaskList {
+        tasks,
+        service_names,
+        ..
+    } = client.control.list_tasks(TaskFilter::default()).await?;
     let mut names = DisplayNames::default();
     for (id, name) in &service_names {
         names.services.insert(id.clone(), name.clone());

@@ -1,17 +1,15 @@
 //! `hive network create|ls|inspect|rm`, with docker's flags, columns and texts (docker/cli
-//! `cli/command/network/*`), for swarm-scope overlay networks only. Networks travel to the
-//! manager as the store's own JSON (docs/control-plane.md, "Payloads").
+//! `cli/command/network/*`), for swarm-scope overlay networks only. Networks go to the manager
+//! through `client::Control`, in the store's types (docs/control-plane.md, "The wire").
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use super::output::{CliFailure, indent_json, out, run_client, table};
-use super::service::decode;
 use super::service::opts::parse_labels;
 use crate::allocator::ipam::Subnet;
-use crate::api::pb;
-use crate::client::{DaemonClient, describe};
+use crate::client::DaemonClient;
 use crate::store::objects::{IpamConfig, Network, NetworkAttachmentConfig, NetworkSpec};
 
 #[derive(Debug, Args)]
@@ -204,21 +202,13 @@ pub async fn resolve(
 }
 
 async fn inspect(client: &mut DaemonClient, query: &str) -> Result<Network, CliFailure> {
-    let reply = client
-        .control
-        .inspect_network(pb::InspectNetworkRequest {
-            network: query.to_owned(),
-        })
-        .await
-        .map_err(|status| {
-            if status.code() == tonic::Code::NotFound {
-                CliFailure::Usage(format!("network {query} not found"))
-            } else {
-                status.into()
-            }
-        })?
-        .into_inner();
-    decode(&reply.network_json)
+    client.control.inspect_network(query).await.map_err(|err| {
+        if err.code() == Some(tonic::Code::NotFound) {
+            CliFailure::Usage(format!("network {query} not found"))
+        } else {
+            err.into()
+        }
+    })
 }
 
 /// docker's `network ls` table: sorted by name, scope `swarm` for every hive network.
@@ -257,23 +247,11 @@ pub fn run(host: Option<&str>, args: NetworkArgs) -> anyhow::Result<ExitCode> {
         match args.command {
             NetworkCommand::Create(opts) => {
                 let spec = create_spec(&opts)?;
-                let spec_json = serde_json::to_vec(&spec)
-                    .map_err(|e| CliFailure::Usage(format!("cannot encode the spec: {e}")))?;
-                let reply = client
-                    .control
-                    .create_network(pb::CreateNetworkRequest { spec_json })
-                    .await?
-                    .into_inner();
-                let network: Network = decode(&reply.network_json)?;
+                let network = client.control.create_network(&spec).await?;
                 println!("{}", network.id);
             }
             NetworkCommand::Ls { quiet, no_trunc } => {
-                let list = client
-                    .control
-                    .list_networks(pb::ListNetworksRequest {})
-                    .await?
-                    .into_inner();
-                let networks: Vec<Network> = decode(&list.networks_json)?;
+                let networks = client.control.list_networks().await?;
                 out(&render_ls(&networks, quiet, no_trunc));
             }
             NetworkCommand::Inspect { networks } => {
@@ -295,15 +273,9 @@ pub fn run(host: Option<&str>, args: NetworkArgs) -> anyhow::Result<ExitCode> {
             NetworkCommand::Rm { networks } => {
                 let mut errors = Vec::new();
                 for network in networks {
-                    match client
-                        .control
-                        .remove_network(pb::RemoveNetworkRequest {
-                            network: network.clone(),
-                        })
-                        .await
-                    {
+                    match client.control.remove_network(&network).await {
                         Ok(_) => println!("{network}"),
-                        Err(status) => errors.push(describe(&status)),
+                        Err(err) => errors.push(err.to_string()),
                     }
                 }
                 if !errors.is_empty() {

@@ -107,11 +107,7 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
                     .map(NodeFormat::parse)
                     .transpose()
                     .map_err(CliFailure::Usage)?;
-                let mut list = client
-                    .control
-                    .list_nodes(pb::ListNodesRequest {})
-                    .await?
-                    .into_inner();
+                let mut list = client.control.list_nodes().await?;
                 list.nodes.retain(|n| filter.keep(n));
                 match format {
                     Some(format) if !quiet => print!("{}", render_ls_as(&list, &format)),
@@ -121,13 +117,7 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
             NodeCommand::Inspect { pretty, nodes } => {
                 let mut found = Vec::new();
                 for node in &nodes {
-                    found.push(
-                        client
-                            .control
-                            .inspect_node(pb::InspectNodeRequest { node: node.clone() })
-                            .await?
-                            .into_inner(),
-                    );
+                    found.push(client.control.inspect_node(node).await?);
                 }
                 if pretty {
                     let texts: Vec<String> = found.iter().map(render_pretty).collect();
@@ -175,16 +165,9 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
             NodeCommand::Rm { force, nodes } => {
                 let mut errors = Vec::new();
                 for node in nodes {
-                    match client
-                        .control
-                        .remove_node(pb::RemoveNodeRequest {
-                            node: node.clone(),
-                            force,
-                        })
-                        .await
-                    {
+                    match client.control.remove_node(&node, force).await {
                         Ok(_) => println!("{node}"),
-                        Err(status) => errors.push(crate::client::describe(&status)),
+                        Err(err) => errors.push(err.to_string()),
                     }
                 }
                 if !errors.is_empty() {
@@ -202,11 +185,7 @@ async fn change_roles(
     role: pb::Role,
 ) -> Result<(), CliFailure> {
     for node in nodes {
-        let current = client
-            .control
-            .inspect_node(pb::InspectNodeRequest { node: node.clone() })
-            .await?
-            .into_inner();
+        let current = client.control.inspect_node(node).await?;
         let desired = current
             .spec
             .as_ref()

@@ -219,14 +219,8 @@ pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
                     RoleArg::Worker => "worker",
                     RoleArg::Manager => "manager",
                 };
-                let response = client
-                    .control
-                    .join_token(pb::JoinTokenRequest {
-                        role: pb::Role::from(role).into(),
-                        rotate,
-                    })
-                    .await?
-                    .into_inner();
+                let role = crate::api::convert::node_role(pb::Role::from(role));
+                let response = client.control.join_token(role, rotate).await?;
                 if rotate && !quiet {
                     println!("Successfully rotated {name} join token.\n");
                 }
@@ -245,12 +239,7 @@ pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
                 println!("Node left the swarm.");
             }
             SwarmCommand::Update { settings } => {
-                client
-                    .control
-                    .update_swarm(pb::UpdateSwarmRequest {
-                        settings: Some(settings.to_pb()),
-                    })
-                    .await?;
+                client.control.update_swarm(settings.to_pb()).await?;
                 println!("Swarm updated.");
             }
         }

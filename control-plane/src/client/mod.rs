@@ -2,9 +2,13 @@
 //! `hive lab exec` the lab node's socket), the connection, and how daemon errors read — as
 //! docker's: `Error response from daemon: …`.
 
+pub mod control;
+
 use std::path::PathBuf;
 
 use tonic::transport::Channel;
+
+pub use control::{Control, LogsRequest, ServiceWithStatus, TaskFilter, TaskList};
 
 use crate::api::{is_plain, pb};
 use crate::daemon::config::DEFAULT_SOCKET;
@@ -31,11 +35,43 @@ pub enum ClientError {
     PermissionDenied { path: PathBuf },
     #[error("{}", describe(.0))]
     Daemon(tonic::Status),
+    /// An answer that does not convert to the store's types (a daemon of another version).
+    #[error("cannot read the daemon's answer: {0}")]
+    Wire(#[from] crate::api::convert::WireError),
 }
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         Self::Daemon(status)
+    }
+}
+
+impl ClientError {
+    /// The daemon's refusal, if that is what this is.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            Self::Daemon(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The daemon's gRPC code for a refusal (`None` for a local failure).
+    pub fn code(&self) -> Option<tonic::Code> {
+        self.status().map(tonic::Status::code)
+    }
+
+    /// The error as a gRPC status: the daemon's own, or `Internal` for an unreadable answer
+    /// (for callers that pass statuses on).
+    pub fn into_status(self) -> tonic::Status {
+        match self {
+            Self::Daemon(status) => status,
+            other => tonic::Status::internal(other.to_string()),
+        }
+    }
+
+    /// An update refused because the object changed since it was read: read it and retry.
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(tonic::Code::Aborted)
     }
 }
 
@@ -101,7 +137,8 @@ pub fn socket_path(host: Option<&str>) -> Result<PathBuf, ClientError> {
 #[derive(Debug, Clone)]
 pub struct DaemonClient {
     pub swarm: pb::swarm_client::SwarmClient<Channel>,
-    pub control: pb::control_client::ControlClient<Channel>,
+    /// The cluster API, in the store's types.
+    pub control: Control,
 }
 
 impl DaemonClient {
@@ -116,7 +153,7 @@ impl DaemonClient {
         })?;
         Ok(Self {
             swarm: pb::swarm_client::SwarmClient::new(channel.clone()),
-            control: pb::control_client::ControlClient::new(channel),
+            control: Control::new(channel),
         })
     }
 }

@@ -280,16 +280,9 @@ async fn open_mesh(
         config.metrics_addr.map(|a| a.port()),
     )
     .into_iter()
-    .filter_map(|p| {
-        let protocol = match p.protocol {
-            crate::store::objects::Protocol::Tcp => hive_dataplane::mesh::state::Protocol::Tcp,
-            crate::store::objects::Protocol::Udp => hive_dataplane::mesh::state::Protocol::Udp,
-            crate::store::objects::Protocol::Sctp => return None,
-        };
-        Some(hive_dataplane::mesh::state::ControlPlanePort {
-            protocol,
-            port: p.port,
-        })
+    .map(|p| hive_dataplane::mesh::state::ControlPlanePort {
+        protocol: p.protocol,
+        port: p.port,
     })
     .collect();
     let mesh = NodeMesh::open(

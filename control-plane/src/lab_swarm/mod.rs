@@ -16,6 +16,7 @@ use hive_dataplane::lab::{self, DaemonState, Lab, LabError, Member, StateError, 
 
 use crate::api::pb;
 use crate::client::{ClientError, DaemonClient};
+use crate::store::objects::NodeRole;
 
 /// Where a lab daemon serves Prometheus metrics, on its node's address (docker's usual
 /// `metrics-addr` port).
@@ -195,10 +196,10 @@ pub async fn connect(
     }
 }
 
-fn daemon_error(node: &str) -> impl Fn(tonic::Status) -> LabSwarmError + '_ {
-    move |status| LabSwarmError::Daemon {
+fn daemon_error<E: Into<ClientError>>(node: &str) -> impl Fn(E) -> LabSwarmError + '_ {
+    move |error| LabSwarmError::Daemon {
         node: node.to_owned(),
-        source: ClientError::Daemon(status),
+        source: error.into(),
     }
 }
 
@@ -226,22 +227,19 @@ pub async fn form(lab: &Lab, managers: u32, hive: &Path) -> Result<Vec<Child>, L
         })
         .await
         .map_err(daemon_error(first))?;
-    let token = |role: pb::Role| {
+    let token = |role: NodeRole| {
         let mut client = clients[0].clone();
         async move {
             client
                 .control
-                .join_token(pb::JoinTokenRequest {
-                    role: role.into(),
-                    rotate: false,
-                })
+                .join_token(role, false)
                 .await
-                .map(|r| r.into_inner().token)
+                .map(|r| r.token)
                 .map_err(daemon_error(first))
         }
     };
-    let manager_token = token(pb::Role::Manager).await?;
-    let worker_token = token(pb::Role::Worker).await?;
+    let manager_token = token(NodeRole::Manager).await?;
+    let worker_token = token(NodeRole::Worker).await?;
     let mut roles = vec!["manager".to_owned()];
     // Managers join one at a time: each join changes the Raft membership.
     for (i, node) in nodes.iter().enumerate().skip(1) {
@@ -284,9 +282,8 @@ pub async fn wait_ready(
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {
-        match client.control.list_nodes(pb::ListNodesRequest {}).await {
+        match client.control.list_nodes().await {
             Ok(list) => {
-                let list = list.into_inner();
                 let ready = list
                     .nodes
                     .iter()
@@ -304,7 +301,7 @@ pub async fn wait_ready(
                     list.nodes.len()
                 );
             }
-            Err(status) => last = crate::client::describe(&status),
+            Err(err) => last = err.to_string(),
         }
         if Instant::now() >= deadline {
             return Err(last);

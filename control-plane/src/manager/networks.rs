@@ -1,6 +1,6 @@
 //! Leader-side network operations: create, remove, inspect, list (`hive network ...`), and the
-//! check of a service's `--network` attachments. Networks travel as JSON of the store's own
-//! types (docs/control-plane.md, "Payloads"), like services.
+//! check of a service's `--network` attachments. Networks travel as the API's messages,
+//! converted once by `api::convert` (docs/control-plane.md, "The wire"), like services.
 //!
 //! As in `services`, each operation is a function over a store transaction (`*_in`), which
 //! the tests run against a real one-manager store, and an async wrapper around it.
@@ -21,15 +21,6 @@ const UNSUPPORTED_OPTIONS: &[(&str, &str)] = &[(
     "encrypted",
     "hive does not encrypt overlay traffic (no IPsec); create the network without -o encrypted",
 )];
-
-fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError::internal(what, e))
-}
-
-fn decode_spec(json: &[u8]) -> Result<NetworkSpec, ApiError> {
-    serde_json::from_slice(json)
-        .map_err(|e| ApiError::Invalid(format!("the network spec is not valid JSON: {e}")))
-}
 
 /// Docker's name rule for networks (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
 fn valid_name(name: &str) -> bool {
@@ -255,7 +246,7 @@ pub fn resolve_attachments(view: &impl ReadView, spec: &mut ServiceSpec) -> Resu
 fn reply(view: &impl ReadView, query: &str) -> Result<pb::NetworkReply, ApiError> {
     let network = view.lookup::<Network>(query)?;
     Ok(pb::NetworkReply {
-        network_json: encode("encoding the network", &network)?,
+        network: Some((&network).into()),
     })
 }
 
@@ -263,7 +254,10 @@ pub async fn create(
     manager: &Manager,
     request: pb::CreateNetworkRequest,
 ) -> Result<pb::NetworkReply, ApiError> {
-    let spec = decode_spec(&request.spec_json)?;
+    let spec: NetworkSpec = request
+        .spec
+        .ok_or(crate::api::convert::WireError::Missing("network spec"))?
+        .into();
     let _serial = manager.service_writes.lock().await;
     let id = manager.update(|tx| create_in(tx, &spec)).await?;
     tracing::info!(network = %id, name = %spec.annotations.name, "network created");
@@ -293,7 +287,7 @@ pub async fn list(
 ) -> Result<pb::ListNetworksResponse, ApiError> {
     let networks = manager.store.view(|tx| tx.list::<Network>())?;
     Ok(pb::ListNetworksResponse {
-        networks_json: encode("encoding the networks", &networks)?,
+        networks: networks.iter().map(pb::Network::from).collect(),
     })
 }
 

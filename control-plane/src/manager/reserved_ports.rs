@@ -52,14 +52,6 @@ fn owner_text(owner: PortOwner) -> &'static str {
     }
 }
 
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 fn port(port: u16, protocol: Protocol, owner: PortOwner) -> ControlPort {
     ControlPort {
         port,
@@ -139,7 +131,7 @@ pub fn check_reserved_ports(view: &impl ReadView, spec: &ServiceSpec) -> Result<
         {
             return Err(ReservedPortError {
                 port: taken.port,
-                protocol: protocol_name(taken.protocol),
+                protocol: taken.protocol.as_str(),
                 owner: taken.owner,
             }
             .into());

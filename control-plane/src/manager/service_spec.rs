@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::api::ApiError;
 use crate::store::ReadView;
-use crate::store::objects::{
-    EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceSpec,
-};
+use crate::store::objects::{EndpointMode, PortConfig, PublishMode, Service, ServiceSpec};
 
 /// Longest service name: a DNS label.
 pub const MAX_NAME_LEN: usize = 63;
@@ -28,10 +26,6 @@ pub enum SpecError {
     Env { entry: String },
     #[error("EndpointSpec: target port must be between 1 and 65535 (published port {published})")]
     TargetPortZero { published: u16 },
-    #[error(
-        "EndpointSpec: protocol {protocol} is not supported by hive's routing mesh; use tcp or udp"
-    )]
-    Protocol { protocol: &'static str },
     #[error(
         "EndpointSpec: a host-mode port needs a published port in hive (target port {target}); \
          use --publish mode=host,published=PORT,target={target}"
@@ -61,14 +55,6 @@ pub enum SpecError {
 impl From<SpecError> for ApiError {
     fn from(error: SpecError) -> Self {
         ApiError::Invalid(error.to_string())
-    }
-}
-
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
     }
 }
 
@@ -160,11 +146,6 @@ fn validate_ports(spec: &ServiceSpec) -> Result<(), SpecError> {
                 published: port.published_port,
             });
         }
-        if port.protocol == Protocol::Sctp {
-            return Err(SpecError::Protocol {
-                protocol: protocol_name(port.protocol),
-            });
-        }
         if port.publish_mode == PublishMode::Ingress
             && spec.endpoint_spec.mode == EndpointMode::Dnsrr
         {
@@ -247,7 +228,7 @@ pub fn check_port_conflicts(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::objects::{Annotations, ContainerSpec, EndpointSpec, TaskSpec};
+    use crate::store::objects::{Annotations, ContainerSpec, EndpointSpec, Protocol, TaskSpec};
 
     pub(crate) fn spec(name: &str, image: &str) -> ServiceSpec {
         ServiceSpec {
@@ -328,8 +309,6 @@ pub(crate) mod tests {
             validate(&s),
             Err(SpecError::TargetPortZero { .. })
         ));
-        s.endpoint_spec.ports = vec![port(8080, 80, Protocol::Sctp)];
-        assert!(matches!(validate(&s), Err(SpecError::Protocol { .. })));
         s.endpoint_spec.ports = vec![port(8080, 80, Protocol::Tcp)];
         s.endpoint_spec.mode = EndpointMode::Dnsrr;
         assert_eq!(validate(&s), Err(SpecError::IngressWithDnsrr));

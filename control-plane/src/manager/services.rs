@@ -1,5 +1,6 @@
-//! Leader-side service operations: create, update, remove, inspect, list. Services travel as
-//! JSON of the store's own types (docs/control-plane.md, "Payloads").
+//! Leader-side service operations: create, update, remove, inspect, list. A spec off the wire
+//! is converted to the store's type first (`api::convert`, which refuses what hive cannot
+//! hold, such as SCTP ports), then checked here once (docs/control-plane.md, "The wire").
 //!
 //! Each operation is a function over a store transaction (`*_in`), which the tests run against
 //! a real one-manager store, and an async wrapper that runs it through [`Manager::update`].
@@ -8,6 +9,7 @@ use super::Manager;
 use super::networks::resolve_attachments;
 use super::reserved_ports::check_reserved_ports;
 use super::service_spec::{check_port_conflicts, validate};
+use crate::api::convert::WireError;
 use crate::api::{ApiError, pb};
 use crate::store::command::Rejection;
 use crate::store::objects::{ObjectKind, Service, ServiceMode, ServiceSpec, Task, TaskState};
@@ -37,13 +39,10 @@ fn map_apply_rejection(error: ApiError) -> ApiError {
     }
 }
 
-fn decode_spec(json: &[u8]) -> Result<ServiceSpec, ApiError> {
-    serde_json::from_slice(json)
-        .map_err(|e| ApiError::Invalid(format!("the service spec is not valid JSON: {e}")))
-}
-
-fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError::internal(what, e))
+/// The spec of a request, in the store's terms.
+fn spec_of(spec: Option<pb::ServiceSpec>) -> Result<ServiceSpec, ApiError> {
+    let spec = spec.ok_or(WireError::Missing("service spec"))?;
+    Ok(ServiceSpec::try_from(spec)?)
 }
 
 /// Validates `spec` and stores a new service; returns its ID.
@@ -159,7 +158,7 @@ fn reply(manager: &Manager, id: &str) -> Result<pb::ServiceReply, ApiError> {
             query: id.to_owned(),
         })?;
     Ok(pb::ServiceReply {
-        service_json: encode("encoding the service", &service)?,
+        service: Some((&service).into()),
     })
 }
 
@@ -167,7 +166,7 @@ pub async fn create(
     manager: &Manager,
     request: pb::CreateServiceRequest,
 ) -> Result<pb::ServiceReply, ApiError> {
-    let spec = decode_spec(&request.spec_json)?;
+    let spec = spec_of(request.spec)?;
     let _serial = manager.service_writes.lock().await;
     let id = manager
         .update(|tx| create_in(tx, &spec))
@@ -181,7 +180,7 @@ pub async fn update(
     manager: &Manager,
     request: pb::UpdateServiceRequest,
 ) -> Result<pb::ServiceReply, ApiError> {
-    let spec = decode_spec(&request.spec_json)?;
+    let spec = spec_of(request.spec)?;
     let _serial = manager.service_writes.lock().await;
     // Not `Manager::update`: that retries version conflicts, and here a conflict means the
     // caller's read is stale, which only the caller can resolve.
@@ -214,7 +213,7 @@ pub async fn inspect(
         .store
         .view(|tx| tx.lookup::<Service>(&request.service))?;
     Ok(pb::ServiceReply {
-        service_json: encode("encoding the service", &service)?,
+        service: Some((&service).into()),
     })
 }
 
@@ -225,14 +224,12 @@ pub async fn list(
     let counts = manager.store.view(list_in)?;
     let services = counts
         .iter()
-        .map(|c| {
-            Ok(pb::ServiceSummary {
-                service_json: encode("encoding a service", &c.service)?,
-                running: c.running,
-                desired: c.desired,
-            })
+        .map(|c| pb::ServiceSummary {
+            service: Some((&c.service).into()),
+            running: c.running,
+            desired: c.desired,
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect();
     Ok(pb::ListServicesResponse { services })
 }
 

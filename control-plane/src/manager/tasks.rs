@@ -66,8 +66,7 @@ pub async fn list(
         .store
         .view(|tx| list_in(tx, &request.service, &request.node))?;
     Ok(pb::ListTasksResponse {
-        tasks_json: serde_json::to_vec(&listing.tasks)
-            .map_err(|e| ApiError::internal("encoding the tasks", e))?,
+        tasks: listing.tasks.iter().map(pb::Task::from).collect(),
         node_names: listing.node_names,
         service_names: listing.service_names,
     })

@@ -271,14 +271,14 @@ fn what_the_data_plane_would_refuse_is_left_out_not_fatal() {
         subnet: "nonsense".into(),
         ..MeshNetwork::default()
     });
-    // A second service publishing the same port, an SCTP port, and a task address twice.
+    // A second service publishing the same port twice, and a task address twice.
     view.services.push(MeshService {
         id: "api".into(),
         name: "api".into(),
         endpoint: Endpoint {
             ports: vec![
                 port(objects::Protocol::Tcp, 81, 8080),
-                port(objects::Protocol::Sctp, 9, 9),
+                port(objects::Protocol::Tcp, 81, 8080),
             ],
             ..Endpoint::default()
         },

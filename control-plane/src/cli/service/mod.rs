@@ -1,6 +1,7 @@
 //! `hive service create|ls|ps|inspect|logs|scale|update|rm`, with docker's flags, columns and
-//! texts (docker/cli `cli/command/service/*`). Specs travel to the manager as the store's own
-//! JSON (docs/control-plane.md, "Payloads").
+//! texts (docker/cli `cli/command/service/*`). The flags are parsed into the store's
+//! `ServiceSpec`, which goes to the manager through `client::Control`; the manager checks it
+//! (docs/control-plane.md, "The wire").
 
 pub mod opts;
 pub mod progress;
@@ -17,14 +18,14 @@ use self::opts::{
     env_add, env_rm, parse_constraint, parse_cpus, parse_env, parse_labels, parse_memory,
     parse_publish, publish_add, publish_rm, random_name,
 };
-use self::render::{ServiceRow, TaskFilter, TaskTableOptions, log_context, render_tasks};
+use self::render::{TaskFilter, TaskTableOptions, log_context, render_tasks};
 use super::network::{network_id, parse_network, resolve};
 use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
-use crate::client::{DaemonClient, describe};
+use crate::client::{DaemonClient, LogsRequest, TaskList};
 use crate::store::objects::{
     EndpointMode, NetworkAttachmentConfig, PortConfig, RestartCondition, Service, ServiceMode,
-    ServiceSpec, Task,
+    ServiceSpec,
 };
 
 #[derive(Debug, Args)]
@@ -334,16 +335,6 @@ impl TaskTableArgs {
     }
 }
 
-/// Decodes a store object the manager sent.
-pub fn decode<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, CliFailure> {
-    serde_json::from_slice(json)
-        .map_err(|e| CliFailure::Usage(format!("cannot read the daemon's answer: {e}")))
-}
-
-fn encode(spec: &ServiceSpec) -> Result<Vec<u8>, CliFailure> {
-    serde_json::to_vec(spec).map_err(|e| CliFailure::Usage(format!("cannot encode the spec: {e}")))
-}
-
 /// Applies the shared flags that were given to `spec`.
 pub fn apply_common(spec: &mut ServiceSpec, common: &CommonOpts) -> Result<(), CliFailure> {
     let template = &mut spec.task_template;
@@ -450,14 +441,7 @@ pub fn parse_scale(text: &str) -> Result<(String, u64), CliFailure> {
 }
 
 async fn inspect(client: &mut DaemonClient, service: &str) -> Result<Service, CliFailure> {
-    let reply = client
-        .control
-        .inspect_service(pb::InspectServiceRequest {
-            service: service.to_owned(),
-        })
-        .await?
-        .into_inner();
-    decode(&reply.service_json)
+    Ok(client.control.inspect_service(service).await?)
 }
 
 /// Read-modify-write of a service's spec, read again and retried when another change
@@ -475,18 +459,12 @@ pub async fn modify_service(
         change(&current, &mut spec)?;
         let result = client
             .control
-            .update_service(pb::UpdateServiceRequest {
-                service: current.id.clone(),
-                spec_json: encode(&spec)?,
-                version: current.meta.version,
-            })
+            .update_service(&current.id, current.meta.version, &spec)
             .await;
         match result {
-            Ok(reply) => return decode(&reply.into_inner().service_json),
-            Err(status) if status.code() == tonic::Code::Aborted && attempt < ATTEMPTS => {
-                attempt += 1;
-            }
-            Err(status) => return Err(status.into()),
+            Ok(service) => return Ok(service),
+            Err(err) if err.is_conflict() && attempt < ATTEMPTS => attempt += 1,
+            Err(err) => return Err(err.into()),
         }
     }
 }
@@ -524,25 +502,19 @@ async fn list_tasks(
     client: &mut DaemonClient,
     service: &str,
     node: &str,
-) -> Result<(Vec<Task>, pb::ListTasksResponse), CliFailure> {
-    let list = client
-        .control
-        .list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: node.to_owned(),
-        })
-        .await
-        .map_err(|status| {
-            // docker's CLI resolves the service first and says so in its own words.
-            if status.code() == tonic::Code::NotFound && !service.is_empty() {
-                CliFailure::Usage(format!("no such service: {service}"))
-            } else {
-                status.into()
-            }
-        })?
-        .into_inner();
-    let tasks = decode(&list.tasks_json)?;
-    Ok((tasks, list))
+) -> Result<TaskList, CliFailure> {
+    let filter = crate::client::TaskFilter {
+        service: Some(service).filter(|s| !s.is_empty()),
+        node: Some(node).filter(|n| !n.is_empty()),
+    };
+    client.control.list_tasks(filter).await.map_err(|err| {
+        // docker's CLI resolves the service first and says so in its own words.
+        if err.code() == Some(tonic::Code::NotFound) && !service.is_empty() {
+            CliFailure::Usage(format!("no such service: {service}"))
+        } else {
+            err.into()
+        }
+    })
 }
 
 /// The task table for `service` and/or `node` (`service ps`, `node ps`).
@@ -556,8 +528,8 @@ pub async fn print_tasks(
     let mut seen = HashSet::new();
     let mut names = (Default::default(), Default::default());
     for (service, node) in queries {
-        let (tasks, list) = list_tasks(client, service, node).await?;
-        all.extend(tasks.into_iter().filter(|t| seen.insert(t.id.clone())));
+        let list = list_tasks(client, service, node).await?;
+        all.extend(list.tasks.into_iter().filter(|t| seen.insert(t.id.clone())));
         names = (list.node_names, list.service_names);
     }
     all.retain(|t| filter.keep(t, &names.0, &names.1));
@@ -634,36 +606,14 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 )?;
                 resolve(&mut client, &mut network).await?;
                 spec.task_template.networks = network;
-                let reply = client
-                    .control
-                    .create_service(pb::CreateServiceRequest {
-                        spec_json: encode(&spec)?,
-                    })
-                    .await?
-                    .into_inner();
-                let service: Service = decode(&reply.service_json)?;
+                let service = client.control.create_service(&spec).await?;
                 println!("{}", service.id);
                 if !common.detach {
                     progress::wait_converged(&mut client, &service.id, false).await?;
                 }
             }
             ServiceCommand::Ls { quiet } => {
-                let list = client
-                    .control
-                    .list_services(pb::ListServicesRequest {})
-                    .await?
-                    .into_inner();
-                let rows = list
-                    .services
-                    .iter()
-                    .map(|s| {
-                        Ok(ServiceRow {
-                            service: decode(&s.service_json)?,
-                            running: s.running,
-                            desired: s.desired,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, CliFailure>>()?;
+                let rows = client.control.list_services().await?;
                 out(&render::render_ls(&rows, quiet));
             }
             ServiceCommand::Ps { table, services } => {
@@ -713,14 +663,13 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 };
                 let mut stream = client
                     .control
-                    .service_logs(pb::ServiceLogsRequest {
+                    .service_logs(LogsRequest {
                         target,
                         follow,
                         tail,
                         timestamps,
                     })
-                    .await?
-                    .into_inner();
+                    .await?;
                 while let Some(line) = stream.next().await {
                     if !print_log_line(&line?, timestamps, no_trunc, slot_digits) {
                         break;
@@ -782,15 +731,9 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             ServiceCommand::Rm { services } => {
                 let mut errors = Vec::new();
                 for service in services {
-                    match client
-                        .control
-                        .remove_service(pb::RemoveServiceRequest {
-                            service: service.clone(),
-                        })
-                        .await
-                    {
+                    match client.control.remove_service(&service).await {
                         Ok(_) => println!("{service}"),
-                        Err(status) => errors.push(describe(&status)),
+                        Err(err) => errors.push(err.to_string()),
                     }
                 }
                 if !errors.is_empty() {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::objects::{PortConfig, Protocol, PublishMode};
+use crate::store::objects::{
+    PortConfig, Protocol, PublishMode, parse_protocol as parse_protocol_of,
+};
 
 /// `-p/--publish`: short `8080:80`, `8080:80/udp`, `80` (published port chosen by the
 /// allocator), or long `published=8080,target=80,protocol=udp,mode=host`.
@@ -11,10 +13,7 @@ pub fn parse_publish(text: &str) -> Result<PortConfig, String> {
     if text.contains('=') {
         return parse_publish_long(text);
     }
-    let (ports, protocol) = match text.split_once('/') {
-        Some((ports, protocol)) => (ports, parse_protocol(protocol)?),
-        None => (text, Protocol::Tcp),
-    };
+    let (ports, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
     let (published, target) = match ports.split_once(':') {
         Some((published, target)) => (parse_port(published, text)?, parse_port(target, text)?),
         None => (0, parse_port(ports, text)?),
@@ -25,7 +24,7 @@ pub fn parse_publish(text: &str) -> Result<PortConfig, String> {
         ));
     }
     Ok(PortConfig {
-        protocol,
+        protocol: parse_protocol(protocol, target)?,
         target_port: target,
         published_port: published,
         ..PortConfig::default()
@@ -34,6 +33,7 @@ pub fn parse_publish(text: &str) -> Result<PortConfig, String> {
 
 fn parse_publish_long(text: &str) -> Result<PortConfig, String> {
     let mut port = PortConfig::default();
+    let mut protocol = None;
     for field in text.split(',') {
         let (key, value) = field
             .split_once('=')
@@ -41,7 +41,7 @@ fn parse_publish_long(text: &str) -> Result<PortConfig, String> {
         match key.trim().to_ascii_lowercase().as_str() {
             "published" => port.published_port = parse_port(value, text)?,
             "target" => port.target_port = parse_port(value, text)?,
-            "protocol" => port.protocol = parse_protocol(value)?,
+            "protocol" => protocol = Some(value),
             "mode" => {
                 port.publish_mode = match value.to_ascii_lowercase().as_str() {
                     "ingress" => PublishMode::Ingress,
@@ -63,6 +63,9 @@ fn parse_publish_long(text: &str) -> Result<PortConfig, String> {
     if port.target_port == 0 {
         return Err(format!("missing mandatory field 'target' in \"{text}\""));
     }
+    if let Some(protocol) = protocol {
+        port.protocol = parse_protocol(protocol, port.target_port)?;
+    }
     Ok(port)
 }
 
@@ -72,14 +75,9 @@ fn parse_port(value: &str, whole: &str) -> Result<u16, String> {
     })
 }
 
-fn parse_protocol(value: &str) -> Result<Protocol, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        _ => Err(format!(
-            "invalid protocol \"{value}\": hive publishes tcp or udp"
-        )),
-    }
+/// The protocol of the target port `target`, by the cluster's own rule and words.
+fn parse_protocol(value: &str, target: u16) -> Result<Protocol, String> {
+    parse_protocol_of(value.trim(), target).map_err(|e| e.to_string())
 }
 
 /// docker's `--limit-memory`/`--reserve-memory` units (go-units `RAMInBytes`): a number with
@@ -279,6 +277,20 @@ mod tests {
         assert!(parse_publish("70000:80").is_err());
         assert!(parse_publish("8080:80/sctp").is_err());
         assert!(parse_publish("web:80").is_err());
+    }
+
+    #[test]
+    fn sctp_is_refused_with_the_clusters_words() {
+        let refusal = "hive does not support SCTP ports yet (port 80/sctp): publish tcp or udp";
+        assert_eq!(parse_publish("8080:80/sctp"), Err(refusal.to_owned()));
+        assert_eq!(
+            parse_publish("protocol=SCTP,published=8080,target=80"),
+            Err(refusal.to_owned())
+        );
+        assert_eq!(
+            parse_publish("80/icmp"),
+            Err("invalid protocol \"icmp\" (port 80): publish tcp or udp".to_owned())
+        );
     }
 
     #[test]

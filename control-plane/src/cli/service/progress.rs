@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::render::short_id;
 use crate::api::pb;
 use crate::cli::output::CliFailure;
-use crate::client::DaemonClient;
+use crate::client::{DaemonClient, TaskFilter};
 use crate::store::objects::{Service, ServiceMode, Task, TaskState};
 
 /// docker's `maxProgressBars`: above this many slots, only the overall line is shown.
@@ -243,11 +243,7 @@ fn background_notice(service: &str) {
 /// The nodes whose tasks the display counts: every node that is not down (docker's
 /// `getActiveNodes`); a removed node is not listed, so its tasks do not count either.
 async fn active_nodes(client: &mut DaemonClient) -> Result<HashSet<String>, CliFailure> {
-    let list = client
-        .control
-        .list_nodes(pb::ListNodesRequest {})
-        .await?
-        .into_inner();
+    let list = client.control.list_nodes().await?;
     Ok(list
         .nodes
         .into_iter()
@@ -277,23 +273,15 @@ pub async fn wait_converged(
     };
     let mut converged_since: Option<Instant> = None;
     loop {
-        let reply = client
+        let current = client.control.inspect_service(service).await?;
+        let tasks = client
             .control
-            .inspect_service(pb::InspectServiceRequest {
-                service: service.to_owned(),
+            .list_tasks(TaskFilter {
+                service: Some(&current.id),
+                node: None,
             })
             .await?
-            .into_inner();
-        let current: Service = super::decode(&reply.service_json)?;
-        let list = client
-            .control
-            .list_tasks(pb::ListTasksRequest {
-                service: current.id.clone(),
-                node: String::new(),
-            })
-            .await?
-            .into_inner();
-        let tasks: Vec<Task> = super::decode(&list.tasks_json)?;
+            .tasks;
         let active = active_nodes(client).await?;
         let snap = snapshot(&current, &tasks, &active, rollback);
         screen.show(&snap.lines);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use crate::cli::output::{human_duration, pretty, table};
+use crate::client::ServiceWithStatus;
 use crate::store::objects::{
     EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceMode, Task, TaskState,
     Timestamp,
@@ -22,20 +23,12 @@ pub fn display_image(image: &str) -> &str {
     image.split_once('@').map_or(image, |(name, _)| name)
 }
 
-pub fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 fn port_text(port: &PortConfig) -> String {
     format!(
         "*:{}->{}/{}",
         port.published_port,
         port.target_port,
-        protocol_name(port.protocol)
+        port.protocol.as_str()
     )
 }
 
@@ -73,7 +66,7 @@ impl PortRange {
             "*:{}->{}/{}",
             span(self.published),
             span(self.target),
-            protocol_name(self.protocol)
+            self.protocol.as_str()
         )
     }
 }
@@ -82,7 +75,7 @@ impl PortRange {
 /// published and target ports collapsed into ranges.
 fn collapse_ports(ports: &[&PortConfig]) -> Vec<String> {
     let mut sorted = ports.to_vec();
-    sorted.sort_by_key(|p| (protocol_name(p.protocol), p.published_port));
+    sorted.sort_by_key(|p| (p.protocol.as_str(), p.published_port));
     let mut out = Vec::new();
     let mut current: Option<PortRange> = None;
     // Go's unsigned `a - b > 1`: anything but a step of 0 or 1 upwards breaks the run.
@@ -121,17 +114,9 @@ pub fn mode_name(mode: &ServiceMode) -> &'static str {
     }
 }
 
-/// One row of `service ls`: the service with its running and desired task counts.
-#[derive(Debug, Clone)]
-pub struct ServiceRow {
-    pub service: Service,
-    pub running: u64,
-    pub desired: u64,
-}
-
 /// `service ls`: ID NAME MODE REPLICAS IMAGE PORTS, by name.
-pub fn render_ls(rows: &[ServiceRow], quiet: bool) -> String {
-    let mut rows: Vec<&ServiceRow> = rows.iter().collect();
+pub fn render_ls(rows: &[ServiceWithStatus], quiet: bool) -> String {
+    let mut rows: Vec<&ServiceWithStatus> = rows.iter().collect();
     rows.sort_by(|a, b| {
         a.service
             .spec
@@ -504,7 +489,7 @@ pub fn render_pretty(service: &Service) -> String {
                 out,
                 "\n PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}",
                 p.published_port,
-                protocol_name(p.protocol),
+                p.protocol.as_str(),
                 p.target_port,
                 match p.publish_mode {
                     PublishMode::Ingress => "ingress",
@@ -557,12 +542,12 @@ mod tests {
         mongo.spec.mode = ServiceMode::Global;
         mongo.spec.task_template.container.image = "mongo:3.3".into();
         let rows = [
-            ServiceRow {
+            ServiceWithStatus {
                 service: mongo,
                 running: 7,
                 desired: 7,
             },
-            ServiceRow {
+            ServiceWithStatus {
                 service: web(),
                 running: 5,
                 desired: 5,

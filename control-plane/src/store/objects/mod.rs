@@ -30,8 +30,8 @@ pub use node::{
 };
 pub use service::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, NetworkAttachmentConfig, Placement,
-    PortConfig, Protocol, PublishMode, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, TaskSpec, VirtualIp,
+    PortConfig, Protocol, ProtocolError, PublishMode, RestartCondition, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, TaskSpec, VirtualIp, parse_protocol,
 };
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 

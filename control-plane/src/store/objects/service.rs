@@ -179,15 +179,31 @@ pub struct PortConfig {
     pub publish_mode: PublishMode,
 }
 
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-    Sctp,
+/// The protocol of a port: the data plane's own type (`tcp` or `udp` in JSON, as before), so
+/// what the store holds is what the mesh programs.
+pub use hive_dataplane::mesh::state::Protocol;
+
+/// A protocol name a port may not have. Refused where a spec enters the cluster (the CLI's
+/// flags, the API's conversion of a spec), never dropped further down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("hive does not support SCTP ports yet (port {port}/sctp): publish tcp or udp")]
+    Sctp { port: u16 },
+    #[error("invalid protocol \"{name}\" (port {port}): publish tcp or udp")]
+    Unknown { name: String, port: u16 },
+}
+
+/// The protocol `name` (`tcp`, `udp`, any case) of the target port `port`.
+pub fn parse_protocol(name: &str, port: u16) -> Result<Protocol, ProtocolError> {
+    match name.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "sctp" => Err(ProtocolError::Sctp { port }),
+        _ => Err(ProtocolError::Unknown {
+            name: name.to_owned(),
+            port,
+        }),
+    }
 }
 
 /// `mode=ingress` publishes on every node through the mesh; `mode=host` binds only where a

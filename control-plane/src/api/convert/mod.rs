@@ -1,20 +1,24 @@
 //! Store objects to API messages and back. The API keeps its own types so that the wire format
-//! does not change when the store's does; these functions are the one place they meet.
+//! does not change when the store's does; these modules are the one place they meet: nodes and
+//! the cluster here, services, tasks and networks in their own modules (`From<&Object>` for
+//! the message, `TryFrom<message>` for the object, refusing what the store cannot hold).
+
+mod network;
+mod service;
+mod task;
+mod wire;
 
 use std::time::Duration;
+
+pub use service::{protocol, protocol_of};
+pub use task::{task_state, task_state_of};
+pub use wire::{WireError, timestamp};
 
 use super::pb;
 use crate::pki;
 use crate::store::objects::{
-    Cluster, ManagerStatus, Node, NodeAvailability, NodeRole, NodeState, Reachability, Timestamp,
+    Cluster, ManagerStatus, Node, NodeAvailability, NodeRole, NodeState, Reachability,
 };
-
-pub fn timestamp(t: Timestamp) -> pb::Timestamp {
-    pb::Timestamp {
-        seconds: t.seconds,
-        nanos: t.nanos,
-    }
-}
 
 pub fn role(role: NodeRole) -> pb::Role {
     match role {
@@ -168,13 +172,10 @@ pub fn local_description() -> pb::NodeDescription {
 
 /// A node's control-plane port as its agent reports it.
 pub fn control_port_pb(port: &crate::store::objects::ControlPort) -> pb::ControlPort {
-    use crate::store::objects::{PortOwner, Protocol};
+    use crate::store::objects::PortOwner;
     pb::ControlPort {
         port: u32::from(port.port),
-        protocol: match port.protocol {
-            Protocol::Udp => pb::PortProtocol::Udp,
-            Protocol::Tcp | Protocol::Sctp => pb::PortProtocol::Tcp,
-        } as i32,
+        protocol: protocol(port.protocol).into(),
         owner: match port.owner {
             PortOwner::ClusterApi => pb::PortOwner::ClusterApi,
             PortOwner::Gossip => pb::PortOwner::Gossip,
@@ -186,13 +187,11 @@ pub fn control_port_pb(port: &crate::store::objects::ControlPort) -> pb::Control
 
 /// A reported control-plane port in the store's terms; `None` for one that is no port.
 fn control_port_of(port: &pb::ControlPort) -> Option<crate::store::objects::ControlPort> {
-    use crate::store::objects::{ControlPort, PortOwner, Protocol};
+    use crate::store::objects::{ControlPort, PortOwner};
+    let number = u16::try_from(port.port).ok().filter(|p| *p != 0)?;
     Some(ControlPort {
-        port: u16::try_from(port.port).ok().filter(|p| *p != 0)?,
-        protocol: match pb::PortProtocol::try_from(port.protocol).ok()? {
-            pb::PortProtocol::Tcp => Protocol::Tcp,
-            pb::PortProtocol::Udp => Protocol::Udp,
-        },
+        port: number,
+        protocol: protocol_of(pb::Protocol::try_from(port.protocol).ok()?, number).ok()?,
         owner: match pb::PortOwner::try_from(port.owner).ok()? {
             pb::PortOwner::ClusterApi => PortOwner::ClusterApi,
             pb::PortOwner::Gossip => PortOwner::Gossip,

@@ -1,0 +1,124 @@
+//! What can be wrong with a message read off the wire, and the small conversions every object
+//! shares (timestamps, durations, ports, annotations).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::api::pb;
+use crate::store::objects::{Annotations, Meta, ProtocolError, Resources, Timestamp};
+
+/// A message that does not convert to the store's types. Every message a hive sends converts;
+/// these are for other clients and for a peer of another version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{field}: {value} is not one of hive's values")]
+    UnknownEnum { field: &'static str, value: i32 },
+    #[error("{field}: {value} is not a port; use a number from 1 to 65535")]
+    Port { field: &'static str, value: u32 },
+    #[error("{field}: {nanos} nanoseconds is not below one second")]
+    Duration { field: &'static str, nanos: u32 },
+    #[error("the request carries no {0}")]
+    Missing(&'static str),
+    /// A port protocol hive cannot program (SCTP).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+impl From<WireError> for crate::api::ApiError {
+    fn from(error: WireError) -> Self {
+        Self::Invalid(error.to_string())
+    }
+}
+
+/// A prost enum field's value as its generated type.
+pub fn enumeration<E: TryFrom<i32>>(field: &'static str, value: i32) -> Result<E, WireError> {
+    E::try_from(value).map_err(|_| WireError::UnknownEnum { field, value })
+}
+
+pub fn port(field: &'static str, value: u32) -> Result<u16, WireError> {
+    u16::try_from(value).map_err(|_| WireError::Port { field, value })
+}
+
+pub fn timestamp(t: Timestamp) -> pb::Timestamp {
+    pb::Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    }
+}
+
+/// A timestamp off the wire; absent is the epoch, as the store's default.
+pub fn timestamp_of(t: Option<&pb::Timestamp>) -> Timestamp {
+    t.map_or_else(Timestamp::default, |t| Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    })
+}
+
+pub fn duration(d: Duration) -> pb::Duration {
+    pb::Duration {
+        seconds: d.as_secs(),
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// A duration off the wire; absent is `default`.
+pub fn duration_of(
+    field: &'static str,
+    d: Option<&pb::Duration>,
+    default: Duration,
+) -> Result<Duration, WireError> {
+    let Some(d) = d else { return Ok(default) };
+    if d.nanos >= 1_000_000_000 {
+        return Err(WireError::Duration {
+            field,
+            nanos: d.nanos,
+        });
+    }
+    Ok(Duration::new(d.seconds, d.nanos))
+}
+
+pub fn annotations(a: &Annotations) -> pb::Annotations {
+    pb::Annotations {
+        name: a.name.clone(),
+        labels: map(&a.labels),
+    }
+}
+
+pub fn annotations_of(a: Option<pb::Annotations>) -> Annotations {
+    let a = a.unwrap_or_default();
+    Annotations {
+        name: a.name,
+        labels: a.labels.into_iter().collect(),
+    }
+}
+
+pub fn map(m: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn resources(r: Resources) -> pb::Resources {
+    pb::Resources {
+        nano_cpus: r.nano_cpus,
+        memory_bytes: r.memory_bytes,
+    }
+}
+
+pub fn resources_of(r: Option<pb::Resources>) -> Resources {
+    r.map_or_else(Resources::default, |r| Resources {
+        nano_cpus: r.nano_cpus,
+        memory_bytes: r.memory_bytes,
+    })
+}
+
+/// The store's metadata of an object off the wire (version and times).
+pub fn meta_of(
+    version: u64,
+    created_at: Option<&pb::Timestamp>,
+    updated_at: Option<&pb::Timestamp>,
+) -> Meta {
+    Meta {
+        version,
+        created_at: timestamp_of(created_at),
+        updated_at: timestamp_of(updated_at),
+    }
+}

@@ -1,0 +1,322 @@
+//! The cluster API as its callers use it: [`Control`] wraps the generated gRPC client and
+//! speaks the store's types (`ServiceSpec`, `Service`, `Task`, `Network`...), converting them
+//! with `api::convert` on the way. The CLI, `hive demo`, the tests and the benches call this,
+//! never the generated client, so no caller sees a wire message for a service, a task or a
+//! network (docs/control-plane.md, "The wire").
+//!
+//! Nodes and the swarm keep their API messages (`pb::Node`, `pb::InspectSwarmResponse`): they
+//! carry what only the answering manager knows (which manager leads, which are reachable,
+//! the join tokens), which the store's types do not.
+
+use std::collections::HashMap;
+
+use tonic::transport::Channel;
+
+use super::ClientError;
+use crate::api::convert::{WireError, role};
+use crate::api::pb;
+use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
+
+/// A typed client of one daemon's (or manager's) `Control` service.
+#[derive(Debug, Clone)]
+pub struct Control {
+    rpc: pb::control_client::ControlClient<Channel>,
+}
+
+/// A service as `service ls` shows it: with its task counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceWithStatus {
+    pub service: Service,
+    /// Tasks running that should be running.
+    pub running: u64,
+    /// Replicas, or for a global service the tasks meant to run.
+    pub desired: u64,
+}
+
+/// Which tasks `list_tasks` returns: of one service and/or on one node (ID, ID prefix or
+/// name; `self` for the local node); `None` for any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskFilter<'a> {
+    pub service: Option<&'a str>,
+    pub node: Option<&'a str>,
+}
+
+/// Tasks, history included, with the names the NAME and NODE columns need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    /// Node ID → hostname (or name).
+    pub node_names: HashMap<String, String>,
+    /// Service ID → name.
+    pub service_names: HashMap<String, String>,
+}
+
+/// What `service_logs` follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogsRequest {
+    /// Service (ID, prefix, name) or task ID.
+    pub target: String,
+    pub follow: bool,
+    /// Lines from the end of each task's log; 0 = all.
+    pub tail: u64,
+    pub timestamps: bool,
+}
+
+fn service_of(reply: Option<pb::Service>) -> Result<Service, ClientError> {
+    let service = reply.ok_or(WireError::Missing("service"))?;
+    Ok(Service::try_from(service)?)
+}
+
+fn network_of(reply: Option<pb::Network>) -> Result<Network, ClientError> {
+    Ok(reply.ok_or(WireError::Missing("network"))?.into())
+}
+
+impl Control {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            rpc: pb::control_client::ControlClient::new(channel),
+        }
+    }
+
+    // --- services -----------------------------------------------------------------------
+
+    /// Stores a new service; the manager validates `spec` and answers with the service.
+    pub async fn create_service(&mut self, spec: &ServiceSpec) -> Result<Service, ClientError> {
+        let reply = self
+            .rpc
+            .create_service(pb::CreateServiceRequest {
+                spec: Some(spec.into()),
+            })
+            .await?
+            .into_inner();
+        service_of(reply.service)
+    }
+
+    /// Replaces the spec of `service` (ID, prefix or name) if it is still at `version` (the
+    /// `meta.version` the caller read); a newer service is refused with `Aborted`
+    /// ([`ClientError::is_conflict`]).
+    pub async fn update_service(
+        &mut self,
+        service: &str,
+        version: u64,
+        spec: &ServiceSpec,
+    ) -> Result<Service, ClientError> {
+        let reply = self
+            .rpc
+            .update_service(pb::UpdateServiceRequest {
+                service: service.to_owned(),
+                version,
+                spec: Some(spec.into()),
+            })
+            .await?
+            .into_inner();
+        service_of(reply.service)
+    }
+
+    /// Removes `service`; answers its ID.
+    pub async fn remove_service(&mut self, service: &str) -> Result<String, ClientError> {
+        let reply = self
+            .rpc
+            .remove_service(pb::RemoveServiceRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.service_id)
+    }
+
+    pub async fn inspect_service(&mut self, service: &str) -> Result<Service, ClientError> {
+        let reply = self
+            .rpc
+            .inspect_service(pb::InspectServiceRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner();
+        service_of(reply.service)
+    }
+
+    pub async fn list_services(&mut self) -> Result<Vec<ServiceWithStatus>, ClientError> {
+        let reply = self
+            .rpc
+            .list_services(pb::ListServicesRequest {})
+            .await?
+            .into_inner();
+        reply
+            .services
+            .into_iter()
+            .map(|s| {
+                Ok(ServiceWithStatus {
+                    service: service_of(s.service)?,
+                    running: s.running,
+                    desired: s.desired,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn list_tasks(&mut self, filter: TaskFilter<'_>) -> Result<TaskList, ClientError> {
+        let reply = self
+            .rpc
+            .list_tasks(pb::ListTasksRequest {
+                service: filter.service.unwrap_or_default().to_owned(),
+                node: filter.node.unwrap_or_default().to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(TaskList {
+            tasks: reply
+                .tasks
+                .into_iter()
+                .map(Task::try_from)
+                .collect::<Result<_, _>>()?,
+            node_names: reply.node_names,
+            service_names: reply.service_names,
+        })
+    }
+
+    /// The merged output of a service's (or a task's) tasks, line by line.
+    pub async fn service_logs(
+        &mut self,
+        request: LogsRequest,
+    ) -> Result<tonic::Streaming<pb::LogLine>, ClientError> {
+        Ok(self
+            .rpc
+            .service_logs(pb::ServiceLogsRequest {
+                target: request.target,
+                follow: request.follow,
+                tail: request.tail,
+                timestamps: request.timestamps,
+            })
+            .await?
+            .into_inner())
+    }
+
+    // --- networks -----------------------------------------------------------------------
+
+    pub async fn create_network(&mut self, spec: &NetworkSpec) -> Result<Network, ClientError> {
+        let reply = self
+            .rpc
+            .create_network(pb::CreateNetworkRequest {
+                spec: Some(spec.into()),
+            })
+            .await?
+            .into_inner();
+        network_of(reply.network)
+    }
+
+    pub async fn list_networks(&mut self) -> Result<Vec<Network>, ClientError> {
+        let reply = self
+            .rpc
+            .list_networks(pb::ListNetworksRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.networks.into_iter().map(Network::from).collect())
+    }
+
+    /// The network `network` names (ID, ID prefix or name).
+    pub async fn inspect_network(&mut self, network: &str) -> Result<Network, ClientError> {
+        let reply = self
+            .rpc
+            .inspect_network(pb::InspectNetworkRequest {
+                network: network.to_owned(),
+            })
+            .await?
+            .into_inner();
+        network_of(reply.network)
+    }
+
+    /// Removes `network`; answers its ID.
+    pub async fn remove_network(&mut self, network: &str) -> Result<String, ClientError> {
+        let reply = self
+            .rpc
+            .remove_network(pb::RemoveNetworkRequest {
+                network: network.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.network_id)
+    }
+
+    // --- nodes --------------------------------------------------------------------------
+
+    /// Every node, and which one the answering daemon runs on.
+    pub async fn list_nodes(&mut self) -> Result<pb::ListNodesResponse, ClientError> {
+        Ok(self
+            .rpc
+            .list_nodes(pb::ListNodesRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// The node `node` names (ID, ID prefix, hostname or `self`).
+    pub async fn inspect_node(&mut self, node: &str) -> Result<pb::Node, ClientError> {
+        Ok(self
+            .rpc
+            .inspect_node(pb::InspectNodeRequest {
+                node: node.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn update_node(
+        &mut self,
+        update: pb::UpdateNodeRequest,
+    ) -> Result<pb::Node, ClientError> {
+        Ok(self.rpc.update_node(update).await?.into_inner())
+    }
+
+    /// Removes `node` from the swarm; answers its ID.
+    pub async fn remove_node(&mut self, node: &str, force: bool) -> Result<String, ClientError> {
+        let reply = self
+            .rpc
+            .remove_node(pb::RemoveNodeRequest {
+                node: node.to_owned(),
+                force,
+            })
+            .await?
+            .into_inner();
+        Ok(reply.node_id)
+    }
+
+    // --- the swarm ----------------------------------------------------------------------
+
+    pub async fn inspect_swarm(&mut self) -> Result<pb::InspectSwarmResponse, ClientError> {
+        Ok(self
+            .rpc
+            .inspect_swarm(pb::InspectSwarmRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Changes the settings given in `settings` (unset ones stay).
+    pub async fn update_swarm(
+        &mut self,
+        settings: pb::ClusterSettings,
+    ) -> Result<pb::InspectSwarmResponse, ClientError> {
+        Ok(self
+            .rpc
+            .update_swarm(pb::UpdateSwarmRequest {
+                settings: Some(settings),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The join token of `role`, a new one if `rotate`.
+    pub async fn join_token(
+        &mut self,
+        role_: NodeRole,
+        rotate: bool,
+    ) -> Result<pb::JoinTokenResponse, ClientError> {
+        Ok(self
+            .rpc
+            .join_token(pb::JoinTokenRequest {
+                role: role(role_).into(),
+                rotate,
+            })
+            .await?
+            .into_inner())
+    }
+}

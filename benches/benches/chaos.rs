@@ -510,7 +510,7 @@ async fn write_loop(sockets: Vec<(String, PathBuf)>, stop: Arc<AtomicBool>, reco
             });
             match tokio::time::timeout(CALL_TIMEOUT, update).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(status)) => Err(status.message().to_owned()),
+                Ok(Err(err)) => Err(err.to_string()),
                 Err(_) => Err("timed out".to_owned()),
             }
         }
@@ -536,12 +536,10 @@ async fn write_loop(sockets: Vec<(String, PathBuf)>, stop: Arc<AtomicBool>, reco
 /// The register as `node`'s manager answers it (0: never written).
 async fn read_register(socket: &Path) -> Result<u64, String> {
     let mut client = connect(socket).await?;
-    let inspect = client.control.inspect_node(pb::InspectNodeRequest {
-        node: REGISTER_NODE.to_owned(),
-    });
+    let inspect = client.control.inspect_node(REGISTER_NODE);
     let node = match tokio::time::timeout(CALL_TIMEOUT, inspect).await {
-        Ok(Ok(node)) => node.into_inner(),
-        Ok(Err(status)) => return Err(status.message().to_owned()),
+        Ok(Ok(node)) => node,
+        Ok(Err(err)) => return Err(err.to_string()),
         Err(_) => return Err("timed out".to_owned()),
     };
     Ok(node
@@ -667,13 +665,9 @@ async fn leader_with_all_reachable(lab: &Lab) -> Result<String, String> {
             let Ok(mut client) = connect(&socket).await else {
                 continue;
             };
-            let listed = tokio::time::timeout(
-                CALL_TIMEOUT,
-                client.control.list_nodes(pb::ListNodesRequest {}),
-            )
-            .await;
+            let listed = tokio::time::timeout(CALL_TIMEOUT, client.control.list_nodes()).await;
             if let Ok(Ok(list)) = listed {
-                let nodes = list.into_inner().nodes;
+                let nodes = list.nodes;
                 let all_up = nodes.iter().all(|n| {
                     n.manager_status
                         .as_ref()

@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hive::api::pb;
-use hive::client::DaemonClient;
+use hive::client::{DaemonClient, TaskFilter};
 use hive::lab_swarm::{self, SwarmLab};
-use hive::store::objects::{RestartCondition, Service, ServiceMode, ServiceSpec, Task, TaskState};
+use hive::store::objects::{RestartCondition, ServiceMode, ServiceSpec, Task, TaskState};
 use hive_dataplane::lab::{LabSpec, naming};
 use serde::Serialize;
 
@@ -442,28 +441,19 @@ impl Bench<'_> {
     }
 
     async fn scale(&mut self, name: &str, replicas: u64) -> Result<(), String> {
-        let reply = self
+        let service = self
             .api
             .control
-            .inspect_service(pb::InspectServiceRequest {
-                service: name.to_owned(),
-            })
+            .inspect_service(name)
             .await
-            .map_err(|e| format!("service inspect {name}: {}", e.message()))?
-            .into_inner();
-        let service: Service =
-            serde_json::from_slice(&reply.service_json).map_err(|e| e.to_string())?;
+            .map_err(|e| format!("service inspect {name}: {e}"))?;
         let mut spec = service.spec.clone();
         spec.mode = ServiceMode::Replicated { replicas };
         self.api
             .control
-            .update_service(pb::UpdateServiceRequest {
-                service: name.to_owned(),
-                spec_json: serde_json::to_vec(&spec).map_err(|e| e.to_string())?,
-                version: service.meta.version,
-            })
+            .update_service(name, service.meta.version, &spec)
             .await
-            .map_err(|e| format!("service scale {name}: {}", e.message()))?;
+            .map_err(|e| format!("service scale {name}: {e}"))?;
         Ok(())
     }
 
@@ -514,48 +504,39 @@ impl Bench<'_> {
 /// Creates a service; a create the leader did not commit in time is tried again (and counts as
 /// done if it was committed after all).
 async fn create_with(api: &mut DaemonClient, spec: &ServiceSpec) -> Result<(), String> {
-    let spec_json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
     let mut attempt = 1;
     loop {
-        let request = pb::CreateServiceRequest {
-            spec_json: spec_json.clone(),
-        };
-        match api.control.create_service(request).await {
+        match api.control.create_service(spec).await {
             Ok(_) => return Ok(()),
-            Err(status) if attempt > 1 && status.code() == tonic::Code::AlreadyExists => {
+            Err(err) if attempt > 1 && err.code() == Some(tonic::Code::AlreadyExists) => {
                 return Ok(());
             }
-            Err(status) if attempt < 3 && status.code() != tonic::Code::InvalidArgument => {
+            Err(err) if attempt < 3 && err.code() != Some(tonic::Code::InvalidArgument) => {
                 eprintln!(
-                    "service create {} (attempt {attempt}): {}",
-                    spec.annotations.name,
-                    status.message()
+                    "service create {} (attempt {attempt}): {err}",
+                    spec.annotations.name
                 );
                 attempt += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(status) => {
-                return Err(format!(
-                    "service create {}: {}",
-                    spec.annotations.name,
-                    status.message()
-                ));
+            Err(err) => {
+                return Err(format!("service create {}: {err}", spec.annotations.name));
             }
         }
     }
 }
 
 async fn list_tasks(api: &mut DaemonClient, service: &str) -> Result<Vec<Task>, String> {
-    let reply = api
+    let filter = TaskFilter {
+        service: (!service.is_empty()).then_some(service),
+        node: None,
+    };
+    let list = api
         .control
-        .list_tasks(pb::ListTasksRequest {
-            service: service.to_owned(),
-            node: String::new(),
-        })
+        .list_tasks(filter)
         .await
-        .map_err(|e| format!("service ps {service}: {}", e.message()))?
-        .into_inner();
-    serde_json::from_slice(&reply.tasks_json).map_err(|e| e.to_string())
+        .map_err(|e| format!("service ps {service}: {e}"))?;
+    Ok(list.tasks)
 }
 
 #[derive(Debug, Default)]

@@ -29,9 +29,9 @@ pub use node::{
     NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, PortOwner, Reachability,
 };
 pub use service::{
-    ContainerSpec, Endpoint, EndpointMode, EndpointSpec, NetworkAttachmentConfig, Placement,
-    PortConfig, Protocol, PublishMode, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, TaskSpec, VirtualIp,
+    ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
+    Placement, PortConfig, Protocol, PublishMode, RestartCondition, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, TaskSpec, Ulimit, VirtualIp,
 };
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 

@@ -97,7 +97,7 @@ fn build_image(dir: &Path) -> ContainerImage {
     .expect("utf-8");
     std::fs::copy(busybox.trim(), rootfs.join("bin/busybox")).expect("copy busybox");
     for applet in [
-        "sh", "echo", "cat", "ls", "id", "pwd", "sleep", "touch", "hostname", "true",
+        "sh", "echo", "cat", "ls", "id", "pwd", "sleep", "touch", "hostname", "true", "wc",
     ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
     }
@@ -154,9 +154,8 @@ fn image_config(layout: &Path, tag: &str) -> ImageConfiguration {
                 .is_some_and(|name| name == tag)
         })
         .expect("tagged manifest");
-    let manifest =
-        ImageManifest::from_file(blob(&descriptor.digest().to_string())).expect("manifest");
-    ImageConfiguration::from_file(blob(&manifest.config().digest().to_string())).expect("config")
+    let manifest = ImageManifest::from_file(blob(descriptor.digest().as_ref())).expect("manifest");
+    ImageConfiguration::from_file(blob(manifest.config().digest().as_ref())).expect("config")
 }
 
 /// Images by reference, as the node's image store will hand them out.
@@ -300,10 +299,16 @@ impl Harness {
 
     /// What a finished task must not leave behind.
     fn assert_gone(&self, task: &PreparedTask, pid: u32) {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} still runs"
-        );
+        // The killed init may stay a zombie for a moment, until the executor
+        // that started it (this process, its subreaper) has reaped it.
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        for _ in 0..500 {
+            if !proc_dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!proc_dir.exists(), "process {pid} is still there");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(
             !mountinfo.contains(task.state_dir.to_str().expect("utf-8")),

@@ -114,10 +114,10 @@ pub struct CommonOpts {
     #[arg(short = 'u', long)]
     pub user: Option<String>,
     /// Use an init inside each service container to forward signals and reap processes.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub init: Option<bool>,
     /// Mount the container's root filesystem as read only.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub read_only: Option<bool>,
     /// Add Linux capabilities.
     #[arg(long)]
@@ -946,13 +946,14 @@ mod tests {
             constraint,
             label,
             common,
+            container,
             image_and_args,
             ..
         } = command
         else {
             panic!("not a create");
         };
-        create_spec(
+        let mut spec = create_spec(
             name,
             mode,
             publish,
@@ -961,7 +962,72 @@ mod tests {
             &label,
             &common,
             &image_and_args,
-        )
+        )?;
+        container.apply(&mut spec);
+        Ok(spec)
+    }
+
+    #[test]
+    fn container_flags_on_create_and_update() {
+        let mut spec = spec_of(parse(&[
+            "create",
+            "--mount",
+            "type=volume,source=db,target=/var/lib/db",
+            "--mount",
+            "type=tmpfs,target=/cache,tmpfs-size=1m",
+            "--user",
+            "app:staff",
+            "--read-only",
+            "--cap-add",
+            "NET_ADMIN",
+            "--ulimit",
+            "nofile=100:200",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--stop-signal",
+            "SIGQUIT",
+            "--init",
+            "registry.example/app:1",
+        ]))
+        .unwrap();
+        let c = &spec.task_template.container;
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!(c.mounts[1].tmpfs_size_bytes, Some(1 << 20));
+        assert_eq!(c.user, "app:staff");
+        assert!(c.read_only);
+        assert_eq!(c.init, Some(true));
+        assert_eq!(c.cap_add, ["NET_ADMIN"]);
+        assert_eq!(c.ulimits[0].hard, 200);
+        assert_eq!(c.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(c.stop_signal, "SIGQUIT");
+
+        let ServiceCommand::Update { update, .. } = parse(&[
+            "update",
+            "--mount-rm",
+            "/cache",
+            "--mount-add",
+            "type=bind,source=/srv,target=/var/lib/db,readonly",
+            "--cap-drop",
+            "NET_ADMIN",
+            "--read-only=false",
+            "--ulimit-rm",
+            "nofile",
+            "--sysctl-rm",
+            "net.core.somaxconn",
+            "app",
+        ]) else {
+            panic!("not an update");
+        };
+        apply_update(&mut spec, &update).unwrap();
+        let c = &spec.task_template.container;
+        assert_eq!(c.mounts.len(), 1, "{:?}", c.mounts);
+        assert_eq!(c.mounts[0].source, "/srv");
+        assert!(c.mounts[0].readonly);
+        assert!(c.cap_add.is_empty());
+        assert_eq!(c.cap_drop, ["NET_ADMIN"]);
+        assert!(!c.read_only);
+        assert!(c.ulimits.is_empty() && c.sysctls.is_empty());
+        assert_eq!(c.user, "app:staff", "flags not given stay");
     }
 
     #[test]

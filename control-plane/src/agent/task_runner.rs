@@ -23,7 +23,9 @@ use super::worker::MeshRefusals;
 use crate::executor::{
     self, Executor, ExitStatus, PreparedTask, ResourceLimits, TaskSpec as ExecSpec,
 };
-use crate::store::objects::{RuntimeStatus, Task, TaskState, TaskStatus, Timestamp};
+use crate::store::objects::{
+    Mount, MountType, RuntimeStatus, Task, TaskState, TaskStatus, Timestamp,
+};
 
 /// What the worker wants of a runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,23 @@ pub fn executor_spec(task: &Task) -> ExecSpec {
         memory_bytes: task.spec.resources.limits.memory_bytes,
     };
     spec.stop_grace_period = container.stop_grace_period;
+    spec.user = (!container.user.is_empty()).then(|| container.user.clone());
+    spec.init = container.init;
+    spec.read_only = container.read_only;
+    spec.cap_add = container.cap_add.clone();
+    spec.cap_drop = container.cap_drop.clone();
+    spec.ulimits = container
+        .ulimits
+        .iter()
+        .map(|u| executor::Ulimit {
+            name: u.name.clone(),
+            soft: u.soft,
+            hard: u.hard,
+        })
+        .collect();
+    spec.sysctls = container.sysctls.clone();
+    spec.stop_signal = (!container.stop_signal.is_empty()).then(|| container.stop_signal.clone());
+    spec.mounts = container.mounts.iter().map(executor_mount).collect();
     spec.networks = task
         .networks
         .iter()
@@ -81,6 +100,32 @@ pub fn executor_spec(task: &Task) -> ExecSpec {
         })
         .collect();
     spec
+}
+
+/// A store `--mount` as the executor takes it. An anonymous volume (no
+/// source) gets a random name, as Docker's; it stays on the node.
+fn executor_mount(mount: &Mount) -> executor::Mount {
+    let kind = match mount.mount_type {
+        MountType::Volume => executor::MountKind::Volume {
+            name: if mount.source.is_empty() {
+                executor::new_container_id()
+            } else {
+                mount.source.clone()
+            },
+            options: mount.volume_options.clone(),
+        },
+        MountType::Bind => executor::MountKind::Bind {
+            source: PathBuf::from(&mount.source),
+        },
+        MountType::Tmpfs => executor::MountKind::Tmpfs {
+            size_bytes: mount.tmpfs_size_bytes,
+        },
+    };
+    executor::Mount {
+        target: PathBuf::from(&mount.target),
+        readonly: mount.readonly,
+        kind,
+    }
 }
 
 /// Where prepared tasks are remembered: `<dir>/<task-id>.json`.

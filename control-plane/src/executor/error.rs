@@ -10,6 +10,7 @@ use super::{
     image::ImageError,
     logs::LogError,
     network::{AttachError, LoopbackError},
+    oci::{ContainerError, ImageSourceError},
     spec::SpecError,
 };
 
@@ -86,6 +87,14 @@ pub enum ExecutorError {
     },
     #[error("task {task_id}: {source}")]
     Logs { task_id: String, source: LogError },
+    /// The image is not on the node, or unusable (task → REJECTED).
+    #[error(transparent)]
+    ImageSource(#[from] ImageSourceError),
+    #[error("task {task_id}: {source}")]
+    Container {
+        task_id: String,
+        source: ContainerError,
+    },
     #[error("executor configuration: {reason}")]
     Config { reason: String },
 }

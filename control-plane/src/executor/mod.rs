@@ -28,6 +28,7 @@ pub mod init;
 pub mod logs;
 mod namespaced;
 pub mod network;
+pub mod oci;
 pub mod process;
 pub mod resolv_conf;
 mod running;
@@ -40,6 +41,10 @@ pub use namespaced::{ExecutorConfig, LOG_FILE, NamespaceExecutor, environment, n
 pub use network::{
     AssignedAddr, AttachError, DataplaneMissing, NetworkAttacher, NoDataplane, NoNetworks,
     TaskNetworks,
+};
+pub use oci::{
+    ContainerImage, ImageSource, ImageSourceError, Mount, MountKind, OciContainer, OciRuntime,
+    Ulimit,
 };
 pub use spec::{
     DEFAULT_STOP_GRACE_PERIOD, ExitStatus, NetworkAttachment, PreparedTask, ResourceLimits,

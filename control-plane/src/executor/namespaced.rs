@@ -30,6 +30,7 @@ use super::{
     image::{self, Image},
     init::InitTaskArgs,
     network::{self, NetworkAttacher, TaskNetworks},
+    oci::OciRuntime,
     process::SYNC_FD,
     resolv_conf::ResolvConf,
     running::Process,
@@ -91,6 +92,15 @@ pub(super) struct LaunchPlan {
     pub envp: Vec<CString>,
 }
 
+/// How `start` runs a prepared task.
+#[derive(Debug, Clone)]
+pub(super) enum TaskLaunch {
+    /// clone3, then `hive init-task` (built-in and host images).
+    Process(LaunchPlan),
+    /// `runc create` + `runc start` of the bundle in the state directory.
+    Container,
+}
+
 /// One task known to this executor.
 #[derive(Debug)]
 pub(super) enum Slot {
@@ -98,7 +108,7 @@ pub(super) enum Slot {
     Preparing,
     Prepared {
         /// Taken by `start`, so a task is started at most once.
-        launch: Option<LaunchPlan>,
+        launch: Option<TaskLaunch>,
         process: Option<Process>,
     },
 }
@@ -110,6 +120,9 @@ pub struct NamespaceExecutor {
     pub(super) cgroups: Cgroups,
     pub(super) attacher: Arc<dyn NetworkAttacher>,
     pub(super) tasks: Mutex<HashMap<String, Slot>>,
+    /// Runs OCI images when set (`with_oci`); otherwise only built-in and
+    /// host images are known.
+    pub(super) oci: Option<OciRuntime>,
     /// Whether `<run_dir>/netns` was made a shared mount point already.
     netns_dir_ready: Mutex<bool>,
 }
@@ -130,8 +143,20 @@ impl NamespaceExecutor {
             cgroups,
             attacher,
             tasks: Mutex::new(HashMap::new()),
+            oci: None,
             netns_dir_ready: Mutex::new(false),
         })
+    }
+
+    /// Run OCI images (every image that is not built in) with runc, taking
+    /// them from `oci.images`. Makes this process a child subreaper, so
+    /// that container processes can be reaped (see [`super::oci`]).
+    pub fn with_oci(mut self, oci: OciRuntime) -> Result<Self, ExecutorError> {
+        super::oci::become_subreaper().map_err(|err| ExecutorError::Config {
+            reason: format!("cannot become a child subreaper for runc's containers: {err}"),
+        })?;
+        self.oci = Some(oci);
+        Ok(self)
     }
 
     pub fn config(&self) -> &ExecutorConfig {
@@ -160,7 +185,19 @@ impl NamespaceExecutor {
             source,
         };
         spec.validate().map_err(spec_error)?;
-        let image = Image::parse(&spec.image)?;
+        let image = match (Image::parse(&spec.image), &self.oci) {
+            (Ok(image), _) => image,
+            (Err(image::ImageError::Unknown { .. }), Some(oci)) => {
+                return self.prepare_container(spec, oci).await;
+            }
+            (Err(err), _) => return Err(err.into()),
+        };
+        if let Some(option) = spec.oci_only_option() {
+            return Err(spec_error(spec::SpecError::NeedsOciImage {
+                option,
+                image: spec.image.clone(),
+            }));
+        }
         let workdir = spec.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
         spec::check_workdir(&workdir).map_err(spec_error)?;
 
@@ -209,13 +246,14 @@ impl NamespaceExecutor {
                 networks: spec.networks.clone(),
             },
             stop_grace_period: spec.stop_grace_period,
+            container: None,
         };
         match self.build_sandbox(spec, &mut prepared).await {
             Ok(()) => {
                 self.tasks().insert(
                     task_id,
                     Slot::Prepared {
-                        launch: Some(launch),
+                        launch: Some(TaskLaunch::Process(launch)),
                         process: None,
                     },
                 );
@@ -275,7 +313,7 @@ impl NamespaceExecutor {
 
     /// State directory and log, cgroup, network namespace with loopback,
     /// then the networks. Fills `prepared` as it goes.
-    async fn build_sandbox(
+    pub(super) async fn build_sandbox(
         &self,
         spec: &TaskSpec,
         prepared: &mut PreparedTask,
@@ -383,6 +421,12 @@ impl NamespaceExecutor {
     ) -> Result<(), ExecutorError> {
         let task_id = task.task_id.clone();
         let mut errors = Vec::new();
+        // The container first: runc kills its processes and unmounts nothing
+        // of ours; its root must be unmounted before the state dir goes.
+        let mut state_dir_free = true;
+        if let Some(container) = &task.container {
+            state_dir_free = Self::teardown_container(task, container, &mut errors).await;
+        }
         if detach && let Err(source) = self.attacher.detach(&task.networks).await {
             errors.push(ExecutorError::Detach {
                 task_id: task_id.clone(),
@@ -410,7 +454,7 @@ impl NamespaceExecutor {
                 source,
             });
         }
-        if !task.state_dir.as_os_str().is_empty() {
+        if state_dir_free && !task.state_dir.as_os_str().is_empty() {
             match std::fs::remove_dir_all(&task.state_dir) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -462,6 +506,18 @@ impl NamespaceExecutor {
             cgroups.release_parent();
         })
         .await;
+        if let Some(oci) = &self.oci {
+            let parent = self.config.cgroup_parent.clone();
+            let runc_root = oci.runc.root.clone();
+            let run_dir = self.config.run_dir.clone();
+            blocking(move || {
+                super::oci::release_cgroup_parents(&parent);
+                // runc's state directory, once it holds no container.
+                let _ = std::fs::remove_dir(&runc_root);
+                let _ = std::fs::remove_dir(&run_dir);
+            })
+            .await;
+        }
     }
 }
 

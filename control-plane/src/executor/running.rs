@@ -20,7 +20,7 @@ use super::{
     cgroup,
     error::ExecutorError,
     logs::{self, LogOptions, LogReader},
-    namespaced::{self, NamespaceExecutor, Slot},
+    namespaced::{self, NamespaceExecutor, Slot, TaskLaunch},
     process::{self, Launch},
     spec::{ExitStatus, PreparedTask, StartedTask},
 };
@@ -113,6 +113,10 @@ impl NamespaceExecutor {
         .ok_or_else(|| ExecutorError::AlreadyStarted {
             task_id: task_id.clone(),
         })?;
+        let plan = match plan {
+            TaskLaunch::Process(plan) => plan,
+            TaskLaunch::Container => return self.start_container(task).await,
+        };
         let io_error = |action: &'static str, path: &std::path::Path| {
             let task_id = task_id.clone();
             let path = path.to_path_buf();
@@ -245,6 +249,101 @@ impl NamespaceExecutor {
         }
     }
 
+    /// `runc create` with the task's log FIFOs as the container's stdout
+    /// and stderr, a pidfd on its init (our child once `runc create` has
+    /// exited: the executor is a subreaper), the log pump and the reaper as
+    /// for a clone3 task, then `runc start`.
+    async fn start_container(&self, task: &PreparedTask) -> Result<StartedTask, ExecutorError> {
+        let task_id = task.task_id.clone();
+        let Some(container) = &task.container else {
+            return Err(ExecutorError::NotPrepared { task_id });
+        };
+        let io_error = |action: &'static str, path: std::path::PathBuf| {
+            let task_id = task_id.clone();
+            move |source: std::io::Error| ExecutorError::Io {
+                task_id,
+                action,
+                path,
+                source,
+            }
+        };
+        let container_error = |source: super::oci::RuncError| ExecutorError::Container {
+            task_id: task_id.clone(),
+            source: source.into(),
+        };
+        let fifo = |stream: &str| {
+            let path = fifo_path(task, stream);
+            make_fifo(&path).map_err(io_error("create", path))
+        };
+        let (stdout_r, stdout_w) = fifo("stdout")?;
+        let (stderr_r, stderr_w) = fifo("stderr")?;
+        let log_file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&task.log_path)
+            .await
+            .map_err(io_error("open", task.log_path.clone()))?;
+        let (progress_tx, progress_rx) = watch::channel(0);
+        let pump = tokio::spawn(logs::pump(stdout_r, stderr_r, log_file, progress_tx));
+        let runc_log = task.state_dir.join("runc.log");
+        let created = container
+            .runc
+            .create(
+                &task.container_id,
+                &container.bundle,
+                stdout_w,
+                stderr_w,
+                &runc_log,
+            )
+            .await;
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(err) => {
+                pump.abort();
+                return Err(container_error(err));
+            }
+        };
+        let pidfd = process::pidfd_open(pid).map_err(|e| ExecutorError::Start {
+            task_id: task_id.clone(),
+            reason: format!("pidfd_open({pid}) of the container's init: {e}"),
+        });
+        let pidfd = match pidfd {
+            Ok(pidfd) => pidfd,
+            Err(err) => {
+                pump.abort();
+                let _ = container.runc.delete(&task.container_id).await;
+                return Err(err);
+            }
+        };
+        let waiter = pidfd.try_clone().map_err(|e| ExecutorError::Start {
+            task_id: task_id.clone(),
+            reason: format!("cannot duplicate the container's pidfd: {e}"),
+        });
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let process = Process {
+            pid,
+            pidfd: Arc::new(pidfd),
+            exit: exit_rx,
+            logs: progress_rx,
+        };
+        let waiter = match waiter {
+            Ok(waiter) => waiter,
+            Err(err) => {
+                pump.abort();
+                let _ = process.signal(&task_id, Signal::SIGKILL);
+                return Err(err);
+            }
+        };
+        tokio::spawn(reap(task_id.clone(), waiter, pump, exit_tx));
+        if let Some(Slot::Prepared { process: slot, .. }) = self.tasks().get_mut(&task_id) {
+            *slot = Some(process.clone());
+        }
+        if let Err(err) = container.runc.start(&task.container_id).await {
+            self.kill(task, &process).await?;
+            return Err(container_error(err));
+        }
+        Ok(StartedTask { pid })
+    }
+
     /// Takes over task `task` whose PID 1 is `pid`, started by an earlier daemon: its output
     /// is read again from its FIFOs, and it can be waited for and stopped. Its exit status
     /// cannot be learnt (it is not this process's child): `wait` then fails with a reason.
@@ -267,6 +366,11 @@ impl NamespaceExecutor {
         let members = std::fs::read_to_string(&procs).unwrap_or_default();
         if !members.lines().any(|line| line.trim() == pid.to_string()) {
             return Err(gone(format!("its process {pid} is gone")));
+        }
+        if let Some(container) = &task.container {
+            Self::container_runs(task, container, pid)
+                .await
+                .map_err(gone)?;
         }
         let pidfd =
             process::pidfd_open(pid).map_err(|e| gone(format!("pidfd_open({pid}): {e}")))?;
@@ -336,7 +440,12 @@ impl NamespaceExecutor {
         let Some(process) = self.process(task)? else {
             return Ok(());
         };
-        if process.exited() || !process.signal(&task.task_id, Signal::SIGTERM)? {
+        // Docker's stop signal: the image's or --stop-signal's for a container.
+        let signal = task
+            .container
+            .as_ref()
+            .map_or(Signal::SIGTERM, |c| c.stop_signal());
+        if process.exited() || !process.signal(&task.task_id, signal)? {
             return Ok(());
         }
         let graceful =

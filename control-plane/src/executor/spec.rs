@@ -6,6 +6,7 @@
 //! cluster objects grow fields it does not use.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -13,7 +14,10 @@ use std::{
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::network::{AssignedAddr, TaskNetworks};
+use super::{
+    network::{AssignedAddr, TaskNetworks},
+    oci::{Mount, OciContainer, Ulimit},
+};
 
 /// Docker's default `--stop-grace-period` (SwarmKit `api/defaults/service.go`).
 pub const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -60,6 +64,22 @@ pub struct TaskSpec {
     pub stop_grace_period: Duration,
     /// Networks the task joins; handed to the [`super::NetworkAttacher`].
     pub networks: Vec<NetworkAttachment>,
+    /// `--user` (`name|uid[:group|gid]`); the image's `User` when `None`.
+    /// OCI images only, as every field below.
+    pub user: Option<String>,
+    /// `--read-only`: the container's root file system is mounted read-only.
+    pub read_only: bool,
+    /// `--cap-add` / `--cap-drop` on top of Docker's default capabilities.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--ulimit`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--sysctl KEY=VALUE`.
+    pub sysctls: BTreeMap<String, String>,
+    /// `--stop-signal`; the image's `StopSignal`, else SIGTERM, when `None`.
+    pub stop_signal: Option<String>,
+    /// `--mount`: volumes, binds, tmpfs.
+    pub mounts: Vec<Mount>,
 }
 
 impl TaskSpec {
@@ -77,7 +97,32 @@ impl TaskSpec {
             limits: ResourceLimits::default(),
             stop_grace_period: DEFAULT_STOP_GRACE_PERIOD,
             networks: Vec::new(),
+            user: None,
+            read_only: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            ulimits: Vec::new(),
+            sysctls: BTreeMap::new(),
+            stop_signal: None,
+            mounts: Vec::new(),
         }
+    }
+
+    /// The first option set that only an OCI image can honour (the
+    /// built-in and host images run on the host's file system as root).
+    pub fn oci_only_option(&self) -> Option<&'static str> {
+        [
+            (self.user.is_some(), "--user"),
+            (self.read_only, "--read-only"),
+            (!self.cap_add.is_empty(), "--cap-add"),
+            (!self.cap_drop.is_empty(), "--cap-drop"),
+            (!self.ulimits.is_empty(), "--ulimit"),
+            (!self.sysctls.is_empty(), "--sysctl"),
+            (self.stop_signal.is_some(), "--stop-signal"),
+            (!self.mounts.is_empty(), "--mount"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag))
     }
 
     /// Check everything that does not need the file system; `prepare` calls
@@ -178,6 +223,9 @@ pub struct PreparedTask {
     pub addresses: Vec<AssignedAddr>,
     pub networks: TaskNetworks,
     pub stop_grace_period: Duration,
+    /// Set for a task of an OCI image run by runc.
+    #[serde(default)]
+    pub container: Option<OciContainer>,
 }
 
 impl PreparedTask {
@@ -247,6 +295,10 @@ pub enum SpecError {
         "invalid hostname {hostname:?}: use 1 to {MAX_HOSTNAME_LEN} characters of letters, digits, '-' and '.'"
     )]
     Hostname { hostname: String },
+    #[error(
+        "{option} needs an OCI image: image {image:?} runs on the host's file system as root; drop {option} or use an OCI image"
+    )]
+    NeedsOciImage { option: &'static str, image: String },
     #[error("working directory {dir:?} must be an absolute path")]
     RelativeWorkdir { dir: PathBuf },
     #[error(

@@ -38,6 +38,7 @@ fn prepared(spec: &ExecSpec) -> PreparedTask {
         addresses: Vec::new(),
         networks: Default::default(),
         stop_grace_period: Duration::from_secs(1),
+        container: None,
     }
 }
 

@@ -7,9 +7,10 @@ use super::wire::{
 };
 use crate::api::pb;
 use crate::store::objects::{
-    ContainerSpec, Endpoint, EndpointMode, EndpointSpec, NetworkAttachmentConfig, Placement,
-    PortConfig, Protocol, ProtocolError, PublishMode, ResourceRequirements, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, VirtualIp,
+    ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
+    Placement, PortConfig, Protocol, ProtocolError, PublishMode, ResourceRequirements,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit,
+    VirtualIp,
 };
 
 impl From<&ServiceSpec> for pb::ServiceSpec {
@@ -68,6 +69,23 @@ impl From<&TaskSpec> for pb::TaskSpec {
                 stop_grace_period: Some(duration(c.stop_grace_period)),
                 hostname: c.hostname.clone(),
                 workdir: c.workdir.clone(),
+                user: c.user.clone(),
+                init: c.init,
+                read_only: c.read_only,
+                cap_add: c.cap_add.clone(),
+                cap_drop: c.cap_drop.clone(),
+                ulimits: c
+                    .ulimits
+                    .iter()
+                    .map(|u| pb::Ulimit {
+                        name: u.name.clone(),
+                        soft: u.soft,
+                        hard: u.hard,
+                    })
+                    .collect(),
+                sysctls: c.sysctls.clone().into_iter().collect(),
+                stop_signal: c.stop_signal.clone(),
+                mounts: c.mounts.iter().map(mount).collect(),
             }),
             resources: Some(pb::ResourceRequirements {
                 limits: Some(resources(t.resources.limits)),
@@ -114,6 +132,27 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 env: c.env,
                 hostname: c.hostname,
                 workdir: c.workdir,
+                user: c.user,
+                init: c.init,
+                read_only: c.read_only,
+                cap_add: c.cap_add,
+                cap_drop: c.cap_drop,
+                ulimits: c
+                    .ulimits
+                    .into_iter()
+                    .map(|u| Ulimit {
+                        name: u.name,
+                        soft: u.soft,
+                        hard: u.hard,
+                    })
+                    .collect(),
+                sysctls: c.sysctls.into_iter().collect(),
+                stop_signal: c.stop_signal,
+                mounts: c
+                    .mounts
+                    .into_iter()
+                    .map(mount_of)
+                    .collect::<Result<_, _>>()?,
             },
         };
         let resources = t.resources.unwrap_or_default();
@@ -348,6 +387,33 @@ mod tests {
         t.container.stop_grace_period = Duration::new(3, 500);
         t.container.hostname = "h".into();
         t.container.workdir = "/w".into();
+        t.container.user = "1000:1000".into();
+        t.container.init = Some(false);
+        t.container.read_only = true;
+        t.container.cap_add = vec!["NET_ADMIN".into()];
+        t.container.cap_drop = vec!["CHOWN".into()];
+        t.container.ulimits = vec![Ulimit {
+            name: "nofile".into(),
+            soft: 1024,
+            hard: 2048,
+        }];
+        t.container.sysctls = [("net.core.somaxconn".into(), "1024".into())].into();
+        t.container.stop_signal = "SIGQUIT".into();
+        t.container.mounts = vec![
+            Mount {
+                mount_type: MountType::Tmpfs,
+                target: "/tmp".into(),
+                tmpfs_size_bytes: Some(1 << 20),
+                ..Mount::default()
+            },
+            Mount {
+                mount_type: MountType::Bind,
+                source: "/srv".into(),
+                target: "/data".into(),
+                readonly: true,
+                ..Mount::default()
+            },
+        ];
         t.resources.limits.nano_cpus = 500_000_000;
         t.resources.reservations.memory_bytes = 1 << 20;
         t.restart_policy = RestartPolicy {
@@ -445,4 +511,36 @@ mod tests {
             Err(WireError::Port { value: 70_000, .. })
         ));
     }
+}
+
+fn mount(m: &Mount) -> pb::Mount {
+    pb::Mount {
+        r#type: match m.mount_type {
+            MountType::Volume => pb::MountType::Volume,
+            MountType::Bind => pb::MountType::Bind,
+            MountType::Tmpfs => pb::MountType::Tmpfs,
+        }
+        .into(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        readonly: m.readonly,
+        volume_options: m.volume_options.clone().into_iter().collect(),
+        tmpfs_size_bytes: m.tmpfs_size_bytes,
+    }
+}
+
+fn mount_of(m: pb::Mount) -> Result<Mount, WireError> {
+    let mount_type = match enumeration::<pb::MountType>("Mount.type", m.r#type)? {
+        pb::MountType::Volume => MountType::Volume,
+        pb::MountType::Bind => MountType::Bind,
+        pb::MountType::Tmpfs => MountType::Tmpfs,
+    };
+    Ok(Mount {
+        mount_type,
+        source: m.source,
+        target: m.target,
+        readonly: m.readonly,
+        volume_options: m.volume_options.into_iter().collect(),
+        tmpfs_size_bytes: m.tmpfs_size_bytes,
+    })
 }

@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use self::opts::{
     env_add, env_rm, parse_constraint, parse_cpus, parse_env, parse_labels, parse_memory,
-    parse_publish, publish_add, publish_rm, random_name,
+    parse_mount, parse_publish, parse_sysctl, parse_ulimit, publish_add, publish_rm, random_name,
 };
 use self::render::{TaskFilter, TaskTableOptions, log_context, render_tasks};
 use super::network::{network_id, parse_network, resolve};
@@ -24,8 +24,8 @@ use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, LogsRequest, TaskList};
 use crate::store::objects::{
-    EndpointMode, NetworkAttachmentConfig, PortConfig, RestartCondition, Service, ServiceMode,
-    ServiceSpec,
+    EndpointMode, Mount, NetworkAttachmentConfig, PortConfig, RestartCondition, Service,
+    ServiceMode, ServiceSpec, Ulimit,
 };
 
 #[derive(Debug, Args)]
@@ -108,6 +108,24 @@ pub struct CommonOpts {
     /// Time to wait before force killing a container (ns|us|ms|s|m|h) (default 10s).
     #[arg(long, value_parser = parse_duration)]
     pub stop_grace_period: Option<Duration>,
+    /// Signal to stop the container (default: the image's, else SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Use an init inside each service container to forward signals and reap processes.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub init: Option<bool>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub read_only: Option<bool>,
+    /// Add Linux capabilities.
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     pub detach: bool,
@@ -142,6 +160,8 @@ pub enum ServiceCommand {
         network: Vec<NetworkAttachmentConfig>,
         #[command(flatten)]
         common: CommonOpts,
+        #[command(flatten)]
+        container: CreateContainerOpts,
         /// Image, then the command and its arguments. Only what follows the image may start
         /// with `-` (it is the task's): a flag before it that hive does not know is refused.
         #[arg(required = true, trailing_var_arg = true)]
@@ -215,6 +235,30 @@ pub enum ServiceCommand {
     },
 }
 
+/// `service create`'s container flags that `update` spells `--X-add`/`--X-rm`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CreateContainerOpts {
+    /// Attach a filesystem mount to the service
+    /// (`type=volume|bind|tmpfs,source=...,target=...,readonly`).
+    #[arg(long, value_parser = parse_mount)]
+    pub mount: Vec<Mount>,
+    /// Ulimit options (`nofile=1024:2048`).
+    #[arg(long, value_parser = parse_ulimit)]
+    pub ulimit: Vec<Ulimit>,
+    /// Sysctl options (`net.core.somaxconn=1024`).
+    #[arg(long, value_parser = parse_sysctl)]
+    pub sysctl: Vec<(String, String)>,
+}
+
+impl CreateContainerOpts {
+    pub fn apply(&self, spec: &mut ServiceSpec) {
+        let container = &mut spec.task_template.container;
+        container.mounts = self.mount.clone();
+        container.ulimits = self.ulimit.clone();
+        container.sysctls = self.sysctl.iter().cloned().collect();
+    }
+}
+
 /// `service update`'s flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct UpdateOpts {
@@ -251,6 +295,24 @@ pub struct UpdateOpts {
     /// Remove a network.
     #[arg(long)]
     pub network_rm: Vec<String>,
+    /// Add or update a mount on a service.
+    #[arg(long, value_parser = parse_mount)]
+    pub mount_add: Vec<Mount>,
+    /// Remove a mount by its target path.
+    #[arg(long)]
+    pub mount_rm: Vec<String>,
+    /// Add or update a ulimit option.
+    #[arg(long, value_parser = parse_ulimit)]
+    pub ulimit_add: Vec<Ulimit>,
+    /// Remove a ulimit option by its name.
+    #[arg(long)]
+    pub ulimit_rm: Vec<String>,
+    /// Add or update a sysctl option.
+    #[arg(long, value_parser = parse_sysctl)]
+    pub sysctl_add: Vec<(String, String)>,
+    /// Remove a sysctl option by its key.
+    #[arg(long)]
+    pub sysctl_rm: Vec<String>,
     /// Force update even if no changes require it.
     #[arg(long)]
     pub force: bool,
@@ -270,6 +332,26 @@ pub fn apply_update(spec: &mut ServiceSpec, opts: &UpdateOpts) -> Result<(), Cli
     for entry in &opts.env_add {
         env_add(env, entry);
     }
+    let container = &mut spec.task_template.container;
+    // As docker: a mount is identified by its target, a ulimit by its name.
+    container
+        .mounts
+        .retain(|m| !opts.mount_rm.contains(&m.target));
+    for mount in &opts.mount_add {
+        container.mounts.retain(|m| m.target != mount.target);
+        container.mounts.push(mount.clone());
+    }
+    container
+        .ulimits
+        .retain(|u| !opts.ulimit_rm.contains(&u.name));
+    for ulimit in &opts.ulimit_add {
+        container.ulimits.retain(|u| u.name != ulimit.name);
+        container.ulimits.push(ulimit.clone());
+    }
+    for key in &opts.sysctl_rm {
+        container.sysctls.remove(key);
+    }
+    container.sysctls.extend(opts.sysctl_add.iter().cloned());
     let ports = &mut spec.endpoint_spec.ports;
     for text in &opts.publish_rm {
         publish_rm(ports, text).map_err(CliFailure::Usage)?;
@@ -392,6 +474,39 @@ pub fn apply_common(spec: &mut ServiceSpec, common: &CommonOpts) -> Result<(), C
     }
     if let Some(g) = common.stop_grace_period {
         container.stop_grace_period = g;
+    }
+    if let Some(signal) = &common.stop_signal {
+        container.stop_signal = signal.clone();
+    }
+    if let Some(user) = &common.user {
+        container.user = user.clone();
+    }
+    if common.init.is_some() {
+        container.init = common.init;
+    }
+    if let Some(read_only) = common.read_only {
+        container.read_only = read_only;
+    }
+    // As docker's update: a capability added is no longer dropped, and the other way round.
+    for cap in &common.cap_add {
+        container.cap_drop.retain(|c| !c.eq_ignore_ascii_case(cap));
+        if !container
+            .cap_add
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(cap))
+        {
+            container.cap_add.push(cap.clone());
+        }
+    }
+    for cap in &common.cap_drop {
+        container.cap_add.retain(|c| !c.eq_ignore_ascii_case(cap));
+        if !container
+            .cap_drop
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(cap))
+        {
+            container.cap_drop.push(cap.clone());
+        }
     }
     Ok(())
 }
@@ -592,6 +707,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 label,
                 mut network,
                 common,
+                container,
                 image_and_args,
             } => {
                 let mut spec = create_spec(
@@ -604,6 +720,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     &common,
                     &image_and_args,
                 )?;
+                container.apply(&mut spec);
                 resolve(&mut client, &mut network).await?;
                 spec.task_template.networks = network;
                 let service = client.control.create_service(&spec).await?;
@@ -772,13 +889,14 @@ mod tests {
             constraint,
             label,
             common,
+            container,
             image_and_args,
             ..
         } = command
         else {
             panic!("not a create");
         };
-        create_spec(
+        let mut spec = create_spec(
             name,
             mode,
             publish,
@@ -787,7 +905,72 @@ mod tests {
             &label,
             &common,
             &image_and_args,
-        )
+        )?;
+        container.apply(&mut spec);
+        Ok(spec)
+    }
+
+    #[test]
+    fn container_flags_on_create_and_update() {
+        let mut spec = spec_of(parse(&[
+            "create",
+            "--mount",
+            "type=volume,source=db,target=/var/lib/db",
+            "--mount",
+            "type=tmpfs,target=/cache,tmpfs-size=1m",
+            "--user",
+            "app:staff",
+            "--read-only",
+            "--cap-add",
+            "NET_ADMIN",
+            "--ulimit",
+            "nofile=100:200",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--stop-signal",
+            "SIGQUIT",
+            "--init",
+            "registry.example/app:1",
+        ]))
+        .unwrap();
+        let c = &spec.task_template.container;
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!(c.mounts[1].tmpfs_size_bytes, Some(1 << 20));
+        assert_eq!(c.user, "app:staff");
+        assert!(c.read_only);
+        assert_eq!(c.init, Some(true));
+        assert_eq!(c.cap_add, ["NET_ADMIN"]);
+        assert_eq!(c.ulimits[0].hard, 200);
+        assert_eq!(c.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(c.stop_signal, "SIGQUIT");
+
+        let ServiceCommand::Update { update, .. } = parse(&[
+            "update",
+            "--mount-rm",
+            "/cache",
+            "--mount-add",
+            "type=bind,source=/srv,target=/var/lib/db,readonly",
+            "--cap-drop",
+            "NET_ADMIN",
+            "--read-only=false",
+            "--ulimit-rm",
+            "nofile",
+            "--sysctl-rm",
+            "net.core.somaxconn",
+            "app",
+        ]) else {
+            panic!("not an update");
+        };
+        apply_update(&mut spec, &update).unwrap();
+        let c = &spec.task_template.container;
+        assert_eq!(c.mounts.len(), 1, "{:?}", c.mounts);
+        assert_eq!(c.mounts[0].source, "/srv");
+        assert!(c.mounts[0].readonly);
+        assert!(c.cap_add.is_empty());
+        assert_eq!(c.cap_drop, ["NET_ADMIN"]);
+        assert!(!c.read_only);
+        assert!(c.ulimits.is_empty() && c.sysctls.is_empty());
+        assert_eq!(c.user, "app:staff", "flags not given stay");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::store::objects::{
-    PortConfig, Protocol, PublishMode, parse_protocol as parse_protocol_of,
+    Mount, MountType, PortConfig, Protocol, PublishMode, Ulimit,
+    parse_protocol as parse_protocol_of,
 };
 
 /// `-p/--publish`: short `8080:80`, `8080:80/udp`, `80` (published port chosen by the
@@ -210,6 +211,138 @@ pub fn publish_add(ports: &mut Vec<PortConfig>, port: PortConfig) {
     ports.push(port);
 }
 
+/// `--mount type=volume|bind|tmpfs,source=...,target=...,readonly,volume-opt=K=V,tmpfs-size=SIZE`
+/// (docker/cli `opts/mount.go`: `src`, `dst`/`destination`, `ro` are accepted too; `type`
+/// defaults to `volume`).
+pub fn parse_mount(text: &str) -> Result<Mount, String> {
+    let mut mount = Mount::default();
+    let mut tmpfs_option = false;
+    let mut volume_option = false;
+    for field in text.split(',') {
+        let (key, value) = match field.split_once('=') {
+            Some((key, value)) => (key.trim().to_ascii_lowercase(), Some(value)),
+            None => (field.trim().to_ascii_lowercase(), None),
+        };
+        let value_of =
+            || value.ok_or_else(|| format!("invalid field '{field}' must be a key=value pair"));
+        match key.as_str() {
+            "type" => {
+                mount.mount_type = match value_of()?.to_ascii_lowercase().as_str() {
+                    "volume" => MountType::Volume,
+                    "bind" => MountType::Bind,
+                    "tmpfs" => MountType::Tmpfs,
+                    other => {
+                        return Err(format!(
+                            "invalid mount type '{other}': hive mounts volume, bind or tmpfs"
+                        ));
+                    }
+                }
+            }
+            "source" | "src" => mount.source = value_of()?.to_owned(),
+            "target" | "dst" | "destination" => mount.target = value_of()?.to_owned(),
+            "readonly" | "ro" => {
+                mount.readonly = match value.map(str::to_ascii_lowercase).as_deref() {
+                    None | Some("1" | "true") => true,
+                    Some("0" | "false") => false,
+                    Some(other) => {
+                        return Err(format!(
+                            "invalid value for {key}: {other} (use true or false)"
+                        ));
+                    }
+                }
+            }
+            "volume-driver" => {
+                volume_option = true;
+                let driver = value_of()?;
+                if driver != "local" {
+                    return Err(format!(
+                        "volume driver '{driver}' is not available: hive has the local driver"
+                    ));
+                }
+            }
+            "volume-opt" => {
+                volume_option = true;
+                let (k, v) = value_of()?.split_once('=').ok_or_else(|| {
+                    format!("invalid volume-opt '{field}': use volume-opt=KEY=VALUE")
+                })?;
+                mount.volume_options.insert(k.to_owned(), v.to_owned());
+            }
+            "tmpfs-size" => {
+                tmpfs_option = true;
+                let bytes = parse_memory(value_of()?)?;
+                mount.tmpfs_size_bytes = Some(
+                    u64::try_from(bytes).map_err(|_| format!("invalid tmpfs-size in '{text}'"))?,
+                );
+            }
+            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+        }
+    }
+    if mount.target.is_empty() {
+        return Err(format!("target is required in '{text}'"));
+    }
+    if !mount.target.starts_with('/') {
+        return Err(format!(
+            "invalid mount target '{}': use an absolute path inside the container",
+            mount.target
+        ));
+    }
+    let type_name = match mount.mount_type {
+        MountType::Volume => "volume",
+        MountType::Bind => "bind",
+        MountType::Tmpfs => "tmpfs",
+    };
+    if tmpfs_option && mount.mount_type != MountType::Tmpfs {
+        return Err(format!(
+            "cannot mix 'tmpfs-*' options with mount type '{type_name}'"
+        ));
+    }
+    if volume_option && mount.mount_type != MountType::Volume {
+        return Err(format!(
+            "cannot mix 'volume-*' options with mount type '{type_name}'"
+        ));
+    }
+    match mount.mount_type {
+        MountType::Bind if !mount.source.starts_with('/') => Err(format!(
+            "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
+            mount.source
+        )),
+        MountType::Tmpfs if !mount.source.is_empty() => {
+            Err("invalid mount config for type \"tmpfs\": source must not be specified".to_owned())
+        }
+        _ => Ok(mount),
+    }
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (`nofile=1024:2048`; a single value is both).
+pub fn parse_ulimit(text: &str) -> Result<Ulimit, String> {
+    let bad =
+        || format!("invalid ulimit argument: {text} (use NAME=SOFT[:HARD], e.g. nofile=1024:2048)");
+    let (name, values) = text.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let soft: u64 = soft.trim().parse().map_err(|_| bad())?;
+    let hard: u64 = hard.trim().parse().map_err(|_| bad())?;
+    if name.is_empty() || soft > hard {
+        return Err(format!(
+            "ulimit {text}: the soft limit must not exceed the hard limit"
+        ));
+    }
+    Ok(Ulimit {
+        name: name.trim().to_ascii_lowercase(),
+        soft,
+        hard,
+    })
+}
+
+/// `--sysctl KEY=VALUE`.
+pub fn parse_sysctl(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("invalid sysctl '{text}': use KEY=VALUE")),
+    }
+}
+
 /// docker's names for services created without `--name` (its `namesgenerator`, shortened).
 pub fn random_name() -> String {
     const LEFT: [&str; 16] = [
@@ -390,6 +523,44 @@ mod tests {
         assert_eq!(ports.len(), 1);
         publish_rm(&mut ports, "53:53/udp").unwrap();
         assert!(ports.is_empty());
+    }
+
+    #[test]
+    fn mounts_parse_like_docker() {
+        let m = parse_mount("type=bind,src=/srv/data,dst=/data,ro").expect("bind");
+        assert_eq!(m.mount_type, MountType::Bind);
+        assert_eq!(
+            (m.source.as_str(), m.target.as_str()),
+            ("/srv/data", "/data")
+        );
+        assert!(m.readonly);
+        let v = parse_mount("source=db,target=/var/lib/db").expect("volume");
+        assert_eq!(v.mount_type, MountType::Volume);
+        assert!(!v.readonly);
+        let t = parse_mount("type=tmpfs,target=/cache,tmpfs-size=64m").expect("tmpfs");
+        assert_eq!(t.tmpfs_size_bytes, Some(64 << 20));
+        assert_eq!(
+            parse_mount("type=volume,source=x"),
+            Err("target is required in 'type=volume,source=x'".to_owned())
+        );
+        assert!(parse_mount("type=bind,source=rel,target=/x").is_err());
+        assert!(parse_mount("type=volume,target=/x,tmpfs-size=1m").is_err());
+        assert!(parse_mount("type=nfs,target=/x").is_err());
+        assert!(parse_mount("target=/x,color=red").is_err());
+    }
+
+    #[test]
+    fn ulimits_and_sysctls() {
+        let u = parse_ulimit("nofile=1024:2048").expect("ulimit");
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", 1024, 2048));
+        assert_eq!(parse_ulimit("nproc=10").expect("single").hard, 10);
+        assert!(parse_ulimit("nofile=2:1").is_err());
+        assert!(parse_ulimit("nofile").is_err());
+        assert_eq!(
+            parse_sysctl("net.core.somaxconn=1024"),
+            Ok(("net.core.somaxconn".to_owned(), "1024".to_owned()))
+        );
+        assert!(parse_sysctl("=1").is_err());
     }
 
     #[test]

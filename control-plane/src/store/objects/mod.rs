@@ -29,9 +29,9 @@ pub use node::{
     NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, PortOwner, Reachability,
 };
 pub use service::{
-    ContainerSpec, Endpoint, EndpointMode, EndpointSpec, NetworkAttachmentConfig, Placement,
-    PortConfig, Protocol, ProtocolError, PublishMode, RestartCondition, RestartPolicy, Service,
-    ServiceMode, ServiceSpec, TaskSpec, VirtualIp, parse_protocol,
+    ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
+    Placement, PortConfig, Protocol, ProtocolError, PublishMode, RestartCondition, RestartPolicy,
+    Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit, VirtualIp, parse_protocol,
 };
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 

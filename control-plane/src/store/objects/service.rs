@@ -1,6 +1,6 @@
 //! A service: the desired state of a set of tasks (Swarm's `Service`).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +85,58 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// `--workdir`; empty means `/`.
     pub workdir: String,
+    /// `--user` (`name|uid[:group|gid]`); empty means the image's `User`. OCI images only, as
+    /// every field below.
+    pub user: String,
+    /// `--init`; `None` lets the image decide.
+    pub init: Option<bool>,
+    /// `--read-only`: the root file system is mounted read-only.
+    pub read_only: bool,
+    /// `--cap-add` / `--cap-drop`, on top of Docker's default capabilities.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--sysctl KEY=VALUE`.
+    pub sysctls: BTreeMap<String, String>,
+    /// `--stop-signal`; empty means the image's `StopSignal`, else SIGTERM.
+    pub stop_signal: String,
+    /// `--mount`.
+    pub mounts: Vec<Mount>,
+}
+
+/// One `--ulimit` (Swarm's `ContainerSpec.Ulimits`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// One `--mount` (Swarm's `api.Mount`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    pub mount_type: MountType,
+    /// Volume name, or host path of a bind; empty for tmpfs.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub readonly: bool,
+    /// `volume-opt=KEY=VALUE` for the volume driver.
+    pub volume_options: BTreeMap<String, String>,
+    /// `tmpfs-size`; unlimited (half the RAM, the kernel's default) when `None`.
+    pub tmpfs_size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountType {
+    #[default]
+    Volume,
+    Bind,
+    Tmpfs,
 }
 
 impl Default for ContainerSpec {
@@ -97,6 +149,15 @@ impl Default for ContainerSpec {
             stop_grace_period: Duration::from_secs(10),
             hostname: String::new(),
             workdir: String::new(),
+            user: String::new(),
+            init: None,
+            read_only: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            ulimits: Vec::new(),
+            sysctls: BTreeMap::new(),
+            stop_signal: String::new(),
+            mounts: Vec::new(),
         }
     }
 }

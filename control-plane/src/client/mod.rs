@@ -102,6 +102,8 @@ pub fn socket_path(host: Option<&str>) -> Result<PathBuf, ClientError> {
 pub struct DaemonClient {
     pub swarm: pb::swarm_client::SwarmClient<Channel>,
     pub control: pb::control_client::ControlClient<Channel>,
+    /// This node's image store (`hive image ...`).
+    pub images: pb::images_client::ImagesClient<Channel>,
 }
 
 impl DaemonClient {
@@ -116,7 +118,8 @@ impl DaemonClient {
         })?;
         Ok(Self {
             swarm: pb::swarm_client::SwarmClient::new(channel.clone()),
-            control: pb::control_client::ControlClient::new(channel),
+            control: pb::control_client::ControlClient::new(channel.clone()),
+            images: pb::images_client::ImagesClient::new(channel),
         })
     }
 }

@@ -9,6 +9,10 @@
 //! reason, or fails when `CI` is set. Every registry and daemon it starts is killed, and every
 //! directory removed, also when it fails.
 
+// The helpers below are test set-up: any failure there is the test's failure, with the
+// panic's location as the message (clippy allows unwrap in #[test] functions only).
+#![allow(clippy::unwrap_used)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -642,13 +646,13 @@ fn an_image_in_use_is_kept() {
     assert_eq!(image.layers.len(), 1);
     assert!(image.layers[0].join("hello").is_file());
     store.mark_in_use(&manifest, "task-1");
-    let err = store.remove("hive-test/kept:1").unwrap_err();
+    let err = rt.block_on(store.remove("hive-test/kept:1")).unwrap_err();
     assert!(matches!(err, ImageError::InUse { .. }), "{err}");
     assert!(err.to_string().contains("task-1"), "{err}");
-    let (pruned, _) = store.prune(true).unwrap();
+    let (pruned, _) = rt.block_on(store.prune(true)).unwrap();
     assert!(pruned.is_empty(), "{pruned:?}");
     store.release("task-1");
-    let (pruned, freed) = store.prune(true).unwrap();
+    let (pruned, freed) = rt.block_on(store.prune(true)).unwrap();
     assert!(!pruned.is_empty());
     assert!(freed > 0);
     assert!(matches!(

@@ -225,6 +225,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn insecure_registries_are_registries_as_references_name_them() {
+        for ok in [
+            "10.0.0.5:5000",
+            "registry.example",
+            "localhost:5000",
+            "[::1]:5000",
+        ] {
+            check_insecure_registry(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "http://10.0.0.5:5000",
+            "10.0.0.5:5000/path",
+            "host:port",
+            "a b",
+        ] {
+            assert!(check_insecure_registry(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn dns_upstreams_default_to_resolv_conf_and_none_means_none() {
         assert_eq!(parse_dns_upstreams(&[]).unwrap(), None);
         assert_eq!(

@@ -214,7 +214,7 @@ impl pb::images_server::Images for LocalImages {
         r: tonic::Request<pb::RemoveImageRequest>,
     ) -> Reply<pb::RemoveImageResponse> {
         let query = r.into_inner().image;
-        let result = self.store.remove(&query).map_err(|e| status(&e))?;
+        let result = self.store.remove(&query).await.map_err(|e| status(&e))?;
         Ok(tonic::Response::new(pb::RemoveImageResponse {
             removed: result.into_iter().map(removed).collect(),
         }))
@@ -225,7 +225,7 @@ impl pb::images_server::Images for LocalImages {
         r: tonic::Request<pb::PruneImagesRequest>,
     ) -> Reply<pb::PruneImagesResponse> {
         let all = r.into_inner().all;
-        let (result, reclaimed) = self.store.prune(all).map_err(|e| status(&e))?;
+        let (result, reclaimed) = self.store.prune(all).await.map_err(|e| status(&e))?;
         Ok(tonic::Response::new(pb::PruneImagesResponse {
             removed: result.into_iter().map(removed).collect(),
             space_reclaimed: reclaimed,

@@ -49,6 +49,8 @@ pub enum ImageError {
         "conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories; remove it by name"
     )]
     MultipleReferences { id: String },
+    #[error("image ID prefix {prefix} names more than one image; give more of it")]
+    Ambiguous { prefix: String },
     #[error("{image} is one of hive's built-in images; it needs no pull")]
     Builtin { image: String },
     #[error("the image store cannot {action} {}: {source}", path.display())]

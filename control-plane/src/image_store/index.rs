@@ -114,7 +114,9 @@ impl Index {
             .values()
             .filter(|image| image.config.hex().starts_with(prefix))
             .collect();
-        // Several manifests may share one configuration (the same image in two formats).
+        // Several manifests may share one configuration (the same image in two formats):
+        // one ID, one image to the user.
+        found.sort_by(|a, b| a.config.cmp(&b.config));
         found.dedup_by(|a, b| a.config == b.config);
         found
     }

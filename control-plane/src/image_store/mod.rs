@@ -213,8 +213,9 @@ impl ImageStore {
         auth: Option<&RegistryAuth>,
     ) -> Result<LocalImage, ImageError> {
         let _writing = self.inner.writing.lock().await;
-        let record = pull::pull(self, reference, auth).await?;
-        let mut record = record;
+        let mut record = pull::pull(self, reference, auth)
+            .await
+            .inspect_err(|_| self.forget_partial())?;
         let pinned = reference.with_digest(record.index.clone().unwrap_or(record.manifest.clone()));
         let repo_digest = format!(
             "{}@{}",
@@ -238,7 +239,9 @@ impl ImageStore {
         let store = self.clone();
         let loaded = tokio::task::spawn_blocking(move || archive::load(&store, archive))
             .await
-            .map_err(|e| ImageError::Archive(format!("the loader stopped: {e}")))??;
+            .map_err(|e| ImageError::Archive(format!("the loader stopped: {e}")))
+            .and_then(|loaded| loaded)
+            .inspect_err(|_| self.forget_partial())?;
         for image in &loaded {
             let mut tags = Vec::new();
             for tag in &image.tags {
@@ -328,6 +331,11 @@ impl ImageStore {
             });
         }
         Ok(records)
+    }
+
+    /// Whether the layer `diff_id` is unpacked and known to the index (so no blob is needed).
+    pub(crate) fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_dir(diff_id).is_dir() && self.known_layer_size(diff_id).is_some()
     }
 
     fn known_layer_size(&self, diff_id: &Digest) -> Option<u64> {
@@ -428,19 +436,24 @@ impl ImageStore {
             image: query.to_owned(),
         };
         let index = self.index();
-        let by_id = index.by_id_prefix(query);
-        if by_id.len() == 1 && query.len() >= 3 {
-            return Ok((by_id[0].clone(), None));
+        // A name first, then an ID prefix (docker's order: an image named `cafe` wins over
+        // the image whose ID starts with cafe).
+        let parsed = query.parse::<ImageReference>();
+        if let Ok(reference) = &parsed
+            && let Some(record) = index.resolve(reference.tagged().as_deref(), reference.digest())
+        {
+            return Ok((record.clone(), reference.tagged()));
         }
-        let reference: ImageReference = match query.parse() {
-            Ok(r) => r,
-            Err(_) if !by_id.is_empty() => return Err(not_found()),
-            Err(e) => return Err(ImageError::Reference(e)),
-        };
-        index
-            .resolve(reference.tagged().as_deref(), reference.digest())
-            .map(|record| (record.clone(), reference.tagged()))
-            .ok_or_else(not_found)
+        match index.by_id_prefix(query).as_slice() {
+            [only] => Ok(((*only).clone(), None)),
+            [] => match parsed {
+                Err(e) => Err(ImageError::Reference(e)),
+                Ok(_) => Err(not_found()),
+            },
+            _ => Err(ImageError::Ambiguous {
+                prefix: query.to_owned(),
+            }),
+        }
     }
 
     /// The record and configuration of the image `query` names, with its tags.
@@ -461,41 +474,63 @@ impl ImageStore {
     }
 
     /// `image rm QUERY`: a tag is untagged, and the image deleted once no tag is left; an ID
-    /// deletes the image and its tags. An image a task uses is refused.
-    pub fn remove(&self, query: &str) -> Result<Vec<Removed>, ImageError> {
+    /// deletes the image (every manifest of that configuration) and its tag. An image a task
+    /// uses is refused.
+    pub async fn remove(&self, query: &str) -> Result<Vec<Removed>, ImageError> {
+        // Garbage collection must not meet a pull's blobs that are not in the index yet.
+        let _writing = self.inner.writing.lock().await;
         let (record, tag) = self.find(query)?;
-        if let Some(holder) = self.holder_of(&record.manifest) {
-            return Err(ImageError::InUse {
-                image: query.to_owned(),
-                holder,
-            });
+        let targets: Vec<ImageRecord> = match tag {
+            Some(_) => vec![record.clone()],
+            None => self
+                .index()
+                .images
+                .values()
+                .filter(|r| r.config == record.config)
+                .cloned()
+                .collect(),
+        };
+        for target in &targets {
+            if let Some(holder) = self.holder_of(&target.manifest) {
+                return Err(ImageError::InUse {
+                    image: query.to_owned(),
+                    holder,
+                });
+            }
         }
         let mut removed = Vec::new();
         {
             let mut index = self.index();
-            let tags = index.tags_of(&record.manifest);
-            match &tag {
-                Some(tag) => {
-                    index.tags.remove(tag);
-                    removed.push(Removed::Untagged(familiar(tag)));
-                }
-                None if tags.len() > 1 => {
+            if let Some(tag) = &tag {
+                index.tags.remove(tag);
+                removed.push(Removed::Untagged(familiar(tag)));
+            } else {
+                let tags: Vec<String> = targets
+                    .iter()
+                    .flat_map(|t| index.tags_of(&t.manifest))
+                    .collect();
+                if tags.len() > 1 {
                     return Err(ImageError::MultipleReferences {
                         id: record.config.short().to_owned(),
                     });
                 }
-                None => {
-                    for tag in &tags {
-                        index.tags.remove(tag);
-                        removed.push(Removed::Untagged(familiar(tag)));
-                    }
+                for tag in tags {
+                    index.tags.remove(&tag);
+                    removed.push(Removed::Untagged(familiar(&tag)));
                 }
             }
-            if index.tags_of(&record.manifest).is_empty() {
-                for d in &record.repo_digests {
-                    removed.push(Removed::Untagged(familiar(d)));
+            let mut deleted = false;
+            for target in &targets {
+                if index.tags_of(&target.manifest).is_empty() {
+                    for d in &target.repo_digests {
+                        removed.push(Removed::Untagged(familiar(d)));
+                    }
+                    index.images.remove(&target.manifest);
+                    deleted = true;
                 }
-                index.images.remove(&record.manifest);
+            }
+            let config_left = index.images.values().any(|r| r.config == record.config);
+            if deleted && !config_left {
                 removed.push(Removed::Deleted(record.config.clone()));
             }
             index.save(&self.inner.index_path)?;
@@ -506,7 +541,8 @@ impl ImageStore {
 
     /// `image prune`: removes dangling images (no tag), or with `all` every image no task
     /// uses; returns the deleted IDs and the bytes reclaimed.
-    pub fn prune(&self, all: bool) -> Result<(Vec<Removed>, u64), ImageError> {
+    pub async fn prune(&self, all: bool) -> Result<(Vec<Removed>, u64), ImageError> {
+        let _writing = self.inner.writing.lock().await;
         let mut removed = Vec::new();
         {
             let mut index = self.index();
@@ -517,18 +553,33 @@ impl ImageStore {
                 .filter(|r| all || index.tags_of(&r.manifest).is_empty())
                 .cloned()
                 .collect();
-            for record in victims {
+            for record in &victims {
                 for tag in index.tags_of(&record.manifest) {
                     index.tags.remove(&tag);
                     removed.push(Removed::Untagged(familiar(&tag)));
                 }
                 index.images.remove(&record.manifest);
-                removed.push(Removed::Deleted(record.config.clone()));
             }
+            let mut gone: Vec<&Digest> = victims
+                .iter()
+                .map(|r| &r.config)
+                .filter(|config| !index.images.values().any(|r| &r.config == *config))
+                .collect();
+            gone.sort();
+            gone.dedup();
+            removed.extend(gone.into_iter().map(|c| Removed::Deleted(c.clone())));
             index.save(&self.inner.index_path)?;
         }
         let reclaimed = self.collect_garbage()?;
         Ok((removed, reclaimed))
+    }
+
+    /// After a failed pull or load (the write lock held): removes the verified blobs and
+    /// layers it stored before failing, so a refused image leaves nothing behind.
+    fn forget_partial(&self) {
+        if let Err(error) = self.collect_garbage() {
+            tracing::warn!(%error, "cannot remove what a failed pull or load left in the image store");
+        }
     }
 
     /// Removes blobs and unpacked layers no image refers to; returns the bytes freed.

@@ -128,7 +128,7 @@ pub(crate) async fn pull(
     for (descriptor, diff_id) in manifest.layers().iter().zip(diff_ids) {
         let blob = parse_digest(&image, descriptor.digest().as_ref())?;
         let diff_id = parse_digest(&image, diff_id)?;
-        if !store.layer_dir(&diff_id).is_dir() {
+        if !store.has_layer(&diff_id) {
             fetch_blob(
                 store,
                 &client,
@@ -279,4 +279,56 @@ fn code_words(code: &str) -> String {
         words.push(c.to_ascii_lowercase());
     }
     words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_told_apart_and_linux_amd64_is_chosen() {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+            "manifests": [
+                {"mediaType": IMAGE_MANIFEST_MEDIA_TYPE, "size": 1,
+                 "digest": format!("sha256:{}", "a".repeat(64)),
+                 "platform": {"architecture": "arm64", "os": "linux"}},
+                {"mediaType": IMAGE_MANIFEST_MEDIA_TYPE, "size": 1,
+                 "digest": format!("sha256:{}", "b".repeat(64)),
+                 "platform": {"architecture": "amd64", "os": "linux"}},
+            ],
+        });
+        let bytes = serde_json::to_vec(&index).unwrap();
+        assert!(is_index(&bytes));
+        let parsed: ImageIndex = serde_json::from_slice(&bytes).unwrap();
+        let chosen = choose_platform(&parsed).unwrap();
+        assert!(chosen.digest().to_string().ends_with(&"b".repeat(64)));
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_IMAGE_MEDIA_TYPE, "layers": []});
+        assert!(!is_index(&serde_json::to_vec(&manifest).unwrap()));
+        let arm_only: ImageIndex = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [index["manifests"][0].clone()],
+        }))
+        .unwrap();
+        assert!(choose_platform(&arm_only).is_none());
+    }
+
+    #[test]
+    fn registry_errors_read_like_dockers() {
+        assert_eq!(code_words("ManifestUnknown"), "manifest unknown");
+        let err = registry_error(
+            "h:5000/a:1",
+            OciDistributionError::UnauthorizedError { url: "u".into() },
+        );
+        assert_eq!(err.to_string(), "unauthorized: authentication required");
+        let err = registry_error(
+            "h:5000/a:1",
+            OciDistributionError::ImageManifestNotFoundError("x".into()),
+        );
+        assert_eq!(
+            err.to_string(),
+            "manifest for h:5000/a:1 not found: manifest unknown: manifest unknown"
+        );
+    }
 }

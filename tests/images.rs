@@ -565,6 +565,9 @@ fn one_layer_layout(path: &[u8], content: &[u8], tag: &str) -> Vec<u8> {
     header.as_old_mut().name[..path.len()].copy_from_slice(path);
     header.set_entry_type(tar::EntryType::Regular);
     header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
     header.set_size(content.len() as u64);
     header.set_cksum();
     layer.append(&header, content).unwrap();

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dispatcher;
 pub mod executor;
 pub mod gossip;
+pub mod image_store;
 pub mod images;
 pub mod lab_swarm;
 pub mod leader_loop;

@@ -53,6 +53,10 @@ pub struct DaemonArgs {
     /// forwards nothing: such names get SERVFAIL.
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     pub dns_upstream: Vec<String>,
+    /// A registry to pull images from over plain HTTP (HOST or HOST:PORT; repeat for
+    /// several), as dockerd's flag. Every other registry is reached over HTTPS only.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -77,6 +81,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             .map(parse_listen_addr)
             .transpose()?,
         dns_upstreams: parse_dns_upstreams(&args.dns_upstream)?,
+        insecure_registries: args.insecure_registry,
     };
     config.validate()?;
     // Everything the daemon creates is its own: the Raft store holds the CA key and the join

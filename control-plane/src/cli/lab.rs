@@ -32,6 +32,10 @@ pub enum LabCommand {
         /// 0: only the network, no `hive daemon`.
         #[arg(long, default_value_t = 1)]
         managers: u32,
+        /// Passed on to every node's `hive daemon` (also when a test restarts one): a registry
+        /// the nodes pull from over plain HTTP (HOST:PORT; repeat for several).
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registry: Vec<String>,
     },
     /// List labs and their nodes.
     Ls {
@@ -78,7 +82,8 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             nodes,
             name,
             managers,
-        } => up(&name, nodes, managers),
+            insecure_registry,
+        } => up(&name, nodes, managers, &insecure_registry),
         LabCommand::Ls { name, format } => ls(name.as_deref(), format),
         LabCommand::Exec {
             name,
@@ -89,16 +94,30 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn up(name: &str, nodes: u32, managers: u32) -> anyhow::Result<ExitCode> {
+fn up(
+    name: &str,
+    nodes: u32,
+    managers: u32,
+    insecure_registries: &[String],
+) -> anyhow::Result<ExitCode> {
     naming::validate_lab_name(name)?;
     naming::validate_node_count(nodes)?;
     naming::validate_manager_count(managers, nodes)?;
+    for registry in insecure_registries {
+        crate::daemon::config::check_insecure_registry(registry)?;
+    }
     lab::host::require_root()?;
     eprintln!(
         "Creating lab {name:?}: {nodes} node(s) and a client on {}",
         naming::underlay_cidr()
     );
     let lab = Lab::up(&LabSpec::new(name, nodes))?;
+    crate::lab_swarm::save_daemon_options(
+        &lab,
+        &crate::lab_swarm::LabDaemonOptions {
+            insecure_registries: insecure_registries.to_vec(),
+        },
+    )?;
     print_table(&rows_of_state(lab.state(), "ready"))?;
     if managers > 0 {
         form_swarm(&lab, managers)?;
@@ -405,7 +424,24 @@ mod tests {
                 nodes,
                 name,
                 managers,
-            } => assert_eq!((nodes, name.as_str(), managers), (3, "default", 1)),
+                insecure_registry,
+            } => {
+                assert_eq!((nodes, name.as_str(), managers), (3, "default", 1));
+                assert!(insecure_registry.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "hive",
+            "lab",
+            "up",
+            "--insecure-registry",
+            "10.0.9.1:5000",
+            "--insecure-registry=10.0.9.2:5000",
+        ]) {
+            LabCommand::Up {
+                insecure_registry, ..
+            } => assert_eq!(insecure_registry, ["10.0.9.1:5000", "10.0.9.2:5000"]),
             other => panic!("{other:?}"),
         }
         match parse(&["hive", "lab", "ls", "--format", "json"]) {

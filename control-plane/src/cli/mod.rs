@@ -8,6 +8,7 @@ mod builtin;
 pub mod daemon;
 mod demo;
 mod gossip_agent;
+pub mod image;
 pub mod info;
 mod init_task;
 pub mod lab;
@@ -70,6 +71,8 @@ pub enum Command {
     Service(Box<service::ServiceArgs>),
     /// Manage networks.
     Network(network::NetworkArgs),
+    /// Manage this node's images.
+    Image(image::ImageArgs),
     /// Display system-wide information.
     Info,
     /// The routing mesh seen from the kernel: packet traces and counters.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => node::run(cli.host.as_deref(), args),
         Command::Service(args) => service::run(cli.host.as_deref(), *args),
         Command::Network(args) => network::run(cli.host.as_deref(), args),
+        Command::Image(args) => image::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),
         Command::Mesh(args) => mesh::run(args),
     }

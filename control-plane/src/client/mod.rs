@@ -139,6 +139,8 @@ pub struct DaemonClient {
     pub swarm: pb::swarm_client::SwarmClient<Channel>,
     /// The cluster API, in the store's types.
     pub control: Control,
+    /// This node's image store (`hive image ...`).
+    pub images: pb::images_client::ImagesClient<Channel>,
 }
 
 impl DaemonClient {
@@ -153,7 +155,8 @@ impl DaemonClient {
         })?;
         Ok(Self {
             swarm: pb::swarm_client::SwarmClient::new(channel.clone()),
-            control: Control::new(channel),
+            control: Control::new(channel.clone()),
+            images: pb::images_client::ImagesClient::new(channel),
         })
     }
 }

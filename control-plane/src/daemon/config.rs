@@ -43,6 +43,9 @@ pub struct DaemonConfig {
     /// `--dns-upstream`: the name servers the tasks' embedded resolver forwards other names
     /// to; `None` for the node's `/etc/resolv.conf`, empty for none at all.
     pub dns_upstreams: Option<Vec<SocketAddr>>,
+    /// `--insecure-registry HOST[:PORT]`: registries this node pulls from over plain HTTP,
+    /// as dockerd's flag (every other registry is HTTPS only).
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,10 @@ pub enum ConfigError {
     #[error("--data-path-port {0} is out of range; use a UDP port from 1024 to 49151")]
     DataPathPort(u32),
     #[error(
+        "invalid --insecure-registry \"{value}\": use HOST or HOST:PORT as the image references name the registry, e.g. 10.0.0.5:5000"
+    )]
+    InsecureRegistry { value: String },
+    #[error(
         "invalid --dns-upstream \"{value}\": use IP or IP:PORT (repeat the flag for several), or `none` alone to forward nothing"
     )]
     DnsUpstream { value: String },
@@ -84,6 +91,9 @@ impl DaemonConfig {
         if let Some(port) = self.data_path_port {
             check_data_path_port(u32::from(port))?;
         }
+        for registry in &self.insecure_registries {
+            check_insecure_registry(registry)?;
+        }
         Ok(())
     }
 }
@@ -95,6 +105,25 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, ConfigError> {
             value: value.to_owned(),
             reason: e.to_string(),
         })
+}
+
+/// An `--insecure-registry` entry must be a registry as a reference names it (`host`,
+/// `host:port`, `[v6]:port`): that is the name the pull compares it with.
+pub fn check_insecure_registry(value: &str) -> Result<(), ConfigError> {
+    let probe = format!("{value}/probe");
+    let valid = !value.is_empty()
+        && !value.contains("://")
+        && !value.contains('/')
+        && probe
+            .parse::<crate::image_store::ImageReference>()
+            .is_ok_and(|r| r.domain() == value);
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::InsecureRegistry {
+            value: value.to_owned(),
+        })
+    }
 }
 
 /// `--dns-upstream` values: nothing given is `None` (the node's resolv.conf), `none` alone
@@ -194,6 +223,27 @@ fn interface_ipv4s() -> Vec<(String, std::net::Ipv4Addr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insecure_registries_are_registries_as_references_name_them() {
+        for ok in [
+            "10.0.0.5:5000",
+            "registry.example",
+            "localhost:5000",
+            "[::1]:5000",
+        ] {
+            check_insecure_registry(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "http://10.0.0.5:5000",
+            "10.0.0.5:5000/path",
+            "host:port",
+            "a b",
+        ] {
+            assert!(check_insecure_registry(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn dns_upstreams_default_to_resolv_conf_and_none_means_none() {

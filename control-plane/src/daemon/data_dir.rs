@@ -29,8 +29,10 @@ pub struct DataDirError {
 
 /// Creates `data_dir` (0700) if it is missing and restricts everything under it: directories
 /// to [`DIR_MODE`], regular files to [`FILE_MODE`]. Symbolic links are neither followed nor
-/// changed, and other file types (sockets, FIFOs) are left alone. Returns how many entries
-/// were changed.
+/// changed, and other file types (sockets, FIFOs) are left alone. The unpacked image layers
+/// ([`crate::image_store::LAYERS_DIR`]) keep the modes their images gave them (a container's
+/// `/bin/sh` must stay executable); their 0700 parent keeps them the daemon's alone. Returns
+/// how many entries were changed.
 pub fn secure(data_dir: &Path) -> Result<usize, DataDirError> {
     let fail = |action, path: &Path| {
         let path = path.to_owned();
@@ -46,6 +48,7 @@ pub fn secure(data_dir: &Path) -> Result<usize, DataDirError> {
         .create(data_dir)
         .map_err(fail("create", data_dir))?;
     let mut changed = 0;
+    let layers = data_dir.join(crate::image_store::LAYERS_DIR);
     let mut pending = vec![data_dir.to_owned()];
     while let Some(dir) = pending.pop() {
         changed += restrict(&dir, DIR_MODE).map_err(fail("restrict the permissions of", &dir))?;
@@ -54,7 +57,10 @@ pub fn secure(data_dir: &Path) -> Result<usize, DataDirError> {
             let entry = entry.map_err(fail("list", &dir))?;
             let path = entry.path();
             let kind = entry.file_type().map_err(fail("inspect", &path))?;
-            if kind.is_dir() {
+            if kind.is_dir() && path == layers {
+                changed += restrict(&path, DIR_MODE)
+                    .map_err(fail("restrict the permissions of", &path))?;
+            } else if kind.is_dir() {
                 pending.push(path);
             } else if kind.is_file() {
                 changed += restrict(&path, FILE_MODE)
@@ -119,6 +125,26 @@ mod tests {
         assert_eq!(mode(&db), 0o600);
         assert_eq!(mode(&outside), 0o644, "links are not followed");
         assert_eq!(secure(&data).unwrap(), 0, "nothing left to change");
+    }
+
+    #[test]
+    fn unpacked_image_layers_keep_their_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("hive");
+        let layers = data.join(crate::image_store::LAYERS_DIR);
+        let bin = layers.join("abc").join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let sh = bin.join("sh");
+        std::fs::write(&sh, "x").unwrap();
+        std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&layers, std::fs::Permissions::from_mode(0o755)).unwrap();
+        secure(&data).unwrap();
+        assert_eq!(mode(&sh), 0o755);
+        assert_eq!(
+            mode(&layers),
+            0o700,
+            "the layers' directory itself is private"
+        );
     }
 
     #[test]

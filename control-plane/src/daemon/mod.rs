@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod config;
 pub mod data_dir;
+pub mod images;
 pub mod local_api;
 pub mod metrics;
 pub mod node;
@@ -67,6 +68,8 @@ pub enum DaemonError {
     NoRaftId,
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error(transparent)]
+    Images(#[from] crate::image_store::ImageError),
     #[error("the {which} server failed: {source}")]
     Serve {
         which: &'static str,
@@ -126,6 +129,12 @@ pub async fn run(
     let grace = config.shutdown_grace;
     // Before anything reads the store: what an earlier version left readable is made private.
     data_dir::secure(&config.data_dir)?;
+    let images = crate::image_store::ImageStore::open(
+        &config.data_dir,
+        crate::image_store::RegistryOptions {
+            insecure: config.insecure_registries.clone(),
+        },
+    )?;
     let node = SwarmNode::start(config, node_addr).await;
 
     let managers = node.managers.clone();
@@ -155,6 +164,9 @@ pub async fn run(
         ))
         .add_service(pb::control_server::ControlServer::new(
             local_api::LocalControl::new(node.clone()),
+        ))
+        .add_service(pb::images_server::ImagesServer::new(
+            images::LocalImages::new(images),
         ))
         .serve_with_incoming_shutdown(
             unix_incoming(listeners.api, stopping.clone()),

@@ -33,6 +33,8 @@ pub enum LabSwarmError {
     Lab(#[from] LabError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("the lab's daemon options {}: {reason}; remove the lab and make it again", path.display())]
+    DaemonOptions { path: PathBuf, reason: String },
     #[error("cannot open the daemon log {}: {source}", path.display())]
     Log {
         path: PathBuf,
@@ -86,6 +88,44 @@ pub fn socket_path(lab: &Lab, node: &str) -> Result<PathBuf, LabSwarmError> {
         .unwrap_or_else(|| naming::api_socket(lab.name(), Member::Client)))
 }
 
+/// Daemon options `hive lab up` was given, kept in the lab's directory so every start of a
+/// node's daemon (also a test's restart) gets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabDaemonOptions {
+    /// `--insecure-registry` of every node.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+}
+
+fn daemon_options_path(lab: &Lab) -> PathBuf {
+    naming::lab_dir(lab.name()).join("daemon-options.json")
+}
+
+/// Records `options` for the daemons `start_daemon` starts in `lab`.
+pub fn save_daemon_options(lab: &Lab, options: &LabDaemonOptions) -> Result<(), LabSwarmError> {
+    let path = daemon_options_path(lab);
+    let fail = |reason: String| LabSwarmError::DaemonOptions {
+        path: path.clone(),
+        reason,
+    };
+    let bytes = serde_json::to_vec_pretty(options).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(&path, bytes).map_err(|e| fail(e.to_string()))
+}
+
+/// The options `hive lab up` recorded; none for a lab made without any (or by an older hive).
+pub fn daemon_options(lab: &Lab) -> Result<LabDaemonOptions, LabSwarmError> {
+    let path = daemon_options_path(lab);
+    let fail = |reason: String| LabSwarmError::DaemonOptions {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LabDaemonOptions::default()),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
 /// Starts `hive daemon` (the binary `hive`) in `node` of `lab`, in its own process group so a
 /// Ctrl-C of the caller does not reach it. The log is appended to, so a restarted daemon's
 /// history stays.
@@ -108,6 +148,7 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         .data_dir
         .unwrap_or_else(|| naming::data_dir(lab.name(), Member::Client));
     let socket = socket_path(lab, node)?;
+    let options = daemon_options(lab)?;
     let mut command = lab.command(node, hive)?;
     command
         .arg("daemon")
@@ -131,6 +172,12 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         // A lab's traffic stays on this machine: tasks' queries for names that are not the
         // swarm's get SERVFAIL instead of going to the host's name servers.
         .args(["--dns-upstream", "none"])
+        .args(
+            options
+                .insecure_registries
+                .iter()
+                .flat_map(|registry| ["--insecure-registry", registry.as_str()]),
+        )
         .env(
             "HIVE_LOG",
             std::env::var("HIVE_LOG").unwrap_or_else(|_| "info".to_owned()),

@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     /// `--dns-upstream`: the name servers the tasks' embedded resolver forwards other names
     /// to; `None` for the node's `/etc/resolv.conf`, empty for none at all.
     pub dns_upstreams: Option<Vec<SocketAddr>>,
+    /// `--docker-api`: where the Docker Engine API is served (docs/engine-api.md).
+    pub docker_api: Vec<crate::engine_api::DockerApiAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

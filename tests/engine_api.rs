@@ -90,7 +90,10 @@ fn raw(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -120,7 +123,11 @@ fn docker_clients_drive_a_lab_swarm() {
             .expect("send");
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
-        for header in ["api-version: 1.50", "ostype: linux", "swarm: active/manager"] {
+        for header in [
+            "api-version: 1.50",
+            "ostype: linux",
+            "swarm: active/manager",
+        ] {
             assert!(
                 answer.to_ascii_lowercase().contains(header),
                 "no `{header}` in {answer}"
@@ -135,7 +142,12 @@ fn docker_clients_drive_a_lab_swarm() {
             "docker version: {version}"
         );
         let info = docker_ok(&swarm, "n1", &["info"]);
-        for line in ["Swarm: active", "Is Manager: true", "Managers: 1", "Nodes: 3"] {
+        for line in [
+            "Swarm: active",
+            "Is Manager: true",
+            "Managers: 1",
+            "Nodes: 3",
+        ] {
             assert!(info.contains(line), "no `{line}` in docker info: {info}");
         }
     });
@@ -156,22 +168,33 @@ fn docker_clients_drive_a_lab_swarm() {
         }
     });
 
-    scenario(&mut failures, "docker service create converges and publishes", || {
-        let out = docker(
-            &swarm,
-            "n1",
-            &[
-                "service", "create", "--name", "web", "--replicas", "3", "-p", "8080:80",
-                "hive/whoami",
-            ],
-        );
-        let shown = all(&out);
-        assert!(out.status.success(), "docker service create: {shown}");
-        assert!(shown.contains("verify: Service converged"), "{shown}");
-        let tasks = wait_running(&swarm, "web", 3);
-        let hosts = hostnames(&live(&tasks));
-        wait_answered(&swarm, "n2", 8080, &hosts, 6);
-    });
+    scenario(
+        &mut failures,
+        "docker service create converges and publishes",
+        || {
+            let out = docker(
+                &swarm,
+                "n1",
+                &[
+                    "service",
+                    "create",
+                    "--name",
+                    "web",
+                    "--replicas",
+                    "3",
+                    "-p",
+                    "8080:80",
+                    "hive/whoami",
+                ],
+            );
+            let shown = all(&out);
+            assert!(out.status.success(), "docker service create: {shown}");
+            assert!(shown.contains("verify: Service converged"), "{shown}");
+            let tasks = wait_running(&swarm, "web", 3);
+            let hosts = hostnames(&live(&tasks));
+            wait_answered(&swarm, "n2", 8080, &hosts, 6);
+        },
+    );
 
     scenario(&mut failures, "docker service ls, ps and inspect", || {
         let ls = docker_ok(&swarm, "n1", &["service", "ls"]);
@@ -197,10 +220,18 @@ fn docker_clients_drive_a_lab_swarm() {
     scenario(&mut failures, "docker service scale and update", || {
         let out = docker(&swarm, "n1", &["service", "scale", "web=2"]);
         assert!(out.status.success(), "scale: {}", all(&out));
-        assert!(all(&out).contains("verify: Service converged"), "{}", all(&out));
+        assert!(
+            all(&out).contains("verify: Service converged"),
+            "{}",
+            all(&out)
+        );
         let ls = docker_ok(&swarm, "n1", &["service", "ls"]);
         assert!(ls.contains("2/2"), "after scale: {ls}");
-        let out = docker(&swarm, "n1", &["service", "update", "--env-add", "GREETING=hi", "web"]);
+        let out = docker(
+            &swarm,
+            "n1",
+            &["service", "update", "--env-add", "GREETING=hi", "web"],
+        );
         assert!(out.status.success(), "update: {}", all(&out));
         let service = service_json(&swarm, "web");
         assert_eq!(
@@ -209,37 +240,49 @@ fn docker_clients_drive_a_lab_swarm() {
         );
     });
 
-    scenario(&mut failures, "a stale version is refused, never applied", || {
-        let service = service_json(&swarm, "web");
-        let version = service["Version"]["Index"].as_u64().expect("version");
-        let mut spec = service["Spec"].clone();
-        spec["Mode"]["Replicated"]["Replicas"] = serde_json::json!(5);
-        let body = serde_json::to_vec(&spec).expect("spec");
-        let (status, answer) = raw(
-            &socket(1),
-            "POST",
-            &format!("/v1.50/services/web/update?version={}", version - 1),
-            &body,
-        );
-        assert_eq!(status, 409, "{answer}");
-        assert!(answer.contains("update out of sequence"), "{answer}");
-        let after = service_json(&swarm, "web");
-        assert_eq!(after["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
-        assert_eq!(after["Version"]["Index"].as_u64(), Some(version));
-    });
+    scenario(
+        &mut failures,
+        "a stale version is refused, never applied",
+        || {
+            let service = service_json(&swarm, "web");
+            let version = service["Version"]["Index"].as_u64().expect("version");
+            let mut spec = service["Spec"].clone();
+            spec["Mode"]["Replicated"]["Replicas"] = serde_json::json!(5);
+            let body = serde_json::to_vec(&spec).expect("spec");
+            let (status, answer) = raw(
+                &socket(1),
+                "POST",
+                &format!("/v1.50/services/web/update?version={}", version - 1),
+                &body,
+            );
+            assert_eq!(status, 409, "{answer}");
+            assert!(answer.contains("update out of sequence"), "{answer}");
+            let after = service_json(&swarm, "web");
+            assert_eq!(after["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+            assert_eq!(after["Version"]["Index"].as_u64(), Some(version));
+        },
+    );
 
     scenario(&mut failures, "bad requests", || {
         let (status, body) = raw(&socket(1), "POST", "/v1.50/services/create", b"{\"Name\": ");
         assert_eq!(status, 400, "malformed JSON: {body}");
         assert!(body.contains("\"message\""), "{body}");
-        let (status, body) = raw(&socket(1), "POST", "/v1.50/services/create", br#"{"Name": 5}"#);
+        let (status, body) = raw(
+            &socket(1),
+            "POST",
+            "/v1.50/services/create",
+            br#"{"Name": 5}"#,
+        );
         assert_eq!(status, 400, "wrong type: {body}");
         let (status, body) = raw(&socket(1), "GET", "/v1.50/containers/json", b"");
         assert_eq!(status, 404, "unknown endpoint: {body}");
         assert!(body.contains("page not found"), "{body}");
         let (status, body) = raw(&socket(1), "GET", "/v1.99/info", b"");
         assert_eq!(status, 400, "too new: {body}");
-        assert!(body.contains("Maximum supported API version is 1.50"), "{body}");
+        assert!(
+            body.contains("Maximum supported API version is 1.50"),
+            "{body}"
+        );
         let huge = vec![b' '; 64 * 1024 * 1024];
         let (status, body) = raw(&socket(1), "POST", "/v1.50/services/create", &huge);
         assert_eq!(status, 413, "huge body: {body}");
@@ -258,32 +301,59 @@ fn docker_clients_drive_a_lab_swarm() {
         );
     });
 
-    scenario(&mut failures, "an overlay network and a service on it", || {
-        let id = docker_ok(&swarm, "n1", &["network", "create", "-d", "overlay", "eapinet"]);
-        let id = id.trim();
-        let ls = docker_ok(&swarm, "n1", &["network", "ls"]);
-        assert!(ls.contains("eapinet") && ls.contains("overlay") && ls.contains("swarm"), "{ls}");
-        let out = docker(
-            &swarm,
-            "n1",
-            &["service", "create", "--name", "api", "--network", "eapinet", "hive/whoami"],
-        );
-        assert!(out.status.success(), "create on eapinet: {}", all(&out));
-        assert!(all(&out).contains("verify: Service converged"), "{}", all(&out));
-        let service = service_json(&swarm, "api");
-        assert_eq!(service["Spec"]["TaskTemplate"]["Networks"][0]["Target"], id);
-        docker_ok(&swarm, "n1", &["service", "rm", "api"]);
-        // Its tasks go away before the network can.
-        let deadline = std::time::Instant::now() + support::PATIENCE;
-        loop {
-            let out = docker(&swarm, "n1", &["network", "rm", "eapinet"]);
-            if out.status.success() {
-                break;
+    scenario(
+        &mut failures,
+        "an overlay network and a service on it",
+        || {
+            let id = docker_ok(
+                &swarm,
+                "n1",
+                &["network", "create", "-d", "overlay", "eapinet"],
+            );
+            let id = id.trim();
+            let ls = docker_ok(&swarm, "n1", &["network", "ls"]);
+            assert!(
+                ls.contains("eapinet") && ls.contains("overlay") && ls.contains("swarm"),
+                "{ls}"
+            );
+            let out = docker(
+                &swarm,
+                "n1",
+                &[
+                    "service",
+                    "create",
+                    "--name",
+                    "api",
+                    "--network",
+                    "eapinet",
+                    "hive/whoami",
+                ],
+            );
+            assert!(out.status.success(), "create on eapinet: {}", all(&out));
+            assert!(
+                all(&out).contains("verify: Service converged"),
+                "{}",
+                all(&out)
+            );
+            let service = service_json(&swarm, "api");
+            assert_eq!(service["Spec"]["TaskTemplate"]["Networks"][0]["Target"], id);
+            docker_ok(&swarm, "n1", &["service", "rm", "api"]);
+            // Its tasks go away before the network can.
+            let deadline = std::time::Instant::now() + support::PATIENCE;
+            loop {
+                let out = docker(&swarm, "n1", &["network", "rm", "eapinet"]);
+                if out.status.success() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "network rm: {}",
+                    all(&out)
+                );
+                std::thread::sleep(Duration::from_millis(300));
             }
-            assert!(std::time::Instant::now() < deadline, "network rm: {}", all(&out));
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+        },
+    );
 
     scenario(&mut failures, "docker-py", || {
         if !Path::new(DOCKER_PY).exists() {

@@ -36,7 +36,8 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &[u8]) -> Result<T, 
 }
 
 fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<Vec<u8>, EngineError> {
-    serde_json::to_vec(value).map_err(|e| EngineError::internal(format!("encoding the {what}: {e}")))
+    serde_json::to_vec(value)
+        .map_err(|e| EngineError::internal(format!("encoding the {what}: {e}")))
 }
 
 impl Backend {
@@ -63,7 +64,9 @@ impl Backend {
     }
 
     async fn control(&self) -> Result<pb::control_client::ControlClient<Channel>, EngineError> {
-        Ok(pb::control_client::ControlClient::new(self.channel().await?))
+        Ok(pb::control_client::ControlClient::new(
+            self.channel().await?,
+        ))
     }
 
     async fn swarm(&self) -> Result<pb::swarm_client::SwarmClient<Channel>, EngineError> {
@@ -71,7 +74,12 @@ impl Backend {
     }
 
     pub async fn info(&self) -> Result<pb::InfoResponse, EngineError> {
-        Ok(self.swarm().await?.info(pb::InfoRequest {}).await?.into_inner())
+        Ok(self
+            .swarm()
+            .await?
+            .info(pb::InfoRequest {})
+            .await?
+            .into_inner())
     }
 
     pub async fn inspect_swarm(&self) -> Result<pb::InspectSwarmResponse, EngineError> {
@@ -114,8 +122,16 @@ impl Backend {
             .into_inner())
     }
 
-    pub async fn update_node(&self, request: pb::UpdateNodeRequest) -> Result<pb::Node, EngineError> {
-        Ok(self.control().await?.update_node(request).await?.into_inner())
+    pub async fn update_node(
+        &self,
+        request: pb::UpdateNodeRequest,
+    ) -> Result<pb::Node, EngineError> {
+        Ok(self
+            .control()
+            .await?
+            .update_node(request)
+            .await?
+            .into_inner())
     }
 
     pub async fn remove_node(&self, node: &str, force: bool) -> Result<(), EngineError> {
@@ -264,8 +280,10 @@ impl Backend {
     pub async fn service_logs(
         &self,
         request: pb::ServiceLogsRequest,
-    ) -> Result<impl futures::Stream<Item = Result<pb::LogLine, EngineError>> + Send + 'static, EngineError>
-    {
+    ) -> Result<
+        impl futures::Stream<Item = Result<pb::LogLine, EngineError>> + Send + 'static,
+        EngineError,
+    > {
         let stream = self
             .control()
             .await?

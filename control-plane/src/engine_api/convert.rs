@@ -23,7 +23,8 @@ pub const OVERLAY: &str = "overlay";
 pub fn date(t: Timestamp) -> Option<String> {
     let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
-    at.format(&time::format_description::well_known::Rfc3339).ok()
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 fn pb_date(t: Option<&pb::Timestamp>) -> Option<String> {
@@ -93,24 +94,44 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
         Some(m::ServiceSpecMode { replicated, .. }) => {
             let replicas = replicated.and_then(|r| r.replicas).unwrap_or(1);
             let replicas = u64::try_from(replicas).map_err(|_| {
-                EngineError::bad_request(format!("invalid replicas value {replicas}: it can't be negative"))
+                EngineError::bad_request(format!(
+                    "invalid replicas value {replicas}: it can't be negative"
+                ))
             })?;
             ServiceMode::Replicated { replicas }
         }
     };
     let template = spec.task_template.unwrap_or_default();
     let container = template.container_spec.unwrap_or_default();
-    ignored("ContainerSpec.Mounts", container.mounts.as_ref().is_some_and(|v| !v.is_empty()));
-    ignored("ContainerSpec.Secrets", container.secrets.as_ref().is_some_and(|v| !v.is_empty()));
-    ignored("ContainerSpec.Configs", container.configs.as_ref().is_some_and(|v| !v.is_empty()));
-    ignored("ContainerSpec.Healthcheck", container.health_check.is_some());
-    ignored("ContainerSpec.User", container.user.as_ref().is_some_and(|u| !u.is_empty()));
+    ignored(
+        "ContainerSpec.Mounts",
+        container.mounts.as_ref().is_some_and(|v| !v.is_empty()),
+    );
+    ignored(
+        "ContainerSpec.Secrets",
+        container.secrets.as_ref().is_some_and(|v| !v.is_empty()),
+    );
+    ignored(
+        "ContainerSpec.Configs",
+        container.configs.as_ref().is_some_and(|v| !v.is_empty()),
+    );
+    ignored(
+        "ContainerSpec.Healthcheck",
+        container.health_check.is_some(),
+    );
+    ignored(
+        "ContainerSpec.User",
+        container.user.as_ref().is_some_and(|u| !u.is_empty()),
+    );
     ignored("ContainerSpec.TTY", container.tty == Some(true));
     ignored("TaskTemplate.LogDriver", template.log_driver.is_some());
     let placement = template.placement.unwrap_or_default();
     ignored(
         "Placement.Preferences",
-        placement.preferences.as_ref().is_some_and(|v| !v.is_empty()),
+        placement
+            .preferences
+            .as_ref()
+            .is_some_and(|v| !v.is_empty()),
     );
     let restart = template.restart_policy.unwrap_or_default();
     let default_restart = RestartPolicy::default();
@@ -175,7 +196,11 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
                 max_attempts: u64::try_from(restart.max_attempts.unwrap_or(0)).map_err(|_| {
                     EngineError::bad_request("RestartPolicy.MaxAttempts can't be negative")
                 })?,
-                window: duration("RestartPolicy.Window", restart.window, default_restart.window)?,
+                window: duration(
+                    "RestartPolicy.Window",
+                    restart.window,
+                    default_restart.window,
+                )?,
             },
             placement: Placement {
                 constraints: placement.constraints.unwrap_or_default(),
@@ -562,13 +587,19 @@ pub fn network_spec_in(request: m::NetworkCreateRequest) -> Result<NetworkSpec, 
             "hive has swarm-scope overlay networks only; driver \"{driver}\" is not supported, use -d overlay"
         )));
     }
-    if request.scope.as_deref().is_some_and(|s| !s.is_empty() && s != "swarm") {
+    if request
+        .scope
+        .as_deref()
+        .is_some_and(|s| !s.is_empty() && s != "swarm")
+    {
         return Err(EngineError::bad_request(
             "hive's networks are swarm-scoped; use --scope swarm or leave it out",
         ));
     }
     if request.enable_ipv6 == Some(true) {
-        return Err(EngineError::bad_request("hive's overlay networks are IPv4 only"));
+        return Err(EngineError::bad_request(
+            "hive's overlay networks are IPv4 only",
+        ));
     }
     if request.config_only == Some(true) || request.config_from.is_some() {
         return Err(EngineError::bad_request(
@@ -706,7 +737,8 @@ mod tests {
         assert_eq!((port.target_port, port.published_port), (80, 8080));
         // What hive answers reads back into the same spec (docker service update sends it).
         let back = serde_json::to_string(&service_spec_out(&spec)).expect("json");
-        let (again, _) = service_spec_in(serde_json::from_str(&back).expect("model")).expect("spec");
+        let (again, _) =
+            service_spec_in(serde_json::from_str(&back).expect("model")).expect("spec");
         assert_eq!(again, spec);
     }
 
@@ -744,7 +776,10 @@ mod tests {
         .expect("model");
         let spec = network_spec_in(request).expect("spec");
         assert!(spec.attachable);
-        assert_eq!(spec.annotations.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(
+            spec.annotations.labels.get("a").map(String::as_str),
+            Some("b")
+        );
         let bridge: m::NetworkCreateRequest =
             serde_json::from_str(r#"{"Name":"b","Driver":"bridge"}"#).expect("model");
         assert_eq!(network_spec_in(bridge).unwrap_err().status, 400);

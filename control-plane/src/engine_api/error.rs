@@ -67,7 +67,9 @@ impl From<tonic::Status> for EngineError {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
         let message = status.message();
-        if message == ApiError::NoSwarmForCluster.to_string() || message == ApiError::NotInSwarm.to_string() {
+        if message == ApiError::NoSwarmForCluster.to_string()
+            || message == ApiError::NotInSwarm.to_string()
+        {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, NO_SWARM);
         }
         if message == ApiError::NotManager.to_string() {

@@ -31,7 +31,11 @@ impl Filters {
                 return Err(EngineError::bad_request(format!("invalid filter '{key}'")));
             }
             let values: BTreeSet<String> = match values {
-                Values::Map(map) => map.into_iter().filter(|(_, on)| *on).map(|(v, _)| v).collect(),
+                Values::Map(map) => map
+                    .into_iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(v, _)| v)
+                    .collect(),
                 Values::List(list) => list.into_iter().collect(),
             };
             filters.insert(key, values);
@@ -54,10 +58,11 @@ impl Filters {
 
     /// Every `label` filter (`key` or `key=value`) holds for `labels`.
     pub fn labels_match(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.values("label").all(|filter| match filter.split_once('=') {
-            Some((key, value)) => labels.get(key).is_some_and(|v| v == value),
-            None => labels.contains_key(filter),
-        })
+        self.values("label")
+            .all(|filter| match filter.split_once('=') {
+                Some((key, value)) => labels.get(key).is_some_and(|v| v == value),
+                None => labels.contains_key(filter),
+            })
     }
 
     /// A boolean filter such as `_up-to-date`: set with `true` or `1`.
@@ -72,10 +77,16 @@ mod tests {
 
     #[test]
     fn both_json_shapes_parse() {
-        let cli = Filters::parse(Some(r#"{"name":{"web":true},"label":{"a=b":true}}"#), &["name", "label"])
-            .expect("cli");
-        let py = Filters::parse(Some(r#"{"name":["web"],"label":["a=b"]}"#), &["name", "label"])
-            .expect("py");
+        let cli = Filters::parse(
+            Some(r#"{"name":{"web":true},"label":{"a=b":true}}"#),
+            &["name", "label"],
+        )
+        .expect("cli");
+        let py = Filters::parse(
+            Some(r#"{"name":["web"],"label":["a=b"]}"#),
+            &["name", "label"],
+        )
+        .expect("py");
         assert_eq!(cli, py);
         let mut labels = BTreeMap::new();
         assert!(!cli.labels_match(&labels));

@@ -81,7 +81,11 @@ pub fn bind(addrs: &[DockerApiAddr]) -> Result<Vec<LocalSocket>, TransportError>
 
 /// Serves the Engine API on `sockets` until `stopping`, reaching the cluster through the
 /// daemon's own API socket `hive_socket`.
-pub async fn serve(sockets: Vec<LocalSocket>, hive_socket: PathBuf, stopping: watch::Receiver<bool>) {
+pub async fn serve(
+    sockets: Vec<LocalSocket>,
+    hive_socket: PathBuf,
+    stopping: watch::Receiver<bool>,
+) {
     let backend = Arc::new(backend::Backend::new(hive_socket));
     let router = routes::router(backend);
     let servers = sockets
@@ -97,7 +101,9 @@ mod tests {
     #[test]
     fn only_unix_sockets_are_served() {
         assert_eq!(
-            "unix:///run/hive/docker.sock".parse::<DockerApiAddr>().expect("unix"),
+            "unix:///run/hive/docker.sock"
+                .parse::<DockerApiAddr>()
+                .expect("unix"),
             DockerApiAddr::Unix("/run/hive/docker.sock".into())
         );
         let tcp = "tcp://0.0.0.0:2375".parse::<DockerApiAddr>().unwrap_err();

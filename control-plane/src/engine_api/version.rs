@@ -18,9 +18,15 @@ impl fmt::Display for ApiVersion {
     }
 }
 
-pub const MIN_VERSION: ApiVersion = ApiVersion { major: 1, minor: 24 };
+pub const MIN_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 24,
+};
 /// What docker 28.2 serves, and what `/_ping`'s `Api-Version` header announces.
-pub const MAX_VERSION: ApiVersion = ApiVersion { major: 1, minor: 50 };
+pub const MAX_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 50,
+};
 
 impl ApiVersion {
     fn parse(text: &str) -> Option<Self> {
@@ -62,13 +68,33 @@ mod tests {
     #[test]
     fn prefixes_are_negotiated_as_dockerd() {
         let (v, path) = strip_prefix("/v1.44/services").expect("1.44");
-        assert_eq!(v, Some(ApiVersion { major: 1, minor: 44 }));
+        assert_eq!(
+            v,
+            Some(ApiVersion {
+                major: 1,
+                minor: 44
+            })
+        );
         assert_eq!(path, "/services");
-        assert_eq!(strip_prefix("/services").expect("bare"), (None, "/services"));
-        assert_eq!(strip_prefix("/version").expect("version"), (None, "/version"));
+        assert_eq!(
+            strip_prefix("/services").expect("bare"),
+            (None, "/services")
+        );
+        assert_eq!(
+            strip_prefix("/version").expect("version"),
+            (None, "/version")
+        );
         let err = strip_prefix("/v1.51/info").unwrap_err();
         assert_eq!(err.status, 400);
-        assert_eq!(err.message, "client version 1.51 is too new. Maximum supported API version is 1.50");
-        assert!(strip_prefix("/v1.23/info").unwrap_err().message.contains("too old"));
+        assert_eq!(
+            err.message,
+            "client version 1.51 is too new. Maximum supported API version is 1.50"
+        );
+        assert!(
+            strip_prefix("/v1.23/info")
+                .unwrap_err()
+                .message
+                .contains("too old")
+        );
     }
 }

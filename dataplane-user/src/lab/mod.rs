@@ -251,7 +251,10 @@ impl Lab {
         {
             command.env(
                 "DOCKER_HOST",
-                format!("unix://{}", naming::docker_socket(&self.state.name, parsed).display()),
+                format!(
+                    "unix://{}",
+                    naming::docker_socket(&self.state.name, parsed).display()
+                ),
             );
         }
         netns::enter_on_spawn(&mut command, vec![(NsKind::Net, net), (NsKind::Uts, uts)]);

@@ -78,7 +78,9 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> 
             .await
             .map_err(|r| EngineError::new(r.status(), r.body_text()))?;
         if bytes.is_empty() {
-            return Err(EngineError::bad_request("request body is empty: a JSON object is expected"));
+            return Err(EngineError::bad_request(
+                "request body is empty: a JSON object is expected",
+            ));
         }
         serde_json::from_slice(&bytes)
             .map(Json)
@@ -109,7 +111,10 @@ impl Params {
     /// dockerd's `BoolValue`: absent, empty, `0`, `no`, `false` and `none` are false.
     pub fn flag(&self, key: &str) -> bool {
         self.get(key).is_some_and(|v| {
-            !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "no" | "false" | "none")
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "" | "0" | "no" | "false" | "none"
+            )
         })
     }
 

@@ -10,7 +10,10 @@ use crate::engine_api::filters::Filters;
 
 const FILTERS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];
 
-pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axum::Json<Vec<m::Network>>> {
+pub async fn list(
+    Extract(backend): Extract<State>,
+    params: Params,
+) -> Reply<axum::Json<Vec<m::Network>>> {
     let filters = Filters::parse(params.get("filters"), FILTERS)?;
     let networks = backend.list_networks().await?;
     Ok(axum::Json(
@@ -30,8 +33,13 @@ pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axu
     ))
 }
 
-pub async fn inspect(Extract(backend): Extract<State>, Path(id): Path<String>) -> Reply<axum::Json<m::Network>> {
-    Ok(axum::Json(convert::network_out(&backend.inspect_network(&id).await?)))
+pub async fn inspect(
+    Extract(backend): Extract<State>,
+    Path(id): Path<String>,
+) -> Reply<axum::Json<m::Network>> {
+    Ok(axum::Json(convert::network_out(
+        &backend.inspect_network(&id).await?,
+    )))
 }
 
 pub async fn create(

@@ -35,7 +35,10 @@ fn matches(filters: &Filters, node: &pb::Node) -> bool {
         && filters.labels_match(&Default::default())
 }
 
-pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axum::Json<Vec<m::Node>>> {
+pub async fn list(
+    Extract(backend): Extract<State>,
+    params: Params,
+) -> Reply<axum::Json<Vec<m::Node>>> {
     let filters = Filters::parse(params.get("filters"), FILTERS)?;
     let nodes = backend.list_nodes().await?;
     Ok(axum::Json(
@@ -48,8 +51,13 @@ pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axu
     ))
 }
 
-pub async fn inspect(Extract(backend): Extract<State>, Path(id): Path<String>) -> Reply<axum::Json<m::Node>> {
-    Ok(axum::Json(convert::node_out(&backend.inspect_node(&id).await?)))
+pub async fn inspect(
+    Extract(backend): Extract<State>,
+    Path(id): Path<String>,
+) -> Reply<axum::Json<m::Node>> {
+    Ok(axum::Json(convert::node_out(
+        &backend.inspect_node(&id).await?,
+    )))
 }
 
 /// The whole new spec at `?version=N`, applied as hive's node update (availability, role,
@@ -66,8 +74,14 @@ pub async fn update(
         return Err(EngineError::out_of_sequence());
     }
     let current = node.spec.clone().unwrap_or_default();
-    if spec.name.as_deref().is_some_and(|n| !n.is_empty() && n != current.name) {
-        return Err(EngineError::bad_request("renaming nodes is not supported by hive"));
+    if spec
+        .name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != current.name)
+    {
+        return Err(EngineError::bad_request(
+            "renaming nodes is not supported by hive",
+        ));
     }
     let labels = spec.labels.unwrap_or_default();
     let request = pb::UpdateNodeRequest {
@@ -86,6 +100,10 @@ pub async fn update(
     Ok(())
 }
 
-pub async fn remove(Extract(backend): Extract<State>, Path(id): Path<String>, params: Params) -> Reply<()> {
+pub async fn remove(
+    Extract(backend): Extract<State>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Reply<()> {
     backend.remove_node(&id, params.flag("force")).await
 }

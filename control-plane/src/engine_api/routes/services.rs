@@ -52,7 +52,9 @@ pub async fn list(
                     ServiceMode::Global => "global",
                 };
                 filters.any("id", |id| service.id.starts_with(id))
-                    && filters.any("name", |name| service.spec.annotations.name.starts_with(name))
+                    && filters.any("name", |name| {
+                        service.spec.annotations.name.starts_with(name)
+                    })
                     && filters.any("mode", |m| m == mode)
                     && filters.labels_match(&service.spec.annotations.labels)
             })
@@ -81,9 +83,7 @@ pub async fn update(
         Some("previous") => {
             let service = backend.inspect_service(&id).await?;
             let previous = service.previous_spec.ok_or_else(|| {
-                EngineError::bad_request(format!(
-                    "service {id} does not have a previous spec"
-                ))
+                EngineError::bad_request(format!("service {id} does not have a previous spec"))
             })?;
             (previous, Vec::new())
         }
@@ -133,7 +133,10 @@ pub async fn logs(
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    if params.get("since").is_some_and(|s| !s.is_empty() && s != "0") {
+    if params
+        .get("since")
+        .is_some_and(|s| !s.is_empty() && s != "0")
+    {
         return Err(EngineError::not_implemented("service logs --since"));
     }
     let tail = match params.get("tail") {

@@ -37,7 +37,10 @@ pub async fn ping(Extract(backend): Extract<State>) -> Response {
     };
     let mut response = (StatusCode::OK, "OK").into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Ok(value) = HeaderValue::from_str(&swarm) {
         headers.insert("Swarm", value);

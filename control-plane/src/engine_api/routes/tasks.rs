@@ -26,7 +26,11 @@ const FILTERS: &[&str] = &[
 /// SwarmKit's task name: `service.slot.id`, `service.node.id` for a global task.
 fn task_name(service: &str, task: &Task) -> String {
     if task.slot == 0 {
-        format!("{service}.{}.{}", task.node_id.as_deref().unwrap_or(""), task.id)
+        format!(
+            "{service}.{}.{}",
+            task.node_id.as_deref().unwrap_or(""),
+            task.id
+        )
     } else {
         format!("{service}.{}.{}", task.slot, task.id)
     }
@@ -47,7 +51,10 @@ fn resolve<'a>(services: &'a [ServiceWithCounts], query: &str) -> Option<&'a Ser
         })
 }
 
-pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axum::Json<Vec<m::Task>>> {
+pub async fn list(
+    Extract(backend): Extract<State>,
+    params: Params,
+) -> Reply<axum::Json<Vec<m::Task>>> {
     let filters = Filters::parse(params.get("filters"), FILTERS)?;
     let services = backend.list_services().await?;
     // Service filters name services that must exist (dockerd resolves them the same way).
@@ -61,11 +68,17 @@ pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axu
         let nodes = backend.list_nodes().await?;
         let mut ids = Vec::new();
         for query in filters.values("node") {
-            let query = if query == "self" { nodes.self_node_id.as_str() } else { query };
+            let query = if query == "self" {
+                nodes.self_node_id.as_str()
+            } else {
+                query
+            };
             let node = nodes.nodes.iter().find(|n| {
                 n.id == query
                     || n.description.as_ref().is_some_and(|d| d.hostname == query)
-                    || n.spec.as_ref().is_some_and(|s| !s.name.is_empty() && s.name == query)
+                    || n.spec
+                        .as_ref()
+                        .is_some_and(|s| !s.name.is_empty() && s.name == query)
             });
             let node = node
                 .or_else(|| {
@@ -123,7 +136,10 @@ pub async fn list(Extract(backend): Extract<State>, params: Params) -> Reply<axu
     ))
 }
 
-pub async fn inspect(Extract(backend): Extract<State>, Path(id): Path<String>) -> Reply<axum::Json<m::Task>> {
+pub async fn inspect(
+    Extract(backend): Extract<State>,
+    Path(id): Path<String>,
+) -> Reply<axum::Json<m::Task>> {
     let tasks = backend.list_tasks("", "").await?;
     let exact = tasks.iter().find(|t| t.id == id);
     let task = exact.or_else(|| {

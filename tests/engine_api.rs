@@ -50,6 +50,13 @@ fn docker(swarm: &Swarm, node: &str, args: &[&str]) -> Output {
     wait_output(child, &format!("docker {}", args.join(" ")))
 }
 
+/// The CLI's last progress line: `verify: Service ID converged`.
+fn converged(shown: &str) -> bool {
+    shown
+        .lines()
+        .any(|l| l.starts_with("verify: Service ") && l.ends_with(" converged"))
+}
+
 fn all(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
@@ -189,7 +196,7 @@ fn docker_clients_drive_a_lab_swarm() {
             );
             let shown = all(&out);
             assert!(out.status.success(), "docker service create: {shown}");
-            assert!(shown.contains("verify: Service converged"), "{shown}");
+            assert!(converged(&shown), "{shown}");
             let tasks = wait_running(&swarm, "web", 3);
             let hosts = hostnames(&live(&tasks));
             wait_answered(&swarm, "n2", 8080, &hosts, 6);
@@ -220,11 +227,7 @@ fn docker_clients_drive_a_lab_swarm() {
     scenario(&mut failures, "docker service scale and update", || {
         let out = docker(&swarm, "n1", &["service", "scale", "web=2"]);
         assert!(out.status.success(), "scale: {}", all(&out));
-        assert!(
-            all(&out).contains("verify: Service converged"),
-            "{}",
-            all(&out)
-        );
+        assert!(converged(&all(&out)), "{}", all(&out));
         let ls = docker_ok(&swarm, "n1", &["service", "ls"]);
         assert!(ls.contains("2/2"), "after scale: {ls}");
         let out = docker(
@@ -330,11 +333,7 @@ fn docker_clients_drive_a_lab_swarm() {
                 ],
             );
             assert!(out.status.success(), "create on eapinet: {}", all(&out));
-            assert!(
-                all(&out).contains("verify: Service converged"),
-                "{}",
-                all(&out)
-            );
+            assert!(converged(&all(&out)), "{}", all(&out));
             let service = service_json(&swarm, "api");
             assert_eq!(service["Spec"]["TaskTemplate"]["Networks"][0]["Target"], id);
             docker_ok(&swarm, "n1", &["service", "rm", "api"]);
@@ -369,7 +368,7 @@ svc = client.services.create("hive/whoami", name="py", labels={"app": "py"})
 assert [s.name for s in client.services.list(filters={"label": "app=py"})] == ["py"]
 got = client.services.get("py")
 assert got.id == svc.id
-got.update(labels={"app": "py", "v": "2"})
+got.update(name="py", labels={"app": "py", "v": "2"})
 assert client.services.get(svc.id).attrs["Spec"]["Labels"]["v"] == "2"
 got.remove()
 assert client.services.list(filters={"name": "py"}) == []

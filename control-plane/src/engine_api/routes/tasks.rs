@@ -125,7 +125,9 @@ pub async fn list(
                     && filters.any("id", |id| t.id.starts_with(id))
                     && filters.any("name", |name| task_name(service_name, t).starts_with(name))
                     && (desired.is_empty() || desired.contains(&t.desired_state))
-                    && (!up_to_date || service.is_some_and(|s| s.spec_version == t.spec_version))
+                    // SwarmKit's `IsTaskDirty`: the task runs the service's current template
+                    // (a scale changes the spec, not the tasks).
+                    && (!up_to_date || service.is_some_and(|s| s.spec.task_template == t.spec))
                     // SwarmKit matches a task's labels against its service's.
                     && filters.labels_match(
                         service.map_or(&Default::default(), |s| &s.spec.annotations.labels),

@@ -57,6 +57,11 @@ pub struct DaemonArgs {
     /// several), as dockerd's flag. Every other registry is reached over HTTPS only.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// Serve the Docker Engine API here, for the docker CLI and SDKs (unix://PATH; repeat
+    /// for several) [default: unix:///run/hive/docker.sock]. tcp:// is refused: it needs
+    /// mutual TLS, which hive does not serve yet.
+    #[arg(long = "docker-api", value_name = "ADDR")]
+    pub docker_api: Vec<String>,
 }
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -82,6 +87,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
         dns_upstreams: parse_dns_upstreams(&args.dns_upstream)?,
         insecure_registries: args.insecure_registry,
+        docker_api: docker_api_addrs(&args.docker_api)?,
     };
     config.validate()?;
     // Everything the daemon creates is its own: the Raft store holds the CA key and the join
@@ -98,6 +104,18 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         daemon::run(config, listeners, shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--docker-api` values, or the default socket when none is given.
+fn docker_api_addrs(
+    values: &[String],
+) -> Result<Vec<crate::engine_api::DockerApiAddr>, crate::engine_api::AddrError> {
+    if values.is_empty() {
+        return Ok(vec![crate::engine_api::DockerApiAddr::Unix(
+            crate::engine_api::DEFAULT_DOCKER_SOCKET.into(),
+        )]);
+    }
+    values.iter().map(|v| v.parse()).collect()
 }
 
 /// SIGTERM or SIGINT.

@@ -46,6 +46,8 @@ pub struct DaemonConfig {
     /// `--insecure-registry HOST[:PORT]`: registries this node pulls from over plain HTTP,
     /// as dockerd's flag (every other registry is HTTPS only).
     pub insecure_registries: Vec<String>,
+    /// `--docker-api`: where the Docker Engine API is served (docs/engine-api.md).
+    pub docker_api: Vec<crate::engine_api::DockerApiAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -87,6 +87,8 @@ pub struct Listeners {
     pub node: TcpListener,
     /// The Prometheus endpoint, if `--metrics-addr` asked for one.
     pub metrics: Option<TcpListener>,
+    /// The Docker Engine API sockets (`--docker-api`).
+    pub docker_api: Vec<LocalSocket>,
 }
 
 impl Listeners {
@@ -106,7 +108,13 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Self { api, node, metrics })
+        let docker_api = crate::engine_api::bind(&config.docker_api)?;
+        Ok(Self {
+            api,
+            node,
+            metrics,
+            docker_api,
+        })
     }
 }
 
@@ -119,6 +127,7 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (stop, stopping) = watch::channel(false);
     let stopping_metrics = stopping.clone();
+    let stopping_engine_api = stopping.clone();
     let node_addr = listeners
         .node
         .local_addr()
@@ -178,6 +187,13 @@ pub async fn run(
             listener,
             registry,
             stopped(stopping_metrics),
+        ));
+    }
+    if !listeners.docker_api.is_empty() {
+        tokio::spawn(crate::engine_api::serve(
+            listeners.docker_api,
+            node.config.socket.clone(),
+            stopping_engine_api,
         ));
     }
     let mut node_task = tokio::spawn(node_server);

@@ -156,6 +156,11 @@ pub fn start_daemon(lab: &Lab, node: &str, hive: &Path) -> Result<Child, LabSwar
         .arg(&data_dir)
         .arg("--socket")
         .arg(&socket)
+        .arg("--docker-api")
+        .arg(format!(
+            "unix://{}",
+            naming::docker_socket(lab.name(), member(node)?).display()
+        ))
         .args(["--listen-addr", "0.0.0.0:2377"])
         .args(["--metrics-addr", &format!("0.0.0.0:{METRICS_PORT}")])
         .arg("--advertise-addr")

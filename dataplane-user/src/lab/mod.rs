@@ -244,6 +244,19 @@ impl Lab {
         command
             .env("HIVE_LAB", &self.state.name)
             .env("HIVE_NODE", &member.name);
+        // The stock docker CLI inside `hive lab exec NODE -- docker ...` talks to the node's
+        // Engine API.
+        if let Ok(parsed) = member.name.parse::<naming::Member>()
+            && parsed.is_node()
+        {
+            command.env(
+                "DOCKER_HOST",
+                format!(
+                    "unix://{}",
+                    naming::docker_socket(&self.state.name, parsed).display()
+                ),
+            );
+        }
         netns::enter_on_spawn(&mut command, vec![(NsKind::Net, net), (NsKind::Uts, uts)]);
         Ok(command)
     }

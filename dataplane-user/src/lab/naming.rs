@@ -244,6 +244,12 @@ pub fn api_socket(lab: &str, member: Member) -> PathBuf {
     member_dir(lab, member).join("hive.sock")
 }
 
+/// A node's Docker Engine API socket (its `hive daemon --docker-api`); `hive lab exec`
+/// points `DOCKER_HOST` at it.
+pub fn docker_socket(lab: &str, member: Member) -> PathBuf {
+    member_dir(lab, member).join("docker.sock")
+}
+
 /// The log file of the node's `hive daemon`.
 pub fn daemon_log(lab: &str, member: Member) -> PathBuf {
     member_dir(lab, member).join("daemon.log")

@@ -1,0 +1,165 @@
+//! The one place the Engine API reaches the cluster: hive's own gRPC `Swarm` and `Control`
+//! services of the local daemon, as dockerd's cluster package calls SwarmKit's control API.
+//! Every call goes through the typed client (`client::Control`) here; the routes see store
+//! objects (`store::objects`) and the API's node and swarm messages.
+
+use std::path::PathBuf;
+
+use futures::StreamExt as _;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use super::error::EngineError;
+use crate::api::pb;
+use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
+use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
+use crate::transport::unix_channel;
+
+/// A service with the task counts `service ls` shows.
+pub use crate::client::ServiceWithStatus as ServiceWithCounts;
+
+/// The local daemon's cluster API, connected on first use (the daemon's own socket is served
+/// by the same process, which may not accept yet when the Engine API starts).
+#[derive(Debug)]
+pub struct Backend {
+    socket: PathBuf,
+    channel: Mutex<Option<Channel>>,
+}
+
+impl Backend {
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            socket,
+            channel: Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, EngineError> {
+        let mut cached = self.channel.lock().await;
+        if let Some(channel) = cached.as_ref() {
+            return Ok(channel.clone());
+        }
+        let channel = unix_channel(&self.socket).await.map_err(|e| {
+            EngineError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("the hive daemon's own API is not reachable: {e}"),
+            )
+        })?;
+        *cached = Some(channel.clone());
+        Ok(channel)
+    }
+
+    async fn control(&self) -> Result<Control, EngineError> {
+        Ok(Control::new(self.channel().await?))
+    }
+
+    async fn swarm(&self) -> Result<pb::swarm_client::SwarmClient<Channel>, EngineError> {
+        Ok(pb::swarm_client::SwarmClient::new(self.channel().await?))
+    }
+
+    pub async fn info(&self) -> Result<pb::InfoResponse, EngineError> {
+        Ok(self
+            .swarm()
+            .await?
+            .info(pb::InfoRequest {})
+            .await?
+            .into_inner())
+    }
+
+    pub async fn inspect_swarm(&self) -> Result<pb::InspectSwarmResponse, EngineError> {
+        Ok(self.control().await?.inspect_swarm().await?)
+    }
+
+    pub async fn rotate_join_token(&self, role: NodeRole) -> Result<(), EngineError> {
+        self.control().await?.join_token(role, true).await?;
+        Ok(())
+    }
+
+    pub async fn list_nodes(&self) -> Result<pb::ListNodesResponse, EngineError> {
+        Ok(self.control().await?.list_nodes().await?)
+    }
+
+    pub async fn inspect_node(&self, node: &str) -> Result<pb::Node, EngineError> {
+        Ok(self.control().await?.inspect_node(node).await?)
+    }
+
+    pub async fn update_node(
+        &self,
+        request: pb::UpdateNodeRequest,
+    ) -> Result<pb::Node, EngineError> {
+        Ok(self.control().await?.update_node(request).await?)
+    }
+
+    pub async fn remove_node(&self, node: &str, force: bool) -> Result<(), EngineError> {
+        self.control().await?.remove_node(node, force).await?;
+        Ok(())
+    }
+
+    pub async fn create_service(&self, spec: &ServiceSpec) -> Result<Service, EngineError> {
+        Ok(self.control().await?.create_service(spec).await?)
+    }
+
+    pub async fn update_service(
+        &self,
+        service: &str,
+        spec: &ServiceSpec,
+        version: u64,
+    ) -> Result<Service, EngineError> {
+        Ok(self
+            .control()
+            .await?
+            .update_service(service, version, spec)
+            .await?)
+    }
+
+    pub async fn remove_service(&self, service: &str) -> Result<(), EngineError> {
+        self.control().await?.remove_service(service).await?;
+        Ok(())
+    }
+
+    pub async fn inspect_service(&self, service: &str) -> Result<Service, EngineError> {
+        Ok(self.control().await?.inspect_service(service).await?)
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<ServiceWithStatus>, EngineError> {
+        Ok(self.control().await?.list_services().await?)
+    }
+
+    /// Tasks, history included, of one service and/or node (empty for any).
+    pub async fn list_tasks(&self, service: &str, node: &str) -> Result<Vec<Task>, EngineError> {
+        let filter = TaskFilter {
+            service: (!service.is_empty()).then_some(service),
+            node: (!node.is_empty()).then_some(node),
+        };
+        Ok(self.control().await?.list_tasks(filter).await?.tasks)
+    }
+
+    pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, EngineError> {
+        Ok(self.control().await?.create_network(spec).await?)
+    }
+
+    pub async fn list_networks(&self) -> Result<Vec<Network>, EngineError> {
+        Ok(self.control().await?.list_networks().await?)
+    }
+
+    pub async fn inspect_network(&self, network: &str) -> Result<Network, EngineError> {
+        Ok(self.control().await?.inspect_network(network).await?)
+    }
+
+    pub async fn remove_network(&self, network: &str) -> Result<(), EngineError> {
+        self.control().await?.remove_network(network).await?;
+        Ok(())
+    }
+
+    /// The merged log lines of a service or task; ends with the first error.
+    pub async fn service_logs(
+        &self,
+        request: LogsRequest,
+    ) -> Result<
+        impl futures::Stream<Item = Result<pb::LogLine, EngineError>> + Send + 'static,
+        EngineError,
+    > {
+        let stream = self.control().await?.service_logs(request).await?;
+        Ok(stream.map(|line| line.map_err(EngineError::from)))
+    }
+}

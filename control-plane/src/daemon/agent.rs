@@ -22,10 +22,12 @@ use crate::dispatcher::{Suspects, SuspicionKind};
 use crate::executor::resolv_conf::ResolvConf;
 use crate::executor::{
     Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoDataplane, NoNetworks,
+    OciRuntime,
 };
 use crate::gossip::{
     DEFAULT_GOSSIP_PORT, DownReason, Gossip, GossipConfig, Member, MemberStatus, MembershipEvent,
 };
+use crate::image_store::ImageStore;
 
 /// `<data-dir>/agent/prepared/<task-id>.json`: what `prepare` made of each task.
 pub const PREPARED_DIR: &str = "agent/prepared";
@@ -95,6 +97,7 @@ impl NodeAgent {
         config: &DaemonConfig,
         file: &NodeFile,
         suspects: Arc<Suspects>,
+        images: ImageStore,
     ) -> Arc<Self> {
         let (stop, stopping) = watch::channel(false);
         let advertise: Option<SocketAddr> = file.advertise_addr.parse().ok();
@@ -136,7 +139,16 @@ impl NodeAgent {
                 }
                 c
             })
-            .and_then(|c| NamespaceExecutor::new(c, attacher))
+            .and_then(|c| {
+                let run_dir = c.run_dir.clone();
+                let mut oci =
+                    OciRuntime::for_daemon(&file.node_id, &config.data_dir, Arc::new(images));
+                // Lab nodes share a host: each keeps its runc state under its own run dir.
+                if config.task_run_dir.is_some() {
+                    oci.runc.root = run_dir.join("runc");
+                }
+                NamespaceExecutor::new(c, attacher)?.with_oci(oci)
+            })
             .map(Arc::new);
         if let (Some(mesh), Ok(executor)) = (&mesh, &namespace_executor) {
             redirect_resolvers(mesh, executor).await;

@@ -144,7 +144,7 @@ pub async fn run(
             insecure: config.insecure_registries.clone(),
         },
     )?;
-    let node = SwarmNode::start(config, node_addr).await;
+    let node = SwarmNode::start(config, node_addr, images.clone()).await;
 
     let managers = node.managers.clone();
     let node_server = Server::builder()

@@ -15,6 +15,7 @@ use super::config::DaemonConfig;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
 use crate::dispatcher::Suspects;
+use crate::image_store::ImageStore;
 use crate::manager::{Manager, ManagerParams, ManagerSlot};
 use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials};
 use crate::transport::TlsSlot;
@@ -61,13 +62,19 @@ pub struct SwarmNode {
     /// The node's agent (tasks and mesh). It outlives role changes, which re-activate the
     /// node; only leaving the swarm and daemon shutdown stop it.
     agent: Mutex<Option<Arc<NodeAgent>>>,
+    /// This node's images, which its containers run from.
+    images: ImageStore,
 }
 
 impl SwarmNode {
     /// The node as it was when the daemon last stopped: resumes the swarm membership on disk,
     /// if any. A membership that cannot be resumed leaves the node inactive, with the reason
     /// in `hive info`.
-    pub async fn start(config: DaemonConfig, listen_addr: SocketAddr) -> Arc<Self> {
+    pub async fn start(
+        config: DaemonConfig,
+        listen_addr: SocketAddr,
+        images: ImageStore,
+    ) -> Arc<Self> {
         let (events, receiver) = mpsc::channel(EVENT_BACKLOG);
         let node = Arc::new_cyclic(|this| Self {
             this: this.clone(),
@@ -81,6 +88,7 @@ impl SwarmNode {
             transition: Mutex::new(()),
             events,
             agent: Mutex::new(None),
+            images,
         });
         tokio::spawn(handle_events(Arc::downgrade(&node), receiver));
         if let Err(err) = node.resume().await {
@@ -223,7 +231,13 @@ impl SwarmNode {
         if let Some(old) = slot.take() {
             old.stop(true).await;
         }
-        let agent = NodeAgent::start(&self.config, file, self.suspects.clone()).await;
+        let agent = NodeAgent::start(
+            &self.config,
+            file,
+            self.suspects.clone(),
+            self.images.clone(),
+        )
+        .await;
         *slot = Some(agent.clone());
         agent
     }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod index;
 pub mod pull;
 pub mod reference;
+mod source;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -61,8 +61,9 @@ impl ContainerImage {
 
 /// Where the executor gets OCI images from. The node's image store
 /// implements it; `image` is the task's image reference as the service
-/// pinned it (`registry/name@sha256:...`). It must not pull: a task whose
-/// image is not on the node is rejected with the returned error.
+/// pinned it (`registry/name@sha256:...`). The node's store pulls an image it
+/// does not have (as Docker's prepare does); a task whose image cannot be had
+/// is rejected with the returned error.
 pub trait ImageSource: Send + Sync + Debug {
     fn image<'a>(
         &'a self,

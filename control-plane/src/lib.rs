@@ -19,5 +19,6 @@ pub mod orchestrator;
 pub mod pki;
 pub mod raft_net;
 pub mod scheduler;
+pub mod stack;
 pub mod store;
 pub mod transport;

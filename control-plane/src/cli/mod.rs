@@ -19,6 +19,7 @@ pub mod node;
 pub mod node_ls;
 pub mod output;
 pub mod service;
+pub mod stack;
 pub mod swarm;
 pub mod usage;
 
@@ -70,6 +71,8 @@ pub enum Command {
     Service(Box<service::ServiceArgs>),
     /// Manage networks.
     Network(network::NetworkArgs),
+    /// Manage Swarm stacks.
+    Stack(stack::StackArgs),
     /// Display system-wide information.
     Info,
     /// The routing mesh seen from the kernel: packet traces and counters.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => node::run(cli.host.as_deref(), args),
         Command::Service(args) => service::run(cli.host.as_deref(), *args),
         Command::Network(args) => network::run(cli.host.as_deref(), args),
+        Command::Stack(args) => stack::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),
         Command::Mesh(args) => mesh::run(args),
     }

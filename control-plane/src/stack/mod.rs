@@ -2,3 +2,4 @@
 //! (`hive stack`, docs/stacks.md).
 
 pub mod compose;
+pub mod convert;

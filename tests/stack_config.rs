@@ -443,6 +443,50 @@ secrets:
 }
 
 #[test]
+fn short_syntax_edge_cases() {
+    golden(
+        "edge cases",
+        &[(
+            "app.yml",
+            r#"services:
+  web:
+    image: x
+    command: 'sh -c "echo a  b" extra'
+    ports:
+      - "3000-3001:4000-4001"
+      - 9090
+    expose: [80, "8080"]
+    dns: 8.8.8.8
+    tmpfs: /run
+    volumes:
+      - /data
+      - ~/cfg:/cfg:rw
+    extra_hosts:
+      somehost: 1.2.3.4
+    deploy:
+      resources:
+        limits:
+          cpus: "0.5"
+    stop_grace_period: 1500ms
+  other:
+    image: y
+    environment:
+      FLAG: on
+      NUM: 0755
+      OCT: 0o17
+    networks:
+      n1:
+        aliases: [a]
+        ipv4_address: 10.0.0.2
+networks:
+  n1:
+"#,
+        )],
+        &["app.yml"],
+    );
+}
+
+#[test]
 fn unversioned_compose_specification_file() {
     golden(
         "unversioned",

@@ -83,7 +83,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub with_registry_auth: bool,
     /// Exit immediately instead of waiting for the stack services to converge.
-    #[arg(short = 'd', long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(short = 'd', long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub detach: Option<bool>,
     /// Suppress progress output.
     #[arg(short, long)]
@@ -204,5 +204,89 @@ pub fn run(host: Option<&str>, args: StackArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(())
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::store::objects::Service;
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: StackCommand,
+    }
+
+    fn deploy(args: &[&str]) -> DeployArgs {
+        let parsed = TestCli::try_parse_from(std::iter::once("stack").chain(args.iter().copied()))
+            .expect("parses");
+        match parsed.command {
+            StackCommand::Deploy(d) => d,
+            other => panic!("not a deploy: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deploy_flags_as_docker_takes_them() {
+        let d = deploy(&[
+            "deploy", "-c", "a.yml", "-c", "b.yml", "--prune", "-d", "app",
+        ]);
+        assert_eq!(d.compose_files, ["a.yml", "b.yml"]);
+        assert!(d.prune);
+        assert_eq!(d.detach, Some(true));
+        assert_eq!(d.stack, "app");
+        assert_eq!(d.resolve_image, ResolveImage::Always);
+        let d = deploy(&[
+            "up",
+            "--compose-file",
+            "a.yml,b.yml",
+            "--detach=false",
+            "--resolve-image",
+            "never",
+            "app",
+        ]);
+        assert_eq!(d.compose_files, ["a.yml", "b.yml"]);
+        assert_eq!(d.detach, Some(false));
+        assert_eq!(d.resolve_image, ResolveImage::Never);
+        assert_eq!(deploy(&["deploy", "-c", "a.yml", "app"]).detach, None);
+        assert!(
+            TestCli::try_parse_from(["stack", "deploy", "app"]).is_err(),
+            "-c is required"
+        );
+    }
+
+    fn row(name: &str, stack: Option<&str>) -> ServiceRow {
+        let mut service = Service::default();
+        service.spec.annotations.name = name.to_owned();
+        if let Some(stack) = stack {
+            service
+                .spec
+                .annotations
+                .labels
+                .insert(NAMESPACE_LABEL.to_owned(), stack.to_owned());
+        }
+        ServiceRow {
+            service,
+            running: 0,
+            desired: 1,
+        }
+    }
+
+    #[test]
+    fn stack_ls_counts_services_by_namespace_label() {
+        let rows = [
+            row("web_a", Some("web")),
+            row("app_x", Some("app")),
+            row("app_y", Some("app")),
+            row("loose", None),
+        ];
+        assert_eq!(
+            render_stack_ls(&rows),
+            "NAME      SERVICES\napp       2\nweb       1\n"
+        );
+        assert_eq!(stack_rows(rows.to_vec(), "app").len(), 2);
     }
 }

@@ -64,7 +64,10 @@ impl Node {
 /// Parses one Compose file. The top level must be a mapping.
 pub fn parse(file: &str, text: &str) -> Result<Node, ComposeError> {
     let mut options = serde_saphyr::Options::default();
+    // As Go's yaml.v3, which docker uses: `0440` is octal, and only true/false are booleans
+    // (`image: y` and `LEVEL: on` stay strings).
     options.legacy_octal_numbers = true;
+    options.strict_booleans = true;
     let raw: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let at = err
             .location()

@@ -1136,7 +1136,7 @@ pub fn parse_port_spec(spec: &str) -> Result<Vec<PortConfig>, String> {
     };
     let (target, published) = match parts.as_slice() {
         [target] => (parse_range(target, spec)?, None),
-        [published, target] if published.is_empty() => (parse_range(target, spec)?, None),
+        ["", target] => (parse_range(target, spec)?, None),
         [published, target] => (
             parse_range(target, spec)?,
             Some(parse_range(published, spec)?),

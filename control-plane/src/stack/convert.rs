@@ -40,7 +40,7 @@ pub enum ConvertError {
         message: String,
     },
     #[error(
-        "invalid stack name \"{0}\": use letters, digits, '-', '_' and '.', starting with a letter or digit"
+        "invalid stack name \"{0}\": use letters, digits, '-' and '_', starting with a letter or digit (it prefixes the names of the stack's services and networks)"
     )]
     StackName(String),
 }
@@ -59,7 +59,7 @@ pub struct StackPlan {
     pub ignored: Vec<String>,
 }
 
-/// docker's check of a stack name (`validateStackName`, plus a name usable in objects).
+/// A stack name usable as the prefix of service names (which must be DNS components).
 pub fn check_stack_name(stack: &str) -> Result<(), ConvertError> {
     let ok = stack
         .chars()
@@ -67,7 +67,7 @@ pub fn check_stack_name(stack: &str) -> Result<(), ConvertError> {
         .is_some_and(|c| c.is_ascii_alphanumeric())
         && stack
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
     if ok {
         Ok(())
     } else {

@@ -13,7 +13,8 @@ use super::compose::types::{Config, NetworkConfig, ServiceConfig};
 use crate::cli::service::opts::parse_cpus;
 use crate::store::objects::{
     Annotations, EndpointMode, IpamConfig, IpamOptions, NetworkAttachmentConfig, NetworkSpec,
-    PortConfig, Protocol, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
+    PlacementPreference, PortConfig, Protocol, PublishMode, RestartCondition, ServiceMode,
+    ServiceSpec,
 };
 
 /// docker/cli `convert.LabelNamespace`.
@@ -214,7 +215,7 @@ fn service_spec(
         }
     }
     // Keys hive accepts but does not run yet: said, never dropped silently.
-    let not_yet: [(bool, &str); 14] = [
+    let not_yet: [(bool, &str); 13] = [
         (s.healthcheck.is_some(), "healthcheck"),
         (!s.user.is_empty(), "user"),
         (s.read_only, "read_only"),
@@ -228,11 +229,6 @@ fn service_spec(
         (!s.labels.is_empty(), "labels (container labels)"),
         (s.deploy.update_config.is_some(), "deploy.update_config"),
         (s.deploy.rollback_config.is_some(), "deploy.rollback_config"),
-        (
-            !s.deploy.placement.preferences.is_empty()
-                || s.deploy.placement.max_replicas_per_node != 0,
-            "deploy.placement.preferences/max_replicas_per_node",
-        ),
     ];
     for (set, key) in not_yet {
         if set {
@@ -272,15 +268,17 @@ fn service_spec(
     container.image = s.image.clone();
     container.command = s.entrypoint.0.clone();
     container.args = s.command.0.clone();
-    container.env = s
-        .environment
-        .0
-        .iter()
-        .map(|(k, v)| match v {
-            Some(v) => format!("{k}={v}"),
-            None => k.clone(),
-        })
-        .collect();
+    // A variable without a value (and none in the environment of `stack deploy`) unsets the
+    // image's variable in docker; hive's specs hold set variables only, so it is named in the
+    // warning rather than sent.
+    for (key, value) in &s.environment.0 {
+        match value {
+            Some(v) => container.env.push(format!("{key}={v}")),
+            None => {
+                ignored.insert(format!("environment.{key} (no value)"));
+            }
+        }
+    }
     container.hostname = s.hostname.clone();
     container.workdir = s.working_dir.clone();
     if let Some(grace) = s.stop_grace_period {
@@ -355,7 +353,23 @@ fn service_spec(
         }
     }
 
-    spec.task_template.placement.constraints = s.deploy.placement.constraints.clone();
+    let placement = &mut spec.task_template.placement;
+    placement.constraints = s.deploy.placement.constraints.clone();
+    placement.max_replicas = s.deploy.placement.max_replicas_per_node;
+    for preference in &s.deploy.placement.preferences {
+        if !crate::scheduler::spread::valid_descriptor(&preference.spread) {
+            return Err(invalid(
+                "deploy.placement.preferences",
+                format!(
+                    "invalid spread descriptor \"{}\": use node.labels.NAME or engine.labels.NAME",
+                    preference.spread
+                ),
+            ));
+        }
+        placement.preferences.push(PlacementPreference {
+            spread: preference.spread.clone(),
+        });
+    }
 
     // docker attaches a service that names no network to STACK_default; every attachment
     // carries the service's short name as an alias.
@@ -454,7 +468,7 @@ mod tests {
     #[test]
     fn services_and_networks_are_named_and_labelled_as_docker_does() {
         let config = load(
-            "services:\n  web:\n    image: hive/whoami\n    command: --port 80\n    ports: [\"8080:80\"]\n    environment: [A=1, B]\n    deploy:\n      replicas: 3\n      labels: {tier: front}\n  backend:\n    image: hive/echo\n    networks:\n      back:\n        aliases: [api]\nnetworks:\n  back:\n    driver: overlay\n    attachable: true\n  unused:\n",
+            "services:\n  web:\n    image: hive/whoami\n    command: --port 80\n    ports: [\"8080:80\"]\n    environment: [A=1, B]\n    deploy:\n      replicas: 3\n      labels: {tier: front}\n      placement:\n        preferences: [{spread: node.labels.zone}]\n        max_replicas_per_node: 2\n  backend:\n    image: hive/echo\n    networks:\n      back:\n        aliases: [api]\nnetworks:\n  back:\n    driver: overlay\n    attachable: true\n  unused:\n",
         );
         let plan = plan("app", &config).expect("plan");
         assert_eq!(
@@ -473,10 +487,16 @@ mod tests {
         assert_eq!(web.annotations.labels["tier"], "front");
         assert_eq!(web.mode, ServiceMode::Replicated { replicas: 3 });
         assert_eq!(web.task_template.container.args, ["--port", "80"]);
-        assert_eq!(web.task_template.container.env, ["A=1", "B"]);
+        assert_eq!(web.task_template.container.env, ["A=1"]);
+        assert_eq!(plan.ignored, ["environment.B (no value)"]);
         assert_eq!(web.task_template.networks[0].target, "app_default");
         assert_eq!(web.task_template.networks[0].aliases, ["web"]);
         assert_eq!(web.endpoint_spec.ports[0].published_port, 8080);
+        assert_eq!(web.task_template.placement.max_replicas, 2);
+        assert_eq!(
+            web.task_template.placement.preferences[0].spread,
+            "node.labels.zone"
+        );
         assert_eq!(web.endpoint_spec.ports[0].target_port, 80);
 
         let backend = &plan.services["app_backend"];

@@ -30,8 +30,8 @@ pub use node::{
 };
 pub use service::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, NetworkAttachmentConfig, Placement,
-    PortConfig, Protocol, PublishMode, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, TaskSpec, VirtualIp,
+    PlacementPreference, PortConfig, Protocol, PublishMode, RestartCondition, RestartPolicy,
+    Service, ServiceMode, ServiceSpec, TaskSpec, VirtualIp,
 };
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 

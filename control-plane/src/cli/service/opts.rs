@@ -245,6 +245,26 @@ pub fn random_name() -> String {
     )
 }
 
+/// `--placement-pref spread=node.labels.zone` (docker/cli `opts.placementPrefOpts`).
+pub fn parse_placement_pref(text: &str) -> Result<PlacementPreference, String> {
+    let Some((strategy, descriptor)) = text.split_once('=') else {
+        return Err("placement preference must be of the format \"<strategy>=<arg>\"".to_owned());
+    };
+    if strategy != "spread" {
+        return Err(format!(
+            "unsupported placement preference {strategy} (only spread is supported)"
+        ));
+    }
+    if !crate::scheduler::spread::valid_descriptor(descriptor) {
+        return Err(format!(
+            "invalid spread descriptor \"{descriptor}\": use node.labels.NAME or engine.labels.NAME"
+        ));
+    }
+    Ok(PlacementPreference {
+        spread: descriptor.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,24 +409,4 @@ mod tests {
         spec.task_template.container.image = "x".into();
         assert_eq!(crate::manager::service_spec::validate(&spec), Ok(()));
     }
-}
-
-/// `--placement-pref spread=node.labels.zone` (docker/cli `opts.placementPrefOpts`).
-pub fn parse_placement_pref(text: &str) -> Result<PlacementPreference, String> {
-    let Some((strategy, descriptor)) = text.split_once('=') else {
-        return Err("placement preference must be of the format \"<strategy>=<arg>\"".to_owned());
-    };
-    if strategy != "spread" {
-        return Err(format!(
-            "unsupported placement preference {strategy} (only spread is supported)"
-        ));
-    }
-    if !crate::scheduler::spread::valid_descriptor(descriptor) {
-        return Err(format!(
-            "invalid spread descriptor \"{descriptor}\": use node.labels.NAME or engine.labels.NAME"
-        ));
-    }
-    Ok(PlacementPreference {
-        spread: descriptor.to_owned(),
-    })
 }

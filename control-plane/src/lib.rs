@@ -21,5 +21,6 @@ pub mod orchestrator;
 pub mod pki;
 pub mod raft_net;
 pub mod scheduler;
+pub mod stack;
 pub mod store;
 pub mod transport;

@@ -20,6 +20,7 @@ pub mod node;
 pub mod node_ls;
 pub mod output;
 pub mod service;
+pub mod stack;
 pub mod swarm;
 pub mod usage;
 
@@ -73,6 +74,8 @@ pub enum Command {
     Network(network::NetworkArgs),
     /// Manage this node's images.
     Image(image::ImageArgs),
+    /// Manage Swarm stacks.
+    Stack(stack::StackArgs),
     /// Display system-wide information.
     Info,
     /// The routing mesh seen from the kernel: packet traces and counters.
@@ -106,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service(args) => service::run(cli.host.as_deref(), *args),
         Command::Network(args) => network::run(cli.host.as_deref(), args),
         Command::Image(args) => image::run(cli.host.as_deref(), args),
+        Command::Stack(args) => stack::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),
         Command::Mesh(args) => mesh::run(args),
     }

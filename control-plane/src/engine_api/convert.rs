@@ -11,9 +11,9 @@ use super::error::EngineError;
 use crate::api::pb;
 use crate::store::objects::{
     Annotations, ContainerSpec, EndpointMode, EndpointSpec, IpamConfig, IpamOptions, Network,
-    NetworkAttachmentConfig, NetworkSpec, Placement, PortConfig, Protocol, ProtocolError,
-    PublishMode, ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service,
-    ServiceMode, ServiceSpec, Task, TaskSpec, TaskState, Timestamp,
+    NetworkAttachmentConfig, NetworkSpec, Placement, PlacementPreference, PortConfig, Protocol,
+    ProtocolError, PublishMode, ResourceRequirements, Resources, RestartCondition, RestartPolicy,
+    Service, ServiceMode, ServiceSpec, Task, TaskSpec, TaskState, Timestamp,
 };
 
 /// The overlay driver, the only one a swarm scope network may have in hive.
@@ -126,13 +126,6 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
     ignored("ContainerSpec.TTY", container.tty == Some(true));
     ignored("TaskTemplate.LogDriver", template.log_driver.is_some());
     let placement = template.placement.unwrap_or_default();
-    ignored(
-        "Placement.Preferences",
-        placement
-            .preferences
-            .as_ref()
-            .is_some_and(|v| !v.is_empty()),
-    );
     let restart = template.restart_policy.unwrap_or_default();
     let default_restart = RestartPolicy::default();
     let resources = template.resources.unwrap_or_default();
@@ -213,6 +206,20 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
             },
             placement: Placement {
                 constraints: placement.constraints.unwrap_or_default(),
+                preferences: placement
+                    .preferences
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| PlacementPreference {
+                        spread: p
+                            .spread
+                            .and_then(|s| s.spread_descriptor)
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+                max_replicas: u64::try_from(placement.max_replicas.unwrap_or(0)).map_err(|_| {
+                    EngineError::bad_request("Placement.MaxReplicas can't be negative")
+                })?,
             },
             networks,
             force_update: template.force_update.unwrap_or(0),
@@ -328,6 +335,19 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
         }),
         placement: Some(m::TaskSpecPlacement {
             constraints: non_empty(&spec.placement.constraints),
+            preferences: (!spec.placement.preferences.is_empty()).then(|| {
+                spec.placement
+                    .preferences
+                    .iter()
+                    .map(|p| m::TaskSpecPlacementPreferences {
+                        spread: Some(m::TaskSpecPlacementSpread {
+                            spread_descriptor: Some(p.spread.clone()),
+                        }),
+                    })
+                    .collect()
+            }),
+            max_replicas: (spec.placement.max_replicas > 0)
+                .then(|| i64::try_from(spec.placement.max_replicas).unwrap_or(i64::MAX)),
             ..Default::default()
         }),
         networks: (!spec.networks.is_empty()).then(|| {

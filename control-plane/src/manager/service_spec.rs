@@ -37,6 +37,10 @@ pub enum SpecError {
     IngressWithDnsrr,
     #[error(transparent)]
     Constraint(crate::scheduler::constraint::ConstraintError),
+    #[error(
+        "invalid placement preference spread={descriptor}: spread over node.labels.NAME or engine.labels.NAME"
+    )]
+    Preference { descriptor: String },
     #[error("invalid {what} {value}: resources can't be negative")]
     NegativeResource { what: &'static str, value: i64 },
     #[error(
@@ -104,6 +108,13 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), SpecError> {
     }
     for expression in &spec.task_template.placement.constraints {
         check_constraint(expression)?;
+    }
+    for preference in &spec.task_template.placement.preferences {
+        if !crate::scheduler::spread::valid_descriptor(&preference.spread) {
+            return Err(SpecError::Preference {
+                descriptor: preference.spread.clone(),
+            });
+        }
     }
     validate_resources(spec)?;
     super::spec_limits::check(spec)?;

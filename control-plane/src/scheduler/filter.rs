@@ -85,17 +85,20 @@ pub enum Filter {
     Resources,
     Constraints,
     HostPorts,
+    /// `--replicas-max-per-node` (SwarmKit's `MaxReplicasFilter`).
+    MaxReplicas,
     /// A task on a network needs the node's data plane (SwarmKit's plugin filter turns down
     /// nodes that lack a task's network driver the same way).
     Dataplane,
 }
 
 impl Filter {
-    pub const ALL: [Filter; 5] = [
+    pub const ALL: [Filter; 6] = [
         Self::Ready,
         Self::Resources,
         Self::Constraints,
         Self::HostPorts,
+        Self::MaxReplicas,
         Self::Dataplane,
     ];
 
@@ -129,6 +132,10 @@ impl Filter {
             }
             Self::Constraints => all_match(constraints, &info.node),
             Self::HostPorts => host_ports(task).all(|port| !info.host_ports.contains(&port)),
+            Self::MaxReplicas => {
+                let max = task.spec.placement.max_replicas;
+                max == 0 || (info.service_tasks(&task.service_id) as u64) < max
+            }
             Self::Dataplane => {
                 task.networks.is_empty()
                     || info
@@ -158,6 +165,11 @@ impl Filter {
             Self::HostPorts => (
                 "host-mode port already in use on 1 node".to_owned(),
                 format!("host-mode port already in use on {nodes} nodes"),
+            ),
+            // SwarmKit's text, the same for any number of nodes.
+            Self::MaxReplicas => (
+                "max replicas per node limit exceed".to_owned(),
+                "max replicas per node limit exceed".to_owned(),
             ),
             Self::Dataplane => (
                 "data plane failed to load on 1 node".to_owned(),

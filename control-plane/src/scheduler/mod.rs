@@ -2,15 +2,19 @@
 //! to `ASSIGNED`.
 //!
 //! Each task runs through the filter pipeline ([`filter`]) on every node; among the nodes that
-//! pass, the spread strategy picks the one with the fewest tasks of the task's service, then
-//! the fewest tasks overall. Global tasks arrive with their node chosen; the scheduler only
+//! pass, the spread placement preferences ([`spread`]) pick the emptiest branch, then the
+//! spread strategy the node with the fewest tasks of the task's service, then the fewest
+//! tasks overall. Global tasks arrive with their node chosen; the scheduler only
 //! checks it. A task no node can take stays `PENDING` with `status.err` explaining why
 //! (`no suitable node (scheduling constraints not satisfied on 3 nodes)`), and is tried again
 //! on the next change of nodes or tasks. A task is placed once: nothing is rebalanced later.
 
 pub mod constraint;
 pub mod filter;
+pub mod spread;
 
+#[cfg(test)]
+mod placement_tests;
 #[cfg(test)]
 mod tests;
 
@@ -287,12 +291,25 @@ fn place(task: &Task, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, (Str
         },
         None => nodes.values().collect(),
     };
+    let mut eligible = Vec::new();
     for info in candidates {
         if let Some(filter) = first_failure(info, task, &constraints) {
             *failures.entry(filter).or_insert(0) += 1;
             continue;
         }
-        let key = |i: &NodeInfo| (i.service_tasks(&task.service_id), i.total_tasks);
+        eligible.push(info);
+    }
+    // Spread preferences first (the emptiest branch), then the fewest tasks of the service,
+    // then the fewest tasks.
+    let preferences = &task.spec.placement.preferences;
+    let key = |i: &NodeInfo| {
+        (
+            spread::key(preferences, i, &eligible, &task.service_id),
+            i.service_tasks(&task.service_id),
+            i.total_tasks,
+        )
+    };
+    for info in &eligible {
         if best.is_none_or(|b| key(info) < key(b)) {
             best = Some(info);
         }

@@ -8,9 +8,9 @@ use super::wire::{
 use crate::api::pb;
 use crate::store::objects::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
-    Placement, PortConfig, Protocol, ProtocolError, PublishMode, ResourceRequirements,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit,
-    VirtualIp,
+    Placement, PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode,
+    ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
+    TaskSpec, Ulimit, VirtualIp,
 };
 
 impl From<&ServiceSpec> for pb::ServiceSpec {
@@ -99,6 +99,15 @@ impl From<&TaskSpec> for pb::TaskSpec {
             }),
             placement: Some(pb::Placement {
                 constraints: t.placement.constraints.clone(),
+                preferences: t
+                    .placement
+                    .preferences
+                    .iter()
+                    .map(|p| pb::PlacementPreference {
+                        spread: p.spread.clone(),
+                    })
+                    .collect(),
+                max_replicas: t.placement.max_replicas,
             }),
             networks: t
                 .networks
@@ -176,8 +185,17 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 reservations: resources_of(resources.reservations),
             },
             restart_policy,
-            placement: Placement {
-                constraints: t.placement.unwrap_or_default().constraints,
+            placement: {
+                let placement = t.placement.unwrap_or_default();
+                Placement {
+                    constraints: placement.constraints,
+                    preferences: placement
+                        .preferences
+                        .into_iter()
+                        .map(|p| PlacementPreference { spread: p.spread })
+                        .collect(),
+                    max_replicas: placement.max_replicas,
+                }
             },
             networks: t
                 .networks
@@ -423,6 +441,10 @@ mod tests {
             window: Duration::from_secs(60),
         };
         t.placement.constraints = vec!["node.role==manager".into()];
+        t.placement.preferences = vec![PlacementPreference {
+            spread: "node.labels.zone".into(),
+        }];
+        t.placement.max_replicas = 2;
         t.networks = vec![NetworkAttachmentConfig {
             target: "net1".into(),
             aliases: vec!["db".into()],

@@ -16,7 +16,8 @@ use futures::StreamExt;
 
 use self::opts::{
     env_add, env_rm, parse_constraint, parse_cpus, parse_env, parse_labels, parse_memory,
-    parse_mount, parse_publish, parse_sysctl, parse_ulimit, publish_add, publish_rm, random_name,
+    parse_mount, parse_placement_pref, parse_publish, parse_sysctl, parse_ulimit, publish_add,
+    publish_rm, random_name,
 };
 use self::render::{TaskFilter, TaskTableOptions, log_context, render_tasks};
 use super::network::{network_id, parse_network, resolve};
@@ -24,8 +25,8 @@ use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, LogsRequest, TaskList};
 use crate::store::objects::{
-    EndpointMode, Mount, NetworkAttachmentConfig, PortConfig, RestartCondition, Service,
-    ServiceMode, ServiceSpec, Ulimit,
+    EndpointMode, Mount, NetworkAttachmentConfig, PlacementPreference, PortConfig,
+    RestartCondition, Service, ServiceMode, ServiceSpec, Ulimit,
 };
 
 #[derive(Debug, Args)]
@@ -126,6 +127,9 @@ pub struct CommonOpts {
     /// Drop Linux capabilities.
     #[arg(long)]
     pub cap_drop: Vec<String>,
+    /// Maximum number of tasks per node (default 0 = unlimited).
+    #[arg(long)]
+    pub replicas_max_per_node: Option<u64>,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     pub detach: bool,
@@ -152,6 +156,9 @@ pub enum ServiceCommand {
         /// Placement constraints.
         #[arg(long, value_parser = parse_constraint)]
         constraint: Vec<String>,
+        /// Add a placement preference (`spread=node.labels.zone`).
+        #[arg(long, value_parser = parse_placement_pref)]
+        placement_pref: Vec<PlacementPreference>,
         /// Service labels.
         #[arg(short, long)]
         label: Vec<String>,
@@ -283,6 +290,12 @@ pub struct UpdateOpts {
     /// Remove a constraint.
     #[arg(long)]
     pub constraint_rm: Vec<String>,
+    /// Add a placement preference (`spread=node.labels.zone`).
+    #[arg(long, value_parser = parse_placement_pref)]
+    pub placement_pref_add: Vec<PlacementPreference>,
+    /// Remove a placement preference.
+    #[arg(long, value_parser = parse_placement_pref)]
+    pub placement_pref_rm: Vec<PlacementPreference>,
     /// Add or update a service label.
     #[arg(long)]
     pub label_add: Vec<String>,
@@ -366,6 +379,9 @@ pub fn apply_update(spec: &mut ServiceSpec, opts: &UpdateOpts) -> Result<(), Cli
             constraints.push(c.clone());
         }
     }
+    let preferences = &mut spec.task_template.placement.preferences;
+    preferences.retain(|p| !opts.placement_pref_rm.contains(p));
+    preferences.extend(opts.placement_pref_add.iter().cloned());
     let labels = &mut spec.annotations.labels;
     for key in &opts.label_rm {
         labels.remove(key);
@@ -455,6 +471,9 @@ pub fn apply_common(spec: &mut ServiceSpec, common: &CommonOpts) -> Result<(), C
     }
     if let Some(w) = common.restart_window {
         restart.window = w;
+    }
+    if let Some(max) = common.replicas_max_per_node {
+        template.placement.max_replicas = max;
     }
     if let Some(mode) = common.endpoint_mode {
         spec.endpoint_spec.mode = match mode {
@@ -704,6 +723,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 publish,
                 env,
                 constraint,
+                placement_pref,
                 label,
                 mut network,
                 common,
@@ -721,6 +741,7 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     &image_and_args,
                 )?;
                 container.apply(&mut spec);
+                spec.task_template.placement.preferences = placement_pref;
                 resolve(&mut client, &mut network).await?;
                 spec.task_template.networks = network;
                 let service = client.control.create_service(&spec).await?;
@@ -1218,5 +1239,52 @@ mod tests {
             panic!("not ps");
         };
         assert!(table.task_filter().is_err());
+    }
+
+    #[test]
+    fn placement_preferences_and_the_per_node_limit() {
+        let ServiceCommand::Create {
+            placement_pref,
+            common,
+            ..
+        } = parse(&[
+            "create",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "--replicas-max-per-node",
+            "2",
+            "hive/whoami",
+        ])
+        else {
+            panic!("not a create");
+        };
+        assert_eq!(placement_pref[0].spread, "node.labels.zone");
+        assert_eq!(common.replicas_max_per_node, Some(2));
+        for bad in ["pack=node.labels.zone", "spread", "spread=node.id"] {
+            assert!(
+                TestCli::try_parse_from(["service", "create", "--placement-pref", bad, "x"])
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let mut spec = ServiceSpec::default();
+        spec.task_template.placement.preferences = placement_pref;
+        let ServiceCommand::Update { update: opts, .. } = parse(&[
+            "update",
+            "--placement-pref-rm",
+            "spread=node.labels.zone",
+            "--placement-pref-add",
+            "spread=node.labels.rack",
+            "--replicas-max-per-node",
+            "0",
+            "web",
+        ]) else {
+            panic!("not an update");
+        };
+        apply_update(&mut spec, &opts).expect("update applies");
+        let placement = &spec.task_template.placement;
+        assert_eq!(placement.preferences.len(), 1);
+        assert_eq!(placement.preferences[0].spread, "node.labels.rack");
+        assert_eq!(placement.max_replicas, 0);
     }
 }

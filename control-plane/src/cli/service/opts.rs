@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::store::objects::{
-    Mount, MountType, PortConfig, Protocol, PublishMode, Ulimit,
+    Mount, MountType, PlacementPreference, PortConfig, Protocol, PublishMode, Ulimit,
     parse_protocol as parse_protocol_of,
 };
 
@@ -374,6 +374,26 @@ pub fn random_name() -> String {
         LEFT.choose(&mut rng).copied().unwrap_or("bold"),
         RIGHT.choose(&mut rng).copied().unwrap_or("turing")
     )
+}
+
+/// `--placement-pref spread=node.labels.zone` (docker/cli `opts.placementPrefOpts`).
+pub fn parse_placement_pref(text: &str) -> Result<PlacementPreference, String> {
+    let Some((strategy, descriptor)) = text.split_once('=') else {
+        return Err("placement preference must be of the format \"<strategy>=<arg>\"".to_owned());
+    };
+    if strategy != "spread" {
+        return Err(format!(
+            "unsupported placement preference {strategy} (only spread is supported)"
+        ));
+    }
+    if !crate::scheduler::spread::valid_descriptor(descriptor) {
+        return Err(format!(
+            "invalid spread descriptor \"{descriptor}\": use node.labels.NAME or engine.labels.NAME"
+        ));
+    }
+    Ok(PlacementPreference {
+        spread: descriptor.to_owned(),
+    })
 }
 
 #[cfg(test)]

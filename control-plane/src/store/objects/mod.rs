@@ -30,8 +30,9 @@ pub use node::{
 };
 pub use service::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
-    Placement, PortConfig, Protocol, ProtocolError, PublishMode, RestartCondition, RestartPolicy,
-    Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit, VirtualIp, parse_protocol,
+    Placement, PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit,
+    VirtualIp, parse_protocol,
 };
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 

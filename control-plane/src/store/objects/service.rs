@@ -200,6 +200,20 @@ pub struct Placement {
     /// Expressions as given to `--constraint` (`node.role==manager`, `node.labels.zone!=b`);
     /// the scheduler parses them.
     pub constraints: Vec<String>,
+    /// `--placement-pref spread=node.labels.zone`: tasks spread evenly over the values of a
+    /// label, each preference nested in the one before (SwarmKit's `PlacementPreference`).
+    pub preferences: Vec<PlacementPreference>,
+    /// `--replicas-max-per-node`: at most this many tasks of the service on one node; 0 is
+    /// no limit.
+    pub max_replicas: u64,
+}
+
+/// One spread preference: the label whose values the tasks are spread over
+/// (`node.labels.zone` or `engine.labels.zone`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlacementPreference {
+    pub spread: String,
 }
 
 /// `--network`: a network to attach tasks to, by ID (the API resolves names before storing).

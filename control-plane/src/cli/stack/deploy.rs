@@ -1,0 +1,172 @@
+//! `stack deploy` and `stack rm` (docker/cli `stack/deploy_composefile.go`, `remove.go`):
+//! prune what the file dropped, create the networks that are missing, create new services
+//! and update the ones whose spec changed.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use super::api::StackApi;
+use super::{DeployArgs, load, stack_rows};
+use crate::cli::output::{CliFailure, run_client};
+use crate::stack::convert::{self, NAMESPACE_LABEL};
+use crate::store::objects::Network;
+
+/// How long `stack rm` retries a network whose tasks are still going away.
+const NETWORK_REMOVE_PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(&args.compose_files, false)?;
+    if !loaded.unsupported.is_empty() {
+        eprintln!(
+            "Ignoring unsupported options: {}\n",
+            loaded.unsupported.join(", ")
+        );
+    }
+    if !loaded.deprecated.is_empty() {
+        let lines: Vec<String> = loaded
+            .deprecated
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        eprintln!("Ignoring deprecated options:\n\n{}\n", lines.join("\n\n"));
+    }
+    let plan = convert::plan(&args.stack, &loaded.config)?;
+    if !plan.ignored.is_empty() {
+        eprintln!(
+            "Ignoring options hive does not run yet: {}\n",
+            plan.ignored.join(", ")
+        );
+    }
+    let detach = match args.detach {
+        Some(d) => d,
+        None => {
+            eprintln!(
+                "Since --detach=false was not specified, tasks will be created in the background.\nIn a future release, --detach=false will become the default."
+            );
+            true
+        }
+    };
+    let stack = args.stack.clone();
+    let (prune, quiet) = (args.prune, args.quiet);
+    run_client(async move {
+        let mut api = StackApi::connect(host).await?;
+        let existing: BTreeMap<String, _> = stack_rows(api.services().await?, &stack)
+            .into_iter()
+            .map(|r| (r.service.spec.annotations.name.clone(), r.service))
+            .collect();
+        if prune {
+            for (name, service) in &existing {
+                if !plan.services.contains_key(name) {
+                    println!("Removing service {name}");
+                    api.remove_service(&service.id).await?;
+                }
+            }
+        }
+
+        let mut networks: BTreeMap<String, Network> = api
+            .networks()
+            .await?
+            .into_iter()
+            .map(|n| (n.spec.annotations.name.clone(), n))
+            .collect();
+        for name in &plan.external_networks {
+            if !networks.contains_key(name) {
+                return Err(CliFailure::Usage(format!(
+                    "network \"{name}\" is declared as external, but could not be found. You need to create a swarm-scoped network before the stack is deployed"
+                )));
+            }
+        }
+        for (name, spec) in &plan.networks {
+            if networks.contains_key(name) {
+                continue;
+            }
+            println!("Creating network {name}");
+            let network = api.create_network(spec).await?;
+            networks.insert(name.clone(), network);
+        }
+
+        let mut to_wait = Vec::new();
+        for (name, spec) in &plan.services {
+            let mut spec = spec.clone();
+            for attachment in &mut spec.task_template.networks {
+                attachment.target = networks
+                    .get(&attachment.target)
+                    .map(|n| n.id.clone())
+                    .ok_or_else(|| {
+                        CliFailure::Usage(format!("network {} not found", attachment.target))
+                    })?;
+            }
+            match existing.get(name) {
+                Some(current) => {
+                    println!("Updating service {name} (id: {})", current.id);
+                    // An unchanged spec is not sent: its tasks keep running untouched.
+                    if current.spec != spec {
+                        api.update_service(current, &spec).await?;
+                        to_wait.push(current.id.clone());
+                    }
+                }
+                None => {
+                    println!("Creating service {name}");
+                    let created = api.create_service(&spec).await?;
+                    to_wait.push(created.id);
+                }
+            }
+        }
+        if !detach {
+            for id in &to_wait {
+                if !quiet {
+                    println!("{id}");
+                }
+                api.wait_converged(id).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Removes a stack's services, then its networks; false when nothing carried its label.
+pub async fn remove_stack(api: &mut StackApi, stack: &str) -> Result<bool, CliFailure> {
+    let mut services: Vec<_> = stack_rows(api.services().await?, stack)
+        .into_iter()
+        .map(|r| r.service)
+        .collect();
+    services.sort_by(|a, b| a.spec.annotations.name.cmp(&b.spec.annotations.name));
+    let mut networks: Vec<Network> = api
+        .networks()
+        .await?
+        .into_iter()
+        .filter(|n| {
+            n.spec
+                .annotations
+                .labels
+                .get(NAMESPACE_LABEL)
+                .map(String::as_str)
+                == Some(stack)
+        })
+        .collect();
+    networks.sort_by(|a, b| a.spec.annotations.name.cmp(&b.spec.annotations.name));
+    if services.is_empty() && networks.is_empty() {
+        return Ok(false);
+    }
+    for service in &services {
+        println!("Removing service {}", service.spec.annotations.name);
+        api.remove_service(&service.id).await?;
+    }
+    for network in &networks {
+        println!("Removing network {}", network.spec.annotations.name);
+        // The manager refuses a network that tasks still use; they are going away.
+        let deadline = Instant::now() + NETWORK_REMOVE_PATIENCE;
+        loop {
+            match api.remove_network(&network.id).await {
+                Ok(()) => break,
+                Err(err) if Instant::now() < deadline => {
+                    tracing::debug!(network = %network.id, "network not removed yet: {err:?}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(true)
+}

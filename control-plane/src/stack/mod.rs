@@ -1,0 +1,5 @@
+//! Stacks: Compose files deployed, updated and removed as one application
+//! (`hive stack`, docs/stacks.md).
+
+pub mod compose;
+pub mod convert;

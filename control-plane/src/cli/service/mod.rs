@@ -136,6 +136,8 @@ pub struct CommonOpts {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per command; boxing clap's flattened option groups would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ServiceCommand {
     /// Create a new service.
     #[command(override_usage = "hive service create [OPTIONS] IMAGE [COMMAND] [ARG...]")]

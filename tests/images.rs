@@ -207,6 +207,8 @@ impl Daemon {
             .arg(&data_dir)
             .arg("--socket")
             .arg(&socket)
+            .arg("--docker-api")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
             .args(["--listen-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--advertise-addr", "127.0.0.1"])
             .arg("--no-dataplane")

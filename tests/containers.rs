@@ -1,0 +1,162 @@
+//! A real application image through the whole swarm (issue 16): an OCI image built offline
+//! from busybox-static (an HTTP server whose CGI answers like whoami), saved as a
+//! `docker-archive` with skopeo, loaded on every node with `hive image load` (the air-gapped
+//! path), and run as a service of three replicas by runc. Every node's published port is
+//! answered by all three containers, each seeing the client's own address.
+//!
+//! Needs root and the tools `cargo xtask setup` installs (runc, umoci, skopeo,
+//! busybox-static); without them it is skipped with a printed reason, or fails when `CI` is
+//! set. The lab, its daemons and their containers go away with the swarm, also on failure.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use support::tasks::{hostnames, live, wait_mesh, wait_running};
+use support::{SERIAL, Swarm, privileged};
+
+const IMAGE: &str = "hive-test/httpd:1";
+const PORT: u16 = 8080;
+
+/// whoami's two lines, from the container: its hostname and the peer it saw.
+const INDEX_CGI: &str = "#!/bin/sh
+echo 'Content-Type: text/plain'
+echo ''
+echo \"Hostname: $(hostname)\"
+echo \"RemoteAddr: ${REMOTE_ADDR}:${REMOTE_PORT:-1}\"
+";
+
+fn tools_or_skip(test: &str) -> bool {
+    let missing: Vec<&str> = ["runc", "umoci", "skopeo", "busybox"]
+        .into_iter()
+        .filter(|tool| which(tool).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("missing tools {missing:?} (run `cargo xtask setup`)");
+    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+    eprintln!("skipped {test}: {why}");
+    false
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The image as a `docker save` archive tagged [`IMAGE`]: busybox's httpd serving a CGI
+/// index from /srv, started by the image's Entrypoint and Cmd.
+fn build_archive(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    let base = format!("{}:base", path(&layout));
+    let tagged = format!("{}:1", path(&layout));
+    run("umoci", &["init", "--layout", &path(&layout)]);
+    run("umoci", &["new", "--image", &base]);
+    run("umoci", &["unpack", "--image", &base, &path(&bundle)]);
+    let rootfs = bundle.join("rootfs");
+    let cgi = rootfs.join("srv/cgi-bin");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
+    std::fs::create_dir_all(&cgi).expect("cgi-bin");
+    std::fs::copy(which("busybox").expect("busybox"), rootfs.join("bin/busybox")).expect("copy");
+    for applet in ["sh", "hostname", "httpd", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("link");
+    }
+    std::fs::write(cgi.join("index.cgi"), INDEX_CGI).expect("index.cgi");
+    run(
+        "chmod",
+        &["0755", &path(&cgi.join("index.cgi")), &path(&cgi)],
+    );
+    run("umoci", &["repack", "--image", &tagged, &path(&bundle)]);
+    run(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &tagged,
+            "--config.entrypoint",
+            "/bin/httpd",
+            "--config.cmd",
+            "-f",
+            "--config.cmd",
+            "-p",
+            "--config.cmd",
+            "80",
+            "--config.cmd",
+            "-h",
+            "--config.cmd",
+            "/srv",
+            "--config.exposedports",
+            "80/tcp",
+        ],
+    );
+    let archive = dir.join("httpd.tar");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{tagged}"),
+            &format!("docker-archive:{}:{IMAGE}", path(&archive)),
+        ],
+    );
+    archive
+}
+
+#[test]
+fn a_loaded_image_runs_as_a_service_answered_through_every_node() {
+    if !privileged("a_loaded_image_runs_as_a_service_answered_through_every_node")
+        || !tools_or_skip("a_loaded_image_runs_as_a_service_answered_through_every_node")
+    {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = build_archive(dir.path());
+    let archive = archive.to_str().expect("UTF-8 path");
+
+    let swarm = Swarm::up("ctr-img", 3, 1);
+    for node in ["n1", "n2", "n3"] {
+        let loaded = swarm.hive_ok(node, &["image", "load", "-i", archive]);
+        assert!(
+            loaded.contains(&format!("Loaded image: {IMAGE}")),
+            "image load on {node}: {loaded}"
+        );
+    }
+    swarm.hive_line(
+        "n1",
+        &format!("service create -d --name web --replicas 3 -p {PORT}:80 {IMAGE}"),
+    );
+    let tasks = wait_running(&swarm, "web", 3);
+    let hosts = hostnames(&live(&tasks));
+    // Each container answers with its own hostname (its short container ID, as Docker's)
+    // and sees the client's address, through the published port of every node.
+    wait_mesh(&swarm, &["n1", "n2", "n3"], PORT, &hosts, 12);
+
+    let ps = swarm.hive_line("n1", "service ps web");
+    assert!(ps.contains(IMAGE), "{ps}");
+    let images = swarm.hive_ok("n2", &["image", "ls"]);
+    assert!(images.contains("hive-test/httpd"), "{images}");
+}

@@ -81,7 +81,11 @@ fn build_archive(dir: &Path) -> PathBuf {
     let cgi = rootfs.join("srv/cgi-bin");
     std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
     std::fs::create_dir_all(&cgi).expect("cgi-bin");
-    std::fs::copy(which("busybox").expect("busybox"), rootfs.join("bin/busybox")).expect("copy");
+    std::fs::copy(
+        which("busybox").expect("busybox"),
+        rootfs.join("bin/busybox"),
+    )
+    .expect("copy");
     for applet in ["sh", "hostname", "httpd", "echo"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("link");
     }

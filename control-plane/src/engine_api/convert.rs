@@ -308,6 +308,14 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
             hostname: (!c.hostname.is_empty()).then(|| c.hostname.clone()),
             dir: (!c.workdir.is_empty()).then(|| c.workdir.clone()),
             stop_grace_period: Some(nanos(c.stop_grace_period)),
+            user: (!c.user.is_empty()).then(|| c.user.clone()),
+            init: c.init,
+            read_only: c.read_only.then_some(true),
+            capability_add: non_empty(&c.cap_add),
+            capability_drop: non_empty(&c.cap_drop),
+            sysctls: (!c.sysctls.is_empty())
+                .then(|| c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            stop_signal: (!c.stop_signal.is_empty()).then(|| c.stop_signal.clone()),
             ..Default::default()
         }),
         resources: Some(m::TaskSpecResources {

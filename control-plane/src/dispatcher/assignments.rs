@@ -531,4 +531,56 @@ mod tests {
         assert_eq!(message.mesh.expect("mesh").remove_tasks, ["mine"]);
         assert_eq!(changes.take(), None, "taken once");
     }
+
+    /// A running task of service `s{i}` on node `n{i % 3}`.
+    fn serving(i: u32) -> Task {
+        let mut task = running(&format!("t{i}"), &format!("n{}", i % 3));
+        task.service_id = format!("s{i}");
+        task.networks = vec![crate::store::objects::NetworkAttachment {
+            network_id: "ingress".into(),
+            addresses: vec![format!("10.0.{}.{}/16", i / 250, 2 + i % 250)],
+            aliases: Vec::new(),
+        }];
+        task
+    }
+
+    #[test]
+    fn what_one_change_sends_does_not_grow_with_the_cluster() {
+        let sizes = [10, 1000].map(|services| {
+            // The complete view of a cluster of `services` one-task services.
+            let view = MeshView {
+                tasks: (0..services)
+                    .filter_map(|i| MeshTask::of(&serving(i)))
+                    .collect(),
+                ..MeshView::default()
+            };
+            // What every change cost before the stream carried deltas: the view as JSON.
+            let json = serde_json::to_vec(&view).map_or(0, |v| v.len());
+            let complete = pb::AssignmentsMessage {
+                mesh: Some(mesh_changes(&view.into_changes())),
+                ..pb::AssignmentsMessage::default()
+            };
+            // One more task starts running.
+            let mut changes = Changes::new("n1");
+            let mut starting = serving(services);
+            starting.status.state = TaskState::Starting;
+            changes.record(&updated(7, &starting, &serving(services)));
+            let delta = changes.take().expect("a mesh change");
+            (
+                json,
+                prost::Message::encoded_len(&complete),
+                prost::Message::encoded_len(&delta),
+            )
+        });
+        eprintln!("(JSON view, complete message, one change) in bytes at 10 and 1000: {sizes:?}");
+        let [
+            (_, complete_small, delta_small),
+            (_, complete_large, delta_large),
+        ] = sizes;
+        assert!(complete_large > 50 * complete_small, "{sizes:?}");
+        assert!(
+            delta_large <= delta_small + 8,
+            "one change costs the same at 10 and 1000 tasks: {sizes:?}"
+        );
+    }
 }

@@ -363,6 +363,38 @@ impl TryFrom<pb::Service> for Service {
     }
 }
 
+fn mount(m: &Mount) -> pb::Mount {
+    pb::Mount {
+        r#type: match m.mount_type {
+            MountType::Volume => pb::MountType::Volume,
+            MountType::Bind => pb::MountType::Bind,
+            MountType::Tmpfs => pb::MountType::Tmpfs,
+        }
+        .into(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        readonly: m.readonly,
+        volume_options: m.volume_options.clone().into_iter().collect(),
+        tmpfs_size_bytes: m.tmpfs_size_bytes,
+    }
+}
+
+fn mount_of(m: pb::Mount) -> Result<Mount, WireError> {
+    let mount_type = match enumeration::<pb::MountType>("Mount.type", m.r#type)? {
+        pb::MountType::Volume => MountType::Volume,
+        pb::MountType::Bind => MountType::Bind,
+        pb::MountType::Tmpfs => MountType::Tmpfs,
+    };
+    Ok(Mount {
+        mount_type,
+        source: m.source,
+        target: m.target,
+        readonly: m.readonly,
+        volume_options: m.volume_options.into_iter().collect(),
+        tmpfs_size_bytes: m.tmpfs_size_bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -511,36 +543,4 @@ mod tests {
             Err(WireError::Port { value: 70_000, .. })
         ));
     }
-}
-
-fn mount(m: &Mount) -> pb::Mount {
-    pb::Mount {
-        r#type: match m.mount_type {
-            MountType::Volume => pb::MountType::Volume,
-            MountType::Bind => pb::MountType::Bind,
-            MountType::Tmpfs => pb::MountType::Tmpfs,
-        }
-        .into(),
-        source: m.source.clone(),
-        target: m.target.clone(),
-        readonly: m.readonly,
-        volume_options: m.volume_options.clone().into_iter().collect(),
-        tmpfs_size_bytes: m.tmpfs_size_bytes,
-    }
-}
-
-fn mount_of(m: pb::Mount) -> Result<Mount, WireError> {
-    let mount_type = match enumeration::<pb::MountType>("Mount.type", m.r#type)? {
-        pb::MountType::Volume => MountType::Volume,
-        pb::MountType::Bind => MountType::Bind,
-        pb::MountType::Tmpfs => MountType::Tmpfs,
-    };
-    Ok(Mount {
-        mount_type,
-        source: m.source,
-        target: m.target,
-        readonly: m.readonly,
-        volume_options: m.volume_options.into_iter().collect(),
-        tmpfs_size_bytes: m.tmpfs_size_bytes,
-    })
 }

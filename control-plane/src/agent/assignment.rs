@@ -1,27 +1,172 @@
-//! One decoded `AssignmentSet`: this node's tasks and the cluster's mesh view.
+//! What the leader assigned to this node, as the `Assignments` stream builds it up: this
+//! node's tasks and the cluster's mesh view. The first message of a stream replaces it
+//! (complete); every later one changes it in place ([`Assignment::apply`]), at the cost of
+//! the change.
 
-use super::mesh_view::MeshView;
+use super::mesh_view::{MeshChanges, MeshSettings, MeshView};
+use crate::api::assignments as wire;
+use crate::api::convert::{WireError, port};
 use crate::api::pb;
 use crate::store::objects::Task;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
+    /// This node's tasks, sorted by ID.
     pub tasks: Vec<Task>,
     pub mesh: MeshView,
-    /// Store version the leader took the snapshot at.
+    /// Store version the node's view is at.
     pub version: u64,
 }
 
-impl Assignment {
-    pub fn decode(set: &pb::AssignmentSet) -> Result<Self, serde_json::Error> {
+/// One decoded message of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentChange {
+    /// A complete view: replaces everything held.
+    pub complete: bool,
+    pub version: u64,
+    pub update_tasks: Vec<Task>,
+    pub remove_tasks: Vec<String>,
+    pub mesh: MeshChanges,
+}
+
+impl AssignmentChange {
+    /// Decodes a whole message before anything is applied: a message that does not decode
+    /// changes nothing.
+    pub fn decode(message: pb::AssignmentsMessage) -> Result<Self, WireError> {
+        let complete = message.kind() == pb::assignments_message::Kind::Complete;
+        let mesh = message.mesh.unwrap_or_default();
         Ok(Self {
-            tasks: serde_json::from_slice(&set.tasks_json)?,
-            mesh: if set.mesh_json.is_empty() {
-                MeshView::default()
-            } else {
-                serde_json::from_slice(&set.mesh_json)?
+            complete,
+            version: message.version,
+            update_tasks: message
+                .update_tasks
+                .into_iter()
+                .map(Task::try_from)
+                .collect::<Result<_, _>>()?,
+            remove_tasks: message.remove_tasks,
+            mesh: MeshChanges {
+                settings: mesh
+                    .settings
+                    .map(|s| {
+                        Ok::<_, WireError>(MeshSettings {
+                            hash_seed: s.hash_seed,
+                            vxlan_port: port("MeshSettings.vxlan_port", s.vxlan_port)?,
+                        })
+                    })
+                    .transpose()?,
+                update_networks: mesh
+                    .update_networks
+                    .into_iter()
+                    .map(wire::mesh_network_of)
+                    .collect(),
+                remove_networks: mesh.remove_networks,
+                update_services: mesh
+                    .update_services
+                    .into_iter()
+                    .map(wire::mesh_service_of)
+                    .collect::<Result<_, _>>()?,
+                remove_services: mesh.remove_services,
+                update_tasks: mesh
+                    .update_tasks
+                    .into_iter()
+                    .map(wire::mesh_task_of)
+                    .collect(),
+                remove_tasks: mesh.remove_tasks,
+                update_nodes: mesh
+                    .update_nodes
+                    .into_iter()
+                    .map(wire::mesh_node_of)
+                    .collect::<Result<_, _>>()?,
+                remove_nodes: mesh.remove_nodes,
             },
-            version: set.version,
         })
+    }
+}
+
+impl Assignment {
+    /// Applies one message of the stream: a complete one replaces what is held, an
+    /// incremental one changes only what it names.
+    pub fn apply(&mut self, change: AssignmentChange) {
+        let AssignmentChange {
+            complete,
+            version,
+            update_tasks,
+            remove_tasks,
+            mesh,
+        } = change;
+        if complete {
+            *self = Self::default();
+        }
+        self.version = version;
+        for id in &remove_tasks {
+            if let Ok(at) = self.tasks.binary_search_by(|t| t.id.cmp(id)) {
+                self.tasks.remove(at);
+            }
+        }
+        for task in update_tasks {
+            match self.tasks.binary_search_by(|t| t.id.cmp(&task.id)) {
+                Ok(at) => self.tasks[at] = task,
+                Err(at) => self.tasks.insert(at, task),
+            }
+        }
+        self.mesh.apply(mesh);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::mesh_view::MeshNode;
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.into(),
+            ..Task::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_view_replaces_and_a_delta_changes_only_what_it_names() {
+        let mut held = Assignment::default();
+        let node = |id: &str| MeshNode {
+            id: id.into(),
+            ..MeshNode::default()
+        };
+        held.apply(AssignmentChange {
+            complete: true,
+            version: 10,
+            update_tasks: vec![task("b"), task("a")],
+            remove_tasks: Vec::new(),
+            mesh: MeshChanges {
+                update_nodes: vec![node("n1"), node("n2")],
+                ..MeshChanges::default()
+            },
+        });
+        held.apply(AssignmentChange {
+            complete: false,
+            version: 12,
+            update_tasks: vec![task("c")],
+            remove_tasks: vec!["a".into()],
+            mesh: MeshChanges::default(),
+        });
+        let ids: Vec<_> = held.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(
+            held.mesh.nodes.len(),
+            2,
+            "the mesh was not named: unchanged"
+        );
+        assert_eq!(held.version, 12);
+
+        // A reconnect: the complete view is all there is.
+        held.apply(AssignmentChange {
+            complete: true,
+            version: 20,
+            update_tasks: vec![task("d")],
+            remove_tasks: Vec::new(),
+            mesh: MeshChanges::default(),
+        });
+        assert_eq!(held.tasks, vec![task("d")]);
+        assert!(held.mesh.nodes.is_empty());
     }
 }

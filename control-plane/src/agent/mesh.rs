@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt as _;
 use futures::future::BoxFuture;
+use hive_dataplane::DataplaneError;
 use hive_dataplane::attach::task::{self as task_link, TaskNetwork};
 use hive_dataplane::mesh::MacAddr;
-use hive_dataplane::{Dataplane, DataplaneError};
 use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::sync::watch;
 
+use super::dataplane::Dataplane;
 use super::dns::NodeDns;
 use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
 use super::mesh_view::MeshView;
@@ -169,7 +170,7 @@ struct Inputs {
 pub struct NodeMesh {
     me: LocalNode,
     pin_dir: PathBuf,
-    dataplane: tokio::sync::Mutex<Option<Dataplane>>,
+    dataplane: tokio::sync::Mutex<Option<Box<dyn Dataplane>>>,
     inputs: Mutex<Inputs>,
     dirty: watch::Sender<u64>,
     netlink: rtnetlink::Handle,
@@ -228,26 +229,40 @@ impl NodeMesh {
             _ => (pin_dir.to_owned(), node_id.to_owned()),
         };
         let iface = underlay.iface.clone();
-        let dataplane = tokio::task::spawn_blocking(move || Dataplane::open(&root, &name, &iface))
-            .await
-            .map_err(|e| MeshError::Netlink(std::io::Error::other(e.to_string())))?
-            .map_err(|source| MeshError::Open {
-                iface: underlay.iface.clone(),
-                dir: pin_dir.to_owned(),
-                source,
-            })?;
+        let dataplane = tokio::task::spawn_blocking(move || {
+            hive_dataplane::Dataplane::open(&root, &name, &iface)
+        })
+        .await
+        .map_err(|e| MeshError::Netlink(std::io::Error::other(e.to_string())))?
+        .map_err(|source| MeshError::Open {
+            iface: underlay.iface.clone(),
+            dir: pin_dir.to_owned(),
+            source,
+        })?;
+        let me = LocalNode {
+            node_id: node_id.to_owned(),
+            underlay_addr: underlay.addr,
+            underlay_iface: underlay.iface.clone(),
+            underlay_mtu: underlay.mtu,
+            control_ports,
+        };
+        Self::start(me, Box::new(dataplane), pin_dir, dns_upstreams, stop)
+    }
+
+    /// Starts the node's mesh on `dataplane` (the kernel's, or an in-memory one in tests).
+    pub fn start(
+        me: LocalNode,
+        dataplane: Box<dyn Dataplane>,
+        pin_dir: &Path,
+        dns_upstreams: Vec<std::net::SocketAddr>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, MeshError> {
         let (connection, netlink, _) = rtnetlink::new_connection().map_err(MeshError::Netlink)?;
         tokio::spawn(connection);
         let (dirty, changes) = watch::channel(0);
         let mesh = Arc::new(Self {
             pin_dir: pin_dir.to_owned(),
-            me: LocalNode {
-                node_id: node_id.to_owned(),
-                underlay_addr: underlay.addr,
-                underlay_iface: underlay.iface.clone(),
-                underlay_mtu: underlay.mtu,
-                control_ports,
-            },
+            me,
             dataplane: tokio::sync::Mutex::new(Some(dataplane)),
             inputs: Mutex::new(Inputs::default()),
             dirty,
@@ -525,7 +540,7 @@ impl NodeMesh {
                 let dataplane = dataplane.as_mut().ok_or_else(|| {
                     MeshError::Netlink(std::io::Error::other("the data plane is closed"))
                 })?;
-                task_link::attach(dataplane, &self.netlink, &spec).await?
+                task_link::attach(&mut **dataplane, &self.netlink, &spec).await?
             };
             self.inputs().local.insert(
                 (task.task_id.clone(), network.vni),
@@ -574,7 +589,7 @@ impl NodeMesh {
             tracing::warn!(task = %task.task_id, %err, "agent: forgetting the task's resolver port");
         }
         for link in links {
-            task_link::detach(dataplane, &self.netlink, &link.host_ifname).await?;
+            task_link::detach(&mut **dataplane, &self.netlink, &link.host_ifname).await?;
         }
         Ok(())
     }
@@ -664,3 +679,6 @@ impl NetworkAttacher for MeshAttacher {
         Box::pin(self.0.detach_task(task))
     }
 }
+
+#[cfg(test)]
+mod tests;

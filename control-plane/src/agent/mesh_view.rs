@@ -1,8 +1,11 @@
 //! [`MeshView`]: what every node's mesh needs to know of the whole cluster, as the leader's
-//! dispatcher sends it in each `AssignmentSet` (`mesh_json`). It is cut from the store's own
-//! objects (only the fields the mesh reads) so that the agent never needs a store, and it is
-//! the same for every node: the agent adds what only it knows (its veths, gossip's view of
-//! which nodes are dead) when it turns the view into a `MeshState` ([`super::mesh_state`]).
+//! dispatcher sends it on the `Assignments` stream: complete in the first message, then as
+//! changes ([`MeshView::apply`]). It is cut from the store's own objects (only the fields the
+//! mesh reads: [`MeshNetwork::of`] and its siblings) so that the agent never needs a store,
+//! and it is the same for every node: the agent adds what only it knows (its veths, gossip's
+//! view of which nodes are dead) when it turns the view into a `MeshState`
+//! ([`super::mesh_state`]). Every list is kept sorted by ID, so that a change is found and
+//! applied in place.
 
 use serde::{Deserialize, Serialize};
 
@@ -99,11 +102,75 @@ pub fn is_draining(task: &Task) -> bool {
     task.status.state == TaskState::Running && task.desired_state != TaskState::Running
 }
 
-impl MeshView {
-    /// The view of the state `tx` reads.
-    pub fn read(tx: &impl ReadView) -> Result<Self, StoreError> {
-        let cluster = tx.list::<Cluster>()?.into_iter().next();
-        let (hash_seed, vxlan_port) = cluster.as_ref().map_or(
+impl MeshNetwork {
+    /// The mesh's part of a network: `None` until it has a VNI and a subnet.
+    pub fn of(n: &crate::store::objects::Network) -> Option<Self> {
+        let vni = n.vni?;
+        let ipam = n.ipam.first().or(n.spec.ipam.configs.first())?;
+        Some(Self {
+            id: n.id.clone(),
+            name: n.spec.annotations.name.clone(),
+            vni,
+            subnet: ipam.subnet.clone(),
+            gateway: ipam.gateway.clone(),
+            ingress: n.spec.ingress,
+        })
+    }
+}
+
+impl MeshService {
+    /// The mesh's part of a service: `None` until the allocator gave it an endpoint.
+    pub fn of(s: &Service) -> Option<Self> {
+        Some(Self {
+            id: s.id.clone(),
+            name: s.spec.annotations.name.clone(),
+            endpoint: s.endpoint.clone()?,
+        })
+    }
+}
+
+impl MeshTask {
+    /// The mesh's part of a task: `None` unless it runs on a node (serving or draining).
+    pub fn of(t: &Task) -> Option<Self> {
+        if !(is_serving(t) || is_draining(t)) {
+            return None;
+        }
+        Some(Self {
+            draining: is_draining(t),
+            node_id: t.node_id.clone()?,
+            id: t.id.clone(),
+            service_id: t.service_id.clone(),
+            networks: t.networks.clone(),
+        })
+    }
+}
+
+impl MeshNode {
+    pub fn of(n: &Node) -> Self {
+        Self {
+            id: n.id.clone(),
+            addr: n.status.addr.clone(),
+            mac: n
+                .description
+                .as_ref()
+                .map(|d| d.underlay_mac.clone())
+                .unwrap_or_default(),
+            state: n.status.state,
+        }
+    }
+}
+
+/// The mesh's cluster-wide settings: the hash seed and the VXLAN port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshSettings {
+    pub hash_seed: u32,
+    pub vxlan_port: u16,
+}
+
+impl MeshSettings {
+    /// The settings of `cluster` (the defaults before the cluster object exists).
+    pub fn of(cluster: Option<&Cluster>) -> Self {
+        let (hash_seed, vxlan_port) = cluster.map_or(
             (
                 hash_seed(""),
                 crate::manager::cluster::DEFAULT_DATA_PATH_PORT,
@@ -115,68 +182,135 @@ impl MeshView {
                 )
             },
         );
-        let networks = tx
-            .list::<crate::store::objects::Network>()?
-            .into_iter()
-            .filter_map(|n| {
-                let vni = n.vni?;
-                let ipam = n.ipam.first().or(n.spec.ipam.configs.first())?;
-                Some(MeshNetwork {
-                    id: n.id.clone(),
-                    name: n.spec.annotations.name.clone(),
-                    vni,
-                    subnet: ipam.subnet.clone(),
-                    gateway: ipam.gateway.clone(),
-                    ingress: n.spec.ingress,
-                })
-            })
-            .collect();
-        let services = tx
-            .list::<Service>()?
-            .into_iter()
-            .filter_map(|s| {
-                Some(MeshService {
-                    endpoint: s.endpoint?,
-                    name: s.spec.annotations.name,
-                    id: s.id,
-                })
-            })
-            .collect();
-        let tasks = tx
-            .find::<Task>(|t| is_serving(t) || is_draining(t))?
-            .into_iter()
-            .filter_map(|t| {
-                Some(MeshTask {
-                    draining: is_draining(&t),
-                    node_id: t.node_id?,
-                    id: t.id,
-                    service_id: t.service_id,
-                    networks: t.networks,
-                })
-            })
-            .collect();
-        let nodes = tx
-            .list::<Node>()?
-            .into_iter()
-            .map(|n| MeshNode {
-                mac: n
-                    .description
-                    .as_ref()
-                    .map(|d| d.underlay_mac.clone())
-                    .unwrap_or_default(),
-                addr: n.status.addr,
-                state: n.status.state,
-                id: n.id,
-            })
-            .collect();
-        Ok(Self {
+        Self {
             hash_seed,
             vxlan_port: u16::try_from(vxlan_port).unwrap_or(4789),
-            networks,
-            services,
-            tasks,
-            nodes,
-        })
+        }
+    }
+}
+
+/// Changes to a [`MeshView`]: objects added or changed (`update_*`, whole) and IDs removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshChanges {
+    pub settings: Option<MeshSettings>,
+    pub update_networks: Vec<MeshNetwork>,
+    pub remove_networks: Vec<String>,
+    pub update_services: Vec<MeshService>,
+    pub remove_services: Vec<String>,
+    pub update_tasks: Vec<MeshTask>,
+    pub remove_tasks: Vec<String>,
+    pub update_nodes: Vec<MeshNode>,
+    pub remove_nodes: Vec<String>,
+}
+
+impl MeshChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// An object of the view, kept in a list sorted by its ID.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+macro_rules! keyed {
+    ($($t:ty),*) => {$(impl Keyed for $t { fn key(&self) -> &str { &self.id } })*};
+}
+keyed!(MeshNetwork, MeshService, MeshTask, MeshNode);
+
+/// Upserts `update` and drops `remove` in a list sorted by ID: O(log n) to find each, and
+/// the list stays sorted.
+fn apply_to<T: Keyed>(list: &mut Vec<T>, update: Vec<T>, remove: &[String]) {
+    for id in remove {
+        if let Ok(at) = list.binary_search_by(|o| o.key().cmp(id)) {
+            list.remove(at);
+        }
+    }
+    for object in update {
+        match list.binary_search_by(|o| o.key().cmp(object.key())) {
+            Ok(at) => list[at] = object,
+            Err(at) => list.insert(at, object),
+        }
+    }
+}
+
+fn sort_by_id<T: Keyed>(list: &mut [T]) {
+    list.sort_by(|a, b| a.key().cmp(b.key()));
+}
+
+impl MeshView {
+    /// The view of the state `tx` reads.
+    pub fn read(tx: &impl ReadView) -> Result<Self, StoreError> {
+        let settings = MeshSettings::of(tx.list::<Cluster>()?.first());
+        let mut view = Self {
+            hash_seed: settings.hash_seed,
+            vxlan_port: settings.vxlan_port,
+            networks: tx
+                .list::<crate::store::objects::Network>()?
+                .iter()
+                .filter_map(MeshNetwork::of)
+                .collect(),
+            services: tx
+                .list::<Service>()?
+                .iter()
+                .filter_map(MeshService::of)
+                .collect(),
+            tasks: tx
+                .find::<Task>(|t| is_serving(t) || is_draining(t))?
+                .iter()
+                .filter_map(MeshTask::of)
+                .collect(),
+            nodes: tx.list::<Node>()?.iter().map(MeshNode::of).collect(),
+        };
+        view.sort();
+        Ok(view)
+    }
+
+    /// Sorts every list by ID (the order [`Self::apply`] keeps).
+    pub fn sort(&mut self) {
+        sort_by_id(&mut self.networks);
+        sort_by_id(&mut self.services);
+        sort_by_id(&mut self.tasks);
+        sort_by_id(&mut self.nodes);
+    }
+
+    /// The view as one message of changes (the complete view).
+    pub fn into_changes(self) -> MeshChanges {
+        MeshChanges {
+            settings: Some(MeshSettings {
+                hash_seed: self.hash_seed,
+                vxlan_port: self.vxlan_port,
+            }),
+            update_networks: self.networks,
+            update_services: self.services,
+            update_tasks: self.tasks,
+            update_nodes: self.nodes,
+            ..MeshChanges::default()
+        }
+    }
+
+    /// Applies `changes`; the cost is that of the changes, not of the view.
+    pub fn apply(&mut self, changes: MeshChanges) {
+        let MeshChanges {
+            settings,
+            update_networks,
+            remove_networks,
+            update_services,
+            remove_services,
+            update_tasks,
+            remove_tasks,
+            update_nodes,
+            remove_nodes,
+        } = changes;
+        if let Some(settings) = settings {
+            self.hash_seed = settings.hash_seed;
+            self.vxlan_port = settings.vxlan_port;
+        }
+        apply_to(&mut self.networks, update_networks, &remove_networks);
+        apply_to(&mut self.services, update_services, &remove_services);
+        apply_to(&mut self.tasks, update_tasks, &remove_tasks);
+        apply_to(&mut self.nodes, update_nodes, &remove_nodes);
     }
 }
 
@@ -204,5 +338,34 @@ mod tests {
         assert!(is_serving(&task));
         task.desired_state = TaskState::Shutdown;
         assert!(!is_serving(&task));
+    }
+
+    fn service(id: &str, name: &str) -> MeshService {
+        MeshService {
+            id: id.into(),
+            name: name.into(),
+            endpoint: Endpoint::default(),
+        }
+    }
+
+    #[test]
+    fn changes_apply_in_place_and_keep_the_lists_sorted() {
+        let mut view = MeshView::default();
+        view.apply(MeshChanges {
+            update_services: vec![service("b", "web"), service("a", "db")],
+            ..MeshChanges::default()
+        });
+        view.apply(MeshChanges {
+            update_services: vec![service("c", "cache"), service("b", "www")],
+            remove_services: vec!["a".into(), "never-there".into()],
+            settings: Some(MeshSettings {
+                hash_seed: 7,
+                vxlan_port: 4790,
+            }),
+            ..MeshChanges::default()
+        });
+        let names: Vec<_> = view.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["www", "cache"]);
+        assert_eq!((view.hash_seed, view.vxlan_port), (7, 4790));
     }
 }

@@ -5,6 +5,7 @@
 //! docs/agent.md tells the whole story.
 
 pub mod assignment;
+pub mod dataplane;
 pub mod dns;
 pub mod logs_service;
 pub mod mesh;

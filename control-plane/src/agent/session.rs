@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use tokio::sync::{mpsc, watch};
 
-use super::assignment::Assignment;
+use super::assignment::{Assignment, AssignmentChange};
 use super::status::StatusQueue;
 use crate::api::{convert, is_retryable, leader_hint, pb};
 use crate::pki;
@@ -50,7 +50,7 @@ pub struct Session {
     pub dataplane_error: String,
     /// The ports this node's control plane listens on, sent in `Register`.
     pub control_ports: Vec<crate::store::objects::ControlPort>,
-    /// Where each assignment snapshot goes (the worker follows it).
+    /// Where the node's assignment goes after each message (the worker follows it).
     pub assignments: watch::Sender<Option<Arc<Assignment>>>,
     /// Task statuses waiting to be sent.
     pub statuses: StatusQueue,
@@ -136,6 +136,9 @@ impl Session {
         let mut next_beat =
             tokio::time::Instant::now() + Duration::from_millis(session.period_ms.max(100));
         let mut flush_backoff = BACKOFF_MIN;
+        // What this stream assigned so far: its first message is complete, the others change it.
+        let mut held = Assignment::default();
+        let mut started = false;
         // After a failed send, when to try again; heartbeats and assignments go on meanwhile.
         let mut retry_at: Option<tokio::time::Instant> = None;
         // Statuses left from an earlier session go first.
@@ -179,12 +182,21 @@ impl Session {
                     flush_now = true;
                 }
                 message = stream.message() => match message {
-                    Ok(Some(set)) => match Assignment::decode(&set) {
-                        Ok(assignment) => {
-                            tracing::debug!(version = set.version, tasks = assignment.tasks.len(), "agent: assignments");
-                            self.assignments.send_replace(Some(Arc::new(assignment)));
+                    Ok(Some(message)) => match AssignmentChange::decode(message) {
+                        Ok(change) => {
+                            if !change.complete && !started {
+                                return Ended::Failed(tonic::Status::internal("the leader's assignment stream did not start with a complete view"));
+                            }
+                            started = true;
+                            tracing::debug!(version = change.version, complete = change.complete,
+                                tasks = change.update_tasks.len(), removed = change.remove_tasks.len(),
+                                "agent: assignments");
+                            held.apply(change);
+                            self.assignments.send_replace(Some(Arc::new(held.clone())));
                         }
-                        Err(err) => tracing::warn!(%err, "agent: an assignment set that does not decode; ignoring it"),
+                        // The stream is a sequence of changes: one left out would leave this
+                        // node's view wrong for good. A new stream starts from a complete view.
+                        Err(err) => return Ended::Failed(tonic::Status::internal(format!("an assignments message that does not decode: {err}"))),
                     },
                     Ok(None) => return Ended::Failed(tonic::Status::unavailable("the leader ended the assignment stream")),
                     Err(status) => return self.ended(status),
@@ -212,19 +224,11 @@ impl Session {
         session_id: &str,
         batch: &[(String, crate::store::objects::TaskStatus)],
     ) -> Result<(), tonic::Status> {
-        // A status that does not encode is left out with its cause, never sent empty (the
-        // leader would refuse the whole batch).
         let updates = batch
             .iter()
-            .filter_map(|(task_id, status)| match serde_json::to_vec(status) {
-                Ok(status_json) => Some(pb::TaskStatusUpdate {
-                    task_id: task_id.clone(),
-                    status_json,
-                }),
-                Err(err) => {
-                    tracing::error!(task = %task_id, %err, "agent: task status not sent: encoding it failed");
-                    None
-                }
+            .map(|(task_id, status)| pb::TaskStatusUpdate {
+                task_id: task_id.clone(),
+                status: Some(status.into()),
             })
             .collect();
         client

@@ -2,6 +2,7 @@
 //! (`convert`), and the error every handler returns (`ApiError`), which decides the gRPC code
 //! and how the CLI shows it (docs/control-plane.md).
 
+pub mod assignments;
 pub mod convert;
 pub mod error;
 pub mod pb;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::api::{ApiError, pb};
 use crate::manager::ManagerSlot;
 use crate::pki::Role;
-use crate::store::objects::TaskStatus;
 use crate::transport::PeerInfo;
 
 #[derive(Debug, Clone)]
@@ -62,7 +61,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         Ok(tonic::Response::new(response))
     }
 
-    type AssignmentsStream = crate::api::ReplyStream<pb::AssignmentSet>;
+    type AssignmentsStream = crate::api::ReplyStream<pb::AssignmentsMessage>;
 
     async fn assignments(
         &self,
@@ -89,14 +88,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             .updates
             .into_iter()
             .map(|u| {
-                serde_json::from_slice::<TaskStatus>(&u.status_json)
+                let status = u.status.ok_or_else(|| {
+                    ApiError::Invalid(format!("task {}: the update has no status", u.task_id))
+                })?;
+                crate::store::objects::TaskStatus::try_from(status)
                     .map(|status| (u.task_id.clone(), status))
-                    .map_err(|e| {
-                        ApiError::Invalid(format!(
-                            "task {}: status_json is not a task status: {e}",
-                            u.task_id
-                        ))
-                    })
+                    .map_err(|e| ApiError::Invalid(format!("task {}: {e}", u.task_id)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         manager

@@ -20,7 +20,7 @@ const CHANGES: [&str; 3] = ["create", "scale", "task state"];
 type Profile = BTreeMap<&'static str, BTreeMap<&'static str, Cost>>;
 
 /// A swarm of 3 nodes and `services` running 1-replica services, then one change of each kind;
-/// with what the dispatcher's snapshots for the 3 nodes cost after one change (not a loop: it
+/// with what the dispatcher's complete views for the 3 nodes cost after one change (not a loop: it
 /// is measured, not part of the profile's totals).
 async fn profile(services: usize) -> (Profile, Cost) {
     let mut swarm = Swarm::new().await;
@@ -52,7 +52,7 @@ async fn profile(services: usize) -> (Profile, Cost) {
     for node in &nodes {
         swarm
             .store
-            .view(|tx| crate::dispatcher::assignments::snapshot(tx, node))
+            .view(|tx| crate::dispatcher::assignments::complete(tx, node))
             .unwrap();
     }
     let dispatcher = Cost {

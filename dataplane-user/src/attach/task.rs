@@ -104,12 +104,29 @@ fn step(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError
     }
 }
 
+/// What [`attach`] and [`detach`] need of the data plane: `tc_from_task` on and off a
+/// task's host-side veth. [`Dataplane`] does it in the kernel; a test double may record it.
+pub trait TaskIfaces {
+    fn attach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+    fn detach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+}
+
+impl TaskIfaces for Dataplane {
+    fn attach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        Dataplane::attach_task_iface(self, ifindex)
+    }
+
+    fn detach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        Dataplane::detach_task_iface(self, ifindex)
+    }
+}
+
 /// Create and wire the task's veth, then attach `tc_from_task` to its host
 /// side. `node` is a netlink handle of the node's namespace; the calling
 /// thread must be in it too (the tc attachment resolves the interface by
 /// name). On failure, what was created is removed again.
 pub async fn attach(
-    dataplane: &mut Dataplane,
+    dataplane: &mut (impl TaskIfaces + ?Sized),
     node: &Handle,
     spec: &TaskNetwork,
 ) -> Result<TaskLink, AttachError> {
@@ -156,7 +173,7 @@ pub async fn attach(
 }
 
 async fn wire(
-    dataplane: &mut Dataplane,
+    dataplane: &mut (impl TaskIfaces + ?Sized),
     node: &Handle,
     task: &Handle,
     spec: &TaskNetwork,
@@ -260,7 +277,7 @@ async fn wire(
 /// with it the routes and neighbour entries on both sides). A veth that is
 /// already gone is fine.
 pub async fn detach(
-    dataplane: &mut Dataplane,
+    dataplane: &mut (impl TaskIfaces + ?Sized),
     node: &Handle,
     host_ifname: &str,
 ) -> Result<(), AttachError> {

@@ -1,4 +1,5 @@
-//! An in-memory stand-in for the kernel maps, for unit tests of the diff.
+//! An in-memory stand-in for the kernel maps, for unit tests of the diff and for the
+//! agent's in-memory data plane (`hive::agent::dataplane::memory`).
 //! It keeps the same keys and values as the real maps and logs every
 //! operation in order, so tests can check both the end state and the order
 //! in which a packet would have seen it change.

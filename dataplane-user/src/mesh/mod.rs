@@ -7,6 +7,7 @@ mod apply;
 mod balancer;
 mod delta;
 mod desired;
+pub mod fake;
 mod fast;
 mod incremental;
 mod index;
@@ -16,8 +17,6 @@ mod seqdiff;
 pub mod state;
 mod validate;
 
-#[cfg(test)]
-mod fake;
 #[cfg(test)]
 mod incremental_tests;
 #[cfg(test)]

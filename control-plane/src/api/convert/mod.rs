@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use service::{protocol, protocol_of};
 pub use task::{task_state, task_state_of};
-pub use wire::{WireError, timestamp};
+pub use wire::{WireError, enumeration, port, timestamp};
 
 use super::pb;
 use crate::pki;

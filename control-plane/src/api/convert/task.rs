@@ -82,6 +82,26 @@ impl TryFrom<pb::TaskStatus> for TaskStatus {
     }
 }
 
+impl From<&NetworkAttachment> for pb::NetworkAttachment {
+    fn from(n: &NetworkAttachment) -> Self {
+        Self {
+            network_id: n.network_id.clone(),
+            addresses: n.addresses.clone(),
+            aliases: n.aliases.clone(),
+        }
+    }
+}
+
+impl From<pb::NetworkAttachment> for NetworkAttachment {
+    fn from(n: pb::NetworkAttachment) -> Self {
+        Self {
+            network_id: n.network_id,
+            addresses: n.addresses,
+            aliases: n.aliases,
+        }
+    }
+}
+
 impl From<&Task> for pb::Task {
     fn from(t: &Task) -> Self {
         Self {
@@ -96,15 +116,7 @@ impl From<&Task> for pb::Task {
             spec_version: t.spec_version,
             desired_state: task_state(t.desired_state).into(),
             status: Some((&t.status).into()),
-            networks: t
-                .networks
-                .iter()
-                .map(|n| pb::NetworkAttachment {
-                    network_id: n.network_id.clone(),
-                    addresses: n.addresses.clone(),
-                    aliases: n.aliases.clone(),
-                })
-                .collect(),
+            networks: t.networks.iter().map(pb::NetworkAttachment::from).collect(),
             endpoint: t.endpoint.as_ref().map(pb::Endpoint::from),
         }
     }
@@ -135,11 +147,7 @@ impl TryFrom<pb::Task> for Task {
             networks: t
                 .networks
                 .into_iter()
-                .map(|n| NetworkAttachment {
-                    network_id: n.network_id,
-                    addresses: n.addresses,
-                    aliases: n.aliases,
-                })
+                .map(NetworkAttachment::from)
                 .collect(),
             endpoint: t.endpoint.map(Endpoint::try_from).transpose()?,
         })

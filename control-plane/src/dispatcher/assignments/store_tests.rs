@@ -7,6 +7,7 @@ use std::time::Duration;
 use openraft::SnapshotPolicy;
 
 use super::*;
+use crate::agent::assignment::{Assignment, AssignmentChange};
 use crate::api::pb;
 use crate::dispatcher::Dispatcher;
 use crate::store::local_network::LocalRouter;
@@ -62,18 +63,21 @@ async fn create_task(store: &Store, id: &str, node: &str, state: TaskState) {
         .unwrap();
 }
 
+/// The next message of `stream`, applied to what the node holds (`held`): what the node
+/// holds then, and whether the message was a complete view.
 async fn next(
-    stream: &mut mpsc::Receiver<Result<pb::AssignmentSet, tonic::Status>>,
-) -> (Vec<Task>, MeshView) {
-    let set = tokio::time::timeout(PATIENCE, stream.recv())
+    stream: &mut mpsc::Receiver<Result<pb::AssignmentsMessage, tonic::Status>>,
+    held: &mut Assignment,
+) -> (Vec<Task>, MeshView, bool) {
+    let message = tokio::time::timeout(PATIENCE, stream.recv())
         .await
-        .expect("a snapshot in time")
+        .expect("a message in time")
         .expect("the stream goes on")
-        .expect("a snapshot, not an error");
-    (
-        serde_json::from_slice(&set.tasks_json).unwrap(),
-        serde_json::from_slice(&set.mesh_json).unwrap(),
-    )
+        .expect("a message, not an error");
+    let change = AssignmentChange::decode(message).expect("decodes");
+    let complete = change.complete;
+    held.apply(change);
+    (held.tasks.clone(), held.mesh.clone(), complete)
 }
 
 fn status(state: TaskState) -> TaskStatus {
@@ -113,7 +117,9 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
 
     assert!(dispatcher.assignments("n1", "not-the-session").is_err());
     let mut stream = dispatcher.assignments("n1", &session).unwrap();
-    let (tasks, mesh) = next(&mut stream).await;
+    let mut held = Assignment::default();
+    let (tasks, mesh, complete) = next(&mut stream, &mut held).await;
+    assert!(complete, "a stream starts with a complete view");
     assert!(tasks.is_empty());
     let me = mesh.nodes.iter().find(|n| n.id == "n1").unwrap();
     assert_eq!(
@@ -124,7 +130,8 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
     // Another node's task that does not serve yet changes nothing for n1; n1's own does.
     create_task(&store, "other", "n2", TaskState::Assigned).await;
     create_task(&store, "mine", "n1", TaskState::Assigned).await;
-    let (tasks, mesh) = next(&mut stream).await;
+    let (tasks, mesh, complete) = next(&mut stream, &mut held).await;
+    assert!(!complete, "then changes");
     assert_eq!(
         tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         vec!["mine"]
@@ -167,13 +174,13 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
     );
 
     // The running task is now in every node's mesh view.
-    let (tasks, mesh) = next(&mut stream).await;
+    let (tasks, mesh, _) = next(&mut stream, &mut held).await;
     assert_eq!(tasks[0].status.state, TaskState::Running);
     assert_eq!(mesh.tasks.len(), 1);
     assert_eq!(mesh.tasks[0].node_id, "n1");
 
     // A new session ends the old stream.
-    let _new = dispatcher
+    let new = dispatcher
         .register("n1", None, ip, "192.168.77.1:2377", Vec::new())
         .await
         .unwrap();
@@ -188,6 +195,23 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
     .await
     .unwrap();
     assert!(matches!(ended, Some(Err(_)) | None), "{ended:?}");
+
+    // The reconnected agent starts again from a complete view, whatever it held.
+    let mut stream = dispatcher.assignments("n1", &new.session_id).unwrap();
+    let mut stale = Assignment {
+        tasks: vec![Task {
+            id: "gone-meanwhile".into(),
+            ..Task::default()
+        }],
+        ..Assignment::default()
+    };
+    let (tasks, mesh, complete) = next(&mut stream, &mut stale).await;
+    assert!(complete);
+    assert_eq!(
+        tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        vec!["mine"]
+    );
+    assert_eq!(mesh.tasks.len(), 1);
     drop(Arc::clone(&dispatcher));
     store.shutdown().await.unwrap();
 }

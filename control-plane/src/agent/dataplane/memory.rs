@@ -1,0 +1,115 @@
+//! [`MemoryDataplane`]: the data plane's reconciler over in-memory maps. What the agent
+//! applies is validated, compiled and diffed exactly as on the kernel (the same
+//! [`MeshApplier`]); only the maps are a log instead of BPF maps. A [`MemoryHandle`] lets a
+//! test read what is held and count the map operations since it last looked.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hive_dataplane::DataplaneError;
+use hive_dataplane::attach::task::TaskIfaces;
+use hive_dataplane::mesh::fake::{FakeMaps, Op};
+use hive_dataplane::mesh::{ApplyStats, MeshApplier, MeshState, Reconciler, UnderlayLink};
+
+use super::Dataplane;
+
+/// What the in-memory data plane holds.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The last state applied successfully.
+    pub state: Option<MeshState>,
+    /// How many applies succeeded.
+    pub applies: u64,
+    pub maps: FakeMaps,
+    /// Task veths with `tc_from_task` attached.
+    pub task_ifaces: BTreeSet<u32>,
+    /// Network namespace cookie → resolver port.
+    pub resolver_ports: std::collections::BTreeMap<u64, u16>,
+}
+
+/// The agent's data plane in memory (see the module docs).
+#[derive(Debug)]
+pub struct MemoryDataplane {
+    applier: MeshApplier,
+    held: Arc<Mutex<Held>>,
+}
+
+/// A test's view of a [`MemoryDataplane`].
+#[derive(Debug, Clone)]
+pub struct MemoryHandle(Arc<Mutex<Held>>);
+
+impl MemoryHandle {
+    pub fn held(&self) -> MutexGuard<'_, Held> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The map operations since the last call.
+    pub fn take_ops(&self) -> Vec<Op> {
+        self.held().maps.take_log()
+    }
+}
+
+/// The underlay link the in-memory data plane pretends to be attached to.
+const UNDERLAY: UnderlayLink = UnderlayLink {
+    ifindex: 2,
+    mac: [0x02, 0, 0, 0, 0, 0x01],
+};
+
+impl MemoryDataplane {
+    pub fn new() -> (Self, MemoryHandle) {
+        let held = Arc::new(Mutex::new(Held::default()));
+        (
+            Self {
+                applier: MeshApplier::new(Reconciler::new()),
+                held: held.clone(),
+            },
+            MemoryHandle(held),
+        )
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl TaskIfaces for MemoryDataplane {
+    fn attach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.held().task_ifaces.insert(ifindex);
+        Ok(())
+    }
+
+    fn detach_task_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.held().task_ifaces.remove(&ifindex);
+        Ok(())
+    }
+}
+
+impl Dataplane for MemoryDataplane {
+    fn apply(&mut self, state: &MeshState) -> Result<ApplyStats, DataplaneError> {
+        let held = &mut *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = self.applier.apply(state, UNDERLAY, &mut held.maps)?;
+        held.state = Some(state.clone());
+        held.applies += 1;
+        Ok(stats)
+    }
+
+    fn set_resolver_port(&self, netns_cookie: u64, port: u16) -> Result<(), DataplaneError> {
+        self.held().resolver_ports.insert(netns_cookie, port);
+        Ok(())
+    }
+
+    fn forget_resolver_port(&self, netns_cookie: u64) -> Result<(), DataplaneError> {
+        self.held().resolver_ports.remove(&netns_cookie);
+        Ok(())
+    }
+
+    fn redirect_resolvers(&self, _cgroup: &Path) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    fn destroy(self: Box<Self>) -> Result<(), DataplaneError> {
+        *self.held() = Held::default();
+        Ok(())
+    }
+}

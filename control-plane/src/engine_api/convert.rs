@@ -313,8 +313,12 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
             read_only: c.read_only.then_some(true),
             capability_add: non_empty(&c.cap_add),
             capability_drop: non_empty(&c.cap_drop),
-            sysctls: (!c.sysctls.is_empty())
-                .then(|| c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            sysctls: (!c.sysctls.is_empty()).then(|| {
+                c.sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
             stop_signal: (!c.stop_signal.is_empty()).then(|| c.stop_signal.clone()),
             ..Default::default()
         }),

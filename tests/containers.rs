@@ -20,12 +20,14 @@ const IMAGE: &str = "hive-test/httpd:1";
 const PORT: u16 = 8080;
 
 /// whoami's two lines, from the container: its hostname and the peer it saw (busybox's httpd
-/// listens on IPv6 and shows an IPv4 peer mapped, `::ffff:192.0.2.1`).
+/// listens on IPv6 and shows an IPv4 peer mapped, `[::ffff:192.0.2.1]`).
 const INDEX_CGI: &str = "#!/bin/sh
 echo 'Content-Type: text/plain'
 echo ''
 echo \"Hostname: $(hostname)\"
-echo \"RemoteAddr: ${REMOTE_ADDR#::ffff:}:${REMOTE_PORT:-1}\"
+peer=${REMOTE_ADDR#[}
+peer=${peer%]}
+echo \"RemoteAddr: ${peer#::ffff:}:${REMOTE_PORT:-1}\"
 ";
 
 fn tools_or_skip(test: &str) -> bool {

@@ -154,7 +154,6 @@ fn unknown_flags_are_refused_and_task_arguments_pass(swarm: &Swarm) {
     for flag in [
         "--update-parallelism",
         "--health-cmd",
-        "--mount",
         "--secret",
         "--nonexistent-flag",
     ] {

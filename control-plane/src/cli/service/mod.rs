@@ -7,7 +7,7 @@ pub mod opts;
 pub mod progress;
 pub mod render;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -662,11 +662,13 @@ pub async fn print_tasks(
     let filter = table.task_filter()?;
     let mut all = Vec::new();
     let mut seen = HashSet::new();
-    let mut names = (Default::default(), Default::default());
+    // Every query's names: `stack ps` asks once per service.
+    let mut names: (HashMap<String, String>, HashMap<String, String>) = Default::default();
     for (service, node) in queries {
         let list = list_tasks(client, service, node).await?;
         all.extend(list.tasks.into_iter().filter(|t| seen.insert(t.id.clone())));
-        names = (list.node_names, list.service_names);
+        names.0.extend(list.node_names);
+        names.1.extend(list.service_names);
     }
     all.retain(|t| filter.keep(t, &names.0, &names.1));
     out(&render_tasks(

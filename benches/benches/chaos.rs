@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm::{self, SwarmLab};
-use hive_dataplane::lab::{Lab, LabSpec};
+use hive_bench::lab_bench;
+use hive_dataplane::lab::Lab;
 use serde::Serialize;
 
 const LAB: &str = "bench-ch";
@@ -116,19 +117,12 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut swarm = rt
-        .block_on(SwarmLab::up(&LabSpec::new(LAB, NODES), 3, &exe))
-        .map_err(|e| e.to_string())?;
-    hive_cli(
+    let exe = lab_bench::hive_exe()?;
+    let rt = lab_bench::runtime()?;
+    let mut swarm = lab_bench::swarm_up(&rt, LAB, NODES, 3)?;
+    lab_bench::hive_cli(
         swarm.lab(),
         "n1",
-        &exe,
         &[
             "service",
             "create",
@@ -215,12 +209,7 @@ fn run() -> Result<(), String> {
         phases,
     };
     print_report(&report);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join("chaos.json");
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&path, json).map_err(|e| e.to_string())?;
-    println!("wrote {}", path.display());
+    lab_bench::write_json("chaos", &report)?;
     Ok(())
 }
 
@@ -460,22 +449,6 @@ fn link(lab: &Lab, node: &str, state: &str) -> Result<(), String> {
         .success()
         .then_some(())
         .ok_or_else(|| format!("ip link set dev eth0 {state} in {node}: {status}"))
-}
-
-fn hive_cli(lab: &Lab, node: &str, exe: &Path, args: &[&str]) -> Result<(), String> {
-    let out = lab
-        .command(node, exe)
-        .map_err(|e| e.to_string())?
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    out.status.success().then_some(()).ok_or_else(|| {
-        format!(
-            "hive {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 async fn connect(socket: &Path) -> Result<DaemonClient, String> {

@@ -25,9 +25,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hive::client::{DaemonClient, TaskFilter};
-use hive::lab_swarm::{self, SwarmLab};
+use hive::lab_swarm;
 use hive::store::objects::{RestartCondition, ServiceMode, ServiceSpec, Task, TaskState};
-use hive_dataplane::lab::{LabSpec, naming};
+use hive_bench::lab_bench;
+use hive_dataplane::lab::naming;
 use serde::Serialize;
 
 const LAB: &str = "lperf-cp";
@@ -116,15 +117,8 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
 fn run() -> Result<(), String> {
     let sizes = env_list("HIVE_BENCH_CP_SERVICES", &[100, 1_000, 10_000]);
     let samples = env_list("HIVE_BENCH_CP_SAMPLES", &[7])[0].max(1);
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut swarm = rt
-        .block_on(SwarmLab::up(&LabSpec::new(LAB, 3), 1, &exe))
-        .map_err(|e| e.to_string())?;
+    let rt = lab_bench::runtime()?;
+    let mut swarm = lab_bench::swarm_up(&rt, LAB, 3, 1)?;
     let leader = swarm.take_daemon(LEADER).ok_or("no leader daemon")?;
     let pid = leader.id();
     swarm.put_daemon(LEADER, leader);
@@ -161,12 +155,7 @@ fn run() -> Result<(), String> {
 }
 
 fn write_report(report: &Report) -> Result<(), String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join("control_plane.json");
-    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    std::fs::write(&path, json).map_err(|e| e.to_string())?;
-    println!("wrote {}", path.display());
+    lab_bench::write_json("control_plane", report)?;
     Ok(())
 }
 

@@ -15,7 +15,8 @@ use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm::{self, SwarmLab};
 use hive::manager::timers;
-use hive_dataplane::lab::{Lab, LabSpec};
+use hive_bench::lab_bench;
+use hive_dataplane::lab::Lab;
 use serde::Serialize;
 
 const LAB: &str = "bench-fo";
@@ -53,15 +54,9 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut swarm = rt
-        .block_on(SwarmLab::up(&LabSpec::new(LAB, 3), 3, &exe))
-        .map_err(|e| e.to_string())?;
+    let exe = lab_bench::hive_exe()?;
+    let rt = lab_bench::runtime()?;
+    let mut swarm = lab_bench::swarm_up(&rt, LAB, 3, 3)?;
     let mut samples = Vec::with_capacity(runs);
     for run in 1..=runs {
         let sample = rt.block_on(one_failover(&mut swarm, &exe))?;
@@ -105,12 +100,7 @@ fn run() -> Result<(), String> {
         "ratio Swarm midpoint / hive median: {:.1}x",
         15_000.0 / report.median_ms
     );
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hive-bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join("failover.json");
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&path, json).map_err(|e| e.to_string())?;
-    println!("wrote {}", path.display());
+    lab_bench::write_json("failover", &report)?;
     Ok(())
 }
 

@@ -2,7 +2,6 @@
 //! `cli/command/image/*`). Images are per node: each command talks to the local daemon's
 //! `Images` service (docs/images.md).
 
-use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +9,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::{CliFailure, human_duration, indent_json, out, run_client, table};
+use super::format::{Cells, Format, Listing, parse_format};
+use super::output::{CliFailure, human_duration, indent_json, out, run_client};
 use crate::api::pb;
 use crate::client::DaemonClient;
 use crate::image_store::auth::{credentials_for, docker_config_path};
@@ -100,12 +100,11 @@ pub fn run(host: Option<&str>, args: ImageArgs) -> anyhow::Result<ExitCode> {
                     .list_images(pb::ListImagesRequest {})
                     .await?
                     .into_inner();
-                let format = match format {
-                    Some(f) => Some(Format::parse(&f).map_err(CliFailure::Usage)?),
-                    None => None,
-                };
+                let format = parse_format(format.as_deref())?;
                 let rows = rows(&list.images, now());
-                out(&render_ls(&rows, quiet, digests, no_trunc, format.as_ref()));
+                let text = render_ls(&rows, quiet, digests, no_trunc, format.as_ref())
+                    .map_err(CliFailure::Usage)?;
+                out(&text);
                 Ok(())
             }
             ImageCommand::Inspect { images: queries } => {
@@ -450,15 +449,8 @@ pub fn human_size(bytes: u64) -> String {
     format!("{text}{}", UNITS[unit])
 }
 
-/// A parsed `image ls --format`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Format {
-    Table(String),
-    Lines(String),
-    Json,
-}
-
-const FIELDS: [(&str, &str); 7] = [
+/// `image ls`'s fields and headers; the default table, and the one with `--digests`.
+const IMAGE_HEADERS: &[(&str, &str)] = &[
     ("Repository", "REPOSITORY"),
     ("Tag", "TAG"),
     ("ID", "IMAGE ID"),
@@ -468,69 +460,33 @@ const FIELDS: [(&str, &str); 7] = [
     ("Size", "SIZE"),
 ];
 
-impl Format {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let trimmed = text.trim();
-        let format = if trimmed == "json" || trimmed == "{{json .}}" {
-            return Ok(Self::Json);
-        } else if let Some(rest) = trimmed.strip_prefix("table") {
-            Self::Table(rest.trim_start().replace("\\t", "\t").replace("\\n", "\n"))
-        } else {
-            Self::Lines(text.replace("\\t", "\t").replace("\\n", "\n"))
-        };
-        let template = match &format {
-            Self::Table(t) | Self::Lines(t) => t.clone(),
-            Self::Json => String::new(),
-        };
-        let mut rest = template.as_str();
-        while let Some(start) = rest.find("{{") {
-            let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| format!("template: unclosed action in \"{template}\""))?;
-            let name = after[..end].trim();
-            if !FIELDS
-                .iter()
-                .any(|(f, _)| Some(*f) == name.strip_prefix('.'))
-            {
-                return Err(format!(
-                    "template: can't evaluate \"{name}\": hive's --format knows {}",
-                    FIELDS.map(|(f, _)| format!("{{{{.{f}}}}}")).join(" ")
-                ));
-            }
-            rest = &after[end + 2..];
-        }
-        Ok(format)
-    }
-}
+pub const IMAGE_LISTING: Listing = Listing {
+    headers: IMAGE_HEADERS,
+    default_table: "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
+};
 
-fn field(row: &Row, name: &str, no_trunc: bool) -> String {
-    match name {
-        "Repository" => row.repository.clone(),
-        "Tag" => row.tag.clone(),
-        "ID" if no_trunc => row.id.clone(),
-        "ID" => short_id(&row.id),
-        "Digest" => row.digest.clone(),
-        "CreatedSince" => row.created_since.clone(),
-        "CreatedAt" => row.created_at.clone(),
-        "Size" => row.size.clone(),
-        _ => String::new(),
-    }
-}
+pub const IMAGE_DIGEST_LISTING: Listing = Listing {
+    headers: IMAGE_HEADERS,
+    default_table: "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
+};
 
-fn expand(template: &str, mut value: impl FnMut(&str) -> String) -> String {
-    let mut text = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        text.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").unwrap_or(after.len());
-        let name = after[..end].trim().trim_start_matches('.');
-        text.push_str(&value(name));
-        rest = after.get(end + 2..).unwrap_or("");
-    }
-    text.push_str(rest);
-    text
+fn cells(row: &Row, no_trunc: bool) -> Cells {
+    Cells::from([
+        ("Repository", row.repository.clone()),
+        ("Tag", row.tag.clone()),
+        (
+            "ID",
+            if no_trunc {
+                row.id.clone()
+            } else {
+                short_id(&row.id)
+            },
+        ),
+        ("Digest", row.digest.clone()),
+        ("CreatedSince", row.created_since.clone()),
+        ("CreatedAt", row.created_at.clone()),
+        ("Size", row.size.clone()),
+    ])
 }
 
 fn short_id(id: &str) -> String {
@@ -545,55 +501,24 @@ pub fn render_ls(
     digests: bool,
     no_trunc: bool,
     format: Option<&Format>,
-) -> String {
+) -> Result<String, String> {
     if quiet {
         let mut seen = Vec::new();
         for row in rows {
-            let id = field(row, "ID", no_trunc);
+            let id = cells(row, no_trunc).remove("ID").unwrap_or_default();
             if !seen.contains(&id) {
                 seen.push(id);
             }
         }
-        return seen.into_iter().map(|id| format!("{id}\n")).collect();
+        return Ok(seen.into_iter().map(|id| format!("{id}\n")).collect());
     }
-    let template = match format {
-        Some(Format::Json) => {
-            return rows
-                .iter()
-                .map(|row| {
-                    let object: BTreeMap<&str, String> = FIELDS
-                        .iter()
-                        .map(|(f, _)| (*f, field(row, f, no_trunc)))
-                        .collect();
-                    format!("{}\n", serde_json::to_string(&object).unwrap_or_default())
-                })
-                .collect();
-        }
-        Some(Format::Lines(template)) => {
-            return rows
-                .iter()
-                .map(|row| format!("{}\n", expand(template, |f| field(row, f, no_trunc))))
-                .collect();
-        }
-        Some(Format::Table(template)) if !template.is_empty() => template.clone(),
-        _ if digests => {
-            "{{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
-                .to_owned()
-        }
-        _ => "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".to_owned(),
+    let listing = if digests {
+        IMAGE_DIGEST_LISTING
+    } else {
+        IMAGE_LISTING
     };
-    let header = expand(&template, |f| {
-        FIELDS
-            .iter()
-            .find(|(name, _)| *name == f)
-            .map_or(String::new(), |(_, h)| (*h).to_owned())
-    });
-    let mut table_rows = vec![header.split('\t').map(str::to_owned).collect::<Vec<_>>()];
-    for row in rows {
-        let line = expand(&template, |f| field(row, f, no_trunc));
-        table_rows.push(line.split('\t').map(str::to_owned).collect());
-    }
-    table(&table_rows)
+    let rows: Vec<Cells> = rows.iter().map(|row| cells(row, no_trunc)).collect();
+    listing.render(format, &rows)
 }
 
 /// docker's `image inspect` object for one image.
@@ -685,18 +610,18 @@ mod tests {
         ];
         let rows = rows(&images, now + 3 * 86_400);
         assert_eq!(
-            render_ls(&rows, false, false, false, None),
+            render_ls(&rows, false, false, false, None).unwrap(),
             "REPOSITORY                TAG       IMAGE ID       CREATED      SIZE\n\
              nginx                     1.27      ab12ab12ab12   3 days ago   4.26MB\n\
              127.0.0.1:5000/team/app   2         ab12ab12ab12   3 days ago   4.26MB\n\
              <none>                    <none>    ab12ab12ab12   N/A          10B\n"
         );
         assert_eq!(
-            render_ls(&rows, true, false, false, None),
+            render_ls(&rows, true, false, false, None).unwrap(),
             "ab12ab12ab12\n",
             "-q lists each ID once"
         );
-        let digests = render_ls(&rows, false, true, false, None);
+        let digests = render_ls(&rows, false, true, false, None).unwrap();
         assert!(
             digests.starts_with("REPOSITORY                TAG       DIGEST"),
             "{digests}"
@@ -704,20 +629,22 @@ mod tests {
         assert!(digests.contains("sha256:feed"));
         let format = Format::parse("{{.Repository}}:{{.Tag}}").unwrap();
         assert_eq!(
-            render_ls(&rows, false, false, false, Some(&format)),
+            render_ls(&rows, false, false, false, Some(&format)).unwrap(),
             "nginx:1.27\n127.0.0.1:5000/team/app:2\n<none>:<none>\n"
         );
         let table_format = Format::parse("table {{.Repository}}\\t{{.Size}}").unwrap();
         assert_eq!(
-            render_ls(&rows[..1], false, false, false, Some(&table_format)),
+            render_ls(&rows[..1], false, false, false, Some(&table_format)).unwrap(),
             "REPOSITORY   SIZE\nnginx        4.26MB\n"
         );
+        let nope = Format::parse("{{.Nope}}").unwrap();
         assert!(
-            Format::parse("{{.Nope}}")
+            render_ls(&rows, false, false, false, Some(&nope))
                 .unwrap_err()
-                .contains("can't evaluate")
+                .contains("can't evaluate field Nope")
         );
-        let json = render_ls(&rows[..1], false, false, false, Some(&Format::Json));
+        let json = Format::parse("json").unwrap();
+        let json = render_ls(&rows[..1], false, false, false, Some(&json)).unwrap();
         assert!(json.contains("\"Repository\":\"nginx\""), "{json}");
     }
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod builtin;
 pub mod daemon;
 mod demo;
+pub mod format;
 mod gossip_agent;
 pub mod image;
 pub mod info;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::node_ls::{self, NodeColumns, NodeFilter, NodeFormat};
+use super::format::{Format, parse_format};
+use super::node_ls::{self, NodeColumns, NodeFilter};
 use super::output::{
     CliFailure, bytes_size, go_time, indent_json, pretty, rfc3339, run_client, table,
 };
@@ -102,15 +103,14 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
                 format,
             } => {
                 let filter = NodeFilter::parse(&filter).map_err(CliFailure::Usage)?;
-                let format = format
-                    .as_deref()
-                    .map(NodeFormat::parse)
-                    .transpose()
-                    .map_err(CliFailure::Usage)?;
+                let format = parse_format(format.as_deref())?;
                 let mut list = client.control.list_nodes().await?;
                 list.nodes.retain(|n| filter.keep(n));
                 match format {
-                    Some(format) if !quiet => print!("{}", render_ls_as(&list, &format)),
+                    Some(format) if !quiet => print!(
+                        "{}",
+                        render_ls_as(&list, &format).map_err(CliFailure::Usage)?
+                    ),
                     _ => print!("{}", render_ls(&list, quiet)),
                 }
             }
@@ -274,7 +274,7 @@ fn manager_status(node: &pb::Node) -> String {
 
 /// `node ls`: docker's default table.
 /// `node ls --format`.
-pub fn render_ls_as(list: &pb::ListNodesResponse, format: &NodeFormat) -> String {
+pub fn render_ls_as(list: &pb::ListNodesResponse, format: &Format) -> Result<String, String> {
     let mut nodes: Vec<&pb::Node> = list.nodes.iter().collect();
     nodes.sort_by_key(|n| natural_key(hostname(n)));
     let rows: Vec<(&pb::Node, NodeColumns)> = nodes.into_iter().map(|n| (n, columns(n))).collect();

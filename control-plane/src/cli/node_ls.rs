@@ -6,15 +6,13 @@
 //! `KEY=VALUE`, node labels) and `label` (the same on engine labels). Values of one key are
 //! ORed, different keys ANDed.
 //!
-//! `--format`: docker's placeholders `{{.ID}}`, `{{.Self}}`, `{{.Hostname}}`, `{{.Status}}`,
-//! `{{.Availability}}`, `{{.ManagerStatus}}`, `{{.EngineVersion}}`, `{{.TLSStatus}}`, with a
-//! `table ` prefix for a header and aligned columns; `json` prints one JSON object per node.
-//! Go's template language itself (`if`, `range`, functions) is not implemented: anything else
-//! in braces is refused with the list of what is known.
+//! `--format`: a Go template (`crate::cli::format`) over docker's fields `.ID`, `.Self`,
+//! `.Hostname`, `.Status`, `.Availability`, `.ManagerStatus`, `.EngineVersion`, `.TLSStatus`.
 
 use std::collections::BTreeMap;
 
 use crate::api::pb;
+use crate::cli::format::{Cells, Format, Listing};
 
 /// One parsed `--filter` list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,93 +95,33 @@ fn label_matches(labels: Option<&std::collections::HashMap<String, String>>, wan
     }
 }
 
-/// The fields a format may name, in docker's spelling.
-const FIELDS: [&str; 8] = [
-    "ID",
-    "Self",
-    "Hostname",
-    "Status",
-    "Availability",
-    "ManagerStatus",
-    "EngineVersion",
-    "TLSStatus",
-];
-
-/// A parsed `--format`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeFormat {
-    /// `table ...`: a header row, then aligned columns split on `\t`.
-    Table(Vec<Piece>),
-    /// A line per node.
-    Lines(Vec<Piece>),
-    /// `json`: one JSON object per node.
-    Json,
-}
-
-/// Literal text or a field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    Text(String),
-    Field(&'static str),
-}
-
-impl NodeFormat {
-    pub fn parse(format: &str) -> Result<Self, String> {
-        let trimmed = format.trim();
-        if trimmed == "json" || trimmed == "{{json .}}" {
-            return Ok(Self::Json);
-        }
-        match trimmed.strip_prefix("table") {
-            Some(rest) => Ok(Self::Table(pieces(rest.trim_start())?)),
-            None => Ok(Self::Lines(pieces(format)?)),
-        }
-    }
-}
-
-fn pieces(template: &str) -> Result<Vec<Piece>, String> {
-    let template = template.replace("\\t", "\t").replace("\\n", "\n");
-    let mut out = Vec::new();
-    let mut rest = template.as_str();
-    while let Some(start) = rest.find("{{") {
-        if start > 0 {
-            out.push(Piece::Text(rest[..start].to_owned()));
-        }
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("template: unclosed action in \"{template}\""))?;
-        let name = after[..end].trim();
-        let field = name
-            .strip_prefix('.')
-            .and_then(|n| FIELDS.iter().find(|f| **f == n))
-            .ok_or_else(|| {
-                format!(
-                    "template: can't evaluate \"{name}\": hive's --format knows {}",
-                    FIELDS.map(|f| format!("{{{{.{f}}}}}")).join(" ")
-                )
-            })?;
-        out.push(Piece::Field(field));
-        rest = &after[end + 2..];
-    }
-    if !rest.is_empty() {
-        out.push(Piece::Text(rest.to_owned()));
-    }
-    Ok(out)
-}
+/// `node ls --format`'s fields and their headers, in docker's spelling.
+pub const NODE_LISTING: Listing = Listing {
+    headers: &[
+        ("ID", "ID"),
+        ("Self", "SELF"),
+        ("Hostname", "HOSTNAME"),
+        ("Status", "STATUS"),
+        ("Availability", "AVAILABILITY"),
+        ("ManagerStatus", "MANAGER STATUS"),
+        ("EngineVersion", "ENGINE VERSION"),
+        ("TLSStatus", "TLS STATUS"),
+    ],
+    default_table: "table {{.ID}}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
+};
 
 /// One node's fields as `--format` shows them.
-pub fn field(field: &str, node: &pb::Node, self_id: &str, columns: &NodeColumns) -> String {
-    match field {
-        "ID" => node.id.clone(),
-        "Self" => (node.id == self_id).to_string(),
-        "Hostname" => columns.hostname.clone(),
-        "Status" => columns.status.clone(),
-        "Availability" => columns.availability.clone(),
-        "ManagerStatus" => columns.manager_status.clone(),
-        "EngineVersion" => columns.engine_version.clone(),
-        "TLSStatus" => "Ready".to_owned(),
-        _ => String::new(),
-    }
+pub fn cells(node: &pb::Node, self_id: &str, columns: &NodeColumns) -> Cells {
+    Cells::from([
+        ("ID", node.id.clone()),
+        ("Self", (node.id == self_id).to_string()),
+        ("Hostname", columns.hostname.clone()),
+        ("Status", columns.status.clone()),
+        ("Availability", columns.availability.clone()),
+        ("ManagerStatus", columns.manager_status.clone()),
+        ("EngineVersion", columns.engine_version.clone()),
+        ("TLSStatus", "Ready".to_owned()),
+    ])
 }
 
 /// The column values `node ls` computes for a node.
@@ -196,68 +134,17 @@ pub struct NodeColumns {
     pub engine_version: String,
 }
 
-/// Docker's header of a field (`MANAGER STATUS`).
-fn header(field: &str) -> &'static str {
-    match field {
-        "ID" => "ID",
-        "Self" => "SELF",
-        "Hostname" => "HOSTNAME",
-        "Status" => "STATUS",
-        "Availability" => "AVAILABILITY",
-        "ManagerStatus" => "MANAGER STATUS",
-        "EngineVersion" => "ENGINE VERSION",
-        "TLSStatus" => "TLS STATUS",
-        _ => "",
-    }
-}
-
 /// Renders `nodes` (already filtered and sorted) with `format`.
-pub fn render(format: &NodeFormat, nodes: &[(&pb::Node, NodeColumns)], self_id: &str) -> String {
-    let line = |pieces: &[Piece], node: &pb::Node, columns: &NodeColumns| -> String {
-        pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Text(t) => t.clone(),
-                Piece::Field(f) => field(f, node, self_id, columns),
-            })
-            .collect()
-    };
-    match format {
-        NodeFormat::Json => nodes
-            .iter()
-            .map(|(node, columns)| {
-                let object: BTreeMap<&str, String> = FIELDS
-                    .iter()
-                    .map(|f| (*f, field(f, node, self_id, columns)))
-                    .collect();
-                format!("{}\n", serde_json::to_string(&object).unwrap_or_default())
-            })
-            .collect(),
-        NodeFormat::Lines(pieces) => nodes
-            .iter()
-            .map(|(node, columns)| format!("{}\n", line(pieces, node, columns)))
-            .collect(),
-        NodeFormat::Table(pieces) => {
-            let head: String = pieces
-                .iter()
-                .map(|p| match p {
-                    Piece::Text(t) => t.clone(),
-                    Piece::Field(f) => header(f).to_owned(),
-                })
-                .collect();
-            let mut rows: Vec<Vec<String>> = vec![split_columns(&head)];
-            rows.extend(
-                nodes
-                    .iter()
-                    .map(|(node, columns)| split_columns(&line(pieces, node, columns))),
-            );
-            super::output::table(&rows)
-        }
-    }
-}
-
-fn split_columns(line: &str) -> Vec<String> {
-    line.split('\t').map(str::to_owned).collect()
+pub fn render(
+    format: &Format,
+    nodes: &[(&pb::Node, NodeColumns)],
+    self_id: &str,
+) -> Result<String, String> {
+    let rows: Vec<Cells> = nodes
+        .iter()
+        .map(|(node, columns)| cells(node, self_id, columns))
+        .collect();
+    format.render(&NODE_LISTING, &rows)
 }
 
 #[cfg(test)]
@@ -340,25 +227,28 @@ mod tests {
             engine_version: "0.1.0".into(),
         };
         let rows = [(&n, columns)];
-        let lines = NodeFormat::parse("{{.ID}}: {{.Hostname}} {{.ManagerStatus}}").unwrap();
-        assert_eq!(render(&lines, &rows, "abc123"), "abc123: n1 Leader\n");
-        let table = NodeFormat::parse("table {{.Hostname}}\\t{{.Self}}").unwrap();
+        let lines = Format::parse("{{.ID}}: {{.Hostname}} {{.ManagerStatus}}").unwrap();
         assert_eq!(
-            render(&table, &rows, "abc123"),
+            render(&lines, &rows, "abc123").unwrap(),
+            "abc123: n1 Leader\n"
+        );
+        let table = Format::parse("table {{.Hostname}}\\t{{.Self}}").unwrap();
+        assert_eq!(
+            render(&table, &rows, "abc123").unwrap(),
             "HOSTNAME   SELF\nn1         true\n"
         );
-        let json = render(&NodeFormat::Json, &rows, "other");
+        let json = render(&Format::parse("json").unwrap(), &rows, "other").unwrap();
         assert!(
             json.starts_with('{')
                 && json.contains("\"Hostname\":\"n1\"")
                 && json.contains("\"Self\":\"false\""),
             "{json}"
         );
-        let err = NodeFormat::parse("{{.Colour}}").unwrap_err();
+        let err = render(&Format::parse("{{.Colour}}").unwrap(), &rows, "x").unwrap_err();
         assert!(
-            err.contains("can't evaluate \".Colour\"") && err.contains("{{.Hostname}}"),
+            err.contains("can't evaluate field Colour") && err.contains(".Hostname"),
             "{err}"
         );
-        assert!(NodeFormat::parse("{{.ID").unwrap_err().contains("unclosed"));
+        assert!(Format::parse("{{.ID").is_err());
     }
 }

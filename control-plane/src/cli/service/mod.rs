@@ -20,6 +20,7 @@ use self::opts::{
     publish_rm, random_name,
 };
 use self::render::{TaskFilter, TaskTableOptions, log_context, render_tasks};
+use super::format::{Format, parse_format};
 use super::network::{network_id, parse_network, resolve};
 use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
@@ -182,6 +183,10 @@ pub enum ServiceCommand {
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Format output using a custom template: 'table', 'table TEMPLATE', 'json' or
+        /// 'TEMPLATE' (a Go template over .ID .Name .Mode .Replicas .Image .Ports).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// List the tasks of one or more services.
     Ps {
@@ -419,6 +424,11 @@ pub struct TaskTableArgs {
     /// Filter output based on conditions provided (desired-state, id, name, node).
     #[arg(short, long)]
     pub filter: Vec<String>,
+    /// Format output using a custom template: 'table', 'table TEMPLATE', 'json' or
+    /// 'TEMPLATE' (a Go template over .ID .Name .Image .Node .DesiredState .CurrentState
+    /// .Error .Ports).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 impl TaskTableArgs {
@@ -432,6 +442,11 @@ impl TaskTableArgs {
     /// The `--filter` flags.
     pub fn task_filter(&self) -> Result<TaskFilter, CliFailure> {
         TaskFilter::parse(&self.filter).map_err(CliFailure::Usage)
+    }
+
+    /// The `--format` flag, checked before the daemon is asked.
+    pub fn format(&self) -> Result<Option<Format>, CliFailure> {
+        parse_format(self.format.as_deref())
     }
 }
 
@@ -660,6 +675,7 @@ pub async fn print_tasks(
     table: &TaskTableArgs,
 ) -> Result<(), CliFailure> {
     let filter = table.task_filter()?;
+    let format = table.format()?;
     let mut all = Vec::new();
     let mut seen = HashSet::new();
     // Every query's names: `stack ps` asks once per service.
@@ -671,13 +687,16 @@ pub async fn print_tasks(
         names.1.extend(list.service_names);
     }
     all.retain(|t| filter.keep(t, &names.0, &names.1));
-    out(&render_tasks(
+    let text = render_tasks(
         &all,
         &names.0,
         &names.1,
         table.options(),
+        format.as_ref(),
         SystemTime::now(),
-    ));
+    )
+    .map_err(CliFailure::Usage)?;
+    out(&text);
     Ok(())
 }
 
@@ -754,9 +773,10 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     progress::wait_converged(&mut client, &service.id, false).await?;
                 }
             }
-            ServiceCommand::Ls { quiet } => {
+            ServiceCommand::Ls { quiet, format } => {
+                let format = parse_format(format.as_deref())?;
                 let rows = client.control.list_services().await?;
-                out(&render::render_ls(&rows, quiet));
+                out(&render::render_ls(&rows, quiet, format.as_ref()).map_err(CliFailure::Usage)?);
             }
             ServiceCommand::Ps { table, services } => {
                 let queries: Vec<(String, String)> =

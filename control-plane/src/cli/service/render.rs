@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use crate::cli::output::{human_duration, pretty, table};
+use crate::cli::format::{Cells, Format, Listing};
+use crate::cli::output::{human_duration, pretty};
 use crate::client::ServiceWithStatus;
 use crate::store::objects::{
     EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceMode, Task, TaskState,
@@ -114,8 +115,25 @@ pub fn mode_name(mode: &ServiceMode) -> &'static str {
     }
 }
 
-/// `service ls`: ID NAME MODE REPLICAS IMAGE PORTS, by name.
-pub fn render_ls(rows: &[ServiceWithStatus], quiet: bool) -> String {
+/// The columns of `service ls` and `stack services` (docker's `defaultServiceTableFormat`).
+pub const SERVICE_LISTING: Listing = Listing {
+    headers: &[
+        ("ID", "ID"),
+        ("Name", "NAME"),
+        ("Mode", "MODE"),
+        ("Replicas", "REPLICAS"),
+        ("Image", "IMAGE"),
+        ("Ports", "PORTS"),
+    ],
+    default_table: "table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}",
+};
+
+/// `service ls`: ID NAME MODE REPLICAS IMAGE PORTS by name, or as `format` says.
+pub fn render_ls(
+    rows: &[ServiceWithStatus],
+    quiet: bool,
+    format: Option<&Format>,
+) -> Result<String, String> {
     let mut rows: Vec<&ServiceWithStatus> = rows.iter().collect();
     rows.sort_by(|a, b| {
         a.service
@@ -126,28 +144,29 @@ pub fn render_ls(rows: &[ServiceWithStatus], quiet: bool) -> String {
     });
     if quiet {
         // docker truncates here too (its service formatter's `ID()`).
-        return rows
+        return Ok(rows
             .iter()
             .map(|r| format!("{}\n", short_id(&r.service.id)))
-            .collect();
+            .collect());
     }
-    let mut table_rows = vec![
-        ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
-    for row in rows {
-        let s = &row.service;
-        table_rows.push(vec![
-            short_id(&s.id).to_owned(),
-            s.spec.annotations.name.clone(),
-            mode_name(&s.spec.mode).to_owned(),
-            format!("{}/{}", row.running, row.desired),
-            display_image(&s.spec.task_template.container.image).to_owned(),
-            service_ports(s),
-        ]);
-    }
-    table(&table_rows)
+    let cells: Vec<Cells> = rows
+        .iter()
+        .map(|row| {
+            let s = &row.service;
+            Cells::from([
+                ("ID", short_id(&s.id).to_owned()),
+                ("Name", s.spec.annotations.name.clone()),
+                ("Mode", mode_name(&s.spec.mode).to_owned()),
+                ("Replicas", format!("{}/{}", row.running, row.desired)),
+                (
+                    "Image",
+                    display_image(&s.spec.task_template.container.image).to_owned(),
+                ),
+                ("Ports", service_ports(s)),
+            ])
+        })
+        .collect();
+    SERVICE_LISTING.render(format, &cells)
 }
 
 /// Options of the task table.
@@ -229,8 +248,9 @@ pub fn render_tasks(
     node_names: &HashMap<String, String>,
     service_names: &HashMap<String, String>,
     options: TaskTableOptions,
+    format: Option<&Format>,
     now: SystemTime,
-) -> String {
+) -> Result<String, String> {
     let mut sorted: Vec<(String, &Task)> = tasks
         .iter()
         .map(|t| (task_name(t, service_names), t))
@@ -262,57 +282,71 @@ pub fn render_tasks(
         }
     };
     if options.quiet {
-        return sorted.iter().map(|(_, t)| format!("{}\n", id(t))).collect();
+        return Ok(sorted.iter().map(|(_, t)| format!("{}\n", id(t))).collect());
     }
-    let mut rows = vec![
-        [
-            "ID",
-            "NAME",
-            "IMAGE",
-            "NODE",
-            "DESIRED STATE",
-            "CURRENT STATE",
-            "ERROR",
-            "PORTS",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-    ];
+    let mut rows = Vec::with_capacity(sorted.len());
     let mut previous: Option<&str> = None;
     for (name, task) in &sorted {
         let history = previous == Some(name.as_str());
         previous = Some(name.as_str());
         let image = &task.spec.container.image;
-        rows.push(vec![
-            id(task),
-            if history {
-                format!(" \\_ {name}")
-            } else {
-                name.clone()
-            },
-            if options.no_trunc {
-                image.clone()
-            } else {
-                display_image(image).to_owned()
-            },
-            task.node_id
-                .as_ref()
-                .map(|n| node_names.get(n).cloned().unwrap_or_else(|| n.clone()))
-                .unwrap_or_default(),
-            pretty(task.desired_state.as_str()),
-            current_state(task, now),
-            error_text(&task.status.err, options.no_trunc),
-            task.status
-                .port_status
-                .iter()
-                .filter(|p| p.publish_mode == PublishMode::Host)
-                .map(port_text)
-                .collect::<Vec<_>>()
-                .join(","),
-        ]);
+        rows.push(Cells::from([
+            ("ID", id(task)),
+            (
+                "Name",
+                if history {
+                    format!(" \\_ {name}")
+                } else {
+                    name.clone()
+                },
+            ),
+            (
+                "Image",
+                if options.no_trunc {
+                    image.clone()
+                } else {
+                    display_image(image).to_owned()
+                },
+            ),
+            (
+                "Node",
+                task.node_id
+                    .as_ref()
+                    .map(|n| node_names.get(n).cloned().unwrap_or_else(|| n.clone()))
+                    .unwrap_or_default(),
+            ),
+            ("DesiredState", pretty(task.desired_state.as_str())),
+            ("CurrentState", current_state(task, now)),
+            ("Error", error_text(&task.status.err, options.no_trunc)),
+            (
+                "Ports",
+                task.status
+                    .port_status
+                    .iter()
+                    .filter(|p| p.publish_mode == PublishMode::Host)
+                    .map(port_text)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]));
     }
-    table(&rows)
+    TASK_LISTING.render(format, &rows)
 }
+
+/// The columns of `service ps`, `node ps` and `stack ps` (docker's `defaultTaskTableFormat`).
+pub const TASK_LISTING: Listing = Listing {
+    headers: &[
+        ("ID", "ID"),
+        ("Name", "NAME"),
+        ("Image", "IMAGE"),
+        ("Node", "NODE"),
+        ("DesiredState", "DESIRED STATE"),
+        ("CurrentState", "CURRENT STATE"),
+        ("Error", "ERROR"),
+        ("Ports", "PORTS"),
+    ],
+    default_table: "table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{{.Ports}}",
+};
 
 /// `--filter` of `service ps` / `node ps`: values of one key are ORed, keys are ANDed, as
 /// docker's.
@@ -554,12 +588,15 @@ mod tests {
             },
         ];
         assert_eq!(
-            render_ls(&rows, false),
+            render_ls(&rows, false, None).unwrap(),
             "ID             NAME       MODE         REPLICAS   IMAGE          PORTS\n\
              c8wgl7q4ndfd   frontend   replicated   5/5        nginx:alpine   *:8080->80/tcp\n\
              iwe3278osahj   mongo      global       7/7        mongo:3.3\n"
         );
-        assert_eq!(render_ls(&rows, true), "c8wgl7q4ndfd\niwe3278osahj\n");
+        assert_eq!(
+            render_ls(&rows, true, None).unwrap(),
+            "c8wgl7q4ndfd\niwe3278osahj\n"
+        );
     }
 
     fn task(id: &str, slot: u64, created: i64, state: TaskState, desired: TaskState) -> Task {
@@ -615,7 +652,15 @@ mod tests {
         let nodes = HashMap::from([("n1".to_owned(), "manager1".to_owned())]);
         let services = HashMap::from([("svc".to_owned(), "redis".to_owned())]);
         let now = at(107).to_system_time();
-        let text = render_tasks(&tasks, &nodes, &services, TaskTableOptions::default(), now);
+        let text = render_tasks(
+            &tasks,
+            &nodes,
+            &services,
+            TaskTableOptions::default(),
+            None,
+            now,
+        )
+        .unwrap();
         assert_eq!(
             text,
             "ID             NAME          IMAGE         NODE       DESIRED STATE   CURRENT STATE             ERROR                              PORTS\n\
@@ -629,7 +674,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            render_tasks(&tasks, &nodes, &services, quiet, now)
+            render_tasks(&tasks, &nodes, &services, quiet, None, now)
+                .unwrap()
                 .lines()
                 .count(),
             4
@@ -665,7 +711,15 @@ mod tests {
             vec![old.clone(), new.clone()],
             vec![new.clone(), old.clone()],
         ] {
-            let text = render_tasks(&tasks, &nodes, &services, TaskTableOptions::default(), now);
+            let text = render_tasks(
+                &tasks,
+                &nodes,
+                &services,
+                TaskTableOptions::default(),
+                None,
+                now,
+            )
+            .unwrap();
             let names: Vec<&str> = text
                 .lines()
                 .skip(1)

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use self::api::StackApi;
-use super::output::{CliFailure, out, run_client, table};
+use super::format::{Cells, Format, Listing, parse_format};
+use super::output::{CliFailure, out, run_client};
 use super::service::TaskTableArgs;
 use super::service::render::render_ls;
 use crate::client::ServiceWithStatus as ServiceRow;
@@ -39,7 +40,12 @@ pub enum StackCommand {
     Deploy(DeployArgs),
     /// List stacks.
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        /// Format output using a custom template: 'table', 'table TEMPLATE', 'json' or
+        /// 'TEMPLATE' (a Go template over .Name .Services).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// List the tasks in the stack.
     Ps {
         #[command(flatten)]
@@ -51,6 +57,10 @@ pub enum StackCommand {
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Format output using a custom template: 'table', 'table TEMPLATE', 'json' or
+        /// 'TEMPLATE' (a Go template over .ID .Name .Mode .Replicas .Image .Ports).
+        #[arg(long)]
+        format: Option<String>,
         stack: String,
     },
     /// Remove one or more stacks.
@@ -142,19 +152,27 @@ fn nothing_found(stack: &str) -> CliFailure {
     CliFailure::Usage(format!("Nothing found in stack: {stack}"))
 }
 
-/// `stack ls`: NAME SERVICES, by name.
-pub fn render_stack_ls(rows: &[ServiceRow]) -> String {
+/// `stack ls`'s fields and headers.
+pub const STACK_LISTING: Listing = Listing {
+    headers: &[("Name", "NAME"), ("Services", "SERVICES")],
+    default_table: "table {{.Name}}\t{{.Services}}",
+};
+
+/// `stack ls`: NAME SERVICES by name, or as `format` says.
+pub fn render_stack_ls(rows: &[ServiceRow], format: Option<&Format>) -> Result<String, String> {
     let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
     for row in rows {
         if let Some(stack) = row.service.spec.annotations.labels.get(NAMESPACE_LABEL) {
             *stacks.entry(stack.as_str()).or_default() += 1;
         }
     }
-    let mut lines = vec![vec!["NAME".to_owned(), "SERVICES".to_owned()]];
-    for (name, count) in stacks {
-        lines.push(vec![name.to_owned(), count.to_string()]);
-    }
-    table(&lines)
+    let cells: Vec<Cells> = stacks
+        .into_iter()
+        .map(|(name, count)| {
+            Cells::from([("Name", name.to_owned()), ("Services", count.to_string())])
+        })
+        .collect();
+    STACK_LISTING.render(format, &cells)
 }
 
 pub fn run(host: Option<&str>, args: StackArgs) -> anyhow::Result<ExitCode> {
@@ -166,18 +184,26 @@ pub fn run(host: Option<&str>, args: StackArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Deploy(args) => deploy::run(host, args),
-        StackCommand::Ls => run_client(async move {
+        StackCommand::Ls { format } => run_client(async move {
+            let format = parse_format(format.as_deref())?;
             let mut api = StackApi::connect(host).await?;
-            out(&render_stack_ls(&api.services().await?));
+            let text = render_stack_ls(&api.services().await?, format.as_ref())
+                .map_err(CliFailure::Usage)?;
+            out(&text);
             Ok(())
         }),
-        StackCommand::Services { quiet, stack } => run_client(async move {
+        StackCommand::Services {
+            quiet,
+            format,
+            stack,
+        } => run_client(async move {
+            let format = parse_format(format.as_deref())?;
             let mut api = StackApi::connect(host).await?;
             let rows = stack_rows(api.services().await?, &stack);
             if rows.is_empty() {
                 return Err(nothing_found(&stack));
             }
-            out(&render_ls(&rows, quiet));
+            out(&render_ls(&rows, quiet, format.as_ref()).map_err(CliFailure::Usage)?);
             Ok(())
         }),
         StackCommand::Ps { table, stack } => run_client(async move {
@@ -285,7 +311,7 @@ mod tests {
             row("loose", None),
         ];
         assert_eq!(
-            render_stack_ls(&rows),
+            render_stack_ls(&rows, None).unwrap(),
             "NAME      SERVICES\napp       2\nweb       1\n"
         );
         assert_eq!(stack_rows(rows.to_vec(), "app").len(), 2);

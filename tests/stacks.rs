@@ -197,6 +197,54 @@ fn a_stack_deploys_answers_redeploys_prunes_and_goes_away() {
         3,
         "{ps}"
     );
+    // --format and --filter as docker's: a Go template per row, a table with headers, JSON.
+    let running = swarm.hive_ok(
+        "n1",
+        &[
+            "stack",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Name}} {{lower .DesiredState}}",
+            "app",
+        ],
+    );
+    let mut rows: Vec<&str> = running.lines().collect();
+    rows.sort_unstable();
+    assert_eq!(
+        rows,
+        [
+            "app_backend.1 running",
+            "app_web.1 running",
+            "app_web.2 running",
+            "app_web.3 running"
+        ],
+        "{running}"
+    );
+    let table = swarm.hive_ok(
+        "n1",
+        &[
+            "stack",
+            "services",
+            "--format",
+            "table {{.Name}}\t{{.Replicas}}",
+            "app",
+        ],
+    );
+    assert_eq!(header(&table), ["NAME", "REPLICAS"], "{table}");
+    let json = swarm.hive_ok("n1", &["stack", "ls", "--format", "json"]);
+    assert!(
+        json.lines()
+            .any(|l| l == r#"{"Name":"app","Services":"2"}"#),
+        "{json}"
+    );
+    let refused = swarm.hive("n1", &["stack", "ps", "--format", "{{.Nope}}", "app"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("can't evaluate field Nope"),
+        "{refused:?}"
+    );
 
     // Redeploy with one change: only backend gets a new spec; web's tasks stay.
     let web_before = inspect(&swarm, "app_web");

@@ -15,9 +15,6 @@ use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
 use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
 use crate::transport::unix_channel;
 
-/// A service with the task counts `service ls` shows.
-pub use crate::client::ServiceWithStatus as ServiceWithCounts;
-
 /// The local daemon's cluster API, connected on first use (the daemon's own socket is served
 /// by the same process, which may not accept yet when the Engine API starts).
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use super::format::{Cells, Format, Listing, parse_format};
 use super::output::{CliFailure, out, run_client};
 use super::service::TaskTableArgs;
 use super::service::render::render_ls;
-use crate::client::ServiceWithStatus as ServiceRow;
+use crate::client::ServiceWithStatus;
 use crate::stack::compose;
 use crate::stack::convert::NAMESPACE_LABEL;
 
@@ -134,7 +134,7 @@ pub fn load(files: &[String], skip_interpolation: bool) -> anyhow::Result<compos
 }
 
 /// The rows of one stack's services, by the namespace label.
-fn stack_rows(rows: Vec<ServiceRow>, stack: &str) -> Vec<ServiceRow> {
+fn stack_rows(rows: Vec<ServiceWithStatus>, stack: &str) -> Vec<ServiceWithStatus> {
     rows.into_iter()
         .filter(|r| {
             r.service
@@ -159,7 +159,10 @@ pub const STACK_LISTING: Listing = Listing {
 };
 
 /// `stack ls`: NAME SERVICES by name, or as `format` says.
-pub fn render_stack_ls(rows: &[ServiceRow], format: Option<&Format>) -> Result<String, String> {
+pub fn render_stack_ls(
+    rows: &[ServiceWithStatus],
+    format: Option<&Format>,
+) -> Result<String, String> {
     let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
     for row in rows {
         if let Some(stack) = row.service.spec.annotations.labels.get(NAMESPACE_LABEL) {
@@ -285,7 +288,7 @@ mod tests {
         );
     }
 
-    fn row(name: &str, stack: Option<&str>) -> ServiceRow {
+    fn row(name: &str, stack: Option<&str>) -> ServiceWithStatus {
         let mut service = Service::default();
         service.spec.annotations.name = name.to_owned();
         if let Some(stack) = stack {
@@ -295,7 +298,7 @@ mod tests {
                 .labels
                 .insert(NAMESPACE_LABEL.to_owned(), stack.to_owned());
         }
-        ServiceRow {
+        ServiceWithStatus {
             service,
             running: 0,
             desired: 1,

@@ -7,7 +7,7 @@ use axum::extract::{Path, State as Extract};
 use bollard_stubs::models as m;
 
 use super::{Params, Reply, State};
-use crate::engine_api::backend::ServiceWithCounts;
+use crate::client::ServiceWithStatus;
 use crate::engine_api::convert;
 use crate::engine_api::error::EngineError;
 use crate::engine_api::filters::Filters;
@@ -37,7 +37,7 @@ fn task_name(service: &str, task: &Task) -> String {
 }
 
 /// A service filter value (ID, name or ID prefix) to the service it names, if any.
-fn resolve<'a>(services: &'a [ServiceWithCounts], query: &str) -> Option<&'a Service> {
+fn resolve<'a>(services: &'a [ServiceWithStatus], query: &str) -> Option<&'a Service> {
     let services = services.iter().map(|s| &s.service);
     let mut all = services.clone();
     all.find(|s| s.id == query)

@@ -11,6 +11,8 @@ use tonic::transport::Channel;
 
 use super::error::EngineError;
 use crate::api::pb;
+use crate::image_store::resolve::Resolved;
+use crate::image_store::{ImageReference, ImageStore, RegistryAuth};
 use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
 use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
 use crate::transport::unix_channel;
@@ -24,14 +26,29 @@ pub use crate::client::ServiceWithStatus as ServiceWithCounts;
 pub struct Backend {
     socket: PathBuf,
     channel: Mutex<Option<Channel>>,
+    /// This node's image store, which answers `/distribution` (digests a service pins).
+    images: ImageStore,
 }
 
 impl Backend {
-    pub fn new(socket: PathBuf) -> Self {
+    pub fn new(socket: PathBuf, images: ImageStore) -> Self {
         Self {
             socket,
             channel: Mutex::new(None),
+            images,
         }
+    }
+
+    /// The digest `reference` names now: its registry's, or the store's for a loaded image.
+    pub async fn resolve_image(
+        &self,
+        reference: &ImageReference,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Resolved, EngineError> {
+        self.images
+            .resolve(reference, auth)
+            .await
+            .map_err(|e| EngineError::not_found(e.to_string()))
     }
 
     async fn channel(&self) -> Result<Channel, EngineError> {

@@ -48,7 +48,15 @@ impl Backend {
         self.images
             .resolve(reference, auth)
             .await
-            .map_err(|e| EngineError::not_found(e.to_string()))
+            .map_err(|e| {
+                let text = e.to_string();
+                // dockerd: a registry's refusal is 401, anything else it cannot resolve 404.
+                if text.contains("unauthorized") {
+                    EngineError::new(axum::http::StatusCode::UNAUTHORIZED, text)
+                } else {
+                    EngineError::not_found(text)
+                }
+            })
     }
 
     async fn channel(&self) -> Result<Channel, EngineError> {

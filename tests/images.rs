@@ -433,7 +433,7 @@ fn images_are_pulled_loaded_listed_and_removed_through_the_cli() {
     let (status, body) = engine_get(&engine, &format!("/v1.50/distribution/{oci_ref}/json"), None);
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(answer["Descriptor"]["Digest"], digest.as_str(), "{body}");
+    assert_eq!(answer["Descriptor"]["digest"], digest.as_str(), "{body}");
     let path = format!("/v1.50/distribution/{secret}/json");
     let (status, body) = engine_get(&engine, &path, None);
     assert_eq!(status, 401, "{body}");
@@ -443,7 +443,7 @@ fn images_are_pulled_loaded_listed_and_removed_through_the_cli() {
     ));
     let (status, body) = engine_get(&engine, &path, Some(&header));
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"Digest\":\"sha256:"), "{body}");
+    assert!(body.contains("\"digest\":\"sha256:"), "{body}");
     let (status, body) = engine_get(&engine, "/v1.50/distribution/hive/whoami/json", None);
     assert_eq!(status, 404, "{body}");
 

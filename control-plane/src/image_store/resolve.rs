@@ -8,6 +8,7 @@
 //! - Any other image is asked of its registry (the manifest's digest, an index's when the
 //!   tag names one, as docker pins); if the registry cannot answer, the store's copy pinned
 //!   from the same repository is used, else the reference stays unpinned and the caller warns.
+//!   A registry that answered (unauthorized, unknown tag) is believed: no fallback then.
 
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -84,7 +85,9 @@ impl ImageStore {
         match self.ask_registry(reference, auth).await {
             Ok(resolved) => Ok(resolved),
             Err(error) => match local {
-                Some((digest, _)) => {
+                // Only a registry that cannot be reached falls back to the store: one that
+                // answered (refused the credentials, does not know the tag) is believed.
+                Some((digest, _)) if !answered(&error) => {
                     tracing::debug!(image = %reference, %error, "pinned from the store");
                     Ok(Resolved {
                         digest,
@@ -93,7 +96,7 @@ impl ImageStore {
                         from: Source::Store,
                     })
                 }
-                None => Err(error),
+                _ => Err(error),
             },
         }
     }
@@ -135,6 +138,16 @@ impl ImageStore {
             size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
             from: Source::Registry,
         })
+    }
+}
+
+/// The registry answered with a refusal (rather than not being reachable).
+fn answered(error: &ImageError) -> bool {
+    match error {
+        ImageError::Registry(text) => {
+            text.starts_with("unauthorized") || text.contains("manifest unknown")
+        }
+        _ => true,
     }
 }
 

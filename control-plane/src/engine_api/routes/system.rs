@@ -195,6 +195,11 @@ pub async fn distribution(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Reply<axum::Json<m::DistributionInspect>> {
+    // The route captures `NAME/json`: names have slashes.
+    let name = name
+        .strip_suffix("/json")
+        .ok_or_else(|| EngineError::not_found("page not found"))?
+        .to_owned();
     if crate::image_store::reference::is_builtin(&name) {
         return Err(EngineError::not_found(format!(
             "{name} is one of hive's built-in images, not a registry image"

@@ -430,7 +430,11 @@ fn images_are_pulled_loaded_listed_and_removed_through_the_cli() {
         .unwrap()
         .trim()
         .to_owned();
-    let (status, body) = engine_get(&engine, &format!("/v1.50/distribution/{oci_ref}/json"), None);
+    let (status, body) = engine_get(
+        &engine,
+        &format!("/v1.50/distribution/{oci_ref}/json"),
+        None,
+    );
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["Descriptor"]["digest"], digest.as_str(), "{body}");
@@ -663,7 +667,10 @@ fn engine_get(socket: &Path, path: &str, auth: Option<&str>) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 

@@ -11,9 +11,9 @@ use tonic::transport::Channel;
 
 use super::error::EngineError;
 use crate::api::pb;
+use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
 use crate::image_store::resolve::Resolved;
 use crate::image_store::{ImageReference, ImageStore, RegistryAuth};
-use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
 use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
 use crate::transport::unix_channel;
 
@@ -45,18 +45,15 @@ impl Backend {
         reference: &ImageReference,
         auth: Option<&RegistryAuth>,
     ) -> Result<Resolved, EngineError> {
-        self.images
-            .resolve(reference, auth)
-            .await
-            .map_err(|e| {
-                let text = e.to_string();
-                // dockerd: a registry's refusal is 401, anything else it cannot resolve 404.
-                if text.contains("unauthorized") {
-                    EngineError::new(axum::http::StatusCode::UNAUTHORIZED, text)
-                } else {
-                    EngineError::not_found(text)
-                }
-            })
+        self.images.resolve(reference, auth).await.map_err(|e| {
+            let text = e.to_string();
+            // dockerd: a registry's refusal is 401, anything else it cannot resolve 404.
+            if text.contains("unauthorized") {
+                EngineError::new(axum::http::StatusCode::UNAUTHORIZED, text)
+            } else {
+                EngineError::not_found(text)
+            }
+        })
     }
 
     async fn channel(&self) -> Result<Channel, EngineError> {

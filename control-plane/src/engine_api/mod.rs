@@ -13,10 +13,10 @@
 //! as dockerd's cluster package reaches SwarmKit only through its control API.
 
 pub mod backend;
-pub mod registry_auth;
 pub mod convert;
 pub mod error;
 pub mod filters;
+pub mod registry_auth;
 pub mod routes;
 pub mod server;
 pub mod version;

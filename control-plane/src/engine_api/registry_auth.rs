@@ -58,7 +58,10 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE_NO_PAD,
         ] {
             let auth = decode(&engine.encode(json)).expect("auth");
-            assert_eq!((auth.username.as_str(), auth.password.as_str()), ("hive", "s3cret"));
+            assert_eq!(
+                (auth.username.as_str(), auth.password.as_str()),
+                ("hive", "s3cret")
+            );
         }
         assert!(decode("").is_none());
         assert!(decode("not base64 !").is_none());

@@ -159,7 +159,10 @@ mod tests {
     fn pins_as_docker_writes_them() {
         let digest = Digest::of(b"x");
         let r: ImageReference = "nginx".parse().expect("ref");
-        assert_eq!(pinned("nginx", &r, &digest), format!("nginx:latest@{digest}"));
+        assert_eq!(
+            pinned("nginx", &r, &digest),
+            format!("nginx:latest@{digest}")
+        );
         let r: ImageReference = "reg.example:5000/team/app:2".parse().expect("ref");
         assert_eq!(
             pinned("reg.example:5000/team/app:2", &r, &digest),

@@ -7,10 +7,10 @@ use bollard_stubs::models as m;
 
 use super::{Reply, State};
 use crate::api::pb;
-use crate::engine_api::{convert, registry_auth};
-use crate::image_store::ImageReference;
 use crate::engine_api::error::EngineError;
 use crate::engine_api::version::{MAX_VERSION, MIN_VERSION};
+use crate::engine_api::{convert, registry_auth};
+use crate::image_store::ImageReference;
 
 /// The `Swarm` header of `/_ping`, as dockerd: the local node state, `/manager` or `/worker`
 /// when active.

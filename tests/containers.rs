@@ -164,6 +164,14 @@ fn a_loaded_image_runs_as_a_service_answered_through_every_node() {
 
     let ps = swarm.hive_line("n1", "service ps web");
     assert!(ps.contains(IMAGE), "{ps}");
+    // The manager pinned the digest of the loaded image at create (issue 16 item 1); `ps`
+    // shows the name without it, as docker's.
+    let inspected = swarm.hive_ok("n1", &["service", "inspect", "web"]);
+    assert!(
+        inspected.contains(&format!("{IMAGE}@sha256:")),
+        "the image is pinned: {inspected}"
+    );
+    assert!(!ps.contains("@sha256:"), "{ps}");
     let images = swarm.hive_ok("n2", &["image", "ls"]);
     assert!(images.contains("hive-test/httpd"), "{images}");
 }

@@ -421,6 +421,36 @@ fn images_are_pulled_loaded_listed_and_removed_through_the_cli() {
     .unwrap();
     daemon.ok(&["image", "pull", &secret]);
 
+    // `/distribution/{name}/json`: the digest a service pins, asked of the registry (with
+    // `X-Registry-Auth` for the private one), as the docker CLI asks dockerd.
+    let engine = dir.path().join("docker.sock");
+    let digest = pulled
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (status, body) = engine_get(
+        &engine,
+        &format!("/v1.50/distribution/{oci_ref}/json"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["Descriptor"]["digest"], digest.as_str(), "{body}");
+    let path = format!("/v1.50/distribution/{secret}/json");
+    let (status, body) = engine_get(&engine, &path, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("unauthorized"), "{body}");
+    let header = base64_url(&format!(
+        r#"{{"username":"{USER}","password":"{PASSWORD}","serveraddress":"{private}"}}"#
+    ));
+    let (status, body) = engine_get(&engine, &path, Some(&header));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"digest\":\"sha256:"), "{body}");
+    let (status, body) = engine_get(&engine, "/v1.50/distribution/hive/whoami/json", None);
+    assert_eq!(status, 404, "{body}");
+
     // Missing tags and malformed references.
     let unknown = daemon.err(&["image", "pull", &format!("{open}/hive-test/app:nope")]);
     assert!(unknown.contains("not found"), "{unknown}");
@@ -620,6 +650,34 @@ fn one_layer_layout(path: &[u8], content: &[u8], tag: &str) -> Vec<u8> {
         add(format!("blobs/sha256/{}", digest.hex()), bytes);
     }
     out.into_inner().unwrap()
+}
+
+/// `GET path` on the daemon's Engine API socket, with an `X-Registry-Auth` header if given.
+fn engine_get(socket: &Path, path: &str, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let auth = auth.map_or(String::new(), |a| format!("X-Registry-Auth: {a}\r\n"));
+    let head = format!("GET {path} HTTP/1.1\r\nHost: docker\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// base64url, as the docker CLI encodes `X-Registry-Auth`.
+fn base64_url(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE.encode(text)
 }
 
 fn base64_encode(text: &str) -> String {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::node::SwarmNode;
-use super::swarm;
+use super::{pin, swarm};
 use crate::api::{ApiError, pb};
 use crate::manager::Manager;
 
@@ -131,7 +131,9 @@ impl pb::control_server::Control for LocalControl {
         r: tonic::Request<pb::CreateServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
         let m = self.manager()?;
-        reply(m.create_service(r.into_inner()).await)
+        let mut request = r.into_inner();
+        pin::pin_image(self.node.images(), request.spec.as_mut()).await;
+        reply(m.create_service(request).await)
     }
 
     async fn update_service(
@@ -139,7 +141,9 @@ impl pb::control_server::Control for LocalControl {
         r: tonic::Request<pb::UpdateServiceRequest>,
     ) -> Reply<pb::ServiceReply> {
         let m = self.manager()?;
-        reply(m.update_service(r.into_inner()).await)
+        let mut request = r.into_inner();
+        pin::pin_image(self.node.images(), request.spec.as_mut()).await;
+        reply(m.update_service(request).await)
     }
 
     async fn remove_service(

@@ -15,6 +15,7 @@ pub mod local_api;
 pub mod metrics;
 pub mod node;
 pub mod node_file;
+pub mod pin;
 pub mod recover;
 pub mod renew;
 pub mod roles;
@@ -145,6 +146,7 @@ pub async fn run(
         },
     )?;
     let node = SwarmNode::start(config, node_addr, images.clone()).await;
+    let engine_api_images = images.clone();
 
     let managers = node.managers.clone();
     let node_server = Server::builder()
@@ -193,6 +195,7 @@ pub async fn run(
         tokio::spawn(crate::engine_api::serve(
             listeners.docker_api,
             node.config.socket.clone(),
+            engine_api_images,
             stopping_engine_api,
         ));
     }

@@ -70,6 +70,11 @@ impl SwarmNode {
     /// The node as it was when the daemon last stopped: resumes the swarm membership on disk,
     /// if any. A membership that cannot be resumed leaves the node inactive, with the reason
     /// in `hive info`.
+    /// This node's image store (digests are resolved from it at the door).
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
     pub async fn start(
         config: DaemonConfig,
         listen_addr: SocketAddr,

@@ -12,6 +12,8 @@ use tonic::transport::Channel;
 use super::error::EngineError;
 use crate::api::pb;
 use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
+use crate::image_store::resolve::Resolved;
+use crate::image_store::{ImageReference, ImageStore, RegistryAuth};
 use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
 use crate::transport::unix_channel;
 
@@ -21,14 +23,34 @@ use crate::transport::unix_channel;
 pub struct Backend {
     socket: PathBuf,
     channel: Mutex<Option<Channel>>,
+    /// This node's image store, which answers `/distribution` (digests a service pins).
+    images: ImageStore,
 }
 
 impl Backend {
-    pub fn new(socket: PathBuf) -> Self {
+    pub fn new(socket: PathBuf, images: ImageStore) -> Self {
         Self {
             socket,
             channel: Mutex::new(None),
+            images,
         }
+    }
+
+    /// The digest `reference` names now: its registry's, or the store's for a loaded image.
+    pub async fn resolve_image(
+        &self,
+        reference: &ImageReference,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Resolved, EngineError> {
+        self.images.resolve(reference, auth).await.map_err(|e| {
+            let text = e.to_string();
+            // dockerd: a registry's refusal is 401, anything else it cannot resolve 404.
+            if text.contains("unauthorized") {
+                EngineError::new(axum::http::StatusCode::UNAUTHORIZED, text)
+            } else {
+                EngineError::not_found(text)
+            }
+        })
     }
 
     async fn channel(&self) -> Result<Channel, EngineError> {

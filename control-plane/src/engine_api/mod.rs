@@ -16,6 +16,7 @@ pub mod backend;
 pub mod convert;
 pub mod error;
 pub mod filters;
+pub mod registry_auth;
 pub mod routes;
 pub mod server;
 pub mod version;
@@ -84,9 +85,10 @@ pub fn bind(addrs: &[DockerApiAddr]) -> Result<Vec<LocalSocket>, TransportError>
 pub async fn serve(
     sockets: Vec<LocalSocket>,
     hive_socket: PathBuf,
+    images: crate::image_store::ImageStore,
     stopping: watch::Receiver<bool>,
 ) {
-    let backend = Arc::new(backend::Backend::new(hive_socket));
+    let backend = Arc::new(backend::Backend::new(hive_socket, images));
     let router = routes::router(backend);
     let servers = sockets
         .into_iter()

@@ -21,6 +21,7 @@ pub mod error;
 pub mod index;
 pub mod pull;
 pub mod reference;
+pub mod resolve;
 mod source;
 pub mod unpack;
 

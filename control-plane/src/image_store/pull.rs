@@ -223,7 +223,7 @@ fn parse_digest(image: &str, text: &str) -> Result<Digest, ImageError> {
 }
 
 /// The digest of `bytes`, which must be the one the registry named.
-fn verified(image: &str, bytes: &[u8], named: &str) -> Result<Digest, ImageError> {
+pub(crate) fn verified(image: &str, bytes: &[u8], named: &str) -> Result<Digest, ImageError> {
     let named = parse_digest(image, named)?;
     let actual = Digest::of(bytes);
     if actual != named {
@@ -236,7 +236,7 @@ fn verified(image: &str, bytes: &[u8], named: &str) -> Result<Digest, ImageError
 }
 
 /// The registry's answer in docker's words.
-fn registry_error(image: &str, error: OciDistributionError) -> ImageError {
+pub(crate) fn registry_error(image: &str, error: OciDistributionError) -> ImageError {
     use OciDistributionError as E;
     let text = match &error {
         E::AuthenticationFailure(reason) => format!("unauthorized: {reason}"),

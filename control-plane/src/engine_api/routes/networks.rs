@@ -1,5 +1,9 @@
 //! `/networks`: list with filters, inspect, create (overlay), delete.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use axum::extract::{Path, State as Extract};
 use axum::http::StatusCode;
 use bollard_stubs::models as m;
@@ -57,7 +61,22 @@ pub async fn create(
     ))
 }
 
+/// How long a removal waits for the tasks of removed services to end.
+const TASKS_ENDING_PATIENCE: Duration = Duration::from_secs(30);
+
+/// SwarmKit removes a network as soon as no service uses it and its remaining tasks are only
+/// shutting down; hive's manager keeps it until those tasks have ended (their sandboxes are
+/// still attached). So that `docker stack rm` (services, then at once their networks) works
+/// as with dockerd, a removal refused only for ending tasks waits for them, bounded.
 pub async fn remove(Extract(backend): Extract<State>, Path(id): Path<String>) -> Reply<StatusCode> {
-    backend.remove_network(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let deadline = Instant::now() + TASKS_ENDING_PATIENCE;
+    loop {
+        match backend.remove_network(&id).await {
+            Ok(()) => return Ok(StatusCode::NO_CONTENT),
+            Err(e) if e.message.contains("is in use by task") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -1,15 +1,16 @@
 //! `/_ping`, `/version`, `/info` and `/distribution`.
 
-use axum::extract::State as Extract;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, State as Extract};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bollard_stubs::models as m;
 
 use super::{Reply, State};
 use crate::api::pb;
-use crate::engine_api::convert;
 use crate::engine_api::error::EngineError;
 use crate::engine_api::version::{MAX_VERSION, MIN_VERSION};
+use crate::engine_api::{convert, registry_auth};
+use crate::image_store::ImageReference;
 
 /// The `Swarm` header of `/_ping`, as dockerd: the local node state, `/manager` or `/worker`
 /// when active.
@@ -185,11 +186,41 @@ pub async fn info(Extract(backend): Extract<State>) -> Reply<axum::Json<m::Syste
     }))
 }
 
-/// hive has no registry client yet: every reference is unknown, which the CLI takes as
-/// "send the image unpinned" (a warning, not an error).
-pub async fn distribution() -> EngineError {
-    EngineError::new(
-        StatusCode::NOT_FOUND,
-        "hive does not resolve image digests yet: each node resolves the image itself",
-    )
+/// The digest an image reference names now, from its registry (with the `X-Registry-Auth`
+/// credentials) or, for an image loaded from a file, from this node's store: the CLI pins a
+/// service's image to it (`name:tag@sha256:...`). hive's built-in images are not registry
+/// images: 404, which the CLI takes as "send the image unpinned".
+pub async fn distribution(
+    Extract(backend): Extract<State>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Reply<axum::Json<m::DistributionInspect>> {
+    // The route captures `NAME/json`: names have slashes.
+    let name = name
+        .strip_suffix("/json")
+        .ok_or_else(|| EngineError::not_found("page not found"))?
+        .to_owned();
+    if crate::image_store::reference::is_builtin(&name) {
+        return Err(EngineError::not_found(format!(
+            "{name} is one of hive's built-in images, not a registry image"
+        )));
+    }
+    let reference: ImageReference = name
+        .parse()
+        .map_err(|e| EngineError::bad_request(format!("{e}")))?;
+    let auth = registry_auth::from_headers(&headers);
+    let resolved = backend.resolve_image(&reference, auth.as_ref()).await?;
+    Ok(axum::Json(m::DistributionInspect {
+        descriptor: m::OciDescriptor {
+            media_type: (!resolved.media_type.is_empty()).then_some(resolved.media_type),
+            digest: Some(resolved.digest.to_string()),
+            size: Some(i64::try_from(resolved.size).unwrap_or(i64::MAX)),
+            ..Default::default()
+        },
+        platforms: vec![m::OciPlatform {
+            architecture: Some("amd64".to_owned()),
+            os: Some("linux".to_owned()),
+            ..Default::default()
+        }],
+    }))
 }

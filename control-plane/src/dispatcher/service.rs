@@ -136,9 +136,14 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             .wait(request.version, crate::dispatcher::mesh_acks::WAIT_BOUND)
             .await;
         if !laggards.is_empty() {
-            tracing::warn!(version = request.version, ?laggards,
-                "dispatcher: nodes did not apply a drained mesh within the bound; stopping anyway");
+            tracing::warn!(
+                version = request.version,
+                ?laggards,
+                "dispatcher: nodes did not apply a drained mesh within the bound; stopping anyway"
+            );
         }
-        Ok(tonic::Response::new(pb::WaitMeshAppliedResponse { laggards }))
+        Ok(tonic::Response::new(pb::WaitMeshAppliedResponse {
+            laggards,
+        }))
     }
 }

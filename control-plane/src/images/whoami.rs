@@ -152,7 +152,11 @@ async fn connection(
             if closing {
                 response = response.header("connection", "close");
             }
-            Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap_or_default())
+            Ok::<_, Infallible>(
+                response
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap_or_default(),
+            )
         }
     });
     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);

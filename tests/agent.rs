@@ -154,6 +154,7 @@ fn start_node(
                     },
                     mesh: Some(mesh.clone()),
                     keep_tasks: keep_tasks.clone(),
+                    mesh_link: Default::default(),
                 };
                 worker.run(follow, stop).await;
                 gossip.abort();

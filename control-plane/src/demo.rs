@@ -247,6 +247,7 @@ pub fn whoami_spec(name: &str, replicas: u64, published_port: u16) -> ServiceSpe
             }],
             ..EndpointSpec::default()
         },
+        ..ServiceSpec::default()
     }
 }
 

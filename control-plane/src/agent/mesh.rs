@@ -164,6 +164,8 @@ struct Inputs {
     live_tasks: BTreeSet<String>,
     /// Nodes gossip reports dead.
     dead: BTreeSet<String>,
+    /// Store version of `view`.
+    version: u64,
 }
 
 /// The node's mesh (see the module docs).
@@ -177,6 +179,8 @@ pub struct NodeMesh {
     dns: NodeDns,
     /// The services the data plane refused at the last apply (see [`Self::set_aside`]).
     refusals: watch::Sender<MeshRefusals>,
+    /// Store version of the last view the data plane programmed (docs/lifecycle.md).
+    applied: watch::Sender<u64>,
     /// Test hook: services made unprogrammable on purpose (see [`UNPROGRAMMABLE_ENV`]).
     unprogrammable: BTreeSet<String>,
 }
@@ -269,6 +273,7 @@ impl NodeMesh {
             netlink,
             dns: NodeDns::new(dns_upstreams),
             refusals: watch::Sender::new(MeshRefusals::default()),
+            applied: watch::Sender::new(0),
             unprogrammable: unprogrammable_from_env(),
         });
         tokio::spawn(mesh.clone().apply_loop(changes, stop));
@@ -390,6 +395,7 @@ impl NodeMesh {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
+            let version = self.inputs().version;
             let Some(mut state) = self.desired() else {
                 continue;
             };
@@ -399,7 +405,14 @@ impl NodeMesh {
                 return;
             };
             match dataplane.apply(&state) {
-                Ok(stats) => tracing::debug!(?stats, "mesh applied"),
+                Ok(stats) => {
+                    tracing::debug!(?stats, version, "mesh applied");
+                    self.applied.send_if_modified(|v| {
+                        let newer = version > *v;
+                        *v = (*v).max(version);
+                        newer
+                    });
+                }
                 Err(err) => {
                     tracing::error!(%err, "applying the mesh failed; retrying at the next change")
                 }
@@ -647,18 +660,28 @@ impl MeshSink for NodeMesh {
         Some(self.refusals.subscribe())
     }
 
-    fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>) {
-        let changed = {
+    fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>, version: u64) {
+        let (changed, newer) = {
             let mut inputs = self.inputs();
             let changed = inputs.view.as_deref() != Some(&view) || inputs.live_tasks != live_tasks;
+            let newer = version > inputs.version;
             inputs.view = Some(Arc::new(view));
             inputs.live_tasks = live_tasks;
-            changed
+            inputs.version = inputs.version.max(version);
+            (changed, newer)
         };
         if changed {
             self.refresh_names();
+        }
+        // A newer version applies too when the view did not change: the apply after it is
+        // what says the data plane is at that version.
+        if changed || newer {
             self.changed();
         }
+    }
+
+    fn applied(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.applied.subscribe())
     }
 }
 

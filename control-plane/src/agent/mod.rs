@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod logs_service;
 pub mod mesh;
+pub mod mesh_link;
 pub mod mesh_state;
 pub mod mesh_view;
 pub mod session;

@@ -54,6 +54,8 @@ pub struct Session {
     pub assignments: watch::Sender<Option<Arc<Assignment>>>,
     /// Task statuses waiting to be sent.
     pub statuses: StatusQueue,
+    /// Mesh versions applied here, and the leader to wait on before a stop.
+    pub mesh_link: Arc<super::mesh_link::MeshLink>,
 }
 
 impl Session {
@@ -80,7 +82,9 @@ impl Session {
                 }
                 continue;
             };
-            match self.session_with(&addr, &mut stop).await {
+            let ended = self.session_with(&addr, &mut stop).await;
+            self.mesh_link.set_session(None);
+            match ended {
                 Ended::Stopped => return,
                 Ended::Moved(leader) => {
                     tracing::debug!(from = %addr, to = %leader, "agent: following the leader");
@@ -136,6 +140,10 @@ impl Session {
         let mut next_beat =
             tokio::time::Instant::now() + Duration::from_millis(session.period_ms.max(100));
         let mut flush_backoff = BACKOFF_MIN;
+        self.mesh_link
+            .set_session(Some((client.clone(), session.session_id.clone())));
+        let mut applied = self.mesh_link.applied();
+        applied.mark_changed();
         // What this stream assigned so far: its first message is complete, the others change it.
         let mut held = Assignment::default();
         let mut started = false;
@@ -177,6 +185,23 @@ impl Session {
             tokio::select! {
                 () = async { let _ = stop.wait_for(|s| *s).await; } => return Ended::Stopped,
                 () = self.statuses.changed() => flush_now = retry_at.is_none(),
+                Ok(()) = applied.changed() => {
+                    let version = *applied.borrow_and_update();
+                    let reported = client
+                        .report_mesh_applied(request(pb::ReportMeshAppliedRequest {
+                            session_id: session.session_id.clone(),
+                            version,
+                        }))
+                        .await;
+                    if let Err(status) = reported {
+                        tracing::debug!(%status, version, "agent: reporting the applied mesh failed");
+                        if leader_hint(&status).is_some()
+                            || status.code() == tonic::Code::FailedPrecondition
+                        {
+                            return self.ended(status);
+                        }
+                    }
+                }
                 () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
                     retry_at = None;
                     flush_now = true;
@@ -191,6 +216,7 @@ impl Session {
                             tracing::debug!(version = change.version, complete = change.complete,
                                 tasks = change.update_tasks.len(), removed = change.remove_tasks.len(),
                                 "agent: assignments");
+                            self.mesh_link.set_received(change.version);
                             held.apply(change);
                             self.assignments.send_replace(Some(Arc::new(held.clone())));
                         }

@@ -214,6 +214,9 @@ pub struct TaskRunner {
     /// The services the node's data plane refuses to program: while its service is one of
     /// them, the running task reports why as its error (`service ps` shows it).
     pub mesh_refusals: Option<watch::Receiver<MeshRefusals>>,
+    /// Before the manager's stop reaches a running task, every node applies the mesh that took
+    /// it out (docs/lifecycle.md); `None` in tests without a leader.
+    pub mesh_link: Option<Arc<super::mesh_link::MeshLink>>,
     /// The status last reported (starts as the store's).
     last: TaskStatus,
 }
@@ -233,6 +236,7 @@ impl TaskRunner {
             prepared_store,
             adopt: None,
             mesh_refusals: None,
+            mesh_link: None,
             last,
         }
     }
@@ -450,6 +454,15 @@ impl TaskRunner {
             }
             if !stopping && (check.is_err() || want.gone || want.state > TaskState::Running) {
                 stopping = true;
+                // No node sends the task new flows by the time it gets its stop signal:
+                // wait until every node applied the mesh without it (its established
+                // connections go on until it exits).
+                if let Some(link) = self.mesh_link.clone() {
+                    tokio::select! {
+                        () = link.drained() => {}
+                        exit = self.executor.wait(task) => break exit,
+                    }
+                }
                 if let Err(err) = self.executor.shutdown(task).await {
                     tracing::warn!(task = %task.task_id, %err, "stopping the task");
                 }

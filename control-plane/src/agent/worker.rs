@@ -23,7 +23,20 @@ pub trait MeshSink: Send + Sync + std::fmt::Debug {
     /// The cluster's mesh `view`, and the tasks of this node that may hold a veth in it: those
     /// assigned here and not stopped. A stopped task's veth stays until its task is removed
     /// (its logs are kept), but its address may already belong to a new task.
-    fn set_view(&self, view: MeshView, live_tasks: std::collections::BTreeSet<String>);
+    /// `version` is the assignment's store version: once the view is programmed, the sink
+    /// says so on [`MeshSink::applied`].
+    fn set_view(
+        &self,
+        view: MeshView,
+        live_tasks: std::collections::BTreeSet<String>,
+        version: u64,
+    );
+
+    /// The versions of the views the data plane has programmed (`None`: the sink programs
+    /// nothing, a view counts as applied once handed over).
+    fn applied(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 
     /// Takes back the veths of a task an earlier daemon attached (before the first view is
     /// applied, so its endpoints never leave the mesh).
@@ -54,6 +67,8 @@ pub struct Worker {
     /// Set before `stop` for a daemon restart: tasks keep running for the next daemon to
     /// adopt, instead of being stopped and removed.
     pub keep_tasks: Arc<AtomicBool>,
+    /// Mesh versions applied here; runners wait on it before stopping a task.
+    pub mesh_link: Arc<super::mesh_link::MeshLink>,
 }
 
 struct Runner {
@@ -78,6 +93,21 @@ impl Worker {
             .collect();
         let mut first = true;
         let mut runners: HashMap<String, Runner> = HashMap::new();
+        let sink_applied = self.mesh.as_ref().and_then(|m| m.applied());
+        if let Some(mut applied) = sink_applied.clone() {
+            let link = self.mesh_link.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        changed = applied.changed() => if changed.is_err() { return },
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    let version = *applied.borrow_and_update();
+                    link.set_applied(version);
+                }
+            });
+        }
         loop {
             tokio::select! {
                 changed = assignments.changed() => if changed.is_err() { break },
@@ -106,7 +136,10 @@ impl Worker {
                     .filter(|t| !t.status.state.is_terminal())
                     .map(|t| t.id.clone())
                     .collect();
-                mesh.set_view(assignment.mesh.clone(), live);
+                mesh.set_view(assignment.mesh.clone(), live, assignment.version);
+            }
+            if sink_applied.is_none() {
+                self.mesh_link.set_applied(assignment.version);
             }
             self.statuses.retain_assigned(&assignment);
             runners.retain(|_, r| !r.join.is_finished());
@@ -130,6 +163,7 @@ impl Worker {
                         );
                         runner.adopt = adopt.remove(&task.id);
                         runner.mesh_refusals = self.mesh.as_ref().and_then(|m| m.refusals());
+                        runner.mesh_link = Some(self.mesh_link.clone());
                         runners.insert(
                             task.id.clone(),
                             Runner {

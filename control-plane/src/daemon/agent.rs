@@ -78,6 +78,8 @@ pub struct NodeAgent {
     pub underlay_mac: String,
     pub assignments: watch::Sender<Option<Arc<Assignment>>>,
     pub statuses: StatusQueue,
+    /// Mesh versions applied here, reported by the session (docs/lifecycle.md).
+    pub mesh_link: Arc<crate::agent::mesh_link::MeshLink>,
     pub executor: Arc<dyn Executor>,
     pub prepared: PreparedStore,
     pub mesh: Option<Arc<NodeMesh>>,
@@ -171,7 +173,9 @@ impl NodeAgent {
             dir: config.data_dir.join(PREPARED_DIR),
         };
         let keep_tasks = Arc::new(AtomicBool::new(false));
+        let mesh_link = Arc::new(crate::agent::mesh_link::MeshLink::default());
         let worker = Worker {
+            mesh_link: mesh_link.clone(),
             executor: executor.clone(),
             statuses: statuses.clone(),
             prepared: prepared.clone(),
@@ -201,6 +205,7 @@ impl NodeAgent {
             underlay_mac,
             assignments,
             statuses,
+            mesh_link,
             executor,
             prepared,
             mesh,

@@ -184,6 +184,7 @@ impl SwarmNode {
             ),
             assignments: agent.assignments.clone(),
             statuses: agent.statuses.clone(),
+            mesh_link: agent.mesh_link.clone(),
         };
         tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
         tokio::spawn(session.run(stop));

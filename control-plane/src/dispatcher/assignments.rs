@@ -254,6 +254,19 @@ pub fn moves_forward(current: &TaskStatus, next: &TaskStatus) -> bool {
     }
 }
 
+/// Ends a stream's record in [`MeshAcks`](super::mesh_acks::MeshAcks) however the stream ends.
+struct CloseAcks<'a> {
+    acks: &'a super::mesh_acks::MeshAcks,
+    node_id: &'a str,
+    stream: u64,
+}
+
+impl Drop for CloseAcks<'_> {
+    fn drop(&mut self) {
+        self.acks.close(self.node_id, self.stream);
+    }
+}
+
 impl Dispatcher {
     /// Fails unless `session_id` is `node_id`'s current session with this leader.
     pub fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), ApiError> {
@@ -302,6 +315,12 @@ impl Dispatcher {
         mut watch: crate::store::Watch,
         sender: mpsc::Sender<Result<pb::AssignmentsMessage, tonic::Status>>,
     ) {
+        let stream = self.mesh_acks.open(&node_id, first.version);
+        let _close = CloseAcks {
+            acks: &self.mesh_acks,
+            node_id: &node_id,
+            stream,
+        };
         if sender.send(Ok(first)).await.is_err() {
             return;
         }
@@ -349,9 +368,13 @@ impl Dispatcher {
             } else {
                 match changes.take() {
                     Some(message) => message,
-                    None => continue,
+                    None => {
+                        self.mesh_acks.seen(&node_id, stream, changes.version);
+                        continue;
+                    }
                 }
             };
+            self.mesh_acks.sent(&node_id, stream, message.version);
             if sender.send(Ok(message)).await.is_err() {
                 return;
             }

@@ -13,6 +13,7 @@
 
 pub mod assignments;
 pub mod liveness;
+pub mod mesh_acks;
 pub mod service;
 pub mod suspects;
 
@@ -48,6 +49,8 @@ pub struct Dispatcher {
     suspects: Arc<Suspects>,
     /// Node ID → its current session ID.
     pub(super) sessions: Mutex<HashMap<String, String>>,
+    /// The mesh version each node with an open stream applied (docs/lifecycle.md).
+    pub mesh_acks: mesh_acks::MeshAcks,
 }
 
 impl Dispatcher {
@@ -58,6 +61,7 @@ impl Dispatcher {
             liveness: Liveness::default(),
             suspects,
             sessions: Mutex::new(HashMap::new()),
+            mesh_acks: mesh_acks::MeshAcks::default(),
         })
     }
 

@@ -102,4 +102,48 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             .await?;
         Ok(tonic::Response::new(pb::UpdateTaskStatusResponse {}))
     }
+
+    async fn report_mesh_applied(
+        &self,
+        request: tonic::Request<pb::ReportMeshAppliedRequest>,
+    ) -> Result<tonic::Response<pb::ReportMeshAppliedResponse>, tonic::Status> {
+        let (manager, caller) = self.managers.authorize(&request, Role::Worker)?;
+        manager.require_leader()?;
+        let request = request.into_inner();
+        manager
+            .dispatcher
+            .check_session(&caller.node_id, &request.session_id)?;
+        manager
+            .dispatcher
+            .mesh_acks
+            .acked(&caller.node_id, request.version);
+        Ok(tonic::Response::new(pb::ReportMeshAppliedResponse {}))
+    }
+
+    async fn wait_mesh_applied(
+        &self,
+        request: tonic::Request<pb::WaitMeshAppliedRequest>,
+    ) -> Result<tonic::Response<pb::WaitMeshAppliedResponse>, tonic::Status> {
+        let (manager, caller) = self.managers.authorize(&request, Role::Worker)?;
+        manager.require_leader()?;
+        let request = request.into_inner();
+        manager
+            .dispatcher
+            .check_session(&caller.node_id, &request.session_id)?;
+        let laggards = manager
+            .dispatcher
+            .mesh_acks
+            .wait(request.version, crate::dispatcher::mesh_acks::WAIT_BOUND)
+            .await;
+        if !laggards.is_empty() {
+            tracing::warn!(
+                version = request.version,
+                ?laggards,
+                "dispatcher: nodes did not apply a drained mesh within the bound; stopping anyway"
+            );
+        }
+        Ok(tonic::Response::new(pb::WaitMeshAppliedResponse {
+            laggards,
+        }))
+    }
 }

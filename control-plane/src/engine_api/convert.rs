@@ -10,10 +10,11 @@ use bollard_stubs::models as m;
 use super::error::EngineError;
 use crate::api::pb;
 use crate::store::objects::{
-    Annotations, ContainerSpec, EndpointMode, EndpointSpec, IpamConfig, IpamOptions, Network,
-    NetworkAttachmentConfig, NetworkSpec, Placement, PlacementPreference, PortConfig, Protocol,
-    ProtocolError, PublishMode, ResourceRequirements, Resources, RestartCondition, RestartPolicy,
-    Service, ServiceMode, ServiceSpec, Task, TaskSpec, TaskState, Timestamp,
+    Annotations, ContainerSpec, EndpointMode, EndpointSpec, FailureAction, FailureRatio,
+    IpamConfig, IpamOptions, Network, NetworkAttachmentConfig, NetworkSpec, Placement,
+    PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode, ResourceRequirements,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskSpec,
+    TaskState, Timestamp, UpdateConfig, UpdateOrder,
 };
 
 /// The overlay driver, the only one a swarm scope network may have in hive.
@@ -72,8 +73,30 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
             warnings.push(format!("hive ignores {what}: it does not support it yet"));
         }
     };
-    ignored("UpdateConfig", spec.update_config.is_some());
-    ignored("RollbackConfig", spec.rollback_config.is_some());
+    let update_config = match spec.update_config {
+        None => UpdateConfig::default(),
+        Some(c) => update_config_in(
+            "UpdateConfig",
+            c.parallelism,
+            c.delay,
+            c.failure_action.map(|a| a.to_string()),
+            c.monitor,
+            c.max_failure_ratio,
+            c.order.map(|o| o.to_string()),
+        )?,
+    };
+    let rollback_config = match spec.rollback_config {
+        None => UpdateConfig::default(),
+        Some(c) => update_config_in(
+            "RollbackConfig",
+            c.parallelism,
+            c.delay,
+            c.failure_action.map(|a| a.to_string()),
+            c.monitor,
+            c.max_failure_ratio,
+            c.order.map(|o| o.to_string()),
+        )?,
+    };
     let mode = match spec.mode {
         None => ServiceMode::default(),
         Some(m::ServiceSpecMode {
@@ -145,6 +168,8 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
         .collect();
     let endpoint = spec.endpoint_spec.unwrap_or_default();
     let store = ServiceSpec {
+        update_config,
+        rollback_config,
         annotations: Annotations {
             name: spec.name.unwrap_or_default(),
             labels: labels_in(spec.labels),
@@ -378,6 +403,97 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
     }
 }
 
+/// An `UpdateConfig` or `RollbackConfig` of the API (both have the same fields); what is not
+/// given keeps Swarm's default.
+fn update_config_in(
+    what: &str,
+    parallelism: Option<i64>,
+    delay: Option<i64>,
+    failure_action: Option<String>,
+    monitor: Option<i64>,
+    max_failure_ratio: Option<f64>,
+    order: Option<String>,
+) -> Result<UpdateConfig, EngineError> {
+    let defaults = UpdateConfig::default();
+    let invalid = |field: &str, value: String| {
+        EngineError::bad_request(format!("{what}.{field}: invalid value {value}"))
+    };
+    let nanos = |field: &str, value: Option<i64>, default: std::time::Duration| match value {
+        None => Ok(default),
+        Some(n) => u64::try_from(n)
+            .map(std::time::Duration::from_nanos)
+            .map_err(|_| invalid(field, n.to_string())),
+    };
+    Ok(UpdateConfig {
+        parallelism: match parallelism {
+            None => defaults.parallelism,
+            Some(p) => u64::try_from(p).map_err(|_| invalid("Parallelism", p.to_string()))?,
+        },
+        delay: nanos("Delay", delay, defaults.delay)?,
+        failure_action: match failure_action.as_deref() {
+            None | Some("") => defaults.failure_action,
+            Some(a) => {
+                FailureAction::parse(a).ok_or_else(|| invalid("FailureAction", a.to_owned()))?
+            }
+        },
+        monitor: nanos("Monitor", monitor, defaults.monitor)?,
+        max_failure_ratio: match max_failure_ratio {
+            None => defaults.max_failure_ratio,
+            Some(r) if (0.0..=1.0).contains(&r) =>
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                FailureRatio(r as f32)
+            }
+            Some(r) => return Err(invalid("MaxFailureRatio", r.to_string())),
+        },
+        order: match order.as_deref() {
+            None | Some("") => defaults.order,
+            Some(o) => UpdateOrder::parse(o).ok_or_else(|| invalid("Order", o.to_owned()))?,
+        },
+    })
+}
+
+fn nanos_out(d: std::time::Duration) -> Option<i64> {
+    Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn update_config_out(c: &UpdateConfig) -> m::ServiceSpecUpdateConfig {
+    m::ServiceSpecUpdateConfig {
+        parallelism: Some(i64::try_from(c.parallelism).unwrap_or(i64::MAX)),
+        delay: nanos_out(c.delay),
+        failure_action: Some(match c.failure_action {
+            FailureAction::Pause => m::ServiceSpecUpdateConfigFailureActionEnum::PAUSE,
+            FailureAction::Continue => m::ServiceSpecUpdateConfigFailureActionEnum::CONTINUE,
+            FailureAction::Rollback => m::ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK,
+        }),
+        monitor: nanos_out(c.monitor),
+        max_failure_ratio: Some(f64::from(c.max_failure_ratio.0)),
+        order: Some(match c.order {
+            UpdateOrder::StopFirst => m::ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
+            UpdateOrder::StartFirst => m::ServiceSpecUpdateConfigOrderEnum::START_FIRST,
+        }),
+    }
+}
+
+fn rollback_config_out(c: &UpdateConfig) -> m::ServiceSpecRollbackConfig {
+    m::ServiceSpecRollbackConfig {
+        parallelism: Some(i64::try_from(c.parallelism).unwrap_or(i64::MAX)),
+        delay: nanos_out(c.delay),
+        failure_action: Some(match c.failure_action {
+            FailureAction::Continue => m::ServiceSpecRollbackConfigFailureActionEnum::CONTINUE,
+            FailureAction::Pause | FailureAction::Rollback => {
+                m::ServiceSpecRollbackConfigFailureActionEnum::PAUSE
+            }
+        }),
+        monitor: nanos_out(c.monitor),
+        max_failure_ratio: Some(f64::from(c.max_failure_ratio.0)),
+        order: Some(match c.order {
+            UpdateOrder::StopFirst => m::ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
+            UpdateOrder::StartFirst => m::ServiceSpecRollbackConfigOrderEnum::START_FIRST,
+        }),
+    }
+}
+
 pub fn service_spec_out(spec: &ServiceSpec) -> m::ServiceSpec {
     m::ServiceSpec {
         name: Some(spec.annotations.name.clone()),
@@ -396,6 +512,8 @@ pub fn service_spec_out(spec: &ServiceSpec) -> m::ServiceSpec {
             },
         }),
         endpoint_spec: Some(endpoint_spec_out(&spec.endpoint_spec)),
+        update_config: Some(update_config_out(&spec.update_config)),
+        rollback_config: Some(rollback_config_out(&spec.rollback_config)),
         ..Default::default()
     }
 }

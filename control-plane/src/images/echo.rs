@@ -24,8 +24,15 @@ pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
             addr: listen,
             source,
         })?;
+    let stop = super::stop_signal().map_err(ImageError::Signal)?;
     println!("Echoing TCP and UDP on port {}", listen.port());
-    tokio::join!(serve_tcp(tcp), serve_udp(udp));
+    // On SIGTERM the echo ends: it has no request to finish, and its open streams are
+    // closed with a FIN as the process exits.
+    tokio::select! {
+        () = stop => {}
+        _ = serve_udp(udp) => {}
+        () = serve_tcp(tcp) => {}
+    }
     Ok(())
 }
 

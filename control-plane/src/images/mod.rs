@@ -19,4 +19,22 @@ pub enum ImageError {
     },
     #[error("reading the task's hostname or addresses failed: {0}")]
     Identity(#[source] std::io::Error),
+    #[error("cannot handle SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Resolves when the task is asked to stop: SIGTERM (what the executor sends first, after
+/// the mesh stopped sending new flows) or SIGINT. The built-in images are often PID 1 of
+/// their task, which the kernel gives no default action for these signals: without a handler
+/// they would be ignored until the grace period ends in SIGKILL.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -96,6 +96,12 @@ pub fn update_in(
     // which the CLI answers by reading again.
     service.meta.version = version;
     if service.spec != *spec {
+        let rollback = service.previous_spec.as_ref() == Some(spec);
+        let replaces = spec.task_template != service.spec.task_template
+            || spec.endpoint_spec != service.spec.endpoint_spec;
+        if replaces {
+            service.update_status = Some(crate::orchestrator::update::started(rollback));
+        }
         service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
     }
     let id = service.id.clone();

@@ -55,5 +55,5 @@ pub fn reconcile(
         };
         live.insert(key, current);
     }
-    plan.update_step(service, &live)
+    plan.update_step(service, &live, slots)
 }

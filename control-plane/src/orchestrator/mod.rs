@@ -35,7 +35,8 @@ use slots::{SlotKey, is_live, new_task, node_invalid};
 use crate::leader_loop::{Reconciler, Scope};
 use crate::manager::retry;
 use crate::store::objects::{
-    Node, Object, ObjectKind, Service, ServiceMode, Task, TaskState, Timestamp,
+    FailureAction, Node, Object, ObjectKind, Service, ServiceMode, Task, TaskState, Timestamp,
+    UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
 use crate::store::{Event, ReadView, Store, StoreError, WriteTx};
 
@@ -286,7 +287,15 @@ impl Plan<'_> {
         let Some((current, older)) = live.split_last() else {
             return Ok(None);
         };
+        // Start-first: an older task that runs keeps serving until the newest runs too (or
+        // stops trying); then it leaves the mesh and stops.
+        let start_first = update::config(service).order == UpdateOrder::StartFirst
+            && current.status.state < TaskState::Running
+            && current.desired_state == TaskState::Running;
         for task in older {
+            if start_first && task.status.state == TaskState::Running {
+                continue;
+            }
             self.set_desired(task, TaskState::Shutdown)?;
         }
         if movable
@@ -338,11 +347,13 @@ impl Plan<'_> {
         Ok(Some((*current).clone()))
     }
 
-    /// The rolling update's step for a service whose slots hold `live`.
+    /// The rolling update's step for a service whose slots hold `live` (and, with their
+    /// history, `slots`): replaces the next outdated slots, and keeps the update's status.
     pub fn update_step(
         &mut self,
         service: &Service,
         live: &BTreeMap<SlotKey, Task>,
+        slots: &BTreeMap<SlotKey, Vec<Task>>,
     ) -> Result<(), StoreError> {
         // Stop-first would stop a task whose replacement the allocator cannot serve (a port
         // taken meanwhile): wait until the service's endpoint matches its spec.
@@ -350,17 +361,140 @@ impl Plan<'_> {
             .endpoint
             .as_ref()
             .is_some_and(|e| e.spec == service.spec.endpoint_spec);
-        if !allocated {
+        if !allocated || update::paused(service) {
             return Ok(());
         }
         let refs: BTreeMap<SlotKey, &Task> = live.iter().map(|(k, t)| (k.clone(), t)).collect();
-        let Some(key) = update::next_slot(service, &refs) else {
+        let config = update::config(service).clone();
+        let in_progress = service
+            .update_status
+            .as_ref()
+            .is_some_and(|s| s.state.in_progress());
+        if in_progress {
+            let failed = update::failures(service, slots.values().flatten());
+            if update::past_ratio(&config, failed.len(), live.len())
+                && let Some(task) = failed.first()
+            {
+                return self.update_failed(service, &config, &task.id);
+            }
+        }
+        let next = update::next_slots(service, &refs);
+        let outdated = refs.values().any(|t| update::is_outdated(t, service));
+        if !outdated {
+            if in_progress && refs.values().all(|t| t.status.state == TaskState::Running) {
+                let rollback = service
+                    .update_status
+                    .as_ref()
+                    .is_some_and(|s| s.state.is_rollback());
+                self.set_update_status(service, |s| {
+                    s.state = if rollback {
+                        UpdateState::RollbackCompleted
+                    } else {
+                        UpdateState::Completed
+                    };
+                    s.completed_at = Some(Timestamp::now());
+                    s.message = if rollback {
+                        "rollback completed"
+                    } else {
+                        "update completed"
+                    }
+                    .to_owned();
+                })?;
+            }
             return Ok(());
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        // `delay` between one new task and the next.
+        if !config.delay.is_zero() {
+            let last = refs
+                .values()
+                .filter(|t| !update::is_outdated(t, service))
+                .map(|t| t.meta.created_at)
+                .max();
+            if let Some(last) = last
+                && last.to_system_time() + config.delay > self.now
+            {
+                self.service_waits = true;
+                return Ok(());
+            }
+        }
+        let batch = if config.delay.is_zero() {
+            next.len()
+        } else {
+            1
         };
-        if let Some(old) = live.get(&key) {
-            tracing::info!(service = %service.spec.annotations.name, %key, "orchestrator: updating task");
-            self.set_desired(old, TaskState::Shutdown)?;
-            self.create(new_task(service, &key, TaskState::Running))?;
+        for key in next.into_iter().take(batch) {
+            if let Some(old) = live.get(&key) {
+                tracing::info!(service = %service.spec.annotations.name, %key, order = config.order.as_str(), "orchestrator: updating task");
+                // Start-first: the old task serves until the new one runs (`supervise`
+                // stops it then).
+                if config.order == UpdateOrder::StopFirst {
+                    self.set_desired(old, TaskState::Shutdown)?;
+                }
+                self.create(new_task(service, &key, TaskState::Running))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new task failed past the update's failure ratio: the failure action applies.
+    fn update_failed(
+        &mut self,
+        service: &Service,
+        config: &UpdateConfig,
+        task_id: &str,
+    ) -> Result<(), StoreError> {
+        let rollback = service
+            .update_status
+            .as_ref()
+            .is_some_and(|s| s.state.is_rollback());
+        match config.failure_action {
+            FailureAction::Continue => Ok(()),
+            FailureAction::Rollback if !rollback && service.previous_spec.is_some() => {
+                tracing::warn!(service = %service.spec.annotations.name, task = %task_id, "orchestrator: update failed; rolling back");
+                self.tx.modify::<Service>(&service.id, |s| {
+                    if let Some(previous) = s.previous_spec.take() {
+                        s.previous_spec = Some(std::mem::replace(&mut s.spec, previous));
+                    }
+                    let mut status = update::started(true);
+                    status.message = format!(
+                        "update rolled back due to failure or early termination of task {task_id}"
+                    );
+                    s.update_status = Some(status);
+                })?;
+                self.outcome.wrote = true;
+                Ok(())
+            }
+            _ => {
+                tracing::warn!(service = %service.spec.annotations.name, task = %task_id, "orchestrator: update failed; pausing");
+                self.set_update_status(service, |s| {
+                    s.state = if rollback {
+                        UpdateState::RollbackPaused
+                    } else {
+                        UpdateState::Paused
+                    };
+                    s.message = format!(
+                        "{} paused due to failure or early termination of task {task_id}",
+                        if rollback { "rollback" } else { "update" }
+                    );
+                })
+            }
+        }
+    }
+
+    fn set_update_status(
+        &mut self,
+        service: &Service,
+        change: impl FnOnce(&mut UpdateStatus),
+    ) -> Result<(), StoreError> {
+        let mut status = service.update_status.clone().unwrap_or_default();
+        change(&mut status);
+        if service.update_status.as_ref() != Some(&status) {
+            self.tx
+                .modify::<Service>(&service.id, |s| s.update_status = Some(status))?;
+            self.outcome.wrote = true;
         }
         Ok(())
     }

@@ -1,9 +1,15 @@
-//! Rolling updates (SwarmKit `orchestrator/update`), with Swarm's default update config:
-//! parallelism 1, no delay, `stop-first`. A slot whose live task was made from an older task
-//! template (including `service update --force`, which bumps `force_update`) is replaced: the
-//! old task gets desired `SHUTDOWN` and a new one is made from the current template. The next
-//! slot is replaced only once no up-to-date task is still on its way to `RUNNING` (it runs, or
-//! it failed and the restart supervisor took over).
+//! Rolling updates (SwarmKit `orchestrator/update`), as the service's `UpdateConfig` (or, while
+//! rolling back, its `RollbackConfig`) says: `parallelism` slots at a time (0 = all), `delay`
+//! between one slot's new task and the next, `stop-first` (the old task stops, then the new
+//! one is made) or `start-first` (the old task keeps serving until the new one runs; see
+//! [`super::Plan::supervise`]). A slot whose live task was made from an older task template
+//! (including `service update --force`, which bumps `force_update`) is replaced. A new task
+//! that fails during the update counts against `max_failure_ratio`; past it, the
+//! `failure_action` applies: `pause` (nothing more is replaced until the next update),
+//! `continue`, or `rollback` (the previous spec comes back, with the rollback config).
+//!
+//! Every old task is stopped the lifecycle's way (docs/lifecycle.md): out of every node's mesh
+//! first, then its stop signal.
 //!
 //! Tasks are compared by template rather than by `spec_version`: the store bumps the version on
 //! every spec change, and a change of `replicas` alone must not replace every task.
@@ -11,7 +17,9 @@
 use std::collections::BTreeMap;
 
 use super::slots::SlotKey;
-use crate::store::objects::{Service, Task, TaskState};
+use crate::store::objects::{
+    Service, Task, TaskState, Timestamp, UpdateConfig, UpdateState, UpdateStatus,
+};
 
 /// Whether `task` runs an older template than `service`'s, or was allocated for other
 /// published ports (SwarmKit `IsTaskDirty` compares the endpoint spec too: host-mode ports are
@@ -24,16 +32,82 @@ pub fn is_outdated(task: &Task, service: &Service) -> bool {
             .is_some_and(|e| e.spec != service.spec.endpoint_spec)
 }
 
-/// The slot to update now, if any: the first outdated one, unless an update is in flight.
-/// `live` holds each slot's live task.
-pub fn next_slot(service: &Service, live: &BTreeMap<SlotKey, &Task>) -> Option<SlotKey> {
-    let mut outdated = live
-        .iter()
-        .filter(|(_, task)| is_outdated(task, service))
-        .map(|(key, _)| key);
-    let first = outdated.next()?;
+/// The status of an update (or a rollback, `rollback`) that starts now.
+pub fn started(rollback: bool) -> UpdateStatus {
+    UpdateStatus {
+        state: if rollback {
+            UpdateState::RollbackStarted
+        } else {
+            UpdateState::Updating
+        },
+        started_at: Some(Timestamp::now()),
+        completed_at: None,
+        message: if rollback {
+            "manually requested rollback"
+        } else {
+            "update in progress"
+        }
+        .to_owned(),
+    }
+}
+
+/// The config the current replacement follows: the rollback config while rolling back.
+pub fn config(service: &Service) -> &UpdateConfig {
+    match &service.update_status {
+        Some(s) if s.state.is_rollback() => &service.spec.rollback_config,
+        _ => &service.spec.update_config,
+    }
+}
+
+/// Whether replacing tasks is paused (after a failure, until the next update).
+pub fn paused(service: &Service) -> bool {
+    service
+        .update_status
+        .as_ref()
+        .is_some_and(|s| matches!(s.state, UpdateState::Paused | UpdateState::RollbackPaused))
+}
+
+/// The slots to replace now: outdated ones, as many as `parallelism` allows next to the
+/// up-to-date tasks still on their way to `RUNNING`. `live` holds each slot's live task.
+pub fn next_slots(service: &Service, live: &BTreeMap<SlotKey, &Task>) -> Vec<SlotKey> {
+    let parallelism = match config(service).parallelism {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
     let in_flight = live
         .values()
-        .any(|task| !is_outdated(task, service) && task.status.state < TaskState::Running);
-    (!in_flight).then(|| first.clone())
+        .filter(|task| !is_outdated(task, service) && task.status.state < TaskState::Running)
+        .count();
+    live.iter()
+        .filter(|(_, task)| is_outdated(task, service))
+        .map(|(key, _)| key.clone())
+        .take(parallelism.saturating_sub(in_flight))
+        .collect()
+}
+
+/// Up-to-date tasks made since the update started that failed (for the failure ratio).
+pub fn failures<'a>(service: &Service, tasks: impl Iterator<Item = &'a Task>) -> Vec<&'a Task> {
+    let since = service
+        .update_status
+        .as_ref()
+        .and_then(|s| s.started_at)
+        .unwrap_or_default();
+    tasks
+        .filter(|t| {
+            !is_outdated(t, service)
+                && t.meta.created_at >= since
+                && matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+        })
+        .collect()
+}
+
+/// Whether `failed` of `total` tasks is past the config's ratio (Swarm: any failure with the
+/// default ratio 0).
+pub fn past_ratio(config: &UpdateConfig, failed: usize, total: usize) -> bool {
+    if failed == 0 {
+        return false;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = failed as f32 / total.max(1) as f32;
+    ratio > config.max_failure_ratio.0
 }

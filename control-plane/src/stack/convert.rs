@@ -12,9 +12,9 @@ use std::time::Duration;
 use super::compose::types::{Config, NetworkConfig, ServiceConfig};
 use crate::cli::service::opts::parse_cpus;
 use crate::store::objects::{
-    Annotations, EndpointMode, IpamConfig, IpamOptions, NetworkAttachmentConfig, NetworkSpec,
-    PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode, RestartCondition,
-    ServiceMode, ServiceSpec,
+    Annotations, EndpointMode, FailureAction, FailureRatio, IpamConfig, IpamOptions,
+    NetworkAttachmentConfig, NetworkSpec, PlacementPreference, PortConfig, Protocol, ProtocolError,
+    PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 
 /// docker/cli `convert.LabelNamespace`.
@@ -215,7 +215,7 @@ fn service_spec(
         }
     }
     // Keys hive accepts but does not run yet: said, never dropped silently.
-    let not_yet: [(bool, &str); 13] = [
+    let not_yet: [(bool, &str); 11] = [
         (s.healthcheck.is_some(), "healthcheck"),
         (!s.user.is_empty(), "user"),
         (s.read_only, "read_only"),
@@ -227,8 +227,6 @@ fn service_spec(
         (!s.extra_hosts.is_empty(), "extra_hosts"),
         (!s.stop_signal.is_empty(), "stop_signal"),
         (!s.labels.is_empty(), "labels (container labels)"),
-        (s.deploy.update_config.is_some(), "deploy.update_config"),
-        (s.deploy.rollback_config.is_some(), "deploy.rollback_config"),
     ];
     for (set, key) in not_yet {
         if set {
@@ -243,6 +241,60 @@ fn service_spec(
         name: scoped(stack, name),
         labels,
     };
+    // deploy.update_config / rollback_config: what is given over Swarm's defaults.
+    let update_config = |key: &'static str,
+                         given: Option<&super::compose::types::UpdateConfig>,
+                         rollback: bool|
+     -> Result<UpdateConfig, ConvertError> {
+        let mut config = UpdateConfig::default();
+        let Some(given) = given else {
+            return Ok(config);
+        };
+        if let Some(p) = given.parallelism {
+            config.parallelism = p;
+        }
+        let nanos = |n: i64| Duration::from_nanos(u64::try_from(n).unwrap_or(0));
+        if given.delay.nanos != 0 {
+            config.delay = nanos(given.delay.nanos);
+        }
+        if given.monitor.nanos != 0 {
+            config.monitor = nanos(given.monitor.nanos);
+        }
+        if !(0.0..=1.0).contains(&given.max_failure_ratio) {
+            return Err(invalid(
+                key,
+                "max_failure_ratio must be between 0 and 1".to_owned(),
+            ));
+        }
+        config.max_failure_ratio = FailureRatio(given.max_failure_ratio);
+        if !given.failure_action.is_empty() {
+            config.failure_action = match FailureAction::parse(&given.failure_action) {
+                Some(FailureAction::Rollback) if rollback => None,
+                action => action,
+            }
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("invalid failure_action: {}", given.failure_action),
+                )
+            })?;
+        }
+        if !given.order.is_empty() {
+            config.order = UpdateOrder::parse(&given.order)
+                .ok_or_else(|| invalid(key, format!("invalid order: {}", given.order)))?;
+        }
+        Ok(config)
+    };
+    spec.update_config = update_config(
+        "deploy.update_config",
+        s.deploy.update_config.as_ref(),
+        false,
+    )?;
+    spec.rollback_config = update_config(
+        "deploy.rollback_config",
+        s.deploy.rollback_config.as_ref(),
+        true,
+    )?;
     spec.mode = match s.deploy.mode.as_str() {
         "global" => {
             if s.deploy.replicas.is_some() {

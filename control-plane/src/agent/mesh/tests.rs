@@ -131,7 +131,8 @@ impl Agent {
     async fn receive(&mut self, change: AssignmentChange) {
         self.held.apply(change);
         let before = self.dataplane.held().applies;
-        self.mesh.set_view(self.held.mesh.clone(), BTreeSet::new());
+        self.mesh
+            .set_view(self.held.mesh.clone(), BTreeSet::new(), self.held.version);
         self.applied_after(before).await;
     }
 

@@ -3,7 +3,7 @@
 
 use super::wire::{
     WireError, annotations, annotations_of, duration, duration_of, enumeration, meta_of, port,
-    resources, resources_of, timestamp,
+    resources, resources_of, timestamp, timestamp_of,
 };
 use crate::api::pb;
 use crate::store::objects::{
@@ -11,6 +11,9 @@ use crate::store::objects::{
     Placement, PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode,
     ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
     TaskSpec, Ulimit, VirtualIp,
+};
+use crate::store::objects::{
+    FailureAction, FailureRatio, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
 
 impl From<&ServiceSpec> for pb::ServiceSpec {
@@ -25,6 +28,8 @@ impl From<&ServiceSpec> for pb::ServiceSpec {
             }),
             task_template: Some((&spec.task_template).into()),
             endpoint_spec: Some((&spec.endpoint_spec).into()),
+            update_config: Some(update_config(&spec.update_config)),
+            rollback_config: Some(update_config(&spec.rollback_config)),
         }
     }
 }
@@ -52,6 +57,8 @@ impl TryFrom<pb::ServiceSpec> for ServiceSpec {
                 .map(EndpointSpec::try_from)
                 .transpose()?
                 .unwrap_or_default(),
+            update_config: update_config_of("ServiceSpec.update_config", spec.update_config)?,
+            rollback_config: update_config_of("ServiceSpec.rollback_config", spec.rollback_config)?,
         })
     }
 }
@@ -358,6 +365,7 @@ impl From<&Service> for pb::Service {
             previous_spec: s.previous_spec.as_ref().map(pb::ServiceSpec::from),
             spec_version: s.spec_version,
             endpoint: s.endpoint.as_ref().map(pb::Endpoint::from),
+            update_status: s.update_status.as_ref().map(update_status),
         }
     }
 }
@@ -377,8 +385,99 @@ impl TryFrom<pb::Service> for Service {
             previous_spec: s.previous_spec.map(ServiceSpec::try_from).transpose()?,
             spec_version: s.spec_version,
             endpoint: s.endpoint.map(Endpoint::try_from).transpose()?,
+            update_status: s.update_status.map(update_status_of).transpose()?,
         })
     }
+}
+
+fn update_config(c: &UpdateConfig) -> pb::UpdateConfig {
+    let UpdateConfig {
+        parallelism,
+        delay,
+        failure_action,
+        monitor,
+        max_failure_ratio,
+        order,
+    } = c;
+    pb::UpdateConfig {
+        parallelism: *parallelism,
+        delay: Some(duration(*delay)),
+        failure_action: match failure_action {
+            FailureAction::Pause => pb::UpdateFailureAction::Pause,
+            FailureAction::Continue => pb::UpdateFailureAction::Continue,
+            FailureAction::Rollback => pb::UpdateFailureAction::Rollback,
+        }
+        .into(),
+        monitor: Some(duration(*monitor)),
+        max_failure_ratio: max_failure_ratio.0,
+        order: match order {
+            UpdateOrder::StopFirst => pb::UpdateOrder::StopFirst,
+            UpdateOrder::StartFirst => pb::UpdateOrder::StartFirst,
+        }
+        .into(),
+    }
+}
+
+/// An update config off the wire; absent is Swarm's defaults.
+fn update_config_of(
+    field: &'static str,
+    c: Option<pb::UpdateConfig>,
+) -> Result<UpdateConfig, WireError> {
+    let Some(c) = c else {
+        return Ok(UpdateConfig::default());
+    };
+    let defaults = UpdateConfig::default();
+    Ok(UpdateConfig {
+        parallelism: c.parallelism,
+        delay: duration_of(field, c.delay.as_ref(), defaults.delay)?,
+        failure_action: match enumeration(field, c.failure_action)? {
+            pb::UpdateFailureAction::Pause => FailureAction::Pause,
+            pb::UpdateFailureAction::Continue => FailureAction::Continue,
+            pb::UpdateFailureAction::Rollback => FailureAction::Rollback,
+        },
+        monitor: duration_of(field, c.monitor.as_ref(), defaults.monitor)?,
+        max_failure_ratio: FailureRatio(c.max_failure_ratio),
+        order: match enumeration(field, c.order)? {
+            pb::UpdateOrder::StopFirst => UpdateOrder::StopFirst,
+            pb::UpdateOrder::StartFirst => UpdateOrder::StartFirst,
+        },
+    })
+}
+
+fn update_state(s: UpdateState) -> pb::UpdateState {
+    match s {
+        UpdateState::Updating => pb::UpdateState::Updating,
+        UpdateState::Paused => pb::UpdateState::Paused,
+        UpdateState::Completed => pb::UpdateState::Completed,
+        UpdateState::RollbackStarted => pb::UpdateState::RollbackStarted,
+        UpdateState::RollbackPaused => pb::UpdateState::RollbackPaused,
+        UpdateState::RollbackCompleted => pb::UpdateState::RollbackCompleted,
+    }
+}
+
+fn update_status(s: &UpdateStatus) -> pb::UpdateStatus {
+    pb::UpdateStatus {
+        state: update_state(s.state).into(),
+        started_at: s.started_at.map(timestamp),
+        completed_at: s.completed_at.map(timestamp),
+        message: s.message.clone(),
+    }
+}
+
+fn update_status_of(s: pb::UpdateStatus) -> Result<UpdateStatus, WireError> {
+    Ok(UpdateStatus {
+        state: match enumeration("UpdateStatus.state", s.state)? {
+            pb::UpdateState::Updating => UpdateState::Updating,
+            pb::UpdateState::Paused => UpdateState::Paused,
+            pb::UpdateState::Completed => UpdateState::Completed,
+            pb::UpdateState::RollbackStarted => UpdateState::RollbackStarted,
+            pb::UpdateState::RollbackPaused => UpdateState::RollbackPaused,
+            pb::UpdateState::RollbackCompleted => UpdateState::RollbackCompleted,
+        },
+        started_at: s.started_at.as_ref().map(|t| timestamp_of(Some(t))),
+        completed_at: s.completed_at.as_ref().map(|t| timestamp_of(Some(t))),
+        message: s.message,
+    })
 }
 
 fn mount(m: &Mount) -> pb::Mount {
@@ -512,6 +611,7 @@ mod tests {
                 },
             },
             previous_spec: Some(ServiceSpec::default()),
+            update_status: Some(crate::orchestrator::update::started(true)),
             spec_version: 5,
             endpoint: Some(Endpoint {
                 spec: spec.endpoint_spec.clone(),

@@ -6,6 +6,7 @@
 pub mod opts;
 pub mod progress;
 pub mod render;
+pub mod update_flags;
 
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
@@ -68,6 +69,8 @@ pub enum EndpointModeArg {
 /// Flags `create` and `update` share (omitted = default on create, unchanged on update).
 #[derive(Debug, Clone, Default, Args)]
 pub struct CommonOpts {
+    #[command(flatten)]
+    pub update_config: update_flags::UpdateConfigOpts,
     /// Number of tasks.
     #[arg(long)]
     pub replicas: Option<u64>,
@@ -336,6 +339,9 @@ pub struct UpdateOpts {
     /// Force update even if no changes require it.
     #[arg(long)]
     pub force: bool,
+    /// Rollback to previous specification.
+    #[arg(long)]
+    pub rollback: bool,
     #[command(flatten)]
     pub common: CommonOpts,
 }
@@ -452,6 +458,9 @@ impl TaskTableArgs {
 
 /// Applies the shared flags that were given to `spec`.
 pub fn apply_common(spec: &mut ServiceSpec, common: &CommonOpts) -> Result<(), CliFailure> {
+    common
+        .update_config
+        .apply(&mut spec.update_config, &mut spec.rollback_config);
     let template = &mut spec.task_template;
     if let Some(replicas) = common.replicas {
         match &mut spec.mode {
@@ -876,11 +885,15 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 for name in &mut update.network_rm {
                     *name = network_id(&mut client, name).await?;
                 }
-                modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
-                    .await?;
+                if update.rollback {
+                    rollback(&mut client, &service).await?;
+                } else {
+                    modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
+                        .await?;
+                }
                 println!("{service}");
                 if !update.common.detach {
-                    progress::wait_converged(&mut client, &service, false).await?;
+                    progress::wait_converged(&mut client, &service, update.rollback).await?;
                 }
             }
             ServiceCommand::Rollback { detach, service } => {

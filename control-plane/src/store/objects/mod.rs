@@ -12,6 +12,7 @@ mod network;
 mod node;
 mod service;
 mod task;
+mod update_config;
 
 use std::fmt;
 
@@ -35,6 +36,9 @@ pub use service::{
     VirtualIp, parse_protocol,
 };
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
+pub use update_config::{
+    FailureAction, FailureRatio, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+};
 
 /// The kinds of object the store holds; one table each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

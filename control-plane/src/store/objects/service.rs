@@ -22,6 +22,8 @@ pub struct Service {
     pub spec_version: u64,
     /// Allocated by the allocator; `None` until then.
     pub endpoint: Option<Endpoint>,
+    /// Where the last update or rollback stands (`None` before the first update).
+    pub update_status: Option<super::UpdateStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,10 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     pub task_template: TaskSpec,
     pub endpoint_spec: EndpointSpec,
+    /// `--update-*` (Swarm's defaults when not given).
+    pub update_config: super::UpdateConfig,
+    /// `--rollback-*`.
+    pub rollback_config: super::UpdateConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -384,6 +384,7 @@ impl StaticMesh {
                 hash_seed: self.hash_seed,
                 underlay_mtu: UNDERLAY_MTU,
                 control_ports: Vec::new(),
+                mesh_mode: Default::default(),
             },
             networks: vec![Network {
                 name: INGRESS_NETWORK.to_owned(),

@@ -6,6 +6,7 @@
 use super::mesh_view::{MeshChanges, MeshSettings, MeshView};
 use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
+use hive_dataplane::mesh::mode::MeshMode;
 use crate::api::pb;
 use crate::store::objects::Task;
 
@@ -51,6 +52,12 @@ impl AssignmentChange {
                         Ok::<_, WireError>(MeshSettings {
                             hash_seed: s.hash_seed,
                             vxlan_port: port("MeshSettings.vxlan_port", s.vxlan_port)?,
+                            // An older manager sends none: today's path.
+                            mesh_mode: if s.mesh_mode.is_empty() {
+                                Default::default()
+                            } else {
+                                s.mesh_mode.parse::<MeshMode>()?
+                            },
                         })
                     })
                     .transpose()?,

@@ -84,7 +84,9 @@ fn request_on(stream: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).expect("read on the open connection");
+        let n = stream
+            .read(&mut chunk)
+            .expect("read on the open connection");
         assert!(n > 0, "the open connection was closed");
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();

@@ -157,7 +157,11 @@ fn hybrid_returns_tcp_directly_and_udp_through_the_ingress_node() {
         .payload(*b"ping")
         .build();
     let (_, out) = run(&mut h, XDP, &other);
-    assert_eq!(mark(&out), (FLAG_I | FLAG_DIRECT_RETURN, PUBLISHED), "dsr: UDP too");
+    assert_eq!(
+        mark(&out),
+        (FLAG_I | FLAG_DIRECT_RETURN, PUBLISHED),
+        "dsr: UDP too"
+    );
 }
 
 #[test]
@@ -186,7 +190,11 @@ fn an_established_flow_keeps_its_path_when_the_mode_changes() {
         .flags(TCP_ACK)
         .build();
     let (_, out) = run(&mut h, XDP, &ack);
-    assert_eq!(mark(&out), (FLAG_I, 0), "started through A, stays through A");
+    assert_eq!(
+        mark(&out),
+        (FLAG_I, 0),
+        "started through A, stays through A"
+    );
     // A new connection follows the new mode.
     let fresh = PacketBuilder::tcp(SocketAddrV4::new(*CLIENT.ip(), 40003), published())
         .macs(MAC_ROUTER, MAC_A)

@@ -6,9 +6,9 @@
 use super::mesh_view::{MeshChanges, MeshSettings, MeshView};
 use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
-use hive_dataplane::mesh::mode::MeshMode;
 use crate::api::pb;
 use crate::store::objects::Task;
+use hive_dataplane::mesh::mode::MeshMode;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {

@@ -114,11 +114,11 @@ pub fn apply_settings(
         cluster.spec.raft.snapshot_interval = interval;
     }
     if let Some(mode) = &settings.mesh_mode {
-        let mode: MeshMode = mode
-            .parse()
-            .map_err(|e: hive_dataplane::mesh::mode::UnknownMeshMode| {
-                ApiError::Invalid(e.to_string())
-            })?;
+        let mode: MeshMode =
+            mode.parse()
+                .map_err(|e: hive_dataplane::mesh::mode::UnknownMeshMode| {
+                    ApiError::Invalid(e.to_string())
+                })?;
         cluster
             .spec
             .annotations

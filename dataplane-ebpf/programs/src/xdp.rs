@@ -17,7 +17,8 @@ use crate::{
     balance::{self, Decision},
     conntrack::{self, Balanced},
     counters, events, handoff,
-    headers::{ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I,
+    headers::{
+        ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I,
         VxlanHdr,
     },
     icmp, lb, maps, mss, nat,

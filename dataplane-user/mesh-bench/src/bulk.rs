@@ -81,7 +81,14 @@ pub fn measure(lab: &Lab, seconds: u32, rounds: u32) -> Result<Vec<BulkFigures>,
                 mesh.set_mesh_mode(mode);
                 mesh.apply()?;
                 for reverse in [false, true] {
-                    out.push(run(lab, &format!("hive-{mode}"), n1, PORT, seconds, reverse)?);
+                    out.push(run(
+                        lab,
+                        &format!("hive-{mode}"),
+                        n1,
+                        PORT,
+                        seconds,
+                        reverse,
+                    )?);
                 }
             }
         }

@@ -189,6 +189,7 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
     MeshView {
         hash_seed: 7,
         vxlan_port: 4789,
+        mesh_mode: Default::default(),
         networks: vec![MeshNetwork {
             id: "ing".into(),
             name: "ingress".into(),

@@ -213,6 +213,7 @@ fn state_v1() -> MeshState {
             hash_seed: 0x5eed,
             underlay_mtu: 1500,
             control_ports: Vec::new(),
+            mesh_mode: Default::default(),
         },
         networks: vec![
             Network {

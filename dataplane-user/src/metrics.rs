@@ -247,7 +247,7 @@ pub fn render_stats(out: &mut MetricsWriter, nodes: &[stats::NodeStats], failed:
         }
     }
     type NodeField = fn(&stats::NodeStats) -> u64;
-    let node_families: [(&str, &str, NodeField); 2] = [
+    let node_families: [(&str, &str, NodeField); 4] = [
         (
             "hive_underlay_rx_packets_total",
             "Frames xdp_from_underlay saw",
@@ -257,6 +257,16 @@ pub fn render_stats(out: &mut MetricsWriter, nodes: &[stats::NodeStats], failed:
             "hive_task_handoff_packets_total",
             "Packets moved straight into a local task, past the node's IP stack",
             |n| n.task_handoff_packets,
+        ),
+        (
+            "hive_direct_return_packets_total",
+            "Replies sent straight to the client by the backend's node (direct return)",
+            |n| n.direct_return_packets,
+        ),
+        (
+            "hive_direct_ingress_packets_total",
+            "Client packets tunnelled for direct return by the ingress node",
+            |n| n.direct_ingress_packets,
         ),
     ];
     for (name, help, field) in node_families {

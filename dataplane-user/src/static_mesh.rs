@@ -141,6 +141,8 @@ pub struct StaticMesh {
     task_dir: PathBuf,
     /// Leave tasks and data planes in place on drop (`hive demo --keep`).
     keep: bool,
+    /// The mesh mode every node gets (docs/dsr.md).
+    mesh_mode: crate::mesh::mode::MeshMode,
 }
 
 impl std::fmt::Debug for StaticMesh {
@@ -182,6 +184,7 @@ impl StaticMesh {
         let mut mesh = StaticMesh {
             lab: lab.clone(),
             hash_seed,
+            mesh_mode: Default::default(),
             subnet: Ipv4Network::new(Ipv4Addr::new(10, 0, 0, 0), 24).expect("valid prefix"),
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             nodes,
@@ -236,6 +239,11 @@ impl StaticMesh {
     /// Start a task on `node`: namespaces, veth wired into the mesh, then
     /// `program args` inside them (stdout/stderr to a log file beside the
     /// namespaces). Returns the task's address.
+    /// The mesh mode of every node from the next [`Self::apply`] on.
+    pub fn set_mesh_mode(&mut self, mode: crate::mesh::mode::MeshMode) {
+        self.mesh_mode = mode;
+    }
+
     pub fn add_task(
         &mut self,
         id: &str,
@@ -384,6 +392,7 @@ impl StaticMesh {
                 hash_seed: self.hash_seed,
                 underlay_mtu: UNDERLAY_MTU,
                 control_ports: Vec::new(),
+                mesh_mode: self.mesh_mode,
             },
             networks: vec![Network {
                 name: INGRESS_NETWORK.to_owned(),

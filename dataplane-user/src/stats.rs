@@ -173,6 +173,12 @@ pub struct NodeStats {
     /// Packets moved straight into a local task, past the node's IP stack
     /// (`PacketCounterSlot::TaskHandoff`).
     pub task_handoff_packets: u64,
+    /// Direct return (docs/dsr.md), as the backend's node: replies sent straight to the
+    /// client (`PacketCounterSlot::DirectReturn`).
+    pub direct_return_packets: u64,
+    /// Direct return, as the ingress node: client packets tunnelled with the direct-return
+    /// mark (`PacketCounterSlot::DirectIngress`); their replies never come back here.
+    pub direct_ingress_packets: u64,
     pub trace_lost: LostCounts,
 }
 
@@ -255,6 +261,12 @@ pub fn read_node(pins: &NodePins, service: Option<&str>) -> Result<NodeStats, St
     let handoff = maps
         .packet_counter(PacketCounterSlot::TaskHandoff)
         .map_err(maps_err)?;
+    let direct_return = maps
+        .packet_counter(PacketCounterSlot::DirectReturn)
+        .map_err(maps_err)?;
+    let direct_ingress = maps
+        .packet_counter(PacketCounterSlot::DirectIngress)
+        .map_err(maps_err)?;
     // Pins of a hive without tracing have no trace maps: report zeros.
     let trace_lost = match TraceMaps::open_pinned(&pins.dir) {
         Ok(t) => t.lost().map_err(|source| StatsError::Trace {
@@ -270,6 +282,8 @@ pub fn read_node(pins: &NodePins, service: Option<&str>) -> Result<NodeStats, St
         underlay_rx_packets: rx.packets,
         underlay_rx_bytes: rx.bytes,
         task_handoff_packets: handoff.packets,
+        direct_return_packets: direct_return.packets,
+        direct_ingress_packets: direct_ingress.packets,
         trace_lost,
     })
 }

@@ -8,6 +8,7 @@ use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
 use crate::api::pb;
 use crate::store::objects::Task;
+use hive_dataplane::mesh::mode::MeshMode;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
@@ -51,6 +52,12 @@ impl AssignmentChange {
                         Ok::<_, WireError>(MeshSettings {
                             hash_seed: s.hash_seed,
                             vxlan_port: port("MeshSettings.vxlan_port", s.vxlan_port)?,
+                            // An older manager sends none: today's path.
+                            mesh_mode: if s.mesh_mode.is_empty() {
+                                Default::default()
+                            } else {
+                                s.mesh_mode.parse::<MeshMode>()?
+                            },
                         })
                     })
                     .transpose()?,

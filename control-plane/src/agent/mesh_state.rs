@@ -277,6 +277,7 @@ pub fn mesh_state(
             hash_seed: view.hash_seed,
             underlay_mtu: me.underlay_mtu,
             control_ports: me.control_ports.clone(),
+            mesh_mode: view.mesh_mode,
         },
         networks,
         peers,

@@ -7,6 +7,7 @@
 //! ([`super::mesh_state`]). Every list is kept sorted by ID, so that a change is found and
 //! applied in place.
 
+use hive_dataplane::mesh::mode::MeshMode;
 use serde::{Deserialize, Serialize};
 
 use crate::store::objects::{
@@ -23,6 +24,8 @@ pub struct MeshView {
     pub hash_seed: u32,
     /// `--data-path-port` of the swarm (VXLAN's UDP port).
     pub vxlan_port: u16,
+    /// `--mesh-mode` of the swarm (docs/dsr.md).
+    pub mesh_mode: MeshMode,
     /// Networks with a VNI and a subnet (allocated ones).
     pub networks: Vec<MeshNetwork>,
     /// Services with an allocated endpoint.
@@ -165,6 +168,7 @@ impl MeshNode {
 pub struct MeshSettings {
     pub hash_seed: u32,
     pub vxlan_port: u16,
+    pub mesh_mode: MeshMode,
 }
 
 impl MeshSettings {
@@ -185,6 +189,7 @@ impl MeshSettings {
         Self {
             hash_seed,
             vxlan_port: u16::try_from(vxlan_port).unwrap_or(4789),
+            mesh_mode: cluster.map_or(MeshMode::default(), crate::manager::cluster::mesh_mode),
         }
     }
 }
@@ -246,6 +251,7 @@ impl MeshView {
         let mut view = Self {
             hash_seed: settings.hash_seed,
             vxlan_port: settings.vxlan_port,
+            mesh_mode: settings.mesh_mode,
             networks: tx
                 .list::<crate::store::objects::Network>()?
                 .iter()
@@ -281,6 +287,7 @@ impl MeshView {
             settings: Some(MeshSettings {
                 hash_seed: self.hash_seed,
                 vxlan_port: self.vxlan_port,
+                mesh_mode: self.mesh_mode,
             }),
             update_networks: self.networks,
             update_services: self.services,
@@ -306,6 +313,7 @@ impl MeshView {
         if let Some(settings) = settings {
             self.hash_seed = settings.hash_seed;
             self.vxlan_port = settings.vxlan_port;
+            self.mesh_mode = settings.mesh_mode;
         }
         apply_to(&mut self.networks, update_networks, &remove_networks);
         apply_to(&mut self.services, update_services, &remove_services);
@@ -361,6 +369,7 @@ mod tests {
             settings: Some(MeshSettings {
                 hash_seed: 7,
                 vxlan_port: 4790,
+                mesh_mode: Default::default(),
             }),
             ..MeshChanges::default()
         });

@@ -59,7 +59,7 @@ pub fn render(info: &pb::InfoResponse) -> String {
     let _ = writeln!(out, "  NodeID: {}", info.node_id);
     let _ = writeln!(out, "  Is Manager: {}", info.is_manager);
     if info.is_manager {
-        let settings = info.settings.unwrap_or_default();
+        let settings = info.settings.clone().unwrap_or_default();
         let _ = writeln!(out, "  ClusterID: {}", info.cluster_id);
         let _ = writeln!(out, "  Managers: {}", info.managers);
         let _ = writeln!(out, "  Nodes: {}", info.nodes);
@@ -74,6 +74,11 @@ pub fn render(info: &pb::InfoResponse) -> String {
         if info.data_path_port > 0 {
             let _ = writeln!(out, "  Data Path Port: {}", info.data_path_port);
         }
+        let _ = writeln!(
+            out,
+            "  Mesh Mode: {}",
+            settings.mesh_mode.as_deref().unwrap_or("snat")
+        );
         let _ = writeln!(out, "  Orchestration:");
         let _ = writeln!(
             out,

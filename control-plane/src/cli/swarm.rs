@@ -62,6 +62,10 @@ pub struct SettingsArgs {
     /// Number of log entries between Raft snapshots.
     #[arg(long)]
     pub snapshot_interval: Option<u64>,
+    /// How replies of published ports reach clients: "snat" (through the ingress node),
+    /// "dsr" (straight from the backend's node), "hybrid" (dsr for TCP, snat for UDP).
+    #[arg(long, value_parser = ["snat", "dsr", "hybrid"])]
+    pub mesh_mode: Option<String>,
 }
 
 impl SettingsArgs {
@@ -71,6 +75,7 @@ impl SettingsArgs {
             dispatcher_heartbeat_ms: self.dispatcher_heartbeat.map(convert::duration_ms),
             cert_expiry_secs: self.cert_expiry.map(|d| d.as_secs()),
             snapshot_interval: self.snapshot_interval,
+            mesh_mode: self.mesh_mode.clone(),
         }
     }
 }

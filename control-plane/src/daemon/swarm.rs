@@ -113,7 +113,7 @@ pub async fn init(
     check_pools(&request.default_addr_pool, subnet_size)?;
 
     let mut cluster = Cluster::default();
-    let settings = request.settings.unwrap_or_default();
+    let settings = request.settings.clone().unwrap_or_default();
     apply_settings(&mut cluster, &settings)?;
     let expiry = CertExpiry::new(cluster.spec.ca_config.node_cert_expiry)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;

@@ -84,6 +84,7 @@ pub fn mesh_changes(changes: &MeshChanges) -> pb::MeshChanges {
         settings: settings.map(|s| pb::MeshSettings {
             hash_seed: s.hash_seed,
             vxlan_port: u32::from(s.vxlan_port),
+            mesh_mode: s.mesh_mode.as_str().to_owned(),
         }),
         update_networks: update_networks.iter().map(wire::mesh_network).collect(),
         remove_networks: remove_networks.clone(),

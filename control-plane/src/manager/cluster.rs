@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hive_dataplane::mesh::mode::MeshMode;
+
 use super::Manager;
 use super::ca::join_tokens;
 use crate::api::{ApiError, convert, pb};
@@ -14,6 +16,20 @@ use crate::store::objects::{Cluster, Node, NodeRole};
 pub const LABEL_ADDR_POOL: &str = "hive.default-addr-pool";
 pub const LABEL_SUBNET_SIZE: &str = "hive.default-addr-pool-mask-length";
 pub const LABEL_DATA_PATH_PORT: &str = "hive.data-path-port";
+/// `--mesh-mode` (docs/dsr.md); absent means snat. Unlike the others, `swarm update` may
+/// change it.
+pub const LABEL_MESH_MODE: &str = "hive.mesh-mode";
+
+/// The swarm's mesh mode (snat when unset or unreadable).
+pub fn mesh_mode(cluster: &Cluster) -> MeshMode {
+    cluster
+        .spec
+        .annotations
+        .labels
+        .get(LABEL_MESH_MODE)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_default()
+}
 
 /// Swarm's defaults for those settings.
 pub const DEFAULT_ADDR_POOL: &str = "10.0.0.0/8";
@@ -96,6 +112,18 @@ pub fn apply_settings(
             ));
         }
         cluster.spec.raft.snapshot_interval = interval;
+    }
+    if let Some(mode) = &settings.mesh_mode {
+        let mode: MeshMode =
+            mode.parse()
+                .map_err(|e: hive_dataplane::mesh::mode::UnknownMeshMode| {
+                    ApiError::Invalid(e.to_string())
+                })?;
+        cluster
+            .spec
+            .annotations
+            .labels
+            .insert(LABEL_MESH_MODE.to_owned(), mode.as_str().to_owned());
     }
     Ok(())
 }

@@ -101,6 +101,12 @@ pub enum PacketCounterSlot {
     /// Frames to one of the node's control-plane ports
     /// ([`NodeConfig::control_ports`]), passed to the kernel unbalanced.
     ControlPort = 3,
+    /// Direct return (`docs/dsr.md`), on the backend's node: replies sent
+    /// straight to the client with the ingress node's address as source.
+    DirectReturn = 4,
+    /// Direct return, on the ingress node: client packets tunnelled with
+    /// the direct-return mark (their replies will not come back here).
+    DirectIngress = 5,
 }
 
 impl PacketCounterSlot {
@@ -154,6 +160,11 @@ impl NodeConfig {
     /// Set once user space has filled the entry; until then every program
     /// passes traffic untouched.
     pub const FLAG_CONFIGURED: u16 = 1 << 0;
+    /// Mesh mode (`docs/dsr.md`): new TCP flows to a remote backend are
+    /// balanced for direct return (`--mesh-mode dsr` or `hybrid`).
+    pub const FLAG_DIRECT_RETURN_TCP: u16 = 1 << 1;
+    /// Mesh mode: new UDP flows too (`--mesh-mode dsr`).
+    pub const FLAG_DIRECT_RETURN_UDP: u16 = 1 << 2;
 }
 
 /// A service front end: a VIP:port, or a published port on the node's
@@ -314,6 +325,12 @@ impl FlowEntry {
     /// port inside the task, so the reply's destination (the VIP) is turned
     /// back into the task's own address as well.
     pub const FLAG_HAIRPIN: u8 = 1 << 2;
+    /// Direct return (`docs/dsr.md`). Forward (ingress node): the flow was
+    /// tunnelled with the direct-return mark and has no `ReverseNat` entry;
+    /// it keeps that path whatever the mesh mode becomes. Tunnel (backend's
+    /// node): replies leave straight to the client, with `addr_be:port_be`
+    /// (the ingress node's address and published port) as their source.
+    pub const FLAG_DIRECT_RETURN: u8 = 1 << 3;
 }
 
 /// A task on an overlay network.

@@ -4,7 +4,7 @@
 
 use hive_common::{
     DropReason, flow_hash,
-    maps::{FlowKey, FlowKind, Frontend, NodeConfig},
+    maps::{FlowEntry, FlowKey, FlowKind, Frontend, IPPROTO_TCP, NodeConfig},
 };
 
 use crate::{
@@ -24,6 +24,30 @@ pub struct Decision {
     pub refresh: bool,
     /// The flow's TCP state after this packet.
     pub tcp_state: u8,
+    /// The flow's `Forward` entry says it runs with direct return
+    /// (`FlowEntry::FLAG_DIRECT_RETURN`); false for a new pick, whose path
+    /// the node's mesh mode decides ([`direct_return`]).
+    pub direct: bool,
+}
+
+/// Whether a flow to `target` runs with direct return (`docs/dsr.md`): only
+/// north-south flows to a remote backend do; an established flow keeps the
+/// path it started on, a new one follows the node's mesh mode for its
+/// protocol.
+#[inline(always)]
+pub fn direct_return(node: &NodeConfig, d: &Decision, proto: u8) -> bool {
+    if !d.target.remote {
+        return false;
+    }
+    if !d.new {
+        return d.direct;
+    }
+    let flag = if proto == IPPROTO_TCP {
+        NodeConfig::FLAG_DIRECT_RETURN_TCP
+    } else {
+        NodeConfig::FLAG_DIRECT_RETURN_UDP
+    };
+    node.flags & flag != 0
 }
 
 /// The flow's hash: Maglev's key, and the VXLAN source port of its tunnel.
@@ -83,6 +107,7 @@ pub fn decide(
                 // which node answers.
                 refresh: hit.refreshed || opens,
                 tcp_state: hit.entry.tcp_state,
+                direct: hit.entry.flags & FlowEntry::FLAG_DIRECT_RETURN != 0,
             });
         }
     }
@@ -95,5 +120,6 @@ pub fn decide(
         new: true,
         refresh: true,
         tcp_state: conntrack::next_tcp_state(fwd.proto, 0, tcp_flags),
+        direct: false,
     })
 }

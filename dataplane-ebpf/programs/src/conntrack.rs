@@ -183,6 +183,9 @@ pub struct Balanced {
     /// its replies go to the service address, which keys the `ReverseNat`
     /// entry instead of the client's.
     pub hairpin: bool,
+    /// Direct return (`docs/dsr.md`): the replies never come back through
+    /// this node, so the flow needs no `ReverseNat` entry here.
+    pub direct: bool,
 }
 
 /// Write (or refresh) the `Forward` and `ReverseNat` entries of a flow the
@@ -200,6 +203,11 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
     } else {
         0
     };
+    let direct = if b.direct {
+        FlowEntry::FLAG_DIRECT_RETURN
+    } else {
+        0
+    };
     // SAFETY: this CPU's scratch slot; nothing else runs on this CPU while
     // the program does (BPF programs are not preempted by each other on a
     // CPU for the same hook; and nothing keeps data in it across calls).
@@ -212,10 +220,13 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
         (*e).backend = target.backend;
         (*e).port_be = target.port_be;
         (*e).tcp_state = b.tcp_state;
-        (*e).flags = remote;
+        (*e).flags = remote | direct;
         (*e).client_mac = [0; 6];
         (*e)._pad = [0; 2];
         upsert(fwd, &*e);
+    }
+    if b.direct {
+        return;
     }
     let (reply_to_be, hairpin) = if b.hairpin {
         (b.service_addr_be, FlowEntry::FLAG_HAIRPIN)
@@ -263,11 +274,25 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
 /// that entry: the newest opening packet decides which node answers. A SYN
 /// through this node's own published port rewrites its `ReverseNat` entry
 /// in turn (`balance::decide`), which is then found first again.
+///
+/// `direct_port_be` is the published port of a flow the peer balanced for
+/// direct return (`docs/dsr.md`), 0 otherwise: the entry then tells
+/// `tc_from_task` to send the replies straight to the client, from the
+/// peer's address (the one the client used) and that port.
 #[inline(always)]
-pub fn record_tunnel(key: &FlowKey, peer_be: u32, vni: u32, tcp_flags: u8, now: u64) {
+pub fn record_tunnel(
+    key: &FlowKey,
+    peer_be: u32,
+    vni: u32,
+    direct_port_be: u16,
+    tcp_flags: u8,
+    now: u64,
+) {
     let hit = lookup(key, tcp_flags, now, false);
     let stale = match &hit {
-        Some(h) => h.entry.node_be != peer_be || h.entry.vni != vni,
+        Some(h) => {
+            h.entry.node_be != peer_be || h.entry.vni != vni || h.entry.port_be != direct_port_be
+        }
         None => true,
     };
     let opens = if key.proto == IPPROTO_TCP {
@@ -282,11 +307,19 @@ pub fn record_tunnel(key: &FlowKey, peer_be: u32, vni: u32, tcp_flags: u8, now: 
         let _ = CT.remove(reverse);
     }
     if stale {
+        let direct = direct_port_be != 0;
         let entry = FlowEntry {
             last_seen_ns: now,
+            addr_be: if direct { peer_be } else { 0 },
             node_be: peer_be,
             vni,
+            port_be: direct_port_be,
             tcp_state: next_tcp_state(key.proto, 0, tcp_flags),
+            flags: if direct {
+                FlowEntry::FLAG_DIRECT_RETURN | FlowEntry::FLAG_NORTH_SOUTH
+            } else {
+                0
+            },
             ..FlowEntry::default()
         };
         upsert(key, &entry);

@@ -29,6 +29,11 @@ pub const TCP_ACK: u8 = 0x10;
 
 /// VXLAN flags byte: "I" (a valid VNI follows), RFC 7348 §5.
 pub const VXLAN_FLAG_I: u8 = 0x08;
+/// VXLAN flags byte: hive's direct-return mark (`docs/dsr.md`), at the bit
+/// VXLAN-GBP calls G; bytes 2–3 (GBP's group policy ID) then carry the
+/// published port the client used, the outer source the ingress node's
+/// address. Only hive nodes read it.
+pub const VXLAN_FLAG_DIRECT_RETURN: u8 = 0x80;
 
 #[repr(C, packed)]
 #[derive(Copy, Clone)]

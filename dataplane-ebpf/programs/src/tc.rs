@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
 use hive_common::{
     DropReason, flow_hash,
-    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig},
+    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig, PacketCounterSlot},
     trace::TraceVerdict,
 };
 
@@ -137,6 +137,9 @@ fn flow(
     }
     key.kind = FlowKind::Tunnel as u8;
     if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
+        if hit.entry.flags & FlowEntry::FLAG_DIRECT_RETURN != 0 {
+            return direct_return(ctx, ip, l4, hit.entry, now);
+        }
         let peer_mac = maps::peer_mac(hit.entry.node_be).ok_or(DropReason::UnknownPeer)?;
         *out = Tunnel::new(hit.entry.node_be, peer_mac, hit.entry.vni);
         return Ok(TUNNEL);
@@ -222,6 +225,7 @@ fn balance(
         new,
         refresh,
         tcp_state,
+        ..
     } = balance::decide(fe, &fwd, hash, l4.tcp_flags, now, Some(ip.saddr_be))?;
     let tunnel = if target.remote {
         let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
@@ -252,6 +256,7 @@ fn balance(
             client_mac: [0; 6],
             tcp_state,
             hairpin,
+            direct: false,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }
@@ -292,6 +297,40 @@ fn reverse_nat(
     }
     nat::to_client(pkt, node, e)?;
     redirect(node.underlay_ifindex, 0)
+}
+
+/// Direct return (`docs/dsr.md`): a local task's reply to a client another
+/// node balanced to it. Source := that node's address and published port
+/// (`e`, the flow's `Tunnel` entry), then straight out of the underlay NIC
+/// to the client; the kernel's neighbour table gives the next hop
+/// (`bpf_redirect_neigh`: the client may sit behind a router this node
+/// reaches differently from the ingress node). Not inlined: a sibling of
+/// the lookups' frames, like [`encap`].
+#[inline(never)]
+fn direct_return(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    l4: &L4,
+    e: &FlowEntry,
+    now: u64,
+) -> Result<i32, DropReason> {
+    let Some(node) = maps::node() else {
+        return Ok(OK);
+    };
+    nat::snat(&mut TcPacket { ctx }, ip, l4, e.addr_be, e.port_be)?;
+    counters::count(PacketCounterSlot::DirectReturn, u64::from(ip.tot_len));
+    if events::on() {
+        events::reverse_nat(ctx, ip, l4, e, now);
+    }
+    // SAFETY: bpf_redirect_neigh only records the target (no next hop
+    // given: null params, size 0); it returns TC_ACT_REDIRECT or
+    // TC_ACT_SHOT for invalid flags.
+    let ret = unsafe { bpf_redirect_neigh(node.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
+    if ret == i64::from(TC_ACT_REDIRECT) {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(DropReason::RedirectFailed)
+    }
 }
 
 /// The hairpin of a task that reached its own service through the VIP

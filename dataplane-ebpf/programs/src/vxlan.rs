@@ -18,7 +18,7 @@ use hive_common::{DropReason, maps::NodeConfig};
 
 use crate::headers::{
     ETH_HDR_LEN, ETH_P_IP_BE, EthHdr, IP_DF, IPV4_HDR_LEN, Ipv4Hdr, UDP_HDR_LEN, UdpHdr,
-    VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VXLAN_HDR_LEN, VxlanHdr, VxlanOuter,
+    VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I, VXLAN_HDR_LEN, VxlanHdr, VxlanOuter,
 };
 use hive_common::maps::IPPROTO_UDP;
 
@@ -27,9 +27,11 @@ use hive_common::maps::IPPROTO_UDP;
 pub struct Tunnel {
     pub node_be: u32,
     pub peer_mac: [u8; 6],
-    /// Explicit, so that copies never move uninitialised padding (the
-    /// verifier rejects reading a register LLVM left undefined).
-    pub _pad: [u8; 2],
+    /// Direct return (`docs/dsr.md`): the published port the client used
+    /// (network order), carried in the VXLAN header; 0 for today's path.
+    /// A field rather than padding, so that copies never move uninitialised
+    /// bytes (the verifier rejects reading a register LLVM left undefined).
+    pub direct_port_be: u16,
     pub vni: u32,
 }
 
@@ -39,7 +41,7 @@ impl Tunnel {
         Tunnel {
             node_be,
             peer_mac,
-            _pad: [0; 2],
+            direct_port_be: 0,
             vni,
         }
     }
@@ -76,8 +78,16 @@ pub fn outer(node: &NodeConfig, tunnel: &Tunnel, inner_ip_len: u16, hash: u32) -
             check_be: 0,
         },
         vxlan: VxlanHdr {
-            flags: VXLAN_FLAG_I,
-            _reserved1: [0; 3],
+            flags: if tunnel.direct_port_be != 0 {
+                VXLAN_FLAG_I | VXLAN_FLAG_DIRECT_RETURN
+            } else {
+                VXLAN_FLAG_I
+            },
+            // Memory order: byte 1 reserved, bytes 2-3 the port as on the wire.
+            _reserved1: {
+                let [hi, lo] = tunnel.direct_port_be.to_ne_bytes();
+                [0, hi, lo]
+            },
             vni_be: (tunnel.vni << 8).to_be(),
         },
     }

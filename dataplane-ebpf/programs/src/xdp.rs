@@ -17,7 +17,10 @@ use crate::{
     balance::{self, Decision},
     conntrack::{self, Balanced},
     counters, events, handoff,
-    headers::{ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_I, VxlanHdr},
+    headers::{
+        ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I,
+        VxlanHdr,
+    },
     icmp, lb, maps, mss, nat,
     packet::{Packet, XdpPacket},
     parse::{self, Ipv4, L4},
@@ -109,12 +112,15 @@ fn ingress(
     let now = conntrack::now();
     let hash = balance::hash(node, ip, l4);
     let fwd = balance::forward_key(ip, l4);
+    let decision = balance::decide(fe, &fwd, hash, l4.tcp_flags, now, None)?;
+    let direct = balance::direct_return(node, &decision, ip.proto);
     let Decision {
         target,
         new,
         refresh,
         tcp_state,
-    } = balance::decide(fe, &fwd, hash, l4.tcp_flags, now, None)?;
+        ..
+    } = decision;
     let tunnel = if target.remote {
         let peer_mac = maps::peer_mac(target.node_be).ok_or(DropReason::UnknownPeer)?;
         if ip.tot_len > node.overlay_mtu {
@@ -127,7 +133,11 @@ fn ingress(
             }
             return Ok(xdp_action::XDP_TX);
         }
-        Some(Tunnel::new(target.node_be, peer_mac, target.vni))
+        let mut tunnel = Tunnel::new(target.node_be, peer_mac, target.vni);
+        if direct {
+            tunnel.direct_port_be = l4.dport_be;
+        }
+        Some(tunnel)
     } else {
         None
     };
@@ -143,6 +153,7 @@ fn ingress(
             client_mac: eth.src,
             tcp_state,
             hairpin: false,
+            direct,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }
@@ -157,6 +168,9 @@ fn ingress(
     };
     mss::clamp(pkt, ip, l4, overlay_mss(node))?;
     vxlan::encap_xdp(ctx, node, &tunnel, ip.tot_len, hash)?;
+    if direct {
+        counters::count(PacketCounterSlot::DirectIngress, u64::from(ip.tot_len));
+    }
     if events::on() {
         events::to_backend(ctx, ip, l4, &target, now);
     }
@@ -187,6 +201,13 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     }
     let vni = u32::from_be(vx.vni_be) >> 8;
     let peer_be = outer.saddr_be;
+    // Direct return (`docs/dsr.md`): the peer balanced this flow from its
+    // published port, carried here; its address is the outer source.
+    let direct_port_be = if vx.flags & VXLAN_FLAG_DIRECT_RETURN != 0 {
+        u16::from_ne_bytes([vx._reserved1[1], vx._reserved1[2]])
+    } else {
+        0
+    };
 
     vxlan::decap_xdp(ctx)?;
     let mut pkt = XdpPacket { ctx };
@@ -231,7 +252,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
                 inner.proto,
                 FlowKind::Tunnel,
             );
-            conntrack::record_tunnel(&key, peer_be, vni, l4.tcp_flags, now);
+            conntrack::record_tunnel(&key, peer_be, vni, direct_port_be, l4.tcp_flags, now);
         }
     }
     // Addressed to this node, so that the kernel takes the frame even where

@@ -10,7 +10,7 @@ use std::{
 
 use hive_dataplane::{
     lab::Lab,
-    mesh::{Protocol, ServicePort},
+    mesh::{Protocol, ServicePort, mode::MeshMode},
     static_mesh::{ServiceDef, StaticMesh, StaticMeshError},
 };
 
@@ -47,10 +47,19 @@ pub fn hive_at(
     lab: &Lab,
     run_dir: &Path,
     services: u32,
+    mode: MeshMode,
     load: &Load,
 ) -> Result<PathFigures, HiveRunError> {
     let mut mesh = StaticMesh::new(lab, 0x00be_7c4e)?;
+    mesh.set_mesh_mode(mode);
     let measured = measure_on(&mut mesh, lab, run_dir, services, load);
+    let measured = measured.map(|mut f| {
+        // Today's path keeps its name (`hive`); the direct-return modes are rows of their own.
+        if mode != MeshMode::Snat {
+            f.path = format!("hive-{mode}");
+        }
+        f
+    });
     let down = mesh.teardown();
     let figures = measured?;
     down?;

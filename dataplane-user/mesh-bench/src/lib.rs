@@ -6,6 +6,7 @@
 //! the benchmark crate (`benches/`), which depends on it instead: product code never
 //! depends on benchmark code.
 
+pub mod bulk;
 pub mod hive_runs;
 pub mod kernel_path;
 pub mod kernel_runs;

@@ -13,7 +13,10 @@
 
 use std::path::PathBuf;
 
-use hive_dataplane::lab::{LabGuard, LabSpec};
+use hive_dataplane::{
+    lab::{LabGuard, LabSpec},
+    mesh::mode::MeshMode,
+};
 
 use crate::{
     hive_runs::{self, HiveRunError},
@@ -69,14 +72,17 @@ pub enum BenchError {
 #[derive(Debug, Clone, Copy)]
 enum Turn {
     Kernel(RuleEngine),
-    Hive,
+    /// hive in one mesh mode (docs/dsr.md).
+    Hive(MeshMode),
 }
 
 /// The paths in their first round's order.
-const TURNS: [Turn; 3] = [
+const TURNS: [Turn; 5] = [
     Turn::Kernel(RuleEngine::Iptables),
     Turn::Kernel(RuleEngine::Nftables),
-    Turn::Hive,
+    Turn::Hive(MeshMode::Snat),
+    Turn::Hive(MeshMode::Dsr),
+    Turn::Hive(MeshMode::Hybrid),
 ];
 
 /// Run the whole benchmark, print the table, write JSON; returns the report.
@@ -132,7 +138,9 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
                         Turn::Kernel(engine) => {
                             kernel_runs::kernel_at(&lab, &kernel, engine, services, &config.load)?
                         }
-                        Turn::Hive => hive_runs::hive_at(&lab, &run_dir, services, &config.load)?,
+                        Turn::Hive(mode) => {
+                            hive_runs::hive_at(&lab, &run_dir, services, mode, &config.load)?
+                        }
                     });
                 }
             }

@@ -217,7 +217,7 @@ pub(super) fn node_config(node: &NodeIdentity, underlay: UnderlayLink) -> NodeCo
         underlay_mac: underlay.mac,
         vxlan_port_be: node.vxlan_port.to_be(),
         overlay_mtu: node.overlay_mtu(),
-        flags: NodeConfig::FLAG_CONFIGURED,
+        flags: NodeConfig::FLAG_CONFIGURED | node.mesh_mode.node_flags(),
         control_ports: control_ports(&node.control_ports),
     }
 }

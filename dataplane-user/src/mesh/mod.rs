@@ -11,6 +11,7 @@ pub mod fake;
 mod fast;
 mod incremental;
 mod index;
+pub mod mode;
 mod ops;
 mod recover;
 mod seqdiff;

@@ -58,6 +58,9 @@ pub struct NodeIdentity {
     /// most [`hive_common::maps::MAX_CONTROL_PORTS`].
     #[serde(default)]
     pub control_ports: Vec<ControlPlanePort>,
+    /// The swarm's mesh mode (`docs/dsr.md`); today's path unless set.
+    #[serde(default)]
+    pub mesh_mode: super::mode::MeshMode,
 }
 
 /// A port of the node's own control plane.

@@ -39,6 +39,7 @@ pub(crate) fn sample_state() -> MeshState {
             hash_seed: 7,
             underlay_mtu: 1500,
             control_ports: Vec::new(),
+            mesh_mode: Default::default(),
         },
         networks: vec![
             Network {

@@ -82,6 +82,7 @@ fn complete(services: u8) -> AssignmentChange {
             settings: Some(crate::agent::mesh_view::MeshSettings {
                 hash_seed: 42,
                 vxlan_port: 4789,
+                mesh_mode: Default::default(),
             }),
             update_networks: vec![MeshNetwork {
                 id: "ing".into(),

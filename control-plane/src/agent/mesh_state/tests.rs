@@ -43,6 +43,7 @@ fn view() -> MeshView {
     MeshView {
         hash_seed: 42,
         vxlan_port: 4789,
+        mesh_mode: Default::default(),
         networks: vec![
             MeshNetwork {
                 id: "ing".into(),

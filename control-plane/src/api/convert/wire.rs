@@ -22,6 +22,9 @@ pub enum WireError {
     /// A port protocol hive cannot program (SCTP).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// A mesh mode this node does not know (issue 21).
+    #[error(transparent)]
+    MeshMode(#[from] hive_dataplane::mesh::mode::UnknownMeshMode),
 }
 
 impl From<WireError> for crate::api::ApiError {

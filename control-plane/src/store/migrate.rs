@@ -96,3 +96,99 @@ fn seal_table_u64(
     txn.commit()?;
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase as _;
+
+    use super::*;
+
+    /// One data key for every test of this binary: the key is process-wide, and tests run in
+    /// parallel, so no test may install another one or remove it.
+    pub(crate) fn install_test_key() {
+        static KEY: std::sync::OnceLock<crate::encryption::Key> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| crate::encryption::Key::from_bytes([7; 32]));
+        codec::set_data_key(Some(key.clone()));
+    }
+
+    const SECRET: &str = "cry-unit-secret-0451";
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn sealed_values_hide_their_plaintext_and_read_back() {
+        install_test_key();
+        let bytes = codec::encode("test value", &SECRET).unwrap();
+        assert!(codec::is_sealed(&bytes));
+        assert!(!contains(&bytes, SECRET));
+        let back: String = codec::decode("test value", &bytes).unwrap();
+        assert_eq!(back, SECRET);
+        // A value written before encryption still reads.
+        let plain = serde_json::to_vec(&SECRET).unwrap();
+        assert_eq!(
+            codec::decode::<String>("old value", &plain).unwrap(),
+            SECRET
+        );
+        // A damaged sealed value is an error, never garbage.
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(matches!(
+            codec::decode::<String>("damaged", &damaged),
+            Err(codec::CodecError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plaintext_store_is_sealed_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = serde_json::to_vec(&SECRET).unwrap();
+        {
+            let db = Database::create(dir.path().join(STATE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(SM_META)
+                .unwrap()
+                .insert("note", plain.as_slice())
+                .unwrap();
+            txn.open_table(object_table(ObjectKind::Service))
+                .unwrap()
+                .insert("svc1", plain.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+            let db = Database::create(dir.path().join(LOG_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LOG)
+                .unwrap()
+                .insert(1, plain.as_slice())
+                .unwrap();
+            txn.open_table(LOG_META)
+                .unwrap()
+                .insert("vote", plain.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        install_test_key();
+        assert_eq!(seal_plaintext(dir.path()).unwrap(), 4);
+        assert_eq!(seal_plaintext(dir.path()).unwrap(), 0, "already sealed");
+        for file in [STATE_FILE, LOG_FILE] {
+            let bytes = std::fs::read(dir.path().join(file)).unwrap();
+            assert!(
+                !contains(&bytes, SECRET),
+                "{file} still holds the plaintext"
+            );
+        }
+        let db = Database::create(dir.path().join(STATE_FILE)).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(object_table(ObjectKind::Service)).unwrap();
+        let value = table.get("svc1").unwrap().unwrap();
+        assert!(codec::is_sealed(value.value()));
+        assert_eq!(
+            codec::decode::<String>("svc1", value.value()).unwrap(),
+            SECRET
+        );
+    }
+}

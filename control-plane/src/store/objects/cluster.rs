@@ -135,7 +135,7 @@ pub struct RootCa {
     /// PEM.
     pub ca_cert: String,
     /// PEM. Kept in the store, as SwarmKit does, so that any manager can sign node certificates
-    /// after a leader change. The store is not encrypted at rest yet (docs/store.md).
+    /// after a leader change. Sealed on disk with the store (docs/encryption.md).
     pub ca_key: Option<String>,
     /// Digest of `ca_cert` as embedded in join tokens.
     pub ca_cert_hash: String,

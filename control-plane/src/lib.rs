@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod demo;
 pub mod dispatcher;
+pub mod encryption;
 pub mod engine_api;
 pub mod executor;
 pub mod gossip;

@@ -44,6 +44,9 @@ pub enum ApiError {
     NotManager,
     #[error("{LOST_QUORUM}")]
     NoLeader,
+    /// A manager of an autolocked swarm that was restarted and not unlocked yet.
+    #[error("{}", crate::encryption::LOCKED)]
+    Locked,
     #[error("this manager is not the leader; the leader is at {addr}")]
     NotLeader { addr: String },
     #[error("{kind} {query} not found")]
@@ -110,7 +113,8 @@ impl ApiError {
             Self::NotInSwarm
             | Self::AlreadyInSwarm
             | Self::NoSwarmForCluster
-            | Self::NotManager => (Code::FailedPrecondition, true),
+            | Self::NotManager
+            | Self::Locked => (Code::FailedPrecondition, true),
             Self::NoLeader => (Code::Unknown, false),
             Self::NotLeader { .. } => (Code::Unavailable, false),
             Self::NotFound { .. } => (Code::NotFound, true),

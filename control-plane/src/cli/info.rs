@@ -48,6 +48,7 @@ pub fn render(info: &pb::InfoResponse) -> String {
         pb::LocalNodeState::Pending => "pending",
         pb::LocalNodeState::Active => "active",
         pb::LocalNodeState::Error => "error",
+        pb::LocalNodeState::Locked => "locked",
     };
     let _ = writeln!(out, " Swarm: {state}");
     if info.state() == pb::LocalNodeState::Error && !info.error.is_empty() {

@@ -23,6 +23,7 @@ pub mod output;
 pub mod service;
 pub mod stack;
 pub mod swarm;
+mod unlock_prompt;
 pub mod usage;
 
 #[derive(Debug, Parser)]

@@ -66,6 +66,9 @@ pub struct SettingsArgs {
     /// "dsr" (straight from the backend's node), "hybrid" (dsr for TCP, snat for UDP).
     #[arg(long, value_parser = ["snat", "dsr", "hybrid"])]
     pub mesh_mode: Option<String>,
+    /// Change manager autolocking setting (true|false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub autolock: Option<bool>,
 }
 
 impl SettingsArgs {
@@ -76,6 +79,7 @@ impl SettingsArgs {
             cert_expiry_secs: self.cert_expiry.map(|d| d.as_secs()),
             snapshot_interval: self.snapshot_interval,
             mesh_mode: self.mesh_mode.clone(),
+            autolock: self.autolock,
         }
     }
 }
@@ -148,6 +152,24 @@ pub enum SwarmCommand {
         #[command(flatten)]
         settings: SettingsArgs,
     },
+    /// Unlock swarm.
+    Unlock,
+    /// Manage the unlock key.
+    UnlockKey {
+        /// Only display token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate unlock key.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+/// Docker's text around an unlock key (docker CLI `printUnlockCommand`).
+fn print_unlock_key(key: &str) {
+    println!(
+        "To unlock a swarm manager after it restarts, run the `hive swarm unlock`\ncommand and provide the following key:\n\n    {key}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager."
+    );
 }
 
 pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
@@ -190,6 +212,9 @@ pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "To add a manager to this swarm, run 'hive swarm join-token manager' and follow the instructions.\n"
                 );
+                if settings.autolock == Some(true) {
+                    print_unlock_key(&client.control.unlock_key(false).await?);
+                }
             }
             SwarmCommand::Join {
                 token,
@@ -246,6 +271,31 @@ pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
             SwarmCommand::Update { settings } => {
                 client.control.update_swarm(settings.to_pb()).await?;
                 println!("Swarm updated.");
+                if settings.autolock == Some(true) {
+                    let key = client.control.unlock_key(false).await?;
+                    if !key.is_empty() {
+                        print_unlock_key(&key);
+                    }
+                }
+            }
+            SwarmCommand::Unlock => {
+                let key = super::unlock_prompt::read_unlock_key()
+                    .map_err(|e| CliFailure::Usage(format!("cannot read the unlock key: {e}")))?;
+                client.swarm.unlock(pb::UnlockRequest { key }).await?;
+            }
+            SwarmCommand::UnlockKey { quiet, rotate } => {
+                let key = client.control.unlock_key(rotate).await?;
+                if key.is_empty() {
+                    return Err(CliFailure::Usage("no unlock key is set".to_owned()));
+                }
+                if quiet {
+                    println!("{key}");
+                } else {
+                    if rotate {
+                        println!("Successfully rotated manager unlock key.\n");
+                    }
+                    print_unlock_key(&key);
+                }
             }
         }
         Ok::<(), CliFailure>(())

@@ -304,6 +304,16 @@ impl Control {
             .into_inner())
     }
 
+    /// The managers' unlock key (empty without autolock), a new one if `rotate`.
+    pub async fn unlock_key(&mut self, rotate: bool) -> Result<String, ClientError> {
+        Ok(self
+            .rpc
+            .unlock_key(pb::UnlockKeyRequest { rotate })
+            .await?
+            .into_inner()
+            .key)
+    }
+
     /// The join token of `role`, a new one if `rotate`.
     pub async fn join_token(
         &mut self,

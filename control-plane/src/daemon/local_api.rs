@@ -45,6 +45,10 @@ impl pb::swarm_server::Swarm for LocalSwarm {
     async fn info(&self, _: tonic::Request<pb::InfoRequest>) -> Reply<pb::InfoResponse> {
         reply(swarm::info(&self.node).await)
     }
+
+    async fn unlock(&self, r: tonic::Request<pb::UnlockRequest>) -> Reply<pb::UnlockResponse> {
+        reply(super::lock::unlock(&self.node, r.into_inner()).await)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +62,9 @@ impl LocalControl {
     }
 
     fn manager(&self) -> Result<Arc<Manager>, ApiError> {
+        if self.node.locked_file().is_some() {
+            return Err(ApiError::Locked);
+        }
         let active = self.node.active().ok_or(ApiError::NoSwarmForCluster)?;
         active.manager.clone().ok_or(ApiError::NotManager)
     }
@@ -90,6 +97,14 @@ impl pb::control_server::Control for LocalControl {
         // `hive swarm join --token T ADDR` should name the manager the user is on.
         response.manager_addr = m.addr.clone();
         Ok(tonic::Response::new(response))
+    }
+
+    async fn unlock_key(
+        &self,
+        r: tonic::Request<pb::UnlockKeyRequest>,
+    ) -> Reply<pb::UnlockKeyResponse> {
+        let m = self.manager()?;
+        reply(m.unlock_key(r.into_inner()).await)
     }
 
     async fn list_nodes(

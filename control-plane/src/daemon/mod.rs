@@ -12,6 +12,7 @@ pub mod config;
 pub mod data_dir;
 pub mod images;
 pub mod local_api;
+pub mod lock;
 pub mod metrics;
 pub mod node;
 pub mod node_file;
@@ -69,6 +70,12 @@ pub enum DaemonError {
     NoRaftId,
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error("this manager's store keys: {0}")]
+    Keys(#[from] crate::encryption::KeyFileError),
+    #[error("{}", crate::encryption::LOCKED)]
+    Locked,
+    #[error("sealing this manager's store with its new data key: {0}")]
+    Seal(#[source] crate::store::DbError),
     #[error(transparent)]
     Images(#[from] crate::image_store::ImageError),
     #[error("the {which} server failed: {source}")]

@@ -15,6 +15,7 @@ use super::config::DaemonConfig;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
 use crate::dispatcher::Suspects;
+use crate::encryption::{KeyFile, StoreKeys, UnlockKey};
 use crate::image_store::ImageStore;
 use crate::manager::{Manager, ManagerParams, ManagerSlot};
 use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials};
@@ -57,6 +58,8 @@ pub struct SwarmNode {
     active: RwLock<Option<Arc<Active>>>,
     /// Why the node could not resume its swarm membership at start, if it could not.
     error: RwLock<Option<String>>,
+    /// The membership of a manager of an autolocked swarm that waits for `swarm unlock`.
+    locked: RwLock<Option<NodeFile>>,
     transition: Mutex<()>,
     events: mpsc::Sender<SessionEvent>,
     /// The node's agent (tasks and mesh). It outlives role changes, which re-activate the
@@ -90,6 +93,7 @@ impl SwarmNode {
             suspects: Arc::default(),
             active: RwLock::new(None),
             error: RwLock::new(None),
+            locked: RwLock::new(None),
             transition: Mutex::new(()),
             events,
             agent: Mutex::new(None),
@@ -108,6 +112,13 @@ impl SwarmNode {
         let Some(file) = NodeFile::load(&self.config.data_dir)? else {
             return Ok(());
         };
+        if file.role == pki::Role::Manager
+            && KeyFile::load(&self.config.data_dir)?.is_some_and(|keys| keys.is_locked())
+        {
+            tracing::warn!("{}", crate::encryption::LOCKED);
+            *self.locked.write().unwrap_or_else(|e| e.into_inner()) = Some(file);
+            return Ok(());
+        }
         let creds = CertDir::in_data_dir(&self.config.data_dir).load(SystemTime::now())?;
         self.activate(file, creds).await?;
         tracing::info!("resumed swarm membership");
@@ -127,6 +138,19 @@ impl SwarmNode {
             .clone()
     }
 
+    /// The membership waiting for `swarm unlock`, if the node is locked.
+    pub fn locked_file(&self) -> Option<NodeFile> {
+        self.locked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets a locked membership (`swarm leave --force` on a locked node).
+    pub fn clear_locked(&self) {
+        *self.locked.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     pub fn startup_error(&self) -> Option<String> {
         self.error.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -138,6 +162,30 @@ impl SwarmNode {
         file: NodeFile,
         creds: NodeCredentials,
     ) -> Result<Arc<Active>, DaemonError> {
+        self.activate_with_keys(file, creds, None).await
+    }
+
+    /// [`Self::activate`], with the store keys `swarm unlock` opened (and the key that opened
+    /// them) rather than those on disk.
+    pub async fn activate_with_keys(
+        &self,
+        file: NodeFile,
+        creds: NodeCredentials,
+        unlocked: Option<(StoreKeys, UnlockKey)>,
+    ) -> Result<Arc<Active>, DaemonError> {
+        let data_dir = &self.config.data_dir;
+        let store_keys = if creds.identity().role == pki::Role::Manager {
+            let (keys, wrapped_with) = match unlocked {
+                Some((keys, key)) => (keys, Some(key)),
+                None => (super::lock::store_keys(data_dir)?, None),
+            };
+            crate::store::set_data_key(Some(keys.dek.clone()));
+            Some((keys, wrapped_with))
+        } else {
+            // Workers keep no cluster state.
+            KeyFile::remove(data_dir)?;
+            None
+        };
         let cert_slot = CertSlot::new(&creds)?;
         let server =
             pki::server_config_with(cert_slot.clone(), creds.root(), ClientAuth::OptionalForJoin)?;
@@ -187,6 +235,15 @@ impl SwarmNode {
             mesh_link: agent.mesh_link.clone(),
         };
         tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
+        if let (Some(manager), Some((keys, wrapped_with))) = (&manager, store_keys) {
+            tokio::spawn(super::lock::follow(
+                manager.clone(),
+                data_dir.clone(),
+                keys,
+                wrapped_with,
+                stop.clone(),
+            ));
+        }
         tokio::spawn(session.run(stop));
         let active = Arc::new(Active {
             file,
@@ -199,6 +256,7 @@ impl SwarmNode {
         });
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active.clone());
         *self.error.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.clear_locked();
         Ok(active)
     }
 

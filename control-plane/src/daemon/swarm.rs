@@ -93,7 +93,7 @@ pub async fn init(
     if request.force_new_cluster {
         return super::recover::force_new_cluster(node, &request).await;
     }
-    if node.active().is_some() {
+    if node.active().is_some() || node.locked_file().is_some() {
         return Err(ApiError::AlreadyInSwarm);
     }
     check_listen_addr(node, &request.listen_addr)?;
@@ -258,6 +258,11 @@ async fn forget_swarm(node: &SwarmNode) {
     if let Err(err) = NodeFile::remove(data_dir) {
         tracing::warn!(%err, "removing this node's swarm state");
     }
+    if let Err(err) = crate::encryption::KeyFile::remove(data_dir) {
+        tracing::warn!(%err, "removing this node's store keys");
+    }
+    crate::store::set_data_key(None);
+    node.clear_locked();
 }
 
 fn with_default_port(addr: &str) -> String {
@@ -277,7 +282,7 @@ pub async fn join(
     request: pb::JoinRequest,
 ) -> Result<pb::JoinResponse, ApiError> {
     let _guard = node.lock().await;
-    if node.active().is_some() {
+    if node.active().is_some() || node.locked_file().is_some() {
         return Err(ApiError::AlreadyInSwarm);
     }
     check_listen_addr(node, &request.listen_addr)?;
@@ -438,6 +443,14 @@ pub async fn leave(
 ) -> Result<pb::LeaveResponse, ApiError> {
     let _guard = node.lock().await;
     let Some(active) = node.active() else {
+        if node.locked_file().is_some() {
+            if !request.force {
+                return Err(ApiError::Locked);
+            }
+            forget_swarm(node).await;
+            tracing::info!("left the swarm while locked");
+            return Ok(pb::LeaveResponse {});
+        }
         return Err(ApiError::NotInSwarm);
     };
     if let Some(manager) = &active.manager {
@@ -467,6 +480,14 @@ pub async fn leave(
 
 pub async fn info(node: &Arc<SwarmNode>) -> Result<pb::InfoResponse, ApiError> {
     let Some(active) = node.active() else {
+        if let Some(file) = node.locked_file() {
+            return Ok(pb::InfoResponse {
+                state: pb::LocalNodeState::Locked.into(),
+                node_id: file.node_id,
+                is_manager: true,
+                ..Default::default()
+            });
+        }
         return Ok(pb::InfoResponse {
             state: match node.startup_error() {
                 Some(_) => pb::LocalNodeState::Error,

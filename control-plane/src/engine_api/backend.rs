@@ -89,6 +89,20 @@ impl Backend {
         Ok(self.control().await?.inspect_swarm().await?)
     }
 
+    /// `swarm unlock` of this (locked) manager.
+    pub async fn unlock(&self, key: String) -> Result<(), EngineError> {
+        self.swarm()
+            .await?
+            .unlock(pb::UnlockRequest { key })
+            .await?;
+        Ok(())
+    }
+
+    /// The managers' unlock key, a new one if `rotate` (empty without autolock).
+    pub async fn unlock_key(&self, rotate: bool) -> Result<String, EngineError> {
+        Ok(self.control().await?.unlock_key(rotate).await?)
+    }
+
     pub async fn rotate_join_token(&self, role: NodeRole) -> Result<(), EngineError> {
         self.control().await?.join_token(role, true).await?;
         Ok(())

@@ -879,6 +879,7 @@ pub fn local_node_state_out(state: pb::LocalNodeState) -> m::LocalNodeState {
         pb::LocalNodeState::Pending => m::LocalNodeState::PENDING,
         pb::LocalNodeState::Active => m::LocalNodeState::ACTIVE,
         pb::LocalNodeState::Error => m::LocalNodeState::ERROR,
+        pb::LocalNodeState::Locked => m::LocalNodeState::LOCKED,
     }
 }
 

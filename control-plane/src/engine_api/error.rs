@@ -13,6 +13,8 @@ use bollard_stubs::models::ErrorResponse;
 use crate::api::ApiError;
 
 /// dockerd's `errNoSwarm`.
+/// Docker's answer on a locked manager (moby `daemon/cluster/errors.go`, `errSwarmLocked`).
+pub const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"docker swarm unlock\" to unlock it.";
 pub const NO_SWARM: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
 /// dockerd's `errNoManager`.
 pub const NO_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
@@ -77,6 +79,9 @@ impl From<tonic::Status> for EngineError {
             || message == ApiError::NotInSwarm.to_string()
         {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, NO_SWARM);
+        }
+        if message == ApiError::Locked.to_string() {
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, LOCKED);
         }
         if message == ApiError::NotManager.to_string() {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, NO_MANAGER);

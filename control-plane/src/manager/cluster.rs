@@ -105,6 +105,9 @@ pub fn apply_settings(
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         cluster.spec.ca_config.node_cert_expiry = expiry.duration();
     }
+    if let Some(autolock) = settings.autolock {
+        set_autolock(cluster, autolock)?;
+    }
     if let Some(interval) = settings.snapshot_interval {
         if interval == 0 {
             return Err(ApiError::Invalid(
@@ -145,6 +148,53 @@ pub async fn update(
         })
         .await?;
     inspect(manager).await
+}
+
+/// `--autolock`: a new unlock key when autolock turns on, none when it turns off; unchanged
+/// when the setting does not change.
+fn set_autolock(cluster: &mut Cluster, autolock: bool) -> Result<(), ApiError> {
+    if autolock == cluster.spec.encryption_config.auto_lock_managers {
+        return Ok(());
+    }
+    cluster.spec.encryption_config.auto_lock_managers = autolock;
+    cluster.unlock_key = if autolock {
+        new_unlock_key()?
+    } else {
+        String::new()
+    };
+    Ok(())
+}
+
+fn new_unlock_key() -> Result<String, ApiError> {
+    crate::encryption::UnlockKey::generate()
+        .map(|key| key.to_string())
+        .map_err(|e| ApiError::internal("making the unlock key", e))
+}
+
+/// `swarm unlock-key [--rotate]`: the unlock key, after replacing it with a new one.
+pub async fn unlock_key(
+    manager: &Manager,
+    request: pb::UnlockKeyRequest,
+) -> Result<pb::UnlockKeyResponse, ApiError> {
+    let mut cluster = manager.cluster()?;
+    if request.rotate {
+        if !cluster.spec.encryption_config.auto_lock_managers {
+            return Err(ApiError::Precondition(
+                "cannot rotate because autolock is not turned on".to_owned(),
+            ));
+        }
+        let id = cluster.id.clone();
+        let key = new_unlock_key()?;
+        cluster = manager
+            .update(|tx| {
+                Ok::<_, ApiError>(tx.modify::<Cluster>(&id, |c| c.unlock_key = key.clone())?)
+            })
+            .await?;
+        tracing::info!("rotated the managers' unlock key");
+    }
+    Ok(pb::UnlockKeyResponse {
+        key: cluster.unlock_key,
+    })
 }
 
 pub async fn join_token(

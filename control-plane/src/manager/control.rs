@@ -79,6 +79,18 @@ impl Manager {
         leader_call!(kind, self, r, cluster::join_token, join_token)
     }
 
+    pub async fn unlock_key(
+        self: &Arc<Self>,
+        r: pb::UnlockKeyRequest,
+    ) -> Result<pb::UnlockKeyResponse, ApiError> {
+        let kind = if r.rotate {
+            CallKind::Write
+        } else {
+            CallKind::Read
+        };
+        leader_call!(kind, self, r, cluster::unlock_key, unlock_key)
+    }
+
     pub async fn list_nodes(
         self: &Arc<Self>,
         r: pb::ListNodesRequest,
@@ -235,6 +247,14 @@ impl pb::control_server::Control for ControlService {
     ) -> Reply<pb::JoinTokenResponse> {
         let m = self.manager(&r)?;
         reply(m.join_token(r.into_inner()).await)
+    }
+
+    async fn unlock_key(
+        &self,
+        r: tonic::Request<pb::UnlockKeyRequest>,
+    ) -> Reply<pb::UnlockKeyResponse> {
+        let m = self.manager(&r)?;
+        reply(m.unlock_key(r.into_inner()).await)
     }
 
     async fn list_nodes(

@@ -1,10 +1,20 @@
-//! How the store turns values into bytes on disk: JSON, via serde.
+//! How the store turns values into bytes on disk: JSON, via serde, sealed with the manager's
+//! data key (DEK) when one is installed (docs/encryption.md).
+//!
+//! A sealed value is `SEALED_MAGIC ‖ nonce ‖ ciphertext ‖ tag` (ChaCha20-Poly1305, see
+//! [`crate::encryption::aead`]). JSON never starts with a NUL byte, so a value written before
+//! encryption existed is told apart and still read; [`super::migrate`] seals such values.
+//!
+//! The data key is one per daemon process, as a daemon is one node with at most one store:
+//! [`set_data_key`] installs it before the store opens.
 //!
 //! JSON costs some space and CPU next to a binary format, but it tolerates added fields
 //! (`#[serde(default)]`), so a newer hive reads an older data directory and Raft log, and an
 //! operator can read a record with standard tools. The store is not on a per-packet path.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,23 +38,92 @@ pub enum CodecError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "stored {what} is encrypted and this manager has no data key to read it (its \
+         certificates/swarm-raft-keys.json is missing); restore that file, or leave the swarm \
+         and join again"
+    )]
+    NoKey { what: String },
+    #[error(
+        "stored {what} cannot be decrypted with this manager's data key (damaged data, or a \
+         data directory mixed from two managers); restore the manager's data directory from a \
+         backup, or leave the swarm and join again"
+    )]
+    Open { what: String },
+    #[error("cannot encrypt {what}: {source}")]
+    Seal {
+        what: String,
+        #[source]
+        source: crate::encryption::AeadError,
+    },
+}
+
+/// The first bytes of a sealed value (version 1).
+pub(crate) const SEALED_MAGIC: &[u8] = b"\0hv1";
+
+static DATA_KEY: RwLock<Option<Arc<crate::encryption::Key>>> = RwLock::new(None);
+
+/// Installs (or, with `None`, removes) the data key the store seals its values with.
+pub fn set_data_key(key: Option<crate::encryption::Key>) {
+    *DATA_KEY.write().unwrap_or_else(|e| e.into_inner()) = key.map(Arc::new);
+}
+
+fn data_key() -> Option<Arc<crate::encryption::Key>> {
+    DATA_KEY.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Whether `bytes` is a sealed value.
+pub(crate) fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.starts_with(SEALED_MAGIC)
+}
+
+/// `plain`, sealed with the data key if one is installed.
+pub(crate) fn seal(what: impl fmt::Display, plain: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    let Some(key) = data_key() else {
+        return Ok(plain);
+    };
+    let sealed = key.seal(&plain).map_err(|source| CodecError::Seal {
+        what: what.to_string(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(SEALED_MAGIC.len() + sealed.len());
+    out.extend_from_slice(SEALED_MAGIC);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The plaintext of a stored value: opened if sealed, as it is otherwise.
+pub(crate) fn open(what: impl fmt::Display, bytes: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
+    let Some(sealed) = bytes.strip_prefix(SEALED_MAGIC) else {
+        return Ok(Cow::Borrowed(bytes));
+    };
+    let key = data_key().ok_or_else(|| CodecError::NoKey {
+        what: what.to_string(),
+    })?;
+    key.open(sealed)
+        .map(Cow::Owned)
+        .map_err(|_| CodecError::Open {
+            what: what.to_string(),
+        })
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(
     what: impl fmt::Display,
     value: &T,
 ) -> Result<Vec<u8>, CodecError> {
-    serde_json::to_vec(value).map_err(|source| CodecError::Encode {
+    let plain = serde_json::to_vec(value).map_err(|source| CodecError::Encode {
         what: what.to_string(),
         source,
-    })
+    })?;
+    seal(what, plain)
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(
     what: impl fmt::Display,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
-    serde_json::from_slice(bytes).map_err(|source| CodecError::Decode {
+    let plain = open(&what, bytes)?;
+    serde_json::from_slice(&plain).map_err(|source| CodecError::Decode {
         what: what.to_string(),
         source,
     })

@@ -27,8 +27,8 @@ use super::codec;
 use super::tables::{DbError, blocking};
 use super::types::{Entry, LogId, LogState, StorageError, TypeConfig, Vote};
 
-const LOG: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("log");
-const LOG_META: TableDefinition<'static, &'static str, &'static [u8]> =
+pub(super) const LOG: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("log");
+pub(super) const LOG_META: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("log_meta");
 
 const VOTE: &str = "vote";

@@ -19,6 +19,7 @@ mod error;
 mod handle;
 mod ids;
 mod lookup;
+pub mod migrate;
 mod snapshot;
 mod tables;
 mod tx;
@@ -34,7 +35,7 @@ pub mod types;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use codec::CodecError;
+pub use codec::{CodecError, set_data_key};
 pub use error::StoreError;
 pub use handle::{Store, StoreConfig, open_storage};
 pub use ids::{ID_LEN, is_valid_id, new_id};

@@ -150,7 +150,8 @@ pub(crate) fn current(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, 
             what: "snapshot metadata is stored but its data is not",
         });
     };
-    Ok(Some((meta, data.value().to_vec())))
+    let data = codec::open("the current snapshot", data.value())?.into_owned();
+    Ok(Some((meta, data)))
 }
 
 fn store_current(
@@ -159,7 +160,9 @@ fn store_current(
     data: &[u8],
 ) -> Result<(), DbError> {
     write_meta(txn, meta_key::SNAPSHOT_META, meta)?;
+    // Sent to other managers in the clear (over mutual TLS): each seals it with its own key.
+    let sealed = codec::seal("the current snapshot", data.to_vec())?;
     txn.open_table(SM_META)?
-        .insert(meta_key::SNAPSHOT_DATA, data)?;
+        .insert(meta_key::SNAPSHOT_DATA, sealed.as_slice())?;
     Ok(())
 }

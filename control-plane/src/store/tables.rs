@@ -280,17 +280,20 @@ pub(crate) fn list_objects(
 }
 
 pub(crate) fn encode_object(object: &Object) -> Result<Vec<u8>, DbError> {
-    object.encode_body().map_err(|source| {
+    let what = || format!("{} {}", object.kind(), object.id());
+    let plain = object.encode_body().map_err(|source| {
         DbError::Codec(CodecError::Encode {
-            what: format!("{} {}", object.kind(), object.id()),
+            what: what(),
             source,
         })
-    })
+    })?;
+    Ok(codec::seal(what(), plain)?)
 }
 
 fn decode_object(kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<Object, DbError> {
     count_decoded();
-    Object::decode_body(kind, bytes).map_err(|source| {
+    let bytes = codec::open(format_args!("{kind} {id}"), bytes)?;
+    Object::decode_body(kind, &bytes).map_err(|source| {
         DbError::Codec(CodecError::Decode {
             what: format!("{kind} {id}"),
             source,

@@ -146,6 +146,7 @@ pub fn settings(cluster: &Cluster) -> pb::ClusterSettings {
                 .as_str()
                 .to_owned(),
         ),
+        autolock: Some(spec.encryption_config.auto_lock_managers),
     }
 }
 

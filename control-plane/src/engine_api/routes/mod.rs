@@ -35,6 +35,8 @@ pub fn router(backend: State) -> Router {
         .route("/distribution/{*reference}", get(system::distribution))
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/update", post(swarm::update))
+        .route("/swarm/unlock", post(swarm::unlock))
+        .route("/swarm/unlockkey", get(swarm::unlock_key))
         .route("/nodes", get(nodes::list))
         .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
         .route("/nodes/{id}/update", post(nodes::update))

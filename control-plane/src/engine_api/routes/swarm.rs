@@ -32,7 +32,7 @@ pub async fn update(
         ));
     }
     if params.flag("rotateManagerUnlockKey") {
-        return Err(EngineError::not_implemented("autolock"));
+        backend.unlock_key(true).await?;
     }
     if params.flag("rotateWorkerToken") {
         backend.rotate_join_token(NodeRole::Worker).await?;
@@ -41,4 +41,22 @@ pub async fn update(
         backend.rotate_join_token(NodeRole::Manager).await?;
     }
     Ok(())
+}
+
+/// `POST /swarm/unlock` with `{"UnlockKey": "SWMKEY-1-…"}`.
+pub async fn unlock(
+    Extract(backend): Extract<State>,
+    Json(request): Json<m::SwarmUnlockRequest>,
+) -> Reply<()> {
+    backend.unlock(request.unlock_key.unwrap_or_default()).await
+}
+
+/// `GET /swarm/unlockkey`: `{"UnlockKey": "SWMKEY-1-…"}`, empty without autolock.
+pub async fn unlock_key(
+    Extract(backend): Extract<State>,
+) -> Reply<axum::Json<m::UnlockKeyResponse>> {
+    let key = backend.unlock_key(false).await?;
+    Ok(axum::Json(m::UnlockKeyResponse {
+        unlock_key: Some(key),
+    }))
 }

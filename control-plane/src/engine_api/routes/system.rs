@@ -20,6 +20,7 @@ fn swarm_header(info: &pb::InfoResponse) -> String {
         pb::LocalNodeState::Pending => "pending",
         pb::LocalNodeState::Active => "active",
         pb::LocalNodeState::Error => "error",
+        pb::LocalNodeState::Locked => "locked",
     };
     match (info.state(), info.is_manager) {
         (pb::LocalNodeState::Active, true) => format!("{state}/manager"),

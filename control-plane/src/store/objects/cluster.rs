@@ -18,6 +18,10 @@ pub struct Cluster {
     pub meta: Meta,
     pub spec: ClusterSpec,
     pub root_ca: RootCa,
+    /// The managers' unlock key (`SWMKEY-1-…`) while `spec.encryption_config` locks them;
+    /// empty otherwise. Replicated so that every manager wraps its keys with it
+    /// (docs/encryption.md); the store itself is sealed on disk.
+    pub unlock_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,14 @@ pub struct ClusterSpec {
     pub raft: RaftConfig,
     pub dispatcher: DispatcherConfig,
     pub ca_config: CaConfig,
+    pub encryption_config: EncryptionConfig,
+}
+
+/// Swarm's `EncryptionConfig`: whether a restarted manager needs the unlock key (`--autolock`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EncryptionConfig {
+    pub auto_lock_managers: bool,
 }
 
 impl Default for ClusterSpec {
@@ -38,6 +50,7 @@ impl Default for ClusterSpec {
             raft: RaftConfig::default(),
             dispatcher: DispatcherConfig::default(),
             ca_config: CaConfig::default(),
+            encryption_config: EncryptionConfig::default(),
         }
     }
 }
@@ -122,7 +135,7 @@ pub struct RootCa {
     /// PEM.
     pub ca_cert: String,
     /// PEM. Kept in the store, as SwarmKit does, so that any manager can sign node certificates
-    /// after a leader change. The store is not encrypted at rest yet (docs/store.md).
+    /// after a leader change. Sealed on disk with the store (docs/encryption.md).
     pub ca_key: Option<String>,
     /// Digest of `ca_cert` as embedded in join tokens.
     pub ca_cert_hash: String,

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{
-    CaConfig, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, DispatcherConfig, JoinTokens,
-    OrchestrationConfig, RaftConfig, RootCa,
+    CaConfig, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, DispatcherConfig, EncryptionConfig,
+    JoinTokens, OrchestrationConfig, RaftConfig, RootCa,
 };
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
 pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};

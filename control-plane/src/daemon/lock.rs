@@ -1,0 +1,131 @@
+//! A manager's store keys at start, autolock and `swarm unlock` (docs/encryption.md).
+//!
+//! - [`store_keys`]: the keys a manager opens its store with — loaded from the key file, or
+//!   made (and an older plaintext store sealed) if there is none. A locked file is refused:
+//!   the daemon then waits for [`unlock`].
+//! - [`follow`]: while a manager runs, keeps its key file wrapped as the cluster says —
+//!   with the replicated unlock key while autolock is on (re-wrapped when it is rotated),
+//!   in the clear otherwise.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::DaemonError;
+use super::node::SwarmNode;
+use super::node_file::RAFT_DIR;
+use crate::api::{ApiError, pb};
+use crate::encryption::{KeyFile, KeyFileError, StoreKeys, UnlockKey};
+use crate::manager::Manager;
+use crate::pki::CertDir;
+
+/// How often a manager compares its key file's wrapping with the cluster's autolock setting.
+const FOLLOW_PERIOD: Duration = Duration::from_millis(500);
+
+/// The keys of this manager's store, made if it has none yet. `Err(Locked)` if the key file
+/// needs the unlock key.
+pub fn store_keys(data_dir: &Path) -> Result<StoreKeys, DaemonError> {
+    if let Some(file) = KeyFile::load(data_dir)? {
+        if file.is_locked() {
+            return Err(DaemonError::Locked);
+        }
+        return Ok(file.unwrap_keys(None)?);
+    }
+    let keys = StoreKeys::generate().map_err(KeyFileError::from)?;
+    KeyFile::wrap(&keys, None)
+        .map_err(KeyFileError::from)?
+        .save(data_dir)?;
+    let raft_dir = data_dir.join(RAFT_DIR);
+    if raft_dir.exists() {
+        // A store written before encryption at rest: seal it with the new key now.
+        crate::store::set_data_key(Some(keys.dek.clone()));
+        crate::store::migrate::seal_plaintext(&raft_dir).map_err(DaemonError::Seal)?;
+    }
+    Ok(keys)
+}
+
+/// The unlock key the cluster wants the managers' keys wrapped with, if any.
+fn wanted_unlock_key(manager: &Manager) -> Option<Option<UnlockKey>> {
+    let cluster = manager.cluster().ok()?;
+    if !cluster.spec.encryption_config.auto_lock_managers || cluster.unlock_key.is_empty() {
+        return Some(None);
+    }
+    match cluster.unlock_key.parse() {
+        Ok(key) => Some(Some(key)),
+        Err(err) => {
+            tracing::warn!(%err, "the cluster's unlock key is not valid; keeping this manager's keys as they are");
+            None
+        }
+    }
+}
+
+/// Keeps the key file of `data_dir` wrapped as the cluster wants (see the module docs) until
+/// `stop`. `current` is how the file is wrapped now.
+pub async fn follow(
+    manager: Arc<Manager>,
+    data_dir: PathBuf,
+    keys: StoreKeys,
+    mut current: Option<UnlockKey>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if let Some(wanted) = wanted_unlock_key(&manager)
+            && wanted != current
+        {
+            let saved = KeyFile::wrap(&keys, wanted.as_ref())
+                .map_err(KeyFileError::from)
+                .and_then(|f| f.save(&data_dir));
+            match saved {
+                Ok(()) => {
+                    tracing::info!(
+                        autolock = wanted.is_some(),
+                        "re-wrapped this manager's store keys as the swarm's autolock setting says"
+                    );
+                    current = wanted;
+                }
+                Err(err) => tracing::warn!(%err, "could not re-wrap this manager's store keys"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_PERIOD) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// `swarm unlock`: opens the keys of a locked manager with `request.key` and starts it. A
+/// wrong key changes nothing.
+pub async fn unlock(
+    node: &Arc<SwarmNode>,
+    request: pb::UnlockRequest,
+) -> Result<pb::UnlockResponse, ApiError> {
+    let _guard = node.lock().await;
+    let Some(file) = node.locked_file() else {
+        return Err(ApiError::Refused("Swarm is not locked.".to_owned()));
+    };
+    let key: UnlockKey = request
+        .key
+        .parse()
+        .map_err(|e: crate::encryption::BadUnlockKey| ApiError::Invalid(e.to_string()))?;
+    let data_dir = &node.config.data_dir;
+    let stored = KeyFile::load(data_dir)
+        .map_err(|e| ApiError::internal("reading this manager's keys", e))?
+        .ok_or_else(|| ApiError::internal("reading this manager's keys", "the key file is gone"))?;
+    let keys = match stored.unwrap_keys(Some(&key)) {
+        Ok(keys) => keys,
+        Err(KeyFileError::WrongKey) => {
+            return Err(ApiError::Invalid(KeyFileError::WrongKey.to_string()));
+        }
+        Err(err) => return Err(ApiError::internal("opening this manager's keys", err)),
+    };
+    let creds = CertDir::in_data_dir(data_dir)
+        .load(SystemTime::now())
+        .map_err(|e| ApiError::internal("loading this node's certificates", e))?;
+    node.activate_with_keys(file, creds, Some((keys, key)))
+        .await
+        .map_err(|e| ApiError::internal("starting the unlocked manager", e))?;
+    tracing::info!("swarm unlocked");
+    Ok(pb::UnlockResponse {})
+}

@@ -1,0 +1,23 @@
+//! Encryption at rest of the managers' store, and autolock (docs/encryption.md).
+//!
+//! ```text
+//! unlock key (SWMKEY-1-…, autolock only; replicated in the Raft store)
+//!    └─ HKDF-SHA256 → wraps the KEK
+//! KEK (certificates/swarm-raft-keys.json, beside the TLS key)
+//!    └─ wraps the DEK
+//! DEK → seals every value of raft-log.redb and state.redb (store::codec)
+//! ```
+//!
+//! All sealing is ring's ChaCha20-Poly1305 ([`aead`]); nothing here is home-made crypto.
+
+pub mod aead;
+pub mod key_file;
+pub mod unlock_key;
+
+pub use aead::{AeadError, Key};
+pub use key_file::{KeyFile, KeyFileError, StoreKeys};
+pub use unlock_key::{BadUnlockKey, UnlockKey};
+
+/// Docker's answer on a locked manager (moby `daemon/cluster/errors.go`, `errSwarmLocked`),
+/// with hive's command name.
+pub const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"hive swarm unlock\" to unlock it.";

@@ -1,0 +1,281 @@
+//! Encryption at rest and autolock (issue 18, items 3 and 4), on one lab swarm of three
+//! managers: a copy of a manager's data directory reveals no secret, join token, CA key or
+//! unlock key; `swarm update --autolock=true` locks restarted managers, which refuse the
+//! cluster API with Docker's message until `swarm unlock` is given the right key; a rotated
+//! key replaces the old one on each manager as it learns of it.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+
+const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"hive swarm unlock\" to unlock it.";
+/// What a service's spec carries that must never be readable on a manager's disk.
+const SECRET: &str = "cry-sekret-5f1c9a0e7b";
+
+fn data_dir(swarm: &Swarm, node: &str) -> PathBuf {
+    swarm
+        .lab()
+        .member(node)
+        .expect("lab member")
+        .data_dir
+        .clone()
+        .expect("the node's data directory")
+}
+
+fn key_file(swarm: &Swarm, node: &str) -> String {
+    std::fs::read_to_string(data_dir(swarm, node).join("certificates/swarm-raft-keys.json"))
+        .unwrap_or_default()
+}
+
+/// Waits until `node`'s key file satisfies `check`.
+fn wait_key_file(swarm: &Swarm, node: &str, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check(&key_file(swarm, node)) {
+        assert!(
+            Instant::now() < deadline,
+            "{node}: {what} not seen in its key file"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `hive swarm unlock` on `node` with `key` on stdin.
+fn unlock(swarm: &Swarm, node: &str, key: &str) -> std::process::Output {
+    let mut command = swarm.lab().command(node, HIVE).expect("lab command");
+    command
+        .args(["swarm", "unlock"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn hive");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{key}\n").as_bytes())
+        .expect("write the key");
+    drop(stdin);
+    wait_output(child, "hive swarm unlock")
+}
+
+fn unlock_key_of(output: &str) -> String {
+    output
+        .split_whitespace()
+        .find(|w| w.starts_with("SWMKEY-1-"))
+        .unwrap_or_else(|| panic!("no unlock key in {output:?}"))
+        .to_owned()
+}
+
+fn assert_locked(swarm: &Swarm, node: &str) {
+    let refused = swarm.hive_err(node, &["node", "ls"]);
+    assert!(
+        refused.contains(LOCKED),
+        "node ls on locked {node}: {refused}"
+    );
+    let info = swarm.hive_ok(node, &["info"]);
+    assert!(info.contains("Swarm: locked"), "{info}");
+}
+
+/// Waits until `node` answers `node ls` with three ready managers.
+fn wait_serving(swarm: &Swarm, node: &str) {
+    swarm.wait_nodes("three ready managers", &[node], |nodes| {
+        nodes.len() == 3
+            && nodes.iter().all(|n| {
+                n.status
+                    .as_ref()
+                    .is_some_and(|s| s.state == hive::api::pb::NodeState::Ready as i32)
+            })
+    });
+}
+
+/// Every regular file under `dir`, copied to a fresh directory (as a thief would), with its
+/// path relative to `dir` and its bytes.
+fn copy_of(dir: &Path) -> (tempfile::TempDir, Vec<(PathBuf, Vec<u8>)>) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).expect("list") {
+            let entry = entry.expect("entry");
+            let kind = entry.file_type().expect("file type");
+            let path = entry.path();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let relative = path.strip_prefix(dir).expect("under dir").to_owned();
+                let target = copy.path().join(&relative);
+                std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+                std::fs::copy(&path, &target).expect("copy");
+                files.push((relative, std::fs::read(&target).expect("read the copy")));
+            }
+        }
+    }
+    (copy, files)
+}
+
+/// The files of the copy of `node`'s data directory that contain `needle`.
+fn holders(files: &[(PathBuf, Vec<u8>)], needle: &str) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
+fn assert_nothing_readable(swarm: &Swarm, node: &str, needles: &[&str]) {
+    let (_copy, files) = copy_of(&data_dir(swarm, node));
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("state.redb")),
+        "the copy holds the store"
+    );
+    for needle in needles {
+        assert_eq!(
+            holders(&files, needle),
+            Vec::<PathBuf>::new(),
+            "{needle:?} readable on {node}'s disk"
+        );
+    }
+    // Only the node's own TLS key is a PEM private key on disk; the root CA's is in the
+    // store, sealed.
+    assert_eq!(
+        holders(&files, "PRIVATE KEY"),
+        vec![PathBuf::from("certificates/swarm-node.key")],
+        "a private key readable on {node}'s disk"
+    );
+}
+
+#[test]
+fn autolock_and_encryption_at_rest() {
+    if !privileged("autolock_and_encryption_at_rest") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swarm = Swarm::up("cry", 3, 3);
+
+    // Cluster state worth stealing: a service's env and labels, the join tokens.
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "cryweb",
+            "--replicas",
+            "1",
+            "--env",
+            &format!("CRY_TOKEN={SECRET}"),
+            "--label",
+            &format!("cry.note={SECRET}"),
+            "hive/whoami",
+        ],
+    );
+    let worker_token = swarm.hive_ok("n1", &["swarm", "join-token", "-q", "worker"]);
+    let manager_token = swarm.hive_ok("n1", &["swarm", "join-token", "-q", "manager"]);
+    let (worker_token, manager_token) = (worker_token.trim(), manager_token.trim());
+    // The secret part of each token (the CA digest in it is public).
+    let worker_secret = worker_token.rsplit('-').next().expect("token secret");
+    let manager_secret = manager_token.rsplit('-').next().expect("token secret");
+    swarm.wait_nodes("the service everywhere", &["n1", "n2", "n3"], |_| true);
+    for node in ["n1", "n2", "n3"] {
+        assert_nothing_readable(&swarm, node, &[SECRET, worker_secret, manager_secret]);
+    }
+
+    // Lock.
+    let updated = swarm.hive_ok("n1", &["swarm", "update", "--autolock=true"]);
+    assert!(updated.starts_with("Swarm updated.\n"), "{updated}");
+    assert!(
+        updated
+            .contains("To unlock a swarm manager after it restarts, run the `hive swarm unlock`"),
+        "{updated}"
+    );
+    let first = unlock_key_of(&updated);
+    assert_eq!(
+        swarm.hive_ok("n2", &["swarm", "unlock-key", "-q"]).trim(),
+        first
+    );
+    wait_key_file(&swarm, "n3", "the lock", |f| f.contains("\"locked\""));
+
+    // A restarted manager is locked; a wrong key is refused and changes nothing.
+    swarm.restart("n3");
+    assert_locked(&swarm, "n3");
+    let wrong = "SWMKEY-1-WuYH/IX284+lRcXuoVf38viIDK3HJEKY13MIHX+tTt8";
+    let refused = unlock(&swarm, "n3", wrong);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("swarm could not be unlocked: invalid key provided"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_locked(&swarm, "n3");
+    let out = unlock(&swarm, "n3", &first);
+    assert!(out.status.success(), "unlock: {}", text(&out.stderr));
+    wait_serving(&swarm, "n3");
+
+    // Rotation while n3 is down: n3's disk still opens with the old key (it never saw the
+    // new one), then holds the new one once it has caught up.
+    swarm.kill("n3");
+    let rotated = swarm.hive_ok("n1", &["swarm", "unlock-key", "--rotate"]);
+    assert!(
+        rotated.starts_with("Successfully rotated manager unlock key.\n"),
+        "{rotated}"
+    );
+    let second = unlock_key_of(&rotated);
+    assert_ne!(second, first);
+    swarm.restart("n3");
+    assert_locked(&swarm, "n3");
+    let before = key_file(&swarm, "n3");
+    assert!(
+        !unlock(&swarm, "n3", &second).status.success(),
+        "the new key before n3 has it"
+    );
+    let out = unlock(&swarm, "n3", &first);
+    assert!(
+        out.status.success(),
+        "unlock with the old key: {}",
+        text(&out.stderr)
+    );
+    wait_serving(&swarm, "n3");
+    wait_key_file(&swarm, "n3", "the rotation", |f| {
+        f != before && f.contains("\"locked\"")
+    });
+    swarm.restart("n3");
+    assert_locked(&swarm, "n3");
+    assert!(
+        !unlock(&swarm, "n3", &first).status.success(),
+        "the old key after the rotation"
+    );
+    let out = unlock(&swarm, "n3", &second);
+    assert!(
+        out.status.success(),
+        "unlock with the new key: {}",
+        text(&out.stderr)
+    );
+    wait_serving(&swarm, "n3");
+
+    // Nothing of it is readable on any manager's disk, the unlock keys included.
+    for node in ["n1", "n2", "n3"] {
+        assert_nothing_readable(
+            &swarm,
+            node,
+            &[
+                SECRET,
+                worker_secret,
+                manager_secret,
+                &first[9..],
+                &second[9..],
+            ],
+        );
+    }
+
+    // Unlocked again: restarted managers serve at once.
+    swarm.hive_ok("n1", &["swarm", "update", "--autolock=false"]);
+    let none = swarm.hive_err("n1", &["swarm", "unlock-key"]);
+    assert!(none.contains("no unlock key is set"), "{none}");
+    wait_key_file(&swarm, "n3", "the unlock", |f| f.contains("\"plain\""));
+    swarm.restart("n3");
+    wait_serving(&swarm, "n3");
+}

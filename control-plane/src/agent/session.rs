@@ -54,6 +54,8 @@ pub struct Session {
     pub assignments: watch::Sender<Option<Arc<Assignment>>>,
     /// Task statuses waiting to be sent.
     pub statuses: StatusQueue,
+    /// Where the gossip keyring and removed nodes of each answer go.
+    pub gossip_auth: crate::gossip::GossipAuth,
 }
 
 impl Session {
@@ -266,6 +268,18 @@ impl Session {
             let _ = self
                 .events
                 .try_send(SessionEvent::Managers(self.managers.clone()));
+        }
+        if !session.gossip_keys.is_empty() {
+            let keys: Vec<crate::gossip::GossipKey> = session
+                .gossip_keys
+                .iter()
+                .map(|k| crate::gossip::GossipKey {
+                    id: k.id,
+                    secret: k.secret.clone(),
+                })
+                .collect();
+            self.gossip_auth
+                .update(&keys, session.removed_nodes.iter().cloned());
         }
         let desired = convert::pki_role(session.desired_role());
         if desired != self.role {

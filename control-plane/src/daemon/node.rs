@@ -179,6 +179,7 @@ impl SwarmNode {
             ),
             assignments: agent.assignments.clone(),
             statuses: agent.statuses.clone(),
+            gossip_auth: agent.gossip_auth.clone(),
         };
         tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
         tokio::spawn(session.run(stop));

@@ -72,6 +72,27 @@ impl Dispatcher {
             })
     }
 
+    /// `response` with the gossip keyring and the removed nodes (docs/security.md): every
+    /// heartbeat carries them, so a rotation reaches each node within one period.
+    fn with_trust(&self, mut response: pb::SessionResponse) -> pb::SessionResponse {
+        let cluster = self
+            .store
+            .view(|tx| tx.list::<Cluster>())
+            .ok()
+            .and_then(|clusters| clusters.into_iter().next());
+        if let Some(cluster) = cluster {
+            response.gossip_keys = crate::manager::trust::gossip_keys(&cluster)
+                .into_iter()
+                .map(|k| pb::GossipKey {
+                    id: k.id,
+                    secret: k.secret,
+                })
+                .collect();
+            response.removed_nodes = cluster.removed_nodes.into_iter().map(|r| r.id).collect();
+        }
+        response
+    }
+
     fn grace(&self, period: Duration) -> Duration {
         period * GRACE_MULTIPLIER
     }
@@ -106,7 +127,7 @@ impl Dispatcher {
             .insert(node_id.to_owned(), session_id.clone());
         let period = self.period();
         self.liveness.heard(node_id, self.grace(period));
-        Ok(response(session_id, period, &node, managers))
+        Ok(self.with_trust(response(session_id, period, &node, managers)))
     }
 
     /// A heartbeat within an open session.
@@ -133,7 +154,7 @@ impl Dispatcher {
             .await
             .map_err(|e| removed_or(node_id, e))?;
         }
-        Ok(response(session_id.to_owned(), period, &node, managers))
+        Ok(self.with_trust(response(session_id.to_owned(), period, &node, managers)))
     }
 
     /// Forgets a removed node.
@@ -262,5 +283,6 @@ fn response(
         period_ms: convert::duration_ms(period),
         desired_role: convert::role(node.spec.desired_role).into(),
         managers,
+        ..pb::SessionResponse::default()
     }
 }

@@ -18,6 +18,35 @@ pub struct Cluster {
     pub meta: Meta,
     pub spec: ClusterSpec,
     pub root_ca: RootCa,
+    /// Nodes removed from the swarm (`hive node rm`): their certificates are refused by every
+    /// API at once, and their gossip is ignored (SwarmKit's `BlacklistedCertificates`).
+    pub removed_nodes: Vec<RemovedNode>,
+    /// The gossip keyring, newest last; handed to nodes over mutual TLS (docs/security.md).
+    pub gossip_keys: Vec<StoredGossipKey>,
+}
+
+/// A node `hive node rm` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemovedNode {
+    pub id: String,
+    pub removed_at: super::common::Timestamp,
+}
+
+/// A gossip key as the store keeps it (encrypted at rest with the rest of the store).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredGossipKey {
+    pub id: u64,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredGossipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredGossipKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

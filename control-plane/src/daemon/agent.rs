@@ -218,6 +218,15 @@ impl NodeAgent {
         })
     }
 
+    /// The gossip members as this node sees them; `None` without gossip, or while the
+    /// handle is busy (start, stop).
+    pub fn gossip_members(&self) -> Option<Vec<crate::gossip::Member>> {
+        self.gossip
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Gossip::members))
+    }
+
     /// Why the node's data plane failed to load, if it did.
     pub fn dataplane_error(&self) -> Option<String> {
         self.dataplane.error().map(str::to_owned)

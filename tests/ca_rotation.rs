@@ -199,6 +199,24 @@ fn forged_gossip_from_the_client_changes_no_nodes_state() {
     }
     let dropped_before = dropped(&swarm, "n1");
 
+    // `hive swarm ca` prints the root every node trusts; rotation is refused, not ignored.
+    let root = swarm.hive_ok("n1", &["swarm", "ca"]);
+    let n2 = swarm.lab().member("n2").expect("n2").clone();
+    let saved = std::fs::read_to_string(
+        n2.data_dir
+            .as_deref()
+            .expect("data dir")
+            .join("certificates/swarm-root-ca.crt"),
+    )
+    .expect("n2's root");
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+    assert_eq!(root.trim(), saved.trim());
+    let refused = swarm.hive_err("n1", &["swarm", "ca", "--cert-expiry", "1h"]);
+    assert!(
+        refused.contains("`--cert-expiry` flag requires the `--rotate` flag"),
+        "{refused}"
+    );
+
     // From the client: chitchat's own format, the right cluster ID, n2's node ID with a newer
     // generation (a "restart"), then a graceful leave. Unauthenticated, this would take n2
     // down in every mesh.

@@ -93,6 +93,33 @@ impl Dispatcher {
         response
     }
 
+    /// A swarm made before gossip was authenticated has no gossip key: the first session
+    /// makes one, so its nodes can gossip again.
+    async fn ensure_gossip_key(&self) {
+        let cluster = self
+            .store
+            .view(|tx| tx.list::<Cluster>())
+            .ok()
+            .and_then(|clusters| clusters.into_iter().next());
+        let Some(cluster) = cluster.filter(|c| c.gossip_keys.is_empty()) else {
+            return;
+        };
+        let result = update(&self.store, |tx| {
+            let mut current = tx
+                .get::<Cluster>(&cluster.id)?
+                .ok_or_else(|| ApiError::internal("making a gossip key", "no cluster object"))?;
+            if current.gossip_keys.is_empty() {
+                crate::manager::trust::rotate_gossip_key(&mut current)?;
+                tx.update(current)?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(%err, "could not make the swarm's first gossip key");
+        }
+    }
+
     fn grace(&self, period: Duration) -> Duration {
         period * GRACE_MULTIPLIER
     }
@@ -108,6 +135,7 @@ impl Dispatcher {
     ) -> Result<pb::SessionResponse, ApiError> {
         let session_id =
             crate::pki::random_id().map_err(|e| ApiError::internal("making a session ID", e))?;
+        self.ensure_gossip_key().await;
         let node = update(&self.store, |tx| {
             tx.modify::<Node>(node_id, |node| {
                 node.status.state = NodeState::Ready;

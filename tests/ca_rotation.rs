@@ -49,10 +49,7 @@ fn call_every_manager_api(
                 ),
                 (
                     "ListNodes",
-                    control
-                        .list_nodes(pb::ListNodesRequest {})
-                        .await
-                        .map(drop),
+                    control.list_nodes(pb::ListNodesRequest {}).await.map(drop),
                 ),
                 (
                     "Dispatcher.Register",
@@ -95,9 +92,9 @@ fn a_removed_managers_saved_certificate_gets_nothing_from_any_api() {
 
     swarm.hive_ok("n1", &["node", "demote", "n3"]);
     swarm.wait_nodes("n3 a worker", &["n1"], |nodes| {
-        nodes.iter().any(|n| {
-            n.id == n3_id && n.manager_status.is_none() && n.role() == pb::Role::Worker
-        })
+        nodes
+            .iter()
+            .any(|n| n.id == n3_id && n.manager_status.is_none() && n.role() == pb::Role::Worker)
     });
     // Demoted but not removed, the saved manager certificate still works (as in Swarm: the
     // node's role changes with its next certificate).

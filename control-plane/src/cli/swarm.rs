@@ -183,9 +183,12 @@ impl CaArgs {
             ("external-ca", !self.external_ca.is_empty()),
         ];
         if !self.rotate {
-            return rotation_flags.iter().find(|(_, set)| *set).map(|(flag, _)| {
-                format!("`--{flag}` flag requires the `--rotate` flag to update the CA")
-            });
+            return rotation_flags
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(flag, _)| {
+                    format!("`--{flag}` flag requires the `--rotate` flag to update the CA")
+                });
         }
         Some(
             "hive cannot rotate the root CA yet (docs/security.md, \"Not done yet\"); the current root stays in place. To change the lifetime of node certificates, use `hive swarm update --cert-expiry`".to_owned(),

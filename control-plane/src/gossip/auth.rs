@@ -142,7 +142,7 @@ impl GossipAuth {
                 }
             })
             .collect();
-        entries.sort_by(|a, b| b.id.cmp(&a.id));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.id));
         state.keys = entries;
         state.removed = removed.into_iter().collect();
     }

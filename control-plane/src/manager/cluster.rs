@@ -61,7 +61,6 @@ pub async fn inspect(manager: &Manager) -> Result<pb::InspectSwarmResponse, ApiE
         managers: count(&nodes, |n| n.role == NodeRole::Manager),
         nodes: count(&nodes, |_| true),
         root_ca_cert: cluster.root_ca.ca_cert.clone(),
-        ..pb::InspectSwarmResponse::default()
     })
 }
 

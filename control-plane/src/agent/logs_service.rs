@@ -57,9 +57,13 @@ impl pb::agent_server::Agent for AgentService {
         let node = self.node.upgrade().ok_or(ApiError::NotInSwarm)?;
         let active = node.active().ok_or(ApiError::NotInSwarm)?;
         let certs = PeerInfo::of(&request).and_then(PeerInfo::certs);
-        crate::pki::authorize(certs, &active.file.cluster_id, crate::pki::Role::Manager)
-            .map_err(ApiError::from)?;
+        let caller =
+            crate::pki::authorize(certs, &active.file.cluster_id, crate::pki::Role::Manager)
+                .map_err(ApiError::from)?;
         let agent = node.agent().await.ok_or(ApiError::NotInSwarm)?;
+        // A worker has no store: the removed nodes come with its session's answers.
+        crate::pki::refuse_removed(&caller, |id| agent.gossip_auth.is_removed(id))
+            .map_err(ApiError::from)?;
         let request = request.into_inner();
         let options = LogOptions {
             follow: request.follow,

@@ -56,6 +56,8 @@ pub struct Session {
     pub statuses: StatusQueue,
     /// Mesh versions applied here, and the leader to wait on before a stop.
     pub mesh_link: Arc<super::mesh_link::MeshLink>,
+    /// Where the gossip keyring and removed nodes of each answer go.
+    pub gossip_auth: crate::gossip::GossipAuth,
 }
 
 impl Session {
@@ -292,6 +294,18 @@ impl Session {
             let _ = self
                 .events
                 .try_send(SessionEvent::Managers(self.managers.clone()));
+        }
+        if !session.gossip_keys.is_empty() {
+            let keys: Vec<crate::gossip::GossipKey> = session
+                .gossip_keys
+                .iter()
+                .map(|k| crate::gossip::GossipKey {
+                    id: k.id,
+                    secret: k.secret.clone(),
+                })
+                .collect();
+            self.gossip_auth
+                .update(&keys, session.removed_nodes.iter().cloned());
         }
         let desired = convert::pki_role(session.desired_role());
         if desired != self.role {

@@ -163,6 +163,8 @@ pub enum SwarmCommand {
         #[arg(long)]
         rotate: bool,
     },
+    /// Display and rotate the root CA.
+    Ca(CaArgs),
 }
 
 /// Docker's text around an unlock key (docker CLI `printUnlockCommand`).
@@ -170,6 +172,55 @@ fn print_unlock_key(key: &str) {
     println!(
         "To unlock a swarm manager after it restarts, run the `hive swarm unlock`\ncommand and provide the following key:\n\n    {key}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager."
     );
+}
+
+/// `hive swarm ca`: Docker's flags. Rotation is not built yet and is refused, not ignored.
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Path to the PEM-formatted root CA certificate to use for the new cluster.
+    #[arg(long)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Path to the PEM-formatted root CA key to use for the new cluster.
+    #[arg(long)]
+    pub ca_key: Option<std::path::PathBuf>,
+    /// Validity period for node certificates (ns|us|ms|s|m|h).
+    #[arg(long, value_parser = parse_duration)]
+    pub cert_expiry: Option<Duration>,
+    /// Exit immediately instead of waiting for the root rotation to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Specifications of one or more certificate signing endpoints.
+    #[arg(long)]
+    pub external_ca: Vec<String>,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Rotate the swarm CA - if no certificate or key are provided, new ones will be generated.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+impl CaArgs {
+    /// Docker's check: the rotation flags need `--rotate`; then hive's: rotation is not built.
+    fn refusal(&self) -> Option<String> {
+        let rotation_flags = [
+            ("ca-cert", self.ca_cert.is_some()),
+            ("ca-key", self.ca_key.is_some()),
+            ("cert-expiry", self.cert_expiry.is_some()),
+            ("external-ca", !self.external_ca.is_empty()),
+        ];
+        if !self.rotate {
+            return rotation_flags
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(flag, _)| {
+                    format!("`--{flag}` flag requires the `--rotate` flag to update the CA")
+                });
+        }
+        Some(
+            "hive cannot rotate the root CA yet (docs/security.md, \"Not done yet\"); the current root stays in place. To change the lifetime of node certificates, use `hive swarm update --cert-expiry`".to_owned(),
+        )
+    }
 }
 
 pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
@@ -296,6 +347,13 @@ pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
                     }
                     print_unlock_key(&key);
                 }
+            }
+            SwarmCommand::Ca(ca) => {
+                if let Some(refusal) = ca.refusal() {
+                    return Err(CliFailure::Usage(refusal));
+                }
+                let swarm = client.control.inspect_swarm().await?;
+                print!("{}", swarm.root_ca_cert);
             }
         }
         Ok::<(), CliFailure>(())

@@ -25,7 +25,8 @@ use crate::executor::{
     OciRuntime,
 };
 use crate::gossip::{
-    DEFAULT_GOSSIP_PORT, DownReason, Gossip, GossipConfig, Member, MemberStatus, MembershipEvent,
+    DEFAULT_GOSSIP_PORT, DownReason, Gossip, GossipAuth, GossipConfig, Member, MemberStatus,
+    MembershipEvent,
 };
 use crate::image_store::ImageStore;
 
@@ -89,6 +90,8 @@ pub struct NodeAgent {
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     gossip: tokio::sync::Mutex<Option<Gossip>>,
+    /// The gossip keyring and the swarm's removed nodes, as the agent session last heard.
+    pub gossip_auth: GossipAuth,
 }
 
 impl NodeAgent {
@@ -183,8 +186,9 @@ impl NodeAgent {
             keep_tasks: keep_tasks.clone(),
         };
         let mut tasks = vec![tokio::spawn(worker.run(follow, stopping.clone()))];
+        let gossip_auth = GossipAuth::new(file.node_id.clone());
         let gossip = match advertise {
-            Some(addr) => start_gossip(file, addr.ip()).await,
+            Some(addr) => start_gossip(file, addr.ip(), &gossip_auth).await,
             None => None,
         };
         if let Some(gossip) = &gossip {
@@ -215,7 +219,17 @@ impl NodeAgent {
             stop,
             tasks: std::sync::Mutex::new(tasks),
             gossip: tokio::sync::Mutex::new(gossip),
+            gossip_auth,
         })
+    }
+
+    /// The gossip members as this node sees them; `None` without gossip, or while the
+    /// handle is busy (start, stop).
+    pub fn gossip_members(&self) -> Option<Vec<crate::gossip::Member>> {
+        self.gossip
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Gossip::members))
     }
 
     /// Why the node's data plane failed to load, if it did.
@@ -317,12 +331,14 @@ async fn open_mesh(
 }
 
 /// Gossip on UDP 7946 of the advertise address, seeded with the managers (same IPs).
-async fn start_gossip(file: &NodeFile, addr: IpAddr) -> Option<Gossip> {
+/// Every datagram is authenticated with the keyring the session fills (docs/security.md).
+async fn start_gossip(file: &NodeFile, addr: IpAddr, auth: &GossipAuth) -> Option<Gossip> {
     let mut config = GossipConfig::new(
         file.node_id.clone(),
         file.cluster_id.clone(),
         SocketAddr::new(addr, DEFAULT_GOSSIP_PORT),
     );
+    config.auth = Some(auth.clone());
     config.seeds = file
         .managers
         .iter()

@@ -49,10 +49,41 @@ impl Collector for NodeCollector {
             }])
             .collect(out);
         }
+        gossip(out, &active.agent);
         if let Some(manager) = &active.manager {
             raft(out, manager);
             cluster(out, manager);
         }
+    }
+}
+
+/// Gossip as this node sees it: each peer up or not, and the datagrams its keyring dropped
+/// (no key, a bad tag, a removed sender: docs/security.md, "Gossip authentication").
+fn gossip(out: &mut MetricsWriter, agent: &super::agent::NodeAgent) {
+    out.family(
+        "hive_gossip_dropped_datagrams_total",
+        MetricType::Counter,
+        "Gossip datagrams dropped as unauthenticated (no or wrong key, removed sender, malformed)",
+    );
+    out.sample(
+        "hive_gossip_dropped_datagrams_total",
+        &[],
+        agent.gossip_auth.dropped() as f64,
+    );
+    let Some(members) = agent.gossip_members() else {
+        return;
+    };
+    out.family(
+        "hive_gossip_peer_up",
+        MetricType::Gauge,
+        "1 while gossip sees the peer node up",
+    );
+    for member in members.iter().filter(|m| !m.local) {
+        out.sample(
+            "hive_gossip_peer_up",
+            &[("node", member.node_id.as_str())],
+            f64::from(u8::from(member.is_up())),
+        );
     }
 }
 

@@ -233,6 +233,7 @@ impl SwarmNode {
             assignments: agent.assignments.clone(),
             statuses: agent.statuses.clone(),
             mesh_link: agent.mesh_link.clone(),
+            gossip_auth: agent.gossip_auth.clone(),
         };
         tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
         if let (Some(manager), Some((keys, wrapped_with))) = (&manager, store_keys) {

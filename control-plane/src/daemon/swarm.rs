@@ -184,6 +184,7 @@ pub async fn init(
             manager: tokens.manager.to_string(),
         },
     };
+    crate::manager::trust::rotate_gossip_key(&mut cluster)?;
     let self_node = Node {
         id: node_id.clone(),
         spec: NodeSpec {

@@ -76,6 +76,54 @@ impl Dispatcher {
             })
     }
 
+    /// `response` with the gossip keyring and the removed nodes (docs/security.md): every
+    /// heartbeat carries them, so a rotation reaches each node within one period.
+    fn with_trust(&self, mut response: pb::SessionResponse) -> pb::SessionResponse {
+        let cluster = self
+            .store
+            .view(|tx| tx.list::<Cluster>())
+            .ok()
+            .and_then(|clusters| clusters.into_iter().next());
+        if let Some(cluster) = cluster {
+            response.gossip_keys = crate::manager::trust::gossip_keys(&cluster)
+                .into_iter()
+                .map(|k| pb::GossipKey {
+                    id: k.id,
+                    secret: k.secret,
+                })
+                .collect();
+            response.removed_nodes = cluster.removed_nodes.into_iter().map(|r| r.id).collect();
+        }
+        response
+    }
+
+    /// A swarm made before gossip was authenticated has no gossip key: the first session
+    /// makes one, so its nodes can gossip again.
+    async fn ensure_gossip_key(&self) {
+        let cluster = self
+            .store
+            .view(|tx| tx.list::<Cluster>())
+            .ok()
+            .and_then(|clusters| clusters.into_iter().next());
+        let Some(cluster) = cluster.filter(|c| c.gossip_keys.is_empty()) else {
+            return;
+        };
+        let result = update(&self.store, |tx| {
+            let mut current = tx
+                .get::<Cluster>(&cluster.id)?
+                .ok_or_else(|| ApiError::internal("making a gossip key", "no cluster object"))?;
+            if current.gossip_keys.is_empty() {
+                crate::manager::trust::rotate_gossip_key(&mut current)?;
+                tx.update(current)?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(%err, "could not make the swarm's first gossip key");
+        }
+    }
+
     fn grace(&self, period: Duration) -> Duration {
         period * GRACE_MULTIPLIER
     }
@@ -91,6 +139,7 @@ impl Dispatcher {
     ) -> Result<pb::SessionResponse, ApiError> {
         let session_id =
             crate::pki::random_id().map_err(|e| ApiError::internal("making a session ID", e))?;
+        self.ensure_gossip_key().await;
         let node = update(&self.store, |tx| {
             tx.modify::<Node>(node_id, |node| {
                 node.status.state = NodeState::Ready;
@@ -110,7 +159,7 @@ impl Dispatcher {
             .insert(node_id.to_owned(), session_id.clone());
         let period = self.period();
         self.liveness.heard(node_id, self.grace(period));
-        Ok(response(session_id, period, &node, managers))
+        Ok(self.with_trust(response(session_id, period, &node, managers)))
     }
 
     /// A heartbeat within an open session.
@@ -137,7 +186,7 @@ impl Dispatcher {
             .await
             .map_err(|e| removed_or(node_id, e))?;
         }
-        Ok(response(session_id.to_owned(), period, &node, managers))
+        Ok(self.with_trust(response(session_id.to_owned(), period, &node, managers)))
     }
 
     /// Forgets a removed node.
@@ -266,5 +315,6 @@ fn response(
         period_ms: convert::duration_ms(period),
         desired_role: convert::role(node.spec.desired_role).into(),
         managers,
+        ..pb::SessionResponse::default()
     }
 }

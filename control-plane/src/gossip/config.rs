@@ -87,6 +87,9 @@ pub struct GossipConfig {
     /// How long `Gossip::leave` keeps gossiping after marking this node as
     /// leaving, so the mark reaches every peer before the socket closes.
     pub leave_grace: Duration,
+    /// The keyring every datagram is sealed and opened with (the daemon always sets it; see
+    /// `auth.rs`). `None` gossips in the clear, for the gossip benchmark and tests only.
+    pub auth: Option<super::auth::GossipAuth>,
 }
 
 impl GossipConfig {
@@ -108,6 +111,7 @@ impl GossipConfig {
             failure_detection: FailureDetection::default(),
             initial_state: BTreeMap::new(),
             leave_grace: DEFAULT_GOSSIP_INTERVAL * 3,
+            auth: None,
         }
     }
 

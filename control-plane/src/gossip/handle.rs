@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
+use super::auth::AuthTransport;
 use super::config::GossipConfig;
 use super::error::{GossipError, WatchError};
 use super::keys::{self, CLUSTER_KEY, LEAVING_KEY};
@@ -60,12 +61,13 @@ impl Gossip {
         let mut initial: Vec<(String, String)> = config.initial_state.clone().into_iter().collect();
         initial.push((CLUSTER_KEY.to_string(), config.cluster_id.clone()));
 
-        let server = spawn_chitchat(
-            chitchat_config(&config, local.clone()),
-            initial,
-            &UdpTransport,
-        )
-        .await
+        let chitchat_config = chitchat_config(&config, local.clone());
+        let server = match &config.auth {
+            Some(auth) => {
+                spawn_chitchat(chitchat_config, initial, &AuthTransport(auth.clone())).await
+            }
+            None => spawn_chitchat(chitchat_config, initial, &UdpTransport).await,
+        }
         .map_err(|err| GossipError::Bind {
             addr: config.listen_addr,
             reason: format!("{err:#}"),

@@ -9,6 +9,7 @@
 //! dies without a word is reported [`MembershipEvent::NodeDown`] by every
 //! other node within about a second, so its backends leave every mesh.
 
+mod auth;
 mod config;
 mod error;
 mod handle;
@@ -16,6 +17,7 @@ mod keys;
 mod membership;
 mod observer;
 
+pub use auth::{AuthTransport, GossipAuth, GossipKey, KEY_LEN, OLD_KEY_GRACE, generate_key};
 pub use config::{
     ConfigError, DEFAULT_GOSSIP_INTERVAL, DEFAULT_GOSSIP_PORT, FailureDetection, GossipConfig,
     generation_now,

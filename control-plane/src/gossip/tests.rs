@@ -172,3 +172,42 @@ async fn a_taken_port_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn authenticated_nodes_meet_and_a_node_without_the_key_is_ignored() {
+    let key = GossipKey {
+        id: 1,
+        secret: vec![3; KEY_LEN],
+    };
+    let (a_addr, b_addr, c_addr) = (free_addr(), free_addr(), free_addr());
+    let keyed = |node: &str, addr, seeds: &[SocketAddr]| {
+        let auth = GossipAuth::new(node);
+        auth.update(std::slice::from_ref(&key), []);
+        let mut c = config(node, "c1", addr, seeds);
+        c.auth = Some(auth.clone());
+        (c, auth)
+    };
+    let (a_config, a_auth) = keyed("a", a_addr, &[b_addr]);
+    let a = Gossip::start(a_config).await.unwrap();
+    let (b_config, _) = keyed("b", b_addr, &[a_addr]);
+    let b = Gossip::start(b_config).await.unwrap();
+    wait_members(&a, "b up", |m| up(m, "b")).await;
+    wait_members(&b, "a up", |m| up(m, "a")).await;
+
+    // Right cluster ID and format, no key: never a member, and its datagrams are dropped.
+    let c = Gossip::start(config("c", "c1", c_addr, &[a_addr, b_addr]))
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(500)).await;
+    assert!(!a.members().iter().any(|m| m.node_id == "c"));
+    assert!(!b.members().iter().any(|m| m.node_id == "c"));
+    assert!(
+        a_auth.dropped() > 0,
+        "c's datagrams reached a and were dropped"
+    );
+
+    // Once a lists b as removed, b's gossip is ignored and b goes down at a.
+    a_auth.update(std::slice::from_ref(&key), ["b".to_owned()]);
+    wait_members(&a, "b down", |m| !up(m, "b")).await;
+    drop((a, b, c));
+}

@@ -76,6 +76,7 @@ pub async fn inspect(manager: &Manager) -> Result<pb::InspectSwarmResponse, ApiE
         leader_addr: manager.addr.clone(),
         managers: count(&nodes, |n| n.role == NodeRole::Manager),
         nodes: count(&nodes, |_| true),
+        root_ca_cert: cluster.root_ca.ca_cert.clone(),
     })
 }
 

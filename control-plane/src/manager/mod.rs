@@ -22,6 +22,7 @@ pub mod services;
 pub mod spec_limits;
 pub mod tasks;
 pub mod timers;
+pub mod trust;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -414,6 +415,7 @@ impl ManagerSlot {
         let manager = self.manager()?;
         let certs = PeerInfo::of(request).and_then(PeerInfo::certs);
         let identity = pki::authorize(certs, &manager.cluster_id, role)?;
+        pki::refuse_removed(&identity, |id| manager.is_removed(id))?;
         Ok((manager, identity))
     }
 

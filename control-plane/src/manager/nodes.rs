@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use super::Manager;
 use crate::api::{ApiError, convert, pb};
-use crate::store::objects::{Node, NodeRole, NodeState, Task, TaskState, TaskStatus, Timestamp};
+use crate::store::objects::{
+    Cluster, Node, NodeRole, NodeState, Task, TaskState, TaskStatus, Timestamp,
+};
 use crate::store::{ReadView, StoreError, WriteTx};
 
 pub async fn list(manager: &Manager) -> Result<pb::ListNodesResponse, ApiError> {
@@ -127,6 +129,7 @@ pub async fn remove(
     request: pb::RemoveNodeRequest,
 ) -> Result<pb::RemoveNodeResponse, ApiError> {
     let voters = manager.voters();
+    let cluster_id = manager.cluster_id.clone();
     let id = manager.update(|tx| {
             let node = tx.lookup::<Node>(&request.node)?;
             let member = node
@@ -147,11 +150,16 @@ pub async fn remove(
             }
             tx.delete::<Node>(&node.id)?;
             orphan_tasks_in(tx, &node.id)?;
+            let mut cluster = tx.get::<Cluster>(&cluster_id)?.ok_or_else(|| {
+                ApiError::internal("removing the node", "no cluster object")
+            })?;
+            super::trust::revoke(&mut cluster, &node.id)?;
+            tx.update(cluster)?;
             Ok::<_, ApiError>(node.id)
         })
         .await?;
     manager.dispatcher.forget(&id);
-    // TODO(#4): revoke the removed node's certificate (SwarmKit keeps a blacklist until expiry).
+    tracing::info!(node = %id, "removed the node: its certificate is refused from now on and the gossip key rotated");
     Ok(pb::RemoveNodeResponse { node_id: id })
 }
 

@@ -60,6 +60,21 @@ pub fn authorize(
     Ok(identity)
 }
 
+/// Refuses `identity` if the swarm removed its node: a removed node's certificate stays
+/// cryptographically valid until it expires, so every API checks the swarm's list of removed
+/// nodes (SwarmKit's blacklisted certificates) after [`authorize`].
+pub fn refuse_removed(
+    identity: &NodeIdentity,
+    is_removed: impl FnOnce(&str) -> bool,
+) -> Result<(), AuthzError> {
+    if is_removed(&identity.node_id) {
+        return Err(AuthzError::Removed {
+            node_id: identity.node_id.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// A caller that may not use an API.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
@@ -98,6 +113,14 @@ pub enum AuthzError {
         role: Role,
         /// The role the API needs.
         required: Role,
+    },
+    /// The caller's node was removed from the swarm (`hive node rm`).
+    #[error(
+        "node {node_id} was removed from the swarm and its certificate is no longer accepted; to come back, run `hive swarm leave --force` on it and join again with a current token"
+    )]
+    Removed {
+        /// The caller.
+        node_id: String,
     },
 }
 
@@ -141,6 +164,18 @@ mod tests {
             "node w1 is a worker and this API needs a manager; run it on a manager, or promote the node with `hive node promote w1`"
         );
         require_role(&worker(), Role::Worker).unwrap();
+    }
+
+    #[test]
+    fn a_removed_node_is_refused_whatever_its_role() {
+        let manager = NodeIdentity {
+            role: Role::Manager,
+            ..worker()
+        };
+        let err = refuse_removed(&manager, |id| id == "w1").unwrap_err();
+        assert!(matches!(err, AuthzError::Removed { .. }));
+        assert!(!err.is_unauthenticated());
+        refuse_removed(&manager, |_| false).unwrap();
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod handshake_tests;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use authz::{AuthzError, authorize, peer_identity, require_role};
+pub use authz::{AuthzError, authorize, peer_identity, refuse_removed, require_role};
 pub use ca::{
     CERT_BACKDATE, CaDigest, CaError, CertExpiry, ROOT_CA_VALIDITY, ROOT_CN, RootCa, RootCaPem,
     RootCert,
@@ -42,6 +42,7 @@ pub use disk::{
 };
 pub use identity::{IdentityError, NodeIdentity, Role};
 pub use join::{JoinError, join_client_config, join_refusal, pinned_root};
+pub(crate) use random::bytes as random_bytes;
 pub use random::{RandomError, random_id};
 pub use renewal::{CertValidity, RenewalError, RenewalPolicy, needs_renewal};
 pub use tls::{

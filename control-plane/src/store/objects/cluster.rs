@@ -22,6 +22,35 @@ pub struct Cluster {
     /// empty otherwise. Replicated so that every manager wraps its keys with it
     /// (docs/encryption.md); the store itself is sealed on disk.
     pub unlock_key: String,
+    /// Nodes removed from the swarm (`hive node rm`): their certificates are refused by every
+    /// API at once, and their gossip is ignored (SwarmKit's `BlacklistedCertificates`).
+    pub removed_nodes: Vec<RemovedNode>,
+    /// The gossip keyring, newest last; handed to nodes over mutual TLS (docs/security.md).
+    pub gossip_keys: Vec<StoredGossipKey>,
+}
+
+/// A node `hive node rm` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemovedNode {
+    pub id: String,
+    pub removed_at: super::common::Timestamp,
+}
+
+/// A gossip key as the store keeps it (encrypted at rest with the rest of the store).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredGossipKey {
+    pub id: u64,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredGossipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredGossipKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

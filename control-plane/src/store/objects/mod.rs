@@ -23,6 +23,7 @@ pub use cluster::{
     CaConfig, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, DispatcherConfig, EncryptionConfig,
     JoinTokens, OrchestrationConfig, RaftConfig, RootCa,
 };
+pub use cluster::{RemovedNode, StoredGossipKey};
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
 pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};
 pub use node::{

@@ -23,6 +23,7 @@ use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
 use super::Dispatcher;
+use super::files::HeldFiles;
 use crate::agent::mesh_view::{
     MeshChanges, MeshNetwork, MeshNode, MeshService, MeshSettings, MeshTask, MeshView,
 };
@@ -64,6 +65,7 @@ pub fn complete(
         update_tasks: tasks.iter().map(pb::Task::from).collect(),
         remove_tasks: Vec::new(),
         mesh: Some(mesh_changes(&mesh.into_changes())),
+        ..pb::AssignmentsMessage::default()
     })
 }
 
@@ -193,6 +195,8 @@ impl Changes {
                     self.settings = Some(new);
                 }
             }
+            // Their data goes out with the tasks that name them (`follow`).
+            Object::Secret(_) | Object::Config(_) => {}
         }
     }
 
@@ -235,6 +239,7 @@ impl Changes {
             update_tasks: update_tasks.iter().map(pb::Task::from).collect(),
             remove_tasks,
             mesh: Some(mesh_changes(&mesh)),
+            ..pb::AssignmentsMessage::default()
         })
     }
 }
@@ -298,10 +303,15 @@ impl Dispatcher {
         &self,
         node_id: String,
         session_id: String,
-        first: pb::AssignmentsMessage,
+        mut first: pb::AssignmentsMessage,
         mut watch: crate::store::Watch,
         sender: mpsc::Sender<Result<pb::AssignmentsMessage, tonic::Status>>,
     ) {
+        let mut files = HeldFiles::default();
+        if let Err(err) = files.attach(&self.store, &mut first) {
+            let _ = sender.send(Err(ApiError::from(err).into())).await;
+            return;
+        }
         if sender.send(Ok(first)).await.is_err() {
             return;
         }
@@ -330,7 +340,7 @@ impl Dispatcher {
                     Err(_) => lost = true,
                 }
             }
-            let message = if lost {
+            let mut message = if lost {
                 changes = Changes::new(&node_id);
                 let (view, fresh) = match self
                     .store
@@ -352,6 +362,11 @@ impl Dispatcher {
                     None => continue,
                 }
             };
+            // The secrets and configs the node's tasks now name, or no longer do.
+            if let Err(err) = files.attach(&self.store, &mut message) {
+                let _ = sender.send(Err(ApiError::from(err).into())).await;
+                return;
+            }
             if sender.send(Ok(message)).await.is_err() {
                 return;
             }

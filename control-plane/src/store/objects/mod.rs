@@ -10,6 +10,7 @@ mod cluster;
 mod common;
 mod network;
 mod node;
+mod secret;
 mod service;
 mod task;
 
@@ -34,6 +35,7 @@ pub use service::{
     RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit,
     VirtualIp, parse_protocol,
 };
+pub use secret::{Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec};
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 
 /// The kinds of object the store holds; one table each.
@@ -45,15 +47,19 @@ pub enum ObjectKind {
     Task,
     Network,
     Cluster,
+    Secret,
+    Config,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 5] = [
+    pub const ALL: [ObjectKind; 7] = [
         Self::Node,
         Self::Service,
         Self::Task,
         Self::Network,
         Self::Cluster,
+        Self::Secret,
+        Self::Config,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +69,8 @@ impl ObjectKind {
             Self::Task => "task",
             Self::Network => "network",
             Self::Cluster => "cluster",
+            Self::Secret => "secret",
+            Self::Config => "config",
         }
     }
 
@@ -73,6 +81,8 @@ impl ObjectKind {
             Self::Task => "tasks",
             Self::Network => "networks",
             Self::Cluster => "clusters",
+            Self::Secret => "secrets",
+            Self::Config => "configs",
         }
     }
 
@@ -80,7 +90,10 @@ impl ObjectKind {
     /// or network called the same; nodes may share hostnames (lookups then report ambiguity)
     /// and tasks are named after their service.
     pub fn has_unique_names(self) -> bool {
-        matches!(self, Self::Service | Self::Network | Self::Cluster)
+        matches!(
+            self,
+            Self::Service | Self::Network | Self::Cluster | Self::Secret | Self::Config
+        )
     }
 }
 
@@ -101,6 +114,8 @@ pub enum Object {
     Task(Box<Task>),
     Network(Box<Network>),
     Cluster(Box<Cluster>),
+    Secret(Box<Secret>),
+    Config(Box<Config>),
 }
 
 /// Runs `$body` with `$o` bound to the object inside whichever variant `$value` is.
@@ -112,6 +127,8 @@ macro_rules! each_object {
             Object::Task($o) => $body,
             Object::Network($o) => $body,
             Object::Cluster($o) => $body,
+            Object::Secret($o) => $body,
+            Object::Config($o) => $body,
         }
     };
 }
@@ -155,6 +172,8 @@ impl Object {
             ObjectKind::Task => Self::Task(serde_json::from_slice(bytes)?),
             ObjectKind::Network => Self::Network(serde_json::from_slice(bytes)?),
             ObjectKind::Cluster => Self::Cluster(serde_json::from_slice(bytes)?),
+            ObjectKind::Secret => Self::Secret(serde_json::from_slice(bytes)?),
+            ObjectKind::Config => Self::Config(serde_json::from_slice(bytes)?),
         })
     }
 }
@@ -249,6 +268,8 @@ store_object!(Service, name: |service| &service.spec.annotations.name);
 store_object!(Task, name: |_task| "");
 store_object!(Network, name: |network| &network.spec.annotations.name);
 store_object!(Cluster, name: |cluster| &cluster.spec.annotations.name);
+store_object!(Secret, name: |secret| &secret.spec.annotations.name);
+store_object!(Config, name: |config| &config.spec.annotations.name);
 
 #[cfg(test)]
 mod tests {

@@ -129,6 +129,7 @@ impl Worker {
                             self.prepared.clone(),
                         );
                         runner.adopt = adopt.remove(&task.id);
+                        runner.files = super::task_runner::task_files(task, &assignment.files);
                         runner.mesh_refusals = self.mesh.as_ref().and_then(|m| m.refusals());
                         runners.insert(
                             task.id.clone(),

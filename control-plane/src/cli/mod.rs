@@ -16,6 +16,7 @@ pub mod mesh;
 mod mesh_bench;
 pub mod mesh_names;
 pub mod network;
+pub mod secret;
 pub mod node;
 pub mod node_ls;
 pub mod output;
@@ -72,6 +73,10 @@ pub enum Command {
     Service(Box<service::ServiceArgs>),
     /// Manage networks.
     Network(network::NetworkArgs),
+    /// Manage Swarm secrets.
+    Secret(secret::SecretArgs),
+    /// Manage Swarm configs.
+    Config(secret::ConfigArgs),
     /// Manage this node's images.
     Image(image::ImageArgs),
     /// Manage Swarm stacks.
@@ -108,6 +113,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => node::run(cli.host.as_deref(), args),
         Command::Service(args) => service::run(cli.host.as_deref(), *args),
         Command::Network(args) => network::run(cli.host.as_deref(), args),
+        Command::Secret(args) => secret::run_secret(cli.host.as_deref(), args),
+        Command::Config(args) => secret::run_config(cli.host.as_deref(), args),
         Command::Image(args) => image::run(cli.host.as_deref(), args),
         Command::Stack(args) => stack::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),

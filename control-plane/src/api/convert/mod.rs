@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use secret::{reference, reference_of, secret_without_data};
 pub use service::{protocol, protocol_of};
 pub use task::{task_state, task_state_of};
-pub use wire::{WireError, enumeration, port, timestamp};
+pub use wire::{WireError, annotations, enumeration, port, timestamp};
 
 use super::pb;
 use crate::pki;

@@ -42,7 +42,16 @@ impl HeldFiles {
             self.refs.remove(id);
         }
         for task in &message.update_tasks {
-            let refs = references(task);
+            // A task that ended needs its files no more.
+            let ended = task
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state >= pb::TaskState::Complete as i32);
+            let refs = if ended {
+                (Vec::new(), Vec::new())
+            } else {
+                references(task)
+            };
             if refs.0.is_empty() && refs.1.is_empty() {
                 self.refs.remove(&task.id);
             } else {

@@ -256,6 +256,7 @@ fn assign(node: &NodeInputs, tasks: Vec<Task>, mesh: MeshView) {
         tasks,
         mesh,
         version: 1,
+        files: Default::default(),
     })));
 }
 

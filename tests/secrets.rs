@@ -111,7 +111,10 @@ fn wait_logs(swarm: &Swarm, service: &str, what: &str, check: impl Fn(&str) -> b
         if check(&logs) {
             return logs;
         }
-        assert!(Instant::now() < deadline, "{what}; logs of {service}:\n{logs}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}; logs of {service}:\n{logs}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -162,7 +165,14 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
     let secret_file = secret_file.to_str().expect("UTF-8 path");
     let id = swarm.hive_ok(
         "n1",
-        &["secret", "create", "--label", "tier=db", "app_pw", secret_file],
+        &[
+            "secret",
+            "create",
+            "--label",
+            "tier=db",
+            "app_pw",
+            secret_file,
+        ],
     );
     assert_eq!(id.trim().len(), 25, "an ID: {id}");
     let err = swarm.hive_err("n1", &["secret", "create", "app_pw", secret_file]);
@@ -173,7 +183,10 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
         "n1",
         &["secret", "create", "--driver", "vault", "x", secret_file],
     );
-    assert!(err.contains("secret driver \"vault\" is not supported"), "{err}");
+    assert!(
+        err.contains("secret driver \"vault\" is not supported"),
+        "{err}"
+    );
     let ls = swarm.hive_ok("n1", &["secret", "ls"]);
     assert!(ls.starts_with("ID"), "{ls}");
     assert!(ls.contains("app_pw"), "{ls}");
@@ -182,7 +195,10 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
         &["secret", "inspect", "--pretty", "app_pw"][..],
     ] {
         let shown = swarm.hive_ok("n1", args);
-        assert!(shown.contains("app_pw") && shown.contains("tier"), "{shown}");
+        assert!(
+            shown.contains("app_pw") && shown.contains("tier"),
+            "{shown}"
+        );
         assert!(!shown.contains(SECRET), "secret data shown: {shown}");
     }
     let config_file = config_file.to_str().expect("UTF-8 path");
@@ -195,7 +211,14 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
     assert!(pretty.contains(&format!("Data:\n{CONFIG}")), "{pretty}");
     let err = swarm.hive_err(
         "n1",
-        &["config", "create", "--template-driver", "golang", "t", config_file],
+        &[
+            "config",
+            "create",
+            "--template-driver",
+            "golang",
+            "t",
+            config_file,
+        ],
     );
     assert!(err.contains("not supported"), "{err}");
 

@@ -285,7 +285,10 @@ fn run(host: Option<&str>, kind: Kind, command: FileCommand) -> anyhow::Result<E
                 };
                 out(&render_ls(kind, shown, quiet));
             }
-            FileCommand::Inspect { pretty: as_text, names } => {
+            FileCommand::Inspect {
+                pretty: as_text,
+                names,
+            } => {
                 let mut found = Vec::new();
                 for query in &names {
                     let result = match kind {
@@ -400,7 +403,10 @@ mod tests {
             parse_file_reference("source=db_pw,target=pw.txt,uid=1000,gid=1001,mode=0400").unwrap();
         assert_eq!(long.name, "db_pw");
         assert_eq!(long.target.name, "pw.txt");
-        assert_eq!((long.target.uid.as_str(), long.target.gid.as_str()), ("1000", "1001"));
+        assert_eq!(
+            (long.target.uid.as_str(), long.target.gid.as_str()),
+            ("1000", "1001")
+        );
         assert_eq!(long.target.mode, 0o400);
         assert_eq!(parse_mode("0o600").unwrap(), 0o600);
         assert_eq!(parse_mode("292").unwrap(), 0o444);
@@ -422,7 +428,9 @@ mod tests {
         config.spec.data = b"worker_processes 1;\n".to_vec();
         let json = inspect_json(&Shown::from(config.clone()));
         assert_eq!(json["Spec"]["Data"], "d29ya2VyX3Byb2Nlc3NlcyAxOwo=");
-        assert!(pretty(Kind::Config, &Shown::from(config)).ends_with("Data:\nworker_processes 1;\n"));
+        assert!(
+            pretty(Kind::Config, &Shown::from(config)).ends_with("Data:\nworker_processes 1;\n")
+        );
         let mut secret = Secret::default();
         secret.spec.annotations.name = "pw".into();
         secret.spec.data = b"hunter2".to_vec();
@@ -434,8 +442,14 @@ mod tests {
     #[test]
     fn ls_has_dockers_columns() {
         let text = render_ls(Kind::Secret, Vec::new(), false);
-        assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]);
+        assert_eq!(
+            text.split_whitespace().collect::<Vec<_>>(),
+            ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]
+        );
         let text = render_ls(Kind::Config, Vec::new(), false);
-        assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["ID", "NAME", "CREATED", "UPDATED"]);
+        assert_eq!(
+            text.split_whitespace().collect::<Vec<_>>(),
+            ["ID", "NAME", "CREATED", "UPDATED"]
+        );
     }
 }

@@ -433,3 +433,46 @@ impl Control {
         Ok(reply.config_id)
     }
 }
+
+/// Label changes of secrets and configs (a change of data is refused by the manager).
+impl Control {
+    pub async fn update_secret(
+        &mut self,
+        secret: &str,
+        version: u64,
+        spec: &crate::store::objects::SecretSpec,
+    ) -> Result<(), ClientError> {
+        self.rpc
+            .update_secret(pb::UpdateSecretRequest {
+                secret: secret.to_owned(),
+                version,
+                spec: Some(pb::SecretSpec {
+                    annotations: Some(crate::api::convert::annotations(&spec.annotations)),
+                    data: spec.data.clone(),
+                    driver: String::new(),
+                }),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_config(
+        &mut self,
+        config: &str,
+        version: u64,
+        spec: &crate::store::objects::ConfigSpec,
+    ) -> Result<(), ClientError> {
+        self.rpc
+            .update_config(pb::UpdateConfigRequest {
+                config: config.to_owned(),
+                version,
+                spec: Some(pb::ConfigSpec {
+                    annotations: Some(crate::api::convert::annotations(&spec.annotations)),
+                    data: spec.data.clone(),
+                    templating: String::new(),
+                }),
+            })
+            .await?;
+        Ok(())
+    }
+}

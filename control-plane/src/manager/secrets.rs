@@ -465,7 +465,12 @@ mod tests {
             "secret data must be larger than 0 and less than 512000 bytes"
         );
         assert!(invalid(&secret("db", &vec![7; MAX_DATA_BYTES + 1])).contains("512000"));
-        assert!(check_driver("vault").unwrap_err().to_string().contains("not supported"));
+        assert!(
+            check_driver("vault")
+                .unwrap_err()
+                .to_string()
+                .contains("not supported")
+        );
         check_driver("").unwrap();
         assert!(check_templating("golang").is_err());
     }
@@ -507,7 +512,10 @@ mod tests {
             .update(|tx| services::create_in(tx, &web))
             .await
             .unwrap_err();
-        assert!(err.to_string().starts_with("duplicate secret target"), "{err}");
+        assert!(
+            err.to_string().starts_with("duplicate secret target"),
+            "{err}"
+        );
 
         web.task_template.container.secrets = vec![reference("db_pw")];
         store
@@ -517,10 +525,13 @@ mod tests {
         let stored = store.view(|tx| tx.lookup::<Service>("web")).unwrap();
         let stored = &stored.spec.task_template.container.secrets[0];
         assert_eq!(stored.id, id);
-        assert_eq!(stored.target, FileTarget {
-            name: "db_pw".into(),
-            ..FileTarget::default()
-        });
+        assert_eq!(
+            stored.target,
+            FileTarget {
+                name: "db_pw".into(),
+                ..FileTarget::default()
+            }
+        );
 
         let err = store
             .update(|tx| remove_in::<Secret>(tx, "db_pw"))

@@ -3,9 +3,7 @@
 
 use super::wire::{annotations, annotations_of, meta_of, timestamp};
 use crate::api::pb;
-use crate::store::objects::{
-    Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec,
-};
+use crate::store::objects::{Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec};
 
 pub fn reference(r: &FileReference) -> pb::FileReference {
     pb::FileReference {

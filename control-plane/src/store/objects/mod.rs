@@ -29,13 +29,13 @@ pub use node::{
     ControlPort, EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription,
     NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, PortOwner, Reachability,
 };
+pub use secret::{Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec};
 pub use service::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
     Placement, PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode,
     RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, Ulimit,
     VirtualIp, parse_protocol,
 };
-pub use secret::{Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec};
 pub use task::{NetworkAttachment, RuntimeStatus, Task, TaskState, TaskStatus, UnknownTaskState};
 
 /// The kinds of object the store holds; one table each.

@@ -258,6 +258,7 @@ fn assign(node: &NodeInputs, tasks: Vec<Task>, mesh: MeshView) {
         tasks,
         mesh,
         version: 1,
+        files: Default::default(),
     })));
 }
 

@@ -7,14 +7,18 @@ use super::mesh_view::{MeshChanges, MeshSettings, MeshView};
 use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
 use crate::api::pb;
+use crate::executor::files::FileBytes;
 use crate::store::objects::Task;
 use hive_dataplane::mesh::mode::MeshMode;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
     /// This node's tasks, sorted by ID.
     pub tasks: Vec<Task>,
     pub mesh: MeshView,
+    pub files: HeldFiles,
     /// Store version the node's view is at.
     pub version: u64,
 }
@@ -28,6 +32,43 @@ pub struct AssignmentChange {
     pub update_tasks: Vec<Task>,
     pub remove_tasks: Vec<String>,
     pub mesh: MeshChanges,
+    /// The secrets and configs the node's tasks name (docs/secrets.md).
+    pub files: FileChanges,
+}
+
+/// Secrets and configs added or dropped by one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileChanges {
+    pub update_secrets: Vec<(String, FileBytes)>,
+    pub remove_secrets: Vec<String>,
+    pub update_configs: Vec<(String, FileBytes)>,
+    pub remove_configs: Vec<String>,
+}
+
+/// The data of the secrets and configs this node's tasks name, by ID: in memory only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldFiles {
+    pub secrets: BTreeMap<String, FileBytes>,
+    pub configs: BTreeMap<String, FileBytes>,
+}
+
+impl HeldFiles {
+    fn apply(&mut self, changes: FileChanges) {
+        for id in &changes.remove_secrets {
+            self.secrets.remove(id);
+        }
+        for id in &changes.remove_configs {
+            self.configs.remove(id);
+        }
+        self.secrets.extend(changes.update_secrets);
+        self.configs.extend(changes.update_configs);
+    }
+}
+
+fn file_data(data: Vec<pb::FileData>) -> Vec<(String, FileBytes)> {
+    data.into_iter()
+        .map(|d| (d.id, FileBytes(Arc::new(d.data))))
+        .collect()
 }
 
 impl AssignmentChange {
@@ -36,7 +77,14 @@ impl AssignmentChange {
     pub fn decode(message: pb::AssignmentsMessage) -> Result<Self, WireError> {
         let complete = message.kind() == pb::assignments_message::Kind::Complete;
         let mesh = message.mesh.unwrap_or_default();
+        let files = FileChanges {
+            update_secrets: file_data(message.update_secrets),
+            remove_secrets: message.remove_secrets,
+            update_configs: file_data(message.update_configs),
+            remove_configs: message.remove_configs,
+        };
         Ok(Self {
+            files,
             complete,
             version: message.version,
             update_tasks: message
@@ -100,6 +148,7 @@ impl Assignment {
             update_tasks,
             remove_tasks,
             mesh,
+            files,
         } = change;
         if complete {
             *self = Self::default();
@@ -117,6 +166,7 @@ impl Assignment {
             }
         }
         self.mesh.apply(mesh);
+        self.files.apply(files);
     }
 }
 
@@ -140,6 +190,7 @@ mod tests {
             ..MeshNode::default()
         };
         held.apply(AssignmentChange {
+            files: Default::default(),
             complete: true,
             version: 10,
             update_tasks: vec![task("b"), task("a")],
@@ -150,6 +201,7 @@ mod tests {
             },
         });
         held.apply(AssignmentChange {
+            files: Default::default(),
             complete: false,
             version: 12,
             update_tasks: vec![task("c")],
@@ -167,6 +219,7 @@ mod tests {
 
         // A reconnect: the complete view is all there is.
         held.apply(AssignmentChange {
+            files: Default::default(),
             complete: true,
             version: 20,
             update_tasks: vec![task("d")],

@@ -102,6 +102,45 @@ pub fn executor_spec(task: &Task) -> ExecSpec {
     spec
 }
 
+/// The files of `task`'s secrets (under `/run/secrets` unless absolute) and configs (under
+/// `/` unless absolute), with the data this node holds; an error names one whose data the
+/// node did not receive.
+pub fn task_files(
+    task: &Task,
+    held: &super::assignment::HeldFiles,
+) -> Result<Vec<executor::files::TaskFile>, String> {
+    let container = &task.spec.container;
+    let kinds = [
+        ("secret", &container.secrets, &held.secrets, "/run/secrets"),
+        ("config", &container.configs, &held.configs, "/"),
+    ];
+    let mut files = Vec::new();
+    for (word, references, data, base) in kinds {
+        for reference in references {
+            let data = data.get(&reference.id).ok_or_else(|| {
+                format!(
+                    "the data of {word} {} did not reach this node",
+                    reference.name
+                )
+            })?;
+            let target = &reference.target;
+            let number = |what: &str, value: &str| {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| format!("{word} {}: invalid {what} {value:?}", reference.name))
+            };
+            files.push(executor::files::TaskFile {
+                target: std::path::Path::new(base).join(&target.name),
+                data: data.clone(),
+                uid: number("uid", &target.uid)?,
+                gid: number("gid", &target.gid)?,
+                mode: target.mode,
+            });
+        }
+    }
+    Ok(files)
+}
+
 /// A store `--mount` as the executor takes it. An anonymous volume (no
 /// source) gets a random name, as Docker's; it stays on the node.
 fn executor_mount(mount: &Mount) -> executor::Mount {
@@ -217,6 +256,8 @@ pub struct TaskRunner {
     /// Before the manager's stop reaches a running task, every node applies the mesh that took
     /// it out (docs/lifecycle.md); `None` in tests without a leader.
     pub mesh_link: Option<Arc<super::mesh_link::MeshLink>>,
+    /// The task's secrets and configs (`task_files`), or why it cannot have them.
+    pub files: Result<Vec<executor::files::TaskFile>, String>,
     /// The status last reported (starts as the store's).
     last: TaskStatus,
 }
@@ -237,6 +278,7 @@ impl TaskRunner {
             adopt: None,
             mesh_refusals: None,
             mesh_link: None,
+            files: Ok(Vec::new()),
             last,
         }
     }
@@ -358,7 +400,16 @@ impl TaskRunner {
             match &prepared {
                 None if want.state >= TaskState::Ready => {
                     self.report(TaskState::Preparing, "preparing", "", None);
-                    match self.executor.prepare(&executor_spec(&self.task)).await {
+                    let mut spec = executor_spec(&self.task);
+                    match &self.files {
+                        Ok(files) => spec.files.clone_from(files),
+                        Err(err) => {
+                            let err = err.clone();
+                            self.report(TaskState::Rejected, "rejected", &err, None);
+                            continue;
+                        }
+                    }
+                    match self.executor.prepare(&spec).await {
                         Ok(task) => {
                             self.prepared_store.save(&task, None);
                             prepared = Some(task);

@@ -162,6 +162,7 @@ impl Worker {
                             self.prepared.clone(),
                         );
                         runner.adopt = adopt.remove(&task.id);
+                        runner.files = super::task_runner::task_files(task, &assignment.files);
                         runner.mesh_refusals = self.mesh.as_ref().and_then(|m| m.refusals());
                         runner.mesh_link = Some(self.mesh_link.clone());
                         runners.insert(

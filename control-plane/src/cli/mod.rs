@@ -20,6 +20,7 @@ pub mod network;
 pub mod node;
 pub mod node_ls;
 pub mod output;
+pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod swarm;
@@ -74,6 +75,10 @@ pub enum Command {
     Service(Box<service::ServiceArgs>),
     /// Manage networks.
     Network(network::NetworkArgs),
+    /// Manage Swarm secrets.
+    Secret(secret::SecretArgs),
+    /// Manage Swarm configs.
+    Config(secret::ConfigArgs),
     /// Manage this node's images.
     Image(image::ImageArgs),
     /// Manage Swarm stacks.
@@ -110,6 +115,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => node::run(cli.host.as_deref(), args),
         Command::Service(args) => service::run(cli.host.as_deref(), *args),
         Command::Network(args) => network::run(cli.host.as_deref(), args),
+        Command::Secret(args) => secret::run_secret(cli.host.as_deref(), args),
+        Command::Config(args) => secret::run_config(cli.host.as_deref(), args),
         Command::Image(args) => image::run(cli.host.as_deref(), args),
         Command::Stack(args) => stack::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),

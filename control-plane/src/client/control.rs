@@ -330,3 +330,159 @@ impl Control {
             .into_inner())
     }
 }
+
+/// Secrets and configs (docs/secrets.md): the store's types, a secret never with its data.
+impl Control {
+    pub async fn create_secret(
+        &mut self,
+        spec: &crate::store::objects::SecretSpec,
+        driver: &str,
+    ) -> Result<crate::store::objects::Secret, ClientError> {
+        let reply = self
+            .rpc
+            .create_secret(pb::CreateSecretRequest {
+                spec: Some(pb::SecretSpec {
+                    annotations: Some(crate::api::convert::annotations(&spec.annotations)),
+                    data: spec.data.clone(),
+                    driver: driver.to_owned(),
+                }),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.secret.ok_or(WireError::Missing("secret"))?.into())
+    }
+
+    pub async fn list_secrets(
+        &mut self,
+    ) -> Result<Vec<crate::store::objects::Secret>, ClientError> {
+        let reply = self
+            .rpc
+            .list_secrets(pb::ListSecretsRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.secrets.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn inspect_secret(
+        &mut self,
+        secret: &str,
+    ) -> Result<crate::store::objects::Secret, ClientError> {
+        let reply = self
+            .rpc
+            .inspect_secret(pb::InspectSecretRequest {
+                secret: secret.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.secret.ok_or(WireError::Missing("secret"))?.into())
+    }
+
+    pub async fn remove_secret(&mut self, secret: &str) -> Result<String, ClientError> {
+        let reply = self
+            .rpc
+            .remove_secret(pb::RemoveSecretRequest {
+                secret: secret.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.secret_id)
+    }
+
+    pub async fn create_config(
+        &mut self,
+        spec: &crate::store::objects::ConfigSpec,
+        templating: &str,
+    ) -> Result<crate::store::objects::Config, ClientError> {
+        let reply = self
+            .rpc
+            .create_config(pb::CreateConfigRequest {
+                spec: Some(pb::ConfigSpec {
+                    annotations: Some(crate::api::convert::annotations(&spec.annotations)),
+                    data: spec.data.clone(),
+                    templating: templating.to_owned(),
+                }),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.config.ok_or(WireError::Missing("config"))?.into())
+    }
+
+    pub async fn list_configs(
+        &mut self,
+    ) -> Result<Vec<crate::store::objects::Config>, ClientError> {
+        let reply = self
+            .rpc
+            .list_configs(pb::ListConfigsRequest {})
+            .await?
+            .into_inner();
+        Ok(reply.configs.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn inspect_config(
+        &mut self,
+        config: &str,
+    ) -> Result<crate::store::objects::Config, ClientError> {
+        let reply = self
+            .rpc
+            .inspect_config(pb::InspectConfigRequest {
+                config: config.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.config.ok_or(WireError::Missing("config"))?.into())
+    }
+
+    pub async fn remove_config(&mut self, config: &str) -> Result<String, ClientError> {
+        let reply = self
+            .rpc
+            .remove_config(pb::RemoveConfigRequest {
+                config: config.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.config_id)
+    }
+}
+
+/// Label changes of secrets and configs (a change of data is refused by the manager).
+impl Control {
+    pub async fn update_secret(
+        &mut self,
+        secret: &str,
+        version: u64,
+        spec: &crate::store::objects::SecretSpec,
+    ) -> Result<(), ClientError> {
+        self.rpc
+            .update_secret(pb::UpdateSecretRequest {
+                secret: secret.to_owned(),
+                version,
+                spec: Some(pb::SecretSpec {
+                    annotations: Some(crate::api::convert::annotations(&spec.annotations)),
+                    data: spec.data.clone(),
+                    driver: String::new(),
+                }),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_config(
+        &mut self,
+        config: &str,
+        version: u64,
+        spec: &crate::store::objects::ConfigSpec,
+    ) -> Result<(), ClientError> {
+        self.rpc
+            .update_config(pb::UpdateConfigRequest {
+                config: config.to_owned(),
+                version,
+                spec: Some(pb::ConfigSpec {
+                    annotations: Some(crate::api::convert::annotations(&spec.annotations)),
+                    data: spec.data.clone(),
+                    templating: String::new(),
+                }),
+            })
+            .await?;
+        Ok(())
+    }
+}

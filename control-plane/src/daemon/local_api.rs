@@ -235,4 +235,84 @@ impl pb::control_server::Control for LocalControl {
         let m = self.manager()?;
         reply(m.remove_network(r.into_inner()).await)
     }
+
+    async fn create_secret(
+        &self,
+        r: tonic::Request<pb::CreateSecretRequest>,
+    ) -> Reply<pb::SecretReply> {
+        let m = self.manager()?;
+        reply(m.create_secret(r.into_inner()).await)
+    }
+
+    async fn list_secrets(
+        &self,
+        r: tonic::Request<pb::ListSecretsRequest>,
+    ) -> Reply<pb::ListSecretsResponse> {
+        let m = self.manager()?;
+        reply(m.list_secrets(r.into_inner()).await)
+    }
+
+    async fn inspect_secret(
+        &self,
+        r: tonic::Request<pb::InspectSecretRequest>,
+    ) -> Reply<pb::SecretReply> {
+        let m = self.manager()?;
+        reply(m.inspect_secret(r.into_inner()).await)
+    }
+
+    async fn remove_secret(
+        &self,
+        r: tonic::Request<pb::RemoveSecretRequest>,
+    ) -> Reply<pb::RemoveSecretResponse> {
+        let m = self.manager()?;
+        reply(m.remove_secret(r.into_inner()).await)
+    }
+
+    async fn update_secret(
+        &self,
+        r: tonic::Request<pb::UpdateSecretRequest>,
+    ) -> Reply<pb::SecretReply> {
+        let m = self.manager()?;
+        reply(m.update_secret(r.into_inner()).await)
+    }
+
+    async fn create_config(
+        &self,
+        r: tonic::Request<pb::CreateConfigRequest>,
+    ) -> Reply<pb::ConfigReply> {
+        let m = self.manager()?;
+        reply(m.create_config(r.into_inner()).await)
+    }
+
+    async fn list_configs(
+        &self,
+        r: tonic::Request<pb::ListConfigsRequest>,
+    ) -> Reply<pb::ListConfigsResponse> {
+        let m = self.manager()?;
+        reply(m.list_configs(r.into_inner()).await)
+    }
+
+    async fn inspect_config(
+        &self,
+        r: tonic::Request<pb::InspectConfigRequest>,
+    ) -> Reply<pb::ConfigReply> {
+        let m = self.manager()?;
+        reply(m.inspect_config(r.into_inner()).await)
+    }
+
+    async fn remove_config(
+        &self,
+        r: tonic::Request<pb::RemoveConfigRequest>,
+    ) -> Reply<pb::RemoveConfigResponse> {
+        let m = self.manager()?;
+        reply(m.remove_config(r.into_inner()).await)
+    }
+
+    async fn update_config(
+        &self,
+        r: tonic::Request<pb::UpdateConfigRequest>,
+    ) -> Reply<pb::ConfigReply> {
+        let m = self.manager()?;
+        reply(m.update_config(r.into_inner()).await)
+    }
 }

@@ -23,6 +23,7 @@ use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
 use super::Dispatcher;
+use super::files::HeldFiles;
 use crate::agent::mesh_view::{
     MeshChanges, MeshNetwork, MeshNode, MeshService, MeshSettings, MeshTask, MeshView,
 };
@@ -64,6 +65,7 @@ pub fn complete(
         update_tasks: tasks.iter().map(pb::Task::from).collect(),
         remove_tasks: Vec::new(),
         mesh: Some(mesh_changes(&mesh.into_changes())),
+        ..pb::AssignmentsMessage::default()
     })
 }
 
@@ -194,6 +196,8 @@ impl Changes {
                     self.settings = Some(new);
                 }
             }
+            // Their data goes out with the tasks that name them (`follow`).
+            Object::Secret(_) | Object::Config(_) => {}
         }
     }
 
@@ -236,6 +240,7 @@ impl Changes {
             update_tasks: update_tasks.iter().map(pb::Task::from).collect(),
             remove_tasks,
             mesh: Some(mesh_changes(&mesh)),
+            ..pb::AssignmentsMessage::default()
         })
     }
 }
@@ -312,7 +317,7 @@ impl Dispatcher {
         &self,
         node_id: String,
         session_id: String,
-        first: pb::AssignmentsMessage,
+        mut first: pb::AssignmentsMessage,
         mut watch: crate::store::Watch,
         sender: mpsc::Sender<Result<pb::AssignmentsMessage, tonic::Status>>,
     ) {
@@ -322,6 +327,11 @@ impl Dispatcher {
             node_id: &node_id,
             stream,
         };
+        let mut files = HeldFiles::default();
+        if let Err(err) = files.attach(&self.store, &mut first) {
+            let _ = sender.send(Err(ApiError::from(err).into())).await;
+            return;
+        }
         if sender.send(Ok(first)).await.is_err() {
             return;
         }
@@ -350,7 +360,7 @@ impl Dispatcher {
                     Err(_) => lost = true,
                 }
             }
-            let message = if lost {
+            let mut message = if lost {
                 changes = Changes::new(&node_id);
                 let (view, fresh) = match self
                     .store
@@ -375,6 +385,11 @@ impl Dispatcher {
                     }
                 }
             };
+            // The secrets and configs the node's tasks now name, or no longer do.
+            if let Err(err) = files.attach(&self.store, &mut message) {
+                let _ = sender.send(Err(ApiError::from(err).into())).await;
+                return;
+            }
             self.mesh_acks.sent(&node_id, stream, message.version);
             if sender.send(Ok(message)).await.is_err() {
                 return;

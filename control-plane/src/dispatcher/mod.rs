@@ -12,6 +12,7 @@
 //! a daemon restart keeps its node's tasks (`liveness.rs`, docs/control-plane.md).
 
 pub mod assignments;
+pub mod files;
 pub mod liveness;
 pub mod mesh_acks;
 pub mod service;

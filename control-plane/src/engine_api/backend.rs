@@ -167,6 +167,11 @@ impl Backend {
         Ok(self.control().await?.list_tasks(filter).await?.tasks)
     }
 
+    /// The typed client, for the secrets and configs routes.
+    pub async fn control_client(&self) -> Result<Control, EngineError> {
+        self.control().await
+    }
+
     pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, EngineError> {
         Ok(self.control().await?.create_network(spec).await?)
     }

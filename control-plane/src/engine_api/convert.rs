@@ -125,7 +125,7 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
         }
     };
     let template = spec.task_template.unwrap_or_default();
-    let container = template.container_spec.unwrap_or_default();
+    let mut container = template.container_spec.unwrap_or_default();
     ignored(
         "ContainerSpec.Mounts",
         container.mounts.as_ref().is_some_and(|v| !v.is_empty()),
@@ -134,13 +134,9 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
         "ContainerSpec.Ulimits",
         container.ulimits.as_ref().is_some_and(|v| !v.is_empty()),
     );
-    ignored(
-        "ContainerSpec.Secrets",
-        container.secrets.as_ref().is_some_and(|v| !v.is_empty()),
-    );
-    ignored(
-        "ContainerSpec.Configs",
-        container.configs.as_ref().is_some_and(|v| !v.is_empty()),
+    let (secrets, configs) = super::routes::secrets::references_in(
+        container.secrets.take().unwrap_or_default(),
+        container.configs.take().unwrap_or_default(),
     );
     ignored(
         "ContainerSpec.Healthcheck",
@@ -195,6 +191,8 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
                 cap_drop: container.capability_drop.unwrap_or_default(),
                 sysctls: container.sysctls.unwrap_or_default().into_iter().collect(),
                 stop_signal: container.stop_signal.unwrap_or_default(),
+                secrets,
+                configs,
                 // Mounts and ulimits are warned about above.
                 ..ContainerSpec::default()
             },
@@ -345,6 +343,8 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
                     .collect()
             }),
             stop_signal: (!c.stop_signal.is_empty()).then(|| c.stop_signal.clone()),
+            secrets: super::routes::secrets::secret_references_out(&c.secrets),
+            configs: super::routes::secrets::config_references_out(&c.configs),
             ..Default::default()
         }),
         resources: Some(m::TaskSpecResources {

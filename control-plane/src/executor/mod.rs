@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 
 pub mod cgroup;
 mod error;
+pub mod files;
 pub mod image;
 pub mod init;
 pub mod logs;

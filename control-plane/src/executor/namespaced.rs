@@ -427,6 +427,14 @@ impl NamespaceExecutor {
         if let Some(container) = &task.container {
             state_dir_free = Self::teardown_container(task, container, &mut errors).await;
         }
+        // The secrets' and configs' tmpfs, once runc no longer holds its files.
+        let files = super::files::files_dir(&self.config.run_dir, &task_id);
+        if let Err(source) = blocking(move || super::files::release(&files)).await {
+            errors.push(ExecutorError::Container {
+                task_id: task_id.clone(),
+                source: source.into(),
+            });
+        }
         if detach && let Err(source) = self.attacher.detach(&task.networks).await {
             errors.push(ExecutorError::Detach {
                 task_id: task_id.clone(),

@@ -80,6 +80,9 @@ pub struct TaskSpec {
     pub stop_signal: Option<String>,
     /// `--mount`: volumes, binds, tmpfs.
     pub mounts: Vec<Mount>,
+    /// `--secret` / `--config`: their bytes, held in memory and never serialised.
+    #[serde(skip)]
+    pub files: Vec<super::files::TaskFile>,
 }
 
 impl TaskSpec {
@@ -105,6 +108,7 @@ impl TaskSpec {
             sysctls: BTreeMap::new(),
             stop_signal: None,
             mounts: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -120,6 +124,7 @@ impl TaskSpec {
             (!self.sysctls.is_empty(), "--sysctl"),
             (self.stop_signal.is_some(), "--stop-signal"),
             (!self.mounts.is_empty(), "--mount"),
+            (!self.files.is_empty(), "--secret/--config"),
         ]
         .into_iter()
         .find_map(|(set, flag)| set.then_some(flag))

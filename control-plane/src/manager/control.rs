@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::{
-    CallKind, Manager, ManagerSlot, cluster, logs, networks, nodes, request_with_timeout, services,
-    tasks, timers,
+    CallKind, Manager, ManagerSlot, cluster, logs, networks, nodes, request_with_timeout, secrets,
+    services, tasks, timers,
 };
 use crate::api::{ApiError, pb};
 use crate::pki::Role;
@@ -187,6 +187,124 @@ impl Manager {
         r: pb::RemoveNetworkRequest,
     ) -> Result<pb::RemoveNetworkResponse, ApiError> {
         leader_call!(CallKind::Write, self, r, networks::remove, remove_network)
+    }
+
+    pub async fn create_secret(
+        self: &Arc<Self>,
+        r: pb::CreateSecretRequest,
+    ) -> Result<pb::SecretReply, ApiError> {
+        leader_call!(
+            CallKind::Write,
+            self,
+            r,
+            secrets::create_secret,
+            create_secret
+        )
+    }
+
+    pub async fn list_secrets(
+        self: &Arc<Self>,
+        r: pb::ListSecretsRequest,
+    ) -> Result<pb::ListSecretsResponse, ApiError> {
+        leader_call!(CallKind::Read, self, r, secrets::list_secrets, list_secrets)
+    }
+
+    pub async fn inspect_secret(
+        self: &Arc<Self>,
+        r: pb::InspectSecretRequest,
+    ) -> Result<pb::SecretReply, ApiError> {
+        leader_call!(
+            CallKind::Read,
+            self,
+            r,
+            secrets::inspect_secret,
+            inspect_secret
+        )
+    }
+
+    pub async fn remove_secret(
+        self: &Arc<Self>,
+        r: pb::RemoveSecretRequest,
+    ) -> Result<pb::RemoveSecretResponse, ApiError> {
+        leader_call!(
+            CallKind::Write,
+            self,
+            r,
+            secrets::remove_secret,
+            remove_secret
+        )
+    }
+
+    pub async fn update_secret(
+        self: &Arc<Self>,
+        r: pb::UpdateSecretRequest,
+    ) -> Result<pb::SecretReply, ApiError> {
+        leader_call!(
+            CallKind::Write,
+            self,
+            r,
+            secrets::update_secret,
+            update_secret
+        )
+    }
+
+    pub async fn create_config(
+        self: &Arc<Self>,
+        r: pb::CreateConfigRequest,
+    ) -> Result<pb::ConfigReply, ApiError> {
+        leader_call!(
+            CallKind::Write,
+            self,
+            r,
+            secrets::create_config,
+            create_config
+        )
+    }
+
+    pub async fn list_configs(
+        self: &Arc<Self>,
+        r: pb::ListConfigsRequest,
+    ) -> Result<pb::ListConfigsResponse, ApiError> {
+        leader_call!(CallKind::Read, self, r, secrets::list_configs, list_configs)
+    }
+
+    pub async fn inspect_config(
+        self: &Arc<Self>,
+        r: pb::InspectConfigRequest,
+    ) -> Result<pb::ConfigReply, ApiError> {
+        leader_call!(
+            CallKind::Read,
+            self,
+            r,
+            secrets::inspect_config,
+            inspect_config
+        )
+    }
+
+    pub async fn remove_config(
+        self: &Arc<Self>,
+        r: pb::RemoveConfigRequest,
+    ) -> Result<pb::RemoveConfigResponse, ApiError> {
+        leader_call!(
+            CallKind::Write,
+            self,
+            r,
+            secrets::remove_config,
+            remove_config
+        )
+    }
+
+    pub async fn update_config(
+        self: &Arc<Self>,
+        r: pb::UpdateConfigRequest,
+    ) -> Result<pb::ConfigReply, ApiError> {
+        leader_call!(
+            CallKind::Write,
+            self,
+            r,
+            secrets::update_config,
+            update_config
+        )
     }
 
     /// Answered here, not at the leader (see `manager::logs`).
@@ -370,5 +488,85 @@ impl pb::control_server::Control for ControlService {
     ) -> Reply<pb::RemoveNetworkResponse> {
         let m = self.manager(&r)?;
         reply(m.remove_network(r.into_inner()).await)
+    }
+
+    async fn create_secret(
+        &self,
+        r: tonic::Request<pb::CreateSecretRequest>,
+    ) -> Reply<pb::SecretReply> {
+        let m = self.manager(&r)?;
+        reply(m.create_secret(r.into_inner()).await)
+    }
+
+    async fn list_secrets(
+        &self,
+        r: tonic::Request<pb::ListSecretsRequest>,
+    ) -> Reply<pb::ListSecretsResponse> {
+        let m = self.manager(&r)?;
+        reply(m.list_secrets(r.into_inner()).await)
+    }
+
+    async fn inspect_secret(
+        &self,
+        r: tonic::Request<pb::InspectSecretRequest>,
+    ) -> Reply<pb::SecretReply> {
+        let m = self.manager(&r)?;
+        reply(m.inspect_secret(r.into_inner()).await)
+    }
+
+    async fn remove_secret(
+        &self,
+        r: tonic::Request<pb::RemoveSecretRequest>,
+    ) -> Reply<pb::RemoveSecretResponse> {
+        let m = self.manager(&r)?;
+        reply(m.remove_secret(r.into_inner()).await)
+    }
+
+    async fn update_secret(
+        &self,
+        r: tonic::Request<pb::UpdateSecretRequest>,
+    ) -> Reply<pb::SecretReply> {
+        let m = self.manager(&r)?;
+        reply(m.update_secret(r.into_inner()).await)
+    }
+
+    async fn create_config(
+        &self,
+        r: tonic::Request<pb::CreateConfigRequest>,
+    ) -> Reply<pb::ConfigReply> {
+        let m = self.manager(&r)?;
+        reply(m.create_config(r.into_inner()).await)
+    }
+
+    async fn list_configs(
+        &self,
+        r: tonic::Request<pb::ListConfigsRequest>,
+    ) -> Reply<pb::ListConfigsResponse> {
+        let m = self.manager(&r)?;
+        reply(m.list_configs(r.into_inner()).await)
+    }
+
+    async fn inspect_config(
+        &self,
+        r: tonic::Request<pb::InspectConfigRequest>,
+    ) -> Reply<pb::ConfigReply> {
+        let m = self.manager(&r)?;
+        reply(m.inspect_config(r.into_inner()).await)
+    }
+
+    async fn remove_config(
+        &self,
+        r: tonic::Request<pb::RemoveConfigRequest>,
+    ) -> Reply<pb::RemoveConfigResponse> {
+        let m = self.manager(&r)?;
+        reply(m.remove_config(r.into_inner()).await)
+    }
+
+    async fn update_config(
+        &self,
+        r: tonic::Request<pb::UpdateConfigRequest>,
+    ) -> Reply<pb::ConfigReply> {
+        let m = self.manager(&r)?;
+        reply(m.update_config(r.into_inner()).await)
     }
 }

@@ -17,6 +17,7 @@ pub mod networks;
 pub mod nodes;
 pub mod reserved_ports;
 pub mod retry;
+pub mod secrets;
 pub mod service_spec;
 pub mod services;
 pub mod spec_limits;

@@ -50,6 +50,7 @@ pub fn create_in(tx: &mut WriteTx, spec: &ServiceSpec) -> Result<String, ApiErro
     validate(spec)?;
     let mut spec = spec.clone();
     resolve_attachments(&*tx, &mut spec)?;
+    super::secrets::resolve_references(&*tx, &mut spec)?;
     let spec = &spec;
     if tx
         .id_by_name(ObjectKind::Service, &spec.annotations.name)?
@@ -78,6 +79,7 @@ pub fn update_in(
     validate(spec)?;
     let mut spec = spec.clone();
     resolve_attachments(&*tx, &mut spec)?;
+    super::secrets::resolve_references(&*tx, &mut spec)?;
     let spec = &spec;
     if spec.annotations.name != service.spec.annotations.name {
         return Err(ApiError::Invalid(

@@ -65,7 +65,7 @@ pub fn touched(events: &[Event]) -> Services {
                 Object::Service(service) => services.insert(service.id.clone()),
                 Object::Task(task) => services.insert(task.service_id.clone()),
                 Object::Node(_) | Object::Cluster(_) => return None,
-                Object::Network(_) => false,
+                Object::Network(_) | Object::Secret(_) | Object::Config(_) => false,
             };
         }
     }

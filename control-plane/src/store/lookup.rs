@@ -29,6 +29,8 @@ fn list_command(kind: ObjectKind) -> &'static str {
         ObjectKind::Task => "hive service ps",
         ObjectKind::Network => "hive network ls",
         ObjectKind::Cluster => "hive info",
+        ObjectKind::Secret => "hive secret ls",
+        ObjectKind::Config => "hive config ls",
     }
 }
 

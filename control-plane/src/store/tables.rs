@@ -2,7 +2,7 @@
 //!
 //! | table      | key                  | value                                        |
 //! |------------|----------------------|----------------------------------------------|
-//! | `nodes`, `services`, `tasks`, `networks`, `clusters` | object ID | the object, JSON |
+//! | `nodes`, `services`, `tasks`, `networks`, `clusters`, `secrets`, `configs` | object ID | the object, JSON |
 //! | `names`    | (kind, name)         | ID of the object of that kind with that name |
 //! | `tasks_by_service` | (service ID, task ID) | nothing: an index of `tasks`         |
 //! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_data`, `snapshot_seq` | JSON (snapshot data: its own bytes) |
@@ -37,6 +37,10 @@ const NETWORKS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("networks");
 const CLUSTERS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("clusters");
+const SECRETS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("secrets");
+const CONFIGS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("configs");
 
 /// Keys of `sm_meta`.
 pub(crate) mod meta_key {
@@ -60,6 +64,8 @@ pub(crate) fn object_table(
         ObjectKind::Task => TASKS,
         ObjectKind::Network => NETWORKS,
         ObjectKind::Cluster => CLUSTERS,
+        ObjectKind::Secret => SECRETS,
+        ObjectKind::Config => CONFIGS,
     }
 }
 

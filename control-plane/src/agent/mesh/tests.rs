@@ -74,6 +74,7 @@ fn task(i: u8, n: u8) -> MeshTask {
 /// `services` services with one task each on n2, as a complete view.
 fn complete(services: u8) -> AssignmentChange {
     AssignmentChange {
+        files: Default::default(),
         complete: true,
         version: 1,
         update_tasks: Vec::new(),
@@ -203,6 +204,7 @@ async fn a_draining_task_is_no_backend_but_keeps_its_endpoint_until_it_stops() {
     draining.draining = true;
     agent
         .receive(AssignmentChange {
+            files: Default::default(),
             complete: false,
             version: 2,
             update_tasks: Vec::new(),
@@ -222,6 +224,7 @@ async fn a_draining_task_is_no_backend_but_keeps_its_endpoint_until_it_stops() {
 
     agent
         .receive(AssignmentChange {
+            files: Default::default(),
             complete: false,
             version: 3,
             update_tasks: Vec::new(),
@@ -246,6 +249,7 @@ async fn ops_of_one_new_backend(services: u8) -> Vec<Op> {
     );
     agent
         .receive(AssignmentChange {
+            files: Default::default(),
             complete: false,
             version: 2,
             update_tasks: Vec::new(),

@@ -4,15 +4,17 @@
 //! the message, `TryFrom<message>` for the object, refusing what the store cannot hold).
 
 mod network;
+mod secret;
 mod service;
 mod task;
 mod wire;
 
 use std::time::Duration;
 
+pub use secret::{reference, reference_of, secret_without_data};
 pub use service::{protocol, protocol_of};
 pub use task::{task_state, task_state_of};
-pub use wire::{WireError, enumeration, port, timestamp};
+pub use wire::{WireError, annotations, enumeration, port, timestamp};
 
 use super::pb;
 use crate::pki;

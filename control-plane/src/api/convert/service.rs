@@ -93,6 +93,8 @@ impl From<&TaskSpec> for pb::TaskSpec {
                 sysctls: c.sysctls.clone().into_iter().collect(),
                 stop_signal: c.stop_signal.clone(),
                 mounts: c.mounts.iter().map(mount).collect(),
+                secrets: c.secrets.iter().map(super::secret::reference).collect(),
+                configs: c.configs.iter().map(super::secret::reference).collect(),
             }),
             resources: Some(pb::ResourceRequirements {
                 limits: Some(resources(t.resources.limits)),
@@ -169,6 +171,16 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                     .into_iter()
                     .map(mount_of)
                     .collect::<Result<_, _>>()?,
+                secrets: c
+                    .secrets
+                    .into_iter()
+                    .map(super::secret::reference_of)
+                    .collect(),
+                configs: c
+                    .configs
+                    .into_iter()
+                    .map(super::secret::reference_of)
+                    .collect(),
             },
         };
         let resources = t.resources.unwrap_or_default();

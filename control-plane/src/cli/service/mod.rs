@@ -265,6 +265,12 @@ pub struct CreateContainerOpts {
     /// Sysctl options (`net.core.somaxconn=1024`).
     #[arg(long, value_parser = parse_sysctl)]
     pub sysctl: Vec<(String, String)>,
+    /// Specify secrets to expose to the service (`NAME` or `source=,target=,uid=,gid=,mode=`).
+    #[arg(long, value_parser = crate::cli::secret::parse_file_reference)]
+    pub secret: Vec<crate::store::objects::FileReference>,
+    /// Specify configurations to expose to the service.
+    #[arg(long, value_parser = crate::cli::secret::parse_file_reference)]
+    pub config: Vec<crate::store::objects::FileReference>,
 }
 
 impl CreateContainerOpts {
@@ -273,6 +279,8 @@ impl CreateContainerOpts {
         container.mounts = self.mount.clone();
         container.ulimits = self.ulimit.clone();
         container.sysctls = self.sysctl.iter().cloned().collect();
+        container.secrets = self.secret.clone();
+        container.configs = self.config.clone();
     }
 }
 
@@ -324,6 +332,18 @@ pub struct UpdateOpts {
     /// Remove a mount by its target path.
     #[arg(long)]
     pub mount_rm: Vec<String>,
+    /// Add or update a secret on a service.
+    #[arg(long, value_parser = crate::cli::secret::parse_file_reference)]
+    pub secret_add: Vec<crate::store::objects::FileReference>,
+    /// Remove a secret (its name or ID).
+    #[arg(long)]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config file on a service.
+    #[arg(long, value_parser = crate::cli::secret::parse_file_reference)]
+    pub config_add: Vec<crate::store::objects::FileReference>,
+    /// Remove a config (its name or ID).
+    #[arg(long)]
+    pub config_rm: Vec<String>,
     /// Add or update a ulimit option.
     #[arg(long, value_parser = parse_ulimit)]
     pub ulimit_add: Vec<Ulimit>,
@@ -366,6 +386,18 @@ pub fn apply_update(spec: &mut ServiceSpec, opts: &UpdateOpts) -> Result<(), Cli
     for mount in &opts.mount_add {
         container.mounts.retain(|m| m.target != mount.target);
         container.mounts.push(mount.clone());
+    }
+    // As docker: a secret or config is removed by its name (or ID); one added again replaces
+    // the earlier reference to the same source.
+    for (references, remove, add) in [
+        (&mut container.secrets, &opts.secret_rm, &opts.secret_add),
+        (&mut container.configs, &opts.config_rm, &opts.config_add),
+    ] {
+        references.retain(|r| !remove.contains(&r.name) && !remove.contains(&r.id));
+        for reference in add {
+            references.retain(|r| r.name != reference.name);
+            references.push(reference.clone());
+        }
     }
     container
         .ulimits

@@ -3,6 +3,7 @@
 
 mod networks;
 mod nodes;
+pub(crate) mod secrets;
 mod services;
 mod swarm;
 mod system;
@@ -50,6 +51,20 @@ pub fn router(backend: State) -> Router {
         .route("/services/{id}/logs", get(services::logs))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
+        .route("/secrets", get(secrets::list_secrets))
+        .route("/secrets/create", post(secrets::create_secret))
+        .route(
+            "/secrets/{id}",
+            get(secrets::inspect_secret).delete(secrets::remove_secret),
+        )
+        .route("/secrets/{id}/update", post(secrets::update_secret))
+        .route("/configs", get(secrets::list_configs))
+        .route("/configs/create", post(secrets::create_config))
+        .route(
+            "/configs/{id}",
+            get(secrets::inspect_config).delete(secrets::remove_config),
+        )
+        .route("/configs/{id}/update", post(secrets::update_config))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
         .route(

@@ -109,6 +109,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error(transparent)]
+    Files(#[from] super::files::FilesError),
+    #[error(transparent)]
     Runc(#[from] RuncError),
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
@@ -239,7 +241,13 @@ impl NamespaceExecutor {
             container.bundle = state_dir.clone();
         }
 
-        let task_mounts = spec.mounts.clone();
+        let mut task_mounts = spec.mounts.clone();
+        if !spec.files.is_empty() {
+            let dir = super::files::files_dir(&self.config.run_dir, &prepared.task_id);
+            let files = spec.files.clone();
+            let file_mounts = blocking(move || super::files::materialise(&dir, &files)).await?;
+            task_mounts.extend(file_mounts);
+        }
         let volumes = oci.volumes_dir.clone();
         let user_mounts = blocking(move || mounts::resolve(&task_mounts, &volumes)).await?;
         etc_mounts.extend(user_mounts);

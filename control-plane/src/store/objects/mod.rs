@@ -10,6 +10,7 @@ mod cluster;
 mod common;
 mod network;
 mod node;
+mod secret;
 mod service;
 mod task;
 mod update_config;
@@ -30,6 +31,7 @@ pub use node::{
     ControlPort, EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription,
     NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, PortOwner, Reachability,
 };
+pub use secret::{Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec};
 pub use service::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
     Placement, PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode,
@@ -50,15 +52,19 @@ pub enum ObjectKind {
     Task,
     Network,
     Cluster,
+    Secret,
+    Config,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 5] = [
+    pub const ALL: [ObjectKind; 7] = [
         Self::Node,
         Self::Service,
         Self::Task,
         Self::Network,
         Self::Cluster,
+        Self::Secret,
+        Self::Config,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +74,8 @@ impl ObjectKind {
             Self::Task => "task",
             Self::Network => "network",
             Self::Cluster => "cluster",
+            Self::Secret => "secret",
+            Self::Config => "config",
         }
     }
 
@@ -78,6 +86,8 @@ impl ObjectKind {
             Self::Task => "tasks",
             Self::Network => "networks",
             Self::Cluster => "clusters",
+            Self::Secret => "secrets",
+            Self::Config => "configs",
         }
     }
 
@@ -85,7 +95,10 @@ impl ObjectKind {
     /// or network called the same; nodes may share hostnames (lookups then report ambiguity)
     /// and tasks are named after their service.
     pub fn has_unique_names(self) -> bool {
-        matches!(self, Self::Service | Self::Network | Self::Cluster)
+        matches!(
+            self,
+            Self::Service | Self::Network | Self::Cluster | Self::Secret | Self::Config
+        )
     }
 }
 
@@ -106,6 +119,8 @@ pub enum Object {
     Task(Box<Task>),
     Network(Box<Network>),
     Cluster(Box<Cluster>),
+    Secret(Box<Secret>),
+    Config(Box<Config>),
 }
 
 /// Runs `$body` with `$o` bound to the object inside whichever variant `$value` is.
@@ -117,6 +132,8 @@ macro_rules! each_object {
             Object::Task($o) => $body,
             Object::Network($o) => $body,
             Object::Cluster($o) => $body,
+            Object::Secret($o) => $body,
+            Object::Config($o) => $body,
         }
     };
 }
@@ -160,6 +177,8 @@ impl Object {
             ObjectKind::Task => Self::Task(serde_json::from_slice(bytes)?),
             ObjectKind::Network => Self::Network(serde_json::from_slice(bytes)?),
             ObjectKind::Cluster => Self::Cluster(serde_json::from_slice(bytes)?),
+            ObjectKind::Secret => Self::Secret(serde_json::from_slice(bytes)?),
+            ObjectKind::Config => Self::Config(serde_json::from_slice(bytes)?),
         })
     }
 }
@@ -254,6 +273,8 @@ store_object!(Service, name: |service| &service.spec.annotations.name);
 store_object!(Task, name: |_task| "");
 store_object!(Network, name: |network| &network.spec.annotations.name);
 store_object!(Cluster, name: |cluster| &cluster.spec.annotations.name);
+store_object!(Secret, name: |secret| &secret.spec.annotations.name);
+store_object!(Config, name: |config| &config.spec.annotations.name);
 
 #[cfg(test)]
 mod tests {

@@ -109,6 +109,9 @@ pub struct ContainerSpec {
     pub stop_signal: String,
     /// `--mount`.
     pub mounts: Vec<Mount>,
+    /// `--secret` / `--config` (docs/secrets.md).
+    pub secrets: Vec<super::FileReference>,
+    pub configs: Vec<super::FileReference>,
 }
 
 /// One `--ulimit` (Swarm's `ContainerSpec.Ulimits`).
@@ -164,6 +167,8 @@ impl Default for ContainerSpec {
             sysctls: BTreeMap::new(),
             stop_signal: String::new(),
             mounts: Vec::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 }

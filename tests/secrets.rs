@@ -1,0 +1,309 @@
+//! Secrets and configs end to end (issue 18, docs/secrets.md), on one 3-node swarm (n1
+//! manager, n2 and n3 workers) running a busybox image by runc:
+//! - a secret with uid, gid and mode and a config reach the task that names them, as files
+//!   the task reads (owner and mode as asked), and no other task, also on the same node;
+//! - the worker that runs no such task has no trace of the secret in its data directory;
+//! - `secret rm` of a secret in use is refused with Docker's message;
+//! - `service update --secret-rm` takes it away from the service's new tasks;
+//! - `config inspect` shows the config's data (base64 in JSON, plain with `--pretty`).
+//!
+//! Needs root and runc, umoci, skopeo, busybox (`cargo xtask setup`); skipped otherwise.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::tasks::wait_running;
+use support::{SERIAL, Swarm, privileged};
+
+const IMAGE: &str = "hive-test/busybox:1";
+const SECRET: &str = "sec-0f9c2e7d-the-secret-bytes";
+const CONFIG: &str = "listen 8080; # sec-config";
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn tools_or_skip(test: &str) -> bool {
+    let missing: Vec<&str> = ["runc", "umoci", "skopeo", "busybox"]
+        .into_iter()
+        .filter(|tool| which(tool).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("missing tools {missing:?} (run `cargo xtask setup`)");
+    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+    eprintln!("skipped {test}: {why}");
+    false
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A busybox image whose command the services give.
+fn build_archive(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    let base = format!("{}:base", path(&layout));
+    let tagged = format!("{}:1", path(&layout));
+    run("umoci", &["init", "--layout", &path(&layout)]);
+    run("umoci", &["new", "--image", &base]);
+    run("umoci", &["unpack", "--image", &base, &path(&bundle)]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
+    std::fs::copy(
+        which("busybox").expect("busybox"),
+        rootfs.join("bin/busybox"),
+    )
+    .expect("copy");
+    for applet in ["sh", "cat", "stat", "sleep", "echo", "ls", "hostname"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("link");
+    }
+    run("umoci", &["repack", "--image", &tagged, &path(&bundle)]);
+    run(
+        "umoci",
+        &["config", "--image", &tagged, "--config.cmd", "/bin/sh"],
+    );
+    let archive = dir.join("busybox.tar");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{tagged}"),
+            &format!("docker-archive:{}:{IMAGE}", path(&archive)),
+        ],
+    );
+    archive
+}
+
+/// What every task prints: its secret's owner, mode and bytes, or `NOSECRET`; its config.
+const PROBE: &str = "if [ -e /run/secrets/pw ]; then stat -c 'OWNER %u %g %a' /run/secrets/pw; \
+     echo \"SECRET $(cat /run/secrets/pw)\"; else echo \"NOSECRET $(hostname)\"; fi; \
+     if [ -e /etc/app.conf ]; then echo \"CONFIG $(cat /etc/app.conf)\"; fi; sleep 100000";
+
+fn wait_logs(swarm: &Swarm, service: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = swarm.hive("n1", &["service", "logs", service]);
+        let logs = support::text(&out.stdout);
+        if check(&logs) {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}; logs of {service}:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Whether any regular file under `dir` holds `needle`.
+fn holds(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if let Some(found) = holds(&path, needle) {
+                return Some(found);
+            }
+        } else if kind.is_file()
+            && let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
+    let test = "secrets_and_configs_reach_only_the_tasks_that_name_them";
+    if !privileged(test) || !tools_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = build_archive(dir.path());
+    let archive = archive.to_str().expect("UTF-8 path");
+    let secret_file = dir.path().join("pw");
+    std::fs::write(&secret_file, SECRET).expect("secret file");
+    let config_file = dir.path().join("app.conf");
+    std::fs::write(&config_file, CONFIG).expect("config file");
+
+    let swarm = Swarm::up("sec-lab", 3, 1);
+    for node in ["n1", "n2", "n3"] {
+        swarm.hive_ok(node, &["image", "load", "-i", archive]);
+    }
+
+    // Create, list, inspect: the secret's data is never shown; the config's is.
+    let secret_file = secret_file.to_str().expect("UTF-8 path");
+    let id = swarm.hive_ok(
+        "n1",
+        &[
+            "secret",
+            "create",
+            "--label",
+            "tier=db",
+            "app_pw",
+            secret_file,
+        ],
+    );
+    assert_eq!(id.trim().len(), 25, "an ID: {id}");
+    let err = swarm.hive_err("n1", &["secret", "create", "app_pw", secret_file]);
+    assert!(err.contains("secret app_pw already exists"), "{err}");
+    let err = swarm.hive_err("n1", &["secret", "create", "bad/name", secret_file]);
+    assert!(err.contains("invalid name, only 64"), "{err}");
+    let err = swarm.hive_err(
+        "n1",
+        &["secret", "create", "--driver", "vault", "x", secret_file],
+    );
+    assert!(
+        err.contains("secret driver \"vault\" is not supported"),
+        "{err}"
+    );
+    let ls = swarm.hive_ok("n1", &["secret", "ls"]);
+    assert!(ls.starts_with("ID"), "{ls}");
+    assert!(ls.contains("app_pw"), "{ls}");
+    for args in [
+        &["secret", "inspect", "app_pw"][..],
+        &["secret", "inspect", "--pretty", "app_pw"][..],
+    ] {
+        let shown = swarm.hive_ok("n1", args);
+        assert!(
+            shown.contains("app_pw") && shown.contains("tier"),
+            "{shown}"
+        );
+        assert!(!shown.contains(SECRET), "secret data shown: {shown}");
+    }
+    let config_file = config_file.to_str().expect("UTF-8 path");
+    swarm.hive_ok("n1", &["config", "create", "app_conf", config_file]);
+    let json = swarm.hive_ok("n1", &["config", "inspect", "app_conf"]);
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(CONFIG);
+    assert!(json.contains(&format!("\"Data\": \"{encoded}\"")), "{json}");
+    let pretty = swarm.hive_ok("n1", &["config", "inspect", "--pretty", "app_conf"]);
+    assert!(pretty.contains(&format!("Data:\n{CONFIG}")), "{pretty}");
+    let err = swarm.hive_err(
+        "n1",
+        &[
+            "config",
+            "create",
+            "--template-driver",
+            "golang",
+            "t",
+            config_file,
+        ],
+    );
+    assert!(err.contains("not supported"), "{err}");
+
+    // An unknown secret is refused at the door.
+    let err = swarm.hive_err(
+        "n1",
+        &["service", "create", "-d", "--secret", "nope", IMAGE, "sh"],
+    );
+    assert!(err.contains("secret not found: nope"), "{err}");
+
+    // web on n2 names both; probe runs everywhere and names neither.
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--constraint",
+            "node.hostname==n2",
+            "--secret",
+            "source=app_pw,target=pw,uid=1000,gid=1001,mode=0440",
+            "--config",
+            "source=app_conf,target=/etc/app.conf",
+            IMAGE,
+            "sh",
+            "-c",
+            PROBE,
+        ],
+    );
+    swarm.hive_ok(
+        "n1",
+        &[
+            "service", "create", "-d", "--name", "probe", "--mode", "global", IMAGE, "sh", "-c",
+            PROBE,
+        ],
+    );
+    wait_running(&swarm, "web", 1);
+    wait_running(&swarm, "probe", 3);
+    let logs = wait_logs(&swarm, "web", "web reads its secret and config", |l| {
+        l.contains("SECRET ") && l.contains("CONFIG ")
+    });
+    assert!(logs.contains("OWNER 1000 1001 440"), "{logs}");
+    assert!(logs.contains(&format!("SECRET {SECRET}")), "{logs}");
+    assert!(logs.contains(&format!("CONFIG {CONFIG}")), "{logs}");
+    let logs = wait_logs(&swarm, "probe", "every probe task reports", |l| {
+        l.matches("NOSECRET").count() >= 3
+    });
+    assert!(!logs.contains("SECRET sec-"), "{logs}");
+    assert!(!logs.contains("CONFIG "), "{logs}");
+
+    // n3 runs no task naming the secret: nothing of it in its data directory.
+    let n3 = swarm.lab().member("n3").expect("n3");
+    let data_dir = n3.data_dir.clone().expect("n3's data directory");
+    assert!(
+        holds(&data_dir, SECRET.as_bytes()).is_none(),
+        "the secret's bytes are in {:?}",
+        holds(&data_dir, SECRET.as_bytes())
+    );
+
+    // In use: refused, with Docker's message.
+    let err = swarm.hive_err("n1", &["secret", "rm", "app_pw"]);
+    assert!(
+        err.contains("secret 'app_pw' is in use by the following service: web"),
+        "{err}"
+    );
+    let err = swarm.hive_err("n1", &["config", "rm", "app_conf"]);
+    assert!(
+        err.contains("config 'app_conf' is in use by the following service: web"),
+        "{err}"
+    );
+
+    // --secret-rm: the new task has no secret, still its config.
+    swarm.hive_ok(
+        "n1",
+        &["service", "update", "-d", "--secret-rm", "app_pw", "web"],
+    );
+    wait_logs(&swarm, "web", "web's new task has no secret", |l| {
+        l.contains("NOSECRET")
+    });
+
+    // Unused now: removed.
+    let removed = swarm.hive_ok("n1", &["secret", "rm", "app_pw"]);
+    assert_eq!(removed.trim(), "app_pw");
+    let ls = swarm.hive_ok("n1", &["secret", "ls", "-q"]);
+    assert!(ls.trim().is_empty(), "{ls}");
+}

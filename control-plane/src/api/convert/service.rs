@@ -86,6 +86,7 @@ impl From<&TaskSpec> for pb::TaskSpec {
                 sysctls: c.sysctls.clone().into_iter().collect(),
                 stop_signal: c.stop_signal.clone(),
                 mounts: c.mounts.iter().map(mount).collect(),
+                health_check: c.health_check.as_ref().map(super::health::health_config),
             }),
             resources: Some(pb::ResourceRequirements {
                 limits: Some(resources(t.resources.limits)),
@@ -162,6 +163,10 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                     .into_iter()
                     .map(mount_of)
                     .collect::<Result<_, _>>()?,
+                health_check: c
+                    .health_check
+                    .map(super::health::health_config_of)
+                    .transpose()?,
             },
         };
         let resources = t.resources.unwrap_or_default();

@@ -103,6 +103,8 @@ pub struct ContainerSpec {
     pub stop_signal: String,
     /// `--mount`.
     pub mounts: Vec<Mount>,
+    /// `--health-*` / `--no-healthcheck` (docs/health.md); `None` is the image's check.
+    pub health_check: Option<super::health::HealthConfig>,
 }
 
 /// One `--ulimit` (Swarm's `ContainerSpec.Ulimits`).
@@ -158,6 +160,7 @@ impl Default for ContainerSpec {
             sysctls: BTreeMap::new(),
             stop_signal: String::new(),
             mounts: Vec::new(),
+            health_check: None,
         }
     }
 }

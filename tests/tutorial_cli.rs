@@ -153,7 +153,6 @@ fn node_ids(swarm: &Swarm) -> Vec<(String, String)> {
 fn unknown_flags_are_refused_and_task_arguments_pass(swarm: &Swarm) {
     for flag in [
         "--update-parallelism",
-        "--health-cmd",
         "--secret",
         "--nonexistent-flag",
     ] {

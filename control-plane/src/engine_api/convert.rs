@@ -119,10 +119,11 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
         "ContainerSpec.Configs",
         container.configs.as_ref().is_some_and(|v| !v.is_empty()),
     );
-    ignored(
-        "ContainerSpec.Healthcheck",
-        container.health_check.is_some(),
-    );
+    let health_check = container
+        .health_check
+        .clone()
+        .map(super::health::health_in)
+        .transpose()?;
     ignored("ContainerSpec.TTY", container.tty == Some(true));
     ignored("TaskTemplate.LogDriver", template.log_driver.is_some());
     let placement = template.placement.unwrap_or_default();
@@ -170,6 +171,7 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
                 cap_drop: container.capability_drop.unwrap_or_default(),
                 sysctls: container.sysctls.unwrap_or_default().into_iter().collect(),
                 stop_signal: container.stop_signal.unwrap_or_default(),
+                health_check,
                 // Mounts and ulimits are warned about above.
                 ..ContainerSpec::default()
             },
@@ -320,6 +322,7 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
                     .collect()
             }),
             stop_signal: (!c.stop_signal.is_empty()).then(|| c.stop_signal.clone()),
+            health_check: c.health_check.as_ref().map(super::health::health_out),
             ..Default::default()
         }),
         resources: Some(m::TaskSpecResources {

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod convert;
 pub mod error;
 pub mod filters;
+pub mod health;
 pub mod routes;
 pub mod server;
 pub mod version;

@@ -66,7 +66,10 @@ fn a_task_whose_check_fails_gets_no_new_request_and_is_replaced() {
     );
     let running = wait_tasks(&swarm, "web", "3 healthy tasks", |t| {
         let live = live(t);
-        live.len() == 3 && live.iter().all(|t| t.status.health == Some(Health::Healthy))
+        live.len() == 3
+            && live
+                .iter()
+                .all(|t| t.status.health == Some(Health::Healthy))
     });
     let first = live(&running);
     let all = hostnames(&first);
@@ -131,10 +134,13 @@ fn a_task_whose_check_fails_gets_no_new_request_and_is_replaced() {
         failed.status.err
     );
     let now = hostnames(&live(&replaced));
-    assert!(now.is_superset(&healthy) && !now.contains(&sick_name), "{now:?}");
+    assert!(
+        now.is_superset(&healthy) && !now.contains(&sick_name),
+        "{now:?}"
+    );
     wait_mesh(&swarm, &NODES, 8080, &now, 24);
-    let ps = swarm.hive_ok("n1", &["service", "ps", "web"]);
-    assert!(ps.contains("unhealthy container"), "{ps}");
+    let ps = swarm.hive_ok("n1", &["service", "ps", "--no-trunc", "web"]);
+    assert!(ps.contains("): unhealthy container"), "{ps}");
 }
 
 #[test]
@@ -187,14 +193,16 @@ fn a_task_that_never_becomes_healthy_is_never_in_the_mesh() {
         let failed = seen
             .iter()
             .filter(|t| {
-                t.status.state == TaskState::Failed
-                    && t.status.err.ends_with("unhealthy container")
+                t.status.state == TaskState::Failed && t.status.err.ends_with("unhealthy container")
             })
             .count();
         if failed >= 1 && seen.len() >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "no unhealthy task replaced: {seen:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no unhealthy task replaced: {seen:#?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

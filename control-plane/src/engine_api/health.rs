@@ -30,7 +30,8 @@ pub fn health_in(h: m::HealthConfig) -> Result<HealthConfig, EngineError> {
 }
 
 pub fn health_out(h: &HealthConfig) -> m::HealthConfig {
-    let nanos = |d: Duration| (!d.is_zero()).then(|| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let nanos =
+        |d: Duration| (!d.is_zero()).then(|| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let test = h.test.to_docker();
     m::HealthConfig {
         test: (!test.is_empty()).then_some(test),

@@ -43,11 +43,11 @@ pub use network::{
     AssignedAddr, AttachError, DataplaneMissing, NetworkAttacher, NoDataplane, NoNetworks,
     TaskNetworks,
 };
-pub use probe::ProbeOutcome;
 pub use oci::{
     ContainerImage, ImageSource, ImageSourceError, Mount, MountKind, OciContainer, OciRuntime,
     Ulimit,
 };
+pub use probe::ProbeOutcome;
 pub use spec::{
     DEFAULT_STOP_GRACE_PERIOD, ExitStatus, NetworkAttachment, PreparedTask, ResourceLimits,
     SpecError, StartedTask, TaskSpec,

@@ -59,9 +59,7 @@ impl From<&TaskStatus> for pb::TaskStatus {
                 exit_code: r.exit_code,
             }),
             port_status: s.port_status.iter().map(pb::PortConfig::from).collect(),
-            health: s
-                .health
-                .map(|h| i32::from(super::health::task_health(h))),
+            health: s.health.map(|h| i32::from(super::health::task_health(h))),
         }
     }
 }

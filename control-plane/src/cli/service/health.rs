@@ -62,7 +62,9 @@ impl HealthOpts {
         if !self.any_health_flag() {
             return Ok(());
         }
-        let check = container.health_check.get_or_insert_with(HealthConfig::default);
+        let check = container
+            .health_check
+            .get_or_insert_with(HealthConfig::default);
         if check.test == HealthTest::None {
             check.test = HealthTest::Inherit;
         }

@@ -66,7 +66,9 @@ impl HealthTest {
 
 /// A `Test` array Docker would refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid healthcheck test {0:?}: expected [], [\"NONE\"], [\"CMD\", args...] or [\"CMD-SHELL\", command]")]
+#[error(
+    "invalid healthcheck test {0:?}: expected [], [\"NONE\"], [\"CMD\", args...] or [\"CMD-SHELL\", command]"
+)]
 pub struct HealthTestError(pub Vec<String>);
 
 /// `ContainerSpec.Healthcheck`: a zero duration or retry count means "the image's, else

@@ -454,6 +454,12 @@ mod tests {
         }];
         t.container.sysctls = [("net.core.somaxconn".into(), "1024".into())].into();
         t.container.stop_signal = "SIGQUIT".into();
+        t.container.health_check = Some(crate::store::objects::HealthConfig {
+            test: crate::store::objects::HealthTest::Shell("cat /tmp/ok".into()),
+            interval: std::time::Duration::from_secs(2),
+            retries: 4,
+            ..crate::store::objects::HealthConfig::default()
+        });
         t.container.mounts = vec![
             Mount {
                 mount_type: MountType::Tmpfs,

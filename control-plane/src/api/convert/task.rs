@@ -188,6 +188,7 @@ mod tests {
                     published_port: 8080,
                     ..PortConfig::default()
                 }],
+                health: Some(crate::store::objects::Health::Unhealthy),
             },
             networks: vec![NetworkAttachment {
                 network_id: "net".into(),

@@ -11,7 +11,7 @@ use hive_dataplane::mesh::mode::MeshMode;
 use serde::{Deserialize, Serialize};
 
 use crate::store::objects::{
-    Cluster, Endpoint, NetworkAttachment, Node, NodeState, Service, Task, TaskState,
+    Cluster, Endpoint, Health, NetworkAttachment, Node, NodeState, Service, Task, TaskState,
 };
 use crate::store::{ReadView, StoreError};
 
@@ -94,15 +94,27 @@ pub fn hash_seed(cluster_id: &str) -> u32 {
     hash.max(1)
 }
 
-/// Whether a task is a backend of its service: it runs, and the manager wants it to.
-/// A task the manager is shutting down leaves the balancer at once (its connections drain).
-pub fn is_serving(task: &Task) -> bool {
-    task.status.state == TaskState::Running && task.desired_state == TaskState::Running
+/// Whether a task serves: it runs, and, where it has a health check, its check does not say
+/// it is unhealthy. An agent reports a task with a check `RUNNING` only once the check first
+/// passed (Swarm's rule, docs/health.md), so `RUNNING` already means "healthy once"; after
+/// that, `unhealthy` takes it out of service until the agent has stopped it. This is *the*
+/// notion of a task that can take traffic: the mesh's backends and a start-first update
+/// both read it.
+pub fn task_serves(task: &Task) -> bool {
+    task.status.state == TaskState::Running && task.status.health != Some(Health::Unhealthy)
 }
 
-/// Whether a task is draining: it still runs, but the manager is shutting it down.
+/// Whether a task is a backend of its service: it serves ([`task_serves`]), and the
+/// manager wants it to run. A task the manager is shutting down leaves the balancer at once
+/// (its connections drain).
+pub fn is_serving(task: &Task) -> bool {
+    task_serves(task) && task.desired_state == TaskState::Running
+}
+
+/// Whether a task is draining: it still runs, but the manager is shutting it down, or its
+/// health check turned unhealthy (the agent is stopping it).
 pub fn is_draining(task: &Task) -> bool {
-    task.status.state == TaskState::Running && task.desired_state != TaskState::Running
+    task.status.state == TaskState::Running && !is_serving(task)
 }
 
 impl MeshNetwork {

@@ -7,6 +7,7 @@
 pub mod assignment;
 pub mod dataplane;
 pub mod dns;
+pub mod health;
 pub mod logs_service;
 pub mod mesh;
 pub mod mesh_link;

@@ -24,7 +24,7 @@ use crate::executor::{
     self, Executor, ExitStatus, PreparedTask, ResourceLimits, TaskSpec as ExecSpec,
 };
 use crate::store::objects::{
-    Mount, MountType, RuntimeStatus, Task, TaskState, TaskStatus, Timestamp,
+    Health, HealthCheck, Mount, MountType, RuntimeStatus, Task, TaskState, TaskStatus, Timestamp,
 };
 
 /// What the worker wants of a runner.
@@ -262,6 +262,16 @@ pub struct TaskRunner {
     last: TaskStatus,
 }
 
+/// The health check a task runs, if any: its spec's over the image's (docs/health.md).
+pub fn health_check(task: &Task) -> Option<HealthCheck> {
+    task.spec.container.health_check.as_ref()?.effective()
+}
+
+/// The error of a task its health check stopped, as Swarm words it.
+fn unhealthy_error(code: i32) -> String {
+    format!("task: non-zero exit ({code}): unhealthy container")
+}
+
 impl TaskRunner {
     pub fn new(
         task: Task,
@@ -297,6 +307,7 @@ impl TaskRunner {
             } else {
                 Vec::new()
             },
+            health: self.last.health,
         };
         if let (Some(runtime), Some(exit)) = (status.runtime.as_mut(), exit) {
             runtime.exit_code = exit.code();
@@ -431,7 +442,13 @@ impl TaskRunner {
                                 pid: started.pid,
                                 exit_code: 0,
                             });
-                            self.report(TaskState::Running, "started", "", None);
+                            if health_check(&self.task).is_some() {
+                                // Swarm's rule: RUNNING once the check first passed.
+                                self.last.health = Some(Health::Starting);
+                                self.report(TaskState::Starting, "starting", "", None);
+                            } else {
+                                self.report(TaskState::Running, "started", "", None);
+                            }
                             if self.supervise(&task, &mut desired).await {
                                 return;
                             }
@@ -471,6 +488,31 @@ impl TaskRunner {
         }
     }
 
+    /// Reports what the health check says: a task still starting runs once healthy; an
+    /// unhealthy one is reported (which takes it out of every node's mesh at once) before it
+    /// is stopped. True if it is unhealthy.
+    fn report_health(&mut self, health: Health) -> bool {
+        if self.last.health == Some(health) {
+            return false;
+        }
+        self.last.health = Some(health);
+        let state = self.last.state;
+        match health {
+            Health::Healthy if state == TaskState::Starting => {
+                self.report(TaskState::Running, "started", "", None);
+            }
+            Health::Unhealthy if state == TaskState::Running => {
+                let err = self.last.err.clone();
+                self.report(TaskState::Running, "unhealthy", &err, None);
+            }
+            _ => {
+                let (message, err) = (self.last.message.clone(), self.last.err.clone());
+                self.report(state, &message, &err, None);
+            }
+        }
+        health == Health::Unhealthy
+    }
+
     /// A running task: until it exits, or the manager (or the worker) stops it. True if the
     /// agent detached from it instead (it runs on, for the next daemon).
     async fn supervise(
@@ -479,8 +521,20 @@ impl TaskRunner {
         desired: &mut watch::Receiver<Desired>,
     ) -> bool {
         let mut stopping = false;
+        let mut unhealthy = false;
         let mut first = true;
         let mut refusals = self.mesh_refusals.take();
+        let (health_tx, mut health) = watch::channel(self.last.health.unwrap_or_default());
+        let monitor = health_check(&self.task).map(|check| {
+            let initial = self.last.health.unwrap_or_default();
+            tokio::spawn(super::health::monitor(
+                check,
+                self.executor.clone(),
+                task.clone(),
+                initial,
+                health_tx,
+            ))
+        });
         let exit = loop {
             let check = if first {
                 first = false;
@@ -495,6 +549,17 @@ impl TaskRunner {
                     changed = desired.changed(), if !stopping => changed,
                     Some(now) = next_refusals(&mut refusals), if !stopping => {
                         self.report_mesh(&now);
+                        continue;
+                    }
+                    Ok(()) = health.changed(), if !stopping && monitor.is_some() => {
+                        let now = *health.borrow_and_update();
+                        unhealthy = self.report_health(now);
+                        if unhealthy {
+                            stopping = true;
+                            if let Err(err) = self.executor.shutdown(task).await {
+                                tracing::warn!(task = %task.task_id, %err, "stopping an unhealthy task");
+                            }
+                        }
                         continue;
                     }
                 }
@@ -519,7 +584,19 @@ impl TaskRunner {
                 }
             }
         };
+        if let Some(monitor) = monitor {
+            monitor.abort();
+        }
         match exit {
+            Ok(exit) if unhealthy => self.report(
+                TaskState::Failed,
+                "unhealthy",
+                &unhealthy_error(exit.code()),
+                Some(exit),
+            ),
+            Err(_) if unhealthy => {
+                self.report(TaskState::Failed, "unhealthy", &unhealthy_error(137), None)
+            }
             Ok(exit) if stopping => self.report(TaskState::Shutdown, "shutdown", "", Some(exit)),
             Err(_) if stopping => self.report(TaskState::Shutdown, "shutdown", "", None),
             Ok(exit) if exit.success() => {

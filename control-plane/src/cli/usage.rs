@@ -108,10 +108,10 @@ mod tests {
             )
         );
         assert_eq!(
-            report("hive -H unix:///x service create --health-cmd=true hive/whoami")
+            report("hive -H unix:///x service create --nonexistent-flag=true hive/whoami")
                 .as_deref()
                 .and_then(|r| r.lines().next()),
-            Some("unknown flag: --health-cmd")
+            Some("unknown flag: --nonexistent-flag")
         );
         let update = report("hive service update --nonexistent-flag web").unwrap_or_default();
         assert!(

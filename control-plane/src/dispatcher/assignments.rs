@@ -256,6 +256,7 @@ pub fn moves_forward(current: &TaskStatus, next: &TaskStatus) -> bool {
                 || next.err != current.err
                 || next.runtime != current.runtime
                 || next.port_status != current.port_status
+                || next.health != current.health
         }
     }
 }

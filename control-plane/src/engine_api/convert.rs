@@ -138,10 +138,11 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
         container.secrets.take().unwrap_or_default(),
         container.configs.take().unwrap_or_default(),
     );
-    ignored(
-        "ContainerSpec.Healthcheck",
-        container.health_check.is_some(),
-    );
+    let health_check = container
+        .health_check
+        .clone()
+        .map(super::health::health_in)
+        .transpose()?;
     ignored("ContainerSpec.TTY", container.tty == Some(true));
     ignored("TaskTemplate.LogDriver", template.log_driver.is_some());
     let placement = template.placement.unwrap_or_default();
@@ -193,6 +194,7 @@ pub fn service_spec_in(spec: m::ServiceSpec) -> Result<(ServiceSpec, Vec<String>
                 stop_signal: container.stop_signal.unwrap_or_default(),
                 secrets,
                 configs,
+                health_check,
                 // Mounts and ulimits are warned about above.
                 ..ContainerSpec::default()
             },
@@ -345,6 +347,7 @@ pub fn task_spec_out(spec: &TaskSpec) -> m::TaskSpec {
             stop_signal: (!c.stop_signal.is_empty()).then(|| c.stop_signal.clone()),
             secrets: super::routes::secrets::secret_references_out(&c.secrets),
             configs: super::routes::secrets::config_references_out(&c.configs),
+            health_check: c.health_check.as_ref().map(super::health::health_out),
             ..Default::default()
         }),
         resources: Some(m::TaskSpecResources {

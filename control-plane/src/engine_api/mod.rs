@@ -17,6 +17,7 @@ pub mod convert;
 pub mod error;
 pub mod filters;
 pub mod registry_auth;
+pub mod health;
 pub mod routes;
 pub mod server;
 pub mod version;

@@ -30,6 +30,7 @@ pub mod logs;
 mod namespaced;
 pub mod network;
 pub mod oci;
+pub mod probe;
 pub mod process;
 pub mod resolv_conf;
 mod running;
@@ -47,6 +48,7 @@ pub use oci::{
     ContainerImage, ImageSource, ImageSourceError, Mount, MountKind, OciContainer, OciRuntime,
     Ulimit,
 };
+pub use probe::ProbeOutcome;
 pub use spec::{
     DEFAULT_STOP_GRACE_PERIOD, ExitStatus, NetworkAttachment, PreparedTask, ResourceLimits,
     SpecError, StartedTask, TaskSpec,
@@ -95,6 +97,23 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
         task: &'a PreparedTask,
         options: LogOptions,
     ) -> BoxFuture<'a, Result<LogReader, ExecutorError>>;
+
+    /// Run `argv` inside the running task (its namespaces, root and cgroups, as
+    /// `docker exec`), killing it after `timeout`: a health check's probe. Executors that
+    /// cannot do this say so.
+    fn exec<'a>(
+        &'a self,
+        task: &'a PreparedTask,
+        _argv: &'a [String],
+        _timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<ProbeOutcome, ExecutorError>> {
+        Box::pin(async move {
+            Err(ExecutorError::Start {
+                task_id: task.task_id.clone(),
+                reason: "this executor cannot run a command in a task".to_owned(),
+            })
+        })
+    }
 
     /// Take over a task an earlier daemon prepared and started (PID 1 `pid`), so that it
     /// can be waited for, stopped and removed, and its output is logged again. Fails if it
@@ -157,5 +176,14 @@ impl Executor for NamespaceExecutor {
         pid: u32,
     ) -> BoxFuture<'a, Result<StartedTask, ExecutorError>> {
         Box::pin(self.adopt_task(task, pid))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        task: &'a PreparedTask,
+        argv: &'a [String],
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<ProbeOutcome, ExecutorError>> {
+        Box::pin(self.exec_in_task(task, argv, timeout))
     }
 }

@@ -55,6 +55,11 @@ pub(super) struct Process {
 }
 
 impl Process {
+    /// Its PID 1, as the host sees it.
+    pub(super) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     fn exited(&self) -> bool {
         self.exit.borrow().is_some()
     }

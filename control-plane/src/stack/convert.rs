@@ -180,6 +180,39 @@ fn network_spec(
     }
 }
 
+/// A Compose `healthcheck:` as docker stack's `convertHealthcheck`: `disable` is `NONE`
+/// (and conflicts with a test), a string test is a `CMD-SHELL`.
+fn health_check(
+    h: &crate::stack::compose::types::HealthCheckConfig,
+) -> Result<crate::store::objects::HealthConfig, String> {
+    use crate::store::objects::{HealthConfig, HealthTest};
+    let nanos = |d: Option<crate::stack::compose::types::Duration>| {
+        d.map_or(Duration::ZERO, |d| to_duration(d.nanos))
+    };
+    if h.disable {
+        if !h.test.0.is_empty() {
+            return Err("test and disable can't be set at the same time".to_owned());
+        }
+        return Ok(HealthConfig {
+            test: HealthTest::None,
+            ..HealthConfig::default()
+        });
+    }
+    Ok(HealthConfig {
+        test: HealthTest::from_docker(&h.test.0).map_err(|e| e.to_string())?,
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        retries: h
+            .retries
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| "retries is too large".to_owned())?
+            .unwrap_or(0),
+        start_period: nanos(h.start_period),
+        start_interval: nanos(h.start_interval),
+    })
+}
+
 fn to_duration(nanos: i64) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
@@ -215,8 +248,7 @@ fn service_spec(
         }
     }
     // Keys hive accepts but does not run yet: said, never dropped silently.
-    let not_yet: [(bool, &str); 11] = [
-        (s.healthcheck.is_some(), "healthcheck"),
+    let not_yet: [(bool, &str); 10] = [
         (!s.user.is_empty(), "user"),
         (s.read_only, "read_only"),
         (s.init.is_some(), "init"),
@@ -335,6 +367,9 @@ fn service_spec(
     container.workdir = s.working_dir.clone();
     if let Some(grace) = s.stop_grace_period {
         container.stop_grace_period = to_duration(grace.nanos);
+    }
+    if let Some(check) = &s.healthcheck {
+        container.health_check = Some(health_check(check).map_err(|m| invalid("healthcheck", m))?);
     }
 
     let resources = &mut spec.task_template.resources;
@@ -575,7 +610,17 @@ mod tests {
             "services:\n  web:\n    image: x\n    user: \"1000\"\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n",
         );
         let plan = plan("app", &config).expect("plan");
-        assert_eq!(plan.ignored, ["healthcheck", "user"]);
+        assert_eq!(plan.ignored, ["user"]);
+        let check = plan.services["app_web"]
+            .task_template
+            .container
+            .health_check
+            .clone()
+            .expect("the healthcheck is the service's");
+        assert_eq!(
+            check.test,
+            crate::store::objects::HealthTest::Cmd(vec!["true".into()])
+        );
     }
 
     #[test]

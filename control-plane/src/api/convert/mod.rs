@@ -3,6 +3,7 @@
 //! the cluster here, services, tasks and networks in their own modules (`From<&Object>` for
 //! the message, `TryFrom<message>` for the object, refusing what the store cannot hold).
 
+mod health;
 mod network;
 mod secret;
 mod service;

@@ -95,6 +95,7 @@ impl From<&TaskSpec> for pb::TaskSpec {
                 mounts: c.mounts.iter().map(mount).collect(),
                 secrets: c.secrets.iter().map(super::secret::reference).collect(),
                 configs: c.configs.iter().map(super::secret::reference).collect(),
+                health_check: c.health_check.as_ref().map(super::health::health_config),
             }),
             resources: Some(pb::ResourceRequirements {
                 limits: Some(resources(t.resources.limits)),
@@ -181,6 +182,10 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                     .into_iter()
                     .map(super::secret::reference_of)
                     .collect(),
+                health_check: c
+                    .health_check
+                    .map(super::health::health_config_of)
+                    .transpose()?,
             },
         };
         let resources = t.resources.unwrap_or_default();
@@ -560,6 +565,12 @@ mod tests {
         }];
         t.container.sysctls = [("net.core.somaxconn".into(), "1024".into())].into();
         t.container.stop_signal = "SIGQUIT".into();
+        t.container.health_check = Some(crate::store::objects::HealthConfig {
+            test: crate::store::objects::HealthTest::Shell("cat /tmp/ok".into()),
+            interval: std::time::Duration::from_secs(2),
+            retries: 4,
+            ..crate::store::objects::HealthConfig::default()
+        });
         t.container.mounts = vec![
             Mount {
                 mount_type: MountType::Tmpfs,

@@ -59,6 +59,7 @@ impl From<&TaskStatus> for pb::TaskStatus {
                 exit_code: r.exit_code,
             }),
             port_status: s.port_status.iter().map(pb::PortConfig::from).collect(),
+            health: s.health.map(|h| i32::from(super::health::task_health(h))),
         }
     }
 }
@@ -78,6 +79,7 @@ impl TryFrom<pb::TaskStatus> for TaskStatus {
                 exit_code: r.exit_code,
             }),
             port_status: super::service::ports_of(s.port_status)?,
+            health: super::health::task_health_of(s.health)?,
         })
     }
 }
@@ -186,6 +188,7 @@ mod tests {
                     published_port: 8080,
                     ..PortConfig::default()
                 }],
+                health: Some(crate::store::objects::Health::Unhealthy),
             },
             networks: vec![NetworkAttachment {
                 network_id: "net".into(),

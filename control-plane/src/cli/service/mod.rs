@@ -3,6 +3,7 @@
 //! `ServiceSpec`, which goes to the manager through `client::Control`; the manager checks it
 //! (docs/control-plane.md, "The wire").
 
+pub mod health;
 pub mod opts;
 pub mod progress;
 pub mod render;
@@ -137,6 +138,8 @@ pub struct CommonOpts {
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(short, long)]
     pub detach: bool,
+    #[command(flatten)]
+    pub health: health::HealthOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -540,6 +543,7 @@ pub fn apply_common(spec: &mut ServiceSpec, common: &CommonOpts) -> Result<(), C
         };
     }
     let container = &mut template.container;
+    common.health.apply(container)?;
     if let Some(h) = &common.hostname {
         container.hostname = h.clone();
     }

@@ -10,7 +10,7 @@ use crate::cli::format::{Cells, Format, Listing};
 use crate::cli::output::{human_duration, pretty};
 use crate::client::ServiceWithStatus;
 use crate::store::objects::{
-    EndpointMode, PortConfig, Protocol, PublishMode, Service, ServiceMode, Task, TaskState,
+    EndpointMode, Health, PortConfig, Protocol, PublishMode, Service, ServiceMode, Task, TaskState,
     Timestamp,
 };
 
@@ -221,11 +221,19 @@ pub fn current_state(task: &Task, now: SystemTime) -> String {
     } else {
         task.status.timestamp
     };
-    format!(
+    let state = format!(
         "{} {} ago",
         pretty(task.status.state.as_str()),
         human_duration(since(now, at)).to_lowercase()
-    )
+    );
+    // As `docker ps` shows a container's health after its status, while it runs.
+    match task.status.health {
+        Some(health) if task.status.state <= TaskState::Running => match health {
+            Health::Starting => format!("{state} (health: starting)"),
+            health => format!("{state} ({health})"),
+        },
+        _ => state,
+    }
 }
 
 /// `web.1`, or `agent.<node ID>` for a global service's task.

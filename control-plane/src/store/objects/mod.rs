@@ -8,6 +8,7 @@
 
 mod cluster;
 mod common;
+mod health;
 mod network;
 mod node;
 mod secret;
@@ -26,6 +27,7 @@ pub use cluster::{
 };
 pub use cluster::{RemovedNode, StoredGossipKey};
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
+pub use health::{Health, HealthCheck, HealthConfig, HealthTest, HealthTestError};
 pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};
 pub use node::{
     ControlPort, EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription,

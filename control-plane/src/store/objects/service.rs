@@ -112,6 +112,8 @@ pub struct ContainerSpec {
     /// `--secret` / `--config` (docs/secrets.md).
     pub secrets: Vec<super::FileReference>,
     pub configs: Vec<super::FileReference>,
+    /// `--health-*` / `--no-healthcheck` (docs/health.md); `None` is the image's check.
+    pub health_check: Option<super::health::HealthConfig>,
 }
 
 /// One `--ulimit` (Swarm's `ContainerSpec.Ulimits`).
@@ -169,6 +171,7 @@ impl Default for ContainerSpec {
             mounts: Vec::new(),
             secrets: Vec::new(),
             configs: Vec::new(),
+            health_check: None,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct TaskStatus {
     pub runtime: Option<RuntimeStatus>,
     /// Host-mode ports actually bound.
     pub port_status: Vec<PortConfig>,
+    /// What the task's health check says; `None` without a check (docs/health.md).
+    pub health: Option<super::health::Health>,
 }
 
 /// The executor's handle on a task (a container in Docker).

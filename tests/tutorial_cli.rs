@@ -151,7 +151,7 @@ fn node_ids(swarm: &Swarm) -> Vec<(String, String)> {
 /// Item 2: every flag hive does not know, before the image, is refused with docker's words and
 /// status, and nothing is created; what follows the image is the task's.
 fn unknown_flags_are_refused_and_task_arguments_pass(swarm: &Swarm) {
-    for flag in ["--update-parallelism", "--secret", "--nonexistent-flag"] {
+    for flag in ["--dns-search", "--log-driver", "--nonexistent-flag"] {
         let out = swarm.hive(
             "n1",
             &[

@@ -100,9 +100,9 @@ mod tests {
     #[test]
     fn an_unknown_flag_before_the_image_is_named_with_the_usage() {
         assert_eq!(
-            report("hive service create --name t2 --update-parallelism 2 hive/whoami").as_deref(),
+            report("hive service create --name t2 --dns-search 2 hive/whoami").as_deref(),
             Some(
-                "unknown flag: --update-parallelism\n\n\
+                "unknown flag: --dns-search\n\n\
                  Usage:  hive service create [OPTIONS] IMAGE [COMMAND] [ARG...]\n\n\
                  Run 'hive service create --help' for more information"
             )

@@ -5,7 +5,9 @@
 //! - the worker that runs no such task has no trace of the secret in its data directory;
 //! - `secret rm` of a secret in use is refused with Docker's message;
 //! - `service update --secret-rm` takes it away from the service's new tasks;
-//! - `config inspect` shows the config's data (base64 in JSON, plain with `--pretty`).
+//! - `config inspect` shows the config's data (base64 in JSON, plain with `--pretty`);
+//! - a stack file's `secrets:` and `configs:` are made as `STACK_key` from their files,
+//!   reach its task, survive an unchanged redeploy untouched and go with `stack rm`.
 //!
 //! Needs root and runc, umoci, skopeo, busybox (`cargo xtask setup`); skipped otherwise.
 
@@ -304,6 +306,50 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
     // Unused now: removed.
     let removed = swarm.hive_ok("n1", &["secret", "rm", "app_pw"]);
     assert_eq!(removed.trim(), "app_pw");
+    let ls = swarm.hive_ok("n1", &["secret", "ls", "-q"]);
+    assert!(ls.trim().is_empty(), "{ls}");
+
+    // A stack's own secret and config, from files next to the Compose file.
+    let command = serde_json::to_string(&PROBE.replace('$', "$$")).expect("JSON");
+    let stack_file = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack_file,
+        format!(
+            "version: \"3.8\"\nservices:\n  web:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", {command}]\n    secrets:\n      - source: pw\n        mode: 0400\n    configs:\n      - source: conf\n        target: /etc/app.conf\nsecrets:\n  pw:\n    file: ./pw\nconfigs:\n  conf:\n    file: ./app.conf\n"
+        ),
+    )
+    .expect("stack file");
+    let stack_file = stack_file.to_str().expect("UTF-8 path");
+    let deployed = swarm.hive_ok("n1", &["stack", "deploy", "-d", "-c", stack_file, "st"]);
+    assert!(
+        deployed.contains("Creating secret st_pw") && deployed.contains("Creating config st_conf"),
+        "{deployed}"
+    );
+    wait_running(&swarm, "st_web", 1);
+    let logs = wait_logs(&swarm, "st_web", "the stack's task reads its files", |l| {
+        l.contains("SECRET ") && l.contains("CONFIG ")
+    });
+    assert!(logs.contains("OWNER 0 0 400"), "{logs}");
+    assert!(logs.contains(&format!("SECRET {SECRET}")), "{logs}");
+    let version = |swarm: &Swarm| {
+        let json = swarm.hive_ok("n1", &["service", "inspect", "st_web"]);
+        let found: Vec<hive::store::objects::Service> =
+            serde_json::from_str(&json).expect("inspect JSON");
+        found[0].spec_version
+    };
+    let before = version(&swarm);
+    let again = swarm.hive_ok("n1", &["stack", "deploy", "-d", "-c", stack_file, "st"]);
+    assert!(!again.contains("Creating secret"), "{again}");
+    assert_eq!(
+        version(&swarm),
+        before,
+        "an unchanged redeploy updated st_web"
+    );
+    let removed = swarm.hive_ok("n1", &["stack", "rm", "st"]);
+    assert!(
+        removed.contains("Removing secret st_pw") && removed.contains("Removing config st_conf"),
+        "{removed}"
+    );
     let ls = swarm.hive_ok("n1", &["secret", "ls", "-q"]);
     assert!(ls.trim().is_empty(), "{ls}");
 }

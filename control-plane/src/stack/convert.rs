@@ -3,13 +3,14 @@
 //! `com.docker.stack.namespace=STACK` on everything and `com.docker.stack.image` on services.
 //!
 //! Keys hive does not run yet are never dropped silently: the ones whose absence changes
-//! what a task can do (secrets, configs, volumes) are refused; the others are listed in a
-//! warning, as docker lists the keys swarm ignores.
+//! what a task can do (volumes) are refused; the others are listed in a warning, as docker
+//! lists the keys swarm ignores. Secrets and configs are made by `super::files`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::compose::types::{Config, NetworkConfig, ServiceConfig};
+use super::files::{self, FileError, FileKind, FileObject};
 use crate::cli::service::opts::parse_cpus;
 use crate::store::objects::{
     Annotations, EndpointMode, FailureAction, FailureRatio, IpamConfig, IpamOptions,
@@ -40,6 +41,8 @@ pub enum ConvertError {
         key: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Files(#[from] FileError),
     #[error(
         "invalid stack name \"{0}\": use letters, digits, '-' and '_', starting with a letter or digit (it prefixes the names of the stack's services and networks)"
     )]
@@ -56,6 +59,10 @@ pub struct StackPlan {
     /// Service specs by full name; network attachments hold network *names* until the
     /// deploy resolves them.
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Secrets the stack makes from files, by full name (external ones are only referenced).
+    pub secrets: BTreeMap<String, FileObject>,
+    /// Configs the stack makes from files, by full name.
+    pub configs: BTreeMap<String, FileObject>,
     /// Keys hive does not run yet, sorted (printed as a warning).
     pub ignored: Vec<String>,
 }
@@ -102,6 +109,8 @@ pub fn plan(stack: &str, config: &Config) -> Result<StackPlan, ConvertError> {
         networks: BTreeMap::new(),
         external_networks: BTreeSet::new(),
         services: BTreeMap::new(),
+        secrets: files::objects(stack, FileKind::Secret, &config.secrets)?,
+        configs: files::objects(stack, FileKind::Config, &config.configs)?,
         ignored: Vec::new(),
     };
     let mut ignored = BTreeSet::new();
@@ -234,11 +243,7 @@ fn service_spec(
             service: name.to_owned(),
         });
     }
-    for (set, key, what) in [
-        (!s.secrets.is_empty(), "secrets", "secrets"),
-        (!s.configs.is_empty(), "configs", "configs"),
-        (!s.volumes.is_empty(), "volumes", "volumes and mounts"),
-    ] {
+    for (set, key, what) in [(!s.volumes.is_empty(), "volumes", "volumes and mounts")] {
         if set {
             return Err(ConvertError::NotYet {
                 service: name.to_owned(),
@@ -371,6 +376,10 @@ fn service_spec(
     if let Some(check) = &s.healthcheck {
         container.health_check = Some(health_check(check).map_err(|m| invalid("healthcheck", m))?);
     }
+    container.secrets =
+        files::references(stack, name, FileKind::Secret, &s.secrets, &config.secrets)?;
+    container.configs =
+        files::references(stack, name, FileKind::Config, &s.configs, &config.configs)?;
 
     let resources = &mut spec.task_template.resources;
     if let Some(limits) = &s.deploy.resources.limits {
@@ -599,13 +608,26 @@ mod tests {
 
     #[test]
     fn keys_hive_does_not_run_are_refused_or_listed() {
-        let config = load(
-            "services:\n  web:\n    image: x\n    secrets: [s]\nsecrets:\n  s:\n    file: ./s\n",
-        );
+        let config = load("services:\n  web:\n    image: x\n    volumes: [\"/a:/b\"]\n");
         assert!(matches!(
             plan("app", &config),
-            Err(ConvertError::NotYet { key: "secrets", .. })
+            Err(ConvertError::NotYet { key: "volumes", .. })
         ));
+        // Secrets and configs are the stack's own objects, referenced by their full names.
+        let config = load(
+            "services:\n  web:\n    image: x\n    secrets: [s]\n    configs:\n      - source: c\n        target: /etc/c.conf\nsecrets:\n  s:\n    file: ./s\nconfigs:\n  c:\n    external: true\n",
+        );
+        let with_files = plan("app", &config).expect("plan");
+        assert_eq!(with_files.secrets.keys().collect::<Vec<_>>(), ["app_s"]);
+        assert!(
+            with_files.configs.is_empty(),
+            "an external config is not made"
+        );
+        let container = &with_files.services["app_web"].task_template.container;
+        assert_eq!(container.secrets[0].name, "app_s");
+        assert_eq!(container.secrets[0].target.name, "s");
+        assert_eq!(container.configs[0].name, "c");
+        assert_eq!(container.configs[0].target.name, "/etc/c.conf");
         let config = load(
             "services:\n  web:\n    image: x\n    user: \"1000\"\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n",
         );

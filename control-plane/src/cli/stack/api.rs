@@ -4,7 +4,10 @@
 use crate::cli::output::CliFailure;
 use crate::cli::service::{self, TaskTableArgs};
 use crate::client::{DaemonClient, ServiceWithStatus};
-use crate::store::objects::{Network, NetworkSpec, Service, ServiceSpec};
+use crate::stack::files::{FileKind, FileObject};
+use crate::store::objects::{
+    Annotations, ConfigSpec, Network, NetworkSpec, SecretSpec, Service, ServiceSpec,
+};
 
 pub struct StackApi {
     client: DaemonClient,
@@ -55,6 +58,85 @@ impl StackApi {
 
     pub async fn remove_service(&mut self, id: &str) -> Result<(), CliFailure> {
         self.client.control.remove_service(id).await?;
+        Ok(())
+    }
+
+    /// Every secret or config of `kind`: (ID, version, annotations).
+    pub async fn files(
+        &mut self,
+        kind: FileKind,
+    ) -> Result<Vec<(String, u64, Annotations)>, CliFailure> {
+        let control = &mut self.client.control;
+        Ok(match kind {
+            FileKind::Secret => control
+                .list_secrets()
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s.meta.version, s.spec.annotations))
+                .collect(),
+            FileKind::Config => control
+                .list_configs()
+                .await?
+                .into_iter()
+                .map(|c| (c.id, c.meta.version, c.spec.annotations))
+                .collect(),
+        })
+    }
+
+    /// Creates `object` with `data`, or, when one of its name exists, updates it as docker
+    /// does (the manager refuses a change of data: only labels may change). True if created.
+    pub async fn upsert_file(
+        &mut self,
+        object: &FileObject,
+        data: Vec<u8>,
+    ) -> Result<bool, CliFailure> {
+        let name = &object.annotations.name;
+        let existing = self
+            .files(object.kind)
+            .await?
+            .into_iter()
+            .find(|(_, _, a)| &a.name == name);
+        let annotations = object.annotations.clone();
+        let control = &mut self.client.control;
+        let written = match (object.kind, &existing) {
+            (FileKind::Secret, None) => control
+                .create_secret(&SecretSpec { annotations, data }, "")
+                .await
+                .map(drop),
+            (FileKind::Config, None) => control
+                .create_config(&ConfigSpec { annotations, data }, "")
+                .await
+                .map(drop),
+            (FileKind::Secret, Some((id, version, _))) => {
+                control
+                    .update_secret(id, *version, &SecretSpec { annotations, data })
+                    .await
+            }
+            (FileKind::Config, Some((id, version, _))) => {
+                control
+                    .update_config(id, *version, &ConfigSpec { annotations, data })
+                    .await
+            }
+        };
+        written.map_err(|err| {
+            let verb = if existing.is_some() {
+                "update"
+            } else {
+                "create"
+            };
+            CliFailure::Usage(format!(
+                "failed to {verb} {} {name}: {err}",
+                object.kind.as_str()
+            ))
+        })?;
+        Ok(existing.is_none())
+    }
+
+    pub async fn remove_file(&mut self, kind: FileKind, id: &str) -> Result<(), CliFailure> {
+        match kind {
+            FileKind::Secret => self.client.control.remove_secret(id).await?,
+            FileKind::Config => self.client.control.remove_config(id).await?,
+        };
         Ok(())
     }
 

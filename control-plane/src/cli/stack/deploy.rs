@@ -10,6 +10,7 @@ use super::api::StackApi;
 use super::{DeployArgs, load, stack_rows};
 use crate::cli::output::{CliFailure, run_client};
 use crate::stack::convert::{self, NAMESPACE_LABEL};
+use crate::stack::files::{FileKind, FileObject};
 use crate::store::objects::Network;
 
 /// How long `stack rm` retries a network whose tasks are still going away.
@@ -47,6 +48,13 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
             true
         }
     };
+    // Every secret and config file is read before anything is created.
+    let files: Vec<(FileObject, Vec<u8>)> = plan
+        .secrets
+        .values()
+        .chain(plan.configs.values())
+        .map(|object| object.read().map(|data| (object.clone(), data)))
+        .collect::<Result<_, _>>()?;
     let stack = args.stack.clone();
     let (prune, quiet) = (args.prune, args.quiet);
     run_client(async move {
@@ -61,6 +69,13 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
                     println!("Removing service {name}");
                     api.remove_service(&service.id).await?;
                 }
+            }
+        }
+
+        for (object, data) in files {
+            let name = object.annotations.name.clone();
+            if api.upsert_file(&object, data).await? {
+                println!("Creating {} {name}", object.kind.as_str());
             }
         }
 
@@ -86,9 +101,29 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
             networks.insert(name.clone(), network);
         }
 
+        // IDs of secrets and configs by name, so that an unchanged service compares equal to
+        // the stored spec (the manager resolves names to IDs, as docker's CLI does).
+        let mut file_ids = BTreeMap::new();
+        for kind in [FileKind::Secret, FileKind::Config] {
+            for (id, _, annotations) in api.files(kind).await? {
+                file_ids.insert((kind, annotations.name), id);
+            }
+        }
+
         let mut to_wait = Vec::new();
         for (name, spec) in &plan.services {
             let mut spec = spec.clone();
+            let container = &mut spec.task_template.container;
+            for (kind, refs) in [
+                (FileKind::Secret, &mut container.secrets),
+                (FileKind::Config, &mut container.configs),
+            ] {
+                for reference in refs.iter_mut() {
+                    if let Some(id) = file_ids.get(&(kind, reference.name.clone())) {
+                        reference.id.clone_from(id);
+                    }
+                }
+            }
             for attachment in &mut spec.task_template.networks {
                 attachment.target = networks
                     .get(&attachment.target)
@@ -125,7 +160,8 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Removes a stack's services, then its networks; false when nothing carried its label.
+/// Removes a stack's services, secrets, configs, then networks (docker's order); false when
+/// nothing carried its label.
 pub async fn remove_stack(api: &mut StackApi, stack: &str) -> Result<bool, CliFailure> {
     let mut services: Vec<_> = stack_rows(api.services().await?, stack)
         .into_iter()
@@ -146,12 +182,28 @@ pub async fn remove_stack(api: &mut StackApi, stack: &str) -> Result<bool, CliFa
         })
         .collect();
     networks.sort_by(|a, b| a.spec.annotations.name.cmp(&b.spec.annotations.name));
-    if services.is_empty() && networks.is_empty() {
+    let mut files = Vec::new();
+    for kind in [FileKind::Secret, FileKind::Config] {
+        let mut of_kind: Vec<(String, String)> = api
+            .files(kind)
+            .await?
+            .into_iter()
+            .filter(|(_, _, a)| a.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(stack))
+            .map(|(id, _, a)| (a.name, id))
+            .collect();
+        of_kind.sort();
+        files.extend(of_kind.into_iter().map(|(name, id)| (kind, name, id)));
+    }
+    if services.is_empty() && networks.is_empty() && files.is_empty() {
         return Ok(false);
     }
     for service in &services {
         println!("Removing service {}", service.spec.annotations.name);
         api.remove_service(&service.id).await?;
+    }
+    for (kind, name, id) in &files {
+        println!("Removing {} {name}", kind.as_str());
+        api.remove_file(*kind, id).await?;
     }
     for network in &networks {
         println!("Removing network {}", network.spec.annotations.name);

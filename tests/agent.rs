@@ -502,6 +502,28 @@ fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_dow
             .map(|s| s.state())
     };
     assert_eq!(n3_state(&mut client), Some(pb::NodeState::Ready));
+    // Gossip is authenticated (docs/security.md): a joining node gossips once its session
+    // handed it the cluster's key. Its death is gossip's to see once n1 has seen it alive.
+    let formed = Instant::now();
+    loop {
+        let metrics = support::metrics_of(&lab, "n1");
+        let up = metrics
+            .lines()
+            .filter(|l| l.starts_with("hive_gossip_peer_up{") && l.ends_with(" 1"))
+            .count();
+        if up == 2 {
+            break;
+        }
+        assert!(
+            formed.elapsed() < PATIENCE,
+            "n1's gossip does not see both peers up:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "n1's gossip saw both peers {:?} after the swarm formed",
+        formed.elapsed()
+    );
     let killed = Instant::now();
     let mut n3 = daemons.0.remove(2);
     n3.kill().expect("SIGKILL n3's daemon");

@@ -54,6 +54,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// `GET /metrics` of `node`'s daemon in `lab`, from the lab's client.
+pub fn metrics_of(lab: &Lab, node: &str) -> String {
+    let to = std::net::SocketAddr::from((
+        lab.node_addr(node).expect("node address"),
+        lab_swarm::METRICS_PORT,
+    ));
+    let client = lab.netns_path("client").expect("client namespace");
+    hive_dataplane::netns::run_in(client, || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok::<_, std::io::Error>(text)
+    })
+    .expect("entering the client namespace")
+    .unwrap_or_else(|e| panic!("GET http://{to}/metrics: {e}"))
+}
+
 /// A lab with a formed swarm; downs the lab (daemons included) and reaps the daemons on drop.
 pub struct Swarm {
     swarm: SwarmLab,
@@ -84,24 +104,7 @@ impl Swarm {
 
     /// `GET /metrics` of `node`'s daemon, from the lab's client.
     pub fn metrics(&self, node: &str) -> String {
-        let lab = self.lab();
-        let to = std::net::SocketAddr::from((
-            lab.node_addr(node).expect("node address"),
-            lab_swarm::METRICS_PORT,
-        ));
-        let client = lab.netns_path("client").expect("client namespace");
-        hive_dataplane::netns::run_in(client, || {
-            use std::io::{Read as _, Write as _};
-            let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\nConnection: close\r\n\r\n")?;
-            let mut text = String::new();
-            stream.read_to_string(&mut text)?;
-            Ok::<_, std::io::Error>(text)
-        })
-        .expect("entering the client namespace")
-        .unwrap_or_else(|e| panic!("GET http://{to}/metrics: {e}"))
+        metrics_of(self.lab(), node)
     }
 
     /// Waits until `node`'s daemon refuses `node ls` for want of a quorum.

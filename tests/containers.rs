@@ -10,8 +10,10 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use support::busybox::{self, tools_or_skip};
 
 use support::tasks::{hostnames, live, wait_mesh, wait_running};
 use support::{SERIAL, Swarm, privileged};
@@ -30,106 +32,40 @@ peer=${peer%]}
 echo \"RemoteAddr: ${peer#::ffff:}:${REMOTE_PORT:-1}\"
 ";
 
-fn tools_or_skip(test: &str) -> bool {
-    let missing: Vec<&str> = ["runc", "umoci", "skopeo", "busybox"]
-        .into_iter()
-        .filter(|tool| which(tool).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("missing tools {missing:?} (run `cargo xtask setup`)");
-    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
-    eprintln!("skipped {test}: {why}");
-    false
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The image as a `docker save` archive tagged [`IMAGE`]: busybox's httpd serving a CGI
 /// index from /srv, started by the image's Entrypoint and Cmd.
 fn build_archive(dir: &Path) -> PathBuf {
-    let layout = dir.join("layout");
-    let bundle = dir.join("bundle");
-    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
-    let base = format!("{}:base", path(&layout));
-    let tagged = format!("{}:1", path(&layout));
-    run("umoci", &["init", "--layout", &path(&layout)]);
-    run("umoci", &["new", "--image", &base]);
-    run("umoci", &["unpack", "--image", &base, &path(&bundle)]);
-    let rootfs = bundle.join("rootfs");
-    let cgi = rootfs.join("srv/cgi-bin");
-    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
-    std::fs::create_dir_all(&cgi).expect("cgi-bin");
-    std::fs::copy(
-        which("busybox").expect("busybox"),
-        rootfs.join("bin/busybox"),
+    let populate = |rootfs: &Path| {
+        let cgi = rootfs.join("srv/cgi-bin");
+        std::fs::create_dir_all(&cgi).expect("cgi-bin");
+        std::fs::write(cgi.join("index.cgi"), INDEX_CGI).expect("index.cgi");
+        for path in [cgi.join("index.cgi"), cgi] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+    };
+    let config = [
+        "--config.entrypoint",
+        "/bin/httpd",
+        "--config.cmd",
+        "-f",
+        "--config.cmd",
+        "-p",
+        "--config.cmd",
+        "80",
+        "--config.cmd",
+        "-h",
+        "--config.cmd",
+        "/srv",
+        "--config.exposedports",
+        "80/tcp",
+    ];
+    busybox::docker_archive(
+        dir,
+        IMAGE,
+        &["sh", "hostname", "httpd", "echo"],
+        populate,
+        &config,
     )
-    .expect("copy");
-    for applet in ["sh", "hostname", "httpd", "echo"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("link");
-    }
-    std::fs::write(cgi.join("index.cgi"), INDEX_CGI).expect("index.cgi");
-    run(
-        "chmod",
-        &["0755", &path(&cgi.join("index.cgi")), &path(&cgi)],
-    );
-    run("umoci", &["repack", "--image", &tagged, &path(&bundle)]);
-    run(
-        "umoci",
-        &[
-            "config",
-            "--image",
-            &tagged,
-            "--config.entrypoint",
-            "/bin/httpd",
-            "--config.cmd",
-            "-f",
-            "--config.cmd",
-            "-p",
-            "--config.cmd",
-            "80",
-            "--config.cmd",
-            "-h",
-            "--config.cmd",
-            "/srv",
-            "--config.exposedports",
-            "80/tcp",
-        ],
-    );
-    let archive = dir.join("httpd.tar");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            &format!("oci:{tagged}"),
-            &format!("docker-archive:{}:{IMAGE}", path(&archive)),
-        ],
-    );
-    archive
 }
 
 #[test]

@@ -14,9 +14,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::busybox::{self, tools_or_skip};
 use support::tasks::wait_running;
 use support::{SERIAL, Swarm, privileged};
 
@@ -24,80 +24,15 @@ const IMAGE: &str = "hive-test/busybox:1";
 const SECRET: &str = "sec-0f9c2e7d-the-secret-bytes";
 const CONFIG: &str = "listen 8080; # sec-config";
 
-fn which(tool: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-fn tools_or_skip(test: &str) -> bool {
-    let missing: Vec<&str> = ["runc", "umoci", "skopeo", "busybox"]
-        .into_iter()
-        .filter(|tool| which(tool).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("missing tools {missing:?} (run `cargo xtask setup`)");
-    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
-    eprintln!("skipped {test}: {why}");
-    false
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A busybox image whose command the services give.
 fn build_archive(dir: &Path) -> PathBuf {
-    let layout = dir.join("layout");
-    let bundle = dir.join("bundle");
-    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
-    let base = format!("{}:base", path(&layout));
-    let tagged = format!("{}:1", path(&layout));
-    run("umoci", &["init", "--layout", &path(&layout)]);
-    run("umoci", &["new", "--image", &base]);
-    run("umoci", &["unpack", "--image", &base, &path(&bundle)]);
-    let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
-    std::fs::copy(
-        which("busybox").expect("busybox"),
-        rootfs.join("bin/busybox"),
+    busybox::docker_archive(
+        dir,
+        IMAGE,
+        &["sh", "cat", "stat", "sleep", "echo", "ls", "hostname"],
+        |_| {},
+        &["--config.cmd", "/bin/sh"],
     )
-    .expect("copy");
-    for applet in ["sh", "cat", "stat", "sleep", "echo", "ls", "hostname"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("link");
-    }
-    run("umoci", &["repack", "--image", &tagged, &path(&bundle)]);
-    run(
-        "umoci",
-        &["config", "--image", &tagged, "--config.cmd", "/bin/sh"],
-    );
-    let archive = dir.join("busybox.tar");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            &format!("oci:{tagged}"),
-            &format!("docker-archive:{}:{IMAGE}", path(&archive)),
-        ],
-    );
-    archive
 }
 
 /// What every task prints: its secret's owner, mode and bytes, or `NOSECRET`; its config.

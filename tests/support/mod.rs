@@ -5,6 +5,7 @@
 //! Each test binary uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod busybox;
 pub mod dns;
 pub mod tasks;
 

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod node_file;
 pub mod pin;
+pub mod private_file;
 pub mod recover;
 pub mod renew;
 pub mod roles;

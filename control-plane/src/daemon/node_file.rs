@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::private_file;
 use crate::pki;
 
 pub const NODE_FILE: &str = "swarm-node.json";
@@ -44,6 +45,8 @@ pub enum NodeFileError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Write(#[from] private_file::FileError),
 }
 
 impl NodeFile {
@@ -85,51 +88,18 @@ impl NodeFile {
             .map_err(|source| NodeFileError::Parse { path, source })
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename).
+    /// Writes the file atomically and privately ([`private_file::write`]).
     pub fn save(&self, data_dir: &Path) -> Result<(), NodeFileError> {
-        use std::io::Write as _;
         let path = data_dir.join(NODE_FILE);
-        let tmp = data_dir.join(format!("{NODE_FILE}.tmp"));
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| NodeFileError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(data_dir).map_err(io("create", data_dir))?;
         let text = serde_json::to_vec_pretty(self).map_err(|source| NodeFileError::Parse {
             path: path.clone(),
             source,
         })?;
-        // Private whatever the process's umask (docs/security.md, "Files").
-        let mut file = {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(super::data_dir::FILE_MODE)
-                .open(&tmp)
-                .map_err(io("create", &tmp))?
-        };
-        file.write_all(&text).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("sync", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))
+        Ok(private_file::write(&path, &text)?)
     }
 
     pub fn remove(data_dir: &Path) -> Result<(), NodeFileError> {
-        let path = data_dir.join(NODE_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(NodeFileError::Io {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        Ok(private_file::remove(&data_dir.join(NODE_FILE))?)
     }
 }
 

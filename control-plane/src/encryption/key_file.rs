@@ -10,7 +10,6 @@
 //!
 //! The file is replaced atomically (temporary file, fsync, rename, fsync of the directory).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aead::{AeadError, KEY_LEN, Key};
 use super::unlock_key::UnlockKey;
+use crate::daemon::private_file;
 
 /// File name, in the certificates directory.
 pub const KEY_FILE: &str = "swarm-raft-keys.json";
@@ -46,6 +46,8 @@ pub enum KeyFileError {
     WrongKey,
     #[error(transparent)]
     Crypto(#[from] AeadError),
+    #[error(transparent)]
+    Write(#[from] private_file::FileError),
 }
 
 /// A manager's keys, in memory: the DEK encrypts the store, the KEK wraps the DEK.
@@ -176,50 +178,19 @@ impl KeyFile {
         Ok(Some(file))
     }
 
-    /// Replaces the file of `data_dir` with this one, atomically.
+    /// Replaces the file of `data_dir` with this one, atomically and privately.
     pub fn save(&self, data_dir: &Path) -> Result<(), KeyFileError> {
         let path = path(data_dir);
-        let dir = path.parent().unwrap_or(data_dir).to_owned();
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| KeyFileError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let bytes = serde_json::to_vec(self).map_err(|e| KeyFileError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        // tempfile creates the file 0600.
-        let mut temp = tempfile::NamedTempFile::new_in(&dir).map_err(io("write", &dir))?;
-        temp.write_all(&bytes).map_err(io("write", &path))?;
-        temp.as_file().sync_all().map_err(io("write", &path))?;
-        temp.persist(&path).map_err(|e| KeyFileError::Io {
-            action: "replace",
-            path: path.clone(),
-            source: e.error,
-        })?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", &dir))?;
-        Ok(())
+        Ok(private_file::write(&path, &bytes)?)
     }
 
     /// Removes the file of `data_dir` (leaving the swarm, or no longer a manager).
     pub fn remove(data_dir: &Path) -> Result<(), KeyFileError> {
-        let path = path(data_dir);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(KeyFileError::Io {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        Ok(private_file::remove(&path(data_dir))?)
     }
 }
 

@@ -4,14 +4,13 @@
 //! crash leaves at worst unreferenced content that `prune` removes.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::blobs::sync_dir;
 use super::digest::Digest;
 use super::error::{ImageError, io};
+use crate::daemon::private_file;
 
 /// One layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,22 +60,15 @@ impl Index {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ImageError> {
-        let dir: PathBuf = path.parent().map(Path::to_owned).unwrap_or_default();
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| ImageError::Index {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let mut file =
-            tempfile::NamedTempFile::new_in(&dir).map_err(io("create a file in", &dir))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.as_file().sync_all())
-            .map_err(io("write", file.path().to_owned()))?;
-        file.persist(path).map_err(|e| ImageError::Io {
-            action: "replace",
-            path: path.to_owned(),
-            source: e.error,
-        })?;
-        sync_dir(&dir)
+        private_file::write(path, &bytes).map_err(|e| ImageError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// The tags that point at `manifest`.

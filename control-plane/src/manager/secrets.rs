@@ -276,151 +276,182 @@ fn resolve<T: FileObject>(
 
 // ---- the API ----------------------------------------------------------------------------
 
-fn secret_reply(view: &impl ReadView, query: &str) -> Result<pb::SecretReply, ApiError> {
-    let secret = view.lookup::<Secret>(query)?;
-    Ok(pb::SecretReply {
-        secret: Some(crate::api::convert::secret_without_data(&secret)),
-    })
+/// The wire side of a secret or config: its spec and reply messages. The API operations below
+/// are written once over it; the `pb` handlers only name the kind.
+pub trait WireFile: FileObject + Clone {
+    /// `secret spec` or `config spec`, for a request that lacks one.
+    const SPEC: &'static str;
+    type Spec;
+    /// The object as the API shows it (a secret without its data).
+    type Wire;
+    type Reply;
+    /// The object a create or update request asks for, refusing what hive does not do (a
+    /// secret driver, config templating).
+    fn accept(spec: Self::Spec) -> Result<Self, ApiError>;
+    fn wire(&self) -> Self::Wire;
+    fn reply(wire: Self::Wire) -> Self::Reply;
 }
 
-fn config_reply(view: &impl ReadView, query: &str) -> Result<pb::ConfigReply, ApiError> {
-    let config = view.lookup::<Config>(query)?;
-    Ok(pb::ConfigReply {
-        config: Some((&config).into()),
-    })
+impl WireFile for Secret {
+    const SPEC: &'static str = "secret spec";
+    type Spec = pb::SecretSpec;
+    type Wire = pb::Secret;
+    type Reply = pb::SecretReply;
+    fn accept(spec: pb::SecretSpec) -> Result<Self, ApiError> {
+        check_driver(&spec.driver)?;
+        Ok(Secret {
+            spec: SecretSpec::from(spec),
+            ..Secret::default()
+        })
+    }
+    fn wire(&self) -> pb::Secret {
+        crate::api::convert::secret_without_data(self)
+    }
+    fn reply(secret: pb::Secret) -> pb::SecretReply {
+        pb::SecretReply {
+            secret: Some(secret),
+        }
+    }
+}
+
+impl WireFile for Config {
+    const SPEC: &'static str = "config spec";
+    type Spec = pb::ConfigSpec;
+    type Wire = pb::Config;
+    type Reply = pb::ConfigReply;
+    fn accept(spec: pb::ConfigSpec) -> Result<Self, ApiError> {
+        check_templating(&spec.templating)?;
+        Ok(Config {
+            spec: ConfigSpec::from(spec),
+            ..Config::default()
+        })
+    }
+    fn wire(&self) -> pb::Config {
+        self.into()
+    }
+    fn reply(config: pb::Config) -> pb::ConfigReply {
+        pb::ConfigReply {
+            config: Some(config),
+        }
+    }
+}
+
+fn reply_of<T: WireFile>(view: &impl ReadView, query: &str) -> Result<T::Reply, ApiError> {
+    Ok(T::reply(view.lookup::<T>(query)?.wire()))
+}
+
+async fn create<T: WireFile>(
+    manager: &Manager,
+    spec: Option<T::Spec>,
+) -> Result<T::Reply, ApiError> {
+    let object = T::accept(spec.ok_or(WireError::Missing(T::SPEC))?)?;
+    let name = object.annotations().name.clone();
+    let id = manager.update(|tx| create_in(tx, object.clone())).await?;
+    tracing::info!(kind = T::WORD, id = %id, name = %name, "created");
+    manager.store.view(|tx| reply_of::<T>(tx, &id))
+}
+
+fn list<T: WireFile>(manager: &Manager) -> Result<Vec<T::Wire>, ApiError> {
+    let objects = manager.store.view(|tx| tx.list::<T>())?;
+    Ok(objects.iter().map(T::wire).collect())
+}
+
+async fn remove<T: WireFile>(manager: &Manager, query: &str) -> Result<String, ApiError> {
+    let _serial = manager.service_writes.lock().await;
+    let id = manager.update(|tx| remove_in::<T>(tx, query)).await?;
+    tracing::info!(kind = T::WORD, id = %id, "removed");
+    Ok(id)
+}
+
+async fn update<T: WireFile>(
+    manager: &Manager,
+    query: &str,
+    version: u64,
+    spec: Option<T::Spec>,
+) -> Result<T::Reply, ApiError> {
+    let wanted = T::accept(spec.ok_or(WireError::Missing(T::SPEC))?)?;
+    let id = manager
+        .update(|tx| update_in::<T>(tx, query, version, wanted.annotations(), wanted.data()))
+        .await?;
+    manager.store.view(|tx| reply_of::<T>(tx, &id))
 }
 
 pub async fn create_secret(
     manager: &Manager,
     request: pb::CreateSecretRequest,
 ) -> Result<pb::SecretReply, ApiError> {
-    let spec = request.spec.ok_or(WireError::Missing("secret spec"))?;
-    check_driver(&spec.driver)?;
-    let secret = Secret {
-        spec: SecretSpec::from(spec),
-        ..Secret::default()
-    };
-    let id = manager.update(|tx| create_in(tx, secret.clone())).await?;
-    tracing::info!(secret = %id, name = %secret.spec.annotations.name, "secret created");
-    manager.store.view(|tx| secret_reply(tx, &id))
+    create::<Secret>(manager, request.spec).await
 }
 
 pub async fn list_secrets(
     manager: &Manager,
     _: pb::ListSecretsRequest,
 ) -> Result<pb::ListSecretsResponse, ApiError> {
-    let secrets = manager.store.view(|tx| tx.list::<Secret>())?;
-    Ok(pb::ListSecretsResponse {
-        secrets: secrets
-            .iter()
-            .map(crate::api::convert::secret_without_data)
-            .collect(),
-    })
+    let secrets = list::<Secret>(manager)?;
+    Ok(pb::ListSecretsResponse { secrets })
 }
 
 pub async fn inspect_secret(
     manager: &Manager,
     request: pb::InspectSecretRequest,
 ) -> Result<pb::SecretReply, ApiError> {
-    manager.store.view(|tx| secret_reply(tx, &request.secret))
+    manager
+        .store
+        .view(|tx| reply_of::<Secret>(tx, &request.secret))
 }
 
 pub async fn remove_secret(
     manager: &Manager,
     request: pb::RemoveSecretRequest,
 ) -> Result<pb::RemoveSecretResponse, ApiError> {
-    let _serial = manager.service_writes.lock().await;
-    let id = manager
-        .update(|tx| remove_in::<Secret>(tx, &request.secret))
-        .await?;
-    tracing::info!(secret = %id, "secret removed");
-    Ok(pb::RemoveSecretResponse { secret_id: id })
+    let secret_id = remove::<Secret>(manager, &request.secret).await?;
+    Ok(pb::RemoveSecretResponse { secret_id })
 }
 
 pub async fn update_secret(
     manager: &Manager,
     request: pb::UpdateSecretRequest,
 ) -> Result<pb::SecretReply, ApiError> {
-    let spec = request.spec.ok_or(WireError::Missing("secret spec"))?;
-    check_driver(&spec.driver)?;
-    let spec = SecretSpec::from(spec);
-    let id = manager
-        .update(|tx| {
-            update_in::<Secret>(
-                tx,
-                &request.secret,
-                request.version,
-                &spec.annotations,
-                &spec.data,
-            )
-        })
-        .await?;
-    manager.store.view(|tx| secret_reply(tx, &id))
+    update::<Secret>(manager, &request.secret, request.version, request.spec).await
 }
 
 pub async fn create_config(
     manager: &Manager,
     request: pb::CreateConfigRequest,
 ) -> Result<pb::ConfigReply, ApiError> {
-    let spec = request.spec.ok_or(WireError::Missing("config spec"))?;
-    check_templating(&spec.templating)?;
-    let config = Config {
-        spec: ConfigSpec::from(spec),
-        ..Config::default()
-    };
-    let id = manager.update(|tx| create_in(tx, config.clone())).await?;
-    tracing::info!(config = %id, name = %config.spec.annotations.name, "config created");
-    manager.store.view(|tx| config_reply(tx, &id))
+    create::<Config>(manager, request.spec).await
 }
 
 pub async fn list_configs(
     manager: &Manager,
     _: pb::ListConfigsRequest,
 ) -> Result<pb::ListConfigsResponse, ApiError> {
-    let configs = manager.store.view(|tx| tx.list::<Config>())?;
-    Ok(pb::ListConfigsResponse {
-        configs: configs.iter().map(pb::Config::from).collect(),
-    })
+    let configs = list::<Config>(manager)?;
+    Ok(pb::ListConfigsResponse { configs })
 }
 
 pub async fn inspect_config(
     manager: &Manager,
     request: pb::InspectConfigRequest,
 ) -> Result<pb::ConfigReply, ApiError> {
-    manager.store.view(|tx| config_reply(tx, &request.config))
+    manager
+        .store
+        .view(|tx| reply_of::<Config>(tx, &request.config))
 }
 
 pub async fn remove_config(
     manager: &Manager,
     request: pb::RemoveConfigRequest,
 ) -> Result<pb::RemoveConfigResponse, ApiError> {
-    let _serial = manager.service_writes.lock().await;
-    let id = manager
-        .update(|tx| remove_in::<Config>(tx, &request.config))
-        .await?;
-    tracing::info!(config = %id, "config removed");
-    Ok(pb::RemoveConfigResponse { config_id: id })
+    let config_id = remove::<Config>(manager, &request.config).await?;
+    Ok(pb::RemoveConfigResponse { config_id })
 }
 
 pub async fn update_config(
     manager: &Manager,
     request: pb::UpdateConfigRequest,
 ) -> Result<pb::ConfigReply, ApiError> {
-    let spec = request.spec.ok_or(WireError::Missing("config spec"))?;
-    check_templating(&spec.templating)?;
-    let spec = ConfigSpec::from(spec);
-    let id = manager
-        .update(|tx| {
-            update_in::<Config>(
-                tx,
-                &request.config,
-                request.version,
-                &spec.annotations,
-                &spec.data,
-            )
-        })
-        .await?;
-    manager.store.view(|tx| config_reply(tx, &id))
+    update::<Config>(manager, &request.config, request.version, request.spec).await
 }
 
 #[cfg(test)]

@@ -83,22 +83,19 @@ impl StackApi {
         })
     }
 
-    /// Creates `object` with `data`, or, when one of its name exists, updates it as docker
-    /// does (the manager refuses a change of data: only labels may change). True if created.
+    /// Creates `object` with `data`, or, when `existing` (its ID and version) says one of its
+    /// name exists, updates it as docker does (the manager refuses a change of data: only
+    /// labels may change). True if created.
     pub async fn upsert_file(
         &mut self,
         object: &FileObject,
         data: Vec<u8>,
+        existing: Option<&(String, u64)>,
     ) -> Result<bool, CliFailure> {
         let name = &object.annotations.name;
-        let existing = self
-            .files(object.kind)
-            .await?
-            .into_iter()
-            .find(|(_, _, a)| &a.name == name);
         let annotations = object.annotations.clone();
         let control = &mut self.client.control;
-        let written = match (object.kind, &existing) {
+        let written = match (object.kind, existing) {
             (FileKind::Secret, None) => control
                 .create_secret(&SecretSpec { annotations, data }, "")
                 .await
@@ -107,12 +104,12 @@ impl StackApi {
                 .create_config(&ConfigSpec { annotations, data }, "")
                 .await
                 .map(drop),
-            (FileKind::Secret, Some((id, version, _))) => {
+            (FileKind::Secret, Some((id, version))) => {
                 control
                     .update_secret(id, *version, &SecretSpec { annotations, data })
                     .await
             }
-            (FileKind::Config, Some((id, version, _))) => {
+            (FileKind::Config, Some((id, version))) => {
                 control
                     .update_config(id, *version, &ConfigSpec { annotations, data })
                     .await

@@ -72,9 +72,17 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
             }
         }
 
+        // One listing per kind: which of the stack's secrets and configs exist already.
+        let mut stored = BTreeMap::new();
+        for kind in [FileKind::Secret, FileKind::Config] {
+            for (id, version, annotations) in api.files(kind).await? {
+                stored.insert((kind, annotations.name), (id, version));
+            }
+        }
         for (object, data) in files {
             let name = object.annotations.name.clone();
-            if api.upsert_file(&object, data).await? {
+            let existing = stored.get(&(object.kind, name.clone()));
+            if api.upsert_file(&object, data, existing).await? {
                 println!("Creating {} {name}", object.kind.as_str());
             }
         }

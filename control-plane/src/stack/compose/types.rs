@@ -223,11 +223,11 @@ struct BuildLong {
 impl<'de> Deserialize<'de> for BuildConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match StrOr::<BuildLong>::deserialize(d)? {
-            StrOr::Str(context) => Ok(BuildConfig {
+            Either::Left(context) => Ok(BuildConfig {
                 context,
                 ..BuildConfig::default()
             }),
-            StrOr::Other(b) => Ok(BuildConfig {
+            Either::Right(b) => Ok(BuildConfig {
                 context: b.context,
                 dockerfile: b.dockerfile,
                 args: b.args,
@@ -455,11 +455,11 @@ struct FileReferenceLong {
 impl<'de> Deserialize<'de> for FileReference {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(match StrOr::<FileReferenceLong>::deserialize(d)? {
-            StrOr::Str(source) => FileReference {
+            Either::Left(source) => FileReference {
                 source,
                 ..FileReference::default()
             },
-            StrOr::Other(l) => FileReference {
+            Either::Right(l) => FileReference {
                 source: l.source,
                 target: l.target,
                 uid: l.uid,
@@ -502,10 +502,10 @@ pub struct VolumeMountEntry(pub VolumeMount);
 impl<'de> Deserialize<'de> for VolumeMountEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match StrOr::<VolumeMount>::deserialize(d)? {
-            StrOr::Str(spec) => parse_volume_spec(&spec)
+            Either::Left(spec) => parse_volume_spec(&spec)
                 .map(VolumeMountEntry)
                 .map_err(de::Error::custom),
-            StrOr::Other(v) => Ok(VolumeMountEntry(v)),
+            Either::Right(v) => Ok(VolumeMountEntry(v)),
         }
     }
 }
@@ -606,11 +606,11 @@ struct UlimitLong {
 impl<'de> Deserialize<'de> for Ulimit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match IntOr::<UlimitLong>::deserialize(d)? {
-            IntOr::Int(single) => Ok(Ulimit {
+            Either::Left(single) => Ok(Ulimit {
                 single,
                 ..Ulimit::default()
             }),
-            IntOr::Other(l) => Ok(Ulimit {
+            Either::Right(l) => Ok(Ulimit {
                 single: 0,
                 soft: l.soft,
                 hard: l.hard,
@@ -731,11 +731,11 @@ struct ExternalLong {
 impl<'de> Deserialize<'de> for External {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match BoolOr::<ExternalLong>::deserialize(d)? {
-            BoolOr::Bool(external) => Ok(External {
+            Either::Left(external) => Ok(External {
                 name: String::new(),
                 external,
             }),
-            BoolOr::Other(l) => Ok(External {
+            Either::Right(l) => Ok(External {
                 name: l.name,
                 external: true,
             }),
@@ -826,8 +826,8 @@ pub struct UnitBytes(pub i64);
 impl<'de> Deserialize<'de> for UnitBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match IntOr::<String>::deserialize(d)? {
-            IntOr::Int(i) => Ok(UnitBytes(i)),
-            IntOr::Other(text) => crate::cli::service::opts::parse_memory(&text)
+            Either::Left(i) => Ok(UnitBytes(i)),
+            Either::Right(text) => crate::cli::service::opts::parse_memory(&text)
                 .map(UnitBytes)
                 .map_err(de::Error::custom),
         }
@@ -854,12 +854,12 @@ impl ShellCommand {
 impl<'de> Deserialize<'de> for ShellCommand {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match StrOr::<Vec<String>>::deserialize(d)? {
-            StrOr::Str(line) => shlex::split(&line).map(ShellCommand).ok_or_else(|| {
+            Either::Left(line) => shlex::split(&line).map(ShellCommand).ok_or_else(|| {
                 de::Error::custom(format!(
                     "cannot split \"{line}\" into words: a quote is not closed"
                 ))
             }),
-            StrOr::Other(words) => Ok(ShellCommand(words)),
+            Either::Right(words) => Ok(ShellCommand(words)),
         }
     }
 }
@@ -878,8 +878,8 @@ impl HealthCheckTest {
 impl<'de> Deserialize<'de> for HealthCheckTest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match StrOr::<Vec<String>>::deserialize(d)? {
-            StrOr::Str(line) => Ok(HealthCheckTest(vec!["CMD-SHELL".to_owned(), line])),
-            StrOr::Other(words) => Ok(HealthCheckTest(words)),
+            Either::Left(line) => Ok(HealthCheckTest(vec!["CMD-SHELL".to_owned(), line])),
+            Either::Right(words) => Ok(HealthCheckTest(words)),
         }
     }
 }
@@ -898,8 +898,8 @@ impl StringList {
 impl<'de> Deserialize<'de> for StringList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match StrOr::<Vec<String>>::deserialize(d)? {
-            StrOr::Str(s) => Ok(StringList(vec![s])),
-            StrOr::Other(v) => Ok(StringList(v)),
+            Either::Left(s) => Ok(StringList(vec![s])),
+            Either::Right(v) => Ok(StringList(v)),
         }
     }
 }
@@ -1063,10 +1063,10 @@ impl ServiceNetworks {
 impl<'de> Deserialize<'de> for ServiceNetworks {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match SeqOr::<BTreeMap<String, Option<ServiceNetworkConfig>>>::deserialize(d)? {
-            SeqOr::Seq(names) => Ok(ServiceNetworks(
+            Either::Left(names) => Ok(ServiceNetworks(
                 names.into_iter().map(|n| (n, None)).collect(),
             )),
-            SeqOr::Other(map) => Ok(ServiceNetworks(map)),
+            Either::Right(map) => Ok(ServiceNetworks(map)),
         }
     }
 }
@@ -1094,9 +1094,9 @@ struct PortEntry(Vec<PortConfig>);
 impl<'de> Deserialize<'de> for PortEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match IntOr::<StrOr<PortConfig>>::deserialize(d)? {
-            IntOr::Int(port) => parse_port_spec(&port.to_string()),
-            IntOr::Other(StrOr::Str(spec)) => parse_port_spec(&spec),
-            IntOr::Other(StrOr::Other(long)) => Ok(vec![long]),
+            Either::Left(port) => parse_port_spec(&port.to_string()),
+            Either::Right(Either::Left(spec)) => parse_port_spec(&spec),
+            Either::Right(Either::Right(long)) => Ok(vec![long]),
         }
         .map(PortEntry)
         .map_err(de::Error::custom)
@@ -1176,64 +1176,46 @@ pub fn parse_port_spec(spec: &str) -> Result<Vec<PortConfig>, String> {
     Ok(configs.into_iter().map(|(_, c)| c).collect())
 }
 
-// ---- "this or that" helpers -----------------------------------------------------------
+// ---- short or long syntax ----------------------------------------------------------------
 
-/// A string, or a `T` decoded from anything else.
-enum StrOr<T> {
-    Str(String),
-    Other(T),
+/// The scalar shapes of a key's short syntax: a string, an integer, a boolean or a list of
+/// strings. Anything else is the long syntax.
+trait ShortSyntax {
+    const SHAPES: &'static [Shape];
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOr<T> {
+impl ShortSyntax for String {
+    const SHAPES: &'static [Shape] = &[Shape::Str];
+}
+
+impl ShortSyntax for i64 {
+    const SHAPES: &'static [Shape] = &[Shape::Int];
+}
+
+impl ShortSyntax for bool {
+    const SHAPES: &'static [Shape] = &[Shape::Bool];
+}
+
+impl ShortSyntax for Vec<String> {
+    const SHAPES: &'static [Shape] = &[Shape::Seq];
+}
+
+/// A key's short syntax `A`, or its long syntax `T` decoded from anything else.
+impl<'de, A, T> Deserialize<'de> for Either<A, T>
+where
+    A: ShortSyntax + Deserialize<'de>,
+    T: Deserialize<'de>,
+{
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match by_shape::<D, String, T>(d, &[Shape::Str])? {
-            Either::Left(s) => StrOr::Str(s),
-            Either::Right(t) => StrOr::Other(t),
-        })
+        by_shape::<D, A, T>(d, A::SHAPES)
     }
 }
 
-/// An integer, or a `T` decoded from anything else.
-enum IntOr<T> {
-    Int(i64),
-    Other(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for IntOr<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match by_shape::<D, i64, T>(d, &[Shape::Int])? {
-            Either::Left(i) => IntOr::Int(i),
-            Either::Right(t) => IntOr::Other(t),
-        })
-    }
-}
-
-/// A boolean, or a `T` decoded from anything else.
-enum BoolOr<T> {
-    Bool(bool),
-    Other(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for BoolOr<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match by_shape::<D, bool, T>(d, &[Shape::Bool])? {
-            Either::Left(b) => BoolOr::Bool(b),
-            Either::Right(t) => BoolOr::Other(t),
-        })
-    }
-}
-
-/// A list of strings, or a `T` decoded from anything else.
-enum SeqOr<T> {
-    Seq(Vec<String>),
-    Other(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for SeqOr<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match by_shape::<D, Vec<String>, T>(d, &[Shape::Seq])? {
-            Either::Left(v) => SeqOr::Seq(v),
-            Either::Right(t) => SeqOr::Other(t),
-        })
-    }
-}
+/// A string, or a `T`.
+type StrOr<T> = Either<String, T>;
+/// An integer, or a `T`.
+type IntOr<T> = Either<i64, T>;
+/// A boolean, or a `T`.
+type BoolOr<T> = Either<bool, T>;
+/// A list of strings, or a `T`.
+type SeqOr<T> = Either<Vec<String>, T>;

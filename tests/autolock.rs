@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use hive::encryption::{Key, KeyFile, StoreKeys, UnlockKey};
 use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
 
 const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"hive swarm unlock\" to unlock it.";
@@ -42,6 +43,37 @@ fn wait_key_file(swarm: &Swarm, node: &str, what: &str, check: impl Fn(&str) -> 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `node`'s store keys as its key file holds them (opened with `unlock` if locked).
+fn store_keys(swarm: &Swarm, node: &str, unlock: Option<&UnlockKey>) -> StoreKeys {
+    KeyFile::load(&data_dir(swarm, node))
+        .expect("reading the key file")
+        .expect("a manager has a key file")
+        .unwrap_keys(unlock)
+        .expect("opening the key file")
+}
+
+/// How many service records a copy of `node`'s store holds, and how many of them open with
+/// `dek`.
+fn services_opened_with(swarm: &Swarm, node: &str, dek: &Key) -> (usize, usize) {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    const SERVICES: redb::TableDefinition<'static, &'static str, &'static [u8]> =
+        redb::TableDefinition::new("services");
+    let (copy, _) = copy_of(&data_dir(swarm, node));
+    let db = redb::Database::open(copy.path().join("raft/state.redb")).expect("open the copy");
+    let read = db.begin_read().expect("read transaction");
+    let table = read.open_table(SERVICES).expect("services table");
+    let (mut total, mut opened) = (0, 0);
+    for row in table.iter().expect("rows") {
+        let (_, value) = row.expect("row");
+        total += 1;
+        let sealed = value.value().strip_prefix(b"\0hv1".as_slice());
+        if sealed.is_some_and(|sealed| dek.open(sealed).is_ok()) {
+            opened += 1;
+        }
+    }
+    (total, opened)
 }
 
 /// `hive swarm unlock` on `node` with `key` on stdin.
@@ -184,6 +216,12 @@ fn autolock_and_encryption_at_rest() {
         assert_nothing_readable(&swarm, node, &[SECRET, worker_secret, manager_secret]);
     }
 
+    // The keys each manager has before the lock: their KEK lies in the clear on disk.
+    let unlocked_keys: Vec<StoreKeys> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|node| store_keys(&swarm, node, None))
+        .collect();
+
     // Lock.
     let updated = swarm.hive_ok("n1", &["swarm", "update", "--autolock=true"]);
     assert!(updated.starts_with("Swarm updated.\n"), "{updated}");
@@ -198,6 +236,37 @@ fn autolock_and_encryption_at_rest() {
         first
     );
     wait_key_file(&swarm, "n3", "the lock", |f| f.contains("\"locked\""));
+
+    // Locking rotated every manager's keys and re-sealed its store: a copy of the key file
+    // from before the lock opens nothing on the disk now; the new keys open everything.
+    let unlock_key: UnlockKey = first.parse().expect("the printed unlock key parses");
+    for (node, old) in ["n1", "n2", "n3"].into_iter().zip(&unlocked_keys) {
+        wait_key_file(&swarm, node, "the end of the data key rotation", |f| {
+            f.contains("\"locked\"") && !f.contains("previous_dek")
+        });
+        let new = store_keys(&swarm, node, Some(&unlock_key));
+        assert_ne!(
+            new.dek.as_bytes(),
+            old.dek.as_bytes(),
+            "{node}: DEK rotated"
+        );
+        assert_ne!(
+            new.kek.as_bytes(),
+            old.kek.as_bytes(),
+            "{node}: KEK rotated"
+        );
+        let (total, with_new) = services_opened_with(&swarm, node, &new.dek);
+        assert!(total > 0, "{node}: the copy holds services");
+        assert_eq!(
+            with_new, total,
+            "{node}: every service sealed with the new DEK"
+        );
+        let (_, with_old) = services_opened_with(&swarm, node, &old.dek);
+        assert_eq!(
+            with_old, 0,
+            "{node}: the DEK from before the lock opens nothing"
+        );
+    }
 
     // A restarted manager is locked; a wrong key is refused and changes nothing.
     swarm.restart("n3");

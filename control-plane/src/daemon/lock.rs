@@ -3,9 +3,13 @@
 //! - [`store_keys`]: the keys a manager opens its store with — loaded from the key file, or
 //!   made (and an older plaintext store sealed) if there is none. A locked file is refused:
 //!   the daemon then waits for [`unlock`].
+//! - [`install`]: hands the keys to the store's codec before the store opens, and finishes a
+//!   data key rotation a stopped manager left half-way.
 //! - [`follow`]: while a manager runs, keeps its key file wrapped as the cluster says —
 //!   with the replicated unlock key while autolock is on (re-wrapped when it is rotated),
-//!   in the clear otherwise.
+//!   in the clear otherwise. Turning autolock on also rotates the manager's DEK and KEK, so
+//!   that a copy of the key file from before (when the KEK lay in the clear) opens nothing
+//!   written after.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,9 +45,71 @@ pub fn store_keys(data_dir: &Path) -> Result<StoreKeys, DaemonError> {
     if raft_dir.exists() {
         // A store written before encryption at rest: seal it with the new key now.
         crate::store::set_data_key(Some(keys.dek.clone()));
-        crate::store::migrate::seal_plaintext(&raft_dir).map_err(DaemonError::Seal)?;
+        crate::store::migrate::reseal_dir(&raft_dir).map_err(DaemonError::Seal)?;
     }
     Ok(keys)
+}
+
+/// Installs `keys` in the store's codec; blocking, before the store in `data_dir` opens. If
+/// a data key rotation was interrupted (the key file still holds the previous DEK), re-seals
+/// the store with the new DEK first and drops the previous one from the file, which stays
+/// wrapped with `wrapped_with`. Returns the keys as they are then.
+pub fn install(
+    data_dir: &Path,
+    keys: StoreKeys,
+    wrapped_with: Option<&UnlockKey>,
+) -> Result<StoreKeys, DaemonError> {
+    crate::store::set_data_key(Some(keys.dek.clone()));
+    let Some(previous) = keys.previous_dek.clone() else {
+        return Ok(keys);
+    };
+    crate::store::set_data_key(Some(previous));
+    crate::store::rotate_data_key(keys.dek.clone());
+    crate::store::migrate::reseal_dir(&data_dir.join(RAFT_DIR)).map_err(DaemonError::Seal)?;
+    let keys = keys.without_previous();
+    KeyFile::wrap(&keys, wrapped_with)
+        .map_err(KeyFileError::from)?
+        .save(data_dir)?;
+    crate::store::forget_previous_data_key();
+    tracing::info!("finished the rotation of this manager's data key");
+    Ok(keys)
+}
+
+/// Starts a rotation: new keys, with the current DEK kept as the previous one, saved wrapped
+/// with `unlock`; from then on the store seals with the new DEK. [`finish_rotation`] re-seals
+/// what the previous one sealed. If the manager stops in between, the key file holds both
+/// DEKs and [`install`] finishes at the next start.
+fn begin_rotation(
+    data_dir: &Path,
+    keys: &StoreKeys,
+    unlock: &UnlockKey,
+) -> Result<StoreKeys, KeyFileError> {
+    let rotated = keys.rotated()?;
+    KeyFile::wrap(&rotated, Some(unlock))?.save(data_dir)?;
+    crate::store::rotate_data_key(rotated.dek.clone());
+    Ok(rotated)
+}
+
+/// Re-seals the running store with the new DEK, then forgets the previous one, in the key
+/// file (wrapped with `wrapped_with`) and in the codec.
+async fn finish_rotation(
+    manager: &Manager,
+    data_dir: &Path,
+    keys: StoreKeys,
+    wrapped_with: Option<&UnlockKey>,
+) -> Result<StoreKeys, String> {
+    let resealed = manager.store.reseal().await.map_err(|e| e.to_string())?;
+    let done = keys.without_previous();
+    KeyFile::wrap(&done, wrapped_with)
+        .map_err(KeyFileError::from)
+        .and_then(|f| f.save(data_dir))
+        .map_err(|e| e.to_string())?;
+    crate::store::forget_previous_data_key();
+    tracing::info!(
+        values = resealed,
+        "rotated this manager's data key and re-sealed its store"
+    );
+    Ok(done)
 }
 
 /// The unlock key the cluster wants the managers' keys wrapped with, if any.
@@ -66,7 +132,7 @@ fn wanted_unlock_key(manager: &Manager) -> Option<Option<UnlockKey>> {
 pub async fn follow(
     manager: Arc<Manager>,
     data_dir: PathBuf,
-    keys: StoreKeys,
+    mut keys: StoreKeys,
     mut current: Option<UnlockKey>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -74,10 +140,16 @@ pub async fn follow(
         if let Some(wanted) = wanted_unlock_key(&manager)
             && wanted != current
         {
-            let saved = KeyFile::wrap(&keys, wanted.as_ref())
-                .map_err(KeyFileError::from)
-                .and_then(|f| f.save(&data_dir));
-            match saved {
+            let changed = match (&current, &wanted) {
+                // Autolock turned on: new keys (re-sealing follows below).
+                (None, Some(unlock)) => {
+                    begin_rotation(&data_dir, &keys, unlock).map(|rotated| keys = rotated)
+                }
+                _ => KeyFile::wrap(&keys, wanted.as_ref())
+                    .map_err(KeyFileError::from)
+                    .and_then(|f| f.save(&data_dir)),
+            };
+            match changed {
                 Ok(()) => {
                     tracing::info!(
                         autolock = wanted.is_some(),
@@ -85,7 +157,17 @@ pub async fn follow(
                     );
                     current = wanted;
                 }
-                Err(err) => tracing::warn!(%err, "could not re-wrap this manager's store keys"),
+                Err(err) => {
+                    tracing::warn!(%err, "could not re-wrap this manager's store keys; trying again")
+                }
+            }
+        }
+        if keys.previous_dek.is_some() {
+            match finish_rotation(&manager, &data_dir, keys.clone(), current.as_ref()).await {
+                Ok(done) => keys = done,
+                Err(err) => {
+                    tracing::warn!(%err, "could not re-seal the store with the new data key; trying again")
+                }
             }
         }
         tokio::select! {

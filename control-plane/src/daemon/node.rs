@@ -179,7 +179,7 @@ impl SwarmNode {
                 Some((keys, key)) => (keys, Some(key)),
                 None => (super::lock::store_keys(data_dir)?, None),
             };
-            crate::store::set_data_key(Some(keys.dek.clone()));
+            let keys = super::lock::install(data_dir, keys, wrapped_with.as_ref())?;
             Some((keys, wrapped_with))
         } else {
             // Workers keep no cluster state.

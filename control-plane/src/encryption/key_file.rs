@@ -50,11 +50,13 @@ pub enum KeyFileError {
     Write(#[from] private_file::FileError),
 }
 
-/// A manager's keys, in memory: the DEK encrypts the store, the KEK wraps the DEK.
+/// A manager's keys, in memory: the DEK encrypts the store, the KEK wraps the DEK. During a
+/// rotation the DEK it replaces is kept too, until every value is re-sealed.
 #[derive(Debug, Clone)]
 pub struct StoreKeys {
     pub dek: Key,
     pub kek: Key,
+    pub previous_dek: Option<Key>,
 }
 
 impl StoreKeys {
@@ -62,7 +64,26 @@ impl StoreKeys {
         Ok(Self {
             dek: Key::generate()?,
             kek: Key::generate()?,
+            previous_dek: None,
         })
+    }
+
+    /// New keys replacing these: a new DEK and KEK, with this DEK kept as the previous one.
+    /// Whoever knew the old keys (a copy of the key file from before autolock) cannot open
+    /// what the new DEK seals.
+    pub fn rotated(&self) -> Result<Self, AeadError> {
+        Ok(Self {
+            previous_dek: Some(self.dek.clone()),
+            ..Self::generate()?
+        })
+    }
+
+    /// These keys once the rotation is complete.
+    pub fn without_previous(self) -> Self {
+        Self {
+            previous_dek: None,
+            ..self
+        }
     }
 }
 
@@ -79,6 +100,9 @@ pub struct KeyFile {
     version: u32,
     dek: String,
     kek: Kek,
+    /// The DEK being rotated away (sealed with the KEK), while values sealed with it remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_dek: Option<String>,
 }
 
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -106,10 +130,17 @@ impl KeyFile {
                 }
             }
         };
+        let previous_dek = keys
+            .previous_dek
+            .as_ref()
+            .map(|previous| keys.kek.seal(previous.as_bytes()))
+            .transpose()?
+            .map(|sealed| STANDARD.encode(sealed));
         Ok(Self {
             version: VERSION,
             dek: STANDARD.encode(keys.kek.seal(keys.dek.as_bytes())?),
             kek,
+            previous_dek,
         })
     }
 
@@ -142,11 +173,15 @@ impl KeyFile {
                 )?
             }
         };
-        let dek = kek
-            .open(&decode(&self.dek)?)
-            .map_err(|_| corrupt("the data key does not open with the key-encryption key"))?;
+        let open_dek = |sealed: &str| -> Result<Key, KeyFileError> {
+            let dek = kek
+                .open(&decode(sealed)?)
+                .map_err(|_| corrupt("the data key does not open with the key-encryption key"))?;
+            to_key(dek)
+        };
         Ok(StoreKeys {
-            dek: to_key(dek)?,
+            dek: open_dek(&self.dek)?,
+            previous_dek: self.previous_dek.as_deref().map(open_dek).transpose()?,
             kek,
         })
     }
@@ -206,6 +241,32 @@ mod tests {
         let back = file.unwrap_keys(None).unwrap();
         assert_eq!(back.dek, keys.dek);
         assert_eq!(back.kek, keys.kek);
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_previous_dek_until_it_is_done() {
+        let keys = StoreKeys::generate().unwrap();
+        let unlock = UnlockKey::generate().unwrap();
+        let rotated = keys.rotated().unwrap();
+        assert_ne!(rotated.dek, keys.dek);
+        assert_ne!(rotated.kek, keys.kek);
+        let file = KeyFile::wrap(&rotated, Some(&unlock)).unwrap();
+        let text = serde_json::to_string(&file).unwrap();
+        assert!(text.contains("previous_dek"), "{text}");
+        assert!(
+            !text.contains(&STANDARD.encode(keys.dek.as_bytes())),
+            "{text}"
+        );
+        let back = file.unwrap_keys(Some(&unlock)).unwrap();
+        assert_eq!(back.previous_dek, Some(keys.dek));
+        assert_eq!(back.dek, rotated.dek);
+        let done = KeyFile::wrap(&back.without_previous(), Some(&unlock)).unwrap();
+        assert!(
+            !serde_json::to_string(&done)
+                .unwrap()
+                .contains("previous_dek")
+        );
+        assert_eq!(done.unwrap_keys(Some(&unlock)).unwrap().previous_dek, None);
     }
 
     #[test]

@@ -61,18 +61,66 @@ pub enum CodecError {
 /// The first bytes of a sealed value (version 1).
 pub(crate) const SEALED_MAGIC: &[u8] = b"\0hv1";
 
-static DATA_KEY: RwLock<Option<Arc<crate::encryption::Key>>> = RwLock::new(None);
+/// The data keys: values are sealed with `current`; while a rotation re-seals the store
+/// (docs/encryption.md, "Data key rotation"), values sealed with `previous` still open.
+#[derive(Default)]
+struct DataKeys {
+    current: Option<Arc<crate::encryption::Key>>,
+    previous: Option<Arc<crate::encryption::Key>>,
+}
 
-/// Installs (or, with `None`, removes) the data key the store seals its values with.
+static DATA_KEYS: RwLock<DataKeys> = RwLock::new(DataKeys {
+    current: None,
+    previous: None,
+});
+
+fn keys() -> std::sync::RwLockReadGuard<'static, DataKeys> {
+    DATA_KEYS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn keys_mut() -> std::sync::RwLockWriteGuard<'static, DataKeys> {
+    DATA_KEYS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Installs (or, with `None`, removes) the data key the store seals its values with, and
+/// forgets any previous one.
 pub fn set_data_key(key: Option<crate::encryption::Key>) {
-    *DATA_KEY.write().unwrap_or_else(|e| e.into_inner()) = key.map(Arc::new);
+    *keys_mut() = DataKeys {
+        current: key.map(Arc::new),
+        previous: None,
+    };
+}
+
+/// Starts a rotation: `new` seals from now on; the key it replaces still opens what it
+/// sealed until [`forget_previous_data_key`].
+pub fn rotate_data_key(new: crate::encryption::Key) {
+    let mut keys = keys_mut();
+    keys.previous = keys.current.take();
+    keys.current = Some(Arc::new(new));
+}
+
+/// Ends a rotation, once every value is sealed with the current key.
+pub fn forget_previous_data_key() {
+    keys_mut().previous = None;
 }
 
 fn data_key() -> Option<Arc<crate::encryption::Key>> {
-    DATA_KEY.read().unwrap_or_else(|e| e.into_inner()).clone()
+    keys().current.clone()
+}
+
+/// Whether `bytes` is sealed with the current data key (nothing to re-seal).
+pub(crate) fn is_current(bytes: &[u8]) -> bool {
+    let Some(sealed) = bytes.strip_prefix(SEALED_MAGIC) else {
+        return false;
+    };
+    keys()
+        .current
+        .as_ref()
+        .is_some_and(|key| key.open(sealed).is_ok())
 }
 
 /// Whether `bytes` is a sealed value.
+#[cfg(test)]
 pub(crate) fn is_sealed(bytes: &[u8]) -> bool {
     bytes.starts_with(SEALED_MAGIC)
 }
@@ -97,10 +145,16 @@ pub(crate) fn open(what: impl fmt::Display, bytes: &[u8]) -> Result<Cow<'_, [u8]
     let Some(sealed) = bytes.strip_prefix(SEALED_MAGIC) else {
         return Ok(Cow::Borrowed(bytes));
     };
-    let key = data_key().ok_or_else(|| CodecError::NoKey {
+    let (current, previous) = {
+        let keys = keys();
+        (keys.current.clone(), keys.previous.clone())
+    };
+    let current = current.ok_or_else(|| CodecError::NoKey {
         what: what.to_string(),
     })?;
-    key.open(sealed)
+    current
+        .open(sealed)
+        .or_else(|e| previous.map_or(Err(e), |previous| previous.open(sealed)))
         .map(Cow::Owned)
         .map_err(|_| CodecError::Open {
             what: what.to_string(),

@@ -83,6 +83,8 @@ pub struct Store {
     node_id: NodeId,
     raft: Raft,
     db: Arc<Database>,
+    /// The Raft log's database (openraft owns the log store; this handle only re-seals it).
+    log_db: Arc<Database>,
     /// Weak so that watches end when the state machine (owned by Raft) is gone.
     notifier: broadcast::WeakSender<Arc<Notification>>,
     applied_index: Arc<AtomicU64>,
@@ -114,6 +116,7 @@ impl Store {
             })?;
         let (log_store, state_machine) = open_storage(&config.dir).await?;
         let db = state_machine.database();
+        let log_db = log_store.database();
         let notifier = state_machine.notifier().downgrade();
         let applied_index = state_machine.applied_index();
         let raft = Raft::new(
@@ -131,6 +134,7 @@ impl Store {
             node_id: config.node_id,
             raft,
             db,
+            log_db,
             notifier,
             applied_index,
             request_timeout: config.request_timeout,
@@ -139,6 +143,18 @@ impl Store {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Rewrites every value not sealed with the current data key (after
+    /// [`super::codec::rotate_data_key`]). Returns how many it rewrote.
+    pub async fn reseal(&self) -> Result<usize, StoreError> {
+        let (state, log) = (self.db.clone(), self.log_db.clone());
+        tokio::task::spawn_blocking(move || super::migrate::reseal_databases(&state, &log))
+            .await
+            .map_err(|e| StoreError::Stopped {
+                reason: format!("the re-sealing task failed: {e}"),
+            })?
+            .map_err(StoreError::from)
     }
 
     /// The openraft node, for the peer RPC service (append entries, vote, snapshots).

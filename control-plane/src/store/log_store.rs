@@ -56,6 +56,11 @@ impl LogStore {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// The log database, for re-sealing it after a data key rotation.
+    pub(crate) fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     async fn read_meta<T>(&self, key: &'static str) -> Result<Option<T>, DbError>
     where
         T: serde::de::DeserializeOwned + Send + 'static,

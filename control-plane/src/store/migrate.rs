@@ -1,10 +1,16 @@
-//! Sealing a store written before encryption at rest (docs/encryption.md, "Upgrading").
+//! Re-sealing a store's values with the current data key (docs/encryption.md, "Upgrading"
+//! and "Data key rotation").
 //!
-//! A manager whose data directory has a store but no key file gets a new data key, and every
-//! plaintext value of both databases is rewritten sealed before the store opens; then redb
-//! compacts the files, so that the freed pages that held the plaintext are given back. Values
-//! already sealed are left alone, so an interrupted migration simply continues at the next
-//! start.
+//! - A manager whose data directory has a store but no key file gets a new data key, and every
+//!   plaintext value of both databases is rewritten sealed before the store opens.
+//! - When a manager's data key is rotated (autolock turned on), every value sealed with the
+//!   previous key is rewritten with the new one, while the store runs
+//!   ([`reseal_databases`]) or, if the manager stopped half-way, at its next start
+//!   ([`reseal_dir`]).
+//!
+//! Values already sealed with the current key are left alone, so an interrupted pass simply
+//! continues. Before the store opens, redb then compacts the files, so that the freed pages
+//! that held the old bytes are given back.
 
 use std::path::Path;
 
@@ -16,29 +22,42 @@ use super::objects::ObjectKind;
 use super::state_machine::STATE_FILE;
 use super::tables::{DbError, SM_META, object_table};
 
-/// Seals every plaintext value of the store in `dir` with the installed data key. Returns how
-/// many values it sealed. Blocking; call before the store opens.
-pub fn seal_plaintext(dir: &Path) -> Result<usize, DbError> {
-    let mut sealed = 0;
+/// Re-seals every value of the store in `dir` that is not sealed with the current data key.
+/// Returns how many values it rewrote. Blocking; call before the store opens.
+pub fn reseal_dir(dir: &Path) -> Result<usize, DbError> {
+    let mut resealed = 0;
     let state = dir.join(STATE_FILE);
     if state.exists() {
         let mut db = Database::create(&state)?;
-        let mut tables = vec![SM_META];
-        tables.extend(ObjectKind::ALL.into_iter().map(object_table));
-        sealed += seal_tables(&db, &tables)?;
+        resealed += reseal_state(&db)?;
         compact(&mut db)?;
     }
     let log = dir.join(LOG_FILE);
     if log.exists() {
         let mut db = Database::create(&log)?;
-        sealed += seal_tables(&db, &[LOG_META])?;
-        sealed += seal_table_u64(&db, LOG)?;
+        resealed += reseal_log(&db)?;
         compact(&mut db)?;
     }
-    if sealed > 0 {
-        tracing::info!(values = sealed, dir = %dir.display(), "sealed the store's plaintext values with the new data key");
+    if resealed > 0 {
+        tracing::info!(values = resealed, dir = %dir.display(), "re-sealed the store's values with the current data key");
     }
-    Ok(sealed)
+    Ok(resealed)
+}
+
+/// [`reseal_dir`] on the open databases of a running store. Each database is one write
+/// transaction, so writers wait for it and nothing is missed. Blocking.
+pub fn reseal_databases(state: &Database, log: &Database) -> Result<usize, DbError> {
+    Ok(reseal_state(state)? + reseal_log(log)?)
+}
+
+fn reseal_state(db: &Database) -> Result<usize, DbError> {
+    let mut tables = vec![SM_META];
+    tables.extend(ObjectKind::ALL.into_iter().map(object_table));
+    reseal_tables(db, &tables)
+}
+
+fn reseal_log(db: &Database) -> Result<usize, DbError> {
+    Ok(reseal_tables(db, &[LOG_META])? + reseal_table_u64(db, LOG)?)
 }
 
 fn compact(db: &mut Database) -> Result<(), DbError> {
@@ -47,7 +66,16 @@ fn compact(db: &mut Database) -> Result<(), DbError> {
     Ok(())
 }
 
-fn seal_tables(
+/// `value` sealed with the current key; `None` if it already is.
+fn resealed(what: impl std::fmt::Display, value: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+    if codec::is_current(value) {
+        return Ok(None);
+    }
+    let plain = codec::open(&what, value)?.into_owned();
+    Ok(Some(codec::seal(what, plain)?))
+}
+
+fn reseal_tables(
     db: &Database,
     tables: &[TableDefinition<'static, &'static str, &'static [u8]>],
 ) -> Result<usize, DbError> {
@@ -55,15 +83,15 @@ fn seal_tables(
     let txn = db.begin_write()?;
     for definition in tables {
         let mut table = txn.open_table(*definition)?;
-        let mut plain = Vec::new();
+        let mut stale = Vec::new();
         for row in table.iter()? {
             let (key, value) = row?;
-            if !codec::is_sealed(value.value()) {
-                plain.push((key.value().to_owned(), value.value().to_vec()));
+            let key = key.value().to_owned();
+            if let Some(value) = resealed(&key, value.value())? {
+                stale.push((key, value));
             }
         }
-        for (key, value) in plain {
-            let value = codec::seal(&key, value)?;
+        for (key, value) in stale {
             table.insert(key.as_str(), value.as_slice())?;
             count += 1;
         }
@@ -72,7 +100,7 @@ fn seal_tables(
     Ok(count)
 }
 
-fn seal_table_u64(
+fn reseal_table_u64(
     db: &Database,
     definition: TableDefinition<'static, u64, &'static [u8]>,
 ) -> Result<usize, DbError> {
@@ -80,15 +108,15 @@ fn seal_table_u64(
     let mut count = 0;
     {
         let mut table = txn.open_table(definition)?;
-        let mut plain = Vec::new();
+        let mut stale = Vec::new();
         for row in table.iter()? {
             let (key, value) = row?;
-            if !codec::is_sealed(value.value()) {
-                plain.push((key.value(), value.value().to_vec()));
+            let key = key.value();
+            if let Some(value) = resealed(format_args!("log entry {key}"), value.value())? {
+                stale.push((key, value));
             }
         }
-        for (key, value) in plain {
-            let value = codec::seal(format_args!("log entry {key}"), value)?;
+        for (key, value) in stale {
             table.insert(key, value.as_slice())?;
             count += 1;
         }
@@ -172,8 +200,8 @@ mod tests {
             txn.commit().unwrap();
         }
         install_test_key();
-        assert_eq!(seal_plaintext(dir.path()).unwrap(), 4);
-        assert_eq!(seal_plaintext(dir.path()).unwrap(), 0, "already sealed");
+        assert_eq!(reseal_dir(dir.path()).unwrap(), 4);
+        assert_eq!(reseal_dir(dir.path()).unwrap(), 0, "already sealed");
         for file in [STATE_FILE, LOG_FILE] {
             let bytes = std::fs::read(dir.path().join(file)).unwrap();
             assert!(

@@ -35,7 +35,7 @@ pub mod types;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use codec::{CodecError, set_data_key};
+pub use codec::{CodecError, forget_previous_data_key, rotate_data_key, set_data_key};
 pub use error::StoreError;
 pub use handle::{Store, StoreConfig, open_storage};
 pub use ids::{ID_LEN, is_valid_id, new_id};

@@ -6,7 +6,7 @@ fn main() -> std::process::ExitCode {
         ..Default::default()
     };
     // Shorter runs while developing: HIVE_BENCH_SECONDS=2 HIVE_BENCH_SERVICES=1,1000;
-    // steadier figures: HIVE_BENCH_ROUNDS=3
+    // steadier figures: HIVE_BENCH_ROUNDS=3; bulk only: HIVE_BENCH_SERVICES= HIVE_BENCH_BULK=1
     if let Some(secs) = std::env::var("HIVE_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -25,6 +25,8 @@ fn main() -> std::process::ExitCode {
             .filter_map(|n| n.trim().parse().ok())
             .collect();
     }
+    // Bulk throughput too: HIVE_BENCH_BULK=1.
+    config.bulk = std::env::var("HIVE_BENCH_BULK").is_ok_and(|v| v == "1");
     match hive_mesh_bench::mesh::run(&config) {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(err) => {

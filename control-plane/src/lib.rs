@@ -25,3 +25,4 @@ pub mod scheduler;
 pub mod stack;
 pub mod store;
 pub mod transport;
+pub mod underlay_probe;

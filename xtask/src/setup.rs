@@ -21,7 +21,8 @@ use crate::cmd;
 /// tshark/tcpdump (pcap checks and debugging), bpftool (inspecting maps),
 /// nginx-light (the backends of `hive mesh bench`), ethtool (debugging offloads),
 /// runc (OCI containers), docker-registry/skopeo/umoci/busybox-static (a real registry
-/// and test images built offline), iperf3 (bulk throughput), python3-venv (docker-py).
+/// and test images built offline), iperf3 (bulk throughput), python3-venv (docker-py),
+/// stress-ng (the CPU-bound neighbour of `hive mesh bench --neighbour`).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -40,6 +41,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "iperf3",
     "python3-venv",
+    "stress-ng",
 ];
 
 pub fn run() -> Result<()> {

@@ -24,6 +24,18 @@ pub struct BenchArgs {
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/hive-bench")]
     out_dir: PathBuf,
+    /// Also measure bulk throughput: iperf3, one TCP stream, both directions,
+    /// `--duration` seconds each, through no mesh, iptables and hive in each mode.
+    #[arg(long)]
+    bulk: bool,
+    /// Paths the load runs measure, comma-separated: iptables, nftables, hive,
+    /// hive-dsr, hive-hybrid (the no-mesh ceiling is always measured).
+    #[arg(long, value_delimiter = ',', default_values_t = hive_mesh_bench::mesh::BenchPath::ALL)]
+    paths: Vec<hive_mesh_bench::mesh::BenchPath>,
+    /// A CPU-bound neighbour for the whole run: stress-ng keeps every CPU busy
+    /// this many percent of the time (tail latency under contention).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    neighbour: Option<u32>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +48,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         service_counts: args.services,
         rounds: args.rounds,
         out_dir: args.out_dir,
+        bulk: args.bulk,
+        paths: args.paths,
+        neighbour_percent: args.neighbour,
     };
     hive_mesh_bench::mesh::run(&config)?;
     Ok(ExitCode::SUCCESS)

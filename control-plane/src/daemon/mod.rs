@@ -173,6 +173,9 @@ pub async fn run(
             managers,
         )))
         .add_service(pb::agent_server::AgentServer::new(AgentService::new(&node)))
+        .add_service(pb::underlay_probe_server::UnderlayProbeServer::new(
+            crate::underlay_probe::service::UnderlayProbeService::new(&node),
+        ))
         .serve_with_incoming_shutdown(
             tls_incoming(listeners.node, node.tls.clone(), stopping.clone()),
             stopped(stopping.clone()),

@@ -138,6 +138,18 @@ pub async fn update(
 ) -> Result<pb::InspectSwarmResponse, ApiError> {
     let settings = request.settings.unwrap_or_default();
     let id = manager.cluster()?.id;
+    if let Some(mode) = &settings.mesh_mode {
+        let mode: MeshMode =
+            mode.parse()
+                .map_err(|e: hive_dataplane::mesh::mode::UnknownMeshMode| {
+                    ApiError::Invalid(e.to_string())
+                })?;
+        // Direct return sends with another node's source address: refused where the
+        // underlay drops such packets (docs/dsr.md).
+        if mode != MeshMode::Snat {
+            super::underlay_check::check(manager).await?;
+        }
+    }
     manager
         .update(|tx| {
             let mut cluster = tx

@@ -24,6 +24,7 @@ pub mod spec_limits;
 pub mod tasks;
 pub mod timers;
 pub mod trust;
+pub mod underlay_check;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -1,13 +1,16 @@
-//! Bulk throughput (issue 21, item 2): iperf3 from the lab's `client` through n1's
-//! published port to one backend on n2, both directions, through hive's mesh in each mode
-//! (docs/dsr.md), beside iperf3 straight to n2 with no mesh at all. Gbit/s and the
-//! sender's retransmits. Figures, never assertions.
-//!
-//! Not yet here: the iptables path (`kernel_path`) in the same run.
+//! Bulk throughput (issue 21, item 2; `hive mesh bench --bulk`): iperf3 from the lab's
+//! `client` to one backend task on n2, both directions, one TCP stream, through every
+//! path of the run: no mesh (`direct`: `client` routed straight to the kernel path's task
+//! on n2), the kernel path (`iptables`: DNAT on n1's published port, MASQUERADE, kernel
+//! VXLAN) and hive's mesh in each mode (`hive` = `snat`, `hive-dsr`, `hive-hybrid`,
+//! docs/dsr.md), n1's published port to a hive task on n2. Gbit/s as the receiver counts
+//! them and the sender's retransmits. Figures, never assertions.
 
 use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
     process::{Child, Command, Output, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hive_dataplane::{
@@ -17,48 +20,139 @@ use hive_dataplane::{
 };
 use serde::Serialize;
 
+use crate::kernel_path::{KernelPath, KernelPathError};
+
 /// Errors of a bulk run.
 #[derive(Debug, thiserror::Error)]
 pub enum BulkError {
     #[error(transparent)]
     Mesh(#[from] StaticMeshError),
+    #[error(transparent)]
+    KernelPath(#[from] KernelPathError),
     #[error("lab: {0}")]
     Lab(#[from] hive_dataplane::lab::LabError),
-    #[error("running iperf3: {0}")]
+    #[error("could not run iperf3: {0}; install it with `cargo xtask setup`")]
     Spawn(#[from] std::io::Error),
-    #[error("iperf3 failed: {0}")]
-    Iperf(String),
+    #[error("iperf3 through {path} failed: {detail}")]
+    Iperf { path: String, detail: String },
 }
 
 /// One iperf3 run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BulkFigures {
-    /// `direct` (no mesh, straight to n2), or `hive-snat`, `hive-dsr`, `hive-hybrid`.
+    /// `direct` (no mesh), `iptables`, `hive` (snat), `hive-dsr`, `hive-hybrid`.
     pub path: String,
-    /// `upload` (client → task) or `download` (task → client, `iperf3 -R`).
-    pub direction: String,
+    pub direction: Direction,
     pub gbit_per_s: f64,
+    /// Segments the sender retransmitted during the run.
     pub retransmits: u64,
 }
 
-const SERVICE: &str = "benchbulk0000000000000001";
-const PORT: u16 = 5201;
-const DIRECT_PORT: u16 = 5202;
+/// Which way the bulk data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// client → task.
+    Upload,
+    /// task → client (`iperf3 -R`): the direction direct return changes.
+    Download,
+}
 
-/// Every path in both directions, `rounds` times, each run `seconds` long.
-pub fn measure(lab: &Lab, seconds: u32, rounds: u32) -> Result<Vec<BulkFigures>, BulkError> {
-    let mut out = Vec::new();
-    let n2 = lab.node_addr("n2")?;
-    let n1 = lab.node_addr("n1")?;
-    let server = lab
-        .command("n2", "iperf3")?
-        .args(["-s", "-p", &DIRECT_PORT.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        })
+    }
+}
+
+/// One path and direction over the rounds: the median and the range.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkRow {
+    pub path: String,
+    pub direction: Direction,
+    pub gbit_per_s: f64,
+    pub min_gbit_per_s: f64,
+    pub max_gbit_per_s: f64,
+    /// The median of the runs' retransmits.
+    pub retransmits: u64,
+    pub runs: usize,
+}
+
+const SERVICE: &str = "benchbulk0000000000000001";
+/// iperf3's port: the published port on n1 and the backends' port.
+const PORT: u16 = 5201;
+/// The path's names, in the first round's order.
+const DIRECT: &str = "direct";
+const IPTABLES: &str = "iptables";
+
+/// One path's turn in a round.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    Direct,
+    Iptables,
+    Hive(MeshMode),
+}
+
+const TURNS: [Turn; 5] = [
+    Turn::Direct,
+    Turn::Iptables,
+    Turn::Hive(MeshMode::Snat),
+    Turn::Hive(MeshMode::Dsr),
+    Turn::Hive(MeshMode::Hybrid),
+];
+
+/// Every path in both directions, `rounds` times, each run `seconds` long, on a lab where
+/// `kernel` is up (its VXLAN devices and task namespaces). The order of the paths turns
+/// by one each round, as in the connection runs (`crate::mesh`).
+pub fn measure(
+    lab: &Lab,
+    kernel: &KernelPath<'_>,
+    seconds: u32,
+    rounds: u32,
+) -> Result<Vec<BulkFigures>, BulkError> {
+    let server = kernel.spawn_in_bulk_backend("iperf3", &["-s", "-p", &PORT.to_string()])?;
     let _server = Reaper(server);
+    let n1 = lab.node_addr("n1")?;
+    let mut out = Vec::new();
+    for round in 1..=rounds.max(1) {
+        let mut turns = TURNS;
+        turns.rotate_left((round as usize - 1) % TURNS.len());
+        for turn in turns {
+            match turn {
+                Turn::Direct => {
+                    kernel.route_client_to_backends()?;
+                    let measured = both_ways(lab, DIRECT, kernel.bulk_backend(), seconds);
+                    let unrouted = kernel.unroute_client();
+                    out.extend(measured?);
+                    unrouted?;
+                }
+                Turn::Iptables => {
+                    kernel.install_bulk(PORT)?;
+                    let measured = both_ways(lab, IPTABLES, n1, seconds);
+                    let cleared = kernel.clear();
+                    out.extend(measured?);
+                    cleared?;
+                }
+                Turn::Hive(mode) => out.extend(through_hive(lab, mode, n1, seconds)?),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// hive in `mode` on a mesh of its own (torn down afterwards, so the kernel path has n1's
+/// port to itself again).
+fn through_hive(
+    lab: &Lab,
+    mode: MeshMode,
+    n1: Ipv4Addr,
+    seconds: u32,
+) -> Result<Vec<BulkFigures>, BulkError> {
     let mut mesh = StaticMesh::new(lab, 0x00b0_1c00)?;
-    let measured = (|| -> Result<(), BulkError> {
+    mesh.set_mesh_mode(mode);
+    let measured = (|| -> Result<Vec<BulkFigures>, BulkError> {
         mesh.add_task("ipf2", "n2", "iperf3", &["-s", "-p", &PORT.to_string()])?;
         mesh.set_service(ServiceDef {
             id: SERVICE.to_owned(),
@@ -72,68 +166,89 @@ pub fn measure(lab: &Lab, seconds: u32, rounds: u32) -> Result<Vec<BulkFigures>,
             backends: vec!["ipf2".to_owned()],
         });
         mesh.apply()?;
-        std::thread::sleep(Duration::from_millis(500));
-        for _ in 0..rounds.max(1) {
-            for reverse in [false, true] {
-                out.push(run(lab, "direct", n2, DIRECT_PORT, seconds, reverse)?);
-            }
-            for mode in [MeshMode::Snat, MeshMode::Dsr, MeshMode::Hybrid] {
-                mesh.set_mesh_mode(mode);
-                mesh.apply()?;
-                for reverse in [false, true] {
-                    out.push(run(
-                        lab,
-                        &format!("hive-{mode}"),
-                        n1,
-                        PORT,
-                        seconds,
-                        reverse,
-                    )?);
-                }
-            }
-        }
-        Ok(())
+        // Today's path keeps its name, as in the connection rows.
+        let path = match mode {
+            MeshMode::Snat => "hive".to_owned(),
+            other => format!("hive-{other}"),
+        };
+        both_ways(lab, &path, n1, seconds)
     })();
     let down = mesh.teardown();
-    measured?;
+    let figures = measured?;
     down?;
-    Ok(out)
+    Ok(figures)
 }
+
+fn both_ways(
+    lab: &Lab,
+    path: &str,
+    to: Ipv4Addr,
+    seconds: u32,
+) -> Result<Vec<BulkFigures>, BulkError> {
+    [Direction::Upload, Direction::Download]
+        .into_iter()
+        .map(|direction| run(lab, path, to, seconds, direction))
+        .collect()
+}
+
+/// How long a server that has just been started may take to accept.
+const SERVER_START: Duration = Duration::from_secs(5);
 
 fn run(
     lab: &Lab,
     path: &str,
-    to: std::net::Ipv4Addr,
-    port: u16,
+    to: Ipv4Addr,
     seconds: u32,
-    reverse: bool,
+    direction: Direction,
 ) -> Result<BulkFigures, BulkError> {
-    let mut cmd: Command = lab.command("client", "iperf3")?;
-    cmd.args([
-        "-c",
-        &to.to_string(),
-        "-p",
-        &port.to_string(),
-        "-t",
-        &seconds.to_string(),
-        "-J",
-    ]);
-    if reverse {
-        cmd.arg("-R");
-    }
-    let Output { status, stdout, .. } = cmd.stderr(Stdio::null()).output()?;
-    let json: serde_json::Value = serde_json::from_slice(&stdout)
-        .map_err(|e| BulkError::Iperf(format!("{path}: not JSON: {e}")))?;
-    if !status.success() {
-        return Err(BulkError::Iperf(format!("{path}: {}", json["error"])));
-    }
+    let deadline = Instant::now() + SERVER_START;
+    let json = loop {
+        let mut cmd: Command = lab.command("client", "iperf3")?;
+        cmd.args([
+            "-c",
+            &to.to_string(),
+            "-p",
+            &PORT.to_string(),
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ]);
+        if direction == Direction::Download {
+            cmd.arg("-R");
+        }
+        let Output { status, stdout, .. } = cmd.stderr(Stdio::null()).output()?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&stdout).map_err(|e| BulkError::Iperf {
+                path: path.to_owned(),
+                detail: format!("its report is not JSON: {e}"),
+            })?;
+        if status.success() {
+            break json;
+        }
+        let detail = json["error"]
+            .as_str()
+            .unwrap_or("no error given")
+            .to_owned();
+        // A server started a moment ago may not listen yet.
+        if detail.contains("unable to connect") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        return Err(BulkError::Iperf {
+            path: path.to_owned(),
+            detail,
+        });
+    };
     let end = &json["end"];
     let figures = BulkFigures {
         path: path.to_owned(),
-        direction: if reverse { "download" } else { "upload" }.to_owned(),
+        direction,
         gbit_per_s: end["sum_received"]["bits_per_second"]
             .as_f64()
-            .unwrap_or(0.0)
+            .ok_or_else(|| BulkError::Iperf {
+                path: path.to_owned(),
+                detail: "its report has no end.sum_received.bits_per_second".into(),
+            })?
             / 1e9,
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
     };
@@ -144,12 +259,138 @@ fn run(
     Ok(figures)
 }
 
-/// Kills and reaps the direct path's server when the run ends, also on failure.
+/// One row per path and direction, in the order first measured.
+pub fn medians(runs: &[BulkFigures]) -> Vec<BulkRow> {
+    let mut rows: Vec<BulkRow> = Vec::new();
+    for run in runs {
+        if rows
+            .iter()
+            .any(|r| r.path == run.path && r.direction == run.direction)
+        {
+            continue;
+        }
+        let same = || {
+            runs.iter()
+                .filter(|r| r.path == run.path && r.direction == run.direction)
+        };
+        let mut rates: Vec<f64> = same().map(|r| r.gbit_per_s).collect();
+        rates.sort_unstable_by(f64::total_cmp);
+        let mut retransmits: Vec<u64> = same().map(|r| r.retransmits).collect();
+        retransmits.sort_unstable();
+        rows.push(BulkRow {
+            path: run.path.clone(),
+            direction: run.direction,
+            gbit_per_s: rates[rates.len() / 2],
+            min_gbit_per_s: rates[0],
+            max_gbit_per_s: rates[rates.len() - 1],
+            retransmits: retransmits[retransmits.len() / 2],
+            runs: rates.len(),
+        });
+    }
+    rows
+}
+
+/// The human table: per path, both directions with their range, and the ratios to no mesh
+/// and to iptables.
+pub fn table(rows: &[BulkRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:<8} {:>7} {:>13} {:>7} {:>8} {:>8}",
+        "BULK PATH", "DIR", "Gbit/s", "range", "retr.", "÷direct", "÷ipt"
+    );
+    let of = |path: &str, direction| {
+        rows.iter()
+            .find(|r| r.path == path && r.direction == direction)
+            .map(|r| r.gbit_per_s)
+    };
+    let ratio = |a: f64, b: Option<f64>| match b {
+        Some(b) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_owned(),
+    };
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<8} {:>7.2} {:>13} {:>7} {:>8} {:>8}",
+            r.path,
+            r.direction.to_string(),
+            r.gbit_per_s,
+            format!("{:.2}–{:.2}", r.min_gbit_per_s, r.max_gbit_per_s),
+            r.retransmits,
+            ratio(r.gbit_per_s, of(DIRECT, r.direction)),
+            ratio(r.gbit_per_s, of(IPTABLES, r.direction)),
+        );
+    }
+    out.push_str(
+        "(iperf3, one TCP stream, client → n1's published port → a task on n2; direct: client \
+         routed straight to the task, no mesh; each figure the median over the rounds, range \
+         min–max, retransmits the sender's median)\n",
+    );
+    out
+}
+
+/// Kills and reaps a server when the run ends, also on failure.
 struct Reaper(Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(path: &str, direction: Direction, gbit: f64, retr: u64) -> BulkFigures {
+        BulkFigures {
+            path: path.into(),
+            direction,
+            gbit_per_s: gbit,
+            retransmits: retr,
+        }
+    }
+
+    #[test]
+    fn rounds_become_one_row_per_path_and_direction() {
+        let runs = vec![
+            run("direct", Direction::Upload, 4.0, 10),
+            run("direct", Direction::Download, 5.0, 0),
+            run("hive-dsr", Direction::Download, 4.5, 3),
+            run("direct", Direction::Upload, 3.0, 30),
+            run("direct", Direction::Upload, 5.0, 20),
+        ];
+        let rows = medians(&runs);
+        assert_eq!(rows.len(), 3);
+        let up = &rows[0];
+        assert_eq!(
+            (up.path.as_str(), up.direction),
+            ("direct", Direction::Upload)
+        );
+        assert_eq!(
+            (up.gbit_per_s, up.min_gbit_per_s, up.max_gbit_per_s),
+            (4.0, 3.0, 5.0)
+        );
+        assert_eq!((up.retransmits, up.runs), (20, 3));
+    }
+
+    #[test]
+    fn the_table_divides_by_no_mesh_and_iptables_in_the_same_direction() {
+        let rows = medians(&[
+            run("direct", Direction::Download, 4.0, 0),
+            run("iptables", Direction::Download, 2.0, 0),
+            run("hive-dsr", Direction::Download, 3.0, 0),
+            run("hive-dsr", Direction::Upload, 9.0, 0),
+        ]);
+        let table = table(&rows);
+        let dsr = table
+            .lines()
+            .find(|l| l.starts_with("hive-dsr") && l.contains("download"))
+            .unwrap();
+        let cells: Vec<&str> = dsr.split_whitespace().collect();
+        assert_eq!(&cells[cells.len() - 2..], ["0.75", "1.50"], "{dsr}");
+        let upload = table.lines().find(|l| l.contains("upload")).unwrap();
+        assert!(upload.trim_end().ends_with("-        -"), "{upload}");
     }
 }

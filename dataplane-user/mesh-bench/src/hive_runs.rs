@@ -52,14 +52,9 @@ pub fn hive_at(
 ) -> Result<PathFigures, HiveRunError> {
     let mut mesh = StaticMesh::new(lab, 0x00be_7c4e)?;
     mesh.set_mesh_mode(mode);
-    let measured = measure_on(&mut mesh, lab, run_dir, services, load);
-    let measured = measured.map(|mut f| {
-        // Today's path keeps its name (`hive`); the direct-return modes are rows of their own.
-        if mode != MeshMode::Snat {
-            f.path = format!("hive-{mode}");
-        }
-        f
-    });
+    // Today's path keeps its name (`hive`); the direct-return modes are rows of their own.
+    let path = crate::mesh::BenchPath::Hive(mode).to_string();
+    let measured = measure_on(&mut mesh, lab, run_dir, services, load, &path);
     let down = mesh.teardown();
     let figures = measured?;
     down?;
@@ -72,6 +67,7 @@ fn measure_on(
     run_dir: &Path,
     services: u32,
     load: &Load,
+    path: &str,
 ) -> Result<PathFigures, HiveRunError> {
     for (task, node) in BACKENDS {
         let conf = nginx_conf(run_dir, task)?;
@@ -93,14 +89,14 @@ fn measure_on(
     let (keep_alive, new_connections) = measure(lab, &url, load)?;
     let add = time_add_one(mesh)?;
     eprintln!(
-        "  {:<9} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.3} ms",
-        "hive",
+        "  {:<11} {services:>6} services: {:>8.0} req/s, {:>7.0} new conn/s, add one service {:.3} ms",
+        path,
         keep_alive.requests_per_sec,
         new_connections.requests_per_sec,
         add.as_secs_f64() * 1000.0
     );
     Ok(PathFigures {
-        path: "hive".to_string(),
+        path: path.to_owned(),
         services,
         keep_alive,
         new_connections,

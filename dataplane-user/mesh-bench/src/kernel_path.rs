@@ -96,6 +96,8 @@ const OVERLAY_MTU: &str = "1450";
 const CLIENT: &str = "client";
 /// Overlay indexes (node numbers) of the nodes that run a backend.
 const BACKEND_NODES: [u8; 2] = [2, 3];
+/// The node whose task serves the bulk runs (one remote backend).
+const BULK_BACKEND_NODE: u8 = 2;
 
 /// The kernel path on a lab: node 1 balances, nodes 2 and 3 serve.
 #[derive(Debug)]
@@ -233,6 +235,40 @@ impl<'a> KernelPath<'a> {
         BACKEND_NODES
             .into_iter()
             .filter_map(|index| Some((index, self.nodes.get(usize::from(index) - 1)?)))
+    }
+
+    /// The backend task the bulk runs load (`crate::bulk`): node 2's, the
+    /// same remote node hive's bulk task runs on.
+    pub fn bulk_backend(&self) -> Ipv4Addr {
+        task_addr(BULK_BACKEND_NODE)
+    }
+
+    /// Start `program` with `args` in the bulk backend's task namespace (an
+    /// iperf3 server); the caller owns the child.
+    pub fn spawn_in_bulk_backend(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<std::process::Child, KernelPathError> {
+        self.task_command(BULK_BACKEND_NODE, program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| self.failed("bulk backend", program, args, e.to_string()))
+    }
+
+    /// iptables DNAT of node 1's `port` to the bulk backend's `port`, with
+    /// MASQUERADE out of the kernel VXLAN device, as [`Self::install`]
+    /// does for the real service ([`Self::clear`] removes it).
+    pub fn install_bulk(&self, port: u16) -> Result<(), KernelPathError> {
+        self.clear()?;
+        self.run_stdin(
+            &self.nodes[0].0,
+            "iptables-legacy-restore",
+            &[],
+            &rules::iptables_forward(self.nodes[0].1, port, self.bulk_backend(), port),
+        )
     }
 
     /// Install `dummies` dummy services plus the real one on node 1.

@@ -11,6 +11,7 @@ pub mod hive_runs;
 pub mod kernel_path;
 pub mod kernel_runs;
 pub mod mesh;
+pub mod neighbour;
 pub mod program_costs;
 pub mod report;
 pub mod rules;

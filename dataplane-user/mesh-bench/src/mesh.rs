@@ -9,7 +9,9 @@
 //! 3. the same with 1, 1,000 and 10,000 services installed, plus the time to
 //!    add one more service at each size;
 //! 4. once, the ceiling of every path: the same two backends loaded straight
-//!    from `client`, with no mesh in between (`kernel_runs::direct`).
+//!    from `client`, with no mesh in between (`kernel_runs::direct`);
+//! 5. with `--bulk`, bulk throughput through every path, both directions
+//!    (`crate::bulk`).
 
 use std::path::PathBuf;
 
@@ -39,6 +41,15 @@ pub struct BenchConfig {
     pub rounds: u32,
     /// Where JSON goes (`target/hive-bench/`).
     pub out_dir: PathBuf,
+    /// Also measure bulk throughput (`crate::bulk`), each run as long as
+    /// the load's duration, as many rounds.
+    pub bulk: bool,
+    /// The paths the load runs measure at each size (the no-mesh ceiling
+    /// is always measured).
+    pub paths: Vec<BenchPath>,
+    /// A CPU-bound neighbour on the machine for the whole run: every CPU
+    /// busy this many percent of the time (`crate::neighbour`).
+    pub neighbour_percent: Option<u32>,
 }
 
 impl Default for BenchConfig {
@@ -49,6 +60,9 @@ impl Default for BenchConfig {
             service_counts: vec![1, 1_000, 10_000],
             rounds: 1,
             out_dir: PathBuf::from("target/hive-bench"),
+            bulk: false,
+            paths: BenchPath::ALL.to_vec(),
+            neighbour_percent: None,
         }
     }
 }
@@ -60,6 +74,10 @@ pub enum BenchError {
     Run(#[from] RunError),
     #[error(transparent)]
     Hive(#[from] HiveRunError),
+    #[error(transparent)]
+    Bulk(#[from] crate::bulk::BulkError),
+    #[error(transparent)]
+    Neighbour(#[from] crate::neighbour::NeighbourError),
     #[error("BPF_PROG_RUN: {0}")]
     ProgRun(#[from] hive_dataplane::testing::prog_run::HarnessError),
     #[error("lab: {0}")]
@@ -68,22 +86,52 @@ pub enum BenchError {
     Write(#[from] std::io::Error),
 }
 
-/// One path's turn at one size.
-#[derive(Debug, Clone, Copy)]
-enum Turn {
+/// A path the load runs measure (`--paths`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPath {
     Kernel(RuleEngine),
     /// hive in one mesh mode (docs/dsr.md).
     Hive(MeshMode),
 }
 
-/// The paths in their first round's order.
-const TURNS: [Turn; 5] = [
-    Turn::Kernel(RuleEngine::Iptables),
-    Turn::Kernel(RuleEngine::Nftables),
-    Turn::Hive(MeshMode::Snat),
-    Turn::Hive(MeshMode::Dsr),
-    Turn::Hive(MeshMode::Hybrid),
-];
+impl BenchPath {
+    /// Every path, in their first round's order.
+    pub const ALL: [BenchPath; 5] = [
+        BenchPath::Kernel(RuleEngine::Iptables),
+        BenchPath::Kernel(RuleEngine::Nftables),
+        BenchPath::Hive(MeshMode::Snat),
+        BenchPath::Hive(MeshMode::Dsr),
+        BenchPath::Hive(MeshMode::Hybrid),
+    ];
+}
+
+/// The name of each row: `iptables`, `nftables`, `hive` (today's path, `snat`),
+/// `hive-dsr`, `hive-hybrid`.
+impl std::fmt::Display for BenchPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchPath::Kernel(engine) => f.write_str(engine.name()),
+            BenchPath::Hive(MeshMode::Snat) => f.write_str("hive"),
+            BenchPath::Hive(mode) => write!(f, "hive-{mode}"),
+        }
+    }
+}
+
+/// A name no path has.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown path {0:?}: use iptables, nftables, hive, hive-dsr or hive-hybrid")]
+pub struct UnknownPath(String);
+
+impl std::str::FromStr for BenchPath {
+    type Err = UnknownPath;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BenchPath::ALL
+            .into_iter()
+            .find(|p| p.to_string() == s)
+            .ok_or_else(|| UnknownPath(s.to_owned()))
+    }
+}
 
 /// Run the whole benchmark, print the table, write JSON; returns the report.
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
@@ -108,7 +156,17 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         Ok(costs) => report.trace_costs = costs,
         Err(err) => eprintln!("  skipped: {err}"),
     }
+    report.neighbour_percent = config.neighbour_percent;
     let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
+    // Started after the program costs (figures of one CPU's work, not of
+    // contention) and stopped when the run ends, also on failure.
+    let _neighbour = config
+        .neighbour_percent
+        .map(crate::neighbour::Neighbour::start)
+        .transpose()?;
+    if let Some(percent) = config.neighbour_percent {
+        eprintln!("with a CPU-bound neighbour: stress-ng, every CPU {percent} % busy");
+    }
     let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
     std::fs::create_dir_all(&run_dir)?;
     eprintln!(
@@ -118,7 +176,13 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let kernel = KernelPath::up(&lab, run_dir.clone()).map_err(RunError::from)?;
     let rounds = config.rounds.max(1);
     let measured = (|| -> Result<(), BenchError> {
-        for round in 1..=rounds {
+        // No size asked for: bulk only.
+        let connection_rounds = if config.service_counts.is_empty() {
+            0
+        } else {
+            rounds
+        };
+        for round in 1..=connection_rounds {
             if rounds > 1 {
                 eprintln!(" round {round} of {rounds}:");
             }
@@ -130,20 +194,28 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             // Their order turns by one each round, so that over three
             // rounds each path runs first, second and third once: a run
             // inherits the TIME_WAIT and caches of the runs before it.
-            let mut turns = TURNS;
-            turns.rotate_left((round as usize - 1) % TURNS.len());
+            let mut turns = config.paths.clone();
+            if !turns.is_empty() {
+                let len = turns.len();
+                turns.rotate_left((round as usize - 1) % len);
+            }
             for &services in &config.service_counts {
-                for turn in turns {
+                for &turn in &turns {
                     runs.push(match turn {
-                        Turn::Kernel(engine) => {
+                        BenchPath::Kernel(engine) => {
                             kernel_runs::kernel_at(&lab, &kernel, engine, services, &config.load)?
                         }
-                        Turn::Hive(mode) => {
+                        BenchPath::Hive(mode) => {
                             hive_runs::hive_at(&lab, &run_dir, services, mode, &config.load)?
                         }
                     });
                 }
             }
+        }
+        if config.bulk {
+            eprintln!("bulk throughput (iperf3), every path, both directions:");
+            let seconds = config.load.duration.as_secs().max(1) as u32;
+            report.bulk = crate::bulk::measure(&lab, &kernel, seconds, rounds)?;
         }
         Ok(())
     })();
@@ -152,8 +224,27 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     down?;
     report.rounds = rounds;
     report.paths = crate::report::medians(&report.runs);
+    report.bulk_paths = crate::bulk::medians(&report.bulk);
     print!("{}", report.table());
     let json = report.write_json(&config.out_dir)?;
     println!("\nJSON: {}", json.display());
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_reads_back_from_its_row_name() {
+        for path in BenchPath::ALL {
+            assert_eq!(path.to_string().parse::<BenchPath>().unwrap(), path);
+        }
+        assert_eq!(
+            "hive".parse::<BenchPath>().unwrap(),
+            BenchPath::Hive(MeshMode::Snat)
+        );
+        let err = "ipvs".parse::<BenchPath>().unwrap_err();
+        assert!(err.to_string().contains("use iptables, nftables"), "{err}");
+    }
 }

@@ -35,6 +35,8 @@ pub struct Report {
     pub kernel: String,
     pub cpus: usize,
     pub wrk: String,
+    /// The CPU-bound neighbour's share during the run (`--neighbour`), if any.
+    pub neighbour_percent: Option<u32>,
     pub program_costs: Vec<ProgramCost>,
     /// What tracing costs a packet (`crate::trace_cost`).
     pub trace_costs: Vec<crate::trace_cost::TraceCost>,
@@ -44,6 +46,11 @@ pub struct Report {
     pub paths: Vec<PathFigures>,
     /// Every measurement of every round, in the order taken.
     pub runs: Vec<PathFigures>,
+    /// Bulk throughput per path and direction, the median over the rounds
+    /// (`--bulk`; empty without).
+    pub bulk_paths: Vec<crate::bulk::BulkRow>,
+    /// Every bulk run, in the order taken.
+    pub bulk: Vec<crate::bulk::BulkFigures>,
 }
 
 impl Report {
@@ -78,6 +85,13 @@ impl Report {
         if !self.trace_costs.is_empty() {
             out.push_str(&crate::trace_cost::table(&self.trace_costs));
             out.push('\n');
+        }
+        if !self.bulk_paths.is_empty() {
+            out.push_str(&crate::bulk::table(&self.bulk_paths));
+            out.push('\n');
+        }
+        if self.paths.is_empty() {
+            return out;
         }
         let _ = writeln!(
             out,

@@ -106,6 +106,27 @@ pub fn iptables_add_one(real: &RealService, k: u16) -> String {
     o
 }
 
+/// An `iptables-restore` file for the nat table forwarding `published`:`port`
+/// to one backend, `MASQUERADE` out of the kernel VXLAN device: the kernel
+/// path of the bulk runs (`crate::bulk`).
+pub fn iptables_forward(
+    published: Ipv4Addr,
+    port: u16,
+    backend: Ipv4Addr,
+    backend_port: u16,
+) -> String {
+    let mut o = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
+    );
+    let _ = writeln!(
+        o,
+        "-A PREROUTING -d {published}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {backend}:{backend_port}"
+    );
+    let _ = writeln!(o, "-A POSTROUTING -o {VXLAN_DEV} -j MASQUERADE");
+    o.push_str("COMMIT\n");
+    o
+}
+
 /// An `nft -f` file: verdict map + per-service chains.
 pub fn nftables(real: &RealService, dummies: u32) -> String {
     let vip = real.published_addr;
@@ -188,6 +209,21 @@ mod tests {
         assert!(services[3].contains("--dport 8080 -j KUBE-SVC-REAL"));
         assert!(rules.contains("-j DNAT --to-destination 10.77.0.3:80"));
         assert!(rules.contains("-A KUBE-POSTROUTING -o hvx0 -j MASQUERADE"));
+        assert!(rules.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn the_bulk_forward_sends_one_port_to_one_backend() {
+        let rules = iptables_forward(
+            Ipv4Addr::new(192, 168, 77, 1),
+            5201,
+            Ipv4Addr::new(10, 77, 0, 12),
+            5201,
+        );
+        assert!(rules.contains(
+            "-A PREROUTING -d 192.168.77.1/32 -p tcp -m tcp --dport 5201 -j DNAT --to-destination 10.77.0.12:5201"
+        ));
+        assert!(rules.contains("-A POSTROUTING -o hvx0 -j MASQUERADE"));
         assert!(rules.ends_with("COMMIT\n"));
     }
 

@@ -101,12 +101,26 @@ impl Control {
         version: u64,
         spec: &ServiceSpec,
     ) -> Result<Service, ClientError> {
+        self.update_service_with(service, version, spec, pb::RegistryAuthFrom::Spec)
+            .await
+    }
+
+    /// [`Self::update_service`], with where the registry credentials come from when `spec`
+    /// has none (dockerd's `registryAuthFrom`).
+    pub async fn update_service_with(
+        &mut self,
+        service: &str,
+        version: u64,
+        spec: &ServiceSpec,
+        registry_auth_from: pb::RegistryAuthFrom,
+    ) -> Result<Service, ClientError> {
         let reply = self
             .rpc
             .update_service(pb::UpdateServiceRequest {
                 service: service.to_owned(),
                 version,
                 spec: Some(spec.into()),
+                registry_auth_from: registry_auth_from.into(),
             })
             .await?
             .into_inner();

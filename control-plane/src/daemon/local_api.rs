@@ -147,7 +147,7 @@ impl pb::control_server::Control for LocalControl {
     ) -> Reply<pb::ServiceReply> {
         let m = self.manager()?;
         let mut request = r.into_inner();
-        pin::pin_image(self.node.images(), request.spec.as_mut()).await;
+        pin::pin_image(self.node.images(), request.spec.as_mut(), None).await;
         reply(m.create_service(request).await)
     }
 
@@ -157,7 +157,8 @@ impl pb::control_server::Control for LocalControl {
     ) -> Reply<pb::ServiceReply> {
         let m = self.manager()?;
         let mut request = r.into_inner();
-        pin::pin_image(self.node.images(), request.spec.as_mut()).await;
+        let kept = pin::kept_credentials(&m, &request);
+        pin::pin_image(self.node.images(), request.spec.as_mut(), kept).await;
         reply(m.update_service(request).await)
     }
 

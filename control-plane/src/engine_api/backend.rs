@@ -137,11 +137,12 @@ impl Backend {
         service: &str,
         spec: &ServiceSpec,
         version: u64,
+        registry_auth_from: pb::RegistryAuthFrom,
     ) -> Result<Service, EngineError> {
         Ok(self
             .control()
             .await?
-            .update_service(service, version, spec)
+            .update_service_with(service, version, spec, registry_auth_from)
             .await?)
     }
 

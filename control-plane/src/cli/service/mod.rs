@@ -140,6 +140,9 @@ pub struct CommonOpts {
     pub detach: bool,
     #[command(flatten)]
     pub health: health::HealthOpts,
+    /// Send registry authentication details to swarm agents.
+    #[arg(long)]
+    pub with_registry_auth: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -645,6 +648,17 @@ async fn inspect(client: &mut DaemonClient, service: &str) -> Result<Service, Cl
 pub async fn modify_service(
     client: &mut DaemonClient,
     service: &str,
+    change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
+) -> Result<Service, CliFailure> {
+    modify_service_with(client, service, pb::RegistryAuthFrom::Spec, change).await
+}
+
+/// [`modify_service`], the registry credentials kept from `auth_from` when the changed spec
+/// carries none (docker's `registryAuthFrom`: a rollback takes the previous spec's).
+pub async fn modify_service_with(
+    client: &mut DaemonClient,
+    service: &str,
+    auth_from: pb::RegistryAuthFrom,
     mut change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
 ) -> Result<Service, CliFailure> {
     const ATTEMPTS: usize = 5;
@@ -655,7 +669,7 @@ pub async fn modify_service(
         change(&current, &mut spec)?;
         let result = client
             .control
-            .update_service(&current.id, current.meta.version, &spec)
+            .update_service_with(&current.id, current.meta.version, &spec, auth_from)
             .await;
         match result {
             Ok(service) => return Ok(service),
@@ -685,12 +699,17 @@ pub fn set_replicas(
 /// `service rollback`: the previous spec becomes the spec (and, as in Swarm, the current one
 /// the previous, so a second rollback undoes the first).
 pub async fn rollback(client: &mut DaemonClient, service: &str) -> Result<Service, CliFailure> {
-    modify_service(client, service, |current, spec| {
-        *spec = current.previous_spec.clone().ok_or_else(|| {
-            CliFailure::Usage(format!("service {service} does not have a previous spec"))
-        })?;
-        Ok(())
-    })
+    modify_service_with(
+        client,
+        service,
+        pb::RegistryAuthFrom::PreviousSpec,
+        |current, spec| {
+            *spec = current.previous_spec.clone().ok_or_else(|| {
+                CliFailure::Usage(format!("service {service} does not have a previous spec"))
+            })?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -810,6 +829,9 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 )?;
                 container.apply(&mut spec);
                 spec.task_template.placement.preferences = placement_pref;
+                if common.with_registry_auth {
+                    crate::cli::registry_auth::attach(&mut spec)?;
+                }
                 resolve(&mut client, &mut network).await?;
                 spec.task_template.networks = network;
                 let service = client.control.create_service(&spec).await?;
@@ -924,8 +946,14 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 if update.rollback {
                     rollback(&mut client, &service).await?;
                 } else {
-                    modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
-                        .await?;
+                    modify_service(&mut client, &service, |_, spec| {
+                        apply_update(spec, &update)?;
+                        if update.common.with_registry_auth {
+                            crate::cli::registry_auth::attach(spec)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
                 }
                 println!("{service}");
                 if !update.common.detach {

@@ -57,6 +57,13 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()?;
     let stack = args.stack.clone();
     let (prune, quiet) = (args.prune, args.quiet);
+    // `--with-registry-auth`: every service's credentials are read before anything is sent.
+    let mut plan = plan;
+    if args.with_registry_auth {
+        for spec in plan.services.values_mut() {
+            crate::cli::registry_auth::attach(spec)?;
+        }
+    }
     run_client(async move {
         let mut api = StackApi::connect(host).await?;
         let existing: BTreeMap<String, _> = stack_rows(api.services().await?, &stack)
@@ -135,8 +142,15 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
             match existing.get(name) {
                 Some(current) => {
                     println!("Updating service {name} (id: {})", current.id);
-                    // An unchanged spec is not sent: its tasks keep running untouched.
-                    if current.spec != spec {
+                    // An unchanged spec is not sent: its tasks keep running untouched. The
+                    // stored spec's credentials are never read back, so credentials are
+                    // compared by the manager: it keeps the tasks that already pulled
+                    // (`orchestrator::update::is_outdated`), as SwarmKit does.
+                    let mut compared = spec.clone();
+                    compared.task_template.container.registry_auth = None;
+                    if current.spec != compared
+                        || spec.task_template.container.registry_auth.is_some()
+                    {
                         api.update_service(current, &spec).await?;
                         to_wait.push(current.id.clone());
                     }

@@ -4,8 +4,9 @@
 //! docker config holds (a `DOCKER_CONFIG` directory made by the test) reach every node that
 //! runs a task, which pulls and runs it; they are never shown by `service inspect`, neither
 //! hive's nor the stock docker CLI's through the Engine API, and an update that sends none
-//! keeps them. Driven by hive's CLI, then by the docker CLI 28.2.2 (`service create` and
-//! `stack deploy`).
+//! rolls. Driven by hive's CLI, then by the docker CLI 28.2.2 (`service create` and
+//! `stack deploy`). Then docker's `--resolve-image always|changed|never` on `stack deploy` and
+//! `--no-resolve-image` on `service create` (issue 19 item 1), against the same registry.
 //!
 //! Needs root and the tools `cargo xtask setup` installs (runc, umoci, skopeo,
 //! docker-registry, busybox-static); without them it is skipped with a printed reason, or fails
@@ -346,7 +347,8 @@ fn a_private_image_runs_with_registry_auth_only() {
         "pinned with the credentials: {inspected}"
     );
     assert!(!inspected.contains(PASSWORD), "{inspected}");
-    // An update that sends none keeps them: the new tasks pull again on every node.
+    // An update that sends none rolls the tasks (and keeps the credentials, which
+    // `manager::services`' unit test checks: the new tasks find the image on their nodes).
     ok(
         &swarm,
         hive,
@@ -421,4 +423,77 @@ fn a_private_image_runs_with_registry_auth_only() {
         &docker_config,
     );
     wait_running(&swarm, "hs_app", 1);
+
+    // `--resolve-image` as docker's: `changed` with the same image keeps the deployed
+    // (pinned) reference, so nothing is updated; `never` stores the image as written, and a
+    // later `always` pins it.
+    let deploy = |resolve: &str, stack: &str| {
+        ok(
+            &swarm,
+            hive,
+            &[
+                "stack",
+                "deploy",
+                "--with-registry-auth",
+                "--resolve-image",
+                resolve,
+                "-c",
+                compose.to_str().unwrap(),
+                stack,
+            ],
+            &docker_config,
+        )
+    };
+    let image_of = |service: &str| -> String {
+        let shown = ok(&swarm, hive, &["service", "inspect", service], &empty);
+        let parsed: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        parsed[0]["spec"]["task_template"]["container"]["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no image in {shown}"))
+            .to_owned()
+    };
+    let pinned = image_of("hs_app");
+    assert!(
+        pinned.starts_with(&format!("{hive_stack_image}@sha256:")),
+        "{pinned}"
+    );
+    deploy("changed", "hs");
+    assert_eq!(image_of("hs_app"), pinned);
+    assert_eq!(tasks(&swarm, "hs_app").len(), 1, "nothing was updated");
+    deploy("never", "raw");
+    wait_running(&swarm, "raw_app", 1);
+    assert_eq!(image_of("raw_app"), hive_stack_image);
+    deploy("changed", "raw");
+    assert_eq!(image_of("raw_app"), hive_stack_image);
+    deploy("always", "raw");
+    assert!(
+        image_of("raw_app").starts_with(&format!("{hive_stack_image}@sha256:")),
+        "pinned by always"
+    );
+    // `--no-resolve-image`: hive's CLI and docker's.
+    ok(
+        &swarm,
+        hive,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--no-resolve-image",
+            "--name",
+            "unpinned",
+            &image,
+        ],
+        &empty,
+    );
+    assert_eq!(image_of("unpinned"), image);
+    docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        "dunpinned",
+        &docker_image,
+    ]);
+    assert_eq!(image_of("dunpinned"), docker_image);
 }

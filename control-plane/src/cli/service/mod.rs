@@ -26,7 +26,7 @@ use super::format::{Format, parse_format};
 use super::network::{network_id, parse_network, resolve};
 use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
-use crate::client::{DaemonClient, LogsRequest, TaskList};
+use crate::client::{DaemonClient, ImageResolution, LogsRequest, TaskList};
 use crate::store::objects::{
     EndpointMode, Mount, NetworkAttachmentConfig, PlacementPreference, PortConfig,
     RestartCondition, Service, ServiceMode, ServiceSpec, Ulimit,
@@ -143,6 +143,20 @@ pub struct CommonOpts {
     /// Send registry authentication details to swarm agents.
     #[arg(long)]
     pub with_registry_auth: bool,
+    /// Do not query the registry to resolve image digest and supported platforms.
+    #[arg(long)]
+    pub no_resolve_image: bool,
+}
+
+impl CommonOpts {
+    /// Whether the manager pins the image (`--no-resolve-image` says not).
+    pub fn image_resolution(&self) -> ImageResolution {
+        if self.no_resolve_image {
+            ImageResolution::AsWritten
+        } else {
+            ImageResolution::Resolve
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -650,7 +664,14 @@ pub async fn modify_service(
     service: &str,
     change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
 ) -> Result<Service, CliFailure> {
-    modify_service_with(client, service, pb::RegistryAuthFrom::Spec, change).await
+    modify_service_with(
+        client,
+        service,
+        pb::RegistryAuthFrom::Spec,
+        ImageResolution::Resolve,
+        change,
+    )
+    .await
 }
 
 /// [`modify_service`], the registry credentials kept from `auth_from` when the changed spec
@@ -659,6 +680,7 @@ pub async fn modify_service_with(
     client: &mut DaemonClient,
     service: &str,
     auth_from: pb::RegistryAuthFrom,
+    resolution: ImageResolution,
     mut change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
 ) -> Result<Service, CliFailure> {
     const ATTEMPTS: usize = 5;
@@ -669,7 +691,13 @@ pub async fn modify_service_with(
         change(&current, &mut spec)?;
         let result = client
             .control
-            .update_service_with(&current.id, current.meta.version, &spec, auth_from)
+            .update_service_with(
+                &current.id,
+                current.meta.version,
+                &spec,
+                auth_from,
+                resolution,
+            )
             .await;
         match result {
             Ok(service) => return Ok(service),
@@ -703,6 +731,7 @@ pub async fn rollback(client: &mut DaemonClient, service: &str) -> Result<Servic
         client,
         service,
         pb::RegistryAuthFrom::PreviousSpec,
+        ImageResolution::Resolve,
         |current, spec| {
             *spec = current.previous_spec.clone().ok_or_else(|| {
                 CliFailure::Usage(format!("service {service} does not have a previous spec"))
@@ -834,7 +863,10 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 }
                 resolve(&mut client, &mut network).await?;
                 spec.task_template.networks = network;
-                let service = client.control.create_service(&spec).await?;
+                let service = client
+                    .control
+                    .create_service_with(&spec, common.image_resolution())
+                    .await?;
                 println!("{}", service.id);
                 if !common.detach {
                     progress::wait_converged(&mut client, &service.id, false).await?;
@@ -946,13 +978,20 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 if update.rollback {
                     rollback(&mut client, &service).await?;
                 } else {
-                    modify_service(&mut client, &service, |_, spec| {
-                        apply_update(spec, &update)?;
-                        if update.common.with_registry_auth {
-                            crate::cli::registry_auth::attach(spec)?;
-                        }
-                        Ok(())
-                    })
+                    let resolution = update.common.image_resolution();
+                    modify_service_with(
+                        &mut client,
+                        &service,
+                        pb::RegistryAuthFrom::Spec,
+                        resolution,
+                        |_, spec| {
+                            apply_update(spec, &update)?;
+                            if update.common.with_registry_auth {
+                                crate::cli::registry_auth::attach(spec)?;
+                            }
+                            Ok(())
+                        },
+                    )
                     .await?;
                 }
                 println!("{service}");

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::api::StackApi;
-use super::{DeployArgs, load, stack_rows};
+use super::{DeployArgs, ResolveImage, load, stack_rows};
 use crate::cli::output::{CliFailure, run_client};
+use crate::client::ImageResolution;
 use crate::stack::convert::{self, NAMESPACE_LABEL};
 use crate::stack::files::{FileKind, FileObject};
 use crate::store::objects::Network;
@@ -56,7 +57,7 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .map(|object| object.read().map(|data| (object.clone(), data)))
         .collect::<Result<_, _>>()?;
     let stack = args.stack.clone();
-    let (prune, quiet) = (args.prune, args.quiet);
+    let (prune, quiet, resolve_image) = (args.prune, args.quiet, args.resolve_image);
     // `--with-registry-auth`: every service's credentials are read before anything is sent.
     let mut plan = plan;
     if args.with_registry_auth {
@@ -139,8 +140,30 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
                         CliFailure::Usage(format!("network {} not found", attachment.target))
                     })?;
             }
+            let written = spec.task_template.container.image.clone();
             match existing.get(name) {
                 Some(current) => {
+                    // docker's `--resolve-image`: `always` pins again; `changed` pins only an
+                    // image that differs from the deployed one's `com.docker.stack.image`,
+                    // and otherwise keeps the deployed (pinned) reference so that nothing is
+                    // updated for it; `never` stores the image as written.
+                    let deployed = current
+                        .spec
+                        .annotations
+                        .labels
+                        .get(crate::stack::convert::IMAGE_LABEL);
+                    let resolution = match resolve_image {
+                        ResolveImage::Always => ImageResolution::Resolve,
+                        ResolveImage::Never => ImageResolution::AsWritten,
+                        ResolveImage::Changed if deployed == Some(&written) => {
+                            spec.task_template
+                                .container
+                                .image
+                                .clone_from(&current.spec.task_template.container.image);
+                            ImageResolution::AsWritten
+                        }
+                        ResolveImage::Changed => ImageResolution::Resolve,
+                    };
                     println!("Updating service {name} (id: {})", current.id);
                     // An unchanged spec is not sent: its tasks keep running untouched. The
                     // stored spec's credentials are never read back, so credentials are
@@ -151,13 +174,17 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
                     if current.spec != compared
                         || spec.task_template.container.registry_auth.is_some()
                     {
-                        api.update_service(current, &spec).await?;
+                        api.update_service(current, &spec, resolution).await?;
                         to_wait.push(current.id.clone());
                     }
                 }
                 None => {
                     println!("Creating service {name}");
-                    let created = api.create_service(&spec).await?;
+                    let resolution = match resolve_image {
+                        ResolveImage::Never => ImageResolution::AsWritten,
+                        ResolveImage::Always | ResolveImage::Changed => ImageResolution::Resolve,
+                    };
+                    let created = api.create_service(&spec, resolution).await?;
                     to_wait.push(created.id);
                 }
             }

@@ -12,6 +12,8 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // A hand-written `Debug` (api::pb) hides the password.
+        .skip_debug([".hive.v1.RegistryCredentials"])
         .compile_fds(descriptors)
         .context("generating Rust code for the gRPC API")?;
     Ok(())

@@ -166,6 +166,7 @@ impl ImageSource for Images {
     fn image<'a>(
         &'a self,
         reference: &'a str,
+        _auth: Option<&'a hive::image_store::RegistryAuth>,
     ) -> BoxFuture<'a, Result<ContainerImage, ImageSourceError>> {
         Box::pin(async move {
             self.0

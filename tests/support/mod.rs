@@ -94,6 +94,25 @@ impl Swarm {
         Self { swarm, rt }
     }
 
+    /// [`Self::up`] with daemon options made from the lab before the daemons start.
+    pub fn up_with_options(
+        name: &str,
+        nodes: u32,
+        managers: u32,
+        options: impl FnOnce(&Lab) -> lab_swarm::LabDaemonOptions,
+    ) -> Self {
+        let rt = runtime();
+        let swarm = rt
+            .block_on(SwarmLab::up_with_options(
+                &LabSpec::new(name, nodes),
+                managers,
+                Path::new(HIVE),
+                options,
+            ))
+            .unwrap_or_else(|e| panic!("forming the swarm: {e}"));
+        Self { swarm, rt }
+    }
+
     pub fn lab(&self) -> &Lab {
         self.swarm.lab()
     }

@@ -90,6 +90,7 @@ pub fn executor_spec(task: &Task) -> ExecSpec {
     spec.sysctls = container.sysctls.clone();
     spec.stop_signal = (!container.stop_signal.is_empty()).then(|| container.stop_signal.clone());
     spec.mounts = container.mounts.iter().map(executor_mount).collect();
+    spec.registry_auth.clone_from(&container.registry_auth);
     spec.networks = task
         .networks
         .iter()

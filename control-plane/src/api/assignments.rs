@@ -222,6 +222,11 @@ mod tests {
         }];
         container.sysctls = BTreeMap::from([("net.core.somaxconn".into(), "1024".into())]);
         container.stop_signal = "SIGQUIT".into();
+        // The node that runs the task pulls with the service's credentials.
+        container.registry_auth = Some(crate::image_store::RegistryAuth {
+            username: "puller".into(),
+            password: "s3cret".into(),
+        });
         let message = pb::AssignmentsMessage {
             update_tasks: vec![pb::Task::from(&task)],
             ..pb::AssignmentsMessage::default()

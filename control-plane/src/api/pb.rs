@@ -7,3 +7,13 @@
 )]
 
 tonic::include_proto!("hive.v1");
+
+/// The password is never printed (`tracing` of a request or a spec would log it otherwise).
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}

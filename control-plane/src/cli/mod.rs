@@ -20,6 +20,7 @@ pub mod network;
 pub mod node;
 pub mod node_ls;
 pub mod output;
+pub mod registry_auth;
 pub mod secret;
 pub mod service;
 pub mod stack;

@@ -62,6 +62,15 @@ pub struct LogsRequest {
     pub timestamps: bool,
 }
 
+/// Whether the manager a service create or update enters pins its image to a digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageResolution {
+    /// Resolve the tag and store `name:tag@sha256:…` (docker's default).
+    Resolve,
+    /// Store the image as written (`--no-resolve-image`, `--resolve-image never`).
+    AsWritten,
+}
+
 fn service_of(reply: Option<pb::Service>) -> Result<Service, ClientError> {
     let service = reply.ok_or(WireError::Missing("service"))?;
     Ok(Service::try_from(service)?)
@@ -82,10 +91,22 @@ impl Control {
 
     /// Stores a new service; the manager validates `spec` and answers with the service.
     pub async fn create_service(&mut self, spec: &ServiceSpec) -> Result<Service, ClientError> {
+        self.create_service_with(spec, ImageResolution::Resolve)
+            .await
+    }
+
+    /// [`Self::create_service`]; `resolution` says whether the entering manager pins the
+    /// image to a digest (`--no-resolve-image` says not).
+    pub async fn create_service_with(
+        &mut self,
+        spec: &ServiceSpec,
+        resolution: ImageResolution,
+    ) -> Result<Service, ClientError> {
         let reply = self
             .rpc
             .create_service(pb::CreateServiceRequest {
                 spec: Some(spec.into()),
+                no_resolve_image: resolution == ImageResolution::AsWritten,
             })
             .await?
             .into_inner();
@@ -101,12 +122,34 @@ impl Control {
         version: u64,
         spec: &ServiceSpec,
     ) -> Result<Service, ClientError> {
+        self.update_service_with(
+            service,
+            version,
+            spec,
+            pb::RegistryAuthFrom::Spec,
+            ImageResolution::Resolve,
+        )
+        .await
+    }
+
+    /// [`Self::update_service`], with where the registry credentials come from when `spec`
+    /// has none (dockerd's `registryAuthFrom`).
+    pub async fn update_service_with(
+        &mut self,
+        service: &str,
+        version: u64,
+        spec: &ServiceSpec,
+        registry_auth_from: pb::RegistryAuthFrom,
+        resolution: ImageResolution,
+    ) -> Result<Service, ClientError> {
         let reply = self
             .rpc
             .update_service(pb::UpdateServiceRequest {
                 service: service.to_owned(),
                 version,
                 spec: Some(spec.into()),
+                registry_auth_from: registry_auth_from.into(),
+                no_resolve_image: resolution == ImageResolution::AsWritten,
             })
             .await?
             .into_inner();

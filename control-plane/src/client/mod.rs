@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use tonic::transport::Channel;
 
-pub use control::{Control, LogsRequest, ServiceWithStatus, TaskFilter, TaskList};
+pub use control::{Control, ImageResolution, LogsRequest, ServiceWithStatus, TaskFilter, TaskList};
 
 use crate::api::{is_plain, pb};
 use crate::daemon::config::DEFAULT_SOCKET;

@@ -147,7 +147,9 @@ impl pb::control_server::Control for LocalControl {
     ) -> Reply<pb::ServiceReply> {
         let m = self.manager()?;
         let mut request = r.into_inner();
-        pin::pin_image(self.node.images(), request.spec.as_mut()).await;
+        if !request.no_resolve_image {
+            pin::pin_image(self.node.images(), request.spec.as_mut(), None).await;
+        }
         reply(m.create_service(request).await)
     }
 
@@ -157,7 +159,10 @@ impl pb::control_server::Control for LocalControl {
     ) -> Reply<pb::ServiceReply> {
         let m = self.manager()?;
         let mut request = r.into_inner();
-        pin::pin_image(self.node.images(), request.spec.as_mut()).await;
+        if !request.no_resolve_image {
+            let kept = pin::kept_credentials(&m, &request);
+            pin::pin_image(self.node.images(), request.spec.as_mut(), kept).await;
+        }
         reply(m.update_service(request).await)
     }
 

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use super::error::EngineError;
 use crate::api::pb;
-use crate::client::{Control, LogsRequest, ServiceWithStatus, TaskFilter};
+use crate::client::{Control, ImageResolution, LogsRequest, ServiceWithStatus, TaskFilter};
 use crate::image_store::resolve::Resolved;
 use crate::image_store::{ImageReference, ImageStore, RegistryAuth};
 use crate::store::objects::{Network, NetworkSpec, NodeRole, Service, ServiceSpec, Task};
@@ -128,8 +128,14 @@ impl Backend {
         Ok(())
     }
 
+    /// The docker CLI resolves the image itself (`/distribution`) unless told not to, so the
+    /// manager stores the image as sent, as dockerd does for API 1.30 and later.
     pub async fn create_service(&self, spec: &ServiceSpec) -> Result<Service, EngineError> {
-        Ok(self.control().await?.create_service(spec).await?)
+        Ok(self
+            .control()
+            .await?
+            .create_service_with(spec, ImageResolution::AsWritten)
+            .await?)
     }
 
     pub async fn update_service(
@@ -137,11 +143,18 @@ impl Backend {
         service: &str,
         spec: &ServiceSpec,
         version: u64,
+        registry_auth_from: pb::RegistryAuthFrom,
     ) -> Result<Service, EngineError> {
         Ok(self
             .control()
             .await?
-            .update_service(service, version, spec)
+            .update_service_with(
+                service,
+                version,
+                spec,
+                registry_auth_from,
+                ImageResolution::AsWritten,
+            )
             .await?)
     }
 

@@ -83,6 +83,10 @@ pub struct TaskSpec {
     /// `--secret` / `--config`: their bytes, held in memory and never serialised.
     #[serde(skip)]
     pub files: Vec<super::files::TaskFile>,
+    /// `--with-registry-auth`: what the image is pulled with. Held in memory only, never
+    /// serialised (a worker keeps no credentials on its disk).
+    #[serde(skip)]
+    pub registry_auth: Option<crate::image_store::RegistryAuth>,
 }
 
 impl TaskSpec {
@@ -109,6 +113,7 @@ impl TaskSpec {
             stop_signal: None,
             mounts: Vec::new(),
             files: Vec::new(),
+            registry_auth: None,
         }
     }
 

@@ -1,12 +1,18 @@
 //! Registry credentials: a user name and password (or token) for one registry, read from the
 //! client's docker configuration (`~/.docker/config.json`, as `docker login` writes it) and
-//! sent to the local daemon with `hive image pull`. Never logged: `Debug` hides the secret.
+//! sent to the local daemon with `hive image pull`, or stored with a service by
+//! `--with-registry-auth`. Never logged: `Debug` hides the secret.
+//!
+//! The lookup is docker's (`cli/config/configfile`): a `credHelpers` entry for the registry's
+//! host, else the `credsStore`, names a helper `docker-credential-<name>` that is run as docker
+//! runs it (`get`, the server address on stdin, JSON on stdout); without a helper the `auths`
+//! entry's base64 `user:password` is used.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ImageError;
 use super::reference::{DOCKER_HUB, ImageReference};
@@ -14,7 +20,7 @@ use super::reference::{DOCKER_HUB, ImageReference};
 /// The key docker's configuration uses for Docker Hub.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryAuth {
     pub username: String,
     pub password: String,
@@ -46,6 +52,8 @@ struct DockerConfig {
     auths: BTreeMap<String, AuthEntry>,
     #[serde(default, rename = "credsStore")]
     creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +88,20 @@ pub fn credentials_for(
     let config: DockerConfig =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("not valid JSON: {e}")))?;
     let host = reference.registry_host();
+    // The key docker looks the registry up with: Docker Hub's legacy URL, else the host.
+    let server = if host == DOCKER_HUB {
+        DOCKER_HUB_AUTH_KEY
+    } else {
+        host
+    };
+    let helper = config
+        .cred_helpers
+        .get(host)
+        .or(config.creds_store.as_ref())
+        .filter(|name| !name.is_empty());
+    if let Some(helper) = helper {
+        return helper_get(helper, server).map_err(fail);
+    }
     let entry = config.auths.iter().find(|(key, _)| {
         let key = key
             .trim_start_matches("https://")
@@ -94,11 +116,6 @@ pub fn credentials_for(
                     || key == "docker.io"))
     });
     let Some((_, entry)) = entry else {
-        if let Some(store) = config.creds_store {
-            return Err(fail(format!(
-                "credentials for {host} are kept by the credential helper \"{store}\", which hive does not use; put them in \"auths\" (docker login with no credsStore)"
-            )));
-        }
         return Ok(None);
     };
     let Some(encoded) = &entry.auth else {
@@ -115,6 +132,81 @@ pub fn credentials_for(
     Ok(Some(RegistryAuth {
         username: username.to_owned(),
         password: password.to_owned(),
+    }))
+}
+
+/// What a credential helper's `get` prints (docker-credential-helpers' `Credentials`).
+#[derive(Deserialize)]
+struct HelperCredentials {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// The user name docker's helpers store for an identity token: the secret is then the token,
+/// which is sent as the password (as `engine_api::registry_auth` treats `identitytoken`).
+const TOKEN_USERNAME: &str = "<token>";
+
+/// Runs `docker-credential-<helper> get` with `server` on stdin, as docker does; a helper that
+/// has nothing for `server` ("credentials not found") is no credentials.
+fn helper_get(helper: &str, server: &str) -> Result<Option<RegistryAuth>, String> {
+    run_helper(helper, &format!("docker-credential-{helper}"), server)
+}
+
+fn run_helper(helper: &str, program: &str, server: &str) -> Result<Option<RegistryAuth>, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "the credentials for {server} are kept by the credential helper \"{helper}\", but {program} is not installed (not found in PATH); install it, or remove \"{helper}\" from credsStore/credHelpers and run docker login again"
+                )
+            } else {
+                format!("cannot run {program}: {e}")
+            }
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(server.as_bytes())
+            .map_err(|e| format!("cannot write to {program}: {e}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = if stdout.trim().is_empty() {
+            stderr.trim()
+        } else {
+            stdout.trim()
+        };
+        return Err(format!("{program} get failed ({}): {said}", output.status));
+    }
+    let found: HelperCredentials = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("{program} get did not print credentials as JSON: {e}"))?;
+    if found.username.is_empty() && found.secret.is_empty() {
+        return Ok(None);
+    }
+    let username = if found.username == TOKEN_USERNAME {
+        String::new()
+    } else {
+        found.username
+    };
+    Ok(Some(RegistryAuth {
+        username,
+        password: found.secret,
     }))
 }
 
@@ -147,5 +239,43 @@ mod tests {
             credentials_for(&dir.path().join("missing.json"), &other).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_missing_credential_helper_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"auths": {"127.0.0.1:5000": {}}, "credHelpers": {"127.0.0.1:5000": "hive-test-absent"}}"#,
+        )
+        .unwrap();
+        let local: ImageReference = "127.0.0.1:5000/a:1".parse().unwrap();
+        let error = credentials_for(&path, &local).unwrap_err().to_string();
+        assert!(
+            error.contains("docker-credential-hive-test-absent is not installed"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_credential_helper_is_asked_as_docker_asks_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-fake");
+        // Answers only for the server it is asked about on stdin, as a real helper.
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\nif [ \"$server\" = reg:5000 ]; then\n  echo '{\"ServerURL\":\"reg:5000\",\"Username\":\"bob\",\"Secret\":\"pw\"}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let program = helper.to_str().unwrap();
+        let auth = run_helper("fake", program, "reg:5000").unwrap().unwrap();
+        assert_eq!(
+            (auth.username.as_str(), auth.password.as_str()),
+            ("bob", "pw")
+        );
+        assert_eq!(run_helper("fake", program, "other:5000").unwrap(), None);
     }
 }

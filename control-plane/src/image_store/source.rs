@@ -4,13 +4,14 @@
 
 use futures::future::BoxFuture;
 
-use super::{ImageError, ImageReference, ImageStore};
+use super::{ImageError, ImageReference, ImageStore, RegistryAuth};
 use crate::executor::{ContainerImage, ImageSource, ImageSourceError};
 
 impl ImageSource for ImageStore {
     fn image<'a>(
         &'a self,
         reference: &'a str,
+        auth: Option<&'a RegistryAuth>,
     ) -> BoxFuture<'a, Result<ContainerImage, ImageSourceError>> {
         Box::pin(async move {
             let parsed: ImageReference =
@@ -22,7 +23,7 @@ impl ImageSource for ImageStore {
                             reason: err.to_string(),
                         }
                     })?;
-            match self.ensure(&parsed, None).await {
+            match self.ensure(&parsed, auth).await {
                 Ok(image) => Ok(ContainerImage {
                     layers: image.layers,
                     config: image.config,

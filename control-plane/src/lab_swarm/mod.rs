@@ -410,6 +410,24 @@ impl SwarmLab {
         })
     }
 
+    /// [`Self::up`], with daemon options made from the lab once it is up (a registry on a
+    /// node's address, for example), recorded before any daemon starts.
+    pub async fn up_with_options(
+        spec: &hive_dataplane::lab::LabSpec,
+        managers: u32,
+        hive: &Path,
+        options: impl FnOnce(&Lab) -> LabDaemonOptions,
+    ) -> Result<Self, LabSwarmError> {
+        let lab = hive_dataplane::lab::LabGuard::up(spec)?;
+        save_daemon_options(&lab, &options(&lab))?;
+        let children = form(&lab, managers, hive).await?;
+        let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();
+        Ok(Self {
+            lab: Some(lab),
+            daemons,
+        })
+    }
+
     pub fn lab(&self) -> &Lab {
         self.lab.as_deref().expect("the lab is up until dropped")
     }

@@ -67,6 +67,52 @@ pub fn create_in(tx: &mut WriteTx, spec: &ServiceSpec) -> Result<String, ApiErro
     tx.create(service).map_err(map_name_conflict)
 }
 
+/// Where an update without registry credentials takes them from (dockerd's
+/// `registryAuthFrom`): a service keeps its credentials across updates that send none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RegistryAuthFrom {
+    /// The current spec's (`spec`, docker's default).
+    #[default]
+    Spec,
+    /// The previous spec's (`previous-spec`, what a rollback asks for).
+    PreviousSpec,
+}
+
+impl From<pb::RegistryAuthFrom> for RegistryAuthFrom {
+    fn from(wire: pb::RegistryAuthFrom) -> Self {
+        match wire {
+            pb::RegistryAuthFrom::Spec => Self::Spec,
+            pb::RegistryAuthFrom::PreviousSpec => Self::PreviousSpec,
+        }
+    }
+}
+
+/// Gives `spec` the credentials of `service`'s spec or previous spec when it carries none, as
+/// dockerd's `UpdateService` does.
+fn keep_credentials(
+    service: &Service,
+    spec: &mut ServiceSpec,
+    from: RegistryAuthFrom,
+) -> Result<(), ApiError> {
+    if spec.task_template.container.registry_auth.is_some() {
+        return Ok(());
+    }
+    let source = match from {
+        RegistryAuthFrom::Spec => &service.spec,
+        RegistryAuthFrom::PreviousSpec => service.previous_spec.as_ref().ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "service {} does not have a previous spec",
+                service.id
+            ))
+        })?,
+    };
+    spec.task_template
+        .container
+        .registry_auth
+        .clone_from(&source.task_template.container.registry_auth);
+    Ok(())
+}
+
 /// Replaces the spec of the service `query` names, if it is still at `version`; keeps the old
 /// spec as `previous_spec`. Returns the service's ID.
 pub fn update_in(
@@ -74,10 +120,12 @@ pub fn update_in(
     query: &str,
     spec: &ServiceSpec,
     version: u64,
+    auth_from: RegistryAuthFrom,
 ) -> Result<String, ApiError> {
     let mut service = tx.lookup::<Service>(query)?;
     validate(spec)?;
     let mut spec = spec.clone();
+    keep_credentials(&service, &mut spec, auth_from)?;
     resolve_attachments(&*tx, &mut spec)?;
     super::secrets::resolve_references(&*tx, &mut spec)?;
     let spec = &spec;
@@ -166,7 +214,7 @@ fn reply(manager: &Manager, id: &str) -> Result<pb::ServiceReply, ApiError> {
             query: id.to_owned(),
         })?;
     Ok(pb::ServiceReply {
-        service: Some((&service).into()),
+        service: Some((&service.without_credentials()).into()),
     })
 }
 
@@ -188,6 +236,7 @@ pub async fn update(
     manager: &Manager,
     request: pb::UpdateServiceRequest,
 ) -> Result<pb::ServiceReply, ApiError> {
+    let auth_from = RegistryAuthFrom::from(request.registry_auth_from());
     let spec = spec_of(request.spec)?;
     let _serial = manager.service_writes.lock().await;
     // Not `Manager::update`: that retries version conflicts, and here a conflict means the
@@ -195,7 +244,7 @@ pub async fn update(
     let id = tokio::select! {
         result = manager
             .store
-            .update(|tx| update_in(tx, &request.service, &spec, request.version)) => {
+            .update(|tx| update_in(tx, &request.service, &spec, request.version, auth_from)) => {
                 result.map_err(map_apply_rejection)?
             }
         () = manager.quorum_lost() => return Err(ApiError::NoLeader),
@@ -221,7 +270,7 @@ pub async fn inspect(
         .store
         .view(|tx| tx.lookup::<Service>(&request.service))?;
     Ok(pb::ServiceReply {
-        service: Some((&service).into()),
+        service: Some((&service.without_credentials()).into()),
     })
 }
 
@@ -233,7 +282,7 @@ pub async fn list(
     let services = counts
         .iter()
         .map(|c| pb::ServiceSummary {
-            service: Some((&c.service).into()),
+            service: Some((&c.service.without_credentials()).into()),
             running: c.running,
             desired: c.desired,
         })
@@ -381,17 +430,119 @@ mod tests {
         let mut moved = current.spec.clone();
         moved.endpoint_spec.ports[0].target_port = 8081;
         store
-            .update(|tx| update_in(tx, "web", &moved, current.meta.version))
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &moved,
+                    current.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
             .await
             .unwrap();
         // ...but taking another's port does.
         let current = get(&store, "web");
         let stolen = published(current.spec.clone(), 30001, 80);
         let err = store
-            .update(|tx| update_in(tx, &web, &stolen, current.meta.version))
+            .update(|tx| {
+                update_in(
+                    tx,
+                    &web,
+                    &stolen,
+                    current.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
             .await
             .unwrap_err();
         assert!(err.to_string().contains("'30001'"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn credentials_are_kept_across_updates_and_never_returned() {
+        use crate::image_store::RegistryAuth;
+        let dir = tempfile::tempdir().unwrap();
+        let store = single_manager(dir.path()).await;
+        let auth = |password: &str| {
+            Some(RegistryAuth {
+                username: "puller".into(),
+                password: password.into(),
+            })
+        };
+        let mut first = spec("web", "reg.example:5000/app:1");
+        first.task_template.container.registry_auth = auth("one");
+        create(&store, &first).await.unwrap();
+
+        // An update without credentials keeps the current ones (docker's `spec`).
+        let read = get(&store, "web");
+        let mut scaled = read.spec.clone();
+        scaled.task_template.container.registry_auth = None;
+        scaled.mode = ServiceMode::Replicated { replicas: 2 };
+        store
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &scaled,
+                    read.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
+            .await
+            .unwrap();
+        let read = get(&store, "web");
+        assert_eq!(read.spec.task_template.container.registry_auth, auth("one"));
+
+        // New ones replace them; `previous-spec` brings the old ones back.
+        let mut rotated = read.spec.clone();
+        rotated.task_template.container.registry_auth = auth("rotated-7Qx");
+        store
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &rotated,
+                    read.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
+            .await
+            .unwrap();
+        let read = get(&store, "web");
+        assert_eq!(
+            read.spec.task_template.container.registry_auth,
+            auth("rotated-7Qx")
+        );
+        let mut back = read.previous_spec.clone().unwrap();
+        back.task_template.container.registry_auth = None;
+        store
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &back,
+                    read.meta.version,
+                    RegistryAuthFrom::PreviousSpec,
+                )
+            })
+            .await
+            .unwrap();
+        let read = get(&store, "web");
+        assert_eq!(read.spec.task_template.container.registry_auth, auth("one"));
+
+        // What a client is answered holds none.
+        let shown = read.without_credentials();
+        assert_eq!(shown.spec.task_template.container.registry_auth, None);
+        assert!(
+            shown
+                .previous_spec
+                .is_some_and(|p| p.task_template.container.registry_auth.is_none())
+        );
+        assert!(
+            !format!("{read:?}").contains("rotated-7Qx"),
+            "Debug hides passwords"
+        );
     }
 
     #[tokio::test]
@@ -404,7 +555,7 @@ mod tests {
         let mut next = read.spec.clone();
         next.mode = ServiceMode::Replicated { replicas: 3 };
         store
-            .update(|tx| update_in(tx, "web", &next, read.meta.version))
+            .update(|tx| update_in(tx, "web", &next, read.meta.version, RegistryAuthFrom::Spec))
             .await
             .unwrap();
         let updated = get(&store, "web");
@@ -413,7 +564,15 @@ mod tests {
 
         // A second writer with the old read is refused with a conflict.
         let err = store
-            .update(|tx| update_in(tx, "web", &read.spec, read.meta.version))
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &read.spec,
+                    read.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
             .await
             .unwrap_err();
         assert!(
@@ -425,7 +584,15 @@ mod tests {
         let mut renamed = updated.spec.clone();
         renamed.annotations.name = "web2".into();
         let err = store
-            .update(|tx| update_in(tx, "web", &renamed, updated.meta.version))
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &renamed,
+                    updated.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "renaming services is not supported");
@@ -433,7 +600,15 @@ mod tests {
         let mut global = updated.spec.clone();
         global.mode = ServiceMode::Global;
         let err = store
-            .update(|tx| update_in(tx, "web", &global, updated.meta.version))
+            .update(|tx| {
+                update_in(
+                    tx,
+                    "web",
+                    &global,
+                    updated.meta.version,
+                    RegistryAuthFrom::Spec,
+                )
+            })
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "service mode change is not allowed");

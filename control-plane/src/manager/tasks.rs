@@ -66,7 +66,11 @@ pub async fn list(
         .store
         .view(|tx| list_in(tx, &request.service, &request.node))?;
     Ok(pb::ListTasksResponse {
-        tasks: listing.tasks.iter().map(pb::Task::from).collect(),
+        tasks: listing
+            .tasks
+            .iter()
+            .map(|t| pb::Task::from(&t.without_credentials()))
+            .collect(),
         node_names: listing.node_names,
         service_names: listing.service_names,
     })

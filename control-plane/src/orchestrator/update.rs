@@ -24,8 +24,26 @@ use crate::store::objects::{
 /// Whether `task` runs an older template than `service`'s, or was allocated for other
 /// published ports (SwarmKit `IsTaskDirty` compares the endpoint spec too: host-mode ports are
 /// bound by the task itself).
+///
+/// New registry credentials alone do not replace a task that already has its image (desired
+/// to run, and Ready to Running), as SwarmKit ignores `PullOptions` then (swarmkit#971):
+/// `docker stack deploy --with-registry-auth` sends them on every deploy.
 pub fn is_outdated(task: &Task, service: &Service) -> bool {
-    task.spec != service.spec.task_template
+    let pulled = task.desired_state <= TaskState::Running
+        && (TaskState::Ready..=TaskState::Running).contains(&task.status.state);
+    let template_differs = if pulled
+        && task.spec.container.registry_auth != service.spec.task_template.container.registry_auth
+    {
+        let mut template = service.spec.task_template.clone();
+        template
+            .container
+            .registry_auth
+            .clone_from(&task.spec.container.registry_auth);
+        task.spec != template
+    } else {
+        task.spec != service.spec.task_template
+    };
+    template_differs
         || task
             .endpoint
             .as_ref()
@@ -110,4 +128,43 @@ pub fn past_ratio(config: &UpdateConfig, failed: usize, total: usize) -> bool {
     #[allow(clippy::cast_precision_loss)]
     let ratio = failed as f32 / total.max(1) as f32;
     ratio > config.max_failure_ratio.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image_store::RegistryAuth;
+
+    fn with_auth(password: &str) -> Option<RegistryAuth> {
+        Some(RegistryAuth {
+            username: "puller".into(),
+            password: password.into(),
+        })
+    }
+
+    #[test]
+    fn new_credentials_alone_replace_only_tasks_that_have_not_pulled() {
+        let mut service = Service::default();
+        service.spec.task_template.container.image = "reg:5000/app:1".into();
+        service.spec.task_template.container.registry_auth = with_auth("old");
+        let mut task = Task {
+            spec: service.spec.task_template.clone(),
+            desired_state: TaskState::Running,
+            ..Task::default()
+        };
+        task.status.state = TaskState::Running;
+        service.spec.task_template.container.registry_auth = with_auth("new");
+        assert!(
+            !is_outdated(&task, &service),
+            "a running task keeps running"
+        );
+        task.status.state = TaskState::Preparing;
+        assert!(
+            is_outdated(&task, &service),
+            "a task still pulling is replaced"
+        );
+        task.status.state = TaskState::Running;
+        service.spec.task_template.container.image = "reg:5000/app:2".into();
+        assert!(is_outdated(&task, &service), "a new image still rolls");
+    }
 }

@@ -13,7 +13,7 @@ mod wire;
 use std::time::Duration;
 
 pub use secret::{reference, reference_of, secret_without_data};
-pub use service::{protocol, protocol_of};
+pub use service::{protocol, protocol_of, registry_auth_of, registry_credentials};
 pub use task::{task_state, task_state_of};
 pub use wire::{WireError, annotations, enumeration, port, timestamp};
 

@@ -6,6 +6,7 @@ use super::wire::{
     resources, resources_of, timestamp, timestamp_of,
 };
 use crate::api::pb;
+use crate::image_store::RegistryAuth;
 use crate::store::objects::{
     ContainerSpec, Endpoint, EndpointMode, EndpointSpec, Mount, MountType, NetworkAttachmentConfig,
     Placement, PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode,
@@ -96,6 +97,7 @@ impl From<&TaskSpec> for pb::TaskSpec {
                 secrets: c.secrets.iter().map(super::secret::reference).collect(),
                 configs: c.configs.iter().map(super::secret::reference).collect(),
                 health_check: c.health_check.as_ref().map(super::health::health_config),
+                registry_auth: c.registry_auth.as_ref().map(registry_credentials),
             }),
             resources: Some(pb::ResourceRequirements {
                 limits: Some(resources(t.resources.limits)),
@@ -186,6 +188,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                     .health_check
                     .map(super::health::health_config_of)
                     .transpose()?,
+                registry_auth: c.registry_auth.and_then(registry_auth_of),
             },
         };
         let resources = t.resources.unwrap_or_default();
@@ -526,6 +529,24 @@ fn mount_of(m: pb::Mount) -> Result<Mount, WireError> {
         readonly: m.readonly,
         volume_options: m.volume_options.into_iter().collect(),
         tmpfs_size_bytes: m.tmpfs_size_bytes,
+    })
+}
+
+/// Registry credentials on the wire. Called only for what goes to a manager or to a node that
+/// runs a task of the service: the replies to clients carry none
+/// (`Service::without_credentials`).
+pub fn registry_credentials(auth: &RegistryAuth) -> pb::RegistryCredentials {
+    pb::RegistryCredentials {
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+    }
+}
+
+/// Empty credentials are none, as dockerd treats an empty `X-Registry-Auth`.
+pub fn registry_auth_of(wire: pb::RegistryCredentials) -> Option<RegistryAuth> {
+    (!wire.username.is_empty() || !wire.password.is_empty()).then_some(RegistryAuth {
+        username: wire.username,
+        password: wire.password,
     })
 }
 

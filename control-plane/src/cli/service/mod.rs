@@ -26,7 +26,7 @@ use super::format::{Format, parse_format};
 use super::network::{network_id, parse_network, resolve};
 use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
 use crate::api::pb;
-use crate::client::{DaemonClient, LogsRequest, TaskList};
+use crate::client::{DaemonClient, ImageResolution, LogsRequest, TaskList};
 use crate::store::objects::{
     EndpointMode, Mount, NetworkAttachmentConfig, PlacementPreference, PortConfig,
     RestartCondition, Service, ServiceMode, ServiceSpec, Ulimit,
@@ -140,6 +140,23 @@ pub struct CommonOpts {
     pub detach: bool,
     #[command(flatten)]
     pub health: health::HealthOpts,
+    /// Send registry authentication details to swarm agents.
+    #[arg(long)]
+    pub with_registry_auth: bool,
+    /// Do not query the registry to resolve image digest and supported platforms.
+    #[arg(long)]
+    pub no_resolve_image: bool,
+}
+
+impl CommonOpts {
+    /// Whether the manager pins the image (`--no-resolve-image` says not).
+    pub fn image_resolution(&self) -> ImageResolution {
+        if self.no_resolve_image {
+            ImageResolution::AsWritten
+        } else {
+            ImageResolution::Resolve
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -645,6 +662,25 @@ async fn inspect(client: &mut DaemonClient, service: &str) -> Result<Service, Cl
 pub async fn modify_service(
     client: &mut DaemonClient,
     service: &str,
+    change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
+) -> Result<Service, CliFailure> {
+    modify_service_with(
+        client,
+        service,
+        pb::RegistryAuthFrom::Spec,
+        ImageResolution::Resolve,
+        change,
+    )
+    .await
+}
+
+/// [`modify_service`], the registry credentials kept from `auth_from` when the changed spec
+/// carries none (docker's `registryAuthFrom`: a rollback takes the previous spec's).
+pub async fn modify_service_with(
+    client: &mut DaemonClient,
+    service: &str,
+    auth_from: pb::RegistryAuthFrom,
+    resolution: ImageResolution,
     mut change: impl FnMut(&Service, &mut ServiceSpec) -> Result<(), CliFailure>,
 ) -> Result<Service, CliFailure> {
     const ATTEMPTS: usize = 5;
@@ -655,7 +691,13 @@ pub async fn modify_service(
         change(&current, &mut spec)?;
         let result = client
             .control
-            .update_service(&current.id, current.meta.version, &spec)
+            .update_service_with(
+                &current.id,
+                current.meta.version,
+                &spec,
+                auth_from,
+                resolution,
+            )
             .await;
         match result {
             Ok(service) => return Ok(service),
@@ -685,12 +727,18 @@ pub fn set_replicas(
 /// `service rollback`: the previous spec becomes the spec (and, as in Swarm, the current one
 /// the previous, so a second rollback undoes the first).
 pub async fn rollback(client: &mut DaemonClient, service: &str) -> Result<Service, CliFailure> {
-    modify_service(client, service, |current, spec| {
-        *spec = current.previous_spec.clone().ok_or_else(|| {
-            CliFailure::Usage(format!("service {service} does not have a previous spec"))
-        })?;
-        Ok(())
-    })
+    modify_service_with(
+        client,
+        service,
+        pb::RegistryAuthFrom::PreviousSpec,
+        ImageResolution::Resolve,
+        |current, spec| {
+            *spec = current.previous_spec.clone().ok_or_else(|| {
+                CliFailure::Usage(format!("service {service} does not have a previous spec"))
+            })?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -810,9 +858,15 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 )?;
                 container.apply(&mut spec);
                 spec.task_template.placement.preferences = placement_pref;
+                if common.with_registry_auth {
+                    crate::cli::registry_auth::attach(&mut spec)?;
+                }
                 resolve(&mut client, &mut network).await?;
                 spec.task_template.networks = network;
-                let service = client.control.create_service(&spec).await?;
+                let service = client
+                    .control
+                    .create_service_with(&spec, common.image_resolution())
+                    .await?;
                 println!("{}", service.id);
                 if !common.detach {
                     progress::wait_converged(&mut client, &service.id, false).await?;
@@ -924,8 +978,21 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 if update.rollback {
                     rollback(&mut client, &service).await?;
                 } else {
-                    modify_service(&mut client, &service, |_, spec| apply_update(spec, &update))
-                        .await?;
+                    let resolution = update.common.image_resolution();
+                    modify_service_with(
+                        &mut client,
+                        &service,
+                        pb::RegistryAuthFrom::Spec,
+                        resolution,
+                        |_, spec| {
+                            apply_update(spec, &update)?;
+                            if update.common.with_registry_auth {
+                                crate::cli::registry_auth::attach(spec)?;
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await?;
                 }
                 println!("{service}");
                 if !update.common.detach {

@@ -1,9 +1,10 @@
 //! Every call `hive stack` makes to the manager, in one place: the rest of the stack code
 //! works on store types only, so moving to another wire format touches this file alone.
 
+use crate::api::pb;
 use crate::cli::output::CliFailure;
 use crate::cli::service::{self, TaskTableArgs};
-use crate::client::{DaemonClient, ServiceWithStatus};
+use crate::client::{DaemonClient, ImageResolution, ServiceWithStatus};
 use crate::stack::files::{FileKind, FileObject};
 use crate::store::objects::{
     Annotations, ConfigSpec, Network, NetworkSpec, SecretSpec, Service, ServiceSpec,
@@ -39,8 +40,16 @@ impl StackApi {
         Ok(self.client.control.create_network(spec).await?)
     }
 
-    pub async fn create_service(&mut self, spec: &ServiceSpec) -> Result<Service, CliFailure> {
-        Ok(self.client.control.create_service(spec).await?)
+    pub async fn create_service(
+        &mut self,
+        spec: &ServiceSpec,
+        resolution: ImageResolution,
+    ) -> Result<Service, CliFailure> {
+        Ok(self
+            .client
+            .control
+            .create_service_with(spec, resolution)
+            .await?)
     }
 
     /// Replaces `current`'s spec; the manager refuses it if the service changed meanwhile.
@@ -48,11 +57,18 @@ impl StackApi {
         &mut self,
         current: &Service,
         spec: &ServiceSpec,
+        resolution: ImageResolution,
     ) -> Result<Service, CliFailure> {
         Ok(self
             .client
             .control
-            .update_service(&current.id, current.meta.version, spec)
+            .update_service_with(
+                &current.id,
+                current.meta.version,
+                spec,
+                pb::RegistryAuthFrom::Spec,
+                resolution,
+            )
             .await?)
     }
 

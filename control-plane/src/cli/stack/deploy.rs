@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::api::StackApi;
-use super::{DeployArgs, load, stack_rows};
+use super::{DeployArgs, ResolveImage, load, stack_rows};
 use crate::cli::output::{CliFailure, run_client};
+use crate::client::ImageResolution;
 use crate::stack::convert::{self, NAMESPACE_LABEL};
 use crate::stack::files::{FileKind, FileObject};
 use crate::store::objects::Network;
@@ -56,7 +57,14 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .map(|object| object.read().map(|data| (object.clone(), data)))
         .collect::<Result<_, _>>()?;
     let stack = args.stack.clone();
-    let (prune, quiet) = (args.prune, args.quiet);
+    let (prune, quiet, resolve_image) = (args.prune, args.quiet, args.resolve_image);
+    // `--with-registry-auth`: every service's credentials are read before anything is sent.
+    let mut plan = plan;
+    if args.with_registry_auth {
+        for spec in plan.services.values_mut() {
+            crate::cli::registry_auth::attach(spec)?;
+        }
+    }
     run_client(async move {
         let mut api = StackApi::connect(host).await?;
         let existing: BTreeMap<String, _> = stack_rows(api.services().await?, &stack)
@@ -140,18 +148,51 @@ pub fn run(host: Option<&str>, args: DeployArgs) -> anyhow::Result<ExitCode> {
                         CliFailure::Usage(format!("network {} not found", attachment.target))
                     })?;
             }
+            let written = spec.task_template.container.image.clone();
             match existing.get(name) {
                 Some(current) => {
+                    // docker's `--resolve-image`: `always` pins again; `changed` pins only an
+                    // image that differs from the deployed one's `com.docker.stack.image`,
+                    // and otherwise keeps the deployed (pinned) reference so that nothing is
+                    // updated for it; `never` stores the image as written.
+                    let deployed = current
+                        .spec
+                        .annotations
+                        .labels
+                        .get(crate::stack::convert::IMAGE_LABEL);
+                    let resolution = match resolve_image {
+                        ResolveImage::Always => ImageResolution::Resolve,
+                        ResolveImage::Never => ImageResolution::AsWritten,
+                        ResolveImage::Changed if deployed == Some(&written) => {
+                            spec.task_template
+                                .container
+                                .image
+                                .clone_from(&current.spec.task_template.container.image);
+                            ImageResolution::AsWritten
+                        }
+                        ResolveImage::Changed => ImageResolution::Resolve,
+                    };
                     println!("Updating service {name} (id: {})", current.id);
-                    // An unchanged spec is not sent: its tasks keep running untouched.
-                    if current.spec != spec {
-                        api.update_service(current, &spec).await?;
+                    // An unchanged spec is not sent: its tasks keep running untouched. The
+                    // stored spec's credentials are never read back, so credentials are
+                    // compared by the manager: it keeps the tasks that already pulled
+                    // (`orchestrator::update::is_outdated`), as SwarmKit does.
+                    let mut compared = spec.clone();
+                    compared.task_template.container.registry_auth = None;
+                    if current.spec != compared
+                        || spec.task_template.container.registry_auth.is_some()
+                    {
+                        api.update_service(current, &spec, resolution).await?;
                         to_wait.push(current.id.clone());
                     }
                 }
                 None => {
                     println!("Creating service {name}");
-                    let created = api.create_service(&spec).await?;
+                    let resolution = match resolve_image {
+                        ResolveImage::Never => ImageResolution::AsWritten,
+                        ResolveImage::Always | ResolveImage::Changed => ImageResolution::Resolve,
+                    };
+                    let created = api.create_service(&spec, resolution).await?;
                     to_wait.push(created.id);
                 }
             }

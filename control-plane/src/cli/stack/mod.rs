@@ -86,8 +86,8 @@ pub struct DeployArgs {
     /// Prune services that are no longer referenced.
     #[arg(long)]
     pub prune: bool,
-    /// Query the registry to resolve image digest and supported platforms (hive runs the
-    /// reference as written: see docs/stacks.md).
+    /// Query the registry to resolve image digest and supported platforms ("always",
+    /// "changed", "never").
     #[arg(long, value_enum, default_value = "always")]
     pub resolve_image: ResolveImage,
     /// Send registry authentication details to Swarm agents.

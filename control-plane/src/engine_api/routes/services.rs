@@ -1,30 +1,37 @@
 //! `/services`: create, list (with `status=true`), inspect, update (`?version=N`,
 //! `rollback=previous`), delete, and logs in Docker's multiplexed stream format.
+//!
+//! Create and update take the service's registry credentials in `X-Registry-Auth`
+//! (`--with-registry-auth`); an update without them keeps the current spec's, or with
+//! `registryAuthFrom=previous-spec` the previous spec's, as dockerd. They are never returned.
 
 use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, State as Extract};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bollard_stubs::models as m;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use futures::StreamExt as _;
 
 use super::{Json, Params, Reply, State};
+use crate::api::pb;
 use crate::client::LogsRequest;
-use crate::engine_api::convert;
 use crate::engine_api::error::EngineError;
 use crate::engine_api::filters::Filters;
+use crate::engine_api::{convert, registry_auth};
 use crate::store::objects::ServiceMode;
 
 const FILTERS: &[&str] = &["id", "label", "mode", "name"];
 
 pub async fn create(
     Extract(backend): Extract<State>,
+    headers: HeaderMap,
     Json(spec): Json<m::ServiceSpec>,
 ) -> Reply<(StatusCode, axum::Json<m::ServiceCreateResponse>)> {
-    let (spec, warnings) = convert::service_spec_in(spec)?;
+    let (mut spec, warnings) = convert::service_spec_in(spec)?;
+    spec.task_template.container.registry_auth = registry_auth::from_headers(&headers);
     let service = backend.create_service(&spec).await?;
     Ok((
         StatusCode::CREATED,
@@ -76,10 +83,20 @@ pub async fn update(
     Extract(backend): Extract<State>,
     Path(id): Path<String>,
     params: Params,
+    headers: HeaderMap,
     Json(spec): Json<m::ServiceSpec>,
 ) -> Reply<axum::Json<m::ServiceUpdateResponse>> {
     let version = params.version()?;
-    let (spec, warnings) = match params.get("rollback") {
+    let auth_from = match params.get("registryAuthFrom") {
+        None | Some("" | "spec") => pb::RegistryAuthFrom::Spec,
+        Some("previous-spec") => pb::RegistryAuthFrom::PreviousSpec,
+        Some(other) => {
+            return Err(EngineError::bad_request(format!(
+                "unsupported registryAuthFrom value {other}"
+            )));
+        }
+    };
+    let (mut spec, warnings) = match params.get("rollback") {
         Some("previous") => {
             let service = backend.inspect_service(&id).await?;
             let previous = service.previous_spec.ok_or_else(|| {
@@ -94,7 +111,10 @@ pub async fn update(
             )));
         }
     };
-    backend.update_service(&id, &spec, version).await?;
+    spec.task_template.container.registry_auth = registry_auth::from_headers(&headers);
+    backend
+        .update_service(&id, &spec, version, auth_from)
+        .await?;
     Ok(axum::Json(m::ServiceUpdateResponse {
         warnings: Some(warnings),
     }))

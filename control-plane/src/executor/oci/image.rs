@@ -62,12 +62,14 @@ impl ContainerImage {
 /// Where the executor gets OCI images from. The node's image store
 /// implements it; `image` is the task's image reference as the service
 /// pinned it (`registry/name@sha256:...`). The node's store pulls an image it
-/// does not have (as Docker's prepare does); a task whose image cannot be had
-/// is rejected with the returned error.
+/// does not have (as Docker's prepare does), with the service's registry
+/// credentials when it has some (`auth`); a task whose image cannot be had is
+/// rejected with the returned error.
 pub trait ImageSource: Send + Sync + Debug {
     fn image<'a>(
         &'a self,
         reference: &'a str,
+        auth: Option<&'a crate::image_store::RegistryAuth>,
     ) -> BoxFuture<'a, Result<ContainerImage, ImageSourceError>>;
 }
 

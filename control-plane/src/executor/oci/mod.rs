@@ -139,7 +139,10 @@ impl NamespaceExecutor {
         if spec.init == Some(true) {
             return Err(container_error(ContainerError::InitUnsupported));
         }
-        let image = oci.images.image(&spec.image).await?;
+        let image = oci
+            .images
+            .image(&spec.image, spec.registry_auth.as_ref())
+            .await?;
         rootfs::check_layers(&image.layers).map_err(|e| container_error(e.into()))?;
         let container_id = new_container_id();
         let hostname = spec

@@ -114,6 +114,11 @@ pub struct ContainerSpec {
     pub configs: Vec<super::FileReference>,
     /// `--health-*` / `--no-healthcheck` (docs/health.md); `None` is the image's check.
     pub health_check: Option<super::health::HealthConfig>,
+    /// `--with-registry-auth` (docs/images.md, "Credentials"): what the nodes that run a task
+    /// of the service pull its image with (SwarmKit's `PullOptions.RegistryAuth`). Stored in
+    /// the (encrypted) store, sent to the nodes assigned a task, never in a reply to a client
+    /// ([`Service::without_credentials`]). `Debug` hides the password.
+    pub registry_auth: Option<crate::image_store::RegistryAuth>,
 }
 
 /// One `--ulimit` (Swarm's `ContainerSpec.Ulimits`).
@@ -172,7 +177,21 @@ impl Default for ContainerSpec {
             secrets: Vec::new(),
             configs: Vec::new(),
             health_check: None,
+            registry_auth: None,
         }
+    }
+}
+
+impl Service {
+    /// The service as a client may see it: without the registry credentials of its spec and
+    /// previous spec, as dockerd never returns `PullOptions`.
+    pub fn without_credentials(&self) -> Self {
+        let mut service = self.clone();
+        service.spec.task_template.container.registry_auth = None;
+        if let Some(previous) = service.previous_spec.as_mut() {
+            previous.task_template.container.registry_auth = None;
+        }
+        service
     }
 }
 

@@ -108,6 +108,15 @@ pub enum TaskState {
     Orphaned,
 }
 
+impl Task {
+    /// The task as a client may see it: without its spec's registry credentials.
+    pub fn without_credentials(&self) -> Self {
+        let mut task = self.clone();
+        task.spec.container.registry_auth = None;
+        task
+    }
+}
+
 impl TaskState {
     pub const ALL: [TaskState; 14] = [
         Self::New,

@@ -138,10 +138,10 @@ pub fn start(cluster: &mut Cluster, request: &pb::RootRotationRequest) -> Result
     Ok(())
 }
 
-/// The nodes a rotation waits for: all but those that are down (as SwarmKit, a down node
-/// that comes back after the rotation has to join again).
+/// The nodes a rotation waits for: all but those that are down or left the swarm (a down
+/// node that comes back after the rotation has to join again).
 fn counted(node: &Node) -> bool {
-    node.status.state != NodeState::Down
+    !matches!(node.status.state, NodeState::Down | NodeState::Disconnected)
 }
 
 /// Progress of the rotation as `swarm ca --rotate` shows it.

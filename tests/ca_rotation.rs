@@ -379,7 +379,25 @@ fn the_root_ca_rotates_under_load_without_a_restart_and_old_join_tokens_stop_wor
     let load = RequestLoop::start(&swarm, to);
     let _stop_on_failure = StopOnDrop(load.stop.clone());
     // Blocks until the rotation is done, showing Docker's progress; then prints the new root.
-    let rotated = swarm.hive_ok("n2", &["swarm", "ca", "--rotate"]);
+    let rotated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        swarm.hive_ok("n2", &["swarm", "ca", "--rotate"])
+    }))
+    .unwrap_or_else(|failure| {
+        // What the daemons said about certificates, to see which node held the rotation up.
+        for n in 1..=5 {
+            let log = hive_dataplane::lab::naming::daemon_log(
+                "ca-rot",
+                hive_dataplane::lab::naming::Member::Node(n),
+            );
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for line in text.lines().filter(|l| {
+                l.contains("certificate") || l.contains("root CA") || l.contains("WARN")
+            }) {
+                eprintln!("n{n}: {line}");
+            }
+        }
+        std::panic::resume_unwind(failure)
+    });
     let (sent, failed) = load.stop();
 
     assert!(

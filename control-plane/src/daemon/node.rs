@@ -247,7 +247,9 @@ impl SwarmNode {
             trust: trust.clone(),
             renew_now: renew_now.clone(),
         };
-        tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
+        // Started once `active` is set below: the loop reads the node's certificate from it,
+        // and ends when it finds none.
+        let renew_stop = stop.clone();
         if let (Some(manager), Some((keys, wrapped_with))) = (&manager, store_keys) {
             tokio::spawn(super::lock::follow(
                 manager.clone(),
@@ -270,6 +272,7 @@ impl SwarmNode {
             agent_stop,
         });
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active.clone());
+        tokio::spawn(super::renew::run(self.this.clone(), renew_stop));
         *self.error.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.clear_locked();
         Ok(active)

@@ -1,14 +1,18 @@
-//! Lab tests of who the swarm trusts (issue 18, item 6; docs/security.md): a removed node's
-//! certificate is refused by every API, and gossip from a host that is not a node (or from a
-//! removed node) changes nothing.
+//! Lab tests of who the swarm trusts (issue 18, items 5 and 6; docs/security.md): a removed
+//! node's certificate is refused by every API, gossip from a host that is not a node (or from a
+//! removed node) changes nothing, and the root CA rotates under load without a restart.
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
+use support::tasks::{is_running, wait_running};
 use support::{PATIENCE, SERIAL, Swarm, privileged, runtime, text};
 
 fn node_id(swarm: &Swarm, host: &str) -> String {
@@ -276,4 +280,203 @@ fn forged_gossip_from_the_client_changes_no_nodes_state() {
         dropped(&swarm, "n1") > dropped_before,
         "the forged datagrams reached n1 and were dropped"
     );
+}
+
+/// New connections from the lab's client to `to`, one after the other until stopped:
+/// (sent, failed).
+struct RequestLoop {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize)>,
+}
+
+impl RequestLoop {
+    fn start(swarm: &Swarm, to: SocketAddr) -> Self {
+        let client = swarm
+            .lab()
+            .netns_path("client")
+            .expect("client namespace")
+            .to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0, 0);
+            while !stopped.load(Ordering::Relaxed) {
+                sent += 1;
+                if let Err(err) = hive::demo::http_get(&client, to) {
+                    failed += 1;
+                    eprintln!("GET http://{to}/ failed: {err}");
+                }
+            }
+            (sent, failed)
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("request loop")
+    }
+}
+
+/// Stops the loop when the test fails before [`RequestLoop::stop`].
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Task ID → (node, container ID, process) of the running tasks of `service`.
+fn running(swarm: &Swarm, service: &str) -> BTreeMap<String, (String, String, u32)> {
+    support::tasks::tasks(swarm, service)
+        .into_iter()
+        .filter(is_running)
+        .map(|t| {
+            let runtime = t.status.runtime.clone().unwrap_or_default();
+            (
+                t.id.clone(),
+                (
+                    t.node_id.clone().unwrap_or_default(),
+                    runtime.runtime_id,
+                    runtime.pid,
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_root_ca_rotates_under_load_without_a_restart_and_old_join_tokens_stop_working() {
+    if !privileged(
+        "the_root_ca_rotates_under_load_without_a_restart_and_old_join_tokens_stop_working",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swarm = Swarm::up("ca-rot", 5, 3);
+    // n5 leaves, to come back with a token after the rotation.
+    assert_eq!(
+        swarm.hive_ok("n5", &["swarm", "leave"]).trim(),
+        "Node left the swarm."
+    );
+    swarm.hive_line(
+        "n1",
+        "service create -d --name web --replicas 4 -p 8080:80 hive/whoami",
+    );
+    wait_running(&swarm, "web", 4);
+    let before = running(&swarm, "web");
+    let to = SocketAddr::from((swarm.lab().node_addr("n1").expect("n1"), 8080));
+    let client = swarm.lab().netns_path("client").expect("client namespace");
+    let deadline = Instant::now() + PATIENCE;
+    while hive::demo::http_get(client, to).is_err() {
+        assert!(Instant::now() < deadline, "{to} never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let old_root = swarm.hive_ok("n1", &["swarm", "ca"]);
+    let old_token = swarm.hive_ok("n1", &["swarm", "join-token", "-q", "worker"]);
+
+    let load = RequestLoop::start(&swarm, to);
+    let _stop_on_failure = StopOnDrop(load.stop.clone());
+    // Blocks until the rotation is done, showing Docker's progress; then prints the new root.
+    let rotated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        swarm.hive_ok("n2", &["swarm", "ca", "--rotate"])
+    }))
+    .unwrap_or_else(|failure| {
+        // What the daemons said about certificates, to see which node held the rotation up.
+        for n in 1..=5 {
+            let log = hive_dataplane::lab::naming::daemon_log(
+                "ca-rot",
+                hive_dataplane::lab::naming::Member::Node(n),
+            );
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for line in text.lines().filter(|l| {
+                l.contains("certificate") || l.contains("root CA") || l.contains("WARN")
+            }) {
+                eprintln!("n{n}: {line}");
+            }
+        }
+        std::panic::resume_unwind(failure)
+    });
+    let (sent, failed) = load.stop();
+
+    assert!(
+        rotated.starts_with("desired root digest: sha256:"),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("  rotated TLS certificates:  [==================================================>] 4/4 nodes\n")
+            && rotated.contains("  rotated CA certificates:   [==================================================>] 4/4 nodes\n"),
+        "{rotated}"
+    );
+    let new_root = &rotated[rotated
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no root in {rotated}"))..];
+    assert_ne!(new_root.trim(), old_root.trim());
+    assert_eq!(
+        swarm.hive_ok("n3", &["swarm", "ca"]).trim(),
+        new_root.trim()
+    );
+    let new_root = hive::pki::RootCert::from_pem(new_root).expect("the new root");
+
+    // Every node holds a certificate issued by the new root, and trusts it.
+    for node in ["n1", "n2", "n3", "n4"] {
+        let member = swarm.lab().member(node).expect("node").clone();
+        let creds = hive::pki::CertDir::in_data_dir(member.data_dir.as_deref().expect("dir"))
+            .load(std::time::SystemTime::now())
+            .unwrap_or_else(|e| panic!("{node}'s certificates: {e}"));
+        assert_eq!(
+            creds.root().digest(),
+            new_root.digest(),
+            "{node}'s certificate is not chained to the new root"
+        );
+    }
+
+    // No request failed, and no task restarted: same tasks, containers and processes.
+    assert!(sent > 0);
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the rotation"
+    );
+    assert_eq!(
+        running(&swarm, "web"),
+        before,
+        "tasks restarted during the rotation"
+    );
+
+    // The old join token is refused; the new one admits a node.
+    let refused = swarm.hive_err(
+        "n5",
+        &[
+            "swarm",
+            "join",
+            "--token",
+            old_token.trim(),
+            "192.168.77.1:2377",
+        ],
+    );
+    assert!(refused.contains("rotated CA"), "{refused}");
+    let new_token = swarm.hive_ok("n1", &["swarm", "join-token", "-q", "worker"]);
+    assert_ne!(new_token.trim(), old_token.trim());
+    assert_eq!(
+        swarm
+            .hive_ok(
+                "n5",
+                &[
+                    "swarm",
+                    "join",
+                    "--token",
+                    new_token.trim(),
+                    "192.168.77.2:2377"
+                ]
+            )
+            .trim(),
+        "This node joined a swarm as a worker."
+    );
+    swarm.wait_nodes("the new n5 ready", &["n1"], |nodes| {
+        nodes.iter().any(|n| {
+            n.description.as_ref().is_some_and(|d| d.hostname == "n5")
+                && n.status.as_ref().map(|s| s.state()) == Some(pb::NodeState::Ready)
+        })
+    });
 }

@@ -58,6 +58,12 @@ pub struct Session {
     pub mesh_link: Arc<super::mesh_link::MeshLink>,
     /// Where the gossip keyring and removed nodes of each answer go.
     pub gossip_auth: crate::gossip::GossipAuth,
+    /// The certificate this node presents (its issuer is reported in each call).
+    pub cert_slot: Arc<pki::CertSlot>,
+    /// The roots this node trusts: each answer's `trusted_roots` replace them.
+    pub trust: Arc<pki::TrustSlot>,
+    /// Notified when the swarm issues certificates from a root other than this node's.
+    pub renew_now: Arc<tokio::sync::Notify>,
 }
 
 impl Session {
@@ -122,6 +128,7 @@ impl Session {
             .register(request(pb::RegisterRequest {
                 description: Some(description),
                 agent_addr: self.agent_addr.clone(),
+                tls_info: Some(self.tls_info()),
             }))
             .await;
         let mut session = match self.outcome(registered).await {
@@ -233,6 +240,7 @@ impl Session {
                     let beat = client
                         .heartbeat(request(pb::HeartbeatRequest {
                             session_id: session.session_id.clone(),
+                            tls_info: Some(self.tls_info()),
                         }))
                         .await;
                     session = match self.outcome(beat).await {
@@ -307,11 +315,52 @@ impl Session {
             self.gossip_auth
                 .update(&keys, session.removed_nodes.iter().cloned());
         }
+        self.follow_root_rotation(&session);
         let desired = convert::pki_role(session.desired_role());
         if desired != self.role {
             let _ = self.events.try_send(SessionEvent::RoleChange(desired));
         }
         Ok(session)
+    }
+}
+
+impl Session {
+    /// What this node reports of its TLS state, from which the leader counts a root rotation's
+    /// progress.
+    fn tls_info(&self) -> pb::NodeTlsInfo {
+        pb::NodeTlsInfo {
+            trusted_roots: self
+                .trust
+                .digests()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            cert_issuer: self.cert_slot.issuer().to_string(),
+        }
+    }
+
+    /// Trusts the roots the answer lists, and renews at once if new certificates come from
+    /// another root than this node's (docs/security.md, "CA rotation").
+    fn follow_root_rotation(&self, session: &pb::SessionResponse) {
+        if !session.trusted_roots.is_empty() {
+            let roots = session
+                .trusted_roots
+                .iter()
+                .map(|der| {
+                    pki::RootCert::from_der(rustls::pki_types::CertificateDer::from(der.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>();
+            match roots.map(|roots| self.trust.set(roots)) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(%err, "cannot trust the swarm's root CAs"),
+                Err(err) => tracing::warn!(%err, "the leader sent an unreadable root CA"),
+            }
+        }
+        if !session.desired_root_digest.is_empty()
+            && session.desired_root_digest != self.cert_slot.issuer().to_string()
+        {
+            self.renew_now.notify_one();
+        }
     }
 }
 

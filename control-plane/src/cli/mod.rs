@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod builtin;
+mod ca_progress;
 pub mod daemon;
 mod demo;
 pub mod format;

@@ -174,7 +174,7 @@ fn print_unlock_key(key: &str) {
     );
 }
 
-/// `hive swarm ca`: Docker's flags. Rotation is not built yet and is refused, not ignored.
+/// `hive swarm ca`: Docker's flags. `--external-ca` is refused: hive signs with its own CA.
 #[derive(Debug, Args)]
 pub struct CaArgs {
     /// Path to the PEM-formatted root CA certificate to use for the new cluster.
@@ -201,7 +201,7 @@ pub struct CaArgs {
 }
 
 impl CaArgs {
-    /// Docker's check: the rotation flags need `--rotate`; then hive's: rotation is not built.
+    /// Docker's check: the rotation flags need `--rotate`; then hive's: no external CA.
     fn refusal(&self) -> Option<String> {
         let rotation_flags = [
             ("ca-cert", self.ca_cert.is_some()),
@@ -217,11 +217,36 @@ impl CaArgs {
                     format!("`--{flag}` flag requires the `--rotate` flag to update the CA")
                 });
         }
-        Some(
-            "hive cannot rotate the root CA yet (docs/security.md, \"Not done yet\"); the current root stays in place. To change the lifetime of node certificates, use `hive swarm update --cert-expiry`".to_owned(),
-        )
+        if !self.external_ca.is_empty() {
+            return Some(
+                "hive has no external CA: rotate to a root of your own with --ca-cert and --ca-key, or to a new one without them".to_owned(),
+            );
+        }
+        match (&self.ca_cert, &self.ca_key) {
+            (Some(_), None) => Some("the CA key is required if the CA certificate is provided (hive has no external CA): give --ca-key as well".to_owned()),
+            (None, Some(_)) => Some("the CA certificate is required if the CA key is provided: give --ca-cert as well".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The rotation request: the given root, read from its files, or a new one.
+    fn rotation(&self) -> Result<pb::RootRotationRequest, CliFailure> {
+        let read = |path: &Option<std::path::PathBuf>| {
+            path.as_ref().map_or(Ok(String::new()), |path| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| CliFailure::Usage(format!("cannot read {}: {e}", path.display())))
+            })
+        };
+        Ok(pb::RootRotationRequest {
+            rotate: true,
+            ca_cert_pem: read(&self.ca_cert)?,
+            ca_key_pem: read(&self.ca_key)?,
+        })
     }
 }
+
+/// How often `swarm ca --rotate` reads the rotation's progress.
+const ROTATION_POLL: Duration = Duration::from_millis(500);
 
 pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
     run_client(async move {
@@ -352,7 +377,33 @@ pub fn run(host: Option<&str>, args: SwarmArgs) -> anyhow::Result<ExitCode> {
                 if let Some(refusal) = ca.refusal() {
                     return Err(CliFailure::Usage(refusal));
                 }
-                let swarm = client.control.inspect_swarm().await?;
+                if !ca.rotate {
+                    let swarm = client.control.inspect_swarm().await?;
+                    print!("{}", swarm.root_ca_cert);
+                    return Ok(());
+                }
+                let settings = pb::ClusterSettings {
+                    cert_expiry_secs: ca.cert_expiry.map(|d| d.as_secs()),
+                    ..pb::ClusterSettings::default()
+                };
+                let mut swarm = client
+                    .control
+                    .rotate_root_ca(settings, ca.rotation()?)
+                    .await?;
+                if !ca.detach {
+                    let mut progress = super::ca_progress::RotationProgress::new();
+                    loop {
+                        let status = swarm.root_rotation.clone().unwrap_or_default();
+                        if !ca.quiet {
+                            progress.show(&status);
+                        }
+                        if !status.in_progress {
+                            break;
+                        }
+                        tokio::time::sleep(ROTATION_POLL).await;
+                        swarm = client.control.inspect_swarm().await?;
+                    }
+                }
                 print!("{}", swarm.root_ca_cert);
             }
         }

@@ -342,6 +342,24 @@ impl Control {
             .rpc
             .update_swarm(pb::UpdateSwarmRequest {
                 settings: Some(settings),
+                root_rotation: None,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Starts a root CA rotation (`swarm ca --rotate`), with `settings` applied in the same
+    /// write (`--cert-expiry`).
+    pub async fn rotate_root_ca(
+        &mut self,
+        settings: pb::ClusterSettings,
+        rotation: pb::RootRotationRequest,
+    ) -> Result<pb::InspectSwarmResponse, ClientError> {
+        Ok(self
+            .rpc
+            .update_swarm(pb::UpdateSwarmRequest {
+                settings: Some(settings),
+                root_rotation: Some(rotation),
             })
             .await?
             .into_inner())

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::SystemTime;
 
 use rustls::ClientConfig;
-use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
+use tokio::sync::{Mutex, MutexGuard, Notify, mpsc, watch};
 
 use super::DaemonError;
 use super::agent::NodeAgent;
@@ -18,7 +18,7 @@ use crate::dispatcher::Suspects;
 use crate::encryption::{KeyFile, StoreKeys, UnlockKey};
 use crate::image_store::ImageStore;
 use crate::manager::{Manager, ManagerParams, ManagerSlot};
-use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials};
+use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials, TrustSlot};
 use crate::transport::TlsSlot;
 
 /// Events from the agent session waiting for the daemon.
@@ -34,6 +34,10 @@ pub struct Active {
     /// The certificate the node port and every client connection present; renewals replace
     /// it in place ([`super::renew`]).
     pub cert_slot: Arc<CertSlot>,
+    /// The roots the node trusts; the session answers replace them during a root rotation.
+    pub trust: Arc<TrustSlot>,
+    /// Wakes the renewal loop at once: the swarm issues certificates from another root now.
+    pub renew_now: Arc<Notify>,
     pub agent: Arc<NodeAgent>,
     agent_stop: watch::Sender<bool>,
 }
@@ -187,9 +191,14 @@ impl SwarmNode {
             None
         };
         let cert_slot = CertSlot::new(&creds)?;
-        let server =
-            pki::server_config_with(cert_slot.clone(), creds.root(), ClientAuth::OptionalForJoin)?;
-        let client_tls = Arc::new(pki::client_config_with(cert_slot.clone(), creds.root())?);
+        let trust = TrustSlot::new(vec![creds.root().clone()])?;
+        let renew_now = Arc::new(Notify::new());
+        let server = pki::server_config_with(
+            cert_slot.clone(),
+            trust.clone(),
+            ClientAuth::OptionalForJoin,
+        )?;
+        let client_tls = Arc::new(pki::client_config_with(cert_slot.clone(), trust.clone())?);
         let manager = if creds.identity().role == pki::Role::Manager {
             let raft_id = file.raft_id.ok_or(DaemonError::NoRaftId)?;
             Some(
@@ -234,8 +243,13 @@ impl SwarmNode {
             statuses: agent.statuses.clone(),
             mesh_link: agent.mesh_link.clone(),
             gossip_auth: agent.gossip_auth.clone(),
+            cert_slot: cert_slot.clone(),
+            trust: trust.clone(),
+            renew_now: renew_now.clone(),
         };
-        tokio::spawn(super::renew::run(self.this.clone(), stop.clone()));
+        // Started once `active` is set below: the loop reads the node's certificate from it,
+        // and ends when it finds none.
+        let renew_stop = stop.clone();
         if let (Some(manager), Some((keys, wrapped_with))) = (&manager, store_keys) {
             tokio::spawn(super::lock::follow(
                 manager.clone(),
@@ -252,10 +266,13 @@ impl SwarmNode {
             client_tls,
             manager,
             cert_slot,
+            trust,
+            renew_now,
             agent,
             agent_stop,
         });
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active.clone());
+        tokio::spawn(super::renew::run(self.this.clone(), renew_stop));
         *self.error.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.clear_locked();
         Ok(active)

@@ -21,7 +21,7 @@ use super::node::{Active, SwarmNode};
 use crate::api::{ApiError, pb};
 use crate::manager::membership::call_leader;
 use crate::manager::{request_with_timeout, timers};
-use crate::pki::{self, CertDir, CertValidity, NodeCredentials, NodeKey, RenewalPolicy};
+use crate::pki::{self, CertDir, CertValidity, NodeCredentials, NodeKey, RenewalPolicy, RootCert};
 use crate::transport::mtls_channel;
 
 /// First and last pause after a failed renewal (doubling in between).
@@ -65,13 +65,27 @@ pub async fn request_certificate(active: &Active) -> Result<Renewed, ApiError> {
         timers::PEER_CALL_TIMEOUT,
     )
     .await?;
+    // The issuing root: the incoming one during a root rotation (docs/security.md).
+    let root = if renewed.root_ca.is_empty() {
+        active.creds.root().clone()
+    } else {
+        RootCert::from_der(CertificateDer::from(renewed.root_ca))
+            .map_err(|e| ApiError::internal("reading the issuing root CA", e))?
+    };
     let creds = NodeCredentials::new(
-        active.creds.root().clone(),
+        root,
         CertificateDer::from(renewed.certificate),
         key,
         SystemTime::now(),
     )
-    .map_err(|e| ApiError::internal("checking the renewed certificate", e))?;
+    .map_err(|e| ApiError::internal("checking the renewed certificate", e))?
+    .with_intermediates(
+        renewed
+            .intermediates
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect(),
+    );
     Ok(Renewed {
         creds,
         raft_id: renewed.raft_id,
@@ -102,12 +116,16 @@ pub async fn run(node: Weak<SwarmNode>, mut stop: watch::Receiver<bool>) {
                 Duration::ZERO
             }
         };
+        let renew_now = active.renew_now.clone();
         drop(active);
         if !wait.is_zero() {
             tracing::debug!(in_secs = wait.as_secs(), "next certificate renewal");
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = renew_now.notified() => {
+                tracing::info!("the swarm issues certificates from a new root CA; renewing now");
+            }
             _ = stop.wait_for(|s| *s) => return,
         }
         let Some(node) = node.upgrade() else { return };

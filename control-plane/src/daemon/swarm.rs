@@ -183,6 +183,7 @@ pub async fn init(
             worker: tokens.worker.to_string(),
             manager: tokens.manager.to_string(),
         },
+        rotation: None,
     };
     crate::manager::trust::rotate_gossip_key(&mut cluster)?;
     let self_node = Node {
@@ -324,7 +325,14 @@ pub async fn join(
         ApiError::Invalid(format!(
             "the manager's certificate for this node is unusable: {e}"
         ))
-    })?;
+    })?
+    .with_intermediates(
+        issued
+            .intermediates
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect(),
+    );
     let role = creds.identity().role;
     let mut managers = issued.managers.clone();
     if !managers.contains(&remote) {

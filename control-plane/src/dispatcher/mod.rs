@@ -93,6 +93,18 @@ impl Dispatcher {
                     secret: k.secret,
                 })
                 .collect();
+            match crate::manager::ca_rotation::trusted_roots(&cluster).and_then(|roots| {
+                Ok((
+                    roots,
+                    crate::manager::ca_rotation::desired_digest(&cluster)?,
+                ))
+            }) {
+                Ok((roots, desired)) => {
+                    response.trusted_roots = roots.iter().map(|r| r.der().to_vec()).collect();
+                    response.desired_root_digest = desired.to_string();
+                }
+                Err(err) => tracing::warn!(%err, "cannot read the swarm's root CAs"),
+            }
             response.removed_nodes = cluster.removed_nodes.into_iter().map(|r| r.id).collect();
         }
         response

@@ -41,6 +41,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 manager.manager_addrs()?,
             )
             .await?;
+        record_tls_info(
+            &manager,
+            &caller.node_id,
+            request.get_ref().tls_info.as_ref(),
+        )
+        .await;
         Ok(tonic::Response::new(response))
     }
 
@@ -58,6 +64,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 manager.manager_addrs()?,
             )
             .await?;
+        record_tls_info(
+            &manager,
+            &caller.node_id,
+            request.get_ref().tls_info.as_ref(),
+        )
+        .await;
         Ok(tonic::Response::new(response))
     }
 
@@ -145,5 +157,17 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         Ok(tonic::Response::new(pb::WaitMeshAppliedResponse {
             laggards,
         }))
+    }
+}
+
+/// Records a node's TLS state for the root rotation (`manager::ca_rotation::record`). A failed
+/// write is logged, not returned: the next heartbeat reports it again.
+async fn record_tls_info(
+    manager: &crate::manager::Manager,
+    node_id: &str,
+    info: Option<&pb::NodeTlsInfo>,
+) {
+    if let Err(err) = crate::manager::ca_rotation::record(&manager.store, node_id, info).await {
+        tracing::warn!(%err, node = node_id, "cannot record the node's TLS state");
     }
 }

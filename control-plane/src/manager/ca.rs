@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateSigningRequestDer;
 use super::membership::allocate_raft_id;
 use super::{CallKind, Manager, ManagerSlot, request_with_timeout, timers};
 use crate::api::{ApiError, convert, pb};
-use crate::pki::{self, CertExpiry, JoinToken, JoinTokens, NodeIdentity, Role, RootCa, RootCaPem};
+use crate::pki::{self, CertExpiry, JoinToken, JoinTokens, NodeIdentity, Role, RootCa};
 use crate::store::ReadView;
 use crate::store::objects::{
     Cluster, ManagerStatus, Node, NodeRole, NodeSpec, NodeState, NodeStatus,
@@ -80,15 +80,14 @@ pub fn join_tokens(cluster: &Cluster) -> Result<JoinTokens, ApiError> {
     })
 }
 
-fn root_ca(cluster: &Cluster) -> Result<RootCa, ApiError> {
-    let key_pem = cluster.root_ca.ca_key.clone().ok_or_else(|| {
-        ApiError::internal("signing a node certificate", "the store has no CA key")
-    })?;
-    RootCa::from_pem(&RootCaPem {
-        cert_pem: cluster.root_ca.ca_cert.clone(),
-        key_pem,
-    })
-    .map_err(|e| ApiError::internal("loading the root CA", e))
+/// The CA that signs now (the incoming root during a rotation) and what its certificates are
+/// presented with.
+fn root_ca(cluster: &Cluster) -> Result<(RootCa, Vec<Vec<u8>>), ApiError> {
+    let intermediates = super::ca_rotation::intermediates(cluster)?
+        .into_iter()
+        .map(|c| c.to_vec())
+        .collect();
+    Ok((super::ca_rotation::signing_ca(cluster)?, intermediates))
 }
 
 fn expiry(cluster: &Cluster) -> Result<CertExpiry, ApiError> {
@@ -112,7 +111,7 @@ async fn issue(
                 .to_owned(),
         ));
     }
-    let root = root_ca(&cluster)?;
+    let (root, intermediates) = root_ca(&cluster)?;
     let node_id = pki::random_id().map_err(|e| ApiError::internal("making a node ID", e))?;
     let identity = NodeIdentity {
         node_id: node_id.clone(),
@@ -174,6 +173,7 @@ async fn issue(
         root_ca: root.cert().der().to_vec(),
         raft_id,
         managers: manager.manager_addrs()?,
+        intermediates,
     })
 }
 
@@ -183,7 +183,7 @@ async fn renew(
     request: pb::RenewNodeCertificateRequest,
 ) -> Result<pb::RenewNodeCertificateResponse, ApiError> {
     let cluster = manager.cluster()?;
-    let root = root_ca(&cluster)?;
+    let (root, intermediates) = root_ca(&cluster)?;
     let advertise_addr = request.advertise_addr.clone();
     let (role, raft_id) = manager
         .update(|tx| {
@@ -232,5 +232,7 @@ async fn renew(
         certificate: cert.to_vec(),
         role: convert::role_of_pki(role).into(),
         raft_id,
+        root_ca: root.cert().der().to_vec(),
+        intermediates,
     })
 }

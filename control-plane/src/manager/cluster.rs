@@ -76,7 +76,14 @@ pub async fn inspect(manager: &Manager) -> Result<pb::InspectSwarmResponse, ApiE
         leader_addr: manager.addr.clone(),
         managers: count(&nodes, |n| n.role == NodeRole::Manager),
         nodes: count(&nodes, |_| true),
-        root_ca_cert: cluster.root_ca.ca_cert.clone(),
+        // During a rotation, the root the swarm is rotating to (what `docker swarm ca` shows).
+        root_ca_cert: cluster
+            .root_ca
+            .rotation
+            .as_ref()
+            .map_or(&cluster.root_ca.ca_cert, |r| &r.ca_cert)
+            .clone(),
+        root_rotation: Some(super::ca_rotation::status(&cluster, &nodes)?),
     })
 }
 
@@ -137,6 +144,7 @@ pub async fn update(
     request: pb::UpdateSwarmRequest,
 ) -> Result<pb::InspectSwarmResponse, ApiError> {
     let settings = request.settings.unwrap_or_default();
+    let rotation = request.root_rotation.unwrap_or_default();
     let id = manager.cluster()?.id;
     if let Some(mode) = &settings.mesh_mode {
         let mode: MeshMode =
@@ -156,6 +164,7 @@ pub async fn update(
                 .get::<Cluster>(&id)?
                 .ok_or_else(|| ApiError::internal("updating the swarm", "no cluster object"))?;
             apply_settings(&mut cluster, &settings)?;
+            super::ca_rotation::start(&mut cluster, &rotation)?;
             tx.update(cluster)?;
             Ok::<_, ApiError>(())
         })

@@ -8,6 +8,7 @@
 //! the same state and the same errors.
 
 pub mod ca;
+pub mod ca_rotation;
 pub mod cluster;
 pub mod control;
 pub mod forwarding;

@@ -232,6 +232,43 @@ impl RootCa {
         &self.cert
     }
 
+    /// The cross-signed intermediate of a root rotation (SwarmKit `CrossSignCACertificate`):
+    /// `next`'s subject and public key, signed by this (the outgoing) root. A node that still
+    /// trusts only this root verifies a certificate issued by `next` through it
+    /// (`leaf → intermediate → this root`), so nodes holding old and new certificates keep
+    /// talking while the rotation runs. It is valid as long as `next` itself.
+    pub fn cross_sign(&self, next: &RootCa) -> Result<CertificateDer<'static>, CaError> {
+        let validity =
+            super::renewal::CertValidity::from_cert_der(next.cert.der()).map_err(|e| {
+                CaError::BadRootCert {
+                    reason: e.to_string(),
+                }
+            })?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = subject_of(next.cert.der())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial()?);
+        params.not_before = validity.not_before.into();
+        params.not_after = validity.not_after.into();
+        let issuer =
+            Issuer::from_ca_cert_der(self.cert.der(), &self.key).map_err(|e| CaError::Sign {
+                what: "the issuer from the outgoing root certificate",
+                reason: e.to_string(),
+            })?;
+        let cert = params
+            .signed_by(&next.key, &issuer)
+            .map_err(|e| CaError::Sign {
+                what: "the cross-signed intermediate",
+                reason: e.to_string(),
+            })?;
+        Ok(cert.der().clone())
+    }
+
     /// Issues a node certificate for the public key in `csr` (DER PKCS#10).
     ///
     /// The CSR's subject and extensions are ignored: node ID, role and cluster come from
@@ -374,6 +411,54 @@ fn check_cluster_id(value: &str) -> Result<(), CaError> {
 }
 
 /// PEM text for one DER block, with `\n` line ends as rcgen writes them.
+/// The subject of a CA certificate, attribute by attribute with the same string types, so that
+/// a certificate naming it as issuer matches it byte for byte (webpki compares the encoding).
+fn subject_of(cert_der: &[u8]) -> Result<DistinguishedName, CaError> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let bad = |reason: &str| CaError::BadRootCert {
+        reason: format!("its subject cannot be copied: {reason}"),
+    };
+    let cert = parse_cert(cert_der).map_err(|e| CaError::BadRootCert {
+        reason: e.to_string(),
+    })?;
+    let mut name = DistinguishedName::new();
+    for rdn in cert.subject().iter() {
+        let mut attributes = rdn.iter();
+        let (Some(attribute), None) = (attributes.next(), attributes.next()) else {
+            return Err(bad("a name part with several attributes"));
+        };
+        let oid: Vec<u64> = attribute
+            .attr_type()
+            .iter()
+            .ok_or_else(|| bad("an attribute type that is not an OID"))?
+            .collect();
+        let text = std::str::from_utf8(attribute.attr_value().data)
+            .map_err(|_| bad("an attribute that is not text"))?;
+        let value = match attribute.attr_value().header.tag() {
+            Tag::Utf8String => rcgen::DnValue::Utf8String(text.to_owned()),
+            Tag::PrintableString => rcgen::DnValue::PrintableString(
+                text.try_into()
+                    .map_err(|_| bad("an invalid PrintableString"))?,
+            ),
+            Tag::Ia5String => {
+                rcgen::DnValue::Ia5String(text.try_into().map_err(|_| bad("an invalid IA5String"))?)
+            }
+            _ => {
+                return Err(bad(
+                    "an attribute that is neither UTF8String, PrintableString nor IA5String",
+                ));
+            }
+        };
+        name.push(DnType::from_oid(&oid), value);
+    }
+    Ok(name)
+}
+
+/// A certificate (DER) as PEM.
+pub fn pem_certificate(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
 pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new(tag, der.to_vec()),

@@ -86,6 +86,9 @@ impl NodeKey {
 pub struct NodeCredentials {
     root: RootCert,
     cert: CertificateDer<'static>,
+    /// Presented after `cert`: the cross-signed intermediate while a root rotation runs, so
+    /// that peers still trusting only the outgoing root verify `cert` (docs/security.md).
+    intermediates: Vec<CertificateDer<'static>>,
     key: NodeKey,
     identity: NodeIdentity,
     validity: CertValidity,
@@ -124,10 +127,27 @@ impl NodeCredentials {
         Ok(NodeCredentials {
             root,
             cert,
+            intermediates: Vec::new(),
             key,
             identity,
             validity,
         })
+    }
+
+    /// The same credentials, presenting `intermediates` after the certificate. They are not
+    /// checked here: they only help peers that trust another root; whoever verifies the chain
+    /// checks them.
+    pub fn with_intermediates(
+        mut self,
+        intermediates: Vec<CertificateDer<'static>>,
+    ) -> NodeCredentials {
+        self.intermediates = intermediates;
+        self
+    }
+
+    /// Certificates presented after this node's own (see [`Self::with_intermediates`]).
+    pub fn intermediates(&self) -> &[CertificateDer<'static>] {
+        &self.intermediates
     }
 
     /// Who this node is.

@@ -89,11 +89,12 @@ impl CertDir {
             creds.key().to_pem().as_bytes(),
             KEY_MODE,
         )?;
-        write_atomic(
-            &self.dir.join(NODE_CERT_FILE),
-            pem_encode("CERTIFICATE", creds.cert()).as_bytes(),
-            CERT_MODE,
-        )
+        // The node certificate first, then its intermediates, as SwarmKit writes the file.
+        let chain: String = std::iter::once(creds.cert())
+            .chain(creds.intermediates())
+            .map(|cert| pem_encode("CERTIFICATE", cert))
+            .collect();
+        write_atomic(&self.dir.join(NODE_CERT_FILE), chain.as_bytes(), CERT_MODE)
     }
 
     /// Loads and checks this node's identity: the certificate must be issued by the stored
@@ -101,23 +102,30 @@ impl CertDir {
     pub fn load(&self, now: SystemTime) -> Result<NodeCredentials, DiskError> {
         let root = self.load_root()?;
         let cert_path = self.dir.join(NODE_CERT_FILE);
-        let cert =
-            CertificateDer::from_pem_slice(read_text(&cert_path)?.as_bytes()).map_err(|e| {
-                DiskError::Corrupt {
-                    path: cert_path.clone(),
-                    reason: format!("no PEM certificate in it ({e})"),
-                }
-            })?;
+        let corrupt = |reason: String| DiskError::Corrupt {
+            path: cert_path.clone(),
+            reason,
+        };
+        let mut chain = CertificateDer::pem_slice_iter(read_text(&cert_path)?.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| corrupt(format!("no PEM certificate in it ({e})")))?
+            .into_iter();
+        let cert = chain
+            .next()
+            .ok_or_else(|| corrupt("no PEM certificate in it".to_owned()))?;
+        let intermediates: Vec<_> = chain.collect();
         let key_path = self.dir.join(NODE_KEY_FILE);
         check_key_permissions(&key_path)?;
         let key = NodeKey::from_pem(&read_text(&key_path)?).map_err(|e| DiskError::Corrupt {
             path: key_path.clone(),
             reason: e.to_string(),
         })?;
-        NodeCredentials::new(root, cert, key, now).map_err(|source| DiskError::Credentials {
-            dir: self.dir.clone(),
-            source,
-        })
+        NodeCredentials::new(root, cert, key, now)
+            .map(|creds| creds.with_intermediates(intermediates))
+            .map_err(|source| DiskError::Credentials {
+                dir: self.dir.clone(),
+                source,
+            })
     }
 
     /// Removes the identity files (on `swarm leave`). Missing files are not an error.

@@ -294,9 +294,17 @@ async fn a_renewed_certificate_is_presented_from_the_next_handshake_without_new_
     let worker = cluster.node("worker1", Role::Worker, now());
     let manager_slot = CertSlot::new(&manager).unwrap();
     let worker_slot = CertSlot::new(&worker).unwrap();
-    let server =
-        server_config_with(manager_slot.clone(), manager.root(), ClientAuth::Required).unwrap();
-    let mut client = client_config_with(worker_slot.clone(), worker.root()).unwrap();
+    let server = server_config_with(
+        manager_slot.clone(),
+        TrustSlot::new(vec![manager.root().clone()]).unwrap(),
+        ClientAuth::Required,
+    )
+    .unwrap();
+    let mut client = client_config_with(
+        worker_slot.clone(),
+        TrustSlot::new(vec![worker.root().clone()]).unwrap(),
+    )
+    .unwrap();
     // A resumed TLS 1.3 session reports the certificates of the session it resumes; a full
     // handshake shows what each end presents now.
     client.resumption = rustls::client::Resumption::disabled();
@@ -315,4 +323,62 @@ async fn a_renewed_certificate_is_presented_from_the_next_handshake_without_new_
     let after = connect(server, client, manager_server_name()).await;
     assert_eq!(after.client.unwrap().0[0], *manager_renewed.cert());
     assert_eq!(after.server.unwrap().unwrap()[0], *worker_renewed.cert());
+}
+
+/// A root rotation, step by step, with real TLS: a node renewed by the new root (presenting
+/// the cross-signed intermediate) and a node still on the old root talk both ways, whatever
+/// each trusts meanwhile; at the end, trusting the new root alone refuses an old certificate.
+#[tokio::test]
+async fn nodes_on_the_old_and_the_new_root_keep_talking_during_a_rotation() {
+    let old = TestCluster::new("clusterA", now());
+    let new = TestCluster::new("clusterA", now());
+    let cross_signed = old.ca.cross_sign(&new.ca).unwrap();
+    let manager = new
+        .node("manager1", Role::Manager, now())
+        .with_intermediates(vec![cross_signed.clone()]);
+    let worker = old.node("worker1", Role::Worker, now());
+    let both = || TrustSlot::new(vec![old.ca.cert().clone(), new.ca.cert().clone()]).unwrap();
+    let old_only = || TrustSlot::new(vec![old.ca.cert().clone()]).unwrap();
+
+    // The renewed manager trusts both roots; the worker has not heard of the rotation yet.
+    let server_trust = both();
+    let server = server_config_with(
+        CertSlot::new(&manager).unwrap(),
+        server_trust.clone(),
+        ClientAuth::Required,
+    )
+    .unwrap();
+    let client_trust = old_only();
+    let client = client_config_with(CertSlot::new(&worker).unwrap(), client_trust.clone()).unwrap();
+    let out = connect(server.clone(), client.clone(), manager_server_name()).await;
+    let chain = out
+        .client
+        .expect("the old-root worker verifies the new-root manager")
+        .0;
+    assert_eq!(chain[1], cross_signed, "the intermediate is presented");
+    out.server.expect("the manager accepts the old-root worker");
+
+    // Without the intermediate, the old root alone cannot verify the new certificate.
+    let bare = new.node("manager1", Role::Manager, now());
+    let out = connect(
+        server_config_with(CertSlot::new(&bare).unwrap(), both(), ClientAuth::Required).unwrap(),
+        client_config_with(CertSlot::new(&worker).unwrap(), old_only()).unwrap(),
+        manager_server_name(),
+    )
+    .await;
+    assert!(out.client.is_err(), "no intermediate, no trust");
+
+    // The end of the rotation: trusting the new root alone (swapped in place), the manager
+    // refuses the worker's old certificate.
+    server_trust.set(vec![new.ca.cert().clone()]).unwrap();
+    client_trust
+        .set(vec![old.ca.cert().clone(), new.ca.cert().clone()])
+        .unwrap();
+    let mut client = client;
+    client.resumption = rustls::client::Resumption::disabled();
+    let out = connect(server, client, manager_server_name()).await;
+    assert!(
+        out.server.is_err(),
+        "an old-root certificate after the rotation"
+    );
 }

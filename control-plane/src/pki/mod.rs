@@ -34,7 +34,7 @@ pub(crate) mod test_support;
 pub use authz::{AuthzError, authorize, peer_identity, refuse_removed, require_role};
 pub use ca::{
     CERT_BACKDATE, CaDigest, CaError, CertExpiry, ROOT_CA_VALIDITY, ROOT_CN, RootCa, RootCaPem,
-    RootCert,
+    RootCert, pem_certificate,
 };
 pub use credentials::{CredentialsError, NodeCredentials, NodeKey};
 pub use disk::{
@@ -46,7 +46,7 @@ pub(crate) use random::bytes as random_bytes;
 pub use random::{RandomError, random_id};
 pub use renewal::{CertValidity, RenewalError, RenewalPolicy, needs_renewal};
 pub use tls::{
-    ALPN_H2, CertSlot, ClientAuth, MANAGER_SERVER_NAME, TlsError, client_config,
+    ALPN_H2, CertSlot, ClientAuth, MANAGER_SERVER_NAME, TlsError, TrustSlot, client_config,
     client_config_with, crypto_provider, manager_server_name, node_server_name, server_config,
     server_config_with,
 };

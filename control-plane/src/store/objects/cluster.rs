@@ -169,6 +169,23 @@ pub struct RootCa {
     /// Digest of `ca_cert` as embedded in join tokens.
     pub ca_cert_hash: String,
     pub join_tokens: JoinTokens,
+    /// A root rotation under way (`swarm ca --rotate`); `None` otherwise.
+    pub rotation: Option<RootRotation>,
+}
+
+/// The incoming root of a rotation (SwarmKit's `RootRotation`): new certificates are issued by
+/// it and presented with `cross_signed_cert`; nodes trust both roots until every node holds a
+/// certificate of the new one, then `ca_cert`/`ca_key` above become these and this is cleared
+/// (docs/security.md, "CA rotation").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RootRotation {
+    /// PEM.
+    pub ca_cert: String,
+    /// PEM. Sealed on disk with the store.
+    pub ca_key: String,
+    /// PEM: the new root's subject and key, signed by the outgoing root.
+    pub cross_signed_cert: String,
 }
 
 /// Join tokens in Swarm's shape, `SWMTKN-1-<CA digest>-<secret>` (DESIGN.md §4).

@@ -25,13 +25,14 @@ pub use cluster::{
     CaConfig, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, DispatcherConfig, EncryptionConfig,
     JoinTokens, OrchestrationConfig, RaftConfig, RootCa,
 };
-pub use cluster::{RemovedNode, StoredGossipKey};
+pub use cluster::{RemovedNode, RootRotation, StoredGossipKey};
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
 pub use health::{Health, HealthCheck, HealthConfig, HealthTest, HealthTestError};
 pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};
 pub use node::{
     ControlPort, EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription,
-    NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, PortOwner, Reachability,
+    NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, NodeTlsInfo, Platform, PortOwner,
+    Reachability,
 };
 pub use secret::{Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec};
 pub use service::{

@@ -23,6 +23,18 @@ pub struct Node {
     pub status: NodeStatus,
     /// Present on managers only.
     pub manager_status: Option<ManagerStatus>,
+    /// What the node last reported of its TLS state (SwarmKit's `NodeTLSInfo`): the progress
+    /// of a root CA rotation is counted from it.
+    pub tls_info: NodeTlsInfo,
+}
+
+/// Digests (`sha256:<hex>`) of the roots a node trusts and of the root that issued its
+/// certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeTlsInfo {
+    pub trusted_roots: Vec<String>,
+    pub cert_issuer: String,
 }
 
 impl Node {

@@ -1,0 +1,92 @@
+//! `cargo bench -p hive-bench --bench ca_rotation`: how long `hive swarm ca --rotate` takes on a
+//! five-node lab swarm (three managers), from the command's start to its return, that is until
+//! every node holds a certificate of the new root and trusts it alone (issue 18). Run at
+//! Swarm's default dispatcher heartbeat (5 s) and at 1 s: a rotation is paced by heartbeats
+//! (a node learns of the new root, then reports its new certificate, then its new trust, each
+//! with a heartbeat). Figures, not a test; JSON in `target/hive-bench/ca_rotation.json`.
+//!
+//! Environment: `HIVE_BENCH_CA_RUNS` (default 5): rotations per heartbeat setting.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use hive_bench::lab_bench;
+use serde::Serialize;
+
+const LAB: &str = "bench-ca";
+const NODES: u32 = 5;
+const MANAGERS: u32 = 3;
+const HEARTBEATS: [&str; 2] = ["5s", "1s"];
+
+#[derive(Debug, Serialize)]
+struct Setting {
+    dispatcher_heartbeat: &'static str,
+    runs_s: Vec<f64>,
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    what: &'static str,
+    nodes: u32,
+    managers: u32,
+    settings: Vec<Setting>,
+}
+
+fn main() -> ExitCode {
+    // Started by the benchmark itself as a lab node's daemon (or any other hive command).
+    if let Some(code) = hive::cli::run_as_hive_if_asked() {
+        return code;
+    }
+    lab_bench::main("ca_rotation", "network namespaces and daemons in them", run)
+}
+
+fn run() -> Result<(), String> {
+    let runs: usize = std::env::var("HIVE_BENCH_CA_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rt = lab_bench::runtime()?;
+    let swarm = lab_bench::swarm_up(&rt, LAB, NODES, MANAGERS)?;
+    let lab = swarm.lab();
+    let mut settings = Vec::new();
+    for heartbeat in HEARTBEATS {
+        lab_bench::hive_cli(
+            lab,
+            "n1",
+            &["swarm", "update", "--dispatcher-heartbeat", heartbeat],
+        )?;
+        let mut samples = Vec::with_capacity(runs);
+        for run in 0..runs {
+            let start = Instant::now();
+            let out = lab_bench::hive_cli(lab, "n1", &["swarm", "ca", "--rotate", "-q"])?;
+            let took = start.elapsed().as_secs_f64();
+            if !out.starts_with("-----BEGIN CERTIFICATE-----") {
+                return Err(format!("swarm ca --rotate printed {out}"));
+            }
+            println!("heartbeat {heartbeat}, rotation {}: {took:.2} s", run + 1);
+            samples.push(took);
+        }
+        let (median, min, max) = lab_bench::median_min_max(&samples);
+        settings.push(Setting {
+            dispatcher_heartbeat: heartbeat,
+            runs_s: samples,
+            median_s: median,
+            min_s: min,
+            max_s: max,
+        });
+    }
+    lab_bench::write_json(
+        "ca_rotation",
+        &Report {
+            what: "hive swarm ca --rotate on a lab swarm, until every node holds a certificate of the new root and trusts it alone",
+            nodes: NODES,
+            managers: MANAGERS,
+            settings,
+        },
+    )?;
+    drop(swarm);
+    Ok(())
+}

@@ -72,6 +72,14 @@ fn connect(client: &Path, to: SocketAddr) -> std::io::Result<BufReader<TcpStream
     Ok(BufReader::new(stream))
 }
 
+/// The wall clock in the daemons' log format, to line a failure up with their logs (and the
+/// tasks' `service logs -t`).
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// A steady load from the client: one thread opens a new connection per request, another
 /// keeps one connection open (and opens another only when the server closes it).
 struct Load {
@@ -91,7 +99,7 @@ impl Load {
                     sent += 1;
                     if let Err(err) = hive::demo::http_get(&client, to) {
                         failed += 1;
-                        eprintln!("new connection: GET http://{to}/ failed: {err}");
+                        eprintln!("{} new connection: GET http://{to}/ failed: {err}", now());
                     }
                 }
                 (sent, failed)
@@ -113,7 +121,7 @@ impl Load {
                         Ok((_, true)) => {}
                         Err(err) => {
                             failed += 1;
-                            eprintln!("keep-alive: GET http://{to}/ failed: {err}");
+                            eprintln!("{} keep-alive: GET http://{to}/ failed: {err}", now());
                         }
                     }
                 }
@@ -184,7 +192,6 @@ fn replaced(n: usize, old: BTreeSet<String>) -> impl Fn(&[Task]) -> bool {
 }
 
 #[test]
-#[ignore = "not yet reliable: in about half the runs on the integrated tree, 1 to 19 new connections of one step are refused (docs/lifecycle.md, \"Not reliable yet\"); run with --ignored"]
 fn updates_scaling_rollback_and_drain_fail_no_request() {
     if !privileged("updates_scaling_rollback_and_drain_fail_no_request") {
         return;

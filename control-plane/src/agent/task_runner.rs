@@ -262,6 +262,10 @@ pub struct TaskRunner {
     last: TaskStatus,
 }
 
+/// How long an unhealthy task's stop waits for the leader to take its status before it goes
+/// ahead (the leader's own wait for every node's mesh is bounded apart).
+const STATUS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The health check a task runs, if any: its spec's over the image's (docs/health.md).
 pub fn health_check(task: &Task) -> Option<HealthCheck> {
     task.spec.container.health_check.as_ref()?.effective()
@@ -513,6 +517,23 @@ impl TaskRunner {
         health == Health::Unhealthy
     }
 
+    /// Returns once every node's mesh applied the status last reported (the `unhealthy` that
+    /// takes the task out of it): the leader answers the store version of its write, then
+    /// the leader waits for every node to apply that version (docs/lifecycle.md). Bounded by
+    /// [`STATUS_BOUND`] while the leader does not take the status (no session): the stop
+    /// then goes ahead, logged.
+    async fn reported_drained(&self) {
+        let Some(link) = &self.mesh_link else {
+            return;
+        };
+        let written = self.statuses.written(&self.task.id, &self.last);
+        match tokio::time::timeout(STATUS_BOUND, written).await {
+            Ok(version) => link.drained_at(version).await,
+            Err(_) => tracing::warn!(task = %self.task.id, bound = ?STATUS_BOUND,
+                "agent: the leader did not take the task's unhealthy status within the bound; stopping it without waiting for every node's mesh"),
+        }
+    }
+
     /// A running task: until it exits, or the manager (or the worker) stops it. True if the
     /// agent detached from it instead (it runs on, for the next daemon).
     async fn supervise(
@@ -553,9 +574,18 @@ impl TaskRunner {
                     }
                     Ok(()) = health.changed(), if !stopping && monitor.is_some() => {
                         let now = *health.borrow_and_update();
+                        let serving = self.last.state == TaskState::Running;
                         unhealthy = self.report_health(now);
                         if unhealthy {
                             stopping = true;
+                            // As for any stop: no node sends it new flows by the time it
+                            // gets its stop signal (one that was still starting never had any).
+                            if serving {
+                                tokio::select! {
+                                    () = self.reported_drained() => {}
+                                    exit = self.executor.wait(task) => break exit,
+                                }
+                            }
                             if let Err(err) = self.executor.shutdown(task).await {
                                 tracing::warn!(task = %task.task_id, %err, "stopping an unhealthy task");
                             }

@@ -424,7 +424,12 @@ impl Dispatcher {
                 if status.timestamp == Timestamp::default() {
                     status.timestamp = Timestamp::now();
                 }
-                tx.modify::<Task>(task_id, |t| t.status = status)?;
+                tx.modify::<Task>(task_id, |t| {
+                    if status.state == TaskState::Running && t.started_at.is_none() {
+                        t.started_at = Some(status.timestamp);
+                    }
+                    t.status = status;
+                })?;
             }
             Ok::<_, ApiError>(())
         })

@@ -266,9 +266,17 @@ pub struct TaskRunner {
 /// ahead (the leader's own wait for every node's mesh is bounded apart).
 const STATUS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The health check a task runs, if any: its spec's over the image's (docs/health.md).
-pub fn health_check(task: &Task) -> Option<HealthCheck> {
-    task.spec.container.health_check.as_ref()?.effective()
+/// The health check a task runs, if any: its spec's over its image's `HEALTHCHECK`; the
+/// image's alone when the spec sets none; none with `--no-healthcheck` (docs/health.md).
+pub fn health_check(task: &Task, prepared: &PreparedTask) -> Option<HealthCheck> {
+    let image = prepared
+        .container
+        .as_ref()
+        .and_then(|c| c.health_check.as_ref());
+    match &task.spec.container.health_check {
+        Some(service) => service.over(image).effective(),
+        None => image?.effective(),
+    }
 }
 
 /// The error of a task its health check stopped, as Swarm words it.
@@ -446,7 +454,7 @@ impl TaskRunner {
                                 pid: started.pid,
                                 exit_code: 0,
                             });
-                            if health_check(&self.task).is_some() {
+                            if health_check(&self.task, &task).is_some() {
                                 // Swarm's rule: RUNNING once the check first passed.
                                 self.last.health = Some(Health::Starting);
                                 self.report(TaskState::Starting, "starting", "", None);
@@ -546,7 +554,7 @@ impl TaskRunner {
         let mut first = true;
         let mut refusals = self.mesh_refusals.take();
         let (health_tx, mut health) = watch::channel(self.last.health.unwrap_or_default());
-        let monitor = health_check(&self.task).map(|check| {
+        let monitor = health_check(&self.task, task).map(|check| {
             let initial = self.last.health.unwrap_or_default();
             tokio::spawn(super::health::monitor(
                 check,

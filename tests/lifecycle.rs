@@ -365,7 +365,9 @@ fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
 
     // One task's check starts failing: it is drained everywhere, then stopped and replaced.
     let sick = running(&tasks)[0].clone();
-    let sick_file = dir.0.join(format!("sick-{}", support::tasks::hostname(&sick)));
+    let sick_file = dir
+        .0
+        .join(format!("sick-{}", support::tasks::hostname(&sick)));
     under_load(
         &swarm,
         "a task turns unhealthy",
@@ -379,7 +381,9 @@ fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
 
     // An update whose check never passes: its new task never takes a request, fails as
     // unhealthy, and the update rolls back by itself.
-    let before = running(&support::tasks::tasks(&swarm, "web"))[0].spec.clone();
+    let before = running(&support::tasks::tasks(&swarm, "web"))[0]
+        .spec
+        .clone();
     let mut shown = String::new();
     under_load(
         &swarm,
@@ -411,7 +415,10 @@ fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
         if inspect.contains("rollback_completed") {
             break;
         }
-        assert!(Instant::now() < deadline, "never rollback_completed:\n{inspect}");
+        assert!(
+            Instant::now() < deadline,
+            "never rollback_completed:\n{inspect}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

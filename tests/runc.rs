@@ -134,6 +134,7 @@ fn build_image(dir: &Path) -> ContainerImage {
     ContainerImage {
         layers: vec![unpacked.join("rootfs")],
         config: image_config(&layout, "1"),
+        health_check: None,
     }
 }
 

@@ -75,6 +75,13 @@ impl MeshLink {
     /// leader, after [`FALLBACK_WAIT`].
     pub async fn drained(&self) {
         let version = *self.received.borrow();
+        self.drained_at(version).await;
+    }
+
+    /// Returns once every node applied the mesh of `version` (a store version in which the
+    /// task about to stop is no backend any more), or the leader's bound ran out; without a
+    /// leader, after [`FALLBACK_WAIT`].
+    pub async fn drained_at(&self, version: u64) {
         let current = self
             .current
             .lock()

@@ -169,14 +169,14 @@ impl Session {
                         .send_statuses(&mut client, &session.session_id, &batch)
                         .await
                     {
-                        Ok(()) => {
-                            self.statuses.sent(&batch);
+                        Ok(version) => {
+                            self.statuses.sent(&batch, Some(version));
                             flush_backoff = BACKOFF_MIN;
                             retry_at = None;
                         }
                         Err(status) if status.code() == tonic::Code::InvalidArgument => {
                             tracing::warn!(%status, "agent: the leader refused task statuses; dropping them");
-                            self.statuses.sent(&batch);
+                            self.statuses.sent(&batch, None);
                         }
                         Err(status) => {
                             tracing::debug!(%status, "agent: sending task statuses failed; retrying");
@@ -259,7 +259,7 @@ impl Session {
         client: &mut pb::dispatcher_client::DispatcherClient<tonic::transport::Channel>,
         session_id: &str,
         batch: &[(String, crate::store::objects::TaskStatus)],
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<u64, tonic::Status> {
         let updates = batch
             .iter()
             .map(|(task_id, status)| pb::TaskStatusUpdate {
@@ -273,7 +273,7 @@ impl Session {
                 updates,
             }))
             .await
-            .map(drop)
+            .map(|reply| reply.into_inner().version)
     }
 
     fn ended(&self, status: tonic::Status) -> Ended {

@@ -263,9 +263,21 @@ pub struct TaskRunner {
     last: TaskStatus,
 }
 
-/// The health check a task runs, if any: its spec's over the image's (docs/health.md).
-pub fn health_check(task: &Task) -> Option<HealthCheck> {
-    task.spec.container.health_check.as_ref()?.effective()
+/// How long an unhealthy task's stop waits for the leader to take its status before it goes
+/// ahead (the leader's own wait for every node's mesh is bounded apart).
+const STATUS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The health check a task runs, if any: its spec's over its image's `HEALTHCHECK`; the
+/// image's alone when the spec sets none; none with `--no-healthcheck` (docs/health.md).
+pub fn health_check(task: &Task, prepared: &PreparedTask) -> Option<HealthCheck> {
+    let image = prepared
+        .container
+        .as_ref()
+        .and_then(|c| c.health_check.as_ref());
+    match &task.spec.container.health_check {
+        Some(service) => service.over(image).effective(),
+        None => image?.effective(),
+    }
 }
 
 /// The error of a task its health check stopped, as Swarm words it.
@@ -443,7 +455,7 @@ impl TaskRunner {
                                 pid: started.pid,
                                 exit_code: 0,
                             });
-                            if health_check(&self.task).is_some() {
+                            if health_check(&self.task, &task).is_some() {
                                 // Swarm's rule: RUNNING once the check first passed.
                                 self.last.health = Some(Health::Starting);
                                 self.report(TaskState::Starting, "starting", "", None);
@@ -514,6 +526,23 @@ impl TaskRunner {
         health == Health::Unhealthy
     }
 
+    /// Returns once every node's mesh applied the status last reported (the `unhealthy` that
+    /// takes the task out of it): the leader answers the store version of its write, then
+    /// the leader waits for every node to apply that version (docs/lifecycle.md). Bounded by
+    /// [`STATUS_BOUND`] while the leader does not take the status (no session): the stop
+    /// then goes ahead, logged.
+    async fn reported_drained(&self) {
+        let Some(link) = &self.mesh_link else {
+            return;
+        };
+        let written = self.statuses.written(&self.task.id, &self.last);
+        match tokio::time::timeout(STATUS_BOUND, written).await {
+            Ok(version) => link.drained_at(version).await,
+            Err(_) => tracing::warn!(task = %self.task.id, bound = ?STATUS_BOUND,
+                "agent: the leader did not take the task's unhealthy status within the bound; stopping it without waiting for every node's mesh"),
+        }
+    }
+
     /// A running task: until it exits, or the manager (or the worker) stops it. True if the
     /// agent detached from it instead (it runs on, for the next daemon).
     async fn supervise(
@@ -526,7 +555,7 @@ impl TaskRunner {
         let mut first = true;
         let mut refusals = self.mesh_refusals.take();
         let (health_tx, mut health) = watch::channel(self.last.health.unwrap_or_default());
-        let monitor = health_check(&self.task).map(|check| {
+        let monitor = health_check(&self.task, task).map(|check| {
             let initial = self.last.health.unwrap_or_default();
             tokio::spawn(super::health::monitor(
                 check,
@@ -554,9 +583,18 @@ impl TaskRunner {
                     }
                     Ok(()) = health.changed(), if !stopping && monitor.is_some() => {
                         let now = *health.borrow_and_update();
+                        let serving = self.last.state == TaskState::Running;
                         unhealthy = self.report_health(now);
                         if unhealthy {
                             stopping = true;
+                            // As for any stop: no node sends it new flows by the time it
+                            // gets its stop signal (one that was still starting never had any).
+                            if serving {
+                                tokio::select! {
+                                    () = self.reported_drained() => {}
+                                    exit = self.executor.wait(task) => break exit,
+                                }
+                            }
                             if let Err(err) = self.executor.shutdown(task).await {
                                 tracing::warn!(task = %task.task_id, %err, "stopping an unhealthy task");
                             }

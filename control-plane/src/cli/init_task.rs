@@ -33,6 +33,7 @@ mod tests {
             ],
             resolv_conf: Some(PathBuf::from("/var/lib/hive/tasks/t1/resolv.conf")),
             sync_fd: Some(3),
+            ready_fd: true,
             command: vec!["/bin/sh".into(), "-c".into(), "echo --hostname $$".into()],
         };
         let argv = std::iter::once("hive".into()).chain(args.to_args());

@@ -29,7 +29,7 @@ use crate::agent::mesh_view::{
 };
 use crate::api::assignments as wire;
 use crate::api::{ApiError, pb};
-use crate::manager::retry::update;
+use crate::manager::retry::update_versioned;
 use crate::store::objects::{Object, Task, TaskState, TaskStatus, Timestamp};
 use crate::store::{Event, Filter, ReadView};
 
@@ -399,15 +399,17 @@ impl Dispatcher {
     }
 
     /// Applies what `node_id` reports of its tasks, in one write. Updates for tasks no longer
-    /// assigned to it, or that would move a task backwards, are ignored.
+    /// assigned to it, or that would move a task backwards, are ignored. Returns the store
+    /// version that reflects them: once every node's mesh applied it, the mesh reflects these
+    /// statuses everywhere (an unhealthy task is out of it; docs/lifecycle.md).
     pub async fn update_task_status(
         &self,
         node_id: &str,
         session_id: &str,
         updates: Vec<(String, TaskStatus)>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<u64, ApiError> {
         self.check_session(node_id, session_id)?;
-        update(&self.store, |tx| {
+        let ((), version) = update_versioned(&self.store, |tx| {
             for (task_id, status) in &updates {
                 let Some(task) = tx.get::<Task>(task_id)? else {
                     continue;
@@ -422,11 +424,17 @@ impl Dispatcher {
                 if status.timestamp == Timestamp::default() {
                     status.timestamp = Timestamp::now();
                 }
-                tx.modify::<Task>(task_id, |t| t.status = status)?;
+                tx.modify::<Task>(task_id, |t| {
+                    if status.state == TaskState::Running && t.started_at.is_none() {
+                        t.started_at = Some(status.timestamp);
+                    }
+                    t.status = status;
+                })?;
             }
             Ok::<_, ApiError>(())
         })
-        .await
+        .await?;
+        Ok(version)
     }
 }
 

@@ -108,11 +108,13 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                     .map_err(|e| ApiError::Invalid(format!("task {}: {e}", u.task_id)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        manager
+        let version = manager
             .dispatcher
             .update_task_status(&caller.node_id, &request.session_id, updates)
             .await?;
-        Ok(tonic::Response::new(pb::UpdateTaskStatusResponse {}))
+        Ok(tonic::Response::new(pb::UpdateTaskStatusResponse {
+            version,
+        }))
     }
 
     async fn report_mesh_applied(

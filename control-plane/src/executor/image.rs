@@ -87,6 +87,13 @@ impl<'a> Image<'a> {
         !matches!(self, Self::Host { .. })
     }
 
+    /// Whether the task's program tells the executor when it serves (so that it is reported
+    /// `RUNNING` only then): a built-in image run by its own entry point (`command` empty;
+    /// `--entrypoint` makes it some other program).
+    pub fn says_when_serving(self, command: &[String]) -> bool {
+        !matches!(self, Self::Host { .. }) && command.is_empty()
+    }
+
     fn entrypoint(self, hive: &str) -> Vec<String> {
         let builtin = |name: &str| vec![hive.to_owned(), "builtin".to_owned(), name.to_owned()];
         match self {
@@ -227,6 +234,11 @@ mod tests {
         assert!(Image::Whoami.default_init());
         assert!(Image::Echo.default_init());
         assert!(!Image::Host { program: None }.default_init());
+        // A built-in image run by its own program says when it serves; another entry point
+        // or a host program does not.
+        assert!(Image::Whoami.says_when_serving(&[]));
+        assert!(!Image::Whoami.says_when_serving(&["/bin/sh".to_owned()]));
+        assert!(!Image::Host { program: None }.says_when_serving(&[]));
     }
 
     #[test]

@@ -20,13 +20,16 @@
 //!    exit with the program's status (Docker's `--init`, tini).
 //!
 //! Failures are written to the executor's sync pipe (`--sync-fd`), which
-//! the executor turns into a typed start error.
+//! the executor turns into a typed start error. Its end-of-file is the
+//! "started" signal: at `exec` (close-on-exec) for any program; with
+//! `--ready-fd` (hive's built-in images), once the program closes it after
+//! it started serving (see [`crate::images::serving`]).
 
 use std::{
     ffi::OsString,
     io::Write as _,
     os::{
-        fd::{FromRawFd as _, OwnedFd, RawFd},
+        fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
         unix::process::CommandExt as _,
     },
     path::{Path, PathBuf},
@@ -74,6 +77,11 @@ pub struct InitTaskArgs {
     /// The executor's sync pipe; start-up failures are reported on it.
     #[arg(long, value_name = "FD")]
     pub sync_fd: Option<RawFd>,
+    /// The program says when it serves: it inherits the sync pipe under the number in
+    /// `HIVE_READY_FD` and closes it once it listens (hive's built-in images), instead of
+    /// the pipe closing at `exec`.
+    #[arg(long)]
+    pub ready_fd: bool,
     /// The program (an absolute path) and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     pub command: Vec<OsString>,
@@ -104,6 +112,9 @@ impl InitTaskArgs {
             args.push("--sync-fd".into());
             args.push(fd.to_string().into());
         }
+        if self.ready_fd {
+            args.push("--ready-fd".into());
+        }
         args.push("--".into());
         args.extend(self.command.iter().cloned());
         args
@@ -130,6 +141,8 @@ pub enum InitError {
         program: OsString,
         source: std::io::Error,
     },
+    #[error("cannot hand the sync pipe over to the program: {0}")]
+    ReadyFd(Errno),
     #[error("cannot wait for the task's program: {0}")]
     Wait(Errno),
 }
@@ -172,10 +185,17 @@ fn set_up_and_run(args: &InitTaskArgs, sync: Option<OwnedFd>) -> Result<ExitCode
     if let Err(err) = set_up(args) {
         return Err((err, sync));
     }
+    let hand_over = args.ready_fd.then(|| sync.as_ref().map(AsRawFd::as_raw_fd));
+    let mut program = program(&args.command, hand_over.flatten());
     if args.init {
-        supervise(&args.command, sync)
+        supervise(program, &args.command, sync, hand_over.flatten())
     } else {
-        let err = program(&args.command).exec();
+        if let Some(fd) = sync.as_ref().filter(|_| args.ready_fd)
+            && let Err(errno) = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+        {
+            return Err((InitError::ReadyFd(errno), sync));
+        }
+        let err = program.exec();
         Err((
             InitError::Exec {
                 program: args.command.first().cloned().unwrap_or_default(),
@@ -284,10 +304,17 @@ fn reset_signals() -> Result<(), InitError> {
         .map_err(InitError::Signals)
 }
 
-fn program(command: &[OsString]) -> Command {
+/// The program's command; `ready` is the sync pipe it inherits to close once it serves,
+/// named in its `HIVE_READY_FD` (which is removed from any other program's environment, so
+/// that a task's own setting never makes a built-in image close a descriptor of its own).
+fn program(command: &[OsString], ready: Option<RawFd>) -> Command {
     let mut iter = command.iter();
     let mut cmd = Command::new(iter.next().map_or_else(OsString::new, Clone::clone));
     cmd.args(iter);
+    match ready {
+        Some(fd) => cmd.env(crate::images::READY_FD_ENV, fd.to_string()),
+        None => cmd.env_remove(crate::images::READY_FD_ENV),
+    };
     cmd
 }
 
@@ -318,7 +345,12 @@ fn forwarded_signals() -> SigSet {
 }
 
 /// `--init` mode: PID 1 that runs the program as PID 2.
-fn supervise(command: &[OsString], sync: Option<OwnedFd>) -> Result<ExitCode, Failure> {
+fn supervise(
+    mut program: Command,
+    command: &[OsString],
+    sync: Option<OwnedFd>,
+    ready: Option<RawFd>,
+) -> Result<ExitCode, Failure> {
     let forwarded = forwarded_signals();
     let mut waited = forwarded;
     waited.add(Signal::SIGCHLD);
@@ -326,17 +358,25 @@ fn supervise(command: &[OsString], sync: Option<OwnedFd>) -> Result<ExitCode, Fa
     if let Err(errno) = waited.thread_block() {
         return Err((InitError::Signals(errno), sync));
     }
-    let mut program = program(command);
     // The mask is inherited across fork and exec, and std's spawn leaves
-    // it alone: without this the program would never see SIGTERM.
-    let unblock = || {
+    // it alone: without this the program would never see SIGTERM. A program
+    // that says when it serves inherits the sync pipe (close-on-exec here).
+    let unblock = move || {
         SigSet::empty()
             .thread_set_mask()
-            .map_err(std::io::Error::from)
+            .map_err(std::io::Error::from)?;
+        if let Some(fd) = ready {
+            // SAFETY: fcntl(2) on a descriptor number only changes its flags.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec; it only calls
-    // pthread_sigmask(3), which is async-signal-safe, on a set built on
-    // its own stack, and turns an errno into an io::Error (no allocation).
+    // pthread_sigmask(3) and fcntl(2), which are async-signal-safe, on a set
+    // built on its own stack and a descriptor number, and turns an errno into
+    // an io::Error (no allocation).
     unsafe {
         program.pre_exec(unblock);
     }
@@ -347,7 +387,8 @@ fn supervise(command: &[OsString], sync: Option<OwnedFd>) -> Result<ExitCode, Fa
             return Err((InitError::Exec { program, source }, sync));
         }
     };
-    // The program runs: closing the sync pipe tells the executor so.
+    // The program runs: closing the sync pipe tells the executor so (the
+    // program's own copy, if it has one, closes once it serves).
     drop(sync);
     let main = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     loop {
@@ -417,6 +458,7 @@ mod tests {
             unmount: Vec::new(),
             resolv_conf: None,
             sync_fd: None,
+            ready_fd: false,
             command: vec!["/bin/true".into()],
         };
         // The check comes first: nothing is reset or mounted in the runner.

@@ -218,7 +218,15 @@ impl NamespaceExecutor {
         // `build_sandbox` writes this file: only when the networks were attached.
         let resolv_conf = (!spec.networks.is_empty())
             .then(|| self.config.state_dir.join(&task_id).join(RESOLV_CONF_FILE));
-        let launch = self.launch_plan(&hostname, &workdir, init, &argv, &env, resolv_conf)?;
+        let ready_fd = image.says_when_serving(&spec.command);
+        let launch = self.launch_plan(
+            &hostname,
+            &workdir,
+            (init, ready_fd),
+            &argv,
+            &env,
+            resolv_conf,
+        )?;
 
         {
             let mut tasks = self.tasks();
@@ -273,7 +281,7 @@ impl NamespaceExecutor {
         &self,
         hostname: &str,
         workdir: &Path,
-        init: bool,
+        (init, ready_fd): (bool, bool),
         argv: &[String],
         env: &BTreeMap<String, String>,
         resolv_conf: Option<PathBuf>,
@@ -292,6 +300,7 @@ impl NamespaceExecutor {
             unmount: vec![self.config.netns_dir(), PathBuf::from(netns::NETNS_RUN_DIR)],
             resolv_conf,
             sync_fd: Some(SYNC_FD),
+            ready_fd,
             command: argv.iter().map(OsString::from).collect(),
         };
         let argv = std::iter::once(OsString::from(self.config.hive_binary.clone()))

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod blobs;
 pub mod digest;
 pub mod error;
+pub mod health;
 pub mod index;
 pub mod pull;
 pub mod reference;
@@ -60,6 +61,8 @@ pub struct LocalImage {
     /// `trusted.overlay.opaque=y`). Read-only: never write into them.
     pub layers: Vec<PathBuf>,
     pub config: oci_spec::image::ImageConfiguration,
+    /// The image's `HEALTHCHECK` (docker's `config.Healthcheck`), if it has one.
+    pub health_check: Option<crate::store::objects::HealthConfig>,
 }
 
 /// One row of `image ls`.
@@ -355,6 +358,11 @@ impl ImageStore {
         record: &ImageRecord,
     ) -> Result<LocalImage, ImageError> {
         let config = self.config(record)?;
+        let health_check = health::image_health_check(&self.blobs().read(&record.config)?)
+            .map_err(|e| ImageError::Manifest {
+                image: record.config.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(LocalImage {
             reference: reference.clone(),
             manifest_digest: record.manifest.clone(),
@@ -365,6 +373,7 @@ impl ImageStore {
                 .map(|l| self.layer_dir(&l.diff_id))
                 .collect(),
             config,
+            health_check,
         })
     }
 

@@ -27,6 +27,7 @@ impl ImageSource for ImageStore {
                 Ok(image) => Ok(ContainerImage {
                     layers: image.layers,
                     config: image.config,
+                    health_check: image.health_check,
                 }),
                 Err(ImageError::NotFound { .. }) => Err(ImageSourceError::NotFound {
                     reference: reference.to_owned(),

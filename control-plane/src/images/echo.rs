@@ -26,6 +26,7 @@ pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
         })?;
     let stop = super::stop_signal().map_err(ImageError::Signal)?;
     println!("Echoing TCP and UDP on port {}", listen.port());
+    super::serving();
     // On SIGTERM the echo ends: it has no request to finish, and its open streams are
     // closed with a FIN as the process exits.
     tokio::select! {

@@ -23,6 +23,31 @@ pub enum ImageError {
     Signal(#[source] std::io::Error),
 }
 
+/// The environment variable naming the descriptor a built-in image closes once it serves
+/// (`hive init-task --ready-fd` sets it, and removes it for every other program).
+pub const READY_FD_ENV: &str = "HIVE_READY_FD";
+
+/// Tells the executor that this task serves now: the executor reports a task `RUNNING` (and
+/// every node's mesh sends it new flows) only then, so no connection reaches it before it
+/// listens (docs/lifecycle.md). Call once, after binding every socket and installing the stop
+/// signal's handler. Without `HIVE_READY_FD` (not started by the executor) it does nothing.
+pub fn serving() {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<std::os::fd::RawFd>().ok())
+    else {
+        return;
+    };
+    // SAFETY: F_GETFD only reads the descriptor table; an unused number gives EBADF and we
+    // then leave it alone.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return;
+    }
+    // SAFETY: `hive init-task` handed its sync pipe over under this number for this one use,
+    // and set the variable only then; nothing else in this process owns the descriptor.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+}
+
 /// Resolves when the task is asked to stop: SIGTERM (what the executor sends first, after
 /// the mesh stopped sending new flows) or SIGINT. The built-in images are often PID 1 of
 /// their task, which the kernel gives no default action for these signals: without a handler

@@ -87,6 +87,7 @@ pub async fn serve(listen: SocketAddr) -> Result<(), ImageError> {
     let stop = super::stop_signal().map_err(ImageError::Signal)?;
     // containous/whoami's first line; `hive service logs` shows it.
     println!("Starting up on port {}", listen.port());
+    super::serving();
     serve_until(listener, identity, stop).await;
     println!("Stopped serving on port {}", listen.port());
     Ok(())

@@ -28,14 +28,27 @@ impl Conflict for ApiError {
 /// `store.update(change)`, re-run from a fresh snapshot on a version conflict.
 pub async fn update<T, E>(
     store: &Store,
-    mut change: impl FnMut(&mut WriteTx) -> Result<T, E>,
+    change: impl FnMut(&mut WriteTx) -> Result<T, E>,
 ) -> Result<T, E>
+where
+    E: From<StoreError> + Conflict,
+{
+    update_versioned(store, change)
+        .await
+        .map(|(value, _)| value)
+}
+
+/// `store.update_versioned(change)`, re-run from a fresh snapshot on a version conflict.
+pub async fn update_versioned<T, E>(
+    store: &Store,
+    mut change: impl FnMut(&mut WriteTx) -> Result<T, E>,
+) -> Result<(T, u64), E>
 where
     E: From<StoreError> + Conflict,
 {
     let mut attempt = 1;
     loop {
-        match store.update(&mut change).await {
+        match store.update_versioned(&mut change).await {
             Err(err) if err.is_conflict() && attempt < ATTEMPTS => attempt += 1,
             other => return other,
         }

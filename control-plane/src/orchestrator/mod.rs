@@ -381,6 +381,14 @@ impl Plan<'_> {
         let next = update::next_slots(service, &refs);
         let outdated = refs.values().any(|t| update::is_outdated(t, service));
         if !outdated {
+            if in_progress
+                && let Some(until) = update::monitored_until(service, refs.values().copied())
+                && until > self.now
+            {
+                // A task that fails within the monitor still counts: not completed yet.
+                self.service_waits = true;
+                return Ok(());
+            }
             if in_progress && refs.values().all(|t| t.status.state == TaskState::Running) {
                 let rollback = service
                     .update_status

@@ -103,20 +103,39 @@ pub fn next_slots(service: &Service, live: &BTreeMap<SlotKey, &Task>) -> Vec<Slo
         .collect()
 }
 
-/// Up-to-date tasks made since the update started that failed (for the failure ratio).
+/// Up-to-date tasks made since the update started that failed before they ran or within
+/// `monitor` of their start (SwarmKit's updater), for the failure ratio.
 pub fn failures<'a>(service: &Service, tasks: impl Iterator<Item = &'a Task>) -> Vec<&'a Task> {
     let since = service
         .update_status
         .as_ref()
         .and_then(|s| s.started_at)
         .unwrap_or_default();
+    let monitor = config(service).monitor;
     tasks
         .filter(|t| {
             !is_outdated(t, service)
                 && t.meta.created_at >= since
                 && matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+                && t.started_at.is_none_or(|started| {
+                    t.status.timestamp.to_system_time() <= started.to_system_time() + monitor
+                })
         })
         .collect()
+}
+
+/// Until when the update watches the tasks it made (`monitor` after the last one started):
+/// it completes only then (SwarmKit waits one monitoring period after the last task).
+pub fn monitored_until<'a>(
+    service: &Service,
+    tasks: impl Iterator<Item = &'a Task>,
+) -> Option<std::time::SystemTime> {
+    let monitor = config(service).monitor;
+    tasks
+        .filter(|t| !is_outdated(t, service))
+        .filter_map(|t| t.started_at)
+        .map(|started| started.to_system_time() + monitor)
+        .max()
 }
 
 /// Whether `failed` of `total` tasks is past the config's ratio (Swarm: any failure with the
@@ -132,8 +151,69 @@ pub fn past_ratio(config: &UpdateConfig, failed: usize, total: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::image_store::RegistryAuth;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp { seconds, nanos: 0 }
+    }
+
+    /// A service whose update started at 100 s, with a 5 s monitor.
+    fn updating() -> Service {
+        let mut service = Service::default();
+        service.spec.update_config.monitor = Duration::from_secs(5);
+        service.update_status = Some(UpdateStatus {
+            started_at: Some(at(100)),
+            ..started(false)
+        });
+        service
+    }
+
+    /// An up-to-date task made at 101 s, started at `started`, in `state` since `since`.
+    fn task(service: &Service, started: Option<i64>, state: TaskState, since: i64) -> Task {
+        let mut task = Task {
+            id: format!("t{started:?}{since}"),
+            spec: service.spec.task_template.clone(),
+            started_at: started.map(at),
+            ..Task::default()
+        };
+        task.meta.created_at = at(101);
+        task.status.state = state;
+        task.status.timestamp = at(since);
+        task
+    }
+
+    #[test]
+    fn a_failure_counts_before_the_task_ran_or_within_the_monitor() {
+        let service = updating();
+        let never_ran = task(&service, None, TaskState::Failed, 130);
+        let within = task(&service, Some(102), TaskState::Failed, 106);
+        let after = task(&service, Some(102), TaskState::Failed, 108);
+        let rejected = task(&service, None, TaskState::Rejected, 103);
+        let tasks = [never_ran, within, after, rejected];
+        let failed: Vec<&str> = failures(&service, tasks.iter())
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(failed, vec!["tNone130", "tSome(102)106", "tNone103"]);
+    }
+
+    #[test]
+    fn the_update_watches_its_tasks_for_the_monitor_after_the_last_start() {
+        let service = updating();
+        let tasks = [
+            task(&service, Some(102), TaskState::Running, 102),
+            task(&service, Some(110), TaskState::Running, 110),
+            task(&service, None, TaskState::Starting, 111),
+        ];
+        assert_eq!(
+            monitored_until(&service, tasks.iter()),
+            Some(at(115).to_system_time())
+        );
+        assert_eq!(monitored_until(&service, tasks[2..].iter()), None);
+    }
 
     fn with_auth(password: &str) -> Option<RegistryAuth> {
         Some(RegistryAuth {

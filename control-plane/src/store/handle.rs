@@ -269,18 +269,34 @@ impl Store {
     where
         E: From<StoreError>,
     {
+        self.update_versioned(change).await.map(|(value, _)| value)
+    }
+
+    /// As [`update`](Self::update), and the store version that reflects the change: the one it
+    /// was committed at, or the version it read if it changed nothing. A node's mesh that
+    /// applied this version reflects the change (docs/lifecycle.md).
+    pub async fn update_versioned<T, E>(
+        &self,
+        change: impl FnOnce(&mut WriteTx) -> Result<T, E>,
+    ) -> Result<(T, u64), E>
+    where
+        E: From<StoreError>,
+    {
         let mut tx = WriteTx::new(ReadTx::begin(&self.db).map_err(E::from)?);
+        let read = tx.applied_index();
         let value = change(&mut tx)?;
         let changes = tx.into_changes();
-        if !changes.is_empty() {
+        let version = if changes.is_empty() {
+            read
+        } else {
             self.propose(Request {
                 proposed_at: Timestamp::now(),
                 changes,
             })
             .await
-            .map_err(E::from)?;
-        }
-        Ok(value)
+            .map_err(E::from)?
+        };
+        Ok((value, version))
     }
 
     /// Changes matching `filter` applied from now on (not those applied before this call,

@@ -312,3 +312,48 @@ fn store_tasks_become_executor_specs() {
     assert_eq!(spec.networks[0].addresses, vec!["10.0.0.3/24"]);
     spec.validate().expect("a valid spec");
 }
+
+#[test]
+fn the_image_s_healthcheck_runs_unless_the_service_sets_or_disables_one() {
+    use crate::executor::oci::{OciContainer, runc::Runc};
+    use crate::store::objects::{HealthConfig, HealthTest};
+    let image_check = HealthConfig {
+        test: HealthTest::Cmd(vec!["/bin/check".into()]),
+        interval: Duration::from_secs(7),
+        ..HealthConfig::default()
+    };
+    let mut from_image = prepared(&ExecSpec::new("t1", "img"));
+    from_image.container = Some(OciContainer {
+        runc: Runc {
+            binary: PathBuf::from("runc"),
+            root: PathBuf::new(),
+        },
+        bundle: PathBuf::new(),
+        rootfs: PathBuf::new(),
+        stop_signal: "SIGTERM".into(),
+        health_check: Some(image_check),
+    });
+    let mut task = Task::default();
+    // No check in the service: the image's, with docker's defaults for what it leaves unset.
+    let check = health_check(&task, &from_image).expect("the image's check");
+    assert_eq!(check.argv, vec!["/bin/check".to_owned()]);
+    assert_eq!(check.interval, Duration::from_secs(7));
+    assert_eq!(check.retries, 3);
+    // `--health-retries 1` alone: over the image's.
+    task.spec.container.health_check = Some(HealthConfig {
+        retries: 1,
+        ..HealthConfig::default()
+    });
+    let check = health_check(&task, &from_image).expect("a check");
+    assert_eq!((check.argv.len(), check.retries), (1, 1));
+    // `--no-healthcheck`: none, even with the image's.
+    task.spec.container.health_check = Some(HealthConfig {
+        test: HealthTest::None,
+        ..HealthConfig::default()
+    });
+    assert!(health_check(&task, &from_image).is_none());
+    // Neither: none.
+    task.spec.container.health_check = None;
+    let plain = prepared(&ExecSpec::new("t2", "img"));
+    assert!(health_check(&task, &plain).is_none());
+}

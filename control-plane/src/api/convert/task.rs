@@ -120,6 +120,7 @@ impl From<&Task> for pb::Task {
             status: Some((&t.status).into()),
             networks: t.networks.iter().map(pb::NetworkAttachment::from).collect(),
             endpoint: t.endpoint.as_ref().map(pb::Endpoint::from),
+            started_at: t.started_at.map(timestamp),
         }
     }
 }
@@ -152,6 +153,7 @@ impl TryFrom<pb::Task> for Task {
                 .map(NetworkAttachment::from)
                 .collect(),
             endpoint: t.endpoint.map(Endpoint::try_from).transpose()?,
+            started_at: t.started_at.as_ref().map(|t| timestamp_of(Some(t))),
         })
     }
 }

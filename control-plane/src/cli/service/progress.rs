@@ -12,7 +12,7 @@ use super::render::short_id;
 use crate::api::pb;
 use crate::cli::output::CliFailure;
 use crate::client::{DaemonClient, TaskFilter};
-use crate::store::objects::{Service, ServiceMode, Task, TaskState};
+use crate::store::objects::{Service, ServiceMode, Task, TaskState, UpdateState};
 
 /// docker's `maxProgressBars`: above this many slots, only the overall line is shown.
 pub const MAX_PROGRESS_BARS: u64 = 20;
@@ -204,6 +204,47 @@ pub fn snapshot(
     Snapshot { lines, converged }
 }
 
+/// What the service's `UpdateStatus` means for the display (docker's `ServiceProgress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateProgress {
+    /// Nothing to show; go on (`rollback`: word the overall line as a rollback).
+    Continue { rollback: bool },
+    /// A rollback began (or ended) with this message: `rollback: <message>` once, then on.
+    RolledBack { message: String },
+    /// The update (or the rollback) is paused: the display ends with this error.
+    Paused(String),
+}
+
+/// docker's reading of `UpdateStatus` on each poll: `updating` words the display as an
+/// update, `rollback_started`/`rollback_completed` show `rollback: <message>` and word it as
+/// a rollback, `paused`/`rollback_paused` end it with `service update paused: <message>` /
+/// `service rollback paused: <message>`.
+pub fn update_progress(service: &Service, rollback: bool) -> UpdateProgress {
+    let Some(status) = &service.update_status else {
+        return UpdateProgress::Continue { rollback };
+    };
+    match status.state {
+        UpdateState::Updating => UpdateProgress::Continue { rollback: false },
+        UpdateState::Completed => UpdateProgress::Continue { rollback },
+        UpdateState::Paused => {
+            UpdateProgress::Paused(format!("service update paused: {}", status.message))
+        }
+        UpdateState::RollbackPaused => {
+            UpdateProgress::Paused(format!("service rollback paused: {}", status.message))
+        }
+        UpdateState::RollbackStarted | UpdateState::RollbackCompleted
+            if !rollback && !status.message.is_empty() =>
+        {
+            UpdateProgress::RolledBack {
+                message: status.message.clone(),
+            }
+        }
+        UpdateState::RollbackStarted | UpdateState::RollbackCompleted => {
+            UpdateProgress::Continue { rollback: true }
+        }
+    }
+}
+
 /// Draws snapshots: redrawn in place on a terminal, new lines only otherwise.
 struct Screen {
     tty: bool,
@@ -262,7 +303,7 @@ async fn active_nodes(client: &mut DaemonClient) -> Result<HashSet<String>, CliF
 pub async fn wait_converged(
     client: &mut DaemonClient,
     service: &str,
-    rollback: bool,
+    mut rollback: bool,
 ) -> Result<(), CliFailure> {
     // Registered before the first poll, so an early Ctrl-C is not the default kill.
     let mut interrupt = signal(SignalKind::interrupt())
@@ -272,8 +313,34 @@ pub async fn wait_converged(
         drawn: Vec::new(),
     };
     let mut converged_since: Option<Instant> = None;
+    let mut settled: Option<Option<crate::store::objects::UpdateStatus>> = None;
     loop {
         let current = client.control.inspect_service(service).await?;
+        // An update that ended before this display began (a change of `replicas` alone
+        // starts none) says nothing about this change.
+        let earlier = &*settled.get_or_insert_with(|| {
+            current
+                .update_status
+                .clone()
+                .filter(|s| !s.state.in_progress())
+        });
+        let progress = if earlier.is_some() && *earlier == current.update_status {
+            UpdateProgress::Continue { rollback }
+        } else {
+            update_progress(&current, rollback)
+        };
+        match progress {
+            UpdateProgress::Continue { rollback: now } => rollback = now,
+            UpdateProgress::RolledBack { message } => {
+                rollback = true;
+                // Above the bars, which are drawn again below it.
+                if screen.tty {
+                    screen.drawn.clear();
+                }
+                println!("rollback: {message}");
+            }
+            UpdateProgress::Paused(message) => return Err(CliFailure::Usage(message)),
+        }
         let tasks = client
             .control
             .list_tasks(TaskFilter {
@@ -343,6 +410,52 @@ mod tests {
             nanos: 0,
         };
         t
+    }
+
+    #[test]
+    fn update_status_is_shown_as_docker_shows_it() {
+        use crate::store::objects::UpdateStatus;
+        let mut s = service(ServiceMode::Replicated { replicas: 1 });
+        let with = |s: &mut Service, state, message: &str| {
+            s.update_status = Some(UpdateStatus {
+                state,
+                message: message.to_owned(),
+                ..UpdateStatus::default()
+            });
+        };
+        assert_eq!(
+            update_progress(&s, false),
+            UpdateProgress::Continue { rollback: false }
+        );
+        with(&mut s, UpdateState::Updating, "update in progress");
+        assert_eq!(
+            update_progress(&s, true),
+            UpdateProgress::Continue { rollback: false }
+        );
+        let why = "update rolled back due to failure or early termination of task abc";
+        with(&mut s, UpdateState::RollbackStarted, why);
+        assert_eq!(
+            update_progress(&s, false),
+            UpdateProgress::RolledBack {
+                message: why.to_owned()
+            }
+        );
+        // Shown once: the display then words itself as a rollback.
+        assert_eq!(
+            update_progress(&s, true),
+            UpdateProgress::Continue { rollback: true }
+        );
+        let paused = "update paused due to failure or early termination of task abc";
+        with(&mut s, UpdateState::Paused, paused);
+        assert_eq!(
+            update_progress(&s, false),
+            UpdateProgress::Paused(format!("service update paused: {paused}"))
+        );
+        with(&mut s, UpdateState::RollbackPaused, "x");
+        assert_eq!(
+            update_progress(&s, true),
+            UpdateProgress::Paused("service rollback paused: x".to_owned())
+        );
     }
 
     #[test]

@@ -138,8 +138,14 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
     );
     assert!(mesh.tasks.is_empty());
 
-    // Forward moves apply, in one batch; backward ones and other nodes' tasks do not.
-    dispatcher
+    // Forward moves apply, in one batch; backward ones and other nodes' tasks do not. The
+    // answer is the version that reflects the write (what the agent waits for every node's
+    // mesh to apply before stopping an unhealthy task); a write that changes nothing answers
+    // the version it read.
+    let before = store
+        .view(|tx| Ok::<_, crate::store::StoreError>(tx.applied_index()))
+        .unwrap();
+    let written = dispatcher
         .update_task_status(
             "n1",
             &session,
@@ -150,7 +156,8 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
         )
         .await
         .unwrap();
-    dispatcher
+    assert!(written > before, "{written} after {before}");
+    let unchanged = dispatcher
         .update_task_status(
             "n1",
             &session,
@@ -158,6 +165,7 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
         )
         .await
         .unwrap();
+    assert_eq!(unchanged, written);
     let read = |id: &str| -> Task { store.view(|tx| tx.get(id)).unwrap().unwrap() };
     assert_eq!(read("mine").status.state, TaskState::Running);
     assert_ne!(read("mine").status.timestamp, Timestamp::default());

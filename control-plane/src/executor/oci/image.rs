@@ -21,6 +21,8 @@ pub struct ContainerImage {
     /// Unpacked layer directories, lowest (base) first. At least one.
     pub layers: Vec<PathBuf>,
     pub config: ImageConfiguration,
+    /// The image's `HEALTHCHECK` (docker's `config.Healthcheck`), if it has one.
+    pub health_check: Option<crate::store::objects::HealthConfig>,
 }
 
 impl ContainerImage {

@@ -80,6 +80,10 @@ pub struct OciContainer {
     pub rootfs: PathBuf,
     /// `SIGTERM` unless the image or `--stop-signal` says otherwise.
     pub stop_signal: String,
+    /// The image's `HEALTHCHECK`: the agent runs it when the service sets none
+    /// (docs/health.md).
+    #[serde(default)]
+    pub health_check: Option<crate::store::objects::HealthConfig>,
 }
 
 impl OciContainer {
@@ -183,6 +187,7 @@ impl NamespaceExecutor {
                 bundle: PathBuf::new(),
                 rootfs: PathBuf::new(),
                 stop_signal: plan.stop_signal.as_str().to_owned(),
+                health_check: image.health_check.clone(),
             }),
         };
         let built = async {

@@ -351,6 +351,7 @@ mod tests {
                 .config(config)
                 .build()
                 .expect("image config"),
+            health_check: None,
         }
     }
 
@@ -373,6 +374,7 @@ mod tests {
         let empty = super::super::image::ContainerImage {
             layers: Vec::new(),
             config: Default::default(),
+            health_check: None,
         };
         assert!(matches!(
             plan(&empty, &TaskSpec::new("t", "x"), "h"),

@@ -34,6 +34,10 @@ pub struct Task {
     pub networks: Vec<NetworkAttachment>,
     /// The service's endpoint when the task was allocated.
     pub endpoint: Option<Endpoint>,
+    /// When the task was first reported `RUNNING` (Docker's `State.StartedAt`), set by the
+    /// dispatcher: a rolling update counts the task's failure within `--update-monitor` of it
+    /// (docs/lifecycle.md).
+    pub started_at: Option<Timestamp>,
 }
 
 /// What the agent last reported.

@@ -10,6 +10,7 @@
 pub mod ca;
 pub mod cluster;
 pub mod control;
+pub mod events;
 pub mod forwarding;
 pub mod logs;
 pub mod membership;

@@ -321,3 +321,30 @@ impl pb::control_server::Control for LocalControl {
         reply(m.update_config(r.into_inner()).await)
     }
 }
+
+/// `Events` on the local socket: this manager's committed changes (the Engine API's
+/// `/events`); refused like `Control` on workers and outside a swarm.
+#[derive(Debug, Clone)]
+pub struct LocalEvents {
+    control: LocalControl,
+}
+
+impl LocalEvents {
+    pub fn new(node: Arc<SwarmNode>) -> Self {
+        Self {
+            control: LocalControl::new(node),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::events_server::Events for LocalEvents {
+    type WatchStream = crate::api::ReplyStream<pb::WatchEvent>;
+
+    async fn watch(&self, _: tonic::Request<pb::WatchRequest>) -> Reply<Self::WatchStream> {
+        let manager = self.control.manager()?;
+        Ok(tonic::Response::new(crate::manager::events::watch(
+            &manager,
+        )))
+    }
+}

@@ -187,6 +187,9 @@ pub async fn run(
         .add_service(pb::control_server::ControlServer::new(
             local_api::LocalControl::new(node.clone()),
         ))
+        .add_service(pb::events_server::EventsServer::new(
+            local_api::LocalEvents::new(node.clone()),
+        ))
         .add_service(pb::images_server::ImagesServer::new(
             images::LocalImages::new(images),
         ))

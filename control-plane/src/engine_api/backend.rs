@@ -4,12 +4,14 @@
 //! objects (`store::objects`) and the API's node and swarm messages.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::StreamExt as _;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use super::error::EngineError;
+use super::events::log::EventLog;
 use crate::api::pb;
 use crate::client::{Control, ImageResolution, LogsRequest, ServiceWithStatus, TaskFilter};
 use crate::image_store::resolve::Resolved;
@@ -25,6 +27,8 @@ pub struct Backend {
     channel: Mutex<Option<Channel>>,
     /// This node's image store, which answers `/distribution` (digests a service pins).
     images: ImageStore,
+    /// The cluster events `/events` serves, fed by `events::follow`.
+    events: Arc<EventLog>,
 }
 
 impl Backend {
@@ -33,6 +37,7 @@ impl Backend {
             socket,
             channel: Mutex::new(None),
             images,
+            events: Arc::new(EventLog::default()),
         }
     }
 
@@ -51,6 +56,23 @@ impl Backend {
                 EngineError::not_found(text)
             }
         })
+    }
+
+    /// The events this node has seen, for `/events`.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    pub fn event_log(&self) -> Arc<EventLog> {
+        self.events.clone()
+    }
+
+    /// This manager's committed changes from now on (fails on workers and outside a swarm).
+    pub async fn watch_events(&self) -> Result<tonic::Streaming<pb::WatchEvent>, EngineError> {
+        Ok(pb::events_client::EventsClient::new(self.channel().await?)
+            .watch(pb::WatchRequest {})
+            .await?
+            .into_inner())
     }
 
     async fn channel(&self) -> Result<Channel, EngineError> {

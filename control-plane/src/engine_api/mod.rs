@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod convert;
 pub mod error;
+pub mod events;
 pub mod filters;
 pub mod health;
 pub mod registry_auth;
@@ -90,6 +91,11 @@ pub async fn serve(
     stopping: watch::Receiver<bool>,
 ) {
     let backend = Arc::new(backend::Backend::new(hive_socket, images));
+    tokio::spawn(events::follow(
+        backend.clone(),
+        backend.event_log(),
+        stopping.clone(),
+    ));
     let router = routes::router(backend);
     let servers = sockets
         .into_iter()

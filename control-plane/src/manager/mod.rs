@@ -11,6 +11,7 @@ pub mod ca;
 pub mod ca_rotation;
 pub mod cluster;
 pub mod control;
+pub mod events;
 pub mod forwarding;
 pub mod logs;
 pub mod membership;

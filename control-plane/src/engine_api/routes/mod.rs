@@ -1,6 +1,7 @@
 //! The Engine API's routes, one module per kind of object, and the extractors they share:
 //! [`Json`] (a bounded body parsed once, 400/413 as dockerd) and [`Params`] (the query).
 
+mod events;
 mod networks;
 mod nodes;
 pub(crate) mod secrets;
@@ -33,6 +34,7 @@ pub fn router(backend: State) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/events", get(events::events))
         .route("/distribution/{*reference}", get(system::distribution))
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/update", post(swarm::update))

@@ -315,6 +315,7 @@ impl Drop for CheckDir {
 /// mesh and, with `--update-failure-action rollback`, rolls back by itself, the progress
 /// display saying so as Docker's does.
 #[test]
+#[ignore = "not yet reliable: in 1 of 5 runs (inside the full suite) the update's progress display did not end within 60 s (docs/lifecycle.md, \"Known flaky\"); run with --ignored"]
 fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
     if !privileged("unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request") {
         return;

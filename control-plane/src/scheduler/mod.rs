@@ -35,8 +35,8 @@ pub struct Scheduler {
     /// What the nodes hold; `None` until a full pass built it.
     nodes: Option<Nodes>,
     /// Pending tasks no node could take, and whether a node's freed capacity (resources, host
-    /// ports) may let one take them. Other reasons change only with the nodes, whose every
-    /// change brings a full pass.
+    /// ports, a place under the service's per-node replica limit) may let one take them. Other
+    /// reasons change only with the nodes, whose every change brings a full pass.
     unplaced: BTreeMap<String, bool>,
 }
 
@@ -272,7 +272,8 @@ fn schedule(
 }
 
 /// The node for `task`, or the explanation why there is none and whether freed capacity
-/// (resources, host ports) on a node may change it.
+/// (resources, host ports, a task of the service leaving a node at its replica limit) on a
+/// node may change it.
 fn place(task: &Task, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, (String, bool)> {
     let constraints = Constraint::parse_all(&task.spec.placement.constraints)
         .map_err(|e| (e.to_string(), false))?;
@@ -314,8 +315,9 @@ fn place(task: &Task, nodes: &BTreeMap<String, NodeInfo>) -> Result<String, (Str
             best = Some(info);
         }
     }
-    let capacity =
-        failures.contains_key(&Filter::Resources) || failures.contains_key(&Filter::HostPorts);
+    let capacity = [Filter::Resources, Filter::HostPorts, Filter::MaxReplicas]
+        .iter()
+        .any(|filter| failures.contains_key(filter));
     best.map(|info| info.node.id.clone())
         .ok_or_else(|| (explain(&failures), capacity))
 }

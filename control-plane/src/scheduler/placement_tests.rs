@@ -64,3 +64,33 @@ async fn a_task_beyond_the_per_node_limit_stays_pending_and_says_why() {
         "no suitable node (max replicas per node limit exceed)"
     );
 }
+
+#[tokio::test]
+async fn a_rolling_update_at_the_per_node_limit_places_each_replacement_once_its_old_task_stops() {
+    let mut swarm = Swarm::new().await;
+    swarm.add_node("n1").await;
+    swarm.add_node("n2").await;
+    let mut service = replicated("capped", 2);
+    service.spec.task_template.placement.max_replicas = 1;
+    let capped = swarm.create_service(service).await;
+    swarm.settle().await;
+    swarm
+        .update_service(&capped, |s| {
+            s.spec.task_template.container.image = "hive/echo".to_owned();
+        })
+        .await;
+    swarm.settle().await;
+    let tasks = swarm.live_tasks(&capped);
+    let running: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.status.state == TaskState::Running)
+        .collect();
+    assert_eq!(running.len(), 2, "{tasks:#?}");
+    assert!(
+        running
+            .iter()
+            .all(|t| t.spec.container.image == "hive/echo"),
+        "{running:#?}"
+    );
+    assert_ne!(running[0].node_id, running[1].node_id);
+}

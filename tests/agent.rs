@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hive::agent::assignment::Assignment;
 use hive::agent::mesh::{MeshAttacher, NodeMesh, find_underlay};
-use hive::agent::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask, MeshView};
 use hive::agent::status::StatusQueue;
 use hive::agent::task_runner::PreparedStore;
 use hive::agent::worker::Worker;
+use hive::api::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask, MeshView};
 use hive::executor::{Executor, ExecutorConfig, NamespaceExecutor};
 use hive::store::objects::{
     Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, Task, TaskState, VirtualIp,

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hive::agent::dns::Names;
 use hive::agent::dns::answer::{Transport, answer};
-use hive::agent::mesh_view::{MeshNetwork, MeshService, MeshTask, MeshView};
+use hive::api::mesh_view::{MeshNetwork, MeshService, MeshTask, MeshView};
 use hive::store::objects::{Endpoint, NetworkAttachment, VirtualIp};
 
 /// `services` services on one overlay network, two tasks each.

@@ -3,9 +3,9 @@
 //! (complete); every later one changes it in place ([`Assignment::apply`]), at the cost of
 //! the change.
 
-use super::mesh_view::{MeshChanges, MeshSettings, MeshView};
 use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
+use crate::api::mesh_view::{MeshChanges, MeshSettings, MeshView};
 use crate::api::pb;
 use crate::executor::files::FileBytes;
 use crate::store::objects::Task;
@@ -173,7 +173,7 @@ impl Assignment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::mesh_view::MeshNode;
+    use crate::api::mesh_view::MeshNode;
 
     fn task(id: &str) -> Task {
         Task {

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use super::dataplane::Dataplane;
 use super::dns::NodeDns;
 use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
-use super::mesh_view::MeshView;
 use super::worker::{MeshRefusals, MeshSink};
+use crate::api::mesh_view::MeshView;
 use crate::executor::{AssignedAddr, AttachError, NetworkAttacher, PreparedTask, TaskNetworks};
 
 /// Errors of the node's mesh.

@@ -25,7 +25,7 @@ use hive_dataplane::mesh::{
 };
 use ipnetwork::Ipv4Network;
 
-use super::mesh_view::MeshView;
+use crate::api::mesh_view::MeshView;
 use crate::store::objects::{self, NodeState, PublishMode};
 
 /// This node, as its data plane runs.

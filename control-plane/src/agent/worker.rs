@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::assignment::Assignment;
-use super::mesh_view::MeshView;
 use super::status::StatusQueue;
 use super::task_runner::{Desired, PreparedRecord, PreparedStore, TaskRunner};
+use crate::api::mesh_view::MeshView;
 use crate::executor::{
     Executor, ExecutorError, ExitStatus, LogOptions, LogReader, PreparedTask, StartedTask, TaskSpec,
 };

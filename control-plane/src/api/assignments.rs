@@ -1,5 +1,5 @@
 //! The `Assignments` stream's own messages to the agent's mesh view and back: the pieces of
-//! the [`MeshView`](crate::agent::mesh_view::MeshView) (networks, services, running tasks,
+//! the [`MeshView`](crate::api::mesh_view::MeshView) (networks, services, running tasks,
 //! nodes). The node's tasks travel as the Control API's `Task`, and everything the mesh
 //! shares with it (endpoints, attachments, task statuses) as its messages too; those
 //! conversions are `api::convert`'s, the one place the store and the wire meet.
@@ -11,7 +11,7 @@
 
 use super::convert::{WireError, enumeration};
 use super::pb;
-use crate::agent::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask};
+use crate::api::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask};
 use crate::store::objects::{Endpoint, NetworkAttachment, NodeState};
 
 fn node_state(s: NodeState) -> pb::NodeState {

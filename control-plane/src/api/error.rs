@@ -14,7 +14,7 @@
 use tonic::{Code, Status};
 
 use crate::pki::{AuthzError, TokenError};
-use crate::store::{LookupError, StoreError};
+use crate::store::{Conflict, LookupError, StoreError};
 
 /// Metadata key marking a status whose message is shown verbatim (no `rpc error:` wrapping).
 pub const PLAIN_KEY: &str = "x-hive-plain";
@@ -144,6 +144,12 @@ fn store_code(error: &StoreError) -> Code {
         StoreError::Timeout { .. } => Code::DeadlineExceeded,
         StoreError::NotLeader { .. } => Code::Unavailable,
         _ => Code::Unknown,
+    }
+}
+
+impl Conflict for ApiError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, ApiError::Store(e) if e.is_version_conflict())
     }
 }
 

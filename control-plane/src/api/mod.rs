@@ -1,10 +1,11 @@
 //! The gRPC API: generated types and services (`pb`), conversions from store objects
-//! (`convert`), and the error every handler returns (`ApiError`), which decides the gRPC code
+//! (`convert`), the mesh view the dispatcher sends and the agent programs (`mesh_view`), and the error every handler returns (`ApiError`), which decides the gRPC code
 //! and how the CLI shows it (docs/control-plane.md).
 
 pub mod assignments;
 pub mod convert;
 pub mod error;
+pub mod mesh_view;
 pub mod pb;
 
 pub use error::{

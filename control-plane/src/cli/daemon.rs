@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::daemon::config::{
-    DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, DEFAULT_SHUTDOWN_GRACE, DEFAULT_SOCKET,
-    parse_dns_upstreams, parse_listen_addr,
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR, DEFAULT_SHUTDOWN_GRACE, parse_dns_upstreams,
+    parse_listen_addr,
 };
 use crate::daemon::{self, DaemonConfig, Listeners};
 
@@ -24,7 +24,7 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub advertise_addr: Option<String>,
     /// The local API socket the `hive` CLI uses.
-    #[arg(long, default_value = DEFAULT_SOCKET)]
+    #[arg(long, default_value = crate::transport::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// UDP port for VXLAN data traffic used by `swarm init` on this node (1024-49151).
     #[arg(long)]

@@ -74,7 +74,7 @@ pub enum Command {
     /// Manage swarm nodes.
     Node(node::NodeArgs),
     /// Manage swarm services.
-    Service(Box<service::ServiceArgs>),
+    Service(Box<service::args::ServiceArgs>),
     /// Manage networks.
     Network(network::NetworkArgs),
     /// Manage Swarm secrets.

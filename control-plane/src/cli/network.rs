@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::output::{CliFailure, indent_json, out, run_client, table};
 use super::service::opts::parse_labels;
-use crate::allocator::ipam::Subnet;
 use crate::client::DaemonClient;
+use crate::manager::allocator::ipam::Subnet;
 use crate::store::objects::{IpamConfig, Network, NetworkAttachmentConfig, NetworkSpec};
 
 #[derive(Debug, Args)]
@@ -353,7 +353,7 @@ mod tests {
                 gateway: "10.5.0.254".into(),
             }]
         );
-        crate::manager::networks::validate(&spec).unwrap();
+        crate::manager::controlapi::networks::validate(&spec).unwrap();
 
         let plain = create(&["backend"]).unwrap();
         assert_eq!(plain.driver, "overlay");

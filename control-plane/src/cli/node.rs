@@ -61,7 +61,7 @@ pub enum NodeCommand {
     /// List tasks running on one or more nodes, defaults to current node.
     Ps {
         #[command(flatten)]
-        table: super::service::TaskTableArgs,
+        table: super::service::args::TaskTableArgs,
         /// Node IDs, hostnames or `self`.
         #[arg(default_value = "self")]
         nodes: Vec<String>,

@@ -146,7 +146,7 @@ mod tests {
         let crate::cli::Command::Service(service) = cli.command else {
             panic!("not a service command");
         };
-        let crate::cli::service::ServiceCommand::Create {
+        let crate::cli::service::args::ServiceCommand::Create {
             image_and_args,
             name,
             ..

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 pub use control::{Control, ImageResolution, LogsRequest, ServiceWithStatus, TaskFilter, TaskList};
 
 use crate::api::{is_plain, pb};
-use crate::daemon::config::DEFAULT_SOCKET;
+use crate::transport::DEFAULT_SOCKET;
 use crate::transport::unix_channel;
 
 /// Environment variable naming the daemon, as `DOCKER_HOST` does for docker.

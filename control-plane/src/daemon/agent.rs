@@ -18,7 +18,6 @@ use crate::agent::mesh::{MeshAttacher, MeshError, NodeMesh, find_underlay};
 use crate::agent::status::StatusQueue;
 use crate::agent::task_runner::PreparedStore;
 use crate::agent::worker::{MeshSink, NoExecutor, Worker};
-use crate::dispatcher::{Suspects, SuspicionKind};
 use crate::executor::resolv_conf::ResolvConf;
 use crate::executor::{
     Executor, ExecutorConfig, NamespaceExecutor, NetworkAttacher, NoDataplane, NoNetworks,
@@ -29,6 +28,7 @@ use crate::gossip::{
     MembershipEvent,
 };
 use crate::image_store::ImageStore;
+use crate::manager::dispatcher::{Suspects, SuspicionKind};
 
 /// `<data-dir>/agent/prepared/<task-id>.json`: what `prepare` made of each task.
 pub const PREPARED_DIR: &str = "agent/prepared";
@@ -305,7 +305,7 @@ async fn open_mesh(
         .clone()
         .unwrap_or_else(|| ResolvConf::of_host().nameservers);
     // The node's own ports, which its data plane leaves to the kernel (issue 14).
-    let control_ports = crate::manager::reserved_ports::node_control_ports(
+    let control_ports = crate::manager::controlapi::reserved_ports::node_control_ports(
         config.listen_addr.port(),
         &file.advertise_addr,
         config.metrics_addr.map(|a| a.port()),

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hive";
-pub const DEFAULT_SOCKET: &str = "/run/hive/hive.sock";
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:2377";
-/// The swarm port, when an address is given without one.
-pub const SWARM_PORT: u16 = 2377;
 /// How long in-flight requests may take to finish on SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -152,7 +149,7 @@ pub fn parse_dns_upstreams(values: &[String]) -> Result<Option<Vec<SocketAddr>>,
 /// `0` means Swarm's default (4789).
 pub fn check_data_path_port(port: u32) -> Result<u32, ConfigError> {
     match port {
-        0 => Ok(crate::manager::cluster::DEFAULT_DATA_PATH_PORT),
+        0 => Ok(crate::manager::controlapi::cluster::DEFAULT_DATA_PATH_PORT),
         1024..=49151 => Ok(port),
         other => Err(ConfigError::DataPathPort(other)),
     }

@@ -343,8 +343,8 @@ impl pb::events_server::Events for LocalEvents {
 
     async fn watch(&self, _: tonic::Request<pb::WatchRequest>) -> Reply<Self::WatchStream> {
         let manager = self.control.manager()?;
-        Ok(tonic::Response::new(crate::manager::events::watch(
-            &manager,
-        )))
+        Ok(tonic::Response::new(
+            crate::manager::controlapi::events::watch(&manager),
+        ))
     }
 }

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod agent;
+mod agent_service;
 pub mod config;
 pub mod data_dir;
 pub mod images;
@@ -18,6 +19,7 @@ pub mod node;
 pub mod node_file;
 pub mod pin;
 pub mod private_file;
+mod probe_service;
 pub mod recover;
 pub mod renew;
 pub mod roles;
@@ -29,14 +31,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
-use crate::agent::logs_service::AgentService;
 use crate::api::pb;
-use crate::dispatcher::DispatcherService;
 use crate::manager::ca::CaService;
+use crate::manager::dispatcher::DispatcherService;
+use crate::manager::raft_net::RaftService;
+use crate::manager::raft_net::service::MAX_MESSAGE;
 use crate::manager::{ControlService, ManagerError};
-use crate::raft_net::RaftService;
-use crate::raft_net::service::MAX_MESSAGE;
 use crate::transport::{LocalSocket, TransportError, tls_incoming, unix_incoming};
+use agent_service::AgentService;
 
 pub use config::DaemonConfig;
 pub use node::SwarmNode;
@@ -174,7 +176,7 @@ pub async fn run(
         )))
         .add_service(pb::agent_server::AgentServer::new(AgentService::new(&node)))
         .add_service(pb::underlay_probe_server::UnderlayProbeServer::new(
-            crate::underlay_probe::service::UnderlayProbeService::new(&node),
+            probe_service::UnderlayProbeService::new(&node),
         ))
         .serve_with_incoming_shutdown(
             tls_incoming(listeners.node, node.tls.clone(), stopping.clone()),

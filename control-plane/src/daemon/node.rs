@@ -14,9 +14,9 @@ use super::agent::NodeAgent;
 use super::config::DaemonConfig;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
-use crate::dispatcher::Suspects;
 use crate::encryption::{KeyFile, StoreKeys, UnlockKey};
 use crate::image_store::ImageStore;
+use crate::manager::dispatcher::Suspects;
 use crate::manager::{Manager, ManagerParams, ManagerSlot};
 use crate::pki::{self, CertDir, CertSlot, ClientAuth, NodeCredentials, TrustSlot};
 use crate::transport::TlsSlot;
@@ -234,7 +234,7 @@ impl SwarmNode {
             agent_addr: file.advertise_addr.clone(),
             underlay_mac: agent.underlay_mac.clone(),
             dataplane_error: agent.dataplane_error().unwrap_or_default(),
-            control_ports: crate::manager::reserved_ports::node_control_ports(
+            control_ports: crate::manager::controlapi::reserved_ports::node_control_ports(
                 self.listen_addr.port(),
                 &file.advertise_addr,
                 self.config.metrics_addr.map(|a| a.port()),

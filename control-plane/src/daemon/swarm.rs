@@ -10,7 +10,7 @@ use super::config::{self, check_data_path_port, detect_advertise_ip, resolve_adv
 use super::node::{Active, SwarmNode};
 use super::node_file::{NodeFile, remove_raft_dir};
 use crate::api::{ApiError, convert, pb};
-use crate::manager::cluster::{
+use crate::manager::controlapi::cluster::{
     DEFAULT_SUBNET_SIZE, LABEL_ADDR_POOL, LABEL_DATA_PATH_PORT, LABEL_SUBNET_SIZE, apply_settings,
     network_settings,
 };
@@ -185,7 +185,7 @@ pub async fn init(
         },
         rotation: None,
     };
-    crate::manager::trust::rotate_gossip_key(&mut cluster)?;
+    crate::manager::ca::trust::rotate_gossip_key(&mut cluster)?;
     let self_node = Node {
         id: node_id.clone(),
         spec: NodeSpec {
@@ -275,7 +275,7 @@ fn with_default_port(addr: &str) -> String {
     {
         addr.to_owned()
     } else {
-        format!("{addr}:{}", config::SWARM_PORT)
+        format!("{addr}:{}", crate::transport::SWARM_PORT)
     }
 }
 

@@ -1,32 +1,23 @@
 //! A manager: the cluster store (Raft member), the view of the other managers, the
 //! dispatcher, and the leader-side API (`control`, `ca`, `membership`): SwarmKit's manager
 //! split. The orchestrator, allocator and scheduler run as loops on the leader
-//! (`crate::leader_loop`, docs/orchestration.md), started in [`Manager::open`].
+//! (`crate::manager::leader_loop`, docs/orchestration.md), started in [`Manager::open`].
 //!
 //! Every API call that reads or writes the cluster is answered by the leader: other managers
 //! forward it ([`Manager::with_leader`]), as SwarmKit's raft proxy does, so every manager shows
 //! the same state and the same errors.
 
+pub mod allocator;
 pub mod ca;
-pub mod ca_rotation;
-pub mod cluster;
-pub mod control;
-pub mod events;
+pub mod controlapi;
+pub mod dispatcher;
 pub mod forwarding;
-pub mod logs;
+pub mod leader_loop;
 pub mod membership;
-pub mod networks;
-pub mod nodes;
-pub mod reserved_ports;
-pub mod retry;
-pub mod secrets;
-pub mod service_spec;
-pub mod services;
-pub mod spec_limits;
-pub mod tasks;
+pub mod orchestrator;
+pub mod raft_net;
+pub mod scheduler;
 pub mod timers;
-pub mod trust;
-pub mod underlay_check;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -39,21 +30,20 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::allocator::Allocator;
 use crate::api::{ApiError, pb};
-use crate::dispatcher::{Dispatcher, Suspects};
-use crate::leader_loop;
-use crate::orchestrator::Orchestrator;
+use crate::manager::allocator::Allocator;
+use crate::manager::dispatcher::{Dispatcher, Suspects};
+use crate::manager::orchestrator::Orchestrator;
+use crate::manager::raft_net::{Campaign, GrpcRaftNetwork, Peers, campaign, probe_loop};
+use crate::manager::scheduler::Scheduler;
 use crate::pki::{self, NodeIdentity};
-use crate::raft_net::{Campaign, GrpcRaftNetwork, Peers, campaign, probe_loop};
-use crate::scheduler::Scheduler;
 use crate::store::objects::{Cluster, Node, Reachability};
 use crate::store::types::NodeId;
 use crate::store::{ReadView, Store, StoreConfig, StoreError};
 use crate::transport::PeerInfo;
 pub use forwarding::CallKind;
 
-pub use control::ControlService;
+pub use controlapi::control::ControlService;
 
 /// Where this node's store lives and who it is.
 #[derive(Debug, Clone)]
@@ -313,7 +303,7 @@ impl Manager {
         &self,
         change: impl FnMut(&mut crate::store::WriteTx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let write = retry::update(&self.store, change);
+        let write = self.store.update_retrying(change);
         tokio::select! {
             result = write => result,
             () = self.quorum_lost() => Err(ApiError::NoLeader),

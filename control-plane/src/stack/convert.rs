@@ -453,7 +453,7 @@ fn service_spec(
     placement.constraints = s.deploy.placement.constraints.clone();
     placement.max_replicas = s.deploy.placement.max_replicas_per_node;
     for preference in &s.deploy.placement.preferences {
-        if !crate::scheduler::spread::valid_descriptor(&preference.spread) {
+        if !crate::manager::scheduler::spread::valid_descriptor(&preference.spread) {
             return Err(invalid(
                 "deploy.placement.preferences",
                 format!(

@@ -1,7 +1,7 @@
 //! How hive nodes and the CLI talk: gRPC over mutually authenticated TLS on TCP between
 //! nodes (`tls`), over a root-only unix socket between the CLI and its daemon (`unix`), and the
-//! client channels for both (`channel`). The services themselves live in `api`, `manager`,
-//! `raft_net`, `dispatcher` and `daemon`.
+//! client channels for both (`channel`). The services themselves live in `api`, `manager`
+//! (with its `raft_net` and `dispatcher`) and `daemon`.
 
 pub mod channel;
 pub mod tls;
@@ -9,7 +9,11 @@ pub mod unix;
 
 pub use channel::{join_channel, mtls_channel, unix_channel};
 pub use tls::{PeerInfo, TlsSlot, tls_incoming};
-pub use unix::{LocalSocket, unix_incoming};
+pub use unix::{DEFAULT_SOCKET, LocalSocket, unix_incoming};
+
+/// The swarm port (Docker's 2377): the managers' API and Raft, and every node's gRPC, when an
+/// address is given without a port.
+pub const SWARM_PORT: u16 = 2377;
 
 use std::path::PathBuf;
 

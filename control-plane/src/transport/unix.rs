@@ -12,6 +12,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+/// Where the daemon listens and the CLI connects when neither is told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/hive/hive.sock";
+
 use super::TransportError;
 
 const ACCEPT_BACKLOG: usize = 64;

@@ -5,17 +5,16 @@
 //! the ingress node's address as the source. Networks with source/destination checks, IP
 //! source guard or strict uRPF drop such packets, and the client's connections then hang.
 //! Before the swarm turns the mode on, the manager that takes the update listens on its own
-//! node ([`Listener`]) and asks every other ready node ([`service`], `UnderlayProbe`) to send
-//! it one UDP datagram whose source is the manager's own underlay address
-//! ([`datagram`]); a probe that does not arrive refuses the mode
-//! (`manager::underlay_check`).
+//! node ([`Listener`]) and asks every other ready node (`UnderlayProbe`, served by
+//! `daemon::probe_service`) to send it one UDP datagram whose source is the manager's own
+//! underlay address ([`datagram`]); a probe that does not arrive refuses the mode
+//! (`manager::controlapi::underlay_check`).
 //!
 //! The datagram goes to a UDP control port of the manager's node (gossip's), which hive's
 //! XDP program always hands to the kernel; the kernel then drops it as a martian (its
 //! source is the node's own address), so only the listener's packet socket, which sees it
 //! first, ever reads it.
 
-pub mod service;
 mod socket;
 
 use std::net::Ipv4Addr;

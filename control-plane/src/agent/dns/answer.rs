@@ -165,7 +165,7 @@ mod tests {
     use hickory_proto::rr::Name;
 
     use super::*;
-    use crate::agent::mesh_view::{MeshNetwork, MeshService, MeshTask, MeshView};
+    use crate::api::mesh_view::{MeshNetwork, MeshService, MeshTask, MeshView};
     use crate::store::objects::{Endpoint, NetworkAttachment, VirtualIp};
 
     /// `db` with VIP 10.0.1.2 and `count` tasks on network `back`.

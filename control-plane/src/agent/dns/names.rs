@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use crate::agent::mesh_view::MeshView;
+use crate::api::mesh_view::MeshView;
 use crate::store::objects::EndpointMode;
 
 /// The prefix of the names that list a service's tasks.
@@ -146,7 +146,7 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::mesh_view::{MeshNetwork, MeshService, MeshTask};
+    use crate::api::mesh_view::{MeshNetwork, MeshService, MeshTask};
     use crate::store::objects::{Endpoint, EndpointSpec, NetworkAttachment, VirtualIp};
 
     fn network(id: &str, ingress: bool) -> MeshNetwork {

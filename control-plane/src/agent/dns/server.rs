@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use super::answer::{self, Reply, Transport};
 use super::names::Names;
-use crate::agent::mesh_view::MeshView;
+use crate::api::mesh_view::MeshView;
 use crate::executor::resolv_conf::EMBEDDED_RESOLVER;
 
 /// Docker's: each external server gets 4 s.

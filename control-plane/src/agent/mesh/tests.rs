@@ -9,7 +9,7 @@ use hive_dataplane::mesh::fake::Op;
 use super::*;
 use crate::agent::assignment::{Assignment, AssignmentChange};
 use crate::agent::dataplane::memory::{MemoryDataplane, MemoryHandle};
-use crate::agent::mesh_view::{MeshChanges, MeshNetwork, MeshNode, MeshService, MeshTask};
+use crate::api::mesh_view::{MeshChanges, MeshNetwork, MeshNode, MeshService, MeshTask};
 use crate::store::objects::{
     Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, VirtualIp,
 };
@@ -80,7 +80,7 @@ fn complete(services: u8) -> AssignmentChange {
         update_tasks: Vec::new(),
         remove_tasks: Vec::new(),
         mesh: MeshChanges {
-            settings: Some(crate::agent::mesh_view::MeshSettings {
+            settings: Some(crate::api::mesh_view::MeshSettings {
                 hash_seed: 42,
                 vxlan_port: 4789,
                 mesh_mode: Default::default(),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::agent::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask};
+use crate::api::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask};
 use crate::store::objects::{Endpoint, NetworkAttachment, PortConfig, VirtualIp};
 
 fn node(id: &str, i: u8, state: NodeState) -> MeshNode {

@@ -144,11 +144,7 @@ pub fn settings(cluster: &Cluster) -> pb::ClusterSettings {
         dispatcher_heartbeat_ms: Some(duration_ms(spec.dispatcher.heartbeat_period)),
         cert_expiry_secs: Some(spec.ca_config.node_cert_expiry.as_secs()),
         snapshot_interval: Some(spec.raft.snapshot_interval),
-        mesh_mode: Some(
-            crate::manager::cluster::mesh_mode(cluster)
-                .as_str()
-                .to_owned(),
-        ),
+        mesh_mode: Some(cluster.mesh_mode().as_str().to_owned()),
         autolock: Some(spec.encryption_config.auto_lock_managers),
     }
 }

@@ -655,7 +655,7 @@ mod tests {
                 },
             },
             previous_spec: Some(ServiceSpec::default()),
-            update_status: Some(crate::orchestrator::update::started(true)),
+            update_status: Some(crate::manager::orchestrator::update::started(true)),
             spec_version: 5,
             endpoint: Some(Endpoint {
                 spec: spec.endpoint_spec.clone(),

@@ -386,7 +386,7 @@ pub fn parse_placement_pref(text: &str) -> Result<PlacementPreference, String> {
             "unsupported placement preference {strategy} (only spread is supported)"
         ));
     }
-    if !crate::scheduler::spread::valid_descriptor(descriptor) {
+    if !crate::manager::scheduler::spread::valid_descriptor(descriptor) {
         return Err(format!(
             "invalid spread descriptor \"{descriptor}\": use node.labels.NAME or engine.labels.NAME"
         ));
@@ -590,6 +590,9 @@ mod tests {
         let mut spec = crate::store::objects::ServiceSpec::default();
         spec.annotations.name = name;
         spec.task_template.container.image = "x".into();
-        assert_eq!(crate::manager::service_spec::validate(&spec), Ok(()));
+        assert_eq!(
+            crate::manager::controlapi::service_spec::validate(&spec),
+            Ok(())
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::pb;
 use crate::cli::output::CliFailure;
-use crate::cli::service::{self, TaskTableArgs};
+use crate::cli::service::{self, args::TaskTableArgs};
 use crate::client::{DaemonClient, ImageResolution, ServiceWithStatus};
 use crate::stack::files::{FileKind, FileObject};
 use crate::store::objects::{

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use self::api::StackApi;
 use super::format::{Cells, Format, Listing, parse_format};
 use super::output::{CliFailure, out, run_client};
-use super::service::TaskTableArgs;
+use super::service::args::TaskTableArgs;
 use super::service::render::render_ls;
 use crate::client::ServiceWithStatus;
 use crate::stack::compose;

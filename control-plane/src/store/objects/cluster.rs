@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hive_dataplane::mesh::mode::MeshMode;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Annotations, Meta};
@@ -27,6 +28,21 @@ pub struct Cluster {
     pub removed_nodes: Vec<RemovedNode>,
     /// The gossip keyring, newest last; handed to nodes over mutual TLS (docs/security.md).
     pub gossip_keys: Vec<StoredGossipKey>,
+}
+
+/// The cluster label that holds the swarm's mesh mode (`swarm init|update --mesh-mode`).
+pub const LABEL_MESH_MODE: &str = "hive.mesh-mode";
+
+impl Cluster {
+    /// The swarm's mesh mode (snat when unset or unreadable).
+    pub fn mesh_mode(&self) -> MeshMode {
+        self.spec
+            .annotations
+            .labels
+            .get(LABEL_MESH_MODE)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A node `hive node rm` removed.

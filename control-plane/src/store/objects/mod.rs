@@ -25,7 +25,7 @@ pub use cluster::{
     CaConfig, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, DispatcherConfig, EncryptionConfig,
     JoinTokens, OrchestrationConfig, RaftConfig, RootCa,
 };
-pub use cluster::{RemovedNode, RootRotation, StoredGossipKey};
+pub use cluster::{LABEL_MESH_MODE, RemovedNode, RootRotation, StoredGossipKey};
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
 pub use health::{Health, HealthCheck, HealthConfig, HealthTest, HealthTestError};
 pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};

@@ -165,7 +165,9 @@ fn run() -> Result<(), String> {
     let report = Report {
         what: "requests sent, failed and p99 latency before and during each task lifecycle operation, from the lab's client to a published port; hive beside the kernel path's baseline",
         nodes: NODES.len(),
-        wrk: format!("wrk -t1 -c{connections} (keep-alive) + one new connection per request in a loop"),
+        wrk: format!(
+            "wrk -t1 -c{connections} (keep-alive) + one new connection per request in a loop"
+        ),
         scenarios,
         health,
         baseline: "iptables DNAT on n1 to backends on the nodes' addresses; a new backend added when its process started; a replaced one removed from the rules, then SIGTERM at once (Swarm's order); one ingress node, rules changed synchronously",
@@ -421,8 +423,14 @@ impl Api<'_> {
     }
 }
 
+/// When a scenario's service has converged, from its tasks and the node names.
+type Converged = Box<dyn Fn(&[Task], &BTreeMap<String, String>) -> bool>;
+
 /// `n` tasks run, none of them one of `old`.
-fn replaced(n: usize, old: BTreeSet<String>) -> impl Fn(&[Task], &BTreeMap<String, String>) -> bool {
+fn replaced(
+    n: usize,
+    old: BTreeSet<String>,
+) -> impl Fn(&[Task], &BTreeMap<String, String>) -> bool {
     move |tasks, _| {
         let now: Vec<&Task> = tasks.iter().filter(|t| is_running(t)).collect();
         now.len() == n && now.iter().all(|t| !old.contains(&t.id))
@@ -456,7 +464,10 @@ fn hive_side(
         .map_err(|e| e.to_string())?;
     let mut api = Api { rt, client };
     let to = SocketAddr::from((lab.node_addr("n1").map_err(|e| e.to_string())?, PORT));
-    hive_line(lab, "service create -d --name web --replicas 4 -p 8080:80 hive/whoami")?;
+    hive_line(
+        lab,
+        "service create -d --name web --replicas 4 -p 8080:80 hive/whoami",
+    )?;
     api.wait("web", "4 running", running_count(4))?;
     wait_answering(lab, to)?;
 
@@ -479,18 +490,15 @@ fn hive_side(
         ),
         ("update --force", "service update -d --force web"),
     ];
-    let mut step = |api: &mut Api<'_>,
-                    what: &str,
-                    command: &str,
-                    done: Box<dyn Fn(&[Task], &BTreeMap<String, String>) -> bool>|
-     -> Result<(), String> {
-        let s = measure(lab, to, connections, what, "hive", || {
-            hive_line(lab, command)?;
-            api.wait("web", what, done).map(drop)
-        })?;
-        out.push(s);
-        Ok(())
-    };
+    let mut step =
+        |api: &mut Api<'_>, what: &str, command: &str, done: Converged| -> Result<(), String> {
+            let s = measure(lab, to, connections, what, "hive", || {
+                hive_line(lab, command)?;
+                api.wait("web", what, done).map(drop)
+            })?;
+            out.push(s);
+            Ok(())
+        };
     for (what, command) in updates {
         let old = api.running_ids("web")?;
         step(&mut api, what, command, Box::new(replaced(4, old)))?;
@@ -571,7 +579,8 @@ impl Drop for CheckDir {
 
 /// Health check failing → every node's mesh without the task.
 fn health(lab: &Lab, api: &mut Api<'_>, samples: u32) -> Result<HealthFigures, String> {
-    let dir = CheckDir(std::env::temp_dir().join(format!("lifecycle-bench-{}", std::process::id())));
+    let dir =
+        CheckDir(std::env::temp_dir().join(format!("lifecycle-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
     let d = dir.0.display();
     // The check runs in the task's UTS namespace: `hostname` is the task's. When it fails it
@@ -614,7 +623,9 @@ fn health(lab: &Lab, api: &mut Api<'_>, samples: u32) -> Result<HealthFigures, S
         }
         .resolve()
         .map_err(|e| e.to_string())?;
-        let pin = pins.first().ok_or_else(|| format!("{node}: no pinned mesh"))?;
+        let pin = pins
+            .first()
+            .ok_or_else(|| format!("{node}: no pinned mesh"))?;
         maps.push(MeshMaps::open_pinned(&pin.dir).map_err(|e| format!("{node}: {e}"))?);
     }
     let in_ring = |maps: &MeshMaps, task: &str| {
@@ -679,7 +690,11 @@ fn health(lab: &Lab, api: &mut Api<'_>, samples: u32) -> Result<HealthFigures, S
             );
             continue;
         };
-        let times: Vec<f64> = gone.iter().flatten().map(|t| since(failed_at, *t)).collect();
+        let times: Vec<f64> = gone
+            .iter()
+            .flatten()
+            .map(|t| since(failed_at, *t))
+            .collect();
         let sample = HealthSample {
             first_node_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
             last_node_ms: times.iter().copied().fold(0.0, f64::max),
@@ -946,9 +961,14 @@ fn baseline(lab: &Lab, connections: u32, out: &mut Vec<Scenario>) -> Result<(), 
     })?;
     out.push(s);
     base.wait_listening()?;
-    let s = measure(lab, to, connections, "single replica, start-first", path, || {
-        base.update(1, true)
-    })?;
+    let s = measure(
+        lab,
+        to,
+        connections,
+        "single replica, start-first",
+        path,
+        || base.update(1, true),
+    )?;
     out.push(s);
 
     // Four again, two on n2; drain n2: both leave the rules and get SIGTERM, their
@@ -961,21 +981,29 @@ fn baseline(lab: &Lab, connections: u32, out: &mut Vec<Scenario>) -> Result<(), 
     }
     base.add(&more)?;
     base.wait_listening()?;
-    let s = measure(lab, to, connections, "drain of a node with two tasks", path, || {
-        let on_n2: Vec<usize> = base
-            .backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.node == "n2")
-            .map(|(i, _)| i)
-            .collect();
-        let count = on_n2.len();
-        let gone = base.remove(&on_n2)?;
-        let elsewhere: Vec<&'static str> = ["n1", "n3"].into_iter().cycle().take(count).collect();
-        base.add(&elsewhere)?;
-        stop_all(gone);
-        Ok(())
-    })?;
+    let s = measure(
+        lab,
+        to,
+        connections,
+        "drain of a node with two tasks",
+        path,
+        || {
+            let on_n2: Vec<usize> = base
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.node == "n2")
+                .map(|(i, _)| i)
+                .collect();
+            let count = on_n2.len();
+            let gone = base.remove(&on_n2)?;
+            let elsewhere: Vec<&'static str> =
+                ["n1", "n3"].into_iter().cycle().take(count).collect();
+            base.add(&elsewhere)?;
+            stop_all(gone);
+            Ok(())
+        },
+    )?;
     out.push(s);
     Ok(())
 }

@@ -315,7 +315,6 @@ impl Drop for CheckDir {
 /// mesh and, with `--update-failure-action rollback`, rolls back by itself, the progress
 /// display saying so as Docker's does.
 #[test]
-#[ignore = "not yet reliable: in 1 of 5 runs (inside the full suite) the update's progress display did not end within 60 s (docs/lifecycle.md, \"Known flaky\"); run with --ignored"]
 fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
     if !privileged("unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request") {
         return;
@@ -422,4 +421,12 @@ fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The race the progress display once hung on (docs/lifecycle.md, "The never-healthy
+    // update's display"): a restart's replacement told to stop before the scheduler placed
+    // it never runs nor reports. Printed, to see how often a run meets it.
+    let never_placed = support::tasks::tasks(&swarm, "web")
+        .iter()
+        .filter(|t| t.desired_state > TaskState::Running && t.status.state < TaskState::Assigned)
+        .count();
+    println!("tasks told to stop before they reached a node: {never_placed}");
 }

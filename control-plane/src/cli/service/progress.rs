@@ -141,10 +141,14 @@ pub fn snapshot(
         .collect();
     let live = |t: &Task| t.desired_state <= TaskState::Running;
     let running_task = |t: &Task| live(t) && t.status.state == TaskState::Running;
-    // Old tasks still running (a stop-first update or a scale-down in progress).
-    let leftovers = mine
-        .iter()
-        .any(|t| t.desired_state > TaskState::Running && t.status.state <= TaskState::Running);
+    // Old tasks still running (a stop-first update or a scale-down in progress). A task told
+    // to stop before it reached a node (a restart's replacement held at `ready` that a
+    // rollback or an update replaced before the scheduler placed it) never runs and never
+    // reports: nothing will move it past `pending`, so it must not hold the display.
+    let leftovers = mine.iter().any(|t| {
+        t.desired_state > TaskState::Running
+            && (TaskState::Assigned..=TaskState::Running).contains(&t.status.state)
+    });
     let mut lines = Vec::new();
     let converged = match service.spec.mode {
         ServiceMode::Replicated { replicas } => {
@@ -565,6 +569,49 @@ mod tests {
         );
         assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
         assert!(snap.lines[1].starts_with("node1abcdefg: running   ["));
+    }
+
+    /// The slot of an update that rolled back by itself: its new task failed, the restart
+    /// supervisor made a replacement held at `ready`, and the rollback told that one to shut
+    /// down before the scheduler placed it (a race the allocator loses now and then). That
+    /// task never reaches a node, so nothing ever reports it stopped: the display must end
+    /// once the rolled-back tasks run (it once waited for it forever).
+    #[test]
+    fn a_task_stopped_before_it_reached_a_node_does_not_hold_the_display() {
+        let s = service(ServiceMode::Replicated { replicas: 2 });
+        let mut old = task(1, "n1", TaskState::Shutdown, 1);
+        old.desired_state = TaskState::Shutdown;
+        let mut failed = task(1, "n2", TaskState::Failed, 2);
+        failed.desired_state = TaskState::Shutdown;
+        failed.status.err = "task: non-zero exit (143): unhealthy container".into();
+        for never_placed in [TaskState::New, TaskState::Pending] {
+            let mut replacement = task(1, "", TaskState::New, 3);
+            replacement.node_id = None;
+            replacement.status.state = never_placed;
+            replacement.desired_state = TaskState::Shutdown;
+            let tasks = vec![
+                old.clone(),
+                failed.clone(),
+                replacement,
+                task(1, "n3", TaskState::Running, 4),
+                task(2, "n1", TaskState::Running, 1),
+            ];
+            let snap = snapshot(&s, &tasks, &up(), true);
+            assert!(snap.converged, "{never_placed:?}: {:?}", snap.lines);
+            assert_eq!(
+                snap.lines[0],
+                "overall progress: rolling back update: 2 out of 2 tasks"
+            );
+        }
+        // One that reached its node is waited for until it reports that it stopped.
+        let mut stopping = task(1, "n2", TaskState::Assigned, 3);
+        stopping.desired_state = TaskState::Shutdown;
+        let tasks = vec![
+            stopping,
+            task(1, "n3", TaskState::Running, 4),
+            task(2, "n1", TaskState::Running, 1),
+        ];
+        assert!(!snapshot(&s, &tasks, &up(), true).converged);
     }
 
     #[test]

@@ -193,6 +193,19 @@ impl Swarm {
         panic!("the loops did not settle in 100 rounds");
     }
 
+    /// One orchestrator pass alone: in a manager each loop runs on its own, so the
+    /// orchestrator's next pass may come before the allocator and the scheduler saw a change.
+    pub async fn orchestrate(&mut self) -> bool {
+        let [orchestrator, _, _] = &mut self.watches;
+        drive(
+            &mut self.orchestrator,
+            &self.store,
+            orchestrator,
+            &mut self.costs,
+        )
+        .await
+    }
+
     /// Converges, lets the fake agents act, and repeats until nothing changes.
     pub async fn settle(&mut self) {
         for _ in 0..100 {

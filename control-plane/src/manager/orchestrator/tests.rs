@@ -394,6 +394,67 @@ async fn a_spec_change_rolls_one_slot_at_a_time() {
     assert_eq!(swarm.tasks(&web).len(), 10);
 }
 
+/// `--update-failure-action rollback` with a new task that fails before it ran (a check
+/// that never passes): in one pass the restart supervisor replaces it with a task held at
+/// `ready` (the restart delay) and the updater rolls back; the next pass replaces that held
+/// task, which has the failed spec. When that pass comes before the allocator and the
+/// scheduler saw the held task (they run concurrently in a manager), it is never placed: it
+/// stays `new` with desired `shutdown` and nothing ever reports it stopped. The progress
+/// display once waited for it forever (docs/lifecycle.md).
+#[tokio::test]
+async fn a_replacement_stopped_before_it_was_placed_does_not_hold_the_progress_display() {
+    use crate::store::objects::{FailureAction, Service};
+    let mut swarm = Swarm::new().await;
+    let node = swarm.add_node("n1").await;
+    let mut service = replicated("web", 1);
+    service.spec.update_config.failure_action = FailureAction::Rollback;
+    let web = swarm.create_service(service).await;
+    swarm.settle().await;
+
+    swarm
+        .update_service(&web, |s| {
+            let mut spec = s.spec.clone();
+            spec.task_template.container.env.push("STEP=1".into());
+            s.previous_spec = Some(std::mem::replace(&mut s.spec, spec));
+            s.update_status = Some(crate::orchestrator::update::started(false));
+        })
+        .await;
+    swarm.converge().await;
+    let updated = |t: &Task| t.spec.container.env.iter().any(|e| e == "STEP=1");
+    let new = swarm
+        .live_tasks(&web)
+        .into_iter()
+        .find(|t| updated(t))
+        .expect("the update's new task");
+    swarm.report(&new.id, TaskState::Failed).await;
+    assert!(swarm.orchestrate().await, "restart and rollback");
+    assert!(swarm.orchestrate().await, "the held replacement replaced");
+    swarm.settle().await;
+
+    let service: Service = swarm.get(&web);
+    assert!(
+        service
+            .update_status
+            .as_ref()
+            .is_some_and(|s| s.state.is_rollback()),
+        "{:?}",
+        service.update_status
+    );
+    let tasks = swarm.tasks(&web);
+    let never_placed = tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Shutdown && t.status.state < TaskState::Assigned)
+        .count();
+    assert_eq!(never_placed, 1, "{tasks:#?}");
+    let live = swarm.live_tasks(&web);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].status.state, TaskState::Running);
+    assert!(!updated(&live[0]), "rolled back");
+
+    let shown = crate::cli::service::progress::snapshot(&service, &tasks, &[node].into(), true);
+    assert!(shown.converged, "{:?}", shown.lines);
+}
+
 #[tokio::test]
 async fn a_global_service_runs_once_on_every_eligible_node() {
     let mut swarm = Swarm::new().await;

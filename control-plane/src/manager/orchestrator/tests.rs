@@ -416,7 +416,7 @@ async fn a_replacement_stopped_before_it_was_placed_does_not_hold_the_progress_d
             let mut spec = s.spec.clone();
             spec.task_template.container.env.push("STEP=1".into());
             s.previous_spec = Some(std::mem::replace(&mut s.spec, spec));
-            s.update_status = Some(crate::orchestrator::update::started(false));
+            s.update_status = Some(crate::manager::orchestrator::update::started(false));
         })
         .await;
     swarm.converge().await;

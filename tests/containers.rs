@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hive::lab_swarm::LabDaemonOptions;
+use hive::store::objects::TaskState;
 use support::busybox::{self, tools_or_skip};
 use support::registry::{self, BlobGate, Registry};
 use support::tasks::{hostnames, live, wait_mesh, wait_running, wait_tasks};
@@ -184,7 +185,7 @@ fn a_pulled_image_runs_everywhere_and_rolls_to_a_new_digest() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temporary directory");
-    let layouts: Vec<String> = ["1", "2"]
+    let layouts: Vec<String> = ["1", "2", "3"]
         .into_iter()
         .map(|version| {
             let at = dir.path().join(format!("v{version}"));
@@ -205,6 +206,7 @@ fn a_pulled_image_runs_everywhere_and_rolls_to_a_new_digest() {
     let backend: SocketAddr = REGISTRY_BACKEND.parse().expect("an address");
     let registry = Registry::start(swarm.lab(), "n1", dir.path(), backend);
     for (version, layout) in ["1", "2"].iter().zip(&layouts) {
+        // (:3 is pushed later, once a task has failed to pull it.)
         registry.push(
             swarm.lab(),
             "n1",
@@ -281,4 +283,28 @@ fn a_pulled_image_runs_everywhere_and_rolls_to_a_new_digest() {
     );
     wait_mesh(&swarm, &NODES, PORT, &second_hosts, 12);
     assert_version(&swarm, "2", 3);
+
+    // A tag the registry does not have yet: the manager cannot pin it (docker's warning, the
+    // service keeps the tag), the node's pull fails and rejects the task with docker's
+    // `No such image`, and the orchestrator tries again after the restart delay, as Docker's:
+    // once the tag is pushed, the task runs.
+    swarm.hive_line(
+        "n1",
+        &format!("service create -d --name late -p 8081:80 {}", image("3")),
+    );
+    let refused = format!("No such image: {}: manifest for", image("3"));
+    wait_tasks(&swarm, "late", "a task rejected for want of :3", |t| {
+        t.iter()
+            .any(|t| t.status.state == TaskState::Rejected && t.status.err.starts_with(&refused))
+    });
+    let ps = swarm.hive_line("n1", "service ps --no-trunc late");
+    assert!(ps.contains("Rejected") && ps.contains(&refused), "{ps}");
+    registry.push(
+        swarm.lab(),
+        "n1",
+        &format!("oci:{}", layouts[2]),
+        "hive-test/httpd:3",
+    );
+    let tasks = wait_running(&swarm, "late", 1);
+    wait_mesh(&swarm, &NODES, 8081, &hostnames(&live(&tasks)), 3);
 }

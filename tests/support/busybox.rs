@@ -10,8 +10,15 @@ const TOOLS: [&str; 4] = ["runc", "umoci", "skopeo", "busybox"];
 /// Whether the tools are here; without them the test is skipped with a printed reason, or
 /// fails when `CI` is set.
 pub fn tools_or_skip(test: &str) -> bool {
+    tools_or_skip_with(test, &[])
+}
+
+/// [`tools_or_skip`] for [`TOOLS`] and `more`.
+pub fn tools_or_skip_with(test: &str, more: &[&str]) -> bool {
     let missing: Vec<&str> = TOOLS
-        .into_iter()
+        .iter()
+        .chain(more)
+        .copied()
         .filter(|tool| which(tool).is_none())
         .collect();
     if missing.is_empty() {
@@ -53,16 +60,16 @@ fn path_str(p: &Path) -> String {
     p.to_str().expect("UTF-8 path").to_owned()
 }
 
-/// A busybox image as a `docker save` archive in `dir`, tagged `reference`: `/bin/busybox`
-/// with `applets` linked to it, whatever `populate` adds to the root filesystem, and the image
-/// config that `config` sets (`umoci config` flags, e.g. `--config.cmd`, `/bin/sh`).
-pub fn docker_archive(
+/// A busybox image as an OCI layout in `dir`; returns the layout's image `<dir>/layout:1`
+/// (skopeo's `oci:` source): `/bin/busybox` with `applets` linked to it, whatever `populate`
+/// adds to the root filesystem, and the image config that `config` sets (`umoci config`
+/// flags, e.g. `--config.cmd`, `/bin/sh`).
+pub fn oci_layout(
     dir: &Path,
-    reference: &str,
     applets: &[&str],
     populate: impl FnOnce(&Path),
     config: &[&str],
-) -> PathBuf {
+) -> String {
     let layout = path_str(&dir.join("layout"));
     let bundle = dir.join("bundle");
     let base = format!("{layout}:base");
@@ -85,6 +92,18 @@ pub fn docker_archive(
     let mut args = vec!["config", "--image", &tagged];
     args.extend_from_slice(config);
     run("umoci", &args);
+    tagged
+}
+
+/// [`oci_layout`] saved as a `docker save` archive in `dir`, tagged `reference`.
+pub fn docker_archive(
+    dir: &Path,
+    reference: &str,
+    applets: &[&str],
+    populate: impl FnOnce(&Path),
+    config: &[&str],
+) -> PathBuf {
+    let tagged = oci_layout(dir, applets, populate, config);
     let archive = dir.join("image.tar");
     run(
         "skopeo",

@@ -7,6 +7,7 @@
 
 pub mod busybox;
 pub mod dns;
+pub mod registry;
 pub mod tasks;
 
 use std::path::Path;

@@ -159,7 +159,22 @@ pub(crate) async fn pull(
     })
 }
 
-/// Streams one blob into the store through a verifying temporary file.
+/// How many times a blob download is tried before the pull fails: dockerd's
+/// `--max-download-attempts` default.
+const DOWNLOAD_ATTEMPTS: u32 = 5;
+
+/// dockerd waits 5 s before the second attempt, 10 s before the third, and so on.
+const RETRY_STEP: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(10)
+} else {
+    std::time::Duration::from_secs(5)
+};
+
+/// Streams one blob into the store through a verifying temporary file. A download that breaks
+/// on the way (connection refused or cut, the body ending early) is tried again, up to
+/// [`DOWNLOAD_ATTEMPTS`] times, as dockerd retries a layer download; what the registry
+/// answers (unauthorized, unknown, a status it should not send) and what the store refuses
+/// (a wrong digest, a full disk) fail at once.
 async fn fetch_blob(
     store: &ImageStore,
     client: &oci_client::Client,
@@ -176,18 +191,63 @@ async fn fetch_blob(
         media_type,
         ..OciDescriptor::default()
     };
+    let mut attempt = 1;
+    loop {
+        match fetch_once(store, client, reference, image, digest, &descriptor).await {
+            Ok(()) => return Ok(()),
+            Err(Fetch::Broken(err)) if attempt < DOWNLOAD_ATTEMPTS => {
+                tracing::info!(%image, blob = %digest, attempt, %err, "download failed; retrying");
+                tokio::time::sleep(RETRY_STEP * attempt).await;
+                attempt += 1;
+            }
+            Err(Fetch::Broken(err) | Fetch::Refused(err)) => return Err(err),
+        }
+    }
+}
+
+/// Why one download attempt failed.
+enum Fetch {
+    /// On the way: worth another attempt.
+    Broken(ImageError),
+    Refused(ImageError),
+}
+
+async fn fetch_once(
+    store: &ImageStore,
+    client: &oci_client::Client,
+    reference: &oci_client::Reference,
+    image: &str,
+    digest: &Digest,
+    descriptor: &OciDescriptor,
+) -> Result<(), Fetch> {
     let mut stream = client
-        .pull_blob_stream(reference, &descriptor)
+        .pull_blob_stream(reference, descriptor)
         .await
-        .map_err(|e| registry_error(image, e))?;
-    let mut writer = store.blobs().writer()?;
+        .map_err(|e| match e {
+            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
+                Fetch::Broken(registry_error(image, e))
+            }
+            other => Fetch::Refused(registry_error(image, other)),
+        })?;
+    let mut writer = store.blobs().writer().map_err(Fetch::Refused)?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ImageError::Registry(format!("error pulling {image}: reading blob {digest}: {e}"))
+            let err =
+                ImageError::Registry(format!("error pulling {image}: reading blob {digest}: {e}"));
+            // The client's own digest check: the bytes arrived, wrong (dockerd does not retry
+            // a layer that fails verification either).
+            let corrupt = e
+                .get_ref()
+                .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
+            if corrupt {
+                Fetch::Refused(err)
+            } else {
+                Fetch::Broken(err)
+            }
         })?;
-        writer.write(&chunk)?;
+        writer.write(&chunk).map_err(Fetch::Refused)?;
     }
-    writer.commit(store.blobs(), digest)
+    writer.commit(store.blobs(), digest).map_err(Fetch::Refused)
 }
 
 fn is_index(bytes: &[u8]) -> bool {
@@ -330,5 +390,119 @@ mod tests {
             err.to_string(),
             "manifest for h:5000/a:1 not found: manifest unknown: manifest unknown"
         );
+    }
+
+    /// A registry on 127.0.0.1 serving one image `team/app:1` without layers, whose config
+    /// download is cut short (a Content-Length, half the body, the connection closed) the
+    /// first `breaks` times it is asked for. Returns its address and the number of config
+    /// requests it saw.
+    async fn flaky_registry(
+        breaks: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }))
+        .unwrap();
+        let config_digest = Digest::of(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [],
+        }))
+        .unwrap();
+        let manifest_digest = Digest::of(&manifest);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let (body, kind, cut): (&[u8], &str, bool) = if path.ends_with("/manifests/1") {
+                    (&manifest, OCI_IMAGE_MEDIA_TYPE, false)
+                } else if path.ends_with(&format!("/blobs/{config_digest}")) {
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    (&config, "application/octet-stream", n < breaks)
+                } else {
+                    (b"{}", "application/json", false)
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nDocker-Content-Digest: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    if body == manifest.as_slice() {
+                        manifest_digest.to_string()
+                    } else {
+                        Digest::of(body).to_string()
+                    },
+                );
+                let sent = if cut { &body[..body.len() / 2] } else { body };
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.write_all(sent).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (addr, asked)
+    }
+
+    fn store_for(dir: &std::path::Path, registry: &str) -> ImageStore {
+        ImageStore::open(
+            dir,
+            super::super::RegistryOptions {
+                insecure: vec![registry.to_owned()],
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_download_cut_short_is_tried_again_as_dockerd_does() {
+        let (registry, asked) = flaky_registry(2).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_for(dir.path(), &registry);
+        let reference: ImageReference = format!("{registry}/team/app:1").parse().unwrap();
+        store.pull(&reference, None).await.unwrap();
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(store.get(&reference).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_download_that_keeps_breaking_fails_after_five_attempts() {
+        let (registry, asked) = flaky_registry(usize::MAX).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_for(dir.path(), &registry);
+        let reference: ImageReference = format!("{registry}/team/app:1").parse().unwrap();
+        let err = store.pull(&reference, None).await.unwrap_err();
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            DOWNLOAD_ATTEMPTS as usize
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("error pulling {registry}/team/app:1")),
+            "{err}"
+        );
+        // Nothing of it stayed.
+        assert!(store.list().is_empty());
+        assert!(store.blobs().list().unwrap().is_empty());
     }
 }

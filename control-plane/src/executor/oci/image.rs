@@ -81,6 +81,11 @@ pub enum ImageSourceError {
     /// Docker's message for an image that is not on the node.
     #[error("No such image: {reference}")]
     NotFound { reference: String },
+    /// Not on the node, and its registry could not give it: docker's message (dockerd logs
+    /// the pull's failure and rejects the task with `No such image`), with the registry's
+    /// cause after it.
+    #[error("No such image: {reference}: {reason}")]
+    NotPulled { reference: String, reason: String },
     #[error("image {reference:?}: {reason}")]
     Unusable { reference: String, reason: String },
 }

@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod config;
 pub mod data_dir;
+pub mod identity;
 pub mod images;
 pub mod local_api;
 pub mod lock;

@@ -121,7 +121,7 @@ fn rotate(lab: &hive_dataplane::lab::Lab) -> Result<String, String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "the rotation had not ended after {} s (is the machine so loaded that the managers' Raft falls behind?)",
+                    "the rotation had not ended after {} s (docs/security.md, \"Time to rotate\", lists the stalls seen so far)",
                     ROTATION_DEADLINE.as_secs()
                 ));
             }

@@ -2,7 +2,8 @@
 //! managers: a copy of a manager's data directory reveals no secret, join token, CA key or
 //! unlock key; `swarm update --autolock=true` locks restarted managers, which refuse the
 //! cluster API with Docker's message until `swarm unlock` is given the right key; a rotated
-//! key replaces the old one on each manager as it learns of it.
+//! key replaces the old one on each manager as it learns of it. While the swarm is locked, each
+//! manager's TLS key is sealed with its KEK too.
 
 mod support;
 
@@ -157,7 +158,16 @@ fn holders(files: &[(PathBuf, Vec<u8>)], needle: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn assert_nothing_readable(swarm: &Swarm, node: &str, needles: &[&str]) {
+/// Where a manager keeps its TLS key.
+const TLS_KEY: &str = "certificates/swarm-node.key";
+
+fn tls_key(swarm: &Swarm, node: &str) -> String {
+    std::fs::read_to_string(data_dir(swarm, node).join(TLS_KEY)).unwrap_or_default()
+}
+
+/// `needles` are nowhere on a copy of `node`'s disk, and no PEM private key is either, but
+/// the node's own TLS key while it is in the clear (autolock off).
+fn assert_nothing_readable(swarm: &Swarm, node: &str, needles: &[&str], tls_key_sealed: bool) {
     let (_copy, files) = copy_of(&data_dir(swarm, node));
     assert!(
         files.iter().any(|(p, _)| p.ends_with("state.redb")),
@@ -170,13 +180,51 @@ fn assert_nothing_readable(swarm: &Swarm, node: &str, needles: &[&str]) {
             "{needle:?} readable on {node}'s disk"
         );
     }
-    // Only the node's own TLS key is a PEM private key on disk; the root CA's is in the
-    // store, sealed.
+    // The root CA's key is in the store, sealed; the node's own TLS key is sealed with its
+    // KEK while autolock is on.
+    let expected = if tls_key_sealed {
+        Vec::new()
+    } else {
+        vec![PathBuf::from(TLS_KEY)]
+    };
     assert_eq!(
         holders(&files, "PRIVATE KEY"),
-        vec![PathBuf::from("certificates/swarm-node.key")],
+        expected,
         "a private key readable on {node}'s disk"
     );
+}
+
+/// With autolock on, `node`'s TLS key on disk is not a key: not PEM "PRIVATE KEY", not
+/// loadable without the KEK; with the KEK (which the unlock key opens) it is the key of the
+/// node's certificate.
+fn assert_tls_key_sealed(swarm: &Swarm, node: &str, unlock: &UnlockKey) {
+    let deadline = Instant::now() + PATIENCE;
+    while tls_key(swarm, node).contains("PRIVATE KEY") {
+        assert!(
+            Instant::now() < deadline,
+            "{node}: its TLS key is still in the clear"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (copy, _) = copy_of(&data_dir(swarm, node));
+    let text = std::fs::read_to_string(copy.path().join(TLS_KEY)).expect("the key file");
+    assert!(
+        hive::pki::NodeKey::from_pem(&text).is_err(),
+        "{node}: the key file parses as a plain key"
+    );
+    let certs = hive::pki::CertDir::in_data_dir(copy.path());
+    let refused = certs
+        .load(std::time::SystemTime::now())
+        .expect_err("a sealed key loads without the KEK");
+    assert!(
+        refused.to_string().contains("hive swarm unlock"),
+        "{node}: {refused}"
+    );
+    let kek = store_keys(swarm, node, Some(unlock)).kek;
+    let creds = certs
+        .load_with(std::time::SystemTime::now(), Some(&kek))
+        .expect("the sealed key opens with the KEK");
+    assert_eq!(creds.identity().role, hive::pki::Role::Manager);
 }
 
 #[test]
@@ -213,7 +261,12 @@ fn autolock_and_encryption_at_rest() {
     let manager_secret = manager_token.rsplit('-').next().expect("token secret");
     swarm.wait_nodes("the service everywhere", &["n1", "n2", "n3"], |_| true);
     for node in ["n1", "n2", "n3"] {
-        assert_nothing_readable(&swarm, node, &[SECRET, worker_secret, manager_secret]);
+        assert_nothing_readable(
+            &swarm,
+            node,
+            &[SECRET, worker_secret, manager_secret],
+            false,
+        );
     }
 
     // The keys each manager has before the lock: their KEK lies in the clear on disk.
@@ -266,6 +319,11 @@ fn autolock_and_encryption_at_rest() {
             with_old, 0,
             "{node}: the DEK from before the lock opens nothing"
         );
+    }
+    // Every manager's TLS key is sealed with its KEK: a stolen disk of a locked manager
+    // does not give away the node's identity.
+    for node in ["n1", "n2", "n3"] {
+        assert_tls_key_sealed(&swarm, node, &unlock_key);
     }
 
     // A restarted manager is locked; a wrong key is refused and changes nothing.
@@ -337,7 +395,13 @@ fn autolock_and_encryption_at_rest() {
                 &first[9..],
                 &second[9..],
             ],
+            true,
         );
+    }
+    // The TLS key is still sealed with the KEK, which only the new unlock key opens now.
+    let second_key: UnlockKey = second.parse().expect("the rotated key parses");
+    for node in ["n1", "n2", "n3"] {
+        assert_tls_key_sealed(&swarm, node, &second_key);
     }
 
     // Unlocked again: restarted managers serve at once.
@@ -345,6 +409,15 @@ fn autolock_and_encryption_at_rest() {
     let none = swarm.hive_err("n1", &["swarm", "unlock-key"]);
     assert!(none.contains("no unlock key is set"), "{none}");
     wait_key_file(&swarm, "n3", "the unlock", |f| f.contains("\"plain\""));
+    // Its TLS key is in the clear again, as Docker keeps it without autolock.
+    let deadline = Instant::now() + PATIENCE;
+    while hive::pki::NodeKey::from_pem(&tls_key(&swarm, "n3")).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "n3: its TLS key is still sealed after autolock was turned off"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     swarm.restart("n3");
     wait_serving(&swarm, "n3");
 }

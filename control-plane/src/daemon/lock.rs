@@ -7,7 +7,8 @@
 //!   data key rotation a stopped manager left half-way.
 //! - [`follow`]: while a manager runs, keeps its key file wrapped as the cluster says —
 //!   with the replicated unlock key while autolock is on (re-wrapped when it is rotated),
-//!   in the clear otherwise. Turning autolock on also rotates the manager's DEK and KEK, so
+//!   in the clear otherwise, and the node's TLS key sealed with the KEK while autolock is on
+//!   ([`IdentityFiles`]). Turning autolock on also rotates the manager's DEK and KEK, so
 //!   that a copy of the key file from before (when the KEK lay in the clear) opens nothing
 //!   written after.
 
@@ -18,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::DaemonError;
+use super::identity::IdentityFiles;
 use super::node::SwarmNode;
 use super::node_file::RAFT_DIR;
 use crate::api::{ApiError, pb};
@@ -127,15 +129,34 @@ fn wanted_unlock_key(manager: &Manager) -> Option<Option<UnlockKey>> {
     }
 }
 
-/// Keeps the key file of `data_dir` wrapped as the cluster wants (see the module docs) until
-/// `stop`. `current` is how the file is wrapped now.
+/// What a running manager's [`follow`] starts from.
+#[derive(Debug)]
+pub struct Sealed {
+    /// The store keys.
+    pub keys: StoreKeys,
+    /// The unlock key the key file is wrapped with now (`None`: the KEK is in the clear).
+    pub wrapped_with: Option<UnlockKey>,
+    /// The certificates directory, whose TLS key is sealed with the KEK while autolock is on.
+    pub identity: Arc<IdentityFiles>,
+    /// This activation's epoch of `identity`.
+    pub epoch: u64,
+}
+
+/// Keeps the key file of `data_dir` wrapped as the cluster wants (see the module docs), and
+/// the node's TLS key sealed with the KEK while autolock is on, in the clear otherwise, until
+/// `stop`.
 pub async fn follow(
     manager: Arc<Manager>,
     data_dir: PathBuf,
-    mut keys: StoreKeys,
-    mut current: Option<UnlockKey>,
+    sealed: Sealed,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Sealed {
+        mut keys,
+        wrapped_with: mut current,
+        identity,
+        epoch,
+    } = sealed;
     loop {
         if let Some(wanted) = wanted_unlock_key(&manager)
             && wanted != current
@@ -159,6 +180,23 @@ pub async fn follow(
                 }
                 Err(err) => {
                     tracing::warn!(%err, "could not re-wrap this manager's store keys; trying again")
+                }
+            }
+        }
+        // The TLS key after the key file: sealed with a KEK the key file already holds, so
+        // a stop in between leaves a key that the next start opens (and seals as wanted).
+        // An unlock key rotation keeps the KEK: the TLS key stays as it is, reachable only
+        // through the KEK, which the new unlock key now wraps.
+        let wanted_kek = current.as_ref().map(|_| keys.kek.clone());
+        if identity.kek() != wanted_kek {
+            match identity.set_kek(epoch, wanted_kek) {
+                Ok(true) => tracing::info!(
+                    sealed = current.is_some(),
+                    "rewrote this node's TLS key as the swarm's autolock setting says"
+                ),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "could not rewrite this node's TLS key; trying again")
                 }
             }
         }
@@ -202,8 +240,9 @@ pub async fn unlock(
         }
         Err(err) => return Err(ApiError::internal("opening this manager's keys", err)),
     };
+    // The TLS key is sealed with the KEK while autolock is on: opened here, in memory.
     let creds = CertDir::in_data_dir(data_dir)
-        .load(SystemTime::now())
+        .load_with(SystemTime::now(), Some(&keys.kek))
         .map_err(|e| ApiError::internal("loading this node's certificates", e))?;
     node.activate_with_keys(file, creds, Some((keys, key)))
         .await

@@ -11,6 +11,7 @@ pub mod agent;
 mod agent_service;
 pub mod config;
 pub mod data_dir;
+pub mod identity;
 pub mod images;
 pub mod local_api;
 pub mod lock;

@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify, mpsc, watch};
 use super::DaemonError;
 use super::agent::NodeAgent;
 use super::config::DaemonConfig;
+use super::identity::IdentityFiles;
 use super::node_file::{NodeFile, RAFT_DIR};
 use crate::agent::{Session, SessionEvent};
 use crate::encryption::{KeyFile, StoreKeys, UnlockKey};
@@ -57,6 +58,8 @@ pub struct SwarmNode {
     pub listen_addr: SocketAddr,
     pub tls: Arc<TlsSlot>,
     pub managers: Arc<ManagerSlot>,
+    /// The certificates directory, and whether its TLS key is sealed (autolock).
+    pub identity: Arc<IdentityFiles>,
     /// What the node's gossip says about the others, for whichever manager leads here.
     suspects: Arc<Suspects>,
     active: RwLock<Option<Arc<Active>>>,
@@ -88,12 +91,14 @@ impl SwarmNode {
         images: ImageStore,
     ) -> Arc<Self> {
         let (events, receiver) = mpsc::channel(EVENT_BACKLOG);
+        let identity = Arc::new(IdentityFiles::new(&config.data_dir));
         let node = Arc::new_cyclic(|this| Self {
             this: this.clone(),
             config,
             listen_addr,
             tls: TlsSlot::new(),
             managers: ManagerSlot::new(),
+            identity,
             suspects: Arc::default(),
             active: RwLock::new(None),
             error: RwLock::new(None),
@@ -116,14 +121,20 @@ impl SwarmNode {
         let Some(file) = NodeFile::load(&self.config.data_dir)? else {
             return Ok(());
         };
+        // A manager's KEK: it opens the TLS key if a change of autolock left it sealed.
+        let mut kek = None;
         if file.role == pki::Role::Manager
-            && KeyFile::load(&self.config.data_dir)?.is_some_and(|keys| keys.is_locked())
+            && let Some(keys) = KeyFile::load(&self.config.data_dir)?
         {
-            tracing::warn!("{}", crate::encryption::LOCKED);
-            *self.locked.write().unwrap_or_else(|e| e.into_inner()) = Some(file);
-            return Ok(());
+            if keys.is_locked() {
+                tracing::warn!("{}", crate::encryption::LOCKED);
+                *self.locked.write().unwrap_or_else(|e| e.into_inner()) = Some(file);
+                return Ok(());
+            }
+            kek = Some(keys.unwrap_keys(None)?.kek);
         }
-        let creds = CertDir::in_data_dir(&self.config.data_dir).load(SystemTime::now())?;
+        let creds = CertDir::in_data_dir(&self.config.data_dir)
+            .load_with(SystemTime::now(), kek.as_ref())?;
         self.activate(file, creds).await?;
         tracing::info!("resumed swarm membership");
         Ok(())
@@ -184,9 +195,13 @@ impl SwarmNode {
                 None => (super::lock::store_keys(data_dir)?, None),
             };
             let keys = super::lock::install(data_dir, keys, wrapped_with.as_ref())?;
-            Some((keys, wrapped_with))
+            // With autolock, the TLS key is sealed with the KEK, as SwarmKit seals it.
+            let sealed_with = wrapped_with.as_ref().map(|_| keys.kek.clone());
+            let epoch = self.identity.adopt(&creds, sealed_with)?;
+            Some((keys, wrapped_with, epoch))
         } else {
-            // Workers keep no cluster state.
+            // Workers keep no cluster state, and their TLS key in the clear (as Docker).
+            self.identity.adopt(&creds, None)?;
             KeyFile::remove(data_dir)?;
             None
         };
@@ -250,12 +265,16 @@ impl SwarmNode {
         // Started once `active` is set below: the loop reads the node's certificate from it,
         // and ends when it finds none.
         let renew_stop = stop.clone();
-        if let (Some(manager), Some((keys, wrapped_with))) = (&manager, store_keys) {
+        if let (Some(manager), Some((keys, wrapped_with, epoch))) = (&manager, store_keys) {
             tokio::spawn(super::lock::follow(
                 manager.clone(),
                 data_dir.clone(),
-                keys,
-                wrapped_with,
+                super::lock::Sealed {
+                    keys,
+                    wrapped_with,
+                    identity: self.identity.clone(),
+                    epoch,
+                },
                 stop.clone(),
             ));
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::node::SwarmNode;
 use super::node_file::RAFT_DIR;
 use crate::api::{ApiError, pb};
+use crate::encryption::{KeyFile, KeyFileError, StoreKeys, UnlockKey};
 use crate::store::ReadView;
 use crate::store::objects::{Cluster, Network, Node, NodeRole, Service, Task};
 
@@ -52,9 +53,11 @@ pub async fn force_new_cluster(
     let data_dir = node.config.data_dir.clone();
     let mut file = active.file.clone();
     file.managers = vec![addr.clone()];
-    let creds = crate::pki::CertDir::in_data_dir(&data_dir)
+    let creds = node
+        .identity
         .load(std::time::SystemTime::now())
         .map_err(|e| ApiError::internal("loading this node's certificates", e))?;
+    let unlocked = unlocked_keys(&data_dir, clusters.first())?;
 
     node.deactivate().await;
     let old = data_dir.join(RAFT_DIR);
@@ -69,7 +72,7 @@ pub async fn force_new_cluster(
     file.save(&data_dir)
         .map_err(|e| ApiError::internal("saving the swarm state", e))?;
     let active = node
-        .activate(file, creds)
+        .activate_with_keys(file, creds, unlocked)
         .await
         .map_err(|e| ApiError::internal("starting the new manager", e))?;
     let manager = active
@@ -102,6 +105,35 @@ pub async fn force_new_cluster(
         worker_token,
         manager_addr: addr,
     })
+}
+
+/// An autolocked manager's store keys, opened with the swarm's unlock key (the one its key file
+/// is wrapped with once the manager has applied it), so that the new manager starts unlocked;
+/// `None` if the key file is not locked.
+fn unlocked_keys(
+    data_dir: &std::path::Path,
+    cluster: Option<&Cluster>,
+) -> Result<Option<(StoreKeys, UnlockKey)>, ApiError> {
+    let reading = |e: KeyFileError| ApiError::internal("reading this manager's keys", e);
+    let Some(file) = KeyFile::load(data_dir).map_err(reading)? else {
+        return Ok(None);
+    };
+    if !file.is_locked() {
+        return Ok(None);
+    }
+    let not_yet = || {
+        ApiError::Unavailable(
+            "this manager's keys are not wrapped with the swarm's current unlock key yet; try again in a second".to_owned(),
+        )
+    };
+    let key: UnlockKey = cluster
+        .and_then(|c| c.unlock_key.parse().ok())
+        .ok_or_else(not_yet)?;
+    match file.unwrap_keys(Some(&key)) {
+        Ok(keys) => Ok(Some((keys, key))),
+        Err(KeyFileError::WrongKey) => Err(not_yet()),
+        Err(err) => Err(reading(err)),
+    }
 }
 
 /// The swarm's state as the old store held it.

@@ -21,7 +21,7 @@ use super::node::{Active, SwarmNode};
 use crate::api::{ApiError, pb};
 use crate::manager::membership::call_leader;
 use crate::manager::{request_with_timeout, timers};
-use crate::pki::{self, CertDir, CertValidity, NodeCredentials, NodeKey, RenewalPolicy, RootCert};
+use crate::pki::{self, CertValidity, NodeCredentials, NodeKey, RenewalPolicy, RootCert};
 use crate::transport::mtls_channel;
 
 /// First and last pause after a failed renewal (doubling in between).
@@ -155,7 +155,8 @@ async fn renew_once(node: &Arc<SwarmNode>) -> Result<(), ApiError> {
         tracing::info!("the renewed certificate carries a new role; the role change takes over");
         return Ok(());
     }
-    CertDir::in_data_dir(&node.config.data_dir)
+    // Sealed as the node keeps its key now (with the KEK while autolock is on).
+    node.identity
         .save(&renewed.creds)
         .map_err(|e| ApiError::internal("saving the renewed certificate", e))?;
     active

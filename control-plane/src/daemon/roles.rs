@@ -9,7 +9,7 @@ use super::node::SwarmNode;
 use super::node_file::remove_raft_dir;
 use super::swarm::join_raft;
 use crate::api::{ApiError, convert};
-use crate::pki::{self, CertDir};
+use crate::pki;
 
 /// Brings this node to `desired` if it is not there yet.
 pub async fn reconcile(node: &Arc<SwarmNode>, desired: pki::Role) -> Result<(), ApiError> {
@@ -33,8 +33,10 @@ pub async fn reconcile(node: &Arc<SwarmNode>, desired: pki::Role) -> Result<(), 
     // A manager that stops being one, or becomes one again, starts from an empty store: its
     // old log is not part of the group's history any more.
     remove_raft_dir(&data_dir).map_err(|e| ApiError::internal("removing the old store", e))?;
-    CertDir::in_data_dir(&data_dir)
-        .save(&creds)
+    // In the clear: a worker keeps no KEK, a new manager's is not wrapped yet (its
+    // activation and the autolock follower seal the key if the swarm is locked).
+    node.identity
+        .save_in_the_clear(&creds)
         .map_err(|e| ApiError::internal("saving the renewed certificate", e))?;
     file.save(&data_dir)
         .map_err(|e| ApiError::internal("saving the swarm state", e))?;

@@ -142,8 +142,8 @@ pub async fn init(
 
     let data_dir = &node.config.data_dir;
     remove_raft_dir(data_dir).map_err(|e| internal("clearing an old store")(e.to_string()))?;
-    CertDir::in_data_dir(data_dir)
-        .save(&creds)
+    node.identity
+        .save_in_the_clear(&creds)
         .map_err(|e| internal("saving this node's certificates")(e.to_string()))?;
     let raft_id = rand::random::<u64>().max(1);
     let file = NodeFile::new(
@@ -254,6 +254,7 @@ async fn forget_swarm(node: &SwarmNode) {
     if let Err(err) = CertDir::in_data_dir(data_dir).remove() {
         tracing::warn!(%err, "removing this node's certificates");
     }
+    node.identity.forget();
     if let Err(err) = remove_raft_dir(data_dir) {
         tracing::warn!(%err, "removing this node's store");
     }
@@ -340,8 +341,8 @@ pub async fn join(
     }
     let data_dir = &node.config.data_dir;
     remove_raft_dir(data_dir).map_err(|e| internal("clearing an old store")(e.to_string()))?;
-    CertDir::in_data_dir(data_dir)
-        .save(&creds)
+    node.identity
+        .save_in_the_clear(&creds)
         .map_err(|e| internal("saving this node's certificates")(e.to_string()))?;
     let raft_id = (role == Role::Manager).then_some(issued.raft_id);
     let file = NodeFile::new(

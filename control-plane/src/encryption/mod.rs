@@ -4,7 +4,8 @@
 //! unlock key (SWMKEY-1-…, autolock only; replicated in the Raft store)
 //!    └─ HKDF-SHA256 → wraps the KEK
 //! KEK (certificates/swarm-raft-keys.json, beside the TLS key)
-//!    └─ wraps the DEK
+//!    ├─ wraps the DEK
+//!    └─ HKDF-SHA256 → seals the TLS key (certificates/swarm-node.key) while autolock is on
 //! DEK → seals every value of raft-log.redb and state.redb (store::codec)
 //! ```
 //!
@@ -12,6 +13,7 @@
 
 pub mod aead;
 pub mod key_file;
+pub mod node_key;
 pub mod unlock_key;
 
 pub use aead::{AeadError, Key};

@@ -835,7 +835,7 @@ pub fn swarm_spec_out(settings: Option<&pb::ClusterSettings>) -> m::SwarmSpec {
             ..Default::default()
         }),
         encryption_config: Some(m::SwarmSpecEncryptionConfig {
-            auto_lock_managers: Some(false),
+            auto_lock_managers: Some(s.autolock.unwrap_or(false)),
         }),
         task_defaults: Some(m::SwarmSpecTaskDefaults::default()),
     }
@@ -849,7 +849,9 @@ pub fn cluster_info_out(swarm: &pb::InspectSwarmResponse) -> m::ClusterInfo {
         updated_at: pb_date(swarm.updated_at.as_ref()),
         spec: Some(swarm_spec_out(swarm.settings.as_ref())),
         tls_info: None,
-        root_rotation_in_progress: Some(false),
+        root_rotation_in_progress: Some(
+            swarm.root_rotation.as_ref().is_some_and(|r| r.in_progress),
+        ),
         data_path_port: Some(swarm.data_path_port),
         default_addr_pool: Some(swarm.default_addr_pool.clone()),
         subnet_size: Some(swarm.subnet_size),

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! <data-dir>/certificates/          0700
-//!     swarm-root-ca.crt              0644  cluster root CA certificate (PEM)
-//!     swarm-node.crt                 0644  this node's certificate (PEM)
-//!     swarm-node.key                 0600  this node's private key (PKCS#8 PEM)
+//!     swarm-root-ca.crt              0600  cluster root CA certificate (PEM)
+//!     swarm-node.crt                 0600  this node's certificate (PEM)
+//!     swarm-node.key                 0600  this node's private key (PKCS#8 PEM; on a manager of
+//!                                          an autolocked swarm, sealed with its KEK)
 //! ```
 //!
 //! The root CA key is not here: managers keep it in the Raft store. Each file is replaced
@@ -22,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::ca::{CaError, RootCert, pem_encode};
 use super::credentials::{CredentialsError, NodeCredentials, NodeKey};
+use crate::encryption::{Key, node_key};
 
 /// Directory under the data dir.
 pub const CERTIFICATES_DIR: &str = "certificates";
@@ -79,16 +81,19 @@ impl CertDir {
         RootCert::from_pem(&pem).map_err(|source| DiskError::BadRoot { path, source })
     }
 
-    /// Saves root, key and certificate. The key goes first: if the process dies before the
-    /// certificate is written, loading reports the mismatch instead of using a stale pair.
+    /// Saves root, key and certificate, the key in the clear. The key goes first: if the
+    /// process dies before the certificate is written, loading reports the mismatch instead
+    /// of using a stale pair.
     pub fn save(&self, creds: &NodeCredentials) -> Result<(), DiskError> {
+        self.save_with(creds, None)
+    }
+
+    /// [`Self::save`], with the key sealed with `kek` if one is given (a manager of an
+    /// autolocked swarm, docs/encryption.md).
+    pub fn save_with(&self, creds: &NodeCredentials, kek: Option<&Key>) -> Result<(), DiskError> {
         self.create_dir()?;
         self.save_root(creds.root())?;
-        write_atomic(
-            &self.dir.join(NODE_KEY_FILE),
-            creds.key().to_pem().as_bytes(),
-            KEY_MODE,
-        )?;
+        self.write_key(&creds.key().to_pem(), kek)?;
         // The node certificate first, then its intermediates, as SwarmKit writes the file.
         let chain: String = std::iter::once(creds.cert())
             .chain(creds.intermediates())
@@ -97,9 +102,88 @@ impl CertDir {
         write_atomic(&self.dir.join(NODE_CERT_FILE), chain.as_bytes(), CERT_MODE)
     }
 
+    /// Writes the node key file: `pem` sealed with `kek`, or in the clear.
+    fn write_key(&self, pem: &str, kek: Option<&Key>) -> Result<(), DiskError> {
+        let path = self.dir.join(NODE_KEY_FILE);
+        let text = match kek {
+            Some(kek) => node_key::seal(kek, pem).map_err(|e| DiskError::Corrupt {
+                path: path.clone(),
+                reason: format!("cannot seal the key: {e}"),
+            })?,
+            None => pem.to_owned(),
+        };
+        write_atomic(&path, text.as_bytes(), KEY_MODE)
+    }
+
+    /// The node key as PKCS#8 PEM, opened with `kek` if it is sealed.
+    fn read_key(&self, kek: Option<&Key>) -> Result<String, DiskError> {
+        let path = self.dir.join(NODE_KEY_FILE);
+        check_key_permissions(&path)?;
+        let text = read_text(&path)?;
+        if !node_key::is_sealed(&text) {
+            return Ok(text);
+        }
+        let kek = kek.ok_or_else(|| DiskError::KeySealed { path: path.clone() })?;
+        node_key::open(kek, &text).map_err(|e| DiskError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether the node key file holds the sealed form; `None` if there is no key file.
+    pub fn key_is_sealed(&self) -> Result<Option<bool>, DiskError> {
+        match read_text(&self.dir.join(NODE_KEY_FILE)) {
+            Ok(text) => Ok(Some(node_key::is_sealed(&text))),
+            Err(DiskError::Missing { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Whether the node key file is sealed and opens with `kek`.
+    pub fn key_opens_with(&self, kek: &Key) -> bool {
+        read_text(&self.dir.join(NODE_KEY_FILE))
+            .is_ok_and(|text| node_key::is_sealed(&text) && node_key::open(kek, &text).is_ok())
+    }
+
+    /// Rewrites the node key file sealed with `to` (in the clear if `None`), opening it with
+    /// `from` if it is sealed now. Leaves the file alone if it is already so (a sealed file
+    /// is left alone if it opens with `to`) and if there is none. Whether it was rewritten.
+    pub fn reseal_key(&self, from: Option<&Key>, to: Option<&Key>) -> Result<bool, DiskError> {
+        let Some(sealed) = self.key_is_sealed()? else {
+            return Ok(false);
+        };
+        let done = match (sealed, to) {
+            (false, None) => true,
+            (true, Some(to)) => self.key_opens_with(to),
+            _ => false,
+        };
+        if done {
+            return Ok(false);
+        }
+        let pem = self.read_key(from)?;
+        // Checked before it replaces the only copy: a key that does not parse is not sealed
+        // again, but reported.
+        NodeKey::from_pem(&pem).map_err(|e| DiskError::Corrupt {
+            path: self.dir.join(NODE_KEY_FILE),
+            reason: e.to_string(),
+        })?;
+        self.write_key(&pem, to)?;
+        Ok(true)
+    }
+
     /// Loads and checks this node's identity: the certificate must be issued by the stored
-    /// root, valid at `now`, and match the stored key.
+    /// root, valid at `now`, and match the stored key. A sealed key is refused
+    /// ([`DiskError::KeySealed`]); see [`Self::load_with`].
     pub fn load(&self, now: SystemTime) -> Result<NodeCredentials, DiskError> {
+        self.load_with(now, None)
+    }
+
+    /// [`Self::load`], opening a sealed key with `kek` (a key in the clear is read as is).
+    pub fn load_with(
+        &self,
+        now: SystemTime,
+        kek: Option<&Key>,
+    ) -> Result<NodeCredentials, DiskError> {
         let root = self.load_root()?;
         let cert_path = self.dir.join(NODE_CERT_FILE);
         let corrupt = |reason: String| DiskError::Corrupt {
@@ -115,8 +199,7 @@ impl CertDir {
             .ok_or_else(|| corrupt("no PEM certificate in it".to_owned()))?;
         let intermediates: Vec<_> = chain.collect();
         let key_path = self.dir.join(NODE_KEY_FILE);
-        check_key_permissions(&key_path)?;
-        let key = NodeKey::from_pem(&read_text(&key_path)?).map_err(|e| DiskError::Corrupt {
+        let key = NodeKey::from_pem(&self.read_key(kek)?).map_err(|e| DiskError::Corrupt {
             path: key_path.clone(),
             reason: e.to_string(),
         })?;
@@ -282,6 +365,15 @@ pub enum DiskError {
         path: PathBuf,
         /// What is wrong.
         source: CaError,
+    },
+    /// The key is sealed (autolock) and no key to open it was given.
+    #[error(
+        "{} is encrypted with this manager's key-encryption key: unlock the swarm with `hive swarm unlock`",
+        path.display()
+    )]
+    KeySealed {
+        /// The file.
+        path: PathBuf,
     },
     /// The key file is readable by others.
     #[error("{} is readable by other users (mode {mode:o}); run `chmod 600 {}`", path.display(), path.display())]
@@ -458,5 +550,69 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_sealed_key_needs_its_kek_and_is_not_a_pem_key_on_disk() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = CertDir::in_data_dir(data.path());
+        let cluster = TestCluster::new("c1", t0());
+        let creds = cluster.node("node1", Role::Manager, t0());
+        let kek = Key::generate().unwrap();
+        dir.save_with(&creds, Some(&kek)).unwrap();
+        let key_path = dir.path().join(NODE_KEY_FILE);
+        assert_eq!(mode(&key_path), 0o600);
+        let on_disk = fs::read_to_string(&key_path).unwrap();
+        assert!(!on_disk.contains("PRIVATE KEY"), "{on_disk}");
+        assert!(NodeKey::from_pem(&on_disk).is_err());
+        assert_eq!(dir.key_is_sealed().unwrap(), Some(true));
+
+        let err = dir.load(t0()).unwrap_err();
+        assert!(matches!(err, DiskError::KeySealed { .. }), "{err}");
+        assert!(err.to_string().contains("hive swarm unlock"), "{err}");
+        let err = dir
+            .load_with(t0(), Some(&Key::generate().unwrap()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("swarm-node.key is damaged"),
+            "{err}"
+        );
+        let loaded = dir.load_with(t0(), Some(&kek)).unwrap();
+        assert_eq!(loaded.identity(), creds.identity());
+
+        // A key in the clear loads whether or not a KEK is given.
+        dir.save(&creds).unwrap();
+        assert_eq!(dir.key_is_sealed().unwrap(), Some(false));
+        assert_eq!(
+            dir.load_with(t0(), Some(&kek)).unwrap().identity(),
+            creds.identity()
+        );
+    }
+
+    #[test]
+    fn resealing_rewrites_only_what_is_not_sealed_as_asked() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = CertDir::in_data_dir(data.path());
+        assert!(!dir.reseal_key(None, None).unwrap(), "no key file");
+        let cluster = TestCluster::new("c1", t0());
+        let creds = cluster.node("node1", Role::Manager, t0());
+        dir.save(&creds).unwrap();
+        let (one, two) = (Key::generate().unwrap(), Key::generate().unwrap());
+
+        assert!(!dir.reseal_key(None, None).unwrap());
+        assert!(dir.reseal_key(None, Some(&one)).unwrap());
+        let sealed = fs::read(dir.path().join(NODE_KEY_FILE)).unwrap();
+        assert!(!dir.reseal_key(Some(&one), Some(&one)).unwrap());
+        assert_eq!(fs::read(dir.path().join(NODE_KEY_FILE)).unwrap(), sealed);
+        // Sealed with another key than the one that opens it: refused, the file unchanged.
+        assert!(dir.reseal_key(Some(&two), None).is_err());
+        assert_eq!(fs::read(dir.path().join(NODE_KEY_FILE)).unwrap(), sealed);
+        assert!(dir.reseal_key(Some(&one), Some(&two)).unwrap());
+        assert_eq!(
+            dir.load_with(t0(), Some(&two)).unwrap().identity(),
+            creds.identity()
+        );
+        assert!(dir.reseal_key(Some(&two), None).unwrap());
+        assert_eq!(dir.load(t0()).unwrap().identity(), creds.identity());
     }
 }

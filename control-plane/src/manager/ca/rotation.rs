@@ -197,8 +197,12 @@ pub async fn record(
                 .all(|n| n.tls_info.cert_issuer == desired)
             {
                 finish(&mut cluster, rotation, desired)?;
-                tx.update(cluster)?;
             }
+            // Written even when unchanged: two nodes reporting at once would otherwise each
+            // see the other's old certificate and neither finish the rotation (write skew).
+            // Both writing the cluster makes the second a version conflict, re-run on a
+            // snapshot that holds the first.
+            tx.update(cluster)?;
             Ok::<_, ApiError>(())
         })
         .await
@@ -214,4 +218,80 @@ fn finish(cluster: &mut Cluster, rotation: RootRotation, digest: String) -> Resu
     crate::manager::ca::trust::rotate_gossip_key(cluster)?;
     tracing::info!(root = %cluster.root_ca.ca_cert_hash, "every node holds a certificate of the new root CA; the old root is no longer trusted");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::store::objects::NodeStatus;
+
+    async fn cluster_in_rotation(store: &Store) -> String {
+        let root = RootCa::generate(SystemTime::now()).unwrap().to_pem();
+        let mut cluster = Cluster {
+            id: "c".to_owned(),
+            ..Cluster::default()
+        };
+        cluster.root_ca.ca_cert = root.cert_pem;
+        cluster.root_ca.ca_key = Some(root.key_pem);
+        start(
+            &mut cluster,
+            &pb::RootRotationRequest {
+                rotate: true,
+                ..pb::RootRotationRequest::default()
+            },
+        )
+        .unwrap();
+        let desired = desired_digest(&cluster).unwrap().to_string();
+        store
+            .update(|tx| {
+                tx.create(cluster.clone())?;
+                for id in ["n1", "n2", "n3"] {
+                    tx.create(Node {
+                        id: id.to_owned(),
+                        status: NodeStatus {
+                            state: NodeState::Ready,
+                            ..NodeStatus::default()
+                        },
+                        ..Node::default()
+                    })?;
+                }
+                Ok::<_, ApiError>(())
+            })
+            .await
+            .unwrap();
+        desired
+    }
+
+    fn renewed(issuer: &str) -> pb::NodeTlsInfo {
+        pb::NodeTlsInfo {
+            cert_issuer: issuer.to_owned(),
+            ..pb::NodeTlsInfo::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn nodes_that_report_their_new_certificates_at_once_finish_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::tests::single_manager(dir.path()).await;
+        let desired = cluster_in_rotation(&store).await;
+        let info = renewed(&desired);
+        // All three at once, as after a rotation with a short heartbeat: each report's write
+        // must see the others'.
+        let (a, b, c) = tokio::join!(
+            record(&store, "n1", Some(&info)),
+            record(&store, "n2", Some(&info)),
+            record(&store, "n3", Some(&info)),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        let cluster: Cluster = store.view(|tx| tx.get("c")).unwrap().unwrap();
+        assert!(
+            cluster.root_ca.rotation.is_none(),
+            "every node holds a certificate of the new root, so the rotation is over"
+        );
+        assert_eq!(cluster.root_ca.ca_cert_hash, desired);
+    }
 }

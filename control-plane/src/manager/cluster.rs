@@ -84,6 +84,7 @@ pub async fn inspect(manager: &Manager) -> Result<pb::InspectSwarmResponse, ApiE
             .map_or(&cluster.root_ca.ca_cert, |r| &r.ca_cert)
             .clone(),
         root_rotation: Some(super::ca_rotation::status(&cluster, &nodes)?),
+        tls_info: Some(super::ca_rotation::cluster_tls_info(&cluster)),
     })
 }
 

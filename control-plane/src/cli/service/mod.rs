@@ -22,9 +22,9 @@ use self::opts::{
     publish_rm, random_name,
 };
 use self::render::{TaskFilter, TaskTableOptions, log_context, render_tasks};
-use super::format::{Format, parse_format};
+use super::format::{Format, inspect_format, inspect_output, parse_format};
 use super::network::{network_id, parse_network, resolve};
-use super::output::{CliFailure, indent_json, out, parse_duration, run_client};
+use super::output::{CliFailure, out, parse_duration, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, ImageResolution, LogsRequest, TaskList};
 use crate::store::objects::{
@@ -223,6 +223,9 @@ pub enum ServiceCommand {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a custom template (over the Engine API's service object).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -882,7 +885,12 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     services.into_iter().map(|s| (s, String::new())).collect();
                 print_tasks(&mut client, &queries, &table).await?;
             }
-            ServiceCommand::Inspect { pretty, services } => {
+            ServiceCommand::Inspect {
+                pretty,
+                format,
+                services,
+            } => {
+                let format = inspect_format(pretty, format.as_deref())?;
                 let mut found = Vec::new();
                 for service in &services {
                     found.push(inspect(&mut client, service).await?);
@@ -891,7 +899,12 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     let texts: Vec<String> = found.iter().map(render::render_pretty).collect();
                     out(&texts.join("\n\n"));
                 } else {
-                    out(&format!("{}\n", indent_json(&found)));
+                    // The Engine API's object, from the same conversion (docker's shape).
+                    let objects: Vec<_> = found
+                        .iter()
+                        .map(|s| crate::engine_api::convert::service_out(s, None))
+                        .collect();
+                    out(&inspect_output(&objects, format.as_ref()).map_err(CliFailure::Usage)?);
                 }
             }
             ServiceCommand::Logs {

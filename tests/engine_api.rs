@@ -14,12 +14,12 @@ use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hive_dataplane::lab::Member;
 use hive_dataplane::lab::naming;
 use support::tasks::{hostnames, live, wait_answered, wait_running};
-use support::{SERIAL, Swarm, privileged, text, wait_output};
+use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
 
 const DOCKER: &str = "/usr/local/bin/docker";
 const DOCKER_PY: &str = "/opt/hive-docker-py/bin/python";
@@ -247,7 +247,20 @@ fn docker_clients_drive_a_lab_swarm() {
         &mut failures,
         "a stale version is refused, never applied",
         || {
-            let service = service_json(&swarm, "web");
+            // The orchestrator still writes the service once the update's monitor period
+            // ends (`UpdateStatus` completed, as SwarmKit's updater): read it after that.
+            let deadline = Instant::now() + PATIENCE;
+            let service = loop {
+                let service = service_json(&swarm, "web");
+                if service["UpdateStatus"]["State"] == "completed" {
+                    break service;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the update never completed: {service}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            };
             let version = service["Version"]["Index"].as_u64().expect("version");
             let mut spec = service["Spec"].clone();
             spec["Mode"]["Replicated"]["Replicas"] = serde_json::json!(5);

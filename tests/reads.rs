@@ -84,12 +84,12 @@ fn violations(writes: &[Write], reads: &[Read]) -> Vec<String> {
 fn label_value(inspect: &str) -> u64 {
     let services: serde_json::Value = serde_json::from_str(inspect)
         .unwrap_or_else(|e| panic!("service inspect printed no JSON ({e}): {inspect}"));
-    let annotations = &services[0]["spec"]["annotations"];
+    let spec = &services[0]["Spec"];
     assert!(
-        annotations.is_object(),
-        "no spec.annotations in service inspect output: {inspect}"
+        spec.is_object(),
+        "no Spec in service inspect output: {inspect}"
     );
-    match &annotations["labels"][LABEL] {
+    match &spec["Labels"][LABEL] {
         serde_json::Value::Null => 0,
         serde_json::Value::String(value) => value
             .parse()

@@ -447,7 +447,7 @@ fn a_private_image_runs_with_registry_auth_only() {
     let image_of = |service: &str| -> String {
         let shown = ok(&swarm, hive, &["service", "inspect", service], &empty);
         let parsed: serde_json::Value = serde_json::from_str(&shown).unwrap();
-        parsed[0]["spec"]["task_template"]["container"]["image"]
+        parsed[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
             .as_str()
             .unwrap_or_else(|| panic!("no image in {shown}"))
             .to_owned()

@@ -274,10 +274,12 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
     assert!(logs.contains("OWNER 0 0 400"), "{logs}");
     assert!(logs.contains(&format!("SECRET {SECRET}")), "{logs}");
     let version = |swarm: &Swarm| {
-        let json = swarm.hive_ok("n1", &["service", "inspect", "st_web"]);
-        let found: Vec<hive::store::objects::Service> =
-            serde_json::from_str(&json).expect("inspect JSON");
-        found[0].spec_version
+        let mut client = swarm.client("n1");
+        swarm
+            .rt
+            .block_on(client.control.inspect_service("st_web"))
+            .expect("inspect st_web")
+            .spec_version
     };
     let before = version(&swarm);
     let again = swarm.hive_ok("n1", &["stack", "deploy", "-d", "-c", stack_file, "st"]);

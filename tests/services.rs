@@ -60,6 +60,29 @@ fn rows(table: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The services as the manager stores them (allocated VIPs included).
+fn inspect_services(swarm: &Swarm, names: &[&str]) -> Vec<Service> {
+    let mut client = swarm.client("n1");
+    names
+        .iter()
+        .map(|name| {
+            swarm
+                .rt
+                .block_on(client.control.inspect_service(name))
+                .unwrap_or_else(|e| panic!("inspect {name}: {e}"))
+        })
+        .collect()
+}
+
+/// The network as the manager stores it (its VNI and subnets).
+fn inspect_network(swarm: &Swarm, name: &str) -> Network {
+    let mut client = swarm.client("n1");
+    swarm
+        .rt
+        .block_on(client.control.inspect_network(name))
+        .unwrap_or_else(|e| panic!("inspect {name}: {e}"))
+}
+
 #[test]
 fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     if !privileged("a_published_service_answers_on_every_node_and_follows_scale_update_and_rm") {
@@ -571,15 +594,16 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
             .unwrap_or_else(|| panic!("{name} in {ls}"));
         assert!(row.ends_with(" overlay   swarm"), "{ls}");
     }
+    // Docker's shape, as `docker network inspect` prints it.
     let inspect = swarm.hive_line("n1", "network inspect backend ingress");
-    let networks: Vec<Network> = serde_json::from_str(&inspect).expect("inspect JSON");
+    let networks: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
     let (backend, ingress) = (&networks[0], &networks[1]);
     let err = swarm.hive_err("n1", &["network", "inspect", "nope"]);
     assert!(err.contains("No such network: nope"), "{err}");
     let err = swarm.hive_err("n1", &["network", "rm", "nope"]);
     assert!(err.contains("network nope not found"), "{err}");
-    assert_eq!(backend.id, backend_id);
-    assert!(ingress.spec.ingress);
+    assert_eq!(backend["Id"], backend_id.as_str(), "{inspect}");
+    assert_eq!(ingress["Ingress"], true, "{inspect}");
 
     // db publishes TCP 7, so it is on the ingress network as well as on backend. UDP 7 is
     // not declared: its VIP still forwards it to port 7 of a task, as Docker's does.
@@ -598,18 +622,22 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     let names = node_names(&swarm);
 
     let inspect = swarm.hive_line("n1", "service inspect db web");
-    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
-    let (db, web) = (&services[0], &services[1]);
+    let shown: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
+    let attached = &shown[1]["Spec"]["TaskTemplate"]["Networks"][0];
     assert_eq!(
-        web.spec.task_template.networks[0].target, backend_id,
-        "stored by ID"
+        attached["Target"],
+        backend_id.as_str(),
+        "stored by ID: {inspect}"
     );
-    assert_eq!(web.spec.task_template.networks[0].aliases, ["front"]);
-    let backend = {
-        let inspect = swarm.hive_line("n1", "network inspect backend");
-        let mut networks: Vec<Network> = serde_json::from_str(&inspect).expect("inspect JSON");
-        networks.remove(0)
-    };
+    assert_eq!(
+        attached["Aliases"],
+        serde_json::json!(["front"]),
+        "{inspect}"
+    );
+    let services = inspect_services(&swarm, &["db", "web"]);
+    let (db, web) = (&services[0], &services[1]);
+    let backend = inspect_network(&swarm, "backend");
+    let ingress = inspect_network(&swarm, "ingress");
     let subnet: &str = &backend.ipam.first().expect("a subnet").subnet;
     assert!(backend.vni.is_some_and(|v| v >= 4097), "{backend:?}");
     let in_backend = |addr: Ipv4Addr| {
@@ -743,11 +771,7 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
                     .all(|n| t.networks.iter().any(|a| &&a.network_id == n))
             })
     });
-    let db_extra_vip = {
-        let inspect = swarm.hive_line("n1", "service inspect db");
-        let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
-        vip(&services[0], &extra_id)
-    };
+    let db_extra_vip = vip(&inspect_services(&swarm, &["db"])[0], &extra_id);
     assert!(db_extra_vip.octets()[..3] == [10, 99, 0], "{db_extra_vip}");
     let db_ns = task_netns(&swarm, &names, live(&db_tasks)[0]);
     let to = SocketAddr::from((db_extra_vip, 7));
@@ -756,8 +780,7 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     });
     assert_eq!(back, b"extra");
     swarm.hive_line("n1", "service update --network-rm backend web");
-    let inspect = swarm.hive_line("n1", "service inspect web");
-    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+    let services = inspect_services(&swarm, &["web"]);
     assert!(services[0].spec.task_template.networks.is_empty());
     let err = swarm.hive_err("n1", &["service", "update", "--network-add", "nope", "web"]);
     assert!(err.contains("network nope not found"), "{err}");
@@ -835,8 +858,7 @@ fn tasks_find_the_services_of_their_networks_by_name() {
     let cache_tasks = wait_running(&swarm, "cache", 2);
     let lone_tasks = wait_running(&swarm, "lone", 1);
     let names = node_names(&swarm);
-    let inspect = swarm.hive_line("n1", "service inspect db lone");
-    let services: Vec<Service> = serde_json::from_str(&inspect).expect("inspect JSON");
+    let services = inspect_services(&swarm, &["db", "lone"]);
     let db_vip = BTreeSet::from([vip(&services[0], &backend)]);
     let lone_vip = BTreeSet::from([vip(&services[1], &other)]);
     let addrs = |tasks: &[Task], network: &str| -> BTreeSet<Ipv4Addr> {

@@ -52,9 +52,11 @@ services:
 }
 
 fn inspect(swarm: &Swarm, service: &str) -> Service {
-    let text = swarm.hive_ok("n1", &["service", "inspect", service]);
-    let mut found: Vec<Service> = serde_json::from_str(&text).expect("inspect JSON");
-    found.remove(0)
+    let mut client = swarm.client("n1");
+    swarm
+        .rt
+        .block_on(client.control.inspect_service(service))
+        .unwrap_or_else(|e| panic!("inspect {service}: {e}"))
 }
 
 fn networks(swarm: &Swarm) -> Vec<Network> {

@@ -23,7 +23,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
-use hive::store::objects::Service;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
@@ -203,12 +202,17 @@ fn unknown_flags_are_refused_and_task_arguments_pass(swarm: &Swarm) {
             "-x",
         ],
     );
-    let inspected: Vec<Service> =
+    // Docker's shape, as `docker service inspect` prints it.
+    let inspected: serde_json::Value =
         serde_json::from_str(&swarm.hive_ok("n1", &["service", "inspect", "a"]))
             .expect("inspect JSON");
-    let container = &inspected[0].spec.task_template.container;
-    assert_eq!(container.image, "hive/echo");
-    assert_eq!(container.args, ["--verbose", "-x"]);
+    let container = &inspected[0]["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(container["Image"], "hive/echo", "{inspected}");
+    assert_eq!(
+        container["Args"],
+        serde_json::json!(["--verbose", "-x"]),
+        "{inspected}"
+    );
     swarm.hive_ok("n1", &["service", "rm", "a"]);
 }
 

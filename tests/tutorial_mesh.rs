@@ -45,10 +45,13 @@ fn wait_mesh(swarm: &Swarm, port: u16, hosts: &BTreeSet<String>) {
     tasks::wait_mesh(swarm, &NODES, port, hosts, PROBES);
 }
 
+/// The service as the manager stores it (its allocated VIPs).
 fn inspect(swarm: &Swarm, service: &str) -> Service {
-    let text = swarm.hive_ok("n1", &["service", "inspect", service]);
-    let mut services: Vec<Service> = serde_json::from_str(&text).expect("inspect JSON");
-    services.remove(0)
+    let mut client = swarm.client("n1");
+    swarm
+        .rt
+        .block_on(client.control.inspect_service(service))
+        .unwrap_or_else(|e| panic!("inspect {service}: {e}"))
 }
 
 /// From inside `ns`, `name` resolves to `expected` and connections to it on port 80 are

@@ -96,6 +96,60 @@ impl Format {
     }
 }
 
+impl Format {
+    /// `inspect --format`: the template once per object, over the object as the Engine API
+    /// shows it (`{{.Spec.Name}}`, `{{json .Spec}}`); `json` prints each object on a line.
+    pub fn render_objects(&self, objects: &[serde_json::Value]) -> Result<String, String> {
+        match &self.kind {
+            Kind::Json => Ok(objects.iter().map(|o| format!("{o}\n")).collect()),
+            Kind::Lines(compiled) | Kind::Table(compiled) => objects
+                .iter()
+                .map(|o| compiled.run(from_json(o)).map(|line| format!("{line}\n")))
+                .collect(),
+        }
+    }
+}
+
+/// `inspect`'s output: docker's indented JSON array of the objects, or `--format` over each.
+pub fn inspect_output<T: serde::Serialize>(
+    objects: &[T],
+    format: Option<&Format>,
+) -> Result<String, String> {
+    match format {
+        None => Ok(format!("{}\n", super::output::indent_json(&objects))),
+        Some(format) => {
+            let values = objects
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            format.render_objects(&values)
+        }
+    }
+}
+
+/// A JSON value as a template sees it.
+fn from_json(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else {
+                Value::from(n.as_f64().unwrap_or_default())
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => Value::Array(items.iter().map(from_json).collect()),
+        serde_json::Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
+        }
+    }
+}
+
 /// What one listing (`service ls`, `service ps`, …) shows by default and calls its columns.
 #[derive(Debug, Clone, Copy)]
 pub struct Listing {
@@ -120,6 +174,19 @@ pub fn parse_format(text: Option<&str>) -> Result<Option<Format>, super::output:
     text.map(Format::parse)
         .transpose()
         .map_err(super::output::CliFailure::Usage)
+}
+
+/// `inspect`'s `--format`, refused with `--pretty` as docker refuses it.
+pub fn inspect_format(
+    pretty: bool,
+    text: Option<&str>,
+) -> Result<Option<Format>, super::output::CliFailure> {
+    if pretty && text.is_some_and(|t| !t.is_empty()) {
+        return Err(super::output::CliFailure::Usage(
+            "--format is incompatible with human friendly format".to_owned(),
+        ));
+    }
+    parse_format(text.filter(|t| !t.is_empty()))
 }
 
 fn columns(line: &str) -> Vec<String> {
@@ -340,6 +407,30 @@ mod tests {
         }
         let field = Format::parse("{{json .Name}}").unwrap();
         assert_eq!(field.render(&LISTING, &rows()[..1]).unwrap(), "\"web\"\n");
+    }
+
+    #[test]
+    fn inspect_templates_run_over_nested_objects() {
+        let objects = [serde_json::json!({
+            "ID": "abc",
+            "Spec": {"Name": "web", "Labels": {"app": "shop"}},
+            "ManagerStatus": {"Addr": "10.0.0.1:2377", "Leader": true},
+            "Ports": [{"PublishedPort": 8080}],
+        })];
+        let run =
+            |text: &str| inspect_output(&objects, Some(&Format::parse(text).unwrap())).unwrap();
+        assert_eq!(run("{{.ManagerStatus.Addr}}"), "10.0.0.1:2377\n");
+        assert_eq!(
+            run("{{.Spec.Name}} {{index .Spec.Labels \"app\"}}"),
+            "web shop\n"
+        );
+        assert_eq!(run("{{json .Spec.Labels}}"), "{\"app\":\"shop\"}\n");
+        assert_eq!(
+            run("{{range .Ports}}{{.PublishedPort}}{{end}} {{.ManagerStatus.Leader}}"),
+            "8080 true\n"
+        );
+        let plain = inspect_output(&objects, None).unwrap();
+        assert!(plain.starts_with("[\n    {"), "{plain}");
     }
 
     #[test]

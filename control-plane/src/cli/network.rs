@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::output::{CliFailure, indent_json, out, run_client, table};
+use super::output::{CliFailure, out, run_client, table};
 use super::service::opts::parse_labels;
 use crate::client::DaemonClient;
+use crate::engine_api::convert;
 use crate::manager::allocator::ipam::Subnet;
 use crate::store::objects::{IpamConfig, Network, NetworkAttachmentConfig, NetworkSpec};
 
@@ -67,6 +68,9 @@ pub enum NetworkCommand {
     },
     /// Display detailed information on one or more networks.
     Inspect {
+        /// Format output using a custom template (over the Engine API's network object).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         networks: Vec<String>,
     },
@@ -254,13 +258,20 @@ pub fn run(host: Option<&str>, args: NetworkArgs) -> anyhow::Result<ExitCode> {
                 let networks = client.control.list_networks().await?;
                 out(&render_ls(&networks, quiet, no_trunc));
             }
-            NetworkCommand::Inspect { networks } => {
+            NetworkCommand::Inspect { format, networks } => {
+                let format = super::format::inspect_format(false, format.as_deref())?;
+                // The Engine API's objects, from the same conversion (docker's shape).
+                let show = |found: &[Network]| {
+                    let objects: Vec<_> = found.iter().map(convert::network_out).collect();
+                    super::format::inspect_output(&objects, format.as_ref())
+                        .map_err(CliFailure::Usage)
+                };
                 let mut found = Vec::new();
                 for query in &networks {
                     match inspect(&mut client, query).await {
                         Ok(network) => found.push(network),
                         Err(CliFailure::Usage(_)) => {
-                            out(&format!("{}\n", indent_json(&found)));
+                            out(&show(&found)?);
                             return Err(CliFailure::Usage(format!(
                                 "Error: No such network: {query}"
                             )));
@@ -268,7 +279,7 @@ pub fn run(host: Option<&str>, args: NetworkArgs) -> anyhow::Result<ExitCode> {
                         Err(other) => return Err(other),
                     }
                 }
-                out(&format!("{}\n", indent_json(&found)));
+                out(&show(&found)?);
             }
             NetworkCommand::Rm { networks } => {
                 let mut errors = Vec::new();

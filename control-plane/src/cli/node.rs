@@ -9,12 +9,11 @@ use clap::{Args, Subcommand};
 
 use super::format::{Format, parse_format};
 use super::node_ls::{self, NodeColumns, NodeFilter};
-use super::output::{
-    CliFailure, bytes_size, go_time, indent_json, pretty, rfc3339, run_client, table,
-};
+use super::output::{CliFailure, bytes_size, go_time, out, pretty, run_client, table};
 use super::swarm::{Availability, RoleArg};
 use crate::api::pb;
 use crate::client::DaemonClient;
+use crate::engine_api::convert;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -44,6 +43,9 @@ pub enum NodeCommand {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a custom template (over the Engine API's node object).
+        #[arg(short, long)]
+        format: Option<String>,
         /// Node IDs, hostnames or `self`.
         #[arg(default_value = "self")]
         nodes: Vec<String>,
@@ -114,7 +116,12 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
                     _ => print!("{}", render_ls(&list, quiet)),
                 }
             }
-            NodeCommand::Inspect { pretty, nodes } => {
+            NodeCommand::Inspect {
+                pretty,
+                format,
+                nodes,
+            } => {
+                let format = super::format::inspect_format(pretty, format.as_deref())?;
                 let mut found = Vec::new();
                 for node in &nodes {
                     found.push(client.control.inspect_node(node).await?);
@@ -123,8 +130,10 @@ pub fn run(host: Option<&str>, args: NodeArgs) -> anyhow::Result<ExitCode> {
                     let texts: Vec<String> = found.iter().map(render_pretty).collect();
                     print!("{}", texts.join("\n\n"));
                 } else {
-                    let value: Vec<NodeJson> = found.iter().map(node_json).collect();
-                    println!("{}", indent_json(&value));
+                    // The Engine API's object, from the same conversion (docker's shape).
+                    let objects: Vec<_> = found.iter().map(convert::node_out).collect();
+                    out(&super::format::inspect_output(&objects, format.as_ref())
+                        .map_err(CliFailure::Usage)?);
                 }
             }
             NodeCommand::Ps { table, nodes } => {
@@ -239,13 +248,6 @@ fn reachability_name(r: pb::Reachability) -> &'static str {
     }
 }
 
-fn role_name(r: pb::Role) -> &'static str {
-    match r {
-        pb::Role::Worker => "worker",
-        pb::Role::Manager => "manager",
-    }
-}
-
 fn hostname(node: &pb::Node) -> &str {
     node.description
         .as_ref()
@@ -338,135 +340,6 @@ pub fn render_ls(list: &pb::ListNodesResponse, quiet: bool) -> String {
         ]);
     }
     table(&rows)
-}
-
-/// A node in the docker API's JSON shape, fields in docker's order (docker prints structs,
-/// so the order is the Go field order, not alphabetical).
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct NodeJson {
-    #[serde(rename = "ID")]
-    id: String,
-    version: VersionJson,
-    created_at: String,
-    updated_at: String,
-    spec: SpecJson,
-    description: DescriptionJson,
-    status: StatusJson,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    manager_status: Option<ManagerStatusJson>,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct VersionJson {
-    index: u64,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SpecJson {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-    role: &'static str,
-    availability: &'static str,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescriptionJson {
-    hostname: String,
-    platform: PlatformJson,
-    resources: ResourcesJson,
-    engine: EngineJson,
-    /// hive's own: why the node's data plane failed to load (absent when it loaded).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    dataplane_error: String,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct PlatformJson {
-    architecture: String,
-    #[serde(rename = "OS")]
-    os: String,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct ResourcesJson {
-    #[serde(rename = "NanoCPUs")]
-    nano_cpus: i64,
-    #[serde(rename = "MemoryBytes")]
-    memory_bytes: i64,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct EngineJson {
-    engine_version: String,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct StatusJson {
-    state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    message: String,
-    addr: String,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ManagerStatusJson {
-    leader: bool,
-    reachability: &'static str,
-    addr: String,
-}
-
-pub fn node_json(node: &pb::Node) -> NodeJson {
-    let spec = node.spec.clone().unwrap_or_default();
-    let description = node.description.clone().unwrap_or_default();
-    let status = node.status.clone().unwrap_or_default();
-    NodeJson {
-        id: node.id.clone(),
-        version: VersionJson {
-            index: node.version,
-        },
-        created_at: rfc3339(node.created_at.as_ref()),
-        updated_at: rfc3339(node.updated_at.as_ref()),
-        spec: SpecJson {
-            role: role_name(spec.desired_role()),
-            availability: availability_name(spec.availability()),
-            name: spec.name,
-            labels: spec.labels.into_iter().collect(),
-        },
-        description: DescriptionJson {
-            hostname: description.hostname,
-            platform: PlatformJson {
-                architecture: description.architecture,
-                os: description.os,
-            },
-            resources: ResourcesJson {
-                nano_cpus: description.nano_cpus,
-                memory_bytes: description.memory_bytes,
-            },
-            engine: EngineJson {
-                engine_version: description.engine_version,
-            },
-            dataplane_error: description.dataplane_error,
-        },
-        status: StatusJson {
-            state: state_name(status.state()),
-            message: status.message,
-            addr: status.addr,
-        },
-        manager_status: node.manager_status.as_ref().map(|m| ManagerStatusJson {
-            leader: m.leader,
-            reachability: reachability_name(m.reachability()),
-            addr: m.addr.clone(),
-        }),
-    }
 }
 
 /// `node inspect --pretty` (docker/cli `node-inspect-pretty` golden files).
@@ -583,13 +456,13 @@ mod tests {
             "{}",
             render_pretty(&failed)
         );
-        let json = serde_json::to_value(node_json(&failed)).expect("node JSON");
+        let json = serde_json::to_value(convert::node_out(&failed)).expect("node JSON");
         assert_eq!(json["Description"]["DataplaneError"], cause);
 
         // A node whose data plane loaded prints as docker's does: no such line or key.
         let healthy = node("aaaaaaaaaaaaaaaaaaaaaaaaa", "n1", None);
         assert!(!render_pretty(&healthy).contains("Data Plane"));
-        let json = serde_json::to_value(node_json(&healthy)).expect("node JSON");
+        let json = serde_json::to_value(convert::node_out(&healthy)).expect("node JSON");
         assert!(json["Description"].get("DataplaneError").is_none());
     }
 }

@@ -6,13 +6,13 @@ use std::io::Read as _;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::output::{CliFailure, human_duration, indent_json, out, run_client, table};
+use super::output::{CliFailure, human_duration, out, run_client, table};
 use super::service::opts::parse_labels;
 use crate::client::DaemonClient;
+use crate::engine_api::convert;
 use crate::store::objects::{
     Annotations, Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec, Timestamp,
 };
@@ -57,6 +57,9 @@ pub enum FileCommand {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a custom template (over the Engine API's object).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -86,19 +89,21 @@ impl Kind {
 /// One secret or config as the CLI shows it.
 struct Shown {
     id: String,
-    version: u64,
     created: Timestamp,
     updated: Timestamp,
     annotations: Annotations,
     /// Configs only.
     data: Option<Vec<u8>>,
+    /// What `inspect` prints: the Engine API's object, from the same conversion.
+    object: Value,
 }
 
 impl From<Secret> for Shown {
     fn from(s: Secret) -> Self {
+        let object = serde_json::to_value(convert::secret_out(&s)).unwrap_or_default();
         Self {
+            object,
             id: s.id,
-            version: s.meta.version,
             created: s.meta.created_at,
             updated: s.meta.updated_at,
             annotations: s.spec.annotations,
@@ -109,19 +114,16 @@ impl From<Secret> for Shown {
 
 impl From<Config> for Shown {
     fn from(c: Config) -> Self {
+        let object = serde_json::to_value(convert::config_out(&c)).unwrap_or_default();
         Self {
+            object,
             id: c.id,
-            version: c.meta.version,
             created: c.meta.created_at,
             updated: c.meta.updated_at,
             annotations: c.spec.annotations,
             data: Some(c.spec.data),
         }
     }
-}
-
-fn rfc3339(t: Timestamp) -> String {
-    super::output::rfc3339(Some(&crate::api::convert::timestamp(t)))
 }
 
 fn ago(t: Timestamp) -> String {
@@ -133,20 +135,7 @@ fn ago(t: Timestamp) -> String {
 
 /// docker's inspect JSON: `Spec.Data` (base64) for a config, never for a secret.
 fn inspect_json(shown: &Shown) -> Value {
-    let mut spec = json!({
-        "Name": shown.annotations.name,
-        "Labels": shown.annotations.labels,
-    });
-    if let Some(data) = &shown.data {
-        spec["Data"] = Value::String(base64::engine::general_purpose::STANDARD.encode(data));
-    }
-    json!({
-        "ID": shown.id,
-        "Version": { "Index": shown.version },
-        "CreatedAt": rfc3339(shown.created),
-        "UpdatedAt": rfc3339(shown.updated),
-        "Spec": spec,
-    })
+    shown.object.clone()
 }
 
 /// docker's `--pretty` form.
@@ -287,8 +276,14 @@ fn run(host: Option<&str>, kind: Kind, command: FileCommand) -> anyhow::Result<E
             }
             FileCommand::Inspect {
                 pretty: as_text,
+                format,
                 names,
             } => {
+                let format = super::format::inspect_format(as_text, format.as_deref())?;
+                let show = |found: &[Shown]| {
+                    let json: Vec<Value> = found.iter().map(inspect_json).collect();
+                    super::format::inspect_output(&json, format.as_ref()).map_err(CliFailure::Usage)
+                };
                 let mut found = Vec::new();
                 for query in &names {
                     let result = match kind {
@@ -299,8 +294,7 @@ fn run(host: Option<&str>, kind: Kind, command: FileCommand) -> anyhow::Result<E
                         Ok(shown) => found.push(shown),
                         Err(err) if err.code() == Some(tonic::Code::NotFound) => {
                             if !as_text {
-                                let json: Vec<Value> = found.iter().map(inspect_json).collect();
-                                out(&format!("{}\n", indent_json(&json)));
+                                out(&show(&found)?);
                             }
                             return Err(CliFailure::Usage(format!(
                                 "Error: No such {}: {query}",
@@ -314,8 +308,7 @@ fn run(host: Option<&str>, kind: Kind, command: FileCommand) -> anyhow::Result<E
                     let texts: Vec<String> = found.iter().map(|s| pretty(kind, s)).collect();
                     out(&texts.join("\n\n"));
                 } else {
-                    let json: Vec<Value> = found.iter().map(inspect_json).collect();
-                    out(&format!("{}\n", indent_json(&json)));
+                    out(&show(&found)?);
                 }
             }
             FileCommand::Rm { names } => {

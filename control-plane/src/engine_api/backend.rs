@@ -125,6 +125,25 @@ impl Backend {
         Ok(self.control().await?.unlock_key(rotate).await?)
     }
 
+    /// `docker swarm update`: the settings that changed.
+    pub async fn update_swarm(&self, settings: pb::ClusterSettings) -> Result<(), EngineError> {
+        self.control().await?.update_swarm(settings).await?;
+        Ok(())
+    }
+
+    /// `docker swarm ca --rotate`: the same manager call as `hive swarm ca --rotate`.
+    pub async fn rotate_root_ca(
+        &self,
+        settings: pb::ClusterSettings,
+        rotation: pb::RootRotationRequest,
+    ) -> Result<(), EngineError> {
+        self.control()
+            .await?
+            .rotate_root_ca(settings, rotation)
+            .await?;
+        Ok(())
+    }
+
     pub async fn rotate_join_token(&self, role: NodeRole) -> Result<(), EngineError> {
         self.control().await?.join_token(role, true).await?;
         Ok(())

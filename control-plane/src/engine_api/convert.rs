@@ -5,16 +5,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bollard_stubs::models as m;
 
 use super::error::EngineError;
 use crate::api::pb;
 use crate::store::objects::{
-    Annotations, ContainerSpec, EndpointMode, EndpointSpec, FailureAction, FailureRatio,
+    Annotations, Config, ContainerSpec, EndpointMode, EndpointSpec, FailureAction, FailureRatio,
     IpamConfig, IpamOptions, Network, NetworkAttachmentConfig, NetworkSpec, Placement,
     PlacementPreference, PortConfig, Protocol, ProtocolError, PublishMode, ResourceRequirements,
-    Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskSpec,
-    TaskState, Timestamp, UpdateConfig, UpdateOrder,
+    Resources, RestartCondition, RestartPolicy, Secret, Service, ServiceMode, ServiceSpec, Task,
+    TaskSpec, TaskState, Timestamp, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
 
 /// The overlay driver, the only one a swarm scope network may have in hive.
@@ -456,8 +458,9 @@ fn update_config_in(
     })
 }
 
+/// `Delay` and `Monitor`: Go leaves a zero out (`omitempty`).
 fn nanos_out(d: std::time::Duration) -> Option<i64> {
-    Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    (!d.is_zero()).then(|| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn update_config_out(c: &UpdateConfig) -> m::ServiceSpecUpdateConfig {
@@ -521,8 +524,29 @@ pub fn service_spec_out(spec: &ServiceSpec) -> m::ServiceSpec {
     }
 }
 
+/// A service as hive shows it everywhere (`GET /services`, `hive service inspect`): Docker's
+/// object with its `PreviousSpec`, which `bollard-stubs` does not model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceObject {
+    #[serde(flatten)]
+    pub service: m::Service,
+    #[serde(
+        rename = "PreviousSpec",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub previous_spec: Option<m::ServiceSpec>,
+}
+
 /// `status`: the task counts of `GET /services?status=true`.
-pub fn service_out(service: &Service, status: Option<(u64, u64)>) -> m::Service {
+pub fn service_out(service: &Service, status: Option<(u64, u64)>) -> ServiceObject {
+    ServiceObject {
+        service: service_model(service, status),
+        previous_spec: service.previous_spec.as_ref().map(service_spec_out),
+    }
+}
+
+fn service_model(service: &Service, status: Option<(u64, u64)>) -> m::Service {
     m::Service {
         id: Some(service.id.clone()),
         version: version(service.meta.version),
@@ -550,12 +574,31 @@ pub fn service_out(service: &Service, status: Option<(u64, u64)>) -> m::Service 
                 ..Default::default()
             },
         }),
+        update_status: service.update_status.as_ref().map(update_status_out),
         service_status: status.map(|(running, desired)| m::ServiceServiceStatus {
             running_tasks: Some(running),
             desired_tasks: Some(desired),
             completed_tasks: Some(0),
         }),
         ..Default::default()
+    }
+}
+
+/// Where the last update or rollback stands, as `docker service inspect` and the CLI's
+/// `service update` progress read it.
+pub fn update_status_out(status: &UpdateStatus) -> m::ServiceUpdateStatus {
+    m::ServiceUpdateStatus {
+        state: Some(match status.state {
+            UpdateState::Updating => m::ServiceUpdateStatusStateEnum::UPDATING,
+            UpdateState::Paused => m::ServiceUpdateStatusStateEnum::PAUSED,
+            UpdateState::Completed => m::ServiceUpdateStatusStateEnum::COMPLETED,
+            UpdateState::RollbackStarted => m::ServiceUpdateStatusStateEnum::ROLLBACK_STARTED,
+            UpdateState::RollbackPaused => m::ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+            UpdateState::RollbackCompleted => m::ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED,
+        }),
+        started_at: status.started_at.and_then(date),
+        completed_at: status.completed_at.and_then(date),
+        message: (!status.message.is_empty()).then(|| status.message.clone()),
     }
 }
 
@@ -640,7 +683,52 @@ pub fn availability_in(a: Option<m::NodeSpecAvailabilityEnum>) -> Option<pb::Ava
     }
 }
 
-pub fn node_out(node: &pb::Node) -> m::Node {
+/// A node as hive shows it everywhere (`GET /nodes`, `hive node inspect`): Docker's object,
+/// with `Description.DataplaneError` when the node's data plane failed to load (hive's own;
+/// Docker's clients ignore it, and a node whose data plane loaded has none).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeObject {
+    #[serde(flatten)]
+    pub node: m::Node,
+    #[serde(
+        rename = "Description",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub description: Option<NodeDescriptionObject>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeDescriptionObject {
+    #[serde(flatten)]
+    pub description: m::NodeDescription,
+    #[serde(
+        rename = "DataplaneError",
+        skip_serializing_if = "String::is_empty",
+        default
+    )]
+    pub dataplane_error: String,
+}
+
+pub fn node_out(node: &pb::Node) -> NodeObject {
+    let mut model = node_model(node);
+    NodeObject {
+        description: model
+            .description
+            .take()
+            .map(|description| NodeDescriptionObject {
+                description,
+                dataplane_error: node
+                    .description
+                    .as_ref()
+                    .map(|d| d.dataplane_error.clone())
+                    .unwrap_or_default(),
+            }),
+        node: model,
+    }
+}
+
+fn node_model(node: &pb::Node) -> m::Node {
     let spec = node.spec.clone().unwrap_or_default();
     let description = node.description.clone().unwrap_or_default();
     let status = node.status.clone().unwrap_or_default();
@@ -672,10 +760,11 @@ pub fn node_out(node: &pb::Node) -> m::Node {
             }),
             engine: Some(m::EngineDescription {
                 engine_version: Some(description.engine_version.clone()),
-                labels: Some(HashMap::new()),
+                // hive's agents report no engine labels (Go leaves an empty map out).
+                labels: None,
                 plugins: None,
             }),
-            tls_info: None,
+            tls_info: node.tls_info.as_ref().map(tls_info_out),
         }),
         status: Some(m::NodeStatus {
             state: Some(match status.state() {
@@ -740,11 +829,21 @@ pub fn network_out(network: &Network) -> m::Network {
         attachable: Some(spec.attachable),
         ingress: Some(spec.ingress),
         config_only: Some(false),
-        options: Some(labels(&spec.driver_options)),
+        options: Some({
+            let mut options = labels(&spec.driver_options);
+            // What dockerd's overlay driver shows of the VNI it allocated.
+            if let Some(vni) = network.vni {
+                options.insert(VXLAN_ID_OPTION.to_owned(), vni.to_string());
+            }
+            options
+        }),
         labels: Some(labels(&spec.annotations.labels)),
         ..Default::default()
     }
 }
+
+/// The overlay driver's option naming a network's VXLAN identifier.
+pub const VXLAN_ID_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
 
 /// `POST /networks/create` as hive stores it. Only swarm-scope overlay networks exist here.
 pub fn network_spec_in(request: m::NetworkCreateRequest) -> Result<NetworkSpec, EngineError> {
@@ -808,6 +907,40 @@ pub fn network_spec_in(request: m::NetworkCreateRequest) -> Result<NetworkSpec, 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Secrets and configs
+
+/// A secret as dockerd shows it: never its data.
+pub fn secret_out(s: &Secret) -> m::Secret {
+    m::Secret {
+        id: Some(s.id.clone()),
+        version: version(s.meta.version),
+        created_at: date(s.meta.created_at),
+        updated_at: date(s.meta.updated_at),
+        spec: Some(m::SecretSpec {
+            name: Some(s.spec.annotations.name.clone()),
+            labels: Some(labels(&s.spec.annotations.labels)),
+            ..m::SecretSpec::default()
+        }),
+    }
+}
+
+/// A config as dockerd shows it, with its data (`Spec.Data`, base64).
+pub fn config_out(c: &Config) -> m::Config {
+    m::Config {
+        id: Some(c.id.clone()),
+        version: version(c.meta.version),
+        created_at: date(c.meta.created_at),
+        updated_at: date(c.meta.updated_at),
+        spec: Some(m::ConfigSpec {
+            name: Some(c.spec.annotations.name.clone()),
+            labels: Some(labels(&c.spec.annotations.labels)),
+            data: Some(STANDARD.encode(&c.spec.data)),
+            templating: None,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The swarm
 
 pub fn swarm_spec_out(settings: Option<&pb::ClusterSettings>) -> m::SwarmSpec {
@@ -848,7 +981,7 @@ pub fn cluster_info_out(swarm: &pb::InspectSwarmResponse) -> m::ClusterInfo {
         created_at: pb_date(swarm.created_at.as_ref()),
         updated_at: pb_date(swarm.updated_at.as_ref()),
         spec: Some(swarm_spec_out(swarm.settings.as_ref())),
-        tls_info: None,
+        tls_info: swarm.tls_info.as_ref().map(tls_info_out),
         root_rotation_in_progress: Some(
             swarm.root_rotation.as_ref().is_some_and(|r| r.in_progress),
         ),
@@ -876,6 +1009,107 @@ pub fn swarm_out(swarm: &pb::InspectSwarmResponse) -> m::Swarm {
             manager: Some(swarm.manager_token.clone()),
         }),
     }
+}
+
+/// Docker's `TLSInfo`; Go's JSON has the DER bytes in standard base64.
+pub fn tls_info_out(info: &pb::DockerTlsInfo) -> m::TlsInfo {
+    m::TlsInfo {
+        trust_root: Some(info.trust_root.clone()),
+        cert_issuer_subject: Some(STANDARD.encode(&info.cert_issuer_subject)),
+        cert_issuer_public_key: Some(STANDARD.encode(&info.cert_issuer_public_key)),
+    }
+}
+
+/// What `POST /swarm/update` asks of hive: the settings it changes and a root CA rotation.
+#[derive(Debug, Default, PartialEq)]
+pub struct SwarmUpdate {
+    pub settings: pb::ClusterSettings,
+    pub rotation: Option<pb::RootRotationRequest>,
+}
+
+/// The changes from the current spec to `spec`, as hive's swarm update makes them. A root CA
+/// rotation is asked by a `CAConfig.ForceRotate` other than the one shown (hive keeps no
+/// counter and shows 0; `docker swarm ca --rotate` sends it plus one) or by a
+/// `SigningCACert`/`SigningCAKey` (`--ca-cert`/`--ca-key`). A change hive cannot make (the
+/// name, labels, Raft ticks, external CAs, task defaults) is refused, never dropped.
+pub fn swarm_update_in(
+    mut spec: m::SwarmSpec,
+    current: Option<&pb::ClusterSettings>,
+) -> Result<SwarmUpdate, EngineError> {
+    let now = swarm_spec_out(current);
+    let mut update = SwarmUpdate::default();
+    let settings = &mut update.settings;
+
+    // Each setting hive has: taken out of `spec` (left as now), applied if it changed.
+    fn take<T: PartialEq + Clone>(asked: &mut Option<T>, now: &Option<T>) -> Option<T> {
+        let value = asked.take();
+        *asked = now.clone();
+        value.filter(|v| Some(v) != now.as_ref())
+    }
+    let (orchestration, now_orchestration) = (
+        spec.orchestration.get_or_insert_default(),
+        now.orchestration.clone().unwrap_or_default(),
+    );
+    settings.task_history_limit = take(
+        &mut orchestration.task_history_retention_limit,
+        &now_orchestration.task_history_retention_limit,
+    );
+    let (raft, now_raft) = (
+        spec.raft.get_or_insert_default(),
+        now.raft.clone().unwrap_or_default(),
+    );
+    if let Some(interval) = take(&mut raft.snapshot_interval, &now_raft.snapshot_interval) {
+        settings.snapshot_interval = Some(interval);
+    }
+    let (dispatcher, now_dispatcher) = (
+        spec.dispatcher.get_or_insert_default(),
+        now.dispatcher.clone().unwrap_or_default(),
+    );
+    if let Some(period) = take(
+        &mut dispatcher.heartbeat_period,
+        &now_dispatcher.heartbeat_period,
+    ) {
+        let period = duration("Dispatcher.HeartbeatPeriod", Some(period), Duration::ZERO)?;
+        settings.dispatcher_heartbeat_ms =
+            Some(u64::try_from(period.as_millis()).unwrap_or(u64::MAX));
+    }
+    let (encryption, now_encryption) = (
+        spec.encryption_config.get_or_insert_default(),
+        now.encryption_config.clone().unwrap_or_default(),
+    );
+    settings.autolock = take(
+        &mut encryption.auto_lock_managers,
+        &now_encryption.auto_lock_managers,
+    );
+    let (ca, now_ca) = (
+        spec.ca_config.get_or_insert_default(),
+        now.ca_config.clone().unwrap_or_default(),
+    );
+    if let Some(expiry) = take(&mut ca.node_cert_expiry, &now_ca.node_cert_expiry) {
+        let expiry = duration("CAConfig.NodeCertExpiry", Some(expiry), Duration::ZERO)?;
+        settings.cert_expiry_secs = Some(expiry.as_secs());
+    }
+    if ca.external_cas.take().is_some_and(|cas| !cas.is_empty()) {
+        return Err(EngineError::not_implemented(
+            "signing node certificates with an external CA",
+        ));
+    }
+    let force = take(&mut ca.force_rotate, &now_ca.force_rotate).is_some_and(|n| n != 0);
+    let cert = take(&mut ca.signing_ca_cert, &now_ca.signing_ca_cert).unwrap_or_default();
+    let key = take(&mut ca.signing_ca_key, &now_ca.signing_ca_key).unwrap_or_default();
+    if force || !cert.is_empty() || !key.is_empty() {
+        update.rotation = Some(pb::RootRotationRequest {
+            rotate: true,
+            ca_cert_pem: cert,
+            ca_key_pem: key,
+        });
+    }
+    if spec != now {
+        return Err(EngineError::not_implemented(
+            "changing the swarm's name, labels, Raft ticks or task defaults (the other settings and the root CA can be changed)",
+        ));
+    }
+    Ok(update)
 }
 
 pub fn local_node_state_out(state: pb::LocalNodeState) -> m::LocalNodeState {
@@ -936,6 +1170,123 @@ mod tests {
             nanos: 5,
         };
         assert_eq!(date(t).as_deref(), Some("2023-11-14T22:13:20.000000005Z"));
+    }
+
+    fn settings() -> pb::ClusterSettings {
+        pb::ClusterSettings {
+            task_history_limit: Some(5),
+            dispatcher_heartbeat_ms: Some(5_000),
+            cert_expiry_secs: Some(90 * 24 * 3600),
+            snapshot_interval: Some(10_000),
+            autolock: Some(false),
+            ..Default::default()
+        }
+    }
+
+    /// What the docker CLI sends back: the spec it read, through Go's JSON.
+    fn as_sent(spec: &m::SwarmSpec) -> m::SwarmSpec {
+        serde_json::from_str(&serde_json::to_string(spec).expect("json")).expect("model")
+    }
+
+    #[test]
+    fn swarm_updates_are_hives_settings_and_ca_rotations() {
+        let now = swarm_spec_out(Some(&settings()));
+        // `docker swarm join-token --rotate`: the spec as read changes nothing.
+        let unchanged = swarm_update_in(as_sent(&now), Some(&settings())).expect("update");
+        assert_eq!(unchanged, SwarmUpdate::default());
+
+        // `docker swarm ca --rotate --cert-expiry 48h`: ForceRotate + 1 and the expiry.
+        let mut rotate = as_sent(&now);
+        let ca = rotate.ca_config.get_or_insert_default();
+        ca.force_rotate = Some(1);
+        ca.node_cert_expiry = Some(48 * 3600 * 1_000_000_000);
+        let update = swarm_update_in(rotate, Some(&settings())).expect("update");
+        assert_eq!(update.settings.cert_expiry_secs, Some(48 * 3600));
+        assert_eq!(update.settings.task_history_limit, None);
+        assert_eq!(
+            update.rotation,
+            Some(pb::RootRotationRequest {
+                rotate: true,
+                ..Default::default()
+            })
+        );
+
+        // `--ca-cert/--ca-key`: the operator's root.
+        let mut given = as_sent(&now);
+        let ca = given.ca_config.get_or_insert_default();
+        ca.signing_ca_cert = Some("CERT".to_owned());
+        ca.signing_ca_key = Some("KEY".to_owned());
+        let rotation = swarm_update_in(given, Some(&settings()))
+            .expect("update")
+            .rotation
+            .expect("a rotation");
+        assert_eq!(
+            (rotation.ca_cert_pem.as_str(), rotation.ca_key_pem.as_str()),
+            ("CERT", "KEY")
+        );
+
+        // `docker swarm update --task-history-limit 2 --autolock`.
+        let mut changed = as_sent(&now);
+        changed
+            .orchestration
+            .get_or_insert_default()
+            .task_history_retention_limit = Some(2);
+        changed
+            .encryption_config
+            .get_or_insert_default()
+            .auto_lock_managers = Some(true);
+        let update = swarm_update_in(changed, Some(&settings())).expect("update");
+        assert_eq!(update.settings.task_history_limit, Some(2));
+        assert_eq!(update.settings.autolock, Some(true));
+        assert_eq!(update.rotation, None);
+
+        // What hive cannot change is refused, not dropped.
+        let mut renamed = as_sent(&now);
+        renamed.name = Some("other".to_owned());
+        assert_eq!(
+            swarm_update_in(renamed, Some(&settings()))
+                .unwrap_err()
+                .status,
+            501
+        );
+        let mut external = as_sent(&now);
+        external.ca_config.get_or_insert_default().external_cas =
+            Some(vec![m::SwarmSpecCaConfigExternalCas::default()]);
+        assert_eq!(
+            swarm_update_in(external, Some(&settings()))
+                .unwrap_err()
+                .status,
+            501
+        );
+    }
+
+    #[test]
+    fn tls_info_and_update_status_are_in_dockers_shape() {
+        let tls = tls_info_out(&pb::DockerTlsInfo {
+            trust_root: "PEM".to_owned(),
+            cert_issuer_subject: vec![0x30, 0x00],
+            cert_issuer_public_key: vec![0xff],
+        });
+        let json = serde_json::to_value(&tls).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"TrustRoot": "PEM", "CertIssuerSubject": "MAA=", "CertIssuerPublicKey": "/w=="})
+        );
+        let status = update_status_out(&UpdateStatus {
+            state: UpdateState::RollbackCompleted,
+            started_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            completed_at: None,
+            message: String::new(),
+        });
+        let json = serde_json::to_value(&status).expect("json");
+        // Go leaves out what is empty (`omitempty`).
+        assert_eq!(
+            json,
+            serde_json::json!({"State": "rollback_completed", "StartedAt": "2023-11-14T22:13:20Z"})
+        );
     }
 
     #[test]

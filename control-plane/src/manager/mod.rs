@@ -346,9 +346,13 @@ impl Manager {
     /// A node as the API shows it, with leader and reachability as this manager sees them.
     pub fn node_view(&self, node: &Node) -> pb::Node {
         let leader = self.store.leader().map(|(id, _)| id);
+        let tls_info = self
+            .cluster()
+            .ok()
+            .map(|cluster| ca::rotation::node_tls_info(&cluster, &node.tls_info));
         let metrics = self.store.metrics();
         let metrics = metrics.borrow();
-        crate::api::convert::node(node, |status| {
+        let mut view = crate::api::convert::node(node, |status| {
             let reach = if status.raft_id == self.raft_id {
                 Reachability::Reachable
             } else if !keeping_up(&metrics, status.raft_id) {
@@ -359,7 +363,9 @@ impl Manager {
                 self.peers.reachability(status.raft_id)
             };
             (leader == Some(status.raft_id), reach)
-        })
+        });
+        view.tls_info = tls_info;
+        view
     }
 }
 

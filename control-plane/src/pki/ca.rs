@@ -104,6 +104,19 @@ impl RootCert {
     pub fn digest(&self) -> CaDigest {
         self.digest
     }
+
+    /// The DER of its subject and of its SubjectPublicKeyInfo: what Docker's `TLSInfo` calls
+    /// `CertIssuerSubject` and `CertIssuerPublicKey` for the certificates it issues.
+    pub fn issuer_identity(&self) -> (Vec<u8>, Vec<u8>) {
+        match parse_cert(&self.der) {
+            Ok(cert) => (
+                cert.tbs_certificate.subject.as_raw().to_vec(),
+                cert.tbs_certificate.subject_pki.raw.to_vec(),
+            ),
+            // Checked when it was made (`from_der`).
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
 }
 
 /// The root CA in PEM, as stored in the Raft store. The key is secret: keep it off logs.

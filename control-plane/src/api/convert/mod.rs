@@ -133,6 +133,8 @@ pub fn node(
                 reachability: reachability(reach).into(),
             }
         }),
+        // Needs the cluster's roots: the manager's `node_view` fills it in.
+        tls_info: None,
     }
 }
 

@@ -212,6 +212,9 @@ pub enum ServiceCommand {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a custom template (over the Engine API's service object).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         services: Vec<String>,
     },

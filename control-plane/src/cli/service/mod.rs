@@ -20,9 +20,9 @@ use std::time::SystemTime;
 use futures::StreamExt;
 
 use self::render::{log_context, render_tasks};
-use super::format::parse_format;
+use super::format::{inspect_format, inspect_output, parse_format};
 use super::network::{network_id, resolve};
-use super::output::{CliFailure, indent_json, out, run_client};
+use super::output::{CliFailure, out, run_client};
 use crate::api::pb;
 use crate::client::{DaemonClient, ImageResolution, LogsRequest, TaskList};
 use crate::store::objects::{Service, ServiceMode, ServiceSpec};
@@ -242,7 +242,12 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     services.into_iter().map(|s| (s, String::new())).collect();
                 print_tasks(&mut client, &queries, &table).await?;
             }
-            ServiceCommand::Inspect { pretty, services } => {
+            ServiceCommand::Inspect {
+                pretty,
+                format,
+                services,
+            } => {
+                let format = inspect_format(pretty, format.as_deref())?;
                 let mut found = Vec::new();
                 for service in &services {
                     found.push(inspect(&mut client, service).await?);
@@ -251,7 +256,12 @@ pub fn run(host: Option<&str>, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                     let texts: Vec<String> = found.iter().map(render::render_pretty).collect();
                     out(&texts.join("\n\n"));
                 } else {
-                    out(&format!("{}\n", indent_json(&found)));
+                    // The Engine API's object, from the same conversion (docker's shape).
+                    let objects: Vec<_> = found
+                        .iter()
+                        .map(|s| crate::engine_api::convert::service_out(s, None))
+                        .collect();
+                    out(&inspect_output(&objects, format.as_ref()).map_err(CliFailure::Usage)?);
                 }
             }
             ServiceCommand::Logs {

@@ -38,7 +38,7 @@ fn matches(filters: &Filters, node: &pb::Node) -> bool {
 pub async fn list(
     Extract(backend): Extract<State>,
     params: Params,
-) -> Reply<axum::Json<Vec<m::Node>>> {
+) -> Reply<axum::Json<Vec<convert::NodeObject>>> {
     let filters = Filters::parse(params.get("filters"), FILTERS)?;
     let nodes = backend.list_nodes().await?;
     Ok(axum::Json(
@@ -54,7 +54,7 @@ pub async fn list(
 pub async fn inspect(
     Extract(backend): Extract<State>,
     Path(id): Path<String>,
-) -> Reply<axum::Json<m::Node>> {
+) -> Reply<axum::Json<convert::NodeObject>> {
     Ok(axum::Json(convert::node_out(
         &backend.inspect_node(&id).await?,
     )))

@@ -9,12 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use bollard_stubs::models as m;
 
 use super::{Json, Params, Reply, State};
-use crate::engine_api::convert::date;
+use crate::engine_api::convert::{config_out, secret_out};
 use crate::engine_api::error::EngineError;
 use crate::engine_api::filters::Filters;
-use crate::store::objects::{
-    Annotations, Config, ConfigSpec, FileReference, FileTarget, Secret, SecretSpec,
-};
+use crate::store::objects::{Annotations, ConfigSpec, FileReference, FileTarget, SecretSpec};
 
 const FILTERS: &[&str] = &["id", "label", "name", "names"];
 
@@ -39,39 +37,6 @@ fn keep(filters: &Filters, id: &str, annotations: &Annotations) -> bool {
         && filters.any("name", |f| annotations.name.starts_with(f))
         && filters.any("names", |f| annotations.name == f)
         && filters.labels_match(&annotations.labels)
-}
-
-fn secret_out(s: &Secret) -> m::Secret {
-    m::Secret {
-        id: Some(s.id.clone()),
-        version: Some(m::ObjectVersion {
-            index: Some(s.meta.version),
-        }),
-        created_at: date(s.meta.created_at),
-        updated_at: date(s.meta.updated_at),
-        spec: Some(m::SecretSpec {
-            name: Some(s.spec.annotations.name.clone()),
-            labels: Some(s.spec.annotations.labels.clone().into_iter().collect()),
-            ..m::SecretSpec::default()
-        }),
-    }
-}
-
-fn config_out(c: &Config) -> m::Config {
-    m::Config {
-        id: Some(c.id.clone()),
-        version: Some(m::ObjectVersion {
-            index: Some(c.meta.version),
-        }),
-        created_at: date(c.meta.created_at),
-        updated_at: date(c.meta.updated_at),
-        spec: Some(m::ConfigSpec {
-            name: Some(c.spec.annotations.name.clone()),
-            labels: Some(c.spec.annotations.labels.clone().into_iter().collect()),
-            data: Some(STANDARD.encode(&c.spec.data)),
-            templating: None,
-        }),
-    }
 }
 
 pub async fn list_secrets(
@@ -325,11 +290,11 @@ mod tests {
         assert_eq!(secret_references_out(&secrets), spec.secrets);
         assert_eq!(configs[0].target.uid, "1");
 
-        let mut secret = Secret::default();
+        let mut secret = crate::store::objects::Secret::default();
         secret.spec.data = b"hunter2".to_vec();
         let json = serde_json::to_string(&secret_out(&secret)).unwrap();
         assert!(!json.contains("Data"), "{json}");
-        let mut config = Config::default();
+        let mut config = crate::store::objects::Config::default();
         config.spec.data = b"x=1".to_vec();
         let json = serde_json::to_string(&config_out(&config)).unwrap();
         assert!(json.contains("\"Data\":\"eD0x\""), "{json}");

@@ -45,7 +45,7 @@ pub async fn create(
 pub async fn list(
     Extract(backend): Extract<State>,
     params: Params,
-) -> Reply<axum::Json<Vec<m::Service>>> {
+) -> Reply<axum::Json<Vec<convert::ServiceObject>>> {
     let filters = Filters::parse(params.get("filters"), FILTERS)?;
     let status = params.flag("status");
     let services = backend.list_services().await?;
@@ -74,7 +74,7 @@ pub async fn list(
 pub async fn inspect(
     Extract(backend): Extract<State>,
     Path(id): Path<String>,
-) -> Reply<axum::Json<m::Service>> {
+) -> Reply<axum::Json<convert::ServiceObject>> {
     let service = backend.inspect_service(&id).await?;
     Ok(axum::Json(convert::service_out(&service, None)))
 }

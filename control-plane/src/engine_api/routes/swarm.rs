@@ -1,9 +1,11 @@
-//! `/swarm`: inspect (with the join tokens) and the token rotations of `/swarm/update`.
+//! `/swarm`: inspect (with the join tokens and `TLSInfo`), update (settings, root CA
+//! rotation, token rotations), unlock and the unlock key.
 
 use axum::extract::State as Extract;
 use bollard_stubs::models as m;
 
 use super::{Json, Params, Reply, State};
+use crate::api::pb;
 use crate::engine_api::convert;
 use crate::engine_api::error::EngineError;
 use crate::store::objects::NodeRole;
@@ -13,9 +15,10 @@ pub async fn inspect(Extract(backend): Extract<State>) -> Reply<axum::Json<m::Sw
     Ok(axum::Json(convert::swarm_out(&swarm)))
 }
 
-/// `docker swarm join-token --rotate`: `?rotateWorkerToken` / `?rotateManagerToken` with the
-/// current spec. Changing the spec through this API is not supported yet (`hive swarm
-/// update` does it); a spec that differs from the current one is refused.
+/// `docker swarm update`, `docker swarm ca --rotate` and `docker swarm join-token --rotate`:
+/// the whole spec at `?version=N` (a stale version is refused, never applied), with
+/// `?rotateWorkerToken` / `?rotateManagerToken` / `?rotateManagerUnlockKey`. What changed is
+/// applied as `hive swarm update` and `hive swarm ca --rotate` apply it, in one write.
 pub async fn update(
     Extract(backend): Extract<State>,
     params: Params,
@@ -26,10 +29,13 @@ pub async fn update(
     if current.version != version {
         return Err(EngineError::out_of_sequence());
     }
-    if spec != convert::swarm_spec_out(current.settings.as_ref()) {
-        return Err(EngineError::not_implemented(
-            "changing the swarm's settings through the Engine API (use `hive swarm update`)",
-        ));
+    let update = convert::swarm_update_in(spec, current.settings.as_ref())?;
+    match update.rotation {
+        Some(rotation) => backend.rotate_root_ca(update.settings, rotation).await?,
+        None if update.settings != pb::ClusterSettings::default() => {
+            backend.update_swarm(update.settings).await?;
+        }
+        None => {}
     }
     if params.flag("rotateManagerUnlockKey") {
         backend.unlock_key(true).await?;

@@ -7,7 +7,6 @@ use axum::extract::{Path, State as Extract};
 use bollard_stubs::models as m;
 
 use super::{Params, Reply, State};
-use crate::client::ServiceWithStatus;
 use crate::engine_api::convert;
 use crate::engine_api::error::EngineError;
 use crate::engine_api::filters::Filters;
@@ -36,34 +35,41 @@ fn task_name(service: &str, task: &Task) -> String {
     }
 }
 
-/// A service filter value (ID, name or ID prefix) to the service it names, if any.
-fn resolve<'a>(services: &'a [ServiceWithStatus], query: &str) -> Option<&'a Service> {
-    let services = services.iter().map(|s| &s.service);
-    let mut all = services.clone();
-    all.find(|s| s.id == query)
-        .or_else(|| services.clone().find(|s| s.spec.annotations.name == query))
-        .or_else(|| {
-            let mut prefixed = services.filter(|s| s.id.starts_with(query));
-            match (prefixed.next(), prefixed.next()) {
-                (Some(only), None) => Some(only),
-                _ => None,
-            }
-        })
-}
-
 pub async fn list(
     Extract(backend): Extract<State>,
     params: Params,
 ) -> Reply<axum::Json<Vec<m::Task>>> {
     let filters = Filters::parse(params.get("filters"), FILTERS)?;
-    let services = backend.list_services().await?;
-    // Service filters name services that must exist (dockerd resolves them the same way).
-    let mut service_ids = Vec::new();
-    for query in filters.values("service") {
-        let service = resolve(&services, query)
-            .ok_or_else(|| EngineError::not_found(format!("service {query} not found")))?;
-        service_ids.push(service.id.clone());
-    }
+    // Service filters name services that must exist (ID, name or unique ID prefix, as
+    // dockerd resolves them). Each is looked up alone, and its tasks come from the store's
+    // per-service index: the CLI's progress display polls this every 200 ms, and listing
+    // every service (with its task counts) would cost as much as listing every task.
+    let services: Vec<Service> = if filters.contains("service") {
+        let mut found = Vec::new();
+        for query in filters.values("service") {
+            let service = backend.inspect_service(query).await.map_err(|e| {
+                if e.status == 404 {
+                    EngineError::not_found(format!("service {query} not found"))
+                } else {
+                    e
+                }
+            })?;
+            found.push(service);
+        }
+        found
+    } else {
+        backend
+            .list_services()
+            .await?
+            .into_iter()
+            .map(|s| s.service)
+            .collect()
+    };
+    let service_ids: Vec<String> = if filters.contains("service") {
+        services.iter().map(|s| s.id.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let node_ids = if filters.contains("node") {
         let nodes = backend.list_nodes().await?;
         let mut ids = Vec::new();
@@ -100,10 +106,7 @@ pub async fn list(
         [only] => backend.list_tasks(only, "").await?,
         _ => backend.list_tasks("", "").await?,
     };
-    let by_id: HashMap<&str, &Service> = services
-        .iter()
-        .map(|s| (s.service.id.as_str(), &s.service))
-        .collect();
+    let by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.id.as_str(), s)).collect();
     let desired: Vec<TaskState> = filters
         .values("desired-state")
         .map(|s| {

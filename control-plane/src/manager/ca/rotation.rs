@@ -73,6 +73,59 @@ pub fn desired_digest(cluster: &Cluster) -> Result<CaDigest, ApiError> {
         .map_err(|e| ApiError::internal("reading the root CA certificate", e))
 }
 
+/// Docker's `TLSInfo` of a root certificate in PEM (empty where it does not parse).
+fn docker_issuer(pem: &str) -> (Vec<u8>, Vec<u8>) {
+    RootCert::from_pem(pem).map_or_else(|_| (Vec::new(), Vec::new()), |r| r.issuer_identity())
+}
+
+/// The swarm's `TLSInfo` as dockerd shows it: the cluster root (the outgoing one during a
+/// rotation) as `TrustRoot`, and the root new certificates are issued by as the issuer.
+/// `docker swarm ca --rotate` is done when every node matches both.
+pub fn cluster_tls_info(cluster: &Cluster) -> pb::DockerTlsInfo {
+    let issuer = cluster
+        .root_ca
+        .rotation
+        .as_ref()
+        .map_or(&cluster.root_ca.ca_cert, |r| &r.ca_cert);
+    let (subject, key) = docker_issuer(issuer);
+    pb::DockerTlsInfo {
+        trust_root: cluster.root_ca.ca_cert.clone(),
+        cert_issuer_subject: subject,
+        cert_issuer_public_key: key,
+    }
+}
+
+/// A node's `TLSInfo` as dockerd shows it, from the digests the node reports: the PEM of
+/// the roots it trusts and the identity of the root that issued its certificate. A digest of
+/// a root the swarm no longer has (before the last rotation) shows as nothing.
+pub fn node_tls_info(cluster: &Cluster, info: &NodeTlsInfo) -> pb::DockerTlsInfo {
+    let roots: Vec<(String, &String)> = std::iter::once(&cluster.root_ca.ca_cert)
+        .chain(cluster.root_ca.rotation.iter().map(|r| &r.ca_cert))
+        .filter_map(|pem| {
+            RootCert::from_pem(pem)
+                .ok()
+                .map(|root| (root.digest().to_string(), pem))
+        })
+        .collect();
+    let pem_of = |digest: &str| {
+        roots
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, pem)| pem.as_str())
+    };
+    let (subject, key) =
+        pem_of(&info.cert_issuer).map_or_else(|| (Vec::new(), Vec::new()), docker_issuer);
+    pb::DockerTlsInfo {
+        trust_root: info
+            .trusted_roots
+            .iter()
+            .filter_map(|d| pem_of(d))
+            .collect(),
+        cert_issuer_subject: subject,
+        cert_issuer_public_key: key,
+    }
+}
+
 /// Starts a rotation to `request`'s root, or to a new one. A rotation already under way is
 /// replaced (the new root is cross-signed by the cluster root, which every node still trusts).
 pub fn start(cluster: &mut Cluster, request: &pb::RootRotationRequest) -> Result<(), ApiError> {

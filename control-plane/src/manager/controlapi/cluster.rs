@@ -71,6 +71,7 @@ pub async fn inspect(manager: &Manager) -> Result<pb::InspectSwarmResponse, ApiE
             .map_or(&cluster.root_ca.ca_cert, |r| &r.ca_cert)
             .clone(),
         root_rotation: Some(crate::manager::ca::rotation::status(&cluster, &nodes)?),
+        tls_info: Some(crate::manager::ca::rotation::cluster_tls_info(&cluster)),
     })
 }
 

@@ -12,7 +12,9 @@ use crate::manager::controlapi::networks::resolve_attachments;
 use crate::manager::controlapi::reserved_ports::check_reserved_ports;
 use crate::manager::controlapi::service_spec::{check_port_conflicts, validate};
 use crate::store::command::Rejection;
-use crate::store::objects::{ObjectKind, Service, ServiceMode, ServiceSpec, Task, TaskState};
+use crate::store::objects::{
+    ObjectKind, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState,
+};
 use crate::store::{ReadView, StoreError, WriteTx};
 
 /// SwarmKit's answer to a second service of the same name.
@@ -149,8 +151,19 @@ pub fn update_in(
         let rollback = service.previous_spec.as_ref() == Some(spec);
         let replaces = spec.task_template != service.spec.task_template
             || spec.endpoint_spec != service.spec.endpoint_spec;
+        // As SwarmKit's controlapi, a change that replaces no task (a scale) leaves no ended
+        // update status behind: the previous update's `completed` would end the progress
+        // display of `docker service scale` before the new replicas run. An update under way
+        // or paused stays so.
         if replaces {
             service.update_status = Some(crate::manager::orchestrator::update::started(rollback));
+        } else if service.update_status.as_ref().is_some_and(|s| {
+            matches!(
+                s.state,
+                UpdateState::Completed | UpdateState::RollbackCompleted
+            )
+        }) {
+            service.update_status = None;
         }
         service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
     }

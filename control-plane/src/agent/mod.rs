@@ -10,6 +10,7 @@ pub mod dns;
 pub mod health;
 pub mod logs_service;
 pub mod mesh;
+pub mod mesh_build;
 pub mod mesh_link;
 pub mod mesh_state;
 pub mod mesh_view;

@@ -18,8 +18,8 @@ pub mod memory;
 
 /// The node's data plane (see the module docs).
 pub trait Dataplane: TaskIfaces + Send + Sync + std::fmt::Debug {
-    /// Makes the data plane hold `state`, whole (a first apply, a restart, a recovery, or the
-    /// next state after a change: only what differs is written).
+    /// Makes the data plane hold `state`, whole (a first apply, a restart, a recovery, a new
+    /// stream: only what differs from what it holds is written).
     fn apply(&mut self, state: &MeshState) -> Result<ApplyStats, DataplaneError>;
     /// Makes the data plane hold the state it holds with `delta` on top: only what `delta`
     /// names is validated, compiled and written. Needs a whole state applied before.

@@ -1,8 +1,11 @@
-//! The node's mesh: its [`Dataplane`], the veths of its tasks, and the loop that applies a
-//! new [`MeshState`] whenever one of its inputs changes — the leader's view (every
-//! assignment), a local task's veth coming or going, or gossip declaring a node dead or
-//! alive. The last one needs no leader: a dead node's backends leave this node's mesh as soon
-//! as gossip says so.
+//! The node's mesh: its [`Dataplane`], the veths of its tasks, and the loop that applies what
+//! changed in the node's [`MeshState`] whenever one of its inputs changes — the leader's view
+//! (every assignment), a local task's veth coming or going, or gossip declaring a node dead
+//! or alive. The last one needs no leader: a dead node's backends leave this node's mesh as
+//! soon as gossip says so. The state is kept up to date by a [`MeshBuilder`], which looks only
+//! at what the stream's journal says changed and hands the data plane a
+//! [`hive_dataplane::mesh::MeshDelta`]; the whole state is built and applied only when the
+//! change is not known (docs/agent.md, "A change costs what it changes").
 //!
 //! [`MeshAttacher`] is the executor's [`NetworkAttacher`]: it makes each task's veth with
 //! [`hive_dataplane::attach::task`] (address, gateway and MTU from the mesh), which also puts

@@ -259,6 +259,7 @@ fn assign(node: &NodeInputs, tasks: Vec<Task>, mesh: MeshView) {
         mesh,
         version: 1,
         files: Default::default(),
+        mesh_journal: Default::default(),
     })));
 }
 

@@ -42,7 +42,10 @@ use tracing::{info, warn};
 
 use crate::{
     maps::{MapsError, MeshMaps, RcuBarrier, detach_pinned_link},
-    mesh::{ApplyError, ApplyStats, KernelMaps, MeshApplier, MeshState, Reconciler, UnderlayLink},
+    mesh::{
+        ApplyError, ApplyStats, KernelMaps, MeshApplier, MeshDelta, MeshState, Reconciler,
+        UnderlayLink,
+    },
     programs::{EBPF_OBJECT, LoadError},
 };
 
@@ -250,6 +253,13 @@ impl Dataplane {
             });
         }
         Ok(self.mesh.apply(state, self.underlay, &mut self.maps)?)
+    }
+
+    /// Make the maps hold the applied state with `delta` on top: only what `delta` names is
+    /// validated, compiled and written (see [`crate::mesh`]). Needs a whole state applied
+    /// before ([`ApplyError::NothingApplied`] otherwise).
+    pub fn apply_delta(&mut self, delta: &MeshDelta) -> Result<ApplyStats, DataplaneError> {
+        Ok(self.mesh.apply_delta(delta, &mut self.maps)?)
     }
 
     /// Attach `tc_from_task` at tc ingress (tcx) of a task's host-side veth

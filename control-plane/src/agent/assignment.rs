@@ -5,13 +5,14 @@
 
 use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
-use crate::api::mesh_view::{MeshChanges, MeshSettings, MeshView};
+use crate::api::mesh_view::{MeshChanges, MeshSettings, MeshTouched, MeshView};
 use crate::api::pb;
 use crate::executor::files::FileBytes;
 use crate::store::objects::Task;
 use hive_dataplane::mesh::mode::MeshMode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
@@ -21,6 +22,71 @@ pub struct Assignment {
     pub files: HeldFiles,
     /// Store version the node's view is at.
     pub version: u64,
+    /// What the last messages changed in `mesh`, so that the node's mesh looks only at that.
+    pub mesh_journal: MeshJournal,
+}
+
+/// How many messages back [`MeshJournal`] remembers; a node's mesh further behind than that
+/// (it never is: it follows every message) builds its state again from the whole view.
+const JOURNAL_LEN: usize = 256;
+
+/// A new number for every complete view, in this process (0: none).
+static STREAMS: AtomicU64 = AtomicU64::new(1);
+
+/// What each of the last messages of the stream touched in the mesh view
+/// ([`MeshTouched`]), since its last complete view. A reader remembers the
+/// [`MeshJournal::position`] it handled and asks what changed since
+/// ([`MeshJournal::since`]): the worker hands over the whole assignment, and several messages
+/// may arrive between two looks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshJournal {
+    /// Which complete view the changes build on (0: unknown).
+    stream: u64,
+    /// Messages of changes since that complete view.
+    seq: u64,
+    /// What the last of them touched, the newest last.
+    entries: VecDeque<Arc<MeshTouched>>,
+}
+
+impl MeshJournal {
+    fn record(&mut self, complete: bool, changes: &MeshChanges) {
+        if complete || self.stream == 0 {
+            *self = Self {
+                stream: STREAMS.fetch_add(1, Ordering::Relaxed),
+                ..Self::default()
+            };
+            return;
+        }
+        self.seq += 1;
+        self.entries.push_back(Arc::new(MeshTouched::of(changes)));
+        if self.entries.len() > JOURNAL_LEN {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Where the journal is: pass it to [`Self::since`] later.
+    pub fn position(&self) -> (u64, u64) {
+        (self.stream, self.seq)
+    }
+
+    /// What changed since `from` (an earlier [`Self::position`]); `None` when that is not
+    /// known (another complete view since, too far back, or no journal at all): look at
+    /// the whole view.
+    pub fn since(&self, from: (u64, u64)) -> Option<MeshTouched> {
+        let (stream, seq) = from;
+        if self.stream == 0 || stream != self.stream || seq > self.seq {
+            return None;
+        }
+        let back = usize::try_from(self.seq - seq).ok()?;
+        if back > self.entries.len() {
+            return None;
+        }
+        let mut touched = MeshTouched::default();
+        for entry in self.entries.iter().skip(self.entries.len() - back) {
+            touched.merge(entry);
+        }
+        Some(touched)
+    }
 }
 
 /// One decoded message of the stream.
@@ -165,6 +231,7 @@ impl Assignment {
                 Err(at) => self.tasks.insert(at, task),
             }
         }
+        self.mesh_journal.record(complete, &mesh);
         self.mesh.apply(mesh);
         self.files.apply(files);
     }

@@ -11,16 +11,19 @@
 use std::path::Path;
 
 use hive_dataplane::attach::task::TaskIfaces;
-use hive_dataplane::mesh::ApplyStats;
+use hive_dataplane::mesh::{ApplyStats, MeshDelta};
 use hive_dataplane::{DataplaneError, MeshState};
 
 pub mod memory;
 
 /// The node's data plane (see the module docs).
 pub trait Dataplane: TaskIfaces + Send + Sync + std::fmt::Debug {
-    /// Makes the data plane hold `state`, whole (a first apply, a restart, a recovery, or the
-    /// next state after a change: only what differs is written).
+    /// Makes the data plane hold `state`, whole (a first apply, a restart, a recovery, a new
+    /// stream: only what differs from what it holds is written).
     fn apply(&mut self, state: &MeshState) -> Result<ApplyStats, DataplaneError>;
+    /// Makes the data plane hold the state it holds with `delta` on top: only what `delta`
+    /// names is validated, compiled and written. Needs a whole state applied before.
+    fn apply_delta(&mut self, delta: &MeshDelta) -> Result<ApplyStats, DataplaneError>;
     /// Tells the programs the local port of the resolver of the task in network namespace
     /// `netns_cookie`.
     fn set_resolver_port(&self, netns_cookie: u64, port: u16) -> Result<(), DataplaneError>;
@@ -34,6 +37,10 @@ pub trait Dataplane: TaskIfaces + Send + Sync + std::fmt::Debug {
 impl Dataplane for hive_dataplane::Dataplane {
     fn apply(&mut self, state: &MeshState) -> Result<ApplyStats, DataplaneError> {
         hive_dataplane::Dataplane::apply(self, state)
+    }
+
+    fn apply_delta(&mut self, delta: &MeshDelta) -> Result<ApplyStats, DataplaneError> {
+        hive_dataplane::Dataplane::apply_delta(self, delta)
     }
 
     fn set_resolver_port(&self, netns_cookie: u64, port: u16) -> Result<(), DataplaneError> {

@@ -1,8 +1,11 @@
-//! The node's mesh: its [`Dataplane`], the veths of its tasks, and the loop that applies a
-//! new [`MeshState`] whenever one of its inputs changes — the leader's view (every
-//! assignment), a local task's veth coming or going, or gossip declaring a node dead or
-//! alive. The last one needs no leader: a dead node's backends leave this node's mesh as soon
-//! as gossip says so.
+//! The node's mesh: its [`Dataplane`], the veths of its tasks, and the loop that applies what
+//! changed in the node's [`MeshState`] whenever one of its inputs changes — the leader's view
+//! (every assignment), a local task's veth coming or going, or gossip declaring a node dead
+//! or alive. The last one needs no leader: a dead node's backends leave this node's mesh as
+//! soon as gossip says so. The state is kept up to date by a [`MeshBuilder`], which looks only
+//! at what the stream's journal says changed and hands the data plane a
+//! [`hive_dataplane::mesh::MeshDelta`]; the whole state is built and applied only when the
+//! change is not known (docs/agent.md, "A change costs what it changes").
 //!
 //! [`MeshAttacher`] is the executor's [`NetworkAttacher`]: it makes each task's veth with
 //! [`hive_dataplane::attach::task`] (address, gateway and MTU from the mesh), which also puts
@@ -23,11 +26,13 @@ use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::sync::watch;
 
+use super::assignment::Assignment;
 use super::dataplane::Dataplane;
 use super::dns::NodeDns;
-use super::mesh_state::{LocalAttachment, LocalNode, mesh_state};
+use super::mesh_build::MeshBuilder;
+use super::mesh_state::{LocalAttachment, LocalNode};
 use super::worker::{MeshRefusals, MeshSink};
-use crate::api::mesh_view::MeshView;
+use crate::api::mesh_view::{MeshTouched, MeshView};
 use crate::executor::{AssignedAddr, AttachError, NetworkAttacher, PreparedTask, TaskNetworks};
 
 /// Errors of the node's mesh.
@@ -155,7 +160,7 @@ pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
     })
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inputs {
     view: Option<Arc<MeshView>>,
     /// (task, VNI) → its veth.
@@ -166,6 +171,28 @@ struct Inputs {
     dead: BTreeSet<String>,
     /// Store version of `view`.
     version: u64,
+    /// Where `view` is in its stream ([`super::assignment::MeshJournal::position`]).
+    at: (u64, u64),
+    /// What changed in `view` since the last apply took it; `None`: not known, build the
+    /// state from the whole view.
+    touched: Option<MeshTouched>,
+    /// The live veths changed since the last apply took them.
+    locals_changed: bool,
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Self {
+            view: None,
+            local: BTreeMap::new(),
+            live_tasks: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            version: 0,
+            at: (0, 0),
+            touched: None,
+            locals_changed: true,
+        }
+    }
 }
 
 /// The node's mesh (see the module docs).
@@ -183,6 +210,8 @@ pub struct NodeMesh {
     applied: watch::Sender<u64>,
     /// Test hook: services made unprogrammable on purpose (see [`UNPROGRAMMABLE_ENV`]).
     unprogrammable: BTreeSet<String>,
+    /// What the last update of the state looked at ([`MeshBuilder::work`]).
+    build_work: std::sync::atomic::AtomicUsize,
 }
 
 /// Test hook: a comma-separated list of service names whose mesh this node's agent makes
@@ -275,6 +304,7 @@ impl NodeMesh {
             refusals: watch::Sender::new(MeshRefusals::default()),
             applied: watch::Sender::new(0),
             unprogrammable: unprogrammable_from_env(),
+            build_work: std::sync::atomic::AtomicUsize::new(0),
         });
         tokio::spawn(mesh.clone().apply_loop(changes, stop));
         Ok(mesh)
@@ -322,29 +352,40 @@ impl NodeMesh {
         self.dns.set_view(view, dead);
     }
 
-    /// The state the data plane should hold now (`None` before the first view).
-    pub fn desired(&self) -> Option<hive_dataplane::MeshState> {
-        let inputs = self.inputs();
-        let view = inputs.view.as_ref()?;
-        let local: Vec<LocalAttachment> = inputs
-            .local
-            .values()
-            .filter(|l| inputs.live_tasks.contains(&l.task_id))
-            .cloned()
-            .collect();
-        let mut state = mesh_state(view, &self.me, &local, &inputs.dead);
-        if !self.unprogrammable.is_empty() {
-            for service in &mut state.services {
-                if self.unprogrammable.contains(&service.name) {
-                    service.ports.push(hive_dataplane::mesh::ServicePort {
-                        protocol: hive_dataplane::mesh::Protocol::Tcp,
-                        target_port: 0,
-                        published_port: None,
-                    });
-                }
-            }
+    /// How many tasks, services, addresses and veths the last update of the node's state
+    /// looked at (for tests: an update's is that of its change, not of the cluster).
+    pub fn last_build_work(&self) -> usize {
+        self.build_work.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The test hook of [`UNPROGRAMMABLE_ENV`]: a port 0 for the services it names.
+    fn break_on_purpose(&self, service: &mut hive_dataplane::mesh::Service) {
+        if self.unprogrammable.contains(&service.name) {
+            service.ports.push(hive_dataplane::mesh::ServicePort {
+                protocol: hive_dataplane::mesh::Protocol::Tcp,
+                target_port: 0,
+                published_port: None,
+            });
         }
-        Some(state)
+    }
+
+    /// The whole state the data plane should hold, from the whole view, with the services
+    /// it would refuse set aside.
+    fn rebuild(
+        &self,
+        builder: &mut MeshBuilder,
+        view: &MeshView,
+        local: &[LocalAttachment],
+        dead: &BTreeSet<String>,
+    ) -> hive_dataplane::MeshState {
+        let mut state = builder.rebuild(view, local, dead);
+        self.build_work
+            .store(builder.work(), std::sync::atomic::Ordering::Relaxed);
+        for service in &mut state.services {
+            self.break_on_purpose(service);
+        }
+        self.set_aside(&mut state);
+        state
     }
 
     /// Takes out of `state` the services the data plane would refuse, so that the others
@@ -385,27 +426,78 @@ impl NodeMesh {
         });
     }
 
+    /// Applies the node's mesh whenever an input changes: the change alone (a
+    /// [`hive_dataplane::mesh::MeshDelta`] from the [`MeshBuilder`]) when the builder knows
+    /// what changed, the whole state otherwise (the first view, a new stream, a change of
+    /// the networks or the node's settings, a service refused, a failed apply).
     async fn apply_loop(
         self: Arc<Self>,
         mut changes: watch::Receiver<u64>,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut builder = MeshBuilder::new(self.me.clone());
+        // The data plane holds exactly what the builder built (no refusal, no failure).
+        let mut in_step = false;
         loop {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let version = self.inputs().version;
-            let Some(mut state) = self.desired() else {
-                continue;
+            let (version, view, touched, local, dead) = {
+                let mut inputs = self.inputs();
+                let Some(view) = inputs.view.clone() else {
+                    continue;
+                };
+                let touched = inputs.touched.replace(MeshTouched::default());
+                let local: Option<Vec<LocalAttachment>> =
+                    (std::mem::take(&mut inputs.locals_changed) || touched.is_none()).then(|| {
+                        inputs
+                            .local
+                            .values()
+                            .filter(|l| inputs.live_tasks.contains(&l.task_id))
+                            .cloned()
+                            .collect()
+                    });
+                (inputs.version, view, touched, local, inputs.dead.clone())
             };
-            self.set_aside(&mut state);
+            let refused = !self.refusals.borrow().is_empty();
+            let delta = match &touched {
+                Some(touched) if in_step && !refused && self.unprogrammable.is_empty() => {
+                    let delta = builder.update(&view, touched, local.as_deref(), &dead);
+                    self.build_work
+                        .store(builder.work(), std::sync::atomic::Ordering::Relaxed);
+                    delta
+                }
+                _ => None,
+            };
             let mut dataplane = self.dataplane.lock().await;
             let Some(dataplane) = dataplane.as_mut() else {
                 return;
             };
-            match dataplane.apply(&state) {
+            let applied = match delta {
+                Some(delta) => match dataplane.apply_delta(&delta) {
+                    Ok(stats) => Ok(stats),
+                    Err(err) => {
+                        // Refused (a service the data plane cannot program) or failed: the
+                        // whole state says which, and sets aside what it must.
+                        tracing::debug!(%err, "applying a mesh change failed; applying the whole mesh");
+                        let local = self.live_local();
+                        let state = self.rebuild(&mut builder, &view, &local, &dead);
+                        dataplane.apply(&state)
+                    }
+                },
+                None => {
+                    let local = match local {
+                        Some(local) => local,
+                        None => self.live_local(),
+                    };
+                    let state = self.rebuild(&mut builder, &view, &local, &dead);
+                    dataplane.apply(&state)
+                }
+            };
+            match applied {
                 Ok(stats) => {
+                    in_step = true;
                     tracing::debug!(?stats, version, "mesh applied");
                     self.applied.send_if_modified(|v| {
                         let newer = version > *v;
@@ -414,10 +506,22 @@ impl NodeMesh {
                     });
                 }
                 Err(err) => {
+                    in_step = false;
                     tracing::error!(%err, "applying the mesh failed; retrying at the next change")
                 }
             }
         }
+    }
+
+    /// This node's veths of live tasks.
+    fn live_local(&self) -> Vec<LocalAttachment> {
+        let inputs = self.inputs();
+        inputs
+            .local
+            .values()
+            .filter(|l| inputs.live_tasks.contains(&l.task_id))
+            .cloned()
+            .collect()
     }
 
     /// Closes the data plane; with `destroy`, also detaches it and removes its pins (the
@@ -555,7 +659,9 @@ impl NodeMesh {
                 })?;
                 task_link::attach(&mut **dataplane, &self.netlink, &spec).await?
             };
-            self.inputs().local.insert(
+            let mut inputs = self.inputs();
+            inputs.locals_changed = true;
+            inputs.local.insert(
                 (task.task_id.clone(), network.vni),
                 LocalAttachment {
                     task_id: task.task_id.clone(),
@@ -565,6 +671,7 @@ impl NodeMesh {
                     host_ifindex: link.host_ifindex,
                 },
             );
+            drop(inputs);
             assigned.push(AssignedAddr {
                 network_id: attachment.network_id.clone(),
                 interface: spec.task_ifname,
@@ -585,6 +692,7 @@ impl NodeMesh {
                 .filter(|(t, _)| *t == task.task_id)
                 .cloned()
                 .collect();
+            inputs.locals_changed = true;
             keys.iter().filter_map(|k| inputs.local.remove(k)).collect()
         };
         // Out of the mesh first, then the veth goes.
@@ -632,7 +740,9 @@ impl NodeMesh {
                     tracing::warn!(task = %task.task_id, %err, "agent: re-attaching tc_from_task");
                 }
             }
-            self.inputs().local.insert(
+            let mut inputs = self.inputs();
+            inputs.locals_changed = true;
+            inputs.local.insert(
                 (task.task_id.clone(), network.vni),
                 LocalAttachment {
                     task_id: task.task_id.clone(),
@@ -642,6 +752,7 @@ impl NodeMesh {
                     host_ifindex: ifindex,
                 },
             );
+            drop(inputs);
         }
         // The earlier daemon's resolver sockets closed with it.
         if let Err(err) = self.serve_dns(&task.networks, &task.netns).await {
@@ -660,15 +771,37 @@ impl MeshSink for NodeMesh {
         Some(self.refusals.subscribe())
     }
 
-    fn set_view(&self, view: MeshView, live_tasks: BTreeSet<String>, version: u64) {
+    fn set_view(&self, assignment: &Assignment, live_tasks: BTreeSet<String>) {
+        let journal = &assignment.mesh_journal;
+        let version = assignment.version;
         let (changed, newer) = {
             let mut inputs = self.inputs();
-            let changed = inputs.view.as_deref() != Some(&view) || inputs.live_tasks != live_tasks;
+            // What changed since the view held: `None` (not known) builds the state anew.
+            let since = if inputs.view.is_some() {
+                journal.since(inputs.at)
+            } else {
+                None
+            };
+            let changed = since.as_ref().is_none_or(|t| !t.is_empty());
+            inputs.touched = match (inputs.touched.take(), since) {
+                (Some(mut pending), Some(since)) => {
+                    pending.merge(&since);
+                    Some(pending)
+                }
+                _ => None,
+            };
+            inputs.at = journal.position();
+            if changed {
+                inputs.view = Some(Arc::new(assignment.mesh.clone()));
+            }
+            let live_changed = inputs.live_tasks != live_tasks;
+            if live_changed {
+                inputs.live_tasks = live_tasks;
+                inputs.locals_changed = true;
+            }
             let newer = version > inputs.version;
-            inputs.view = Some(Arc::new(view));
-            inputs.live_tasks = live_tasks;
             inputs.version = inputs.version.max(version);
-            (changed, newer)
+            (changed || live_changed, newer)
         };
         if changed {
             self.refresh_names();

@@ -67,54 +67,11 @@ pub fn mesh_state(
     let networks: Vec<Network> = parsed.iter().flatten().cloned().collect();
     let ingress = networks.iter().find(|n| n.ingress);
 
-    // Nodes: where each one is, and whether its tasks may serve.
-    let mut peers = Vec::new();
-    let mut node_addr: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
-    let mut alive: BTreeSet<&str> = BTreeSet::new();
-    let mut peer_addrs = HashSet::new();
-    for node in &view.nodes {
-        if node.id == me.node_id {
-            node_addr.insert(&node.id, me.underlay_addr);
-            alive.insert(&node.id);
-            continue;
-        }
-        // A node that has not registered yet, or runs without a data plane, has no address
-        // or MAC: not a peer, and nothing to warn about.
-        if node.addr.is_empty() || node.mac.is_empty() {
-            continue;
-        }
-        let addr = match node.addr.parse::<Ipv4Addr>() {
-            Ok(addr) => addr,
-            Err(err) => {
-                tracing::warn!(node = %node.id, addr = %node.addr, %err,
-                    "agent: node left out of the mesh: its address is not IPv4");
-                continue;
-            }
-        };
-        let mac = match node.mac.parse::<MacAddr>() {
-            Ok(mac) => mac,
-            Err(err) => {
-                tracing::warn!(node = %node.id, mac = %node.mac, %err,
-                    "agent: node left out of the mesh: its underlay MAC is not valid");
-                continue;
-            }
-        };
-        if addr == me.underlay_addr || !peer_addrs.insert(addr) {
-            continue;
-        }
-        peers.push(OverlayPeer {
-            node_id: node.id.clone(),
-            underlay_addr: addr,
-            mac,
-        });
-        node_addr.insert(&node.id, addr);
-        if node.state != NodeState::Down
-            && node.state != NodeState::Disconnected
-            && !dead.contains(&node.id)
-        {
-            alive.insert(&node.id);
-        }
-    }
+    let Nodes {
+        peers,
+        addr: node_addr,
+        alive,
+    } = nodes(view, me, dead);
 
     // Endpoints: remote tasks from the view, local ones from their veths.
     let local_keys: BTreeMap<(&str, u32), &LocalAttachment> = local
@@ -287,9 +244,71 @@ pub fn mesh_state(
     }
 }
 
+/// The nodes of a view as the mesh sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Nodes {
+    /// The other nodes with an underlay address and a MAC.
+    pub peers: Vec<OverlayPeer>,
+    /// Where each node is (this one, and the peers).
+    pub addr: BTreeMap<String, Ipv4Addr>,
+    /// The nodes whose tasks may serve: this one, and the peers neither `Down` nor
+    /// `Disconnected` in the store nor dead by gossip.
+    pub alive: BTreeSet<String>,
+}
+
+/// The nodes of `view`, seen from `me`, with the nodes gossip reports `dead`.
+pub(super) fn nodes(view: &MeshView, me: &LocalNode, dead: &BTreeSet<String>) -> Nodes {
+    let mut out = Nodes::default();
+    let mut peer_addrs = HashSet::new();
+    for node in &view.nodes {
+        if node.id == me.node_id {
+            out.addr.insert(node.id.clone(), me.underlay_addr);
+            out.alive.insert(node.id.clone());
+            continue;
+        }
+        // A node that has not registered yet, or runs without a data plane, has no address
+        // or MAC: not a peer, and nothing to warn about.
+        if node.addr.is_empty() || node.mac.is_empty() {
+            continue;
+        }
+        let addr = match node.addr.parse::<Ipv4Addr>() {
+            Ok(addr) => addr,
+            Err(err) => {
+                tracing::warn!(node = %node.id, addr = %node.addr, %err,
+                    "agent: node left out of the mesh: its address is not IPv4");
+                continue;
+            }
+        };
+        let mac = match node.mac.parse::<MacAddr>() {
+            Ok(mac) => mac,
+            Err(err) => {
+                tracing::warn!(node = %node.id, mac = %node.mac, %err,
+                    "agent: node left out of the mesh: its underlay MAC is not valid");
+                continue;
+            }
+        };
+        if addr == me.underlay_addr || !peer_addrs.insert(addr) {
+            continue;
+        }
+        out.peers.push(OverlayPeer {
+            node_id: node.id.clone(),
+            underlay_addr: addr,
+            mac,
+        });
+        out.addr.insert(node.id.clone(), addr);
+        if node.state != NodeState::Down
+            && node.state != NodeState::Disconnected
+            && !dead.contains(&node.id)
+        {
+            out.alive.insert(node.id.clone());
+        }
+    }
+    out
+}
+
 /// The view's networks as the data plane takes them, index for index (`None` where one
 /// cannot be used: a bad subnet, a VNI or subnet taken by an earlier one, two ingresses).
-fn networks(view: &MeshView) -> Vec<Option<Network>> {
+pub(super) fn networks(view: &MeshView) -> Vec<Option<Network>> {
     let mut taken: Vec<Network> = Vec::new();
     view.networks
         .iter()
@@ -338,7 +357,7 @@ fn networks(view: &MeshView) -> Vec<Option<Network>> {
         .collect()
 }
 
-fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
+pub(super) fn ports(endpoint: &objects::Endpoint, has_ingress: bool) -> Vec<ServicePort> {
     // The allocated ports; a service allocated before its ports were spec'd has none there.
     let source = if endpoint.ports.is_empty() {
         &endpoint.spec.ports
@@ -444,7 +463,7 @@ pub fn host_mesh_id(service_id: &str) -> String {
 }
 
 /// `10.0.0.7/24` or `10.0.0.7` → the address.
-fn host_addr(cidr: &str) -> Option<Ipv4Addr> {
+pub(super) fn host_addr(cidr: &str) -> Option<Ipv4Addr> {
     cidr.split('/').next()?.parse().ok()
 }
 
@@ -455,7 +474,7 @@ fn first_host(subnet: Ipv4Network) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(u32::from(subnet.network()).checked_add(1)?))
 }
 
-fn is_host(network: &Network, addr: Ipv4Addr) -> bool {
+pub(super) fn is_host(network: &Network, addr: Ipv4Addr) -> bool {
     let subnet = network.subnet;
     subnet.contains(addr)
         && (subnet.prefix() >= 31 || (addr != subnet.network() && addr != subnet.broadcast()))

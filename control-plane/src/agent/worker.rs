@@ -20,17 +20,13 @@ use crate::executor::{
 
 /// Where the worker sends the mesh view of every snapshot.
 pub trait MeshSink: Send + Sync + std::fmt::Debug {
-    /// The cluster's mesh `view`, and the tasks of this node that may hold a veth in it: those
+    /// The cluster's mesh view (`assignment.mesh`, with the journal of what changed in it),
+    /// and the tasks of this node that may hold a veth in it: those
     /// assigned here and not stopped. A stopped task's veth stays until its task is removed
     /// (its logs are kept), but its address may already belong to a new task.
-    /// `version` is the assignment's store version: once the view is programmed, the sink
+    /// `assignment.version` is its store version: once the view is programmed, the sink
     /// says so on [`MeshSink::applied`].
-    fn set_view(
-        &self,
-        view: MeshView,
-        live_tasks: std::collections::BTreeSet<String>,
-        version: u64,
-    );
+    fn set_view(&self, assignment: &Assignment, live_tasks: std::collections::BTreeSet<String>);
 
     /// The versions of the views the data plane has programmed (`None`: the sink programs
     /// nothing, a view counts as applied once handed over).
@@ -136,7 +132,7 @@ impl Worker {
                     .filter(|t| !t.status.state.is_terminal())
                     .map(|t| t.id.clone())
                     .collect();
-                mesh.set_view(assignment.mesh.clone(), live, assignment.version);
+                mesh.set_view(&assignment, live);
             }
             if sink_applied.is_none() {
                 self.mesh_link.set_applied(assignment.version);

@@ -7,6 +7,8 @@
 //! ([`super::mesh_state`]). Every list is kept sorted by ID, so that a change is found and
 //! applied in place.
 
+use std::collections::BTreeSet;
+
 use hive_dataplane::mesh::mode::MeshMode;
 use serde::{Deserialize, Serialize};
 
@@ -221,6 +223,58 @@ pub struct MeshChanges {
 }
 
 impl MeshChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What one or more messages of [`MeshChanges`] touched, by ID: what the node's mesh
+/// must look at again ([`super::mesh_build::MeshBuilder::update`]), and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshTouched {
+    pub settings: bool,
+    pub networks: bool,
+    pub services: BTreeSet<String>,
+    pub tasks: BTreeSet<String>,
+    pub nodes: BTreeSet<String>,
+}
+
+impl MeshTouched {
+    /// What `changes` touch.
+    pub fn of(changes: &MeshChanges) -> Self {
+        let ids = |update: &mut dyn Iterator<Item = &str>, remove: &[String]| {
+            update
+                .map(str::to_owned)
+                .chain(remove.iter().cloned())
+                .collect::<BTreeSet<String>>()
+        };
+        Self {
+            settings: changes.settings.is_some(),
+            networks: !changes.update_networks.is_empty() || !changes.remove_networks.is_empty(),
+            services: ids(
+                &mut changes.update_services.iter().map(|s| s.id.as_str()),
+                &changes.remove_services,
+            ),
+            tasks: ids(
+                &mut changes.update_tasks.iter().map(|t| t.id.as_str()),
+                &changes.remove_tasks,
+            ),
+            nodes: ids(
+                &mut changes.update_nodes.iter().map(|n| n.id.as_str()),
+                &changes.remove_nodes,
+            ),
+        }
+    }
+
+    /// Adds what `other` touched.
+    pub fn merge(&mut self, other: &Self) {
+        self.settings |= other.settings;
+        self.networks |= other.networks;
+        self.services.extend(other.services.iter().cloned());
+        self.tasks.extend(other.tasks.iter().cloned());
+        self.nodes.extend(other.nodes.iter().cloned());
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }

@@ -64,6 +64,8 @@ pub enum ApplyError {
         "the pinned maps are inconsistent ({detail}); destroy this node's data plane and load it again"
     )]
     Corrupt { detail: String },
+    #[error("no mesh state is applied yet for a change to apply to; apply a whole state first")]
+    NothingApplied,
 }
 
 /// What one apply changed, counted in map operations.

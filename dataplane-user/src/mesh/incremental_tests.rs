@@ -708,3 +708,117 @@ fn random_sequences_match_the_full_path() {
     assert!(incremental_steps > 1000, "{incremental_steps} incremental");
     assert!(rejected > 50, "{rejected} rejected");
 }
+
+#[test]
+fn a_delta_needs_a_state_applied_first() {
+    let mut incr = Incr::new();
+    let delta = MeshDelta {
+        services: vec![("svc1".into(), Some(app_service(1)))],
+        ..MeshDelta::default()
+    };
+    assert!(matches!(
+        incr.mesh.apply_delta(&delta, &mut incr.maps),
+        Err(ApplyError::NothingApplied)
+    ));
+    assert!(incr.maps.log.is_empty());
+}
+
+#[test]
+fn a_delta_looks_only_at_what_it_names_and_leaves_the_maps_of_the_full_path() {
+    for n in [10, 1000] {
+        let first = many(n);
+        let mut incr = Incr::new();
+        incr.apply(&first).expect("valid");
+        assert_eq!(
+            incr.mesh.work(),
+            first.services.len()
+                + first.endpoints.len()
+                + first.peers.len()
+                + first.local_endpoints.len(),
+            "a first apply looks at everything"
+        );
+        let at = |state: &MeshState, id: &str| {
+            state
+                .services
+                .iter()
+                .position(|s| s.id == id)
+                .expect("in the state")
+        };
+        // One service loses a backend (and its endpoint goes), one comes, one goes.
+        let mut next = first.clone();
+        let five = at(&next, "svc5");
+        let changed = &mut next.services[five];
+        let gone = changed.backends.pop().expect("a backend");
+        let changed = changed.clone();
+        next.endpoints.retain(|e| e.task_id != gone.task_id);
+        let gone_endpoint = first
+            .endpoints
+            .iter()
+            .find(|e| e.task_id == gone.task_id)
+            .expect("its endpoint")
+            .addr;
+        let eight = at(&next, "svc8");
+        let removed = next.services.remove(eight).id;
+        let added = app_service(n + 7);
+        next.services.push(added.clone());
+        let delta = MeshDelta {
+            services: vec![
+                (changed.id.clone(), Some(changed)),
+                (removed, None),
+                (added.id.clone(), Some(added)),
+            ],
+            endpoints: vec![(gone_endpoint, None)],
+            ..MeshDelta::default()
+        };
+        incr.maps.take_log();
+        incr.mesh
+            .apply_delta(&delta, &mut incr.maps)
+            .expect("a valid delta");
+        // Old and new versions of the changed service, the removed one, the added one,
+        // the removed endpoint: whatever the size of the rest.
+        assert_eq!(incr.mesh.work(), 5, "n = {n}");
+        let mut full = Full::new();
+        full.apply(&next).expect("valid");
+        incr.maps.take_log();
+        full.maps.take_log();
+        // Not always the same ids: the full path allocated in one pass what the delta
+        // path allocated in two. The same entries otherwise.
+        assert_eq!(incr.maps.endpoints, full.maps.endpoints, "n = {n}");
+        assert_eq!(
+            incr.maps.frontends.len(),
+            full.maps.frontends.len(),
+            "n = {n}"
+        );
+        // And a whole state applied after the delta finds nothing left to do.
+        assert!(incr.apply_incrementally(&next).is_noop(), "n = {n}");
+    }
+}
+
+#[test]
+fn an_invalid_delta_gets_the_full_validation_error_and_changes_nothing() {
+    let first = many(20);
+    let mut incr = Incr::new();
+    incr.apply(&first).expect("valid");
+    incr.maps.take_log();
+    let three = first
+        .services
+        .iter()
+        .position(|s| s.id == "svc3")
+        .expect("svc3");
+    let mut bad = first.services[three].clone();
+    bad.ports[0].target_port = 0;
+    let delta = MeshDelta {
+        services: vec![(bad.id.clone(), Some(bad.clone()))],
+        ..MeshDelta::default()
+    };
+    let mut whole = first.clone();
+    whole.services[three] = bad;
+    let want = ApplyError::from(whole.validate().expect_err("invalid")).to_string();
+    let got = incr
+        .mesh
+        .apply_delta(&delta, &mut incr.maps)
+        .map_err(|e| e.to_string());
+    assert_eq!(got, Err(want));
+    assert!(incr.maps.log.is_empty(), "{:?}", incr.maps.log);
+    assert!(incr.apply_incrementally(&first).is_noop());
+}

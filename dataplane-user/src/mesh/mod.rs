@@ -14,7 +14,6 @@ mod index;
 pub mod mode;
 mod ops;
 mod recover;
-mod seqdiff;
 pub mod state;
 mod validate;
 
@@ -29,7 +28,7 @@ pub use desired::{BalancerKey, Desired, DesiredBalancer, FrontendSpec, UnderlayL
 pub use incremental::{ApplyPath, MeshApplier};
 pub use ops::{KernelMaps, MeshMapOps};
 pub use state::{
-    LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service,
-    ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
+    LocalEndpoint, MacAddr, MeshDelta, MeshState, Network, NodeIdentity, OverlayPeer, Protocol,
+    Service, ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
 };
 pub use validate::{MIN_OVERLAY_MTU, MeshStateError, RefusedService};

@@ -38,6 +38,32 @@ pub struct MeshState {
     pub local_endpoints: Vec<LocalEndpoint>,
 }
 
+/// A change to the last applied [`MeshState`], by key: what the control plane knows
+/// changed, so that the data plane validates, compiles and writes only that
+/// ([`crate::Dataplane::apply_delta`]). The node and the networks are not in it: everything
+/// depends on them, and a change to either is applied as a whole state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshDelta {
+    /// By service ID: `Some` = added or replaced (whole), `None` = removed.
+    pub services: Vec<(String, Option<Service>)>,
+    /// By task address: `Some` = added or replaced, `None` = removed.
+    pub endpoints: Vec<(Ipv4Addr, Option<TaskEndpoint>)>,
+    /// The whole new list of peers, if it changed (nodes are few).
+    pub peers: Option<Vec<OverlayPeer>>,
+    /// The whole new list of local endpoints, if it changed (this node's tasks).
+    pub local_endpoints: Option<Vec<LocalEndpoint>>,
+}
+
+impl MeshDelta {
+    /// Does it change nothing at all?
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.endpoints.is_empty()
+            && self.peers.is_none()
+            && self.local_endpoints.is_none()
+    }
+}
+
 /// This node as the data plane needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIdentity {

@@ -11,7 +11,8 @@ use ipnetwork::Ipv4Network;
 
 use super::fast::{FastMap, FastSet};
 use super::state::{
-    MAX_ID_LEN, MeshState, Network, NodeIdentity, Protocol, Service, TaskEndpoint, VXLAN_OVERHEAD,
+    MAX_ID_LEN, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service, TaskEndpoint,
+    VXLAN_OVERHEAD,
 };
 use crate::maglev::MAX_BACKENDS_PER_SERVICE;
 
@@ -355,23 +356,7 @@ impl MeshState {
 
     /// The peers by underlay address, checked.
     pub(super) fn validate_peers(&self) -> Result<FastMap<Ipv4Addr, &str>, MeshStateError> {
-        let mut nodes: FastMap<Ipv4Addr, &str> = FastMap::default();
-        for peer in &self.peers {
-            if peer.underlay_addr == self.node.underlay_addr {
-                return Err(MeshStateError::PeerIsSelf {
-                    node_id: peer.node_id.clone(),
-                    addr: peer.underlay_addr,
-                });
-            }
-            if let Some(other) = nodes.insert(peer.underlay_addr, &peer.node_id) {
-                return Err(MeshStateError::DuplicatePeer {
-                    node_id: peer.node_id.clone(),
-                    addr: peer.underlay_addr,
-                    other: other.to_owned(),
-                });
-            }
-        }
-        Ok(nodes)
+        validate_peers(self.node.underlay_addr, &self.peers)
     }
 
     /// Networks by name and by VNI, checked.
@@ -480,6 +465,30 @@ impl MeshState {
         }
         Ok(())
     }
+}
+
+/// The peers by underlay address, checked (`here`: this node's).
+pub(super) fn validate_peers(
+    here: Ipv4Addr,
+    peers: &[OverlayPeer],
+) -> Result<FastMap<Ipv4Addr, &str>, MeshStateError> {
+    let mut nodes: FastMap<Ipv4Addr, &str> = FastMap::default();
+    for peer in peers {
+        if peer.underlay_addr == here {
+            return Err(MeshStateError::PeerIsSelf {
+                node_id: peer.node_id.clone(),
+                addr: peer.underlay_addr,
+            });
+        }
+        if let Some(other) = nodes.insert(peer.underlay_addr, &peer.node_id) {
+            return Err(MeshStateError::DuplicatePeer {
+                node_id: peer.node_id.clone(),
+                addr: peer.underlay_addr,
+                other: other.to_owned(),
+            });
+        }
+    }
+    Ok(nodes)
 }
 
 /// The node's own settings, checked.

@@ -133,8 +133,7 @@ impl Agent {
     async fn receive(&mut self, change: AssignmentChange) {
         self.held.apply(change);
         let before = self.dataplane.held().applies;
-        self.mesh
-            .set_view(self.held.mesh.clone(), BTreeSet::new(), self.held.version);
+        self.mesh.set_view(&self.held, BTreeSet::new());
         self.applied_after(before).await;
     }
 
@@ -290,4 +289,106 @@ async fn a_delta_costs_the_map_operations_of_what_it_changes_whatever_the_cluste
         })
         .collect();
     assert_eq!(balancers.len(), 1, "only service 7's balancer: {large:?}");
+}
+
+/// `services` services (up to 10,000), each with one task on n2, as a complete view.
+fn complete_large(services: u16) -> AssignmentChange {
+    let mut change = complete(0);
+    change.mesh.update_services = (0..services)
+        .map(|i| MeshService {
+            id: format!("s{i:05}"),
+            name: format!("web{i}"),
+            endpoint: Endpoint {
+                ports: vec![PortConfig {
+                    protocol: Protocol::Tcp,
+                    target_port: 80,
+                    published_port: 30000 + i,
+                    ..PortConfig::default()
+                }],
+                virtual_ips: vec![VirtualIp {
+                    network_id: "ing".into(),
+                    addr: format!("10.0.{}.{}/16", 100 + i / 250, 1 + i % 250),
+                }],
+                ..Endpoint::default()
+            },
+        })
+        .collect();
+    change.mesh.update_tasks = (0..services)
+        .map(|i| MeshTask {
+            id: format!("t{i:05}"),
+            service_id: format!("s{i:05}"),
+            node_id: "n2".into(),
+            networks: vec![NetworkAttachment {
+                network_id: "ing".into(),
+                addresses: vec![format!("10.0.{}.{}/16", i / 250, 2 + i % 250)],
+                aliases: Vec::new(),
+            }],
+            draining: false,
+        })
+        .collect();
+    change
+}
+
+/// One new task of service 7, with `services` services: what the agent's state building
+/// and the data plane looked at, and the map operations.
+async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>) {
+    let mut agent = Agent::start();
+    agent.receive(complete_large(services)).await;
+    agent.dataplane.take_ops();
+    assert!(
+        agent.mesh.last_build_work() >= usize::from(services),
+        "the complete view is built whole"
+    );
+    agent
+        .receive(AssignmentChange {
+            files: Default::default(),
+            complete: false,
+            version: 2,
+            update_tasks: Vec::new(),
+            remove_tasks: Vec::new(),
+            mesh: MeshChanges {
+                update_tasks: vec![MeshTask {
+                    id: "t00007-b".into(),
+                    service_id: "s00007".into(),
+                    node_id: "n2".into(),
+                    networks: vec![NetworkAttachment {
+                        network_id: "ing".into(),
+                        addresses: vec!["10.0.200.7/16".into()],
+                        aliases: Vec::new(),
+                    }],
+                    draining: false,
+                }],
+                ..MeshChanges::default()
+            },
+        })
+        .await;
+    assert_eq!(agent.backends("s00007"), ["t00007", "t00007-b"]);
+    let ops = agent.dataplane.take_ops();
+    let held = agent.dataplane.held();
+    assert_eq!(
+        held.deltas, 1,
+        "the change went to the data plane as a delta"
+    );
+    (agent.mesh.last_build_work(), held.work, ops)
+}
+
+#[tokio::test]
+async fn a_delta_costs_the_agent_the_same_work_at_10_and_at_1000_services() {
+    let (build_small, apply_small, ops_small) = work_of_one_new_task(10).await;
+    let (build_large, apply_large, ops_large) = work_of_one_new_task(1000).await;
+    // The state building looks at the new task, its address and its service (with its
+    // two tasks); the data plane validates and compiles the service's old and new
+    // versions and the new endpoint; the same map operations. Nothing of the other
+    // services, at 10 or at 1,000.
+    assert_eq!(build_small, build_large, "state building");
+    assert_eq!(apply_small, apply_large, "validation and compilation");
+    assert_eq!(
+        apply_large, 3,
+        "the service twice (old, new) and the endpoint"
+    );
+    assert_eq!(
+        ops_small.len(),
+        ops_large.len(),
+        "{ops_small:?}\nvs\n{ops_large:?}"
+    );
 }

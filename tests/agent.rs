@@ -26,8 +26,8 @@ use hive::executor::{Executor, ExecutorConfig, NamespaceExecutor};
 use hive::store::objects::{
     Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, Task, TaskState, VirtualIp,
 };
-use hive_dataplane::lab::{LabGuard, LabSpec, naming};
 use hive_dataplane::netns;
+use hive_lab::{LabGuard, LabSpec, naming};
 use support::dns::resolve;
 use tokio::sync::watch;
 
@@ -39,10 +39,7 @@ const TASK: &str = "agenttask1";
 const TASK_ADDR: &str = "10.0.0.3";
 
 fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(
-        test,
-        "it builds a lab, loads BPF programs and runs tasks",
-    )
+    hive_test_support::root_or_skip(test, "it builds a lab, loads BPF programs and runs tasks")
 }
 
 /// What the test tells one node's agent.

@@ -385,10 +385,7 @@ fn the_root_ca_rotates_under_load_without_a_restart_and_old_join_tokens_stop_wor
     .unwrap_or_else(|failure| {
         // What the daemons said about certificates, to see which node held the rotation up.
         for n in 1..=5 {
-            let log = hive_dataplane::lab::naming::daemon_log(
-                "ca-rot",
-                hive_dataplane::lab::naming::Member::Node(n),
-            );
+            let log = hive_lab::naming::daemon_log("ca-rot", hive_lab::naming::Member::Node(n));
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             for line in text.lines().filter(|l| {
                 l.contains("certificate") || l.contains("root CA") || l.contains("WARN")

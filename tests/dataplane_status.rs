@@ -14,7 +14,7 @@ use std::process::{Child, Output};
 use std::time::Instant;
 
 use hive::lab_swarm;
-use hive_dataplane::lab::{Lab, LabGuard, LabSpec};
+use hive_lab::{Lab, LabGuard, LabSpec};
 use support::{HIVE, PATIENCE, hive_in, privileged, runtime, text};
 
 const LOOPBACK_CAUSE: &str = "the advertise address 127.0.0.1 is a loopback address";

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hive_dataplane::lab::Member;
-use hive_dataplane::lab::naming;
+use hive_lab::Member;
+use hive_lab::naming;
 use support::tasks::{hostnames, live, wait_answered, wait_running};
 use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
 

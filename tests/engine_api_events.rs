@@ -16,8 +16,8 @@ use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hive_dataplane::lab::Member;
-use hive_dataplane::lab::naming;
+use hive_lab::Member;
+use hive_lab::naming;
 use serde_json::Value;
 use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
 

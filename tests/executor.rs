@@ -38,7 +38,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Whether the test may run: root, or a skip (panic under CI).
 fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(test, "it creates namespaces, mounts and cgroups")
+    hive_test_support::root_or_skip(test, "it creates namespaces, mounts and cgroups")
 }
 
 /// One executor with its own directories and cgroup parent; removes every

@@ -14,7 +14,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hive_dataplane::lab::{LabGuard, LabSpec};
+use hive_lab::{LabGuard, LabSpec};
 use serde_json::Value;
 
 const HIVE: &str = env!("CARGO_BIN_EXE_hive");
@@ -25,7 +25,7 @@ const CLUSTER: &str = "gossip-test-cluster";
 
 /// Whether the test may run: root, or a skip (panic under CI).
 fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(test, "it creates network namespaces")
+    hive_test_support::root_or_skip(test, "it creates network namespaces")
 }
 
 /// One `hive gossip-agent` process and the JSON lines it printed so far.

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use hive::store::objects::TaskState;
 use hive_common::maps::{Frontend, IPPROTO_TCP, MAX_SERVICES, ServiceKey};
-use hive_dataplane::lab::naming;
 use hive_dataplane::maps::MeshMaps;
+use hive_lab::naming;
 use support::tasks::tasks;
 use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
 

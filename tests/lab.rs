@@ -13,7 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive_dataplane::{lab::naming, netns};
+use hive_dataplane::netns;
+use hive_lab::naming;
 
 const HIVE: &str = env!("CARGO_BIN_EXE_hive");
 /// Upper bound for any one `hive` command in these tests.
@@ -21,7 +22,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the test may run: root, or a skip (panic under CI).
 fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(test, "it creates network namespaces and mounts")
+    hive_test_support::root_or_skip(test, "it creates network namespaces and mounts")
 }
 
 /// Run `hive` with `args`, bounded by [`COMMAND_TIMEOUT`].
@@ -525,7 +526,7 @@ fn bad_input_is_refused_with_clear_errors() {
 
 #[test]
 fn rust_api_runs_commands_and_netlink_inside_nodes_and_the_guard_cleans_up_on_panic() {
-    use hive_dataplane::lab::{LabGuard, LabSpec};
+    use hive_lab::{LabGuard, LabSpec};
     if !privileged(
         "rust_api_runs_commands_and_netlink_inside_nodes_and_the_guard_cleans_up_on_panic",
     ) {

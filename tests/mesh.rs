@@ -22,9 +22,11 @@ use std::{
 use hive::demo::{Answer, http_get, parse_answer};
 use hive_common::maps::PacketCounterSlot;
 use hive_dataplane::{
-    lab::{LabGuard, LabSpec},
     mesh::{Protocol, ServicePort},
     netns,
+};
+use hive_lab::{
+    LabGuard, LabSpec,
     static_mesh::{ServiceDef, StaticMesh},
 };
 
@@ -33,7 +35,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(test, "network namespaces, eBPF")
+    hive_test_support::root_or_skip(test, "network namespaces, eBPF")
 }
 
 /// A 3-node lab with whoami tasks t1..t3 (one per node) behind service `web`,

@@ -14,7 +14,7 @@ use hive_common::{
     handoff::TaskHandoff,
     maps::{Backend, Endpoint, FlowKind, PacketCounterSlot, Ring, TcpState, task_mac},
 };
-use hive_dataplane::testing::{
+use hive_prog_run::{
     packet::{
         self, Frame, IPPROTO_TCP, L4, Mac, PacketBuilder, TCP_ACK, TCP_SYN, parse, parse_vxlan,
         vxlan_frame,
@@ -24,7 +24,7 @@ use hive_dataplane::testing::{
     },
 };
 
-use hive_dataplane::testing::world::*;
+use hive_prog_run::world::*;
 
 fn run(h: &mut ProgRun, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
     let out = h.run(prog, frame).unwrap_or_else(|e| panic!("{e}"));

@@ -6,7 +6,7 @@
 use std::net::SocketAddrV4;
 
 use hive_common::maps::{FlowEntry, FlowKind, NodeConfig, PacketCounterSlot};
-use hive_dataplane::testing::{
+use hive_prog_run::{
     packet::{
         self, Frame, IPPROTO_TCP, IPPROTO_UDP, L4, PacketBuilder, TCP_ACK, TCP_SYN, parse,
         parse_vxlan, vxlan_frame,

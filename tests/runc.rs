@@ -33,7 +33,7 @@ const IMAGE: &str = "hive-test/busybox:1";
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn privileged(test: &str) -> bool {
-    if !hive_dataplane::testing::root_or_skip(test, "it runs containers with runc") {
+    if !hive_test_support::root_or_skip(test, "it runs containers with runc") {
         return false;
     }
     for tool in ["runc", "umoci", "busybox"] {

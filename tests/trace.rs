@@ -29,20 +29,22 @@ use hive_common::{
 };
 use hive_dataplane::{
     ebpf_log::{EbpfLog, LogLine},
-    lab::{LabGuard, LabSpec},
     mesh::{Protocol, ServicePort},
     netns,
     node_pins::{NodeChoice, PinsQuery},
     programs::EBPF_OBJECT_LOG,
-    static_mesh::{ServiceDef, StaticMesh},
     stats::monotonic_ns,
-    testing::{
-        packet::{IPPROTO_TCP, Mac, PacketBuilder, TCP_ACK, TCP_SYN},
-        prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_DROP, XDP_TX},
-        world,
-    },
-    trace::{Event, TraceMaps},
 };
+use hive_lab::{
+    LabGuard, LabSpec,
+    static_mesh::{ServiceDef, StaticMesh},
+};
+use hive_test_support::{
+    packet::{IPPROTO_TCP, Mac, PacketBuilder, TCP_ACK, TCP_SYN},
+    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_DROP, XDP_TX},
+    world,
+};
+use hive_trace::{Event, TraceMaps};
 use serde_json::Value;
 
 const HIVE: &str = env!("CARGO_BIN_EXE_hive");
@@ -53,7 +55,7 @@ const WEB: &str = "websvc0000000000000000001";
 const API: &str = "apisvc0000000000000000001";
 
 fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(test, "network namespaces, eBPF")
+    hive_test_support::root_or_skip(test, "network namespaces, eBPF")
 }
 
 // ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm::{self, SwarmLab};
 use hive_bench::lab_bench;
-use hive_dataplane::lab::Lab;
+use hive_lab::Lab;
 use serde::Serialize;
 
 const LAB: &str = "bench-ch";

@@ -28,7 +28,7 @@ use hive::client::{DaemonClient, TaskFilter};
 use hive::lab_swarm;
 use hive::store::objects::{RestartCondition, ServiceMode, ServiceSpec, Task, TaskState};
 use hive_bench::lab_bench;
-use hive_dataplane::lab::naming;
+use hive_lab::naming;
 use serde::Serialize;
 
 const LAB: &str = "lperf-cp";

@@ -20,7 +20,7 @@ use hive::client::DaemonClient;
 use hive::lab_swarm;
 use hive::store::objects::{ServiceMode, ServiceSpec};
 use hive_bench::lab_bench;
-use hive_dataplane::lab::{Member, naming};
+use hive_lab::{Member, naming};
 use serde::Serialize;
 
 const LAB: &str = "hbeapi";

@@ -16,7 +16,7 @@ use hive::client::DaemonClient;
 use hive::lab_swarm::{self, SwarmLab};
 use hive::manager::timers;
 use hive_bench::lab_bench;
-use hive_dataplane::lab::Lab;
+use hive_lab::Lab;
 use serde::Serialize;
 
 const LAB: &str = "bench-fo";

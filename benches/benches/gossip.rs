@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hive::gossip::{DEFAULT_GOSSIP_INTERVAL, FailureDetection};
 use hive_bench::gossip::{GossipReport, Sample, reported_after};
-use hive_dataplane::lab::{LabGuard, LabSpec};
+use hive_lab::{LabGuard, LabSpec};
 use serde_json::Value;
 
 const LAB: &str = "bench-gsp";

@@ -29,8 +29,8 @@ use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm::{self, SwarmLab};
 use hive::store::objects::{ServiceSpec, Task, TaskState};
-use hive_dataplane::lab::{Lab, LabSpec};
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
+use hive_lab::{Lab, LabSpec};
 use serde::Serialize;
 
 const LAB: &str = "bench-svc";

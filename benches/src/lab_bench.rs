@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hive::lab_swarm::SwarmLab;
-use hive_dataplane::lab::{Lab, LabSpec};
+use hive_lab::{Lab, LabSpec};
 use serde::Serialize;
 
 /// Runs `bench` as root; `needs` says what root is for.

@@ -18,10 +18,10 @@ use std::{
 };
 
 use hive_dataplane::{
-    lab::{Lab, LabSpec},
     netns,
     node_pins::{NodeChoice, PinsQuery},
 };
+use hive_lab::{Lab, LabSpec};
 
 use crate::client::{DaemonClient, TaskFilter};
 use crate::lab_swarm::{self, LabSwarmError, SwarmLab};
@@ -49,7 +49,7 @@ pub struct DemoConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("{0}")]
-    Lab(#[from] hive_dataplane::lab::LabError),
+    Lab(#[from] hive_lab::LabError),
     #[error("{0}")]
     Swarm(#[from] LabSwarmError),
     #[error("{0}")]
@@ -304,9 +304,7 @@ async fn wait_running(
                 waited: CONVERGE_TIMEOUT,
                 lab: config.lab.clone(),
                 service: SERVICE_NAME,
-                logs: hive_dataplane::lab::naming::lab_dir(lab.name())
-                    .display()
-                    .to_string(),
+                logs: hive_lab::naming::lab_dir(lab.name()).display().to_string(),
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

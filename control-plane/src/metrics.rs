@@ -13,8 +13,10 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-pub use hive_dataplane::metrics::{
-    Collector, DataplaneCollector, MetricType, MetricsWriter, Registry,
+mod render;
+
+pub use render::{
+    Collector, DataplaneCollector, MetricType, MetricsWriter, Registry, render_stats,
 };
 
 /// Content type of the text exposition format.

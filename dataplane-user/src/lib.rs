@@ -1,10 +1,12 @@
 //! hive's data plane in user space: everything that touches the kernel.
 //!
 //! The control plane never reaches past this crate's public API. It owns the
-//! eBPF programs and their pinned maps, netlink and network-namespace
-//! plumbing, and the lab topology that runs many nodes on one machine.
+//! eBPF programs and their pinned maps (and the rule of where they are
+//! pinned, [`node_pins`]), netlink and network-namespace plumbing. Built on
+//! it, in sibling crates: `hive-trace` (the trace reader, sessions, pcapng),
+//! `hive-lab` (the lab topology and the static mesh), `hive-prog-run` (the
+//! `BPF_PROG_RUN` harness) and `hive-test-support` (dev-dependency only).
 
-pub mod lab;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
@@ -12,16 +14,11 @@ pub mod mesh;
 pub mod netns;
 pub mod programs;
 pub mod resolver;
-pub mod testing;
 
 pub use loader::{Dataplane, DataplaneError, XdpAttachMode};
 pub use mesh::MeshState;
 pub mod attach;
 pub mod ebpf_log;
-pub mod ethtool;
-pub mod metrics;
 pub mod node_pins;
-pub mod static_mesh;
 pub mod stats;
-pub mod trace;
-pub mod veth_peer;
+pub mod trace_maps;

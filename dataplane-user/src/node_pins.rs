@@ -2,7 +2,8 @@
 //! metrics) opens: every node of a lab, one node, or a pin directory given
 //! by hand.
 //!
-//! * Lab: `/sys/fs/bpf/hive/lab-<lab>/<node>/` (`crate::lab::naming`).
+//! * Lab: `/sys/fs/bpf/hive/lab-<lab>/<node>/` ([`lab_pin_root`]; the lab
+//!   crate names its pins with it).
 //! * A node outside a lab: `/sys/fs/bpf/hive/<node-id>/`
 //!   ([`crate::loader::DEFAULT_PIN_ROOT`]).
 //! * `--pin-dir DIR`: a node's directory (it holds `HIVE_NODE`), or a root
@@ -12,7 +13,19 @@ use std::path::{Path, PathBuf};
 
 use hive_common::maps::NODE_CONFIG;
 
-use crate::{lab::naming, loader::DEFAULT_PIN_ROOT};
+use crate::loader::DEFAULT_PIN_ROOT;
+
+/// The pin root of a lab's nodes, `/sys/fs/bpf/hive/lab-<lab>`: each node pins
+/// under `<root>/<node>/`. The data plane owns this rule (readers such as
+/// [`PinsQuery::root`] find a lab's pins by it); the lab only calls it.
+pub fn lab_pin_root(lab: &str) -> PathBuf {
+    Path::new(DEFAULT_PIN_ROOT).join(format!("lab-{lab}"))
+}
+
+/// The pin directory of a node outside a lab: `/sys/fs/bpf/hive/<node-id>`.
+pub fn node_pin_dir(node_id: &str) -> PathBuf {
+    Path::new(DEFAULT_PIN_ROOT).join(node_id)
+}
 
 /// One node's pin directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,9 +99,9 @@ impl PinsQuery {
             return dir.clone();
         }
         match &self.lab {
-            Some(lab) => naming::bpf_lab_dir(lab),
+            Some(lab) => lab_pin_root(lab),
             None => {
-                let default_lab = naming::bpf_lab_dir("default");
+                let default_lab = lab_pin_root("default");
                 if nodes_under(&default_lab).is_empty() {
                     PathBuf::from(DEFAULT_PIN_ROOT)
                 } else {

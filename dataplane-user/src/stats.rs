@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     maps::{MapsError, MeshMaps, records::id_from_field},
     node_pins::NodePins,
-    trace::{LostCounts, TraceMaps, TraceMapsError},
+    trace_maps::{LostCounts, TraceMaps, TraceMapsError},
 };
 
 #[derive(Debug, thiserror::Error)]

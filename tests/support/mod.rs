@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use hive::client::DaemonClient;
 use hive::lab_swarm::{self, SwarmLab};
-use hive_dataplane::lab::{Lab, LabSpec};
+use hive_lab::{Lab, LabSpec};
 
 pub const HIVE: &str = env!("CARGO_BIN_EXE_hive");
 /// Bound of any one `hive` command.
@@ -31,7 +31,7 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn privileged(test: &str) -> bool {
-    hive_dataplane::testing::root_or_skip(
+    hive_test_support::root_or_skip(
         test,
         "it creates network namespaces and starts daemons in them",
     )

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hive::client::TaskFilter;
 use hive::store::objects::{Service, Task, TaskState};
-use hive_dataplane::lab::naming;
+use hive_lab::naming;
 
 use super::{PATIENCE, Swarm};
 

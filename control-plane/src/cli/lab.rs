@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use hive_dataplane::lab::{self, DEFAULT_LAB, Lab, LabListing, LabSpec, naming};
+use hive_lab::{self as lab, DEFAULT_LAB, Lab, LabListing, LabSpec, naming};
 use serde::Serialize;
 
 #[derive(Debug, Args)]

@@ -15,11 +15,14 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hive_dataplane::{
     ebpf_log::EbpfLog,
-    metrics::{MetricsWriter, render_stats},
     node_pins::{NodeChoice, NodePins, PinsQuery},
     stats::{self, DisplayNames},
-    trace::{Event, PcapWriter, TRACE_CAPTURE_MAX, TraceFilter, TraceOptions, Tracer, wall_time},
 };
+use hive_trace::{
+    Event, PcapWriter, TRACE_CAPTURE_MAX, TraceFilter, TraceOptions, Tracer, wall_time,
+};
+
+use crate::metrics::{MetricsWriter, render_stats};
 
 #[derive(Debug, Args)]
 pub struct MeshArgs {

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_dataplane::lab::naming;
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
 use hive_dataplane::stats::DisplayNames;
+use hive_lab::naming;
 
 use crate::agent::mesh_state::host_mesh_id;
 use crate::cli::service::render::task_name;

@@ -128,7 +128,7 @@ pub fn socket_path(host: Option<&str>) -> Result<PathBuf, ClientError> {
     if let (Ok(lab), Ok(node)) = (std::env::var("HIVE_LAB"), std::env::var("HIVE_NODE"))
         && let Ok(member) = node.parse()
     {
-        return Ok(hive_dataplane::lab::naming::api_socket(&lab, member));
+        return Ok(hive_lab::naming::api_socket(&lab, member));
     }
     Ok(PathBuf::from(DEFAULT_SOCKET))
 }

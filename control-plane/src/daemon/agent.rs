@@ -35,7 +35,7 @@ pub const PREPARED_DIR: &str = "agent/prepared";
 
 /// The default BPF pin directory of a node.
 pub fn default_pin_dir(node_id: &str) -> PathBuf {
-    PathBuf::from(hive_dataplane::lab::naming::BPF_HIVE_DIR).join(node_id)
+    hive_dataplane::node_pins::node_pin_dir(node_id)
 }
 
 /// What became of the node's data plane when its agent started.

@@ -114,7 +114,7 @@ impl CgroupMounts {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_octal(field: &str) -> PathBuf {
-    PathBuf::from(hive_dataplane::lab::cleanup::unescape_mountinfo(field))
+    PathBuf::from(hive_lab::cleanup::unescape_mountinfo(field))
 }
 
 /// Where one controller's files live.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use hive_dataplane::lab::{self, DaemonState, Lab, LabError, Member, StateError, naming};
+use hive_lab::{self as lab, DaemonState, Lab, LabError, Member, StateError, naming};
 
 use crate::api::pb;
 use crate::client::{ClientError, DaemonClient};
@@ -390,18 +390,18 @@ fn record(
 /// their pins with it — and reaps the daemons, also when the owner fails half-way.
 #[derive(Debug)]
 pub struct SwarmLab {
-    lab: Option<hive_dataplane::lab::LabGuard>,
+    lab: Option<hive_lab::LabGuard>,
     daemons: std::collections::BTreeMap<String, Child>,
 }
 
 impl SwarmLab {
     /// Brings up the lab `spec` and forms a swarm of `managers` managers on it (see [`form`]).
     pub async fn up(
-        spec: &hive_dataplane::lab::LabSpec,
+        spec: &hive_lab::LabSpec,
         managers: u32,
         hive: &Path,
     ) -> Result<Self, LabSwarmError> {
-        let lab = hive_dataplane::lab::LabGuard::up(spec)?;
+        let lab = hive_lab::LabGuard::up(spec)?;
         let children = form(&lab, managers, hive).await?;
         let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();
         Ok(Self {
@@ -413,12 +413,12 @@ impl SwarmLab {
     /// [`Self::up`], with daemon options made from the lab once it is up (a registry on a
     /// node's address, for example), recorded before any daemon starts.
     pub async fn up_with_options(
-        spec: &hive_dataplane::lab::LabSpec,
+        spec: &hive_lab::LabSpec,
         managers: u32,
         hive: &Path,
         options: impl FnOnce(&Lab) -> LabDaemonOptions,
     ) -> Result<Self, LabSwarmError> {
-        let lab = hive_dataplane::lab::LabGuard::up(spec)?;
+        let lab = hive_lab::LabGuard::up(spec)?;
         save_daemon_options(&lab, &options(&lab))?;
         let children = form(&lab, managers, hive).await?;
         let daemons = lab.nodes().map(|n| n.name.clone()).zip(children).collect();

@@ -13,9 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive_dataplane::{
-    lab::Lab,
-    mesh::{Protocol, ServicePort, mode::MeshMode},
+use hive_dataplane::mesh::{Protocol, ServicePort, mode::MeshMode};
+use hive_lab::{
+    Lab,
     static_mesh::{ServiceDef, StaticMesh, StaticMeshError},
 };
 use serde::Serialize;
@@ -30,7 +30,7 @@ pub enum BulkError {
     #[error(transparent)]
     KernelPath(#[from] KernelPathError),
     #[error("lab: {0}")]
-    Lab(#[from] hive_dataplane::lab::LabError),
+    Lab(#[from] hive_lab::LabError),
     #[error("could not run iperf3: {0}; install it with `cargo xtask setup`")]
     Spawn(#[from] std::io::Error),
     #[error("iperf3 through {path} failed: {detail}")]

@@ -8,9 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive_dataplane::{
-    lab::Lab,
-    mesh::{Protocol, ServicePort, mode::MeshMode},
+use hive_dataplane::mesh::{Protocol, ServicePort, mode::MeshMode};
+use hive_lab::{
+    Lab,
     static_mesh::{ServiceDef, StaticMesh, StaticMeshError},
 };
 

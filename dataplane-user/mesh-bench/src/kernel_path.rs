@@ -19,10 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive_dataplane::{
-    lab::{Lab, naming, topology::BRIDGE_WITHOUT_NETFILTER},
-    netns,
-};
+use hive_dataplane::netns;
+use hive_lab::{Lab, naming, topology::BRIDGE_WITHOUT_NETFILTER};
 
 use crate::rules::{self, RealService, VXLAN_DEV};
 
@@ -30,7 +28,7 @@ use crate::rules::{self, RealService, VXLAN_DEV};
 #[derive(Debug, thiserror::Error)]
 pub enum KernelPathError {
     #[error("lab: {0}")]
-    Lab(#[from] hive_dataplane::lab::LabError),
+    Lab(#[from] hive_lab::LabError),
     #[error("`{command}` on {node} failed: {detail}")]
     Command {
         node: String,

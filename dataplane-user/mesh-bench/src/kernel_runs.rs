@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hive_dataplane::lab::Lab;
+use hive_lab::Lab;
 
 use crate::{
     kernel_path::{KernelPath, KernelPathError, RuleEngine},
@@ -39,7 +39,7 @@ pub enum RunError {
     #[error(transparent)]
     Wrk(#[from] WrkError),
     #[error("lab: {0}")]
-    Lab(#[from] hive_dataplane::lab::LabError),
+    Lab(#[from] hive_lab::LabError),
 }
 
 /// Measure keep-alive and new-connection load from `client` to `url`.

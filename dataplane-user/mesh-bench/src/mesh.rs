@@ -15,10 +15,8 @@
 
 use std::path::PathBuf;
 
-use hive_dataplane::{
-    lab::{LabGuard, LabSpec},
-    mesh::mode::MeshMode,
-};
+use hive_dataplane::mesh::mode::MeshMode;
+use hive_lab::{LabGuard, LabSpec};
 
 use crate::{
     hive_runs::{self, HiveRunError},
@@ -79,9 +77,9 @@ pub enum BenchError {
     #[error(transparent)]
     Neighbour(#[from] crate::neighbour::NeighbourError),
     #[error("BPF_PROG_RUN: {0}")]
-    ProgRun(#[from] hive_dataplane::testing::prog_run::HarnessError),
+    ProgRun(#[from] hive_prog_run::prog_run::HarnessError),
     #[error("lab: {0}")]
-    Lab(#[from] hive_dataplane::lab::LabError),
+    Lab(#[from] hive_lab::LabError),
     #[error("writing the report: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -167,7 +165,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     if let Some(percent) = config.neighbour_percent {
         eprintln!("with a CPU-bound neighbour: stress-ng, every CPU {percent} % busy");
     }
-    let run_dir = hive_dataplane::lab::naming::lab_dir(&config.lab).join("bench");
+    let run_dir = hive_lab::naming::lab_dir(&config.lab).join("bench");
     std::fs::create_dir_all(&run_dir)?;
     eprintln!(
         "on lab {:?}, size by size: the kernel path (iptables, nftables) and hive's eBPF mesh:",

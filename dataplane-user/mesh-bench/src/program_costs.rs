@@ -1,6 +1,6 @@
 //! ns/packet of every program path under `BPF_PROG_RUN`, beside the trivial
 //! `xdp_floor` program measured in the same run: the real embedded
-//! programs, the fixtures' two-node world (`hive_dataplane::testing::world`).
+//! programs, the fixtures' two-node world (`hive_prog_run::world`).
 //!
 //! Each figure is the median of one-packet runs (`repeat = 1`), as Katran
 //! measures: a new flow needs a distinct packet each time, and the median
@@ -9,7 +9,7 @@
 
 use std::net::SocketAddrV4;
 
-use hive_dataplane::testing::{
+use hive_prog_run::{
     packet::{PacketBuilder, TCP_ACK, TCP_SYN, vxlan_frame},
     prog_run::HarnessError,
     world::*,

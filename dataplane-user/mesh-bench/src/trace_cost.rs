@@ -20,15 +20,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hive_common::maps::{Backend, Endpoint, Frontend, NodeConfig, Peer, Ring, ServiceKey};
 use hive_common::trace::{TRACE_CAPTURE_MAX, TraceConfig};
-use hive_dataplane::{
-    programs::EBPF_OBJECT_NOTRACE,
-    stats::monotonic_ns,
-    testing::{
-        packet::{IPPROTO_TCP, Mac, PacketBuilder, TCP_ACK, TCP_SYN},
-        prog_run::{HarnessError, ProgRun},
-    },
-    trace::{TraceMaps, TraceMapsError},
+use hive_dataplane::{programs::EBPF_OBJECT_NOTRACE, stats::monotonic_ns};
+use hive_prog_run::{
+    packet::{IPPROTO_TCP, Mac, PacketBuilder, TCP_ACK, TCP_SYN},
+    prog_run::{HarnessError, ProgRun},
 };
+use hive_trace::{TraceMaps, TraceMapsError};
 use serde::Serialize;
 
 const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

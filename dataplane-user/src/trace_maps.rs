@@ -1,7 +1,8 @@
 //! Typed handles on the trace maps of one node (`hive_common::trace`): the
 //! one place outside `crate::maps` that holds raw aya map types, kept here
 //! so the tracer does not have to open (and create records in) every mesh
-//! map just to read events.
+//! map just to read events. The maps stay in the core (its [`crate::stats`]
+//! reads their lost counters); the tracer (`hive-trace`) re-exports them.
 
 use std::path::{Path, PathBuf};
 

@@ -152,7 +152,7 @@ impl LabState {
             created_unix_secs,
             creator_pid,
             underlay: UnderlayState {
-                netns_path: crate::netns::netns_path(&underlay),
+                netns_path: hive_dataplane::netns::netns_path(&underlay),
                 netns: underlay,
                 bridge: naming::BRIDGE.to_owned(),
                 subnet: naming::underlay_cidr(),
@@ -198,7 +198,7 @@ fn plan_member(lab: &str, member: Member) -> MemberState {
         } else {
             Role::Client
         },
-        netns_path: crate::netns::netns_path(&netns),
+        netns_path: hive_dataplane::netns::netns_path(&netns),
         netns,
         uts_path: naming::uts_path(lab, member),
         link: naming::MEMBER_LINK.to_owned(),

@@ -1,8 +1,9 @@
-//! Test support shared by unit tests, lab tests and benchmarks.
+//! Test support shared by unit tests, lab tests and the workspace tests. A
+//! dev-dependency only: product code never links it (`cargo tree -e normal`).
+//! The `BPF_PROG_RUN` harness lives in `hive-prog-run` (the mesh benchmark
+//! uses it too) and is re-exported here for the fixtures.
 
-pub mod packet;
-pub mod prog_run;
-pub mod world;
+pub use hive_prog_run::{packet, prog_run, world};
 
 /// Whether a privileged test may run: true as root. Without root it panics when `CI` is set
 /// (a CI run must not pass by skipping) and otherwise prints why it skips. `needs` says what

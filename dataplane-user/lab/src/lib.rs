@@ -2,23 +2,26 @@
 //! network and UTS namespace on a virtual underlay (design §5, docs/lab.md).
 //!
 //! ```no_run
-//! use hive_dataplane::lab::{LabGuard, LabSpec};
+//! use hive_lab::{LabGuard, LabSpec};
 //!
 //! let lab = LabGuard::up(&LabSpec::new("demo", 3))?; // downs the lab on drop
 //! let n2 = lab.node_addr("n2")?;
 //! let status = lab.command("client", "ping")?.args(["-c1", &n2.to_string()]).status();
-//! # Ok::<(), hive_dataplane::lab::LabError>(())
+//! # Ok::<(), hive_lab::LabError>(())
 //! ```
 //!
 //! Every call here blocks (namespaces are made on short-lived threads, netlink
 //! runs on a private runtime); from async code, use `spawn_blocking`.
 
 pub mod cleanup;
+pub mod ethtool;
 pub mod host;
 pub mod naming;
 pub mod procs;
 pub mod state;
+pub mod static_mesh;
 pub mod topology;
+pub mod veth_peer;
 
 use std::{
     net::Ipv4Addr,
@@ -34,7 +37,7 @@ pub use naming::{DEFAULT_LAB, MAX_NODES, Member, NamingError};
 pub use state::{DaemonState, LabState, LabStatus, MemberState, Role, StateError};
 pub use topology::TopologyError;
 
-use crate::netns::{self, NetnsError, NsKind};
+use hive_dataplane::netns::{self, NetnsError, NsKind};
 
 /// Errors of lab operations.
 #[derive(Debug, thiserror::Error)]

@@ -38,8 +38,9 @@ pub const CLIENT_HOST: u8 = 100;
 pub const LAB_RUN_DIR: &str = "/run/hive/lab";
 /// Where bpffs is mounted.
 pub const BPFFS_DIR: &str = "/sys/fs/bpf";
-/// hive's pins; a lab's live under `lab-<lab>/<node>/`.
-pub const BPF_HIVE_DIR: &str = "/sys/fs/bpf/hive";
+/// hive's pins; a lab's live under `lab-<lab>/<node>/` (the data plane's rule,
+/// [`hive_dataplane::node_pins::lab_pin_root`]).
+pub use hive_dataplane::loader::DEFAULT_PIN_ROOT as BPF_HIVE_DIR;
 /// Locally administered MAC prefix of lab links: 02 + "hiv".
 const MAC_PREFIX: [u8; 5] = [0x02, 0x68, 0x69, 0x76, 0x00];
 
@@ -272,7 +273,7 @@ pub fn validate_manager_count(managers: u32, nodes: u32) -> Result<(), NamingErr
 
 /// `/sys/fs/bpf/hive/lab-<lab>`: every pin of the lab's nodes.
 pub fn bpf_lab_dir(lab: &str) -> PathBuf {
-    Path::new(BPF_HIVE_DIR).join(format!("lab-{lab}"))
+    hive_dataplane::node_pins::lab_pin_root(lab)
 }
 
 /// A node's BPF pin directory.

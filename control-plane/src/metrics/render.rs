@@ -1,12 +1,13 @@
 //! Prometheus text exposition (format 0.0.4) of the data plane's counters,
 //! and the hook through which the daemon adds its own gauges (Raft,
 //! scheduler, tasks): anything that implements [`Collector`] is rendered
-//! by [`Registry::render`]; the HTTP server lives in the control plane
-//! (`hive::metrics`).
+//! by [`Registry::render`]; the HTTP server is the parent module
+//! (`hive::metrics`). It moved here from the data-plane crate, which only
+//! provides the counters it reads ([`hive_dataplane::stats`]).
 
 use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
 
-use crate::{node_pins::NodePins, stats};
+use hive_dataplane::{node_pins::NodePins, stats};
 
 /// Prometheus text for one scrape. Families are written whole: HELP,
 /// TYPE, then every sample.

@@ -29,7 +29,7 @@ use netlink_packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::state::{LabState, MemberState, Role};
-use crate::netns::{self, NetnsError};
+use hive_dataplane::netns::{self, NetnsError};
 
 /// Upper bound for one netlink request; they take microseconds when healthy.
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);

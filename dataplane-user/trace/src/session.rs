@@ -15,12 +15,13 @@ use std::{
 
 use hive_common::trace::{TRACE_CAPTURE_MAX, TraceConfig};
 
-use crate::{
+use hive_dataplane::{
     maps::{MapsError, MeshMaps},
     node_pins::NodePins,
     stats::{Names, monotonic_ns},
-    trace::{DecodeError, Event, LostCounts, TraceMaps, TraceMapsError},
 };
+
+use crate::{DecodeError, Event, LostCounts, TraceMaps, TraceMapsError};
 
 /// Which events to keep (in the kernel, before they cost a ring record).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use aya::{
     programs::{Xdp, XdpMode, links::FdLink},
 };
 
-use crate::programs::EBPF_OBJECT;
+use hive_dataplane::programs::EBPF_OBJECT;
 
 /// The trivial program attached: it passes every frame.
 const PASS_PROGRAM: &str = "xdp_floor";

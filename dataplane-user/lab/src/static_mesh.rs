@@ -1,7 +1,7 @@
 //! A mesh on a lab, driven by hand-written [`MeshState`]s — no control plane.
 //!
 //! Tasks are real processes in their own network and UTS namespaces, wired
-//! to their node by [`crate::attach::task::attach`]; every node runs its own
+//! to their node by [`hive_dataplane::attach::task::attach`]; every node runs its own
 //! [`Dataplane`], loaded and pinned inside the node's namespace, and gets the
 //! [`MeshState`] that a control plane would compute for it. The demo, the
 //! mesh benchmark and the data-plane lab tests use this; the daemon replaces
@@ -21,10 +21,9 @@ use std::{
 
 use ipnetwork::Ipv4Network;
 
-use crate::{
+use hive_dataplane::{
     Dataplane, DataplaneError,
     attach::task::{self, AttachError, TaskLink, TaskNetwork},
-    lab::{Lab, LabError, naming, procs},
     mesh::{
         LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Service,
         ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
@@ -32,6 +31,8 @@ use crate::{
     },
     netns::{self, NetnsError, NsKind},
 };
+
+use crate::{Lab, LabError, naming, procs};
 
 /// The routing-mesh network every task joins (Swarm's `ingress`).
 pub const INGRESS_NETWORK: &str = "ingress";
@@ -142,7 +143,7 @@ pub struct StaticMesh {
     /// Leave tasks and data planes in place on drop (`hive demo --keep`).
     keep: bool,
     /// The mesh mode every node gets (docs/dsr.md).
-    mesh_mode: crate::mesh::mode::MeshMode,
+    mesh_mode: hive_dataplane::mesh::mode::MeshMode,
 }
 
 impl std::fmt::Debug for StaticMesh {
@@ -240,7 +241,7 @@ impl StaticMesh {
     /// `program args` inside them (stdout/stderr to a log file beside the
     /// namespaces). Returns the task's address.
     /// The mesh mode of every node from the next [`Self::apply`] on.
-    pub fn set_mesh_mode(&mut self, mode: crate::mesh::mode::MeshMode) {
+    pub fn set_mesh_mode(&mut self, mode: hive_dataplane::mesh::mode::MeshMode) {
         self.mesh_mode = mode;
     }
 
@@ -268,7 +269,7 @@ impl StaticMesh {
             task_ifname: "eth0".to_owned(),
             addr: Ipv4Network::new(addr, self.subnet.prefix()).expect("prefix of the subnet"),
             gateway: self.gateway,
-            mtu: UNDERLAY_MTU - crate::mesh::state::VXLAN_OVERHEAD,
+            mtu: UNDERLAY_MTU - hive_dataplane::mesh::state::VXLAN_OVERHEAD,
         };
         let node_ns = self.node_mut(node)?.netns.clone();
         let dataplane =

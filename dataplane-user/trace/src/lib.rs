@@ -4,12 +4,11 @@
 //! layout is `hive_common::trace`; the user guide `docs/observability.md`.
 
 mod event;
-mod maps;
 pub mod pcap;
 mod session;
 
 pub use event::{DecodeError, Event, tcp_flags};
 pub use hive_common::trace::TRACE_CAPTURE_MAX;
-pub use maps::{LostCounts, TraceMaps, TraceMapsError};
+pub use hive_dataplane::trace_maps::{LostCounts, TraceMaps, TraceMapsError};
 pub use pcap::PcapWriter;
 pub use session::{TraceError, TraceFilter, TraceOptions, Tracer, wall_time};

@@ -25,7 +25,7 @@ use super::{
     naming,
     procs::{self, NsId},
 };
-use crate::netns;
+use hive_dataplane::netns;
 
 /// How many stacked mounts to peel off one mount point.
 const MAX_UNMOUNTS: usize = 8;

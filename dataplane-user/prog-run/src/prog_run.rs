@@ -47,7 +47,7 @@ const OUT_ROOM: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     #[error(transparent)]
-    Load(#[from] crate::programs::LoadError),
+    Load(#[from] hive_dataplane::programs::LoadError),
     #[error("the object has no program named {name:?}")]
     NoProgram { name: String },
     #[error("program {name:?} is neither XDP nor a tc classifier; the harness cannot run it")]
@@ -134,19 +134,19 @@ impl ProgRun {
     /// Load the embedded object (creates fresh, empty maps).
     pub fn load() -> Result<Self, HarnessError> {
         Ok(ProgRun {
-            ebpf: crate::programs::load()?,
+            ebpf: hive_dataplane::programs::load()?,
         })
     }
 
     /// Load another build of the programs, e.g.
-    /// [`crate::programs::EBPF_OBJECT_NOTRACE`] (the benchmark's baseline).
+    /// [`hive_dataplane::programs::EBPF_OBJECT_NOTRACE`] (the benchmark's baseline).
     pub fn load_object(object: &[u8]) -> Result<Self, HarnessError> {
         if object.is_empty() {
-            return Err(crate::programs::LoadError::NotEmbedded.into());
+            return Err(hive_dataplane::programs::LoadError::NotEmbedded.into());
         }
         let ebpf = aya::EbpfLoader::new()
             .load(object)
-            .map_err(crate::programs::LoadError::from)?;
+            .map_err(hive_dataplane::programs::LoadError::from)?;
         Ok(ProgRun { ebpf })
     }
 
@@ -280,7 +280,7 @@ impl ProgRun {
 }
 
 /// Small typed helpers over the object's maps for fixtures. TODO(#3): use
-/// the typed wrappers of `crate::maps` once they exist.
+/// the typed wrappers of `hive_dataplane::maps` once they exist.
 #[derive(Debug)]
 pub struct Maps<'a> {
     ebpf: &'a mut Ebpf,

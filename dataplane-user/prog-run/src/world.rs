@@ -10,7 +10,7 @@ use hive_common::maps::{
     Ring, ServiceKey,
 };
 
-use super::{
+use crate::{
     packet::{Mac, PacketBuilder},
     prog_run::ProgRun,
 };

@@ -103,7 +103,7 @@ fn run() -> Result<(), String> {
 }
 
 /// `hive swarm ca --rotate -q` on n1, within [`ROTATION_DEADLINE`]; what it printed.
-fn rotate(lab: &hive_dataplane::lab::Lab) -> Result<String, String> {
+fn rotate(lab: &hive_lab::Lab) -> Result<String, String> {
     let mut child = lab
         .command("n1", &lab_bench::hive_exe()?)
         .map_err(|e| e.to_string())?

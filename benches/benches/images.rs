@@ -31,8 +31,8 @@ use hive::client::{DaemonClient, TaskFilter};
 use hive::lab_swarm::{self, LabDaemonOptions, SwarmLab};
 use hive::store::objects::{ServiceSpec, TaskState};
 use hive_bench::lab_bench;
-use hive_dataplane::lab::{Lab, LabSpec};
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
+use hive_lab::{Lab, LabSpec};
 use serde::Serialize;
 
 // The tests' image and registry helpers, shared as source: `registry` finds `PATIENCE` and

@@ -46,10 +46,10 @@ use hive::client::{DaemonClient, TaskFilter};
 use hive::lab_swarm::{self, SwarmLab};
 use hive::store::objects::{Health, Task, TaskState};
 use hive_bench::lab_bench;
-use hive_dataplane::lab::{Lab, LabGuard, LabSpec};
 use hive_dataplane::maps::MeshMaps;
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
 use hive_dataplane::stats::Names;
+use hive_lab::{Lab, LabGuard, LabSpec};
 use hive_mesh_bench::wrk::{self, ConnMode, WrkResult, WrkRun};
 use serde::Serialize;
 

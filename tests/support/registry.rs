@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hive_dataplane::lab::Lab;
+use hive_lab::Lab;
 
 use super::PATIENCE;
 use super::busybox;

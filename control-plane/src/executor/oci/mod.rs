@@ -64,7 +64,9 @@ impl OciRuntime {
                 root: Path::new("/run/hive").join(scope).join("runc"),
             },
             images,
-            volumes_dir: data_dir.join("volumes"),
+            volumes_dir: crate::volume_store::VolumeStore::for_daemon(data_dir)
+                .volumes_dir()
+                .to_owned(),
         }
     }
 }

@@ -130,6 +130,84 @@ fn a_loaded_image_runs_as_a_service_answered_through_every_node() {
     assert!(!ps.contains("@sha256:"), "{ps}");
     let images = swarm.hive_ok("n2", &["image", "ls"]);
     assert!(images.contains("hive-test/httpd"), "{images}");
+
+    volumes_are_per_node_and_kept_while_mounted(&swarm);
+}
+
+/// `hive volume ...` (issue 16 item 6): a volume a task mounts is made on its node on first
+/// use, listed there, refused removal while mounted, and removable (`rm`, `prune -a`) with its
+/// data once the service is gone.
+fn volumes_are_per_node_and_kept_while_mounted(swarm: &Swarm) {
+    const VOLUME: &str = "ctr-keep";
+    swarm.hive_line(
+        "n1",
+        &format!(
+            "service create -d --name keeper --mode global \
+             --mount type=volume,source={VOLUME},target=/data {IMAGE}"
+        ),
+    );
+    wait_running(swarm, "keeper", 3);
+    let mut mountpoints = Vec::new();
+    for node in ["n2", "n3"] {
+        let ls = swarm.hive_ok(node, &["volume", "ls"]);
+        assert!(
+            ls.starts_with("DRIVER    VOLUME NAME\n")
+                && ls.contains(&format!("local     {VOLUME}\n")),
+            "volume ls on {node}: {ls}"
+        );
+        let inspected: serde_json::Value =
+            serde_json::from_str(&swarm.hive_ok(node, &["volume", "inspect", VOLUME]))
+                .expect("volume inspect is JSON");
+        assert_eq!(inspected[0]["Driver"], "local", "{inspected}");
+        assert_eq!(inspected[0]["Scope"], "local", "{inspected}");
+        let mountpoint = PathBuf::from(inspected[0]["Mountpoint"].as_str().expect("Mountpoint"));
+        std::fs::write(mountpoint.join("kept"), "data\n").expect("write into the volume");
+        mountpoints.push(mountpoint);
+        let refused = swarm.hive(node, &["volume", "rm", VOLUME]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success()
+                && stderr.contains(&format!(
+                    "Error response from daemon: remove {VOLUME}: volume is in use - ["
+                )),
+            "volume rm of a mounted volume on {node}: {stderr}"
+        );
+    }
+    assert!(mountpoints.iter().all(|m| m.join("kept").exists()));
+
+    swarm.hive_line("n1", "service rm keeper");
+    // The tasks go down on their nodes a moment after `service rm` answers.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let removed = swarm.hive("n2", &["volume", "rm", VOLUME]);
+        if removed.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&removed.stdout),
+                format!("{VOLUME}\n")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "volume rm on n2 after service rm: {}",
+            String::from_utf8_lossy(&removed.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!mountpoints[0].exists(), "the data went with the volume");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let pruned = swarm.hive_ok("n3", &["volume", "prune", "-a", "-f"]);
+        if pruned.starts_with(&format!("Deleted Volumes:\n{VOLUME}\n")) {
+            assert!(pruned.contains("Total reclaimed space: 5B"), "{pruned}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "volume prune on n3: {pruned}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!mountpoints[1].exists(), "the data went with the volume");
+    let ls = swarm.hive_ok("n3", &["volume", "ls"]);
+    assert!(!ls.contains(VOLUME), "{ls}");
 }
 
 /// Where the registry's gate listens in n1 (the address every node pulls from).

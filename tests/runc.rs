@@ -417,6 +417,33 @@ fn the_images_entrypoint_cmd_env_workdir_and_user_apply_as_in_docker() {
 }
 
 #[test]
+fn init_runs_dockers_init_as_pid_1_and_passes_the_exit_code_on() {
+    let Some(h) = Harness::new("init") else {
+        return;
+    };
+    if !Path::new(hive::executor::oci::DOCKER_INIT_SOURCE).is_file() {
+        eprintln!("skipping: no tini-static (cargo xtask setup installs tini)");
+        return;
+    }
+    let show = "echo \"$$ $(cat /proc/1/comm)\"; exit 4";
+    // Without --init the command is PID 1, as in Docker.
+    let (status, lines) = h.run_to_end(&h.script("plain", show));
+    assert_eq!(status, ExitStatus::Exited(4));
+    assert_eq!(lines, ["1 sh"]);
+    // With it, docker's init is PID 1 and the command its child; the exit code passes through.
+    let mut spec = h.script("with-init", show);
+    spec.init = Some(true);
+    let (status, lines) = h.run_to_end(&spec);
+    assert_eq!(status, ExitStatus::Exited(4), "{lines:?}");
+    let [line] = lines.as_slice() else {
+        panic!("one line: {lines:?}");
+    };
+    let (pid, comm) = line.split_once(' ').expect("pid and comm");
+    assert_ne!(pid, "1", "{line}");
+    assert_eq!(comm, "docker-init", "{line}");
+}
+
+#[test]
 fn shutdown_sends_the_images_stop_signal_then_kills_after_the_grace_period() {
     let Some(h) = Harness::new("stop") else {
         return;

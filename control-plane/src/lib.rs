@@ -20,3 +20,4 @@ pub mod stack;
 pub mod store;
 pub mod transport;
 pub mod underlay_probe;
+pub mod volume_store;

@@ -22,7 +22,8 @@ use crate::cmd;
 /// nginx-light (the backends of `hive mesh bench`), ethtool (debugging offloads),
 /// runc (OCI containers), docker-registry/skopeo/umoci/busybox-static (a real registry
 /// and test images built offline), iperf3 (bulk throughput), python3-venv (docker-py),
-/// stress-ng (the CPU-bound neighbour of `hive mesh bench --neighbour`).
+/// stress-ng (the CPU-bound neighbour of `hive mesh bench --neighbour`), tini (the init
+/// of containers started with `--init`, as docker's `docker-init`).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -42,6 +43,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     "python3-venv",
     "stress-ng",
+    "tini",
 ];
 
 pub fn run() -> Result<()> {

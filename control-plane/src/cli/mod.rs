@@ -28,6 +28,7 @@ pub mod stack;
 pub mod swarm;
 mod unlock_prompt;
 pub mod usage;
+pub mod volume;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +86,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Manage Swarm stacks.
     Stack(stack::StackArgs),
+    /// Manage this node's volumes.
+    Volume(volume::VolumeArgs),
     /// Display system-wide information.
     Info,
     /// The routing mesh seen from the kernel: packet traces and counters.
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => secret::run_config(cli.host.as_deref(), args),
         Command::Image(args) => image::run(cli.host.as_deref(), args),
         Command::Stack(args) => stack::run(cli.host.as_deref(), args),
+        Command::Volume(args) => volume::run(cli.host.as_deref(), args),
         Command::Info => info::run(cli.host.as_deref()),
         Command::Mesh(args) => mesh::run(args),
     }

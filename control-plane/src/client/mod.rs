@@ -141,6 +141,8 @@ pub struct DaemonClient {
     pub control: Control,
     /// This node's image store (`hive image ...`).
     pub images: pb::images_client::ImagesClient<Channel>,
+    /// This node's volumes (`hive volume ...`).
+    pub volumes: pb::volumes_client::VolumesClient<Channel>,
 }
 
 impl DaemonClient {
@@ -156,7 +158,8 @@ impl DaemonClient {
         Ok(Self {
             swarm: pb::swarm_client::SwarmClient::new(channel.clone()),
             control: Control::new(channel.clone()),
-            images: pb::images_client::ImagesClient::new(channel),
+            images: pb::images_client::ImagesClient::new(channel.clone()),
+            volumes: pb::volumes_client::VolumesClient::new(channel),
         })
     }
 }

@@ -25,6 +25,7 @@ pub mod recover;
 pub mod renew;
 pub mod roles;
 pub mod swarm;
+pub mod volumes;
 
 use std::future::Future;
 
@@ -156,6 +157,7 @@ pub async fn run(
             insecure: config.insecure_registries.clone(),
         },
     )?;
+    let volumes = crate::volume_store::VolumeStore::for_daemon(&config.data_dir);
     let node = SwarmNode::start(config, node_addr, images.clone()).await;
     let engine_api_images = images.clone();
 
@@ -195,6 +197,9 @@ pub async fn run(
         ))
         .add_service(pb::images_server::ImagesServer::new(
             images::LocalImages::new(images),
+        ))
+        .add_service(pb::volumes_server::VolumesServer::new(
+            volumes::LocalVolumes::new(volumes),
         ))
         .serve_with_incoming_shutdown(
             unix_incoming(listeners.api, stopping.clone()),

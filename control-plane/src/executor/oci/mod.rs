@@ -45,6 +45,12 @@ use super::{
     spec::{self, PreparedTask, TaskSpec},
 };
 
+/// Docker's init inside a container started with `--init` (dockerd bind-mounts its
+/// `docker-init`, tini, there).
+pub const DOCKER_INIT: &str = "/sbin/docker-init";
+/// The node's tini, statically linked so that it runs in any image (Debian's `tini`).
+pub const DOCKER_INIT_SOURCE: &str = "/usr/bin/tini-static";
+
 /// Where the OCI runtime of a node lives and where its images come from.
 #[derive(Debug, Clone)]
 pub struct OciRuntime {
@@ -64,7 +70,9 @@ impl OciRuntime {
                 root: Path::new("/run/hive").join(scope).join("runc"),
             },
             images,
-            volumes_dir: data_dir.join("volumes"),
+            volumes_dir: crate::volume_store::VolumeStore::for_daemon(data_dir)
+                .volumes_dir()
+                .to_owned(),
         }
     }
 }
@@ -106,10 +114,11 @@ pub enum ContainerError {
     Ulimit { name: String },
     #[error("user {user:?}: {reason}")]
     User { user: String, reason: String },
+    /// `--init` on a node without Debian's `tini` (what `cargo xtask setup` installs).
     #[error(
-        "--init is not supported for OCI images yet (hive's init is not inside the image); leave it off"
+        "--init: the init {DOCKER_INIT_SOURCE} is not on this node: install Debian's tini (cargo xtask setup)"
     )]
-    InitUnsupported,
+    InitMissing,
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error(transparent)]
@@ -140,8 +149,10 @@ impl NamespaceExecutor {
             task_id: task_id.clone(),
             source,
         })?;
-        if spec.init == Some(true) {
-            return Err(container_error(ContainerError::InitUnsupported));
+        // `--init`: docker's init (tini) runs as PID 1, the command under it after `--`.
+        let init = spec.init == Some(true);
+        if init && !Path::new(DOCKER_INIT_SOURCE).is_file() {
+            return Err(container_error(ContainerError::InitMissing));
         }
         let image = oci
             .images
@@ -153,7 +164,11 @@ impl NamespaceExecutor {
             .hostname
             .clone()
             .unwrap_or_else(|| spec::short_id(&container_id).to_owned());
-        let plan = process::plan(&image, spec, &hostname).map_err(container_error)?;
+        let mut plan = process::plan(&image, spec, &hostname).map_err(container_error)?;
+        if init {
+            plan.args
+                .splice(0..0, [DOCKER_INIT.to_owned(), "--".to_owned()]);
+        }
         let user = process::resolve_user(&image, &plan.user).map_err(container_error)?;
         let capabilities =
             process::capabilities(&spec.cap_add, &spec.cap_drop).map_err(container_error)?;
@@ -250,6 +265,15 @@ impl NamespaceExecutor {
         }
 
         let mut task_mounts = spec.mounts.clone();
+        if spec.init == Some(true) {
+            task_mounts.push(mounts::Mount {
+                target: PathBuf::from(DOCKER_INIT),
+                readonly: true,
+                kind: mounts::MountKind::Bind {
+                    source: PathBuf::from(DOCKER_INIT_SOURCE),
+                },
+            });
+        }
         if !spec.files.is_empty() {
             let dir = super::files::files_dir(&self.config.run_dir, &prepared.task_id);
             let files = spec.files.clone();

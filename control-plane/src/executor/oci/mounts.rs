@@ -1,6 +1,6 @@
 //! `--mount` for containers: named local volumes, binds and tmpfs, turned
-//! into OCI runtime mounts. Volumes live in `<volumes_dir>/<name>/_data`
-//! (Docker's layout), are made on first use and outlive their tasks.
+//! into OCI runtime mounts. Volumes (their layout is [`crate::volume_store`]'s) are made on
+//! first use and outlive their tasks.
 
 use std::{
     collections::BTreeSet,
@@ -65,11 +65,7 @@ pub enum MountError {
 
 /// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
 pub fn validate_volume_name(name: &str) -> Result<(), MountError> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok =
-        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if first_ok && rest_ok {
+    if crate::volume_store::valid_name(name) {
         Ok(())
     } else {
         Err(MountError::VolumeName {
@@ -80,7 +76,7 @@ pub fn validate_volume_name(name: &str) -> Result<(), MountError> {
 
 /// The data directory of volume `name`.
 pub fn volume_data_dir(volumes_dir: &Path, name: &str) -> PathBuf {
-    volumes_dir.join(name).join("_data")
+    crate::volume_store::data_dir(volumes_dir, name)
 }
 
 /// Check every mount (targets absolute, unique; volume names; bind sources
@@ -128,12 +124,14 @@ pub fn resolve(mounts: &[Mount], volumes_dir: &Path) -> Result<Vec<OciMount>, Mo
             let mut options = Vec::new();
             let (typ, source) = match &mount.kind {
                 MountKind::Volume { name, .. } => {
-                    let data = volume_data_dir(volumes_dir, name);
-                    std::fs::create_dir_all(&data).map_err(|source| MountError::CreateVolume {
-                        name: name.clone(),
-                        path: data.clone(),
-                        source,
-                    })?;
+                    let data =
+                        crate::volume_store::ensure(volumes_dir, name).map_err(|source| {
+                            MountError::CreateVolume {
+                                name: name.clone(),
+                                path: volume_data_dir(volumes_dir, name),
+                                source,
+                            }
+                        })?;
                     options.extend(["rbind", "rprivate"].map(str::to_owned));
                     ("bind", data)
                 }

@@ -221,7 +221,7 @@ fn inspected_image(swarm: &Swarm) -> String {
     let shown = swarm.hive_ok("n1", &["service", "inspect", "web"]);
     let parsed: serde_json::Value =
         serde_json::from_str(&shown).unwrap_or_else(|e| panic!("{e}: {shown}"));
-    parsed[0]["spec"]["task_template"]["container"]["image"]
+    parsed[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         .as_str()
         .unwrap_or_else(|| panic!("no image in {shown}"))
         .to_owned()

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod images;
 pub mod local_api;
 pub mod lock;
+mod membership;
 pub mod metrics;
 pub mod node;
 pub mod node_file;

@@ -341,3 +341,117 @@ pub async fn leave(Extract(backend): Extract<State>, params: Params) -> Reply<()
         .map_err(membership_error)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `docker swarm init --advertise-addr 10.0.0.1` (CLI 28.2.2) sends.
+    const CLI_INIT: &str = r#"{"ListenAddr":"0.0.0.0:2377","AdvertiseAddr":"10.0.0.1","DataPathAddr":"","DataPathPort":0,"DefaultAddrPool":null,"ForceNewCluster":false,"Spec":{"Labels":null,"Orchestration":{},"Raft":{"ElectionTick":0,"HeartbeatTick":0},"Dispatcher":{},"CAConfig":{},"TaskDefaults":{},"EncryptionConfig":{"AutoLockManagers":false}},"AutoLockManagers":false,"Availability":"active","SubnetSize":0}"#;
+
+    fn init(json: &str) -> Reply<pb::InitRequest> {
+        init_request(serde_json::from_str(json).expect("body"))
+    }
+
+    #[test]
+    fn a_cli_init_asks_for_defaults_on_the_daemons_listen_address() {
+        let request = init(CLI_INIT).expect("request");
+        assert_eq!(request.advertise_addr, "10.0.0.1");
+        assert_eq!(
+            request.listen_addr, "",
+            "the CLI default means the daemon's"
+        );
+        assert_eq!(request.settings, None);
+        assert_eq!(request.availability(), pb::Availability::Active);
+        assert!(!request.force_new_cluster);
+    }
+
+    #[test]
+    fn init_options_hive_has_are_passed_on() {
+        let request = init(
+            r#"{"ListenAddr":"10.0.0.1:2377","DataPathPort":4790,"DefaultAddrPool":["10.20.0.0/16"],"SubnetSize":26,"ForceNewCluster":true,"AutoLockManagers":true,"Availability":"drain","Spec":{"Orchestration":{"TaskHistoryRetentionLimit":3},"Dispatcher":{"HeartbeatPeriod":7000000000},"CAConfig":{"NodeCertExpiry":3600000000000},"Raft":{"SnapshotInterval":500}}}"#,
+        )
+        .expect("request");
+        assert_eq!(request.listen_addr, "10.0.0.1:2377");
+        assert_eq!(request.data_path_port, 4790);
+        assert_eq!(request.default_addr_pool, ["10.20.0.0/16"]);
+        assert_eq!(request.subnet_size, 26);
+        assert!(request.force_new_cluster);
+        assert_eq!(request.availability(), pb::Availability::Drain);
+        let settings = request.settings.expect("settings");
+        assert_eq!(settings.autolock, Some(true));
+        assert_eq!(settings.task_history_limit, Some(3));
+        assert_eq!(settings.dispatcher_heartbeat_ms, Some(7000));
+        assert_eq!(settings.cert_expiry_secs, Some(3600));
+        assert_eq!(settings.snapshot_interval, Some(500));
+        // The spec's autolock counts as the top-level one.
+        let spec_lock =
+            init(r#"{"Spec":{"EncryptionConfig":{"AutoLockManagers":true}}}"#).expect("request");
+        assert_eq!(spec_lock.settings.and_then(|s| s.autolock), Some(true));
+    }
+
+    #[test]
+    fn init_options_hive_lacks_are_refused_not_dropped() {
+        for body in [
+            r#"{"DataPathAddr":"10.1.0.1"}"#,
+            r#"{"Spec":{"Name":"other"}}"#,
+            r#"{"Spec":{"Labels":{"a":"b"}}}"#,
+            r#"{"Spec":{"Raft":{"KeepOldSnapshots":2}}}"#,
+            r#"{"Spec":{"CAConfig":{"ExternalCAs":[{"Protocol":"cfssl","URL":"https://ca"}]}}}"#,
+            r#"{"Spec":{"CAConfig":{"SigningCACert":"pem"}}}"#,
+            r#"{"Spec":{"TaskDefaults":{"LogDriver":{"Name":"json-file"}}}}"#,
+        ] {
+            let error = init(body).expect_err(body);
+            assert_eq!(error.status, StatusCode::NOT_IMPLEMENTED, "{body}");
+        }
+        let negative = init(r#"{"Spec":{"Dispatcher":{"HeartbeatPeriod":-1}}}"#).expect_err("neg");
+        assert_eq!(negative.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn join_takes_the_first_remote_and_needs_a_token() {
+        let join = |json: &str| join_request(serde_json::from_str(json).expect("body"));
+        let request = join(
+            r#"{"ListenAddr":"0.0.0.0:2377","AdvertiseAddr":"","DataPathAddr":"","RemoteAddrs":["10.0.0.1:2377","10.0.0.2:2377"],"JoinToken":"SWMTKN-1-x-y","Availability":"active"}"#,
+        )
+        .expect("request");
+        assert_eq!(request.remote_addr, "10.0.0.1:2377");
+        assert_eq!(request.token, "SWMTKN-1-x-y");
+        assert_eq!(request.listen_addr, "");
+        let error =
+            join(r#"{"RemoteAddrs":[],"JoinToken":"SWMTKN-1-x-y"}"#).expect_err("no remote");
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                "at least 1 RemoteAddr is required to join"
+            )
+        );
+        let error = join(r#"{"RemoteAddrs":["10.0.0.1"]}"#).expect_err("no token");
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        let error = join(r#"{"RemoteAddrs":["10.0.0.1"],"JoinToken":"t","DataPathAddr":"eth1"}"#)
+            .expect_err("data path addr");
+        assert_eq!(error.status, StatusCode::NOT_IMPLEMENTED);
+    }
+
+    #[test]
+    fn membership_refusals_use_dockerds_words() {
+        use crate::api::ApiError;
+        let error = membership_error(ApiError::AlreadyInSwarm.into());
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, ALREADY_IN_SWARM)
+        );
+        let error = membership_error(ApiError::NotInSwarm.into());
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, NOT_IN_SWARM)
+        );
+        let text = "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.";
+        let error = membership_error(ApiError::Refused(text.to_owned()).into());
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, text)
+        );
+    }
+}

@@ -568,6 +568,19 @@ fn docker_swarm_init_join_and_leave() {
     assert_eq!(info.trim(), "inactive");
     let left = nodes.docker_ok("n1", &["swarm", "leave", "--force"]);
     assert_eq!(left.trim(), "Node left the swarm.");
+
+    // AutoLockManagers: the new swarm is locked at restart; the CLI shows the unlock key.
+    let init = nodes.docker_ok(
+        "n1",
+        &["swarm", "init", "--autolock", "--advertise-addr", &n1],
+    );
+    assert!(
+        init.contains("To unlock a swarm manager after it restarts") && init.contains("SWMKEY-1-"),
+        "docker swarm init --autolock: {init}"
+    );
+    let key = nodes.docker_ok("n1", &["swarm", "unlock-key", "-q"]);
+    assert!(key.trim().starts_with("SWMKEY-1-"), "unlock key: {key}");
+    nodes.docker_ok("n1", &["swarm", "leave", "--force"]);
 }
 
 /// The node ID in `Swarm initialized: current node (ID) is now a manager.`

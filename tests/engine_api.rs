@@ -414,3 +414,179 @@ print("docker-py ok")
     drop(swarm);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Two lab daemons started in no swarm (not [`Swarm`]: the test forms it): the lab goes down
+/// (daemons' tasks included) before the daemons are reaped, also when the test fails.
+struct Unformed {
+    lab: Option<hive_lab::LabGuard>,
+    daemons: Vec<std::process::Child>,
+}
+
+impl Drop for Unformed {
+    fn drop(&mut self) {
+        drop(self.lab.take());
+        for daemon in &mut self.daemons {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+    }
+}
+
+impl Unformed {
+    fn lab(&self) -> &hive_lab::Lab {
+        self.lab.as_deref().expect("the lab is up until dropped")
+    }
+
+    fn docker(&self, node: &str, args: &[&str]) -> Output {
+        let mut command = self.lab().command(node, DOCKER).expect("lab command");
+        command
+            .args(args)
+            .env("DOCKER_CLI_HINTS", "false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().expect("spawn docker");
+        wait_output(child, &format!("docker {}", args.join(" ")))
+    }
+
+    fn docker_ok(&self, node: &str, args: &[&str]) -> String {
+        let out = self.docker(node, args);
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            all(&out)
+        );
+        text(&out.stdout)
+    }
+
+    fn docker_err(&self, node: &str, args: &[&str]) -> String {
+        let out = self.docker(node, args);
+        assert!(
+            !out.status.success(),
+            "docker {} should fail: {}",
+            args.join(" "),
+            all(&out)
+        );
+        text(&out.stderr)
+    }
+}
+
+/// `docker swarm init|join|leave` (issue 17 item 3) form and undo a swarm through the Engine
+/// API, with dockerd's words for success and refusal.
+#[test]
+fn docker_swarm_init_join_and_leave() {
+    if !privileged("docker_swarm_init_join_and_leave") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = hive_lab::LabGuard::up(&hive_lab::LabSpec::new("swapi", 2)).expect("lab up");
+    let mut nodes = Unformed {
+        lab: Some(lab),
+        daemons: Vec::new(),
+    };
+    for node in ["n1", "n2"] {
+        let daemon = hive::lab_swarm::start_daemon(nodes.lab(), node, Path::new(support::HIVE))
+            .expect("start daemon");
+        nodes.daemons.push(daemon);
+    }
+    let rt = support::runtime();
+    for node in ["n1", "n2"] {
+        rt.block_on(hive::lab_swarm::connect(nodes.lab(), node, PATIENCE))
+            .expect("the daemon answers");
+    }
+    let n1 = nodes.lab().node_addr("n1").expect("n1 address").to_string();
+
+    let refused = nodes.docker_err("n1", &["swarm", "leave"]);
+    assert!(
+        refused.contains("This node is not part of a swarm"),
+        "leave outside a swarm: {refused}"
+    );
+
+    let init = nodes.docker_ok("n1", &["swarm", "init", "--advertise-addr", &n1]);
+    assert!(
+        init.starts_with("Swarm initialized: current node (")
+            && init.contains(") is now a manager."),
+        "docker swarm init: {init}"
+    );
+    assert!(
+        init.contains("docker swarm join --token SWMTKN-1-"),
+        "{init}"
+    );
+    let id = docker_line_id(&init);
+    let token = nodes
+        .docker_ok("n1", &["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_owned();
+
+    let joined = nodes.docker_ok(
+        "n2",
+        &["swarm", "join", "--token", &token, &format!("{n1}:2377")],
+    );
+    assert_eq!(joined.trim(), "This node joined a swarm as a worker.");
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ls = nodes.docker_ok("n1", &["node", "ls"]);
+        let rows: Vec<&str> = ls.lines().skip(1).collect();
+        let ready = rows.iter().filter(|r| r.contains(" Ready ")).count();
+        if rows.len() == 2 && ready == 2 {
+            assert!(
+                rows.iter().any(|r| r.starts_with(&format!("{id} *"))),
+                "n1 ({id}) is not the current node in: {ls}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "docker node ls: {ls}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let again = nodes.docker_err("n1", &["swarm", "init", "--advertise-addr", &n1]);
+    assert!(
+        again.contains("This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one."),
+        "second init: {again}"
+    );
+    let again = nodes.docker_err(
+        "n2",
+        &["swarm", "join", "--token", &token, &format!("{n1}:2377")],
+    );
+    assert!(
+        again.contains("already part of a swarm"),
+        "second join: {again}"
+    );
+    let manager = nodes.docker_err("n1", &["swarm", "leave"]);
+    assert!(
+        manager.contains(
+            "You are attempting to leave the swarm on a node that is participating as a manager."
+        ),
+        "manager leave without --force: {manager}"
+    );
+
+    let left = nodes.docker_ok("n2", &["swarm", "leave"]);
+    assert_eq!(left.trim(), "Node left the swarm.");
+    let info = nodes.docker_ok("n2", &["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(info.trim(), "inactive");
+    let left = nodes.docker_ok("n1", &["swarm", "leave", "--force"]);
+    assert_eq!(left.trim(), "Node left the swarm.");
+
+    // AutoLockManagers: the new swarm is locked at restart; the CLI shows the unlock key.
+    let init = nodes.docker_ok(
+        "n1",
+        &["swarm", "init", "--autolock", "--advertise-addr", &n1],
+    );
+    assert!(
+        init.contains("To unlock a swarm manager after it restarts") && init.contains("SWMKEY-1-"),
+        "docker swarm init --autolock: {init}"
+    );
+    let key = nodes.docker_ok("n1", &["swarm", "unlock-key", "-q"]);
+    assert!(key.trim().starts_with("SWMKEY-1-"), "unlock key: {key}");
+    nodes.docker_ok("n1", &["swarm", "leave", "--force"]);
+}
+
+/// The node ID in `Swarm initialized: current node (ID) is now a manager.`
+fn docker_line_id(init: &str) -> String {
+    init.split_once("current node (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("no node ID in: {init}"))
+}

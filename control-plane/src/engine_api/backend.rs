@@ -98,6 +98,13 @@ impl Backend {
         Ok(pb::swarm_client::SwarmClient::new(self.channel().await?))
     }
 
+    /// The daemon's own `Swarm` service (init, join, leave), whose refusals the caller words.
+    pub async fn swarm_client(
+        &self,
+    ) -> Result<pb::swarm_client::SwarmClient<Channel>, EngineError> {
+        self.swarm().await
+    }
+
     pub async fn info(&self) -> Result<pb::InfoResponse, EngineError> {
         Ok(self
             .swarm()

@@ -43,7 +43,11 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-fn duration(what: &str, nanos: Option<i64>, default: Duration) -> Result<Duration, EngineError> {
+pub(crate) fn duration(
+    what: &str,
+    nanos: Option<i64>,
+    default: Duration,
+) -> Result<Duration, EngineError> {
     match nanos {
         None => Ok(default),
         Some(n) => u64::try_from(n)

@@ -99,10 +99,10 @@ pub fn validate_options(options: &BTreeMap<String, String>) -> Result<(), Option
         ("type", &["device"][..]),
         ("o", &["device", "type"][..]),
     ] {
-        if options.contains_key(option) {
-            if let Some(missing) = required.iter().find(|r| !options.contains_key(**r)) {
-                return Err(OptionError::Missing(missing));
-            }
+        if options.contains_key(option)
+            && let Some(missing) = required.iter().find(|r| !options.contains_key(**r))
+        {
+            return Err(OptionError::Missing(missing));
         }
     }
     Ok(())

@@ -56,8 +56,10 @@ pub enum MountError {
         name: String,
         source: crate::volume_store::OptionError,
     },
+    /// Boxed: the volume store's errors are large and this one travels in every executor
+    /// result.
     #[error(transparent)]
-    Volume(#[from] crate::volume_store::VolumeError),
+    Volume(Box<crate::volume_store::VolumeError>),
 }
 
 /// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
@@ -124,7 +126,8 @@ pub fn resolve(mounts: &[Mount], volumes_dir: &Path) -> Result<Vec<OciMount>, Mo
                     name,
                     options: driver_options,
                 } => {
-                    let data = crate::volume_store::ensure(volumes_dir, name, driver_options)?;
+                    let data = crate::volume_store::ensure(volumes_dir, name, driver_options)
+                        .map_err(|e| MountError::Volume(Box::new(e)))?;
                     options.extend(["rbind", "rprivate"].map(str::to_owned));
                     ("bind", data)
                 }

@@ -612,3 +612,66 @@ fn a_new_executor_adopts_running_containers_and_removes_those_of_a_dead_one() {
     h.assert_gone(&kept, kept_pid);
     h.run(next.release());
 }
+
+/// The mount points under `dir` in this mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_str().expect("utf-8");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|point| point.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Unmounts whatever a failed test left under the volumes directory.
+struct UnmountGuard(PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        for point in mounts_under(&self.0).iter().rev() {
+            let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn a_volume_with_local_driver_options_mounts_its_device_until_removed() {
+    let Some(h) = Harness::new("volopt") else {
+        return;
+    };
+    let _guard = UnmountGuard(h.oci.volumes_dir.clone());
+    let options = [("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let mut spec = h.script(
+        "tmpfs",
+        "grep ' /data ' /proc/mounts | cut -d' ' -f3; \
+         dd if=/dev/zero of=/data/big bs=1024 count=2048 2>/dev/null && echo wrote 2 MiB || echo full",
+    );
+    spec.user = Some("0".into());
+    spec.mounts = vec![Mount {
+        target: "/data".into(),
+        readonly: false,
+        kind: MountKind::Volume {
+            name: "runc-test-opts".into(),
+            options: options.clone().into(),
+        },
+    }];
+    let (status, lines) = h.run_to_end(&spec);
+    assert_eq!(status, ExitStatus::Exited(0), "{lines:?}");
+    assert_eq!(lines, ["tmpfs", "full"]);
+
+    let store =
+        hive::volume_store::VolumeStore::new(h.oci.volumes_dir.clone(), h.config.state_dir.clone());
+    let volume = store.inspect("runc-test-opts").expect("inspect");
+    assert_eq!(volume.options, options.into());
+    assert_eq!(
+        mounts_under(&h.oci.volumes_dir),
+        [volume.mountpoint.to_str().expect("utf-8")],
+        "the device stays mounted between tasks"
+    );
+    store.remove("runc-test-opts").expect("volume rm");
+    assert_eq!(mounts_under(&h.oci.volumes_dir), Vec::<String>::new());
+    assert!(!volume.mountpoint.exists());
+}

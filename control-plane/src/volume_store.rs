@@ -4,6 +4,10 @@
 //! - `<volumes_dir>/<name>/_data`: the data, bind-mounted into containers;
 //! - `<volumes_dir>/<name>/volume.json`: driver, labels, options and creation time.
 //!
+//! Options are the local driver's (moby `volume/local/local_unix.go`): `type`, `device` and
+//! `o` mount `device` (fstype `type`, mount options `o`, `o=bind` style flags understood) on
+//! `_data` when a task first mounts the volume; it stays mounted until the volume is removed.
+//!
 //! A volume is in use while a task of this node mounts it: some `<tasks_dir>/<task-id>/config.json`
 //! (the task's OCI bundle, removed with the task) bind-mounts its `_data`. Reading the bundles
 //! rather than keeping a count in memory keeps the answer right across daemon restarts, which
@@ -12,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
 const DATA: &str = "_data";
@@ -31,10 +36,26 @@ pub enum VolumeError {
         "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
     )]
     Driver { name: String, driver: String },
+    #[error("create {name}: {source}")]
+    Option { name: String, source: OptionError },
+    /// dockerd's text (`volume/local`).
     #[error(
-        "create {name}: option {key:?} is not supported: hive's local volumes are directories on the node"
+        "error while mounting volume '{}': failed to mount local volume: mount {device}:{}, data: {data}: {source}",
+        path.display(), path.display()
     )]
-    Option { name: String, key: String },
+    Mount {
+        name: String,
+        device: String,
+        path: PathBuf,
+        data: String,
+        source: nix::errno::Errno,
+    },
+    #[error("remove {name}: failed to unmount {}: {source}", path.display())]
+    Unmount {
+        name: String,
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
     /// dockerd's text (`volume/service`).
     #[error("get {name}: no such volume")]
     NotFound { name: String },
@@ -47,6 +68,188 @@ pub enum VolumeError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A local driver option dockerd refuses, with its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("invalid option: {0:?}")]
+    Unknown(String),
+    #[error("missing required option: {0:?}")]
+    Missing(&'static str),
+    /// `size` is an XFS project quota in dockerd; hive's volume directories have none.
+    #[error("quota size requested but no quota support")]
+    Quota,
+}
+
+/// The local driver's option check (moby `validateOpts`): only `type`, `device`, `o` and
+/// `size`; `type` and `device` go together, and `o` needs both.
+pub fn validate_options(options: &BTreeMap<String, String>) -> Result<(), OptionError> {
+    if let Some(key) = options
+        .keys()
+        .find(|k| !matches!(k.as_str(), "type" | "device" | "o" | "size"))
+    {
+        return Err(OptionError::Unknown(key.clone()));
+    }
+    if options.contains_key("size") {
+        return Err(OptionError::Quota);
+    }
+    for (option, required) in [
+        ("device", &["type"][..]),
+        ("type", &["device"][..]),
+        ("o", &["device", "type"][..]),
+    ] {
+        if options.contains_key(option)
+            && let Some(missing) = required.iter().find(|r| !options.contains_key(**r))
+        {
+            return Err(OptionError::Missing(missing));
+        }
+    }
+    Ok(())
+}
+
+/// `o=...` split as moby's `mount.Mount` does: the flags it knows (`bind`, `ro`, `nosuid`,
+/// ...) and the rest, passed to the filesystem as data. Returns (flags, propagation, data).
+fn parse_mount_options(o: &str) -> (MsFlags, MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data = Vec::new();
+    for option in o.split(',').filter(|o| !o.is_empty()) {
+        let (set, clear) = match option {
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "shared" | "slave" | "unbindable" | "rprivate" | "rshared" | "rslave"
+            | "runbindable" => {
+                let kind = match option.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                propagation |= kind;
+                if option.starts_with('r') {
+                    propagation |= MsFlags::MS_REC;
+                }
+                continue;
+            }
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    (flags, propagation, data.join(","))
+}
+
+/// Whether `path` is a mount point in this mount namespace (`/proc/self/mountinfo`).
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Some(path) = path.to_str() else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| unescape_mountinfo(point) == path)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mounts the volume's device on `data` unless something is mounted there already
+/// (a daemon restart finds its earlier mounts). Nothing to do without `type`/`device`.
+fn mount_device(
+    name: &str,
+    data: &Path,
+    options: &BTreeMap<String, String>,
+) -> Result<(), VolumeError> {
+    let (Some(fstype), Some(device)) = (options.get("type"), options.get("device")) else {
+        return Ok(());
+    };
+    if is_mount_point(data) {
+        return Ok(());
+    }
+    let (flags, propagation, data_opts) =
+        parse_mount_options(options.get("o").map_or("", String::as_str));
+    let failed = |source| VolumeError::Mount {
+        name: name.to_owned(),
+        device: device.clone(),
+        path: data.to_owned(),
+        data: data_opts.clone(),
+        source,
+    };
+    nix::mount::mount(
+        Some(device.as_str()),
+        data,
+        Some(fstype.as_str()),
+        flags,
+        (!data_opts.is_empty()).then_some(data_opts.as_str()),
+    )
+    .map_err(failed)?;
+    // A bind mount takes ro/nosuid/... only on a remount; propagation needs its own call.
+    let remount = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    let mut follow_ups = Vec::new();
+    if flags.contains(MsFlags::MS_BIND) && !remount.is_empty() {
+        follow_ups.push(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | remount);
+    }
+    if !propagation.is_empty() {
+        follow_ups.push(propagation);
+    }
+    for extra in follow_ups {
+        if let Err(errno) = nix::mount::mount(None::<&str>, data, None::<&str>, extra, None::<&str>)
+        {
+            // Leave nothing half-mounted behind.
+            let _ = nix::mount::umount2(data, MntFlags::MNT_DETACH);
+            return Err(failed(errno));
+        }
+    }
+    Ok(())
 }
 
 /// What `volume.json` keeps.
@@ -87,16 +290,57 @@ pub fn data_dir(volumes_dir: &Path, name: &str) -> PathBuf {
     volumes_dir.join(name).join(DATA)
 }
 
-/// Volume `name` as a task's mount finds it: made (empty, no labels) on first use.
-/// Returns its data directory. Blocking.
-pub fn ensure(volumes_dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+/// Volume `name` as a task's mount finds it: made (empty, no labels, with `options`) on first
+/// use; an existing volume keeps its own options, as dockerd keeps it. Its device, if it has
+/// one, is mounted. Returns its data directory. Blocking.
+pub fn ensure(
+    volumes_dir: &Path,
+    name: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<PathBuf, VolumeError> {
+    let io = |action, path: &Path| {
+        let name = name.to_owned();
+        let path = path.to_owned();
+        move |source| VolumeError::Io {
+            name,
+            action,
+            path,
+            source,
+        }
+    };
     let data = data_dir(volumes_dir, name);
-    std::fs::create_dir_all(&data)?;
-    let meta = volumes_dir.join(name).join(META);
-    if !meta.exists() {
-        write_meta(&meta, &Meta::new())?;
-    }
+    let meta_path = volumes_dir.join(name).join(META);
+    let existing = data.is_dir().then(|| read_meta(&meta_path)).flatten();
+    let meta = match existing {
+        Some(meta) => meta,
+        None if data.is_dir() && !meta_path.exists() && options.is_empty() => {
+            // Made before volume.json existed: a plain directory.
+            let meta = Meta::new();
+            write_meta(&meta_path, &meta).map_err(io("write", &meta_path))?;
+            meta
+        }
+        None => {
+            validate_options(options).map_err(|source| VolumeError::Option {
+                name: name.to_owned(),
+                source,
+            })?;
+            std::fs::create_dir_all(&data).map_err(io("create", &data))?;
+            let meta = Meta {
+                options: options.clone(),
+                ..Meta::new()
+            };
+            write_meta(&meta_path, &meta).map_err(io("write", &meta_path))?;
+            meta
+        }
+    };
+    mount_device(name, &data, &meta.options)?;
     Ok(data)
+}
+
+fn read_meta(path: &Path) -> Option<Meta> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Meta>(&text).ok())
 }
 
 impl Meta {
@@ -209,12 +453,10 @@ impl VolumeStore {
                 driver: driver.to_owned(),
             });
         }
-        if let Some(key) = options.keys().next() {
-            return Err(VolumeError::Option {
-                name,
-                key: key.clone(),
-            });
-        }
+        validate_options(&options).map_err(|source| VolumeError::Option {
+            name: name.clone(),
+            source,
+        })?;
         if let Ok(existing) = self.inspect(&name) {
             return Ok(existing);
         }
@@ -246,23 +488,20 @@ impl VolumeStore {
         }
         // A volume made before volume.json existed, or whose file was lost: the directory's
         // own time.
-        let meta = std::fs::read(dir.join(META))
-            .ok()
-            .and_then(|text| serde_json::from_slice::<Meta>(&text).ok())
-            .unwrap_or_else(|| Meta {
-                created_at: std::fs::metadata(&dir)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .map(time::OffsetDateTime::from)
-                    .and_then(|t| {
-                        t.replace_nanosecond(0)
-                            .ok()?
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default(),
-                ..Meta::default()
-            });
+        let meta = read_meta(&dir.join(META)).unwrap_or_else(|| Meta {
+            created_at: std::fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(time::OffsetDateTime::from)
+                .and_then(|t| {
+                    t.replace_nanosecond(0)
+                        .ok()?
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+            ..Meta::default()
+        });
         Ok(Volume {
             name: name.to_owned(),
             driver: "local".to_owned(),
@@ -324,7 +563,18 @@ impl VolumeStore {
             });
         }
         let dir = self.volumes_dir.join(name);
-        let size = disk_usage(&dir.join(DATA));
+        let data = dir.join(DATA);
+        let size = disk_usage(&data);
+        // A device mounted on first use goes first; its data is the device's, never removed.
+        if is_mount_point(&data) {
+            nix::mount::umount2(&data, MntFlags::MNT_DETACH).map_err(|source| {
+                VolumeError::Unmount {
+                    name: name.to_owned(),
+                    path: data.clone(),
+                    source,
+                }
+            })?;
+        }
         std::fs::remove_dir_all(&dir).map_err(Self::io(name, "remove", &dir))?;
         Ok(size)
     }
@@ -418,8 +668,16 @@ mod tests {
             "create v1: error looking up volume plugin nfs: plugin \"nfs\" not found"
         );
         let opts = BTreeMap::from([("type".to_owned(), "tmpfs".to_owned())]);
+        assert_eq!(
+            store
+                .create(Some("v1"), "local", none(), opts.clone())
+                .unwrap_err()
+                .to_string(),
+            "create v1: missing required option: \"device\""
+        );
+        // A task's mount whose options came over the API is checked the same way.
         assert!(matches!(
-            store.create(Some("v1"), "local", none(), opts),
+            ensure(store.volumes_dir(), "v1", &opts),
             Err(VolumeError::Option { .. })
         ));
         assert!(store.list().is_empty());
@@ -429,10 +687,94 @@ mod tests {
         );
     }
 
+    fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn local_driver_options_are_checked_as_dockerd_checks_them() {
+        for good in [
+            options(&[]),
+            options(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]),
+            options(&[("type", "none"), ("device", "/srv/x"), ("o", "bind")]),
+            options(&[("type", "nfs"), ("device", ":/export")]),
+        ] {
+            assert_eq!(validate_options(&good), Ok(()), "{good:?}");
+        }
+        for (bad, text) in [
+            (options(&[("foo", "bar")]), "invalid option: \"foo\""),
+            (
+                options(&[("type", "tmpfs"), ("device", "tmpfs"), ("uid", "1")]),
+                "invalid option: \"uid\"",
+            ),
+            (
+                options(&[("type", "tmpfs")]),
+                "missing required option: \"device\"",
+            ),
+            (
+                options(&[("device", "tmpfs")]),
+                "missing required option: \"type\"",
+            ),
+            (
+                options(&[("o", "size=1m")]),
+                "missing required option: \"device\"",
+            ),
+            (
+                options(&[("size", "10G")]),
+                "quota size requested but no quota support",
+            ),
+        ] {
+            assert_eq!(
+                validate_options(&bad).map_err(|e| e.to_string()),
+                Err(text.to_owned()),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mount_options_split_into_flags_and_filesystem_data() {
+        let (flags, propagation, data) = parse_mount_options("size=1m,ro,nosuid,mode=755");
+        assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
+        assert!(propagation.is_empty());
+        assert_eq!(data, "size=1m,mode=755");
+        let (flags, propagation, data) = parse_mount_options("bind,rprivate,ro,rw");
+        assert_eq!(flags, MsFlags::MS_BIND);
+        assert_eq!(propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+        assert_eq!(data, "");
+        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
+    }
+
+    #[test]
+    fn options_are_recorded_and_an_existing_volume_keeps_its_own() {
+        let (_dir, store) = store();
+        // `type=none,o=bind` of an existing directory: recorded, not mounted before use.
+        let host = tempfile::tempdir().expect("host dir");
+        let device = host.path().to_string_lossy().into_owned();
+        let opts = options(&[("type", "none"), ("device", &device), ("o", "bind")]);
+        let made = store
+            .create(Some("bound"), "local", BTreeMap::new(), opts.clone())
+            .expect("create");
+        assert_eq!(made.options, opts);
+        let again = store
+            .create(Some("bound"), "local", BTreeMap::new(), BTreeMap::new())
+            .expect("again");
+        assert_eq!(again.options, opts);
+        // A plain volume first made by a task, then asked for with options: kept plain.
+        ensure(store.volumes_dir(), "plain", &BTreeMap::new()).expect("plain");
+        let tmpfs = options(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]);
+        ensure(store.volumes_dir(), "plain", &tmpfs).expect("plain again");
+        assert!(store.inspect("plain").expect("plain").options.is_empty());
+        assert!(!is_mount_point(&data_dir(store.volumes_dir(), "plain")));
+    }
+
     #[test]
     fn a_volume_a_task_mounts_cannot_be_removed_until_the_task_is_gone() {
         let (_dir, store) = store();
-        let data = ensure(store.volumes_dir(), "db").expect("first use");
+        let data = ensure(store.volumes_dir(), "db", &BTreeMap::new()).expect("first use");
         std::fs::write(data.join("file"), b"12345").expect("write");
         mount_in_task(&store, "task-b", "db");
         mount_in_task(&store, "task-a", "db");
@@ -465,9 +807,9 @@ mod tests {
         store
             .create(Some("anon"), "local", anonymous, BTreeMap::new())
             .expect("anon");
-        let named = ensure(store.volumes_dir(), "named").expect("named");
+        let named = ensure(store.volumes_dir(), "named", &BTreeMap::new()).expect("named");
         std::fs::write(named.join("f"), b"abc").expect("write");
-        ensure(store.volumes_dir(), "busy").expect("busy");
+        ensure(store.volumes_dir(), "busy", &BTreeMap::new()).expect("busy");
         mount_in_task(&store, "t1", "busy");
         assert_eq!(
             store.prune(false).expect("prune"),

@@ -79,12 +79,16 @@ pub fn run(host: Option<&str>, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 opt,
                 name,
             } => {
+                let options = parse_labels(&opt);
+                crate::volume_store::validate_options(&options).map_err(|e| {
+                    CliFailure::Usage(format!("invalid argument for \"-o, --opt\" flag: {e}"))
+                })?;
                 let made = volumes
                     .create_volume(pb::CreateVolumeRequest {
                         name: name.unwrap_or_default(),
                         driver,
                         labels: parse_labels(&label).into_iter().collect(),
-                        options: parse_labels(&opt).into_iter().collect(),
+                        options: options.into_iter().collect(),
                     })
                     .await?
                     .into_inner();

@@ -37,7 +37,9 @@ fn status(error: &VolumeError) -> tonic::Status {
         }
         VolumeError::NotFound { .. } => Code::NotFound,
         VolumeError::InUse { .. } => Code::FailedPrecondition,
-        VolumeError::Io { .. } => Code::Internal,
+        VolumeError::Io { .. } | VolumeError::Mount { .. } | VolumeError::Unmount { .. } => {
+            Code::Internal
+        }
     };
     let mut status = tonic::Status::new(code, error.to_string());
     status

@@ -301,6 +301,8 @@ pub fn parse_mount(text: &str) -> Result<Mount, String> {
             "cannot mix 'volume-*' options with mount type '{type_name}'"
         ));
     }
+    crate::volume_store::validate_options(&mount.volume_options)
+        .map_err(|e| format!("invalid volume-opt in '{text}': {e}"))?;
     match mount.mount_type {
         MountType::Bind if !mount.source.starts_with('/') => Err(format!(
             "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
@@ -566,6 +568,15 @@ mod tests {
         assert!(parse_mount("type=bind,source=rel,target=/x").is_err());
         assert!(parse_mount("type=volume,target=/x,tmpfs-size=1m").is_err());
         assert!(parse_mount("type=nfs,target=/x").is_err());
+        let tmpfs = parse_mount(
+            "source=scratch,target=/s,volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=1m",
+        )
+        .expect("local driver options");
+        assert_eq!(tmpfs.volume_options["o"], "size=1m");
+        assert_eq!(
+            parse_mount("source=v,target=/s,volume-opt=uid=1"),
+            Err("invalid volume-opt in 'source=v,target=/s,volume-opt=uid=1': invalid option: \"uid\"".to_owned())
+        );
         assert!(parse_mount("target=/x,color=red").is_err());
     }
 

@@ -23,7 +23,7 @@ pub struct Mount {
 #[serde(rename_all = "snake_case")]
 pub enum MountKind {
     /// A named local volume (`type=volume,source=NAME`). `options` are the
-    /// local driver's `volume-opt`s, which hive does not support yet.
+    /// local driver's `volume-opt`s (`type`, `device`, `o`), used when the volume is made.
     Volume {
         name: String,
         #[serde(default)]
@@ -51,16 +51,15 @@ pub enum MountError {
         "invalid volume name {name:?}: use at least 2 characters of [a-zA-Z0-9_.-], starting with a letter or digit"
     )]
     VolumeName { name: String },
-    #[error(
-        "volume {name:?}: volume-opt {key:?} is not supported: hive's local volumes are directories on the node; drop the option"
-    )]
-    VolumeOption { name: String, key: String },
-    #[error("cannot create volume {name:?} in {}: {source}", path.display())]
-    CreateVolume {
+    #[error("volume {name:?}: {source}")]
+    VolumeOption {
         name: String,
-        path: PathBuf,
-        source: std::io::Error,
+        source: crate::volume_store::OptionError,
     },
+    /// Boxed: the volume store's errors are large and this one travels in every executor
+    /// result.
+    #[error(transparent)]
+    Volume(Box<crate::volume_store::VolumeError>),
 }
 
 /// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
@@ -101,12 +100,12 @@ pub fn resolve(mounts: &[Mount], volumes_dir: &Path) -> Result<Vec<OciMount>, Mo
         match &mount.kind {
             MountKind::Volume { name, options } => {
                 validate_volume_name(name)?;
-                if let Some(key) = options.keys().next() {
-                    return Err(MountError::VolumeOption {
+                crate::volume_store::validate_options(options).map_err(|source| {
+                    MountError::VolumeOption {
                         name: name.clone(),
-                        key: key.clone(),
-                    });
-                }
+                        source,
+                    }
+                })?;
             }
             MountKind::Bind { source } => {
                 if !source.is_absolute() || std::fs::symlink_metadata(source).is_err() {
@@ -123,15 +122,12 @@ pub fn resolve(mounts: &[Mount], volumes_dir: &Path) -> Result<Vec<OciMount>, Mo
         .map(|mount| {
             let mut options = Vec::new();
             let (typ, source) = match &mount.kind {
-                MountKind::Volume { name, .. } => {
-                    let data =
-                        crate::volume_store::ensure(volumes_dir, name).map_err(|source| {
-                            MountError::CreateVolume {
-                                name: name.clone(),
-                                path: volume_data_dir(volumes_dir, name),
-                                source,
-                            }
-                        })?;
+                MountKind::Volume {
+                    name,
+                    options: driver_options,
+                } => {
+                    let data = crate::volume_store::ensure(volumes_dir, name, driver_options)
+                        .map_err(|e| MountError::Volume(Box::new(e)))?;
                     options.extend(["rbind", "rprivate"].map(str::to_owned));
                     ("bind", data)
                 }

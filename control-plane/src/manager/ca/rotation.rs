@@ -227,15 +227,26 @@ pub async fn record(
         trusted_roots: info.trusted_roots.clone(),
         cert_issuer: info.cert_issuer.clone(),
     };
-    let unchanged = store
-        .view(|tx| tx.get::<Node>(node_id))?
-        .is_none_or(|node| node.tls_info == info);
-    if unchanged {
+    // During a rotation every report looks again, changed or not: a node that went down
+    // (and so no longer counts) never reports the change that would finish it.
+    let (unchanged, rotating) = store.view(|tx| {
+        let unchanged = tx
+            .get::<Node>(node_id)?
+            .is_none_or(|node| node.tls_info == info);
+        let rotating = tx
+            .list::<Cluster>()?
+            .first()
+            .is_some_and(|cluster| cluster.root_ca.rotation.is_some());
+        Ok::<_, ApiError>((unchanged, rotating))
+    })?;
+    if unchanged && !rotating {
         return Ok(());
     }
     store
         .update_retrying(|tx| {
-            tx.modify::<Node>(node_id, |node| node.tls_info = info.clone())?;
+            if !unchanged {
+                tx.modify::<Node>(node_id, |node| node.tls_info = info.clone())?;
+            }
             let Some(mut cluster) = tx.list::<Cluster>()?.into_iter().next() else {
                 return Ok(());
             };
@@ -244,18 +255,21 @@ pub async fn record(
             };
             let desired = desired_digest(&cluster)?.to_string();
             let nodes = tx.list::<Node>()?;
-            if nodes
+            let done = nodes
                 .iter()
                 .filter(|n| counted(n))
-                .all(|n| n.tls_info.cert_issuer == desired)
-            {
+                .all(|n| n.tls_info.cert_issuer == desired);
+            if done {
                 finish(&mut cluster, rotation, desired)?;
             }
-            // Written even when unchanged: two nodes reporting at once would otherwise each
-            // see the other's old certificate and neither finish the rotation (write skew).
-            // Both writing the cluster makes the second a version conflict, re-run on a
-            // snapshot that holds the first.
-            tx.update(cluster)?;
+            // Written with every change, even when not done: two nodes reporting at once
+            // would otherwise each see the other's old certificate and neither finish the
+            // rotation (write skew). Both writing the cluster makes the second a version
+            // conflict, re-run on a snapshot that holds the first. An unchanged report that
+            // does not finish writes nothing.
+            if done || !unchanged {
+                tx.update(cluster)?;
+            }
             Ok::<_, ApiError>(())
         })
         .await
@@ -346,5 +360,29 @@ mod tests {
             "every node holds a certificate of the new root, so the rotation is over"
         );
         assert_eq!(cluster.root_ca.ca_cert_hash, desired);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_goes_down_before_renewing_does_not_hold_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::tests::single_manager(dir.path()).await;
+        let desired = cluster_in_rotation(&store).await;
+        let info = renewed(&desired);
+        record(&store, "n1", Some(&info)).await.unwrap();
+        record(&store, "n2", Some(&info)).await.unwrap();
+        store
+            .update(|tx| {
+                tx.modify::<Node>("n3", |node| node.status.state = NodeState::Down)
+                    .map(drop)
+            })
+            .await
+            .unwrap();
+        // n1's next heartbeat reports nothing new, and must still finish the rotation.
+        record(&store, "n1", Some(&info)).await.unwrap();
+        let cluster: Cluster = store.view(|tx| tx.get("c")).unwrap().unwrap();
+        assert!(
+            cluster.root_ca.rotation.is_none(),
+            "n3 is down and no longer counts"
+        );
     }
 }

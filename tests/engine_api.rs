@@ -11,103 +11,22 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hive_lab::Member;
 use hive_lab::naming;
+use support::docker_cli::{
+    DOCKER, DOCKER_PY, all, converged, docker_in, docker_ok_on, http, service_json,
+};
 use support::tasks::{hostnames, live, wait_answered, wait_running};
-use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::{PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
 
-const DOCKER: &str = "/usr/local/bin/docker";
-const DOCKER_PY: &str = "/opt/hive-docker-py/bin/python";
 const LAB: &str = "eapi";
-
-fn scenario(failures: &mut Vec<String>, name: &str, scenario: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(scenario)) {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        failures.push(format!("{name}: {message}"));
-    }
-}
-
-/// `docker ARGS` inside `node`: `hive lab exec`'s environment points `DOCKER_HOST` at the
-/// node's Engine API socket.
-fn docker(swarm: &Swarm, node: &str, args: &[&str]) -> Output {
-    let mut command = swarm.lab().command(node, DOCKER).expect("lab command");
-    command
-        .args(args)
-        .env("DOCKER_CLI_HINTS", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn docker");
-    wait_output(child, &format!("docker {}", args.join(" ")))
-}
-
-/// The CLI's last progress line: `verify: Service ID converged`.
-fn converged(shown: &str) -> bool {
-    shown
-        .lines()
-        .any(|l| l.starts_with("verify: Service ") && l.ends_with(" converged"))
-}
-
-fn all(out: &Output) -> String {
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
-}
-
-fn docker_ok(swarm: &Swarm, node: &str, args: &[&str]) -> String {
-    let out = docker(swarm, node, args);
-    assert!(
-        out.status.success(),
-        "docker {} failed: {}",
-        args.join(" "),
-        all(&out)
-    );
-    text(&out.stdout)
-}
 
 fn socket(node: u8) -> PathBuf {
     naming::docker_socket(LAB, Member::Node(node))
-}
-
-/// One raw HTTP/1.1 request on the Engine API socket; the status code and the body.
-fn raw(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = UnixStream::connect(socket).expect("connect to the Engine API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).expect("send head");
-    // A body the server refuses early may close the connection before all of it is sent.
-    let _ = stream.write_all(body);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = text(&answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
-fn service_json(swarm: &Swarm, name: &str) -> serde_json::Value {
-    let out = docker_ok(swarm, "n1", &["service", "inspect", name]);
-    let parsed: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
-    parsed[0].clone()
 }
 
 #[test]
@@ -143,12 +62,12 @@ fn docker_clients_drive_a_lab_swarm() {
     });
 
     scenario(&mut failures, "docker version and info", || {
-        let version = docker_ok(&swarm, "n1", &["version"]);
+        let version = docker_ok_on(&swarm, "n1", &["version"]);
         assert!(
             version.contains("1.50 (minimum version 1.24)"),
             "docker version: {version}"
         );
-        let info = docker_ok(&swarm, "n1", &["info"]);
+        let info = docker_ok_on(&swarm, "n1", &["info"]);
         for line in [
             "Swarm: active",
             "Is Manager: true",
@@ -160,7 +79,7 @@ fn docker_clients_drive_a_lab_swarm() {
     });
 
     scenario(&mut failures, "docker node ls", || {
-        let out = docker_ok(&swarm, "n1", &["node", "ls"]);
+        let out = docker_ok_on(&swarm, "n1", &["node", "ls"]);
         for node in ["n1", "n2", "n3"] {
             let line = out
                 .lines()
@@ -179,9 +98,10 @@ fn docker_clients_drive_a_lab_swarm() {
         &mut failures,
         "docker service create converges and publishes",
         || {
-            let out = docker(
+            let out = docker_in(
                 &swarm,
                 "n1",
+                None,
                 &[
                     "service",
                     "create",
@@ -204,7 +124,7 @@ fn docker_clients_drive_a_lab_swarm() {
     );
 
     scenario(&mut failures, "docker service ls, ps and inspect", || {
-        let ls = docker_ok(&swarm, "n1", &["service", "ls"]);
+        let ls = docker_ok_on(&swarm, "n1", &["service", "ls"]);
         let line = ls
             .lines()
             .find(|l| l.contains("web"))
@@ -212,7 +132,7 @@ fn docker_clients_drive_a_lab_swarm() {
         for cell in ["replicated", "3/3", "hive/whoami", "*:8080->80/tcp"] {
             assert!(line.contains(cell), "no {cell} in {line}");
         }
-        let ps = docker_ok(&swarm, "n1", &["service", "ps", "web"]);
+        let ps = docker_ok_on(&swarm, "n1", &["service", "ps", "web"]);
         let running = ps.lines().filter(|l| l.contains("Running")).count();
         assert_eq!(running, 3, "docker service ps web: {ps}");
         for slot in ["web.1", "web.2", "web.3"] {
@@ -225,14 +145,15 @@ fn docker_clients_drive_a_lab_swarm() {
     });
 
     scenario(&mut failures, "docker service scale and update", || {
-        let out = docker(&swarm, "n1", &["service", "scale", "web=2"]);
+        let out = docker_in(&swarm, "n1", None, &["service", "scale", "web=2"]);
         assert!(out.status.success(), "scale: {}", all(&out));
         assert!(converged(&all(&out)), "{}", all(&out));
-        let ls = docker_ok(&swarm, "n1", &["service", "ls"]);
+        let ls = docker_ok_on(&swarm, "n1", &["service", "ls"]);
         assert!(ls.contains("2/2"), "after scale: {ls}");
-        let out = docker(
+        let out = docker_in(
             &swarm,
             "n1",
+            None,
             &["service", "update", "--env-add", "GREETING=hi", "web"],
         );
         assert!(out.status.success(), "update: {}", all(&out));
@@ -265,7 +186,7 @@ fn docker_clients_drive_a_lab_swarm() {
             let mut spec = service["Spec"].clone();
             spec["Mode"]["Replicated"]["Replicas"] = serde_json::json!(5);
             let body = serde_json::to_vec(&spec).expect("spec");
-            let (status, answer) = raw(
+            let (status, answer) = http(
                 &socket(1),
                 "POST",
                 &format!("/v1.50/services/web/update?version={}", version - 1),
@@ -280,35 +201,35 @@ fn docker_clients_drive_a_lab_swarm() {
     );
 
     scenario(&mut failures, "bad requests", || {
-        let (status, body) = raw(&socket(1), "POST", "/v1.50/services/create", b"{\"Name\": ");
+        let (status, body) = http(&socket(1), "POST", "/v1.50/services/create", b"{\"Name\": ");
         assert_eq!(status, 400, "malformed JSON: {body}");
         assert!(body.contains("\"message\""), "{body}");
-        let (status, body) = raw(
+        let (status, body) = http(
             &socket(1),
             "POST",
             "/v1.50/services/create",
             br#"{"Name": 5}"#,
         );
         assert_eq!(status, 400, "wrong type: {body}");
-        let (status, body) = raw(&socket(1), "GET", "/v1.50/containers/json", b"");
+        let (status, body) = http(&socket(1), "GET", "/v1.50/containers/json", b"");
         assert_eq!(status, 404, "unknown endpoint: {body}");
         assert!(body.contains("page not found"), "{body}");
-        let (status, body) = raw(&socket(1), "GET", "/v1.99/info", b"");
+        let (status, body) = http(&socket(1), "GET", "/v1.99/info", b"");
         assert_eq!(status, 400, "too new: {body}");
         assert!(
             body.contains("Maximum supported API version is 1.50"),
             "{body}"
         );
         let huge = vec![b' '; 64 * 1024 * 1024];
-        let (status, body) = raw(&socket(1), "POST", "/v1.50/services/create", &huge);
+        let (status, body) = http(&socket(1), "POST", "/v1.50/services/create", &huge);
         assert_eq!(status, 413, "huge body: {body}");
         // The daemon is unharmed.
-        let (status, _) = raw(&socket(1), "GET", "/v1.50/services", b"");
+        let (status, _) = http(&socket(1), "GET", "/v1.50/services", b"");
         assert_eq!(status, 200);
     });
 
     scenario(&mut failures, "a worker answers as a Docker worker", || {
-        let out = docker(&swarm, "n2", &["service", "ls"]);
+        let out = docker_in(&swarm, "n2", None, &["service", "ls"]);
         assert!(!out.status.success());
         assert!(
             all(&out).contains("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state."),
@@ -321,20 +242,21 @@ fn docker_clients_drive_a_lab_swarm() {
         &mut failures,
         "an overlay network and a service on it",
         || {
-            let id = docker_ok(
+            let id = docker_ok_on(
                 &swarm,
                 "n1",
                 &["network", "create", "-d", "overlay", "eapinet"],
             );
             let id = id.trim();
-            let ls = docker_ok(&swarm, "n1", &["network", "ls"]);
+            let ls = docker_ok_on(&swarm, "n1", &["network", "ls"]);
             assert!(
                 ls.contains("eapinet") && ls.contains("overlay") && ls.contains("swarm"),
                 "{ls}"
             );
-            let out = docker(
+            let out = docker_in(
                 &swarm,
                 "n1",
+                None,
                 &[
                     "service",
                     "create",
@@ -349,11 +271,11 @@ fn docker_clients_drive_a_lab_swarm() {
             assert!(converged(&all(&out)), "{}", all(&out));
             let service = service_json(&swarm, "api");
             assert_eq!(service["Spec"]["TaskTemplate"]["Networks"][0]["Target"], id);
-            docker_ok(&swarm, "n1", &["service", "rm", "api"]);
+            docker_ok_on(&swarm, "n1", &["service", "rm", "api"]);
             // Its tasks go away before the network can.
             let deadline = std::time::Instant::now() + support::PATIENCE;
             loop {
-                let out = docker(&swarm, "n1", &["network", "rm", "eapinet"]);
+                let out = docker_in(&swarm, "n1", None, &["network", "rm", "eapinet"]);
                 if out.status.success() {
                     break;
                 }
@@ -404,10 +326,10 @@ print("docker-py ok")
     });
 
     scenario(&mut failures, "docker service rm", || {
-        docker_ok(&swarm, "n1", &["service", "rm", "web"]);
-        let ls = docker_ok(&swarm, "n1", &["service", "ls"]);
+        docker_ok_on(&swarm, "n1", &["service", "rm", "web"]);
+        let ls = docker_ok_on(&swarm, "n1", &["service", "ls"]);
         assert!(!ls.contains("web"), "{ls}");
-        let out = docker(&swarm, "n1", &["service", "inspect", "web"]);
+        let out = docker_in(&swarm, "n1", None, &["service", "inspect", "web"]);
         assert!(!out.status.success());
     });
 

@@ -10,90 +10,20 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hive_lab::Member;
 use hive_lab::naming;
 use serde_json::Value;
-use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::docker_cli::{
+    DOCKER, DOCKER_PY, all, docker, docker_command, docker_in, docker_ok, wait_docker,
+};
+use support::{PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
 
-const DOCKER: &str = "/usr/local/bin/docker";
-const DOCKER_PY: &str = "/opt/hive-docker-py/bin/python";
 const LAB: &str = "apiev";
-
-fn scenario(failures: &mut Vec<String>, name: &str, scenario: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(scenario)) {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        failures.push(format!("{name}: {message}"));
-    }
-}
-
-/// `docker ARGS` on n1 (`hive lab exec` points `DOCKER_HOST` at its socket), not yet started.
-fn docker_command(swarm: &Swarm, dir: Option<&Path>, args: &[&str]) -> std::process::Command {
-    let mut command = swarm.lab().command("n1", DOCKER).expect("lab command");
-    command
-        .args(args)
-        .env("DOCKER_CLI_HINTS", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    command
-}
-
-fn docker_in(swarm: &Swarm, dir: Option<&Path>, args: &[&str]) -> Output {
-    let child = docker_command(swarm, dir, args)
-        .spawn()
-        .expect("spawn docker");
-    wait_output(child, &format!("docker {}", args.join(" ")))
-}
-
-fn docker(swarm: &Swarm, args: &[&str]) -> Output {
-    docker_in(swarm, None, args)
-}
-
-fn all(out: &Output) -> String {
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
-}
-
-fn docker_ok(swarm: &Swarm, args: &[&str]) -> String {
-    let out = docker(swarm, args);
-    assert!(
-        out.status.success(),
-        "docker {} failed: {}",
-        args.join(" "),
-        all(&out)
-    );
-    text(&out.stdout)
-}
-
-/// Polls `check` on `docker ARGS`'s output until it holds.
-fn wait_docker(swarm: &Swarm, args: &[&str], check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = docker(swarm, args);
-        let shown = all(&out);
-        if out.status.success() && check(&shown) {
-            return shown;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker {}: {shown}",
-            args.join(" ")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 fn socket() -> PathBuf {
     naming::docker_socket(LAB, Member::Node(1))
@@ -129,7 +59,7 @@ struct Watcher {
 
 impl Watcher {
     fn start(swarm: &Swarm, args: &[&str]) -> Self {
-        let mut child = docker_command(swarm, None, args)
+        let mut child = docker_command(swarm, "n1", None, args)
             .spawn()
             .expect("spawn docker events");
         let stdout = child.stdout.take().expect("stdout");
@@ -434,6 +364,7 @@ configs:
             .expect("stack file");
             let out = docker_in(
                 &swarm,
+                "n1",
                 Some(dir.path()),
                 &["stack", "deploy", "-c", "stack.yml", "vault"],
             );

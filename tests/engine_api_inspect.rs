@@ -9,56 +9,14 @@
 
 mod support;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::docker_cli::{DOCKER, all, converged, docker, docker_ok, wait_docker};
 use support::tasks::wait_running;
-use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::{SERIAL, Swarm, privileged, scenario, text};
 
-const DOCKER: &str = "/usr/local/bin/docker";
 const LAB: &str = "engine-insp";
-
-fn scenario(failures: &mut Vec<String>, name: &str, scenario: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(scenario)) {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        failures.push(format!("{name}: {message}"));
-    }
-}
-
-/// `docker ARGS` on n1 (`hive lab exec` points `DOCKER_HOST` at its socket).
-fn docker(swarm: &Swarm, args: &[&str]) -> Output {
-    let mut command = swarm.lab().command("n1", DOCKER).expect("lab command");
-    command
-        .args(args)
-        .env("DOCKER_CLI_HINTS", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn docker");
-    wait_output(child, &format!("docker {}", args.join(" ")))
-}
-
-fn all(out: &Output) -> String {
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
-}
-
-fn docker_ok(swarm: &Swarm, args: &[&str]) -> String {
-    let out = docker(swarm, args);
-    assert!(
-        out.status.success(),
-        "docker {} failed: {}",
-        args.join(" "),
-        all(&out)
-    );
-    text(&out.stdout)
-}
 
 fn json(what: &str, out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {out}"))
@@ -111,31 +69,6 @@ fn same_inspect(swarm: &Swarm, args: &[&str]) -> Value {
         "an array of objects: {hive}"
     );
     hive
-}
-
-/// docker 28's last progress line: `verify: Service NAME converged`.
-fn converged(shown: &str) -> bool {
-    shown
-        .lines()
-        .any(|l| l.starts_with("verify: Service ") && l.ends_with(" converged"))
-}
-
-/// Polls `check` on `docker ARGS`'s output until it holds.
-fn wait_docker(swarm: &Swarm, args: &[&str], check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = docker(swarm, args);
-        let shown = all(&out);
-        if out.status.success() && check(&shown) {
-            return shown;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker {}: {shown}",
-            args.join(" ")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[test]

@@ -7,87 +7,19 @@
 
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use hive_lab::Member;
 use hive_lab::naming;
+use support::docker_cli::{DOCKER, all, docker, docker_ok, http, service_json, wait_docker};
 use support::tasks::{hostnames, live, wait_answered, wait_running};
-use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::{SERIAL, Swarm, privileged, scenario};
 
-const DOCKER: &str = "/usr/local/bin/docker";
 const LAB: &str = "apist";
 const PORT: u16 = 8491;
 
-fn scenario(failures: &mut Vec<String>, name: &str, scenario: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(scenario)) {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        failures.push(format!("{name}: {message}"));
-    }
-}
-
-/// `docker ARGS` inside `node` (`hive lab exec` points `DOCKER_HOST` at its socket), in `dir`.
-fn docker_in(swarm: &Swarm, node: &str, dir: Option<&Path>, args: &[&str]) -> Output {
-    let mut command = swarm.lab().command(node, DOCKER).expect("lab command");
-    command
-        .args(args)
-        .env("DOCKER_CLI_HINTS", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let child = command.spawn().expect("spawn docker");
-    wait_output(child, &format!("docker {}", args.join(" ")))
-}
-
-fn docker(swarm: &Swarm, args: &[&str]) -> Output {
-    docker_in(swarm, "n1", None, args)
-}
-
-fn all(out: &Output) -> String {
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
-}
-
-fn docker_ok(swarm: &Swarm, args: &[&str]) -> String {
-    let out = docker(swarm, args);
-    assert!(
-        out.status.success(),
-        "docker {} failed: {}",
-        args.join(" "),
-        all(&out)
-    );
-    text(&out.stdout)
-}
-
 fn socket(node: u8) -> PathBuf {
     naming::docker_socket(LAB, Member::Node(node))
-}
-
-/// The status code of `GET path` on the Engine API socket.
-fn status(socket: &Path, path: &str) -> u16 {
-    let mut stream = UnixStream::connect(socket).expect("connect to the Engine API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let head = format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).expect("send");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    text(&answer)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
 }
 
 fn stack_file(web_env: &str) -> String {
@@ -111,30 +43,6 @@ networks:
     driver: overlay
 "#
     )
-}
-
-fn service_json(swarm: &Swarm, name: &str) -> serde_json::Value {
-    let out = docker_ok(swarm, &["service", "inspect", name]);
-    let parsed: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
-    parsed[0].clone()
-}
-
-/// Polls `check` on `docker ARGS`'s output until it holds.
-fn wait_docker(swarm: &Swarm, args: &[&str], check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = docker(swarm, args);
-        let shown = all(&out);
-        if out.status.success() && check(&shown) {
-            return shown;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker {}: {shown}",
-            args.join(" ")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[test]
@@ -242,7 +150,7 @@ fn docker_stack_deploys_through_the_engine_api() {
         // `docker stack rm` also lists the stack's secrets and configs (`/secrets`,
         // `/configs`, issue 18). Until this daemon serves them, the stack goes as the CLI
         // would remove it, object by object.
-        if status(&socket(1), "/v1.50/secrets") == 404 {
+        if http(&socket(1), "GET", "/v1.50/secrets", b"").0 == 404 {
             eprintln!("/secrets is not served yet: removing the stack's objects one by one");
             docker_ok(&swarm, &["service", "rm", "shop_web", "shop_echo"]);
             docker_ok(&swarm, &["network", "rm", "shop_front"]);

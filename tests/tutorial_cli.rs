@@ -17,7 +17,6 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,19 +24,7 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
-
-/// Runs `scenario`, recording its panic message in `failures` instead of unwinding.
-fn scenario(failures: &mut Vec<String>, name: &str, scenario: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(scenario)) {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        failures.push(format!("{name}: {message}"));
-    }
-}
+use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
 
 fn all_output(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))

@@ -7,9 +7,11 @@
 
 pub mod busybox;
 pub mod dns;
+pub mod docker_cli;
 pub mod registry;
 pub mod tasks;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;
@@ -251,4 +253,17 @@ pub fn wait_output(mut child: Child, what: &str) -> Output {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs one scenario of a long lab test; a panic is recorded in `failures` (with the
+/// scenario's name) instead of ending the test, so one run reports every broken scenario.
+pub fn scenario(failures: &mut Vec<String>, name: &str, scenario: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(scenario)) {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        failures.push(format!("{name}: {message}"));
+    }
 }

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::format::{Cells, Format, Listing, parse_format};
+use super::inspect::Lookups;
 use super::output::{CliFailure, human_duration, indent_json, out, run_client};
 use crate::api::pb;
 use crate::client::DaemonClient;
@@ -108,27 +109,19 @@ pub fn run(host: Option<&str>, args: ImageArgs) -> anyhow::Result<ExitCode> {
                 Ok(())
             }
             ImageCommand::Inspect { images: queries } => {
-                let mut found = Vec::new();
-                let mut missing = None;
-                for query in &queries {
-                    match images
-                        .inspect_image(pb::InspectImageRequest {
-                            image: query.clone(),
-                        })
-                        .await
-                    {
-                        Ok(details) => found.push(inspect_json(&details.into_inner())),
-                        Err(status) if status.code() == tonic::Code::NotFound => {
-                            missing = Some(format!("Error: No such image: {query}"));
-                        }
-                        Err(status) => return Err(status.into()),
+                let lookups = Lookups::of(&queries, async |query: &str| {
+                    let request = pb::InspectImageRequest {
+                        image: query.to_owned(),
+                    };
+                    match images.inspect_image(request).await {
+                        Ok(details) => Ok(Some(inspect_json(&details.into_inner()))),
+                        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+                        Err(status) => Err(status.into()),
                     }
-                }
-                out(&format!("{}\n", indent_json(&found)));
-                match missing {
-                    Some(message) => Err(CliFailure::Usage(message)),
-                    None => Ok(()),
-                }
+                })
+                .await?;
+                out(&format!("{}\n", indent_json(&lookups.found)));
+                lookups.finish("image")
             }
             ImageCommand::Rm { images: queries } => {
                 let mut errors = Vec::new();

@@ -13,6 +13,7 @@ mod gossip_agent;
 pub mod image;
 pub mod info;
 mod init_task;
+mod inspect;
 pub mod lab;
 pub mod mesh;
 mod mesh_bench;

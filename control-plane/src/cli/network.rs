@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::inspect::Lookups;
 use super::output::{CliFailure, out, run_client, table};
 use super::service::opts::parse_labels;
 use crate::client::DaemonClient;
@@ -266,20 +267,16 @@ pub fn run(host: Option<&str>, args: NetworkArgs) -> anyhow::Result<ExitCode> {
                     super::format::inspect_output(&objects, format.as_ref())
                         .map_err(CliFailure::Usage)
                 };
-                let mut found = Vec::new();
-                for query in &networks {
-                    match inspect(&mut client, query).await {
-                        Ok(network) => found.push(network),
-                        Err(CliFailure::Usage(_)) => {
-                            out(&show(&found)?);
-                            return Err(CliFailure::Usage(format!(
-                                "Error: No such network: {query}"
-                            )));
-                        }
-                        Err(other) => return Err(other),
+                let lookups = Lookups::of(&networks, async |query: &str| {
+                    match client.control.inspect_network(query).await {
+                        Ok(network) => Ok(Some(network)),
+                        Err(err) if err.code() == Some(tonic::Code::NotFound) => Ok(None),
+                        Err(err) => Err(err.into()),
                     }
-                }
-                out(&show(&found)?);
+                })
+                .await?;
+                out(&show(&lookups.found)?);
+                lookups.finish("network")?;
             }
             NetworkCommand::Rm { networks } => {
                 let mut errors = Vec::new();

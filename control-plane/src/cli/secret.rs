@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use super::inspect::Lookups;
 use super::output::{CliFailure, human_duration, out, run_client, table};
 use super::service::opts::parse_labels;
 use crate::client::DaemonClient;
@@ -284,32 +285,26 @@ fn run(host: Option<&str>, kind: Kind, command: FileCommand) -> anyhow::Result<E
                     let json: Vec<Value> = found.iter().map(inspect_json).collect();
                     super::format::inspect_output(&json, format.as_ref()).map_err(CliFailure::Usage)
                 };
-                let mut found = Vec::new();
-                for query in &names {
+                let lookups = Lookups::of(&names, async |query: &str| {
                     let result = match kind {
                         Kind::Secret => client.control.inspect_secret(query).await.map(Shown::from),
                         Kind::Config => client.control.inspect_config(query).await.map(Shown::from),
                     };
                     match result {
-                        Ok(shown) => found.push(shown),
-                        Err(err) if err.code() == Some(tonic::Code::NotFound) => {
-                            if !as_text {
-                                out(&show(&found)?);
-                            }
-                            return Err(CliFailure::Usage(format!(
-                                "Error: No such {}: {query}",
-                                kind.word()
-                            )));
-                        }
-                        Err(err) => return Err(err.into()),
+                        Ok(shown) => Ok(Some(shown)),
+                        Err(err) if err.code() == Some(tonic::Code::NotFound) => Ok(None),
+                        Err(err) => Err(err.into()),
                     }
-                }
+                })
+                .await?;
                 if as_text {
-                    let texts: Vec<String> = found.iter().map(|s| pretty(kind, s)).collect();
+                    let texts: Vec<String> =
+                        lookups.found.iter().map(|s| pretty(kind, s)).collect();
                     out(&texts.join("\n\n"));
                 } else {
-                    out(&show(&found)?);
+                    out(&show(&lookups.found)?);
                 }
+                lookups.finish(kind.word())?;
             }
             FileCommand::Rm { names } => {
                 let mut errors = Vec::new();

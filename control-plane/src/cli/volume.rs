@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::format::{Cells, Format, Listing, parse_format};
 use super::image::human_size;
+use super::inspect::Lookups;
 use super::output::{CliFailure, indent_json, out, run_client};
 use super::service::opts::parse_labels;
 use crate::api::pb;
@@ -107,25 +108,19 @@ pub fn run(host: Option<&str>, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 Ok(())
             }
             VolumeCommand::Inspect { volumes: names } => {
-                let mut found = Vec::new();
-                let mut missing = None;
-                for name in &names {
-                    match volumes
-                        .inspect_volume(pb::InspectVolumeRequest { name: name.clone() })
-                        .await
-                    {
-                        Ok(info) => found.push(inspect_json(&info.into_inner())),
-                        Err(status) if status.code() == tonic::Code::NotFound => {
-                            missing = Some(format!("Error: No such volume: {name}"));
-                        }
-                        Err(status) => return Err(status.into()),
+                let lookups = Lookups::of(&names, async |name: &str| {
+                    let request = pb::InspectVolumeRequest {
+                        name: name.to_owned(),
+                    };
+                    match volumes.inspect_volume(request).await {
+                        Ok(info) => Ok(Some(inspect_json(&info.into_inner()))),
+                        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+                        Err(status) => Err(status.into()),
                     }
-                }
-                out(&format!("{}\n", indent_json(&found)));
-                match missing {
-                    Some(message) => Err(CliFailure::Usage(message)),
-                    None => Ok(()),
-                }
+                })
+                .await?;
+                out(&format!("{}\n", indent_json(&lookups.found)));
+                lookups.finish("volume")
             }
             VolumeCommand::Rm { volumes: names } => {
                 let mut errors = Vec::new();

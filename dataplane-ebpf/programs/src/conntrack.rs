@@ -288,7 +288,12 @@ pub fn record_tunnel(
     tcp_flags: u8,
     now: u64,
 ) {
-    let hit = lookup(key, tcp_flags, now, false);
+    // A SYN on a finished connection's entry (the client port wrapped
+    // within the entry's 10 s) is a miss: the new connection gets an entry
+    // of its own rather than running on the closed one's, which would
+    // expire 10 s into any pause of the new connection and leave its
+    // replies to the kernel, untranslated and unnoticed.
+    let hit = lookup(key, tcp_flags, now, true);
     let stale = match &hit {
         Some(h) => {
             h.entry.node_be != peer_be || h.entry.vni != vni || h.entry.port_be != direct_port_be

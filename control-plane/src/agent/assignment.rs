@@ -34,6 +34,13 @@ impl SharedView {
     }
 }
 
+/// A view of its own (a test's, or one read elsewhere than from the stream).
+impl From<MeshView> for SharedView {
+    fn from(view: MeshView) -> Self {
+        Self(Arc::new(RwLock::new(view)))
+    }
+}
+
 impl PartialEq for SharedView {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || *self.read() == *other.read()

@@ -253,7 +253,7 @@ fn the_task(state: TaskState) -> Task {
 fn assign(node: &NodeInputs, tasks: Vec<Task>, mesh: MeshView) {
     node.assignments.send_replace(Some(Arc::new(Assignment {
         tasks,
-        mesh,
+        mesh: mesh.into(),
         version: 1,
         files: Default::default(),
         mesh_journal: Default::default(),

@@ -148,7 +148,7 @@ fn measure(services: u32) -> Figures {
         mac: [2, 0, 0, 0, 0, 1],
     };
     let started = Instant::now();
-    let state = builder.rebuild(&held.mesh, &[], &BTreeSet::new());
+    let state = builder.rebuild(&held.mesh.read(), &[], &BTreeSet::new());
     if let Err(err) = applier.apply(&state, underlay, &mut maps) {
         panic!("the first apply: {err}");
     }
@@ -167,7 +167,8 @@ fn measure(services: u32) -> Figures {
         let t0 = Instant::now();
         held.apply(change(false, 2 + round as u64, mesh));
         let touched = held.mesh_journal.since(at).unwrap_or_default();
-        let Some(delta) = builder.update(&held.mesh, &touched, None, &BTreeSet::new()) else {
+        let Some(delta) = builder.update(&held.mesh.read(), &touched, None, &BTreeSet::new())
+        else {
             panic!("a task's change needs no rebuild");
         };
         let t1 = Instant::now();

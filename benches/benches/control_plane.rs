@@ -13,8 +13,11 @@
 //! meets, so the store holds as many tasks as services (all `PENDING`, "no suitable node")
 //! without ten thousand processes on the machine.
 //!
-//! Leader CPU is the sum of its threads' run time (`/proc/<pid>/task/*/schedstat`, in ns) over
-//! the window from the change until it settled, less what the leader burns idle over as long.
+//! Leader CPU is what its threads ran (`/proc/<pid>/task/*/schedstat`, in ns) over the window
+//! from the change until it settled, less what the leader burns idle over as long. It is
+//! summed per thread (a thread that ended during the window loses its part of it; runtime
+//! threads end only after seconds of doing nothing), not as one total: a total falls when a
+//! thread ends, which once made a whole idle window read as 0.
 //! Figures, not a test; JSON in `target/hive-bench/control_plane.json`.
 //!
 //! Environment: `HIVE_BENCH_CP_SERVICES` (comma-separated, default `100,1000,10000`),
@@ -198,17 +201,35 @@ struct LeaderCpu {
     pid: u32,
 }
 
-impl LeaderCpu {
-    /// Nanoseconds all its threads have run.
-    fn ns(&self) -> u64 {
-        let Ok(threads) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return 0;
-        };
-        threads
-            .filter_map(Result::ok)
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+/// Nanoseconds each thread of the leader has run, by thread ID.
+struct CpuSample(std::collections::HashMap<String, u64>);
+
+impl CpuSample {
+    /// Nanoseconds the leader's threads ran since `before` (threads that started since count
+    /// whole).
+    fn since(&self, before: &Self) -> u64 {
+        self.0
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.0.get(tid).copied().unwrap_or(0)))
             .sum()
+    }
+}
+
+impl LeaderCpu {
+    fn sample(&self) -> CpuSample {
+        let Ok(threads) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return CpuSample(Default::default());
+        };
+        CpuSample(
+            threads
+                .filter_map(Result::ok)
+                .filter_map(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+                    let ns = stat.split_whitespace().next()?.parse::<u64>().ok()?;
+                    Some((t.file_name().to_string_lossy().into_owned(), ns))
+                })
+                .collect(),
+        )
     }
 }
 
@@ -373,9 +394,9 @@ impl Bench<'_> {
     /// Waits until the leader used less than a fifth of a CPU over a second (at most a minute).
     async fn quiet(&mut self) {
         for _ in 0..60 {
-            let before = self.cpu.ns();
+            let before = self.cpu.sample();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.cpu.ns().saturating_sub(before) < 200_000_000 {
+            if self.cpu.sample().since(&before) < 200_000_000 {
                 return;
             }
         }
@@ -383,10 +404,10 @@ impl Bench<'_> {
 
     /// The leader's CPU over `IDLE_WINDOW`, in percent of one CPU.
     async fn idle(&mut self) -> f64 {
-        let before = self.cpu.ns();
+        let before = self.cpu.sample();
         let start = Instant::now();
         tokio::time::sleep(IDLE_WINDOW).await;
-        let used = self.cpu.ns().saturating_sub(before) as f64;
+        let used = self.cpu.sample().since(&before) as f64;
         used / start.elapsed().as_nanos() as f64 * 100.0
     }
 
@@ -398,7 +419,7 @@ impl Bench<'_> {
         act: impl AsyncFnOnce(&mut Self) -> Result<(), String>,
         done: impl AsyncFnMut(&mut Self) -> Result<bool, String>,
     ) -> Result<(f64, f64, f64), String> {
-        let cpu_before = self.cpu.ns();
+        let cpu_before = self.cpu.sample();
         let start = Instant::now();
         act(self).await?;
         let call = start.elapsed();
@@ -406,7 +427,7 @@ impl Bench<'_> {
         let wall = start.elapsed();
         tokio::time::sleep(SETTLE).await;
         let window = start.elapsed();
-        let cpu = self.cpu.ns().saturating_sub(cpu_before) as f64 / 1e6;
+        let cpu = self.cpu.sample().since(&cpu_before) as f64 / 1e6;
         let net = (cpu - ms(window) * idle_per_ms).max(0.0);
         Ok((ms(call), ms(wall), net))
     }

@@ -1,7 +1,8 @@
 //! What the leader assigned to this node, as the `Assignments` stream builds it up: this
 //! node's tasks and the cluster's mesh view. The first message of a stream replaces it
-//! (complete); every later one changes it in place ([`Assignment::apply`]), at the cost of
-//! the change.
+//! (complete); every later one changes it in place ([`Assignment::apply`], [`receive`]), at
+//! the cost of the change: the mesh view is one [`SharedView`] that the session changes and
+//! the worker, the node's mesh and its resolver read, never a copy per message.
 
 use crate::api::assignments as wire;
 use crate::api::convert::{WireError, port};
@@ -11,14 +12,48 @@ use crate::executor::files::FileBytes;
 use crate::store::objects::Task;
 use hive_dataplane::mesh::mode::MeshMode;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::watch;
+
+/// The node's mesh view, held once and changed in place. A clone of the handle (of an
+/// [`Assignment`]) shares it: whoever reads it sees the latest message applied, which may be
+/// newer than the [`MeshJournal`] position it was handed with; what changed after that comes
+/// with the next hand-over, so readers that follow the journal converge on every message.
+/// A read guard is held only for synchronous work (never across an `.await`).
+#[derive(Debug, Clone, Default)]
+pub struct SharedView(Arc<RwLock<MeshView>>);
+
+impl SharedView {
+    pub fn read(&self) -> RwLockReadGuard<'_, MeshView> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, MeshView> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A view of its own (a test's, or one read elsewhere than from the stream).
+impl From<MeshView> for SharedView {
+    fn from(view: MeshView) -> Self {
+        Self(Arc::new(RwLock::new(view)))
+    }
+}
+
+impl PartialEq for SharedView {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.read() == *other.read()
+    }
+}
+
+impl Eq for SharedView {}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
     /// This node's tasks, sorted by ID.
     pub tasks: Vec<Task>,
-    pub mesh: MeshView,
+    pub mesh: SharedView,
     pub files: HeldFiles,
     /// Store version the node's view is at.
     pub version: u64,
@@ -232,9 +267,17 @@ impl Assignment {
             }
         }
         self.mesh_journal.record(complete, &mesh);
-        self.mesh.apply(mesh);
+        self.mesh.write().apply(mesh);
         self.files.apply(files);
     }
+}
+
+/// Applies one message of the stream to the assignment `slot` holds, in place, and tells its
+/// readers (the worker). Nothing of the size of the cluster is copied: the assignment is
+/// copied only if a reader still holds the previous one (its tasks and a handle on the same
+/// view), and the view never is.
+pub fn receive(slot: &watch::Sender<Option<Arc<Assignment>>>, change: AssignmentChange) {
+    slot.send_modify(|held| Arc::make_mut(held.get_or_insert_default()).apply(change));
 }
 
 #[cfg(test)]
@@ -278,7 +321,7 @@ mod tests {
         let ids: Vec<_> = held.tasks.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(
-            held.mesh.nodes.len(),
+            held.mesh.read().nodes.len(),
             2,
             "the mesh was not named: unchanged"
         );
@@ -294,6 +337,6 @@ mod tests {
             mesh: MeshChanges::default(),
         });
         assert_eq!(held.tasks, vec![task("d")]);
-        assert!(held.mesh.nodes.is_empty());
+        assert!(held.mesh.read().nodes.is_empty());
     }
 }

@@ -26,7 +26,7 @@ use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::sync::watch;
 
-use super::assignment::Assignment;
+use super::assignment::{Assignment, SharedView};
 use super::dataplane::Dataplane;
 use super::dns::NodeDns;
 use super::mesh_build::MeshBuilder;
@@ -162,7 +162,8 @@ pub async fn find_underlay(addr: IpAddr) -> Result<Underlay, MeshError> {
 
 #[derive(Debug)]
 struct Inputs {
-    view: Option<Arc<MeshView>>,
+    /// The view the session keeps up to date (shared, not a copy).
+    view: Option<SharedView>,
     /// (task, VNI) → its veth.
     local: BTreeMap<(String, u32), LocalAttachment>,
     /// Tasks of this node whose veths belong in the mesh (assigned, not stopped).
@@ -463,7 +464,7 @@ impl NodeMesh {
             let refused = !self.refusals.borrow().is_empty();
             let delta = match &touched {
                 Some(touched) if in_step && !refused && self.unprogrammable.is_empty() => {
-                    let delta = builder.update(&view, touched, local.as_deref(), &dead);
+                    let delta = builder.update(&view.read(), touched, local.as_deref(), &dead);
                     self.build_work
                         .store(builder.work(), std::sync::atomic::Ordering::Relaxed);
                     delta
@@ -482,7 +483,7 @@ impl NodeMesh {
                         // whole state says which, and sets aside what it must.
                         tracing::debug!(%err, "applying a mesh change failed; applying the whole mesh");
                         let local = self.live_local();
-                        let state = self.rebuild(&mut builder, &view, &local, &dead);
+                        let state = self.rebuild(&mut builder, &view.read(), &local, &dead);
                         dataplane.apply(&state)
                     }
                 },
@@ -491,7 +492,7 @@ impl NodeMesh {
                         Some(local) => local,
                         None => self.live_local(),
                     };
-                    let state = self.rebuild(&mut builder, &view, &local, &dead);
+                    let state = self.rebuild(&mut builder, &view.read(), &local, &dead);
                     dataplane.apply(&state)
                 }
             };
@@ -603,7 +604,8 @@ impl NodeMesh {
                 .view
                 .as_ref()
                 .and_then(|v| {
-                    v.networks
+                    v.read()
+                        .networks
                         .iter()
                         .find(|n| n.id == attachment.network_id)
                         .cloned()
@@ -792,7 +794,7 @@ impl MeshSink for NodeMesh {
             };
             inputs.at = journal.position();
             if changed {
-                inputs.view = Some(Arc::new(assignment.mesh.clone()));
+                inputs.view = Some(assignment.mesh.clone());
             }
             let live_changed = inputs.live_tasks != live_tasks;
             if live_changed {

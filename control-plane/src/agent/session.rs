@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use tokio::sync::{mpsc, watch};
 
-use super::assignment::{Assignment, AssignmentChange};
+use super::assignment::{Assignment, AssignmentChange, receive};
 use super::status::StatusQueue;
 use crate::api::{convert, is_retryable, leader_hint, pb};
 use crate::pki;
@@ -153,8 +153,7 @@ impl Session {
             .set_session(Some((client.clone(), session.session_id.clone())));
         let mut applied = self.mesh_link.applied();
         applied.mark_changed();
-        // What this stream assigned so far: its first message is complete, the others change it.
-        let mut held = Assignment::default();
+        // The stream's first message is complete (it replaces what is held), the others change it.
         let mut started = false;
         // After a failed send, when to try again; heartbeats and assignments go on meanwhile.
         let mut retry_at: Option<tokio::time::Instant> = None;
@@ -226,8 +225,7 @@ impl Session {
                                 tasks = change.update_tasks.len(), removed = change.remove_tasks.len(),
                                 "agent: assignments");
                             self.mesh_link.set_received(change.version);
-                            held.apply(change);
-                            self.assignments.send_replace(Some(Arc::new(held.clone())));
+                            receive(&self.assignments, change);
                         }
                         // The stream is a sequence of changes: one left out would leave this
                         // node's view wrong for good. A new stream starts from a complete view.

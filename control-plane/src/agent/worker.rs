@@ -123,8 +123,12 @@ impl Worker {
                 self.clean_up(std::mem::take(&mut leftovers)).await;
             }
             if let Some(mesh) = &self.mesh {
-                for record in adopt.values() {
-                    mesh.adopt(&record.task, &assignment.mesh).await;
+                if !adopt.is_empty() {
+                    // Once, after a daemon restart: a copy, as the adoptions wait on netlink.
+                    let view = assignment.mesh.read().clone();
+                    for record in adopt.values() {
+                        mesh.adopt(&record.task, &view).await;
+                    }
                 }
                 let live = assignment
                     .tasks

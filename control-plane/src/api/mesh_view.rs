@@ -17,8 +17,12 @@ use crate::store::objects::{
 };
 use crate::store::{ReadView, StoreError};
 
-/// The cluster as the mesh sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+mod copies;
+pub use copies::view_entries_copied;
+
+/// The cluster as the mesh sees it. A copy is counted ([`view_entries_copied`]): a node
+/// holds one view and changes it in place, so no message should copy it.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MeshView {
     /// Seed of the flow hash and Maglev tables, equal on every node (derived from the

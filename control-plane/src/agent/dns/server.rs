@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use super::answer::{self, Reply, Transport};
 use super::names::Names;
-use crate::api::mesh_view::MeshView;
+use crate::agent::assignment::SharedView;
 use crate::executor::resolv_conf::EMBEDDED_RESOLVER;
 
 /// Docker's: each external server gets 4 s.
@@ -88,7 +88,7 @@ struct Shared {
 /// What the names are cut from, and the names once cut.
 #[derive(Debug, Default)]
 struct NameSource {
-    view: Option<Arc<MeshView>>,
+    view: Option<SharedView>,
     dead: BTreeSet<String>,
     cut: Option<Arc<Names>>,
 }
@@ -99,7 +99,7 @@ impl NameSource {
             return names.clone();
         }
         let names = Arc::new(match &self.view {
-            Some(view) => Names::from_view(view, &self.dead),
+            Some(view) => Names::from_view(&view.read(), &self.dead),
             None => Names::default(),
         });
         self.cut = Some(names.clone());
@@ -159,7 +159,7 @@ impl NodeDns {
     }
 
     /// From now on, answer from `view`, leaving out tasks on the nodes in `dead`.
-    pub fn set_view(&self, view: Arc<MeshView>, dead: BTreeSet<String>) {
+    pub fn set_view(&self, view: SharedView, dead: BTreeSet<String>) {
         *self.shared.source() = NameSource {
             view: Some(view),
             dead,

@@ -7,9 +7,11 @@ use std::time::Duration;
 use hive_dataplane::mesh::fake::Op;
 
 use super::*;
-use crate::agent::assignment::{Assignment, AssignmentChange};
+use crate::agent::assignment::{Assignment, AssignmentChange, receive};
 use crate::agent::dataplane::memory::{MemoryDataplane, MemoryHandle};
-use crate::api::mesh_view::{MeshChanges, MeshNetwork, MeshNode, MeshService, MeshTask};
+use crate::api::mesh_view::{
+    MeshChanges, MeshNetwork, MeshNode, MeshService, MeshTask, view_entries_copied,
+};
 use crate::store::objects::{
     Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, VirtualIp,
 };
@@ -104,7 +106,8 @@ fn complete(services: u8) -> AssignmentChange {
 struct Agent {
     mesh: Arc<NodeMesh>,
     dataplane: MemoryHandle,
-    held: Assignment,
+    /// What the session holds, as it hands it to the worker.
+    held: watch::Sender<Option<Arc<Assignment>>>,
     _stop: watch::Sender<bool>,
 }
 
@@ -123,7 +126,7 @@ impl Agent {
         Self {
             mesh,
             dataplane: handle,
-            held: Assignment::default(),
+            held: watch::Sender::new(None),
             _stop: stop,
         }
     }
@@ -131,9 +134,10 @@ impl Agent {
     /// Takes in one message of the stream as the worker does, and waits until the data plane
     /// applied what follows from it.
     async fn receive(&mut self, change: AssignmentChange) {
-        self.held.apply(change);
+        receive(&self.held, change);
+        let held = self.held.borrow().clone().expect("an assignment");
         let before = self.dataplane.held().applies;
-        self.mesh.set_view(&self.held, BTreeSet::new());
+        self.mesh.set_view(&held, BTreeSet::new());
         self.applied_after(before).await;
     }
 
@@ -330,8 +334,9 @@ fn complete_large(services: u16) -> AssignmentChange {
 }
 
 /// One new task of service 7, with `services` services: what the agent's state building
-/// and the data plane looked at, and the map operations.
-async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>) {
+/// and the data plane looked at, the map operations, and the entries of mesh views copied
+/// on the way (from the session to the worker, the node's mesh and its resolver).
+async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>, u64) {
     let mut agent = Agent::start();
     agent.receive(complete_large(services)).await;
     agent.dataplane.take_ops();
@@ -339,6 +344,7 @@ async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>) {
         agent.mesh.last_build_work() >= usize::from(services),
         "the complete view is built whole"
     );
+    let copied = view_entries_copied();
     agent
         .receive(AssignmentChange {
             files: Default::default(),
@@ -362,6 +368,8 @@ async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>) {
             },
         })
         .await;
+    // The test's runtime runs the node's mesh on this thread: its copies count too.
+    let copied = view_entries_copied() - copied;
     assert_eq!(agent.backends("s00007"), ["t00007", "t00007-b"]);
     let ops = agent.dataplane.take_ops();
     let held = agent.dataplane.held();
@@ -369,13 +377,16 @@ async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>) {
         held.deltas, 1,
         "the change went to the data plane as a delta"
     );
-    (agent.mesh.last_build_work(), held.work, ops)
+    (agent.mesh.last_build_work(), held.work, ops, copied)
 }
 
 #[tokio::test]
 async fn a_delta_costs_the_agent_the_same_work_at_10_and_at_1000_services() {
-    let (build_small, apply_small, ops_small) = work_of_one_new_task(10).await;
-    let (build_large, apply_large, ops_large) = work_of_one_new_task(1000).await;
+    let (build_small, apply_small, ops_small, copied_small) = work_of_one_new_task(10).await;
+    let (build_large, apply_large, ops_large, copied_large) = work_of_one_new_task(1000).await;
+    // The view is changed in place and shared: no message copies it, at any size.
+    assert_eq!(copied_small, copied_large, "view entries copied");
+    assert_eq!(copied_large, 0, "view entries copied");
     // The state building looks at the new task, its address and its service (with its
     // two tasks); the data plane validates and compiles the service's old and new
     // versions and the new endpoint; the same map operations. Nothing of the other

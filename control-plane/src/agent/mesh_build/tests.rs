@@ -251,7 +251,7 @@ fn random_changes_add_up_to_the_state_of_the_whole_view() {
         let mut data = Held::default();
         let locals =
             |local: &BTreeMap<_, LocalAttachment>| local.values().cloned().collect::<Vec<_>>();
-        data.set(builder.rebuild(&held.mesh, &locals(&local), &dead));
+        data.set(builder.rebuild(&held.mesh.read(), &locals(&local), &dead));
         let mut at = held.mesh_journal.position();
         let mut next_task = 10;
         for step in 0..60 {
@@ -292,12 +292,9 @@ fn random_changes_add_up_to_the_state_of_the_whole_view() {
                     // A veth of a task on this node comes or goes (its address from the
                     // pool, so sometimes not the task's own).
                     locals_changed = true;
-                    let ours: Vec<&MeshTask> = held
-                        .mesh
-                        .tasks
-                        .iter()
-                        .filter(|t| t.node_id == "n1")
-                        .collect();
+                    let view = held.mesh.read();
+                    let ours: Vec<&MeshTask> =
+                        view.tasks.iter().filter(|t| t.node_id == "n1").collect();
                     if !local.is_empty() && rng.chance(40) {
                         let keys: Vec<_> = local.keys().cloned().collect();
                         let key = &keys[rng.below(keys.len() as u64) as usize];
@@ -328,7 +325,7 @@ fn random_changes_add_up_to_the_state_of_the_whole_view() {
             at = held.mesh_journal.position();
             let list = locals(&local);
             match builder.update(
-                &held.mesh,
+                &held.mesh.read(),
                 &touched,
                 locals_changed.then_some(list.as_slice()),
                 &dead,
@@ -337,9 +334,9 @@ fn random_changes_add_up_to_the_state_of_the_whole_view() {
                     updates += 1;
                     data.apply(delta);
                 }
-                None => data.set(builder.rebuild(&held.mesh, &list, &dead)),
+                None => data.set(builder.rebuild(&held.mesh.read(), &list, &dead)),
             }
-            let want = normal(mesh_state(&held.mesh, &me(), &list, &dead));
+            let want = normal(mesh_state(&held.mesh.read(), &me(), &list, &dead));
             assert_eq!(data.state(), want, "seed {seed}, step {step}");
         }
     }
@@ -419,7 +416,7 @@ fn cluster(services: u32) -> Assignment {
 fn work_of_one_new_task(services: u32) -> (usize, MeshDelta) {
     let mut held = cluster(services);
     let mut builder = MeshBuilder::new(me());
-    let full = builder.rebuild(&held.mesh, &[], &BTreeSet::new());
+    let full = builder.rebuild(&held.mesh.read(), &[], &BTreeSet::new());
     assert_eq!(full.services.len() as u32, services);
     assert!(
         builder.work() >= services as usize,
@@ -446,7 +443,7 @@ fn work_of_one_new_task(services: u32) -> (usize, MeshDelta) {
     ));
     let touched = held.mesh_journal.since(at).expect("one stream");
     let delta = builder
-        .update(&held.mesh, &touched, None, &BTreeSet::new())
+        .update(&held.mesh.read(), &touched, None, &BTreeSet::new())
         .expect("a task needs no rebuild");
     (builder.work(), delta)
 }

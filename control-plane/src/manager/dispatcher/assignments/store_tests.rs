@@ -77,7 +77,7 @@ async fn next(
     let change = AssignmentChange::decode(message).expect("decodes");
     let complete = change.complete;
     held.apply(change);
-    (held.tasks.clone(), held.mesh.clone(), complete)
+    (held.tasks.clone(), held.mesh.read().clone(), complete)
 }
 
 fn status(state: TaskState) -> TaskStatus {

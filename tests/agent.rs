@@ -193,8 +193,8 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
             id: "ing".into(),
             name: "ingress".into(),
             vni: 4096,
-            subnet: "10.0.0.0/24".parse().unwrap(),
-            gateway: Some("10.0.0.1".parse().unwrap()),
+            subnet: "10.0.0.0/24".parse().expect("a subnet"),
+            gateway: Some("10.0.0.1".parse().expect("an address")),
             ingress: true,
         }],
         services: vec![MeshService {
@@ -221,7 +221,7 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
                 node_id: "n1".into(),
                 networks: vec![MeshAttachment {
                     network_id: "ing".into(),
-                    addresses: vec![format!("{TASK_ADDR}/24").parse().unwrap()],
+                    addresses: vec![format!("{TASK_ADDR}/24").parse().expect("an address")],
                     aliases: Vec::new(),
                 }],
                 draining: false,

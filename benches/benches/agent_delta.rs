@@ -82,7 +82,7 @@ fn cluster(services: u32) -> AssignmentChange {
                 id: "ing".into(),
                 name: "ingress".into(),
                 vni: 4096,
-                subnet: "10.0.0.0/16".parse().unwrap(),
+                subnet: "10.0.0.0/16".parse().expect("a subnet"),
                 gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
                 ingress: true,
             }],

@@ -18,7 +18,7 @@ fn view(services: u32) -> MeshView {
     MeshView {
         networks: vec![MeshNetwork {
             id: "back".into(),
-            subnet: "10.0.0.0/8".parse().unwrap(),
+            subnet: "10.0.0.0/8".parse().expect("a subnet"),
             vni: 4097,
             ..MeshNetwork::default()
         }],

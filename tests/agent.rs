@@ -21,7 +21,9 @@ use hive::agent::mesh::{MeshAttacher, NodeMesh, find_underlay};
 use hive::agent::status::StatusQueue;
 use hive::agent::task_runner::PreparedStore;
 use hive::agent::worker::Worker;
-use hive::api::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask, MeshView};
+use hive::api::mesh_view::{
+    MeshAttachment, MeshNetwork, MeshNode, MeshService, MeshTask, MeshView,
+};
 use hive::executor::{Executor, ExecutorConfig, NamespaceExecutor};
 use hive::store::objects::{
     Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, Task, TaskState, VirtualIp,
@@ -178,8 +180,8 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
         let member = lab.member(name).expect("member");
         MeshNode {
             id: name.to_owned(),
-            addr: member.underlay_addr.to_string(),
-            mac: member.mac.clone(),
+            addr: Some(member.underlay_addr),
+            mac: Some(member.mac.parse().expect("the lab's MAC")),
             state: NodeState::Ready,
         }
     };
@@ -191,8 +193,8 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
             id: "ing".into(),
             name: "ingress".into(),
             vni: 4096,
-            subnet: "10.0.0.0/24".into(),
-            gateway: "10.0.0.1".into(),
+            subnet: "10.0.0.0/24".parse().expect("a subnet"),
+            gateway: Some("10.0.0.1".parse().expect("an address")),
             ingress: true,
         }],
         services: vec![MeshService {
@@ -217,7 +219,11 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
                 id: TASK.into(),
                 service_id: "web".into(),
                 node_id: "n1".into(),
-                networks: vec![attachment()],
+                networks: vec![MeshAttachment {
+                    network_id: "ing".into(),
+                    addresses: vec![format!("{TASK_ADDR}/24").parse().expect("an address")],
+                    aliases: Vec::new(),
+                }],
                 draining: false,
             }]
         } else {

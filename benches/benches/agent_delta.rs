@@ -13,11 +13,9 @@ use hive::agent::assignment::{Assignment, AssignmentChange};
 use hive::agent::mesh_build::MeshBuilder;
 use hive::agent::mesh_state::LocalNode;
 use hive::api::mesh_view::{
-    MeshChanges, MeshNetwork, MeshNode, MeshService, MeshSettings, MeshTask,
+    MeshAttachment, MeshChanges, MeshNetwork, MeshNode, MeshService, MeshSettings, MeshTask,
 };
-use hive::store::objects::{
-    Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, VirtualIp,
-};
+use hive::store::objects::{Endpoint, NodeState, PortConfig, Protocol, VirtualIp};
 use hive_bench::lab_bench::{median_min_max, write_json};
 use hive_dataplane::mesh::fake::FakeMaps;
 use hive_dataplane::mesh::{MeshApplier, Reconciler, UnderlayLink};
@@ -49,8 +47,8 @@ fn change(complete: bool, version: u64, mesh: MeshChanges) -> AssignmentChange {
 fn node(id: &str, i: u8) -> MeshNode {
     MeshNode {
         id: id.into(),
-        addr: format!("192.168.9.{i}"),
-        mac: format!("02:00:00:00:00:{i:02x}"),
+        addr: Some(Ipv4Addr::new(192, 168, 9, i)),
+        mac: Some(hive_dataplane::mesh::MacAddr([2, 0, 0, 0, 0, i])),
         state: NodeState::Ready,
     }
 }
@@ -60,9 +58,9 @@ fn task(id: String, service: u32, addr: String) -> MeshTask {
         id,
         service_id: format!("s{service:05}"),
         node_id: "n2".into(),
-        networks: vec![NetworkAttachment {
+        networks: vec![MeshAttachment {
             network_id: "ing".into(),
-            addresses: vec![addr],
+            addresses: vec![addr.parse().expect("a task address")],
             aliases: Vec::new(),
         }],
         draining: false,
@@ -84,8 +82,8 @@ fn cluster(services: u32) -> AssignmentChange {
                 id: "ing".into(),
                 name: "ingress".into(),
                 vni: 4096,
-                subnet: "10.0.0.0/16".into(),
-                gateway: "10.0.0.1".into(),
+                subnet: "10.0.0.0/16".parse().expect("a subnet"),
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
                 ingress: true,
             }],
             update_nodes: vec![node("n1", 1), node("n2", 2)],

@@ -6,8 +6,8 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hive::agent::dns::Names;
 use hive::agent::dns::answer::{Transport, answer};
-use hive::api::mesh_view::{MeshNetwork, MeshService, MeshTask, MeshView};
-use hive::store::objects::{Endpoint, NetworkAttachment, VirtualIp};
+use hive::api::mesh_view::{MeshAttachment, MeshNetwork, MeshService, MeshTask, MeshView};
+use hive::store::objects::{Endpoint, VirtualIp};
 
 /// `services` services on one overlay network, two tasks each.
 fn view(services: u32) -> MeshView {
@@ -18,7 +18,7 @@ fn view(services: u32) -> MeshView {
     MeshView {
         networks: vec![MeshNetwork {
             id: "back".into(),
-            subnet: "10.0.0.0/8".into(),
+            subnet: "10.0.0.0/8".parse().expect("a subnet"),
             vni: 4097,
             ..MeshNetwork::default()
         }],
@@ -40,9 +40,9 @@ fn view(services: u32) -> MeshView {
                 id: format!("task{t:021}"),
                 service_id: format!("svc{:021}", t / 2),
                 node_id: format!("node{}", t % 3),
-                networks: vec![NetworkAttachment {
+                networks: vec![MeshAttachment {
                     network_id: "back".into(),
-                    addresses: vec![addr(services + 2 + t)],
+                    addresses: vec![addr(services + 2 + t).parse().expect("a task address")],
                     aliases: Vec::new(),
                 }],
                 draining: false,

@@ -5,12 +5,11 @@
 //! the worker, the node's mesh and its resolver read, never a copy per message.
 
 use crate::api::assignments as wire;
-use crate::api::convert::{WireError, port};
-use crate::api::mesh_view::{MeshChanges, MeshSettings, MeshTouched, MeshView};
+use crate::api::convert::WireError;
+use crate::api::mesh_view::{MeshChanges, MeshTouched, MeshView};
 use crate::api::pb;
 use crate::executor::files::FileBytes;
 use crate::store::objects::Task;
-use hive_dataplane::mesh::mode::MeshMode;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -194,47 +193,7 @@ impl AssignmentChange {
                 .map(Task::try_from)
                 .collect::<Result<_, _>>()?,
             remove_tasks: message.remove_tasks,
-            mesh: MeshChanges {
-                settings: mesh
-                    .settings
-                    .map(|s| {
-                        Ok::<_, WireError>(MeshSettings {
-                            hash_seed: s.hash_seed,
-                            vxlan_port: port("MeshSettings.vxlan_port", s.vxlan_port)?,
-                            // An older manager sends none: today's path.
-                            mesh_mode: if s.mesh_mode.is_empty() {
-                                Default::default()
-                            } else {
-                                s.mesh_mode.parse::<MeshMode>()?
-                            },
-                        })
-                    })
-                    .transpose()?,
-                update_networks: mesh
-                    .update_networks
-                    .into_iter()
-                    .map(wire::mesh_network_of)
-                    .collect(),
-                remove_networks: mesh.remove_networks,
-                update_services: mesh
-                    .update_services
-                    .into_iter()
-                    .map(wire::mesh_service_of)
-                    .collect::<Result<_, _>>()?,
-                remove_services: mesh.remove_services,
-                update_tasks: mesh
-                    .update_tasks
-                    .into_iter()
-                    .map(wire::mesh_task_of)
-                    .collect(),
-                remove_tasks: mesh.remove_tasks,
-                update_nodes: mesh
-                    .update_nodes
-                    .into_iter()
-                    .map(wire::mesh_node_of)
-                    .collect::<Result<_, _>>()?,
-                remove_nodes: mesh.remove_nodes,
-            },
+            mesh: wire::mesh_changes_of(mesh)?,
         })
     }
 }

@@ -73,12 +73,6 @@ pub enum MeshError {
         "task {task}: network {network} is not in this node's mesh (not allocated yet?); it will be retried"
     )]
     UnknownNetwork { task: String, network: String },
-    #[error("network {network}: its {field} {value:?} is not IPv4 (CIDR for the subnet)")]
-    BadNetwork {
-        network: String,
-        field: &'static str,
-        value: String,
-    },
     #[error("task {task}: address {addr:?} on network {network} is not IPv4 CIDR")]
     BadAddress {
         task: String,
@@ -624,28 +618,12 @@ impl NodeMesh {
                 .first()
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(bad)?;
-            let bad_network = |field, value: &str| MeshError::BadNetwork {
-                network: network.id.clone(),
-                field,
-                value: value.to_owned(),
-            };
-            let subnet: Ipv4Network = network
-                .subnet
-                .parse()
-                .map_err(|_| bad_network("subnet", &network.subnet))?;
+            let subnet = network.subnet;
             let addr = Ipv4Network::new(addr.ip(), subnet.prefix()).map_err(|_| bad())?;
-            // No gateway given: the subnet's first host, as the allocator and the mesh take
-            // it. One given that does not parse is an error, not that default.
-            let gateway = if network.gateway.is_empty() {
-                Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
-            } else {
-                network
-                    .gateway
-                    .split('/')
-                    .next()
-                    .and_then(|g| g.parse().ok())
-                    .ok_or_else(|| bad_network("gateway", &network.gateway))?
-            };
+            // No gateway given: the subnet's first host, as the allocator and the mesh take it.
+            let gateway = network
+                .gateway
+                .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1)));
             let spec = TaskNetwork {
                 netns: netns.to_owned(),
                 host_ifname: task_link::host_ifname(&task.task_id, network.vni),

@@ -384,7 +384,7 @@ impl MeshBuilder {
             .enumerate()
             .filter_map(|(i, attachment)| {
                 let network = self.by_id.get(&attachment.network_id)?;
-                let addr = attachment.addresses.iter().find_map(|a| host_addr(a))?;
+                let addr = attachment.addresses.first()?.ip();
                 is_host(network, addr).then(|| (addr, Claimant::Remote(t.id.clone(), i)))
             })
             .collect()
@@ -402,7 +402,7 @@ impl MeshBuilder {
             if network.vni != vni {
                 continue;
             }
-            let Some(addr) = attachment.addresses.iter().find_map(|a| host_addr(a)) else {
+            let Some(addr) = attachment.addresses.first().map(|a| a.ip()) else {
                 continue;
             };
             if t.node_id == self.me.node_id {

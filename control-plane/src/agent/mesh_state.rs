@@ -13,14 +13,16 @@
 //! - this node's tasks are endpoints and backends only once their veth exists here (a local
 //!   endpoint): the data plane cannot deliver to a task it has no interface for;
 //! - peers are the other nodes with an underlay address and a MAC;
-//! - anything the data plane would refuse (unparsable addresses, a port published with no
-//!   ingress network, an address given twice) is left out rather than failing the whole mesh.
+//! - anything the data plane would refuse (a port published with no ingress network, an
+//!   address given twice, two networks that clash) is left out rather than failing the whole
+//!   mesh. Addresses, subnets and MACs arrive typed: a malformed one was refused where it came
+//!   off the wire (`api::assignments`), so nothing here parses them.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 
 use hive_dataplane::mesh::{
-    LocalEndpoint, MacAddr, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service,
+    LocalEndpoint, MeshState, Network, NodeIdentity, OverlayPeer, Protocol, Service,
     ServiceBackend, ServicePort, ServiceVip, TaskEndpoint,
 };
 use ipnetwork::Ipv4Network;
@@ -120,7 +122,7 @@ pub fn mesh_state(
             let Some(network) = by_id.get(attachment.network_id.as_str()) else {
                 continue;
             };
-            let Some(addr) = attachment.addresses.iter().find_map(|a| host_addr(a)) else {
+            let Some(addr) = attachment.addresses.first().map(|a| a.ip()) else {
                 tracing::warn!(task = %task.id, network = %attachment.network_id,
                     addresses = ?attachment.addresses,
                     "agent: task left out of the mesh on this network: no IPv4 address");
@@ -268,24 +270,8 @@ pub(super) fn nodes(view: &MeshView, me: &LocalNode, dead: &BTreeSet<String>) ->
         }
         // A node that has not registered yet, or runs without a data plane, has no address
         // or MAC: not a peer, and nothing to warn about.
-        if node.addr.is_empty() || node.mac.is_empty() {
+        let (Some(addr), Some(mac)) = (node.addr, node.mac) else {
             continue;
-        }
-        let addr = match node.addr.parse::<Ipv4Addr>() {
-            Ok(addr) => addr,
-            Err(err) => {
-                tracing::warn!(node = %node.id, addr = %node.addr, %err,
-                    "agent: node left out of the mesh: its address is not IPv4");
-                continue;
-            }
-        };
-        let mac = match node.mac.parse::<MacAddr>() {
-            Ok(mac) => mac,
-            Err(err) => {
-                tracing::warn!(node = %node.id, mac = %node.mac, %err,
-                    "agent: node left out of the mesh: its underlay MAC is not valid");
-                continue;
-            }
         };
         if addr == me.underlay_addr || !peer_addrs.insert(addr) {
             continue;
@@ -307,29 +293,16 @@ pub(super) fn nodes(view: &MeshView, me: &LocalNode, dead: &BTreeSet<String>) ->
 }
 
 /// The view's networks as the data plane takes them, index for index (`None` where one
-/// cannot be used: a bad subnet, a VNI or subnet taken by an earlier one, two ingresses).
+/// cannot be used: a VNI or subnet taken by an earlier one, two ingresses).
 pub(super) fn networks(view: &MeshView) -> Vec<Option<Network>> {
     let mut taken: Vec<Network> = Vec::new();
     view.networks
         .iter()
         .map(|n| {
-            let subnet: Ipv4Network = match n.subnet.parse() {
-                Ok(subnet) => subnet,
-                Err(err) => {
-                    tracing::warn!(network = %n.id, subnet = %n.subnet, %err,
-                        "agent: network left out of the mesh: its subnet is not IPv4 CIDR");
-                    return None;
-                }
-            };
-            let gateway = if n.gateway.is_empty() {
-                first_host(subnet)?
-            } else {
-                let Some(gateway) = n.gateway.parse().ok().or_else(|| host_addr(&n.gateway)) else {
-                    tracing::warn!(network = %n.id, gateway = %n.gateway,
-                        "agent: network left out of the mesh: its gateway is not an IPv4 address");
-                    return None;
-                };
-                gateway
+            let subnet = n.subnet;
+            let gateway = match n.gateway {
+                Some(gateway) => gateway,
+                None => first_host(subnet)?,
             };
             let network = Network {
                 name: n.name.clone(),
@@ -462,7 +435,7 @@ pub fn host_mesh_id(service_id: &str) -> String {
     format!("{service_id}{HOST_SUFFIX}")
 }
 
-/// `10.0.0.7/24` or `10.0.0.7` → the address.
+/// A VIP, `10.0.0.7/24` or `10.0.0.7` → the address.
 pub(super) fn host_addr(cidr: &str) -> Option<Ipv4Addr> {
     cidr.split('/').next()?.parse().ok()
 }

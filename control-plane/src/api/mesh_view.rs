@@ -8,8 +8,13 @@
 //! applied in place.
 
 use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
 
+use hive_dataplane::mesh::MacAddr;
 use hive_dataplane::mesh::mode::MeshMode;
+use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use crate::store::objects::{
@@ -42,17 +47,30 @@ pub struct MeshView {
     pub nodes: Vec<MeshNode>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MeshNetwork {
     pub id: String,
     pub name: String,
     pub vni: u32,
-    /// CIDR, e.g. `10.0.0.0/24`.
-    pub subnet: String,
-    /// Empty if the allocator left it to the default (the subnet's first host).
-    pub gateway: String,
+    /// e.g. `10.0.0.0/24`.
+    pub subnet: Ipv4Network,
+    /// `None` if the allocator left it to the default (the subnet's first host).
+    pub gateway: Option<Ipv4Addr>,
     pub ingress: bool,
+}
+
+impl Default for MeshNetwork {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            vni: 0,
+            subnet: Ipv4Network::from(Ipv4Addr::UNSPECIFIED),
+            gateway: None,
+            ingress: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,22 +88,33 @@ pub struct MeshTask {
     pub id: String,
     pub service_id: String,
     pub node_id: String,
-    /// Addresses per network (CIDR strings), as allocated.
-    pub networks: Vec<NetworkAttachment>,
+    /// Addresses per network, as allocated.
+    pub networks: Vec<MeshAttachment>,
     /// The manager is shutting the task down but it still runs: no backend any more (new
     /// flows avoid it), still an endpoint (its established connections drain). When it
     /// stops running it leaves the view, and each node's data plane forgets its flows.
     pub draining: bool,
 }
 
+/// A task's place on one network: its address there (with the subnet's prefix, as
+/// `10.0.0.7/24`) and its DNS aliases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MeshAttachment {
+    pub network_id: String,
+    pub addresses: Vec<Ipv4Network>,
+    pub aliases: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MeshNode {
     pub id: String,
-    /// Underlay address (the address its session comes from, `Node.status.addr`).
-    pub addr: String,
-    /// MAC of its underlay NIC (`aa:bb:cc:dd:ee:ff`); empty if it did not report one.
-    pub mac: String,
+    /// Underlay address (the address its session comes from, `Node.status.addr`); `None`
+    /// before the node registered.
+    pub addr: Option<Ipv4Addr>,
+    /// MAC of its underlay NIC; `None` if it did not report one (no data plane).
+    pub mac: Option<MacAddr>,
     pub state: NodeState,
 }
 
@@ -132,8 +161,12 @@ impl MeshNetwork {
             id: n.id.clone(),
             name: n.spec.annotations.name.clone(),
             vni,
-            subnet: ipam.subnet.clone(),
-            gateway: ipam.gateway.clone(),
+            subnet: stored("network", &n.id, "subnet", &ipam.subnet)?,
+            gateway: if ipam.gateway.is_empty() {
+                None
+            } else {
+                Some(stored("network", &n.id, "gateway", &ipam.gateway)?)
+            },
             ingress: n.spec.ingress,
         })
     }
@@ -161,24 +194,64 @@ impl MeshTask {
             node_id: t.node_id.clone()?,
             id: t.id.clone(),
             service_id: t.service_id.clone(),
-            networks: t.networks.clone(),
+            networks: t
+                .networks
+                .iter()
+                .map(|a| MeshAttachment::of(&t.id, a))
+                .collect(),
         })
     }
 }
 
 impl MeshNode {
     pub fn of(n: &Node) -> Self {
+        let mac = n
+            .description
+            .as_ref()
+            .map_or("", |d| d.underlay_mac.as_str());
         Self {
             id: n.id.clone(),
-            addr: n.status.addr.clone(),
-            mac: n
-                .description
-                .as_ref()
-                .map(|d| d.underlay_mac.clone())
-                .unwrap_or_default(),
+            addr: (!n.status.addr.is_empty())
+                .then(|| stored("node", &n.id, "addr", &n.status.addr))
+                .flatten(),
+            mac: (!mac.is_empty())
+                .then(|| stored("node", &n.id, "underlay_mac", mac))
+                .flatten(),
             state: n.status.state,
         }
     }
+}
+
+impl MeshAttachment {
+    /// Task `task_id`'s attachment `a`, with the addresses the mesh can use.
+    pub fn of(task_id: &str, a: &NetworkAttachment) -> Self {
+        Self {
+            network_id: a.network_id.clone(),
+            addresses: a
+                .addresses
+                .iter()
+                .filter_map(|addr| stored("task", task_id, "address", addr))
+                .collect(),
+            aliases: a.aliases.clone(),
+        }
+    }
+}
+
+/// A value of a store object that the mesh reads, parsed. The store keeps them as the
+/// allocator and the session wrote them (from typed values), so this fails only on a store
+/// written by something else; the object's field is then left out of the view, and the
+/// leader logs it as an error, once, here, instead of every node re-parsing it.
+fn stored<T: FromStr>(kind: &str, id: &str, field: &str, value: &str) -> Option<T>
+where
+    T::Err: Display,
+{
+    value
+        .parse()
+        .map_err(|err| {
+            tracing::error!(%kind, %id, %field, %value, %err,
+                "mesh view: a stored value does not parse; left out of every node's mesh");
+        })
+        .ok()
 }
 
 /// The mesh's cluster-wide settings: the hash seed and the VXLAN port.

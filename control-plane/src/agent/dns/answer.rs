@@ -165,15 +165,15 @@ mod tests {
     use hickory_proto::rr::Name;
 
     use super::*;
-    use crate::api::mesh_view::{MeshNetwork, MeshService, MeshTask, MeshView};
-    use crate::store::objects::{Endpoint, NetworkAttachment, VirtualIp};
+    use crate::api::mesh_view::{MeshAttachment, MeshNetwork, MeshService, MeshTask, MeshView};
+    use crate::store::objects::{Endpoint, VirtualIp};
 
     /// `db` with VIP 10.0.1.2 and `count` tasks on network `back`.
     fn names(count: u8) -> Names {
         let view = MeshView {
             networks: vec![MeshNetwork {
                 id: "back".into(),
-                subnet: "10.0.0.0/16".into(),
+                subnet: "10.0.0.0/16".parse().unwrap(),
                 ..MeshNetwork::default()
             }],
             services: vec![MeshService {
@@ -192,9 +192,9 @@ mod tests {
                     id: format!("t{i}"),
                     service_id: "s1".into(),
                     node_id: "n1".into(),
-                    networks: vec![NetworkAttachment {
+                    networks: vec![MeshAttachment {
                         network_id: "back".into(),
-                        addresses: vec![format!("10.0.2.{i}/16")],
+                        addresses: vec![format!("10.0.2.{i}/16").parse().unwrap()],
                         aliases: Vec::new(),
                     }],
                     draining: false,

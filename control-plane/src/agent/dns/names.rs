@@ -91,15 +91,7 @@ impl Names {
                     .or_default();
                 names.insert(service.name.to_ascii_lowercase());
                 names.extend(attachment.aliases.iter().map(|a| a.to_ascii_lowercase()));
-                let addr = attachment
-                    .addresses
-                    .first()
-                    .and_then(|a| a.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()));
-                if addr.is_none() && !attachment.addresses.is_empty() {
-                    tracing::warn!(task = %task.id, network = %attachment.network_id,
-                        addresses = ?attachment.addresses,
-                        "dns: the task's address is not IPv4; its name does not resolve to it");
-                }
+                let addr = attachment.addresses.first().map(|a| a.ip());
                 entry.tasks.extend(addr);
             }
         }
@@ -146,16 +138,16 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::mesh_view::{MeshNetwork, MeshService, MeshTask};
-    use crate::store::objects::{Endpoint, EndpointSpec, NetworkAttachment, VirtualIp};
+    use crate::api::mesh_view::{MeshAttachment, MeshNetwork, MeshService, MeshTask};
+    use crate::store::objects::{Endpoint, EndpointSpec, VirtualIp};
 
     fn network(id: &str, ingress: bool) -> MeshNetwork {
         MeshNetwork {
             id: id.into(),
             name: id.into(),
             vni: 4097,
-            subnet: "10.0.1.0/24".into(),
-            gateway: String::new(),
+            subnet: "10.0.1.0/24".parse().unwrap(),
+            gateway: None,
             ingress,
         }
     }
@@ -188,9 +180,9 @@ mod tests {
             node_id: node.into(),
             networks: nets
                 .iter()
-                .map(|(network_id, addr, aliases)| NetworkAttachment {
+                .map(|(network_id, addr, aliases)| MeshAttachment {
                     network_id: (*network_id).into(),
-                    addresses: vec![(*addr).into()],
+                    addresses: vec![(*addr).parse().unwrap()],
                     aliases: aliases.iter().map(|a| (*a).into()).collect(),
                 })
                 .collect(),

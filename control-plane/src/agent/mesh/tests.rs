@@ -10,11 +10,9 @@ use super::*;
 use crate::agent::assignment::{Assignment, AssignmentChange, receive};
 use crate::agent::dataplane::memory::{MemoryDataplane, MemoryHandle};
 use crate::api::mesh_view::{
-    MeshChanges, MeshNetwork, MeshNode, MeshService, MeshTask, view_entries_copied,
+    MeshAttachment, MeshChanges, MeshNetwork, MeshNode, MeshService, MeshTask, view_entries_copied,
 };
-use crate::store::objects::{
-    Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol, VirtualIp,
-};
+use crate::store::objects::{Endpoint, NodeState, PortConfig, Protocol, VirtualIp};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -31,8 +29,8 @@ fn me() -> LocalNode {
 fn node(id: &str, i: u8) -> MeshNode {
     MeshNode {
         id: id.into(),
-        addr: format!("192.168.77.{i}"),
-        mac: format!("02:00:00:00:00:{i:02x}"),
+        addr: Some(format!("192.168.77.{i}").parse().unwrap()),
+        mac: Some(format!("02:00:00:00:00:{i:02x}").parse().unwrap()),
         state: NodeState::Ready,
     }
 }
@@ -64,9 +62,9 @@ fn task(i: u8, n: u8) -> MeshTask {
         id: format!("t{i:03}-{n}"),
         service_id: format!("s{i:03}"),
         node_id: "n2".into(),
-        networks: vec![NetworkAttachment {
+        networks: vec![MeshAttachment {
             network_id: "ing".into(),
-            addresses: vec![format!("10.0.{}.{i}/16", 2 + n)],
+            addresses: vec![format!("10.0.{}.{i}/16", 2 + n).parse().unwrap()],
             aliases: Vec::new(),
         }],
         draining: false,
@@ -91,8 +89,8 @@ fn complete(services: u8) -> AssignmentChange {
                 id: "ing".into(),
                 name: "ingress".into(),
                 vni: 4096,
-                subnet: "10.0.0.0/16".into(),
-                gateway: "10.0.0.1".into(),
+                subnet: "10.0.0.0/16".parse().unwrap(),
+                gateway: Some("10.0.0.1".parse().unwrap()),
                 ingress: true,
             }],
             update_services: (1..=services).map(service).collect(),
@@ -322,9 +320,13 @@ fn complete_large(services: u16) -> AssignmentChange {
             id: format!("t{i:05}"),
             service_id: format!("s{i:05}"),
             node_id: "n2".into(),
-            networks: vec![NetworkAttachment {
+            networks: vec![MeshAttachment {
                 network_id: "ing".into(),
-                addresses: vec![format!("10.0.{}.{}/16", i / 250, 2 + i % 250)],
+                addresses: vec![
+                    format!("10.0.{}.{}/16", i / 250, 2 + i % 250)
+                        .parse()
+                        .unwrap(),
+                ],
                 aliases: Vec::new(),
             }],
             draining: false,
@@ -357,9 +359,9 @@ async fn work_of_one_new_task(services: u16) -> (usize, usize, Vec<Op>, u64) {
                     id: "t00007-b".into(),
                     service_id: "s00007".into(),
                     node_id: "n2".into(),
-                    networks: vec![NetworkAttachment {
+                    networks: vec![MeshAttachment {
                         network_id: "ing".into(),
-                        addresses: vec!["10.0.200.7/16".into()],
+                        addresses: vec!["10.0.200.7/16".parse().unwrap()],
                         aliases: Vec::new(),
                     }],
                     draining: false,

@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::agent::assignment::{Assignment, AssignmentChange};
 use crate::agent::mesh_state::mesh_state;
-use crate::api::mesh_view::{MeshChanges, MeshNetwork, MeshNode, MeshSettings};
-use crate::store::objects::{
-    Endpoint, NetworkAttachment, NodeState, PortConfig, Protocol as WireProtocol, VirtualIp,
-};
+use crate::api::mesh_view::{MeshAttachment, MeshChanges, MeshNetwork, MeshNode, MeshSettings};
+use crate::store::objects::{Endpoint, NodeState, PortConfig, Protocol as WireProtocol, VirtualIp};
 
 struct Rng(u64);
 
@@ -48,16 +46,16 @@ fn networks() -> Vec<MeshNetwork> {
             id: "ing".into(),
             name: "ingress".into(),
             vni: 4096,
-            subnet: "10.0.0.0/24".into(),
-            gateway: "10.0.0.1".into(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: Some("10.0.0.1".parse().unwrap()),
             ingress: true,
         },
         MeshNetwork {
             id: "back".into(),
             name: "back".into(),
             vni: 4097,
-            subnet: "10.1.0.0/24".into(),
-            gateway: String::new(),
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            gateway: None,
             ingress: false,
         },
     ]
@@ -68,8 +66,8 @@ fn node(rng: &mut Rng, i: u64) -> MeshNode {
     let at = if rng.chance(20) { 1 + rng.below(5) } else { i };
     MeshNode {
         id: format!("n{i}"),
-        addr: format!("192.168.9.{at}"),
-        mac: format!("02:00:00:00:00:{at:02x}"),
+        addr: Some(format!("192.168.9.{at}").parse().unwrap()),
+        mac: Some(format!("02:00:00:00:00:{at:02x}").parse().unwrap()),
         state: if rng.chance(25) {
             NodeState::Down
         } else {
@@ -126,16 +124,16 @@ fn service(rng: &mut Rng, i: u64) -> MeshService {
 }
 
 fn task(rng: &mut Rng, i: u64) -> MeshTask {
-    let mut networks = vec![NetworkAttachment {
+    let mut networks = vec![MeshAttachment {
         network_id: "ing".into(),
         // A small pool too: addresses are contended.
-        addresses: vec![format!("10.0.0.{}/24", 10 + rng.below(24))],
+        addresses: vec![format!("10.0.0.{}/24", 10 + rng.below(24)).parse().unwrap()],
         aliases: Vec::new(),
     }];
     if rng.chance(40) {
-        networks.push(NetworkAttachment {
+        networks.push(MeshAttachment {
             network_id: "back".into(),
-            addresses: vec![format!("10.1.0.{}/24", 10 + rng.below(24))],
+            addresses: vec![format!("10.1.0.{}/24", 10 + rng.below(24)).parse().unwrap()],
             aliases: Vec::new(),
         });
     }
@@ -304,7 +302,7 @@ fn random_changes_add_up_to_the_state_of_the_whole_view() {
                         let addr = t
                             .networks
                             .first()
-                            .and_then(|a| host_addr(&a.addresses[0]))
+                            .map(|a| a.addresses[0].ip())
                             .filter(|_| rng.chance(80))
                             .unwrap_or(Ipv4Addr::new(10, 0, 0, 10 + rng.below(24) as u8));
                         local.insert(
@@ -357,20 +355,20 @@ fn cluster(services: u32) -> Assignment {
         MeshChanges {
             settings: Some(settings()),
             update_networks: vec![MeshNetwork {
-                subnet: "10.0.0.0/16".into(),
+                subnet: "10.0.0.0/16".parse().unwrap(),
                 ..networks().remove(0)
             }],
             update_nodes: vec![
                 MeshNode {
                     id: "n1".into(),
-                    addr: "192.168.9.1".into(),
-                    mac: "02:00:00:00:00:01".into(),
+                    addr: Some("192.168.9.1".parse().unwrap()),
+                    mac: Some("02:00:00:00:00:01".parse().unwrap()),
                     state: NodeState::Ready,
                 },
                 MeshNode {
                     id: "n2".into(),
-                    addr: "192.168.9.2".into(),
-                    mac: "02:00:00:00:00:02".into(),
+                    addr: Some("192.168.9.2".parse().unwrap()),
+                    mac: Some("02:00:00:00:00:02".parse().unwrap()),
                     state: NodeState::Ready,
                 },
             ],
@@ -398,9 +396,9 @@ fn cluster(services: u32) -> Assignment {
                     id: format!("t{i:05}"),
                     service_id: format!("s{i:05}"),
                     node_id: "n2".into(),
-                    networks: vec![NetworkAttachment {
+                    networks: vec![MeshAttachment {
                         network_id: "ing".into(),
-                        addresses: vec![addr(i)],
+                        addresses: vec![addr(i).parse().unwrap()],
                         aliases: Vec::new(),
                     }],
                     draining: false,
@@ -431,9 +429,9 @@ fn work_of_one_new_task(services: u32) -> (usize, MeshDelta) {
                 id: "t00007-b".into(),
                 service_id: "s00007".into(),
                 node_id: "n2".into(),
-                networks: vec![NetworkAttachment {
+                networks: vec![MeshAttachment {
                     network_id: "ing".into(),
-                    addresses: vec!["10.0.200.7/16".into()],
+                    addresses: vec!["10.0.200.7/16".parse().unwrap()],
                     aliases: Vec::new(),
                 }],
                 draining: false,

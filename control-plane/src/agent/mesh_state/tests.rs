@@ -1,12 +1,12 @@
 use super::*;
-use crate::api::mesh_view::{MeshNetwork, MeshNode, MeshService, MeshTask};
-use crate::store::objects::{Endpoint, NetworkAttachment, PortConfig, VirtualIp};
+use crate::api::mesh_view::{MeshAttachment, MeshNetwork, MeshNode, MeshService, MeshTask};
+use crate::store::objects::{Endpoint, PortConfig, VirtualIp};
 
 fn node(id: &str, i: u8, state: NodeState) -> MeshNode {
     MeshNode {
         id: id.to_owned(),
-        addr: format!("192.168.77.{i}"),
-        mac: format!("02:00:00:00:00:{i:02x}"),
+        addr: Some(format!("192.168.77.{i}").parse().unwrap()),
+        mac: Some(format!("02:00:00:00:00:{i:02x}").parse().unwrap()),
         state,
     }
 }
@@ -18,9 +18,9 @@ fn task(id: &str, service: &str, node: &str, addrs: &[(&str, &str)]) -> MeshTask
         node_id: node.to_owned(),
         networks: addrs
             .iter()
-            .map(|(net, addr)| NetworkAttachment {
+            .map(|(net, addr)| MeshAttachment {
                 network_id: (*net).to_owned(),
-                addresses: vec![(*addr).to_owned()],
+                addresses: vec![(*addr).parse().unwrap()],
                 aliases: Vec::new(),
             })
             .collect(),
@@ -49,16 +49,16 @@ fn view() -> MeshView {
                 id: "ing".into(),
                 name: "ingress".into(),
                 vni: 4096,
-                subnet: "10.0.0.0/24".into(),
-                gateway: "10.0.0.1".into(),
+                subnet: "10.0.0.0/24".parse().unwrap(),
+                gateway: Some("10.0.0.1".parse().unwrap()),
                 ingress: true,
             },
             MeshNetwork {
                 id: "back".into(),
                 name: "back".into(),
                 vni: 4097,
-                subnet: "10.0.1.0/24".into(),
-                gateway: String::new(),
+                subnet: "10.0.1.0/24".parse().unwrap(),
+                gateway: None,
                 ingress: false,
             },
         ],
@@ -256,20 +256,20 @@ fn a_local_task_is_in_the_mesh_only_once_its_veth_exists() {
 fn what_the_data_plane_would_refuse_is_left_out_not_fatal() {
     let mut view = view();
     // A node without a MAC is no peer, and its tasks no backends.
-    view.nodes[2].mac.clear();
-    // A network overlapping the ingress, and one with a bad subnet.
+    view.nodes[2].mac = None;
+    // A network overlapping the ingress, and one with a VNI out of range.
     view.networks.push(MeshNetwork {
         id: "clash".into(),
         name: "clash".into(),
         vni: 4098,
-        subnet: "10.0.0.0/16".into(),
+        subnet: "10.0.0.0/16".parse().unwrap(),
         ..MeshNetwork::default()
     });
     view.networks.push(MeshNetwork {
         id: "bad".into(),
         name: "bad".into(),
-        vni: 4099,
-        subnet: "nonsense".into(),
+        vni: 0,
+        subnet: "10.9.0.0/24".parse().unwrap(),
         ..MeshNetwork::default()
     });
     // A second service publishing the same port twice, and a task address twice.

@@ -15,7 +15,10 @@ use std::time::Duration;
 pub use secret::{reference, reference_of, secret_without_data};
 pub use service::{protocol, protocol_of, registry_auth_of, registry_credentials};
 pub use task::{task_state, task_state_of};
-pub use wire::{WireError, annotations, enumeration, port, timestamp};
+pub use wire::{
+    WireError, annotations, enumeration, ipv4_addr, ipv4_network, mac, optional, or_empty, port,
+    timestamp,
+};
 
 use super::pb;
 use crate::pki;

@@ -2,7 +2,11 @@
 //! shares (timestamps, durations, ports, annotations).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
+
+use hive_dataplane::mesh::MacAddr;
+use ipnetwork::Ipv4Network;
 
 use crate::api::pb;
 use crate::store::objects::{Annotations, Meta, ProtocolError, Resources, Timestamp};
@@ -22,6 +26,13 @@ pub enum WireError {
     /// A port protocol hive cannot program (SCTP).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// An address, subnet or MAC that does not parse as the type it is.
+    #[error("{field}: {value:?} is not {expected}")]
+    Address {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     /// A mesh mode this node does not know (issue 21).
     #[error(transparent)]
     MeshMode(#[from] hive_dataplane::mesh::mode::UnknownMeshMode),
@@ -40,6 +51,52 @@ pub fn enumeration<E: TryFrom<i32>>(field: &'static str, value: i32) -> Result<E
 
 pub fn port(field: &'static str, value: u32) -> Result<u16, WireError> {
     u16::try_from(value).map_err(|_| WireError::Port { field, value })
+}
+
+/// A parsed address, subnet or MAC off the wire; `expected` names its form in the error.
+fn address<T: std::str::FromStr>(
+    field: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> Result<T, WireError> {
+    value.parse().map_err(|_| WireError::Address {
+        field,
+        value: value.to_owned(),
+        expected,
+    })
+}
+
+/// `10.0.0.7`.
+pub fn ipv4_addr(field: &'static str, value: &str) -> Result<Ipv4Addr, WireError> {
+    address(field, value, "an IPv4 address")
+}
+
+/// `10.0.0.0/24`, or an address with its subnet's prefix, `10.0.0.7/24`.
+pub fn ipv4_network(field: &'static str, value: &str) -> Result<Ipv4Network, WireError> {
+    address(field, value, "an IPv4 address with a prefix (10.0.0.0/24)")
+}
+
+/// `02:42:ac:11:00:02`.
+pub fn mac(field: &'static str, value: &str) -> Result<MacAddr, WireError> {
+    address(field, value, "a MAC address (aa:bb:cc:dd:ee:ff)")
+}
+
+/// An optional value, empty on the wire when absent.
+pub fn optional<T>(
+    field: &'static str,
+    value: &str,
+    parse: fn(&'static str, &str) -> Result<T, WireError>,
+) -> Result<Option<T>, WireError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse(field, value).map(Some)
+    }
+}
+
+/// An optional value on the wire: empty when absent.
+pub fn or_empty<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
 }
 
 pub fn timestamp(t: Timestamp) -> pb::Timestamp {

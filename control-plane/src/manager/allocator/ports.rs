@@ -1,9 +1,16 @@
 //! Ingress-mode published ports: one owner per (protocol, port) across the swarm, dynamic ports
 //! from Swarm's range. Host-mode ports are per node and checked by the scheduler instead.
+//!
+//! Whether a port asked for by number is free is the Control API's check
+//! (`check_port_conflicts`, inside the write that stores the spec). The table refuses one
+//! again only for the race that check cannot see (a spec asking for a port this table had
+//! just given another service dynamically), with the same rule and the same error
+//! ([`PortInUse`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+use crate::manager::controlapi::service_spec::{PortInUse, port_conflicts};
 use crate::store::objects::{PortConfig, Protocol, PublishMode};
 
 /// Where ports asked for without a number come from (SwarmKit `portallocator.go`).
@@ -11,16 +18,8 @@ pub const DYNAMIC_PORTS: RangeInclusive<u16> = 30000..=32767;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
-    #[error(
-        "service \"{service}\": published port {port}/{protocol} is already used by service \
-         \"{owner}\"; publish another port or remove that service first"
-    )]
-    InUse {
-        service: String,
-        port: u16,
-        protocol: &'static str,
-        owner: String,
-    },
+    #[error(transparent)]
+    InUse(#[from] PortInUse),
     #[error(
         "service \"{service}\": no free published port left in 30000-32767 for {protocol}; \
          remove services that publish ports or publish explicit ports"
@@ -72,7 +71,7 @@ impl PortTable {
             if port.publish_mode == PublishMode::Host || port.published_port == 0 {
                 continue;
             }
-            trial.take(service_id, service_name, port.protocol, port.published_port)?;
+            trial.take(service_id, service_name, port)?;
         }
         for port in wanted {
             let mut port = port.clone();
@@ -98,8 +97,8 @@ impl PortTable {
                             protocol: port.protocol.as_str(),
                         })?,
                 };
-                trial.take(service_id, service_name, port.protocol, chosen)?;
                 port.published_port = chosen;
+                trial.take(service_id, service_name, &port)?;
             }
             out.push(port);
         }
@@ -111,28 +110,35 @@ impl PortTable {
         !self.owners.contains_key(&(protocol, port))
     }
 
+    /// Takes `wanted` (an ingress port with its number) for `service_id`, unless another
+    /// service holds it.
     fn take(
         &mut self,
         service_id: &str,
         service_name: &str,
-        protocol: Protocol,
-        port: u16,
+        wanted: &PortConfig,
     ) -> Result<(), PortError> {
-        match self.owners.get(&(protocol, port)) {
-            Some((owner, owner_name)) if owner != service_id => Err(PortError::InUse {
-                service: service_name.to_owned(),
-                port,
-                protocol: protocol.as_str(),
-                owner: owner_name.clone(),
-            }),
-            _ => {
-                self.owners.insert(
-                    (protocol, port),
-                    (service_id.to_owned(), service_name.to_owned()),
-                );
-                Ok(())
+        let key = (wanted.protocol, wanted.published_port);
+        if let Some((owner, owner_name)) = self.owners.get(&key) {
+            let held = PortConfig {
+                protocol: wanted.protocol,
+                published_port: wanted.published_port,
+                publish_mode: PublishMode::Ingress,
+                ..PortConfig::default()
+            };
+            if owner != service_id && port_conflicts(wanted, &held) {
+                return Err(PortInUse {
+                    port: wanted.published_port,
+                    owner_name: owner_name.clone(),
+                    owner_id: owner.clone(),
+                    held_as: held.publish_mode,
+                }
+                .into());
             }
         }
+        self.owners
+            .insert(key, (service_id.to_owned(), service_name.to_owned()));
+        Ok(())
     }
 }
 
@@ -184,8 +190,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "service \"web\": published port 8080/tcp is already used by service \"api\"; \
-             publish another port or remove that service first"
+            "port '8080' is already in use by service 'api' (a) as an ingress port"
         );
         let got = table.allocate("c", "c", &[port(80, 0)], &[]).unwrap();
         assert_eq!(got[0].published_port, 30000);

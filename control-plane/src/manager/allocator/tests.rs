@@ -150,8 +150,7 @@ async fn a_published_port_is_never_given_to_two_services() {
         assert_eq!(task.status.state, TaskState::New);
         assert_eq!(
             task.status.err,
-            "service \"web\": published port 8080/tcp is already used by service \"api\"; \
-             publish another port or remove that service first"
+            format!("port '8080' is already in use by service 'api' ({api}) as an ingress port")
         );
     }
 

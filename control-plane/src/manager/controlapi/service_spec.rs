@@ -188,24 +188,46 @@ fn held_ports(service: &Service) -> impl Iterator<Item = &PortConfig> {
         .filter(|p| p.published_port != 0)
 }
 
-/// Refuses published ports another service already holds in a way no node could program,
-/// with SwarmKit's texts (`checkPortConflicts`): an ingress port is published on every node,
-/// so it conflicts with any other service's port of that number, ingress or host mode; two
-/// host-mode ports of one number may coexist (the scheduler keeps them on different nodes).
-/// Run inside the write that stores `spec`, so two creates cannot both take a port; `own_id`
-/// is the service being updated (empty on create).
+/// A published port another service holds: the one error, and the one text (SwarmKit's,
+/// `checkPortConflicts`), of the Control API's check and of the allocator's guard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("port '{port}' is already in use by service '{owner_name}' ({owner_id}) as {}",
+    match .held_as { PublishMode::Ingress => "an ingress port", PublishMode::Host => "a host-published port" })]
+pub struct PortInUse {
+    pub port: u16,
+    pub owner_name: String,
+    pub owner_id: String,
+    /// How the owner publishes it.
+    pub held_as: PublishMode,
+}
+
+impl From<PortInUse> for ApiError {
+    fn from(error: PortInUse) -> Self {
+        Self::Invalid(error.to_string())
+    }
+}
+
+/// The rule: whether a port asked for (`wanted`) conflicts with one another service holds
+/// (`held`). An ingress port is published on every node, so it conflicts with any other
+/// service's port of that number and protocol, ingress or host mode; two host-mode ports of
+/// one number may coexist (the scheduler keeps them on different nodes). A port asked for
+/// without a number (0) conflicts with nothing.
+pub fn port_conflicts(wanted: &PortConfig, held: &PortConfig) -> bool {
+    wanted.published_port != 0
+        && wanted.published_port == held.published_port
+        && wanted.protocol == held.protocol
+        && (wanted.publish_mode == PublishMode::Ingress
+            || held.publish_mode == PublishMode::Ingress)
+}
+
+/// Refuses published ports another service already holds ([`port_conflicts`]). Run inside
+/// the write that stores `spec`, so two creates cannot both take a port; `own_id` is the
+/// service being updated (empty on create).
 pub fn check_port_conflicts(
     tx: &impl ReadView,
     own_id: &str,
     spec: &ServiceSpec,
 ) -> Result<(), ApiError> {
-    let wanted = |mode: PublishMode, held: &PortConfig| {
-        spec.endpoint_spec.ports.iter().any(|p| {
-            p.publish_mode == mode
-                && p.published_port == held.published_port
-                && p.protocol == held.protocol
-        })
-    };
     // Only a port asked for by number can conflict; without one, no service needs reading.
     if spec
         .endpoint_spec
@@ -218,18 +240,19 @@ pub fn check_port_conflicts(
     let services = tx.list::<Service>()?;
     for other in services.iter().filter(|s| s.id != own_id) {
         for held in held_ports(other) {
-            let (conflict, held_as) = match held.publish_mode {
-                PublishMode::Ingress => (
-                    wanted(PublishMode::Ingress, held) || wanted(PublishMode::Host, held),
-                    "an ingress port",
-                ),
-                PublishMode::Host => (wanted(PublishMode::Ingress, held), "a host-published port"),
-            };
-            if conflict {
-                return Err(ApiError::Invalid(format!(
-                    "port '{}' is already in use by service '{}' ({}) as {held_as}",
-                    held.published_port, other.spec.annotations.name, other.id
-                )));
+            if spec
+                .endpoint_spec
+                .ports
+                .iter()
+                .any(|wanted| port_conflicts(wanted, held))
+            {
+                return Err(PortInUse {
+                    port: held.published_port,
+                    owner_name: other.spec.annotations.name.clone(),
+                    owner_id: other.id.clone(),
+                    held_as: held.publish_mode,
+                }
+                .into());
             }
         }
     }

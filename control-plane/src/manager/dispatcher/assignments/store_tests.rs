@@ -1,5 +1,6 @@
 //! The dispatcher's assignment stream and status updates against a real one-manager store.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use openraft::SnapshotPolicy;
 
 use super::*;
-use crate::agent::assignment::{Assignment, AssignmentChange};
+use crate::api::assignments::mesh_changes_of;
 use crate::api::pb;
 use crate::manager::dispatcher::Dispatcher;
 use crate::store::local_network::LocalRouter;
@@ -63,21 +64,43 @@ async fn create_task(store: &Store, id: &str, node: &str, state: TaskState) {
         .unwrap();
 }
 
-/// The next message of `stream`, applied to what the node holds (`held`): what the node
+/// What a node holds of its stream: its tasks by ID and the mesh view.
+#[derive(Default)]
+struct Held {
+    tasks: BTreeMap<String, Task>,
+    mesh: MeshView,
+}
+
+/// The next message of `stream`, applied to what the node holds (`held`) as the agent
+/// applies it (a complete view replaces it, a delta changes what it names): what the node
 /// holds then, and whether the message was a complete view.
 async fn next(
     stream: &mut mpsc::Receiver<Result<pb::AssignmentsMessage, tonic::Status>>,
-    held: &mut Assignment,
+    held: &mut Held,
 ) -> (Vec<Task>, MeshView, bool) {
     let message = tokio::time::timeout(PATIENCE, stream.recv())
         .await
         .expect("a message in time")
         .expect("the stream goes on")
         .expect("a message, not an error");
-    let change = AssignmentChange::decode(message).expect("decodes");
-    let complete = change.complete;
-    held.apply(change);
-    (held.tasks.clone(), held.mesh.read().clone(), complete)
+    let complete = message.kind() == pb::assignments_message::Kind::Complete;
+    if complete {
+        *held = Held::default();
+    }
+    for id in &message.remove_tasks {
+        held.tasks.remove(id);
+    }
+    for task in message.update_tasks {
+        let task = Task::try_from(task).expect("a task decodes");
+        held.tasks.insert(task.id.clone(), task);
+    }
+    held.mesh
+        .apply(mesh_changes_of(message.mesh.unwrap_or_default()).expect("the mesh decodes"));
+    (
+        held.tasks.values().cloned().collect(),
+        held.mesh.clone(),
+        complete,
+    )
 }
 
 fn status(state: TaskState) -> TaskStatus {
@@ -117,14 +140,17 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
 
     assert!(dispatcher.assignments("n1", "not-the-session").is_err());
     let mut stream = dispatcher.assignments("n1", &session).unwrap();
-    let mut held = Assignment::default();
+    let mut held = Held::default();
     let (tasks, mesh, complete) = next(&mut stream, &mut held).await;
     assert!(complete, "a stream starts with a complete view");
     assert!(tasks.is_empty());
     let me = mesh.nodes.iter().find(|n| n.id == "n1").unwrap();
     assert_eq!(
-        (me.addr.as_str(), me.mac.as_str()),
-        ("192.168.77.1", "02:00:00:00:00:01")
+        (me.addr, me.mac),
+        (
+            Some(Ipv4Addr::new(192, 168, 77, 1)),
+            Some("02:00:00:00:00:01".parse().unwrap())
+        )
     );
 
     // Another node's task that does not serve yet changes nothing for n1; n1's own does.
@@ -206,12 +232,15 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
 
     // The reconnected agent starts again from a complete view, whatever it held.
     let mut stream = dispatcher.assignments("n1", &new.session_id).unwrap();
-    let mut stale = Assignment {
-        tasks: vec![Task {
-            id: "gone-meanwhile".into(),
-            ..Task::default()
-        }],
-        ..Assignment::default()
+    let mut stale = Held {
+        tasks: BTreeMap::from([(
+            "gone-meanwhile".into(),
+            Task {
+                id: "gone-meanwhile".into(),
+                ..Task::default()
+            },
+        )]),
+        ..Held::default()
     };
     let (tasks, mesh, complete) = next(&mut stream, &mut stale).await;
     assert!(complete);

@@ -1,6 +1,6 @@
 //! `hive init-task`: the first program of every task the embedded executor
 //! runs, PID 1 of the task's namespaces. Hidden: only the executor starts
-//! it (`control-plane/src/executor/init.rs` has the logic).
+//! it (`control-plane/executor/src/init.rs` has the logic).
 
 use std::process::ExitCode;
 

@@ -1,6 +1,6 @@
 //! `hive volume create|ls|inspect|rm|prune`, with docker's flags, columns and texts (docker/cli
 //! `cli/command/volume/*`). Volumes are per node: each command talks to the local daemon's
-//! `Volumes` service (control-plane/src/volume_store.rs).
+//! `Volumes` service (control-plane/executor/src/volume_store.rs).
 
 use std::process::ExitCode;
 

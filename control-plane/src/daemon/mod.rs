@@ -20,7 +20,8 @@ pub mod metrics;
 pub mod node;
 pub mod node_file;
 pub mod pin;
-pub mod private_file;
+/// Private, atomic file writes (kept with the encryption crate, its lowest user).
+pub use hive_encryption::private_file;
 mod probe_service;
 pub mod recover;
 pub mod renew;

@@ -24,8 +24,8 @@ pub enum ImageError {
 }
 
 /// The environment variable naming the descriptor a built-in image closes once it serves
-/// (`hive init-task --ready-fd` sets it, and removes it for every other program).
-pub const READY_FD_ENV: &str = "HIVE_READY_FD";
+/// (the executor's: `hive init-task --ready-fd` sets it).
+pub use crate::executor::init::READY_FD_ENV;
 
 /// Tells the executor that this task serves now: the executor reports a task `RUNNING` (and
 /// every node's mesh sends it new flows) only then, so no connection reaches it before it

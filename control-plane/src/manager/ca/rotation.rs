@@ -341,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn nodes_that_report_their_new_certificates_at_once_finish_the_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::tests::single_manager(dir.path()).await;
+        let store = crate::store::test_support::single_manager(dir.path()).await;
         let desired = cluster_in_rotation(&store).await;
         let info = renewed(&desired);
         // All three at once, as after a rotation with a short heartbeat: each report's write
@@ -365,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_that_goes_down_before_renewing_does_not_hold_the_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::tests::single_manager(dir.path()).await;
+        let store = crate::store::test_support::single_manager(dir.path()).await;
         let desired = cluster_in_rotation(&store).await;
         let info = renewed(&desired);
         record(&store, "n1", Some(&info)).await.unwrap();

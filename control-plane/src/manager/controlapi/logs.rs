@@ -209,7 +209,7 @@ mod tests {
     use crate::manager::controlapi::services::create_in;
     use crate::store::new_id;
     use crate::store::objects::NodeDescription;
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
 
     /// An `Agent` that answers one line per task asked for.
     struct FakeAgent;

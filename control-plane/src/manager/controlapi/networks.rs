@@ -299,7 +299,7 @@ mod tests {
     use crate::manager::controlapi::services;
     use crate::store::Store;
     use crate::store::objects::{Annotations, IpamConfig, NetworkAttachmentConfig, PortConfig};
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
 
     fn net(name: &str) -> NetworkSpec {
         NetworkSpec {

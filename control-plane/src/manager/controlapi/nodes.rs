@@ -167,7 +167,7 @@ pub async fn remove(
 mod tests {
     use super::*;
     use crate::store::new_id;
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
 
     #[tokio::test]
     async fn a_removed_nodes_unfinished_tasks_are_orphaned() {

@@ -146,7 +146,7 @@ mod tests {
     use crate::manager::controlapi::service_spec::tests::spec;
     use crate::manager::controlapi::services::create_in;
     use crate::store::objects::{NodeDescription, PortConfig};
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
 
     fn publish(published: u16, protocol: Protocol) -> ServiceSpec {
         let mut s = spec("web", "x");

@@ -460,7 +460,7 @@ mod tests {
     use crate::manager::controlapi::service_spec::tests::spec as service_spec;
     use crate::manager::controlapi::services;
     use crate::store::objects::FileTarget;
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
 
     fn secret(name: &str, data: &[u8]) -> Secret {
         Secret {

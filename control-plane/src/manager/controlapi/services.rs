@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use crate::manager::controlapi::service_spec::tests::spec;
     use crate::store::objects::{PortConfig, Protocol, PublishMode};
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
     use crate::store::{Store, new_id};
 
     fn published(mut s: ServiceSpec, published: u16, target: u16) -> ServiceSpec {

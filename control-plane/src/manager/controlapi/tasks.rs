@@ -83,7 +83,7 @@ mod tests {
     use crate::manager::controlapi::services::create_in;
     use crate::store::new_id;
     use crate::store::objects::NodeDescription;
-    use crate::store::tests::single_manager;
+    use crate::store::test_support::single_manager;
 
     #[tokio::test]
     async fn tasks_filter_by_service_and_node_with_names() {

@@ -131,7 +131,7 @@ mod tests {
     async fn data_goes_with_the_first_task_and_is_dropped_after_the_last() {
         use crate::store::objects::{Annotations, SecretSpec};
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::tests::single_manager(dir.path()).await;
+        let store = crate::store::test_support::single_manager(dir.path()).await;
         let id = store
             .update(|tx| {
                 tx.create(Secret {

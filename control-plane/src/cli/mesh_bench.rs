@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// this many percent of the time (tail latency under contention).
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
     neighbour: Option<u32>,
+    /// Also measure tail latency at equal load: after each size's runs, every
+    /// path and the no-mesh row again with new connections started on a fixed
+    /// schedule (open loop), at this share of the slowest path's rate at that size.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    open_loop: Option<u32>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -51,6 +56,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bulk: args.bulk,
         paths: args.paths,
         neighbour_percent: args.neighbour,
+        open_loop_percent: args.open_loop,
     };
     hive_mesh_bench::mesh::run(&config)?;
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `cargo run -p hive-mesh-bench --example mesh [-- SECONDS ROUNDS SERVICES,.. PATHS,..
-//! NEIGHBOUR%]`: the `hive mesh bench` run without building the `hive` binary (lab
-//! `dsrbench`); e.g. `-- 5 3 1,1000,10000 iptables,hive 50`.
+//! NEIGHBOUR% OPEN-LOOP%]`: the `hive mesh bench` run without building the `hive` binary
+//! (lab `dsrbench`); e.g. `-- 5 3 1,1000,10000 iptables,hive 50 60`. A `-` for NEIGHBOUR%
+//! runs without a neighbour (`-- 5 3 1 iptables,hive - 60`: open loop at 60 %, quiet).
 
 use std::time::Duration;
 
@@ -24,7 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<Vec<BenchPath>, _>>()?,
         None => BenchPath::ALL.to_vec(),
     };
-    let neighbour_percent = args.next().map(|s| s.parse()).transpose()?;
+    let percent = |arg: Option<String>| -> Result<Option<u32>, std::num::ParseIntError> {
+        arg.filter(|s| s != "-").map(|s| s.parse()).transpose()
+    };
+    let neighbour_percent = percent(args.next())?;
+    let open_loop_percent = percent(args.next())?;
     let config = BenchConfig {
         lab: "dsrbench".into(),
         load: Load {
@@ -35,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rounds,
         paths,
         neighbour_percent,
+        open_loop_percent,
         ..Default::default()
     };
     hive_mesh_bench::mesh::run(&config)?;

@@ -4,6 +4,7 @@
 //! n1, the same load from `client`.
 
 use std::{
+    net::{SocketAddr, SocketAddrV4},
     path::Path,
     time::{Duration, Instant},
 };
@@ -16,7 +17,7 @@ use hive_lab::{
 
 use crate::{
     kernel_runs::{Load, RunError, measure},
-    report::{PathFigures, median},
+    report::{OpenLoopFigures, PathFigures, median},
     rules::{ADD_ONE_SAMPLES, ADDED_SERVICE_PORT, DUMMY_BASE_PORT},
 };
 
@@ -61,14 +62,40 @@ pub fn hive_at(
     Ok(figures)
 }
 
-fn measure_on(
-    mesh: &mut StaticMesh,
+/// [`hive_at`] at a fixed rate (`crate::open_loop`): the same mesh, brought
+/// up for this run and torn down after it.
+pub fn hive_open_loop(
     lab: &Lab,
     run_dir: &Path,
     services: u32,
-    load: &Load,
-    path: &str,
-) -> Result<PathFigures, HiveRunError> {
+    mode: MeshMode,
+    rate: u32,
+    duration: Duration,
+) -> Result<OpenLoopFigures, HiveRunError> {
+    let mut mesh = StaticMesh::new(lab, 0x00be_7c4e)?;
+    mesh.set_mesh_mode(mode);
+    let path = crate::mesh::BenchPath::Hive(mode).to_string();
+    let measured = set_up(&mut mesh, run_dir, services).and_then(|()| {
+        let addr = lab.node_addr("n1").map_err(RunError::from)?;
+        let target = SocketAddr::V4(SocketAddrV4::new(addr, PUBLISHED_PORT));
+        Ok(crate::kernel_runs::open_loop(
+            lab,
+            &path,
+            services,
+            vec![target],
+            rate,
+            duration,
+        )?)
+    });
+    let down = mesh.teardown();
+    let figures = measured?;
+    down?;
+    Ok(figures)
+}
+
+/// The two nginx tasks and `services` published services (the real one
+/// included), applied; returns once nginx has had a moment to listen.
+fn set_up(mesh: &mut StaticMesh, run_dir: &Path, services: u32) -> Result<(), HiveRunError> {
     for (task, node) in BACKENDS {
         let conf = nginx_conf(run_dir, task)?;
         mesh.add_task(task, node, "nginx", &["-c", &conf, "-g", "daemon off;"])?;
@@ -82,6 +109,18 @@ fn measure_on(
     // nginx takes a moment to listen; the warm-up in `measure` absorbs it,
     // and a short wait keeps its first connections from being refused.
     std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+fn measure_on(
+    mesh: &mut StaticMesh,
+    lab: &Lab,
+    run_dir: &Path,
+    services: u32,
+    load: &Load,
+    path: &str,
+) -> Result<PathFigures, HiveRunError> {
+    set_up(mesh, run_dir, services)?;
     let url = format!(
         "http://{}:{PUBLISHED_PORT}/",
         lab.node_addr("n1").map_err(RunError::from)?

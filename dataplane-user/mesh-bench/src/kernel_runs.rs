@@ -1,14 +1,19 @@
 //! Measuring the kernel's path (iptables, nftables) on a lab at each
 //! service count.
 
-use std::time::Duration;
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    time::Duration,
+};
 
 use hive_lab::Lab;
 
 use crate::{
     kernel_path::{KernelPath, KernelPathError, RuleEngine},
-    report::{PathFigures, median},
+    open_loop::{OpenLoop, OpenLoopError},
+    report::{OpenLoopFigures, PathFigures, median},
     rules::ADD_ONE_SAMPLES,
+    softirq::Snapshot,
     wrk::{ConnMode, WrkError, WrkResult, WrkRun},
 };
 
@@ -40,6 +45,8 @@ pub enum RunError {
     Wrk(#[from] WrkError),
     #[error("lab: {0}")]
     Lab(#[from] hive_lab::LabError),
+    #[error(transparent)]
+    OpenLoop(#[from] OpenLoopError),
 }
 
 /// Measure keep-alive and new-connection load from `client` to `url`.
@@ -160,4 +167,81 @@ pub fn kernel_at(
         new_connections,
         add_one_service_ms: Some(add.as_secs_f64() * 1000.0),
     })
+}
+
+/// An open-loop run (`crate::open_loop`) from `client` to `targets` at `rate`
+/// new connections/s for `duration`, after a one-second warm-up at the same
+/// rate; the machine's softirq counters are read around the measured part.
+pub fn open_loop(
+    lab: &Lab,
+    path: &str,
+    services: u32,
+    targets: Vec<SocketAddr>,
+    rate: u32,
+    duration: Duration,
+) -> Result<OpenLoopFigures, RunError> {
+    let netns = lab.netns_path("client")?;
+    let warm_up = OpenLoop::new(targets.clone(), rate, Duration::from_secs(1))?;
+    let _ = crate::open_loop::run_in(netns, &warm_up);
+    let spec = OpenLoop::new(targets, rate, duration)?;
+    let before = Snapshot::take();
+    let result = crate::open_loop::run_in(netns, &spec)?;
+    let softirq = before.delta(&Snapshot::take());
+    eprintln!(
+        "  {path:<11} {services:>6} services, open loop at {rate} conn/s: p50 {:.2} ms, p99 {:.2} ms, {:.0} done/s, {} errors, {} late starts; NET_RX/CPU {:?}, ksoftirqd ticks/CPU {:?}",
+        result.p50_ms,
+        result.p99_ms,
+        result.completed_per_sec,
+        result.errors,
+        result.late_starts,
+        softirq.net_rx,
+        softirq.ksoftirqd_ticks,
+    );
+    Ok(OpenLoopFigures {
+        path: path.to_owned(),
+        services,
+        result,
+        softirq,
+    })
+}
+
+/// [`direct`] at a fixed rate: each backend loaded straight from `client`,
+/// connections alternating between them. `services` is the size whose rate
+/// it was offered (the row has no mesh, so no size of its own).
+pub fn direct_open_loop(
+    lab: &Lab,
+    path: &KernelPath<'_>,
+    services: u32,
+    rate: u32,
+    duration: Duration,
+) -> Result<OpenLoopFigures, RunError> {
+    let targets = path
+        .route_client_to_backends()?
+        .into_iter()
+        .map(|addr| SocketAddr::V4(SocketAddrV4::new(addr, 80)))
+        .collect();
+    let measured = open_loop(lab, DIRECT, services, targets, rate, duration);
+    let unrouted = path.unroute_client();
+    let figures = measured?;
+    unrouted?;
+    Ok(figures)
+}
+
+/// [`kernel_at`] at a fixed rate (`crate::open_loop`).
+pub fn kernel_open_loop(
+    lab: &Lab,
+    path: &KernelPath<'_>,
+    engine: RuleEngine,
+    services: u32,
+    rate: u32,
+    duration: Duration,
+) -> Result<OpenLoopFigures, RunError> {
+    let real = path.real_service();
+    let target = SocketAddr::V4(SocketAddrV4::new(real.published_addr, real.published_port));
+    path.install(engine, services.saturating_sub(1))?;
+    let measured = open_loop(lab, engine.name(), services, vec![target], rate, duration);
+    let cleared = path.clear();
+    let figures = measured?;
+    cleared?;
+    Ok(figures)
 }

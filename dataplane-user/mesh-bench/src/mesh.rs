@@ -11,7 +11,11 @@
 //! 4. once, the ceiling of every path: the same two backends loaded straight
 //!    from `client`, with no mesh in between (`kernel_runs::direct`);
 //! 5. with `--bulk`, bulk throughput through every path, both directions
-//!    (`crate::bulk`).
+//!    (`crate::bulk`);
+//! 6. with `--open-loop PERCENT`, after each size's closed-loop runs of a
+//!    round, every path and the no-mesh row again at one fixed rate of new
+//!    connections: PERCENT % of the slowest closed-loop rate of that size
+//!    and round (`crate::open_loop`), so tail latencies compare at equal load.
 
 use std::path::PathBuf;
 
@@ -48,6 +52,10 @@ pub struct BenchConfig {
     /// A CPU-bound neighbour on the machine for the whole run: every CPU
     /// busy this many percent of the time (`crate::neighbour`).
     pub neighbour_percent: Option<u32>,
+    /// Also measure every path at one offered rate of new connections per
+    /// size: this share (percent) of the slowest closed-loop rate measured
+    /// at that size in the same round (`crate::open_loop`).
+    pub open_loop_percent: Option<u32>,
 }
 
 impl Default for BenchConfig {
@@ -61,6 +69,7 @@ impl Default for BenchConfig {
             bulk: false,
             paths: BenchPath::ALL.to_vec(),
             neighbour_percent: None,
+            open_loop_percent: None,
         }
     }
 }
@@ -155,6 +164,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         Err(err) => eprintln!("  skipped: {err}"),
     }
     report.neighbour_percent = config.neighbour_percent;
+    report.open_loop_percent = config.open_loop_percent;
     let lab = LabGuard::up(&LabSpec::new(config.lab.clone(), 3))?;
     // Started after the program costs (figures of one CPU's work, not of
     // contention) and stopped when the run ends, also on failure.
@@ -185,7 +195,9 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
                 eprintln!(" round {round} of {rounds}:");
             }
             let runs = &mut report.runs;
-            runs.push(kernel_runs::direct(&lab, &kernel, &config.load)?);
+            let direct = kernel_runs::direct(&lab, &kernel, &config.load)?;
+            let direct_rate = direct.new_connections.requests_per_sec;
+            runs.push(direct);
             // Paths side by side at each size, rather than one path at
             // every size and then the next: this machine's speed drifts
             // over minutes, and the ratios are between paths at one size.
@@ -198,6 +210,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
                 turns.rotate_left((round as usize - 1) % len);
             }
             for &services in &config.service_counts {
+                let first = runs.len();
                 for &turn in &turns {
                     runs.push(match turn {
                         BenchPath::Kernel(engine) => {
@@ -206,6 +219,31 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
                         BenchPath::Hive(mode) => {
                             hive_runs::hive_at(&lab, &run_dir, services, mode, &config.load)?
                         }
+                    });
+                }
+                let Some(percent) = config.open_loop_percent else {
+                    continue;
+                };
+                let rate = crate::open_loop::offered_rate(
+                    percent,
+                    runs[first..]
+                        .iter()
+                        .map(|r| r.new_connections.requests_per_sec)
+                        .chain([direct_rate]),
+                );
+                let duration = config.load.duration;
+                let open = &mut report.open_loop;
+                open.push(kernel_runs::direct_open_loop(
+                    &lab, &kernel, services, rate, duration,
+                )?);
+                for &turn in &turns {
+                    open.push(match turn {
+                        BenchPath::Kernel(engine) => kernel_runs::kernel_open_loop(
+                            &lab, &kernel, engine, services, rate, duration,
+                        )?,
+                        BenchPath::Hive(mode) => hive_runs::hive_open_loop(
+                            &lab, &run_dir, services, mode, rate, duration,
+                        )?,
                     });
                 }
             }
@@ -223,6 +261,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     report.rounds = rounds;
     report.paths = crate::report::medians(&report.runs);
     report.bulk_paths = crate::bulk::medians(&report.bulk);
+    report.open_loop_paths = crate::report::open_loop_medians(&report.open_loop);
     print!("{}", report.table());
     let json = report.write_json(&config.out_dir)?;
     println!("\nJSON: {}", json.display());

@@ -20,6 +20,147 @@ pub struct PathFigures {
     pub add_one_service_ms: Option<f64>,
 }
 
+/// One open-loop run (`crate::open_loop`): new connections offered at a
+/// fixed rate, the same on every path at one size.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopFigures {
+    /// As [`PathFigures::path`].
+    pub path: String,
+    /// Services installed; for `direct`, the size whose rate it was offered.
+    pub services: u32,
+    pub result: crate::open_loop::OpenLoopResult,
+    /// Where the machine's softirq work ran during the run, per CPU.
+    pub softirq: crate::softirq::SoftirqDelta,
+}
+
+/// The open-loop runs of one path and size over the rounds: medians, and
+/// the range of the latency figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OpenLoopRow {
+    pub path: String,
+    pub services: u32,
+    pub rounds: usize,
+    pub offered_per_sec: f64,
+    pub offered_range: (f64, f64),
+    pub completed_per_sec: f64,
+    pub p50_ms: f64,
+    pub p50_range: (f64, f64),
+    pub p99_ms: f64,
+    pub p99_range: (f64, f64),
+    pub errors: u64,
+    pub late_starts: u64,
+    /// Median per run of the machine's NET_RX softirq runs, all CPUs.
+    pub net_rx: f64,
+    /// Median per run of the machine's softirq ticks, all CPUs.
+    pub softirq_ticks: f64,
+    /// Median per run of the ksoftirqd threads' ticks, all CPUs.
+    pub ksoftirqd_ticks: f64,
+}
+
+/// One [`OpenLoopRow`] per path and size, in the order first measured.
+pub fn open_loop_medians(runs: &[OpenLoopFigures]) -> Vec<OpenLoopRow> {
+    let mut rows: Vec<OpenLoopRow> = Vec::new();
+    for run in runs {
+        if rows
+            .iter()
+            .any(|r| r.path == run.path && r.services == run.services)
+        {
+            continue;
+        }
+        let same: Vec<&OpenLoopFigures> = runs
+            .iter()
+            .filter(|r| r.path == run.path && r.services == run.services)
+            .collect();
+        let values =
+            |f: fn(&OpenLoopFigures) -> f64| -> Vec<f64> { same.iter().map(|r| f(r)).collect() };
+        let range = |v: &[f64]| {
+            (
+                v.iter().copied().fold(f64::INFINITY, f64::min),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            )
+        };
+        let sum = |v: &[u64]| v.iter().sum::<u64>() as f64;
+        let offered = values(|r| r.result.offered_per_sec);
+        let p50 = values(|r| r.result.p50_ms);
+        let p99 = values(|r| r.result.p99_ms);
+        rows.push(OpenLoopRow {
+            path: run.path.clone(),
+            services: run.services,
+            rounds: same.len(),
+            offered_range: range(&offered),
+            offered_per_sec: median_f64(offered),
+            completed_per_sec: median_f64(values(|r| r.result.completed_per_sec)),
+            p50_range: range(&p50),
+            p50_ms: median_f64(p50),
+            p99_range: range(&p99),
+            p99_ms: median_f64(p99),
+            errors: same.iter().map(|r| r.result.errors).sum(),
+            late_starts: same.iter().map(|r| r.result.late_starts).sum(),
+            net_rx: median_f64(same.iter().map(|r| sum(&r.softirq.net_rx)).collect()),
+            softirq_ticks: median_f64(same.iter().map(|r| sum(&r.softirq.softirq_ticks)).collect()),
+            ksoftirqd_ticks: median_f64(
+                same.iter()
+                    .map(|r| sum(&r.softirq.ksoftirqd_ticks))
+                    .collect(),
+            ),
+        });
+    }
+    rows
+}
+
+/// The open-loop table: one row per path and size, p99 against iptables'
+/// at the same size and rate.
+pub fn open_loop_table(rows: &[OpenLoopRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<11} {:>8} {:>9} {:>9} {:>18} {:>20} {:>8} {:>7} {:>7} {:>8} {:>9}",
+        "OPEN LOOP",
+        "SERVICES",
+        "offered/s",
+        "done/s",
+        "p50 ms (range)",
+        "p99 ms (range)",
+        "p99÷ipt",
+        "errors",
+        "late",
+        "sirq tck",
+        "ksirqd tck"
+    );
+    for r in rows {
+        let base = rows
+            .iter()
+            .find(|b| b.path == IPTABLES && b.services == r.services)
+            .map(|b| b.p99_ms)
+            .filter(|b| *b > 0.0);
+        let _ = writeln!(
+            out,
+            "{:<11} {:>8} {:>9.0} {:>9.0} {:>18} {:>20} {:>8} {:>7} {:>7} {:>8.0} {:>9.0}",
+            r.path,
+            r.services,
+            r.offered_per_sec,
+            r.completed_per_sec,
+            format!(
+                "{:.2} ({:.2}–{:.2})",
+                r.p50_ms, r.p50_range.0, r.p50_range.1
+            ),
+            format!(
+                "{:.2} ({:.2}–{:.2})",
+                r.p99_ms, r.p99_range.0, r.p99_range.1
+            ),
+            base.map_or("-".to_string(), |b| format!("{:.2}", r.p99_ms / b)),
+            r.errors,
+            r.late_starts,
+            r.softirq_ticks,
+            r.ksoftirqd_ticks,
+        );
+    }
+    out.push_str(
+        "(open loop: connections started on a fixed schedule, the same rate on every path at          one size; latency from the scheduled start; direct = no mesh at that size's rate;          sirq/ksirqd tck: the machine's softirq and ksoftirqd clock ticks during the run)\n",
+    );
+    out
+}
+
 /// ns/packet of one program path under `BPF_PROG_RUN`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgramCost {
@@ -51,6 +192,13 @@ pub struct Report {
     pub bulk_paths: Vec<crate::bulk::BulkRow>,
     /// Every bulk run, in the order taken.
     pub bulk: Vec<crate::bulk::BulkFigures>,
+    /// `--open-loop PERCENT`: the share of each size's slowest closed-loop
+    /// rate every path was offered in the open-loop runs.
+    pub open_loop_percent: Option<u32>,
+    /// Open-loop figures per path and size, over the rounds (empty without).
+    pub open_loop_paths: Vec<OpenLoopRow>,
+    /// Every open-loop run, in the order taken.
+    pub open_loop: Vec<OpenLoopFigures>,
 }
 
 impl Report {
@@ -88,6 +236,10 @@ impl Report {
         }
         if !self.bulk_paths.is_empty() {
             out.push_str(&crate::bulk::table(&self.bulk_paths));
+            out.push('\n');
+        }
+        if !self.open_loop_paths.is_empty() {
+            out.push_str(&open_loop_table(&self.open_loop_paths));
             out.push('\n');
         }
         if self.paths.is_empty() {
@@ -315,6 +467,44 @@ mod tests {
         assert_eq!(hive.new_connections.requests, 30);
         assert_eq!(hive.add_one_service_ms, Some(0.2));
         assert_eq!(rows[1].new_connections.requests_per_sec, 7_000.0);
+    }
+
+    #[test]
+    fn open_loop_rounds_become_medians_with_ranges_against_iptables() {
+        let run = |path: &str, p99: f64, ticks: u64| OpenLoopFigures {
+            path: path.into(),
+            services: 1_000,
+            result: crate::open_loop::OpenLoopResult {
+                offered_per_sec: 2_000.0,
+                p50_ms: p99 / 4.0,
+                p99_ms: p99,
+                errors: 1,
+                ..Default::default()
+            },
+            softirq: crate::softirq::SoftirqDelta {
+                softirq_ticks: vec![ticks, ticks],
+                ..Default::default()
+            },
+        };
+        let runs = vec![
+            run("hive", 8.0, 10),
+            run("iptables", 10.0, 30),
+            run("hive", 4.0, 20),
+            run("hive", 6.0, 40),
+        ];
+        let rows = open_loop_medians(&runs);
+        assert_eq!(rows.len(), 2);
+        let hive = &rows[0];
+        assert_eq!((hive.path.as_str(), hive.rounds), ("hive", 3));
+        assert_eq!(hive.p99_ms, 6.0);
+        assert_eq!(hive.p99_range, (4.0, 8.0));
+        assert_eq!(hive.p50_ms, 1.5);
+        assert_eq!(hive.errors, 3);
+        // Both CPUs' ticks per run (20, 40, 80): the median run's.
+        assert_eq!(hive.softirq_ticks, 40.0);
+        let table = open_loop_table(&rows);
+        let row = table.lines().find(|l| l.starts_with("hive")).unwrap();
+        assert!(row.contains(" 0.60 "), "{row}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hive_lab::Member;
 use hive_lab::naming;
 use support::docker_cli::{
-    DOCKER, DOCKER_PY, all, converged, docker_in, docker_ok_on, http, service_json,
+    DOCKER, DOCKER_PY, all, converged, docker_in, docker_ok_on, http, lab_docker, service_json,
 };
 use support::tasks::{hostnames, live, wait_answered, wait_running};
 use support::{PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
@@ -360,15 +360,7 @@ impl Unformed {
     }
 
     fn docker(&self, node: &str, args: &[&str]) -> Output {
-        let mut command = self.lab().command(node, DOCKER).expect("lab command");
-        command
-            .args(args)
-            .env("DOCKER_CLI_HINTS", "false")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = command.spawn().expect("spawn docker");
-        wait_output(child, &format!("docker {}", args.join(" ")))
+        lab_docker(self.lab(), node, None, args)
     }
 
     fn docker_ok(&self, node: &str, args: &[&str]) -> String {

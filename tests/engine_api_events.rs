@@ -59,7 +59,7 @@ struct Watcher {
 
 impl Watcher {
     fn start(swarm: &Swarm, args: &[&str]) -> Self {
-        let mut child = docker_command(swarm, "n1", None, args)
+        let mut child = docker_command(swarm.lab(), "n1", None, args)
             .spawn()
             .expect("spawn docker events");
         let stdout = child.stdout.take().expect("stdout");

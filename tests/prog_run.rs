@@ -7,6 +7,9 @@
 //! 4097; published port 8080 (service 1) targets port 80 of its tasks;
 //! VIP 10.2.0.100:80 (service 2).
 
+#[macro_use]
+mod prog_run_support;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hive_common::{
@@ -19,17 +22,11 @@ use hive_prog_run::{
         self, Frame, IPPROTO_TCP, L4, Mac, PacketBuilder, TCP_ACK, TCP_SYN, parse, parse_vxlan,
         vxlan_frame,
     },
-    prog_run::{
-        ProgRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX, require_root,
-    },
+    prog_run::{ProgRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
 };
 
 use hive_prog_run::world::*;
-
-fn run(h: &mut ProgRun, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-    let out = h.run(prog, frame).unwrap_or_else(|e| panic!("{e}"));
-    (out.verdict, out.output)
-}
+use prog_run_support::*;
 
 /// The task `xdp_from_underlay` handed the frame to (its metadata), if any.
 fn handed_to(h: &mut ProgRun, frame: &[u8]) -> (u32, Vec<u8>, Option<u32>) {
@@ -40,10 +37,6 @@ fn handed_to(h: &mut ProgRun, frame: &[u8]) -> (u32, Vec<u8>, Option<u32>) {
             .ifindex
     });
     (out.verdict, out.output, handoff)
-}
-
-fn ip(frame: &Frame) -> &packet::Ip {
-    frame.ip.as_ref().expect("an IPv4 frame")
 }
 
 /// Checksums of every layer are valid.
@@ -57,13 +50,6 @@ fn assert_checksums(frame: &Frame) {
             assert!(*checksum_ok, "L4 checksum: {ip:?}")
         }
         L4::Other => {}
-    }
-}
-
-fn ports(frame: &Frame) -> (u16, u16) {
-    match ip(frame).l4 {
-        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport, .. } => (sport, dport),
-        _ => panic!("no ports: {frame:?}"),
     }
 }
 
@@ -121,14 +107,6 @@ fn assert_drop(h: &mut ProgRun, prog: &str, frame: &[u8], reason: DropReason) {
     let dropped = if prog == TC { TC_ACT_SHOT } else { XDP_DROP };
     assert_eq!(verdict, dropped, "{} should be dropped", reason.name());
     assert_eq!(drops(h, reason), before + 1, "counter of {}", reason.name());
-}
-
-macro_rules! root {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! `tests/prog_run.rs` (client C → published port 8080 on node A → task
 //! T_REMOTE on node B). Needs root.
 
+#[macro_use]
+mod prog_run_support;
+
 use std::net::SocketAddrV4;
 
 use hive_common::maps::{FlowEntry, FlowKind, NodeConfig, PacketCounterSlot};
@@ -11,38 +14,10 @@ use hive_prog_run::{
         self, Frame, IPPROTO_TCP, IPPROTO_UDP, L4, PacketBuilder, TCP_ACK, TCP_SYN, parse,
         parse_vxlan, vxlan_frame,
     },
-    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_PASS, XDP_TX, require_root},
+    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_PASS, XDP_TX},
     world::*,
 };
-
-/// Offset of the VXLAN header in an encapsulated frame (outer Ethernet, IPv4, UDP).
-const VXLAN_AT: usize = 14 + 20 + 8;
-const FLAG_I: u8 = 0x08;
-const FLAG_DIRECT_RETURN: u8 = 0x80;
-
-macro_rules! root {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
-
-fn run(h: &mut ProgRun, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-    let out = h.run(prog, frame).unwrap_or_else(|e| panic!("{e}"));
-    (out.verdict, out.output)
-}
-
-fn ip(frame: &Frame) -> &packet::Ip {
-    frame.ip.as_ref().expect("an IPv4 frame")
-}
-
-fn ports(frame: &Frame) -> (u16, u16) {
-    match ip(frame).l4 {
-        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport, .. } => (sport, dport),
-        _ => panic!("no ports: {frame:?}"),
-    }
-}
+use prog_run_support::*;
 
 fn assert_checksums(frame: &Frame) {
     let ip = ip(frame);

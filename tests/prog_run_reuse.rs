@@ -6,50 +6,26 @@
 //! and in `dsr` mode. Same two-node world as `tests/prog_run.rs`. Needs
 //! root.
 
+#[macro_use]
+mod prog_run_support;
+
 use std::net::SocketAddrV4;
 
 use hive_common::maps::{FlowEntry, FlowKey, FlowKind, NodeConfig, TcpState};
 use hive_prog_run::{
     packet::{
-        self, Frame, IPPROTO_TCP, L4, PacketBuilder, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
-        parse, parse_vxlan, vxlan_frame,
+        IPPROTO_TCP, PacketBuilder, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, parse,
+        parse_vxlan, vxlan_frame,
     },
-    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_TX, require_root},
+    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_TX},
     world::*,
 };
+use prog_run_support::*;
 
-/// Offset of the VXLAN header in an encapsulated frame (outer Ethernet, IPv4, UDP).
-const VXLAN_AT: usize = 14 + 20 + 8;
-const FLAG_I: u8 = 0x08;
-const FLAG_DIRECT_RETURN: u8 = 0x80;
 const DSR: u16 = NodeConfig::FLAG_DIRECT_RETURN_TCP | NodeConfig::FLAG_DIRECT_RETURN_UDP;
 /// Longer than the 10 s a closed connection's entry lives, far shorter than
 /// an established one's 6 h (`conntrack.rs`).
 const IDLE_NS: u64 = 11_000_000_000;
-
-macro_rules! root {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
-
-fn run(h: &mut ProgRun, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-    let out = h.run(prog, frame).unwrap_or_else(|e| panic!("{e}"));
-    (out.verdict, out.output)
-}
-
-fn ip(frame: &Frame) -> &packet::Ip {
-    frame.ip.as_ref().expect("an IPv4 frame")
-}
-
-fn ports(frame: &Frame) -> (u16, u16) {
-    match ip(frame).l4 {
-        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport, .. } => (sport, dport),
-        _ => panic!("no ports: {frame:?}"),
-    }
-}
 
 fn task() -> SocketAddrV4 {
     SocketAddrV4::new(T_REMOTE, TARGET)

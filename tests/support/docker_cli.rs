@@ -8,15 +8,17 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use hive_lab::Lab;
+
 use super::{PATIENCE, Swarm, text, wait_output};
 
 pub const DOCKER: &str = "/usr/local/bin/docker";
 /// The virtualenv `cargo xtask setup` installs docker-py into.
 pub const DOCKER_PY: &str = "/opt/hive-docker-py/bin/python";
 
-/// `docker ARGS` inside `node`, in `dir` when given, not yet started.
-pub fn docker_command(swarm: &Swarm, node: &str, dir: Option<&Path>, args: &[&str]) -> Command {
-    let mut command = swarm.lab().command(node, DOCKER).expect("lab command");
+/// `docker ARGS` inside `node` of `lab`, in `dir` when given, not yet started.
+pub fn docker_command(lab: &Lab, node: &str, dir: Option<&Path>, args: &[&str]) -> Command {
+    let mut command = lab.command(node, DOCKER).expect("lab command");
     command
         .args(args)
         .env("DOCKER_CLI_HINTS", "false")
@@ -29,12 +31,17 @@ pub fn docker_command(swarm: &Swarm, node: &str, dir: Option<&Path>, args: &[&st
     command
 }
 
-/// `docker ARGS` inside `node` (in `dir` when given), bounded like every lab command.
-pub fn docker_in(swarm: &Swarm, node: &str, dir: Option<&Path>, args: &[&str]) -> Output {
-    let child = docker_command(swarm, node, dir, args)
+/// `docker ARGS` inside `node` of `lab` (in `dir` when given), bounded like every lab command.
+pub fn lab_docker(lab: &Lab, node: &str, dir: Option<&Path>, args: &[&str]) -> Output {
+    let child = docker_command(lab, node, dir, args)
         .spawn()
         .expect("spawn docker");
     wait_output(child, &format!("docker {}", args.join(" ")))
+}
+
+/// `docker ARGS` inside the swarm's `node` (in `dir` when given).
+pub fn docker_in(swarm: &Swarm, node: &str, dir: Option<&Path>, args: &[&str]) -> Output {
+    lab_docker(swarm.lab(), node, dir, args)
 }
 
 /// `docker ARGS` on n1.

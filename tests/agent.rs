@@ -33,7 +33,7 @@ use hive_lab::{LabGuard, LabSpec, naming};
 use support::dns::resolve;
 use tokio::sync::watch;
 
-mod support;
+use crate::support;
 
 const HIVE: &str = env!("CARGO_BIN_EXE_hive");
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -5,7 +5,7 @@
 //! key replaces the old one on each manager as it learns of it. While the swarm is locked, each
 //! manager's TLS key is sealed with its KEK too.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

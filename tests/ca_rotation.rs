@@ -2,7 +2,7 @@
 //! node's certificate is refused by every API, gossip from a host that is not a node (or from a
 //! removed node) changes nothing, and the root CA rotates under load without a restart.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -15,7 +15,7 @@
 //! root; without it the test is skipped with a printed reason, or fails when `CI` is set.
 //! Waits are bounded; no assertion on durations.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};

@@ -15,7 +15,7 @@
 //! fails when `CI` is set. The lab, its daemons, their containers, the registry and the gate
 //! go away with the test, also on failure.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};

@@ -7,7 +7,7 @@
 //! on one machine might. The test needs root; without it it is skipped with a printed
 //! reason, or fails when `CI` is set. Waits are bounded.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Child, Output};

@@ -7,7 +7,7 @@
 //!
 //! Needs root.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};

@@ -8,7 +8,7 @@
 //!
 //! Needs root.
 
-mod support;
+use crate::support;
 
 use support::{SERIAL, Swarm, privileged, text};
 

@@ -7,7 +7,7 @@
 //! root (skipped with a reason without it, fails when `CI` is set) and the docker CLI at
 //! `/usr/local/bin/docker`; docker-py comes from `cargo xtask setup`.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;

@@ -7,7 +7,7 @@
 //! fails when `CI` is set), the docker CLI at `/usr/local/bin/docker` and docker-py from
 //! `cargo xtask setup`.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! recording its failure instead of stopping the others. Needs root (skipped with a reason
 //! without it, fails when `CI` is set) and the docker CLI at `/usr/local/bin/docker`.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

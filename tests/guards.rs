@@ -13,7 +13,7 @@
 //! disturb each other. The test needs root; without it it is skipped with a printed reason,
 //! or fails when `CI` is set. Waits are bounded; nothing asserts on durations.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;

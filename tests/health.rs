@@ -3,7 +3,7 @@
 //! check runs inside each task's namespaces, requests from the lab's outside `client` to a
 //! published port on every node.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@
 //! One swarm for all (the steps run one after the other on one service). Needs root; without
 //! it the test is skipped with a printed reason. Waits are bounded; nothing asserts on time.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -5,7 +5,7 @@
 //! The test needs root; without it it is skipped with a printed reason, or fails when `CI` is
 //! set. Waits are bounded; no assertion is on a duration.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! The tests need root; without it they are skipped with a printed reason, or fail when `CI`
 //! is set. Waits are bounded; no test asserts on durations.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

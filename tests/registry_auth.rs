@@ -15,7 +15,7 @@
 // Test set-up helpers: a failure there is the test's failure, with the panic's location.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -11,7 +11,7 @@
 //!
 //! Needs root and runc, umoci, skopeo, busybox (`cargo xtask setup`); skipped otherwise.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@
 //! need root; without it they are skipped with a printed reason, or fail when `CI` is set.
 //! Waits are bounded; no test asserts on durations.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};

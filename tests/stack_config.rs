@@ -3,7 +3,7 @@
 //! Also the bad-file messages (file, line, column, key path, what was expected) and the
 //! `.env` file, which are hive's own. No root needed.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -8,7 +8,7 @@
 //! Needs root (skipped with a reason without it, a failure when `CI` is set). Waits are
 //! bounded polls; nothing asserts on durations.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};

@@ -5,7 +5,7 @@
 //! ends, also when it fails. The tests need root; without it they are skipped with a printed
 //! reason, or fail when `CI` is set. Waits are bounded; no test asserts on durations.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

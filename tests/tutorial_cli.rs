@@ -14,7 +14,7 @@
 //! root; without it, it is skipped with a printed reason, or fails when `CI` is set. Waits are
 //! bounded; nothing asserts on durations.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Output, Stdio};

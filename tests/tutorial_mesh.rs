@@ -9,7 +9,7 @@
 //! without it it is skipped with a printed reason, or fails when `CI` is set. Waits are
 //! bounded; nothing is asserted on durations.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};

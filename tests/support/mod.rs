@@ -2,7 +2,7 @@
 //! namespaces, formed into a swarm with real tokens, driven through the `hive` CLI and the
 //! local API, and removed with the lab when the test ends (also when it fails).
 //!
-//! Each test binary uses a different subset of it.
+//! Each module of the test binary (tests/integration.rs) uses a different subset of it.
 #![allow(dead_code)]
 
 pub mod busybox;

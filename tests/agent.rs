@@ -297,6 +297,7 @@ fn a_task_runs_and_is_reached_through_every_nodes_published_port() {
     if !privileged("a_task_runs_and_is_reached_through_every_nodes_published_port") {
         return;
     }
+    let _group = support::file_group();
     let lab = LabGuard::up(&LabSpec::new("agentmesh", 2)).expect("lab up");
     let dir = tempfile::tempdir().expect("tempdir");
     let (stop, stopping) = watch::channel(false);
@@ -430,6 +431,7 @@ fn daemons_program_their_mesh_from_the_leader_and_gossip_marks_a_killed_node_dow
     {
         return;
     }
+    let _group = support::file_group();
     struct Daemons(Vec<std::process::Child>);
     impl Drop for Daemons {
         fn drop(&mut self) {
@@ -560,6 +562,7 @@ fn a_workers_agent_serves_task_logs_to_managers_only() {
     if !privileged("a_workers_agent_serves_task_logs_to_managers_only") {
         return;
     }
+    let _group = support::file_group();
     struct Daemons(Vec<std::process::Child>);
     impl Drop for Daemons {
         fn drop(&mut self) {
@@ -711,6 +714,7 @@ fn a_restarted_agent_adopts_its_running_task_and_keeps_its_connections() {
     if !privileged("a_restarted_agent_adopts_its_running_task_and_keeps_its_connections") {
         return;
     }
+    let _group = support::file_group();
     let lab = LabGuard::up(&LabSpec::new("agentrst", 1)).expect("lab up");
     let dir = tempfile::tempdir().expect("tempdir");
     let (stop, stopping) = watch::channel(false);

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hive::encryption::{Key, KeyFile, StoreKeys, UnlockKey};
-use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::{HIVE, PATIENCE, Swarm, privileged, text, wait_output};
 
 const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"hive swarm unlock\" to unlock it.";
 /// What a service's spec carries that must never be readable on a manager's disk.
@@ -232,7 +232,7 @@ fn autolock_and_encryption_at_rest() {
     if !privileged("autolock_and_encryption_at_rest") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("cry", 3, 3);
 
     // Cluster state worth stealing: a service's env and labels, the join tokens.

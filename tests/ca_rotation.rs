@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hive::api::pb;
 use support::tasks::{is_running, wait_running};
-use support::{PATIENCE, SERIAL, Swarm, privileged, runtime, text};
+use support::{PATIENCE, Swarm, privileged, runtime, text};
 
 fn node_id(swarm: &Swarm, host: &str) -> String {
     swarm
@@ -83,7 +83,7 @@ fn a_removed_managers_saved_certificate_gets_nothing_from_any_api() {
     if !privileged("a_removed_managers_saved_certificate_gets_nothing_from_any_api") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("pki-rm", 4, 3);
     let n3 = swarm.lab().member("n3").expect("n3").clone();
     // The manager certificate, copied while n3 is a manager.
@@ -179,7 +179,7 @@ fn forged_gossip_from_the_client_changes_no_nodes_state() {
     if !privileged("forged_gossip_from_the_client_changes_no_nodes_state") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("pki-gsp", 3, 1);
     let n2_id = node_id(&swarm, "n2");
     let cluster_id = {
@@ -353,7 +353,7 @@ fn the_root_ca_rotates_under_load_without_a_restart_and_old_join_tokens_stop_wor
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("ca-rot", 5, 3);
     // n5 leaves, to come back with a token after the rotation.
     assert_eq!(

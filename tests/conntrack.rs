@@ -31,7 +31,7 @@ use hive_dataplane::netns;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
 use nix::sys::time::TimeVal;
 use support::tasks::{CLIENT, tasks};
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 /// Bound of one connection attempt and of each read.
 const ATTEMPT: Duration = Duration::from_secs(2);
@@ -168,7 +168,7 @@ fn no_client_port_is_left_blackholed_by_another_node_or_a_replaced_task() {
     if !privileged("no_client_port_is_left_blackholed_by_another_node_or_a_replaced_task") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("tk-ct", 3, 1);
     let lab = swarm.lab();
     let client: PathBuf = lab.netns_path("client").expect("client namespace").into();

@@ -29,7 +29,7 @@ use hive::store::objects::TaskState;
 use support::busybox::{self, tools_or_skip};
 use support::registry::{self, BlobGate, Registry};
 use support::tasks::{hostnames, live, wait_mesh, wait_running, wait_tasks};
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 const IMAGE: &str = "hive-test/httpd:1";
 const PORT: u16 = 8080;
@@ -95,7 +95,7 @@ fn a_loaded_image_runs_as_a_service_answered_through_every_node() {
     {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = tempfile::tempdir().expect("temporary directory");
     let archive = build_archive(dir.path());
     let archive = archive.to_str().expect("UTF-8 path");
@@ -261,7 +261,7 @@ fn a_pulled_image_runs_everywhere_and_rolls_to_a_new_digest() {
     if !privileged(TEST) || !registry::tools_or_skip(TEST) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = tempfile::tempdir().expect("temporary directory");
     let layouts: Vec<String> = ["1", "2", "3"]
         .into_iter()

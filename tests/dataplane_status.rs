@@ -61,6 +61,7 @@ fn a_node_whose_data_plane_failed_says_so_and_refuses_tasks_that_need_it() {
     if !privileged("a_node_whose_data_plane_failed_says_so_and_refuses_tasks_that_need_it") {
         return;
     }
+    let _group = support::file_group();
     let lab = LabGuard::up(&LabSpec::new("hn-dpfail", 1)).expect("lab up");
     let daemon = lab_swarm::start_daemon(&lab, "n1", Path::new(HIVE)).expect("start daemon");
     let node = OneNode {

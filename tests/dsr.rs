@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hive::demo::parse_answer;
 use hive_dataplane::node_pins::{NodeChoice, PinsQuery};
 use support::tasks::{CLIENT, hostname, live, probe, wait_mesh, wait_running};
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 const PORT: u16 = 8080;
 const PROBES: usize = 12;
@@ -114,7 +114,7 @@ fn dsr_replies_come_straight_from_the_backends_node_and_the_mode_switches_at_run
     if !privileged("dsr_replies_come_straight_from_the_backends_node") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("dsr", 2, 1);
 
     let info = swarm.hive_line("n1", "info");

@@ -10,7 +10,7 @@
 
 use crate::support;
 
-use support::{SERIAL, Swarm, privileged, text};
+use support::{Swarm, privileged, text};
 
 /// The nft table that makes n2 drop spoofed sources.
 const TABLE: &str = "hive_test_spoof";
@@ -66,7 +66,7 @@ fn direct_return_is_refused_where_the_underlay_drops_spoofed_sources() {
     if !privileged("direct_return_is_refused_where_the_underlay_drops_spoofed_sources") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("dsrprobe", 2, 1);
 
     swarm.hive_line("n1", "swarm update --mesh-mode dsr");

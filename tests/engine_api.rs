@@ -21,7 +21,7 @@ use support::docker_cli::{
     DOCKER, DOCKER_PY, all, converged, docker_in, docker_ok_on, http, lab_docker, service_json,
 };
 use support::tasks::{hostnames, live, wait_answered, wait_running};
-use support::{PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
+use support::{PATIENCE, Swarm, privileged, scenario, text, wait_output};
 
 const LAB: &str = "eapi";
 
@@ -38,7 +38,7 @@ fn docker_clients_drive_a_lab_swarm() {
         Path::new(DOCKER).exists(),
         "the stock docker CLI is expected at {DOCKER}"
     );
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up(LAB, 3, 1);
     let mut failures = Vec::new();
 
@@ -393,7 +393,7 @@ fn docker_swarm_init_join_and_leave() {
     if !privileged("docker_swarm_init_join_and_leave") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let lab = hive_lab::LabGuard::up(&hive_lab::LabSpec::new("swapi", 2)).expect("lab up");
     let mut nodes = Unformed {
         lab: Some(lab),

@@ -21,7 +21,7 @@ use serde_json::Value;
 use support::docker_cli::{
     DOCKER, DOCKER_PY, all, docker, docker_command, docker_in, docker_ok, wait_docker,
 };
-use support::{PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
+use support::{PATIENCE, Swarm, privileged, scenario, text, wait_output};
 
 const LAB: &str = "apiev";
 
@@ -125,7 +125,7 @@ fn docker_events_secrets_configs_and_stacks_through_the_engine_api() {
         Path::new(DOCKER).exists(),
         "the stock docker CLI is expected at {DOCKER}"
     );
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let swarm = Swarm::up(LAB, 2, 1);
     let mut failures = Vec::new();

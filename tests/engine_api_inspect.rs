@@ -14,7 +14,7 @@ use std::path::Path;
 use serde_json::Value;
 use support::docker_cli::{DOCKER, all, converged, docker, docker_ok, wait_docker};
 use support::tasks::wait_running;
-use support::{SERIAL, Swarm, privileged, scenario, text};
+use support::{Swarm, privileged, scenario, text};
 
 const LAB: &str = "engine-insp";
 
@@ -80,7 +80,7 @@ fn hive_inspect_is_docker_inspect_and_docker_swarm_ca_rotates() {
         Path::new(DOCKER).exists(),
         "the stock docker CLI is expected at {DOCKER}"
     );
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up(LAB, 2, 1);
     let mut failures = Vec::new();
 

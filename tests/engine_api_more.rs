@@ -13,7 +13,7 @@ use hive_lab::Member;
 use hive_lab::naming;
 use support::docker_cli::{DOCKER, all, docker, docker_ok, http, service_json, wait_docker};
 use support::tasks::{hostnames, live, wait_answered, wait_running};
-use support::{SERIAL, Swarm, privileged, scenario};
+use support::{Swarm, privileged, scenario};
 
 const LAB: &str = "apist";
 const PORT: u16 = 8491;
@@ -54,7 +54,7 @@ fn docker_stack_deploys_through_the_engine_api() {
         Path::new(DOCKER).exists(),
         "the stock docker CLI is expected at {DOCKER}"
     );
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("stack.yml");
     let file_arg = file.display().to_string();

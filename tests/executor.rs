@@ -10,6 +10,7 @@
 //! without it they are skipped with a printed reason, or fail when `CI` is
 //! set.
 
+use crate::support::{self, file_group::FileGroup};
 use std::{
     future::Future,
     io::{Read as _, Write as _},
@@ -50,6 +51,8 @@ struct Harness {
     config: ExecutorConfig,
     tasks: Mutex<Vec<PreparedTask>>,
     _dir: tempfile::TempDir,
+    /// Last, so the file's group is left after the harness cleaned up.
+    _group: FileGroup<'static>,
 }
 
 impl Harness {
@@ -61,6 +64,7 @@ impl Harness {
         if !privileged(test) {
             return None;
         }
+        let group = support::file_group();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = ExecutorConfig {
             run_dir: dir.path().join("run"),
@@ -82,6 +86,7 @@ impl Harness {
             config,
             tasks: Mutex::new(Vec::new()),
             _dir: dir,
+            _group: group,
         })
     }
 

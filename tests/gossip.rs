@@ -8,6 +8,7 @@
 //! is set. Waits are bounded; detection *times* are the benchmark's business
 //! (`cargo bench --bench gossip`), not asserted here.
 
+use crate::support;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Stdio};
@@ -222,6 +223,7 @@ fn five_members_converge_and_their_published_state_reaches_everyone() {
     if !privileged("five_members_converge_and_their_published_state_reaches_everyone") {
         return;
     }
+    let _group = support::file_group();
     let mut lab = GossipLab::up("gsp-conv", 5);
     for node in FIVE {
         lab.start(node, 1);
@@ -285,6 +287,7 @@ fn a_killed_member_is_down_everywhere_and_up_again_after_a_restart() {
     if !privileged("a_killed_member_is_down_everywhere_and_up_again_after_a_restart") {
         return;
     }
+    let _group = support::file_group();
     let nodes = ["n1", "n2", "n3", "n4"];
     let mut lab = GossipLab::up("gsp-kill", 4);
     for node in nodes {
@@ -330,6 +333,7 @@ fn a_node_of_another_cluster_is_not_admitted() {
     if !privileged("a_node_of_another_cluster_is_not_admitted") {
         return;
     }
+    let _group = support::file_group();
     let mut lab = GossipLab::up("gsp-iso", 3);
     lab.start("n1", 1);
     lab.start("n2", 1);
@@ -369,6 +373,7 @@ fn a_graceful_leave_is_reported_as_left_by_every_member() {
     if !privileged("a_graceful_leave_is_reported_as_left_by_every_member") {
         return;
     }
+    let _group = support::file_group();
     let nodes = ["n1", "n2", "n3"];
     let mut lab = GossipLab::up("gsp-leave", 3);
     for node in nodes {

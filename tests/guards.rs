@@ -28,7 +28,7 @@ use hive_common::maps::{Frontend, IPPROTO_TCP, MAX_SERVICES, ServiceKey};
 use hive_dataplane::maps::MeshMaps;
 use hive_lab::naming;
 use support::tasks::tasks;
-use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::{HIVE, PATIENCE, Swarm, privileged, text, wait_output};
 
 const LAB: &str = "tg-guard";
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -44,7 +44,7 @@ fn the_swarm_refuses_what_would_hurt_it_and_keeps_its_files_private() {
     if !privileged("the_swarm_refuses_what_would_hurt_it_and_keeps_its_files_private") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up(LAB, 3, 3);
 
     reserved_ports_are_refused(&swarm);

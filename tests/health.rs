@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hive::store::objects::{Health, TaskState};
 use support::tasks::{hostname, hostnames, live, probe, tasks, wait_mesh, wait_tasks};
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -37,7 +37,7 @@ fn a_task_whose_check_fails_gets_no_new_request_and_is_replaced() {
     if !privileged("a_task_whose_check_fails_gets_no_new_request_and_is_replaced") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = CheckDir::new("fail");
     let swarm = Swarm::up("hlt-fail", 3, 1);
     // Healthy unless the test marks a task sick: the check runs in the task's UTS namespace,
@@ -148,7 +148,7 @@ fn a_task_that_never_becomes_healthy_is_never_in_the_mesh() {
     if !privileged("a_task_that_never_becomes_healthy_is_never_in_the_mesh") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("hlt-never", 2, 1);
     swarm.hive_ok(
         "n1",

@@ -13,6 +13,7 @@
 // panic's location as the message (clippy allows unwrap in #[test] functions only).
 #![allow(clippy::unwrap_used)]
 
+use crate::support;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -304,6 +305,7 @@ fn images_are_pulled_loaded_listed_and_removed_through_the_cli() {
     if !ready_or_skip("images_are_pulled_loaded_listed_and_removed_through_the_cli") {
         return;
     }
+    let _group = support::file_group();
     let dir = tempfile::tempdir().unwrap();
     let layout = build_image(dir.path());
 
@@ -692,6 +694,7 @@ fn an_image_in_use_is_kept() {
     if !ready_or_skip("an_image_in_use_is_kept") {
         return;
     }
+    let _group = support::file_group();
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(&dir.path().join("data"), RegistryOptions::default()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -3,6 +3,11 @@
 //! beside this one, which were test binaries of their own; run one file's tests with
 //! `cargo test -p hive --test integration swarm::`.
 //!
+//! Cargo ran those binaries one after another; in one binary a test that makes a lab,
+//! namespaces, daemons, BPF pins, containers or a registry enters its file's group first
+//! (`support::file_group`, `support::serial` for the swarm tests), so the files still take
+//! turns and only one file's privileged tests run at a time.
+//!
 //! `tests/runc.rs` stays a binary of its own: its executor makes the test process a child
 //! subreaper, which would change where every later test's orphans go. `tests/dataplane.rs`
 //! and `tests/prog_run*.rs` belong to the data plane's crates and do not link `hive`.

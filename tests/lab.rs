@@ -5,6 +5,7 @@
 //! when the test ends, also when it fails. The tests need root; without it
 //! they are skipped with a printed reason, or fail when `CI` is set.
 
+use crate::support;
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
@@ -221,6 +222,7 @@ fn three_nodes_reach_each_other_and_down_removes_everything() {
     if !privileged("three_nodes_reach_each_other_and_down_removes_everything") {
         return;
     }
+    let _group = support::file_group();
     let lab = TestLab::up("t-full", 3);
     let nodes = ["n1", "n2", "n3"];
 
@@ -377,6 +379,7 @@ fn down_cleans_up_after_up_was_killed_half_way() {
     if !privileged("down_cleans_up_after_up_was_killed_half_way") {
         return;
     }
+    let _group = support::file_group();
     let lab = TestLab::new("t-kill");
     let mut up = Command::new(HIVE)
         .args([
@@ -431,6 +434,7 @@ fn down_stops_processes_after_their_launcher_was_killed_and_state_is_gone() {
     if !privileged("down_stops_processes_after_their_launcher_was_killed_and_state_is_gone") {
         return;
     }
+    let _group = support::file_group();
     let lab = TestLab::up("t-orphan", 2);
     let mut launchers: Vec<Child> = ["n1", "client"]
         .iter()
@@ -465,6 +469,7 @@ fn two_labs_coexist_and_downing_one_leaves_the_other() {
     if !privileged("two_labs_coexist_and_downing_one_leaves_the_other") {
         return;
     }
+    let _group = support::file_group();
     let first = TestLab::up("t-one", 2);
     let second = TestLab::up("t-two", 2);
     // Same addresses in both, isolated by their namespaces.
@@ -503,6 +508,7 @@ fn bad_input_is_refused_with_clear_errors() {
     if !privileged("bad_input_is_refused_with_clear_errors (root part)") {
         return;
     }
+    let _group = support::file_group();
     assert!(
         !netns::netns_path("hive-t-bad-n1").exists(),
         "refused labs make nothing"
@@ -532,6 +538,7 @@ fn rust_api_runs_commands_and_netlink_inside_nodes_and_the_guard_cleans_up_on_pa
     ) {
         return;
     }
+    let _group = support::file_group();
     let result = std::panic::catch_unwind(|| {
         let lab = LabGuard::up(&LabSpec::new("t-api", 2)).expect("lab up");
         assert_eq!(

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hive::store::objects::{Task, TaskState};
 use support::tasks::{is_running, node_names, node_of, wait_tasks};
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 const PORT: u16 = 8080;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -196,7 +196,7 @@ fn updates_scaling_rollback_and_drain_fail_no_request() {
     if !privileged("updates_scaling_rollback_and_drain_fail_no_request") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("rol-life", 3, 1);
     swarm.hive_line(
         "n1",
@@ -319,7 +319,7 @@ fn unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request() {
     if !privileged("unhealthy_tasks_and_an_update_that_never_becomes_healthy_fail_no_request") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = CheckDir(std::env::temp_dir().join(format!("rol-sick-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).expect("check directory");
     let swarm = Swarm::up("rol-sick", 3, 1);

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use hive::store::objects::Task;
 use support::tasks::{is_running, node_names, wait_tasks};
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 /// Waits until `observer`'s daemon logged that gossip lost `node`.
 fn wait_gossip_down(swarm: &Swarm, observer: &str, names: &BTreeMap<String, String>, node: &str) {
@@ -138,7 +138,7 @@ fn a_restarted_daemon_keeps_its_tasks_and_a_dead_one_loses_them_after_the_grace(
     if !privileged("a_restarted_daemon_keeps_its_tasks_and_a_dead_one_loses_them_after_the_grace") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("tl-restart", 5, 3);
     let info = swarm.hive_ok("n1", &["info"]);
     assert!(
@@ -256,7 +256,7 @@ fn managers_dead_before_a_forced_new_cluster_turn_down() {
     if !privileged("managers_dead_before_a_forced_new_cluster_turn_down") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("tl-force", 4, 3);
     swarm.kill("n2");
     swarm.kill("n3");
@@ -294,7 +294,7 @@ fn a_write_forwarded_to_a_cut_off_leader_is_answered_honestly() {
     if !privileged("a_write_forwarded_to_a_cut_off_leader_is_answered_honestly") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("tl-forward", 3, 3);
     let leader = swarm.leader("n1").expect("a leader");
     let follower = ["n1", "n2", "n3"]
@@ -360,7 +360,7 @@ fn a_manager_back_after_many_large_writes_catches_up_and_the_swarm_survives_its_
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("tl-lag", 4, 3);
     let leader = swarm.leader("n1").expect("a leader");
     let lagging = ["n1", "n2", "n3"]

@@ -7,6 +7,7 @@
 //! Needs root. Without it: fails when `CI` is set, otherwise skips with a
 //! printed reason.
 
+use crate::support;
 use std::{
     collections::BTreeSet,
     io::{Read as _, Write as _},
@@ -149,6 +150,7 @@ fn published_port_on_every_node_reaches_every_backend_with_the_client_ip() {
     if !privileged("published_port_on_every_node_reaches_every_backend_with_the_client_ip") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mesh) = web_mesh("mesh-pub");
     let client = client_ns(&lab);
     for node in ["n1", "n2", "n3"] {
@@ -191,6 +193,7 @@ fn udp_published_port_answers_from_the_address_the_client_used() {
     if !privileged("udp_published_port_answers_from_the_address_the_client_used") {
         return;
     }
+    let _group = support::file_group();
     let lab = LabGuard::up(&LabSpec::new("mesh-udp", 3)).expect("lab up");
     let mut mesh = StaticMesh::new(&lab, 7).expect("data plane");
     for (task, node) in [("u1", "n2"), ("u2", "n3")] {
@@ -246,6 +249,7 @@ fn a_task_reaches_a_service_vip_and_the_reply_comes_from_the_vip() {
     if !privileged("a_task_reaches_a_service_vip_and_the_reply_comes_from_the_vip") {
         return;
     }
+    let _group = support::file_group();
     let (_lab, mut mesh) = web_mesh("mesh-vip");
     // A task without a server, on n1, acting as the caller.
     let caller_addr = mesh
@@ -313,6 +317,7 @@ fn a_removed_backend_keeps_its_open_connection_and_gets_no_new_ones() {
     if !privileged("a_removed_backend_keeps_its_open_connection_and_gets_no_new_ones") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mut mesh) = web_mesh("mesh-drain");
     let client = client_ns(&lab);
     let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));
@@ -348,6 +353,7 @@ fn restarting_the_agent_drops_no_connection_and_no_request() {
     if !privileged("restarting_the_agent_drops_no_connection_and_no_request") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mut mesh) = web_mesh("mesh-rst");
     let client = client_ns(&lab);
     let published = SocketAddr::from((lab.node_addr("n1").expect("addr"), 8080));

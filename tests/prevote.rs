@@ -10,7 +10,7 @@ use crate::support;
 use std::time::Duration;
 
 use hive::api::pb;
-use support::{SERIAL, Swarm, privileged};
+use support::{Swarm, privileged};
 
 /// How long the manager stays cut off: openraft would have it stand for election about once a
 /// second, each time with a higher term.
@@ -51,7 +51,7 @@ fn a_manager_cut_off_and_back_does_not_depose_the_leader() {
     if !privileged("a_manager_cut_off_and_back_does_not_depose_the_leader") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("tpv", 3, 3);
     let leader = swarm.leader("n1").expect("a leader");
     let returning = ["n1", "n2", "n3"]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hive::lab_swarm;
-use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, text};
+use support::{HIVE, PATIENCE, Swarm, privileged, text};
 
 const MANAGERS: [&str; 3] = ["n1", "n2", "n3"];
 const SERVICE: &str = "tr-register";
@@ -177,7 +177,7 @@ fn a_restarted_ex_leader_never_answers_a_read_that_misses_an_acknowledged_write(
     if !privileged("a_restarted_ex_leader_never_answers_a_read_that_misses_an_acknowledged_write") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("tr-reads", 3, 3);
     swarm.hive_line(
         "n1",

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use hive::lab_swarm::LabDaemonOptions;
 use support::tasks::{tasks, wait_running, wait_tasks};
-use support::{PATIENCE, SERIAL, Swarm, privileged, text, wait_output};
+use support::{PATIENCE, Swarm, privileged, text, wait_output};
 
 const USER: &str = "hive-puller";
 const PASSWORD: &str = "s3cret-regauth-9";
@@ -241,7 +241,7 @@ fn a_private_image_runs_with_registry_auth_only() {
     if !ready_or_skip("a_private_image_runs_with_registry_auth_only") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = tempfile::tempdir().unwrap();
     let hive = env!("CARGO_BIN_EXE_hive");
 

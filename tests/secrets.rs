@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use support::busybox::{self, tools_or_skip};
 use support::tasks::wait_running;
-use support::{SERIAL, Swarm, privileged};
+use support::{Swarm, privileged};
 
 const IMAGE: &str = "hive-test/busybox:1";
 const SECRET: &str = "sec-0f9c2e7d-the-secret-bytes";
@@ -84,7 +84,7 @@ fn secrets_and_configs_reach_only_the_tasks_that_name_them() {
     if !privileged(test) || !tools_or_skip(test) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let dir = tempfile::tempdir().expect("temporary directory");
     let archive = build_archive(dir.path());
     let archive = archive.to_str().expect("UTF-8 path");

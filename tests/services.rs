@@ -28,7 +28,7 @@ use support::tasks::{
     self, Answers, CLIENT, hostnames, live, node_names, node_of, task_netns, tasks, vip,
     wait_running, wait_tasks,
 };
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 /// New connections sent to one published port to see every task behind it. Maglev spreads
 /// connections evenly, so with 5 tasks the chance that one is never picked in 60 tries is
@@ -88,7 +88,7 @@ fn a_published_service_answers_on_every_node_and_follows_scale_update_and_rm() {
     if !privileged("a_published_service_answers_on_every_node_and_follows_scale_update_and_rm") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sv-web", 3, 1);
 
     // Attached create: docker's progress display, ending converged.
@@ -228,7 +228,7 @@ fn global_services_constraints_drain_and_pause_place_tasks_as_swarm_does() {
     if !privileged("global_services_constraints_drain_and_pause_place_tasks_as_swarm_does") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sv-place", 3, 1);
     let names = node_names(&swarm);
     let on = |t: &Task| node_of(&names, t);
@@ -318,7 +318,7 @@ fn a_dead_nodes_tasks_are_replaced_and_leave_every_mesh() {
     if !privileged("a_dead_nodes_tasks_are_replaced_and_leave_every_mesh") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("sv-dead", 3, 1);
     let names = node_names(&swarm);
     let on = |t: &Task| node_of(&names, t);
@@ -370,7 +370,7 @@ fn restart_policies_and_bad_images_show_in_service_ps() {
     if !privileged("restart_policies_and_bad_images_show_in_service_ps") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sv-restart", 2, 1);
 
     // An unknown image is rejected with a reason, not a crash loop of the agent.
@@ -429,7 +429,7 @@ fn a_host_mode_port_answers_only_on_the_node_of_its_task() {
     if !privileged("a_host_mode_port_answers_only_on_the_node_of_its_task") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sv-host", 3, 1);
     let names = node_names(&swarm);
     swarm.hive_line(
@@ -552,7 +552,7 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     if !privileged("vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sv-net", 3, 1);
 
     // `network create|ls|inspect`, and docker's refusals.
@@ -835,7 +835,7 @@ fn tasks_find_the_services_of_their_networks_by_name() {
     if !privileged("tasks_find_the_services_of_their_networks_by_name") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sv-dns", 2, 1);
     let backend = swarm
         .hive_line("n1", "network create backend")

@@ -23,7 +23,7 @@ use support::dns::resolve;
 use support::tasks::{
     hostnames, live, node_names, task_netns, tasks, vip, wait_mesh, wait_running,
 };
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 const PORT: u16 = 8490;
 
@@ -124,7 +124,7 @@ fn a_stack_deploys_answers_redeploys_prunes_and_goes_away() {
     if !privileged("a_stack_deploys_answers_redeploys_prunes_and_goes_away") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("stk-stack", 3, 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("app.yml");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hive::api::pb;
 use hive::lab_swarm;
-use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, runtime, text};
+use support::{HIVE, PATIENCE, Swarm, privileged, runtime, text};
 
 const LOST_QUORUM: &str = "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
 
@@ -43,7 +43,7 @@ fn managers_and_workers_join_and_every_manager_sees_the_same_changes() {
     if !privileged("managers_and_workers_join_and_every_manager_sees_the_same_changes") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sw-join", 5, 3);
 
     // docker's table from every manager, `*` on the node asked.
@@ -265,7 +265,7 @@ fn a_workers_call_to_a_manager_api_is_refused() {
     if !privileged("a_workers_call_to_a_manager_api_is_refused") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let swarm = Swarm::up("sw-authz", 2, 1);
     let worker = swarm.lab().member("n2").expect("n2").clone();
     let creds = hive::pki::CertDir::in_data_dir(worker.data_dir.as_deref().expect("data dir"))
@@ -306,7 +306,7 @@ fn a_new_leader_takes_writes_after_the_leader_is_killed_and_state_survives_a_ful
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("sw-fail", 4, 3);
     let leader = swarm.leader("n1").expect("a leader");
     let writer = *MANAGERS.iter().find(|n| **n != leader).expect("a follower");
@@ -413,7 +413,7 @@ fn losing_quorum_gives_dockers_error_and_the_swarm_recovers_when_managers_return
     {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("sw-quorum", 3, 3);
     swarm.kill("n2");
     swarm.kill("n3");
@@ -467,7 +467,7 @@ fn force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager() {
     if !privileged("force_new_cluster_recovers_the_swarm_from_its_only_surviving_manager") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("sw-force", 3, 3);
     // Acknowledged state from before the disaster.
     swarm.hive_ok("n1", &["node", "update", "--label-add", "kept=yes", "n1"]);

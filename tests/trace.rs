@@ -11,6 +11,7 @@
 //! Needs root. Without it: fails when `CI` is set, otherwise skips with a
 //! printed reason.
 
+use crate::support;
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
@@ -179,6 +180,7 @@ fn prog_run_a_new_flow_emits_lb_select_then_encap_with_the_bytes() {
     if !privileged("prog_run_a_new_flow_emits_lb_select_then_encap_with_the_bytes") {
         return;
     }
+    let _group = support::file_group();
     let (mut h, mut trace) = fixture();
     trace.set_config(&on(0)).expect("config");
     let frame = syn(40000);
@@ -238,6 +240,7 @@ fn prog_run_without_a_snaplen_events_carry_the_header_and_flags_but_no_bytes() {
     if !privileged("prog_run_without_a_snaplen_events_carry_the_header_and_flags_but_no_bytes") {
         return;
     }
+    let _group = support::file_group();
     let (mut h, mut trace) = fixture();
     trace
         .set_config(&TraceConfig {
@@ -268,6 +271,7 @@ fn prog_run_a_hairpinned_flow_is_traced_as_sent_back_into_the_task_from_the_vip(
     if !privileged("prog_run_a_hairpinned_flow_is_traced_as_sent_back_into_the_task_from_the_vip") {
         return;
     }
+    let _group = support::file_group();
     // The VIP's only backend is T_LOCAL, which also calls it.
     let mut h = world::node_a(world::BE_LOCAL);
     let mut trace = TraceMaps::from_ebpf(h.ebpf_mut()).expect("trace maps");
@@ -323,6 +327,7 @@ fn prog_run_off_expired_filtered_and_rate_limited_traces_emit_nothing_more() {
     if !privileged("prog_run_off_expired_filtered_and_rate_limited_traces_emit_nothing_more") {
         return;
     }
+    let _group = support::file_group();
     let (mut h, mut trace) = fixture();
     let run = |h: &mut ProgRun, trace: &mut TraceMaps, cfg: TraceConfig, port: u16| {
         trace.set_config(&cfg).expect("config");
@@ -397,6 +402,7 @@ fn ebpf_log_lines_of_a_drop_are_read_back_and_the_default_build_logs_nothing() {
     if !privileged("ebpf_log_lines_of_a_drop_are_read_back_and_the_default_build_logs_nothing") {
         return;
     }
+    let _group = support::file_group();
     let mut h = ProgRun::load_object(EBPF_OBJECT_LOG).expect("the programs built with aya-log");
     h.maps().set_node(&node_a_config()).expect("node");
     let mut log = EbpfLog::from_ebpf(h.ebpf_mut())
@@ -590,6 +596,7 @@ fn one_request_is_followed_across_both_nodes_and_the_pcap_opens_in_tshark() {
     if !privileged("one_request_is_followed_across_both_nodes_and_the_pcap_opens_in_tshark") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mesh) = lab_mesh("trc-seq", false);
     let dir = tempfile::tempdir().expect("tmp");
     let pcap = dir.path().join("trace.pcapng");
@@ -722,6 +729,7 @@ fn forced_drops_give_drop_events_with_their_reason_and_move_the_counters() {
     if !privileged("forced_drops_give_drop_events_with_their_reason_and_move_the_counters") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mut mesh) = lab_mesh("trc-drop", false);
     // A published port with no backend.
     mesh.set_service(ServiceDef {
@@ -826,6 +834,7 @@ fn the_filter_filters_and_tracing_switched_off_emits_nothing() {
     if !privileged("the_filter_filters_and_tracing_switched_off_emits_nothing") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mesh) = lab_mesh("trc-filt", true);
     let t2 = mesh.task("t2").expect("t2").addr.to_string();
     // --service api: traffic to web gives nothing, traffic to api does.
@@ -917,6 +926,7 @@ fn stats_and_the_metrics_endpoint_show_the_services_counters() {
     if !privileged("stats_and_the_metrics_endpoint_show_the_services_counters") {
         return;
     }
+    let _group = support::file_group();
     let (lab, mesh) = lab_mesh("trc-stat", false);
     for _ in 0..3 {
         http_get(&lab, SocketAddr::from((N1, 8080)));

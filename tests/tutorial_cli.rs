@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use hive::api::pb;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{HIVE, PATIENCE, SERIAL, Swarm, privileged, scenario, text, wait_output};
+use support::{HIVE, PATIENCE, Swarm, privileged, scenario, text, wait_output};
 
 fn all_output(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
@@ -470,7 +470,7 @@ fn swarm_tutorial_commands_answer_as_docker_does() {
     if !privileged("swarm_tutorial_commands_answer_as_docker_does") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = support::serial();
     let mut swarm = Swarm::up("tc-tour", 3, 2);
     let mut failures = Vec::new();
     scenario(&mut failures, "unknown flags (item 2)", || {

@@ -23,7 +23,7 @@ use support::tasks::{
     self, Answers, hostname, hostnames, live, node_names, node_of, task_netns, tasks, vip,
     wait_running, wait_tasks,
 };
-use support::{PATIENCE, SERIAL, Swarm, privileged};
+use support::{PATIENCE, Swarm, privileged};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// New connections sent to one published port to see every task behind it: with 3 tasks
@@ -92,15 +92,35 @@ fn ls_row(swarm: &Swarm, name: &str) -> String {
         .to_owned()
 }
 
+/// The test hook's variable (`UNPROGRAMMABLE_ENV`), set for the daemons this test starts
+/// and removed when it ends: the binary's later tests start daemons too.
+struct UnprogrammableHook;
+
+impl UnprogrammableHook {
+    fn set() -> Self {
+        // SAFETY: std serialises its own reads of the environment (`std::env`, `Command`
+        // spawning the daemons) with this write, and the only tests that may run beside this
+        // one (it holds its file's group and the swarm lock) are ones that make nothing, which
+        // read the environment through std only.
+        unsafe { std::env::set_var(hive::agent::mesh::UNPROGRAMMABLE_ENV, UNPROGRAMMABLE) };
+        Self
+    }
+}
+
+impl Drop for UnprogrammableHook {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(hive::agent::mesh::UNPROGRAMMABLE_ENV) };
+    }
+}
+
 #[test]
 fn tutorial_mesh_commands_behave_as_in_swarm() {
     if !privileged("tutorial_mesh_commands_behave_as_in_swarm") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: set before any daemon (or any other thread of this test binary that reads
-    // the environment) starts; the daemons inherit it.
-    unsafe { std::env::set_var(hive::agent::mesh::UNPROGRAMMABLE_ENV, UNPROGRAMMABLE) };
+    let _serial = support::serial();
+    let _hook = UnprogrammableHook::set();
     let swarm = Swarm::up("tm-mesh", 3, 1);
 
     global_services_answer_on_every_node_on_the_ingress_and_on_an_overlay(&swarm);

@@ -8,13 +8,16 @@
 pub mod busybox;
 pub mod dns;
 pub mod docker_cli;
+pub mod file_group;
 pub mod registry;
 pub mod tasks;
+
+pub use file_group::file_group;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hive::api::pb;
@@ -29,8 +32,27 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// One swarm at a time: five daemons per test already keep two cores busy, and Raft timers
-/// are tuned for hosts that are not starved.
-pub static SERIAL: Mutex<()> = Mutex::new(());
+/// are tuned for hosts that are not starved. Taken through [`serial`] only.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A test's hold on [`SERIAL`], inside its file's group; released before the group.
+#[must_use = "the swarm lock is released when this is dropped"]
+pub struct Serial {
+    _serial: MutexGuard<'static, ()>,
+    _group: file_group::FileGroup<'static>,
+}
+
+/// For a test that forms a swarm: enters the caller's file group ([`file_group`]), then takes
+/// [`SERIAL`], so no other swarm test runs beside it, of its own file or of another. A test
+/// that failed holding it leaves it poisoned; the next one takes it as it is.
+#[track_caller]
+pub fn serial() -> Serial {
+    let group = file_group();
+    Serial {
+        _serial: SERIAL.lock().unwrap_or_else(PoisonError::into_inner),
+        _group: group,
+    }
+}
 
 pub fn privileged(test: &str) -> bool {
     hive_test_support::root_or_skip(

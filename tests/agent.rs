@@ -209,7 +209,7 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
                 }],
                 virtual_ips: vec![VirtualIp {
                     network_id: "ing".into(),
-                    addr: "10.0.0.2/24".into(),
+                    addr: "10.0.0.2/24".parse().expect("a VIP"),
                 }],
                 ..Endpoint::default()
             },
@@ -236,7 +236,7 @@ fn view(lab: &LabGuard, running: bool) -> MeshView {
 fn attachment() -> NetworkAttachment {
     NetworkAttachment {
         network_id: "ing".into(),
-        addresses: vec![format!("{TASK_ADDR}/24")],
+        addresses: vec![format!("{TASK_ADDR}/24").parse().expect("an address")],
         aliases: Vec::new(),
     }
 }

@@ -480,12 +480,7 @@ fn task_addr(task: &Task, network: &str) -> Ipv4Addr {
         .iter()
         .find(|n| n.network_id == network)
         .unwrap_or_else(|| panic!("task {} is not on network {network}", task.id));
-    let cidr = attachment.addresses.first().expect("an address");
-    cidr.split('/')
-        .next()
-        .expect("split gives one part")
-        .parse()
-        .expect("an IPv4 address")
+    attachment.addresses.first().expect("an address").ip()
 }
 
 /// One TCP round trip through `to` from inside `ns`.
@@ -638,7 +633,8 @@ fn vips_and_task_ips_answer_east_west_on_an_overlay_and_on_the_ingress() {
     let (db, web) = (&services[0], &services[1]);
     let backend = inspect_network(&swarm, "backend");
     let ingress = inspect_network(&swarm, "ingress");
-    let subnet: &str = &backend.ipam.first().expect("a subnet").subnet;
+    let subnet = backend.ipam.first().expect("a subnet").subnet.to_string();
+    let subnet: &str = &subnet;
     assert!(backend.vni.is_some_and(|v| v >= 4097), "{backend:?}");
     let in_backend = |addr: Ipv4Addr| {
         let (net, len) = subnet.split_once('/').unwrap();

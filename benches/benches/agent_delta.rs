@@ -100,7 +100,9 @@ fn cluster(services: u32) -> AssignmentChange {
                         }],
                         virtual_ips: vec![VirtualIp {
                             network_id: "ing".into(),
-                            addr: format!("10.0.{}.{}/16", 100 + i / 250, 1 + i % 250),
+                            addr: format!("10.0.{}.{}/16", 100 + i / 250, 1 + i % 250)
+                                .parse()
+                                .expect("a VIP"),
                         }],
                         ..Endpoint::default()
                     },

@@ -29,7 +29,7 @@ fn view(services: u32) -> MeshView {
                 endpoint: Endpoint {
                     virtual_ips: vec![VirtualIp {
                         network_id: "back".into(),
-                        addr: addr(s + 2),
+                        addr: addr(s + 2).parse().expect("a VIP"),
                     }],
                     ..Endpoint::default()
                 },

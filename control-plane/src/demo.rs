@@ -288,7 +288,7 @@ async fn wait_running(
                     .iter()
                     .flat_map(|n| n.addresses.first())
                     .next()
-                    .cloned()
+                    .map(ToString::to_string)
                     .unwrap_or_default();
                 (format!("{SERVICE_NAME}.{}", t.slot), node, addr)
             })

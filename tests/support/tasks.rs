@@ -69,11 +69,7 @@ pub fn vip(service: &Service, network: &str) -> Ipv4Addr {
         .iter()
         .find(|v| v.network_id == network)
         .unwrap_or_else(|| panic!("{} has no VIP on {network}", service.spec.annotations.name));
-    vip.addr
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("an IPv4 VIP")
+    vip.addr.ip()
 }
 
 /// Whether the manager wants `task` running and it runs.

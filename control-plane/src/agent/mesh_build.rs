@@ -29,7 +29,7 @@ use hive_dataplane::mesh::{
 };
 
 use super::mesh_state::{
-    LocalAttachment, LocalNode, Nodes, host_addr, host_mesh_id, is_host, networks, nodes, ports,
+    LocalAttachment, LocalNode, Nodes, host_mesh_id, is_host, networks, nodes, ports,
 };
 use crate::api::mesh_view::{MeshService, MeshTask, MeshTouched, MeshView};
 use crate::store::objects::PublishMode;
@@ -451,9 +451,7 @@ impl MeshBuilder {
             let Some(network) = self.by_id.get(&vip.network_id) else {
                 continue;
             };
-            let Some(addr) = host_addr(&vip.addr) else {
-                continue;
-            };
+            let addr = vip.addr.ip();
             if is_host(network, addr) && addr != network.gateway && !claims.vips.contains(&addr) {
                 claims.vips.push(addr);
             }
@@ -494,9 +492,7 @@ impl MeshBuilder {
             let Some(network) = self.by_id.get(&vip.network_id) else {
                 continue;
             };
-            let Some(addr) = host_addr(&vip.addr) else {
-                continue;
-            };
+            let addr = vip.addr.ip();
             if is_host(network, addr)
                 && addr != network.gateway
                 && !seen.contains(&addr)

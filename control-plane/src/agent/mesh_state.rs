@@ -162,7 +162,7 @@ pub fn mesh_state(
                 .iter()
                 .filter_map(|vip| {
                     let network = by_id.get(vip.network_id.as_str())?;
-                    let addr = host_addr(&vip.addr)?;
+                    let addr = vip.addr.ip();
                     (is_host(network, addr) && addr != network.gateway && claimed_vips.insert(addr))
                         .then(|| ServiceVip {
                             network: network.name.clone(),
@@ -433,11 +433,6 @@ pub fn swarm_service_id(mesh_id: &str) -> &str {
 /// service's name).
 pub fn host_mesh_id(service_id: &str) -> String {
     format!("{service_id}{HOST_SUFFIX}")
-}
-
-/// A VIP, `10.0.0.7/24` or `10.0.0.7` → the address.
-pub(super) fn host_addr(cidr: &str) -> Option<Ipv4Addr> {
-    cidr.split('/').next()?.parse().ok()
 }
 
 fn first_host(subnet: Ipv4Network) -> Option<Ipv4Addr> {

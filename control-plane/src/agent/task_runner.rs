@@ -96,7 +96,7 @@ pub fn executor_spec(task: &Task) -> ExecSpec {
         .iter()
         .map(|n| executor::NetworkAttachment {
             network_id: n.network_id.clone(),
-            addresses: n.addresses.clone(),
+            addresses: n.addresses.iter().map(ToString::to_string).collect(),
             aliases: n.aliases.clone(),
         })
         .collect();

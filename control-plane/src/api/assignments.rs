@@ -251,7 +251,7 @@ mod tests {
                 ports: Vec::new(),
                 virtual_ips: vec![VirtualIp {
                     network_id: "net".into(),
-                    addr: "10.0.0.2/24".into(),
+                    addr: "10.0.0.2/24".parse().unwrap(),
                 }],
             },
         };
@@ -424,7 +424,7 @@ mod tests {
         ));
     }
 
-    /// On the leader, the store's strings are parsed once, into the view every node gets.
+    /// On the leader, the view every node gets carries the store's typed values as they are.
     #[test]
     fn the_view_carries_the_stores_values_typed() {
         use crate::store::objects::{
@@ -435,42 +435,36 @@ mod tests {
             vni: Some(4097),
             ..Network::default()
         };
-        network.ipam = vec![IpamConfig {
-            subnet: "10.0.1.0/24".into(),
-            gateway: "10.0.1.1".into(),
-            ..IpamConfig::default()
-        }];
+        network.ipam = vec![IpamConfig::parse("10.0.1.0/24", "", "10.0.1.1").unwrap()];
         let view = MeshNetwork::of(&network).unwrap();
         assert_eq!(view.subnet, "10.0.1.0/24".parse().unwrap());
         assert_eq!(view.gateway, Some(std::net::Ipv4Addr::new(10, 0, 1, 1)));
-        // A store value that does not parse leaves the network out (logged as an error).
-        network.ipam[0].subnet = "10.0.1.0/99".into();
-        assert_eq!(MeshNetwork::of(&network), None);
+        network.ipam.clear();
+        assert_eq!(MeshNetwork::of(&network), None, "not allocated yet");
 
         let mut node = Node {
             id: "n1".into(),
             description: Some(NodeDescription {
-                underlay_mac: "02:00:00:00:00:01".into(),
+                underlay_mac: Some("02:00:00:00:00:01".parse().unwrap()),
                 ..NodeDescription::default()
             }),
             ..Node::default()
         };
-        node.status.addr = "192.0.2.1".into();
+        node.status.addr = Some("192.0.2.1".parse().unwrap());
         let view = MeshNode::of(&node);
         assert_eq!(view.addr, Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(
             view.mac.map(|m| m.to_string()).as_deref(),
             Some("02:00:00:00:00:01")
         );
+        node.status.addr = Some("fd00::1".parse().unwrap());
+        assert_eq!(MeshNode::of(&node).addr, None, "the underlay is IPv4");
 
-        let attachment = MeshAttachment::of(
-            "t1",
-            &NetworkAttachment {
-                network_id: "net".into(),
-                addresses: vec!["10.0.1.7/24".into()],
-                aliases: vec!["web".into()],
-            },
-        );
+        let attachment = MeshAttachment::of(&NetworkAttachment {
+            network_id: "net".into(),
+            addresses: vec!["10.0.1.7/24".parse().unwrap()],
+            aliases: vec!["web".into()],
+        });
         assert_eq!(
             attachment.addresses[0].ip(),
             std::net::Ipv4Addr::new(10, 0, 1, 7)

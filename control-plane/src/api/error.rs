@@ -153,6 +153,12 @@ impl Conflict for ApiError {
     }
 }
 
+impl From<crate::store::objects::IpamConfigError> for ApiError {
+    fn from(error: crate::store::objects::IpamConfigError) -> Self {
+        Self::Invalid(error.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {

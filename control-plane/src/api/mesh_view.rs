@@ -8,9 +8,7 @@
 //! applied in place.
 
 use std::collections::BTreeSet;
-use std::fmt::Display;
-use std::net::Ipv4Addr;
-use std::str::FromStr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use hive_dataplane::mesh::MacAddr;
 use hive_dataplane::mesh::mode::MeshMode;
@@ -161,12 +159,8 @@ impl MeshNetwork {
             id: n.id.clone(),
             name: n.spec.annotations.name.clone(),
             vni,
-            subnet: stored("network", &n.id, "subnet", &ipam.subnet)?,
-            gateway: if ipam.gateway.is_empty() {
-                None
-            } else {
-                Some(stored("network", &n.id, "gateway", &ipam.gateway)?)
-            },
+            subnet: ipam.subnet,
+            gateway: ipam.gateway,
             ingress: n.spec.ingress,
         })
     }
@@ -194,64 +188,36 @@ impl MeshTask {
             node_id: t.node_id.clone()?,
             id: t.id.clone(),
             service_id: t.service_id.clone(),
-            networks: t
-                .networks
-                .iter()
-                .map(|a| MeshAttachment::of(&t.id, a))
-                .collect(),
+            networks: t.networks.iter().map(MeshAttachment::of).collect(),
         })
     }
 }
 
 impl MeshNode {
     pub fn of(n: &Node) -> Self {
-        let mac = n
-            .description
-            .as_ref()
-            .map_or("", |d| d.underlay_mac.as_str());
         Self {
             id: n.id.clone(),
-            addr: (!n.status.addr.is_empty())
-                .then(|| stored("node", &n.id, "addr", &n.status.addr))
-                .flatten(),
-            mac: (!mac.is_empty())
-                .then(|| stored("node", &n.id, "underlay_mac", mac))
-                .flatten(),
+            addr: match n.status.addr {
+                Some(IpAddr::V4(addr)) => Some(addr),
+                // The mesh's underlay is IPv4: a node that came from an IPv6 address has no
+                // place in it (as before it registered).
+                Some(IpAddr::V6(_)) | None => None,
+            },
+            mac: n.description.as_ref().and_then(|d| d.underlay_mac),
             state: n.status.state,
         }
     }
 }
 
 impl MeshAttachment {
-    /// Task `task_id`'s attachment `a`, with the addresses the mesh can use.
-    pub fn of(task_id: &str, a: &NetworkAttachment) -> Self {
+    /// A task's attachment `a`, as the mesh reads it.
+    pub fn of(a: &NetworkAttachment) -> Self {
         Self {
             network_id: a.network_id.clone(),
-            addresses: a
-                .addresses
-                .iter()
-                .filter_map(|addr| stored("task", task_id, "address", addr))
-                .collect(),
+            addresses: a.addresses.clone(),
             aliases: a.aliases.clone(),
         }
     }
-}
-
-/// A value of a store object that the mesh reads, parsed. The store keeps them as the
-/// allocator and the session wrote them (from typed values), so this fails only on a store
-/// written by something else; the object's field is then left out of the view, and the
-/// leader logs it as an error, once, here, instead of every node re-parsing it.
-fn stored<T: FromStr>(kind: &str, id: &str, field: &str, value: &str) -> Option<T>
-where
-    T::Err: Display,
-{
-    value
-        .parse()
-        .map_err(|err| {
-            tracing::error!(%kind, %id, %field, %value, %err,
-                "mesh view: a stored value does not parse; left out of every node's mesh");
-        })
-        .ok()
 }
 
 /// The mesh's cluster-wide settings: the hash seed and the VXLAN port.

@@ -11,8 +11,9 @@ use super::output::{CliFailure, out, run_client, table};
 use super::service::opts::parse_labels;
 use crate::client::DaemonClient;
 use crate::engine_api::convert;
-use crate::manager::allocator::ipam::Subnet;
-use crate::store::objects::{IpamConfig, Network, NetworkAttachmentConfig, NetworkSpec};
+use crate::store::objects::{
+    IpamConfig, Network, NetworkAttachmentConfig, NetworkSpec, parse_cidr,
+};
 
 #[derive(Debug, Args)]
 pub struct NetworkArgs {
@@ -93,53 +94,54 @@ pub fn ipam_configs(
     if subnets.is_empty() && !(gateways.is_empty() && ranges.is_empty()) {
         return Err("every ip-range or gateway must have a corresponding subnet".to_owned());
     }
-    let mut parsed = Vec::new();
+    let cidr = |what: &str, text: &str| {
+        parse_cidr(text).ok_or_else(|| {
+            format!(
+                "invalid {what}: \"{text}\" is not an IPv4 subnet in CIDR notation (like \
+                 10.0.1.0/24)"
+            )
+        })
+    };
     let mut configs: Vec<IpamConfig> = Vec::new();
     for text in subnets {
-        let subnet: Subnet = text.parse().map_err(|e| format!("invalid subnet: {e}"))?;
-        if parsed.iter().any(|s: &Subnet| s.overlaps(subnet)) {
+        let subnet = cidr("subnet", text)?;
+        if configs.iter().any(|c| c.subnet.overlaps(subnet)) {
             return Err(format!(
                 "multiple overlapping subnet configuration is not allowed ({text})"
             ));
         }
-        parsed.push(subnet);
-        configs.push(IpamConfig {
-            subnet: text.trim().to_owned(),
-            ..IpamConfig::default()
-        });
+        configs.push(IpamConfig::of_subnet(subnet));
     }
     for range in ranges {
-        let r: Subnet = range
-            .parse()
-            .map_err(|e| format!("invalid ip-range: {e}"))?;
-        let i = parsed
-            .iter()
-            .position(|s| s.contains(r.network()) && r.prefix() >= s.prefix())
+        let r = cidr("ip-range", range)?;
+        let config = configs
+            .iter_mut()
+            .find(|c| c.subnet.contains(r.network()) && r.prefix() >= c.subnet.prefix())
             .ok_or_else(|| format!("no matching subnet for range {range}"))?;
-        if !configs[i].range.is_empty() {
+        if let Some(other) = config.range {
             return Err(format!(
-                "cannot configure multiple ranges ({range}, {}) on the same subnet ({})",
-                configs[i].range, configs[i].subnet
+                "cannot configure multiple ranges ({range}, {other}) on the same subnet ({})",
+                config.subnet
             ));
         }
-        configs[i].range = range.trim().to_owned();
+        config.range = Some(r);
     }
     for gateway in gateways {
         let g: std::net::Ipv4Addr = gateway
             .trim()
             .parse()
             .map_err(|_| format!("invalid gateway address: {gateway}"))?;
-        let i = parsed
-            .iter()
-            .position(|s| s.contains(g))
+        let config = configs
+            .iter_mut()
+            .find(|c| c.subnet.contains(g))
             .ok_or_else(|| format!("no matching subnet for gateway {gateway}"))?;
-        if !configs[i].gateway.is_empty() {
+        if let Some(other) = config.gateway {
             return Err(format!(
-                "cannot configure multiple gateways ({gateway}, {}) for the same subnet ({})",
-                configs[i].gateway, configs[i].subnet
+                "cannot configure multiple gateways ({gateway}, {other}) for the same subnet ({})",
+                config.subnet
             ));
         }
-        configs[i].gateway = gateway.trim().to_owned();
+        config.gateway = Some(g);
     }
     Ok(configs)
 }
@@ -355,11 +357,7 @@ mod tests {
         assert!(spec.attachable && spec.internal && !spec.ingress);
         assert_eq!(
             spec.ipam.configs,
-            vec![IpamConfig {
-                subnet: "10.5.0.0/16".into(),
-                range: "10.5.1.0/24".into(),
-                gateway: "10.5.0.254".into(),
-            }]
+            vec![IpamConfig::parse("10.5.0.0/16", "10.5.1.0/24", "10.5.0.254").unwrap()]
         );
         crate::manager::controlapi::networks::validate(&spec).unwrap();
 
@@ -379,9 +377,15 @@ mod tests {
             "n",
         ])
         .unwrap();
-        assert_eq!(spec.ipam.configs[0].range, "10.1.0.128/25");
-        assert_eq!(spec.ipam.configs[0].gateway, "");
-        assert_eq!(spec.ipam.configs[1].gateway, "10.2.0.9");
+        assert_eq!(
+            spec.ipam.configs[0].range,
+            Some("10.1.0.128/25".parse().unwrap())
+        );
+        assert_eq!(spec.ipam.configs[0].gateway, None);
+        assert_eq!(
+            spec.ipam.configs[1].gateway,
+            Some("10.2.0.9".parse().unwrap())
+        );
 
         assert_eq!(
             usage(create(&["--gateway=10.1.0.1", "n"])),

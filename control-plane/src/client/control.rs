@@ -77,7 +77,9 @@ fn service_of(reply: Option<pb::Service>) -> Result<Service, ClientError> {
 }
 
 fn network_of(reply: Option<pb::Network>) -> Result<Network, ClientError> {
-    Ok(reply.ok_or(WireError::Missing("network"))?.into())
+    Ok(Network::try_from(
+        reply.ok_or(WireError::Missing("network"))?,
+    )?)
 }
 
 impl Control {
@@ -254,7 +256,11 @@ impl Control {
             .list_networks(pb::ListNetworksRequest {})
             .await?
             .into_inner();
-        Ok(reply.networks.into_iter().map(Network::from).collect())
+        Ok(reply
+            .networks
+            .into_iter()
+            .map(Network::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// The network `network` names (ID, ID prefix or name).

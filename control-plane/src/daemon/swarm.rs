@@ -194,7 +194,7 @@ pub async fn init(
             ..NodeSpec::default()
         },
         role: NodeRole::Manager,
-        description: Some(convert::description_of(&convert::local_description())),
+        description: Some(convert::description_of(&convert::local_description())?),
         status: NodeStatus {
             state: NodeState::Unknown,
             ..NodeStatus::default()

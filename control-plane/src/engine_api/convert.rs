@@ -568,7 +568,7 @@ fn service_model(service: &Service, status: Option<(u64, u64)>) -> m::Service {
                         .iter()
                         .map(|v| m::ServiceEndpointVirtualIps {
                             network_id: Some(v.network_id.clone()),
-                            addr: Some(v.addr.clone()),
+                            addr: Some(v.addr.to_string()),
                         })
                         .collect()
                 }),
@@ -820,9 +820,9 @@ pub fn network_out(network: &Network) -> m::Network {
                 configs
                     .iter()
                     .map(|c| m::IpamConfig {
-                        subnet: Some(c.subnet.clone()),
-                        ip_range: (!c.range.is_empty()).then(|| c.range.clone()),
-                        gateway: (!c.gateway.is_empty()).then(|| c.gateway.clone()),
+                        subnet: Some(c.subnet.to_string()),
+                        ip_range: c.range.map(|r| r.to_string()),
+                        gateway: c.gateway.map(|g| g.to_string()),
                         auxiliary_addresses: None,
                     })
                     .collect(),
@@ -897,12 +897,15 @@ pub fn network_spec_in(request: m::NetworkCreateRequest) -> Result<NetworkSpec, 
                 .config
                 .unwrap_or_default()
                 .into_iter()
-                .map(|c| IpamConfig {
-                    subnet: c.subnet.unwrap_or_default(),
-                    range: c.ip_range.unwrap_or_default(),
-                    gateway: c.gateway.unwrap_or_default(),
+                .map(|c| {
+                    IpamConfig::parse(
+                        c.subnet.as_deref().unwrap_or_default(),
+                        c.ip_range.as_deref().unwrap_or_default(),
+                        c.gateway.as_deref().unwrap_or_default(),
+                    )
+                    .map_err(|err| EngineError::bad_request(err.to_string()))
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
         },
         ingress: request.ingress.unwrap_or(false),
         attachable: request.attachable.unwrap_or(false),

@@ -47,6 +47,10 @@ pub enum ConvertError {
         "invalid stack name \"{0}\": use letters, digits, '-' and '_', starting with a letter or digit (it prefixes the names of the stack's services and networks)"
     )]
     StackName(String),
+    /// A network's `ipam.config` subnet that does not parse, with the message `network
+    /// create` gives.
+    #[error(transparent)]
+    Ipam(#[from] crate::store::objects::IpamConfigError),
 }
 
 /// The objects of one stack, before they meet the swarm.
@@ -128,7 +132,7 @@ pub fn plan(stack: &str, config: &Config) -> Result<StackPlan, ConvertError> {
                     let n = network_config.unwrap_or(&default);
                     plan.networks.insert(
                         attachment.target.clone(),
-                        network_spec(stack, &attachment.target, n, &mut ignored),
+                        network_spec(stack, &attachment.target, n, &mut ignored)?,
                     );
                 }
             }
@@ -156,11 +160,11 @@ fn network_spec(
     full_name: &str,
     n: &NetworkConfig,
     ignored: &mut BTreeSet<String>,
-) -> NetworkSpec {
+) -> Result<NetworkSpec, ConvertError> {
     if !n.ipam.driver.is_empty() && n.ipam.driver != "default" {
         ignored.insert("networks.ipam.driver".to_owned());
     }
-    NetworkSpec {
+    Ok(NetworkSpec {
         annotations: Annotations {
             name: full_name.to_owned(),
             labels: stack_labels(stack, &n.labels.0),
@@ -177,16 +181,13 @@ fn network_spec(
                 .ipam
                 .config
                 .iter()
-                .map(|p| IpamConfig {
-                    subnet: p.subnet.clone(),
-                    ..IpamConfig::default()
-                })
-                .collect(),
+                .map(|p| IpamConfig::parse(&p.subnet, "", ""))
+                .collect::<Result<_, _>>()?,
         },
         ingress: false,
         attachable: n.attachable,
         internal: n.internal,
-    }
+    })
 }
 
 /// A Compose `healthcheck:` as docker stack's `convertHealthcheck`: `disable` is `NONE`

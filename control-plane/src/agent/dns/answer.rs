@@ -182,7 +182,7 @@ mod tests {
                 endpoint: Endpoint {
                     virtual_ips: vec![VirtualIp {
                         network_id: "back".into(),
-                        addr: "10.0.1.2/16".into(),
+                        addr: "10.0.1.2/16".parse().unwrap(),
                     }],
                     ..Endpoint::default()
                 },

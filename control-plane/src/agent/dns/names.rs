@@ -66,11 +66,7 @@ impl Names {
                     .or_default();
                 names.insert(service.name.to_ascii_lowercase());
                 if service.endpoint.spec.mode == EndpointMode::Vip {
-                    entry.vip = vip.addr.split('/').next().and_then(|a| a.parse().ok());
-                    if entry.vip.is_none() && !vip.addr.is_empty() {
-                        tracing::warn!(service = %service.id, network = %vip.network_id,
-                            vip = %vip.addr, "dns: the service's VIP is not IPv4; its name has no VIP");
-                    }
+                    entry.vip = Some(vip.addr.ip());
                 }
             }
         }
@@ -166,7 +162,7 @@ mod tests {
                     .iter()
                     .map(|(network_id, addr)| VirtualIp {
                         network_id: (*network_id).into(),
-                        addr: (*addr).into(),
+                        addr: addr.parse().unwrap(),
                     })
                     .collect(),
             },

@@ -49,7 +49,7 @@ fn service(i: u8) -> MeshService {
             }],
             virtual_ips: vec![VirtualIp {
                 network_id: "ing".into(),
-                addr: format!("10.0.1.{i}/16"),
+                addr: format!("10.0.1.{i}/16").parse().unwrap(),
             }],
             ..Endpoint::default()
         },
@@ -309,7 +309,9 @@ fn complete_large(services: u16) -> AssignmentChange {
                 }],
                 virtual_ips: vec![VirtualIp {
                     network_id: "ing".into(),
-                    addr: format!("10.0.{}.{}/16", 100 + i / 250, 1 + i % 250),
+                    addr: format!("10.0.{}.{}/16", 100 + i / 250, 1 + i % 250)
+                        .parse()
+                        .unwrap(),
                 }],
                 ..Endpoint::default()
             },

@@ -82,13 +82,13 @@ fn service(rng: &mut Rng, i: u64) -> MeshService {
         virtual_ips.push(VirtualIp {
             network_id: "ing".into(),
             // A small pool: VIPs are contended.
-            addr: format!("10.0.0.{}/24", 200 + rng.below(8)),
+            addr: format!("10.0.0.{}/24", 200 + rng.below(8)).parse().unwrap(),
         });
     }
     if rng.chance(40) {
         virtual_ips.push(VirtualIp {
             network_id: "back".into(),
-            addr: format!("10.1.0.{}/24", 200 + rng.below(8)),
+            addr: format!("10.1.0.{}/24", 200 + rng.below(8)).parse().unwrap(),
         });
     }
     let ports = (0..rng.below(3))
@@ -385,7 +385,7 @@ fn cluster(services: u32) -> Assignment {
                         }],
                         virtual_ips: vec![VirtualIp {
                             network_id: "ing".into(),
-                            addr: vip(i),
+                            addr: vip(i).parse().unwrap(),
                         }],
                         ..Endpoint::default()
                     },

@@ -70,7 +70,7 @@ fn view() -> MeshView {
                     ports: vec![port(objects::Protocol::Tcp, 80, 8080)],
                     virtual_ips: vec![VirtualIp {
                         network_id: "ing".into(),
-                        addr: "10.0.0.2/24".into(),
+                        addr: "10.0.0.2/24".parse().unwrap(),
                     }],
                     ..Endpoint::default()
                 },
@@ -82,7 +82,7 @@ fn view() -> MeshView {
                     ports: vec![port(objects::Protocol::Tcp, 5432, 0)],
                     virtual_ips: vec![VirtualIp {
                         network_id: "back".into(),
-                        addr: "10.0.1.2/24".into(),
+                        addr: "10.0.1.2/24".parse().unwrap(),
                     }],
                     ..Endpoint::default()
                 },

@@ -298,7 +298,7 @@ fn store_tasks_become_executor_specs() {
     task.spec.resources.limits.memory_bytes = 64 << 20;
     task.networks = vec![crate::store::objects::NetworkAttachment {
         network_id: "ing".into(),
-        addresses: vec!["10.0.0.3/24".into()],
+        addresses: vec!["10.0.0.3/24".parse().unwrap()],
         aliases: Vec::new(),
     }];
     let spec = executor_spec(&task);

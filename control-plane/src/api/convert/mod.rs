@@ -114,7 +114,7 @@ pub fn node(
             nano_cpus: description.resources.nano_cpus,
             memory_bytes: description.resources.memory_bytes,
             engine_version: description.engine.engine_version,
-            underlay_mac: description.underlay_mac,
+            underlay_mac: or_empty(description.underlay_mac),
             control_ports: description
                 .control_ports
                 .iter()
@@ -125,7 +125,7 @@ pub fn node(
         status: Some(pb::NodeStatus {
             state: state(node.status.state).into(),
             message: node.status.message.clone(),
-            addr: node.status.addr.clone(),
+            addr: or_empty(node.status.addr),
         }),
         manager_status: node.manager_status.as_ref().map(|m| {
             let (leader, reach) = manager_view(m);
@@ -218,10 +218,13 @@ fn mem_total_bytes() -> Option<i64> {
     Some(kib.saturating_mul(1024))
 }
 
-/// A store node description from what an agent reported.
-pub fn description_of(d: &pb::NodeDescription) -> crate::store::objects::NodeDescription {
+/// A store node description from what an agent reported: where its underlay MAC enters the
+/// cluster, parsed once.
+pub fn description_of(
+    d: &pb::NodeDescription,
+) -> Result<crate::store::objects::NodeDescription, WireError> {
     use crate::store::objects::{EngineDescription, NodeDescription, Platform, Resources};
-    NodeDescription {
+    Ok(NodeDescription {
         hostname: d.hostname.clone(),
         platform: Platform {
             architecture: d.architecture.clone(),
@@ -235,8 +238,8 @@ pub fn description_of(d: &pb::NodeDescription) -> crate::store::objects::NodeDes
             engine_version: d.engine_version.clone(),
             labels: Default::default(),
         },
-        underlay_mac: d.underlay_mac.clone(),
+        underlay_mac: wire::optional("NodeDescription.underlay_mac", &d.underlay_mac, wire::mac)?,
         control_ports: d.control_ports.iter().filter_map(control_port_of).collect(),
         dataplane_error: d.dataplane_error.clone(),
-    }
+    })
 }

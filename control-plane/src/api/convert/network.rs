@@ -1,23 +1,21 @@
 //! Networks and their specs, store ↔ wire.
 
-use super::wire::{annotations, annotations_of, map, meta_of, timestamp};
+use super::wire::{WireError, annotations, annotations_of, map, meta_of, or_empty, timestamp};
 use crate::api::pb;
 use crate::store::objects::{IpamConfig, IpamOptions, Network, NetworkSpec};
 
 fn ipam_config(c: &IpamConfig) -> pb::IpamConfig {
     pb::IpamConfig {
-        subnet: c.subnet.clone(),
-        range: c.range.clone(),
-        gateway: c.gateway.clone(),
+        subnet: c.subnet.to_string(),
+        range: or_empty(c.range),
+        gateway: or_empty(c.gateway),
     }
 }
 
-fn ipam_config_of(c: pb::IpamConfig) -> IpamConfig {
-    IpamConfig {
-        subnet: c.subnet,
-        range: c.range,
-        gateway: c.gateway,
-    }
+/// The one parse of a network's subnet, range and gateway where they enter the cluster,
+/// with the message `network create` has always given.
+fn ipam_config_of(c: pb::IpamConfig) -> Result<IpamConfig, WireError> {
+    Ok(IpamConfig::parse(&c.subnet, &c.range, &c.gateway)?)
 }
 
 impl From<&NetworkSpec> for pb::NetworkSpec {
@@ -37,21 +35,31 @@ impl From<&NetworkSpec> for pb::NetworkSpec {
     }
 }
 
-/// Every message converts: a network spec has no enumerations or bounded numbers.
-impl From<pb::NetworkSpec> for NetworkSpec {
-    fn from(s: pb::NetworkSpec) -> Self {
-        Self {
+/// A network spec converts unless an IPAM config's subnet, range or gateway does not parse.
+impl TryFrom<pb::NetworkSpec> for NetworkSpec {
+    type Error = WireError;
+
+    fn try_from(s: pb::NetworkSpec) -> Result<Self, WireError> {
+        let ipam = match s.ipam {
+            None => IpamOptions::default(),
+            Some(i) => IpamOptions {
+                driver: i.driver,
+                configs: i
+                    .configs
+                    .into_iter()
+                    .map(ipam_config_of)
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        Ok(Self {
             annotations: annotations_of(s.annotations),
             driver: s.driver,
             driver_options: s.driver_options.into_iter().collect(),
-            ipam: s.ipam.map_or_else(IpamOptions::default, |i| IpamOptions {
-                driver: i.driver,
-                configs: i.configs.into_iter().map(ipam_config_of).collect(),
-            }),
+            ipam,
             ingress: s.ingress,
             attachable: s.attachable,
             internal: s.internal,
-        }
+        })
     }
 }
 
@@ -69,15 +77,25 @@ impl From<&Network> for pb::Network {
     }
 }
 
-impl From<pb::Network> for Network {
-    fn from(n: pb::Network) -> Self {
-        Self {
+impl TryFrom<pb::Network> for Network {
+    type Error = WireError;
+
+    fn try_from(n: pb::Network) -> Result<Self, WireError> {
+        Ok(Self {
             meta: meta_of(n.version, n.created_at.as_ref(), n.updated_at.as_ref()),
             id: n.id,
-            spec: n.spec.map(NetworkSpec::from).unwrap_or_default(),
+            spec: n
+                .spec
+                .map(NetworkSpec::try_from)
+                .transpose()?
+                .unwrap_or_default(),
             vni: n.vni,
-            ipam: n.ipam.into_iter().map(ipam_config_of).collect(),
-        }
+            ipam: n
+                .ipam
+                .into_iter()
+                .map(ipam_config_of)
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
@@ -97,11 +115,7 @@ mod tests {
                 ..NetworkSpec::default()
             },
             vni: Some(4097),
-            ipam: vec![IpamConfig {
-                subnet: "10.0.9.0/24".into(),
-                range: "10.0.9.0/25".into(),
-                gateway: "10.0.9.1".into(),
-            }],
+            ipam: vec![IpamConfig::parse("10.0.9.0/24", "10.0.9.0/25", "10.0.9.1").unwrap()],
             ..Network::default()
         };
         network
@@ -109,8 +123,11 @@ mod tests {
             .driver_options
             .insert("com.docker.network.driver.mtu".into(), "1400".into());
         network.spec.ipam.configs = network.ipam.clone();
-        assert_eq!(Network::from(pb::Network::from(&network)), network);
+        assert_eq!(
+            Network::try_from(pb::Network::from(&network)).unwrap(),
+            network
+        );
         let plain = Network::default();
-        assert_eq!(Network::from(pb::Network::from(&plain)), plain);
+        assert_eq!(Network::try_from(pb::Network::from(&plain)).unwrap(), plain);
     }
 }

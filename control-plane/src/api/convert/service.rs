@@ -344,7 +344,7 @@ impl From<&Endpoint> for pb::Endpoint {
                 .iter()
                 .map(|v| pb::VirtualIp {
                     network_id: v.network_id.clone(),
-                    addr: v.addr.clone(),
+                    addr: v.addr.to_string(),
                 })
                 .collect(),
         }
@@ -365,11 +365,13 @@ impl TryFrom<pb::Endpoint> for Endpoint {
             virtual_ips: e
                 .virtual_ips
                 .into_iter()
-                .map(|v| VirtualIp {
-                    network_id: v.network_id,
-                    addr: v.addr,
+                .map(|v| {
+                    Ok(VirtualIp {
+                        addr: super::wire::ipv4_network("VirtualIp.addr", &v.addr)?,
+                        network_id: v.network_id,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, WireError>>()?,
         })
     }
 }
@@ -662,7 +664,7 @@ mod tests {
                 ports: spec.endpoint_spec.ports.clone(),
                 virtual_ips: vec![VirtualIp {
                     network_id: "net1".into(),
-                    addr: "10.0.0.2/24".into(),
+                    addr: "10.0.0.2/24".parse().unwrap(),
                 }],
             }),
             spec,

@@ -88,19 +88,25 @@ impl From<&NetworkAttachment> for pb::NetworkAttachment {
     fn from(n: &NetworkAttachment) -> Self {
         Self {
             network_id: n.network_id.clone(),
-            addresses: n.addresses.clone(),
+            addresses: n.addresses.iter().map(ToString::to_string).collect(),
             aliases: n.aliases.clone(),
         }
     }
 }
 
-impl From<pb::NetworkAttachment> for NetworkAttachment {
-    fn from(n: pb::NetworkAttachment) -> Self {
-        Self {
+impl TryFrom<pb::NetworkAttachment> for NetworkAttachment {
+    type Error = WireError;
+
+    fn try_from(n: pb::NetworkAttachment) -> Result<Self, WireError> {
+        Ok(Self {
             network_id: n.network_id,
-            addresses: n.addresses,
+            addresses: n
+                .addresses
+                .iter()
+                .map(|a| super::wire::ipv4_network("NetworkAttachment.addresses", a))
+                .collect::<Result<_, _>>()?,
             aliases: n.aliases,
-        }
+        })
     }
 }
 
@@ -150,8 +156,8 @@ impl TryFrom<pb::Task> for Task {
             networks: t
                 .networks
                 .into_iter()
-                .map(NetworkAttachment::from)
-                .collect(),
+                .map(NetworkAttachment::try_from)
+                .collect::<Result<_, _>>()?,
             endpoint: t.endpoint.map(Endpoint::try_from).transpose()?,
             started_at: t.started_at.as_ref().map(|t| timestamp_of(Some(t))),
         })
@@ -194,7 +200,7 @@ mod tests {
             },
             networks: vec![NetworkAttachment {
                 network_id: "net".into(),
-                addresses: vec!["10.0.0.3/24".into()],
+                addresses: vec!["10.0.0.3/24".parse().unwrap()],
                 aliases: vec!["web".into()],
             }],
             endpoint: Some(Endpoint::default()),

@@ -33,6 +33,9 @@ pub enum WireError {
         value: String,
         expected: &'static str,
     },
+    /// IPAM options that do not parse (a network spec's subnet, range or gateway).
+    #[error(transparent)]
+    Ipam(#[from] crate::store::objects::IpamConfigError),
     /// A mesh mode this node does not know (issue 21).
     #[error(transparent)]
     MeshMode(#[from] hive_dataplane::mesh::mode::UnknownMeshMode),

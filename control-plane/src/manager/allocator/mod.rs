@@ -21,7 +21,8 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ipam::{AddressPool, IpamError, Subnet, parse_addr};
+use ipam::AddressPool;
+use ipnetwork::Ipv4Network;
 use ports::{PortError, PortTable, ingress_ports};
 
 use crate::manager::leader_loop::{Reconciler, Scope};
@@ -45,12 +46,6 @@ pub enum AllocError {
     NoTaskAddress { network: String },
     #[error("network {network} not found; it may have been removed, update the service")]
     NoNetwork { network: String },
-    #[error("network {network} has a bad address configuration: {source}")]
-    BadNetwork {
-        network: String,
-        #[source]
-        source: IpamError,
-    },
 }
 
 /// The allocator loop: what is taken (see the module docs), and the problems it last logged,
@@ -202,7 +197,7 @@ pub fn allocate(tx: &mut WriteTx) -> Result<(Outcome, State), StoreError> {
     wrote |= networks_wrote;
     let mut problems: BTreeSet<String> = errors.iter().map(ToString::to_string).collect();
     problems.extend(ingress_problem);
-    let mut state = State::load(tx, &mut problems)?;
+    let mut state = State::load(tx)?;
     let services = tx.list::<Service>()?;
     let tasks = tx.find::<Task>(|t| {
         t.status.state == TaskState::New && t.desired_state <= TaskState::Running
@@ -369,13 +364,13 @@ impl State {
         }
     }
 
-    fn release(&mut self, network_id: &str, cidr: &str) {
+    fn release(&mut self, network_id: &str, addr: &Ipv4Network) {
         if let Some(pool) = self.pools.get_mut(network_id) {
-            pool.release(cidr);
+            pool.release(addr.ip());
         }
     }
 
-    fn load(tx: &WriteTx, problems: &mut BTreeSet<String>) -> Result<Self, StoreError> {
+    fn load(tx: &WriteTx) -> Result<Self, StoreError> {
         let networks: BTreeMap<String, Network> = tx
             .list::<Network>()?
             .into_iter()
@@ -385,18 +380,10 @@ impl State {
             .values()
             .find(|n| n.spec.ingress)
             .map(|n| n.id.clone());
-        let mut pools = BTreeMap::new();
-        for network in networks.values() {
-            match pool_of(network) {
-                Ok(Some(pool)) => {
-                    pools.insert(network.id.clone(), pool);
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    problems.insert(err.to_string());
-                }
-            }
-        }
+        let pools = networks
+            .values()
+            .filter_map(|n| Some((n.id.clone(), pool_of(n)?)))
+            .collect();
         let mut state = Self {
             networks,
             pools,
@@ -416,9 +403,9 @@ impl State {
         Ok(state)
     }
 
-    fn reserve(&mut self, network_id: &str, cidr: &str) {
-        if let (Some(pool), Ok(addr)) = (self.pools.get_mut(network_id), parse_addr(cidr)) {
-            pool.reserve(addr);
+    fn reserve(&mut self, network_id: &str, addr: &Ipv4Network) {
+        if let Some(pool) = self.pools.get_mut(network_id) {
+            pool.reserve(addr.ip());
         }
     }
 
@@ -503,7 +490,7 @@ impl State {
         // On error the port table is left as it was; VIPs taken here are given back, so a
         // failure leaves nothing half taken.
         let mut virtual_ips = Vec::new();
-        let mut taken: Vec<(String, String)> = Vec::new();
+        let mut taken: Vec<(String, Ipv4Network)> = Vec::new();
         for id in &want {
             if let Some(kept) = previous.virtual_ips.iter().find(|v| &v.network_id == id) {
                 virtual_ips.push(kept.clone());
@@ -517,7 +504,7 @@ impl State {
                     network: self.network_name(id),
                 });
             };
-            taken.push((id.clone(), addr.clone()));
+            taken.push((id.clone(), addr));
             virtual_ips.push(VirtualIp {
                 network_id: id.clone(),
                 addr,
@@ -584,7 +571,7 @@ impl State {
                     // Give back what this task took so far.
                     for taken in &out {
                         if let Some(pool) = self.pools.get_mut(&taken.network_id) {
-                            taken.addresses.iter().for_each(|a| pool.release(a));
+                            taken.addresses.iter().for_each(|a| pool.release(a.ip()));
                         }
                     }
                     return Err(AllocError::NoTaskAddress {
@@ -598,24 +585,11 @@ impl State {
 }
 
 /// The address pool of an allocated network (its first subnet); `None` before allocation.
-fn pool_of(network: &Network) -> Result<Option<AddressPool>, AllocError> {
-    let Some(config) = network.ipam.first() else {
-        return Ok(None);
-    };
-    let bad = |source| AllocError::BadNetwork {
-        network: network.spec.annotations.name.clone(),
-        source,
-    };
-    let subnet: Subnet = config.subnet.parse().map_err(bad)?;
-    let range = if config.range.is_empty() {
-        None
-    } else {
-        Some(config.range.parse::<Subnet>().map_err(bad)?)
-    };
-    let gateway = if config.gateway.is_empty() {
-        None
-    } else {
-        Some(parse_addr(&config.gateway).map_err(bad)?)
-    };
-    Ok(Some(AddressPool::new(subnet, range, gateway)))
+fn pool_of(network: &Network) -> Option<AddressPool> {
+    let config = network.ipam.first()?;
+    Some(AddressPool::new(
+        config.subnet,
+        config.range,
+        config.gateway,
+    ))
 }

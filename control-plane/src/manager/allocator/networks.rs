@@ -2,16 +2,23 @@
 //! default address pool and VNIs for networks created without them.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
-use super::ipam::{IpamError, Subnet, carve};
+use ipnetwork::Ipv4Network;
+
+use super::ipam::{IpamError, carve, first_host};
 use crate::store::objects::{
     Annotations, Cluster, IpamConfig, IpamOptions, Network, NetworkSpec, ObjectKind,
 };
 use crate::store::{ReadView, StoreError, WriteTx};
 
 pub const INGRESS_NAME: &str = "ingress";
-pub const INGRESS_SUBNET: &str = "10.0.0.0/24";
-pub const INGRESS_GATEWAY: &str = "10.0.0.1";
+pub const INGRESS_SUBNET: Ipv4Network =
+    match Ipv4Network::new_checked(Ipv4Addr::new(10, 0, 0, 0), 24) {
+        Some(subnet) => subnet,
+        None => panic!("a prefix of 24 fits an IPv4 address"),
+    };
+pub const INGRESS_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Swarm's first VNI; the ingress network takes it.
 pub const INGRESS_VNI: u32 = 4096;
 /// Other networks get VNIs from here up.
@@ -23,7 +30,11 @@ pub const LAST_VNI: u32 = (1 << 24) - 1;
 /// cluster object has fields for them (docs/control-plane.md).
 pub const POOL_LABEL: &str = "hive.default-addr-pool";
 pub const POOL_MASK_LABEL: &str = "hive.default-addr-pool-mask-length";
-pub const DEFAULT_POOL: &str = "10.0.0.0/8";
+pub const DEFAULT_POOL: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::new(10, 0, 0, 0), 8)
+{
+    Some(pool) => pool,
+    None => panic!("a prefix of 8 fits an IPv4 address"),
+};
 pub const DEFAULT_POOL_MASK: u8 = 24;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +63,8 @@ pub fn ensure_ingress(tx: &mut WriteTx) -> Result<(bool, Option<String>), StoreE
         return Ok((false, Some(problem.to_owned())));
     }
     let config = IpamConfig {
-        subnet: INGRESS_SUBNET.to_owned(),
-        range: String::new(),
-        gateway: INGRESS_GATEWAY.to_owned(),
+        gateway: Some(INGRESS_GATEWAY),
+        ..IpamConfig::of_subnet(INGRESS_SUBNET)
     };
     let network = Network {
         spec: NetworkSpec {
@@ -79,10 +89,10 @@ pub fn ensure_ingress(tx: &mut WriteTx) -> Result<(bool, Option<String>), StoreE
 pub fn allocate_networks(tx: &mut WriteTx) -> Result<(bool, Vec<NetworkError>), StoreError> {
     let networks = tx.list::<Network>()?;
     let (pools, mask) = default_pools(tx)?;
-    let mut used_subnets: Vec<Subnet> = networks
+    let mut used_subnets: Vec<Ipv4Network> = networks
         .iter()
         .flat_map(|n| n.ipam.iter().chain(n.spec.ipam.configs.iter()))
-        .filter_map(|c| c.subnet.parse().ok())
+        .map(|c| c.subnet)
         .collect();
     let mut used_vnis: BTreeSet<u32> = networks.iter().filter_map(|n| n.vni).collect();
     let mut wrote = false;
@@ -95,11 +105,7 @@ pub fn allocate_networks(tx: &mut WriteTx) -> Result<(bool, Vec<NetworkError>), 
         if network.ipam.is_empty() {
             match ipam_for(&network, &pools, mask, &used_subnets) {
                 Ok(configs) => {
-                    used_subnets.extend(
-                        configs
-                            .iter()
-                            .filter_map(|c| c.subnet.parse::<Subnet>().ok()),
-                    );
+                    used_subnets.extend(configs.iter().map(|c| c.subnet));
                     network.ipam = configs;
                 }
                 Err(source) => {
@@ -134,56 +140,49 @@ pub fn allocate_networks(tx: &mut WriteTx) -> Result<(bool, Vec<NetworkError>), 
 /// the default pools.
 fn ipam_for(
     network: &Network,
-    pools: &[Subnet],
+    pools: &[Ipv4Network],
     mask: u8,
-    used: &[Subnet],
+    used: &[Ipv4Network],
 ) -> Result<Vec<IpamConfig>, IpamError> {
     if !network.spec.ipam.configs.is_empty() {
-        return network
+        return Ok(network
             .spec
             .ipam
             .configs
             .iter()
-            .map(|config| {
-                let subnet: Subnet = config.subnet.parse()?;
-                let mut config = config.clone();
-                if config.gateway.is_empty() {
-                    config.gateway = subnet.first_host().to_string();
-                }
-                Ok(config)
+            .map(|config| IpamConfig {
+                gateway: Some(config.gateway.unwrap_or_else(|| first_host(config.subnet))),
+                ..config.clone()
             })
-            .collect();
+            .collect());
     }
-    let mut last_err = None;
+    let mut last_err = IpamError::NoPool;
     for pool in pools {
         match carve(*pool, mask, used) {
             Ok(subnet) => {
                 return Ok(vec![IpamConfig {
-                    subnet: subnet.to_string(),
-                    range: String::new(),
-                    gateway: subnet.first_host().to_string(),
+                    gateway: Some(first_host(subnet)),
+                    ..IpamConfig::of_subnet(subnet)
                 }]);
             }
-            Err(err) => last_err = Some(err),
+            Err(err) => last_err = err,
         }
     }
-    Err(last_err.unwrap_or(IpamError::BadSubnet {
-        given: String::new(),
-    }))
+    Err(last_err)
 }
 
 /// The default address pools and mask length from the cluster's reserved labels.
-fn default_pools(tx: &WriteTx) -> Result<(Vec<Subnet>, u8), StoreError> {
+fn default_pools(tx: &WriteTx) -> Result<(Vec<Ipv4Network>, u8), StoreError> {
     let cluster = tx.list::<Cluster>()?.into_iter().next();
     let labels = cluster
         .map(|c| c.spec.annotations.labels)
         .unwrap_or_default();
-    let mut pools: Vec<Subnet> = labels
+    let mut pools: Vec<Ipv4Network> = labels
         .get(POOL_LABEL)
         .map(|v| {
             v.split(',')
-                .filter_map(|p| match p.parse() {
-                    Ok(subnet) => Some(subnet),
+                .filter_map(|p| match p.trim().parse::<Ipv4Network>() {
+                    Ok(subnet) => Some(super::ipam::canonical(subnet)),
                     Err(err) => {
                         tracing::warn!(%err, "ignoring a bad default address pool");
                         None
@@ -193,7 +192,7 @@ fn default_pools(tx: &WriteTx) -> Result<(Vec<Subnet>, u8), StoreError> {
         })
         .unwrap_or_default();
     if pools.is_empty() {
-        pools.extend(DEFAULT_POOL.parse::<Subnet>().ok());
+        pools.push(DEFAULT_POOL);
     }
     let mask = labels
         .get(POOL_MASK_LABEL)

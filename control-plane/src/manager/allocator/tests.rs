@@ -36,10 +36,9 @@ async fn create_network(swarm: &Swarm, name: &str, subnet: Option<&str>) -> Stri
     let mut spec = NetworkSpec::default();
     spec.annotations.name = name.to_owned();
     if let Some(subnet) = subnet {
-        spec.ipam.configs.push(IpamConfig {
-            subnet: subnet.to_owned(),
-            ..IpamConfig::default()
-        });
+        spec.ipam
+            .configs
+            .push(IpamConfig::parse(subnet, "", "").unwrap());
     }
     let network = Network {
         spec,
@@ -64,7 +63,7 @@ fn addresses(tasks: &[Task], network_id: &str) -> Vec<String> {
         .iter()
         .flat_map(|t| &t.networks)
         .filter(|a| a.network_id == network_id)
-        .flat_map(|a| a.addresses.clone())
+        .flat_map(|a| a.addresses.iter().map(ToString::to_string))
         .collect()
 }
 
@@ -76,8 +75,8 @@ async fn the_leader_makes_the_ingress_network_with_swarms_defaults() {
     assert!(ingress.spec.ingress);
     assert_eq!(ingress.vni, Some(4096));
     assert_eq!(ingress.ipam.len(), 1);
-    assert_eq!(ingress.ipam[0].subnet, "10.0.0.0/24");
-    assert_eq!(ingress.ipam[0].gateway, "10.0.0.1");
+    assert_eq!(ingress.ipam[0].subnet.to_string(), "10.0.0.0/24");
+    assert_eq!(ingress.ipam[0].gateway, Some("10.0.0.1".parse().unwrap()));
     // Only once.
     swarm.converge().await;
     let networks = swarm.store.view(|tx| tx.list::<Network>()).unwrap();
@@ -193,7 +192,7 @@ async fn the_ingress_vip_and_task_addresses_are_unique() {
         let endpoint = swarm.get::<Service>(service).endpoint.expect("allocated");
         assert_eq!(endpoint.virtual_ips.len(), 1);
         assert_eq!(endpoint.virtual_ips[0].network_id, ingress.id);
-        assert!(seen.insert(endpoint.virtual_ips[0].addr.clone()));
+        assert!(seen.insert(endpoint.virtual_ips[0].addr.to_string()));
         let tasks = swarm.live_tasks(service);
         for addr in addresses(&tasks, &ingress.id) {
             assert!(
@@ -242,12 +241,13 @@ async fn overlay_networks_get_a_pool_subnet_a_vni_and_vips() {
 
     let allocated = network(&swarm, "backend");
     assert_eq!(
-        allocated.ipam[0].subnet, "10.0.1.0/24",
+        allocated.ipam[0].subnet.to_string(),
+        "10.0.1.0/24",
         "10.0.0.0/24 is ingress's"
     );
-    assert_eq!(allocated.ipam[0].gateway, "10.0.1.1");
+    assert_eq!(allocated.ipam[0].gateway, Some("10.0.1.1".parse().unwrap()));
     let other = network(&swarm, "explicit");
-    assert_eq!(other.ipam[0].gateway, "192.168.5.1");
+    assert_eq!(other.ipam[0].gateway, Some("192.168.5.1".parse().unwrap()));
     let vnis = BTreeSet::from([allocated.vni.expect("vni"), other.vni.expect("vni")]);
     assert_eq!(vnis, [4097, 4098].into());
 

@@ -134,7 +134,11 @@ async fn issue(
         )
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let availability = convert::node_availability(request.availability());
-    let description = request.description.as_ref().map(convert::description_of);
+    let description = request
+        .description
+        .as_ref()
+        .map(convert::description_of)
+        .transpose()?;
     let advertise_addr = request.advertise_addr.clone();
     let raft_id = manager
         .update(|tx| {

@@ -40,11 +40,10 @@ pub fn agent_addr(node: &Node) -> String {
     if !node.status.agent_addr.is_empty() {
         return node.status.agent_addr.clone();
     }
-    let addr = &node.status.addr;
-    if addr.is_empty() || addr.parse::<std::net::SocketAddr>().is_ok() {
-        return addr.clone();
+    match node.status.addr {
+        None => String::new(),
+        Some(addr) => std::net::SocketAddr::new(addr, NODE_PORT).to_string(),
     }
-    format!("{addr}:{NODE_PORT}")
 }
 
 /// The service's tasks (or the one task) `target` names, grouped by the node they ran on.
@@ -322,10 +321,10 @@ mod tests {
     #[test]
     fn agent_address_falls_back_to_the_node_port() {
         let mut node = Node::default();
-        node.status.addr = "10.0.0.2".into();
+        node.status.addr = Some("10.0.0.2".parse().unwrap());
         assert_eq!(agent_addr(&node), "10.0.0.2:2377");
-        node.status.addr = "10.0.0.2:4000".into();
-        assert_eq!(agent_addr(&node), "10.0.0.2:4000");
+        node.status.addr = Some("fd00::2".parse().unwrap());
+        assert_eq!(agent_addr(&node), "[fd00::2]:2377");
         node.status.agent_addr = "10.0.0.9:2377".into();
         assert_eq!(agent_addr(&node), "10.0.0.9:2377");
     }
@@ -346,7 +345,7 @@ mod tests {
             }),
             ..Node::default()
         };
-        node.status.addr = "10.0.0.1".into();
+        node.status.addr = Some("10.0.0.1".parse().unwrap());
         let task = |slot, node: Option<&str>| Task {
             id: new_id(),
             service_id: web.clone(),

@@ -5,11 +5,11 @@
 //! As in `services`, each operation is a function over a store transaction (`*_in`), which
 //! the tests run against a real one-manager store, and an async wrapper around it.
 
-use std::net::Ipv4Addr;
+use ipnetwork::Ipv4Network;
 
 use crate::api::{ApiError, pb};
 use crate::manager::Manager;
-use crate::manager::allocator::ipam::Subnet;
+use crate::manager::allocator::ipam::canonical;
 use crate::store::objects::{Network, NetworkSpec, ObjectKind, Service, ServiceSpec, Task};
 use crate::store::{ReadView, WriteTx};
 
@@ -29,20 +29,15 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// The subnets of `spec`'s IPAM configs, after checking each config: an IPv4 CIDR without
-/// host bits, a range inside it, a gateway inside it, and no overlap between them.
-fn validate_ipam(spec: &NetworkSpec) -> Result<Vec<Subnet>, ApiError> {
+/// The subnets of `spec`'s IPAM configs, after checking each config (parsed where the spec
+/// entered the cluster, [`IpamConfig::parse`]): a subnet without host bits, a range inside it,
+/// a gateway inside it, and no overlap between them.
+fn validate_ipam(spec: &NetworkSpec) -> Result<Vec<Ipv4Network>, ApiError> {
     let invalid = |m: String| Err(ApiError::Invalid(m));
-    let mut subnets: Vec<Subnet> = Vec::new();
+    let mut subnets: Vec<Ipv4Network> = Vec::new();
     for config in &spec.ipam.configs {
-        if config.subnet.is_empty() {
-            return invalid("every ip-range or gateway must have a corresponding subnet".into());
-        }
-        let subnet: Subnet = match config.subnet.parse() {
-            Ok(s) => s,
-            Err(_) => return invalid(format!("invalid subnet {}", config.subnet)),
-        };
-        if subnet.to_string() != config.subnet.trim() {
+        let subnet = canonical(config.subnet);
+        if subnet != config.subnet {
             return invalid(format!(
                 "invalid subnet {}: it should be {subnet}",
                 config.subnet
@@ -53,26 +48,15 @@ fn validate_ipam(spec: &NetworkSpec) -> Result<Vec<Subnet>, ApiError> {
                 "invalid subnet {subnet}: an overlay subnet needs a prefix length of 30 or less"
             ));
         }
-        if !config.range.is_empty() {
-            let range: Subnet = match config.range.parse() {
-                Ok(r) => r,
-                Err(_) => return invalid(format!("invalid ip-range {}", config.range)),
-            };
-            if range.prefix() < subnet.prefix() || !subnet.contains(range.network()) {
-                return invalid(format!(
-                    "ip-range {} is not inside subnet {subnet}",
-                    config.range
-                ));
-            }
+        if let Some(range) = config.range
+            && (range.prefix() < subnet.prefix() || !subnet.contains(range.network()))
+        {
+            return invalid(format!("ip-range {range} is not inside subnet {subnet}"));
         }
-        if !config.gateway.is_empty() {
-            let gateway: Ipv4Addr = match config.gateway.trim().parse() {
-                Ok(g) => g,
-                Err(_) => return invalid(format!("invalid gateway address {}", config.gateway)),
-            };
-            if !subnet.contains(gateway) {
-                return invalid(format!("no matching subnet for gateway {}", config.gateway));
-            }
+        if let Some(gateway) = config.gateway
+            && !subnet.contains(gateway)
+        {
+            return invalid(format!("no matching subnet for gateway {gateway}"));
         }
         if subnets.iter().any(|s| s.overlaps(subnet)) {
             return invalid(format!(
@@ -144,7 +128,7 @@ pub fn create_in(tx: &mut WriteTx, spec: &NetworkSpec) -> Result<String, ApiErro
             .ipam
             .iter()
             .chain(other.spec.ipam.configs.iter())
-            .filter_map(|c| c.subnet.parse::<Subnet>().ok());
+            .map(|c| canonical(c.subnet));
         for used in theirs {
             if let Some(mine) = subnets.iter().find(|s| s.overlaps(used)) {
                 return Err(ApiError::Precondition(format!(
@@ -254,10 +238,11 @@ pub async fn create(
     manager: &Manager,
     request: pb::CreateNetworkRequest,
 ) -> Result<pb::NetworkReply, ApiError> {
-    let spec: NetworkSpec = request
-        .spec
-        .ok_or(crate::api::convert::WireError::Missing("network spec"))?
-        .into();
+    let spec = NetworkSpec::try_from(
+        request
+            .spec
+            .ok_or(crate::api::convert::WireError::Missing("network spec"))?,
+    )?;
     let _serial = manager.service_writes.lock().await;
     let id = manager.update(|tx| create_in(tx, &spec)).await?;
     tracing::info!(network = %id, name = %spec.annotations.name, "network created");
@@ -310,12 +295,22 @@ mod tests {
 
     fn with_subnet(name: &str, subnet: &str, gateway: &str, range: &str) -> NetworkSpec {
         let mut spec = net(name);
-        spec.ipam.configs.push(IpamConfig {
-            subnet: subnet.into(),
-            gateway: gateway.into(),
-            range: range.into(),
-        });
+        spec.ipam
+            .configs
+            .push(IpamConfig::parse(subnet, range, gateway).unwrap());
         spec
+    }
+
+    /// The message of a config refused where it enters (its parse) or by [`validate`].
+    fn refused(subnet: &str, gateway: &str, range: &str) -> String {
+        match IpamConfig::parse(subnet, range, gateway) {
+            Err(err) => ApiError::from(err).to_string(),
+            Ok(config) => {
+                let mut spec = net("b");
+                spec.ipam.configs.push(config);
+                invalid(&spec)
+            }
+        }
     }
 
     async fn create(store: &Store, spec: &NetworkSpec) -> Result<String, ApiError> {
@@ -358,35 +353,31 @@ mod tests {
             .insert("com.docker.network.driver.mtu".into(), "1400".into());
         validate(&mtu).unwrap();
 
+        assert_eq!(refused("10.5.0.0", "", ""), "invalid subnet 10.5.0.0");
         assert_eq!(
-            invalid(&with_subnet("b", "10.5.0.0", "", "")),
-            "invalid subnet 10.5.0.0"
-        );
-        assert_eq!(
-            invalid(&with_subnet("b", "10.5.0.7/24", "", "")),
+            refused("10.5.0.7/24", "", ""),
             "invalid subnet 10.5.0.7/24: it should be 10.5.0.0/24"
         );
         assert_eq!(
-            invalid(&with_subnet("b", "10.5.0.0/24", "10.6.0.1", "")),
+            refused("10.5.0.0/24", "10.6.0.1", ""),
             "no matching subnet for gateway 10.6.0.1"
         );
         assert_eq!(
-            invalid(&with_subnet("b", "10.5.0.0/24", "nope", "")),
+            refused("10.5.0.0/24", "nope", ""),
             "invalid gateway address nope"
         );
         assert_eq!(
-            invalid(&with_subnet("b", "10.5.0.0/24", "", "10.6.0.0/25")),
+            refused("10.5.0.0/24", "", "10.6.0.0/25"),
             "ip-range 10.6.0.0/25 is not inside subnet 10.5.0.0/24"
         );
         assert_eq!(
-            invalid(&with_subnet("b", "", "10.5.0.1", "")),
+            refused("", "10.5.0.1", ""),
             "every ip-range or gateway must have a corresponding subnet"
         );
         let mut two = with_subnet("b", "10.5.0.0/16", "", "");
-        two.ipam.configs.push(IpamConfig {
-            subnet: "10.5.3.0/24".into(),
-            ..IpamConfig::default()
-        });
+        two.ipam
+            .configs
+            .push(IpamConfig::of_subnet("10.5.3.0/24".parse().unwrap()));
         assert!(invalid(&two).contains("overlaps"));
     }
 

@@ -5,7 +5,7 @@
 //! probe that never arrives refuses the mode.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,14 +34,9 @@ struct Sender {
     agent_addr: String,
 }
 
-/// The node's underlay address: `Node.status.addr`, with or without a port.
+/// The node's underlay address: `Node.status.addr`, if it is IPv4.
 fn underlay_addr(node: &Node) -> Option<Ipv4Addr> {
-    let addr = &node.status.addr;
-    let ip = addr
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| addr.parse::<SocketAddr>().ok().map(|a| a.ip()))?;
-    match ip {
+    match node.status.addr? {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,
     }
@@ -71,7 +66,7 @@ pub async fn check(manager: &Manager) -> Result<(), ApiError> {
     let target = underlay_addr(own).ok_or_else(|| {
         ApiError::Precondition(format!(
             "cannot probe the underlay for direct return: this node's address {:?} is not IPv4",
-            own.status.addr
+            crate::api::convert::or_empty(own.status.addr)
         ))
     })?;
     let port = own

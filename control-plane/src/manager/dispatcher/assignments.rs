@@ -588,7 +588,11 @@ mod tests {
         task.service_id = format!("s{i}");
         task.networks = vec![crate::store::objects::NetworkAttachment {
             network_id: "ingress".into(),
-            addresses: vec![format!("10.0.{}.{}/16", i / 250, 2 + i % 250)],
+            addresses: vec![
+                format!("10.0.{}.{}/16", i / 250, 2 + i % 250)
+                    .parse()
+                    .unwrap(),
+            ],
             aliases: Vec::new(),
         }];
         task

@@ -153,6 +153,7 @@ impl Dispatcher {
     ) -> Result<pb::SessionResponse, ApiError> {
         let session_id =
             crate::pki::random_id().map_err(|e| ApiError::internal("making a session ID", e))?;
+        let description = description.map(convert::description_of).transpose()?;
         self.ensure_gossip_key().await;
         let node = self
             .store
@@ -160,10 +161,10 @@ impl Dispatcher {
                 tx.modify::<Node>(node_id, |node| {
                     node.status.state = NodeState::Ready;
                     node.status.message.clear();
-                    node.status.addr = addr.to_string();
+                    node.status.addr = Some(addr);
                     node.status.agent_addr = agent_addr.to_owned();
-                    if let Some(description) = description {
-                        node.description = Some(convert::description_of(description));
+                    if let Some(description) = &description {
+                        node.description = Some(description.clone());
                     }
                 })
             })

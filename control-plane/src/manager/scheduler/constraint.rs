@@ -4,8 +4,11 @@
 
 use std::fmt;
 
-use crate::manager::allocator::ipam::{Subnet, parse_addr};
-use crate::store::objects::{Node, NodeRole};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+
+use crate::store::objects::{Node, NodeRole, parse_cidr};
 
 /// What a constraint looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,9 +152,8 @@ impl Constraint {
     /// Whether `node` satisfies this constraint. A missing label equals nothing, so `!=` holds.
     pub fn matches(&self, node: &Node) -> bool {
         if self.key == ConstraintKey::NodeIp {
-            let addr = node.status.addr.split(':').next().unwrap_or_default();
-            let inside = match (ip_matcher(&self.value), parse_addr(addr)) {
-                (Some(subnet), Ok(addr)) => subnet.contains(addr),
+            let inside = match (ip_matcher(&self.value), node.status.addr) {
+                (Some(subnet), Some(IpAddr::V4(addr))) => subnet.contains(addr),
                 _ => false,
             };
             return match self.operator {
@@ -193,11 +195,11 @@ pub fn all_match(constraints: &[Constraint], node: &Node) -> bool {
 }
 
 /// `10.0.0.7` (as a /32) or `10.0.0.0/24`.
-fn ip_matcher(value: &str) -> Option<Subnet> {
+fn ip_matcher(value: &str) -> Option<Ipv4Network> {
     if value.contains('/') {
-        value.parse().ok()
+        parse_cidr(value)
     } else {
-        Subnet::new(parse_addr(value).ok()?, 32)
+        value.trim().parse::<Ipv4Addr>().ok().map(Ipv4Network::from)
     }
 }
 
@@ -307,7 +309,7 @@ mod tests {
             "a node without an address is outside"
         );
         let mut node = node.clone();
-        node.status.addr = "192.168.77.3:4711".into();
+        node.status.addr = Some("192.168.77.3".parse().unwrap());
         let check = |e: &str| Constraint::parse(e).unwrap().matches(&node);
         assert!(check("node.ip==192.168.77.0/24"));
         assert!(check("node.ip==192.168.77.3"));

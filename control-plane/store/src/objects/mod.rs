@@ -6,6 +6,7 @@
 //! snapshots as JSON, and fields added later must be `#[serde(default)]` so older logs still
 //! decode.
 
+mod addr;
 mod cluster;
 mod common;
 mod health;
@@ -22,6 +23,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use addr::empty_as_none;
 pub use cluster::{
     CaConfig, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, DispatcherConfig, EncryptionConfig,
     JoinTokens, OrchestrationConfig, RaftConfig, RootCa,
@@ -29,7 +31,7 @@ pub use cluster::{
 pub use cluster::{LABEL_MESH_MODE, RemovedNode, RootRotation, StoredGossipKey};
 pub use common::{Annotations, Meta, ResourceRequirements, Resources, Timestamp};
 pub use health::{Health, HealthCheck, HealthConfig, HealthTest, HealthTestError};
-pub use network::{IpamConfig, IpamOptions, Network, NetworkSpec};
+pub use network::{IpamConfig, IpamConfigError, IpamOptions, Network, NetworkSpec, parse_cidr};
 pub use node::{
     ControlPort, EngineDescription, ManagerStatus, Node, NodeAvailability, NodeDescription,
     NodeMembership, NodeRole, NodeSpec, NodeState, NodeStatus, NodeTlsInfo, Platform, PortOwner,

@@ -1,9 +1,12 @@
 //! A machine in the swarm (Swarm's `Node`).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
+use hive_dataplane::mesh::MacAddr;
 use serde::{Deserialize, Serialize};
 
+use super::addr::empty_as_none;
 use super::common::{Annotations, Meta, Resources};
 
 /// A node. `spec` is what the user asked for (`hive node update`), `role` what the role manager
@@ -98,8 +101,10 @@ pub struct NodeDescription {
     pub resources: Resources,
     pub engine: EngineDescription,
     /// MAC of the NIC holding the node's advertise address (`aa:bb:cc:dd:ee:ff`): the outer
-    /// destination MAC other nodes put on VXLAN packets to this one. Empty if unknown.
-    pub underlay_mac: String,
+    /// destination MAC other nodes put on VXLAN packets to this one. `None` (stored as `""`)
+    /// if unknown.
+    #[serde(with = "empty_as_none")]
+    pub underlay_mac: Option<MacAddr>,
     /// The ports this node's control plane listens on, from its daemon's configuration: no
     /// service may publish them (issue 14, `manager::reserved_ports`).
     pub control_ports: Vec<ControlPort>,
@@ -154,8 +159,10 @@ pub struct EngineDescription {
 pub struct NodeStatus {
     pub state: NodeState,
     pub message: String,
-    /// The address the node's session comes from (`Status.Addr`).
-    pub addr: String,
+    /// The address the node's session comes from (`Status.Addr`); `None` (stored as `""`)
+    /// before its first session.
+    #[serde(with = "empty_as_none")]
+    pub addr: Option<IpAddr>,
     /// host:port of the node's Agent service (task logs), as the node registered it.
     pub agent_addr: String,
 }

@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Annotations, Meta, ResourceRequirements};
@@ -336,10 +337,9 @@ pub struct Endpoint {
 }
 
 /// One VIP per network the service is attached to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualIp {
     pub network_id: String,
-    /// CIDR notation, e.g. `10.0.0.5/24`.
-    pub addr: String,
+    /// The VIP with its network's prefix, e.g. `10.0.0.5/24` (stored as that string).
+    pub addr: Ipv4Network,
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Meta, Timestamp};
@@ -71,8 +72,9 @@ pub struct RuntimeStatus {
 #[serde(default)]
 pub struct NetworkAttachment {
     pub network_id: String,
-    /// CIDR notation, e.g. `10.0.1.7/24`.
-    pub addresses: Vec<String>,
+    /// The task's address with its network's prefix, e.g. `10.0.1.7/24` (stored as that
+    /// string).
+    pub addresses: Vec<Ipv4Network>,
     pub aliases: Vec<String>,
 }
 

@@ -136,7 +136,10 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
         .session_id;
     let node: Node = store.view(|tx| tx.get("n1")).unwrap().unwrap();
     assert_eq!(node.status.agent_addr, "192.168.77.1:2377");
-    assert_eq!(node.description.unwrap().underlay_mac, "02:00:00:00:00:01");
+    assert_eq!(
+        node.description.unwrap().underlay_mac,
+        Some("02:00:00:00:00:01".parse().unwrap())
+    );
 
     assert!(dispatcher.assignments("n1", "not-the-session").is_err());
     let mut stream = dispatcher.assignments("n1", &session).unwrap();

@@ -154,6 +154,7 @@ fn ingress(
             tcp_state,
             hairpin: false,
             direct,
+            new,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }

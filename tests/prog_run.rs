@@ -1109,3 +1109,61 @@ fn a_syn_through_another_node_takes_the_reply_tuple_over_from_this_nodes_leftove
     assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));
     assert_eq!(ports(&f), (PUBLISHED, CLIENT.port()));
 }
+
+/// A whole connection through the ingress node, as a client makes it: SYN, ACK, request, FIN.
+/// Its entries are written when it opens; its state changes are written in place (no
+/// conntrack insert per change), and every reply, the last one after the client's FIN
+/// included, still reaches the client from the published address.
+#[test]
+fn a_connections_state_changes_keep_its_backend_and_its_replies() {
+    root!("a_connections_state_changes");
+    let mut h = node_a(BE_REMOTE);
+    let reply = |flags: u8| {
+        let inner = PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), CLIENT)
+            .macs(MAC_TASK, MAC_B)
+            .flags(flags)
+            .build();
+        vxlan_frame(
+            MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, 0x08, VNI, &inner,
+        )
+    };
+    let fwd_key = key(CLIENT, published(), IPPROTO_TCP, FlowKind::Forward);
+    let steps = [
+        (TCP_SYN, TCP_SYN | TCP_ACK, TcpState::SynSent),
+        (TCP_ACK, TCP_ACK, TcpState::Established),
+        (
+            TCP_ACK | packet::TCP_PSH,
+            TCP_ACK | packet::TCP_PSH,
+            TcpState::Established,
+        ),
+        (
+            packet::TCP_FIN | TCP_ACK,
+            packet::TCP_FIN | TCP_ACK,
+            TcpState::Closing,
+        ),
+    ];
+    for (from_client, from_task, state) in steps {
+        let (verdict, out) = run(&mut h, XDP, &client_tcp(from_client).build());
+        assert_eq!(verdict, XDP_TX, "client's {from_client:#x}");
+        assert_eq!(
+            ip(&assert_vxlan(&out, (MAC_A, NODE_A), (MAC_B, NODE_B))).dst,
+            T_REMOTE,
+            "client's {from_client:#x} to its backend"
+        );
+        let fwd = h.maps().flow(&fwd_key).expect("ct").expect("Forward entry");
+        assert_eq!(
+            (fwd.addr_be, fwd.tcp_state),
+            (be(T_REMOTE), state as u8),
+            "after the client's {from_client:#x}"
+        );
+        let (verdict, out) = run(&mut h, XDP, &reply(from_task));
+        assert_eq!(verdict, XDP_TX, "task's {from_task:#x}");
+        let f = parse(&out).expect("frame");
+        assert_checksums(&f);
+        assert_eq!(
+            (ip(&f).src, ip(&f).dst, ports(&f)),
+            (NODE_A, *CLIENT.ip(), (PUBLISHED, CLIENT.port())),
+            "task's {from_task:#x} back to the client from the published address"
+        );
+    }
+}

@@ -19,8 +19,10 @@ pub struct Decision {
     pub target: Target,
     /// Maglev picked `target` for this packet: a new flow.
     pub new: bool,
-    /// The flow's entries are to be (re)written: a new flow, a TCP state
-    /// change, or a refresh due (`conntrack::REFRESH_NS`).
+    /// The flow's entries are to be (re)written: a new flow, a bare SYN, or
+    /// a refresh due (`conntrack::REFRESH_NS`); for an existing flow that is
+    /// its `ReverseNat` entry alone (`conntrack::Balanced::new`). A TCP
+    /// state change alone is written in place by the lookup.
     pub refresh: bool,
     /// The flow's TCP state after this packet.
     pub tcp_state: u8,
@@ -105,7 +107,7 @@ pub fn decide(
                 // between may have been taken over by that node's tunnel
                 // (`conntrack::record_tunnel`), and the newest SYN decides
                 // which node answers.
-                refresh: hit.refreshed || opens,
+                refresh: hit.due || opens,
                 tcp_state: hit.entry.tcp_state,
                 direct: hit.entry.flags & FlowEntry::FLAG_DIRECT_RETURN != 0,
             });

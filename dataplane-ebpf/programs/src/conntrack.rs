@@ -95,13 +95,17 @@ pub fn is_reopen(proto: u8, state: u8, flags: u8) -> bool {
     is_syn(proto, flags) && (state == TcpState::Closing as u8 || state == TcpState::Reset as u8)
 }
 
-/// A live entry and whether its refreshed copy was written back (which the
-/// callers use as the moment to refresh the flow's companion entry).
+/// A live entry, brought up to date in place for this packet, and whether
+/// its timestamp was due ([`REFRESH_NS`]): the callers' moment to refresh
+/// the flow's companion entry. A TCP state change alone is written in place
+/// and is no such moment: an LRU update allocates a fresh element (the
+/// costliest thing a packet does here), and every connection changes state
+/// two or three times.
 #[derive(Copy, Clone)]
 pub struct Hit {
     /// The entry in the map (not a copy: stack is the scarce resource).
     pub entry: &'static FlowEntry,
-    pub refreshed: bool,
+    pub due: bool,
 }
 
 /// Look `key` up; an expired entry counts as absent. When `reopen_is_miss`
@@ -121,8 +125,8 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> O
         return None;
     }
     let state = next_tcp_state(key.proto, tcp_state, tcp_flags);
-    let refreshed = state != tcp_state || now.saturating_sub(last_seen_ns) > REFRESH_NS;
-    if refreshed {
+    let due = now.saturating_sub(last_seen_ns) > REFRESH_NS;
+    if due || state != tcp_state {
         // SAFETY: as above; two fields of plain data.
         unsafe {
             (*ptr).tcp_state = state;
@@ -133,7 +137,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> O
     // (RCU), whatever the LRU does concurrently.
     Some(Hit {
         entry: unsafe { &*ptr },
-        refreshed,
+        due,
     })
 }
 
@@ -186,15 +190,24 @@ pub struct Balanced {
     /// Direct return (`docs/dsr.md`): the replies never come back through
     /// this node, so the flow needs no `ReverseNat` entry here.
     pub direct: bool,
+    /// A new flow: its `Forward` entry is to be inserted. An existing
+    /// flow's was brought up to date in place by [`lookup`]; only its
+    /// companion `ReverseNat` entry is rewritten then.
+    pub new: bool,
 }
 
-/// Write (or refresh) the `Forward` and `ReverseNat` entries of a flow the
-/// node balanced to `target`. Not inlined, for the stack frame (see
+/// Write the `Forward` and `ReverseNat` entries of a flow the node balanced
+/// to `target` (a new flow), or refresh the `ReverseNat` entry of an
+/// existing one (see [`Balanced::new`]). Not inlined, for the stack frame (see
 /// `tc::balance`); the entries are built in a per-CPU scratch slot rather
 /// than on the stack, which is what makes this path fit the verifier's
 /// 512 bytes per call chain.
 #[inline(never)]
 pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, now: u64) {
+    if b.direct && !b.new {
+        // No companion entry to refresh.
+        return;
+    }
     let Some(e) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -223,7 +236,9 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
         (*e).flags = remote | direct;
         (*e).client_mac = [0; 6];
         (*e)._pad = [0; 2];
-        upsert(fwd, &*e);
+        if b.new {
+            upsert(fwd, &*e);
+        }
     }
     if b.direct {
         return;

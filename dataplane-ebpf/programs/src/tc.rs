@@ -257,6 +257,7 @@ fn balance(
             tcp_state,
             hairpin,
             direct: false,
+            new,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }

@@ -154,6 +154,7 @@ fn ingress(
             tcp_state,
             hairpin: false,
             direct,
+            new,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
     }
@@ -220,7 +221,13 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         let from = events::TunnelFrom { peer_be, vni };
         events::decap(ctx, &inner, l4.as_ref(), &from, now);
     }
-    if let Some(l4) = &l4 {
+    // A marked packet is a client's, on its way to a task here: never a
+    // reply to a flow this node balanced, so it skips that lookup (a
+    // conntrack miss, a cold bucket of a 262,144-entry table, on every
+    // packet of every direct-return flow).
+    if let Some(l4) = &l4
+        && direct_port_be == 0
+    {
         let rkey = conntrack::reply_key(
             inner.saddr_be,
             l4.sport_be,
@@ -243,7 +250,8 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     if let Some(l4) = &l4 {
         // A sender that is no task of the overlay is an external client
         // balanced by `peer`: remember to tunnel the replies back there.
-        if maps::endpoint(inner.saddr_be).is_none() {
+        // The peer marks only such clients' flows.
+        if direct_port_be != 0 || maps::endpoint(inner.saddr_be).is_none() {
             let key = conntrack::reply_key(
                 inner.daddr_be,
                 l4.dport_be,

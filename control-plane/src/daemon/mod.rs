@@ -107,7 +107,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Makes the data directory private first (what an earlier version left readable):
+    /// once a client can connect, it never finds the store open, even for the moment
+    /// between the bind and [`run`].
     pub async fn bind(config: &DaemonConfig) -> Result<Self, DaemonError> {
+        data_dir::secure(&config.data_dir)?;
         let api = LocalSocket::bind(&config.socket)?;
         let node = TcpListener::bind(config.listen_addr)
             .await
@@ -151,8 +155,6 @@ pub async fn run(
             source,
         })?;
     let grace = config.shutdown_grace;
-    // Before anything reads the store: what an earlier version left readable is made private.
-    data_dir::secure(&config.data_dir)?;
     let images = crate::image_store::ImageStore::open(
         &config.data_dir,
         crate::image_store::RegistryOptions {

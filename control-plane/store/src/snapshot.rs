@@ -131,6 +131,7 @@ pub(crate) fn install(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> Result
         }
     }
     tables::rebuild_task_index(&txn)?;
+    tables::rebuild_port_index(&txn)?;
     write_meta(&txn, meta_key::LAST_APPLIED, &meta.last_log_id)?;
     write_meta(&txn, meta_key::MEMBERSHIP, &meta.last_membership)?;
     store_current(&txn, meta, data)?;

@@ -5,6 +5,7 @@
 //! | `nodes`, `services`, `tasks`, `networks`, `clusters`, `secrets`, `configs` | object ID | the object, JSON |
 //! | `names`    | (kind, name)         | ID of the object of that kind with that name |
 //! | `tasks_by_service` | (service ID, task ID) | nothing: an index of `tasks`         |
+//! | `services_by_port` | (protocol, published port, service ID) | nothing: an index of the ports `services` hold |
 //! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_data`, `snapshot_seq` | JSON (snapshot data: its own bytes) |
 //!
 //! `names` holds only kinds whose names are unique ([`ObjectKind::has_unique_names`]); it makes
@@ -12,14 +13,18 @@
 //! snapshot is installed. `tasks_by_service` lets a loop read one service's tasks without
 //! decoding every task (docs/store.md, "What a change costs"); it is kept by the same
 //! transaction that writes the task, and rebuilt with `names` (and on opening a database that
-//! predates it).
+//! predates it). `services_by_port` does the same for the published ports each service holds
+//! (`Service::held_ports`), so the port conflict check of a create or an update reads only
+//! the services that hold its ports.
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::{self, CodecError};
-use super::objects::{Object, ObjectKind, StoreObject};
+use std::collections::BTreeSet;
+
+use super::objects::{Object, ObjectKind, Protocol, StoreObject};
 
 pub(crate) const SM_META: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("sm_meta");
@@ -28,6 +33,9 @@ pub(crate) const NAMES: TableDefinition<'static, (&'static str, &'static str), &
 
 pub(crate) const TASKS_BY_SERVICE: TableDefinition<'static, (&'static str, &'static str), ()> =
     TableDefinition::new("tasks_by_service");
+
+pub(crate) const SERVICES_BY_PORT: TableDefinition<'static, (&'static str, u16, &'static str), ()> =
+    TableDefinition::new("services_by_port");
 
 const NODES: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("nodes");
 const SERVICES: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -144,6 +152,11 @@ pub(crate) fn create_state_tables(db: &Database) -> Result<(), DbError> {
     if unindexed {
         rebuild_task_index(&txn)?;
     }
+    let ports_unindexed =
+        txn.open_table(SERVICES_BY_PORT)?.is_empty()? && !txn.open_table(SERVICES)?.is_empty()?;
+    if ports_unindexed {
+        rebuild_port_index(&txn)?;
+    }
     txn.commit()?;
     Ok(())
 }
@@ -181,6 +194,68 @@ pub(crate) fn index_task(
         index.insert((service.as_str(), task.as_str()), ())?;
     }
     Ok(())
+}
+
+/// The `services_by_port` keys of `object`, if it is a service.
+fn port_keys(object: Option<&Object>) -> BTreeSet<(Protocol, u16, String)> {
+    match object {
+        Some(Object::Service(service)) => service
+            .held_ports()
+            .map(|p| (p.protocol, p.published_port, service.id.clone()))
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Fills `services_by_port` from `services`, replacing what it held.
+pub(crate) fn rebuild_port_index(txn: &WriteTransaction) -> Result<(), DbError> {
+    let mut index = txn.open_table(SERVICES_BY_PORT)?;
+    index.retain(|_, ()| false)?;
+    let services = txn.open_table(SERVICES)?;
+    for service in list_typed::<crate::objects::Service>(&services)? {
+        for (protocol, port, id) in port_keys(Some(&Object::Service(Box::new(service)))) {
+            index.insert((protocol.as_str(), port, id.as_str()), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `services_by_port` in step with one change to a service (`old` before, `new` after).
+pub(crate) fn index_service_ports(
+    txn: &WriteTransaction,
+    old: Option<&Object>,
+    new: Option<&Object>,
+) -> Result<(), DbError> {
+    let (old, new) = (port_keys(old), port_keys(new));
+    if old == new {
+        return Ok(());
+    }
+    let mut index = txn.open_table(SERVICES_BY_PORT)?;
+    for (protocol, port, id) in old.difference(&new) {
+        index.remove((protocol.as_str(), *port, id.as_str()))?;
+    }
+    for (protocol, port, id) in new.difference(&old) {
+        index.insert((protocol.as_str(), *port, id.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// IDs of the services holding the published port `port`/`protocol`, from `services_by_port`.
+pub(crate) fn services_holding_port(
+    index: &impl ReadableTable<(&'static str, u16, &'static str), ()>,
+    protocol: Protocol,
+    port: u16,
+) -> Result<Vec<String>, DbError> {
+    let mut ids = Vec::new();
+    for row in index.range((protocol.as_str(), port, "")..)? {
+        let (key, _) = row?;
+        let (held_protocol, held_port, id) = key.value();
+        if held_protocol != protocol.as_str() || held_port != port {
+            break;
+        }
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
 }
 
 /// IDs of the tasks of `service_id`, from `tasks_by_service`.
@@ -252,6 +327,23 @@ pub(crate) fn list_typed<T: StoreObject>(
     let mut objects = Vec::new();
     for row in table.iter()? {
         let (id, bytes) = row?;
+        objects.push(decode_typed(id.value(), bytes.value())?);
+    }
+    Ok(objects)
+}
+
+/// The objects of `table` whose ID starts with `prefix`, ordered by ID: a range of the table's
+/// keys, so only the matching objects are decoded.
+pub(crate) fn list_typed_with_id_prefix<T: StoreObject>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<Vec<T>, DbError> {
+    let mut objects = Vec::new();
+    for row in table.range(prefix..)? {
+        let (id, bytes) = row?;
+        if !id.value().starts_with(prefix) {
+            break;
+        }
         objects.push(decode_typed(id.value(), bytes.value())?);
     }
     Ok(objects)

@@ -6,7 +6,8 @@
 //! | `names`    | (kind, name)         | ID of the object of that kind with that name |
 //! | `tasks_by_service` | (service ID, task ID) | nothing: an index of `tasks`         |
 //! | `services_by_port` | (protocol, published port, service ID) | nothing: an index of the ports `services` hold |
-//! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_data`, `snapshot_seq` | JSON (snapshot data: its own bytes) |
+//! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_seq` | JSON |
+//! | `snapshot` | `data` | the current snapshot's bytes, sealed |
 //!
 //! `names` holds only kinds whose names are unique ([`ObjectKind::has_unique_names`]); it makes
 //! the uniqueness check and lookups by name cheap, and is rebuilt from the objects when a
@@ -16,6 +17,10 @@
 //! predates it). `services_by_port` does the same for the published ports each service holds
 //! (`Service::held_ports`), so the port conflict check of a create or an update reads only
 //! the services that hold its ports.
+//!
+//! The snapshot's bytes (the whole store, megabytes at thousands of services) have a table of
+//! their own: redb copies a changed leaf whole, and `sm_meta`'s `last_applied` changes with
+//! every applied entry, so a snapshot kept in `sm_meta` was copied by every write.
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -36,6 +41,11 @@ pub(crate) const TASKS_BY_SERVICE: TableDefinition<'static, (&'static str, &'sta
 
 pub(crate) const SERVICES_BY_PORT: TableDefinition<'static, (&'static str, u16, &'static str), ()> =
     TableDefinition::new("services_by_port");
+
+pub(crate) const SNAPSHOT: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("snapshot");
+/// The key of the current snapshot's bytes in [`SNAPSHOT`].
+pub(crate) const SNAPSHOT_DATA: &str = "data";
 
 const NODES: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("nodes");
 const SERVICES: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -58,7 +68,9 @@ pub(crate) mod meta_key {
     pub(crate) const MEMBERSHIP: &str = "membership";
     /// The current snapshot: its openraft `SnapshotMeta` and its bytes.
     pub(crate) const SNAPSHOT_META: &str = "snapshot_meta";
-    pub(crate) const SNAPSHOT_DATA: &str = "snapshot_data";
+    /// Where the snapshot's bytes were kept before they had a table of their own
+    /// ([`super::SNAPSHOT`]); moved from here when a database is opened.
+    pub(crate) const LEGACY_SNAPSHOT_DATA: &str = "snapshot_data";
     /// Counter that makes snapshot IDs unique.
     pub(crate) const SNAPSHOT_SEQ: &str = "snapshot_seq";
 }
@@ -141,7 +153,14 @@ where
 /// Creates every table of the state database, so that read transactions can open them all.
 pub(crate) fn create_state_tables(db: &Database) -> Result<(), DbError> {
     let txn = db.begin_write()?;
-    txn.open_table(SM_META)?;
+    {
+        let mut meta = txn.open_table(SM_META)?;
+        let mut snapshot = txn.open_table(SNAPSHOT)?;
+        // A database written when the snapshot was kept in `sm_meta`: move it out once.
+        if let Some(data) = meta.remove(meta_key::LEGACY_SNAPSHOT_DATA)? {
+            snapshot.insert(SNAPSHOT_DATA, data.value())?;
+        }
+    }
     txn.open_table(NAMES)?;
     for kind in ObjectKind::ALL {
         txn.open_table(object_table(kind))?;
@@ -397,4 +416,32 @@ fn decode_object(kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<Object, DbE
             source,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase;
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_kept_in_sm_meta_moves_to_its_own_table_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SM_META)
+            .unwrap()
+            .insert(meta_key::LEGACY_SNAPSHOT_DATA, b"snapshot bytes".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+
+        create_state_tables(&db).unwrap();
+
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(SM_META).unwrap();
+        assert!(meta.get(meta_key::LEGACY_SNAPSHOT_DATA).unwrap().is_none());
+        let snapshots = read.open_table(SNAPSHOT).unwrap();
+        let data = snapshots.get(SNAPSHOT_DATA).unwrap().unwrap();
+        assert_eq!(data.value(), b"snapshot bytes");
+    }
 }

@@ -70,6 +70,7 @@ fn apply_change(
             stamp(&mut object, index, at, None);
             table.insert(id, tables::encode_object(&object)?.as_slice())?;
             tables::index_task(txn, None, Some(&object))?;
+            tables::index_service_ports(txn, None, Some(&object))?;
             Ok(Ok(Event::Created { index, object }))
         }
         Change::Update(object) => {
@@ -105,6 +106,7 @@ fn apply_change(
             stamp(&mut object, index, at, Some(&old));
             table.insert(id, tables::encode_object(&object)?.as_slice())?;
             tables::index_task(txn, Some(&old), Some(&object))?;
+            tables::index_service_ports(txn, Some(&old), Some(&object))?;
             Ok(Ok(Event::Updated { index, old, object }))
         }
         Change::Delete { .. } => {
@@ -121,6 +123,7 @@ fn apply_change(
             }
             table.remove(id)?;
             tables::index_task(txn, Some(&old), None)?;
+            tables::index_service_ports(txn, Some(&old), None)?;
             Ok(Ok(Event::Deleted { index, object: old }))
         }
     }

@@ -36,7 +36,8 @@ fn list_command(kind: ObjectKind) -> &'static str {
 
 /// Resolves `query` to one object of type `T`: an exact ID wins; then a name (for nodes, the
 /// node's name or hostname) if exactly one object has it; then an ID prefix if exactly one ID
-/// starts with it.
+/// starts with it. Each step reads only the objects it may match (a key, the `names` index, a
+/// range of IDs), so a lookup costs the same in a cluster of any size.
 pub(crate) fn lookup<T: StoreObject>(view: &impl ReadView, query: &str) -> Result<T, StoreError> {
     let not_found = || LookupError::NotFound {
         kind: T::KIND,
@@ -61,7 +62,7 @@ pub(crate) fn lookup<T: StoreObject>(view: &impl ReadView, query: &str) -> Resul
         n => return Err(ambiguous(n).into()),
     }
 
-    let mut by_prefix = view.find::<T>(|object| object.id().starts_with(query))?;
+    let mut by_prefix = view.with_id_prefix::<T>(query)?;
     match by_prefix.len() {
         0 => Err(not_found().into()),
         1 => Ok(by_prefix.remove(0)),

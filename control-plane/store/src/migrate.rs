@@ -20,7 +20,7 @@ use super::codec;
 use super::log_store::{LOG, LOG_FILE, LOG_META};
 use super::objects::ObjectKind;
 use super::state_machine::STATE_FILE;
-use super::tables::{DbError, SM_META, object_table};
+use super::tables::{DbError, SM_META, SNAPSHOT, object_table};
 
 /// Re-seals every value of the store in `dir` that is not sealed with the current data key.
 /// Returns how many values it rewrote. Blocking; call before the store opens.
@@ -51,7 +51,7 @@ pub fn reseal_databases(state: &Database, log: &Database) -> Result<usize, DbErr
 }
 
 fn reseal_state(db: &Database) -> Result<usize, DbError> {
-    let mut tables = vec![SM_META];
+    let mut tables = vec![SM_META, SNAPSHOT];
     tables.extend(ObjectKind::ALL.into_iter().map(object_table));
     reseal_tables(db, &tables)
 }

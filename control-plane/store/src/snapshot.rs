@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::objects::{Object, ObjectKind};
 use super::tables::{
-    self, DbError, NAMES, SM_META, blocking, meta_key, object_table, read_meta, write_meta,
+    self, DbError, NAMES, SM_META, SNAPSHOT, SNAPSHOT_DATA, blocking, meta_key, object_table,
+    read_meta, write_meta,
 };
 use super::types::{LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -131,6 +132,7 @@ pub(crate) fn install(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> Result
         }
     }
     tables::rebuild_task_index(&txn)?;
+    tables::rebuild_port_index(&txn)?;
     write_meta(&txn, meta_key::LAST_APPLIED, &meta.last_log_id)?;
     write_meta(&txn, meta_key::MEMBERSHIP, &meta.last_membership)?;
     store_current(&txn, meta, data)?;
@@ -145,7 +147,8 @@ pub(crate) fn current(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, 
     let Some(meta) = read_meta::<SnapshotMeta>(&table, meta_key::SNAPSHOT_META)? else {
         return Ok(None);
     };
-    let Some(data) = redb::ReadableTable::get(&table, meta_key::SNAPSHOT_DATA)? else {
+    let snapshots = read.open_table(SNAPSHOT)?;
+    let Some(data) = redb::ReadableTable::get(&snapshots, SNAPSHOT_DATA)? else {
         return Err(DbError::Inconsistent {
             what: "snapshot metadata is stored but its data is not",
         });
@@ -162,7 +165,7 @@ fn store_current(
     write_meta(txn, meta_key::SNAPSHOT_META, meta)?;
     // Sent to other managers in the clear (over mutual TLS): each seals it with its own key.
     let sealed = codec::seal("the current snapshot", data.to_vec())?;
-    txn.open_table(SM_META)?
-        .insert(meta_key::SNAPSHOT_DATA, sealed.as_slice())?;
+    txn.open_table(SNAPSHOT)?
+        .insert(SNAPSHOT_DATA, sealed.as_slice())?;
     Ok(())
 }

@@ -5,21 +5,31 @@
 //! | `nodes`, `services`, `tasks`, `networks`, `clusters`, `secrets`, `configs` | object ID | the object, JSON |
 //! | `names`    | (kind, name)         | ID of the object of that kind with that name |
 //! | `tasks_by_service` | (service ID, task ID) | nothing: an index of `tasks`         |
-//! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_data`, `snapshot_seq` | JSON (snapshot data: its own bytes) |
+//! | `services_by_port` | (protocol, published port, service ID) | nothing: an index of the ports `services` hold |
+//! | `sm_meta`  | `last_applied`, `membership`, `snapshot_meta`, `snapshot_seq` | JSON |
+//! | `snapshot` | `data` | the current snapshot's bytes, sealed |
 //!
 //! `names` holds only kinds whose names are unique ([`ObjectKind::has_unique_names`]); it makes
 //! the uniqueness check and lookups by name cheap, and is rebuilt from the objects when a
 //! snapshot is installed. `tasks_by_service` lets a loop read one service's tasks without
 //! decoding every task (docs/store.md, "What a change costs"); it is kept by the same
 //! transaction that writes the task, and rebuilt with `names` (and on opening a database that
-//! predates it).
+//! predates it). `services_by_port` does the same for the published ports each service holds
+//! (`Service::held_ports`), so the port conflict check of a create or an update reads only
+//! the services that hold its ports.
+//!
+//! The snapshot's bytes (the whole store, megabytes at thousands of services) have a table of
+//! their own: redb copies a changed leaf whole, and `sm_meta`'s `last_applied` changes with
+//! every applied entry, so a snapshot kept in `sm_meta` was copied by every write.
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::{self, CodecError};
-use super::objects::{Object, ObjectKind, StoreObject};
+use std::collections::BTreeSet;
+
+use super::objects::{Object, ObjectKind, Protocol, StoreObject};
 
 pub(crate) const SM_META: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("sm_meta");
@@ -28,6 +38,14 @@ pub(crate) const NAMES: TableDefinition<'static, (&'static str, &'static str), &
 
 pub(crate) const TASKS_BY_SERVICE: TableDefinition<'static, (&'static str, &'static str), ()> =
     TableDefinition::new("tasks_by_service");
+
+pub(crate) const SERVICES_BY_PORT: TableDefinition<'static, (&'static str, u16, &'static str), ()> =
+    TableDefinition::new("services_by_port");
+
+pub(crate) const SNAPSHOT: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("snapshot");
+/// The key of the current snapshot's bytes in [`SNAPSHOT`].
+pub(crate) const SNAPSHOT_DATA: &str = "data";
 
 const NODES: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("nodes");
 const SERVICES: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -50,7 +68,9 @@ pub(crate) mod meta_key {
     pub(crate) const MEMBERSHIP: &str = "membership";
     /// The current snapshot: its openraft `SnapshotMeta` and its bytes.
     pub(crate) const SNAPSHOT_META: &str = "snapshot_meta";
-    pub(crate) const SNAPSHOT_DATA: &str = "snapshot_data";
+    /// Where the snapshot's bytes were kept before they had a table of their own
+    /// ([`super::SNAPSHOT`]); moved from here when a database is opened.
+    pub(crate) const LEGACY_SNAPSHOT_DATA: &str = "snapshot_data";
     /// Counter that makes snapshot IDs unique.
     pub(crate) const SNAPSHOT_SEQ: &str = "snapshot_seq";
 }
@@ -133,7 +153,14 @@ where
 /// Creates every table of the state database, so that read transactions can open them all.
 pub(crate) fn create_state_tables(db: &Database) -> Result<(), DbError> {
     let txn = db.begin_write()?;
-    txn.open_table(SM_META)?;
+    {
+        let mut meta = txn.open_table(SM_META)?;
+        let mut snapshot = txn.open_table(SNAPSHOT)?;
+        // A database written when the snapshot was kept in `sm_meta`: move it out once.
+        if let Some(data) = meta.remove(meta_key::LEGACY_SNAPSHOT_DATA)? {
+            snapshot.insert(SNAPSHOT_DATA, data.value())?;
+        }
+    }
     txn.open_table(NAMES)?;
     for kind in ObjectKind::ALL {
         txn.open_table(object_table(kind))?;
@@ -143,6 +170,11 @@ pub(crate) fn create_state_tables(db: &Database) -> Result<(), DbError> {
         txn.open_table(TASKS_BY_SERVICE)?.is_empty()? && !txn.open_table(TASKS)?.is_empty()?;
     if unindexed {
         rebuild_task_index(&txn)?;
+    }
+    let ports_unindexed =
+        txn.open_table(SERVICES_BY_PORT)?.is_empty()? && !txn.open_table(SERVICES)?.is_empty()?;
+    if ports_unindexed {
+        rebuild_port_index(&txn)?;
     }
     txn.commit()?;
     Ok(())
@@ -181,6 +213,68 @@ pub(crate) fn index_task(
         index.insert((service.as_str(), task.as_str()), ())?;
     }
     Ok(())
+}
+
+/// The `services_by_port` keys of `object`, if it is a service.
+fn port_keys(object: Option<&Object>) -> BTreeSet<(Protocol, u16, String)> {
+    match object {
+        Some(Object::Service(service)) => service
+            .held_ports()
+            .map(|p| (p.protocol, p.published_port, service.id.clone()))
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Fills `services_by_port` from `services`, replacing what it held.
+pub(crate) fn rebuild_port_index(txn: &WriteTransaction) -> Result<(), DbError> {
+    let mut index = txn.open_table(SERVICES_BY_PORT)?;
+    index.retain(|_, ()| false)?;
+    let services = txn.open_table(SERVICES)?;
+    for service in list_typed::<crate::objects::Service>(&services)? {
+        for (protocol, port, id) in port_keys(Some(&Object::Service(Box::new(service)))) {
+            index.insert((protocol.as_str(), port, id.as_str()), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `services_by_port` in step with one change to a service (`old` before, `new` after).
+pub(crate) fn index_service_ports(
+    txn: &WriteTransaction,
+    old: Option<&Object>,
+    new: Option<&Object>,
+) -> Result<(), DbError> {
+    let (old, new) = (port_keys(old), port_keys(new));
+    if old == new {
+        return Ok(());
+    }
+    let mut index = txn.open_table(SERVICES_BY_PORT)?;
+    for (protocol, port, id) in old.difference(&new) {
+        index.remove((protocol.as_str(), *port, id.as_str()))?;
+    }
+    for (protocol, port, id) in new.difference(&old) {
+        index.insert((protocol.as_str(), *port, id.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// IDs of the services holding the published port `port`/`protocol`, from `services_by_port`.
+pub(crate) fn services_holding_port(
+    index: &impl ReadableTable<(&'static str, u16, &'static str), ()>,
+    protocol: Protocol,
+    port: u16,
+) -> Result<Vec<String>, DbError> {
+    let mut ids = Vec::new();
+    for row in index.range((protocol.as_str(), port, "")..)? {
+        let (key, _) = row?;
+        let (held_protocol, held_port, id) = key.value();
+        if held_protocol != protocol.as_str() || held_port != port {
+            break;
+        }
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
 }
 
 /// IDs of the tasks of `service_id`, from `tasks_by_service`.
@@ -257,6 +351,23 @@ pub(crate) fn list_typed<T: StoreObject>(
     Ok(objects)
 }
 
+/// The objects of `table` whose ID starts with `prefix`, ordered by ID: a range of the table's
+/// keys, so only the matching objects are decoded.
+pub(crate) fn list_typed_with_id_prefix<T: StoreObject>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<Vec<T>, DbError> {
+    let mut objects = Vec::new();
+    for row in table.range(prefix..)? {
+        let (id, bytes) = row?;
+        if !id.value().starts_with(prefix) {
+            break;
+        }
+        objects.push(decode_typed(id.value(), bytes.value())?);
+    }
+    Ok(objects)
+}
+
 fn decode_typed<T: StoreObject>(id: &str, bytes: &[u8]) -> Result<T, DbError> {
     count_decoded();
     Ok(codec::decode(format_args!("{} {id}", T::KIND), bytes)?)
@@ -305,4 +416,32 @@ fn decode_object(kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<Object, DbE
             source,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase;
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_kept_in_sm_meta_moves_to_its_own_table_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SM_META)
+            .unwrap()
+            .insert(meta_key::LEGACY_SNAPSHOT_DATA, b"snapshot bytes".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+
+        create_state_tables(&db).unwrap();
+
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(SM_META).unwrap();
+        assert!(meta.get(meta_key::LEGACY_SNAPSHOT_DATA).unwrap().is_none());
+        let snapshots = read.open_table(SNAPSHOT).unwrap();
+        let data = snapshots.get(SNAPSHOT_DATA).unwrap().unwrap();
+        assert_eq!(data.value(), b"snapshot bytes");
+    }
 }

@@ -2,7 +2,7 @@
 //! applied state) and [`WriteTx`] for `Store::update` (reads of that snapshot plus the caller's
 //! own pending changes, collected into one Raft proposal).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadTransaction, ReadableDatabase};
 
@@ -10,8 +10,10 @@ use super::command::{Change, Rejection};
 use super::error::StoreError;
 use super::ids::new_id;
 use super::lookup;
-use super::objects::{Meta, Object, ObjectKind, StoreObject, Task};
-use super::tables::{self, NAMES, SM_META, TASKS_BY_SERVICE, meta_key, object_table, read_meta};
+use super::objects::{Meta, Object, ObjectKind, Protocol, StoreObject, Task};
+use super::tables::{
+    self, NAMES, SERVICES_BY_PORT, SM_META, TASKS_BY_SERVICE, meta_key, object_table, read_meta,
+};
 use super::types::LogId;
 
 /// Read access shared by [`ReadTx`] and [`WriteTx`].
@@ -30,6 +32,19 @@ pub trait ReadView {
 
     /// The ID of the object of `kind` named `name`, for kinds with unique names.
     fn id_by_name(&self, kind: ObjectKind, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// The IDs of the services holding the published port `port`/`protocol`
+    /// (`Service::held_ports`), ordered by ID: read through the `services_by_port` index,
+    /// without decoding any service.
+    fn services_holding_port(
+        &self,
+        protocol: Protocol,
+        port: u16,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The objects of type `T` whose ID starts with `prefix`, ordered by ID, without decoding
+    /// the others.
+    fn with_id_prefix<T: StoreObject>(&self, prefix: &str) -> Result<Vec<T>, StoreError>;
 
     fn find<T: StoreObject>(&self, mut keep: impl FnMut(&T) -> bool) -> Result<Vec<T>, StoreError>
     where
@@ -99,6 +114,20 @@ impl ReadView for ReadTx {
     fn list<T: StoreObject>(&self) -> Result<Vec<T>, StoreError> {
         let table = self.txn.open_table(object_table(T::KIND))?;
         Ok(tables::list_typed(&table)?)
+    }
+
+    fn services_holding_port(
+        &self,
+        protocol: Protocol,
+        port: u16,
+    ) -> Result<Vec<String>, StoreError> {
+        let index = self.txn.open_table(SERVICES_BY_PORT)?;
+        Ok(tables::services_holding_port(&index, protocol, port)?)
+    }
+
+    fn with_id_prefix<T: StoreObject>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let table = self.txn.open_table(object_table(T::KIND))?;
+        Ok(tables::list_typed_with_id_prefix(&table, prefix)?)
     }
 
     fn tasks_of_service(&self, service_id: &str) -> Result<Vec<Task>, StoreError> {
@@ -337,6 +366,58 @@ impl ReadView for WriteTx {
             .collect();
         for ((kind, id), pending) in &self.pending {
             if *kind != T::KIND {
+                continue;
+            }
+            match pending {
+                Pending::Create(object) | Pending::Update(object) => {
+                    if let Some(object) = T::from_object(object.clone()) {
+                        by_id.insert(id.clone(), object);
+                    }
+                }
+                Pending::Delete => {
+                    by_id.remove(id);
+                }
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    fn services_holding_port(
+        &self,
+        protocol: Protocol,
+        port: u16,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids: BTreeSet<String> = self
+            .base
+            .services_holding_port(protocol, port)?
+            .into_iter()
+            .collect();
+        for ((kind, id), pending) in &self.pending {
+            if *kind != ObjectKind::Service {
+                continue;
+            }
+            ids.remove(id);
+            if let Pending::Create(Object::Service(service))
+            | Pending::Update(Object::Service(service)) = pending
+                && service
+                    .held_ports()
+                    .any(|p| p.protocol == protocol && p.published_port == port)
+            {
+                ids.insert(id.clone());
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    fn with_id_prefix<T: StoreObject>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let mut by_id: BTreeMap<String, T> = self
+            .base
+            .with_id_prefix::<T>(prefix)?
+            .into_iter()
+            .map(|o| (o.id().to_owned(), o))
+            .collect();
+        for ((kind, id), pending) in &self.pending {
+            if *kind != T::KIND || !id.starts_with(prefix) {
                 continue;
             }
             match pending {

@@ -179,15 +179,6 @@ fn validate_ports(spec: &ServiceSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The published ports `service` holds: those the allocator assigned (`endpoint.ports`) and
-/// those its spec asks for explicitly (not yet allocated, or changed by an update).
-fn held_ports(service: &Service) -> impl Iterator<Item = &PortConfig> {
-    let allocated = service.endpoint.iter().flat_map(|e| e.ports.iter());
-    allocated
-        .chain(service.spec.endpoint_spec.ports.iter())
-        .filter(|p| p.published_port != 0)
-}
-
 /// A published port another service holds: the one error, and the one text (SwarmKit's,
 /// `checkPortConflicts`), of the Control API's check and of the allocator's guard.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,9 +228,22 @@ pub fn check_port_conflicts(
     {
         return Ok(());
     }
-    let services = tx.list::<Service>()?;
-    for other in services.iter().filter(|s| s.id != own_id) {
-        for held in held_ports(other) {
+    // Only the services holding one of the ports asked for can conflict: read those, through
+    // the store's port index, in ID order (the first conflict found is the one reported).
+    let mut holders = BTreeSet::new();
+    for wanted in spec
+        .endpoint_spec
+        .ports
+        .iter()
+        .filter(|p| p.published_port != 0)
+    {
+        holders.extend(tx.services_holding_port(wanted.protocol, wanted.published_port)?);
+    }
+    for id in holders.iter().filter(|id| id.as_str() != own_id) {
+        let Some(other) = tx.get::<Service>(id)? else {
+            continue;
+        };
+        for held in other.held_ports() {
             if spec
                 .endpoint_spec
                 .ports

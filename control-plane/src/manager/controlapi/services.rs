@@ -5,6 +5,8 @@
 //! Each operation is a function over a store transaction (`*_in`), which the tests run against
 //! a real one-manager store, and an async wrapper that runs it through [`Manager::update`].
 
+use std::collections::HashMap;
+
 use crate::api::convert::WireError;
 use crate::api::{ApiError, pb};
 use crate::manager::Manager;
@@ -189,25 +191,32 @@ pub struct ServiceCounts {
     pub desired: u64,
 }
 
+/// Per service ID, its tasks meant to run: (running, not yet ended).
+fn task_counts(tasks: &[Task]) -> HashMap<&str, (u64, u64)> {
+    let mut counts: HashMap<&str, (u64, u64)> = HashMap::new();
+    for task in tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running)
+    {
+        let (running, live) = counts.entry(task.service_id.as_str()).or_default();
+        *running += u64::from(task.status.state == TaskState::Running);
+        *live += u64::from(!task.status.state.is_terminal());
+    }
+    counts
+}
+
+/// Every service with its task counts: one pass over the tasks, not one per service.
 pub fn list_in(view: &impl ReadView) -> Result<Vec<ServiceCounts>, StoreError> {
     let services = view.list::<Service>()?;
     let tasks = view.list::<Task>()?;
+    let counts = task_counts(&tasks);
     Ok(services
         .into_iter()
         .map(|service| {
-            let own = || {
-                tasks
-                    .iter()
-                    .filter(|t| t.service_id == service.id && t.desired_state == TaskState::Running)
-            };
-            let running = own()
-                .filter(|t| t.status.state == TaskState::Running)
-                .count() as u64;
+            let (running, live) = counts.get(service.id.as_str()).copied().unwrap_or_default();
             let desired = match service.spec.mode {
                 ServiceMode::Replicated { replicas } => replicas,
-                ServiceMode::Global => {
-                    own().filter(|t| !t.status.state.is_terminal()).count() as u64
-                }
+                ServiceMode::Global => live,
             };
             ServiceCounts {
                 service,
@@ -361,6 +370,34 @@ mod tests {
         }));
         let err = map_apply_rejection(raced);
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn the_port_check_reads_only_the_services_holding_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = single_manager(dir.path()).await;
+        let web = create(&store, &published(spec("web", "x"), 8080, 80))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            create(&store, &spec(&format!("other{i}"), "x"))
+                .await
+                .unwrap();
+        }
+        let (decoded, err) = store
+            .view(|tx| {
+                let before = crate::store::objects_decoded();
+                let err = check_port_conflicts(tx, "", &published(spec("api", "x"), 8080, 81))
+                    .unwrap_err();
+                Ok::<_, StoreError>((crate::store::objects_decoded() - before, err))
+            })
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("port '8080' is already in use by service 'web' ({web}) as an ingress port")
+        );
+        // The one holder of 8080, not the 101 services.
+        assert_eq!(decoded, 1);
     }
 
     #[tokio::test]

@@ -194,6 +194,15 @@ impl Service {
         }
         service
     }
+
+    /// The published ports the service holds: those the allocator assigned (`endpoint.ports`)
+    /// and those its spec asks for by number (not yet allocated, or changed by an update).
+    pub fn held_ports(&self) -> impl Iterator<Item = &PortConfig> {
+        let allocated = self.endpoint.iter().flat_map(|e| e.ports.iter());
+        allocated
+            .chain(self.spec.endpoint_spec.ports.iter())
+            .filter(|p| p.published_port != 0)
+    }
 }
 
 /// `--restart-*`. Defaults are SwarmKit's (`api/defaults/service.go`).

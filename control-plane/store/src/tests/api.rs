@@ -483,3 +483,102 @@ async fn a_services_tasks_are_found_through_the_index_also_before_they_commit() 
     assert_eq!(ids(of("api")), ["t2", "t3"]);
     assert!(of("gone").is_empty());
 }
+
+#[tokio::test]
+async fn an_id_prefix_lookup_decodes_only_the_objects_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single_manager(dir.path()).await;
+    let ids: Vec<String> = store
+        .update(|tx| {
+            (0..200)
+                .map(|i| tx.create(service(&format!("svc{i}"), 1)))
+                .collect()
+        })
+        .await
+        .unwrap();
+    let wanted = &ids[117];
+    let prefix = &wanted[..wanted.len() - 1];
+    let decoded_by = |query: &str| {
+        store
+            .view(|tx| {
+                let before = crate::objects_decoded();
+                let found = tx.lookup::<Service>(query)?;
+                Ok::<_, StoreError>((found.id, crate::objects_decoded() - before))
+            })
+            .unwrap()
+    };
+    // An ID prefix finds its service, decoding that one service, not the 200.
+    assert_eq!(decoded_by(prefix), (wanted.clone(), 1));
+
+    // In a write, the prefix sees the transaction's own objects too.
+    let (pending_id, found) = store
+        .update(|tx| {
+            let id = tx.create(service("pending", 1))?;
+            let found = tx.lookup::<Service>(&id[..id.len() - 1])?.id;
+            Ok::<_, StoreError>((id, found))
+        })
+        .await
+        .unwrap();
+    assert_eq!(found, pending_id);
+}
+
+#[tokio::test]
+async fn the_port_index_follows_the_ports_services_hold() {
+    use crate::objects::{Endpoint, PortConfig, Protocol, PublishMode};
+    let dir = tempfile::tempdir().unwrap();
+    let store = single_manager(dir.path()).await;
+    let port = |published_port: u16, protocol: Protocol| PortConfig {
+        protocol,
+        target_port: 80,
+        published_port,
+        publish_mode: PublishMode::Ingress,
+        ..PortConfig::default()
+    };
+    let holders = |protocol: Protocol, port: u16| {
+        store
+            .view(|tx| tx.services_holding_port(protocol, port))
+            .unwrap()
+    };
+    let mut web = service("web", 1);
+    web.spec.endpoint_spec.ports = vec![port(8080, Protocol::Tcp), port(0, Protocol::Tcp)];
+    let web_id = store.update(|tx| tx.create(web)).await.unwrap();
+    for i in 0..50 {
+        store
+            .update(|tx| tx.create(service(&format!("other{i}"), 1)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(holders(Protocol::Tcp, 8080), vec![web_id.clone()]);
+    assert!(holders(Protocol::Udp, 8080).is_empty());
+    assert!(holders(Protocol::Tcp, 0).is_empty());
+
+    // The port the allocator assigns counts; an update that drops a port frees it.
+    let mut web = store
+        .view(|tx| tx.get::<Service>(&web_id))
+        .unwrap()
+        .unwrap();
+    web.endpoint = Some(Endpoint {
+        ports: vec![port(8080, Protocol::Tcp), port(30001, Protocol::Tcp)],
+        ..Endpoint::default()
+    });
+    web.spec.endpoint_spec.ports = vec![port(9090, Protocol::Udp)];
+    store.update(|tx| tx.update(web)).await.unwrap();
+    assert_eq!(holders(Protocol::Tcp, 30001), vec![web_id.clone()]);
+    assert_eq!(holders(Protocol::Udp, 9090), vec![web_id.clone()]);
+    assert_eq!(holders(Protocol::Tcp, 8080), vec![web_id.clone()]);
+
+    // Within a write, the transaction's own services count, and a deleted one does not.
+    let (during, pending_id) = store
+        .update(|tx| {
+            tx.delete::<Service>(&web_id)?;
+            let mut api = service("api", 1);
+            api.spec.endpoint_spec.ports = vec![port(30001, Protocol::Tcp)];
+            let id = tx.create(api)?;
+            Ok::<_, StoreError>((tx.services_holding_port(Protocol::Tcp, 30001)?, id))
+        })
+        .await
+        .unwrap();
+    assert_eq!(during, vec![pending_id.clone()]);
+    assert_eq!(holders(Protocol::Tcp, 30001), vec![pending_id]);
+    assert!(holders(Protocol::Udp, 9090).is_empty());
+}

@@ -45,7 +45,13 @@ async fn three_managers_replicate_and_survive_losing_the_leader() {
     m1.bootstrap(api_addr(1)).await.unwrap();
     wait_until_leader(&m1).await;
     m1.update(|tx| tx.create(Cluster::default())).await.unwrap();
-    let web = m1.update(|tx| tx.create(service("web", 3))).await.unwrap();
+    let mut web = service("web", 3);
+    web.spec.endpoint_spec.ports = vec![crate::objects::PortConfig {
+        target_port: 80,
+        published_port: 8080,
+        ..Default::default()
+    }];
+    let web = m1.update(|tx| tx.create(web)).await.unwrap();
     let task = Task {
         service_id: web.clone(),
         ..Task::default()
@@ -68,6 +74,11 @@ async fn three_managers_replicate_and_survive_losing_the_leader() {
         let tasks = follower.view(|tx| tx.tasks_of_service(&web)).unwrap();
         let ids: Vec<String> = tasks.into_iter().map(|t| t.id).collect();
         assert_eq!(ids, std::slice::from_ref(&task));
+        // So are the services' published ports.
+        let holders = follower
+            .view(|tx| tx.services_holding_port(crate::objects::Protocol::Tcp, 8080))
+            .unwrap();
+        assert_eq!(holders, std::slice::from_ref(&web));
     }
     let mut follower_watch = m3.watch(Filter::all().kind(ObjectKind::Service));
     m1.update(|tx| tx.create(service("api", 2))).await.unwrap();

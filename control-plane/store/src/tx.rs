@@ -177,6 +177,35 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
+    /// What a read of the committed store found (`committed`), with this transaction's
+    /// pending writes of `T` laid over it: among the IDs `in_scope` keeps, a pending delete
+    /// removes its object, and a pending create or update replaces (or adds) it when the new
+    /// version still `matches` the read, and removes it when it no longer does.
+    fn overlay<T: StoreObject>(
+        &self,
+        committed: Vec<T>,
+        in_scope: impl Fn(&str) -> bool,
+        matches: impl Fn(&T) -> bool,
+    ) -> Vec<T> {
+        let mut by_id: BTreeMap<String, T> = committed
+            .into_iter()
+            .map(|o| (o.id().to_owned(), o))
+            .collect();
+        for ((kind, id), pending) in &self.pending {
+            if *kind != T::KIND || !in_scope(id) {
+                continue;
+            }
+            by_id.remove(id);
+            if let Pending::Create(object) | Pending::Update(object) = pending
+                && let Some(object) = T::from_object(object.clone())
+                && matches(&object)
+            {
+                by_id.insert(id.clone(), object);
+            }
+        }
+        by_id.into_values().collect()
+    }
+
     pub(crate) fn new(base: ReadTx) -> Self {
         Self {
             base,
@@ -358,28 +387,7 @@ impl ReadView for WriteTx {
     }
 
     fn list<T: StoreObject>(&self) -> Result<Vec<T>, StoreError> {
-        let mut by_id: BTreeMap<String, T> = self
-            .base
-            .list::<T>()?
-            .into_iter()
-            .map(|o| (o.id().to_owned(), o))
-            .collect();
-        for ((kind, id), pending) in &self.pending {
-            if *kind != T::KIND {
-                continue;
-            }
-            match pending {
-                Pending::Create(object) | Pending::Update(object) => {
-                    if let Some(object) = T::from_object(object.clone()) {
-                        by_id.insert(id.clone(), object);
-                    }
-                }
-                Pending::Delete => {
-                    by_id.remove(id);
-                }
-            }
-        }
-        Ok(by_id.into_values().collect())
+        Ok(self.overlay(self.base.list::<T>()?, |_| true, |_| true))
     }
 
     fn services_holding_port(
@@ -410,50 +418,17 @@ impl ReadView for WriteTx {
     }
 
     fn with_id_prefix<T: StoreObject>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
-        let mut by_id: BTreeMap<String, T> = self
-            .base
-            .with_id_prefix::<T>(prefix)?
-            .into_iter()
-            .map(|o| (o.id().to_owned(), o))
-            .collect();
-        for ((kind, id), pending) in &self.pending {
-            if *kind != T::KIND || !id.starts_with(prefix) {
-                continue;
-            }
-            match pending {
-                Pending::Create(object) | Pending::Update(object) => {
-                    if let Some(object) = T::from_object(object.clone()) {
-                        by_id.insert(id.clone(), object);
-                    }
-                }
-                Pending::Delete => {
-                    by_id.remove(id);
-                }
-            }
-        }
-        Ok(by_id.into_values().collect())
+        let committed = self.base.with_id_prefix::<T>(prefix)?;
+        Ok(self.overlay(committed, |id| id.starts_with(prefix), |_| true))
     }
 
     fn tasks_of_service(&self, service_id: &str) -> Result<Vec<Task>, StoreError> {
-        let mut by_id: BTreeMap<String, Task> = self
-            .base
-            .tasks_of_service(service_id)?
-            .into_iter()
-            .map(|t| (t.id.clone(), t))
-            .collect();
-        for ((kind, id), pending) in &self.pending {
-            if *kind != ObjectKind::Task {
-                continue;
-            }
-            by_id.remove(id);
-            if let Pending::Create(object) | Pending::Update(object) = pending
-                && let Some(task) = Task::from_object(object.clone())
-                && task.service_id == service_id
-            {
-                by_id.insert(id.clone(), task);
-            }
-        }
-        Ok(by_id.into_values().collect())
+        let committed = self.base.tasks_of_service(service_id)?;
+        Ok(self.overlay(
+            committed,
+            |_| true,
+            |task: &Task| task.service_id == service_id,
+        ))
     }
 
     fn id_by_name(&self, kind: ObjectKind, name: &str) -> Result<Option<String>, StoreError> {

@@ -97,7 +97,8 @@ pub async fn init(
         return Err(ApiError::AlreadyInSwarm);
     }
     check_listen_addr(node, &request.listen_addr)?;
-    let addr = advertise_addr(node, &request.advertise_addr)?.to_string();
+    let advertise = advertise_addr(node, &request.advertise_addr)?;
+    let addr = advertise.to_string();
     let requested_port = if request.data_path_port != 0 {
         request.data_path_port
     } else {
@@ -201,7 +202,7 @@ pub async fn init(
         },
         manager_status: Some(ManagerStatus {
             raft_id,
-            addr: addr.clone(),
+            addr: advertise,
             leader: false,
             reachability: Reachability::Reachable,
         }),
@@ -543,7 +544,7 @@ pub async fn info(node: &Arc<SwarmNode>) -> Result<pb::InfoResponse, ApiError> {
         let mut addrs: Vec<String> = nodes
             .iter()
             .filter(|n| n.role == NodeRole::Manager)
-            .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+            .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.to_string()))
             .collect();
         addrs.sort();
         info.manager_addrs = addrs;

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
@@ -22,7 +23,7 @@ pub async fn join_raft(
     manager: &Manager,
     caller: &NodeIdentity,
     raft_id: NodeId,
-    addr: &str,
+    addr: SocketAddr,
 ) -> Result<(), ApiError> {
     manager.require_leader()?;
     let node = manager
@@ -48,7 +49,9 @@ pub async fn join_raft(
         tracing::info!(node = %caller.node_id, raft_id, %addr, "adding a manager to the Raft group");
         tokio::time::timeout(
             timers::JOIN_RAFT_TIMEOUT,
-            manager.store.add_manager(raft_id, RaftNode::new(addr)),
+            manager
+                .store
+                .add_manager(raft_id, RaftNode::new(addr.to_string())),
         )
         .await
         .map_err(|_| {
@@ -64,7 +67,7 @@ pub async fn join_raft(
             Ok(tx.modify::<Node>(&caller.node_id, |node| {
                 node.role = NodeRole::Manager;
                 if let Some(status) = node.manager_status.as_mut() {
-                    status.addr = addr.to_owned();
+                    status.addr = addr;
                 }
             })?)
         })

@@ -335,8 +335,7 @@ impl Manager {
         let mut addrs: Vec<String> = nodes
             .iter()
             .filter_map(|n| n.manager_status.as_ref())
-            .map(|m| m.addr.clone())
-            .filter(|a| !a.is_empty())
+            .map(|m| m.addr.to_string())
             .collect();
         addrs.sort_by_key(|a| *a != self.addr);
         addrs.dedup();

@@ -16,8 +16,8 @@ pub use secret::{reference, reference_of, secret_without_data};
 pub use service::{protocol, protocol_of, registry_auth_of, registry_credentials};
 pub use task::{task_state, task_state_of};
 pub use wire::{
-    WireError, annotations, enumeration, ipv4_addr, ipv4_network, mac, optional, or_empty, port,
-    timestamp,
+    WireError, annotations, enumeration, ipv4_addr, ipv4_network, mac, optional,
+    optional_socket_addr, or_empty, port, socket_addr, timestamp,
 };
 
 use super::pb;
@@ -131,7 +131,7 @@ pub fn node(
             let (leader, reach) = manager_view(m);
             pb::ManagerStatus {
                 raft_id: m.raft_id,
-                addr: m.addr.clone(),
+                addr: m.addr.to_string(),
                 leader,
                 reachability: reachability(reach).into(),
             }

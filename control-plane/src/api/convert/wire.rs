@@ -2,7 +2,7 @@
 //! shares (timestamps, durations, ports, annotations).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use hive_dataplane::mesh::MacAddr;
@@ -72,6 +72,23 @@ fn address<T: std::str::FromStr>(
 /// `10.0.0.7`.
 pub fn ipv4_addr(field: &'static str, value: &str) -> Result<Ipv4Addr, WireError> {
     address(field, value, "an IPv4 address")
+}
+
+/// `10.0.0.7:2377` or `[fd00::7]:2377`: where a node serves (a manager's advertise address,
+/// a node's Agent service), as its daemon resolved it.
+pub fn socket_addr(field: &'static str, value: &str) -> Result<SocketAddr, WireError> {
+    address(field, value, "an address with a port (IP:PORT)")
+}
+
+/// [`socket_addr`], or none for an empty field.
+pub fn optional_socket_addr(
+    field: &'static str,
+    value: &str,
+) -> Result<Option<SocketAddr>, WireError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    socket_addr(field, value).map(Some)
 }
 
 /// `10.0.0.0/24`, or an address with its subnet's prefix, `10.0.0.7/24`.
@@ -183,5 +200,28 @@ pub fn meta_of(
         version,
         created_at: timestamp_of(created_at),
         updated_at: timestamp_of(updated_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_address_off_the_wire_is_ip_and_port_or_nothing() {
+        assert_eq!(
+            optional_socket_addr("RegisterRequest.agent_addr", ""),
+            Ok(None)
+        );
+        assert_eq!(
+            optional_socket_addr("RegisterRequest.agent_addr", "[fd00::2]:2377"),
+            Ok(Some("[fd00::2]:2377".parse().unwrap()))
+        );
+        for bad in ["node1:2377", "10.0.0.1", "10.0.0.1:99999"] {
+            assert_eq!(
+                socket_addr("advertise_addr", bad).unwrap_err().to_string(),
+                format!("advertise_addr: {bad:?} is not an address with a port (IP:PORT)")
+            );
+        }
     }
 }

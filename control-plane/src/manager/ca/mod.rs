@@ -17,7 +17,7 @@ use crate::manager::{CallKind, Manager, ManagerSlot, request_with_timeout, timer
 use crate::pki::{self, CertExpiry, JoinToken, JoinTokens, NodeIdentity, Role, RootCa};
 use crate::store::ReadView;
 use crate::store::objects::{
-    Cluster, ManagerStatus, Node, NodeRole, NodeSpec, NodeState, NodeStatus,
+    Cluster, ManagerStatus, Node, NodeRole, NodeSpec, NodeState, NodeStatus, Reachability,
 };
 
 #[derive(Debug, Clone)]
@@ -112,12 +112,17 @@ async fn issue(
 ) -> Result<pb::IssueNodeCertificateResponse, ApiError> {
     let cluster = manager.cluster()?;
     let role = join_tokens(&cluster)?.role_for(&request.token)?;
-    if role == Role::Manager && request.advertise_addr.is_empty() {
-        return Err(ApiError::Invalid(
-            "a manager needs an address the other managers can reach it at; give --advertise-addr"
-                .to_owned(),
-        ));
-    }
+    let advertise_addr = convert::optional_socket_addr("advertise_addr", &request.advertise_addr)?;
+    let advertise_addr = match (role, advertise_addr) {
+        (Role::Manager, None) => {
+            return Err(ApiError::Invalid(
+                "a manager needs an address the other managers can reach it at; give --advertise-addr"
+                    .to_owned(),
+            ));
+        }
+        (Role::Manager, Some(addr)) => Some(addr),
+        (Role::Worker, _) => None,
+    };
     let (root, intermediates) = root_ca(&cluster)?;
     let node_id = pki::random_id().map_err(|e| ApiError::internal("making a node ID", e))?;
     let identity = NodeIdentity {
@@ -139,7 +144,6 @@ async fn issue(
         .as_ref()
         .map(convert::description_of)
         .transpose()?;
-    let advertise_addr = request.advertise_addr.clone();
     let raft_id = manager
         .update(|tx| {
             let raft_id = if role == Role::Manager {
@@ -165,10 +169,11 @@ async fn issue(
                     state: NodeState::Unknown,
                     ..NodeStatus::default()
                 },
-                manager_status: (role == Role::Manager).then(|| ManagerStatus {
+                manager_status: advertise_addr.map(|addr| ManagerStatus {
                     raft_id,
-                    addr: advertise_addr.clone(),
-                    ..ManagerStatus::default()
+                    addr,
+                    leader: false,
+                    reachability: Reachability::default(),
                 }),
                 ..Node::default()
             })?;
@@ -195,7 +200,7 @@ async fn renew(
 ) -> Result<pb::RenewNodeCertificateResponse, ApiError> {
     let cluster = manager.cluster()?;
     let (root, intermediates) = root_ca(&cluster)?;
-    let advertise_addr = request.advertise_addr.clone();
+    let advertise_addr = convert::optional_socket_addr("advertise_addr", &request.advertise_addr)?;
     let (role, raft_id) = manager
         .update(|tx| {
             let node = tx
@@ -210,18 +215,19 @@ async fn renew(
                     if let Some(status) = &node.manager_status {
                         return Ok((Role::Manager, status.raft_id));
                     }
-                    if advertise_addr.is_empty() {
+                    let Some(addr) = advertise_addr else {
                         return Err(ApiError::Invalid(
                             "a node becoming a manager must say where other managers reach it"
                                 .to_owned(),
                         ));
-                    }
+                    };
                     let raft_id = allocate_raft_id(&*tx)?;
                     tx.modify::<Node>(&caller.node_id, |node| {
                         node.manager_status = Some(ManagerStatus {
                             raft_id,
-                            addr: advertise_addr.clone(),
-                            ..ManagerStatus::default()
+                            addr,
+                            leader: false,
+                            reachability: Reachability::default(),
                         });
                     })?;
                     Ok((Role::Manager, raft_id))

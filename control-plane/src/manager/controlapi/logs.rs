@@ -37,13 +37,15 @@ pub struct LogSource {
 /// Where a node serves `Agent.TaskLogs`: what it registered, else its session address on the
 /// node port.
 pub fn agent_addr(node: &Node) -> String {
-    if !node.status.agent_addr.is_empty() {
-        return node.status.agent_addr.clone();
-    }
-    match node.status.addr {
-        None => String::new(),
-        Some(addr) => std::net::SocketAddr::new(addr, NODE_PORT).to_string(),
-    }
+    node.status
+        .agent_addr
+        .or_else(|| {
+            node.status
+                .addr
+                .map(|addr| std::net::SocketAddr::new(addr, NODE_PORT))
+        })
+        .map(|addr| addr.to_string())
+        .unwrap_or_default()
 }
 
 /// The service's tasks (or the one task) `target` names, grouped by the node they ran on.
@@ -325,7 +327,7 @@ mod tests {
         assert_eq!(agent_addr(&node), "10.0.0.2:2377");
         node.status.addr = Some("fd00::2".parse().unwrap());
         assert_eq!(agent_addr(&node), "[fd00::2]:2377");
-        node.status.agent_addr = "10.0.0.9:2377".into();
+        node.status.agent_addr = Some("10.0.0.9:2377".parse().unwrap());
         assert_eq!(agent_addr(&node), "10.0.0.9:2377");
     }
 

@@ -103,12 +103,13 @@ fn reserved(view: &impl ReadView) -> Result<Vec<ControlPort>, ApiError> {
         if let Some(description) = &node.description {
             ports.extend(description.control_ports.iter().copied());
         }
-        let addrs = std::iter::once(&node.status.agent_addr)
+        let addrs = node
+            .status
+            .agent_addr
+            .iter()
             .chain(node.manager_status.as_ref().map(|m| &m.addr));
         for addr in addrs {
-            if let Ok(addr) = addr.parse::<SocketAddr>() {
-                ports.push(port(addr.port(), Protocol::Tcp, PortOwner::ClusterApi));
-            }
+            ports.push(port(addr.port(), Protocol::Tcp, PortOwner::ClusterApi));
         }
     }
     Ok(ports)

@@ -19,7 +19,7 @@ pub mod service;
 pub mod suspects;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,7 +148,7 @@ impl Dispatcher {
         node_id: &str,
         description: Option<&pb::NodeDescription>,
         addr: IpAddr,
-        agent_addr: &str,
+        agent_addr: Option<SocketAddr>,
         managers: Vec<String>,
     ) -> Result<pb::SessionResponse, ApiError> {
         let session_id =
@@ -162,7 +162,7 @@ impl Dispatcher {
                     node.status.state = NodeState::Ready;
                     node.status.message.clear();
                     node.status.addr = Some(addr);
-                    node.status.agent_addr = agent_addr.to_owned();
+                    node.status.agent_addr = agent_addr;
                     if let Some(description) = &description {
                         node.description = Some(description.clone());
                     }

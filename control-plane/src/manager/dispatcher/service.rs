@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::api::{ApiError, pb};
+use crate::api::{ApiError, convert, pb};
 use crate::manager::ManagerSlot;
 use crate::pki::Role;
 use crate::transport::PeerInfo;
@@ -31,13 +31,18 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let addr = PeerInfo::of(&request)
             .map(|p| p.remote.ip())
             .ok_or_else(|| ApiError::internal("reading the caller's address", "no peer info"))?;
+        let agent_addr = convert::optional_socket_addr(
+            "RegisterRequest.agent_addr",
+            &request.get_ref().agent_addr,
+        )
+        .map_err(ApiError::from)?;
         let response = manager
             .dispatcher
             .register(
                 &caller.node_id,
                 request.get_ref().description.as_ref(),
                 addr,
-                &request.get_ref().agent_addr,
+                agent_addr,
                 manager.manager_addrs()?,
             )
             .await?;

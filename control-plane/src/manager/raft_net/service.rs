@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{decode, encode};
-use crate::api::{ApiError, pb};
+use crate::api::{ApiError, convert, pb};
 use crate::manager::{ManagerSlot, membership};
 use crate::pki::Role;
 use crate::store::types::{
@@ -82,7 +82,8 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Reply<pb::JoinRaftResponse> {
         let (manager, caller) = self.managers.authorize(&request, Role::Manager)?;
         let pb::JoinRaftRequest { raft_id, addr } = request.into_inner();
-        membership::join_raft(&manager, &caller, raft_id, &addr).await?;
+        let addr = convert::socket_addr("JoinRaftRequest.addr", &addr).map_err(ApiError::from)?;
+        membership::join_raft(&manager, &caller, raft_id, addr).await?;
         Ok(tonic::Response::new(pb::JoinRaftResponse {}))
     }
 

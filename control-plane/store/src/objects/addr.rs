@@ -144,6 +144,30 @@ mod tests {
         let old = old_form(&node, &[("/status/addr", json!(""))]);
         assert_eq!(round_trip::<Node>(&old).status.addr, None);
 
+        // A manager's address and the node's Agent address, as `host:port` strings.
+        let manager = Node {
+            manager_status: Some(crate::objects::ManagerStatus {
+                raft_id: 2,
+                addr: "10.0.0.1:2377".parse().unwrap(),
+                leader: false,
+                reachability: Default::default(),
+            }),
+            ..Node::default()
+        };
+        let old = old_form(
+            &manager,
+            &[
+                ("/manager_status/addr", json!("192.168.77.3:2377")),
+                ("/status/agent_addr", json!("192.168.77.3:2377")),
+            ],
+        );
+        let typed: Node = round_trip(&old);
+        let addr: std::net::SocketAddr = "192.168.77.3:2377".parse().unwrap();
+        assert_eq!(typed.manager_status.unwrap().addr, addr);
+        assert_eq!(typed.status.agent_addr, Some(addr));
+        let old = old_form(&manager, &[("/status/agent_addr", json!(""))]);
+        assert_eq!(round_trip::<Node>(&old).status.agent_addr, None);
+
         let service = Service {
             endpoint: Some(crate::objects::Endpoint::default()),
             ..Service::default()

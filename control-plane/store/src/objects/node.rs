@@ -1,7 +1,7 @@
 //! A machine in the swarm (Swarm's `Node`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hive_dataplane::mesh::MacAddr;
 use serde::{Deserialize, Serialize};
@@ -163,8 +163,10 @@ pub struct NodeStatus {
     /// before its first session.
     #[serde(with = "empty_as_none")]
     pub addr: Option<IpAddr>,
-    /// host:port of the node's Agent service (task logs), as the node registered it.
-    pub agent_addr: String,
+    /// Where the node serves its Agent service (task logs), as it registered it; `None`
+    /// (stored as `""`) when it did not say.
+    #[serde(with = "empty_as_none")]
+    pub agent_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,14 +183,17 @@ pub enum NodeState {
 }
 
 /// Raft-side view of a manager (`MANAGER STATUS` column).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerStatus {
     /// The manager's member ID in the Raft group.
+    #[serde(default)]
     pub raft_id: u64,
-    /// The address other managers reach it at (`--advertise-addr`, port 2377).
-    pub addr: String,
+    /// The address other managers reach it at (`--advertise-addr`, port 2377): always one
+    /// (a manager without it is refused where it joins or is promoted).
+    pub addr: SocketAddr,
+    #[serde(default)]
     pub leader: bool,
+    #[serde(default)]
     pub reachability: Reachability,
 }
 

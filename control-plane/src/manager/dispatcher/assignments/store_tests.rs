@@ -128,14 +128,17 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
             "n1",
             Some(&description),
             ip,
-            "192.168.77.1:2377",
+            Some("192.168.77.1:2377".parse().unwrap()),
             Vec::new(),
         )
         .await
         .unwrap()
         .session_id;
     let node: Node = store.view(|tx| tx.get("n1")).unwrap().unwrap();
-    assert_eq!(node.status.agent_addr, "192.168.77.1:2377");
+    assert_eq!(
+        node.status.agent_addr,
+        Some("192.168.77.1:2377".parse().unwrap())
+    );
     assert_eq!(
         node.description.unwrap().underlay_mac,
         Some("02:00:00:00:00:01".parse().unwrap())
@@ -218,7 +221,13 @@ async fn a_node_gets_its_tasks_and_the_mesh_and_statuses_only_move_forward() {
 
     // A new session ends the old stream.
     let new = dispatcher
-        .register("n1", None, ip, "192.168.77.1:2377", Vec::new())
+        .register(
+            "n1",
+            None,
+            ip,
+            Some("192.168.77.1:2377".parse().unwrap()),
+            Vec::new(),
+        )
         .await
         .unwrap();
     let ended = tokio::time::timeout(PATIENCE, async {

@@ -241,7 +241,47 @@ fn udp_published_port_answers_from_the_address_the_client_used() {
         })
         .expect("client namespace");
     }
+    let veths: Vec<(String, String)> = ["u1", "u2"]
+        .into_iter()
+        .map(|id| {
+            let task = mesh.task(id).expect("task");
+            (task.node.clone(), task.link.host_ifname.clone())
+        })
+        .collect();
+    // Something still holds the tasks' namespaces (as a slow-exiting worker
+    // would), so the kernel cannot free them, and their veths, by itself.
+    let held: Vec<_> = ["u1", "u2"]
+        .into_iter()
+        .map(|id| netns::open(&mesh.task(id).expect("task").netns).expect("task namespace"))
+        .collect();
     mesh.teardown().expect("teardown");
+    // A task's veth goes with the mesh, not whenever the kernel frees its
+    // namespace: a mesh started next on the same nodes must be able to
+    // attach tasks of the same IDs at once.
+    for (node, veth) in &veths {
+        let node_ns = lab.netns_path(node).expect("node").to_path_buf();
+        let left = netns::run_in(&node_ns, || {
+            nix::net::if_::if_nametoindex(veth.as_str()).ok()
+        })
+        .expect("node namespace");
+        assert_eq!(
+            left, None,
+            "{node}: veth {veth} outlived the mesh's teardown"
+        );
+    }
+    drop(held);
+    let mut again = StaticMesh::new(&lab, 7).expect("data plane");
+    for (task, node) in [("u1", "n2"), ("u2", "n3")] {
+        again
+            .add_task(
+                task,
+                node,
+                HIVE,
+                &["builtin", "echo", "--listen", "0.0.0.0:7"],
+            )
+            .expect("the same task IDs attach again after a teardown");
+    }
+    again.teardown().expect("teardown");
 }
 
 #[test]

@@ -503,6 +503,9 @@ impl StaticMesh {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            if let Err(err) = self.detach_task(&task) {
+                first_error.get_or_insert(err);
+            }
             for path in [&task.netns, &task.uts] {
                 if let Err(err) = netns::remove(path) {
                     first_error.get_or_insert(StaticMeshError::from(err));
@@ -528,6 +531,23 @@ impl StaticMesh {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Delete the task's veth and its hook on its node, if the node's data
+    /// plane is still open.
+    fn detach_task(&mut self, task: &MeshTask) -> Result<(), StaticMeshError> {
+        let node = self.node_mut(&task.node)?;
+        let node_ns = node.netns.clone();
+        let Some(dataplane) = node.dataplane.as_mut() else {
+            return Ok(());
+        };
+        detach_in(
+            &task.node,
+            &node_ns,
+            dataplane,
+            &task.id,
+            &task.link.host_ifname,
+        )
     }
 
     fn node(&self, node: &str) -> Result<&NodeMesh, StaticMeshError> {
@@ -561,8 +581,7 @@ impl Drop for StaticMesh {
     }
 }
 
-/// Run [`task::attach`] on a thread inside the node's namespace, with a
-/// netlink connection opened there.
+/// Run [`task::attach`] in the node's namespace.
 fn attach_in(
     node: &str,
     node_ns: &Path,
@@ -570,6 +589,44 @@ fn attach_in(
     task_id: &str,
     spec: &TaskNetwork,
 ) -> Result<TaskLink, StaticMeshError> {
+    with_node_netlink(node, node_ns, async |handle| {
+        task::attach(dataplane, handle, spec)
+            .await
+            .map_err(|source| StaticMeshError::Attach {
+                task: task_id.to_owned(),
+                source,
+            })
+    })
+}
+
+/// Run [`task::detach`] in the node's namespace: the task's veth goes with
+/// its hook, now. Left to the kernel, the pair would be freed only some time
+/// after the task's namespace, and the next task of the same ID would find
+/// its host-side name still taken.
+fn detach_in(
+    node: &str,
+    node_ns: &Path,
+    dataplane: &mut Dataplane,
+    task_id: &str,
+    host_ifname: &str,
+) -> Result<(), StaticMeshError> {
+    with_node_netlink(node, node_ns, async |handle| {
+        task::detach(dataplane, handle, host_ifname)
+            .await
+            .map_err(|source| StaticMeshError::Attach {
+                task: task_id.to_owned(),
+                source,
+            })
+    })
+}
+
+/// Run `f` on a thread inside the node's namespace, with a netlink
+/// connection opened there.
+fn with_node_netlink<T: Send>(
+    node: &str,
+    node_ns: &Path,
+    f: impl AsyncFnOnce(&rtnetlink::Handle) -> Result<T, StaticMeshError> + Send,
+) -> Result<T, StaticMeshError> {
     netns::run_in(node_ns, || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -582,12 +639,9 @@ fn attach_in(
                     source,
                 })?;
             let connection = tokio::spawn(connection);
-            let link = task::attach(dataplane, &handle, spec).await;
+            let result = f(&handle).await;
             connection.abort();
-            link.map_err(|source| StaticMeshError::Attach {
-                task: task_id.to_owned(),
-                source,
-            })
+            result
         })
     })?
 }

@@ -157,6 +157,9 @@ fn ingress(
             new,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
+        if tunnel.is_none() {
+            conntrack::forget_tunnel(&fwd, &target);
+        }
     }
     nat::dnat(pkt, ip, l4, target.addr_be, target.port_be)?;
     counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);

@@ -295,7 +295,7 @@ pub fn forget_tunnel(fwd: &FlowKey, target: &crate::lb::Target) {
         fwd.proto,
         FlowKind::Tunnel,
     );
-    let _ = CT.remove(&key);
+    let _ = CT.remove(key);
 }
 
 /// Remember to tunnel the replies of `key` (the reply tuple of an external

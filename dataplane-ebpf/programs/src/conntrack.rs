@@ -309,7 +309,7 @@ pub fn forget_tunnel(fwd: &FlowKey, target: &crate::lb::Target) {
 /// The task's replies carry nothing that says which node the client used,
 /// and `tc_from_task` looks for a `ReverseNat` entry before a `Tunnel` one
 /// in `snat` (the other way round where the node returns the protocol
-/// directly, `tc::flow`): a `ReverseNat` entry this node wrote when the
+/// directly, `tc::reply`): a `ReverseNat` entry this node wrote when the
 /// client's previous connection came in through its own published port
 /// would send the SYN-ACK out with this node's address, to a client that
 /// is waiting for another's. So the packet that opens a flow through a

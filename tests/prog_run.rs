@@ -1167,3 +1167,27 @@ fn a_connections_state_changes_keep_its_backend_and_its_replies() {
         );
     }
 }
+
+/// A packet without ports through the tunnel (a ping from a task on A to a
+/// task on B) is decapsulated and handed to its task like any other: the
+/// decap path takes no clock reading for it when tracing is off, and needs
+/// none.
+#[test]
+fn a_ping_through_the_tunnel_reaches_the_local_task() {
+    root!("decap_ping");
+    let mut h = node_b();
+    let ping = PacketBuilder::icmp_echo(*X.ip(), T_REMOTE)
+        .macs(MAC_TASK, MAC_A)
+        .payload(vec![0xab; 32])
+        .build();
+    let frame = vxlan_frame(
+        MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &ping,
+    );
+    let (verdict, out, handoff) = handed_to(&mut h, &frame);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(handoff, Some(VETH_T_REMOTE), "handed to the task's veth");
+    let f = parse(&out).expect("inner frame");
+    assert_eq!(f.eth_dst, MAC_B, "inner destination MAC is the node's");
+    assert_eq!(out[6..], ping[6..], "nothing else changed");
+    assert_checksums(&f);
+}

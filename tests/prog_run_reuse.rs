@@ -17,7 +17,7 @@ use hive_prog_run::{
         IPPROTO_TCP, PacketBuilder, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, parse,
         parse_vxlan, vxlan_frame,
     },
-    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_TX},
+    prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_PASS, XDP_TX},
     world::*,
 };
 use prog_run_support::*;
@@ -50,7 +50,11 @@ fn idle(h: &mut ProgRun, key: &FlowKey) {
 // --- The ingress node A ---
 
 fn node_a_in(mode: u16) -> ProgRun {
-    let mut h = node_a(BE_REMOTE);
+    node_a_with(BE_REMOTE, mode)
+}
+
+fn node_a_with(backend: u32, mode: u16) -> ProgRun {
+    let mut h = node_a(backend);
     let mut config = node(NODE_A, MAC_A);
     config.flags |= mode;
     h.maps().set_node(&config).expect("node config");
@@ -233,6 +237,116 @@ fn a_reused_client_port_gets_a_fresh_tunnel_entry_on_the_backends_node() {
                 TcpState::Established as u8,
                 "{what}: the new connection's state, not the old one's"
             );
+        }
+    }
+}
+
+// --- One client port through this node's own published port and through
+// another node's tunnel, one connection after the other ---
+
+fn local_task() -> SocketAddrV4 {
+    SocketAddrV4::new(T_LOCAL, TARGET)
+}
+
+/// The client's segment to T_LOCAL as A receives it through B's tunnel (B
+/// balanced it from its own published port), marked for direct return
+/// when `direct`.
+fn through_b(flags: u8, direct: bool) -> Vec<u8> {
+    let inner = PacketBuilder::tcp(CLIENT, local_task())
+        .macs(MAC_ROUTER, MAC_B)
+        .flags(flags)
+        .build();
+    let vx_flags = if direct {
+        FLAG_I | FLAG_DIRECT_RETURN
+    } else {
+        FLAG_I
+    };
+    let mut frame = vxlan_frame(
+        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, vx_flags, VNI, &inner,
+    );
+    if direct {
+        frame[VXLAN_AT + 2..VXLAN_AT + 4].copy_from_slice(&PUBLISHED.to_be_bytes());
+    }
+    frame
+}
+
+/// Which way T_LOCAL's reply left A.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// From A's published address: the client came through A.
+    FromA,
+    /// Straight to the client from B's published address (direct return).
+    FromB,
+    /// Back into the tunnel to B (B restores its published address).
+    TunnelToB,
+}
+
+fn answer(h: &mut ProgRun, flags: u8, what: &str) -> Answer {
+    let reply = PacketBuilder::tcp(local_task(), CLIENT)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(flags)
+        .build();
+    let (verdict, out) = run(h, TC, &reply);
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "{what}: a flow's path, not the kernel's"
+    );
+    if let Ok(v) = parse_vxlan(&out) {
+        assert_eq!(ip(&v.outer).dst, NODE_B, "{what}");
+        return Answer::TunnelToB;
+    }
+    let f = parse(&out).expect("frame");
+    assert_eq!(ip(&f).dst, *CLIENT.ip(), "{what}");
+    assert_eq!(ports(&f), (PUBLISHED, CLIENT.port()), "{what}");
+    match ip(&f).src {
+        NODE_A => Answer::FromA,
+        NODE_B => Answer::FromB,
+        other => panic!("{what}: a reply from {other}"),
+    }
+}
+
+/// `tc_from_task` looks for a reply's `Tunnel` entry first where the node
+/// returns the protocol directly, its `ReverseNat` entry first in `snat`.
+/// Either way the client port's newest connection decides where its task
+/// answers from, even while the previous connection's entry of the other
+/// kind is still live (a connection that vanished without FIN or RST).
+#[test]
+fn a_stale_entry_of_the_other_kind_never_takes_a_reply() {
+    root!("reuse_other_kind");
+    for mode in [0, DSR] {
+        for direct in [false, true] {
+            let what = format!("A's mode flags {mode:#x}, B's tunnel direct {direct}");
+            let through_tunnel = if direct {
+                Answer::FromB
+            } else {
+                Answer::TunnelToB
+            };
+            // T_LOCAL is A's own task, and the ring's every slot.
+            let mut h = node_a_with(BE_LOCAL, mode);
+            for turn in 0..2 {
+                let what = format!("{what}, turn {turn}");
+                // Through B's tunnel; the connection is never closed.
+                let (verdict, _) = run(&mut h, XDP, &through_b(TCP_SYN, direct));
+                assert_eq!(verdict, XDP_PASS, "{what}: into T_LOCAL");
+                assert_eq!(
+                    answer(&mut h, TCP_SYN | TCP_ACK, &what),
+                    through_tunnel,
+                    "{what}: the SYN-ACK of a connection through B"
+                );
+                run(&mut h, XDP, &through_b(TCP_ACK, direct));
+                assert_eq!(answer(&mut h, TCP_ACK, &what), through_tunnel, "{what}");
+
+                // The same client port, now through A's own published port.
+                let (verdict, _) = run(&mut h, XDP, &client_tcp(TCP_SYN).build());
+                assert_eq!(verdict, XDP_PASS, "{what}: to the local task");
+                assert_eq!(
+                    answer(&mut h, TCP_SYN | TCP_ACK, &what),
+                    Answer::FromA,
+                    "{what}: the SYN-ACK of a connection through A"
+                );
+                run(&mut h, XDP, &client_tcp(TCP_ACK).build());
+                assert_eq!(answer(&mut h, TCP_ACK, &what), Answer::FromA, "{what}");
+            }
         }
     }
 }

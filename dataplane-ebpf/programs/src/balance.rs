@@ -44,6 +44,13 @@ pub fn direct_return(node: &NodeConfig, d: &Decision, proto: u8) -> bool {
     if !d.new {
         return d.direct;
     }
+    returns_directly(node, proto)
+}
+
+/// Whether the node's mesh mode returns new flows of `proto` directly
+/// (`NodeConfig::FLAG_DIRECT_RETURN_TCP`, `_UDP`; `docs/dsr.md`).
+#[inline(always)]
+pub fn returns_directly(node: &NodeConfig, proto: u8) -> bool {
     let flag = if proto == IPPROTO_TCP {
         NodeConfig::FLAG_DIRECT_RETURN_TCP
     } else {

@@ -271,6 +271,33 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
     }
 }
 
+/// The other kind of a reply's entry: `Tunnel` for `ReverseNat` and back
+/// (`tc_from_task` looks for both, in an order the node's mode decides).
+#[inline(always)]
+pub fn other_reply_kind(kind: u8) -> u8 {
+    kind ^ (FlowKind::ReverseNat as u8 ^ FlowKind::Tunnel as u8)
+}
+
+/// A client's flow through this node's own published port to a local
+/// task, whose `ReverseNat` entry was just written: remove the `Tunnel`
+/// entry of the same reply tuple, left by an earlier connection of the
+/// client port through another node's tunnel, so that it cannot take the
+/// replies (`tc_from_task` looks for the `Tunnel` entry first where the
+/// node returns the protocol directly; see [`record_tunnel`] for the other
+/// way round). Absent is the common case: one bucket lookup.
+#[inline(always)]
+pub fn forget_tunnel(fwd: &FlowKey, target: &crate::lb::Target) {
+    let key = reply_key(
+        target.addr_be,
+        target.port_be,
+        fwd.saddr_be,
+        fwd.sport_be,
+        fwd.proto,
+        FlowKind::Tunnel,
+    );
+    let _ = CT.remove(key);
+}
+
 /// Remember to tunnel the replies of `key` (the reply tuple of an external
 /// client's flow that `peer_be` balanced to a task of this node) back to
 /// `peer_be`. The entry is rewritten when missing, stale or pointing at
@@ -280,15 +307,18 @@ pub fn record_balanced(fwd: &FlowKey, target: &crate::lb::Target, b: &Balanced, 
 /// nodes (an external load balancer in front of every node; Maglev gives
 /// the tuple the same backend everywhere), one connection after the other.
 /// The task's replies carry nothing that says which node the client used,
-/// and `tc_from_task` looks for a `ReverseNat` entry before a `Tunnel` one:
-/// a `ReverseNat` entry this node wrote when the client's previous
-/// connection came in through its own published port would send the
-/// SYN-ACK out with this node's address, to a client that is waiting for
-/// another's. So the packet that opens a flow through a tunnel (a bare
-/// SYN; for UDP, a packet that moves the tunnel to another node) removes
-/// that entry: the newest opening packet decides which node answers. A SYN
-/// through this node's own published port rewrites its `ReverseNat` entry
-/// in turn (`balance::decide`), which is then found first again.
+/// and `tc_from_task` looks for a `ReverseNat` entry before a `Tunnel` one
+/// in `snat` (the other way round where the node returns the protocol
+/// directly, `tc::reply`): a `ReverseNat` entry this node wrote when the
+/// client's previous connection came in through its own published port
+/// would send the SYN-ACK out with this node's address, to a client that
+/// is waiting for another's. So the packet that opens a flow through a
+/// tunnel (a bare SYN; for UDP, a packet that moves the tunnel to another
+/// node) removes that entry: the newest opening packet decides which node
+/// answers. A SYN through this node's own published port rewrites its
+/// `ReverseNat` entry in turn (`balance::decide`) and removes the `Tunnel`
+/// one ([`forget_tunnel`]), so whichever kind is looked for first, only
+/// the newest connection's entry is there to be found.
 ///
 /// `direct_port_be` is the published port of a flow the peer balanced for
 /// direct return (`docs/dsr.md`), 0 otherwise: the entry then tells

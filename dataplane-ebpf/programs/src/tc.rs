@@ -57,7 +57,7 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     let (verdict, now) = match &l4 {
         Some(l4) => {
             let now = conntrack::now();
-            (flow(ctx, node, &ip, l4, now, &mut tunnel)?, now)
+            (flow(ctx, &ip, l4, now, &mut tunnel)?, now)
         }
         None => (NOT_MINE, events::NO_CLOCK),
     };
@@ -118,31 +118,14 @@ fn too_big_answered(
 #[inline(always)]
 fn flow(
     ctx: &TcContext,
-    node: &NodeConfig,
     ip: &Ipv4,
     l4: &L4,
     now: u64,
     out: &mut Tunnel,
 ) -> Result<i32, DropReason> {
-    let mut key = conntrack::reply_key(
-        ip.saddr_be,
-        l4.sport_be,
-        ip.daddr_be,
-        l4.dport_be,
-        ip.proto,
-        FlowKind::ReverseNat,
-    );
-    if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
-        return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, hit.entry, now);
-    }
-    key.kind = FlowKind::Tunnel as u8;
-    if let Some(hit) = conntrack::lookup(&key, l4.tcp_flags, now, false) {
-        if hit.entry.flags & FlowEntry::FLAG_DIRECT_RETURN != 0 {
-            return direct_return(ctx, ip, l4, hit.entry, now);
-        }
-        let peer_mac = maps::peer_mac(hit.entry.node_be).ok_or(DropReason::UnknownPeer)?;
-        *out = Tunnel::new(hit.entry.node_be, peer_mac, hit.entry.vni);
-        return Ok(TUNNEL);
+    let verdict = reply(ctx, ip, l4, now, out)?;
+    if verdict != NOT_MINE {
+        return Ok(verdict);
     }
     if let Some(fe) = lb::frontend(ip.daddr_be, l4.dport_be, ip.proto) {
         check_balanceable(ip)?;
@@ -155,6 +138,59 @@ fn flow(
         fe.target_port_be = l4.dport_be;
         check_balanceable(ip)?;
         return balance(ctx, ip, l4, &Service { fe, now }, out);
+    }
+    Ok(NOT_MINE)
+}
+
+/// A reply of a flow this node balanced (`ReverseNat`) or of one another
+/// node tunnelled here (`Tunnel`); [`NOT_MINE`] if neither. Returns like
+/// [`flow`]. Not inlined: its own stack frame, a sibling of [`balance`]'s
+/// (512 bytes per call chain).
+#[inline(never)]
+fn reply(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    l4: &L4,
+    now: u64,
+    out: &mut Tunnel,
+) -> Result<i32, DropReason> {
+    let Some(node) = maps::node() else {
+        return Ok(OK);
+    };
+    // Where the node returns this protocol directly, the `Tunnel` entry is
+    // looked for first: a remote client's replies are what that mode is
+    // for, and a `ReverseNat` lookup first would be a miss on every one of
+    // them. Either order finds the newest connection's entry: an opening
+    // packet removes the other kind's entry of the tuple
+    // (`conntrack::record_tunnel`, `conntrack::forget_tunnel`; `docs/dsr.md`,
+    // "The reply path's lookup order").
+    let mut key = conntrack::reply_key(
+        ip.saddr_be,
+        l4.sport_be,
+        ip.daddr_be,
+        l4.dport_be,
+        ip.proto,
+        if balance::returns_directly(node, ip.proto) {
+            FlowKind::Tunnel
+        } else {
+            FlowKind::ReverseNat
+        },
+    );
+    let mut entry = conntrack::lookup(&key, l4.tcp_flags, now, false).map(|h| h.entry);
+    if entry.is_none() {
+        key.kind = conntrack::other_reply_kind(key.kind);
+        entry = conntrack::lookup(&key, l4.tcp_flags, now, false).map(|h| h.entry);
+    }
+    if let Some(e) = entry {
+        if key.kind == FlowKind::ReverseNat as u8 {
+            return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, e, now);
+        }
+        if e.flags & FlowEntry::FLAG_DIRECT_RETURN != 0 {
+            return direct_return(ctx, ip, l4, e, now);
+        }
+        let peer_mac = maps::peer_mac(e.node_be).ok_or(DropReason::UnknownPeer)?;
+        *out = Tunnel::new(e.node_be, peer_mac, e.vni);
+        return Ok(TUNNEL);
     }
     Ok(NOT_MINE)
 }

@@ -157,6 +157,9 @@ fn ingress(
             new,
         };
         conntrack::record_balanced(&fwd, &target, &b, now);
+        if tunnel.is_none() {
+            conntrack::forget_tunnel(&fwd, &target);
+        }
     }
     nat::dnat(pkt, ip, l4, target.addr_be, target.port_be)?;
     counters::flow(target.service, target.backend, u64::from(ip.tot_len), new);
@@ -216,7 +219,13 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         .map_err(|_| DropReason::MalformedVxlan)?
         .ok_or(DropReason::MalformedVxlan)?;
     let l4 = parse::l4(&pkt, &inner).map_err(|_| DropReason::MalformedVxlan)?;
-    let now = conntrack::now();
+    // The clock, once: conntrack's, and the trace events' stamp. A packet
+    // without ports (ICMP between tasks) has no conntrack to read it for.
+    let now = if l4.is_some() || events::on() {
+        conntrack::now()
+    } else {
+        events::NO_CLOCK
+    };
     if events::on() {
         let from = events::TunnelFrom { peer_be, vni };
         events::decap(ctx, &inner, l4.as_ref(), &from, now);

@@ -9,12 +9,12 @@
 #[macro_use]
 mod prog_run_support;
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hive_common::maps::{FlowEntry, FlowKey, FlowKind, NodeConfig, TcpState};
 use hive_prog_run::{
     packet::{
-        IPPROTO_TCP, PacketBuilder, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, parse,
+        IPPROTO_TCP, Mac, PacketBuilder, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, parse,
         parse_vxlan, vxlan_frame,
     },
     prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_PASS, XDP_TX},
@@ -155,8 +155,21 @@ fn a_reused_client_port_opens_a_new_flow_on_the_ingress_node() {
 /// The client's segment as B receives it from A: tunnelled, with the
 /// direct-return mark and the published port when `direct`.
 fn from_a(flags: u8, direct: bool) -> Vec<u8> {
-    let inner = PacketBuilder::tcp(CLIENT, task())
-        .macs(MAC_ROUTER, MAC_A)
+    tunnelled(task(), (MAC_A, NODE_A), (MAC_B, NODE_B), flags, direct)
+}
+
+/// The client's segment to `to` as the node `(mac, addr)` `dst` receives it
+/// through the tunnel of `src`, which balanced it from its own published
+/// port: marked for direct return, with the published port, when `direct`.
+fn tunnelled(
+    to: SocketAddrV4,
+    (src_mac, src_node): (Mac, Ipv4Addr),
+    (dst_mac, dst_node): (Mac, Ipv4Addr),
+    flags: u8,
+    direct: bool,
+) -> Vec<u8> {
+    let inner = PacketBuilder::tcp(CLIENT, to)
+        .macs(MAC_ROUTER, src_mac)
         .flags(flags)
         .build();
     let vx_flags = if direct {
@@ -165,7 +178,7 @@ fn from_a(flags: u8, direct: bool) -> Vec<u8> {
         FLAG_I
     };
     let mut frame = vxlan_frame(
-        MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, vx_flags, VNI, &inner,
+        src_mac, dst_mac, src_node, dst_node, 50000, VXLAN_PORT, vx_flags, VNI, &inner,
     );
     if direct {
         frame[VXLAN_AT + 2..VXLAN_AT + 4].copy_from_slice(&PUBLISHED.to_be_bytes());
@@ -252,22 +265,13 @@ fn local_task() -> SocketAddrV4 {
 /// balanced it from its own published port), marked for direct return
 /// when `direct`.
 fn through_b(flags: u8, direct: bool) -> Vec<u8> {
-    let inner = PacketBuilder::tcp(CLIENT, local_task())
-        .macs(MAC_ROUTER, MAC_B)
-        .flags(flags)
-        .build();
-    let vx_flags = if direct {
-        FLAG_I | FLAG_DIRECT_RETURN
-    } else {
-        FLAG_I
-    };
-    let mut frame = vxlan_frame(
-        MAC_B, MAC_A, NODE_B, NODE_A, 50000, VXLAN_PORT, vx_flags, VNI, &inner,
-    );
-    if direct {
-        frame[VXLAN_AT + 2..VXLAN_AT + 4].copy_from_slice(&PUBLISHED.to_be_bytes());
-    }
-    frame
+    tunnelled(
+        local_task(),
+        (MAC_B, NODE_B),
+        (MAC_A, NODE_A),
+        flags,
+        direct,
+    )
 }
 
 /// Which way T_LOCAL's reply left A.

@@ -279,7 +279,9 @@ impl StaticMesh {
                 .ok_or_else(|| StaticMeshError::NotOpen {
                     node: node.to_owned(),
                 })?;
-        let link = attach_in(node, &node_ns, dataplane, id, &spec)?;
+        let link = in_node_netlink(node, &node_ns, id, async |handle| {
+            task::attach(dataplane, handle, &spec).await
+        })?;
         self.next_host += 1;
         let mut task = MeshTask {
             id: id.to_owned(),
@@ -534,20 +536,18 @@ impl StaticMesh {
     }
 
     /// Delete the task's veth and its hook on its node, if the node's data
-    /// plane is still open.
+    /// plane is still open. Left to the kernel, the pair would be freed only
+    /// some time after the task's namespace, and the next task of the same
+    /// ID would find its host-side name still taken.
     fn detach_task(&mut self, task: &MeshTask) -> Result<(), StaticMeshError> {
         let node = self.node_mut(&task.node)?;
         let node_ns = node.netns.clone();
         let Some(dataplane) = node.dataplane.as_mut() else {
             return Ok(());
         };
-        detach_in(
-            &task.node,
-            &node_ns,
-            dataplane,
-            &task.id,
-            &task.link.host_ifname,
-        )
+        in_node_netlink(&task.node, &node_ns, &task.id, async |handle| {
+            task::detach(dataplane, handle, &task.link.host_ifname).await
+        })
     }
 
     fn node(&self, node: &str) -> Result<&NodeMesh, StaticMeshError> {
@@ -581,51 +581,13 @@ impl Drop for StaticMesh {
     }
 }
 
-/// Run [`task::attach`] in the node's namespace.
-fn attach_in(
+/// Run `f`, a change to task `task_id`'s links, on a thread inside the node's
+/// namespace, with a netlink connection opened there.
+fn in_node_netlink<T: Send>(
     node: &str,
     node_ns: &Path,
-    dataplane: &mut Dataplane,
     task_id: &str,
-    spec: &TaskNetwork,
-) -> Result<TaskLink, StaticMeshError> {
-    with_node_netlink(node, node_ns, async |handle| {
-        task::attach(dataplane, handle, spec)
-            .await
-            .map_err(|source| StaticMeshError::Attach {
-                task: task_id.to_owned(),
-                source,
-            })
-    })
-}
-
-/// Run [`task::detach`] in the node's namespace: the task's veth goes with
-/// its hook, now. Left to the kernel, the pair would be freed only some time
-/// after the task's namespace, and the next task of the same ID would find
-/// its host-side name still taken.
-fn detach_in(
-    node: &str,
-    node_ns: &Path,
-    dataplane: &mut Dataplane,
-    task_id: &str,
-    host_ifname: &str,
-) -> Result<(), StaticMeshError> {
-    with_node_netlink(node, node_ns, async |handle| {
-        task::detach(dataplane, handle, host_ifname)
-            .await
-            .map_err(|source| StaticMeshError::Attach {
-                task: task_id.to_owned(),
-                source,
-            })
-    })
-}
-
-/// Run `f` on a thread inside the node's namespace, with a netlink
-/// connection opened there.
-fn with_node_netlink<T: Send>(
-    node: &str,
-    node_ns: &Path,
-    f: impl AsyncFnOnce(&rtnetlink::Handle) -> Result<T, StaticMeshError> + Send,
+    f: impl AsyncFnOnce(&rtnetlink::Handle) -> Result<T, AttachError> + Send,
 ) -> Result<T, StaticMeshError> {
     netns::run_in(node_ns, || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -641,7 +603,10 @@ fn with_node_netlink<T: Send>(
             let connection = tokio::spawn(connection);
             let result = f(&handle).await;
             connection.abort();
-            result
+            result.map_err(|source| StaticMeshError::Attach {
+                task: task_id.to_owned(),
+                source,
+            })
         })
     })?
 }

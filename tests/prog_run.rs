@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use hive_common::{
     DropReason,
     handoff::TaskHandoff,
-    maps::{Backend, Endpoint, FlowKind, PacketCounterSlot, Ring, TcpState, task_mac},
+    maps::{Backend, Endpoint, FlowKind, LabForward, PacketCounterSlot, Ring, TcpState, task_mac},
 };
 use hive_prog_run::{
     packet::{
@@ -113,7 +113,7 @@ fn assert_drop(h: &mut ProgRun, prog: &str, frame: &[u8], reason: DropReason) {
 fn programs_pass_the_verifier() {
     root!("programs_pass_the_verifier");
     let mut h = ProgRun::load().expect("load object");
-    for name in [XDP, TC, TC_UNDERLAY, FLOOR] {
+    for name in [XDP, TC, TC_UNDERLAY, FLOOR, LAB_FORWARD, TC_LAB_FORWARD] {
         let (verdict, _) = run(&mut h, name, &client_tcp(TCP_SYN).build());
         // Unconfigured node: everything passes.
         assert!(
@@ -1190,4 +1190,119 @@ fn a_ping_through_the_tunnel_reaches_the_local_task() {
     assert_eq!(f.eth_dst, MAC_B, "inner destination MAC is the node's");
     assert_eq!(out[6..], ping[6..], "nothing else changed");
     assert_checksums(&f);
+}
+
+/// The bench's floor of a path through an ingress node (`xdp_lab_forward`, and
+/// `tc_lab_forward` from tc ingress): a client's frame for the node's port goes back out
+/// towards a backend node with only its Ethernet addresses changed, two backends
+/// alternating by the client port's low bit; anything else is the kernel's.
+#[test]
+fn the_lab_forwarder_rewrites_only_the_ethernet_addresses() {
+    root!("lab_forward");
+    let mut h = ProgRun::load().expect("load object");
+    let mac_c: Mac = [0x02, 0, 0, 0, 0, 0xc3];
+    h.maps()
+        .set_lab_forward(&LabForward {
+            addr_be: be(NODE_A),
+            port_be: PUBLISHED.to_be(),
+            backends: 2,
+            from: MAC_A,
+            to: [MAC_B, mac_c],
+            ..LabForward::default()
+        })
+        .expect("configure");
+    for (program, forwarded, passed) in [
+        (LAB_FORWARD, XDP_TX, XDP_PASS),
+        (TC_LAB_FORWARD, TC_ACT_REDIRECT, TC_ACT_OK),
+    ] {
+        for (port, to) in [(40000, MAC_B), (40001, mac_c)] {
+            let syn = PacketBuilder::tcp(SocketAddrV4::new(*CLIENT.ip(), port), published())
+                .macs(MAC_ROUTER, MAC_A)
+                .flags(TCP_SYN)
+                .build();
+            let (verdict, out) = run(&mut h, program, &syn);
+            assert_eq!(verdict, forwarded, "{program}, client port {port}");
+            assert_eq!(
+                out[..6],
+                to,
+                "{program}, client port {port}: to its backend node"
+            );
+            assert_eq!(out[6..12], MAC_A, "{program}: from the ingress node");
+            assert_eq!(
+                out[12..],
+                syn[12..],
+                "{program}: only the Ethernet addresses changed"
+            );
+        }
+        let other_port = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22))
+            .macs(MAC_ROUTER, MAC_A)
+            .build();
+        let udp = PacketBuilder::udp(CLIENT, published())
+            .macs(MAC_ROUTER, MAC_A)
+            .build();
+        let other_node = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_B, PUBLISHED))
+            .macs(MAC_ROUTER, MAC_A)
+            .build();
+        for frame in [other_port, udp, other_node] {
+            assert_eq!(
+                run(&mut h, program, &frame),
+                (passed, frame.clone()),
+                "{program}"
+            );
+        }
+    }
+}
+
+/// The floor's hops on the backend's node (`tc_lab_forward`): the client's frame into the
+/// task (`bpf_redirect_peer`), the task's replies matched by their source and sent out
+/// of the underlay device, each with only its Ethernet addresses changed.
+#[test]
+fn the_lab_forwarder_hands_frames_in_and_replies_out_by_their_macs() {
+    root!("lab_forward_tc");
+    let mut h = ProgRun::load().expect("load object");
+    let syn = client_tcp(TCP_SYN).build();
+    let reply = PacketBuilder::tcp(published(), CLIENT)
+        .macs(MAC_TASK, MAC_VETH)
+        .flags(TCP_SYN | TCP_ACK)
+        .build();
+    let into_task = LabForward {
+        addr_be: be(NODE_A),
+        port_be: PUBLISHED.to_be(),
+        backends: 1,
+        from: MAC_B,
+        to: [MAC_TASK, [0; 6]],
+        out: LabForward::OUT_PEER,
+        ifindex: VETH_T_REMOTE,
+        ..LabForward::default()
+    };
+    let out_of_node = LabForward {
+        flags: LabForward::MATCH_SOURCE,
+        from: MAC_B,
+        to: [MAC_ROUTER, [0; 6]],
+        out: LabForward::OUT_EGRESS,
+        ifindex: UNDERLAY_IFINDEX,
+        ..into_task
+    };
+    for (hop, frame, to, other) in [
+        (into_task, &syn, MAC_TASK, &reply),
+        (out_of_node, &reply, MAC_ROUTER, &syn),
+    ] {
+        h.maps().set_lab_forward(&hop).expect("configure");
+        let (verdict, out) = run(&mut h, TC_LAB_FORWARD, frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "out = {}", hop.out);
+        assert_eq!(
+            (out[..6].to_vec(), out[6..12].to_vec()),
+            (to.to_vec(), MAC_B.to_vec())
+        );
+        assert_eq!(
+            out[12..],
+            frame[12..],
+            "only the Ethernet addresses changed"
+        );
+        // The other direction is not this hop's.
+        assert_eq!(
+            run(&mut h, TC_LAB_FORWARD, other),
+            (TC_ACT_OK, other.clone())
+        );
+    }
 }

@@ -42,6 +42,9 @@ pub const ENDPOINTS: &str = "HIVE_ENDPOINTS";
 /// `HashMap<u32 /* underlay addr, network order */, Peer>`: the other nodes
 /// VXLAN is accepted from and sent to.
 pub const PEERS: &str = "HIVE_PEERS";
+/// `Array<LabForward>`, one entry: the benchmark's floor forwarder (`xdp_lab_forward`).
+/// Without the `HIVE_` prefix the agent's loader never pins it.
+pub const LAB_FORWARD: &str = "LAB_FORWARD";
 /// `PerCpuArray<ServiceCounters>` indexed by service id.
 pub const SERVICE_STATS: &str = "HIVE_SVC_STATS";
 /// `PerCpuArray<ServiceCounters>` indexed by backend id.
@@ -385,6 +388,50 @@ pub struct ServiceCounters {
 }
 const _: () = assert!(core::mem::size_of::<ServiceCounters>() == 24);
 
+/// How many backend nodes [`LabForward`] can alternate between.
+pub const LAB_FORWARD_BACKENDS: usize = 2;
+
+/// One hop of the benchmark's floor of a path through an ingress node
+/// (`xdp_lab_forward`, `tc_lab_forward`; never loaded by the agent; `docs/dsr.md`, "The
+/// floor of a path through the ingress node"): a TCP frame of `addr_be:port_be` leaves
+/// with only its Ethernet addresses rewritten. One entry, index 0; all zero forwards
+/// nothing.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabForward {
+    /// The address matched: the frame's destination, or its source with
+    /// [`Self::MATCH_SOURCE`].
+    pub addr_be: u32,
+    /// The TCP port matched, on the same side as the address.
+    pub port_be: u16,
+    /// How many of `to` are in use (1..=[`LAB_FORWARD_BACKENDS`]); 0 forwards nothing.
+    pub backends: u16,
+    /// The frame's new source MAC: the sending node's, so that the underlay's bridge never
+    /// learns another member's MAC on this port.
+    pub from: [u8; 6],
+    /// The new destination MACs; a flow's is picked by the client port's low bit.
+    pub to: [[u8; 6]; LAB_FORWARD_BACKENDS],
+    /// [`Self::MATCH_SOURCE`] or 0 (match the destination).
+    pub flags: u8,
+    /// How the tc program sends the frame on ([`Self::OUT_SAME`], [`Self::OUT_PEER`],
+    /// [`Self::OUT_EGRESS`]); XDP always sends it back out (`XDP_TX`).
+    pub out: u8,
+    /// The device of [`Self::OUT_PEER`] and [`Self::OUT_EGRESS`].
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<LabForward>() == 32);
+
+impl LabForward {
+    /// Match the frame's source address and port (a task's replies), not its destination.
+    pub const MATCH_SOURCE: u8 = 1;
+    /// Out of the device the frame came in by (as `XDP_TX`).
+    pub const OUT_SAME: u8 = 0;
+    /// Into the namespace at the other end of the veth `ifindex` (`bpf_redirect_peer`).
+    pub const OUT_PEER: u8 = 1;
+    /// Out of the device `ifindex`.
+    pub const OUT_EGRESS: u8 = 2;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -411,6 +458,7 @@ mod pod {
         Endpoint,
         Peer,
         ServiceCounters,
+        LabForward,
     );
 }
 

@@ -101,6 +101,12 @@ pub fn into_task(ctx: &TcContext, ifindex: u32, daddr_be: u32) -> Result<i32, Dr
         },
     )?;
     counters::count(PacketCounterSlot::TaskHandoff, u64::from(ctx.len()));
+    redirect_peer(ifindex)
+}
+
+/// Into the namespace at the other end of the veth `ifindex`, from tc ingress.
+#[inline(always)]
+pub fn redirect_peer(ifindex: u32) -> Result<i32, DropReason> {
     // SAFETY: bpf_redirect_peer only records the target; it returns
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
     let ret = unsafe { bpf_redirect_peer(ifindex, 0) };

@@ -13,6 +13,7 @@ mod events;
 mod handoff;
 mod headers;
 mod icmp;
+mod lab_forward;
 mod lb;
 mod log;
 mod maps;
@@ -107,6 +108,19 @@ pub fn resolver_recvmsg4(ctx: SockAddrContext) -> i32 {
 #[xdp]
 pub fn xdp_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The benchmark's floor of a path through an ingress node (`lab_forward`); never
+/// attached by the agent. A frame it cannot parse is dropped, as the mesh drops it.
+#[xdp]
+pub fn xdp_lab_forward(ctx: XdpContext) -> u32 {
+    lab_forward::try_forward_xdp(&ctx).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// [`xdp_lab_forward`] from tc ingress of the same device.
+#[classifier]
+pub fn tc_lab_forward(ctx: TcContext) -> i32 {
+    lab_forward::try_forward_tc(&ctx).unwrap_or(TC_ACT_SHOT)
 }
 
 #[cfg(not(test))]

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use hive_common::maps::{
-    Backend, CONNTRACK_ENTRIES, Endpoint, FlowEntry, FlowKey, Frontend, MAGLEV_SLOTS, MAX_BACKENDS,
-    MAX_ENDPOINTS, MAX_PEERS, MAX_RESOLVERS, MAX_SERVICES, NodeConfig, Peer, Ring, ServiceKey,
+    Backend, CONNTRACK_ENTRIES, Endpoint, FlowEntry, FlowKey, Frontend, LabForward, MAGLEV_SLOTS,
+    MAX_BACKENDS, MAX_ENDPOINTS, MAX_PEERS, MAX_RESOLVERS, MAX_SERVICES, NodeConfig, Peer, Ring,
+    ServiceKey,
 };
 
 #[map(name = "HIVE_NODE")]
@@ -35,6 +36,11 @@ pub static CT: LruHashMap<FlowKey, FlowEntry> =
 
 #[map(name = "HIVE_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+/// The benchmark's floor forwarder's one entry (`lab_forward`). Not `HIVE_`-named, so the
+/// agent never pins it: it exists only inside a load that attaches `xdp_lab_forward`.
+#[map(name = "LAB_FORWARD")]
+pub static LAB_FORWARD: Array<LabForward> = Array::with_max_entries(1, 0);
 
 #[map(name = "HIVE_PEERS")]
 pub static PEERS: HashMap<u32, Peer> = HashMap::with_max_entries(MAX_PEERS, 0);

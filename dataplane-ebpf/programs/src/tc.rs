@@ -475,7 +475,7 @@ fn encap(
 }
 
 #[inline(always)]
-fn redirect(ifindex: u32, flags: u64) -> Result<i32, DropReason> {
+pub(crate) fn redirect(ifindex: u32, flags: u64) -> Result<i32, DropReason> {
     // SAFETY: bpf_redirect only records the target; it returns
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for invalid flags.
     let ret = unsafe { bpf_redirect(ifindex, flags) };

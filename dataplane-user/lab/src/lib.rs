@@ -15,6 +15,7 @@
 
 pub mod cleanup;
 pub mod ethtool;
+pub mod floor_forward;
 pub mod host;
 pub mod naming;
 pub mod procs;

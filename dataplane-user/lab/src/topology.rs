@@ -331,7 +331,7 @@ fn create_dir(path: &Path) -> Result<(), TopologyError> {
 
 /// `02:68:...` to bytes. The state was planned from bytes, so `None` means
 /// a hand-edited file; the kernel then picks a random MAC.
-fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+pub(crate) fn parse_mac(mac: &str) -> Option<[u8; 6]> {
     let bytes: Vec<u8> = mac
         .split(':')
         .map(|b| u8::from_str_radix(b, 16))

@@ -2,8 +2,10 @@
 //! `client` to one backend task on n2, both directions, one TCP stream, through every
 //! path of the run: no mesh (`direct`: `client` routed straight to the kernel path's task
 //! on n2), the kernel path (`iptables`: DNAT on n1's published port, MASQUERADE, kernel
-//! VXLAN) and hive's mesh in each mode (`hive` = `snat`, `hive-dsr`, `hive-hybrid`,
-//! docs/dsr.md), n1's published port to a hive task on n2. Gbit/s as the receiver counts
+//! VXLAN), the floor of any path through n1 (`floor`, `floor-tc`, `floor-min`, `floor-min-tc`: hops
+//! that only rewrite the frames' Ethernet addresses, `crate::floor`) and hive's
+//! mesh in each mode (`hive` = `snat`, `hive-dsr`, `hive-hybrid`, docs/dsr.md), n1's
+//! published port to a hive task on n2. Gbit/s as the receiver counts
 //! them and the sender's retransmits. Figures, never assertions.
 
 use std::{
@@ -20,7 +22,10 @@ use hive_lab::{
 };
 use serde::Serialize;
 
-use crate::kernel_path::{KernelPath, KernelPathError};
+use crate::{
+    floor::Floor,
+    kernel_path::{KernelPath, KernelPathError},
+};
 
 /// Errors of a bulk run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,8 @@ pub enum BulkError {
     Mesh(#[from] StaticMeshError),
     #[error(transparent)]
     KernelPath(#[from] KernelPathError),
+    #[error("the floor forwarder: {0}")]
+    Floor(#[from] hive_lab::floor_forward::FloorForwardError),
     #[error("lab: {0}")]
     Lab(#[from] hive_lab::LabError),
     #[error("could not run iperf3: {0}; install it with `cargo xtask setup`")]
@@ -91,12 +98,17 @@ const IPTABLES: &str = "iptables";
 #[derive(Debug, Clone, Copy)]
 enum Turn {
     Direct,
+    Floor(Floor),
     Iptables,
     Hive(MeshMode),
 }
 
-const TURNS: [Turn; 5] = [
+const TURNS: [Turn; 9] = [
     Turn::Direct,
+    Turn::Floor(Floor::ALL[0]),
+    Turn::Floor(Floor::ALL[1]),
+    Turn::Floor(Floor::ALL[2]),
+    Turn::Floor(Floor::ALL[3]),
     Turn::Iptables,
     Turn::Hive(MeshMode::Snat),
     Turn::Hive(MeshMode::Dsr),
@@ -128,6 +140,14 @@ pub fn measure(
                     out.extend(measured?);
                     unrouted?;
                 }
+                Turn::Floor(floor) => out.extend(crate::floor::through(
+                    lab,
+                    kernel,
+                    floor,
+                    PORT,
+                    true,
+                    || both_ways(lab, floor.name(), n1, seconds),
+                )?),
                 Turn::Iptables => {
                     kernel.install_bulk(PORT)?;
                     let measured = both_ways(lab, IPTABLES, n1, seconds);
@@ -296,7 +316,7 @@ pub fn table(rows: &[BulkRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<8} {:>7} {:>13} {:>7} {:>8} {:>8}",
+        "{:<13} {:<8} {:>7} {:>13} {:>7} {:>8} {:>8}",
         "BULK PATH", "DIR", "Gbit/s", "range", "retr.", "÷direct", "÷ipt"
     );
     let of = |path: &str, direction| {
@@ -311,7 +331,7 @@ pub fn table(rows: &[BulkRow]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:<8} {:>7.2} {:>13} {:>7} {:>8} {:>8}",
+            "{:<13} {:<8} {:>7.2} {:>13} {:>7} {:>8} {:>8}",
             r.path,
             r.direction.to_string(),
             r.gbit_per_s,
@@ -324,7 +344,8 @@ pub fn table(rows: &[BulkRow]) -> String {
     out.push_str(
         "(iperf3, one TCP stream, client → n1's published port → a task on n2; direct: client \
          routed straight to the task, no mesh; each figure the median over the rounds, range \
-         min–max, retransmits the sender's median)\n",
+         min–max, retransmits the sender's median; floor*: n1 forwarding by MACs alone, \
+         the least any path through n1 costs here, docs/dsr.md)\n",
     );
     out
 }

@@ -80,15 +80,23 @@ fn overlay_addr(node_index: u8) -> Ipv4Addr {
 fn task_addr(node_index: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 10 + node_index)
 }
+/// The MAC of the backend task's `eth0` on node `node_index`: hive's rule for its own
+/// tasks (`task_mac`), so that the floor (`crate::floor`) can address it.
+fn task_mac(node_index: u8) -> [u8; 6] {
+    hive_common::maps::task_mac(u32::from(task_addr(node_index)).to_be())
+}
 /// The overlay bridge of a backend node: its VXLAN device and the task's
 /// veth, as the bridge in the network namespace Docker's overlay driver
 /// keeps per network.
 const OVERLAY_BRIDGE: &str = "br-ov";
 /// The host side of the backend task's veth.
-const TASK_VETH: &str = "ov-task";
+pub const TASK_VETH: &str = "ov-task";
 /// MTU of the overlay (the underlay's 1500 − 50 of VXLAN), as Docker sets on
 /// a task's interface.
 const OVERLAY_MTU: &str = "1450";
+
+/// The routing table (and rule preference) of the floor's route on a backend node.
+const FLOOR_TABLE: &str = "77";
 
 /// The lab member that generates load.
 const CLIENT: &str = "client";
@@ -224,6 +232,83 @@ impl<'a> KernelPath<'a> {
         for (index, _) in self.backend_nodes() {
             let addr = task_addr(index);
             self.run(CLIENT, "ip", &["route", "del", &format!("{addr}/32")])?;
+        }
+        Ok(())
+    }
+
+    /// The ingress node's (node 1's) underlay address: the published address.
+    pub fn ingress_addr(&self) -> Ipv4Addr {
+        self.nodes[0].1
+    }
+
+    /// The nodes whose tasks serve, with their task's MAC: the connection runs' (nodes 2
+    /// and 3) or, with `bulk`, the bulk runs' (node 2).
+    pub fn serving(&self, bulk: bool) -> Vec<(&str, [u8; 6])> {
+        self.backend_nodes()
+            .filter(|(index, _)| !bulk || *index == BULK_BACKEND_NODE)
+            .map(|(index, (node, _))| (node.as_str(), task_mac(index)))
+            .collect()
+    }
+
+    /// For the floor of a path through the ingress node (`crate::kernel_runs::floor`):
+    /// on each backend node, frames from the underlay addressed to the ingress node's
+    /// address go into the node's task, which holds that address; the task's replies
+    /// leave by its default route, through its node, straight to the client. The rule
+    /// matches only frames from `eth0` for that address, which no other path sends to a
+    /// backend node.
+    pub fn route_floor(&self, bulk: bool) -> Result<(), KernelPathError> {
+        let ingress = format!("{}/32", self.ingress_addr());
+        for (index, (node, _)) in self.backend_nodes() {
+            if bulk && index != BULK_BACKEND_NODE {
+                continue;
+            }
+            let task = task_addr(index).to_string();
+            self.run(
+                node,
+                "ip",
+                &[
+                    "route",
+                    "replace",
+                    &ingress,
+                    "via",
+                    &task,
+                    "table",
+                    FLOOR_TABLE,
+                ],
+            )?;
+            self.run(
+                node,
+                "ip",
+                &[
+                    "rule",
+                    "add",
+                    "pref",
+                    FLOOR_TABLE,
+                    "iif",
+                    "eth0",
+                    "to",
+                    &ingress,
+                    "lookup",
+                    FLOOR_TABLE,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Remove what [`Self::route_floor`] added.
+    pub fn unroute_floor(&self, bulk: bool) -> Result<(), KernelPathError> {
+        let ingress = format!("{}/32", self.ingress_addr());
+        for (index, (node, _)) in self.backend_nodes() {
+            if bulk && index != BULK_BACKEND_NODE {
+                continue;
+            }
+            self.run(node, "ip", &["rule", "del", "pref", FLOOR_TABLE])?;
+            self.run(
+                node,
+                "ip",
+                &["route", "del", &ingress, "table", FLOOR_TABLE],
+            )?;
         }
         Ok(())
     }
@@ -403,6 +488,11 @@ impl<'a> KernelPath<'a> {
                 detail: "is not a named network namespace".into(),
             })?;
         let addr = format!("{}/24", task_addr(index));
+        let mac = task_mac(index)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
         let gateway = overlay_addr(index).to_string();
         self.run_in_task(
             index,
@@ -411,6 +501,8 @@ impl<'a> KernelPath<'a> {
                 "link",
                 "add",
                 "eth0",
+                "address",
+                &mac,
                 "mtu",
                 OVERLAY_MTU,
                 "type",
@@ -426,6 +518,19 @@ impl<'a> KernelPath<'a> {
         )?;
         self.run_in_task(index, "ip", &["addr", "add", &addr, "dev", "eth0"])?;
         self.run_in_task(index, "ip", &["link", "set", "lo", "up"])?;
+        // The ingress node's address too, as a direct-routing backend holds its virtual
+        // address: the floor's frames arrive addressed to it (`Self::route_floor`).
+        self.run_in_task(
+            index,
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/32", self.ingress_addr()),
+                "dev",
+                "lo",
+            ],
+        )?;
         self.run_in_task(index, "ip", &["link", "set", "eth0", "up"])?;
         self.run_in_task(index, "ip", &["route", "add", "default", "via", &gateway])?;
         self.run(
@@ -467,8 +572,9 @@ impl<'a> KernelPath<'a> {
              events {{ worker_connections 16384; }}\n\
              http {{\n  access_log off;\n  default_type text/plain;\n  keepalive_requests 100000000;\n\
              keepalive_timeout 120s;\n  client_body_temp_path {dir}/tmp-{index};\n\
-             server {{\n    listen {addr}:80 backlog=4096;\n    location / {{ return 200 \"hello from {node}\\n\"; }}\n  }}\n}}\n",
+             server {{\n    listen {addr}:80 backlog=4096;\n    listen {ingress}:80 backlog=4096;\n    location / {{ return 200 \"hello from {node}\\n\"; }}\n  }}\n}}\n",
             pid = dir.join(format!("nginx-{index}.pid")).display(),
+            ingress = self.ingress_addr(),
             dir = dir.display(),
         );
         std::fs::create_dir_all(dir.join(format!("tmp-{index}")))

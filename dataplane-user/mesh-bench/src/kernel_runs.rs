@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use hive_lab::Lab;
+use hive_lab::{Lab, floor_forward::FloorForwardError};
 
 use crate::{
     kernel_path::{KernelPath, KernelPathError, RuleEngine},
@@ -47,6 +47,8 @@ pub enum RunError {
     Lab(#[from] hive_lab::LabError),
     #[error(transparent)]
     OpenLoop(#[from] OpenLoopError),
+    #[error("the floor forwarder: {0}")]
+    Floor(#[from] FloorForwardError),
 }
 
 /// Measure keep-alive and new-connection load from `client` to `url`.

@@ -7,6 +7,7 @@
 //! depends on benchmark code.
 
 pub mod bulk;
+pub mod floor;
 pub mod hive_runs;
 pub mod kernel_path;
 pub mod kernel_runs;

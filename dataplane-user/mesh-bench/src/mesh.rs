@@ -9,7 +9,9 @@
 //! 3. the same with 1, 1,000 and 10,000 services installed, plus the time to
 //!    add one more service at each size;
 //! 4. once, the ceiling of every path: the same two backends loaded straight
-//!    from `client`, with no mesh in between (`kernel_runs::direct`);
+//!    from `client`, with no mesh in between (`kernel_runs::direct`), and the
+//!    floor of every path through the ingress node: n1 forwarding the frames by
+//!    their MACs alone (`crate::floor`);
 //! 5. with `--bulk`, bulk throughput through every path, both directions
 //!    (`crate::bulk`);
 //! 6. with `--open-loop PERCENT`, after each size's closed-loop runs of a
@@ -23,6 +25,7 @@ use hive_dataplane::mesh::mode::MeshMode;
 use hive_lab::{LabGuard, LabSpec};
 
 use crate::{
+    floor::Floor,
     hive_runs::{self, HiveRunError},
     kernel_path::{KernelPath, RuleEngine},
     kernel_runs::{self, Load, RunError},
@@ -198,6 +201,14 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             let direct = kernel_runs::direct(&lab, &kernel, &config.load)?;
             let direct_rate = direct.new_connections.requests_per_sec;
             runs.push(direct);
+            for floor in Floor::ALL {
+                runs.push(crate::floor::connections(
+                    &lab,
+                    &kernel,
+                    floor,
+                    &config.load,
+                )?);
+            }
             // Paths side by side at each size, rather than one path at
             // every size and then the next: this machine's speed drifts
             // over minutes, and the ratios are between paths at one size.

@@ -247,7 +247,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{:<10} {:>8} {:>11} {:>8} {:>8} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9}",
+            "{:<12} {:>8} {:>11} {:>8} {:>8} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
             "PATH",
             "SERVICES",
             "KA req/s",
@@ -257,9 +257,15 @@ impl Report {
             "p50 ms",
             "p99 ms",
             "add ms",
+            "conn/s÷dir",
             "conn/s÷ipt",
             "p99÷ipt"
         );
+        let no_mesh = self
+            .paths
+            .iter()
+            .find(|b| b.path == crate::kernel_runs::DIRECT)
+            .map(|b| b.new_connections.requests_per_sec);
         let smallest = self
             .paths
             .iter()
@@ -288,7 +294,7 @@ impl Report {
                 .map_or("-".to_string(), |ms| format!("{ms:.3}"));
             let _ = writeln!(
                 out,
-                "{:<10} {:>8} {:>11.0} {:>8.3} {:>8.3} {:>11.0} {:>8.3} {:>8.3} {:>9} {:>9} {:>9}",
+                "{:<12} {:>8} {:>11.0} {:>8.3} {:>8.3} {:>11.0} {:>8.3} {:>8.3} {:>9} {:>9} {:>9} {:>9}",
                 p.path,
                 services,
                 p.keep_alive.requests_per_sec,
@@ -298,6 +304,7 @@ impl Report {
                 p.new_connections.p50_ms,
                 p.new_connections.p99_ms,
                 add,
+                ratio(p.new_connections.requests_per_sec, no_mesh),
                 ratio(
                     p.new_connections.requests_per_sec,
                     base.map(|b| b.new_connections.requests_per_sec)
@@ -315,12 +322,20 @@ impl Report {
                 self.rounds
             );
         }
+        if self.paths.iter().any(|p| p.path.starts_with("floor")) {
+            out.push_str(
+                "(floor*: the same backends behind n1's address, n1 forwarding every frame by \
+                 its MACs alone (floor-tc, floor-min-tc: from tc, else XDP), the backend's node \
+                 routing it into the task (floor, floor-tc) or handing it in from tc \
+                 (floor-min*): what n1's hop costs with no mesh work; docs/dsr.md)\n",
+            );
+        }
         if self.paths.iter().any(|p| p.services == 0) {
             out.push_str(
                 "(direct: no mesh, each backend loaded straight from client by its own wrk with \
                  half the threads and connections: the ceiling of every path; its p50 is the \
                  runs' request-weighted mean, its p99 the larger; ratios against iptables at \
-                 the smallest size)\n",
+                 the smallest size; conn/s÷dir: new connections against it)\n",
             );
         }
         out
@@ -436,7 +451,11 @@ mod tests {
         let row = table.lines().find(|l| l.starts_with("direct")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells[1], "-", "{row}");
-        assert_eq!(&cells[cells.len() - 3..], ["-", "1.50", "0.50"], "{row}");
+        assert_eq!(
+            &cells[cells.len() - 4..],
+            ["-", "1.00", "1.50", "0.50"],
+            "{row}"
+        );
         assert!(table.contains("(direct: no mesh"), "{table}");
     }
 

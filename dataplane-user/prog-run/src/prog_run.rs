@@ -26,8 +26,9 @@ use hive_common::{
     DropReason,
     maps::{
         BACKEND_STATS, BACKENDS, Backend, CONNTRACK, DROP_COUNTERS, ENDPOINTS, Endpoint, FlowEntry,
-        FlowKey, Frontend, MAGLEV, NODE_CONFIG, NodeConfig, PACKET_COUNTERS, PEERS, PacketCounter,
-        PacketCounterSlot, Peer, RINGS, Ring, SERVICE_STATS, SERVICES, ServiceCounters, ServiceKey,
+        FlowKey, Frontend, LAB_FORWARD, LabForward, MAGLEV, NODE_CONFIG, NodeConfig,
+        PACKET_COUNTERS, PEERS, PacketCounter, PacketCounterSlot, Peer, RINGS, Ring, SERVICE_STATS,
+        SERVICES, ServiceCounters, ServiceKey,
     },
 };
 
@@ -326,6 +327,13 @@ impl Maps<'_> {
         self.array::<NodeConfig>(NODE_CONFIG)?
             .set(0, node, 0)
             .map_err(map_err(NODE_CONFIG))
+    }
+
+    /// The benchmark's floor forwarder's configuration (`xdp_lab_forward`).
+    pub fn set_lab_forward(&mut self, to: &LabForward) -> Result<(), HarnessError> {
+        self.array::<LabForward>(LAB_FORWARD)?
+            .set(0, to, 0)
+            .map_err(map_err(LAB_FORWARD))
     }
 
     pub fn set_service(&mut self, key: ServiceKey, frontend: Frontend) -> Result<(), HarnessError> {

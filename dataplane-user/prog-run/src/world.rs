@@ -19,6 +19,8 @@ pub const XDP: &str = "xdp_from_underlay";
 pub const TC: &str = "tc_from_task";
 pub const TC_UNDERLAY: &str = "tc_from_underlay";
 pub const FLOOR: &str = "xdp_floor";
+pub const LAB_FORWARD: &str = "xdp_lab_forward";
+pub const TC_LAB_FORWARD: &str = "tc_lab_forward";
 
 pub const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

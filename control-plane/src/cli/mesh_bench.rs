@@ -25,11 +25,13 @@ pub struct BenchArgs {
     #[arg(long, default_value = "target/hive-bench")]
     out_dir: PathBuf,
     /// Also measure bulk throughput: iperf3, one TCP stream, both directions,
-    /// `--duration` seconds each, through no mesh, iptables and hive in each mode.
+    /// `--duration` seconds each, through no mesh, the floors of a path through the
+    /// ingress node, iptables and hive in each mode.
     #[arg(long)]
     bulk: bool,
     /// Paths the load runs measure, comma-separated: iptables, nftables, hive,
-    /// hive-dsr, hive-hybrid (the no-mesh ceiling is always measured).
+    /// hive-dsr, hive-hybrid (the no-mesh ceiling and the floors of a path through
+    /// the ingress node are always measured).
     #[arg(long, value_delimiter = ',', default_values_t = hive_mesh_bench::mesh::BenchPath::ALL)]
     paths: Vec<hive_mesh_bench::mesh::BenchPath>,
     /// A CPU-bound neighbour for the whole run: stress-ng keeps every CPU busy

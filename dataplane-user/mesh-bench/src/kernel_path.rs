@@ -244,13 +244,19 @@ impl<'a> KernelPath<'a> {
     /// The nodes whose tasks serve, with their task's MAC: the connection runs' (nodes 2
     /// and 3) or, with `bulk`, the bulk runs' (node 2).
     pub fn serving(&self, bulk: bool) -> Vec<(&str, [u8; 6])> {
-        self.backend_nodes()
-            .filter(|(index, _)| !bulk || *index == BULK_BACKEND_NODE)
-            .map(|(index, (node, _))| (node.as_str(), task_mac(index)))
+        self.serving_nodes(bulk)
+            .map(|(index, node)| (node, task_mac(index)))
             .collect()
     }
 
-    /// For the floor of a path through the ingress node (`crate::kernel_runs::floor`):
+    /// [`Self::serving`]'s nodes with their overlay index.
+    fn serving_nodes(&self, bulk: bool) -> impl Iterator<Item = (u8, &str)> {
+        self.backend_nodes()
+            .filter(move |(index, _)| !bulk || *index == BULK_BACKEND_NODE)
+            .map(|(index, (node, _))| (index, node.as_str()))
+    }
+
+    /// For the floor of a path through the ingress node (`crate::floor`):
     /// on each backend node, frames from the underlay addressed to the ingress node's
     /// address go into the node's task, which holds that address; the task's replies
     /// leave by its default route, through its node, straight to the client. The rule
@@ -258,10 +264,7 @@ impl<'a> KernelPath<'a> {
     /// backend node.
     pub fn route_floor(&self, bulk: bool) -> Result<(), KernelPathError> {
         let ingress = format!("{}/32", self.ingress_addr());
-        for (index, (node, _)) in self.backend_nodes() {
-            if bulk && index != BULK_BACKEND_NODE {
-                continue;
-            }
+        for (index, node) in self.serving_nodes(bulk) {
             let task = task_addr(index).to_string();
             self.run(
                 node,
@@ -299,10 +302,7 @@ impl<'a> KernelPath<'a> {
     /// Remove what [`Self::route_floor`] added.
     pub fn unroute_floor(&self, bulk: bool) -> Result<(), KernelPathError> {
         let ingress = format!("{}/32", self.ingress_addr());
-        for (index, (node, _)) in self.backend_nodes() {
-            if bulk && index != BULK_BACKEND_NODE {
-                continue;
-            }
+        for (_, node) in self.serving_nodes(bulk) {
             self.run(node, "ip", &["rule", "del", "pref", FLOOR_TABLE])?;
             self.run(
                 node,

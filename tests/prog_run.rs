@@ -1305,4 +1305,12 @@ fn the_lab_forwarder_hands_frames_in_and_replies_out_by_their_macs() {
             (TC_ACT_OK, other.clone())
         );
     }
+    // A way out the forwarder does not know sends nothing anywhere.
+    h.maps()
+        .set_lab_forward(&LabForward {
+            out: 9,
+            ..into_task
+        })
+        .expect("configure");
+    assert_eq!(run(&mut h, TC_LAB_FORWARD, &syn).0, TC_ACT_SHOT);
 }

@@ -42,7 +42,8 @@ pub const ENDPOINTS: &str = "HIVE_ENDPOINTS";
 /// `HashMap<u32 /* underlay addr, network order */, Peer>`: the other nodes
 /// VXLAN is accepted from and sent to.
 pub const PEERS: &str = "HIVE_PEERS";
-/// `Array<LabForward>`, one entry: the benchmark's floor forwarder (`xdp_lab_forward`).
+/// `Array<LabForward>`, one entry: the benchmark's floor forwarders (`xdp_lab_forward`,
+/// `tc_lab_forward`).
 /// Without the `HIVE_` prefix the agent's loader never pins it.
 pub const LAB_FORWARD: &str = "LAB_FORWARD";
 /// `PerCpuArray<ServiceCounters>` indexed by service id.

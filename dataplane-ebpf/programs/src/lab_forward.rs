@@ -49,13 +49,15 @@ pub fn try_forward_tc(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     pkt.store(0, &eth)?;
     match to.out {
-        LabForward::OUT_PEER => handoff::redirect_peer(to.ifindex),
-        LabForward::OUT_EGRESS => tc::redirect(to.ifindex, 0),
-        _ => {
+        LabForward::OUT_SAME => {
             // SAFETY: reading a field of the context the kernel passed us.
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
             tc::redirect(ifindex, 0)
         }
+        LabForward::OUT_PEER => handoff::redirect_peer(to.ifindex),
+        LabForward::OUT_EGRESS => tc::redirect(to.ifindex, 0),
+        // Not a value `hive_lab::floor_forward` writes.
+        _ => Err(DropReason::RedirectFailed),
     }
 }
 

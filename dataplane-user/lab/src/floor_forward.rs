@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::Array,
     programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions},
 };
@@ -161,16 +161,7 @@ pub fn attach(lab: &Lab, hop: &Forward<'_>) -> Result<Attached, FloorForwardErro
             Out::Peer(device) => (LabForward::OUT_PEER, index(device)?),
             Out::Egress(device) => (LabForward::OUT_EGRESS, index(device)?),
         };
-        let object =
-            aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| failed("parsing", e.to_string()))?;
-        let mut loader = EbpfLoader::new();
-        // Only its own map is used; keep the others the object declares tiny.
-        for name in object.maps.keys() {
-            loader.map_max_entries(name, 1);
-        }
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .map_err(|e| failed("loading", e.to_string()))?;
+        let mut ebpf = crate::veth_peer::load_with_tiny_maps().map_err(|e| failed("loading", e))?;
         let mut map: Array<_, LabForward> = ebpf
             .map_mut(LAB_FORWARD)
             .ok_or_else(|| {

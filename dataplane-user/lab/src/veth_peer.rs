@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, links::FdLink},
 };
 
@@ -40,6 +40,18 @@ pub enum VethPeerError {
     },
 }
 
+/// A fresh load of the embedded object for a lab program that uses at most one entry of
+/// any map: every map the object declares is made with one entry (created at load, freed
+/// when the returned `Ebpf` is dropped), instead of the agent's full capacities.
+pub(crate) fn load_with_tiny_maps() -> Result<Ebpf, String> {
+    let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| e.to_string())?;
+    let mut loader = EbpfLoader::new();
+    for name in object.maps.keys() {
+        loader.map_max_entries(name, 1);
+    }
+    loader.load(EBPF_OBJECT).map_err(|e| e.to_string())
+}
+
 /// Attach `XDP_PASS` to `iface` (in the calling thread's namespace) and pin
 /// the link at `pin`, so it outlives this process; removing the pin (or the
 /// interface) detaches it.
@@ -51,16 +63,7 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<(), VethPeerError> {
         iface: iface.to_owned(),
         detail,
     };
-    let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| load_error(e.to_string()))?;
-    let mut loader = EbpfLoader::new();
-    // The pass program uses no map; keep the ones the object declares tiny
-    // (they are created at load and freed when `ebpf` is dropped).
-    for name in object.maps.keys() {
-        loader.map_max_entries(name, 1);
-    }
-    let mut ebpf = loader
-        .load(EBPF_OBJECT)
-        .map_err(|e| load_error(e.to_string()))?;
+    let mut ebpf = load_with_tiny_maps().map_err(load_error)?;
     let program: &mut Xdp = ebpf
         .program_mut(PASS_PROGRAM)
         .ok_or_else(|| load_error("the object has no such program".to_owned()))?

@@ -11,8 +11,8 @@ use std::net::SocketAddrV4;
 use hive_common::maps::{FlowEntry, FlowKind, NodeConfig, PacketCounterSlot};
 use hive_prog_run::{
     packet::{
-        self, Frame, IPPROTO_TCP, IPPROTO_UDP, L4, PacketBuilder, TCP_ACK, TCP_SYN, parse,
-        parse_vxlan, vxlan_frame,
+        self, Frame, IPPROTO_TCP, IPPROTO_UDP, L4, PacketBuilder, TCP_ACK, TCP_FIN, TCP_RST,
+        TCP_SYN, parse, parse_vxlan, vxlan_frame,
     },
     prog_run::{ProgRun, TC_ACT_REDIRECT, XDP_PASS, XDP_TX},
     world::*,
@@ -276,4 +276,85 @@ fn an_unmarked_syn_after_a_marked_one_moves_the_flow_back_to_the_tunnel() {
         "no NAT on the backend's node"
     );
     assert_eq!(counter(&mut h, PacketCounterSlot::DirectReturn), 0);
+}
+
+#[test]
+fn only_a_packet_that_changes_nothing_on_the_ingress_node_is_marked_steady() {
+    root!("dsr_steady_mark");
+    for (mode, direct) in [(DSR, FLAG_DIRECT_RETURN), (0, 0)] {
+        let mut h = node_a(BE_REMOTE);
+        set_mode(&mut h, NODE_A, MAC_A, mode);
+        let port = if direct != 0 { PUBLISHED } else { 0 };
+        let mut send = |flags: u8| {
+            let (_, out) = run(&mut h, XDP, &client_tcp(flags).build());
+            mark(&out)
+        };
+        assert_eq!(send(TCP_SYN), (FLAG_I | direct, port), "a new flow");
+        assert_eq!(send(TCP_ACK), (FLAG_I | direct, port), "established now");
+        let steady = (FLAG_I | direct | FLAG_STEADY, port);
+        assert_eq!(send(TCP_ACK), steady, "nothing changed");
+        assert_eq!(
+            send(TCP_FIN | TCP_ACK),
+            (FLAG_I | direct, port),
+            "closing now"
+        );
+        assert_eq!(send(TCP_ACK), steady);
+        assert_eq!(send(TCP_RST), (FLAG_I | direct, port), "reset now");
+        // Idle past the refresh interval: the next packet refreshes both nodes' entries.
+        let fwd = key(CLIENT, published(), IPPROTO_TCP, FlowKind::Forward);
+        let mut e = h.maps().flow(&fwd).expect("ct").expect("Forward entry");
+        e.last_seen_ns = e.last_seen_ns.saturating_sub(2_000_000_000);
+        h.maps().set_flow(fwd, e).expect("age the entry");
+        let mut send = |flags: u8| {
+            let (_, out) = run(&mut h, XDP, &client_tcp(flags).build());
+            mark(&out)
+        };
+        assert_eq!(send(TCP_ACK), (FLAG_I | direct, port), "a refresh");
+        assert_eq!(send(TCP_ACK), steady);
+    }
+}
+
+/// An established packet of a direct-return flow as node B receives it from A.
+fn marked_ack(flags: u8) -> Vec<u8> {
+    let inner = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(T_REMOTE, TARGET))
+        .macs(MAC_ROUTER, MAC_A)
+        .flags(TCP_ACK)
+        .payload(*b"GET /")
+        .build();
+    let mut frame = vxlan_frame(
+        MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, flags, VNI, &inner,
+    );
+    frame[VXLAN_AT + 2..VXLAN_AT + 4].copy_from_slice(&PUBLISHED.to_be_bytes());
+    frame
+}
+
+#[test]
+fn the_backends_node_hands_a_steady_packet_to_its_task_and_records_only_the_others() {
+    root!("dsr_steady_backend");
+    let mut h = node_b();
+    let tunnel = key(
+        SocketAddrV4::new(T_REMOTE, TARGET),
+        CLIENT,
+        IPPROTO_TCP,
+        FlowKind::Tunnel,
+    );
+    let (verdict, out) = run(
+        &mut h,
+        XDP,
+        &marked_ack(FLAG_I | FLAG_DIRECT_RETURN | FLAG_STEADY),
+    );
+    assert_eq!(verdict, XDP_PASS, "delivered to the task");
+    assert_eq!(ip(&parse(&out).expect("inner")).dst, T_REMOTE);
+    assert_eq!(
+        h.maps().flow(&tunnel).expect("ct"),
+        None,
+        "a steady packet records nothing"
+    );
+    run(&mut h, XDP, &marked_ack(FLAG_I | FLAG_DIRECT_RETURN));
+    let t = h
+        .maps()
+        .flow(&tunnel)
+        .expect("ct")
+        .expect("an unmarked packet is recorded");
+    assert_eq!((t.addr_be, t.port_be), (be(NODE_A), PUBLISHED.to_be()));
 }

@@ -12,6 +12,9 @@ pub const VXLAN_AT: usize = 14 + 20 + 8;
 pub const FLAG_I: u8 = 0x08;
 /// The GBP G bit hive uses to mark a direct-return flow (`docs/dsr.md`).
 pub const FLAG_DIRECT_RETURN: u8 = 0x80;
+/// The reserved bit hive uses to mark a steady packet: nothing for the backend's node to
+/// record (`docs/dsr.md`, "Steady packets").
+pub const FLAG_STEADY: u8 = 0x01;
 
 /// Returns from the fixture unless it may run (`require_root`: root, or fail under `CI`).
 macro_rules! root {

@@ -30,6 +30,10 @@ pub struct Decision {
     /// (`FlowEntry::FLAG_DIRECT_RETURN`); false for a new pick, whose path
     /// the node's mesh mode decides ([`direct_return`]).
     pub direct: bool,
+    /// Nothing about the flow changed with this packet: an existing flow, no
+    /// refresh, no TCP state change. What the backend's node recorded of it
+    /// stands (the tunnel's steady mark, `docs/dsr.md`).
+    pub steady: bool,
 }
 
 /// Whether a flow to `target` runs with direct return (`docs/dsr.md`): only
@@ -117,6 +121,7 @@ pub fn decide(
                 refresh: hit.due || opens,
                 tcp_state: hit.entry.tcp_state,
                 direct: hit.entry.flags & FlowEntry::FLAG_DIRECT_RETURN != 0,
+                steady: !(hit.due || opens || hit.changed),
             });
         }
     }
@@ -130,5 +135,6 @@ pub fn decide(
         refresh: true,
         tcp_state: conntrack::next_tcp_state(fwd.proto, 0, tcp_flags),
         direct: false,
+        steady: false,
     })
 }

@@ -106,6 +106,8 @@ pub struct Hit {
     /// The entry in the map (not a copy: stack is the scarce resource).
     pub entry: &'static FlowEntry,
     pub due: bool,
+    /// This packet changed the entry's TCP state (written in place).
+    pub changed: bool,
 }
 
 /// Look `key` up; an expired entry counts as absent. When `reopen_is_miss`
@@ -138,6 +140,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> O
     Some(Hit {
         entry: unsafe { &*ptr },
         due,
+        changed: state != tcp_state,
     })
 }
 

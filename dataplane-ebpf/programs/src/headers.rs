@@ -34,6 +34,13 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 /// published port the client used, the outer source the ingress node's
 /// address. Only hive nodes read it.
 pub const VXLAN_FLAG_DIRECT_RETURN: u8 = 0x80;
+/// VXLAN flags byte: hive's "nothing to record" mark (`docs/dsr.md`, "Steady packets"), at
+/// the lowest reserved bit. The ingress node sets it on a client's packet of a flow it
+/// balanced from a published port when its own entry for the flow was not due for a
+/// refresh and the packet changes no TCP state: the backend's node, which recorded the
+/// flow at its last refresh, skips its conntrack for it. Only hive nodes read it; a node
+/// that does not know it records every packet, as before.
+pub const VXLAN_FLAG_STEADY: u8 = 0x01;
 
 #[repr(C, packed)]
 #[derive(Copy, Clone)]

@@ -18,7 +18,8 @@ use hive_common::{DropReason, maps::NodeConfig};
 
 use crate::headers::{
     ETH_HDR_LEN, ETH_P_IP_BE, EthHdr, IP_DF, IPV4_HDR_LEN, Ipv4Hdr, UDP_HDR_LEN, UdpHdr,
-    VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I, VXLAN_HDR_LEN, VxlanHdr, VxlanOuter,
+    VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I, VXLAN_FLAG_STEADY, VXLAN_HDR_LEN,
+    VxlanHdr, VxlanOuter,
 };
 use hive_common::maps::IPPROTO_UDP;
 
@@ -33,6 +34,11 @@ pub struct Tunnel {
     /// bytes (the verifier rejects reading a register LLVM left undefined).
     pub direct_port_be: u16,
     pub vni: u32,
+    /// Nothing for the peer to record of this packet ([`VXLAN_FLAG_STEADY`]): set by the
+    /// ingress path, never by `tc`.
+    pub steady: bool,
+    /// Explicit, for the reason `direct_port_be` is a field.
+    _pad: [u8; 3],
 }
 
 impl Tunnel {
@@ -43,7 +49,22 @@ impl Tunnel {
             peer_mac,
             direct_port_be: 0,
             vni,
+            steady: false,
+            _pad: [0; 3],
         }
+    }
+
+    /// The VXLAN header's flags byte for this packet.
+    #[inline(always)]
+    fn flags(&self) -> u8 {
+        let mut flags = VXLAN_FLAG_I;
+        if self.direct_port_be != 0 {
+            flags |= VXLAN_FLAG_DIRECT_RETURN;
+        }
+        if self.steady {
+            flags |= VXLAN_FLAG_STEADY;
+        }
+        flags
     }
 }
 
@@ -78,11 +99,7 @@ pub fn outer(node: &NodeConfig, tunnel: &Tunnel, inner_ip_len: u16, hash: u32) -
             check_be: 0,
         },
         vxlan: VxlanHdr {
-            flags: if tunnel.direct_port_be != 0 {
-                VXLAN_FLAG_I | VXLAN_FLAG_DIRECT_RETURN
-            } else {
-                VXLAN_FLAG_I
-            },
+            flags: tunnel.flags(),
             // Memory order: byte 1 reserved, bytes 2-3 the port as on the wire.
             _reserved1: {
                 let [hi, lo] = tunnel.direct_port_be.to_ne_bytes();

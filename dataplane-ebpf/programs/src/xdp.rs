@@ -19,7 +19,7 @@ use crate::{
     counters, events, handoff,
     headers::{
         ETH_HDR_LEN, EthHdr, TCP_HDR_LEN, VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I,
-        VxlanHdr,
+        VXLAN_FLAG_STEADY, VxlanHdr,
     },
     icmp, lb, maps, mss, nat,
     packet::{Packet, XdpPacket},
@@ -119,6 +119,7 @@ fn ingress(
         new,
         refresh,
         tcp_state,
+        steady,
         ..
     } = decision;
     let tunnel = if target.remote {
@@ -137,6 +138,9 @@ fn ingress(
         if direct {
             tunnel.direct_port_be = l4.dport_be;
         }
+        // What the backend's node records of the flow (`from_peer`) changes only when this
+        // node's own entry does: at a refresh, and with the TCP state.
+        tunnel.steady = steady;
         Some(tunnel)
     } else {
         None
@@ -166,7 +170,7 @@ fn ingress(
     let Some(tunnel) = tunnel else {
         // Local backend: the kernel forwards to the task's veth.
         if events::on() {
-            events::to_backend(ctx, ip, l4, &target, now);
+            events::to_local_backend(ctx, ip, l4, &target, now);
         }
         return Ok(xdp_action::XDP_PASS);
     };
@@ -176,7 +180,7 @@ fn ingress(
         counters::count(PacketCounterSlot::DirectIngress, u64::from(ip.tot_len));
     }
     if events::on() {
-        events::to_backend(ctx, ip, l4, &target, now);
+        events::to_remote_backend(ctx, ip, l4, &target, now);
     }
     Ok(xdp_action::XDP_TX)
 }
@@ -213,15 +217,22 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         0
     };
 
+    // A steady packet (`docs/dsr.md`, "Steady packets") is a client's, of a flow the peer
+    // balanced and whose state this node recorded at the peer's last refresh: nothing to
+    // look up or record here but its task.
+    let steady = vx.flags & VXLAN_FLAG_STEADY != 0;
+
     vxlan::decap_xdp(ctx)?;
     let mut pkt = XdpPacket { ctx };
     let inner = parse::ipv4(&pkt, 0)
         .map_err(|_| DropReason::MalformedVxlan)?
         .ok_or(DropReason::MalformedVxlan)?;
     let l4 = parse::l4(&pkt, &inner).map_err(|_| DropReason::MalformedVxlan)?;
-    // The clock, once: conntrack's, and the trace events' stamp. A packet
-    // without ports (ICMP between tasks) has no conntrack to read it for.
-    let now = if l4.is_some() || events::on() {
+    // The ports conntrack works with: none for a packet without them (ICMP
+    // between tasks), nor for a steady one.
+    let tracked = if steady { None } else { l4.as_ref() };
+    // The clock, once: conntrack's, and the trace events' stamp.
+    let now = if tracked.is_some() || events::on() {
         conntrack::now()
     } else {
         events::NO_CLOCK
@@ -234,7 +245,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     // reply to a flow this node balanced, so it skips that lookup (a
     // conntrack miss, a cold bucket of a 262,144-entry table, on every
     // packet of every direct-return flow).
-    if let Some(l4) = &l4
+    if let Some(l4) = tracked
         && direct_port_be == 0
     {
         let rkey = conntrack::reply_key(
@@ -256,7 +267,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     if ep.vni != vni {
         return Err(DropReason::UnknownVni);
     }
-    if let Some(l4) = &l4 {
+    if let Some(l4) = tracked {
         // A sender that is no task of the overlay is an external client
         // balanced by `peer`: remember to tunnel the replies back there.
         // The peer marks only such clients' flows.

@@ -113,8 +113,13 @@ pub fn connections(
         measure(lab, &url, load)
     })?;
     let name = floor.name();
+    let work = if floor == Floor::Vxlan {
+        "hive's VXLAN tunnel"
+    } else {
+        "MACs rewritten"
+    };
     eprintln!(
-        "  {name:<12} n1's hop:   {:>8.0} req/s, {:>7.0} new conn/s (MACs rewritten, nothing else)",
+        "  {name:<12} n1's hop:   {:>8.0} req/s, {:>7.0} new conn/s ({work}, nothing else)",
         keep_alive.requests_per_sec, new_connections.requests_per_sec,
     );
     Ok(PathFigures {

@@ -1383,7 +1383,13 @@ fn the_lab_tunnel_wraps_frames_as_hive_does_and_unwraps_them() {
         h.maps().set_lab_forward(&ingress).expect("configure");
         let (verdict, wrapped) = run(&mut h, LAB_VXLAN, &syn);
         assert_eq!(verdict, XDP_TX, "client port {port}");
-        let hash = flow_hash(0, be(*CLIENT.ip()), port.to_be(), PUBLISHED.to_be(), 6);
+        let hash = flow_hash(
+            0,
+            be(*CLIENT.ip()),
+            port.to_be(),
+            PUBLISHED.to_be(),
+            IPPROTO_TCP,
+        );
         let sport = 49152 | (hash as u16 & 0x3fff);
         assert_eq!(
             wrapped,

@@ -13,7 +13,7 @@ mod prog_run_support;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hive_common::{
-    DropReason,
+    DropReason, flow_hash,
     handoff::TaskHandoff,
     maps::{Backend, Endpoint, FlowKind, LabForward, PacketCounterSlot, Ring, TcpState, task_mac},
 };
@@ -114,7 +114,16 @@ fn assert_drop(h: &mut ProgRun, prog: &str, frame: &[u8], reason: DropReason) {
 fn programs_pass_the_verifier() {
     root!("programs_pass_the_verifier");
     let mut h = ProgRun::load().expect("load object");
-    for name in [XDP, TC, TC_UNDERLAY, FLOOR, LAB_FORWARD, TC_LAB_FORWARD] {
+    for name in [
+        XDP,
+        TC,
+        TC_UNDERLAY,
+        FLOOR,
+        LAB_FORWARD,
+        TC_LAB_FORWARD,
+        LAB_VXLAN,
+        LAB_DECAP,
+    ] {
         let (verdict, _) = run(&mut h, name, &client_tcp(TCP_SYN).build());
         // Unconfigured node: everything passes.
         assert!(
@@ -1314,4 +1323,115 @@ fn the_lab_forwarder_hands_frames_in_and_replies_out_by_their_macs() {
         })
         .expect("configure");
     assert_eq!(run(&mut h, TC_LAB_FORWARD, &syn).0, TC_ACT_SHOT);
+}
+
+/// A frame in the outer headers hive's ingress writes (`vxlan::outer`): IPv4 id 0, DF,
+/// TTL 64; UDP checksum 0; VXLAN flags I, [`VNI`].
+fn in_hives_vxlan(from: (Mac, Ipv4Addr), to: (Mac, Ipv4Addr), sport: u16, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0];
+    payload.extend_from_slice(&(VNI << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    let mut outer = PacketBuilder::udp(
+        SocketAddrV4::new(from.1, sport),
+        SocketAddrV4::new(to.1, VXLAN_PORT),
+    )
+    .no_udp_checksum()
+    .macs(from.0, to.0)
+    .payload(payload);
+    outer.id = 0;
+    outer.build()
+}
+
+/// The floor through hive's tunnel (`xdp_lab_vxlan` on the ingress node, `xdp_lab_decap`
+/// on the backend's): a client's frame for the node's port leaves in exactly the VXLAN
+/// headers hive's ingress writes (UDP source port from the flow hash), towards the
+/// backend node of its client port's low bit, the frame inside untouched; unwrapped on
+/// that node, it is the client's frame again, addressed to the node. Anything else is
+/// the kernel's.
+#[test]
+fn the_lab_tunnel_wraps_frames_as_hive_does_and_unwraps_them() {
+    root!("lab_tunnel");
+    let mut h = ProgRun::load().expect("load object");
+    let mac_c: Mac = [0x02, 0, 0, 0, 0, 0xc3];
+    let node_c = Ipv4Addr::new(10, 0, 0, 3);
+    let ingress = LabForward {
+        addr_be: be(NODE_A),
+        port_be: PUBLISHED.to_be(),
+        backends: 2,
+        from: MAC_A,
+        to: [MAC_B, mac_c],
+        nodes_be: [be(NODE_B), be(node_c)],
+        underlay_be: be(NODE_A),
+        vni: VNI,
+        vxlan_port_be: VXLAN_PORT.to_be(),
+        ..LabForward::default()
+    };
+    let decap = |mac: Mac, node: Ipv4Addr| LabForward {
+        addr_be: be(node),
+        port_be: VXLAN_PORT.to_be(),
+        backends: 1,
+        from: mac,
+        to: [mac, [0; 6]],
+        ..LabForward::default()
+    };
+    for (port, mac, node) in [(40000, MAC_B, NODE_B), (40001, mac_c, node_c)] {
+        let client = SocketAddrV4::new(*CLIENT.ip(), port);
+        let syn = PacketBuilder::tcp(client, published())
+            .macs(MAC_ROUTER, MAC_A)
+            .flags(TCP_SYN)
+            .mss(1460)
+            .build();
+        h.maps().set_lab_forward(&ingress).expect("configure");
+        let (verdict, wrapped) = run(&mut h, LAB_VXLAN, &syn);
+        assert_eq!(verdict, XDP_TX, "client port {port}");
+        let hash = flow_hash(
+            0,
+            be(*CLIENT.ip()),
+            port.to_be(),
+            PUBLISHED.to_be(),
+            IPPROTO_TCP,
+        );
+        let sport = 49152 | (hash as u16 & 0x3fff);
+        assert_eq!(
+            wrapped,
+            in_hives_vxlan((MAC_A, NODE_A), (mac, node), sport, &syn),
+            "client port {port}: hive's outer headers to its backend's node, the frame inside untouched"
+        );
+        h.maps()
+            .set_lab_forward(&decap(mac, node))
+            .expect("configure");
+        let (verdict, unwrapped) = run(&mut h, LAB_DECAP, &wrapped);
+        assert_eq!(verdict, XDP_PASS, "client port {port}");
+        assert_eq!(unwrapped[..6], mac, "addressed to the backend's node");
+        assert_eq!(unwrapped[6..], syn[6..], "the client's frame otherwise");
+    }
+    h.maps().set_lab_forward(&ingress).expect("configure");
+    let other_port = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22))
+        .macs(MAC_ROUTER, MAC_A)
+        .build();
+    let udp = PacketBuilder::udp(CLIENT, published())
+        .macs(MAC_ROUTER, MAC_A)
+        .build();
+    let other_node = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_B, PUBLISHED))
+        .macs(MAC_ROUTER, MAC_A)
+        .build();
+    for frame in [&other_port, &udp, &other_node] {
+        assert_eq!(run(&mut h, LAB_VXLAN, frame), (XDP_PASS, frame.clone()));
+    }
+    // On the backend's node: VXLAN to another port or node, and the client's own frames,
+    // are the kernel's.
+    h.maps()
+        .set_lab_forward(&decap(MAC_B, NODE_B))
+        .expect("configure");
+    let syn = client_tcp(TCP_SYN).build();
+    let to_port = |dport: u16, dst: Ipv4Addr| {
+        vxlan_frame(MAC_A, MAC_B, NODE_A, dst, 50000, dport, 0x08, VNI, &syn)
+    };
+    for frame in [
+        to_port(VXLAN_PORT + 1, NODE_B),
+        to_port(VXLAN_PORT, node_c),
+        syn.clone(),
+    ] {
+        assert_eq!(run(&mut h, LAB_DECAP, &frame), (XDP_PASS, frame.clone()));
+    }
 }

@@ -26,12 +26,14 @@ pub struct BenchArgs {
     out_dir: PathBuf,
     /// Also measure bulk throughput: iperf3, one TCP stream, both directions,
     /// `--duration` seconds each, through no mesh, the floors of a path through the
-    /// ingress node, iptables and hive in each mode.
+    /// ingress node (`floor-vxlan`: through hive's VXLAN tunnel with no other work),
+    /// iptables and hive in each mode.
     #[arg(long)]
     bulk: bool,
     /// Paths the load runs measure, comma-separated: iptables, nftables, hive,
     /// hive-dsr, hive-hybrid (the no-mesh ceiling and the floors of a path through
-    /// the ingress node are always measured).
+    /// the ingress node are always measured: forwarding by MACs alone, and
+    /// `floor-vxlan`, the same through hive's VXLAN tunnel with no other work).
     #[arg(long, value_delimiter = ',', default_values_t = hive_mesh_bench::mesh::BenchPath::ALL)]
     paths: Vec<hive_mesh_bench::mesh::BenchPath>,
     /// A CPU-bound neighbour for the whole run: stress-ng keeps every CPU busy

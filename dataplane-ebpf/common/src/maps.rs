@@ -393,24 +393,30 @@ const _: () = assert!(core::mem::size_of::<ServiceCounters>() == 24);
 pub const LAB_FORWARD_BACKENDS: usize = 2;
 
 /// One hop of the benchmark's floor of a path through an ingress node
-/// (`xdp_lab_forward`, `tc_lab_forward`; never loaded by the agent; `docs/dsr.md`, "The
-/// floor of a path through the ingress node"): a TCP frame of `addr_be:port_be` leaves
-/// with only its Ethernet addresses rewritten. One entry, index 0; all zero forwards
-/// nothing.
+/// (`xdp_lab_forward`, `tc_lab_forward`, `xdp_lab_vxlan`, `xdp_lab_decap`; never loaded
+/// by the agent; `docs/dsr.md`, "The floor of a path through the ingress node" and "A
+/// floor with hive's tunnel"): a TCP frame of `addr_be:port_be` leaves with only its
+/// Ethernet addresses rewritten (`xdp_lab_forward`, `tc_lab_forward`) or wrapped in
+/// hive's VXLAN headers (`xdp_lab_vxlan`); `xdp_lab_decap` unwraps the VXLAN frames to
+/// `addr_be:port_be`. One entry, index 0; all zero forwards nothing.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabForward {
     /// The address matched: the frame's destination, or its source with
-    /// [`Self::MATCH_SOURCE`].
+    /// [`Self::MATCH_SOURCE`]. For `xdp_lab_decap`, the node's own underlay address.
     pub addr_be: u32,
-    /// The TCP port matched, on the same side as the address.
+    /// The TCP port matched, on the same side as the address. For `xdp_lab_decap`, the
+    /// VXLAN (UDP) port.
     pub port_be: u16,
     /// How many of `to` are in use (1..=[`LAB_FORWARD_BACKENDS`]); 0 forwards nothing.
     pub backends: u16,
-    /// The frame's new source MAC: the sending node's, so that the underlay's bridge never
-    /// learns another member's MAC on this port.
+    /// The frame's new source MAC (`xdp_lab_vxlan`: the outer one): the sending node's,
+    /// so that the underlay's bridge never learns another member's MAC on this port.
+    /// `xdp_lab_decap` leaves the source MAC alone.
     pub from: [u8; 6],
-    /// The new destination MACs; a flow's is picked by the client port's low bit.
+    /// The new destination MACs (`xdp_lab_vxlan`: the outer one); a flow's is picked by
+    /// the client port's low bit. `xdp_lab_decap` writes `to[0]`, the node's own MAC, as
+    /// the inner frame's destination, as hive's decapsulation does.
     pub to: [[u8; 6]; LAB_FORWARD_BACKENDS],
     /// [`Self::MATCH_SOURCE`] or 0 (match the destination).
     pub flags: u8,
@@ -419,8 +425,18 @@ pub struct LabForward {
     pub out: u8,
     /// The device of [`Self::OUT_PEER`] and [`Self::OUT_EGRESS`].
     pub ifindex: u32,
+    /// `xdp_lab_vxlan` only: the underlay addresses of the nodes of `to`, the outer
+    /// destination, picked with the MAC.
+    pub nodes_be: [u32; LAB_FORWARD_BACKENDS],
+    /// `xdp_lab_vxlan` only: the sending node's underlay address, the outer source.
+    pub underlay_be: u32,
+    /// `xdp_lab_vxlan` only: the VNI written in the VXLAN header.
+    pub vni: u32,
+    /// `xdp_lab_vxlan` only: the VXLAN port, the outer UDP destination.
+    pub vxlan_port_be: u16,
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<LabForward>() == 32);
+const _: () = assert!(core::mem::size_of::<LabForward>() == 52);
 
 impl LabForward {
     /// Match the frame's source address and port (a task's replies), not its destination.

@@ -123,6 +123,20 @@ pub fn tc_lab_forward(ctx: TcContext) -> i32 {
     lab_forward::try_forward_tc(&ctx).unwrap_or(TC_ACT_SHOT)
 }
 
+/// [`xdp_lab_forward`] through hive's tunnel: the frame leaves wrapped in hive's VXLAN
+/// headers (`lab_forward`); never attached by the agent.
+#[xdp]
+pub fn xdp_lab_vxlan(ctx: XdpContext) -> u32 {
+    lab_forward::try_vxlan_xdp(&ctx).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// The other end of [`xdp_lab_vxlan`]: strips the VXLAN headers and passes the inner
+/// frame on (`lab_forward`); never attached by the agent.
+#[xdp]
+pub fn xdp_lab_decap(ctx: XdpContext) -> u32 {
+    lab_forward::try_decap_xdp(&ctx).unwrap_or(xdp_action::XDP_DROP)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {

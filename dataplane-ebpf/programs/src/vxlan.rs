@@ -75,26 +75,52 @@ pub fn source_port(hash: u32) -> u16 {
     49152 | (hash as u16 & 0x3fff)
 }
 
+/// This node's end of its tunnels: the outer headers' source.
+#[derive(Copy, Clone)]
+pub struct Local {
+    pub mac: [u8; 6],
+    pub addr_be: u32,
+    /// The VXLAN port, the outer UDP destination (network order).
+    pub port_be: u16,
+}
+
+impl Local {
+    #[inline(always)]
+    pub fn of(node: &NodeConfig) -> Self {
+        Local {
+            mac: node.underlay_mac,
+            addr_be: node.underlay_addr_be,
+            port_be: node.vxlan_port_be,
+        }
+    }
+}
+
 /// The outer headers for an inner IPv4 packet of `inner_ip_len` bytes.
 #[inline(always)]
 pub fn outer(node: &NodeConfig, tunnel: &Tunnel, inner_ip_len: u16, hash: u32) -> VxlanOuter {
+    outer_from(&Local::of(node), tunnel, inner_ip_len, hash)
+}
+
+/// [`outer`] from `local`'s end of the tunnel.
+#[inline(always)]
+pub fn outer_from(local: &Local, tunnel: &Tunnel, inner_ip_len: u16, hash: u32) -> VxlanOuter {
     let udp_len = (UDP_HDR_LEN + VXLAN_HDR_LEN + ETH_HDR_LEN) as u16 + inner_ip_len;
     VxlanOuter {
         eth: EthHdr {
             dst: tunnel.peer_mac,
-            src: node.underlay_mac,
+            src: local.mac,
             proto_be: ETH_P_IP_BE,
         },
         ip: Ipv4Hdr::new(
             IPPROTO_UDP,
-            node.underlay_addr_be,
+            local.addr_be,
             tunnel.node_be,
             IPV4_HDR_LEN as u16 + udp_len,
             IP_DF,
         ),
         udp: UdpHdr {
             sport_be: source_port(hash).to_be(),
-            dport_be: node.vxlan_port_be,
+            dport_be: local.port_be,
             len_be: udp_len.to_be(),
             check_be: 0,
         },
@@ -121,7 +147,12 @@ pub fn encap_xdp(
     inner_ip_len: u16,
     hash: u32,
 ) -> Result<(), DropReason> {
-    let outer = outer(node, tunnel, inner_ip_len, hash);
+    push_outer_xdp(ctx, &outer(node, tunnel, inner_ip_len, hash))
+}
+
+/// Prepend `outer` to the frame (XDP), the core of [`encap_xdp`].
+#[inline(always)]
+pub fn push_outer_xdp(ctx: &XdpContext, outer: &VxlanOuter) -> Result<(), DropReason> {
     // SAFETY: the helper checks the headroom itself (XDP_PACKET_HEADROOM,
     // 256 bytes, is guaranteed by every driver with XDP support).
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_ENCAP_LEN as i32)) } != 0 {
@@ -132,7 +163,7 @@ pub fn encap_xdp(
         return Err(DropReason::HeadroomFailed);
     }
     // SAFETY: the 50 bytes at `start` are inside the packet (checked above).
-    unsafe { core::ptr::write_unaligned(start as *mut VxlanOuter, outer) };
+    unsafe { core::ptr::write_unaligned(start as *mut VxlanOuter, *outer) };
     Ok(())
 }
 

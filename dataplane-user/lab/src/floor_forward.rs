@@ -5,6 +5,9 @@
 //! Each attached [`Forward`] sends the TCP frames of one address and port on with only
 //! their Ethernet addresses rewritten: from XDP back out of the same veth, or from tc
 //! ingress out of the same device, into a task's namespace or out of another device.
+//! Through hive's tunnel instead ([`Hook::XdpVxlan`], [`Hook::XdpDecap`]; `docs/dsr.md`,
+//! "A floor with hive's tunnel"), the frames leave from XDP in hive's VXLAN headers and
+//! are unwrapped by XDP on the backend's node.
 //! Where the frames go after that is the caller's to arrange (the kernel path's tasks
 //! hold the ingress node's address, `hive-mesh-bench`). Dropping the returned
 //! [`Attached`] detaches the program; nothing is pinned, so a process that dies leaves
@@ -29,6 +32,12 @@ pub enum Hook {
     Xdp,
     /// `tc_lab_forward` on tc ingress (tcx); the frame goes on as [`Out`] says.
     Tc,
+    /// `xdp_lab_vxlan`, driver mode: the frame goes back out with `XDP_TX` in hive's VXLAN
+    /// headers, as [`Forward::tunnel`] says.
+    XdpVxlan,
+    /// `xdp_lab_decap`, driver mode: VXLAN frames to `addr:port` (UDP) lose their outer
+    /// headers, the inner frame is addressed to `to[0]` (the node's own MAC) and passed on.
+    XdpDecap,
 }
 
 impl Hook {
@@ -37,8 +46,22 @@ impl Hook {
         match self {
             Hook::Xdp => "xdp_lab_forward",
             Hook::Tc => "tc_lab_forward",
+            Hook::XdpVxlan => "xdp_lab_vxlan",
+            Hook::XdpDecap => "xdp_lab_decap",
         }
     }
+}
+
+/// The outer headers of [`Hook::XdpVxlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// The sending node's underlay address.
+    pub source: Ipv4Addr,
+    /// The underlay address of the node of each of [`Forward::to`], in the same order.
+    pub nodes: Vec<Ipv4Addr>,
+    /// The VXLAN port (UDP destination).
+    pub port: u16,
+    pub vni: u32,
 }
 
 /// Where a tc [`Forward`] sends a frame (XDP always sends it back out).
@@ -68,6 +91,8 @@ pub struct Forward<'a> {
     pub from: [u8; 6],
     pub to: Vec<[u8; 6]>,
     pub out: Out,
+    /// [`Hook::XdpVxlan`]'s outer headers; `None` for every other hook.
+    pub tunnel: Option<Tunnel>,
 }
 
 /// Errors from attaching a hop of the floor.
@@ -79,6 +104,10 @@ pub enum FloorForwardError {
     NotEmbedded,
     #[error("a floor hop sends to 1 to {LAB_FORWARD_BACKENDS} MACs, not {0}")]
     Backends(usize),
+    #[error(
+        "a tunnel hop needs one underlay address per MAC ({macs}), not {nodes:?}; a hop of another hook none"
+    )]
+    Tunnel { macs: usize, nodes: Option<usize> },
     #[error(
         "{member}'s MAC {mac:?} in the lab's state is not a MAC; run `hive lab down`, then up again"
     )]
@@ -140,6 +169,23 @@ pub fn attach(lab: &Lab, hop: &Forward<'_>) -> Result<Attached, FloorForwardErro
     for (slot, mac) in config.to.iter_mut().zip(&hop.to) {
         *slot = *mac;
     }
+    match (&hop.tunnel, hop.hook) {
+        (Some(tunnel), Hook::XdpVxlan) if tunnel.nodes.len() == hop.to.len() => {
+            for (slot, node) in config.nodes_be.iter_mut().zip(&tunnel.nodes) {
+                *slot = u32::from(*node).to_be();
+            }
+            config.underlay_be = u32::from(tunnel.source).to_be();
+            config.vxlan_port_be = tunnel.port.to_be();
+            config.vni = tunnel.vni;
+        }
+        (None, hook) if hook != Hook::XdpVxlan => {}
+        (tunnel, _) => {
+            return Err(FloorForwardError::Tunnel {
+                macs: hop.to.len(),
+                nodes: tunnel.as_ref().map(|t| t.nodes.len()),
+            });
+        }
+    }
     let program = hop.hook.program();
     let failed = |action: &'static str, detail: String| FloorForwardError::Program {
         action,
@@ -178,7 +224,7 @@ pub fn attach(lab: &Lab, hop: &Forward<'_>) -> Result<Attached, FloorForwardErro
             .program_mut(program)
             .ok_or_else(|| failed("finding", "the object has no such program".to_owned()))?;
         match hop.hook {
-            Hook::Xdp => {
+            Hook::Xdp | Hook::XdpVxlan | Hook::XdpDecap => {
                 let xdp: &mut Xdp = found
                     .try_into()
                     .map_err(|e: aya::programs::ProgramError| failed("finding", e.to_string()))?;

@@ -3,7 +3,8 @@
 //! path of the run: no mesh (`direct`: `client` routed straight to the kernel path's task
 //! on n2), the kernel path (`iptables`: DNAT on n1's published port, MASQUERADE, kernel
 //! VXLAN), the floor of any path through n1 (`floor`, `floor-tc`, `floor-min`, `floor-min-tc`: hops
-//! that only rewrite the frames' Ethernet addresses, `crate::floor`) and hive's
+//! that only rewrite the frames' Ethernet addresses; `floor-vxlan`: `floor-min` through hive's
+//! tunnel, `crate::floor`) and hive's
 //! mesh in each mode (`hive` = `snat`, `hive-dsr`, `hive-hybrid`, docs/dsr.md), n1's
 //! published port to a hive task on n2. Gbit/s as the receiver counts
 //! them and the sender's retransmits. Figures, never assertions.
@@ -103,12 +104,13 @@ enum Turn {
     Hive(MeshMode),
 }
 
-const TURNS: [Turn; 9] = [
+const TURNS: [Turn; 10] = [
     Turn::Direct,
     Turn::Floor(Floor::ALL[0]),
     Turn::Floor(Floor::ALL[1]),
     Turn::Floor(Floor::ALL[2]),
     Turn::Floor(Floor::ALL[3]),
+    Turn::Floor(Floor::ALL[4]),
     Turn::Iptables,
     Turn::Hive(MeshMode::Snat),
     Turn::Hive(MeshMode::Dsr),
@@ -345,7 +347,8 @@ pub fn table(rows: &[BulkRow]) -> String {
         "(iperf3, one TCP stream, client → n1's published port → a task on n2; direct: client \
          routed straight to the task, no mesh; each figure the median over the rounds, range \
          min–max, retransmits the sender's median; floor*: n1 forwarding by MACs alone, \
-         the least any path through n1 costs here, docs/dsr.md)\n",
+         the least any path through n1 costs here; floor-vxlan: floor-min through hive's \
+         VXLAN tunnel with no other work, docs/dsr.md)\n",
     );
     out
 }

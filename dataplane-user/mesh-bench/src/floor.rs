@@ -6,7 +6,7 @@
 //! client straight from its node. What a mesh through n1 costs beyond its floor is its
 //! own; what the floor costs beyond no mesh is the lab's hop.
 //!
-//! Four floors, by the hook on n1 and the way into the task on the backend's node:
+//! Five floors, by the hook on n1 and the way into the task on the backend's node:
 //!
 //! - `floor`: n1 sends each client frame on from XDP (`XDP_TX`); the backend's node
 //!   routes it into its task, as it routes no mesh's (an `ip rule` for n1's address),
@@ -17,10 +17,19 @@
 //!   task's veth: the fewest hops any path through n1 can take here, hive's own way into
 //!   and out of a task with no program work.
 //! - `floor-min-tc`: `floor-min` with n1's hop from tc.
+//! - `floor-vxlan`: `floor-min` with hive's tunnel between n1 and the backend's node: n1
+//!   wraps each client frame in the VXLAN headers hive's ingress writes (from XDP,
+//!   `XDP_TX`); XDP on the backend's `eth0` unwraps it and passes it to the tc hop into
+//!   the task, as hive's own programs do on both nodes without their lookups, conntrack,
+//!   NAT or MSS clamp (`docs/dsr.md`, "A floor with hive's tunnel"). No clamp is needed:
+//!   the task's MTU is the overlay's (`kernel_path`), so its SYN-ACK holds the client's
+//!   segments to what fits the underlay with the 50 bytes of VXLAN, as on every path.
+
+use std::net::Ipv4Addr;
 
 use hive_lab::{
     Lab,
-    floor_forward::{self, Attached, FloorForwardError, Forward, Hook, Out},
+    floor_forward::{self, Attached, FloorForwardError, Forward, Hook, Out, Tunnel},
 };
 
 use crate::{
@@ -29,42 +38,56 @@ use crate::{
     report::PathFigures,
 };
 
-/// Which floor: the hook of n1's hop, and whether the backend's node hands the frames
-/// into the task from tc (`true`) or routes them (`false`).
+/// Which floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Floor {
-    pub ingress: Hook,
-    pub handoff: bool,
+pub enum Floor {
+    /// `floor`: n1's hop from XDP; the backend's node routes the frames.
+    Routed,
+    /// `floor-tc`: n1's hop from tc; the backend's node routes the frames.
+    RoutedTc,
+    /// `floor-min`: n1's hop from XDP; the backend's node hands them in from tc.
+    Min,
+    /// `floor-min-tc`: n1's hop from tc; the backend's node hands them in from tc.
+    MinTc,
+    /// `floor-vxlan`: [`Floor::Min`] through hive's tunnel.
+    Vxlan,
 }
 
 impl Floor {
-    pub const ALL: [Floor; 4] = [
-        Floor {
-            ingress: Hook::Xdp,
-            handoff: false,
-        },
-        Floor {
-            ingress: Hook::Tc,
-            handoff: false,
-        },
-        Floor {
-            ingress: Hook::Xdp,
-            handoff: true,
-        },
-        Floor {
-            ingress: Hook::Tc,
-            handoff: true,
-        },
+    /// Every floor, in the order of a round: `floor-vxlan` right after `floor-min`, the
+    /// floor it differs from by the tunnel alone.
+    pub const ALL: [Floor; 5] = [
+        Floor::Routed,
+        Floor::RoutedTc,
+        Floor::Min,
+        Floor::Vxlan,
+        Floor::MinTc,
     ];
 
     /// The row's name.
     pub fn name(self) -> &'static str {
-        match (self.handoff, self.ingress) {
-            (false, Hook::Xdp) => "floor",
-            (false, Hook::Tc) => "floor-tc",
-            (true, Hook::Xdp) => "floor-min",
-            (true, Hook::Tc) => "floor-min-tc",
+        match self {
+            Floor::Routed => "floor",
+            Floor::RoutedTc => "floor-tc",
+            Floor::Min => "floor-min",
+            Floor::MinTc => "floor-min-tc",
+            Floor::Vxlan => "floor-vxlan",
         }
+    }
+
+    /// The hook of n1's hop.
+    fn ingress(self) -> Hook {
+        match self {
+            Floor::Routed | Floor::Min => Hook::Xdp,
+            Floor::RoutedTc | Floor::MinTc => Hook::Tc,
+            Floor::Vxlan => Hook::XdpVxlan,
+        }
+    }
+
+    /// Whether the backend's node hands the frames into the task from tc (else it routes
+    /// them).
+    fn handoff(self) -> bool {
+        !matches!(self, Floor::Routed | Floor::RoutedTc)
     }
 }
 
@@ -72,6 +95,11 @@ impl Floor {
 const INGRESS: &str = "n1";
 /// The connection runs' port: nginx's, on n1's address in every task.
 const HTTP_PORT: u16 = 80;
+/// `floor-vxlan`'s VXLAN port: not the kernel path's (4789), so that no frame the floor's
+/// XDP on the backend's node misses reaches the kernel's VXLAN device instead.
+const TUNNEL_PORT: u16 = 4799;
+/// `floor-vxlan`'s VNI (nothing reads it: written as hive writes one).
+const TUNNEL_VNI: u32 = 4097;
 
 /// New connections and keep-alive requests through `floor` to the two backends.
 pub fn connections(
@@ -85,8 +113,13 @@ pub fn connections(
         measure(lab, &url, load)
     })?;
     let name = floor.name();
+    let work = if floor == Floor::Vxlan {
+        "hive's VXLAN tunnel"
+    } else {
+        "MACs rewritten"
+    };
     eprintln!(
-        "  {name:<12} n1's hop:   {:>8.0} req/s, {:>7.0} new conn/s (MACs rewritten, nothing else)",
+        "  {name:<12} n1's hop:   {:>8.0} req/s, {:>7.0} new conn/s ({work}, nothing else)",
         keep_alive.requests_per_sec, new_connections.requests_per_sec,
     );
     Ok(PathFigures {
@@ -112,7 +145,7 @@ where
     E: From<FloorForwardError> + From<KernelPathError>,
 {
     let hops = attach(lab, path, floor, port, bulk)?;
-    let routed = !floor.handoff;
+    let routed = !floor.handoff();
     if routed && let Err(err) = path.route_floor(bulk) {
         let _ = path.unroute_floor(bulk);
         return Err(err.into());
@@ -144,25 +177,41 @@ fn attach(
         .iter()
         .map(|(node, _)| floor_forward::member_mac(lab, node))
         .collect::<Result<Vec<_>, _>>()?;
+    let backend_addrs = serving
+        .iter()
+        .map(|(node, _)| lab.node_addr(node))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tunnel = (floor == Floor::Vxlan).then(|| Tunnel {
+        source: addr,
+        nodes: backend_addrs.clone(),
+        port: TUNNEL_PORT,
+        vni: TUNNEL_VNI,
+    });
     let mut hops = vec![floor_forward::attach(
         lab,
         &Forward {
             node: INGRESS,
             device: "eth0",
-            hook: floor.ingress,
+            hook: floor.ingress(),
             addr,
             port,
             match_source: false,
             from: floor_forward::member_mac(lab, INGRESS)?,
             to: backend_macs.clone(),
             out: Out::Same,
+            tunnel,
         },
     )?];
-    if !floor.handoff {
+    if !floor.handoff() {
         return Ok(hops);
     }
     let client = floor_forward::member_mac(lab, "client")?;
-    for ((node, task_mac), node_mac) in serving.into_iter().zip(backend_macs) {
+    for (((node, task_mac), node_mac), node_addr) in
+        serving.into_iter().zip(backend_macs).zip(backend_addrs)
+    {
+        if floor == Floor::Vxlan {
+            hops.push(decap(lab, node, node_addr, node_mac)?);
+        }
         // Into the task: addressed to its MAC, from its node's.
         hops.push(floor_forward::attach(
             lab,
@@ -176,6 +225,7 @@ fn attach(
                 from: node_mac,
                 to: vec![task_mac],
                 out: Out::Peer(TASK_VETH.to_owned()),
+                tunnel: None,
             },
         )?);
         // Its replies: straight out of the node to the client.
@@ -191,8 +241,34 @@ fn attach(
                 from: node_mac,
                 to: vec![client],
                 out: Out::Egress("eth0".to_owned()),
+                tunnel: None,
             },
         )?);
     }
     Ok(hops)
+}
+
+/// `floor-vxlan`'s XDP on `node`'s `eth0`: the tunnel's frames to `node_addr` lose their
+/// outer headers and go on addressed to `node_mac`.
+fn decap(
+    lab: &Lab,
+    node: &str,
+    node_addr: Ipv4Addr,
+    node_mac: [u8; 6],
+) -> Result<Attached, FloorForwardError> {
+    floor_forward::attach(
+        lab,
+        &Forward {
+            node,
+            device: "eth0",
+            hook: Hook::XdpDecap,
+            addr: node_addr,
+            port: TUNNEL_PORT,
+            match_source: false,
+            from: node_mac,
+            to: vec![node_mac],
+            out: Out::Same,
+            tunnel: None,
+        },
+    )
 }

@@ -11,7 +11,7 @@
 //! 4. once, the ceiling of every path: the same two backends loaded straight
 //!    from `client`, with no mesh in between (`kernel_runs::direct`), and the
 //!    floor of every path through the ingress node: n1 forwarding the frames by
-//!    their MACs alone (`crate::floor`);
+//!    their MACs alone, or through hive's tunnel alone (`crate::floor`);
 //! 5. with `--bulk`, bulk throughput through every path, both directions
 //!    (`crate::bulk`);
 //! 6. with `--open-loop PERCENT`, after each size's closed-loop runs of a

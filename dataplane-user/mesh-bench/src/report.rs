@@ -327,7 +327,8 @@ impl Report {
                 "(floor*: the same backends behind n1's address, n1 forwarding every frame by \
                  its MACs alone (floor-tc, floor-min-tc: from tc, else XDP), the backend's node \
                  routing it into the task (floor, floor-tc) or handing it in from tc \
-                 (floor-min*): what n1's hop costs with no mesh work; docs/dsr.md)\n",
+                 (floor-min*): what n1's hop costs with no mesh work; floor-vxlan: floor-min \
+                 through hive's VXLAN tunnel, XDP on both nodes, no other work; docs/dsr.md)\n",
             );
         }
         if self.paths.iter().any(|p| p.services == 0) {

@@ -329,7 +329,8 @@ impl Maps<'_> {
             .map_err(map_err(NODE_CONFIG))
     }
 
-    /// The benchmark's floor forwarder's configuration (`xdp_lab_forward`).
+    /// The benchmark's floor forwarder's configuration (`xdp_lab_forward`,
+    /// `tc_lab_forward`, `xdp_lab_vxlan`, `xdp_lab_decap`).
     pub fn set_lab_forward(&mut self, to: &LabForward) -> Result<(), HarnessError> {
         self.array::<LabForward>(LAB_FORWARD)?
             .set(0, to, 0)

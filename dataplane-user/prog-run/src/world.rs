@@ -21,6 +21,8 @@ pub const TC_UNDERLAY: &str = "tc_from_underlay";
 pub const FLOOR: &str = "xdp_floor";
 pub const LAB_FORWARD: &str = "xdp_lab_forward";
 pub const TC_LAB_FORWARD: &str = "tc_lab_forward";
+pub const LAB_VXLAN: &str = "xdp_lab_vxlan";
+pub const LAB_DECAP: &str = "xdp_lab_decap";
 
 pub const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

@@ -1206,6 +1206,22 @@ fn a_ping_through_the_tunnel_reaches_the_local_task() {
 /// `tc_lab_forward` from tc ingress): a client's frame for the node's port goes back out
 /// towards a backend node with only its Ethernet addresses changed, two backends
 /// alternating by the client port's low bit; anything else is the kernel's.
+/// Frames a floor hop configured for TCP to NODE_A:PUBLISHED must leave alone: another
+/// port, UDP to the same port, the same port on another address.
+fn not_the_floors_frames() -> [Vec<u8>; 3] {
+    [
+        PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22))
+            .macs(MAC_ROUTER, MAC_A)
+            .build(),
+        PacketBuilder::udp(CLIENT, published())
+            .macs(MAC_ROUTER, MAC_A)
+            .build(),
+        PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_B, PUBLISHED))
+            .macs(MAC_ROUTER, MAC_A)
+            .build(),
+    ]
+}
+
 #[test]
 fn the_lab_forwarder_rewrites_only_the_ethernet_addresses() {
     root!("lab_forward");
@@ -1244,16 +1260,7 @@ fn the_lab_forwarder_rewrites_only_the_ethernet_addresses() {
                 "{program}: only the Ethernet addresses changed"
             );
         }
-        let other_port = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22))
-            .macs(MAC_ROUTER, MAC_A)
-            .build();
-        let udp = PacketBuilder::udp(CLIENT, published())
-            .macs(MAC_ROUTER, MAC_A)
-            .build();
-        let other_node = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_B, PUBLISHED))
-            .macs(MAC_ROUTER, MAC_A)
-            .build();
-        for frame in [other_port, udp, other_node] {
+        for frame in not_the_floors_frames() {
             assert_eq!(
                 run(&mut h, program, &frame),
                 (passed, frame.clone()),
@@ -1406,17 +1413,8 @@ fn the_lab_tunnel_wraps_frames_as_hive_does_and_unwraps_them() {
         assert_eq!(unwrapped[6..], syn[6..], "the client's frame otherwise");
     }
     h.maps().set_lab_forward(&ingress).expect("configure");
-    let other_port = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_A, 22))
-        .macs(MAC_ROUTER, MAC_A)
-        .build();
-    let udp = PacketBuilder::udp(CLIENT, published())
-        .macs(MAC_ROUTER, MAC_A)
-        .build();
-    let other_node = PacketBuilder::tcp(CLIENT, SocketAddrV4::new(NODE_B, PUBLISHED))
-        .macs(MAC_ROUTER, MAC_A)
-        .build();
-    for frame in [&other_port, &udp, &other_node] {
-        assert_eq!(run(&mut h, LAB_VXLAN, frame), (XDP_PASS, frame.clone()));
+    for frame in not_the_floors_frames() {
+        assert_eq!(run(&mut h, LAB_VXLAN, &frame), (XDP_PASS, frame.clone()));
     }
     // On the backend's node: VXLAN to another port or node, and the client's own frames,
     // are the kernel's.

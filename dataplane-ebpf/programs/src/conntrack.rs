@@ -144,11 +144,30 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> O
     })
 }
 
-/// Insert or replace an entry. A failed insert (the kernel could not
-/// allocate an element) is not a reason to drop the packet: the flow's next
-/// packet is balanced again, to the same backend unless the table changed.
-#[inline(always)]
+/// Insert or replace an entry. An entry the key already has is rewritten in
+/// place: an LRU map's update always takes a fresh element and frees the old
+/// one, and under a steady load of short connections the table is always full
+/// (a finished connection's entry stays until evicted), so each such update
+/// would first evict another flow's element. A key that already has one is
+/// common: a refresh, and a new connection on a client port whose previous
+/// connection's entry is still there (`docs/dsr.md`, "What is left for the
+/// connection target"). A failed insert (the kernel could not allocate an
+/// element) is not a reason to drop the packet: the flow's next packet is
+/// balanced again, to the same backend unless the table changed. Not inlined:
+/// its frame is small, and inlined it grew `record_balanced`'s past the tc
+/// path's share of the verifier's 512 bytes.
+#[inline(never)]
 pub fn upsert(key: &FlowKey, entry: &FlowEntry) {
+    if let Some(ptr) = CT.get_ptr_mut(key) {
+        // SAFETY: a live LRU element, kept allocated while the program runs
+        // (RCU); the lookup marked it referenced. Another CPU reading the same
+        // tuple at this moment may see a mix of the old and the new entry, as
+        // with `lookup`'s in-place updates: only where one connection of the
+        // tuple replaces another, and either leads the packet somewhere valid
+        // or to a drop its retransmit recovers from.
+        unsafe { ptr.write(*entry) };
+        return;
+    }
     if CT.insert(key, entry, 0).is_err() {
         // Nothing else to do; see above.
     }

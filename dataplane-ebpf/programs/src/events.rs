@@ -457,18 +457,11 @@ pub fn lb_select<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_
 /// headers as parsed before DNAT).
 #[inline(never)]
 pub fn to_local_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_ns: u64) {
-    let flow = Flow::balanced(ip, l4, target);
-    let Some(open) = Open::start(
-        TraceKind::LocalDelivery,
-        C::verdict(false),
-        &flow,
-        target.service,
-        target.backend,
-        clock_ns,
-    ) else {
-        return;
-    };
-    open.finish(ctx);
+    if let Some(open) =
+        start_to_backend::<C>(TraceKind::LocalDelivery, false, ip, l4, target, clock_ns)
+    {
+        open.finish(ctx);
+    }
 }
 
 /// A balanced packet after DNAT, encapsulated towards the backend's node (`ip`/`l4` as
@@ -476,21 +469,35 @@ pub fn to_local_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target,
 /// which sits under the ingress path's, small (512 bytes per call chain).
 #[inline(never)]
 pub fn to_remote_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_ns: u64) {
-    let flow = Flow::balanced(ip, l4, target);
-    let Some(mut open) = Open::start(
-        TraceKind::Encap,
-        C::verdict(true),
-        &flow,
-        target.service,
-        target.backend,
-        clock_ns,
-    ) else {
+    let Some(mut open) = start_to_backend::<C>(TraceKind::Encap, true, ip, l4, target, clock_ns)
+    else {
         return;
     };
     let e = open.event();
     e.tunnel_be = target.node_be;
     e.vni = target.vni;
     open.finish(ctx);
+}
+
+/// The start of [`to_local_backend`]'s and [`to_remote_backend`]'s events: `kind` and
+/// `remote` are constants at each, once inlined.
+#[inline(always)]
+fn start_to_backend<C: Source>(
+    kind: TraceKind,
+    remote: bool,
+    ip: &Ipv4,
+    l4: &L4,
+    target: &Target,
+    clock_ns: u64,
+) -> Option<Open> {
+    Open::start(
+        kind,
+        C::verdict(remote),
+        &Flow::balanced(ip, l4, target),
+        target.service,
+        target.backend,
+        clock_ns,
+    )
 }
 
 /// Where a decapsulated packet came from: one argument, for the five a BPF

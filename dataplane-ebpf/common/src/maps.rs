@@ -291,7 +291,8 @@ pub enum TcpState {
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
-    /// `bpf_ktime_get_ns()` of the last packet; idle entries expire by
+    /// `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC_COARSE`) of the last
+    /// packet; idle entries expire by
     /// [`TcpState`]/protocol timeout and are then treated as absent.
     pub last_seen_ns: u64,
     /// Forward: chosen backend address. ReverseNat: the service address to

@@ -7,7 +7,7 @@
 //! (`bpf/lib/conntrack.h`): 60 s for a half-open TCP connection and for
 //! UDP, 6 h for an established TCP connection, 10 s after FIN or RST.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use hive_common::maps::{FlowEntry, FlowKey, FlowKind, IPPROTO_TCP, TcpState};
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
@@ -33,10 +33,17 @@ pub const TIMEOUT_UDP_NS: u64 = 60 * SECOND_NS;
 /// between CPUs for a precision nobody needs.
 pub const REFRESH_NS: u64 = SECOND_NS;
 
+/// Conntrack's clock: the coarse monotonic one (`CLOCK_MONOTONIC_COARSE`,
+/// the same base as user space's `CLOCK_MONOTONIC`, a tick behind at most).
+/// Timeouts are seconds and refreshes one a second, so a tick's precision is
+/// plenty; the precise clock costs a TSC read through the hypervisor's clock
+/// source, about 30 ns on the benchmark machine, on every packet
+/// (`docs/dsr.md`, "What is left for the connection target"). Trace events
+/// read the precise clock themselves.
 #[inline(always)]
 pub fn now() -> u64 {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    unsafe { bpf_ktime_get_ns() }
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]

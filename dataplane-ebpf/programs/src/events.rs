@@ -12,10 +12,10 @@
 //! built twice: an event the filter rejects costs no record, and an event
 //! that goes out is never copied (Cilium's `send_trace_notify` model).
 //!
-//! An event's timestamp is the clock reading its packet already made for
-//! conntrack (`clock_ns` below): reading the clock is a helper call, about
-//! 50 ns on the benchmark machine, a sixth of an established packet's whole
-//! path. Sites whose packet made none pass [`NO_CLOCK`] and read it here.
+//! An event's timestamp is its own reading of the precise clock
+//! (`bpf_ktime_get_ns`), taken once the filter has let the event through.
+//! Conntrack reads the coarse clock instead (`conntrack::now`): its timeouts
+//! are seconds, and a trace's timeline needs nanoseconds.
 //!
 //! Events a site does not know the service of (the tunnel from `tc::encap`,
 //! drops) take it from [`note_flow`], which the balancing code calls while
@@ -76,9 +76,6 @@ pub struct Scratch {
     pending_flow: Flow,
     pending_tunnel_be: u32,
     pending_vni: u32,
-    /// The clock reading of the packet whose Encap event `tc::encap` emits
-    /// (see [`balanced_tc`]), or [`NO_CLOCK`].
-    pending_clock_ns: u64,
 }
 
 /// The flow an event is about, as the site knows it when the event starts.
@@ -140,16 +137,10 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 const NS_PER_SEC: u64 = 1_000_000_000;
 const HDR_LEN: u16 = core::mem::size_of::<TraceEvent>() as u16;
 
-/// `clock_ns` of a site whose packet has not read the clock.
-pub const NO_CLOCK: u64 = 0;
-
-/// `clock_ns` (`bpf_ktime_get_ns`, the clock `conntrack::now` reads), or a
-/// fresh reading for [`NO_CLOCK`].
+/// The event's timestamp: the precise clock, comparable across the nodes
+/// (`TraceEvent::timestamp_ns`).
 #[inline(always)]
-fn now(clock_ns: u64) -> u64 {
-    if clock_ns != NO_CLOCK {
-        return clock_ns;
-    }
+fn now() -> u64 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -211,8 +202,7 @@ impl Open {
     /// Start an event of `kind` about `flow`, or `None` when tracing is
     /// off, the filter rejects it, the lease ran out, the rate limit says
     /// no or the ring is full (the last two are counted). `service` and
-    /// `backend` 0 mean "the noted ones" ([`note_flow`]); `clock_ns` is the
-    /// packet's clock reading or [`NO_CLOCK`].
+    /// `backend` 0 mean "the noted ones" ([`note_flow`]).
     #[inline(always)]
     fn start(
         kind: TraceKind,
@@ -220,7 +210,6 @@ impl Open {
         flow: &Flow,
         service: u32,
         backend: u32,
-        clock_ns: u64,
     ) -> Option<Open> {
         let cfg = enabled()?;
         let s = scratch()?;
@@ -229,19 +218,13 @@ impl Open {
         } else {
             (service, backend)
         };
-        let clock_ns = if clock_ns == NO_CLOCK {
-            s.pending_clock_ns
-        } else {
-            clock_ns
-        };
         s.pending_service = 0;
         s.pending_backend = 0;
         s.pending_flags = 0;
-        s.pending_clock_ns = NO_CLOCK;
         if !matches(cfg, kind, flow, service) {
             return None;
         }
-        let now = now(clock_ns);
+        let now = now();
         if !lease_valid(cfg, now) {
             return None;
         }
@@ -371,7 +354,7 @@ pub fn note_balanced(target: &Target, new: bool, hairpin: bool) {
 /// LocalDelivery for a local backend; for a remote one the note stays for
 /// the Encap event.
 #[inline(never)]
-pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
+pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4) {
     let Some(s) = scratch() else {
         return;
     };
@@ -393,7 +376,6 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
             &flow,
             service,
             backend,
-            clock_ns,
         )
     {
         let e = open.event();
@@ -415,7 +397,6 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
             &delivered,
             service,
             backend,
-            clock_ns,
         ) {
             open.finish(ctx);
         }
@@ -423,7 +404,6 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
         // For the Encap event of `tc::encap`.
         s.pending_service = service;
         s.pending_backend = backend;
-        s.pending_clock_ns = clock_ns;
     }
 }
 
@@ -435,7 +415,7 @@ pub fn balanced_tc(ctx: &TcContext, ip: &Ipv4, l4: &L4, clock_ns: u64) {
 
 /// A new flow was given `target` (before DNAT: the flow the client sent).
 #[inline(never)]
-pub fn lb_select<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_ns: u64) {
+pub fn lb_select<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target) {
     let flow = Flow::parsed(ip, Some(l4));
     let Some(mut open) = Open::start(
         TraceKind::LbSelect,
@@ -443,7 +423,6 @@ pub fn lb_select<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_
         &flow,
         target.service,
         target.backend,
-        clock_ns,
     ) else {
         return;
     };
@@ -456,10 +435,8 @@ pub fn lb_select<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_
 /// A balanced packet after DNAT, delivered to a backend on this node (`ip`/`l4` are the
 /// headers as parsed before DNAT).
 #[inline(never)]
-pub fn to_local_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_ns: u64) {
-    if let Some(open) =
-        start_to_backend::<C>(TraceKind::LocalDelivery, false, ip, l4, target, clock_ns)
-    {
+pub fn to_local_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target) {
+    if let Some(open) = start_to_backend::<C>(TraceKind::LocalDelivery, false, ip, l4, target) {
         open.finish(ctx);
     }
 }
@@ -468,9 +445,8 @@ pub fn to_local_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target,
 /// parsed before DNAT). Apart from [`to_local_backend`]: one site per kind keeps this frame,
 /// which sits under the ingress path's, small (512 bytes per call chain).
 #[inline(never)]
-pub fn to_remote_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target, clock_ns: u64) {
-    let Some(mut open) = start_to_backend::<C>(TraceKind::Encap, true, ip, l4, target, clock_ns)
-    else {
+pub fn to_remote_backend<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, target: &Target) {
+    let Some(mut open) = start_to_backend::<C>(TraceKind::Encap, true, ip, l4, target) else {
         return;
     };
     let e = open.event();
@@ -488,7 +464,6 @@ fn start_to_backend<C: Source>(
     ip: &Ipv4,
     l4: &L4,
     target: &Target,
-    clock_ns: u64,
 ) -> Option<Open> {
     Open::start(
         kind,
@@ -496,7 +471,6 @@ fn start_to_backend<C: Source>(
         &Flow::balanced(ip, l4, target),
         target.service,
         target.backend,
-        clock_ns,
     )
 }
 
@@ -510,11 +484,10 @@ pub struct TunnelFrom {
 
 /// A VXLAN packet was decapsulated; the flow is the inner one.
 #[inline(never)]
-pub fn decap<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, from: &TunnelFrom, clock_ns: u64) {
+pub fn decap<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, from: &TunnelFrom) {
     // The verdict is not known yet: the next event (or a drop) says it.
     let flow = Flow::parsed(ip, l4);
-    let Some(mut open) = Open::start(TraceKind::Decap, TraceVerdict::Pass, &flow, 0, 0, clock_ns)
-    else {
+    let Some(mut open) = Open::start(TraceKind::Decap, TraceVerdict::Pass, &flow, 0, 0) else {
         return;
     };
     let e = open.event();
@@ -538,7 +511,7 @@ pub struct Delivery {
 /// or decapsulated traffic; the service is not known here), or, handed
 /// off, straight into the task.
 #[inline(never)]
-pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, to: &Delivery, clock_ns: u64) {
+pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, to: &Delivery) {
     let flow = Flow::parsed(ip, l4);
     let Some(mut open) = Open::start(
         TraceKind::LocalDelivery,
@@ -550,7 +523,6 @@ pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, to: &Delivery, 
         &flow,
         0,
         0,
-        clock_ns,
     ) else {
         return;
     };
@@ -561,7 +533,7 @@ pub fn delivered<C: Source>(ctx: &C, ip: &Ipv4, l4: Option<&L4>, to: &Delivery, 
 /// A reply got its service address back (`ip`/`l4` as parsed, before
 /// SNAT); a north-south one goes back out through the underlay.
 #[inline(never)]
-pub fn reverse_nat<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, entry: &FlowEntry, clock_ns: u64) {
+pub fn reverse_nat<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, entry: &FlowEntry) {
     let flow = Flow::parsed(ip, Some(l4));
     let Some(mut open) = Open::start(
         TraceKind::ReverseNat,
@@ -571,7 +543,6 @@ pub fn reverse_nat<C: Source>(ctx: &C, ip: &Ipv4, l4: &L4, entry: &FlowEntry, cl
         &flow,
         entry.service,
         entry.backend,
-        clock_ns,
     ) else {
         return;
     };
@@ -603,14 +574,7 @@ pub fn submit_tc(ctx: &TcContext) {
         return;
     };
     let (flow, tunnel_be, vni) = (s.pending_flow, s.pending_tunnel_be, s.pending_vni);
-    let Some(mut open) = Open::start(
-        TraceKind::Encap,
-        TraceVerdict::Redirect,
-        &flow,
-        0,
-        0,
-        NO_CLOCK,
-    ) else {
+    let Some(mut open) = Open::start(TraceKind::Encap, TraceVerdict::Redirect, &flow, 0, 0) else {
         return;
     };
     let e = open.event();
@@ -798,9 +762,9 @@ fn flow_from_packet<P: Packet>(pkt: &P) -> Flow {
 /// A drop event (XDP), for the entry program's error path and for packets
 /// answered instead of forwarded (ICMP fragmentation-needed).
 #[inline(never)]
-pub fn drop_xdp(ctx: &XdpContext, reason: DropReason, verdict: TraceVerdict, clock_ns: u64) {
+pub fn drop_xdp(ctx: &XdpContext, reason: DropReason, verdict: TraceVerdict) {
     let flow = flow_from_packet(&XdpPacket { ctx });
-    let Some(mut open) = Open::start(TraceKind::Drop, verdict, &flow, 0, 0, clock_ns) else {
+    let Some(mut open) = Open::start(TraceKind::Drop, verdict, &flow, 0, 0) else {
         return;
     };
     open.event().drop_reason = reason as u8;
@@ -809,9 +773,9 @@ pub fn drop_xdp(ctx: &XdpContext, reason: DropReason, verdict: TraceVerdict, clo
 
 /// A drop event (tc).
 #[inline(never)]
-pub fn drop_tc(ctx: &TcContext, reason: DropReason, verdict: TraceVerdict, clock_ns: u64) {
+pub fn drop_tc(ctx: &TcContext, reason: DropReason, verdict: TraceVerdict) {
     let flow = flow_from_packet(&TcPacket { ctx });
-    let Some(mut open) = Open::start(TraceKind::Drop, verdict, &flow, 0, 0, clock_ns) else {
+    let Some(mut open) = Open::start(TraceKind::Drop, verdict, &flow, 0, 0) else {
         return;
     };
     open.event().drop_reason = reason as u8;

@@ -43,7 +43,7 @@ pub fn xdp_from_underlay(ctx: XdpContext) -> u32 {
             counters::drop(reason);
             log::debug!(&ctx, "xdp_from_underlay: drop, reason {}", reason as u8);
             if events::on() {
-                events::drop_xdp(&ctx, reason, TraceVerdict::Drop, events::NO_CLOCK);
+                events::drop_xdp(&ctx, reason, TraceVerdict::Drop);
             }
             xdp_action::XDP_DROP
         }
@@ -59,7 +59,7 @@ pub fn tc_from_task(ctx: TcContext) -> i32 {
             counters::drop(reason);
             log::debug!(&ctx, "tc_from_task: drop, reason {}", reason as u8);
             if events::on() {
-                events::drop_tc(&ctx, reason, TraceVerdict::Drop, events::NO_CLOCK);
+                events::drop_tc(&ctx, reason, TraceVerdict::Drop);
             }
             TC_ACT_SHOT
         }

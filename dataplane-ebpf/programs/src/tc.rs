@@ -52,32 +52,29 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let l4 = parse::l4(&pkt, &ip)?;
     let mut tunnel = Tunnel::default();
-    // A packet with ports reads the clock for conntrack; that reading also
-    // stamps its trace events. Others (ICMP on the overlay) need none.
-    let (verdict, now) = match &l4 {
-        Some(l4) => {
-            let now = conntrack::now();
-            (flow(ctx, &ip, l4, now, &mut tunnel)?, now)
-        }
-        None => (NOT_MINE, events::NO_CLOCK),
+    // A packet with ports reads the clock for conntrack. Others (ICMP on the
+    // overlay) need none.
+    let verdict = match &l4 {
+        Some(l4) => flow(ctx, &ip, l4, conntrack::now(), &mut tunnel)?,
+        None => NOT_MINE,
     };
     if verdict != NOT_MINE
         && events::on()
         && let Some(l4) = &l4
     {
-        events::balanced_tc(ctx, &ip, l4, now);
+        events::balanced_tc(ctx, &ip, l4);
     }
     let verdict = if verdict == NOT_MINE {
-        other(ctx, &ip, l4.as_ref(), now, &mut tunnel)?
+        other(ctx, &ip, l4.as_ref(), &mut tunnel)?
     } else {
         verdict
     };
     // The tunnel and ICMP paths are siblings of the lookups above, not
     // callees: each gets its own stack frame (512 bytes per call chain).
     match verdict {
-        TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip, now),
+        TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip),
         TUNNEL => encap(ctx, node, &ip, l4.as_ref(), &tunnel),
-        TOO_BIG => too_big_answered(ctx, node, &ip, now),
+        TOO_BIG => too_big_answered(ctx, node, &ip),
         HAIRPIN | HAIRPIN_REPLY => match &l4 {
             Some(l4) => hairpin(ctx, &ip, l4, verdict == HAIRPIN_REPLY),
             // Only flows with ports are balanced, and so hairpinned.
@@ -92,20 +89,10 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
 /// event's frame then follows the entry program's, not the answer's as well (512 bytes per
 /// call chain).
 #[inline(always)]
-fn too_big_answered(
-    ctx: &TcContext,
-    node: &NodeConfig,
-    ip: &Ipv4,
-    now: u64,
-) -> Result<i32, DropReason> {
+fn too_big_answered(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4) -> Result<i32, DropReason> {
     let verdict = answer_too_big(ctx, node, ip)?;
     if events::on() {
-        events::drop_tc(
-            ctx,
-            DropReason::FragmentationNeeded,
-            TraceVerdict::Redirect,
-            now,
-        );
+        events::drop_tc(ctx, DropReason::FragmentationNeeded, TraceVerdict::Redirect);
     }
     Ok(verdict)
 }
@@ -183,10 +170,10 @@ fn reply(
     }
     if let Some(e) = entry {
         if key.kind == FlowKind::ReverseNat as u8 {
-            return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, e, now);
+            return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, e);
         }
         if e.flags & FlowEntry::FLAG_DIRECT_RETURN != 0 {
-            return direct_return(ctx, ip, l4, e, now);
+            return direct_return(ctx, ip, l4, e);
         }
         let peer_mac = maps::peer_mac(e.node_be).ok_or(DropReason::UnknownPeer)?;
         *out = Tunnel::new(e.node_be, peer_mac, e.vni);
@@ -195,16 +182,9 @@ fn reply(
     Ok(NOT_MINE)
 }
 
-/// VIPs without ports, and the overlay (any protocol). `now` is the
-/// packet's clock reading, if it made one, for its trace events.
+/// VIPs without ports, and the overlay (any protocol).
 #[inline(always)]
-fn other(
-    ctx: &TcContext,
-    ip: &Ipv4,
-    l4: Option<&L4>,
-    now: u64,
-    out: &mut Tunnel,
-) -> Result<i32, DropReason> {
+fn other(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, out: &mut Tunnel) -> Result<i32, DropReason> {
     if l4.is_none() && lb::is_vip(ip.daddr_be) {
         return Err(if ip.is_fragment() {
             DropReason::Ipv4Fragment
@@ -219,7 +199,7 @@ fn other(
                     vni: ep.vni,
                     handed_off: true,
                 };
-                events::delivered(ctx, ip, l4, &to, now);
+                events::delivered(ctx, ip, l4, &to);
             }
             return handoff::into_task(ctx, ep.ifindex, ip.daddr_be);
         }
@@ -319,11 +299,10 @@ fn reverse_nat(
     ip: &Ipv4,
     l4: &L4,
     e: &FlowEntry,
-    now: u64,
 ) -> Result<i32, DropReason> {
     let north_south = nat::restore_service(pkt, ip, l4, e)?;
     if events::on() {
-        events::reverse_nat(pkt.ctx, ip, l4, e, now);
+        events::reverse_nat(pkt.ctx, ip, l4, e);
     }
     if e.flags & FlowEntry::FLAG_HAIRPIN != 0 {
         return Ok(HAIRPIN_REPLY);
@@ -344,20 +323,14 @@ fn reverse_nat(
 /// reaches differently from the ingress node). Not inlined: a sibling of
 /// the lookups' frames, like [`encap`].
 #[inline(never)]
-fn direct_return(
-    ctx: &TcContext,
-    ip: &Ipv4,
-    l4: &L4,
-    e: &FlowEntry,
-    now: u64,
-) -> Result<i32, DropReason> {
+fn direct_return(ctx: &TcContext, ip: &Ipv4, l4: &L4, e: &FlowEntry) -> Result<i32, DropReason> {
     let Some(node) = maps::node() else {
         return Ok(OK);
     };
     nat::snat(&mut TcPacket { ctx }, ip, l4, e.addr_be, e.port_be)?;
     counters::count(PacketCounterSlot::DirectReturn, u64::from(ip.tot_len));
     if events::on() {
-        events::reverse_nat(ctx, ip, l4, e, now);
+        events::reverse_nat(ctx, ip, l4, e);
     }
     // SAFETY: bpf_redirect_neigh only records the target (no next hop
     // given: null params, size 0); it returns TC_ACT_REDIRECT or

@@ -130,7 +130,7 @@ fn ingress(
             counters::drop(DropReason::FragmentationNeeded);
             if events::on() {
                 events::note_flow(target.service, target.backend);
-                events::drop_xdp(ctx, DropReason::FragmentationNeeded, TraceVerdict::Tx, now);
+                events::drop_xdp(ctx, DropReason::FragmentationNeeded, TraceVerdict::Tx);
             }
             return Ok(xdp_action::XDP_TX);
         }
@@ -146,7 +146,7 @@ fn ingress(
         None
     };
     if new && events::on() {
-        events::lb_select(ctx, ip, l4, &target, now);
+        events::lb_select(ctx, ip, l4, &target);
     }
     if refresh {
         let eth: EthHdr = pkt.load(0)?;
@@ -170,7 +170,7 @@ fn ingress(
     let Some(tunnel) = tunnel else {
         // Local backend: the kernel forwards to the task's veth.
         if events::on() {
-            events::to_local_backend(ctx, ip, l4, &target, now);
+            events::to_local_backend(ctx, ip, l4, &target);
         }
         return Ok(xdp_action::XDP_PASS);
     };
@@ -180,7 +180,7 @@ fn ingress(
         counters::count(PacketCounterSlot::DirectIngress, u64::from(ip.tot_len));
     }
     if events::on() {
-        events::to_remote_backend(ctx, ip, l4, &target, now);
+        events::to_remote_backend(ctx, ip, l4, &target);
     }
     Ok(xdp_action::XDP_TX)
 }
@@ -228,24 +228,21 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
         .map_err(|_| DropReason::MalformedVxlan)?
         .ok_or(DropReason::MalformedVxlan)?;
     let l4 = parse::l4(&pkt, &inner).map_err(|_| DropReason::MalformedVxlan)?;
-    // The ports conntrack works with: none for a packet without them (ICMP
-    // between tasks), nor for a steady one.
-    let tracked = if steady { None } else { l4.as_ref() };
-    // The clock, once: conntrack's, and the trace events' stamp.
-    let now = if tracked.is_some() || events::on() {
-        conntrack::now()
-    } else {
-        events::NO_CLOCK
+    // The ports conntrack works with, and its clock: none for a packet
+    // without them (ICMP between tasks), nor for a steady one.
+    let tracked = match &l4 {
+        Some(l4) if !steady => Some((l4, conntrack::now())),
+        _ => None,
     };
     if events::on() {
         let from = events::TunnelFrom { peer_be, vni };
-        events::decap(ctx, &inner, l4.as_ref(), &from, now);
+        events::decap(ctx, &inner, l4.as_ref(), &from);
     }
     // A marked packet is a client's, on its way to a task here: never a
     // reply to a flow this node balanced, so it skips that lookup (a
     // conntrack miss, a cold bucket of a 262,144-entry table, on every
     // packet of every direct-return flow).
-    if let Some(l4) = tracked
+    if let Some((l4, now)) = tracked
         && direct_port_be == 0
     {
         let rkey = conntrack::reply_key(
@@ -257,7 +254,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
             FlowKind::ReverseNat,
         );
         if let Some(hit) = conntrack::lookup(&rkey, l4.tcp_flags, now, false) {
-            return reverse_nat(&mut pkt, node, &inner, l4, hit.entry, now);
+            return reverse_nat(&mut pkt, node, &inner, l4, hit.entry);
         }
     }
     let ep = maps::endpoint(inner.daddr_be).ok_or(DropReason::NoEndpoint)?;
@@ -267,7 +264,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     if ep.vni != vni {
         return Err(DropReason::UnknownVni);
     }
-    if let Some(l4) = tracked {
+    if let Some((l4, now)) = tracked {
         // A sender that is no task of the overlay is an external client
         // balanced by `peer`: remember to tunnel the replies back there.
         // The peer marks only such clients' flows.
@@ -289,7 +286,7 @@ fn from_peer(ctx: &XdpContext, node: &NodeConfig, outer: &Ipv4) -> Result<u32, D
     let handed_off = handoff::mark(ctx, ep.ifindex);
     if events::on() {
         let to = events::Delivery { vni, handed_off };
-        events::delivered(ctx, &inner, l4.as_ref(), &to, now);
+        events::delivered(ctx, &inner, l4.as_ref(), &to);
     }
     Ok(xdp_action::XDP_PASS)
 }
@@ -303,11 +300,10 @@ fn reverse_nat(
     ip: &Ipv4,
     l4: &L4,
     e: &FlowEntry,
-    now: u64,
 ) -> Result<u32, DropReason> {
     let north_south = nat::restore_service(pkt, ip, l4, e)?;
     if events::on() {
-        events::reverse_nat(pkt.ctx, ip, l4, e, now);
+        events::reverse_nat(pkt.ctx, ip, l4, e);
     }
     if north_south {
         nat::to_client(pkt, node, e)?;

@@ -10,6 +10,7 @@ use std::net::SocketAddrV4;
 
 use hive_common::maps::{FlowEntry, FlowKind, NodeConfig, PacketCounterSlot};
 use hive_prog_run::{
+    netns,
     packet::{
         self, Frame, IPPROTO_TCP, IPPROTO_UDP, L4, PacketBuilder, TCP_ACK, TCP_FIN, TCP_RST,
         TCP_SYN, parse, parse_vxlan, vxlan_frame,
@@ -252,6 +253,48 @@ fn the_reply_leaves_the_backends_node_straight_to_the_client_from_the_published_
     );
     assert_eq!(ports(&f), (PUBLISHED, CLIENT.port()));
     assert_eq!(counter(&mut h, PacketCounterSlot::DirectReturn), 1);
+}
+
+/// The SYN-ACK of a direct-return flow, run on B in a namespace whose underlay knows the
+/// way to the client (a route, and a neighbour entry if given).
+fn direct_synack_with_route_to_client(neighbour: Option<packet::Mac>) -> (u32, Frame) {
+    netns::private_underlay(NODE_B, MAC_B, *CLIENT.ip(), neighbour).expect("private underlay");
+    let mut h = node_b();
+    run(
+        &mut h,
+        XDP,
+        &marked_syn(FLAG_I | FLAG_DIRECT_RETURN, PUBLISHED),
+    );
+    let (verdict, out) = run(&mut h, TC, &synack());
+    let f = parse(&out).expect("frame");
+    assert_checksums(&f);
+    assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));
+    assert_eq!(counter(&mut h, PacketCounterSlot::DirectReturn), 1);
+    (verdict, f)
+}
+
+#[test]
+fn a_direct_reply_to_a_resolved_client_leaves_addressed_by_the_route_lookup() {
+    root!("dsr_reply_fib");
+    let (verdict, f) = direct_synack_with_route_to_client(Some(MAC_ROUTER));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        (f.eth_dst, f.eth_src),
+        (MAC_ROUTER, MAC_B),
+        "to the neighbour the kernel knows, from the underlay NIC"
+    );
+}
+
+#[test]
+fn a_direct_reply_to_a_client_not_resolved_yet_is_left_to_the_kernels_neighbour_output() {
+    root!("dsr_reply_no_neigh");
+    let (verdict, f) = direct_synack_with_route_to_client(None);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "redirected all the same");
+    assert_eq!(
+        (f.eth_dst, f.eth_src),
+        (MAC_VETH, MAC_TASK),
+        "Ethernet header untouched: bpf_redirect_neigh writes it once it resolves"
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod nat;
 mod packet;
 mod parse;
 mod resolver;
+mod route;
 mod tc;
 mod vxlan;
 mod xdp;

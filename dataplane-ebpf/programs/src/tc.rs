@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::{bpf_redirect, bpf_redirect_neigh},
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 use hive_common::{
@@ -21,6 +21,7 @@ use crate::{
     icmp, lb, maps, mss, nat,
     packet::{Packet, TcPacket},
     parse::{self, Ipv4, L4},
+    route,
     vxlan::{self, Tunnel},
     xdp::{check_balanceable, overlay_mss},
 };
@@ -318,10 +319,8 @@ fn reverse_nat(
 /// Direct return (`docs/dsr.md`): a local task's reply to a client another
 /// node balanced to it. Source := that node's address and published port
 /// (`e`, the flow's `Tunnel` entry), then straight out of the underlay NIC
-/// to the client; the kernel's neighbour table gives the next hop
-/// (`bpf_redirect_neigh`: the client may sit behind a router this node
-/// reaches differently from the ingress node). Not inlined: a sibling of
-/// the lookups' frames, like [`encap`].
+/// to the client, by the kernel's route and neighbour ([`route`]). Not
+/// inlined: a sibling of the lookups' frames, like [`encap`].
 #[inline(never)]
 fn direct_return(ctx: &TcContext, ip: &Ipv4, l4: &L4, e: &FlowEntry) -> Result<i32, DropReason> {
     let Some(node) = maps::node() else {
@@ -332,15 +331,7 @@ fn direct_return(ctx: &TcContext, ip: &Ipv4, l4: &L4, e: &FlowEntry) -> Result<i
     if events::on() {
         events::reverse_nat(ctx, ip, l4, e);
     }
-    // SAFETY: bpf_redirect_neigh only records the target (no next hop
-    // given: null params, size 0); it returns TC_ACT_REDIRECT or
-    // TC_ACT_SHOT for invalid flags.
-    let ret = unsafe { bpf_redirect_neigh(node.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
-    if ret == i64::from(TC_ACT_REDIRECT) {
-        Ok(TC_ACT_REDIRECT)
-    } else {
-        Err(DropReason::RedirectFailed)
-    }
+    route::out_underlay(ctx, node, e.addr_be, ip.daddr_be)
 }
 
 /// The hairpin of a task that reached its own service through the VIP

@@ -4,6 +4,7 @@
 //! (`tests/prog_run*.rs`, through `hive-test-support`) and the program costs
 //! of `hive mesh bench` use it, so it is not test-only.
 
+pub mod netns;
 pub mod packet;
 pub mod prog_run;
 pub mod world;

@@ -229,16 +229,18 @@ fn the_backends_node_learns_the_ingress_address_and_port_from_the_tunnel() {
     );
 }
 
+/// B takes a client's SYN that A balanced for direct return, then its task's SYN-ACK:
+/// the reply's verdict and frame.
+fn direct_synack(h: &mut ProgRun) -> (u32, Vec<u8>) {
+    run(h, XDP, &marked_syn(FLAG_I | FLAG_DIRECT_RETURN, PUBLISHED));
+    run(h, TC, &synack())
+}
+
 #[test]
 fn the_reply_leaves_the_backends_node_straight_to_the_client_from_the_published_address() {
     root!("dsr_reply");
     let mut h = node_b();
-    run(
-        &mut h,
-        XDP,
-        &marked_syn(FLAG_I | FLAG_DIRECT_RETURN, PUBLISHED),
-    );
-    let (verdict, out) = run(&mut h, TC, &synack());
+    let (verdict, out) = direct_synack(&mut h);
     assert_eq!(verdict, TC_ACT_REDIRECT, "out of the underlay NIC");
     assert!(
         parse_vxlan(&out).is_err() || ip(&parse(&out).expect("frame")).dst == *CLIENT.ip(),
@@ -260,12 +262,7 @@ fn the_reply_leaves_the_backends_node_straight_to_the_client_from_the_published_
 fn direct_synack_with_route_to_client(neighbour: Option<packet::Mac>) -> (u32, Frame) {
     netns::private_underlay(NODE_B, MAC_B, *CLIENT.ip(), neighbour).expect("private underlay");
     let mut h = node_b();
-    run(
-        &mut h,
-        XDP,
-        &marked_syn(FLAG_I | FLAG_DIRECT_RETURN, PUBLISHED),
-    );
-    let (verdict, out) = run(&mut h, TC, &synack());
+    let (verdict, out) = direct_synack(&mut h);
     let f = parse(&out).expect("frame");
     assert_checksums(&f);
     assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));

@@ -2,6 +2,8 @@
 //! `docs/dataplane.md`): `ReverseNat` and `Tunnel` (replies), then service
 //! VIP, then overlay endpoint, then the kernel.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
     helpers::bpf_redirect,
@@ -52,11 +54,12 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(OK);
     };
     let l4 = parse::l4(&pkt, &ip)?;
-    let mut tunnel = Tunnel::default();
+    let mut slot = MaybeUninit::uninit();
+    let tunnel = Tunnel::unset_in(&mut slot);
     // A packet with ports reads the clock for conntrack. Others (ICMP on the
     // overlay) need none.
     let verdict = match &l4 {
-        Some(l4) => flow(ctx, &ip, l4, conntrack::now(), &mut tunnel)?,
+        Some(l4) => flow(ctx, &ip, l4, conntrack::now(), tunnel)?,
         None => NOT_MINE,
     };
     if verdict != NOT_MINE
@@ -66,7 +69,7 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
         events::balanced_tc(ctx, &ip, l4);
     }
     let verdict = if verdict == NOT_MINE {
-        other(ctx, &ip, l4.as_ref(), &mut tunnel)?
+        other(ctx, &ip, l4.as_ref(), tunnel)?
     } else {
         verdict
     };
@@ -74,7 +77,7 @@ pub fn try_from_task(ctx: &TcContext) -> Result<i32, DropReason> {
     // callees: each gets its own stack frame (512 bytes per call chain).
     match verdict {
         TUNNEL if too_big(ctx, node, &ip) => too_big_answered(ctx, node, &ip),
-        TUNNEL => encap(ctx, node, &ip, l4.as_ref(), &tunnel),
+        TUNNEL => encap(ctx, node, &ip, l4.as_ref(), tunnel),
         TOO_BIG => too_big_answered(ctx, node, &ip),
         HAIRPIN | HAIRPIN_REPLY => match &l4 {
             Some(l4) => hairpin(ctx, &ip, l4, verdict == HAIRPIN_REPLY),

@@ -6,6 +6,8 @@
 //! peer's RSS and any ECMP spread flows, RFC 7348 §5; checksum 0, allowed for
 //! IPv4 by RFC 7348 §5 and RFC 768), VXLAN (I flag, VNI).
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
@@ -27,7 +29,7 @@ use hive_common::maps::IPPROTO_UDP;
 /// fields is long enough for LLVM to zero it with a call of the `memset`
 /// subprogram (BPF has no inline `memset`; about 10 ns a call and a byte loop).
 #[repr(C)]
-#[derive(Copy, Clone, Default)]
+#[derive(Copy, Clone)]
 pub struct Tunnel {
     pub node_be: u32,
     pub peer_mac: [u8; 6],
@@ -46,6 +48,9 @@ pub struct Tunnel {
     _pad1: u16,
 }
 
+// What [`Tunnel::unset_in`] relies on: whole words, word-aligned, no implicit padding.
+const _: () = assert!(size_of::<Tunnel>() == 20 && align_of::<Tunnel>() == align_of::<u32>());
+
 impl Tunnel {
     #[inline(always)]
     pub fn new(node_be: u32, peer_mac: [u8; 6], vni: u32) -> Self {
@@ -58,6 +63,24 @@ impl Tunnel {
             _pad0: 0,
             _pad1: 0,
         }
+    }
+
+    /// A tunnel not chosen yet, in `slot`: the out-parameter of the paths that may choose
+    /// one (`tc::try_from_task`, on every packet a task sends). Zeroed in place with five
+    /// volatile word stores: `Tunnel::default()`, or zeroing a value and moving it, compiles
+    /// to a call of the `memset` subprogram (BPF has no inline `memset` here).
+    #[inline(always)]
+    pub fn unset_in(slot: &mut MaybeUninit<Tunnel>) -> &mut Tunnel {
+        const WORDS: usize = size_of::<Tunnel>() / size_of::<u32>();
+        let words = slot.as_mut_ptr() as *mut u32;
+        for i in 0..WORDS {
+            // SAFETY: `Tunnel` is `repr(C)`, 4-aligned and WORDS words long: each
+            // pointer is within the slot and aligned.
+            unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        }
+        // SAFETY: every byte is written, with no implicit padding in between, and all
+        // zeros is a valid value of every field (integers, bytes, `false`).
+        unsafe { slot.assume_init_mut() }
     }
 
     /// The VXLAN header's flags byte for this packet.

@@ -8,7 +8,7 @@ mod prog_run_support;
 
 use std::net::SocketAddrV4;
 
-use hive_common::maps::{FlowEntry, FlowKind, NodeConfig, PacketCounterSlot};
+use hive_common::maps::{FlowEntry, FlowKey, FlowKind, NodeConfig, PacketCounterSlot};
 use hive_prog_run::{
     netns,
     packet::{
@@ -214,12 +214,7 @@ fn the_backends_node_learns_the_ingress_address_and_port_from_the_tunnel() {
     assert_eq!(ip(&parse(&out).expect("inner")).dst, T_REMOTE);
     let t = h
         .maps()
-        .flow(&key(
-            SocketAddrV4::new(T_REMOTE, TARGET),
-            CLIENT,
-            IPPROTO_TCP,
-            FlowKind::Tunnel,
-        ))
+        .flow(&tunnel_key())
         .expect("ct")
         .expect("Tunnel entry");
     assert_ne!(t.flags & FlowEntry::FLAG_DIRECT_RETURN, 0);
@@ -227,6 +222,16 @@ fn the_backends_node_learns_the_ingress_address_and_port_from_the_tunnel() {
         (t.addr_be, t.port_be, t.node_be, t.vni),
         (be(NODE_A), PUBLISHED.to_be(), be(NODE_A), VNI)
     );
+}
+
+/// B's `Tunnel` entry of the client's flow to its task.
+fn tunnel_key() -> FlowKey {
+    key(
+        SocketAddrV4::new(T_REMOTE, TARGET),
+        CLIENT,
+        IPPROTO_TCP,
+        FlowKind::Tunnel,
+    )
 }
 
 /// B takes a client's SYN that A balanced for direct return, then its task's SYN-ACK:
@@ -259,7 +264,8 @@ fn the_reply_leaves_the_backends_node_straight_to_the_client_from_the_published_
 
 /// The SYN-ACK of a direct-return flow, run on B in a namespace whose underlay knows the
 /// way to the client (a route, and a neighbour entry if given).
-fn direct_synack_with_route_to_client(neighbour: Option<packet::Mac>) -> (u32, Frame) {
+/// ... and the flow's `Tunnel` entry after it.
+fn direct_synack_with_route_to_client(neighbour: Option<packet::Mac>) -> (u32, Frame, FlowEntry) {
     netns::private_underlay(NODE_B, MAC_B, *CLIENT.ip(), neighbour).expect("private underlay");
     let mut h = node_b();
     let (verdict, out) = direct_synack(&mut h);
@@ -267,31 +273,84 @@ fn direct_synack_with_route_to_client(neighbour: Option<packet::Mac>) -> (u32, F
     assert_checksums(&f);
     assert_eq!((ip(&f).src, ip(&f).dst), (NODE_A, *CLIENT.ip()));
     assert_eq!(counter(&mut h, PacketCounterSlot::DirectReturn), 1);
-    (verdict, f)
+    let e = h
+        .maps()
+        .flow(&tunnel_key())
+        .expect("ct")
+        .expect("Tunnel entry");
+    (verdict, f, e)
 }
 
 #[test]
 fn a_direct_reply_to_a_resolved_client_leaves_addressed_by_the_route_lookup() {
     root!("dsr_reply_fib");
-    let (verdict, f) = direct_synack_with_route_to_client(Some(MAC_ROUTER));
+    let (verdict, f, e) = direct_synack_with_route_to_client(Some(MAC_ROUTER));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(
         (f.eth_dst, f.eth_src),
         (MAC_ROUTER, MAC_B),
         "to the neighbour the kernel knows, from the underlay NIC"
     );
+    assert_ne!(
+        e.flags & FlowEntry::FLAG_NEXT_HOP,
+        0,
+        "the next hop is kept"
+    );
+    assert_eq!(e.client_mac, MAC_ROUTER);
+}
+
+#[test]
+fn a_flows_next_hop_is_looked_up_once_and_again_after_the_entrys_refresh() {
+    root!("dsr_next_hop_cache");
+    netns::private_underlay(NODE_B, MAC_B, *CLIENT.ip(), Some(MAC_ROUTER))
+        .expect("private underlay");
+    let mut h = node_b();
+    let (_, out) = direct_synack(&mut h);
+    assert_eq!(parse(&out).expect("frame").eth_dst, MAC_ROUTER);
+    let tunnel = tunnel_key();
+
+    // The client's next hop changes: the flow keeps the one it found...
+    const NEW_ROUTER: packet::Mac = [0x02, 0, 0, 0, 0, 0xef];
+    netns::set_neighbour(*CLIENT.ip(), NEW_ROUTER).expect("neighbour");
+    let reply = || {
+        PacketBuilder::tcp(SocketAddrV4::new(T_REMOTE, TARGET), CLIENT)
+            .macs(MAC_TASK, MAC_VETH)
+            .flags(TCP_ACK)
+            .payload(*b"world")
+            .build()
+    };
+    let (verdict, out) = run(&mut h, TC, &reply());
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let f = parse(&out).expect("frame");
+    assert_eq!((f.eth_dst, f.eth_src), (MAC_ROUTER, MAC_B), "no lookup");
+    assert_checksums(&f);
+
+    // ... until the entry's next refresh, at most a second of traffic.
+    let mut e = h.maps().flow(&tunnel).expect("ct").expect("Tunnel entry");
+    e.last_seen_ns = e.last_seen_ns.saturating_sub(2_000_000_000);
+    h.maps().set_flow(tunnel, e).expect("age the entry");
+    let (_, out) = run(&mut h, TC, &reply());
+    assert_eq!(
+        parse(&out).expect("frame").eth_dst,
+        NEW_ROUTER,
+        "looked up again"
+    );
+    let e = h.maps().flow(&tunnel).expect("ct").expect("Tunnel entry");
+    assert_eq!(e.client_mac, NEW_ROUTER);
+    assert_eq!(counter(&mut h, PacketCounterSlot::DirectReturn), 3);
 }
 
 #[test]
 fn a_direct_reply_to_a_client_not_resolved_yet_is_left_to_the_kernels_neighbour_output() {
     root!("dsr_reply_no_neigh");
-    let (verdict, f) = direct_synack_with_route_to_client(None);
+    let (verdict, f, e) = direct_synack_with_route_to_client(None);
     assert_eq!(verdict, TC_ACT_REDIRECT, "redirected all the same");
     assert_eq!(
         (f.eth_dst, f.eth_src),
         (MAC_VETH, MAC_TASK),
         "Ethernet header untouched: bpf_redirect_neigh writes it once it resolves"
     );
+    assert_eq!(e.flags & FlowEntry::FLAG_NEXT_HOP, 0, "no next hop to keep");
 }
 
 #[test]
@@ -372,12 +431,7 @@ fn marked_ack(flags: u8) -> Vec<u8> {
 fn the_backends_node_hands_a_steady_packet_to_its_task_and_records_only_the_others() {
     root!("dsr_steady_backend");
     let mut h = node_b();
-    let tunnel = key(
-        SocketAddrV4::new(T_REMOTE, TARGET),
-        CLIENT,
-        IPPROTO_TCP,
-        FlowKind::Tunnel,
-    );
+    let tunnel = tunnel_key();
     let (verdict, out) = run(
         &mut h,
         XDP,

@@ -313,7 +313,9 @@ pub struct FlowEntry {
     /// [`FlowEntry::FLAG_*`] bits.
     pub flags: u8,
     /// ReverseNat of a north-south flow: the L2 next hop towards the client
-    /// (the source MAC of the client's first packet), for `XDP_TX`.
+    /// (the source MAC of the client's first packet), for `XDP_TX`. Tunnel
+    /// of a direct-return flow with [`FlowEntry::FLAG_NEXT_HOP`]: this node's
+    /// next hop towards the client.
     pub client_mac: [u8; 6],
     pub _pad: [u8; 2],
 }
@@ -336,6 +338,12 @@ impl FlowEntry {
     /// node): replies leave straight to the client, with `addr_be:port_be`
     /// (the ingress node's address and published port) as their source.
     pub const FLAG_DIRECT_RETURN: u8 = 1 << 3;
+    /// Tunnel of a direct-return flow (backend's node): `client_mac` holds the
+    /// L2 next hop towards the client, as this node's FIB and neighbour table
+    /// gave it for an earlier reply (`docs/dsr.md`, "The reply's next hop").
+    /// Good until the entry's next refresh, at most a second of traffic, which
+    /// clears it.
+    pub const FLAG_NEXT_HOP: u8 = 1 << 4;
 }
 
 /// A task on an overlay network.

@@ -136,10 +136,14 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64, reopen_is_miss: bool) -> O
     let state = next_tcp_state(key.proto, tcp_state, tcp_flags);
     let due = now.saturating_sub(last_seen_ns) > REFRESH_NS;
     if due || state != tcp_state {
-        // SAFETY: as above; two fields of plain data.
+        // SAFETY: as above; fields of plain data.
         unsafe {
             (*ptr).tcp_state = state;
             (*ptr).last_seen_ns = now;
+            if due {
+                // A next hop learnt from the routes lives until the refresh.
+                (*ptr).flags &= !FlowEntry::FLAG_NEXT_HOP;
+            }
         }
     }
     // SAFETY: as above; the element stays allocated while the program runs
@@ -336,6 +340,21 @@ pub fn forget_tunnel(fwd: &FlowKey, target: &crate::lb::Target) {
 fn forget(key: &FlowKey) {
     if CT.get_ptr(key).is_some() {
         let _ = CT.remove(key);
+    }
+}
+
+/// Remember `mac`, this node's next hop towards the client, in the direct-return
+/// `Tunnel` entry `key` (`FlowEntry::FLAG_NEXT_HOP`) for the flow's next replies.
+/// Nothing to do if the entry is gone in between.
+#[inline(always)]
+pub fn remember_next_hop(key: &FlowKey, mac: [u8; 6]) {
+    if let Some(ptr) = CT.get_ptr_mut(key) {
+        // SAFETY: a live LRU element (see `lookup`); two fields of plain data. A
+        // concurrent reply of the same flow writes the same next hop.
+        unsafe {
+            (*ptr).client_mac = mac;
+            (*ptr).flags |= FlowEntry::FLAG_NEXT_HOP;
+        }
     }
 }
 

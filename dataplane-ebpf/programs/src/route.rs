@@ -11,33 +11,51 @@
 //! That fallback is what every reply used to take: a second route lookup and a
 //! pass through the neighbour output path, about 0.7 µs a connection
 //! (`docs/dsr.md`).
+//!
+//! A next hop the lookup found is kept in the flow's `Tunnel` entry
+//! (`FlowEntry::FLAG_NEXT_HOP`) until the entry's next refresh, at most a second
+//! of traffic: the flow's further replies leave by it with no lookup
+//! ([`to_next_hop`]).
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_REDIRECT, bpf_fib_lookup},
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
     programs::TcContext,
 };
-use hive_common::{DropReason, maps::NodeConfig};
+use hive_common::{
+    DropReason,
+    maps::{FlowKey, NodeConfig},
+};
 
 use crate::{
+    conntrack,
     packet::{Packet, TcPacket},
     tc::redirect,
 };
 
 const AF_INET: u8 = 2;
 
+/// Out of the underlay NIC to `mac`, a next hop an earlier reply of the flow
+/// found.
+#[inline(always)]
+pub fn to_next_hop(ctx: &TcContext, node: &NodeConfig, mac: &[u8; 6]) -> Result<i32, DropReason> {
+    store_macs(ctx, mac, &node.underlay_mac)?;
+    redirect(node.underlay_ifindex, 0)
+}
+
 /// Out of the underlay NIC to `daddr_be`, the packet's source being `saddr_be`
-/// (both as the packet now carries them). An output lookup bound to the underlay
-/// NIC, as `bpf_redirect_neigh` does it: a route through another device is not
-/// taken by either. Not inlined: the lookup's 64 bytes of parameters get a
-/// frame of their own, a sibling of the trace event's (512 bytes per call
-/// chain).
+/// (both as the packet now carries them); the next hop found is remembered in
+/// the flow's `Tunnel` entry `flow`. An output lookup bound to the underlay NIC,
+/// as `bpf_redirect_neigh` does it: a route through another device is not taken
+/// by either. Not inlined: the lookup's 64 bytes of parameters get a frame of
+/// their own, a sibling of the trace event's (512 bytes per call chain).
 #[inline(never)]
 pub fn out_underlay(
     ctx: &TcContext,
     node: &NodeConfig,
     saddr_be: u32,
     daddr_be: u32,
+    flow: &FlowKey,
 ) -> Result<i32, DropReason> {
     // Zeroed as eight word stores: `mem::zeroed` of the struct, or an array
     // literal, compiles to a call of a byte-by-byte `memset` subprogram here
@@ -68,11 +86,8 @@ pub fn out_underlay(
         )
     };
     if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        // The Ethernet header's two addresses, in one store.
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(&params.dmac);
-        macs[6..].copy_from_slice(&params.smac);
-        TcPacket { ctx }.store(0, &macs)?;
+        store_macs(ctx, &params.dmac, &params.smac)?;
+        conntrack::remember_next_hop(flow, params.dmac);
         return redirect(params.ifindex, 0);
     }
     // SAFETY: bpf_redirect_neigh only records the target (no next hop given:
@@ -84,4 +99,13 @@ pub fn out_underlay(
     } else {
         Err(DropReason::RedirectFailed)
     }
+}
+
+/// The Ethernet header's two addresses, in one store.
+#[inline(always)]
+fn store_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), DropReason> {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(dst);
+    macs[6..].copy_from_slice(src);
+    TcPacket { ctx }.store(0, &macs)
 }

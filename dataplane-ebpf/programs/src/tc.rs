@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use hive_common::{
     DropReason, flow_hash,
-    maps::{Endpoint, FlowEntry, FlowKind, Frontend, NodeConfig, PacketCounterSlot},
+    maps::{Endpoint, FlowEntry, FlowKey, FlowKind, Frontend, NodeConfig, PacketCounterSlot},
     trace::TraceVerdict,
 };
 
@@ -177,7 +177,7 @@ fn reply(
             return reverse_nat(&mut TcPacket { ctx }, node, ip, l4, e);
         }
         if e.flags & FlowEntry::FLAG_DIRECT_RETURN != 0 {
-            return direct_return(ctx, ip, l4, e);
+            return direct_return(ctx, ip, l4, e, &key);
         }
         let peer_mac = maps::peer_mac(e.node_be).ok_or(DropReason::UnknownPeer)?;
         *out = Tunnel::new(e.node_be, peer_mac, e.vni);
@@ -321,11 +321,18 @@ fn reverse_nat(
 
 /// Direct return (`docs/dsr.md`): a local task's reply to a client another
 /// node balanced to it. Source := that node's address and published port
-/// (`e`, the flow's `Tunnel` entry), then straight out of the underlay NIC
-/// to the client, by the kernel's route and neighbour ([`route`]). Not
-/// inlined: a sibling of the lookups' frames, like [`encap`].
+/// (`e`, the flow's `Tunnel` entry `key`), then straight out of the underlay
+/// NIC to the client, by the next hop an earlier reply found or by the
+/// kernel's route and neighbour ([`route`]). Not inlined: a sibling of the
+/// lookups' frames, like [`encap`].
 #[inline(never)]
-fn direct_return(ctx: &TcContext, ip: &Ipv4, l4: &L4, e: &FlowEntry) -> Result<i32, DropReason> {
+fn direct_return(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    l4: &L4,
+    e: &FlowEntry,
+    key: &FlowKey,
+) -> Result<i32, DropReason> {
     let Some(node) = maps::node() else {
         return Ok(OK);
     };
@@ -334,7 +341,10 @@ fn direct_return(ctx: &TcContext, ip: &Ipv4, l4: &L4, e: &FlowEntry) -> Result<i
     if events::on() {
         events::reverse_nat(ctx, ip, l4, e);
     }
-    route::out_underlay(ctx, node, e.addr_be, ip.daddr_be)
+    if e.flags & FlowEntry::FLAG_NEXT_HOP != 0 {
+        return route::to_next_hop(ctx, node, &e.client_mac);
+    }
+    route::out_underlay(ctx, node, e.addr_be, ip.daddr_be, key)
 }
 
 /// The hairpin of a task that reached its own service through the VIP

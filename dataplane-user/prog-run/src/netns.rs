@@ -32,6 +32,7 @@ pub fn private_underlay(
         return Err(io::Error::last_os_error());
     }
     let mac = fmt_mac(mac);
+    let dst_addr = dst;
     let (addr, dst) = (format!("{addr}/24"), format!("{dst}/32"));
     ip(&[
         "link",
@@ -54,19 +55,7 @@ pub fn private_underlay(
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
     ip(&["route", "add", &dst, "dev", UNDERLAY])?;
     if let Some(neighbour) = neighbour {
-        let lladdr = fmt_mac(neighbour);
-        let dst = dst.trim_end_matches("/32");
-        ip(&[
-            "neigh",
-            "replace",
-            dst,
-            "lladdr",
-            &lladdr,
-            "dev",
-            UNDERLAY,
-            "nud",
-            "permanent",
-        ])?;
+        set_neighbour(dst_addr, neighbour)?;
     }
     let name = std::ffi::CString::new(UNDERLAY).map_err(io::Error::other)?;
     // SAFETY: `name` is a NUL-terminated string that outlives the call.
@@ -78,6 +67,22 @@ pub fn private_underlay(
         )));
     }
     Ok(())
+}
+
+/// In the namespace [`private_underlay`] made for the calling thread: `dst`'s
+/// neighbour entry on the underlay NIC is now `mac` (permanent).
+pub fn set_neighbour(dst: Ipv4Addr, mac: Mac) -> io::Result<()> {
+    ip(&[
+        "neigh",
+        "replace",
+        &dst.to_string(),
+        "lladdr",
+        &fmt_mac(mac),
+        "dev",
+        UNDERLAY,
+        "nud",
+        "permanent",
+    ])
 }
 
 /// `ip ARGS` in the calling thread's namespace (the child inherits it).

@@ -26,6 +26,7 @@ mod route;
 mod tc;
 mod vxlan;
 mod xdp;
+mod zeroed;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action},

@@ -17,6 +17,8 @@
 //! of traffic: the flow's further replies leave by it with no lookup
 //! ([`to_next_hop`]).
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_REDIRECT, bpf_fib_lookup},
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
@@ -31,6 +33,7 @@ use crate::{
     conntrack,
     packet::{Packet, TcPacket},
     tc::redirect,
+    zeroed::zeroed_in,
 };
 
 const AF_INET: u8 = 2;
@@ -57,18 +60,10 @@ pub fn out_underlay(
     daddr_be: u32,
     flow: &FlowKey,
 ) -> Result<i32, DropReason> {
-    // Zeroed as eight word stores: `mem::zeroed` of the struct, or an array
-    // literal, compiles to a call of a byte-by-byte `memset` subprogram here
-    // (about 0.1 µs a connection); volatile stores are not turned back into one.
-    let mut words = [0u64; 8];
-    for word in &mut words {
-        // SAFETY: a valid, aligned pointer to a word of our own array.
-        unsafe { core::ptr::write_volatile(word, 0) };
-    }
-    const _: () = assert!(size_of::<bpf_fib_lookup>() == size_of::<[u64; 8]>());
-    // SAFETY: same size, stricter alignment, and all zeros is a valid value of
-    // every field (plain integers and arrays of them, in unions of such).
-    let params = unsafe { &mut *(words.as_mut_ptr() as *mut bpf_fib_lookup) };
+    let mut slot = MaybeUninit::<bpf_fib_lookup>::uninit();
+    // SAFETY: plain integers and arrays of them, in unions of such: all zeros is
+    // valid. Zeroed in place: `mem::zeroed` would be a `memset` call per reply.
+    let params = unsafe { zeroed_in(&mut slot) };
     params.family = AF_INET;
     params.ifindex = node.underlay_ifindex;
     params.__bindgen_anon_3.ipv4_src = saddr_be;

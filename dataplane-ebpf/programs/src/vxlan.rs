@@ -18,16 +18,19 @@ use aya_ebpf::{
 };
 use hive_common::{DropReason, maps::NodeConfig};
 
-use crate::headers::{
-    ETH_HDR_LEN, ETH_P_IP_BE, EthHdr, IP_DF, IPV4_HDR_LEN, Ipv4Hdr, UDP_HDR_LEN, UdpHdr,
-    VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I, VXLAN_FLAG_STEADY, VXLAN_HDR_LEN,
-    VxlanHdr, VxlanOuter,
+use crate::{
+    headers::{
+        ETH_HDR_LEN, ETH_P_IP_BE, EthHdr, IP_DF, IPV4_HDR_LEN, Ipv4Hdr, UDP_HDR_LEN, UdpHdr,
+        VXLAN_ENCAP_LEN, VXLAN_FLAG_DIRECT_RETURN, VXLAN_FLAG_I, VXLAN_FLAG_STEADY, VXLAN_HDR_LEN,
+        VxlanHdr, VxlanOuter,
+    },
+    zeroed::zeroed_in,
 };
 use hive_common::maps::IPPROTO_UDP;
 
 /// Where a tunnelled packet goes. `repr(C)`: in this order no run of zeroed
 /// fields is long enough for LLVM to zero it with a call of the `memset`
-/// subprogram (BPF has no inline `memset`; about 10 ns a call and a byte loop).
+/// subprogram ([`crate::zeroed`]).
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct Tunnel {
@@ -48,9 +51,6 @@ pub struct Tunnel {
     _pad1: u16,
 }
 
-// What [`Tunnel::unset_in`] relies on: whole words, word-aligned, no implicit padding.
-const _: () = assert!(size_of::<Tunnel>() == 20 && align_of::<Tunnel>() == align_of::<u32>());
-
 impl Tunnel {
     #[inline(always)]
     pub fn new(node_be: u32, peer_mac: [u8; 6], vni: u32) -> Self {
@@ -66,21 +66,12 @@ impl Tunnel {
     }
 
     /// A tunnel not chosen yet, in `slot`: the out-parameter of the paths that may choose
-    /// one (`tc::try_from_task`, on every packet a task sends). Zeroed in place with five
-    /// volatile word stores: `Tunnel::default()`, or zeroing a value and moving it, compiles
-    /// to a call of the `memset` subprogram (BPF has no inline `memset` here).
+    /// one (`tc::try_from_task`, on every packet a task sends), zeroed in place
+    /// ([`zeroed_in`]: `Tunnel::default()` would be a `memset` call).
     #[inline(always)]
     pub fn unset_in(slot: &mut MaybeUninit<Tunnel>) -> &mut Tunnel {
-        const WORDS: usize = size_of::<Tunnel>() / size_of::<u32>();
-        let words = slot.as_mut_ptr() as *mut u32;
-        for i in 0..WORDS {
-            // SAFETY: `Tunnel` is `repr(C)`, 4-aligned and WORDS words long: each
-            // pointer is within the slot and aligned.
-            unsafe { core::ptr::write_volatile(words.add(i), 0) };
-        }
-        // SAFETY: every byte is written, with no implicit padding in between, and all
-        // zeros is a valid value of every field (integers, bytes, `false`).
-        unsafe { slot.assume_init_mut() }
+        // SAFETY: every field is an integer, bytes or a bool: all zeros is valid.
+        unsafe { zeroed_in(slot) }
     }
 
     /// The VXLAN header's flags byte for this packet.

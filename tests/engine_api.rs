@@ -13,7 +13,7 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hive_lab::Member;
 use hive_lab::naming;
@@ -417,6 +417,7 @@ fn docker_swarm_init_join_and_leave() {
         "leave outside a swarm: {refused}"
     );
 
+    let before_init = unix_seconds().to_string();
     let init = nodes.docker_ok("n1", &["swarm", "init", "--advertise-addr", &n1]);
     assert!(
         init.starts_with("Swarm initialized: current node (")
@@ -428,6 +429,29 @@ fn docker_swarm_init_join_and_leave() {
         "{init}"
     );
     let id = docker_line_id(&init);
+
+    // A change made right after `swarm init` is on `/events`, however soon after the new
+    // manager the daemon's event follower finds it.
+    nodes.docker_ok("n1", &["network", "create", "-d", "overlay", "initnet"]);
+    let until = (unix_seconds() + 1).to_string();
+    let shown = nodes.docker_ok(
+        "n1",
+        &[
+            "events",
+            "--since",
+            &before_init,
+            "--until",
+            &until,
+            "--filter",
+            "type=network",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ],
+    );
+    assert!(
+        shown.lines().any(|line| line == "create initnet"),
+        "docker events after swarm init: {shown:?}"
+    );
     let token = nodes
         .docker_ok("n1", &["swarm", "join-token", "-q", "worker"])
         .trim()
@@ -495,6 +519,14 @@ fn docker_swarm_init_join_and_leave() {
     let key = nodes.docker_ok("n1", &["swarm", "unlock-key", "-q"]);
     assert!(key.trim().starts_with("SWMKEY-1-"), "unlock key: {key}");
     nodes.docker_ok("n1", &["swarm", "leave", "--force"]);
+}
+
+/// Whole seconds since the epoch.
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
 }
 
 /// The node ID in `Swarm initialized: current node (ID) is now a manager.`

@@ -17,6 +17,7 @@ pub mod images;
 pub mod lab_swarm;
 pub mod manager;
 pub mod metrics;
+pub mod replay;
 pub mod stack;
 pub mod transport;
 pub mod underlay_probe;

@@ -341,10 +341,10 @@ impl LocalEvents {
 impl pb::events_server::Events for LocalEvents {
     type WatchStream = crate::api::ReplyStream<pb::WatchEvent>;
 
-    async fn watch(&self, _: tonic::Request<pb::WatchRequest>) -> Reply<Self::WatchStream> {
+    async fn watch(&self, r: tonic::Request<pb::WatchRequest>) -> Reply<Self::WatchStream> {
         let manager = self.control.manager()?;
         Ok(tonic::Response::new(
-            crate::manager::controlapi::events::watch(&manager),
+            crate::manager::controlapi::events::watch(&manager, r.get_ref().resume_after.as_ref()),
         ))
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tonic::transport::Channel;
 
 use super::error::EngineError;
@@ -29,6 +29,9 @@ pub struct Backend {
     images: ImageStore,
     /// The cluster events `/events` serves, fed by `events::follow`.
     events: Arc<EventLog>,
+    /// Woken when this node became a swarm member through this API, so that `events::follow`
+    /// watches the new manager at once rather than at its next poll.
+    joined: Notify,
 }
 
 impl Backend {
@@ -38,6 +41,7 @@ impl Backend {
             channel: Mutex::new(None),
             images,
             events: Arc::new(EventLog::default()),
+            joined: Notify::new(),
         }
     }
 
@@ -67,10 +71,25 @@ impl Backend {
         self.events.clone()
     }
 
+    /// Tells `events::follow` that this node may be a manager now (`swarm init`, `join`,
+    /// `unlock` succeeded).
+    pub fn joined(&self) {
+        self.joined.notify_one();
+    }
+
+    /// Waits for the next [`Self::joined`] (or returns at once if one came meanwhile).
+    pub async fn wait_joined(&self) {
+        self.joined.notified().await;
+    }
+
     /// This manager's committed changes from now on (fails on workers and outside a swarm).
-    pub async fn watch_events(&self) -> Result<tonic::Streaming<pb::WatchEvent>, EngineError> {
+    /// The local manager's events after `resume_after` (every kept one without it).
+    pub async fn watch_events(
+        &self,
+        resume_after: Option<pb::EventPosition>,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, EngineError> {
         Ok(pb::events_client::EventsClient::new(self.channel().await?)
-            .watch(pb::WatchRequest {})
+            .watch(pb::WatchRequest { resume_after })
             .await?
             .into_inner())
     }
@@ -124,6 +143,7 @@ impl Backend {
             .await?
             .unlock(pb::UnlockRequest { key })
             .await?;
+        self.joined();
         Ok(())
     }
 

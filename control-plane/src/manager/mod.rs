@@ -79,6 +79,8 @@ pub struct Manager {
     /// Pre-vote: what this manager knows of the leader, and when it may stand.
     pub campaign: Arc<Campaign>,
     pub dispatcher: Arc<Dispatcher>,
+    /// The changes `/events` reports, kept from this manager's start (`controlapi::events`).
+    pub events: Arc<controlapi::events::History>,
     /// Held by the service API's writes, so that the name and ingress port checks and the
     /// write that relies on them are one step for every API writer on this leader (the
     /// store's optimistic concurrency only catches changes to the same objects).
@@ -108,12 +110,22 @@ impl Manager {
         timers::apply(&mut config);
         let store = Store::open(config, GrpcRaftNetwork::new(peers.clone())).await?;
         let (stop, stop_rx) = watch::channel(false);
+        // Taken before the manager serves anything, so the history misses no change made
+        // through it.
+        let events = Arc::new(controlapi::events::History::default());
+        let changes = store.watch(controlapi::events::filter());
         let dispatcher = Dispatcher::new(store.clone(), params.suspects.clone());
         let campaign = Campaign::new(
             params.raft_id,
             Duration::from_millis(timers::ELECTION_TIMEOUT_MAX_MS),
         );
         let tasks = vec![
+            tokio::spawn(controlapi::events::record(
+                store.clone(),
+                changes,
+                events.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(campaign::gate(
                 campaign.clone(),
                 peers.clone(),
@@ -164,6 +176,7 @@ impl Manager {
             peers,
             campaign,
             dispatcher,
+            events,
             service_writes: tokio::sync::Mutex::new(()),
             stop,
             tasks,

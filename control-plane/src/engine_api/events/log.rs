@@ -1,11 +1,12 @@
 //! The daemon's event log, as dockerd's `daemon/events`: the last [`HISTORY`] messages (what
 //! `since`/`until` replay) and a bounded live feed for every subscriber.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bollard_stubs::models as m;
 use tokio::sync::broadcast;
+
+use crate::replay::Replay;
 
 /// Messages kept for `since`/`until`, dockerd's `eventsLimit`.
 pub const HISTORY: usize = 256;
@@ -28,36 +29,20 @@ impl Window {
 
 #[derive(Debug)]
 pub struct EventLog {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    history: VecDeque<Arc<m::EventMessage>>,
-    live: broadcast::Sender<Arc<m::EventMessage>>,
+    replay: Replay<m::EventMessage>,
 }
 
 impl Default for EventLog {
     fn default() -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                history: VecDeque::with_capacity(HISTORY),
-                live: broadcast::channel(SUBSCRIBER_BUFFER).0,
-            }),
+            replay: Replay::new(HISTORY, SUBSCRIBER_BUFFER),
         }
     }
 }
 
 impl EventLog {
     pub fn publish(&self, message: m::EventMessage) {
-        let message = Arc::new(message);
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.history.len() == HISTORY {
-            inner.history.pop_front();
-        }
-        inner.history.push_back(message.clone());
-        // No subscriber is not an error: the message stays in the history.
-        let _ = inner.live.send(message);
+        self.replay.publish(message);
     }
 
     /// The kept messages in `window` (none when the window is open on both ends, as dockerd)
@@ -69,18 +54,9 @@ impl EventLog {
         Vec<Arc<m::EventMessage>>,
         broadcast::Receiver<Arc<m::EventMessage>>,
     ) {
-        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let past = if window == Window::default() {
-            Vec::new()
-        } else {
-            inner
-                .history
-                .iter()
-                .filter(|m| window.contains(m.time_nano.unwrap_or_default()))
-                .cloned()
-                .collect()
-        };
-        (past, inner.live.subscribe())
+        let open = window == Window::default();
+        self.replay
+            .subscribe(|m| !open && window.contains(m.time_nano.unwrap_or_default()))
     }
 }
 

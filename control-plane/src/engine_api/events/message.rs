@@ -254,6 +254,7 @@ mod tests {
                 seconds: 1_700_000_000,
                 nanos: 5,
             }),
+            position: None,
         }
     }
 
@@ -338,6 +339,7 @@ mod tests {
             object: Some(object(node(pb::Availability::Drain, pb::NodeState::Ready))),
             old: Some(object(node(pb::Availability::Active, pb::NodeState::Ready))),
             time: None,
+            position: None,
         };
         let update = message(event).expect("message");
         assert_eq!(update.typ, Some(m::EventMessageTypeEnum::NODE));

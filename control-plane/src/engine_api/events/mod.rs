@@ -1,7 +1,8 @@
 //! `GET /events` for the swarm event types (docs/engine-api.md, "Events").
 //!
 //! ```text
-//! manager store ── committed change ──▶ Events.Watch (gRPC, local socket)
+//! manager store ── committed change ──▶ manager's event history (last 256 since it started)
+//!     ──▶ Events.Watch (gRPC, local socket; resumes after the last event the follower got)
 //!     ──▶ follow(): message() ──▶ EventLog (last 256 + live feed of 1024 per subscriber)
 //!     ──▶ GET /events: the kept messages in since..until, then live ones until `until`
 //! ```
@@ -25,31 +26,38 @@ use tokio::sync::{broadcast, watch};
 use self::filter::EventFilter;
 use self::log::{EventLog, Window};
 use super::backend::Backend;
+use crate::api::pb;
 
 /// How long to wait before watching again after the watch ended or could not start (a worker,
-/// a node outside a swarm, a manager that lost events).
+/// a node outside a swarm, a watch that fell behind). Nothing is lost meanwhile: the next watch
+/// begins with what the manager kept.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
 
-/// Feeds `log` from the local manager's watch until `stopping`.
+/// Feeds `log` from the local manager's watch until `stopping`. Each watch resumes after the
+/// last event the one before it got, so the manager's kept events fill the time between two
+/// watches (before a manager exists, or after a watch ended).
 pub async fn follow(
     backend: Arc<Backend>,
     log: Arc<EventLog>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let mut position = None;
     loop {
         tokio::select! {
-            () = watch_once(&backend, &log) => {}
+            () = watch_once(&backend, &log, &mut position) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
         tokio::select! {
             () = tokio::time::sleep(REWATCH_DELAY) => {}
+            () = backend.wait_joined() => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
 }
 
-async fn watch_once(backend: &Backend, log: &EventLog) {
-    let mut stream = match backend.watch_events().await {
+/// One watch, from after `position`; `position` follows the events it gets.
+async fn watch_once(backend: &Backend, log: &EventLog, position: &mut Option<pb::EventPosition>) {
+    let mut stream = match backend.watch_events(position.clone()).await {
         Ok(stream) => stream,
         Err(e) => {
             tracing::trace!(%e, "no cluster events to follow here");
@@ -58,15 +66,20 @@ async fn watch_once(backend: &Backend, log: &EventLog) {
     };
     loop {
         match stream.message().await {
-            Ok(Some(event)) => match message::message(event) {
-                Ok(message) => log.publish(message),
-                Err(e) => tracing::warn!(%e, "a cluster event cannot be shown on /events"),
-            },
+            Ok(Some(mut event)) => {
+                if let Some(next) = event.position.take() {
+                    *position = Some(next);
+                }
+                match message::message(event) {
+                    Ok(message) => log.publish(message),
+                    Err(e) => tracing::warn!(%e, "a cluster event cannot be shown on /events"),
+                }
+            }
             Ok(None) => return,
             Err(status) => {
                 tracing::warn!(
                     reason = status.message(),
-                    "the cluster event watch ended; /events subscribers may have missed events"
+                    "the cluster event watch ended; watching again from the last event received"
                 );
                 return;
             }

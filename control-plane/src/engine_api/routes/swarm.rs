@@ -314,6 +314,7 @@ pub async fn init(
         .init(request)
         .await
         .map_err(membership_error)?;
+    backend.joined();
     Ok(axum::Json(response.into_inner().node_id))
 }
 
@@ -326,6 +327,7 @@ pub async fn join(Extract(backend): Extract<State>, Json(body): Json<JoinBody>) 
         .join(request)
         .await
         .map_err(membership_error)?;
+    backend.joined();
     Ok(())
 }
 

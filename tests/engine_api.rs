@@ -374,6 +374,31 @@ impl Unformed {
         text(&out.stdout)
     }
 
+    /// Creates overlay network `name` on n1 and checks that `docker events --since since`
+    /// shows its creation.
+    fn created_network_is_an_event(&self, name: &str, since: &str) {
+        self.docker_ok("n1", &["network", "create", "-d", "overlay", name]);
+        let until = (unix_seconds() + 1).to_string();
+        let shown = self.docker_ok(
+            "n1",
+            &[
+                "events",
+                "--since",
+                since,
+                "--until",
+                &until,
+                "--filter",
+                "type=network",
+                "--format",
+                "{{.Action}} {{.Actor.Attributes.name}}",
+            ],
+        );
+        assert!(
+            shown.lines().any(|line| line == format!("create {name}")),
+            "docker events after swarm init: {shown:?}"
+        );
+    }
+
     fn docker_err(&self, node: &str, args: &[&str]) -> String {
         let out = self.docker(node, args);
         assert!(
@@ -432,26 +457,7 @@ fn docker_swarm_init_join_and_leave() {
 
     // A change made right after `swarm init` is on `/events`, however soon after the new
     // manager the daemon's event follower finds it.
-    nodes.docker_ok("n1", &["network", "create", "-d", "overlay", "initnet"]);
-    let until = (unix_seconds() + 1).to_string();
-    let shown = nodes.docker_ok(
-        "n1",
-        &[
-            "events",
-            "--since",
-            &before_init,
-            "--until",
-            &until,
-            "--filter",
-            "type=network",
-            "--format",
-            "{{.Action}} {{.Actor.Attributes.name}}",
-        ],
-    );
-    assert!(
-        shown.lines().any(|line| line == "create initnet"),
-        "docker events after swarm init: {shown:?}"
-    );
+    nodes.created_network_is_an_event("initnet", &before_init);
     let token = nodes
         .docker_ok("n1", &["swarm", "join-token", "-q", "worker"])
         .trim()
@@ -508,6 +514,7 @@ fn docker_swarm_init_join_and_leave() {
     assert_eq!(left.trim(), "Node left the swarm.");
 
     // AutoLockManagers: the new swarm is locked at restart; the CLI shows the unlock key.
+    let before_init = unix_seconds().to_string();
     let init = nodes.docker_ok(
         "n1",
         &["swarm", "init", "--autolock", "--advertise-addr", &n1],
@@ -518,6 +525,8 @@ fn docker_swarm_init_join_and_leave() {
     );
     let key = nodes.docker_ok("n1", &["swarm", "unlock-key", "-q"]);
     assert!(key.trim().starts_with("SWMKEY-1-"), "unlock key: {key}");
+    // The events of the node's new swarm, its new manager's.
+    nodes.created_network_is_an_event("againnet", &before_init);
     nodes.docker_ok("n1", &["swarm", "leave", "--force"]);
 }
 

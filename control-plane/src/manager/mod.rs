@@ -183,6 +183,12 @@ impl Manager {
         }))
     }
 
+    /// Becomes `true` when [`Self::shutdown`] begins, for streams that must end with the
+    /// manager.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     /// Stops the background work and the Raft node. The store's files stay.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);

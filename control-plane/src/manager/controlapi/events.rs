@@ -130,18 +130,23 @@ pub async fn record(
     }
 }
 
-/// The kept events after `resume_after`, then the changes committed from now on. A caller
-/// that reads too slowly gets `ABORTED` and the stream ends, so it never holds more than
-/// [`LIVE_BUFFER`] events.
+/// The kept events after `resume_after`, then the changes committed from now on, until the
+/// manager stops. A caller that reads too slowly gets `ABORTED` and the stream ends, so it
+/// never holds more than [`LIVE_BUFFER`] events.
 pub fn watch(
     manager: &Manager,
     resume_after: Option<&pb::EventPosition>,
 ) -> ReplyStream<pb::WatchEvent> {
     let (past, live) = manager.events.subscribe(resume_after);
-    let live = futures::stream::unfold(Some(live), |live| async move {
-        let mut live = live?;
-        match live.recv().await {
-            Ok(event) => Some((Ok(event), Some(live))),
+    let stopping = manager.stopping();
+    let live = futures::stream::unfold(Some((live, stopping)), |state| async move {
+        let (mut live, mut stopping) = state?;
+        let received = tokio::select! {
+            received = live.recv() => received,
+            _ = stopping.wait_for(|stop| *stop) => return None,
+        };
+        match received {
+            Ok(event) => Some((Ok(event), Some((live, stopping)))),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 Some((Err(lost_events(missed)), None))
             }

@@ -82,8 +82,8 @@ impl Backend {
         self.joined.notified().await;
     }
 
-    /// This manager's committed changes from now on (fails on workers and outside a swarm).
-    /// The local manager's events after `resume_after` (every kept one without it).
+    /// The local manager's events after `resume_after` (every kept one without it), then its
+    /// committed changes from now on; fails on workers and outside a swarm.
     pub async fn watch_events(
         &self,
         resume_after: Option<pb::EventPosition>,

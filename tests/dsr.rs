@@ -3,7 +3,9 @@
 //! published port that n1 balances to the task on n2 are answered by n2 itself (n2's
 //! direct-return counter moves, the tasks still see the client's address); switching back to
 //! `snat` at runtime keeps connections opened before the switch working, and new ones take
-//! today's path again (n2's counter stays still).
+//! today's path again (n2's counter stays still). The same swarm then carries its mesh over
+//! the lab's wire switched from n1 to n2 (`hive_lab::wire`, what the bulk bench's
+//! `/switched` rows measure).
 //!
 //! Needs root.
 
@@ -171,4 +173,77 @@ fn dsr_replies_come_straight_from_the_backends_node_and_the_mode_switches_at_run
     for (stream, host) in &mut open_conns {
         assert_eq!(&request_on(stream), host);
     }
+
+    the_switched_wire_carries_the_mesh_and_gives_the_bridge_port_back(&swarm, &mut open_conns);
+}
+
+/// The lab's wire from n1 to n2 switched past the bridge (`hive_lab::wire`, the bulk
+/// bench's `/switched` rows): n1's frames reach n2 as XDP frames through n2's bridge port,
+/// the mesh answers as before, open connections keep their task, and the bridge port runs
+/// its pass program again once the switch is dropped.
+fn the_switched_wire_carries_the_mesh_and_gives_the_bridge_port_back(
+    swarm: &Swarm,
+    open_conns: &mut [(TcpStream, String)],
+) {
+    let lab = swarm.lab();
+    let program = || hive_lab::wire::bridge_port_program(lab, "n1").expect("n1's bridge port");
+    assert_eq!(program(), "xdp_floor");
+    let switched = hive_lab::wire::switch(lab, "n1", "n2").expect("switching n1's hop to n2");
+    assert_eq!(program(), "xdp_lab_switch");
+    let before = xdp_frames_into(swarm, "n2");
+    probe_until(swarm, "answered over the switched hop", |before, after| {
+        after.0 > before.0
+    });
+    for (stream, host) in open_conns.iter_mut() {
+        assert_eq!(&request_on(stream), host, "an open connection, switched");
+    }
+    let switched_frames = xdp_frames_into(swarm, "n2");
+    assert!(
+        switched_frames > before,
+        "n1's frames reached n2 past the bridge: {before} -> {switched_frames}"
+    );
+    drop(switched);
+    assert_eq!(program(), "xdp_floor", "the pass program is back");
+    // The first round also lets a frame that was on its way at the swap arrive.
+    probe_until(swarm, "answered over the bridge again", |before, after| {
+        after.0 > before.0
+    });
+    let bridged = xdp_frames_into(swarm, "n2");
+    probe_until(swarm, "answered over the bridge again", |before, after| {
+        after.0 > before.0
+    });
+    assert_eq!(
+        xdp_frames_into(swarm, "n2"),
+        bridged,
+        "nothing is redirected to n2 once the switch is gone"
+    );
+}
+
+/// Frames redirected into `node`'s `eth0` through its bridge port as XDP frames: the
+/// port's `tx_queue_*_xdp_xmit` counters (`ethtool -S`; veth counts there what it hands
+/// to its peer's XDP ring).
+fn xdp_frames_into(swarm: &Swarm, node: &str) -> u64 {
+    let lab = swarm.lab();
+    let port = &lab.member(node).expect("the node").peer_link;
+    let out = std::process::Command::new("nsenter")
+        .arg(format!(
+            "--net={}",
+            lab.state().underlay.netns_path.display()
+        ))
+        .args(["ethtool", "-S", port])
+        .output()
+        .expect("running ethtool -S in the underlay");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ethtool -S {port}: {text}");
+    let counters: Vec<u64> = text
+        .lines()
+        .filter_map(|line| line.trim().split_once(':'))
+        .filter(|(name, _)| name.ends_with("_xdp_xmit"))
+        .map(|(_, value)| value.trim().parse().expect("a counter"))
+        .collect();
+    assert!(
+        !counters.is_empty(),
+        "ethtool -S {port} has no peer_tq_*_xdp_xmit: {text}"
+    );
+    counters.iter().sum()
 }

@@ -22,7 +22,9 @@ use hive_prog_run::{
         self, Frame, IPPROTO_TCP, L4, Mac, PacketBuilder, TCP_ACK, TCP_SYN, parse, parse_vxlan,
         vxlan_frame,
     },
-    prog_run::{ProgRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
+    prog_run::{
+        ProgRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+    },
 };
 
 use hive_prog_run::world::*;
@@ -1267,6 +1269,49 @@ fn the_lab_forwarder_rewrites_only_the_ethernet_addresses() {
                 "{program}"
             );
         }
+    }
+}
+
+/// The lab's wire as a switch (`xdp_lab_switch` on a bridge port, `hive_lab::wire`):
+/// frames to the configured node's MAC are redirected, untouched, to its bridge port;
+/// every other frame, and every frame while nothing is configured, passes to the bridge.
+#[test]
+fn the_lab_switch_redirects_only_frames_to_its_node() {
+    root!("lab_switch");
+    let mut h = ProgRun::load().expect("load object");
+    let to_b = PacketBuilder::tcp(CLIENT, published())
+        .macs(MAC_A, MAC_B)
+        .build();
+    let tunnelled = vxlan_frame(
+        MAC_A, MAC_B, NODE_A, NODE_B, 50000, VXLAN_PORT, 0x08, VNI, &to_b,
+    );
+    let to_a = PacketBuilder::tcp(CLIENT, published())
+        .macs(MAC_B, MAC_A)
+        .build();
+    let broadcast = PacketBuilder::tcp(CLIENT, published())
+        .macs(MAC_A, [0xff; 6])
+        .build();
+    assert_eq!(
+        run(&mut h, LAB_SWITCH, &to_b),
+        (XDP_PASS, to_b.clone()),
+        "not configured: the bridge's"
+    );
+    h.maps()
+        .set_lab_forward(&LabForward {
+            backends: 1,
+            to: [MAC_B, [0; 6]],
+            ifindex: 7,
+            ..LabForward::default()
+        })
+        .expect("configure");
+    for frame in [&to_b, &tunnelled] {
+        assert_eq!(
+            run(&mut h, LAB_SWITCH, frame),
+            (XDP_REDIRECT, frame.clone())
+        );
+    }
+    for frame in [&to_a, &broadcast] {
+        assert_eq!(run(&mut h, LAB_SWITCH, frame), (XDP_PASS, frame.clone()));
     }
 }
 

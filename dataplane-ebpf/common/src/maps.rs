@@ -43,7 +43,8 @@ pub const ENDPOINTS: &str = "HIVE_ENDPOINTS";
 /// VXLAN is accepted from and sent to.
 pub const PEERS: &str = "HIVE_PEERS";
 /// `Array<LabForward>`, one entry: the benchmark's floor forwarders (`xdp_lab_forward`,
-/// `tc_lab_forward`).
+/// `tc_lab_forward`, `xdp_lab_vxlan`, `xdp_lab_decap`) and the lab's switch
+/// (`xdp_lab_switch`).
 /// Without the `HIVE_` prefix the agent's loader never pins it.
 pub const LAB_FORWARD: &str = "LAB_FORWARD";
 /// `PerCpuArray<ServiceCounters>` indexed by service id.
@@ -407,7 +408,9 @@ pub const LAB_FORWARD_BACKENDS: usize = 2;
 /// floor with hive's tunnel"): a TCP frame of `addr_be:port_be` leaves with only its
 /// Ethernet addresses rewritten (`xdp_lab_forward`, `tc_lab_forward`) or wrapped in
 /// hive's VXLAN headers (`xdp_lab_vxlan`); `xdp_lab_decap` unwraps the VXLAN frames to
-/// `addr_be:port_be`. One entry, index 0; all zero forwards nothing.
+/// `addr_be:port_be`. `xdp_lab_switch`, on a bridge port of the lab's underlay, sends
+/// frames to `to[0]` to the bridge port `ifindex` (`docs/dsr.md`, "The lab's wire").
+/// One entry, index 0; all zero forwards nothing.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabForward {
@@ -432,7 +435,8 @@ pub struct LabForward {
     /// How the tc program sends the frame on ([`Self::OUT_SAME`], [`Self::OUT_PEER`],
     /// [`Self::OUT_EGRESS`]); XDP always sends it back out (`XDP_TX`).
     pub out: u8,
-    /// The device of [`Self::OUT_PEER`] and [`Self::OUT_EGRESS`].
+    /// The device of [`Self::OUT_PEER`] and [`Self::OUT_EGRESS`]; `xdp_lab_switch`'s
+    /// destination bridge port.
     pub ifindex: u32,
     /// `xdp_lab_vxlan` only: the underlay addresses of the nodes of `to`, the outer
     /// destination, picked with the MAC.

@@ -14,6 +14,12 @@
 //! `vxlan::push_outer_xdp`); on the backend's node XDP strips them
 //! (`vxlan::decap_xdp`), addresses the inner frame to the node as hive's decapsulation
 //! does, and passes it on to tc. No conntrack, Maglev, NAT, MSS clamp or counters.
+//!
+//! `xdp_lab_switch` is not a hop of a path but of the lab's wire (`docs/dsr.md`, "The
+//! lab's wire"): on a bridge port of the underlay, frames to one node's MAC go straight
+//! to that node's bridge port (`bpf_redirect`), still XDP frames, as a switch hands a
+//! frame on without the receiving node copying it; every other frame passes to the
+//! bridge.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -118,6 +124,18 @@ pub fn try_decap_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     // addressed to the ingress node, and the kernel would take it as another host's.
     pkt.store(0, &to.to[0])?;
     Ok(xdp_action::XDP_PASS)
+}
+
+pub fn try_switch_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let Some(to) = LAB_FORWARD.get(0) else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    let eth: EthHdr = XdpPacket { ctx }.load(0)?;
+    if to.ifindex == 0 || eth.dst != to.to[0] {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // SAFETY: a helper call with plain integer arguments; it returns an XDP action.
+    Ok(unsafe { aya_ebpf::helpers::bpf_redirect(to.ifindex, 0) } as u32)
 }
 
 /// Whether the frame is VXLAN to this node's `addr_be:port_be` (UDP), with room for

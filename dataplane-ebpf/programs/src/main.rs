@@ -139,6 +139,13 @@ pub fn xdp_lab_decap(ctx: XdpContext) -> u32 {
     lab_forward::try_decap_xdp(&ctx).unwrap_or(xdp_action::XDP_DROP)
 }
 
+/// A bridge port of the lab's underlay as a switch: frames to one node's MAC go straight
+/// to that node's port (`lab_forward`); never attached by the agent.
+#[xdp]
+pub fn xdp_lab_switch(ctx: XdpContext) -> u32 {
+    lab_forward::try_switch_xdp(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {

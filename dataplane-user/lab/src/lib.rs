@@ -23,6 +23,7 @@ pub mod state;
 pub mod static_mesh;
 pub mod topology;
 pub mod veth_peer;
+pub mod wire;
 
 use std::{
     net::Ipv4Addr,

@@ -125,10 +125,12 @@ async fn build_async(state: &LabState) -> Result<(), TopologyError> {
 /// [`crate::veth_peer`]). A binary built without eBPF gets a lab that works
 /// for everything but that, with a warning.
 fn attach_bridge_side_pass(state: &LabState) -> Result<(), TopologyError> {
-    let pins = super::naming::bpf_lab_dir(&state.name).join(UNDERLAY_PIN_DIR);
     let result = netns::run_in(&state.underlay.netns_path, || {
         state.members.iter().try_for_each(|member| {
-            crate::veth_peer::attach_pass(&member.peer_link, &pins.join(&member.peer_link))
+            crate::veth_peer::attach_pass(
+                &member.peer_link,
+                &underlay_pin(state, &member.peer_link),
+            )
         })
     })?;
     match result {
@@ -145,6 +147,13 @@ fn attach_bridge_side_pass(state: &LabState) -> Result<(), TopologyError> {
 
 /// Pins of the bridge-side pass programs, under the lab's BPF directory.
 const UNDERLAY_PIN_DIR: &str = "underlay";
+
+/// Where the XDP link of the bridge port `port` is pinned.
+pub(crate) fn underlay_pin(state: &LabState, port: &str) -> PathBuf {
+    super::naming::bpf_lab_dir(&state.name)
+        .join(UNDERLAY_PIN_DIR)
+        .join(port)
+}
 
 /// One member: its namespaces, its veth into the bridge, its address, and
 /// the directories reserved for its daemon.

@@ -19,7 +19,7 @@ use aya::{
 use hive_dataplane::programs::EBPF_OBJECT;
 
 /// The trivial program attached: it passes every frame.
-const PASS_PROGRAM: &str = "xdp_floor";
+pub(crate) const PASS_PROGRAM: &str = "xdp_floor";
 
 /// Errors from attaching the pass program.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,11 @@
 //! that only rewrite the frames' Ethernet addresses; `floor-vxlan`: `floor-min` through hive's
 //! tunnel, `crate::floor`) and hive's
 //! mesh in each mode (`hive` = `snat`, `hive-dsr`, `hive-hybrid`, docs/dsr.md), n1's
-//! published port to a hive task on n2. Gbit/s as the receiver counts
-//! them and the sender's retransmits. Figures, never assertions.
+//! published port to a hive task on n2. `floor-vxlan` and `hive-dsr` are measured a second
+//! time with n1's frames to n2 past the lab's bridge (`floor-vxlan/switched`,
+//! `hive-dsr/switched`; `hive_lab::wire`, `docs/dsr.md`, "The lab's wire"): what the
+//! tunnel costs on this lab that it would not cost between machines. Gbit/s as the
+//! receiver counts them and the sender's retransmits. Figures, never assertions.
 
 use std::{
     fmt::Write as _,
@@ -39,6 +42,8 @@ pub enum BulkError {
     Floor(#[from] hive_lab::floor_forward::FloorForwardError),
     #[error("lab: {0}")]
     Lab(#[from] hive_lab::LabError),
+    #[error("the lab's wire: {0}")]
+    Wire(#[from] hive_lab::wire::WireError),
     #[error("could not run iperf3: {0}; install it with `cargo xtask setup`")]
     Spawn(#[from] std::io::Error),
     #[error("iperf3 through {path} failed: {detail}")]
@@ -99,22 +104,57 @@ const IPTABLES: &str = "iptables";
 #[derive(Debug, Clone, Copy)]
 enum Turn {
     Direct,
-    Floor(Floor),
+    Floor(Floor, Wire),
     Iptables,
-    Hive(MeshMode),
+    Hive(MeshMode, Wire),
 }
 
-const TURNS: [Turn; 10] = [
+/// How n1's frames to n2 cross the lab's underlay (`hive_lab::wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// Through the lab's bridge, as every other frame.
+    Bridged,
+    /// Past the bridge as XDP frames, as a switch hands them on: the row's name ends in
+    /// [`SWITCHED`]. Only for paths on which n2 runs XDP.
+    Switched,
+}
+
+/// The end of the name of a row measured on the [`Wire::Switched`] wire.
+pub const SWITCHED: &str = "/switched";
+
+impl Wire {
+    fn row(self, path: &str) -> String {
+        match self {
+            Wire::Bridged => path.to_owned(),
+            Wire::Switched => format!("{path}{SWITCHED}"),
+        }
+    }
+
+    /// n1's hop to n2 switched for as long as the returned guard lives.
+    fn apply(self, lab: &Lab) -> Result<Option<hive_lab::wire::Switched>, BulkError> {
+        Ok(match self {
+            Wire::Bridged => None,
+            Wire::Switched => Some(hive_lab::wire::switch(lab, "n1", BACKEND_NODE)?),
+        })
+    }
+}
+
+/// The node of the backend every path reaches.
+const BACKEND_NODE: &str = "n2";
+
+const TURNS: [Turn; 12] = [
     Turn::Direct,
-    Turn::Floor(Floor::ALL[0]),
-    Turn::Floor(Floor::ALL[1]),
-    Turn::Floor(Floor::ALL[2]),
-    Turn::Floor(Floor::ALL[3]),
-    Turn::Floor(Floor::ALL[4]),
+    Turn::Floor(Floor::ALL[0], Wire::Bridged),
+    Turn::Floor(Floor::ALL[1], Wire::Bridged),
+    Turn::Floor(Floor::ALL[2], Wire::Bridged),
+    Turn::Floor(Floor::ALL[3], Wire::Bridged),
+    Turn::Floor(Floor::ALL[4], Wire::Bridged),
+    Turn::Floor(Floor::Vxlan, Wire::Switched),
     Turn::Iptables,
-    Turn::Hive(MeshMode::Snat),
-    Turn::Hive(MeshMode::Dsr),
-    Turn::Hive(MeshMode::Hybrid),
+    Turn::Hive(MeshMode::Snat, Wire::Bridged),
+    Turn::Hive(MeshMode::Dsr, Wire::Bridged),
+    Turn::Hive(MeshMode::Dsr, Wire::Switched),
+    Turn::Hive(MeshMode::Hybrid, Wire::Bridged),
 ];
 
 /// Every path in both directions, `rounds` times, each run `seconds` long, on a lab where
@@ -142,13 +182,16 @@ pub fn measure(
                     out.extend(measured?);
                     unrouted?;
                 }
-                Turn::Floor(floor) => out.extend(crate::floor::through(
+                Turn::Floor(floor, wire) => out.extend(crate::floor::through(
                     lab,
                     kernel,
                     floor,
                     PORT,
                     true,
-                    || both_ways(lab, floor.name(), n1, seconds),
+                    || {
+                        let _wire = wire.apply(lab)?;
+                        both_ways(lab, &wire.row(floor.name()), n1, seconds)
+                    },
                 )?),
                 Turn::Iptables => {
                     kernel.install_bulk(PORT)?;
@@ -157,7 +200,7 @@ pub fn measure(
                     out.extend(measured?);
                     cleared?;
                 }
-                Turn::Hive(mode) => out.extend(through_hive(lab, mode, n1, seconds)?),
+                Turn::Hive(mode, wire) => out.extend(through_hive(lab, mode, wire, n1, seconds)?),
             }
         }
     }
@@ -169,13 +212,19 @@ pub fn measure(
 fn through_hive(
     lab: &Lab,
     mode: MeshMode,
+    wire: Wire,
     n1: Ipv4Addr,
     seconds: u32,
 ) -> Result<Vec<BulkFigures>, BulkError> {
     let mut mesh = StaticMesh::new(lab, 0x00b0_1c00)?;
     mesh.set_mesh_mode(mode);
     let measured = (|| -> Result<Vec<BulkFigures>, BulkError> {
-        mesh.add_task("ipf2", "n2", "iperf3", &["-s", "-p", &PORT.to_string()])?;
+        mesh.add_task(
+            "ipf2",
+            BACKEND_NODE,
+            "iperf3",
+            &["-s", "-p", &PORT.to_string()],
+        )?;
         mesh.set_service(ServiceDef {
             id: SERVICE.to_owned(),
             name: "bulk".to_owned(),
@@ -193,7 +242,8 @@ fn through_hive(
             MeshMode::Snat => "hive".to_owned(),
             other => format!("hive-{other}"),
         };
-        both_ways(lab, &path, n1, seconds)
+        let _wire = wire.apply(lab)?;
+        both_ways(lab, &wire.row(&path), n1, seconds)
     })();
     let down = mesh.teardown();
     let figures = measured?;
@@ -275,7 +325,7 @@ fn run(
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
     };
     eprintln!(
-        "  {:<12} {:<8} {:>6.2} Gbit/s {:>6} retransmits",
+        "  {:<20} {:<8} {:>6.2} Gbit/s {:>6} retransmits",
         figures.path, figures.direction, figures.gbit_per_s, figures.retransmits
     );
     Ok(figures)
@@ -318,7 +368,7 @@ pub fn table(rows: &[BulkRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<13} {:<8} {:>7} {:>13} {:>7} {:>8} {:>8}",
+        "{:<20} {:<8} {:>7} {:>13} {:>7} {:>8} {:>8}",
         "BULK PATH", "DIR", "Gbit/s", "range", "retr.", "÷direct", "÷ipt"
     );
     let of = |path: &str, direction| {
@@ -333,7 +383,7 @@ pub fn table(rows: &[BulkRow]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<13} {:<8} {:>7.2} {:>13} {:>7} {:>8} {:>8}",
+            "{:<20} {:<8} {:>7.2} {:>13} {:>7} {:>8} {:>8}",
             r.path,
             r.direction.to_string(),
             r.gbit_per_s,
@@ -348,7 +398,9 @@ pub fn table(rows: &[BulkRow]) -> String {
          routed straight to the task, no mesh; each figure the median over the rounds, range \
          min–max, retransmits the sender's median; floor*: n1 forwarding by MACs alone, \
          the least any path through n1 costs here; floor-vxlan: floor-min through hive's \
-         VXLAN tunnel with no other work, docs/dsr.md)\n",
+         VXLAN tunnel with no other work; /switched: n1's frames to n2 past the lab's bridge \
+         as XDP frames, which n2's veth then does not copy, as between machines; \
+         docs/dsr.md)\n",
     );
     out
 }

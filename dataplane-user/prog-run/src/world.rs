@@ -23,6 +23,7 @@ pub const LAB_FORWARD: &str = "xdp_lab_forward";
 pub const TC_LAB_FORWARD: &str = "tc_lab_forward";
 pub const LAB_VXLAN: &str = "xdp_lab_vxlan";
 pub const LAB_DECAP: &str = "xdp_lab_decap";
+pub const LAB_SWITCH: &str = "xdp_lab_switch";
 
 pub const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

@@ -146,6 +146,25 @@ pub fn member_mac(lab: &Lab, member: &str) -> Result<[u8; 6], FloorForwardError>
     })
 }
 
+/// A fresh copy of the object whose `LAB_FORWARD` entry is `config`, every map of one entry
+/// (`veth_peer::load_with_tiny_maps`); on failure, what failed and why.
+pub(crate) fn load_configured(config: LabForward) -> Result<Ebpf, (&'static str, String)> {
+    let mut ebpf = crate::veth_peer::load_with_tiny_maps().map_err(|e| ("loading", e))?;
+    let mut map: Array<_, LabForward> = ebpf
+        .map_mut(LAB_FORWARD)
+        .ok_or_else(|| {
+            (
+                "configuring",
+                format!("the object has no map {LAB_FORWARD}"),
+            )
+        })?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| ("configuring", e.to_string()))?;
+    map.set(0, config, 0)
+        .map_err(|e| ("configuring", e.to_string()))?;
+    Ok(ebpf)
+}
+
 /// Load a fresh copy of the object, configure `hop` and attach it.
 pub fn attach(lab: &Lab, hop: &Forward<'_>) -> Result<Attached, FloorForwardError> {
     if EBPF_OBJECT.is_empty() {
@@ -207,19 +226,8 @@ pub fn attach(lab: &Lab, hop: &Forward<'_>) -> Result<Attached, FloorForwardErro
             Out::Peer(device) => (LabForward::OUT_PEER, index(device)?),
             Out::Egress(device) => (LabForward::OUT_EGRESS, index(device)?),
         };
-        let mut ebpf = crate::veth_peer::load_with_tiny_maps().map_err(|e| failed("loading", e))?;
-        let mut map: Array<_, LabForward> = ebpf
-            .map_mut(LAB_FORWARD)
-            .ok_or_else(|| {
-                failed(
-                    "configuring",
-                    format!("the object has no map {LAB_FORWARD}"),
-                )
-            })?
-            .try_into()
-            .map_err(|e: aya::maps::MapError| failed("configuring", e.to_string()))?;
-        map.set(0, config, 0)
-            .map_err(|e| failed("configuring", e.to_string()))?;
+        let mut ebpf =
+            load_configured(config).map_err(|(action, detail)| failed(action, detail))?;
         let found = ebpf
             .program_mut(program)
             .ok_or_else(|| failed("finding", "the object has no such program".to_owned()))?;

@@ -21,14 +21,15 @@
 
 use std::path::PathBuf;
 
-use aya::{
-    maps::Array,
-    programs::{Xdp, links::FdLink, links::PinnedLink, xdp::XdpLink},
-};
-use hive_common::maps::{LAB_FORWARD, LabForward};
+use aya::programs::{Xdp, links::FdLink, links::PinnedLink, xdp::XdpLink};
+use hive_common::maps::LabForward;
 use hive_dataplane::{netns, programs::EBPF_OBJECT};
 
-use crate::{Lab, LabError, floor_forward::member_mac, topology, veth_peer};
+use crate::{
+    Lab, LabError,
+    floor_forward::{load_configured, member_mac},
+    topology, veth_peer,
+};
 
 /// The switch program.
 const SWITCH_PROGRAM: &str = "xdp_lab_switch";
@@ -87,25 +88,13 @@ pub fn switch(lab: &Lab, from: &str, to: &str) -> Result<Switched, WireError> {
         nix::net::if_::if_nametoindex(to_port.as_str())
     })?
     .map_err(|_| WireError::NoPort(to_port.clone()))?;
-    let mut ebpf = veth_peer::load_with_tiny_maps().map_err(|e| failed("loading", e))?;
-    let mut map: Array<_, LabForward> = ebpf
-        .map_mut(LAB_FORWARD)
-        .ok_or_else(|| {
-            failed(
-                "configuring",
-                format!("the object has no map {LAB_FORWARD}"),
-            )
-        })?
-        .try_into()
-        .map_err(|e: aya::maps::MapError| failed("configuring", e.to_string()))?;
     let config = LabForward {
         backends: 1,
         to: [mac, [0; 6]],
         ifindex,
         ..LabForward::default()
     };
-    map.set(0, config, 0)
-        .map_err(|e| failed("configuring", e.to_string()))?;
+    let mut ebpf = load_configured(config).map_err(|(action, detail)| failed(action, detail))?;
     replace(&mut ebpf, SWITCH_PROGRAM, &pin).map_err(|(action, detail)| failed(action, detail))?;
     Ok(Switched { port, pin })
 }

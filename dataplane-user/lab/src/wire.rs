@@ -6,8 +6,8 @@
 //! What it takes away is a cost of the lab, not of any path: a frame that crosses the
 //! lab's bridge reaches the next veth as an skb in the sender's buffer, and veth copies
 //! it before that node's XDP program runs whenever its headroom is under the 256 bytes
-//! XDP wants, which every frame an encapsulation has grown is. A NIC receives into its
-//! own buffers and runs XDP there. A redirected frame is received the same way: veth
+//! XDP wants. Every frame an encapsulation has grown falls short (n1's VXLAN encap takes
+//! 50 of them). A NIC receives into its own buffers and runs XDP there. A redirected frame is received the same way: veth
 //! runs the receiving node's program on the frame as it is.
 //!
 //! The receiving veth takes redirected frames only while it runs its NAPI: while an XDP

@@ -120,7 +120,7 @@ enum Wire {
 }
 
 /// The end of the name of a row measured on the [`Wire::Switched`] wire.
-pub const SWITCHED: &str = "/switched";
+const SWITCHED: &str = "/switched";
 
 impl Wire {
     fn row(self, path: &str) -> String {
